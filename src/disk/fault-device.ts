@@ -1,0 +1,288 @@
+// Fault injection as a wrapper device. Rules choose byte ranges and/or "after N operations" and
+// then fail with EIO, add latency, stall until released, or tear a write (only a prefix of its
+// sectors lands, then the write fails as a crash mid-write would). Rules come from the API (tests)
+// or from a JSON control file that a separate node process re-reads while it runs, named by the
+// environment variable SANBOX_FAULTS (see openDevice), so a test can break a node it spawned.
+//
+// Control file shape: {"rules": [FaultRule, ...]}. Removing a stall rule from the file releases it.
+
+import fs from 'node:fs';
+import { DiskError } from '../errors.js';
+import { checkRange, isSyncDevice, type BlockDevice, type SectorSize, type SyncBlockDevice } from './device.js';
+
+export type FaultOp = 'read' | 'write' | 'any';
+export type FaultAction = 'eio' | 'latency' | 'stall' | 'torn';
+
+export interface FaultRule {
+  /** Names the rule, so `release(id)` or an edit of the control file can remove it. */
+  id?: string;
+  op?: FaultOp;
+  action: FaultAction;
+  /** Only I/O overlapping [offsetBytes, offsetBytes+lengthBytes) matches. Absent: all I/O. */
+  offsetBytes?: number;
+  lengthBytes?: number;
+  /** Only devices whose name contains this string match (a control file may serve many devices). */
+  device?: string;
+  /** The rule fires from the (afterOps+1)-th matching operation on. Default 0. */
+  afterOps?: number;
+  /** Fires at most this many times. Default: unlimited. */
+  count?: number;
+  /** For 'latency': added delay per operation. */
+  latencyMs?: number;
+  /** For 'torn': how many leading sectors of the write land. Default: half of them. */
+  tornSectors?: number;
+}
+
+/** How often a stalled operation or the control file is rechecked. */
+const CONTROL_POLL_MS = 10;
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+function sleepSync(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms);
+}
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+interface RuleState {
+  rule: FaultRule;
+  seenOps: number;
+  fired: number;
+}
+
+export class FaultDevice implements SyncBlockDevice {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly sectorSizeBytes: SectorSize;
+  readonly readOnly: boolean;
+  readonly sync = true as const;
+  private states: RuleState[] = [];
+  private controlCheckedAtMs = 0;
+  private controlStamp = '';
+
+  constructor(
+    private readonly inner: BlockDevice,
+    private readonly controlFile?: string,
+  ) {
+    this.name = inner.name;
+    this.sizeBytes = inner.sizeBytes;
+    this.sectorSizeBytes = inner.sectorSizeBytes;
+    this.readOnly = inner.readOnly;
+  }
+
+  /** Installs a rule; returns its id. */
+  inject(rule: FaultRule): string {
+    validateRule(rule, this.name);
+    const id = rule.id ?? `r${Math.random().toString(36).slice(2, 10)}`;
+    this.states.push({ rule: { ...rule, id }, seenOps: 0, fired: 0 });
+    return id;
+  }
+
+  /** Removes a rule (and so releases operations it stalls). */
+  release(id: string): void {
+    this.states = this.states.filter((s) => s.rule.id !== id);
+  }
+
+  clear(): void {
+    this.states = [];
+  }
+
+  get rules(): FaultRule[] {
+    return this.states.map((s) => s.rule);
+  }
+
+  private reloadControl(force = false): void {
+    if (this.controlFile === undefined) return;
+    const now = Date.now();
+    if (!force && now - this.controlCheckedAtMs < CONTROL_POLL_MS) return;
+    this.controlCheckedAtMs = now;
+    // The file is replaced by rename, so inode + mtime + size identify a version of it.
+    let stamp: string;
+    try {
+      const st = fs.statSync(this.controlFile);
+      stamp = `${st.ino}:${st.mtimeMs}:${st.size}`;
+    } catch {
+      stamp = 'none'; // no file: no rules
+    }
+    if (stamp === this.controlStamp) return;
+    this.controlStamp = stamp;
+    const rules = stamp === 'none' ? [] : readControlFile(this.controlFile);
+    // Keep counters of rules that are still there, keyed by their content.
+    const old = new Map(this.states.map((s) => [JSON.stringify(s.rule), s]));
+    this.states = rules.map((rule, i) => {
+      const withId = { ...rule, id: rule.id ?? `file${i}` };
+      return old.get(JSON.stringify(withId)) ?? { rule: withId, seenOps: 0, fired: 0 };
+    });
+  }
+
+  /** The first rule that fires for this operation (counting it against every matching rule). */
+  private match(op: 'read' | 'write', offsetBytes: number, lengthBytes: number): FaultRule | undefined {
+    this.reloadControl();
+    let hit: FaultRule | undefined;
+    for (const s of this.states) {
+      const r = s.rule;
+      if (r.op !== undefined && r.op !== 'any' && r.op !== op) continue;
+      if (r.device !== undefined && !this.name.includes(r.device)) continue;
+      if (r.offsetBytes !== undefined) {
+        const end = r.offsetBytes + (r.lengthBytes ?? this.sizeBytes);
+        if (offsetBytes + lengthBytes <= r.offsetBytes || offsetBytes >= end) continue;
+      }
+      s.seenOps++;
+      if (hit !== undefined) continue;
+      if (s.seenOps <= (r.afterOps ?? 0)) continue;
+      if (r.count !== undefined && s.fired >= r.count) continue;
+      s.fired++;
+      hit = r;
+    }
+    return hit;
+  }
+
+  private stillInstalled(id: string | undefined): boolean {
+    this.reloadControl(true);
+    return this.states.some((s) => s.rule.id === id);
+  }
+
+  private eio(op: string, offsetBytes: number, lengthBytes: number, what: string): DiskError {
+    return new DiskError('EIO', `${this.name}: ${op} failed at offset ${offsetBytes} length ${lengthBytes}: ${what}`, {
+      device: this.name,
+      offsetBytes,
+    });
+  }
+
+  private tornLength(rule: FaultRule, lengthBytes: number): number {
+    const sectors = Math.floor(lengthBytes / this.sectorSizeBytes);
+    const keep = Math.min(rule.tornSectors ?? Math.floor(sectors / 2), sectors);
+    return keep * this.sectorSizeBytes;
+  }
+
+  private innerSync(): SyncBlockDevice {
+    if (!isSyncDevice(this.inner)) throw new DiskError('EINVAL', `${this.name}: synchronous I/O on a device that has only the promise form`);
+    return this.inner;
+  }
+
+  readSync(buf: Buffer, offsetBytes: number): void {
+    checkRange(this, offsetBytes, buf.length);
+    const rule = this.match('read', offsetBytes, buf.length);
+    if (rule) this.applySync(rule, 'read', offsetBytes, buf.length);
+    this.innerSync().readSync(buf, offsetBytes);
+  }
+
+  writeSync(buf: Buffer, offsetBytes: number): void {
+    checkRange(this, offsetBytes, buf.length);
+    const rule = this.match('write', offsetBytes, buf.length);
+    if (rule?.action === 'torn') {
+      const keep = this.tornLength(rule, buf.length);
+      if (keep > 0) this.innerSync().writeSync(buf.subarray(0, keep), offsetBytes);
+      throw this.eio('write', offsetBytes, buf.length, `torn write injected (${keep} of ${buf.length} bytes landed)`);
+    }
+    if (rule) this.applySync(rule, 'write', offsetBytes, buf.length);
+    this.innerSync().writeSync(buf, offsetBytes);
+  }
+
+  private applySync(rule: FaultRule, op: string, offsetBytes: number, lengthBytes: number): void {
+    switch (rule.action) {
+      case 'eio':
+        throw this.eio(op, offsetBytes, lengthBytes, 'injected I/O error');
+      case 'latency':
+        sleepSync(rule.latencyMs ?? 0);
+        return;
+      case 'stall':
+        // Blocks the calling thread, as a hung device does; only the control file can release it.
+        while (this.stillInstalled(rule.id)) sleepSync(CONTROL_POLL_MS);
+        return;
+      case 'torn':
+        return; // reads are not torn
+    }
+  }
+
+  private async apply(rule: FaultRule, op: string, offsetBytes: number, lengthBytes: number): Promise<void> {
+    switch (rule.action) {
+      case 'eio':
+        throw this.eio(op, offsetBytes, lengthBytes, 'injected I/O error');
+      case 'latency':
+        await sleep(rule.latencyMs ?? 0);
+        return;
+      case 'stall':
+        while (this.stillInstalled(rule.id)) await sleep(CONTROL_POLL_MS);
+        return;
+      case 'torn':
+        return;
+    }
+  }
+
+  async read(buf: Buffer, offsetBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, buf.length);
+    const rule = this.match('read', offsetBytes, buf.length);
+    if (rule) await this.apply(rule, 'read', offsetBytes, buf.length);
+    await this.inner.read(buf, offsetBytes);
+  }
+
+  async write(buf: Buffer, offsetBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, buf.length);
+    const rule = this.match('write', offsetBytes, buf.length);
+    if (rule?.action === 'torn') {
+      const keep = this.tornLength(rule, buf.length);
+      if (keep > 0) await this.inner.write(buf.subarray(0, keep), offsetBytes);
+      throw this.eio('write', offsetBytes, buf.length, `torn write injected (${keep} of ${buf.length} bytes landed)`);
+    }
+    if (rule) await this.apply(rule, 'write', offsetBytes, buf.length);
+    await this.inner.write(buf, offsetBytes);
+  }
+
+  flushSync(): void {
+    this.innerSync().flushSync();
+  }
+  discardSync(offsetBytes: number, lengthBytes: number): void {
+    this.innerSync().discardSync(offsetBytes, lengthBytes);
+  }
+  closeSync(): void {
+    this.innerSync().closeSync();
+  }
+  async flush(): Promise<void> {
+    await this.inner.flush();
+  }
+  async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    await this.inner.discard(offsetBytes, lengthBytes);
+  }
+  async close(): Promise<void> {
+    await this.inner.close();
+  }
+}
+
+const ACTIONS: readonly FaultAction[] = ['eio', 'latency', 'stall', 'torn'];
+const OPS: readonly FaultOp[] = ['read', 'write', 'any'];
+
+function validateRule(rule: FaultRule, where: string): void {
+  const bad = (why: string): never => {
+    throw new DiskError('EINVAL', `${where}: bad fault rule ${JSON.stringify(rule)}: ${why}`);
+  };
+  if (typeof rule !== 'object' || rule === null) bad('not an object');
+  if (!ACTIONS.includes(rule.action)) bad(`action must be one of ${ACTIONS.join(', ')}`);
+  if (rule.op !== undefined && !OPS.includes(rule.op)) bad(`op must be one of ${OPS.join(', ')}`);
+  for (const k of ['offsetBytes', 'lengthBytes', 'afterOps', 'count', 'latencyMs', 'tornSectors'] as const) {
+    const v = rule[k];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) bad(`${k} must be a non-negative integer`);
+  }
+}
+
+/** Reads and validates a control file; a file being rewritten (invalid JSON) counts as no change. */
+export function readControlFile(path: string): FaultRule[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(path, 'utf8'));
+  } catch {
+    return [];
+  }
+  const rules = (parsed as { rules?: unknown }).rules;
+  if (!Array.isArray(rules)) throw new DiskError('EINVAL', `${path}: fault control file must be {"rules": [...]}`);
+  for (const r of rules) validateRule(r as FaultRule, path);
+  return rules as FaultRule[];
+}
+
+/** Writes a control file atomically (rename), so a reader never sees half of it. */
+export function writeControlFile(path: string, rules: FaultRule[]): void {
+  for (const r of rules) validateRule(r, path);
+  const tmp = `${path}.tmp${process.pid}`;
+  fs.writeFileSync(tmp, JSON.stringify({ rules }));
+  fs.renameSync(tmp, path);
+}

@@ -1,0 +1,48 @@
+// `sanbox disk create|info`: thin shells over src/disk.
+
+import type { Command } from 'commander';
+import { createImage, diskInfo, type SectorSize } from '../../src/disk/index.js';
+import { UsageError } from '../../src/errors.js';
+import { formatSize, parseSizeBytes } from '../../src/units.js';
+import { printFields, printJson } from '../output.js';
+
+export function register(program: Command): void {
+  const disk = program.command('disk').description('create and inspect emulated shared disks (sparse image files)');
+
+  disk
+    .command('create')
+    .description('create a sparse image file of the given size; no data blocks are allocated')
+    .argument('<image>', 'path of the image file to create')
+    .requiredOption('--size <size>', 'size, with a suffix: 512, 4k, 100M, 10G, 1T')
+    .option('--sector-size <bytes>', 'logical sector size: 512 or 4096', '512')
+    .option('--force', 'replace an existing image (refused while another process has it open)', false)
+    .option('--json', 'print the created disk as JSON', false)
+    .action((image: string, opts: { size: string; sectorSize: string; force: boolean; json: boolean }) => {
+      const sectorSizeBytes = Number(opts.sectorSize);
+      if (sectorSizeBytes !== 512 && sectorSizeBytes !== 4096) throw new UsageError(`--sector-size must be 512 or 4096, not '${opts.sectorSize}'`);
+      const sizeBytes = parseSizeBytes(opts.size);
+      createImage(image, { sizeBytes, sectorSizeBytes: sectorSizeBytes as SectorSize, force: opts.force });
+      if (opts.json) printJson(diskInfo(image));
+      else process.stdout.write(`Disk "${image}" created: ${formatSize(sizeBytes)} (${sizeBytes} bytes), ${sectorSizeBytes}-byte sectors.\n`);
+    });
+
+  disk
+    .command('info')
+    .description('show size, sector size, bytes allocated and whether the disk is in use')
+    .argument('<image>', 'image file or block device')
+    .option('--json', 'print as JSON', false)
+    .action((image: string, opts: { json: boolean }) => {
+      const info = diskInfo(image);
+      if (opts.json) {
+        printJson(info);
+        return;
+      }
+      printFields([
+        ['Disk', info.path],
+        ['Size', `${formatSize(info.sizeBytes)} (${info.sizeBytes} bytes)`],
+        ['Sector size', `${info.sectorSizeBytes}${info.sectorSizeRecorded ? '' : ' (not recorded; default)'}`],
+        ['Allocated', `${formatSize(info.allocatedBytes)} (${info.allocatedBytes} bytes)`],
+        ['In use', info.inUse ? `yes${info.holderPids.length ? ` (pid ${info.holderPids.join(', ')})` : ''}` : 'no'],
+      ]);
+    });
+}

@@ -1,0 +1,6 @@
+// Every command group registers itself here; one line per module.
+
+import type { Command } from 'commander';
+import { register as disk } from './disk.js';
+
+export const commandGroups: ((program: Command) => void)[] = [disk];

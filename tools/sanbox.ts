@@ -1,0 +1,46 @@
+// The `sanbox` command line: parses arguments, calls the library, formats output. Errors are one
+// line on stderr; exit 1 for failures, 2 for usage errors (commander's own usage errors included).
+
+import { Command, CommanderError } from 'commander';
+import { isSanboxError, UsageError } from '../src/errors.js';
+import { commandGroups } from './commands/index.js';
+
+export function buildProgram(): Command {
+  const program = new Command('sanbox')
+    .description('sanbox — a SAN in a box: shared disks as image files, LVM2 and ocfs2 formats, disk heartbeat, locks and fencing between node processes')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  for (const register of commandGroups) register(program);
+  // Subcommands inherit exit override so usage errors reach the handler below.
+  const walk = (c: Command): void => {
+    c.exitOverride();
+    c.commands.forEach(walk);
+  };
+  walk(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version exit 0; everything else commander reports is a usage error.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    const msg = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`sanbox: ${msg}\n`);
+    if (err instanceof UsageError) return 2;
+    if (!isSanboxError(err) && process.env.SANBOX_DEBUG) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
+    return 1;
+  }
+}
+
+// Run when executed (bin/sanbox.js imports this module).
+const code = await main(process.argv.slice(2));
+process.exitCode = code;
