@@ -1,0 +1,73 @@
+// Temp dirs and child processes for tests: every child is killed and reaped in teardown.
+
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const SANBOX_BIN = path.join(REPO_ROOT, 'bin/sanbox.js');
+
+export function tempDir(t: ExecutionContext): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-test-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Spawns a child that is SIGKILLed (and awaited) at teardown if it is still running. */
+export function spawnChild(t: ExecutionContext, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited(child, 5000).catch(() => undefined);
+    }
+  });
+  return child;
+}
+
+/** Resolves with the exit code (or signal) once the child is gone; rejects after timeoutMs. */
+export function exited(child: ChildProcess, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`child ${child.pid} did not exit within ${timeoutMs} ms`)), timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal });
+    });
+  });
+}
+
+/** Collects a child's stdout/stderr as text. */
+export function collect(child: ChildProcess): { out: () => string; err: () => string } {
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  return { out: () => out, err: () => err };
+}
+
+/** Waits until `pred()` is true, polling; throws after timeoutMs. */
+export async function waitFor(pred: () => boolean, timeoutMs: number, what: string, pollMs = 10): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `sanbox ARGS…` as a separate process with a bounded time. */
+export async function runSanbox(t: ExecutionContext, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+  const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, ...opts.env } });
+  const io = collect(child);
+  const { code } = await exited(child, opts.timeoutMs ?? 30_000);
+  return { code, stdout: io.out(), stderr: io.err() };
+}
