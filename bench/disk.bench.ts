@@ -1,0 +1,203 @@
+// Disk benchmark: the sanbox file disk (sync and promise paths) beside raw fs.readSync/writeSync
+// on the same 1 GiB sparse image in the same run, and fio (psync) when it is installed.
+// Page-cache state is controlled (reference/baselines.md, trap T1): before the random workloads
+// the whole image is read once in random 4 KiB order, so it is cached as small folios.
+//
+// Usage: npm run bench:disk [-- --rounds N --time-ms MS --json]
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Bench } from 'tinybench';
+import { createImage, FileDisk } from '../src/disk/index.js';
+
+const GiB = 1024 ** 3;
+const IMAGE_BYTES = GiB;
+/** I/Os per tinybench sample: one op is ~2 µs, below the timer's useful resolution. */
+const OPS_PER_SAMPLE = 64;
+const OFFSETS_COUNT = 1 << 20;
+
+interface Workload {
+  name: string;
+  blockBytes: number;
+  op: 'read' | 'write';
+  pattern: 'random' | 'sequential';
+}
+const WORKLOADS: Workload[] = [
+  { name: '4 KiB random read', blockBytes: 4096, op: 'read', pattern: 'random' },
+  { name: '4 KiB random write', blockBytes: 4096, op: 'write', pattern: 'random' },
+  { name: '512 B random write', blockBytes: 512, op: 'write', pattern: 'random' },
+  { name: '1 MiB sequential read', blockBytes: 1 << 20, op: 'read', pattern: 'sequential' },
+  { name: '1 MiB sequential write', blockBytes: 1 << 20, op: 'write', pattern: 'sequential' },
+];
+type Variant = 'raw sync' | 'sanbox sync' | 'sanbox promise';
+const VARIANTS: Variant[] = ['raw sync', 'sanbox sync', 'sanbox promise'];
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+const rounds = Number(arg('rounds', '2'));
+const timeMs = Number(arg('time-ms', '700'));
+const asJson = process.argv.includes('--json');
+
+/** Reads every 4 KiB block once in random order: small page-cache folios (trap T1). */
+function prepSmallFolios(file: string): void {
+  const fd = fs.openSync(file, 'r');
+  const blocks = IMAGE_BYTES / 4096;
+  const order = new Uint32Array(blocks).map((_, i) => i);
+  for (let i = blocks - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    const tmp = order[i]!;
+    order[i] = order[j]!;
+    order[j] = tmp;
+  }
+  const buf = Buffer.alloc(4096);
+  for (const b of order) fs.readSync(fd, buf, 0, 4096, b * 4096);
+  fs.closeSync(fd);
+}
+
+function makeOffsets(w: Workload): Float64Array {
+  const slots = Math.floor(IMAGE_BYTES / w.blockBytes);
+  const offsets = new Float64Array(OFFSETS_COUNT);
+  for (let i = 0; i < OFFSETS_COUNT; i++) {
+    offsets[i] = (w.pattern === 'random' ? Math.floor(Math.random() * slots) : i % slots) * w.blockBytes;
+  }
+  return offsets;
+}
+
+/** One variant on a freshly prepared image, so no variant inherits another's allocated blocks or cache. */
+async function measureNode(file: string, w: Workload, variant: Variant): Promise<number> {
+  const offsets = makeOffsets(w);
+  const buf = Buffer.alloc(w.blockBytes, 0x5a);
+  const rawFd = fs.openSync(file, 'r+');
+  const dev = FileDisk.open(file);
+  let cursor = 0;
+  const next = (): number => {
+    const o = offsets[cursor]!;
+    cursor = (cursor + 1) % OFFSETS_COUNT;
+    return o;
+  };
+  const bench = new Bench({ name: w.name, time: timeMs, warmupTime: 100 });
+  const timed = (f: () => void) => () => {
+    const t0 = performance.now();
+    for (let i = 0; i < OPS_PER_SAMPLE; i++) f();
+    const ms = performance.now() - t0;
+    return { overriddenDuration: ms / OPS_PER_SAMPLE, overriddenIterationCost: ms };
+  };
+  if (variant === 'raw sync') {
+    bench.add(variant, timed(w.op === 'read' ? () => void fs.readSync(rawFd, buf, 0, w.blockBytes, next()) : () => void fs.writeSync(rawFd, buf, 0, w.blockBytes, next())));
+  } else if (variant === 'sanbox sync') {
+    bench.add(variant, timed(w.op === 'read' ? () => dev.readSync(buf, next()) : () => dev.writeSync(buf, next())));
+  } else {
+    const op = w.op === 'read' ? (): Promise<void> => dev.read(buf, next()) : (): Promise<void> => dev.write(buf, next());
+    bench.add(variant, async () => {
+      const t0 = performance.now();
+      for (let i = 0; i < OPS_PER_SAMPLE; i++) await op();
+      const ms = performance.now() - t0;
+      return { overriddenDuration: ms / OPS_PER_SAMPLE, overriddenIterationCost: ms };
+    });
+  }
+  await bench.run();
+  fs.closeSync(rawFd);
+  dev.closeSync();
+  const r = bench.tasks[0]!.result;
+  if (r.state !== 'completed') throw new Error(`${w.name} / ${variant}: ${r.state}`);
+  return 1000 / r.latency.p50; // ops per second from the median op latency
+}
+
+function fioAvailable(): boolean {
+  try {
+    execFileSync('fio', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function measureFio(file: string, w: Workload): number {
+  const rw = w.pattern === 'random' ? (w.op === 'read' ? 'randread' : 'randwrite') : w.op === 'read' ? 'read' : 'write';
+  const out = execFileSync(
+    'fio',
+    [
+      `--name=${rw}`, `--filename=${file}`, `--size=${IMAGE_BYTES}`, '--direct=0', '--invalidate=0', '--fallocate=none',
+      '--time_based', `--runtime=${Math.max(1, Math.round((timeMs * 2) / 1000))}`, '--ramp_time=0', '--norandommap', '--randrepeat=0',
+      '--ioengine=psync', `--rw=${rw}`, `--bs=${w.blockBytes}`, '--output-format=json',
+    ],
+    { encoding: 'utf8', maxBuffer: 16 << 20 },
+  );
+  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+  return w.op === 'read' ? job.read.iops : job.write.iops;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function rate(w: Workload, iops: number): string {
+  return w.blockBytes >= 1 << 20 ? `${((iops * w.blockBytes) / 1e6).toFixed(0)} MB/s` : `${(iops / 1000).toFixed(0)}k IOPS`;
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-bench-'));
+  const img = path.join(dir, 'bench.img');
+  const haveFio = fioAvailable();
+  const samples = new Map<string, number[]>();
+  const push = (k: string, v: number): void => void (samples.get(k) ?? samples.set(k, []).get(k)!).push(v);
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      for (const w of WORKLOADS) {
+        // Rotate the order each round so no variant always runs first on a cold machine.
+        const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]!);
+        for (const v of order) {
+          createImage(img, { sizeBytes: IMAGE_BYTES, force: true });
+          if (w.pattern === 'random') prepSmallFolios(img);
+          push(`${w.name}|${v}`, await measureNode(img, w, v));
+        }
+        if (haveFio) {
+          createImage(img, { sizeBytes: IMAGE_BYTES, force: true });
+          if (w.pattern === 'random') prepSmallFolios(img);
+          push(`${w.name}|fio`, measureFio(img, w));
+        }
+      }
+      if (!asJson) process.stderr.write(`round ${round}/${rounds} done\n`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const rows = WORKLOADS.map((w) => {
+    const m = (k: string): number => median(samples.get(`${w.name}|${k}`) ?? [NaN]);
+    const raw = m('raw sync');
+    const sync = m('sanbox sync');
+    const prom = m('sanbox promise');
+    const fio = haveFio ? m('fio') : NaN;
+    return { workload: w.name, rawIops: raw, sanboxSyncIops: sync, sanboxPromiseIops: prom, fioIops: fio, syncVsRaw: sync / raw, promiseVsRaw: prom / raw, syncVsFio: sync / fio };
+  });
+  if (asJson) {
+    process.stdout.write(JSON.stringify({ rounds, timeMs, fio: haveFio, rows }, null, 2) + '\n');
+    return;
+  }
+  console.log(`\nsanbox disk benchmark: 1 GiB sparse image, median of ${rounds} rounds (${os.cpus().length} CPUs)${haveFio ? '' : ' — fio not installed, no fio column'}`);
+  console.table(
+    rows.map((r) => {
+      const w = WORKLOADS.find((x) => x.name === r.workload)!;
+      return {
+        workload: r.workload,
+        'raw readSync/writeSync': rate(w, r.rawIops),
+        'sanbox sync': rate(w, r.sanboxSyncIops),
+        'sanbox promise': rate(w, r.sanboxPromiseIops),
+        'fio psync': haveFio ? rate(w, r.fioIops) : '-',
+        'sync/raw': r.syncVsRaw.toFixed(2),
+        'promise/raw': r.promiseVsRaw.toFixed(2),
+        'sync/fio': haveFio ? r.syncVsFio.toFixed(2) : '-',
+      };
+    }),
+  );
+  const worst = Math.min(...rows.map((r) => r.syncVsRaw));
+  console.log(`Goal: sanbox sync path within 10% of raw Node pread/pwrite — worst ratio ${worst.toFixed(2)} (${worst >= 0.9 ? 'met' : 'NOT met'}).`);
+}
+
+await main();
