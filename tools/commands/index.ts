@@ -2,5 +2,6 @@
 
 import type { Command } from 'commander';
 import { register as disk } from './disk.js';
+import { register as fault } from './fault.js';
 
-export const commandGroups: ((program: Command) => void)[] = [disk];
+export const commandGroups: ((program: Command) => void)[] = [disk, fault];

@@ -1,0 +1,93 @@
+// `sanbox fault set|clear|ls CONTROL`: edit the fault-injection control file that node processes
+// started with SANBOX_FAULTS=CONTROL re-read while they run (src/disk/fault-device.ts).
+
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { readControlFile, writeControlFile, type FaultAction, type FaultOp, type FaultRule } from '../../src/disk/index.js';
+import { UsageError } from '../../src/errors.js';
+import { parseDurationMs, parseSizeBytes } from '../../src/units.js';
+import { printJson, printTable } from '../output.js';
+
+function currentRules(control: string): FaultRule[] {
+  return fs.existsSync(control) ? readControlFile(control) : [];
+}
+
+export function register(program: Command): void {
+  const fault = program
+    .command('fault')
+    .description('inject disk faults into running node processes through a control file (start them with SANBOX_FAULTS=CONTROL)');
+
+  fault
+    .command('set')
+    .description('add a rule: fail with EIO, add latency, stall until cleared, or tear writes')
+    .argument('<control>', 'the control file named by SANBOX_FAULTS')
+    .requiredOption('--action <action>', 'eio | latency | stall | torn')
+    .option('--id <id>', 'a name for the rule (to clear it later)')
+    .option('--op <op>', 'read | write | any', 'any')
+    .option('--device <substring>', 'only devices whose name contains this')
+    .option('--offset <size>', 'only I/O overlapping this byte range: start')
+    .option('--length <size>', 'only I/O overlapping this byte range: length')
+    .option('--after-ops <n>', 'fire from the (n+1)-th matching operation on')
+    .option('--count <n>', 'fire at most n times')
+    .option('--latency <duration>', 'for latency: delay per operation, e.g. 50ms')
+    .option('--torn-sectors <n>', 'for torn: how many leading sectors land')
+    .action((control: string, o: Record<string, string | undefined>) => {
+      const int = (name: string, v: string | undefined): number | undefined => {
+        if (v === undefined) return undefined;
+        if (!/^\d+$/.test(v)) throw new UsageError(`--${name} must be a non-negative integer, not '${v}'`);
+        return Number(v);
+      };
+      const actions: FaultAction[] = ['eio', 'latency', 'stall', 'torn'];
+      if (!actions.includes(o.action as FaultAction)) throw new UsageError(`--action must be one of ${actions.join(', ')}`);
+      const ops: FaultOp[] = ['read', 'write', 'any'];
+      if (!ops.includes(o.op as FaultOp)) throw new UsageError(`--op must be one of ${ops.join(', ')}`);
+      const rule: FaultRule = { action: o.action as FaultAction, op: o.op as FaultOp };
+      const rules = currentRules(control);
+      rule.id = o.id ?? `rule${rules.length + 1}`;
+      if (rules.some((r) => r.id === rule.id)) throw new UsageError(`${control}: a rule named '${rule.id}' exists already`);
+      if (o.device !== undefined) rule.device = o.device;
+      if (o.offset !== undefined) rule.offsetBytes = parseSizeBytes(o.offset);
+      if (o.length !== undefined) rule.lengthBytes = parseSizeBytes(o.length);
+      const afterOps = int('after-ops', o.afterOps);
+      if (afterOps !== undefined) rule.afterOps = afterOps;
+      const count = int('count', o.count);
+      if (count !== undefined) rule.count = count;
+      if (o.latency !== undefined) rule.latencyMs = parseDurationMs(o.latency, 'ms');
+      const torn = int('torn-sectors', o.tornSectors);
+      if (torn !== undefined) rule.tornSectors = torn;
+      writeControlFile(control, [...rules, rule]);
+      process.stdout.write(`Fault rule '${rule.id}' set in ${control}.\n`);
+    });
+
+  fault
+    .command('clear')
+    .description('remove one rule (releasing what it stalls), or all rules')
+    .argument('<control>', 'the control file')
+    .argument('[id]', 'the rule to remove; all rules when omitted')
+    .action((control: string, id: string | undefined) => {
+      const rules = currentRules(control);
+      if (id !== undefined && !rules.some((r) => r.id === id)) throw new UsageError(`${control}: no rule named '${id}'`);
+      writeControlFile(control, id === undefined ? [] : rules.filter((r) => r.id !== id));
+      process.stdout.write(id === undefined ? `All fault rules cleared in ${control}.\n` : `Fault rule '${id}' cleared.\n`);
+    });
+
+  fault
+    .command('ls')
+    .description('list the rules in a control file')
+    .argument('<control>', 'the control file')
+    .option('--json', 'print as JSON', false)
+    .action((control: string, o: { json: boolean }) => {
+      const rules = currentRules(control);
+      if (o.json) return printJson(rules);
+      printTable(rules, [
+        { header: 'ID', value: (r) => r.id ?? '' },
+        { header: 'Action', value: (r) => r.action },
+        { header: 'Op', value: (r) => r.op ?? 'any' },
+        { header: 'Device', value: (r) => r.device ?? '*' },
+        { header: 'Range', value: (r) => (r.offsetBytes === undefined ? 'all' : `${r.offsetBytes}+${r.lengthBytes ?? 'end'}`) },
+        { header: 'AfterOps', value: (r) => r.afterOps ?? 0, align: 'right' },
+        { header: 'Count', value: (r) => r.count ?? '-', align: 'right' },
+        { header: 'Detail', value: (r) => (r.action === 'latency' ? `${r.latencyMs ?? 0}ms` : r.action === 'torn' ? `${r.tornSectors ?? 'half'} sectors` : '') },
+      ]);
+    });
+}
