@@ -273,7 +273,7 @@ export function readControlFile(path: string): FaultRule[] {
   } catch {
     return [];
   }
-  const rules = (parsed as { rules?: unknown }).rules;
+  const rules = typeof parsed === 'object' && parsed !== null ? (parsed as { rules?: unknown }).rules : undefined;
   if (!Array.isArray(rules)) throw new DiskError('EINVAL', `${path}: fault control file must be {"rules": [...]}`);
   for (const r of rules) validateRule(r as FaultRule, path);
   return rules as FaultRule[];

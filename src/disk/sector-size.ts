@@ -27,7 +27,7 @@ export function readRecordedSectorSize(imagePath: string): { sectorSizeBytes: Se
   } catch {
     throw new DiskError('EIO', `${sidecarPath(imagePath)}: not valid JSON`, { device: imagePath });
   }
-  const rec = parsed as { version?: unknown; sectorSizeBytes?: unknown };
+  const rec = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as { version?: unknown; sectorSizeBytes?: unknown };
   if (rec.version !== SIDECAR_VERSION || !SECTOR_SIZES.includes(rec.sectorSizeBytes as SectorSize)) {
     throw new DiskError('EIO', `${sidecarPath(imagePath)}: unsupported sidecar (version ${String(rec.version)}, sector size ${String(rec.sectorSizeBytes)})`, {
       device: imagePath,
