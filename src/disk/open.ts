@@ -8,6 +8,7 @@
 import { type BlockDevice } from './device.js';
 import { FaultDevice } from './fault-device.js';
 import { FileDisk, type OpenOptions } from './file-disk.js';
+import { openNbdDevice } from './nbd-device.js';
 
 export const FAULTS_ENV = 'SANBOX_FAULTS';
 
@@ -48,3 +49,7 @@ function wrapFaults(dev: BlockDevice): BlockDevice {
   const control = process.env[FAULTS_ENV];
   return control ? new FaultDevice(dev, control) : dev;
 }
+
+// nbd://HOST:PORT/EXPORT and nbd+unix:///EXPORT?socket=PATH: a disk served by an NBD server.
+registerScheme('nbd', openNbdDevice);
+registerScheme('nbd+unix', openNbdDevice);

@@ -1,0 +1,811 @@
+// A block device that is an NBD client: the disk lives on an NBD server (nbdkit, qemu-nbd,
+// nbd-server) and every read, write, flush and discard is a request over one TCP or Unix socket.
+// This is how node processes on several machines share one disk, as on a SAN.
+//
+// - No data is cached here: every read goes to the server, so two clients of one export see each
+//   other's completed writes at once. (Whether the *server* caches is the server's business; nbdkit's
+//   file plugin reads and writes one file, which all its connections share through the page cache.)
+// - Requests are pipelined: up to INFLIGHT_MAX requests (INFLIGHT_BYTES_MAX bytes) are on the wire
+//   at once, each with its own cookie; replies may come back in any order.
+// - Every request has a timeout. A timeout, a lost connection or a protocol violation is final:
+//   every outstanding request fails, later I/O fails with the same reason, and there is no silent
+//   reconnect. That is what makes fencing at the server work: a node whose connection was cut
+//   cannot write again through this device (ARCHITECTURE.md, "Over NBD the target does the refusing").
+// - A write that fails in any of those ways says that it may or may not have landed: nothing claims
+//   a success that the server did not confirm.
+//
+// The wire format is in src/format/nbd-protocol.ts; this file holds the socket, the handshake
+// sequence and the request bookkeeping.
+//
+// URIs (after the NBD URI convention): nbd://HOST[:PORT]/[EXPORT] and
+// nbd+unix:///[EXPORT]?socket=PATH, plus our query parameters timeout=DURATION (I/O timeout) and
+// connect-timeout=DURATION.
+
+import net from 'node:net';
+import { DiskError, FormatError } from '../errors.js';
+import * as P from '../format/nbd-protocol.js';
+import { parseDurationMs } from '../units.js';
+import { checkRange, checkWritable, type BlockDevice, type SectorSize } from './device.js';
+import type { OpenOptions } from './file-disk.js';
+import { OPEN_GATE, type WriteGate } from './write-gate.js';
+
+/** Default I/O timeout: loopback requests take ~50 µs; a server that is silent this long is gone. */
+export const NBD_IO_TIMEOUT_MS_DEFAULT = 10_000;
+/** Default bound on connecting and negotiating. */
+export const NBD_CONNECT_TIMEOUT_MS_DEFAULT = 5_000;
+/** Requests on the wire at once. nbdkit serves 16 in parallel by default; more just queue there. */
+const INFLIGHT_MAX = 64;
+/** Bytes of request data on the wire at once, so a big write cannot buffer unbounded memory. */
+const INFLIGHT_BYTES_MAX = 64 * 1024 * 1024;
+/** Our cap on one READ/WRITE payload (the spec's default maximum; a server may advertise less). */
+const PAYLOAD_MAX_BYTES = P.DEFAULT_PAYLOAD_MAX_BYTES;
+/** Largest range in one TRIM or WRITE_ZEROES request (they carry no payload; 1 GiB is well inside u32). */
+const RANGE_REQUEST_MAX_BYTES = 1024 * 1024 * 1024;
+/** Zero buffer for discards on servers without WRITE_ZEROES. */
+const ZERO_CHUNK_BYTES = 1024 * 1024;
+/** Bound on the option replies to one NBD_OPT_GO (a few info items are normal). */
+const OPTION_REPLIES_MAX = 64;
+
+export type NbdFailure = 'refused' | 'disconnected' | 'timeout' | 'server-error' | 'protocol' | 'unsupported';
+
+/** A failure of an NBD device. `reason` says which kind; `serverErrno` is set for server-error. */
+export class NbdError extends DiskError {
+  readonly reason: NbdFailure;
+  readonly serverErrno: string | undefined;
+  constructor(
+    code: 'EIO' | 'ENOENT' | 'EINVAL',
+    reason: NbdFailure,
+    message: string,
+    opts: { device: string; offsetBytes?: number; cause?: unknown; serverErrno?: string },
+  ) {
+    super(code, message, opts);
+    this.reason = reason;
+    this.serverErrno = opts.serverErrno;
+  }
+}
+
+export type NbdAddress = { transport: 'tcp'; host: string; port: number } | { transport: 'unix'; socketPath: string };
+
+export interface NbdUri {
+  address: NbdAddress;
+  exportName: string;
+  ioTimeoutMs: number | undefined;
+  connectTimeoutMs: number | undefined;
+}
+
+export const NBD_SCHEMES = ['nbd', 'nbd+unix'] as const;
+
+/** Parses nbd://HOST[:PORT]/[EXPORT] and nbd+unix:///[EXPORT]?socket=PATH. */
+export function parseNbdUri(spec: string): NbdUri {
+  const bad = (why: string): never => {
+    throw new DiskError('EINVAL', `${spec}: ${why} (expected nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)`, { device: spec });
+  };
+  let url: URL;
+  try {
+    url = new URL(spec);
+  } catch {
+    return bad('not a valid URI');
+  }
+  const scheme = url.protocol.replace(/:$/, '');
+  let ioTimeoutMs: number | undefined;
+  let connectTimeoutMs: number | undefined;
+  let socketPath: string | undefined;
+  for (const [key, value] of url.searchParams) {
+    if (key === 'socket') socketPath = value;
+    else if (key === 'timeout') ioTimeoutMs = duration(value, key, bad);
+    else if (key === 'connect-timeout') connectTimeoutMs = duration(value, key, bad);
+    else bad(`unknown parameter '${key}'`);
+  }
+  const exportName = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  if (scheme === 'nbd') {
+    if (socketPath !== undefined) bad('socket= belongs to nbd+unix://');
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    if (host === '') bad('no host');
+    const port = url.port === '' ? P.NBD_DEFAULT_PORT : Number(url.port);
+    return { address: { transport: 'tcp', host, port }, exportName, ioTimeoutMs, connectTimeoutMs };
+  }
+  if (scheme === 'nbd+unix') {
+    if (url.hostname !== '') bad('nbd+unix:// takes no host');
+    if (socketPath === undefined || socketPath === '') return bad('nbd+unix:// needs ?socket=PATH');
+    return { address: { transport: 'unix', socketPath }, exportName, ioTimeoutMs, connectTimeoutMs };
+  }
+  return bad(`unsupported scheme '${scheme}://'`);
+}
+
+function duration(value: string, key: string, bad: (why: string) => never): number {
+  try {
+    const ms = parseDurationMs(value);
+    if (ms <= 0) bad(`${key} must be positive`);
+    return ms;
+  } catch (err) {
+    if (err instanceof DiskError) throw err;
+    return bad(`${key}: ${(err as Error).message}`);
+  }
+}
+
+export interface NbdOpenOptions extends OpenOptions {
+  /** Per-request timeout; overrides ?timeout= in the URI. */
+  ioTimeoutMs?: number;
+  /** Bound on connect + handshake; overrides ?connect-timeout= in the URI. */
+  connectTimeoutMs?: number;
+  /** Ask for structured replies (default true). false forces simple replies, for tests. */
+  structuredReplies?: boolean;
+  /** Make every write FUA (durable before it is acknowledged). Default false: flush() makes writes durable. */
+  fuaWrites?: boolean;
+}
+
+/** What the server told us about the export during the handshake. */
+export interface NbdExportInfo {
+  exportName: string;
+  sizeBytes: number;
+  transmissionFlags: number;
+  /** From NBD_INFO_BLOCK_SIZE, if the server sent it. */
+  blockSize: { minimumBytes: number; preferredBytes: number; maximumBytes: number } | undefined;
+  structuredReplies: boolean;
+  /** How transmission was entered: NBD_OPT_GO, or the old NBD_OPT_EXPORT_NAME if the server lacks GO. */
+  via: 'NBD_OPT_GO' | 'NBD_OPT_EXPORT_NAME';
+  serverReadOnly: boolean;
+  canFlush: boolean;
+  canFua: boolean;
+  canTrim: boolean;
+  canWriteZeroes: boolean;
+  canMultiConn: boolean;
+}
+
+interface Pending {
+  cookie: bigint;
+  type: number;
+  offsetBytes: number;
+  lengthBytes: number;
+  /** For READ: where the data goes. */
+  target: Buffer | undefined;
+  /** For structured READ replies: bytes covered by data and hole chunks so far. */
+  coveredBytes: number;
+  /** The first error chunk of a structured reply; the request fails when the reply is done. */
+  error: NbdError | undefined;
+  /** Pipeline room this request holds (its payload or read bytes). */
+  costBytes: number;
+  timer: NodeJS.Timeout | undefined;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+const CMD_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(P.Cmd).map(([k, v]) => [v, k]));
+
+function isWriteLike(type: number): boolean {
+  return type === P.Cmd.WRITE || type === P.Cmd.TRIM || type === P.Cmd.WRITE_ZEROES;
+}
+
+export class NbdDevice implements BlockDevice {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly sectorSizeBytes: SectorSize;
+  readonly readOnly: boolean;
+  readonly info: NbdExportInfo;
+  readonly ioTimeoutMs: number;
+  /** Every request's offset and length must be a multiple of this (1 when the server sets no minimum). */
+  private readonly alignBytes: number;
+  private readonly payloadMaxBytes: number;
+  private readonly fuaWrites: boolean;
+  private readonly gate: WriteGate;
+  private readonly socket: net.Socket;
+  private readonly decoder: P.ReplyDecoder;
+  private readonly pending = new Map<bigint, Pending>();
+  /** Pipeline room taken by requests on the wire or about to be sent (bounded by INFLIGHT_MAX/BYTES_MAX). */
+  private inflightCount = 0;
+  private inflightBytes = 0;
+  private nextCookie = 1n;
+  private waiters: { bytes: number; go: () => void; fail: (err: Error) => void }[] = [];
+  /** Set once the connection is unusable; every later request fails with (a copy of) this reason. */
+  private dead: { reason: NbdFailure; detail: string; cause?: unknown } | undefined;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private readonly socketClosed: Promise<void>;
+
+  private constructor(spec: string, socket: net.Socket, leftover: Buffer, info: NbdExportInfo, opts: NbdOpenOptions, ioTimeoutMs: number) {
+    this.name = spec;
+    this.socket = socket;
+    this.info = info;
+    this.sizeBytes = info.sizeBytes;
+    this.readOnly = opts.readOnly ?? false;
+    this.ioTimeoutMs = ioTimeoutMs;
+    this.fuaWrites = opts.fuaWrites ?? false;
+    this.gate = opts.gate ?? OPEN_GATE;
+    const minimum = info.blockSize?.minimumBytes ?? 1;
+    this.alignBytes = minimum;
+    this.sectorSizeBytes = sectorSizeFor(minimum, spec);
+    const serverMax = info.blockSize?.maximumBytes ?? PAYLOAD_MAX_BYTES;
+    // Round down to the alignment so split requests stay aligned.
+    this.payloadMaxBytes = Math.max(minimum, Math.floor(Math.min(serverMax, PAYLOAD_MAX_BYTES) / minimum) * minimum);
+    this.decoder = new P.ReplyDecoder({
+      device: spec,
+      structuredReplies: info.structuredReplies,
+      payloadMaxBytes: this.payloadMaxBytes + 8,
+      simpleDataBytes: (cookie) => {
+        const p = this.pending.get(cookie);
+        if (p === undefined) return undefined;
+        return p.type === P.Cmd.READ ? p.lengthBytes : 0;
+      },
+    });
+    this.socketClosed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err: NodeJS.ErrnoException) => this.kill('disconnected', `socket error ${err.code ?? err.message}`, err));
+    socket.on('close', () => this.kill('disconnected', 'the server closed the connection'));
+    if (leftover.length > 0) this.onData(leftover);
+  }
+
+  /** Connects, negotiates (fixed newstyle, structured replies, NBD_OPT_GO) and returns the device. */
+  static async open(spec: string, opts: NbdOpenOptions = {}): Promise<NbdDevice> {
+    const uri = parseNbdUri(spec);
+    const ioTimeoutMs = opts.ioTimeoutMs ?? uri.ioTimeoutMs ?? NBD_IO_TIMEOUT_MS_DEFAULT;
+    const connectTimeoutMs = opts.connectTimeoutMs ?? uri.connectTimeoutMs ?? NBD_CONNECT_TIMEOUT_MS_DEFAULT;
+    const socket = new net.Socket();
+    const reader = new HandshakeReader(socket, spec);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new NbdError('EIO', 'timeout', `${spec}: no NBD handshake within ${connectTimeoutMs} ms`, { device: spec })),
+        connectTimeoutMs,
+      );
+    });
+    try {
+      const info = await Promise.race([connectAndNegotiate(socket, reader, spec, uri, opts.structuredReplies ?? true), timeout]);
+      if (info.serverReadOnly && !(opts.readOnly ?? false)) {
+        throw new NbdError('EIO', 'refused', `${spec}: the server exports '${uri.exportName}' read-only; open it read-only`, { device: spec });
+      }
+      sectorSizeFor(info.blockSize?.minimumBytes ?? 1, spec);
+      const leftover = reader.detach();
+      return new NbdDevice(spec, socket, leftover, info, opts, ioTimeoutMs);
+    } catch (err) {
+      reader.detach();
+      socket.destroy();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // ---- BlockDevice -----------------------------------------------------------------------------
+
+  async read(buf: Buffer, offsetBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, buf.length);
+    this.checkUsable(offsetBytes);
+    if (buf.length === 0) return;
+    const a = this.alignBytes;
+    if (offsetBytes % a !== 0 || buf.length % a !== 0) {
+      // Reading more than asked is harmless: widen to the server's block size and copy out.
+      const startBytes = Math.floor(offsetBytes / a) * a;
+      const endBytes = Math.ceil((offsetBytes + buf.length) / a) * a;
+      const wide = Buffer.alloc(endBytes - startBytes);
+      await this.read(wide, startBytes);
+      wide.copy(buf, 0, offsetBytes - startBytes, offsetBytes - startBytes + buf.length);
+      return;
+    }
+    const parts: Promise<void>[] = [];
+    for (let done = 0; done < buf.length; done += this.payloadMaxBytes) {
+      const len = Math.min(this.payloadMaxBytes, buf.length - done);
+      parts.push(this.request(P.Cmd.READ, 0, offsetBytes + done, len, undefined, buf.subarray(done, done + len)));
+    }
+    await settleAll(parts);
+  }
+
+  /** Writes `buf` at `offsetBytes`; with `fua` (or the device's fuaWrites) it is durable when this resolves. */
+  async write(buf: Buffer, offsetBytes: number, opts: { fua?: boolean } = {}): Promise<void> {
+    checkRange(this, offsetBytes, buf.length);
+    checkWritable(this, offsetBytes);
+    this.checkUsable(offsetBytes);
+    this.checkAlignedWrite(offsetBytes, buf.length, 'write');
+    if (buf.length === 0) return;
+    const fua = opts.fua ?? this.fuaWrites;
+    const flags = fua && this.info.canFua ? P.CmdFlag.FUA : 0;
+    await this.gated(offsetBytes, async () => {
+      const parts: Promise<void>[] = [];
+      for (let done = 0; done < buf.length; done += this.payloadMaxBytes) {
+        const len = Math.min(this.payloadMaxBytes, buf.length - done);
+        parts.push(this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len)));
+      }
+      await settleAll(parts);
+    });
+    // A server without FUA gets the same guarantee from a flush after the write.
+    if (fua && !this.info.canFua) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    this.checkUsable(0);
+    // A server that does not offer FLUSH has no volatile cache to flush (the spec forbids sending it).
+    if (!this.info.canFlush) return;
+    await this.request(P.Cmd.FLUSH, 0, 0, 0);
+  }
+
+  /**
+   * Makes a range read as zeros: NBD_CMD_WRITE_ZEROES (which lets the server punch a hole) when
+   * offered, else writes of zeros. Not NBD_CMD_TRIM: after a TRIM the contents are undefined.
+   */
+  async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, lengthBytes);
+    checkWritable(this, offsetBytes);
+    this.checkUsable(offsetBytes);
+    this.checkAlignedWrite(offsetBytes, lengthBytes, 'discard');
+    if (lengthBytes === 0) return;
+    if (this.info.canWriteZeroes) {
+      await this.gated(offsetBytes, () => this.rangeRequests(P.Cmd.WRITE_ZEROES, offsetBytes, lengthBytes));
+      return;
+    }
+    const zeros = Buffer.alloc(Math.min(ZERO_CHUNK_BYTES, lengthBytes));
+    const parts: Promise<void>[] = [];
+    for (let done = 0; done < lengthBytes; done += zeros.length) {
+      const len = Math.min(zeros.length, lengthBytes - done);
+      parts.push(this.write(zeros.subarray(0, len), offsetBytes + done));
+    }
+    await settleAll(parts);
+  }
+
+  /**
+   * NBD_CMD_TRIM: tells the server the range is unused (a file server punches a hole). Afterwards
+   * the range's contents are undefined until written again; use discard() to get zeros.
+   */
+  async trim(offsetBytes: number, lengthBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, lengthBytes);
+    checkWritable(this, offsetBytes);
+    this.checkUsable(offsetBytes);
+    this.checkAlignedWrite(offsetBytes, lengthBytes, 'trim');
+    if (!this.info.canTrim) {
+      throw new NbdError('EIO', 'unsupported', `${this.name}: the server does not support TRIM`, { device: this.name, offsetBytes });
+    }
+    if (lengthBytes === 0) return;
+    await this.gated(offsetBytes, () => this.rangeRequests(P.Cmd.TRIM, offsetBytes, lengthBytes));
+  }
+
+  /** Soft disconnect: waits (bounded) for outstanding requests, sends NBD_CMD_DISC, closes the socket. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  /** Requests currently on the wire (for tests and diagnostics). */
+  get inflightRequests(): number {
+    return this.pending.size;
+  }
+
+  // ---- requests --------------------------------------------------------------------------------
+
+  private async doClose(): Promise<void> {
+    const drainDeadline = Date.now() + this.ioTimeoutMs;
+    while ((this.pending.size > 0 || this.waiters.length > 0) && this.dead === undefined && Date.now() < drainDeadline) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    this.closed = true;
+    if (this.dead === undefined) {
+      this.dead = { reason: 'disconnected', detail: 'the device was closed' };
+      const disc = P.encodeRequest({ flags: 0, type: P.Cmd.DISC, cookie: this.nextCookie++, offsetBytes: 0, lengthBytes: 0 });
+      this.socket.end(disc);
+      // The server closes its end after DISC; do not wait on it for longer than one I/O timeout.
+      const t = setTimeout(() => this.socket.destroy(), this.ioTimeoutMs);
+      await this.socketClosed;
+      clearTimeout(t);
+    } else {
+      this.socket.destroy();
+    }
+    this.failAll();
+  }
+
+  private checkUsable(offsetBytes: number): void {
+    if (this.closed || this.closing !== undefined) {
+      throw new DiskError('ECLOSED', `${this.name}: device is closed`, { device: this.name, offsetBytes });
+    }
+    if (this.dead !== undefined) throw this.deadError(undefined, offsetBytes, 0);
+  }
+
+  private checkAlignedWrite(offsetBytes: number, lengthBytes: number, op: string): void {
+    const a = this.alignBytes;
+    if (offsetBytes % a !== 0 || lengthBytes % a !== 0) {
+      // A read-modify-write here would not be atomic against other clients of the export.
+      throw new DiskError(
+        'EALIGN',
+        `${this.name}: unaligned ${op}: offset ${offsetBytes} length ${lengthBytes} (the server's minimum block size is ${a})`,
+        { device: this.name, offsetBytes },
+      );
+    }
+  }
+
+  private async gated(offsetBytes: number, fn: () => Promise<void>): Promise<void> {
+    this.gate.enter(this.name, offsetBytes);
+    try {
+      await fn();
+    } finally {
+      this.gate.leave();
+    }
+  }
+
+  private async rangeRequests(type: number, offsetBytes: number, lengthBytes: number): Promise<void> {
+    const step = Math.floor(RANGE_REQUEST_MAX_BYTES / this.alignBytes) * this.alignBytes;
+    const parts: Promise<void>[] = [];
+    for (let done = 0; done < lengthBytes; done += step) {
+      parts.push(this.request(type, 0, offsetBytes + done, Math.min(step, lengthBytes - done)));
+    }
+    await settleAll(parts);
+  }
+
+  /** Sends one request (waiting for room in the pipeline) and resolves when its reply is complete. */
+  private async request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer, target?: Buffer): Promise<void> {
+    const costBytes = (payload?.length ?? 0) + (target?.length ?? 0);
+    if (this.waiters.length === 0 && this.hasRoom(costBytes)) this.reserve(costBytes);
+    else await new Promise<void>((go, fail) => this.waiters.push({ bytes: costBytes, go, fail })); // pump() reserves for us
+    if (this.dead !== undefined) {
+      this.release(costBytes);
+      throw this.deadError(type, offsetBytes, lengthBytes);
+    }
+    const cookie = this.nextCookie++;
+    const header = P.encodeRequest({ flags, type, cookie, offsetBytes, lengthBytes });
+    return new Promise<void>((resolve, reject) => {
+      const p: Pending = { cookie, type, offsetBytes, lengthBytes, target, coveredBytes: 0, error: undefined, costBytes, timer: undefined, resolve, reject };
+      p.timer = setTimeout(() => this.onTimeout(p), this.ioTimeoutMs);
+      p.timer.unref();
+      this.pending.set(cookie, p);
+      if (payload !== undefined) {
+        this.socket.cork();
+        this.socket.write(header);
+        this.socket.write(payload);
+        this.socket.uncork();
+      } else {
+        this.socket.write(header);
+      }
+    });
+  }
+
+  private onTimeout(p: Pending): void {
+    if (!this.pending.has(p.cookie)) return;
+    this.kill(
+      'timeout',
+      `no reply within ${this.ioTimeoutMs} ms to ${CMD_NAMES[p.type]} at offset ${p.offsetBytes} length ${p.lengthBytes}; connection abandoned`,
+    );
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.dead !== undefined) return;
+    try {
+      for (const ev of this.decoder.push(chunk)) this.onEvent(ev);
+    } catch (err) {
+      if (!(err instanceof FormatError)) throw err;
+      this.kill('protocol', err.message, err);
+    }
+  }
+
+  private protocolError(what: string): never {
+    throw new FormatError(`${this.name}: NBD protocol error: ${what}`, { device: this.name });
+  }
+
+  private onEvent(ev: P.ReplyEvent): void {
+    const p = this.pending.get(ev.cookie);
+    if (p === undefined) this.protocolError(`reply for unknown cookie ${ev.cookie}`);
+    switch (ev.kind) {
+      case 'simple':
+        if (ev.errno !== 0) p.error = this.serverError(p, ev.errno, '');
+        else if (p.target !== undefined) ev.data!.copy(p.target);
+        p.coveredBytes = p.lengthBytes;
+        this.finish(p);
+        return;
+      case 'data':
+      case 'hole': {
+        if (p.type !== P.Cmd.READ || p.target === undefined) this.protocolError(`content chunk in the reply to ${CMD_NAMES[p.type]}`);
+        const len = ev.kind === 'data' ? ev.data.length : ev.lengthBytes;
+        const at = ev.offsetBytes - p.offsetBytes;
+        if (at < 0 || at + len > p.lengthBytes) {
+          this.protocolError(`chunk [${ev.offsetBytes}, +${len}) outside READ [${p.offsetBytes}, +${p.lengthBytes})`);
+        }
+        if (ev.kind === 'data') ev.data.copy(p.target, at);
+        else p.target.fill(0, at, at + len);
+        p.coveredBytes += len;
+        if (ev.done) this.finish(p);
+        return;
+      }
+      case 'error':
+        p.error ??= this.serverError(p, ev.errno, ev.message, ev.offsetBytes);
+        if (ev.done) this.finish(p);
+        return;
+      case 'none':
+        this.finish(p);
+        return;
+    }
+  }
+
+  private hasRoom(bytes: number): boolean {
+    return this.inflightCount < INFLIGHT_MAX && (this.inflightCount === 0 || this.inflightBytes + bytes <= INFLIGHT_BYTES_MAX);
+  }
+
+  private reserve(bytes: number): void {
+    this.inflightCount++;
+    this.inflightBytes += bytes;
+  }
+
+  private release(bytes: number): void {
+    this.inflightCount--;
+    this.inflightBytes -= bytes;
+  }
+
+  private finish(p: Pending): void {
+    this.pending.delete(p.cookie);
+    clearTimeout(p.timer);
+    this.release(p.costBytes);
+    if (p.error !== undefined) {
+      p.reject(p.error);
+      if (p.error.serverErrno === 'ESHUTDOWN') {
+        // The spec: a client that receives ESHUTDOWN must disconnect. Nothing new gets sent.
+        this.dead ??= { reason: 'disconnected', detail: 'the server is shutting down (ESHUTDOWN)' };
+        if (this.pending.size === 0) this.socket.end();
+      }
+    } else if (p.type === P.Cmd.READ && p.coveredBytes !== p.lengthBytes) {
+      // Chunks may not overlap, so full coverage means their lengths add up to the request.
+      this.kill('protocol', `the reply to READ at offset ${p.offsetBytes} covered ${p.coveredBytes} of ${p.lengthBytes} bytes`);
+      p.reject(this.deadError(p.type, p.offsetBytes, p.lengthBytes));
+    } else {
+      p.resolve();
+    }
+    this.pump();
+  }
+
+  /** Wakes queued requests, in order, while the pipeline has room, reserving the room for each. */
+  private pump(): void {
+    while (this.waiters.length > 0 && this.hasRoom(this.waiters[0]!.bytes)) {
+      const w = this.waiters.shift()!;
+      this.reserve(w.bytes);
+      w.go();
+    }
+  }
+
+  private serverError(p: Pending, errno: number, message: string, errorOffsetBytes?: number): NbdError {
+    const name = P.errnoName(errno);
+    const where = errorOffsetBytes !== undefined ? ` (failed at byte ${errorOffsetBytes})` : '';
+    return new NbdError(
+      errno === 22 ? 'EINVAL' : 'EIO',
+      'server-error',
+      `${this.name}: the server failed ${CMD_NAMES[p.type]} at offset ${p.offsetBytes} length ${p.lengthBytes}: ${name}${message ? `: ${message}` : ''}${where}`,
+      { device: this.name, offsetBytes: errorOffsetBytes ?? p.offsetBytes, serverErrno: name },
+    );
+  }
+
+  /** Makes the connection unusable for good and fails everything outstanding. */
+  private kill(reason: NbdFailure, detail: string, cause?: unknown): void {
+    if (this.dead !== undefined) {
+      this.failAll();
+      return;
+    }
+    this.dead = { reason, detail, cause };
+    this.socket.destroy();
+    this.failAll();
+  }
+
+  private failAll(): void {
+    for (const p of [...this.pending.values()]) {
+      this.pending.delete(p.cookie);
+      clearTimeout(p.timer);
+      this.release(p.costBytes);
+      p.reject(this.deadError(p.type, p.offsetBytes, p.lengthBytes));
+    }
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w.fail(this.deadError(undefined, 0, 0));
+  }
+
+  private deadError(type: number | undefined, offsetBytes: number, lengthBytes: number): DiskError {
+    const d = this.dead;
+    if (d === undefined || (this.closed && d.detail === 'the device was closed')) {
+      return new DiskError('ECLOSED', `${this.name}: device is closed`, { device: this.name, offsetBytes });
+    }
+    const op = type === undefined ? 'I/O' : `${CMD_NAMES[type]} at offset ${offsetBytes} length ${lengthBytes}`;
+    const outcome =
+      type === undefined
+        ? ''
+        : isWriteLike(type)
+          ? '; the write may or may not have landed'
+          : type === P.Cmd.FLUSH
+            ? '; writes since the last successful flush may not be durable'
+            : '';
+    const what = d.reason === 'timeout' ? 'NBD request timed out' : d.reason === 'protocol' ? 'NBD connection broken' : 'NBD connection lost';
+    return new NbdError('EIO', d.reason, `${this.name}: ${op} failed: ${what}: ${d.detail}${outcome}`, {
+      device: this.name,
+      offsetBytes,
+      cause: d.cause,
+    });
+  }
+}
+
+/** Like Promise.all, but waits for every part before throwing the first failure. */
+async function settleAll(parts: Promise<void>[]): Promise<void> {
+  if (parts.length === 1) return parts[0];
+  const results = await Promise.allSettled(parts);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
+/** The sector size we present: the server's minimum block size if it is a sector size, else 512 or 4096 above it. */
+function sectorSizeFor(minimumBytes: number, spec: string): SectorSize {
+  if (minimumBytes <= 512) return 512;
+  if (minimumBytes <= 4096) return 4096;
+  throw new NbdError('EIO', 'unsupported', `${spec}: the server's minimum block size ${minimumBytes} is larger than the largest sector size (4096)`, {
+    device: spec,
+  });
+}
+
+// ---- handshake ---------------------------------------------------------------------------------
+
+/** Buffers socket data during the handshake and hands out exact byte counts. */
+class HandshakeReader {
+  private chunks: Buffer[] = [];
+  private bytes = 0;
+  private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
+  private failure: Error | undefined;
+  private readonly onData = (c: Buffer): void => {
+    this.chunks.push(c);
+    this.bytes += c.length;
+    this.serve();
+  };
+  private readonly onEnd = (): void => this.fail(new NbdError('EIO', 'disconnected', `${this.device}: the server closed the connection during the NBD handshake`, { device: this.device }));
+  private readonly onError = (err: NodeJS.ErrnoException): void => this.fail(connectError(this.device, err));
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly device: string,
+  ) {
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onEnd);
+    socket.on('error', this.onError);
+  }
+
+  read(n: number): Promise<Buffer> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.want = { n, resolve, reject };
+      this.serve();
+    });
+  }
+
+  /** Stops listening; returns any bytes received beyond what was read. */
+  detach(): Buffer {
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('error', this.onError);
+    const rest = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.bytes = 0;
+    return rest;
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    const w = this.want;
+    this.want = undefined;
+    w?.reject(this.failure);
+  }
+
+  private serve(): void {
+    const w = this.want;
+    if (w === undefined || this.bytes < w.n) return;
+    const all = Buffer.concat(this.chunks);
+    this.chunks = all.length > w.n ? [all.subarray(w.n)] : [];
+    this.bytes -= w.n;
+    this.want = undefined;
+    w.resolve(all.subarray(0, w.n));
+  }
+}
+
+function connectError(device: string, err: NodeJS.ErrnoException): NbdError {
+  const code = err.code ?? err.message;
+  if (code === 'ECONNREFUSED') return new NbdError('EIO', 'refused', `${device}: connection refused (is the NBD server running?)`, { device, cause: err });
+  if (code === 'ENOENT') return new NbdError('EIO', 'refused', `${device}: no NBD server socket at that path`, { device, cause: err });
+  return new NbdError('EIO', 'disconnected', `${device}: connection failed: ${code}`, { device, cause: err });
+}
+
+async function connectAndNegotiate(socket: net.Socket, reader: HandshakeReader, device: string, uri: NbdUri, wantStructured: boolean): Promise<NbdExportInfo> {
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+    if (uri.address.transport === 'tcp') socket.connect({ host: uri.address.host, port: uri.address.port });
+    else socket.connect({ path: uri.address.socketPath });
+  }).catch((err: NodeJS.ErrnoException) => {
+    throw connectError(device, err);
+  });
+  // Requests are small and latency-bound: do not let Nagle hold them back.
+  socket.setNoDelay(true);
+  const greeting = P.parseGreeting(await reader.read(P.GREETING_BYTES), device);
+  const noZeroes = (greeting.handshakeFlags & P.HandshakeFlag.NO_ZEROES) !== 0;
+  socket.write(P.encodeClientFlags(P.ClientFlag.FIXED_NEWSTYLE | (noZeroes ? P.ClientFlag.NO_ZEROES : 0)));
+
+  let structuredReplies = false;
+  if (wantStructured) {
+    socket.write(P.encodeOption(P.Opt.STRUCTURED_REPLY));
+    const reply = await readOptionReply(reader, P.Opt.STRUCTURED_REPLY, device);
+    if (reply.replyType === P.Rep.ACK) structuredReplies = true;
+    else if (reply.replyType === P.RepErr.TLS_REQD) throw refusal(device, uri.exportName, P.Opt.STRUCTURED_REPLY, reply.replyType, reply.data);
+    else if (!P.isOptionError(reply.replyType)) throw new FormatError(`${device}: NBD protocol error: reply type ${reply.replyType} to NBD_OPT_STRUCTURED_REPLY`, { device });
+    // Any other error: the server does not do structured replies; simple replies work everywhere.
+  }
+
+  socket.write(P.encodeGoOption(P.Opt.GO, uri.exportName, [P.Info.EXPORT, P.Info.BLOCK_SIZE]));
+  let exportItem: { sizeBytes: number; transmissionFlags: number } | undefined;
+  let blockSize: NbdExportInfo['blockSize'];
+  for (let i = 0; i < OPTION_REPLIES_MAX; i++) {
+    const reply = await readOptionReply(reader, P.Opt.GO, device);
+    if (reply.replyType === P.Rep.INFO) {
+      const item = P.parseInfoReply(reply.data, device);
+      if (item.type === 'export') exportItem = item;
+      else if (item.type === 'block-size') blockSize = item;
+      continue;
+    }
+    if (reply.replyType === P.Rep.ACK) {
+      if (exportItem === undefined) throw new FormatError(`${device}: NBD protocol error: NBD_OPT_GO acknowledged without NBD_INFO_EXPORT`, { device });
+      return describe(uri.exportName, exportItem, blockSize, structuredReplies, 'NBD_OPT_GO');
+    }
+    if (reply.replyType === P.RepErr.UNSUP) {
+      // A server older than NBD_OPT_GO: enter transmission the old way. It cannot report errors:
+      // an unknown export makes the server hang up, which the reader reports.
+      socket.write(P.encodeExportNameOption(uri.exportName));
+      const r = P.parseExportNameReply(await reader.read(P.EXPORT_NAME_REPLY_BYTES), device);
+      if (!noZeroes) await reader.read(P.EXPORT_NAME_ZEROES_BYTES);
+      return describe(uri.exportName, r, undefined, structuredReplies, 'NBD_OPT_EXPORT_NAME');
+    }
+    if (P.isOptionError(reply.replyType)) throw refusal(device, uri.exportName, P.Opt.GO, reply.replyType, reply.data);
+    throw new FormatError(`${device}: NBD protocol error: reply type ${reply.replyType} to NBD_OPT_GO`, { device });
+  }
+  throw new FormatError(`${device}: NBD protocol error: more than ${OPTION_REPLIES_MAX} replies to NBD_OPT_GO`, { device });
+}
+
+async function readOptionReply(reader: HandshakeReader, option: number, device: string): Promise<{ replyType: number; data: Buffer }> {
+  const header = P.parseOptionReplyHeader(await reader.read(P.OPTION_REPLY_HEADER_BYTES), option, device);
+  const data = header.lengthBytes > 0 ? await reader.read(header.lengthBytes) : Buffer.alloc(0);
+  return { replyType: header.replyType, data };
+}
+
+function refusal(device: string, exportName: string, option: number, replyType: number, data: Buffer): NbdError {
+  const text = data.length > 0 ? `: ${data.subarray(0, P.STRING_MAX_BYTES).toString('utf8')}` : '';
+  if (replyType === P.RepErr.UNKNOWN) {
+    return new NbdError('ENOENT', 'refused', `${device}: the server has no export named '${exportName}'${text}`, { device });
+  }
+  return new NbdError('EIO', 'refused', `${device}: the server refused ${P.optionName(option)}: ${P.describeOptionError(replyType)}${text}`, { device });
+}
+
+function describe(
+  exportName: string,
+  e: { sizeBytes: number; transmissionFlags: number },
+  blockSize: NbdExportInfo['blockSize'],
+  structuredReplies: boolean,
+  via: NbdExportInfo['via'],
+): NbdExportInfo {
+  const f = e.transmissionFlags;
+  // Without HAS_FLAGS the other bits mean nothing; the server supports only READ/WRITE/DISC.
+  const has = (bit: number): boolean => (f & P.TxFlag.HAS_FLAGS) !== 0 && (f & bit) !== 0;
+  return {
+    exportName,
+    sizeBytes: e.sizeBytes,
+    transmissionFlags: f,
+    blockSize,
+    structuredReplies,
+    via,
+    serverReadOnly: has(P.TxFlag.READ_ONLY),
+    canFlush: has(P.TxFlag.SEND_FLUSH),
+    canFua: has(P.TxFlag.SEND_FUA),
+    canTrim: has(P.TxFlag.SEND_TRIM),
+    canWriteZeroes: has(P.TxFlag.SEND_WRITE_ZEROES),
+    canMultiConn: has(P.TxFlag.CAN_MULTI_CONN),
+  };
+}
+
+/** The opener registered for nbd:// and nbd+unix:// in open.ts. */
+export function openNbdDevice(spec: string, opts: OpenOptions): Promise<BlockDevice> {
+  return NbdDevice.open(spec, opts);
+}
+
+export function isNbdSpec(spec: string): boolean {
+  return /^nbd(\+unix)?:\/\//.test(spec);
+}
+
+/** What `sanbox disk info` shows for an NBD disk: asked from the server, read-only. */
+export async function nbdDiskInfo(spec: string, opts: NbdOpenOptions = {}): Promise<NbdExportInfo & { device: string; sectorSizeBytes: SectorSize }> {
+  const dev = await NbdDevice.open(spec, { ...opts, readOnly: true });
+  try {
+    return { device: spec, ...dev.info, sectorSizeBytes: dev.sectorSizeBytes };
+  } finally {
+    await dev.close();
+  }
+}
