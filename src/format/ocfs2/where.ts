@@ -1,0 +1,51 @@
+// Where a record came from, so a parser can name the device and the absolute byte offset of the
+// bad field in its FormatError. Every ocfs2 and JBD2 codec takes one.
+
+import { FormatError } from '../../errors.js';
+
+export interface Where {
+  /** Device (or image) name for messages. */
+  device?: string;
+  /** Absolute byte offset of the start of the buffer being parsed. */
+  offsetBytes?: number;
+}
+
+/** Throws a FormatError naming the device and the absolute offset of byte `relOffset` of the record. */
+export function formatFail(where: Where, relOffset: number, what: string): never {
+  const offsetBytes = (where.offsetBytes ?? 0) + relOffset;
+  const device = where.device ?? 'ocfs2';
+  throw new FormatError(`${device}: ${what} (at byte offset ${offsetBytes})`, { device, offsetBytes });
+}
+
+/** A sub-record's Where: same device, offset moved by `relOffset`. */
+export function at(where: Where, relOffset: number): Where {
+  return { device: where.device, offsetBytes: (where.offsetBytes ?? 0) + relOffset };
+}
+
+/** Requires `buf` to hold at least `needBytes` bytes from `relOffset`. */
+export function needBytes(buf: Uint8Array, relOffset: number, need: number, where: Where, what: string): void {
+  if (relOffset < 0 || relOffset + need > buf.length) {
+    formatFail(where, relOffset, `${what} needs ${need} bytes but the buffer holds ${Math.max(0, buf.length - relOffset)}`);
+  }
+}
+
+/** Reads a little-endian u64 as a number, refusing values above 2^53 (block numbers must be exact). */
+export function readU64Safe(buf: Buffer, relOffset: number, where: Where, what: string): number {
+  const v = buf.readBigUInt64LE(relOffset);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) formatFail(where, relOffset, `${what} ${v} is too large`);
+  return Number(v);
+}
+
+/** NUL-padded ASCII/UTF-8 text field. */
+export function readPaddedString(buf: Buffer, relOffset: number, length: number): string {
+  const field = buf.subarray(relOffset, relOffset + length);
+  const nul = field.indexOf(0);
+  return field.subarray(0, nul < 0 ? length : nul).toString('utf8');
+}
+
+export function writePaddedString(buf: Buffer, relOffset: number, length: number, text: string, what: string): void {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length > length) throw new FormatError(`${what} '${text}' is longer than ${length} bytes`);
+  buf.fill(0, relOffset, relOffset + length);
+  bytes.copy(buf, relOffset);
+}
