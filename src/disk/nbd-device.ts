@@ -729,8 +729,8 @@ async function connectAndNegotiate(socket: net.Socket, reader: HandshakeReader, 
     const reply = await readOptionReply(reader, P.Opt.GO, device);
     if (reply.replyType === P.Rep.INFO) {
       const item = P.parseInfoReply(reply.data, device);
-      if (item.type === 'export') exportItem = item;
-      else if (item.type === 'block-size') blockSize = item;
+      if (item.type === 'export') exportItem = { sizeBytes: item.sizeBytes, transmissionFlags: item.transmissionFlags };
+      else if (item.type === 'block-size') blockSize = { minimumBytes: item.minimumBytes, preferredBytes: item.preferredBytes, maximumBytes: item.maximumBytes };
       continue;
     }
     if (reply.replyType === P.Rep.ACK) {
