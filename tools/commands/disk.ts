@@ -2,6 +2,7 @@
 
 import type { Command } from 'commander';
 import { createImage, diskInfo, type SectorSize } from '../../src/disk/index.js';
+import { isNbdSpec, nbdDiskInfo } from '../../src/disk/nbd-device.js';
 import { UsageError } from '../../src/errors.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
 import { printFields, printJson } from '../output.js';
@@ -29,9 +30,13 @@ export function register(program: Command): void {
   disk
     .command('info')
     .description('show size, sector size, bytes allocated and whether the disk is in use')
-    .argument('<image>', 'image file or block device')
+    .argument('<image>', 'image file, block device, or nbd://HOST:PORT/EXPORT (size and sector size asked from the server)')
     .option('--json', 'print as JSON', false)
-    .action((image: string, opts: { json: boolean }) => {
+    .action(async (image: string, opts: { json: boolean }) => {
+      if (isNbdSpec(image)) {
+        await printNbdInfo(image, opts.json);
+        return;
+      }
       const info = diskInfo(image);
       if (opts.json) {
         printJson(info);
@@ -45,4 +50,23 @@ export function register(program: Command): void {
         ['In use', info.inUse ? `yes${info.holderPids.length ? ` (pid ${info.holderPids.join(', ')})` : ''}` : 'no'],
       ]);
     });
+}
+
+/** `disk info nbd://…`: what the NBD server reports for the export (read-only connection). */
+async function printNbdInfo(spec: string, json: boolean): Promise<void> {
+  const info = await nbdDiskInfo(spec);
+  if (json) {
+    printJson(info);
+    return;
+  }
+  const yesNo = (b: boolean): string => (b ? 'yes' : 'no');
+  printFields([
+    ['Disk', spec],
+    ['Size', `${formatSize(info.sizeBytes)} (${info.sizeBytes} bytes)`],
+    ['Sector size', `${info.sectorSizeBytes}${info.blockSize ? ` (server minimum block size ${info.blockSize.minimumBytes})` : ' (server sent no block size; default)'}`],
+    ['Read-only', yesNo(info.serverReadOnly)],
+    ['Flush / FUA', `${yesNo(info.canFlush)} / ${yesNo(info.canFua)}`],
+    ['Trim / zero', `${yesNo(info.canTrim)} / ${yesNo(info.canWriteZeroes)}`],
+    ['Structured replies', yesNo(info.structuredReplies)],
+  ]);
 }
