@@ -3,5 +3,6 @@
 import type { Command } from 'commander';
 import { register as disk } from './disk.js';
 import { register as fault } from './fault.js';
+import { register as cluster } from './cluster.js';
 
-export const commandGroups: ((program: Command) => void)[] = [disk, fault];
+export const commandGroups: ((program: Command) => void)[] = [disk, fault, cluster];

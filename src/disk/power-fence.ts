@@ -1,0 +1,94 @@
+// The power fence: SIGKILL a node process on this machine and wait until it is gone. The victim is
+// named by pid AND process start time (field 22 of /proc/PID/stat, clock ticks after boot) AND the
+// boot id of the machine, all recorded when the node joined, so pid reuse can never make us kill a
+// stranger or take a stranger's exit as the victim's (ARCHITECTURE.md, "Kill the right process").
+
+import fs from 'node:fs';
+import { SanboxError } from '../errors.js';
+
+/** How often the fencer looks for the victim to be gone. */
+const POLL_MS = 5;
+
+export interface ProcessIdentity {
+  pid: number;
+  /** /proc/PID/stat field 22. */
+  startTicks: bigint;
+  /** /proc/sys/kernel/random/boot_id as 16 bytes. */
+  bootId: Buffer;
+}
+
+export interface ProcStat {
+  state: string;
+  startTicks: bigint;
+}
+
+/** Reads state (field 3) and start time (field 22) of a pid; null if there is no such process. */
+export function readProcStat(pid: number): ProcStat | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return null;
+  }
+  // comm (field 2) is in parentheses and may itself contain spaces and ')': split after the LAST ')'.
+  const close = text.lastIndexOf(')');
+  if (close < 0) return null;
+  const rest = text.slice(close + 2).split(' ');
+  // rest[0] is field 3 (state); field 22 is rest[19].
+  const start = rest[19];
+  if (rest[0] === undefined || start === undefined || !/^\d+$/.test(start)) return null;
+  return { state: rest[0], startTicks: BigInt(start) };
+}
+
+let cachedBootId: Buffer | undefined;
+export function bootId(): Buffer {
+  if (cachedBootId === undefined) {
+    const text = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim().replace(/-/g, '');
+    if (!/^[0-9a-f]{32}$/.test(text)) throw new SanboxError('EINVAL', `unexpected boot id '${text}'`);
+    cachedBootId = Buffer.from(text, 'hex');
+  }
+  return cachedBootId;
+}
+
+/** The identity of this process, recorded in its node record at join. */
+export function selfIdentity(): ProcessIdentity {
+  const st = readProcStat(process.pid);
+  if (st === null) throw new SanboxError('EINVAL', 'cannot read /proc/self/stat');
+  return { pid: process.pid, startTicks: st.startTicks, bootId: bootId() };
+}
+
+/** True while exactly this process (same pid, same start time) exists and has not exited. */
+export function isRunning(id: ProcessIdentity): boolean {
+  if (!id.bootId.equals(bootId())) return false;
+  const st = readProcStat(id.pid);
+  // Z (zombie) and X (dead) have exited: they write nothing more and only wait to be reaped.
+  return st !== null && st.startTicks === id.startTicks && st.state !== 'Z' && st.state !== 'X';
+}
+
+export interface PowerFenceResult {
+  /** 'killed': we sent SIGKILL and saw it go; 'gone': it was not running any more. */
+  outcome: 'killed' | 'gone';
+  waitedMs: number;
+}
+
+/**
+ * SIGKILLs the process and waits (bounded by waitMs) until it is gone. SIGKILL also ends a
+ * stopped (SIGSTOP) process. Throws if the process is on another machine or survives waitMs.
+ */
+export async function powerFence(id: ProcessIdentity, waitMs: number): Promise<PowerFenceResult> {
+  const t0 = performance.now();
+  if (!id.bootId.equals(bootId())) {
+    throw new SanboxError('EFENCED', `power fence: pid ${id.pid} ran on another machine (boot id ${id.bootId.toString('hex')}); cannot kill it from here`);
+  }
+  if (!isRunning(id)) return { outcome: 'gone', waitedMs: 0 };
+  try {
+    process.kill(id.pid, 'SIGKILL');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw new SanboxError('EFENCED', `power fence: cannot kill pid ${id.pid}: ${(err as Error).message}`, { cause: err });
+  }
+  while (isRunning(id)) {
+    if (performance.now() - t0 > waitMs) throw new SanboxError('EFENCED', `power fence: pid ${id.pid} still running ${waitMs} ms after SIGKILL`);
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+  return { outcome: 'killed', waitedMs: performance.now() - t0 };
+}

@@ -1,0 +1,327 @@
+// SCSI-3 persistent reservations, emulated for an image file (reference/locking.md §4.1-4.2).
+// Each node is one initiator (I_T nexus) and registers an 8-byte key; fence_scsi-style fencing
+// is PREEMPT AND ABORT of the victim's key under a Write Exclusive – Registrants Only reservation,
+// after which the victim's writes are refused by its fence gate (src/disk/fence-gate.ts).
+//
+// The state lives on the shared disk (the cluster image's reservations region, or a sidecar file
+// for a plain disk; codec in src/format/reservations.ts). Local lock files serialize commands and
+// make the preempt atomic against the victim's writes:
+//   LOCKDIR/pr.lock      exclusive while a PR OUT command reads-modifies-writes the state;
+//   LOCKDIR/gate-N.lock  held SHARED by node N across each write's check-and-pwrite, taken
+//                        EXCLUSIVELY by whoever changes node N's registration. So once a preempt
+//                        returns, every write of N that passed its check has landed, and every
+//                        later write of N sees its key gone (ARCHITECTURE.md, fence gate).
+// All lock waits are non-blocking attempts with a bounded retry loop: never a blocking flock on
+// the event loop, never an async flock occupying a libuv thread (reference/baselines.md A1).
+
+import fs from 'node:fs';
+import path from 'node:path';
+import fsExt from 'fs-ext';
+import { DiskError, SanboxError } from '../errors.js';
+import {
+  decodeReservationCopies,
+  emptyReservations,
+  encodeReservations,
+  INITIATORS,
+  nextCopyIndex,
+  PR_TYPES,
+  RESERVATIONS_PAYLOAD_BYTES,
+  RESERVATIONS_RECORD_BYTES,
+  type ReservationState,
+} from '../format/reservations.js';
+
+/** Bound on waiting for another PR command to finish (they take well under a millisecond). */
+export const PR_LOCK_WAIT_MS = 5000;
+/** Retry period of non-blocking lock attempts. */
+const LOCK_RETRY_MS = 1;
+
+export { PR_TYPES };
+
+/** Where the reservation state of one device lives, and where its lock files go. */
+export interface ReservationStoreSpec {
+  /** The device the reservations protect (for messages and the lock directory). */
+  deviceName: string;
+  /** File holding the state, and the byte offset of its payload (two copies). */
+  statePath: string;
+  stateOffsetBytes: number;
+  /** Directory of the local lock files (created if missing). */
+  lockDir: string;
+}
+
+/** The lock directory beside a device path: `IMG.fence/`. */
+export function defaultLockDir(devicePath: string): string {
+  return `${path.resolve(devicePath)}.fence`;
+}
+
+/** A sidecar state file for a plain disk that has no reservations region: `IMG.fence/reservations`. */
+export function sidecarStoreSpec(devicePath: string): ReservationStoreSpec {
+  const lockDir = defaultLockDir(devicePath);
+  return { deviceName: devicePath, statePath: path.join(lockDir, 'reservations'), stateOffsetBytes: 0, lockDir };
+}
+
+/** Reads and writes the state with its own fd: these are the device's own commands, not gated writes. */
+export class ReservationStore {
+  private fd: number | undefined;
+  private readonly buf = Buffer.alloc(RESERVATIONS_PAYLOAD_BYTES);
+
+  constructor(readonly spec: ReservationStoreSpec) {
+    fs.mkdirSync(spec.lockDir, { recursive: true });
+    if (spec.stateOffsetBytes === 0 && !fs.existsSync(spec.statePath)) {
+      // Sidecar: create it sparse; a zero payload decodes as "no registrations".
+      const fd = fs.openSync(spec.statePath, 'a');
+      fs.closeSync(fd);
+    }
+    this.fd = fs.openSync(spec.statePath, 'r+');
+  }
+
+  private liveFd(): number {
+    if (this.fd === undefined) throw new DiskError('ECLOSED', `${this.spec.deviceName}: reservation store is closed`, { device: this.spec.deviceName });
+    return this.fd;
+  }
+
+  read(): ReservationState {
+    const fd = this.liveFd();
+    this.buf.fill(0);
+    fs.readSync(fd, this.buf, 0, this.buf.length, this.spec.stateOffsetBytes);
+    return decodeReservationCopies(this.buf, { device: this.spec.statePath, offsetBytes: this.spec.stateOffsetBytes });
+  }
+
+  /** Writes `next` into the copy not holding `current`, then makes it durable. */
+  write(current: ReservationState, next: ReservationState): void {
+    const fd = this.liveFd();
+    next.updateSeq = current.updateSeq + 1n;
+    const rec = encodeReservations(next);
+    const off = this.spec.stateOffsetBytes + nextCopyIndex(current) * RESERVATIONS_RECORD_BYTES;
+    fs.writeSync(fd, rec, 0, rec.length, off);
+    fs.fdatasyncSync(fd);
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/** A lock file taken with non-blocking flock attempts. */
+export class LockFile {
+  private fd: number | undefined;
+  constructor(readonly path: string) {}
+
+  private open(): number {
+    this.fd ??= fs.openSync(this.path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+    return this.fd;
+  }
+
+  /** One non-blocking attempt; true if taken. */
+  tryLock(mode: 'sh' | 'ex'): boolean {
+    const fd = this.open();
+    try {
+      fsExt.flockSync(fd, mode === 'sh' ? 'shnb' : 'exnb');
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') return false;
+      throw err;
+    }
+  }
+
+  /** Retries on a timer (the event loop stays free) until taken or waitMs passes. */
+  async lock(mode: 'sh' | 'ex', waitMs: number): Promise<boolean> {
+    const t0 = performance.now();
+    for (;;) {
+      if (this.tryLock(mode)) return true;
+      if (performance.now() - t0 >= waitMs) return false;
+      await new Promise((r) => setTimeout(r, LOCK_RETRY_MS));
+    }
+  }
+
+  /** Synchronous bounded retry, for the write path (which is synchronous). */
+  lockSync(mode: 'sh' | 'ex', waitMs: number): boolean {
+    const t0 = performance.now();
+    for (;;) {
+      if (this.tryLock(mode)) return true;
+      if (performance.now() - t0 >= waitMs) return false;
+      Atomics.wait(SLEEP_CELL, 0, 0, LOCK_RETRY_MS);
+    }
+  }
+
+  unlock(): void {
+    if (this.fd !== undefined) fsExt.flockSync(this.fd, 'un');
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4));
+
+export function gateLockPath(lockDir: string, nodeId: number): string {
+  return path.join(lockDir, `gate-${nodeId}.lock`);
+}
+
+export interface PreemptResult {
+  /** 'preempted': the key was registered and is now removed; 'absent': it was not registered. */
+  outcome: 'preempted' | 'absent';
+  prGeneration: number;
+}
+
+/** PR OUT / PR IN over one device's reservation state. */
+export class PersistentReservations {
+  readonly store: ReservationStore;
+  private readonly prLock: LockFile;
+
+  constructor(readonly spec: ReservationStoreSpec) {
+    this.store = new ReservationStore(spec);
+    this.prLock = new LockFile(path.join(spec.lockDir, 'pr.lock'));
+  }
+
+  private checkNode(nodeId: number): void {
+    if (!Number.isInteger(nodeId) || nodeId < 0 || nodeId >= INITIATORS) throw new SanboxError('EINVAL', `initiator ${nodeId} is outside 0..${INITIATORS - 1}`);
+  }
+
+  /** Runs one PR OUT command under pr.lock; `fn` returns the new state or null for "no change". */
+  private async command<T>(what: string, fn: (cur: ReservationState) => Promise<{ next: ReservationState | null; result: T }>): Promise<T> {
+    if (!(await this.prLock.lock('ex', PR_LOCK_WAIT_MS))) {
+      throw new SanboxError('EBUSY', `${this.spec.deviceName}: ${what}: another reservation command held the lock for ${PR_LOCK_WAIT_MS} ms`, { device: this.spec.deviceName });
+    }
+    try {
+      const cur = this.store.read();
+      const { next, result } = await fn(cur);
+      if (next !== null) this.store.write(cur, next);
+      return result;
+    } finally {
+      this.prLock.unlock();
+    }
+  }
+
+  /**
+   * REGISTER AND IGNORE EXISTING KEY for initiator `nodeId`: replaces whatever key it had (a
+   * previous incarnation's). Taken under gate-N exclusively, so a write of the previous
+   * incarnation that is between its check and its pwrite lands before the new key counts;
+   * returns false if such a write held the gate for longer than gateWaitMs.
+   */
+  async register(nodeId: number, key: bigint, gateWaitMs: number): Promise<boolean> {
+    this.checkNode(nodeId);
+    if (key === 0n) throw new SanboxError('EINVAL', 'a reservation key must be non-zero');
+    return this.withGate(nodeId, gateWaitMs, () =>
+      this.command('register', async (cur) => {
+        const next = cloneState(cur);
+        next.registered[nodeId] = key;
+        next.prGeneration = (cur.prGeneration + 1) >>> 0;
+        return { next, result: true };
+      }),
+    );
+  }
+
+  /** REGISTER with service-action key 0: removes our own registration (clean leave). */
+  async unregister(nodeId: number, key: bigint): Promise<void> {
+    this.checkNode(nodeId);
+    await this.command('unregister', async (cur) => {
+      if (cur.registered[nodeId] !== key) return { next: null, result: undefined };
+      const next = cloneState(cur);
+      next.registered[nodeId] = 0n;
+      next.prGeneration = (cur.prGeneration + 1) >>> 0;
+      if (cur.reservationKey === key) {
+        // The holder left: SPC releases a reservation whose holder unregisters.
+        next.reservationKey = 0n;
+        next.reservationType = PR_TYPES.none;
+      }
+      return { next, result: undefined };
+    });
+  }
+
+  /** RESERVE: creates a reservation held by `key` unless one exists. Does not bump PRgeneration. */
+  async reserve(nodeId: number, key: bigint, type: number = PR_TYPES.writeExclusiveRegistrantsOnly): Promise<void> {
+    this.checkNode(nodeId);
+    await this.command('reserve', async (cur) => {
+      if (cur.registered[nodeId] !== key) throw new SanboxError('EFENCED', `${this.spec.deviceName}: reserve: key 0x${key.toString(16)} of node ${nodeId} is not registered (reservation conflict)`);
+      if (cur.reservationKey !== 0n) {
+        if (cur.reservationType !== type) throw new SanboxError('EBUSY', `${this.spec.deviceName}: reserve: a type ${cur.reservationType} reservation exists (reservation conflict)`);
+        return { next: null, result: undefined };
+      }
+      const next = cloneState(cur);
+      next.reservationKey = key;
+      next.reservationType = type;
+      return { next, result: undefined };
+    });
+  }
+
+  /**
+   * PREEMPT AND ABORT: removes `victimKey` from initiator `victimNode` (the fencer cannot preempt
+   * itself). If the victim held the reservation, it passes to the fencer. The state is changed
+   * while holding gate-victim exclusively: when this resolves, no write of the victim that starts
+   * later can land. Returns null if the victim held its gate (it is stalled inside a write) for
+   * longer than gateWaitMs: the caller must escalate to the power fence and retry.
+   */
+  async preemptAndAbort(byNode: number, byKey: bigint, victimNode: number, victimKey: bigint, gateWaitMs: number): Promise<PreemptResult | null> {
+    this.checkNode(byNode);
+    this.checkNode(victimNode);
+    if (byNode === victimNode) throw new SanboxError('EINVAL', `node ${byNode} cannot preempt its own key`);
+    const res = await this.withGate(victimNode, gateWaitMs, () =>
+      this.command('preempt and abort', async (cur) => {
+        if (cur.registered[byNode] !== byKey) {
+          throw new SanboxError('EFENCED', `${this.spec.deviceName}: preempt: fencer node ${byNode} key 0x${byKey.toString(16)} is not registered (reservation conflict)`);
+        }
+        const next = cloneState(cur);
+        const present = cur.registered[victimNode] === victimKey;
+        // Recorded even if absent, so "this incarnation was fenced" is visible to every reader.
+        next.preempted[victimNode] = victimKey;
+        if (present) next.registered[victimNode] = 0n;
+        if (cur.reservationKey === victimKey) next.reservationKey = byKey;
+        next.prGeneration = (cur.prGeneration + 1) >>> 0;
+        return { next, result: { outcome: present ? ('preempted' as const) : ('absent' as const), prGeneration: next.prGeneration } };
+      }),
+    );
+    return res === false ? null : res;
+  }
+
+  /** CLEAR: drops every registration and the reservation. */
+  async clear(): Promise<void> {
+    await this.command('clear', async (cur) => {
+      const next = emptyReservations();
+      next.preempted = [...cur.preempted];
+      next.prGeneration = (cur.prGeneration + 1) >>> 0;
+      return { next, result: undefined };
+    });
+  }
+
+  /** PR IN READ KEYS + READ RESERVATION. */
+  readState(): ReservationState {
+    return this.store.read();
+  }
+
+  private async withGate<T>(nodeId: number, gateWaitMs: number, fn: () => Promise<T>): Promise<T | false> {
+    const gate = new LockFile(gateLockPath(this.spec.lockDir, nodeId));
+    try {
+      if (!(await gate.lock('ex', gateWaitMs))) return false;
+      try {
+        return await fn();
+      } finally {
+        gate.unlock();
+      }
+    } finally {
+      gate.close();
+    }
+  }
+
+  close(): void {
+    this.store.close();
+    this.prLock.close();
+  }
+}
+
+function cloneState(s: ReservationState): ReservationState {
+  return { ...s, registered: [...s.registered], preempted: [...s.preempted] };
+}
+
+/**
+ * The key of one node incarnation, fence_scsi-style (reference/locking.md §4.2): the top 16 bits
+ * from the cluster, then the node number, then the low 32 bits of the join generation, so a
+ * rejoined node has a new key and a stale incarnation's key stays preempted.
+ */
+export function nodeKey(clusterTag: number, nodeId: number, generation: bigint): bigint {
+  const key = (BigInt(clusterTag & 0xffff) << 48n) | (BigInt(nodeId & 0xffff) << 32n) | (generation & 0xffff_ffffn);
+  // Key 0 means "unregistered"; a zero low half is bumped so a key is never 0.
+  return key === 0n ? 1n : key;
+}

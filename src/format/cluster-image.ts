@@ -1,0 +1,354 @@
+// The sanbox cluster image: a small shared disk that holds a cluster's configuration, its o2hb
+// heartbeat region, per-node records, the fencing reservations and the lock manager's lockspace.
+// No public format exists for this, so we define one (docs/cluster-image.md is its prose):
+// a header block names sector-aligned regions; every region starts with a one-block region header
+// (magic, name, version, CRC) and its payload follows. Later work adds a region by appending a
+// table entry; readers skip names they do not know, so the format grows without breaking.
+//
+// Header block (4096 bytes at offset 0, little-endian):
+//
+// | off   | size | field            | meaning                                               |
+// |-------|------|------------------|-------------------------------------------------------|
+// | 0x000 | 8    | magic            | "SBXCLUST"                                            |
+// | 0x008 | 4    | version          | 1                                                     |
+// | 0x00C | 4    | headerBytes      | 4096                                                  |
+// | 0x010 | 4    | sectorSizeBytes  | 512 or 4096 (the heartbeat slot size)                 |
+// | 0x014 | 4    | regionCount      | entries used in the table, 1..REGIONS_MAX             |
+// | 0x018 | 8    | imageSizeBytes   | size the image was made with                          |
+// | 0x020 | 16   | clusterUuid      | random at init                                        |
+// | 0x030 | 16   | reserved         | zero                                                  |
+// | 0x040 | 32×n | region table     | name[16] (ASCII, NUL-padded), offsetBytes u64, sizeBytes u64 |
+// | 0xFFC | 4    | crc32            | zlib CRC-32 of bytes 0..0xFFB                         |
+//
+// Region header block (4096 bytes at the region's offset; the payload starts 4096 bytes later):
+//
+// | off   | size | field        | meaning                                     |
+// |-------|------|--------------|---------------------------------------------|
+// | 0x000 | 8    | magic        | "SBXREGN1"                                  |
+// | 0x008 | 16   | name         | the same name as in the table               |
+// | 0x018 | 4    | version      | the payload format's version                |
+// | 0x01C | 4    | reserved     | zero                                        |
+// | 0x020 | 8    | payloadBytes | regionSize − 4096                           |
+// | 0x028 | 16   | clusterUuid  | the header's, so a region is never mixed up with another image's |
+// | 0xFFC | 4    | crc32        | CRC-32 of bytes 0..0xFFB                    |
+//
+// Config payload ("config", version 1), little-endian:
+//
+// | off    | size | field            | meaning                                             |
+// |--------|------|------------------|-----------------------------------------------------|
+// | 0x000  | 8    | magic            | "SBXCONF1"                                          |
+// | 0x008  | 4    | version          | 1                                                   |
+// | 0x00C  | 4    | recordBytes      | CONFIG_HEADER_BYTES + nodeCount × NODE_NAME_BYTES   |
+// | 0x010  | 64   | clusterName      | UTF-8, NUL-padded                                   |
+// | 0x050  | 2    | nodeCount        | 1..255                                              |
+// | 0x052  | 2    | reserved         | zero                                                |
+// | 0x054  | 4    | intervalMs       | heartbeat interval                                  |
+// | 0x058  | 4    | deadThreshold    | intervals without a seq change before death         |
+// | 0x05C  | 4    | ioTimeoutMs      | a heartbeat write slower than this has failed       |
+// | 0x060  | 16   | timingPreset     | "local", "o2cb" or "custom"                         |
+// | 0x070  | 256  | runDir           | where node control sockets live                     |
+// | 0x170  | 140  | reserved         | zero                                                |
+// | 0x1FC  | 4    | crc32            | CRC-32 of the whole record with this field zeroed   |
+// | 0x200  | 64×n | nodeNames        | per node number, UTF-8, NUL-padded ("" = unnamed)   |
+//
+// Pure codecs: no fs, no clock.
+
+import { FormatError } from '../errors.js';
+import CRC32 from 'crc-32';
+
+/** zlib's CRC-32 (IEEE, inverted in and out), as an unsigned number. */
+export function crc32(buf: Uint8Array): number {
+  return CRC32.buf(buf) >>> 0;
+}
+
+export const CLUSTER_MAGIC = 'SBXCLUST';
+export const CLUSTER_VERSION = 1;
+/** Header and region-header blocks are 4 KiB so every payload is aligned for either sector size. */
+export const BLOCK_BYTES = 4096;
+/** Table entries that fit between 0x40 and the CRC at 0xFFC. */
+export const REGIONS_MAX = Math.floor((BLOCK_BYTES - 4 - 0x40) / 32);
+export const REGION_NAME_BYTES = 16;
+export const REGION_MAGIC = 'SBXREGN1';
+export const CONFIG_MAGIC = 'SBXCONF1';
+export const CONFIG_VERSION = 1;
+export const CONFIG_HEADER_BYTES = 0x200;
+export const NODE_NAME_BYTES = 64;
+export const CLUSTER_NAME_BYTES = 64;
+export const RUN_DIR_BYTES = 256;
+/** o2hb's O2NM_MAX_NODES (reference/ocfs2.md §4.6): node numbers 0..254. */
+export const NODES_MAX = 255;
+
+/** The names of the regions sanbox defines today, and the payload version each has. */
+export const REGION_VERSIONS = {
+  config: 1,
+  heartbeat: 1, // raw o2hb blocks, one sector per node number 0..254 (src/format/o2hb-block.ts)
+  nodes: 1, // one node record per node number (src/format/node-record.ts)
+  reservations: 1, // SCSI-3 PR emulation state (src/format/reservations.ts)
+  lockspace: 1, // owned by the lock manager (src/dlm); sanbox cluster init only reserves it
+} as const;
+export type RegionName = keyof typeof REGION_VERSIONS;
+
+export interface Where {
+  device?: string;
+  offsetBytes?: number;
+}
+
+export interface RegionEntry {
+  name: string;
+  offsetBytes: number;
+  sizeBytes: number;
+}
+
+export interface ClusterHeader {
+  version: number;
+  sectorSizeBytes: 512 | 4096;
+  imageSizeBytes: number;
+  clusterUuid: Buffer; // 16 bytes
+  regions: RegionEntry[];
+}
+
+export interface RegionHeader {
+  name: string;
+  version: number;
+  payloadBytes: number;
+  clusterUuid: Buffer;
+}
+
+export interface ClusterConfig {
+  clusterName: string;
+  nodeCount: number;
+  intervalMs: number;
+  deadThreshold: number;
+  ioTimeoutMs: number;
+  timingPreset: string;
+  runDir: string;
+  /** nodeNames[n] for n in 0..nodeCount-1; "" when unnamed. */
+  nodeNames: string[];
+}
+
+function fail(msg: string, where: Where, relOffset = 0): never {
+  const off = (where.offsetBytes ?? 0) + relOffset;
+  throw new FormatError(`${where.device ?? 'cluster image'}: ${msg} (offset ${off})`, { device: where.device, offsetBytes: off });
+}
+
+function writeStr(buf: Buffer, s: string, off: number, max: number, what: string): void {
+  const bytes = Buffer.from(s, 'utf8');
+  if (bytes.length > max) throw new FormatError(`${what} '${s}' is longer than ${max} bytes`);
+  if (bytes.includes(0)) throw new FormatError(`${what} contains a NUL byte`);
+  bytes.copy(buf, off);
+}
+
+function readStr(buf: Buffer, off: number, max: number): string {
+  const raw = buf.subarray(off, off + max);
+  const end = raw.indexOf(0);
+  return raw.subarray(0, end < 0 ? max : end).toString('utf8');
+}
+
+function checkCrc(buf: Buffer, crcOff: number, where: Where, what: string): void {
+  const stored = buf.readUInt32LE(crcOff);
+  const copy = Buffer.from(buf);
+  copy.writeUInt32LE(0, crcOff);
+  const computed = crc32(copy);
+  if (stored !== computed) {
+    fail(`${what} has a bad checksum: stored 0x${stored.toString(16).padStart(8, '0')}, computed 0x${computed.toString(16).padStart(8, '0')}`, where, crcOff);
+  }
+}
+
+function sealCrc(buf: Buffer, crcOff: number): void {
+  buf.writeUInt32LE(0, crcOff);
+  buf.writeUInt32LE(crc32(buf), crcOff);
+}
+
+function checkMagic(buf: Buffer, magic: string, where: Where, what: string): void {
+  const got = buf.subarray(0, 8).toString('latin1');
+  if (got !== magic) fail(`not a ${what}: magic is ${JSON.stringify(got)}, expected ${JSON.stringify(magic)}`, where);
+}
+
+// ---- header ------------------------------------------------------------------------------
+
+export function encodeClusterHeader(h: ClusterHeader): Buffer {
+  if (h.regions.length < 1 || h.regions.length > REGIONS_MAX) throw new FormatError(`cluster image: ${h.regions.length} regions; 1..${REGIONS_MAX} fit`);
+  if (h.clusterUuid.length !== 16) throw new FormatError('cluster image: cluster UUID must be 16 bytes');
+  validateRegions(h.regions, h.imageSizeBytes, h.sectorSizeBytes, {});
+  const buf = Buffer.alloc(BLOCK_BYTES);
+  buf.write(CLUSTER_MAGIC, 0, 'latin1');
+  buf.writeUInt32LE(CLUSTER_VERSION, 0x08);
+  buf.writeUInt32LE(BLOCK_BYTES, 0x0c);
+  buf.writeUInt32LE(h.sectorSizeBytes, 0x10);
+  buf.writeUInt32LE(h.regions.length, 0x14);
+  buf.writeBigUInt64LE(BigInt(h.imageSizeBytes), 0x18);
+  h.clusterUuid.copy(buf, 0x20);
+  h.regions.forEach((r, i) => {
+    const off = 0x40 + i * 32;
+    writeStr(buf, r.name, off, REGION_NAME_BYTES, 'region name');
+    buf.writeBigUInt64LE(BigInt(r.offsetBytes), off + 16);
+    buf.writeBigUInt64LE(BigInt(r.sizeBytes), off + 24);
+  });
+  sealCrc(buf, BLOCK_BYTES - 4);
+  return buf;
+}
+
+export function decodeClusterHeader(buf: Buffer, where: Where = {}): ClusterHeader {
+  if (buf.length !== BLOCK_BYTES) fail(`cluster header must be ${BLOCK_BYTES} bytes, got ${buf.length}`, where);
+  checkMagic(buf, CLUSTER_MAGIC, where, 'sanbox cluster image');
+  const version = buf.readUInt32LE(0x08);
+  if (version !== CLUSTER_VERSION) fail(`cluster image version ${version} is not supported (this sanbox reads version ${CLUSTER_VERSION})`, where, 0x08);
+  checkCrc(buf, BLOCK_BYTES - 4, where, 'cluster header');
+  const headerBytes = buf.readUInt32LE(0x0c);
+  if (headerBytes !== BLOCK_BYTES) fail(`cluster header size ${headerBytes}, expected ${BLOCK_BYTES}`, where, 0x0c);
+  const sectorSizeBytes = buf.readUInt32LE(0x10);
+  if (sectorSizeBytes !== 512 && sectorSizeBytes !== 4096) fail(`sector size ${sectorSizeBytes} is not 512 or 4096`, where, 0x10);
+  const count = buf.readUInt32LE(0x14);
+  if (count < 1 || count > REGIONS_MAX) fail(`region count ${count} is outside 1..${REGIONS_MAX}`, where, 0x14);
+  const imageSize = buf.readBigUInt64LE(0x18);
+  if (imageSize > BigInt(Number.MAX_SAFE_INTEGER)) fail(`image size ${imageSize} is too large`, where, 0x18);
+  const regions: RegionEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const off = 0x40 + i * 32;
+    const o = buf.readBigUInt64LE(off + 16);
+    const s = buf.readBigUInt64LE(off + 24);
+    if (o > BigInt(Number.MAX_SAFE_INTEGER) || s > BigInt(Number.MAX_SAFE_INTEGER)) fail(`region ${i} offset or size too large`, where, off);
+    regions.push({ name: readStr(buf, off, REGION_NAME_BYTES), offsetBytes: Number(o), sizeBytes: Number(s) });
+  }
+  validateRegions(regions, Number(imageSize), sectorSizeBytes, where);
+  return { version, sectorSizeBytes, imageSizeBytes: Number(imageSize), clusterUuid: Buffer.from(buf.subarray(0x20, 0x30)), regions };
+}
+
+function validateRegions(regions: RegionEntry[], imageSizeBytes: number, sectorSizeBytes: number, where: Where): void {
+  const sorted = [...regions].sort((a, b) => a.offsetBytes - b.offsetBytes);
+  let endBytes = BLOCK_BYTES;
+  const names = new Set<string>();
+  for (const r of sorted) {
+    if (r.name.length === 0 || !/^[a-z][a-z0-9-]*$/.test(r.name)) fail(`region name ${JSON.stringify(r.name)} is not valid`, where);
+    if (names.has(r.name)) fail(`region '${r.name}' appears twice`, where);
+    names.add(r.name);
+    if (r.offsetBytes % BLOCK_BYTES !== 0 || r.sizeBytes % sectorSizeBytes !== 0 || r.sizeBytes <= BLOCK_BYTES) {
+      fail(`region '${r.name}' at ${r.offsetBytes} size ${r.sizeBytes} is not aligned or too small`, where);
+    }
+    if (r.offsetBytes < endBytes) fail(`region '${r.name}' at ${r.offsetBytes} overlaps the header or another region`, where);
+    endBytes = r.offsetBytes + r.sizeBytes;
+  }
+  if (endBytes > imageSizeBytes) fail(`regions end at ${endBytes}, beyond the image size ${imageSizeBytes}`, where);
+}
+
+// ---- region header -------------------------------------------------------------------------
+
+export function encodeRegionHeader(h: RegionHeader): Buffer {
+  const buf = Buffer.alloc(BLOCK_BYTES);
+  buf.write(REGION_MAGIC, 0, 'latin1');
+  writeStr(buf, h.name, 0x08, REGION_NAME_BYTES, 'region name');
+  buf.writeUInt32LE(h.version, 0x18);
+  buf.writeBigUInt64LE(BigInt(h.payloadBytes), 0x20);
+  if (h.clusterUuid.length !== 16) throw new FormatError('region header: cluster UUID must be 16 bytes');
+  h.clusterUuid.copy(buf, 0x28);
+  sealCrc(buf, BLOCK_BYTES - 4);
+  return buf;
+}
+
+export function decodeRegionHeader(buf: Buffer, where: Where = {}): RegionHeader {
+  if (buf.length !== BLOCK_BYTES) fail(`region header must be ${BLOCK_BYTES} bytes, got ${buf.length}`, where);
+  checkMagic(buf, REGION_MAGIC, where, 'sanbox region header');
+  checkCrc(buf, BLOCK_BYTES - 4, where, 'region header');
+  const payload = buf.readBigUInt64LE(0x20);
+  if (payload > BigInt(Number.MAX_SAFE_INTEGER)) fail('region payload size too large', where, 0x20);
+  return {
+    name: readStr(buf, 0x08, REGION_NAME_BYTES),
+    version: buf.readUInt32LE(0x18),
+    payloadBytes: Number(payload),
+    clusterUuid: Buffer.from(buf.subarray(0x28, 0x38)),
+  };
+}
+
+// ---- config ------------------------------------------------------------------------------
+
+export function configRecordBytes(nodeCount: number): number {
+  return CONFIG_HEADER_BYTES + nodeCount * NODE_NAME_BYTES;
+}
+
+export function encodeConfig(c: ClusterConfig): Buffer {
+  if (!Number.isInteger(c.nodeCount) || c.nodeCount < 1 || c.nodeCount > NODES_MAX) throw new FormatError(`cluster config: ${c.nodeCount} nodes; 1..${NODES_MAX} allowed`);
+  if (c.nodeNames.length !== c.nodeCount) throw new FormatError(`cluster config: ${c.nodeNames.length} node names for ${c.nodeCount} nodes`);
+  for (const [k, v] of [['intervalMs', c.intervalMs], ['deadThreshold', c.deadThreshold], ['ioTimeoutMs', c.ioTimeoutMs]] as const) {
+    if (!Number.isInteger(v) || v < 1 || v > 0xffff_ffff) throw new FormatError(`cluster config: ${k} ${v} is not a positive 32-bit integer`);
+  }
+  const bytes = configRecordBytes(c.nodeCount);
+  const buf = Buffer.alloc(bytes);
+  buf.write(CONFIG_MAGIC, 0, 'latin1');
+  buf.writeUInt32LE(CONFIG_VERSION, 0x08);
+  buf.writeUInt32LE(bytes, 0x0c);
+  writeStr(buf, c.clusterName, 0x10, CLUSTER_NAME_BYTES, 'cluster name');
+  buf.writeUInt16LE(c.nodeCount, 0x50);
+  buf.writeUInt32LE(c.intervalMs, 0x54);
+  buf.writeUInt32LE(c.deadThreshold, 0x58);
+  buf.writeUInt32LE(c.ioTimeoutMs, 0x5c);
+  writeStr(buf, c.timingPreset, 0x60, 16, 'timing preset');
+  writeStr(buf, c.runDir, 0x70, RUN_DIR_BYTES, 'run directory');
+  c.nodeNames.forEach((n, i) => writeStr(buf, n, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES, 'node name'));
+  sealCrc(buf, 0x1fc);
+  return buf;
+}
+
+/** Decodes the config record from the start of `buf` (the region payload; it may be longer). */
+export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
+  if (buf.length < CONFIG_HEADER_BYTES) fail(`config record needs ${CONFIG_HEADER_BYTES} bytes, got ${buf.length}`, where);
+  checkMagic(buf, CONFIG_MAGIC, where, 'sanbox cluster config');
+  const version = buf.readUInt32LE(0x08);
+  if (version !== CONFIG_VERSION) fail(`cluster config version ${version} is not supported`, where, 0x08);
+  const bytes = buf.readUInt32LE(0x0c);
+  const nodeCount = buf.readUInt16LE(0x50);
+  if (nodeCount < 1 || nodeCount > NODES_MAX) fail(`node count ${nodeCount} is outside 1..${NODES_MAX}`, where, 0x50);
+  if (bytes !== configRecordBytes(nodeCount) || bytes > buf.length) fail(`config record size ${bytes} does not match ${nodeCount} nodes or the region`, where, 0x0c);
+  const rec = buf.subarray(0, bytes);
+  checkCrc(rec, 0x1fc, where, 'cluster config');
+  const intervalMs = rec.readUInt32LE(0x54);
+  const deadThreshold = rec.readUInt32LE(0x58);
+  const ioTimeoutMs = rec.readUInt32LE(0x5c);
+  if (intervalMs < 1 || deadThreshold < 1 || ioTimeoutMs < 1) fail('config timing values must be positive', where, 0x54);
+  const nodeNames: string[] = [];
+  for (let i = 0; i < nodeCount; i++) nodeNames.push(readStr(rec, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES));
+  return {
+    clusterName: readStr(rec, 0x10, CLUSTER_NAME_BYTES),
+    nodeCount,
+    intervalMs,
+    deadThreshold,
+    ioTimeoutMs,
+    timingPreset: readStr(rec, 0x60, 16),
+    runDir: readStr(rec, 0x70, RUN_DIR_BYTES),
+    nodeNames,
+  };
+}
+
+// ---- layout --------------------------------------------------------------------------------
+
+export interface LayoutInput {
+  sectorSizeBytes: 512 | 4096;
+  nodeCount: number;
+  lockspaceBytes: number;
+}
+
+function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+/** Payload size of each region for a new image; each region = header block + payload, 4 KiB aligned. */
+export function planRegions(input: LayoutInput, reservationsPayloadBytes: number, nodesPayloadBytes: number): { regions: RegionEntry[]; imageSizeBytes: number } {
+  if (input.lockspaceBytes <= 0 || input.lockspaceBytes % BLOCK_BYTES !== 0) {
+    throw new FormatError(`lockspace size ${input.lockspaceBytes} must be a positive multiple of ${BLOCK_BYTES}`);
+  }
+  const payloads: [RegionName, number][] = [
+    ['config', configRecordBytes(NODES_MAX)],
+    // Always the full 255 slots: an o2hb region has a slot per possible node number.
+    ['heartbeat', NODES_MAX * input.sectorSizeBytes],
+    ['nodes', nodesPayloadBytes],
+    ['reservations', reservationsPayloadBytes],
+    ['lockspace', input.lockspaceBytes],
+  ];
+  const regions: RegionEntry[] = [];
+  let off = BLOCK_BYTES;
+  for (const [name, payload] of payloads) {
+    const size = BLOCK_BYTES + alignUp(payload, BLOCK_BYTES);
+    regions.push({ name, offsetBytes: off, sizeBytes: size });
+    off += size;
+  }
+  return { regions, imageSizeBytes: off };
+}

@@ -1,0 +1,117 @@
+// The per-node record in the cluster image's "nodes" region: one 512-byte record per node number,
+// written only by that node when it joins (single-writer sectors). It tells everyone else how to
+// fence this incarnation: the pid AND its start time (field 22 of /proc/PID/stat) on the machine
+// with this boot id, so pid reuse can never make a power fence kill a stranger, and the SCSI-3 PR
+// key the node registered.
+//
+// Layout (little-endian), the one place it is written down:
+//
+// | off   | size | field         | meaning                                                   |
+// |-------|------|---------------|-----------------------------------------------------------|
+// | 0x000 | 8    | magic         | "SBXNODE1"                                                |
+// | 0x008 | 4    | version       | 1                                                         |
+// | 0x00C | 2    | nodeId        | must equal the record's index                             |
+// | 0x00E | 2    | reserved      | zero                                                      |
+// | 0x010 | 8    | generation    | the o2hb generation of this join                          |
+// | 0x018 | 4    | pid           | the node process                                          |
+// | 0x01C | 4    | reserved      | zero                                                      |
+// | 0x020 | 8    | pidStartTicks | /proc/PID/stat field 22 (clock ticks after boot)          |
+// | 0x028 | 16   | bootId        | /proc/sys/kernel/random/boot_id as 16 bytes               |
+// | 0x038 | 8    | joinedAtMs    | wall clock at join (for display only)                     |
+// | 0x040 | 8    | prKey         | the reservation key this incarnation registered           |
+// | 0x048 | 64   | name          | node name, UTF-8, NUL-padded                              |
+// | 0x088 | 64   | hostname      | UTF-8, NUL-padded                                         |
+// | 0x0C8 | –    | reserved      | zero up to the CRC                                        |
+// | 0x1FC | 4    | crc32         | CRC-32 of the record with this field zeroed               |
+//
+// An all-zero record means "this node number never joined".
+
+import { FormatError } from '../errors.js';
+import { crc32 } from './cluster-image.js';
+
+export const NODE_RECORD_MAGIC = 'SBXNODE1';
+export const NODE_RECORD_VERSION = 1;
+export const NODE_RECORD_BYTES = 512;
+const CRC_OFF = NODE_RECORD_BYTES - 4;
+const NAME_BYTES = 64;
+
+export interface NodeRecord {
+  nodeId: number;
+  generation: bigint;
+  pid: number;
+  pidStartTicks: bigint;
+  bootId: Buffer; // 16 bytes
+  joinedAtMs: number;
+  prKey: bigint;
+  name: string;
+  hostname: string;
+}
+
+export interface Where {
+  device?: string;
+  offsetBytes?: number;
+}
+
+function putStr(buf: Buffer, s: string, off: number, what: string): void {
+  const b = Buffer.from(s, 'utf8');
+  if (b.length > NAME_BYTES || b.includes(0)) throw new FormatError(`node record: ${what} '${s}' is longer than ${NAME_BYTES} bytes or has a NUL`);
+  b.copy(buf, off);
+}
+
+function getStr(buf: Buffer, off: number): string {
+  const raw = buf.subarray(off, off + NAME_BYTES);
+  const end = raw.indexOf(0);
+  return raw.subarray(0, end < 0 ? NAME_BYTES : end).toString('utf8');
+}
+
+export function encodeNodeRecord(r: NodeRecord): Buffer {
+  if (!Number.isInteger(r.nodeId) || r.nodeId < 0 || r.nodeId > 254) throw new FormatError(`node record: node number ${r.nodeId} outside 0..254`);
+  if (!Number.isInteger(r.pid) || r.pid < 0 || r.pid > 0xffff_ffff) throw new FormatError(`node record: pid ${r.pid} does not fit`);
+  if (r.bootId.length !== 16) throw new FormatError('node record: boot id must be 16 bytes');
+  const buf = Buffer.alloc(NODE_RECORD_BYTES);
+  buf.write(NODE_RECORD_MAGIC, 0, 'latin1');
+  buf.writeUInt32LE(NODE_RECORD_VERSION, 0x08);
+  buf.writeUInt16LE(r.nodeId, 0x0c);
+  buf.writeBigUInt64LE(r.generation, 0x10);
+  buf.writeUInt32LE(r.pid, 0x18);
+  buf.writeBigUInt64LE(r.pidStartTicks, 0x20);
+  r.bootId.copy(buf, 0x28);
+  buf.writeBigUInt64LE(BigInt(Math.max(0, Math.trunc(r.joinedAtMs))), 0x38);
+  buf.writeBigUInt64LE(r.prKey, 0x40);
+  putStr(buf, r.name, 0x48, 'name');
+  putStr(buf, r.hostname, 0x88, 'hostname');
+  buf.writeUInt32LE(crc32(buf), CRC_OFF);
+  return buf;
+}
+
+/** Decodes record `expectNodeId`; returns null for an all-zero (never used) record. */
+export function decodeNodeRecord(buf: Buffer, expectNodeId: number, where: Where = {}): NodeRecord | null {
+  const dev = where.device ?? 'cluster image';
+  const off = where.offsetBytes ?? 0;
+  const bad = (msg: string, rel = 0): never => {
+    throw new FormatError(`${dev}: node record ${expectNodeId} ${msg} (offset ${off + rel})`, { device: where.device, offsetBytes: off + rel });
+  };
+  if (buf.length !== NODE_RECORD_BYTES) bad(`must be ${NODE_RECORD_BYTES} bytes, got ${buf.length}`);
+  if (buf.every((b) => b === 0)) return null;
+  if (buf.subarray(0, 8).toString('latin1') !== NODE_RECORD_MAGIC) bad('has a bad magic');
+  const version = buf.readUInt32LE(0x08);
+  if (version !== NODE_RECORD_VERSION) bad(`has unsupported version ${version}`, 0x08);
+  const stored = buf.readUInt32LE(CRC_OFF);
+  const copy = Buffer.from(buf);
+  copy.writeUInt32LE(0, CRC_OFF);
+  if (crc32(copy) !== stored) bad('has a bad checksum', CRC_OFF);
+  const nodeId = buf.readUInt16LE(0x0c);
+  if (nodeId !== expectNodeId) bad(`names node ${nodeId}`, 0x0c);
+  const joined = buf.readBigUInt64LE(0x38);
+  return {
+    nodeId,
+    generation: buf.readBigUInt64LE(0x10),
+    pid: buf.readUInt32LE(0x18),
+    pidStartTicks: buf.readBigUInt64LE(0x20),
+    bootId: Buffer.from(buf.subarray(0x28, 0x38)),
+    joinedAtMs: joined > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(joined),
+    prKey: buf.readBigUInt64LE(0x40),
+    name: getStr(buf, 0x48),
+    hostname: getStr(buf, 0x88),
+  };
+}

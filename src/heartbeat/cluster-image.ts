@@ -1,0 +1,209 @@
+// Creating and opening a sanbox cluster image (format: src/format/cluster-image.ts,
+// docs/cluster-image.md). Other layers reach its regions through openRegion(), e.g. the lock
+// manager's lockspace: openRegion(IMG, 'lockspace') → a BlockDevice view of that region's payload.
+
+import crypto from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { openDevice } from '../disk/open.js';
+import { createImage } from '../disk/file-disk.js';
+import { type BlockDevice } from '../disk/device.js';
+import { viewOf } from '../disk/view-device.js';
+import { type OpenOptions } from '../disk/file-disk.js';
+import { type ReservationStoreSpec, defaultLockDir } from '../disk/reservations.js';
+import { SanboxError } from '../errors.js';
+import {
+  BLOCK_BYTES,
+  decodeClusterHeader,
+  decodeConfig,
+  decodeRegionHeader,
+  encodeClusterHeader,
+  encodeConfig,
+  encodeRegionHeader,
+  NODES_MAX,
+  planRegions,
+  REGION_VERSIONS,
+  type ClusterConfig,
+  type ClusterHeader,
+  type RegionEntry,
+  type RegionName,
+} from '../format/cluster-image.js';
+import { decodeNodeRecord, encodeNodeRecord, NODE_RECORD_BYTES, type NodeRecord } from '../format/node-record.js';
+import { RESERVATIONS_PAYLOAD_BYTES } from '../format/reservations.js';
+import { deriveTiming, type Timing } from './timing.js';
+
+/** Default size of the lock manager's lockspace region. */
+export const LOCKSPACE_BYTES_DEFAULT = 4 * 1024 * 1024;
+
+export interface InitOptions {
+  clusterName: string;
+  nodeCount: number;
+  sectorSizeBytes?: 512 | 4096;
+  timing: Timing;
+  lockspaceBytes?: number;
+  /** Directory of node control sockets (default: $TMPDIR/sanbox-<cluster uuid prefix>). */
+  runDir?: string;
+  nodeNames?: string[];
+  force?: boolean;
+}
+
+export interface ClusterImageInfo {
+  path: string;
+  header: ClusterHeader;
+  config: ClusterConfig;
+  timing: Timing;
+  /** Payload offset and size of each region, by name. */
+  regions: Map<string, { payloadOffsetBytes: number; payloadBytes: number; version: number }>;
+}
+
+/** Makes a new cluster image: header, region headers, config; every other payload starts zero. */
+export async function initClusterImage(imagePath: string, opts: InitOptions): Promise<ClusterImageInfo> {
+  const sectorSizeBytes = opts.sectorSizeBytes ?? 512;
+  if (!Number.isInteger(opts.nodeCount) || opts.nodeCount < 1 || opts.nodeCount > NODES_MAX) {
+    throw new SanboxError('EINVAL', `${imagePath}: --nodes must be 1..${NODES_MAX}, not ${opts.nodeCount}`, { device: imagePath });
+  }
+  if (opts.clusterName.length === 0 || Buffer.byteLength(opts.clusterName) > 64 || !/^[A-Za-z0-9._-]+$/.test(opts.clusterName)) {
+    throw new SanboxError('EINVAL', `${imagePath}: cluster name '${opts.clusterName}' must be 1..64 characters of A-Z a-z 0-9 . _ -`, { device: imagePath });
+  }
+  const uuid = crypto.randomBytes(16);
+  const runDir = opts.runDir ?? path.join(os.tmpdir(), `sanbox-${uuid.toString('hex').slice(0, 12)}`);
+  const nodeNames = opts.nodeNames ?? Array.from({ length: opts.nodeCount }, () => '');
+  const { regions, imageSizeBytes } = planRegions(
+    { sectorSizeBytes, nodeCount: opts.nodeCount, lockspaceBytes: opts.lockspaceBytes ?? LOCKSPACE_BYTES_DEFAULT },
+    RESERVATIONS_PAYLOAD_BYTES,
+    // One sector per node record (the record is 512 bytes), so each node writes only its own sector.
+    NODES_MAX * sectorSizeBytes,
+  );
+  const header: ClusterHeader = { version: 1, sectorSizeBytes, imageSizeBytes, clusterUuid: uuid, regions };
+  const config: ClusterConfig = {
+    clusterName: opts.clusterName,
+    nodeCount: opts.nodeCount,
+    intervalMs: opts.timing.intervalMs,
+    deadThreshold: opts.timing.deadThreshold,
+    ioTimeoutMs: opts.timing.ioTimeoutMs,
+    timingPreset: opts.timing.preset,
+    runDir,
+    nodeNames,
+  };
+  // Encode everything before touching the disk: a bad value fails with nothing written.
+  const headerBuf = encodeClusterHeader(header);
+  const configBuf = encodeConfig(config);
+  const regionHeaders = regions.map((r) =>
+    encodeRegionHeader({ name: r.name, version: REGION_VERSIONS[r.name as RegionName], payloadBytes: r.sizeBytes - BLOCK_BYTES, clusterUuid: uuid }),
+  );
+  // createImage refuses an existing image without force, and one in use even with force.
+  createImage(imagePath, { sizeBytes: imageSizeBytes, sectorSizeBytes, force: opts.force });
+  const dev = await openDevice(imagePath, { guard: 'exclusive' });
+  try {
+    await dev.write(headerBuf, 0);
+    for (let i = 0; i < regions.length; i++) await dev.write(regionHeaders[i]!, regions[i]!.offsetBytes);
+    const cfg = regions.find((r) => r.name === 'config')!;
+    const padded = Buffer.alloc(Math.ceil(configBuf.length / sectorSizeBytes) * sectorSizeBytes);
+    configBuf.copy(padded);
+    await dev.write(padded, cfg.offsetBytes + BLOCK_BYTES);
+    await dev.flush();
+  } finally {
+    await dev.close();
+  }
+  return readClusterImage(imagePath);
+}
+
+/** Reads and validates header, region headers and config. Opens the image without an in-use guard. */
+export async function readClusterImage(imagePath: string): Promise<ClusterImageInfo> {
+  const dev = await openDevice(imagePath, { guard: 'none', readOnly: true });
+  try {
+    return await readClusterImageFrom(dev, imagePath);
+  } finally {
+    await dev.close();
+  }
+}
+
+export async function readClusterImageFrom(dev: BlockDevice, imagePath: string): Promise<ClusterImageInfo> {
+  if (dev.sizeBytes < BLOCK_BYTES) throw new SanboxError('EFORMAT', `${dev.name}: too small to be a cluster image (${dev.sizeBytes} bytes)`, { device: dev.name, offsetBytes: 0 });
+  const hbuf = Buffer.alloc(BLOCK_BYTES);
+  await dev.read(hbuf, 0);
+  const header = decodeClusterHeader(hbuf, { device: dev.name, offsetBytes: 0 });
+  if (header.imageSizeBytes > dev.sizeBytes) {
+    throw new SanboxError('EFORMAT', `${dev.name}: image is ${dev.sizeBytes} bytes but its header says ${header.imageSizeBytes}`, { device: dev.name, offsetBytes: 0x18 });
+  }
+  const regions = new Map<string, { payloadOffsetBytes: number; payloadBytes: number; version: number }>();
+  for (const r of header.regions) {
+    const rb = Buffer.alloc(BLOCK_BYTES);
+    await dev.read(rb, r.offsetBytes);
+    const rh = decodeRegionHeader(rb, { device: dev.name, offsetBytes: r.offsetBytes });
+    checkRegionHeader(dev.name, r, rh.name, rh.payloadBytes, rh.clusterUuid, header.clusterUuid);
+    regions.set(r.name, { payloadOffsetBytes: r.offsetBytes + BLOCK_BYTES, payloadBytes: rh.payloadBytes, version: rh.version });
+  }
+  for (const [name, version] of Object.entries(REGION_VERSIONS)) {
+    const r = regions.get(name);
+    if (r === undefined) throw new SanboxError('EFORMAT', `${dev.name}: cluster image has no '${name}' region`, { device: dev.name, offsetBytes: 0 });
+    if (r.version !== version) {
+      throw new SanboxError('EFORMAT', `${dev.name}: region '${name}' has version ${r.version}; this sanbox reads version ${version}`, { device: dev.name, offsetBytes: r.payloadOffsetBytes - BLOCK_BYTES });
+    }
+  }
+  const cfg = regions.get('config')!;
+  const cbuf = Buffer.alloc(cfg.payloadBytes);
+  await dev.read(cbuf, cfg.payloadOffsetBytes);
+  const config = decodeConfig(cbuf, { device: dev.name, offsetBytes: cfg.payloadOffsetBytes });
+  const timing = deriveTiming({ intervalMs: config.intervalMs, deadThreshold: config.deadThreshold, ioTimeoutMs: config.ioTimeoutMs }, config.timingPreset);
+  return { path: imagePath, header, config, timing, regions };
+}
+
+function checkRegionHeader(dev: string, entry: RegionEntry, name: string, payloadBytes: number, uuid: Buffer, clusterUuid: Buffer): void {
+  const off = entry.offsetBytes;
+  if (name !== entry.name) throw new SanboxError('EFORMAT', `${dev}: region header at ${off} names '${name}', the table says '${entry.name}'`, { device: dev, offsetBytes: off });
+  if (payloadBytes !== entry.sizeBytes - BLOCK_BYTES) throw new SanboxError('EFORMAT', `${dev}: region '${name}' payload ${payloadBytes} does not match its table size`, { device: dev, offsetBytes: off });
+  if (!uuid.equals(clusterUuid)) throw new SanboxError('EFORMAT', `${dev}: region '${name}' belongs to another cluster image`, { device: dev, offsetBytes: off });
+}
+
+/**
+ * A device view of one region's payload. `image` is a path (opened here with `opts`, closed with
+ * the view's `closeAll`) or an open device of a cluster image.
+ */
+export async function openRegion(image: string | BlockDevice, name: string, opts: OpenOptions = {}): Promise<BlockDevice & { closeAll(): Promise<void> }> {
+  const dev = typeof image === 'string' ? await openDevice(image, opts) : image;
+  try {
+    const info = await readClusterImageFrom(dev, typeof image === 'string' ? image : dev.name);
+    const r = info.regions.get(name);
+    if (r === undefined) throw new SanboxError('EINVAL', `${dev.name}: cluster image has no region '${name}'`, { device: dev.name });
+    const view = viewOf(dev, r.payloadOffsetBytes, r.payloadBytes, `${dev.name}:${name}`);
+    return Object.assign(view, {
+      closeAll: async () => {
+        if (typeof image === 'string') await dev.close();
+      },
+    });
+  } catch (err) {
+    if (typeof image === 'string') await dev.close();
+    throw err;
+  }
+}
+
+/** Where the reservation state of a cluster image lives, and its lock directory. */
+export function reservationSpec(info: ClusterImageInfo): ReservationStoreSpec {
+  const r = info.regions.get('reservations')!;
+  return { deviceName: info.path, statePath: info.path, stateOffsetBytes: r.payloadOffsetBytes, lockDir: defaultLockDir(info.path) };
+}
+
+/** Node records are one per sector (single-writer sectors), the record at the sector's start. */
+export function nodeRecordOffset(info: ClusterImageInfo, nodeId: number): number {
+  return info.regions.get('nodes')!.payloadOffsetBytes + nodeId * info.header.sectorSizeBytes;
+}
+
+export async function readNodeRecords(dev: BlockDevice, info: ClusterImageInfo): Promise<(NodeRecord | null)[]> {
+  const stride = info.header.sectorSizeBytes;
+  const n = info.config.nodeCount;
+  const buf = Buffer.alloc(n * stride);
+  await dev.read(buf, nodeRecordOffset(info, 0));
+  const out: (NodeRecord | null)[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push(decodeNodeRecord(buf.subarray(i * stride, i * stride + NODE_RECORD_BYTES), i, { device: dev.name, offsetBytes: nodeRecordOffset(info, i) }));
+  }
+  return out;
+}
+
+/** Writes node `rec.nodeId`'s own record sector (passes the device's fence gate). */
+export async function writeNodeRecord(dev: BlockDevice, info: ClusterImageInfo, rec: NodeRecord | null, nodeId: number): Promise<void> {
+  const sec = Buffer.alloc(info.header.sectorSizeBytes);
+  if (rec !== null) encodeNodeRecord(rec).copy(sec);
+  await dev.write(sec, nodeRecordOffset(info, nodeId));
+}

@@ -1,0 +1,86 @@
+// Fencing a dead node before anything of it is recovered (ARCHITECTURE.md, "Nothing is recovered
+// before it is fenced"). Two agents:
+//   disk  — PREEMPT AND ABORT of the victim incarnation's reservation key (src/disk/reservations.ts);
+//           when it returns, no write of the victim that starts later can land (src/disk/fence-gate.ts).
+//   power — SIGKILL of the victim's recorded pid, checked by start time and boot id, and a bounded
+//           wait until it is gone (src/disk/power-fence.ts).
+// Policy 'disk' uses the disk fence and escalates to the power fence only when the victim is
+// stalled inside a write (it holds its gate, so the preempt cannot complete); 'power' kills only;
+// 'both' kills and preempts.
+
+import { powerFence, type ProcessIdentity } from '../disk/power-fence.js';
+import { nodeKey, type PersistentReservations } from '../disk/reservations.js';
+import { SanboxError } from '../errors.js';
+import type { NodeRecord } from '../format/node-record.js';
+import type { Timing } from './timing.js';
+
+export type FencePolicy = 'disk' | 'power' | 'both';
+export const FENCE_POLICIES: readonly FencePolicy[] = ['disk', 'power', 'both'];
+
+export interface FenceOutcome {
+  nodeId: number;
+  generation: bigint;
+  /** What was done, e.g. ['preempt'] or ['power:killed', 'preempt']. */
+  steps: string[];
+  durationMs: number;
+}
+
+export interface FencerDeps {
+  selfNodeId: number;
+  selfKey: bigint;
+  clusterTag: number;
+  reservations: PersistentReservations | null;
+  /** The victim's node record as it is on disk now (pid, start time, boot id, generation). */
+  readNodeRecord(nodeId: number): Promise<NodeRecord | null>;
+  timing: Timing;
+  policy: FencePolicy;
+  log(msg: string): void;
+}
+
+export class Fencer {
+  constructor(private readonly d: FencerDeps) {}
+
+  keyOf(nodeId: number, generation: bigint): bigint {
+    return nodeKey(this.d.clusterTag, nodeId, generation);
+  }
+
+  private async power(nodeId: number, generation: bigint, steps: string[], required: boolean): Promise<void> {
+    const rec = await this.d.readNodeRecord(nodeId);
+    if (rec === null || rec.generation !== generation) {
+      // The record belongs to another incarnation (or none): there is no pid of this one to kill.
+      if (required) throw new SanboxError('EFENCED', `power fence of node ${nodeId}: no node record for generation ${generation.toString(16)}`);
+      steps.push('power:no-record');
+      return;
+    }
+    const id: ProcessIdentity = { pid: rec.pid, startTicks: rec.pidStartTicks, bootId: rec.bootId };
+    const r = await powerFence(id, this.d.timing.powerFenceWaitMs);
+    steps.push(`power:${r.outcome}(pid ${rec.pid})`);
+  }
+
+  /** Fences (nodeId, generation); throws if it cannot be done (the caller retries later). */
+  async fence(nodeId: number, generation: bigint, opts: { leftCleanly?: boolean } = {}): Promise<FenceOutcome> {
+    const t0 = performance.now();
+    const steps: string[] = [];
+    const { reservations } = this.d;
+    // A node that left cleanly wrote generation 0 and is exiting: record its key as preempted (so
+    // no late write of it can land) but never kill it.
+    const policy: FencePolicy = opts.leftCleanly ? 'disk' : this.d.policy;
+    if (opts.leftCleanly && reservations === null) return { nodeId, generation, steps: ['left-cleanly'], durationMs: 0 };
+    if (policy === 'power' || policy === 'both') await this.power(nodeId, generation, steps, policy === 'power');
+    if (policy === 'disk' || policy === 'both') {
+      if (reservations === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: this device has no reservations`);
+      const key = this.keyOf(nodeId, generation);
+      let r = await reservations.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.fenceGateWaitMs);
+      if (r === null) {
+        // The victim holds its gate: it is stopped or stuck inside a write. Kill it, which drops
+        // the gate, then preempt.
+        this.d.log(`node ${nodeId} is stalled inside a write for ${this.d.timing.fenceGateWaitMs} ms; escalating to the power fence`);
+        await this.power(nodeId, generation, steps, true);
+        r = await reservations.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.powerFenceWaitMs);
+        if (r === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: its gate is still held after the power fence`);
+      }
+      steps.push(`preempt:${r.outcome}(key 0x${key.toString(16)}, PRgeneration ${r.prGeneration})`);
+    }
+    return { nodeId, generation, steps, durationMs: performance.now() - t0 };
+  }
+}

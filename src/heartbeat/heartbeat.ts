@@ -1,0 +1,260 @@
+// The heartbeat loop of one node on one region (reference/ocfs2.md §4.4, adapted): every interval
+// read all configured slots, check our own slot still holds what we wrote, feed the membership,
+// and write our block (seq increases, generation fixed for this join, dead_ms = our dead time).
+// A watchdog, independent of the loop, fences this node (stops all its I/O through its gate) when
+// no heartbeat write has succeeded for selfFenceMs — before peers can declare it dead
+// (src/heartbeat/timing.ts, docs/heartbeat.md).
+
+import crypto from 'node:crypto';
+import type { BlockDevice } from '../disk/device.js';
+import type { FenceGate } from '../disk/fence-gate.js';
+import { SanboxError, isSanboxError } from '../errors.js';
+import { decodeO2hbBlock, encodeO2hbBlock, hex64, O2NM_MAX_NODES, type DecodedO2hbBlock } from '../format/o2hb-block.js';
+import type { MembershipService } from './membership.js';
+import type { Timing } from './timing.js';
+
+export interface HeartbeatRegion {
+  /** For messages and as the membership's region key, e.g. `cluster.img:heartbeat`. */
+  name: string;
+  /** The device whose writes pass this node's fence gate. */
+  device: BlockDevice;
+  /** Byte offset of slot 0 on `device`. */
+  offsetBytes: number;
+  /** Slot size: the device's logical sector size (reference/ocfs2.md §4.1). */
+  blockBytes: number;
+  /** Slots read each round: node numbers 0..slotCount-1. */
+  slotCount: number;
+}
+
+export interface HeartbeatStats {
+  rounds: number;
+  writesOk: number;
+  writesFailed: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/** A fresh random non-zero 64-bit generation per join (0 means "left cleanly"). */
+export function newGeneration(): bigint {
+  for (;;) {
+    const g = crypto.randomBytes(8).readBigUInt64LE(0);
+    if (g !== 0n) return g;
+  }
+}
+
+export async function readSlots(region: HeartbeatRegion, buf?: Buffer): Promise<DecodedO2hbBlock[]> {
+  const b = buf ?? Buffer.alloc(region.slotCount * region.blockBytes);
+  await region.device.read(b, region.offsetBytes);
+  const out: DecodedO2hbBlock[] = [];
+  for (let n = 0; n < region.slotCount; n++) {
+    out.push(decodeO2hbBlock(b.subarray(n * region.blockBytes, (n + 1) * region.blockBytes), { device: region.device.name, offsetBytes: region.offsetBytes + n * region.blockBytes }));
+  }
+  return out;
+}
+
+async function readSlot(region: HeartbeatRegion, nodeId: number): Promise<DecodedO2hbBlock> {
+  const b = Buffer.alloc(region.blockBytes);
+  const off = region.offsetBytes + nodeId * region.blockBytes;
+  await region.device.read(b, off);
+  return decodeO2hbBlock(b, { device: region.device.name, offsetBytes: off });
+}
+
+/**
+ * Refuses to join a slot another live node is writing: watches the slot for
+ * max(joinProbeMs, a tenth of the writer's dead time, capped at 3 s — long enough to see a
+ * kernel node's 2 s seq step) and throws EBUSY if its seq moves with a non-zero generation.
+ */
+export async function probeSlot(region: HeartbeatRegion, nodeId: number, timing: Timing): Promise<void> {
+  const first = await readSlot(region, nodeId);
+  if (!first.cksumValid || first.seq === 0n || first.generation === 0n) return;
+  const probeMs = Math.max(timing.joinProbeMs, Math.min(first.deadMs / 10, 3000));
+  const t0 = performance.now();
+  while (performance.now() - t0 < probeMs) {
+    await new Promise((r) => setTimeout(r, Math.max(5, timing.intervalMs / 2)));
+    const b = await readSlot(region, nodeId);
+    if (b.cksumValid && b.generation !== 0n && (b.seq !== first.seq || b.generation !== first.generation)) {
+      throw new SanboxError(
+        'EBUSY',
+        `${region.name}: node ${nodeId} is already heartbeating in its slot (generation ${hex64(b.generation)}, seq moving): refusing to join as node ${nodeId}`,
+        { device: region.device.name, offsetBytes: region.offsetBytes + nodeId * region.blockBytes },
+      );
+    }
+  }
+}
+
+export interface HeartbeatOptions {
+  region: HeartbeatRegion;
+  nodeId: number;
+  generation: bigint;
+  timing: Timing;
+  membership: MembershipService;
+  gate: FenceGate | null;
+  log(msg: string): void;
+  onSelfFence?(reason: string): void;
+}
+
+export class Heartbeat {
+  readonly stats: HeartbeatStats = { rounds: 0, writesOk: 0, writesFailed: 0, bytesRead: 0, bytesWritten: 0 };
+  private tickTimer: NodeJS.Timeout | undefined;
+  private watchdogTimer: NodeJS.Timeout | undefined;
+  private running = false;
+  private inflight: Promise<void> | undefined;
+  private lastSeq = 0n;
+  /** What we last wrote and saw complete; the own-slot check compares the disk against it. */
+  private lastWritten: { seq: bigint; generation: bigint } | undefined;
+  /** Monotonic start time of the last successful write (or of the join, before the first). */
+  private lastOkWriteStartMs = 0;
+  private readonly readBuf: Buffer;
+  fencedReason: string | undefined;
+
+  constructor(private readonly o: HeartbeatOptions) {
+    if (o.nodeId < 0 || o.nodeId >= Math.min(o.region.slotCount, O2NM_MAX_NODES)) {
+      throw new SanboxError('EINVAL', `${o.region.name}: node ${o.nodeId} has no slot (region has ${o.region.slotCount})`);
+    }
+    this.readBuf = Buffer.alloc(o.region.slotCount * o.region.blockBytes);
+    o.membership.addRegion(o.region.name);
+  }
+
+  /** Starts the loop; the first round runs now. Resolves after the first write succeeded. */
+  async start(): Promise<void> {
+    this.running = true;
+    this.lastOkWriteStartMs = performance.now();
+    this.watchdogTimer = setInterval(() => this.checkSelfFence(), this.o.timing.watchdogMs);
+    await this.round();
+    if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${this.o.region.name}: node ${this.o.nodeId} fenced itself at start: ${this.fencedReason}`);
+    if (this.stats.writesOk === 0) {
+      this.stop(false);
+      throw new SanboxError('EIO', `${this.o.region.name}: node ${this.o.nodeId}: the first heartbeat write failed`);
+    }
+    this.schedule(performance.now());
+  }
+
+  private schedule(roundStartMs: number): void {
+    if (!this.running) return;
+    // Sleep the interval minus the time the round took, as o2hb does.
+    const delay = Math.max(0, this.o.timing.intervalMs - (performance.now() - roundStartMs));
+    this.tickTimer = setTimeout(() => {
+      const t0 = performance.now();
+      void this.round().finally(() => this.schedule(t0));
+    }, delay);
+  }
+
+  private checkSelfFence(): boolean {
+    if (!this.running) return this.fencedReason !== undefined;
+    const sinceMs = performance.now() - this.lastOkWriteStartMs;
+    if (sinceMs > this.o.timing.selfFenceMs) {
+      this.selfFence(`no heartbeat write has succeeded for ${Math.round(sinceMs)} ms (limit ${this.o.timing.selfFenceMs} ms)`);
+      return true;
+    }
+    return false;
+  }
+
+  private async round(): Promise<void> {
+    if (!this.running) return;
+    // A process resumed after a stop must not write before noticing that it is too late.
+    if (this.checkSelfFence()) return;
+    this.stats.rounds++;
+    const r = this.o.region;
+    let blocks: DecodedO2hbBlock[] | undefined;
+    try {
+      blocks = await readSlots(r, this.readBuf);
+      this.stats.bytesRead += this.readBuf.length;
+    } catch (err) {
+      this.o.log(`${r.name}: heartbeat read failed: ${(err as Error).message}`);
+    }
+    if (!this.running) return;
+    if (blocks !== undefined) {
+      if (this.inflight === undefined && this.lastWritten !== undefined) {
+        const own = blocks[this.o.nodeId]!;
+        const exp = this.lastWritten;
+        let mismatch: string | undefined;
+        if (own.nodeId !== this.o.nodeId && own.seq !== 0n) mismatch = 'Another node is heartbeating in our slot';
+        else if (own.generation !== exp.generation) mismatch = 'Heartbeat generation mismatch';
+        else if (own.seq !== exp.seq) mismatch = 'Heartbeat sequence mismatch';
+        if (mismatch !== undefined) {
+          this.selfFence(
+            `${mismatch} on ${r.name}: expected (${this.o.nodeId}:${hex64(exp.generation)}, ${exp.seq}), ondisk (${own.nodeId}:${hex64(own.generation)}, ${own.seq})`,
+          );
+          return;
+        }
+      }
+      this.o.membership.observe(r.name, blocks);
+    }
+    if (this.inflight === undefined) await this.writeOwn(this.o.generation);
+  }
+
+  private async writeOwn(generation: bigint): Promise<void> {
+    const r = this.o.region;
+    // seq: wall-clock milliseconds, kept strictly increasing; peers only look for a change, and
+    // `cluster status` can show the age of a block from a single read.
+    const seq = BigInt(Date.now()) > this.lastSeq ? BigInt(Date.now()) : this.lastSeq + 1n;
+    this.lastSeq = seq;
+    const block = encodeO2hbBlock({ seq, nodeId: this.o.nodeId, generation, deadMs: this.o.timing.deadMs }, r.blockBytes);
+    const startMs = performance.now();
+    const write = r.device.write(block, r.offsetBytes + this.o.nodeId * r.blockBytes);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), this.o.timing.ioTimeoutMs)));
+    this.inflight = write.then(
+      () => undefined,
+      () => undefined,
+    );
+    const inflight = this.inflight;
+    void inflight.then(() => {
+      if (this.inflight === inflight) this.inflight = undefined;
+    });
+    try {
+      const res = await Promise.race([write.then(() => 'ok' as const), timeout]);
+      if (res === 'timeout') {
+        this.stats.writesFailed++;
+        this.o.log(`${r.name}: heartbeat write did not finish within ${this.o.timing.ioTimeoutMs} ms`);
+        return;
+      }
+      this.stats.writesOk++;
+      this.stats.bytesWritten += block.length;
+      this.lastWritten = { seq, generation };
+      this.lastOkWriteStartMs = startMs;
+    } catch (err) {
+      this.stats.writesFailed++;
+      if (isSanboxError(err) && err.code === 'EFENCED') {
+        this.selfFence(`our heartbeat write was refused: ${err.message}`);
+        return;
+      }
+      this.o.log(`${r.name}: heartbeat write failed: ${(err as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops all I/O of this node for good: the gate refuses every later write. */
+  selfFence(reason: string): void {
+    if (this.fencedReason !== undefined) return;
+    this.fencedReason = reason;
+    this.o.gate?.selfFence(reason);
+    this.halt();
+    this.o.membership.selfFenced(reason);
+    this.o.onSelfFence?.(reason);
+  }
+
+  private halt(): void {
+    this.running = false;
+    clearTimeout(this.tickTimer);
+    clearInterval(this.watchdogTimer);
+  }
+
+  /** Stops the loop. With `clean`, writes a last block with generation 0 so peers see us leave at once. */
+  async stop(clean: boolean): Promise<void> {
+    const wasRunning = this.running;
+    this.halt();
+    if (!clean || !wasRunning || this.fencedReason !== undefined) return;
+    if (this.inflight !== undefined) await Promise.race([this.inflight, new Promise((r) => setTimeout(r, this.o.timing.ioTimeoutMs))]);
+    try {
+      await this.writeOwn(0n);
+    } catch {
+      // Best effort: peers will see us dead by timeout instead.
+    }
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+}

@@ -1,0 +1,188 @@
+// The one membership service of a node (ARCHITECTURE.md, "One membership per node"): every
+// heartbeat region the node writes feeds it, and every layer above (lock manager, filesystem,
+// volume manager) takes "node N died" and "node N is fenced" from it. It turns slot events into
+// node events, keeps the quorum base, and fences dead nodes (with quorum) before reporting them
+// fenced — only then may their locks or journals be taken.
+
+import type { Membership, MembershipEvent, MemberView } from './membership-api.js';
+import type { Fencer } from './fencer.js';
+import { SlotTracker, type DownReason } from './liveness.js';
+import { hasQuorum } from './quorum.js';
+import type { Timing } from './timing.js';
+import type { DecodedO2hbBlock } from '../format/o2hb-block.js';
+
+interface DeadEntry {
+  generation: bigint;
+  reason: DownReason;
+  atMs: number;
+  fenced: boolean;
+  fencing: boolean;
+  nextTryMs: number;
+}
+
+export interface MembershipOptions {
+  localNodeId: number;
+  localGeneration: bigint;
+  nodeCount: number;
+  timing: Timing;
+  fencer: Fencer | null;
+  log(msg: string): void;
+  now?: () => number;
+}
+
+export class MembershipService implements Membership {
+  readonly localNodeId: number;
+  readonly localGeneration: bigint;
+  private readonly trackers = new Map<string, SlotTracker[]>();
+  private readonly up = new Map<number, bigint>();
+  private readonly dead = new Map<number, DeadEntry>();
+  private readonly fencedKeys = new Set<string>();
+  private readonly base = new Set<number>();
+  private readonly listeners = new Set<(ev: MembershipEvent) => void>();
+  private readonly now: () => number;
+  /** Set once this node has fenced itself; it then writes nothing more. */
+  selfFencedReason: string | undefined;
+  private stopped = false;
+
+  constructor(private readonly o: MembershipOptions) {
+    this.localNodeId = o.localNodeId;
+    this.localGeneration = o.localGeneration;
+    this.now = o.now ?? (() => performance.now());
+    this.base.add(o.localNodeId);
+  }
+
+  /** Registers a heartbeat region this node reads; returns its per-slot trackers. */
+  addRegion(name: string): void {
+    const t: SlotTracker[] = [];
+    for (let n = 0; n < this.o.nodeCount; n++) t.push(new SlotTracker(n, this.o.timing.deadMs, this.o.timing.liveChanges));
+    this.trackers.set(name, t);
+  }
+
+  tracker(region: string, nodeId: number): SlotTracker | undefined {
+    return this.trackers.get(region)?.[nodeId];
+  }
+
+  /** Feeds one round of slot reads from one region (our own slot is skipped). */
+  observe(region: string, blocks: DecodedO2hbBlock[]): void {
+    const trackers = this.trackers.get(region);
+    if (trackers === undefined || this.stopped) return;
+    const nowMs = this.now();
+    for (let n = 0; n < Math.min(blocks.length, trackers.length); n++) {
+      if (n === this.localNodeId) continue;
+      for (const ev of trackers[n]!.observe(blocks[n]!, nowMs)) {
+        if (ev.kind === 'up') this.nodeUp(n, ev.generation, nowMs);
+        else this.nodeDown(n, ev.generation, ev.reason, nowMs);
+      }
+    }
+    void this.processDeaths();
+  }
+
+  private liveInAnyRegion(nodeId: number): boolean {
+    for (const t of this.trackers.values()) if (t[nodeId]?.live) return true;
+    return false;
+  }
+
+  private nodeUp(nodeId: number, generation: bigint, atMs: number): void {
+    if (this.up.get(nodeId) === generation) return;
+    this.up.set(nodeId, generation);
+    this.base.add(nodeId);
+    const d = this.dead.get(nodeId);
+    if (d !== undefined && d.generation !== generation && d.fenced) this.dead.delete(nodeId);
+    this.o.log(`node ${nodeId} up (generation ${generation.toString(16)})`);
+    this.emit({ kind: 'up', nodeId, generation, atMs });
+  }
+
+  private nodeDown(nodeId: number, generation: bigint, reason: DownReason, atMs: number): void {
+    if (this.up.get(nodeId) !== generation || this.liveInAnyRegion(nodeId)) return;
+    this.up.delete(nodeId);
+    this.dead.set(nodeId, { generation, reason, atMs, fenced: false, fencing: false, nextTryMs: 0 });
+    this.o.log(`node ${nodeId} down (generation ${generation.toString(16)}, ${reason})`);
+    this.emit({ kind: 'down', nodeId, generation, atMs });
+  }
+
+  /** Fences every dead, unfenced node, if we have quorum. Safe to call often. */
+  async processDeaths(): Promise<void> {
+    if (this.stopped || this.selfFencedReason !== undefined) return;
+    for (const [nodeId, d] of this.dead) {
+      if (d.fenced || d.fencing || this.now() < d.nextTryMs) continue;
+      if (!this.hasQuorum()) {
+        if (d.nextTryMs === 0) this.o.log(`node ${nodeId} is dead but this node has no quorum: not fencing or recovering it`);
+        d.nextTryMs = this.now() + this.o.timing.intervalMs;
+        continue;
+      }
+      d.fencing = true;
+      try {
+        let steps: string[] = [];
+        if (this.o.fencer !== null) steps = (await this.o.fencer.fence(nodeId, d.generation, { leftCleanly: d.reason === 'left' })).steps;
+        if (this.stopped) return;
+        d.fenced = true;
+        this.fencedKeys.add(`${nodeId}:${d.generation}`);
+        this.base.delete(nodeId);
+        this.o.log(`node ${nodeId} fenced (generation ${d.generation.toString(16)}): ${steps.join(', ') || 'no fence agent'}`);
+        this.emit({ kind: 'fenced', nodeId, generation: d.generation, atMs: this.now() });
+      } catch (err) {
+        d.nextTryMs = this.now() + this.o.timing.intervalMs;
+        this.o.log(`fencing node ${nodeId} failed, will retry: ${(err as Error).message}`);
+      } finally {
+        d.fencing = false;
+      }
+    }
+  }
+
+  /** Called by the heartbeat writer when this node stops all its I/O. */
+  selfFenced(reason: string): void {
+    if (this.selfFencedReason !== undefined) return;
+    this.selfFencedReason = reason;
+    this.o.log(`SELF-FENCED: ${reason}`);
+    this.emit({ kind: 'fenced', nodeId: this.localNodeId, generation: this.localGeneration, atMs: this.now() });
+  }
+
+  members(): MemberView[] {
+    const out: MemberView[] = [];
+    for (let n = 0; n < this.o.nodeCount; n++) {
+      if (n === this.localNodeId) {
+        out.push({ nodeId: n, generation: this.localGeneration, state: this.selfFencedReason === undefined ? 'up' : 'fenced' });
+        continue;
+      }
+      const g = this.up.get(n);
+      if (g !== undefined) {
+        out.push({ nodeId: n, generation: g, state: 'up' });
+        continue;
+      }
+      const d = this.dead.get(n);
+      if (d !== undefined) out.push({ nodeId: n, generation: d.generation, state: d.fenced ? 'fenced' : 'dead' });
+      else out.push({ nodeId: n, generation: 0n, state: 'free' });
+    }
+    return out;
+  }
+
+  hasQuorum(): boolean {
+    if (this.selfFencedReason !== undefined) return false;
+    const alive = new Set<number>(this.up.keys());
+    alive.add(this.localNodeId);
+    return hasQuorum(this.base, alive);
+  }
+
+  isFenced(nodeId: number, generation: bigint): boolean {
+    return this.fencedKeys.has(`${nodeId}:${generation}`);
+  }
+
+  subscribe(listener: (ev: MembershipEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(ev: MembershipEvent): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l(ev);
+      } catch (err) {
+        this.o.log(`membership listener failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+}

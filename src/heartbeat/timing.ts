@@ -1,0 +1,103 @@
+// Every heartbeat timing value, derived from three named inputs in this one file (as sanlock's
+// timeouts.c does). docs/heartbeat.md explains the inequality that makes self-fencing safe.
+//
+// Inputs:
+//   intervalMs     — a node writes its heartbeat block and reads all blocks once per interval.
+//   deadThreshold  — intervals without a seq change after which a node is dead (o2hb's
+//                    dead_threshold, reference/ocfs2.md §4.6).
+//   ioTimeoutMs    — a single heartbeat write that has not completed within this time has failed.
+//
+// Derived (all on the observer's or writer's monotonic clock):
+//   deadMs          = intervalMs × deadThreshold            written as hb_dead_ms; a peer is dead
+//                     when its seq has not moved for max(our deadMs, its hb_dead_ms).
+//   selfFenceMs     = intervalMs × (deadThreshold − 1)      o2hb's write timeout: a node whose last
+//                     successful heartbeat write STARTED this long ago stops all its I/O.
+//   watchdogMs      = intervalMs / 4                         how often the self-fence deadline is
+//                     checked, independently of the heartbeat loop.
+//   joinProbeMs     = 3 × intervalMs (at least 2 writes of a live peer at the cluster's interval),
+//                     how long a joining node watches its slot for another live writer.
+//   fenceGateWaitMs = ioTimeoutMs                            how long a disk fence waits for a
+//                     victim stalled inside a write before escalating to the power fence.
+//   powerFenceWaitMs= 5 × ioTimeoutMs (at least 2 s)         bound on waiting for a SIGKILLed pid.
+//
+// Safety (docs/heartbeat.md): selfFenceMs + watchdogMs + ioTimeoutMs... see checkTiming below.
+
+import { SanboxError } from '../errors.js';
+
+export interface TimingInputs {
+  intervalMs: number;
+  deadThreshold: number;
+  ioTimeoutMs: number;
+}
+
+export interface Timing extends TimingInputs {
+  preset: string;
+  deadMs: number;
+  selfFenceMs: number;
+  watchdogMs: number;
+  joinProbeMs: number;
+  fenceGateWaitMs: number;
+  powerFenceWaitMs: number;
+  /** o2hb: a slot is live after this many observed seq changes (O2HB_LIVE_THRESHOLD is 2; we count changes after our first read). */
+  liveChanges: number;
+}
+
+/**
+ * Presets. `local`: scaled for processes on one machine — a 100 ms interval and death after
+ * 1.5 s. `o2cb`: the real o2hb defaults (O2HB_REGION_TIMEOUT_MS 2000, dead_threshold 31,
+ * 62 s dead time, 60 s write timeout; reference/ocfs2.md §4.6).
+ */
+export const TIMING_PRESETS: Record<'local' | 'o2cb', TimingInputs> = {
+  local: { intervalMs: 100, deadThreshold: 15, ioTimeoutMs: 500 },
+  o2cb: { intervalMs: 2000, deadThreshold: 31, ioTimeoutMs: 10_000 },
+};
+export type TimingPreset = keyof typeof TIMING_PRESETS;
+
+/** o2hb only accepts dead thresholds above 2 (reference/ocfs2.md §4.6). */
+export const DEAD_THRESHOLD_MIN = 3;
+/** Bounds that keep a typo from producing a cluster that never (or always) declares death. */
+export const INTERVAL_MS_MIN = 10;
+export const INTERVAL_MS_MAX = 60_000;
+
+export function deriveTiming(inputs: TimingInputs, preset = 'custom'): Timing {
+  const t: Timing = {
+    ...inputs,
+    preset,
+    deadMs: inputs.intervalMs * inputs.deadThreshold,
+    selfFenceMs: inputs.intervalMs * (inputs.deadThreshold - 1),
+    watchdogMs: Math.max(1, Math.floor(inputs.intervalMs / 4)),
+    joinProbeMs: 3 * inputs.intervalMs,
+    fenceGateWaitMs: inputs.ioTimeoutMs,
+    powerFenceWaitMs: Math.max(2000, 5 * inputs.ioTimeoutMs),
+    liveChanges: 1,
+  };
+  checkTiming(t);
+  return t;
+}
+
+export function presetTiming(name: string): Timing {
+  if (!(name in TIMING_PRESETS)) throw new SanboxError('EINVAL', `unknown timing preset '${name}' (known: ${Object.keys(TIMING_PRESETS).join(', ')})`);
+  return deriveTiming(TIMING_PRESETS[name as TimingPreset], name);
+}
+
+/**
+ * The inequality (docs/heartbeat.md): let S be the start of a node's last successful heartbeat
+ * write. Peers saw that write no earlier than S, so they declare death no earlier than
+ * S + deadMs. The node itself stops all I/O by S + selfFenceMs + watchdogMs (its watchdog timer
+ * notices within one watchdog period; a write still in flight is refused by its own gate). So we
+ * need selfFenceMs + watchdogMs < deadMs, i.e. watchdogMs < intervalMs, with a margin. A
+ * heartbeat write may take up to ioTimeoutMs and must not by itself exhaust the self-fence budget:
+ * ioTimeoutMs + intervalMs <= selfFenceMs.
+ */
+export function checkTiming(t: Timing): void {
+  const bad = (msg: string): never => {
+    throw new SanboxError('EINVAL', `bad heartbeat timing: ${msg}`);
+  };
+  for (const k of ['intervalMs', 'deadThreshold', 'ioTimeoutMs'] as const) {
+    if (!Number.isInteger(t[k]) || t[k] <= 0) bad(`${k} must be a positive integer, not ${t[k]}`);
+  }
+  if (t.intervalMs < INTERVAL_MS_MIN || t.intervalMs > INTERVAL_MS_MAX) bad(`interval ${t.intervalMs} ms is outside ${INTERVAL_MS_MIN}..${INTERVAL_MS_MAX}`);
+  if (t.deadThreshold < DEAD_THRESHOLD_MIN) bad(`dead threshold ${t.deadThreshold} must be at least ${DEAD_THRESHOLD_MIN}`);
+  if (!(t.selfFenceMs + t.watchdogMs < t.deadMs)) bad(`self-fence deadline ${t.selfFenceMs} + ${t.watchdogMs} ms is not below the dead time ${t.deadMs} ms`);
+  if (!(t.ioTimeoutMs + t.intervalMs <= t.selfFenceMs)) bad(`I/O timeout ${t.ioTimeoutMs} ms + interval ${t.intervalMs} ms exceeds the self-fence deadline ${t.selfFenceMs} ms`);
+}

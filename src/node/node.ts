@@ -1,0 +1,199 @@
+// One node joining a sanbox cluster: the library entry point that `sanbox node` (and any process
+// that must heartbeat while it works, e.g. `sanbox lock`) uses.
+//
+//   const node = await startNode({ clusterImage: 'c.img', nodeId: 1 });
+//   node.membership.subscribe((ev) => ...);   // up / down / fenced
+//   const ls = await openRegion(node.device, 'lockspace'); // writes pass this node's fence gate
+//   await node.stop();                          // clean leave: generation 0, key unregistered
+//
+// Join sequence: take the local slot lock (one process per node number on this machine), open the
+// image with this node's fence gate, refuse the slot if another live writer's seq moves in it,
+// register this incarnation's reservation key (and create the WERO reservation if none exists),
+// write the node record (pid + start time + boot id, for the power fence), then heartbeat.
+
+import os from 'node:os';
+import path from 'node:path';
+import type { BlockDevice } from '../disk/device.js';
+import { FenceGate } from '../disk/fence-gate.js';
+import { openDevice } from '../disk/open.js';
+import { selfIdentity } from '../disk/power-fence.js';
+import { LockFile, nodeKey, PersistentReservations, PR_TYPES } from '../disk/reservations.js';
+import { SanboxError } from '../errors.js';
+import type { NodeRecord } from '../format/node-record.js';
+import { readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { Fencer, type FencePolicy } from '../heartbeat/fencer.js';
+import { Heartbeat, newGeneration, probeSlot, type HeartbeatRegion } from '../heartbeat/heartbeat.js';
+import { MembershipService } from '../heartbeat/membership.js';
+import type { Timing } from '../heartbeat/timing.js';
+import { ControlServer } from './control.js';
+
+export interface StartNodeOptions {
+  clusterImage: string;
+  nodeId: number;
+  /** Node name shown by `cluster status` (default: the name in the config, or node<N>). */
+  name?: string;
+  /** Default: the timing recorded in the cluster image. */
+  timing?: Timing;
+  /** Fence agents used on dead peers (default 'disk', escalating to power when needed). */
+  fencePolicy?: FencePolicy;
+  /** Listen on RUNDIR/node-N.sock (default true). */
+  control?: boolean;
+  log?: (msg: string) => void;
+  /** Called once if this node fences itself (its I/O is already stopped). */
+  onSelfFence?: (reason: string) => void;
+}
+
+export interface RunningNode {
+  readonly nodeId: number;
+  readonly generation: bigint;
+  readonly key: bigint;
+  readonly info: ClusterImageInfo;
+  readonly membership: MembershipService;
+  /** The cluster image opened with this node's fence gate: every write through it can be fenced. */
+  readonly device: BlockDevice;
+  readonly heartbeat: Heartbeat;
+  readonly gate: FenceGate;
+  readonly control: ControlServer | undefined;
+  status(): Record<string, unknown>;
+  /** Clean leave. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
+  const img = path.resolve(opts.clusterImage);
+  const info = await readClusterImage(img);
+  const timing = opts.timing ?? info.timing;
+  const n = opts.nodeId;
+  if (!Number.isInteger(n) || n < 0 || n >= info.config.nodeCount) {
+    throw new SanboxError('EINVAL', `${img}: node ${opts.nodeId} is not a node of cluster '${info.config.clusterName}' (nodes 0..${info.config.nodeCount - 1})`, { device: img });
+  }
+  const log = opts.log ?? (() => {});
+  const spec = reservationSpec(info);
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const undo = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch {
+        // best effort while unwinding a failed join
+      }
+    }
+  };
+
+  try {
+    // One process per node number on this machine. Over a network disk the heartbeat probe
+    // below is what catches a duplicate.
+    const slotLock = new LockFile(path.join(spec.lockDir, `slot-${n}.lock`));
+    const pr = new PersistentReservations(spec);
+    cleanups.push(() => pr.close());
+    if (!slotLock.tryLock('ex')) {
+      slotLock.close();
+      throw new SanboxError('EBUSY', `${img}: node ${n} is already running on this machine (its slot lock ${slotLock.path} is held): refusing to join as node ${n}`, { device: img });
+    }
+    cleanups.push(() => slotLock.close());
+
+    const generation = newGeneration();
+    const key = nodeKey(info.header.clusterUuid.readUInt16LE(0), n, generation);
+    const gate = new FenceGate(pr.store, n, key, timing.ioTimeoutMs);
+    cleanups.push(() => gate.close());
+    const device = await openDevice(img, { guard: 'shared', gate });
+    cleanups.push(() => device.close());
+    const hb = info.regions.get('heartbeat')!;
+    const region: HeartbeatRegion = {
+      name: `${img}:heartbeat`,
+      device,
+      offsetBytes: hb.payloadOffsetBytes,
+      blockBytes: info.header.sectorSizeBytes,
+      slotCount: info.config.nodeCount,
+    };
+    await probeSlot(region, n, timing);
+
+    if (!(await pr.register(n, key, timing.fenceGateWaitMs))) {
+      throw new SanboxError('EBUSY', `${img}: a previous incarnation of node ${n} is stalled inside a write (it holds its fence gate); fence it first`, { device: img });
+    }
+    cleanups.push(() => pr.unregister(n, key));
+    await pr.reserve(n, key, PR_TYPES.writeExclusiveRegistrantsOnly);
+
+    const me = selfIdentity();
+    const name = opts.name ?? (info.config.nodeNames[n] || `node${n}`);
+    const record: NodeRecord = {
+      nodeId: n,
+      generation,
+      pid: me.pid,
+      pidStartTicks: me.startTicks,
+      bootId: me.bootId,
+      joinedAtMs: Date.now(),
+      prKey: key,
+      name,
+      hostname: os.hostname().slice(0, 64),
+    };
+    await writeNodeRecord(device, info, record, n);
+
+    const fencer = new Fencer({
+      selfNodeId: n,
+      selfKey: key,
+      clusterTag: info.header.clusterUuid.readUInt16LE(0),
+      reservations: pr,
+      readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
+      timing,
+      policy: opts.fencePolicy ?? 'disk',
+      log,
+    });
+    const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
+    const heartbeat = new Heartbeat({ region, nodeId: n, generation, timing, membership, gate, log, onSelfFence: opts.onSelfFence });
+    cleanups.push(() => heartbeat.stop(false));
+    await heartbeat.start();
+
+    let control: ControlServer | undefined;
+    let stopping: Promise<void> | undefined;
+    const status = (): Record<string, unknown> => ({
+      cluster: info.config.clusterName,
+      nodeId: n,
+      name,
+      pid: process.pid,
+      generation: generation.toString(16),
+      key: key.toString(16),
+      fenced: heartbeat.fencedReason ?? null,
+      quorum: membership.hasQuorum(),
+      members: membership.members().map((m) => ({ nodeId: m.nodeId, state: m.state, generation: m.generation.toString(16) })),
+      heartbeat: heartbeat.stats,
+    });
+    const node: RunningNode = {
+      nodeId: n,
+      generation,
+      key,
+      info,
+      membership,
+      device,
+      heartbeat,
+      gate,
+      get control() {
+        return control;
+      },
+      status,
+      stop: () => {
+        stopping ??= (async () => {
+          membership.stop();
+          await heartbeat.stop(true);
+          cleanups.pop(); // heartbeat.stop already done
+          await undo();
+          await control?.close();
+        })();
+        return stopping;
+      },
+    };
+    if (opts.control ?? true) {
+      control = await ControlServer.listen(info.config.runDir, n);
+      control.handle('status', () => ({ status: status() }));
+      control.handle('leave', () => {
+        setImmediate(() => void node.stop());
+        return { leaving: true };
+      });
+    }
+    log(`node ${n} (${name}) joined cluster '${info.config.clusterName}': generation ${generation.toString(16)}, key 0x${key.toString(16)}, pid ${process.pid}`);
+    return node;
+  } catch (err) {
+    await undo();
+    throw err;
+  }
+}

@@ -1,0 +1,126 @@
+// `sanbox cluster status`: what every slot of a cluster image says, from reads only (no node
+// needs to be running, nothing is written). State per slot:
+//   free   — never written (seq 0), or its writer left cleanly (generation 0);
+//   fenced — the reservation key of this slot's generation is recorded as preempted;
+//   dead   — its block is older than max(cluster dead time, the writer's hb_dead_ms);
+//   up     — otherwise.
+// A single read can tell a block's age because sanbox writes seq = wall-clock milliseconds (and
+// the kernel writes wall-clock seconds); with --watch the age is also measured on our monotonic
+// clock from the last seq change, which is what membership itself uses.
+
+import { openDevice } from '../disk/open.js';
+import { nodeKey, ReservationStore } from '../disk/reservations.js';
+import type { BlockDevice } from '../disk/device.js';
+import { hex64 } from '../format/o2hb-block.js';
+import type { NodeState } from '../heartbeat/membership-api.js';
+import { readClusterImageFrom, readNodeRecords, reservationSpec, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { readSlots } from '../heartbeat/heartbeat.js';
+import fs from 'node:fs';
+
+export interface SlotStatus {
+  node: number;
+  name: string;
+  pid: number | null;
+  seq: string;
+  generation: string;
+  state: NodeState;
+  /** Age of the last update in ms, or null when it cannot be told. */
+  ageMs: number | null;
+  deadMs: number;
+  checksumOk: boolean;
+}
+
+export interface ClusterStatus {
+  image: string;
+  cluster: string;
+  nodes: number;
+  timing: { preset: string; intervalMs: number; deadMs: number; ioTimeoutMs: number };
+  slots: SlotStatus[];
+}
+
+/** Seq values above this are wall-clock milliseconds (sanbox), between the bounds seconds (kernel). */
+const SEQ_MS_MIN = 1_000_000_000_000n;
+const SEQ_S_MIN = 1_000_000_000n;
+
+export function seqAgeMs(seq: bigint, nowWallMs: number): number | null {
+  if (seq >= SEQ_MS_MIN) return Math.max(0, nowWallMs - Number(seq));
+  if (seq >= SEQ_S_MIN) return Math.max(0, nowWallMs - Number(seq) * 1000);
+  return null;
+}
+
+export class StatusReader {
+  private constructor(
+    private readonly dev: BlockDevice,
+    private readonly info: ClusterImageInfo,
+    private readonly store: ReservationStore | null,
+  ) {}
+
+  static async open(image: string): Promise<StatusReader> {
+    const dev = await openDevice(image, { guard: 'none', readOnly: true });
+    try {
+      const info = await readClusterImageFrom(dev, image);
+      const spec = reservationSpec(info);
+      // Reading reservations needs the lock dir only if it exists; status never creates files.
+      const store = fs.existsSync(spec.lockDir) ? new ReservationStore(spec) : null;
+      return new StatusReader(dev, info, store);
+    } catch (err) {
+      await dev.close();
+      throw err;
+    }
+  }
+
+  /** `lastChange` (optional, for --watch) maps node → [seq, monotonic ms when it last changed]. */
+  async read(lastChange?: Map<number, { seq: bigint; atMs: number }>): Promise<ClusterStatus> {
+    const { info, dev } = this;
+    const hb = info.regions.get('heartbeat')!;
+    const blocks = await readSlots({ name: `${info.path}:heartbeat`, device: dev, offsetBytes: hb.payloadOffsetBytes, blockBytes: info.header.sectorSizeBytes, slotCount: info.config.nodeCount });
+    const records = await readNodeRecords(dev, info);
+    const pr = this.store?.read() ?? null;
+    const tag = info.header.clusterUuid.readUInt16LE(0);
+    const nowWall = Date.now();
+    const nowMono = performance.now();
+    const slots: SlotStatus[] = blocks.map((b, n) => {
+      const rec = records[n] ?? null;
+      const sameIncarnation = rec !== null && rec.generation === b.generation;
+      const deadMs = Math.max(info.timing.deadMs, b.deadMs);
+      let ageMs = seqAgeMs(b.seq, nowWall);
+      if (lastChange !== undefined) {
+        const lc = lastChange.get(n);
+        if (lc === undefined || lc.seq !== b.seq) lastChange.set(n, { seq: b.seq, atMs: nowMono });
+        else if (ageMs === null) ageMs = nowMono - lc.atMs;
+      }
+      let state: NodeState;
+      if (!b.cksumValid || b.seq === 0n || b.generation === 0n) state = 'free';
+      else if (pr !== null && pr.preempted[n] === nodeKey(tag, n, b.generation)) state = 'fenced';
+      else if (ageMs !== null && ageMs > deadMs) state = 'dead';
+      else state = 'up';
+      return {
+        node: n,
+        name: rec?.name || info.config.nodeNames[n] || '',
+        pid: sameIncarnation ? rec.pid : null,
+        seq: b.seq.toString(),
+        generation: hex64(b.generation),
+        state,
+        ageMs: ageMs === null ? null : Math.round(ageMs),
+        deadMs,
+        checksumOk: b.cksumValid,
+      };
+    });
+    return {
+      image: info.path,
+      cluster: info.config.clusterName,
+      nodes: info.config.nodeCount,
+      timing: { preset: info.timing.preset, intervalMs: info.timing.intervalMs, deadMs: info.timing.deadMs, ioTimeoutMs: info.timing.ioTimeoutMs },
+      slots,
+    };
+  }
+
+  get intervalMs(): number {
+    return this.info.timing.intervalMs;
+  }
+
+  async close(): Promise<void> {
+    this.store?.close();
+    await this.dev.close();
+  }
+}

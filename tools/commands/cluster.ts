@@ -1,0 +1,203 @@
+// `sanbox cluster init|status` and `sanbox node`: thin shells over src/heartbeat and src/node.
+
+import type { Command } from 'commander';
+import { SanboxError, UsageError } from '../../src/errors.js';
+import { initClusterImage, LOCKSPACE_BYTES_DEFAULT } from '../../src/heartbeat/cluster-image.js';
+import { FENCE_POLICIES, type FencePolicy } from '../../src/heartbeat/fencer.js';
+import { deriveTiming, presetTiming, TIMING_PRESETS } from '../../src/heartbeat/timing.js';
+import { startNode } from '../../src/node/node.js';
+import { StatusReader, type ClusterStatus } from '../../src/node/status.js';
+import { formatSize, parseSizeBytes } from '../../src/units.js';
+import { printFields, printJson, printTable } from '../output.js';
+
+function positiveInt(v: string, what: string): number {
+  if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`${what} must be a positive integer, not '${v}'`);
+  return Number(v);
+}
+
+function nonNegativeInt(v: string, what: string): number {
+  if (!/^\d+$/.test(v)) throw new UsageError(`${what} must be a non-negative integer, not '${v}'`);
+  return Number(v);
+}
+
+function printStatus(s: ClusterStatus): void {
+  printTable(s.slots, [
+    { header: 'Node', value: (r) => r.node, align: 'right' },
+    { header: 'Name', value: (r) => r.name },
+    { header: 'PID', value: (r) => r.pid ?? '', align: 'right' },
+    { header: 'Seq', value: (r) => r.seq, align: 'right' },
+    { header: 'Generation', value: (r) => r.generation },
+    { header: 'State', value: (r) => r.state },
+    { header: 'Age', value: (r) => (r.state === 'free' || r.ageMs === null ? '' : `${(r.ageMs / 1000).toFixed(1)}s`), align: 'right' },
+  ]);
+}
+
+export function register(program: Command): void {
+  const cluster = program.command('cluster').description('create and inspect sanbox cluster images (config, o2hb heartbeat, node records, reservations, lockspace)');
+
+  cluster
+    .command('init')
+    .description(
+      'create a cluster image: a small shared disk holding the cluster name, its nodes and timing, an o2hb-compatible heartbeat region (one sector per node number), node records, SCSI-3 reservation state and a lockspace region',
+    )
+    .argument('<image>', 'path of the cluster image to create')
+    .requiredOption('--nodes <n>', 'number of nodes (node numbers 0..n-1, at most 255)')
+    .requiredOption('--name <name>', 'cluster name (A-Z a-z 0-9 . _ -, up to 64 characters)')
+    .option('--sector-size <bytes>', 'logical sector size, which is also the heartbeat slot size: 512 or 4096', '512')
+    .option('--timing <preset>', `timing preset: ${Object.keys(TIMING_PRESETS).join(' | ')} (local: 100 ms interval, dead after 1.5 s; o2cb: the real o2hb 2 s / 31 / 62 s)`, 'local')
+    .option('--interval <ms>', 'heartbeat interval in ms (overrides the preset)')
+    .option('--dead-threshold <n>', 'intervals without a seq change before a node is dead (overrides the preset)')
+    .option('--io-timeout <ms>', 'a heartbeat write slower than this has failed (overrides the preset)')
+    .option('--lockspace-size <size>', 'size of the lock manager region', formatSize(LOCKSPACE_BYTES_DEFAULT))
+    .option('--run-dir <dir>', 'directory of the nodes\' control sockets (default: $TMPDIR/sanbox-<uuid>)')
+    .option('--node-names <names>', 'comma-separated node names, in node-number order')
+    .option('--force', 'replace an existing image (refused while another process has it open)', false)
+    .option('--json', 'print the created cluster as JSON', false)
+    .action(async (image: string, o: Record<string, string | boolean | undefined>) => {
+      const sector = String(o.sectorSize);
+      if (sector !== '512' && sector !== '4096') throw new UsageError(`--sector-size must be 512 or 4096, not '${sector}'`);
+      const preset = String(o.timing);
+      if (!(preset in TIMING_PRESETS)) throw new UsageError(`--timing must be one of ${Object.keys(TIMING_PRESETS).join(', ')}, not '${preset}'`);
+      const base = presetTiming(preset);
+      const custom = o.interval !== undefined || o.deadThreshold !== undefined || o.ioTimeout !== undefined;
+      let timing = base;
+      try {
+        if (custom) {
+          timing = deriveTiming(
+            {
+              intervalMs: o.interval !== undefined ? positiveInt(String(o.interval), '--interval') : base.intervalMs,
+              deadThreshold: o.deadThreshold !== undefined ? positiveInt(String(o.deadThreshold), '--dead-threshold') : base.deadThreshold,
+              ioTimeoutMs: o.ioTimeout !== undefined ? positiveInt(String(o.ioTimeout), '--io-timeout') : base.ioTimeoutMs,
+            },
+            'custom',
+          );
+        }
+      } catch (err) {
+        if (err instanceof SanboxError && err.code === 'EINVAL') throw new UsageError(err.message);
+        throw err;
+      }
+      const nodeCount = positiveInt(String(o.nodes), '--nodes');
+      if (nodeCount > 255) throw new UsageError(`--nodes must be at most 255 (o2hb node numbers 0..254), not ${nodeCount}`);
+      const names = typeof o.nodeNames === 'string' ? o.nodeNames.split(',') : undefined;
+      if (names !== undefined && names.length !== nodeCount) throw new UsageError(`--node-names lists ${names.length} names for ${nodeCount} nodes`);
+      const info = await initClusterImage(image, {
+        clusterName: String(o.name),
+        nodeCount,
+        sectorSizeBytes: Number(sector) as 512 | 4096,
+        timing,
+        lockspaceBytes: parseSizeBytes(String(o.lockspaceSize)),
+        runDir: typeof o.runDir === 'string' ? o.runDir : undefined,
+        nodeNames: names,
+        force: o.force === true,
+      });
+      if (o.json) {
+        printJson({
+          image: info.path,
+          cluster: info.config.clusterName,
+          uuid: info.header.clusterUuid.toString('hex'),
+          nodes: info.config.nodeCount,
+          sectorSizeBytes: info.header.sectorSizeBytes,
+          imageSizeBytes: info.header.imageSizeBytes,
+          timing: info.timing,
+          runDir: info.config.runDir,
+          regions: info.header.regions,
+        });
+        return;
+      }
+      process.stdout.write(
+        `Cluster "${info.config.clusterName}" created in ${image}: ${nodeCount} nodes, ${info.header.sectorSizeBytes}-byte sectors, ` +
+          `timing ${info.timing.preset} (interval ${info.timing.intervalMs} ms, dead after ${info.timing.deadMs} ms, I/O timeout ${info.timing.ioTimeoutMs} ms).\n`,
+      );
+    });
+
+  cluster
+    .command('status')
+    .description('show every node slot of a cluster image: node, name, pid, seq, generation, state (up, dead, fenced, free) and the age of its last heartbeat; reads only')
+    .argument('<image>', 'cluster image')
+    .option('--json', 'print as JSON (one object per refresh with --watch)', false)
+    .option('--watch [ms]', 'refresh until interrupted (default: every heartbeat interval)')
+    .option('--count <n>', 'with --watch: stop after n refreshes')
+    .action(async (image: string, o: { json: boolean; watch?: string | boolean; count?: string }) => {
+      const reader = await StatusReader.open(image);
+      try {
+        if (o.watch === undefined) {
+          const s = await reader.read();
+          if (o.json) printJson(s);
+          else {
+            printFields([
+              ['Cluster', s.cluster],
+              ['Image', s.image],
+              ['Timing', `${s.timing.preset}: interval ${s.timing.intervalMs} ms, dead after ${s.timing.deadMs} ms`],
+            ]);
+            printStatus(s);
+          }
+          return;
+        }
+        const everyMs = o.watch === true ? reader.intervalMs : positiveInt(String(o.watch), '--watch');
+        const count = o.count !== undefined ? nonNegativeInt(o.count, '--count') : Infinity;
+        const lastChange = new Map<number, { seq: bigint; atMs: number }>();
+        let stop = false;
+        process.once('SIGINT', () => (stop = true));
+        for (let i = 0; i < count && !stop; i++) {
+          const s = await reader.read(lastChange);
+          if (o.json) process.stdout.write(JSON.stringify(s) + '\n');
+          else {
+            process.stdout.write(`--- ${new Date().toISOString()} ${s.cluster}\n`);
+            printStatus(s);
+          }
+          if (i + 1 < count) await new Promise((r) => setTimeout(r, everyMs));
+        }
+      } finally {
+        await reader.close();
+      }
+    });
+
+  program
+    .command('node')
+    .description(
+      'run one cluster node in the foreground: joins the cluster image as node N, writes its heartbeat, logs membership events (up, down, fenced) and fences dead peers; stops cleanly on SIGINT/SIGTERM or a "leave" on its control socket; exits 3 if it fences itself',
+    )
+    .requiredOption('--cluster <image>', 'cluster image')
+    .requiredOption('--node <n>', 'node number')
+    .option('--name <name>', 'node name shown by cluster status')
+    .option('--fence <policy>', `fence agents for dead peers: ${FENCE_POLICIES.join(' | ')} (disk escalates to power when the victim is stuck inside a write)`, 'disk')
+    .option('--json', 'log events as JSON lines', false)
+    .action(async (o: { cluster: string; node: string; name?: string; fence: string; json: boolean }) => {
+      if (!FENCE_POLICIES.includes(o.fence as FencePolicy)) throw new UsageError(`--fence must be one of ${FENCE_POLICIES.join(', ')}, not '${o.fence}'`);
+      const nodeId = nonNegativeInt(o.node, '--node');
+      const t0 = Date.now();
+      const log = (msg: string): void => {
+        if (o.json) process.stdout.write(JSON.stringify({ t: new Date().toISOString(), node: nodeId, msg }) + '\n');
+        else process.stdout.write(`${new Date().toISOString()} node${nodeId}: ${msg}\n`);
+      };
+      let exitCode = 0;
+      let done!: () => void;
+      const finished = new Promise<void>((r) => (done = r));
+      const node = await startNode({
+        clusterImage: o.cluster,
+        nodeId,
+        name: o.name,
+        fencePolicy: o.fence as FencePolicy,
+        log,
+        onSelfFence: () => {
+          exitCode = 3;
+          done();
+        },
+      });
+      node.membership.subscribe((ev) => {
+        if (o.json) process.stdout.write(JSON.stringify({ t: new Date().toISOString(), node: nodeId, event: ev.kind, peer: ev.nodeId, generation: ev.generation.toString(16) }) + '\n');
+      });
+      log(`ready after ${Date.now() - t0} ms`);
+      const onSignal = (): void => done();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const poll = setInterval(() => {
+        if (!node.heartbeat.isRunning && node.heartbeat.fencedReason === undefined) done();
+      }, 50);
+      await finished;
+      clearInterval(poll);
+      await node.stop();
+      log(exitCode === 3 ? 'stopped: fenced' : 'left the cluster');
+      if (exitCode !== 0) process.exit(exitCode);
+    });
+}
