@@ -4,5 +4,6 @@ import type { Command } from 'commander';
 import { register as disk } from './disk.js';
 import { register as fault } from './fault.js';
 import { register as cluster } from './cluster.js';
+import { register as lvm } from './lvm.js';
 
-export const commandGroups: ((program: Command) => void)[] = [disk, fault, cluster];
+export const commandGroups: ((program: Command) => void)[] = [disk, fault, cluster, lvm];

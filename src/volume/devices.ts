@@ -1,0 +1,45 @@
+// Which devices LVM-style commands look at. LVM scans /dev; sanbox has no /dev of its own, so the
+// device list is explicit: the images named on the command line, plus `--devices a.img,b.img`,
+// plus the environment variable SANBOX_DEVICES (same comma-separated form). A VG's PVs must all
+// be in that list.
+
+import path from 'node:path';
+import { openDevice, schemeOf, type BlockDevice } from '../disk/index.js';
+
+export const DEVICES_ENV = 'SANBOX_DEVICES';
+
+/** Splits "a.img,b.img" lists; empty entries are ignored. */
+export function splitDeviceList(text: string | undefined): string[] {
+  return (text ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+/** The device list: named images first, then --devices, then SANBOX_DEVICES, without duplicates. */
+export function deviceList(named: string[], devicesOption?: string[] | string, env: NodeJS.ProcessEnv = process.env): string[] {
+  const opt = Array.isArray(devicesOption) ? devicesOption.flatMap(splitDeviceList) : splitDeviceList(devicesOption);
+  const out: string[] = [];
+  const seen = new Set<string>();
+  for (const spec of [...named, ...opt, ...splitDeviceList(env[DEVICES_ENV])]) {
+    const canon = normalizeSpec(spec);
+    if (seen.has(canon)) continue;
+    seen.add(canon);
+    out.push(canon);
+  }
+  return out;
+}
+
+/** Files become absolute paths (so the text's `device` hint is useful); URLs stay as they are. */
+export function normalizeSpec(spec: string): string {
+  return schemeOf(spec) === undefined ? path.resolve(spec) : spec;
+}
+
+/** Opens every device; on failure closes the ones already opened. */
+export async function openAll(specs: string[], opts: { readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' }): Promise<BlockDevice[]> {
+  const devs: BlockDevice[] = [];
+  try {
+    for (const s of specs) devs.push(await openDevice(s, { readOnly: opts.readOnly ?? false, guard: opts.guard ?? 'shared' }));
+  } catch (err) {
+    for (const d of devs) await d.close();
+    throw err;
+  }
+  return devs;
+}

@@ -1,0 +1,155 @@
+// A logical volume as a block device: its segment map (linear and striped segments) laid over
+// views of the PVs' data areas. LE l of a linear segment is PE first_pe + (l - start_extent) at
+// byte pe_start + PE × extent_size of that PV; a k-stripe segment interleaves stripe_size chunks
+// round-robin over k areas of extent_count/k PEs each (lvm2.md §5.5).
+//
+// The device carries a layout generation (the VG seqno it was built from): a layout change under
+// a cluster lock (later work) builds a new map, and I/O can check it still uses the current one.
+
+import { checkRange, checkWritable, viewOf, type BlockDevice, type SectorSize } from '../disk/index.js';
+import { SanboxError } from '../errors.js';
+import { LVM_SECTOR_BYTES, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
+
+interface MappedSegment {
+  startBytes: number;
+  lengthBytes: number;
+  stripeSizeBytes: number;
+  /** One view per stripe (one for linear), each extent_count/k extents long. */
+  areas: BlockDevice[];
+}
+
+export interface LvLayout {
+  /** The VG seqno the map was built from. */
+  generation: number;
+  segments: MappedSegment[];
+  sizeBytes: number;
+}
+
+/** Builds the segment map of `lv` over the PV devices (keyed like the text: pv0, pv1, …). */
+export function mapLv(vg: VgModel, lv: LvModel, pvDevs: Map<string, BlockDevice>): LvLayout {
+  const extentBytes = vg.extentSizeSectors * LVM_SECTOR_BYTES;
+  const segments: MappedSegment[] = [];
+  for (const seg of lv.segments) {
+    if (seg.type !== 'striped') {
+      throw new SanboxError('EINVAL', `${vg.name}/${lv.name}: segment type '${seg.type}' cannot be opened by sanbox (only linear and striped)`);
+    }
+    const per = seg.extentCount / seg.stripeCount;
+    const areas = seg.stripes.map((st) => {
+      const pv = vg.pvs.find((p) => p.key === st.pv);
+      const dev = pvDevs.get(st.pv);
+      if (!pv || !dev) throw new SanboxError('ENOENT', `${vg.name}/${lv.name}: PV ${st.pv} is not available`);
+      const startBytes = pv.peStartSectors * LVM_SECTOR_BYTES + st.firstPe * extentBytes;
+      return viewOf(dev, startBytes, per * extentBytes, `${vg.name}/${lv.name}:${st.pv}`);
+    });
+    segments.push({
+      startBytes: seg.startExtent * extentBytes,
+      lengthBytes: seg.extentCount * extentBytes,
+      stripeSizeBytes: seg.stripeCount > 1 ? seg.stripeSizeSectors! * LVM_SECTOR_BYTES : per * extentBytes,
+      areas,
+    });
+  }
+  const sizeBytes = segments.reduce((n, s) => n + s.lengthBytes, 0);
+  return { generation: vg.seqno, segments, sizeBytes };
+}
+
+/** One piece of a request: which area, where in it, and where in the caller's buffer. */
+interface Piece {
+  area: BlockDevice;
+  areaOffsetBytes: number;
+  bufOffset: number;
+  lengthBytes: number;
+}
+
+/** Splits [offsetBytes, +length) of the LV into per-area pieces. */
+export function mapRange(layout: LvLayout, offsetBytes: number, lengthBytes: number): Piece[] {
+  const pieces: Piece[] = [];
+  let pos = offsetBytes;
+  const end = offsetBytes + lengthBytes;
+  let si = 0;
+  while (pos < end) {
+    while (si < layout.segments.length && layout.segments[si]!.startBytes + layout.segments[si]!.lengthBytes <= pos) si++;
+    const seg = layout.segments[si]!;
+    const rel = pos - seg.startBytes;
+    const k = seg.areas.length;
+    const chunk = Math.floor(rel / seg.stripeSizeBytes);
+    const within = rel - chunk * seg.stripeSizeBytes;
+    const area = seg.areas[chunk % k]!;
+    const areaOffsetBytes = Math.floor(chunk / k) * seg.stripeSizeBytes + within;
+    const n = Math.min(seg.stripeSizeBytes - within, end - pos, seg.startBytes + seg.lengthBytes - pos);
+    pieces.push({ area, areaOffsetBytes, bufOffset: pos - offsetBytes, lengthBytes: n });
+    pos += n;
+  }
+  return pieces;
+}
+
+export class LvDevice implements BlockDevice {
+  readonly sizeBytes: number;
+  readonly sectorSizeBytes: SectorSize;
+  readonly readOnly: boolean;
+  private layout: LvLayout;
+  private closed = false;
+
+  /** `owned` are the PV devices this LV device closes when it is closed. */
+  constructor(
+    readonly name: string,
+    layout: LvLayout,
+    pvDevs: BlockDevice[],
+    private readonly owned: BlockDevice[] = [],
+  ) {
+    this.layout = layout;
+    this.sizeBytes = layout.sizeBytes;
+    this.sectorSizeBytes = pvDevs.some((d) => d.sectorSizeBytes === 4096) ? 4096 : 512;
+    this.readOnly = pvDevs.some((d) => d.readOnly);
+    this.pvDevs = pvDevs;
+  }
+  private readonly pvDevs: BlockDevice[];
+
+  /** The VG seqno of the layout in use. */
+  get generation(): number {
+    return this.layout.generation;
+  }
+
+  /** Swaps in a newer layout (same or larger size); later work does this under the VG lock. */
+  swapLayout(next: LvLayout): void {
+    if (next.generation < this.layout.generation) throw new SanboxError('EINVAL', `${this.name}: layout generation ${next.generation} is older than ${this.layout.generation}`);
+    if (next.sizeBytes < this.sizeBytes) throw new SanboxError('EINVAL', `${this.name}: a live layout swap cannot shrink the device`);
+    this.layout = next;
+  }
+
+  private live(offsetBytes: number): void {
+    if (this.closed) throw new SanboxError('ECLOSED', `${this.name}: device is closed`, { device: this.name, offsetBytes });
+  }
+
+  async read(buf: Buffer, offsetBytes: number): Promise<void> {
+    this.live(offsetBytes);
+    checkRange(this, offsetBytes, buf.length);
+    for (const p of mapRange(this.layout, offsetBytes, buf.length)) {
+      await p.area.read(buf.subarray(p.bufOffset, p.bufOffset + p.lengthBytes), p.areaOffsetBytes);
+    }
+  }
+
+  async write(buf: Buffer, offsetBytes: number): Promise<void> {
+    this.live(offsetBytes);
+    checkWritable(this, offsetBytes);
+    checkRange(this, offsetBytes, buf.length);
+    for (const p of mapRange(this.layout, offsetBytes, buf.length)) {
+      await p.area.write(buf.subarray(p.bufOffset, p.bufOffset + p.lengthBytes), p.areaOffsetBytes);
+    }
+  }
+
+  async flush(): Promise<void> {
+    for (const d of this.pvDevs) await d.flush();
+  }
+
+  async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    this.live(offsetBytes);
+    checkRange(this, offsetBytes, lengthBytes);
+    for (const p of mapRange(this.layout, offsetBytes, lengthBytes)) await p.area.discard(p.areaOffsetBytes, p.lengthBytes);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const d of this.owned) await d.close();
+  }
+}

@@ -1,0 +1,386 @@
+// LVM operations over a device list: pvcreate/pvremove, vgcreate/vgextend/vgreduce/vgremove,
+// lvcreate/lvextend/lvreduce/lvrename/lvremove, and the reports behind pvs/vgs/lvs. Every VG
+// change is built as a new VgModel and handed to commitVg (vg.ts), the single writer.
+
+import crypto from 'node:crypto';
+import os from 'node:os';
+import type { BlockDevice } from '../disk/index.js';
+import { SanboxError } from '../errors.js';
+import { idFromRandom } from '../format/lvm/uuid.js';
+import { LVM_SECTOR_BYTES, lvExtentCount, vgTotalExtents, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
+import { isValidLvmName } from '../format/lvm/vg-text.js';
+import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSegments, roundToStripes, STRIPE_SIZE_MIN_SECTORS, type AllocOptions } from './allocator.js';
+import { openAll } from './devices.js';
+import { mapLv, LvDevice } from './lv-device.js';
+import { checkBlank, planPvLayout, readPv, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
+import { commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
+
+/** vgcreate's default extent size: 4 MiB = 8192 sectors. */
+export const DEFAULT_EXTENT_SIZE_SECTORS = 8192;
+
+export function newId(): string {
+  return idFromRandom(crypto.randomBytes(32));
+}
+
+/** The trailer context for a command line (the caller passes its argv). */
+export function commitContext(commandLine: string): CommitContext {
+  return {
+    description: `Write from ${commandLine}.`,
+    creationHost: os.hostname(),
+    creationHostUname: `${os.type()} ${os.hostname()} ${os.release()} ${os.version()} ${os.machine()}`,
+    nowMs: Date.now(),
+  };
+}
+
+/** Open devices and their scan; close() releases them. */
+export class LvmSession {
+  private constructor(
+    readonly devs: BlockDevice[],
+    readonly scan: ScannedDevice[],
+  ) {}
+
+  static async open(specs: string[], opts: { readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' } = {}): Promise<LvmSession> {
+    const devs = await openAll(specs, opts);
+    try {
+      return new LvmSession(devs, await scanDevices(devs));
+    } catch (err) {
+      for (const d of devs) await d.close();
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const d of this.devs) await d.close();
+  }
+
+  vg(name: string): VgHandle {
+    return findVg(this.scan, name);
+  }
+
+  vgNames(): string[] {
+    return vgNames(this.scan);
+  }
+
+  pvOn(spec: string): PvState {
+    const s = this.scan.find((x) => x.dev.name === spec);
+    if (!s) throw new SanboxError('ENOENT', `${spec}: not in the device list`, { device: spec });
+    if (!s.pv) throw new SanboxError('EINVAL', `${spec}: not an LVM physical volume (no label in sectors 0-3); run pvcreate first`, { device: spec });
+    return s.pv;
+  }
+}
+
+export async function withSession<T>(specs: string[], opts: { readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' }, fn: (s: LvmSession) => Promise<T>): Promise<T> {
+  const s = await LvmSession.open(specs, opts);
+  try {
+    return await fn(s);
+  } finally {
+    await s.close();
+  }
+}
+
+// ---- PVs ----
+
+export interface PvCreateOptions extends Omit<PvLayoutOptions, 'deviceSizeBytes'> {}
+
+/** pvcreate: every device must be blank (no PV, no known signature) and not in use elsewhere. */
+export async function pvCreate(specs: string[], opts: PvCreateOptions): Promise<{ device: string; pvId: string }[]> {
+  // Exclusive: formatting a device another process has open is refused (EBUSY).
+  return withSession(specs, { guard: 'exclusive' }, async (s) => {
+    const layouts = [];
+    for (const sc of s.scan) {
+      if (sc.pv) throw new SanboxError('EEXIST', `${sc.dev.name}: already an LVM physical volume ${sc.pv.label.pvId}${pvInUse(sc.pv) ? ` in VG ${pvInUse(sc.pv)}` : ''} (label at offset ${sc.pv.label.sector * 512}); pvremove it first`, { device: sc.dev.name, offsetBytes: sc.pv.label.sector * 512 });
+      await checkBlank(sc.dev);
+      layouts.push(planPvLayout({ ...opts, deviceSizeBytes: sc.dev.sizeBytes }));
+    }
+    const out = [];
+    for (const [i, sc] of s.scan.entries()) {
+      const pvId = newId();
+      await writeNewPv(sc.dev, pvId, layouts[i]!);
+      out.push({ device: sc.dev.name, pvId });
+    }
+    return out;
+  });
+}
+
+export async function pvRemove(specs: string[]): Promise<void> {
+  await withSession(specs, { guard: 'exclusive' }, async (s) => {
+    const pvs = specs.map((spec) => s.pvOn(spec));
+    for (const pv of pvs) {
+      const vg = pvInUse(pv);
+      if (vg) throw new SanboxError('EBUSY', `${pv.dev.name}: PV belongs to volume group ${vg}; vgreduce or vgremove it first`, { device: pv.dev.name });
+    }
+    for (const pv of pvs) await wipePv(pv);
+  });
+}
+
+// ---- VGs ----
+
+function checkName(kind: 'VG' | 'LV', name: string): void {
+  if (!isValidLvmName(name)) throw new SanboxError('EINVAL', `invalid ${kind} name '${name}' (letters, digits, + _ . -; not starting with -; at most 127)`);
+}
+
+function orphanPvs(s: LvmSession, specs: string[]): PvState[] {
+  return specs.map((spec) => {
+    const pv = s.pvOn(spec);
+    const vg = pvInUse(pv);
+    if (vg) throw new SanboxError('EBUSY', `${spec}: physical volume already belongs to volume group ${vg}`, { device: spec });
+    return pv;
+  });
+}
+
+export async function vgCreate(specs: string[], pvSpecs: string[], name: string, extentSizeSectors: number, ctx: CommitContext): Promise<VgModel> {
+  checkName('VG', name);
+  if (!Number.isSafeInteger(extentSizeSectors) || extentSizeSectors < 8 || (extentSizeSectors & (extentSizeSectors - 1)) !== 0) {
+    throw new SanboxError('EINVAL', `extent size must be a power of 2 of at least 4 KiB, not ${extentSizeSectors * LVM_SECTOR_BYTES} bytes`);
+  }
+  return withSession(specs, {}, async (s) => {
+    if (s.vgNames().includes(name)) throw new SanboxError('EEXIST', `volume group "${name}" already exists`);
+    const pvs = orphanPvs(s, pvSpecs);
+    const vg: VgModel = {
+      name,
+      id: newId(),
+      seqno: 1,
+      format: 'lvm2',
+      status: ['RESIZEABLE', 'READ', 'WRITE'],
+      flags: [],
+      tags: [],
+      systemId: undefined,
+      lockType: undefined,
+      lockArgs: undefined,
+      extentSizeSectors,
+      maxLv: 0,
+      maxPv: 0,
+      allocationPolicy: undefined,
+      metadataCopies: 0,
+      pvs: pvs.map((pv, i) => pvEntry(pv, `pv${i}`, extentSizeSectors)),
+      lvs: [],
+      extra: [],
+    };
+    await commitVg({ next: vg, pvByKey: new Map(vg.pvs.map((p, i) => [p.key, pvs[i]!])), baseSeqno: 0 }, ctx);
+    return vg;
+  });
+}
+
+/** Applies `change` to a copy of the VG and commits it. The change may add PVs (`joining`). */
+async function changeVg(
+  s: LvmSession,
+  name: string,
+  ctx: CommitContext,
+  change: (vg: VgModel, h: VgHandle) => { pvByKey?: Map<string, PvState>; leaving?: PvState[] } | void,
+): Promise<VgModel> {
+  const h = s.vg(name);
+  if (!h.vg.status.includes('WRITE')) throw new SanboxError('EINVAL', `volume group ${name} is read-only`);
+  if (h.vg.systemId || (h.vg.lockType && h.vg.lockType !== 'none')) {
+    throw new SanboxError('EINVAL', `volume group ${name} is ${h.vg.systemId ? `owned by system ${h.vg.systemId}` : `shared (lock_type ${h.vg.lockType})`}; sanbox does not change it without that lock`);
+  }
+  const next: VgModel = structuredClone(h.vg);
+  const r = change(next, h) ?? {};
+  next.seqno = h.vg.seqno + 1;
+  checkNoOverlap(next);
+  await commitVg({ next, pvByKey: r.pvByKey ?? h.pvByKey, leaving: r.leaving, baseSeqno: h.vg.seqno }, ctx);
+  return next;
+}
+
+export async function vgExtend(specs: string[], name: string, pvSpecs: string[], ctx: CommitContext): Promise<VgModel> {
+  return withSession(specs, {}, (s) => {
+    const pvs = orphanPvs(s, pvSpecs);
+    return changeVg(s, name, ctx, (vg, h) => {
+      const pvByKey = new Map(h.pvByKey);
+      let n = vg.pvs.length;
+      for (const pv of pvs) {
+        let key = `pv${n++}`;
+        while (pvByKey.has(key)) key = `pv${n++}`;
+        vg.pvs.push(pvEntry(pv, key, vg.extentSizeSectors));
+        pvByKey.set(key, pv);
+      }
+      return { pvByKey };
+    });
+  });
+}
+
+/** Renames PV keys to pv0..pvN-1 in order (lvm2 numbers them afresh on every write). */
+function renumberPvs(vg: VgModel, pvByKey: Map<string, PvState>): Map<string, PvState> {
+  const rename = new Map(vg.pvs.map((p, i) => [p.key, `pv${i}`]));
+  const out = new Map<string, PvState>();
+  for (const p of vg.pvs) out.set(rename.get(p.key)!, pvByKey.get(p.key)!);
+  for (const p of vg.pvs) p.key = rename.get(p.key)!;
+  for (const lv of vg.lvs) for (const seg of lv.segments) for (const st of seg.stripes) st.pv = rename.get(st.pv) ?? st.pv;
+  return out;
+}
+
+export async function vgReduce(specs: string[], name: string, pvSpecs: string[], ctx: CommitContext): Promise<VgModel> {
+  return withSession(specs, {}, (s) =>
+    changeVg(s, name, ctx, (vg, h) => {
+      const leaving: PvState[] = [];
+      for (const spec of pvSpecs) {
+        const pv = s.pvOn(spec);
+        const entry = vg.pvs.find((p) => p.id === pv.label.pvId);
+        if (!entry) throw new SanboxError('EINVAL', `${spec}: physical volume is not in volume group ${name}`, { device: spec });
+        const users = vg.lvs.filter((lv) => lv.segments.some((seg) => seg.stripes.some((st) => st.pv === entry.key)));
+        if (users.length) throw new SanboxError('EBUSY', `${spec}: physical volume still holds extents of ${users.map((l) => l.name).join(', ')}`, { device: spec });
+        vg.pvs = vg.pvs.filter((p) => p !== entry);
+        leaving.push(pv);
+      }
+      if (vg.pvs.length === 0) throw new SanboxError('EINVAL', `cannot remove the last PV of ${name}; use vgremove`);
+      const kept = new Map([...h.pvByKey].filter(([k]) => vg.pvs.some((p) => p.key === k)));
+      const pvByKey = renumberPvs(vg, kept);
+      if (![...pvByKey.values()].some((pv) => pv.mdas.length > 0)) throw new SanboxError('EINVAL', `${name} would keep no PV with a metadata area`);
+      return { pvByKey, leaving };
+    }),
+  );
+}
+
+/** vgremove: every PV becomes an orphan. Refused while LVs exist unless `force`. */
+export async function vgRemove(specs: string[], name: string, force: boolean, ctx: CommitContext): Promise<void> {
+  await withSession(specs, {}, async (s) => {
+    const h = s.vg(name);
+    if (h.vg.lvs.length && !force) {
+      throw new SanboxError('EBUSY', `volume group ${name} still holds logical volumes ${h.vg.lvs.map((l) => l.name).join(', ')}; remove them or use --force`);
+    }
+    if (h.vg.lvs.length) await changeVg(s, name, ctx, (vg) => void (vg.lvs = []));
+    for (const pv of new Set(h.pvByKey.values())) await orphanPv(pv);
+  });
+}
+
+// ---- LVs ----
+
+export function splitLvPath(spec: string): { vg: string; lv: string } {
+  const m = /^([^/]+)\/([^/]+)$/.exec(spec);
+  if (!m) throw new SanboxError('EINVAL', `'${spec}' is not VG/LV`);
+  return { vg: m[1]!, lv: m[2]! };
+}
+
+/** A size request: absolute or relative, in bytes (-L) or extents (-l; % of VG or FREE). */
+export type SizeRequest =
+  | { kind: 'bytes'; sign: '' | '+' | '-'; bytes: number }
+  | { kind: 'extents'; sign: '' | '+' | '-'; extents: number }
+  | { kind: 'percent'; sign: '' | '+' | '-'; percent: number; of: 'VG' | 'FREE' };
+
+function requestExtents(vg: VgModel, req: SizeRequest): number {
+  const extentBytes = vg.extentSizeSectors * LVM_SECTOR_BYTES;
+  switch (req.kind) {
+    case 'bytes':
+      return Math.ceil(req.bytes / extentBytes);
+    case 'extents':
+      return req.extents;
+    case 'percent': {
+      const base = req.of === 'VG' ? vgTotalExtents(vg) : freeExtents(vg);
+      return Math.floor((base * req.percent) / 100);
+    }
+  }
+}
+
+export interface LvCreateOptions extends AllocOptions {
+  size: SizeRequest;
+}
+
+function checkStripes(vg: VgModel, o: AllocOptions): void {
+  if (o.stripes !== undefined && (!Number.isSafeInteger(o.stripes) || o.stripes < 1)) throw new SanboxError('EINVAL', `invalid stripe count ${o.stripes}`);
+  const ss = o.stripeSizeSectors;
+  if (ss !== undefined && (ss < STRIPE_SIZE_MIN_SECTORS || (ss & (ss - 1)) !== 0 || ss > vg.extentSizeSectors)) {
+    throw new SanboxError('EINVAL', `stripe size must be a power of 2 between 4 KiB and the extent size, not ${ss * LVM_SECTOR_BYTES} bytes`);
+  }
+}
+
+export async function lvCreate(specs: string[], vgName: string, lvName: string, o: LvCreateOptions, ctx: CommitContext): Promise<LvModel> {
+  checkName('LV', lvName);
+  let created: LvModel | undefined;
+  await withSession(specs, {}, (s) =>
+    changeVg(s, vgName, ctx, (vg) => {
+      if (vg.lvs.some((l) => l.name === lvName)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${lvName} already exists`);
+      checkStripes(vg, o);
+      const stripes = o.stripes ?? 1;
+      const extents = roundToStripes(requestExtents(vg, o.size), stripes);
+      if (extents < 1) throw new SanboxError('EINVAL', 'a logical volume needs at least one extent');
+      const lv: LvModel = {
+        name: lvName,
+        id: newId(),
+        status: ['READ', 'WRITE', 'VISIBLE'],
+        flags: [],
+        tags: [],
+        creationTime: Math.floor(ctx.nowMs / 1000),
+        creationHost: ctx.creationHost,
+        lockArgs: undefined,
+        readAhead: undefined,
+        segments: [],
+        extra: [],
+      };
+      lv.segments = allocateSegments(vg, lv, extents, o);
+      vg.lvs.push(lv);
+      created = lv;
+    }),
+  );
+  return created!;
+}
+
+function findLv(vg: VgModel, name: string): LvModel {
+  const lv = vg.lvs.find((l) => l.name === name);
+  if (!lv) throw new SanboxError('ENOENT', `logical volume ${vg.name}/${name} not found`);
+  return lv;
+}
+
+export async function lvResize(specs: string[], vgName: string, lvName: string, size: SizeRequest, mode: 'extend' | 'reduce', o: AllocOptions, ctx: CommitContext): Promise<LvModel> {
+  let out: LvModel | undefined;
+  await withSession(specs, {}, (s) =>
+    changeVg(s, vgName, ctx, (vg) => {
+      const lv = findLv(vg, lvName);
+      const cur = lvExtentCount(lv);
+      const n = requestExtents(vg, size);
+      let target = size.sign === '+' ? cur + n : size.sign === '-' ? cur - n : n;
+      const last = lv.segments[lv.segments.length - 1];
+      if (mode === 'extend') {
+        const stripes = o.stripes ?? (last?.type === 'striped' ? last.stripeCount : 1);
+        const opts: AllocOptions = { ...o, stripes, stripeSizeSectors: o.stripeSizeSectors ?? last?.stripeSizeSectors };
+        checkStripes(vg, opts);
+        const add = roundToStripes(target - cur, stripes);
+        if (target <= cur) throw new SanboxError('EINVAL', `new size of ${vgName}/${lvName} (${target} extents) is not larger than the current ${cur}`);
+        target = cur + add;
+        lv.segments = mergeSegments([...lv.segments, ...allocateSegments(vg, lv, add, opts)]);
+      } else {
+        if (target >= cur) throw new SanboxError('EINVAL', `new size of ${vgName}/${lvName} (${target} extents) is not smaller than the current ${cur}`);
+        if (target < 1) throw new SanboxError('EINVAL', `cannot reduce ${vgName}/${lvName} to ${target} extents; use lvremove`);
+        lv.segments = reduceSegments(lv, target);
+      }
+      out = lv;
+    }),
+  );
+  return out!;
+}
+
+export async function lvRename(specs: string[], vgName: string, from: string, to: string, ctx: CommitContext): Promise<void> {
+  checkName('LV', to);
+  await withSession(specs, {}, (s) =>
+    changeVg(s, vgName, ctx, (vg) => {
+      const lv = findLv(vg, from);
+      if (vg.lvs.some((l) => l.name === to)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${to} already exists`);
+      lv.name = to;
+    }),
+  );
+}
+
+export async function lvRemove(specs: string[], vgName: string, lvName: string, ctx: CommitContext): Promise<void> {
+  await withSession(specs, {}, (s) =>
+    changeVg(s, vgName, ctx, (vg) => {
+      findLv(vg, lvName);
+      vg.lvs = vg.lvs.filter((l) => l.name !== lvName);
+    }),
+  );
+}
+
+/** Opens VG/LV as a block device over the devices in `specs`; closing it closes them. */
+export async function openLv(specs: string[], vgName: string, lvName: string, opts: { readOnly?: boolean } = {}): Promise<LvDevice> {
+  const s = await LvmSession.open(specs, { readOnly: opts.readOnly ?? false });
+  try {
+    const h = s.vg(vgName);
+    const lv = findLv(h.vg, lvName);
+    const pvDevs = new Map([...h.pvByKey].map(([k, pv]) => [k, pv.dev]));
+    const layout = mapLv(h.vg, lv, pvDevs);
+    const used = new Set(h.pvByKey.values());
+    // Devices that are not PVs of this VG are not needed by the LV.
+    for (const sc of s.scan) if (!sc.pv || !used.has(sc.pv)) await sc.dev.close();
+    return new LvDevice(`${vgName}/${lvName}`, layout, [...pvDevs.values()], [...pvDevs.values()]);
+  } catch (err) {
+    await s.close();
+    throw err;
+  }
+}

@@ -1,0 +1,241 @@
+// Volume groups over a set of scanned PVs: finding a VG's newest metadata, mapping its PVs to
+// devices, and committing a change. `commitVg` is the ONE function through which every metadata
+// change goes, so the cluster lock of later work (lvm2.md §7) can wrap it.
+//
+// Commit order (lvm2.md §4.3), on every in-use mda of every PV in the VG:
+//   1. write the new text into the circular buffer after the committed copy (headers untouched);
+//   2. precommit: header with raw_locn[1] = new (raw_locn[0] still the old copy);
+//   3. commit:    header with raw_locn[0] = new, raw_locn[1] zeroed — one 512-byte sector write.
+// A crash before step 3 leaves raw_locn[0] on the previous version, intact (never overwritten).
+
+import type { BlockDevice } from '../disk/index.js';
+import { assert, FormatError, SanboxError } from '../errors.js';
+import { PV_EXT_USED } from '../format/lvm/label.js';
+import { EMPTY_LOCN, encodeMdaHeader, planTextWrite, RAW_LOCN_IGNORED, type MdaHeader, type RawLocn } from '../format/lvm/mda-header.js';
+import { dashId } from '../format/lvm/uuid.js';
+import { LVM_SECTOR_BYTES, type PvModel, type TextTrailer, type VgModel } from '../format/lvm/vg-model.js';
+import { writeVgText } from '../format/lvm/vg-text.js';
+import { pvDataEndBytes, pvDataStartBytes, readPv, setPvUsed, type PvState } from './pv.js';
+
+export interface ScannedDevice {
+  dev: BlockDevice;
+  pv: PvState | undefined;
+}
+
+/** Reads every device's label and metadata. Devices stay open; the caller closes them. */
+export async function scanDevices(devs: BlockDevice[]): Promise<ScannedDevice[]> {
+  const out: ScannedDevice[] = [];
+  for (const dev of devs) out.push({ dev, pv: await readPv(dev) });
+  return out;
+}
+
+export interface VgHandle {
+  vg: VgModel;
+  /** PV key (`pv0`) -> the PV's device state. */
+  pvByKey: Map<string, PvState>;
+  /** Devices whose mdas carried an older seqno (lvm2 would warn "Inconsistent metadata"). */
+  staleDevices: string[];
+}
+
+/** The VG text with the highest seqno for each VG name found on the scanned PVs. */
+function newestTexts(scan: ScannedDevice[]): Map<string, { vg: VgModel; device: string }> {
+  const best = new Map<string, { vg: VgModel; device: string }>();
+  for (const s of scan) {
+    for (const m of s.pv?.mdas ?? []) {
+      if (!m.committed || m.header.locns[0].flags & RAW_LOCN_IGNORED) continue;
+      const vg = m.committed.parsed.vg;
+      const cur = best.get(vg.name);
+      if (cur && cur.vg.id !== vg.id) {
+        throw new SanboxError('EINVAL', `two different volume groups are named ${vg.name} (on ${cur.device} and ${s.dev.name}); name only one with --devices`, { device: s.dev.name });
+      }
+      if (!cur || vg.seqno > cur.vg.seqno) best.set(vg.name, { vg, device: s.dev.name });
+    }
+  }
+  return best;
+}
+
+/** The newest model of every VG seen on the scan, without requiring all its PVs. */
+export function vgModels(scan: ScannedDevice[]): Map<string, VgModel> {
+  return new Map([...newestTexts(scan)].map(([k, v]) => [k, v.vg]));
+}
+
+export function vgNames(scan: ScannedDevice[]): string[] {
+  return [...newestTexts(scan).keys()].sort();
+}
+
+/** The VG named `name` with its PVs mapped to devices; every PV must be present. */
+export function findVg(scan: ScannedDevice[], name: string): VgHandle {
+  const found = newestTexts(scan).get(name);
+  if (!found) {
+    throw new SanboxError('ENOENT', `volume group "${name}" not found on ${scan.length ? scan.map((s) => s.dev.name).join(', ') : 'any device (name the PVs with --devices or SANBOX_DEVICES)'}`);
+  }
+  const vg = found.vg;
+  const pvByKey = new Map<string, PvState>();
+  for (const p of vg.pvs) {
+    const s = scan.find((x) => x.pv?.label.pvId === p.id);
+    if (!s?.pv) {
+      throw new SanboxError('ENOENT', `volume group "${name}" is missing PV ${dashId(p.id)} (last seen on ${p.device ?? 'an unknown device'}); name all its PVs with --devices (metadata read from ${found.device})`, {
+        device: found.device,
+      });
+    }
+    checkPvMatches(s.pv, p, vg);
+    pvByKey.set(p.key, s.pv);
+  }
+  const staleDevices: string[] = [];
+  for (const pv of pvByKey.values()) {
+    for (const m of pv.mdas) {
+      if (m.header.locns[0].flags & RAW_LOCN_IGNORED) continue;
+      if (!m.committed || m.committed.parsed.vg.seqno !== vg.seqno) staleDevices.push(pv.dev.name);
+    }
+  }
+  return { vg, pvByKey, staleDevices };
+}
+
+/** The text's view of a PV must fit the device the label is on. */
+function checkPvMatches(pv: PvState, p: PvModel, vg: VgModel): void {
+  const peStartBytes = p.peStartSectors * LVM_SECTOR_BYTES;
+  const end = peStartBytes + p.peCount * vg.extentSizeSectors * LVM_SECTOR_BYTES;
+  if (end > pv.dev.sizeBytes) {
+    throw new FormatError(`${pv.dev.name}: VG ${vg.name} says ${p.key} has ${p.peCount} extents from sector ${p.peStartSectors}, beyond the device end (${pv.dev.sizeBytes} bytes) at offset ${end}`, {
+      device: pv.dev.name,
+      offsetBytes: end,
+    });
+  }
+}
+
+/** Who is writing, for the text trailer. */
+export interface CommitContext {
+  description: string;
+  creationHost: string;
+  creationHostUname: string;
+  nowMs: number;
+}
+
+export function makeTrailer(ctx: CommitContext): TextTrailer {
+  return {
+    description: ctx.description,
+    creationHost: ctx.creationHost,
+    creationHostUname: ctx.creationHostUname,
+    creationTimeSec: Math.floor(ctx.nowMs / 1000),
+    ctime: ctime(new Date(ctx.nowMs)),
+    generator: 'sanbox 0.1.0',
+  };
+}
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+/** ctime(3) format in UTC, e.g. "Sat Nov 21 13:39:40 2026". */
+export function ctime(d: Date): string {
+  const p = (n: number): string => String(n).padStart(2, '0');
+  return `${DAYS[d.getUTCDay()]} ${MONTHS[d.getUTCMonth()]} ${String(d.getUTCDate()).padStart(2, ' ')} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} ${d.getUTCFullYear()}`;
+}
+
+export interface CommitPlan {
+  /** The new VG; its seqno must be the old one + 1 (or 1 for a new VG). */
+  next: VgModel;
+  /** Every PV of `next`, by key. */
+  pvByKey: Map<string, PvState>;
+  /** PVs that were in the VG and are not in `next` (vgreduce): become orphans after the commit. */
+  leaving?: PvState[];
+  /** Seqno of the committed VG this change is based on (0 for vgcreate). */
+  baseSeqno: number;
+}
+
+/**
+ * Commits a VG change on every metadata copy (see the file comment). Returns the text written.
+ * The only function that writes VG metadata.
+ */
+export async function commitVg(plan: CommitPlan, ctx: CommitContext): Promise<string> {
+  const { next, pvByKey } = plan;
+  assert(next.seqno === plan.baseSeqno + 1, `commit of seqno ${next.seqno} over ${plan.baseSeqno}`);
+  assert(next.pvs.every((p) => pvByKey.has(p.key)), 'every PV of the new VG is mapped to a device');
+  const text = writeVgText(next, makeTrailer(ctx));
+  const bytes = Buffer.concat([Buffer.from(text, 'latin1'), Buffer.alloc(1)]);
+  const pvs = [...new Set(pvByKey.values())];
+  const targets: { pv: PvState; index: number; locn: RawLocn; writes: { relBytes: number; data: Buffer }[] }[] = [];
+
+  // Plan every copy first: a text too big for any mda fails before anything is written.
+  for (const pv of pvs) {
+    for (const [index, m] of pv.mdas.entries()) {
+      if (m.header.locns[0].flags & RAW_LOCN_IGNORED) continue;
+      const w = planTextWrite(m.area.sizeBytes, m.header.locns[0], bytes, { device: pv.dev.name, startBytes: m.area.offsetBytes });
+      targets.push({ pv, index, locn: w.locn, writes: w.writes });
+    }
+  }
+  if (targets.length === 0) throw new SanboxError('EINVAL', `volume group ${next.name} would have no metadata area in use; add a PV with metadata copies`);
+
+  // PVs joining the VG are marked used before any of them can point at the new metadata.
+  for (const pv of pvs) if (!(pv.label.extFlags & PV_EXT_USED)) await setPvUsed(pv, true);
+
+  // 1. The new text, in every in-use mda (nothing in the headers changes yet).
+  for (const t of targets) {
+    const m = t.pv.mdas[t.index]!;
+    for (const piece of t.writes) await t.pv.dev.write(piece.data, m.area.offsetBytes + piece.relBytes);
+  }
+  for (const pv of pvs) await pv.dev.flush();
+
+  // 2. precommit, 3. commit.
+  for (const slot of ['precommit', 'commit'] as const) {
+    for (const t of targets) {
+      const m = t.pv.mdas[t.index]!;
+      const header: MdaHeader = {
+        ...m.header,
+        locns: slot === 'precommit' ? [m.header.locns[0], t.locn] : [t.locn, EMPTY_LOCN],
+      };
+      await t.pv.dev.write(encodeMdaHeader(header), m.area.offsetBytes);
+      if (slot === 'commit') m.header = header;
+    }
+    for (const pv of pvs) await pv.dev.flush();
+  }
+  for (const t of targets) {
+    const m = t.pv.mdas[t.index]!;
+    m.committed = { locn: t.locn, text, parsed: { vg: next, description: ctx.description, creationHost: ctx.creationHost, creationTimeSec: Math.floor(ctx.nowMs / 1000) } };
+  }
+
+  // PVs that left become orphans: empty slots, PV_EXT_USED cleared.
+  for (const pv of plan.leaving ?? []) await orphanPv(pv);
+  return text;
+}
+
+/** Makes a PV an orphan: both raw_locn slots of every mda zeroed (text left in place), flag cleared. */
+export async function orphanPv(pv: PvState): Promise<void> {
+  for (const m of pv.mdas) {
+    const header: MdaHeader = { ...m.header, locns: [{ ...EMPTY_LOCN, flags: m.header.locns[0].flags & RAW_LOCN_IGNORED }, EMPTY_LOCN] };
+    await pv.dev.write(encodeMdaHeader(header), m.area.offsetBytes);
+    m.header = header;
+    m.committed = undefined;
+  }
+  await pv.dev.flush();
+  await setPvUsed(pv, false);
+}
+
+/** The PV entry a new member of a VG gets in the text. */
+export function pvEntry(pv: PvState, key: string, extentSizeSectors: number): PvModel {
+  const startBytes = pvDataStartBytes(pv);
+  const endBytes = pvDataEndBytes(pv);
+  const extentBytes = extentSizeSectors * LVM_SECTOR_BYTES;
+  const peCount = Math.floor((endBytes - startBytes) / extentBytes);
+  if (peCount < 1) {
+    throw new SanboxError('EINVAL', `${pv.dev.name}: data area ${startBytes}..${endBytes} holds no ${extentBytes}-byte extent`, { device: pv.dev.name, offsetBytes: startBytes });
+  }
+  return {
+    key,
+    id: pv.label.pvId,
+    device: pv.dev.name,
+    status: ['ALLOCATABLE'],
+    flags: [],
+    tags: [],
+    devSizeSectors: Math.floor(pv.dev.sizeBytes / LVM_SECTOR_BYTES),
+    peStartSectors: startBytes / LVM_SECTOR_BYTES,
+    peCount,
+    baStartSectors: undefined,
+    baSizeSectors: undefined,
+    extra: [],
+  };
+}
+
+/** True when a PV belongs to some VG (by its flag or by committed metadata). */
+export function pvInUse(pv: PvState): string | undefined {
+  for (const m of pv.mdas) if (m.committed && !(m.header.locns[0].flags & RAW_LOCN_IGNORED)) return m.committed.parsed.vg.name;
+  return pv.label.extFlags & PV_EXT_USED ? '(unknown VG)' : undefined;
+}

@@ -1,0 +1,352 @@
+// LVM-style commands: pvcreate/pvs/pvremove, vgcreate/vgextend/vgreduce/vgremove/vgs/vgdisplay,
+// lvcreate/lvextend/lvreduce/lvrename/lvremove/lvs. Thin shells over src/volume.
+//
+// Devices: sanbox has no /dev to scan. A command looks at the images named on its command line,
+// plus `--devices a.img,b.img`, plus the environment variable SANBOX_DEVICES (same form).
+
+import type { Command } from 'commander';
+import { UsageError } from '../../src/errors.js';
+import { LVM_SECTOR_BYTES, type VgModel } from '../../src/format/lvm/vg-model.js';
+import { parseSizeBytes } from '../../src/units.js';
+import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
+import {
+  commitContext,
+  DEFAULT_EXTENT_SIZE_SECTORS,
+  lvCreate,
+  lvRemove,
+  lvRename,
+  lvResize,
+  pvCreate,
+  pvRemove,
+  splitLvPath,
+  vgCreate,
+  vgExtend,
+  vgReduce,
+  vgRemove,
+  withSession,
+  type SizeRequest,
+} from '../../src/volume/manager.js';
+import { lvRows, pvRows, segRows, vgRow } from '../../src/volume/report.js';
+import { findVg, vgModels } from '../../src/volume/vg.js';
+import { printFields, printJson, printTable, type Column } from '../output.js';
+
+const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES)';
+
+/** LVM-style size: two decimals, lower-case binary unit, '<' when rounded down (e.g. <1.50g). */
+export function lvmSize(bytes: number): string {
+  if (bytes === 0) return '0 ';
+  const units = ['k', 'm', 'g', 't', 'p', 'e'];
+  let v = bytes / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  const shown = v.toFixed(2);
+  return `${Number(shown) > v + 1e-9 ? '<' : ''}${shown}${units[i]}`;
+}
+
+function context(): ReturnType<typeof commitContext> {
+  return commitContext(['sanbox', ...process.argv.slice(2)].join(' '));
+}
+
+function devicesOf(named: string[], opts: { devices?: string }): string[] {
+  const list = deviceList(named, opts.devices);
+  if (list.length === 0) throw new UsageError('no devices to look at: name image files, pass --devices a.img,b.img or set SANBOX_DEVICES');
+  return list;
+}
+
+/** `-L [+|-]SIZE` (default unit MiB) or `-l [+|-]N[%VG|%FREE]`. */
+export function parseSizeRequest(opts: { size?: string; extents?: string }, allowSign: boolean): SizeRequest {
+  if ((opts.size === undefined) === (opts.extents === undefined)) throw new UsageError('give exactly one of -L SIZE or -l EXTENTS');
+  const text = (opts.size ?? opts.extents)!;
+  const m = /^([+-]?)(.*)$/.exec(text)!;
+  const sign = m[1] as '' | '+' | '-';
+  if (sign && !allowSign) throw new UsageError(`a relative size ('${text}') is not allowed here`);
+  if (opts.size !== undefined) return { kind: 'bytes', sign, bytes: parseSizeBytes(m[2]!, 'm') };
+  const p = /^(\d+)%(VG|FREE)$/i.exec(m[2]!);
+  if (p) return { kind: 'percent', sign, percent: Number(p[1]), of: p[2]!.toUpperCase() as 'VG' | 'FREE' };
+  if (!/^\d+$/.test(m[2]!)) throw new UsageError(`invalid extent count '${text}' (examples: 10, +5, 50%FREE, 100%VG)`);
+  return { kind: 'extents', sign, extents: Number(m[2]) };
+}
+
+function parseStripes(opts: { stripes?: string; stripesize?: string }): { stripes?: number; stripeSizeSectors?: number } {
+  const out: { stripes?: number; stripeSizeSectors?: number } = {};
+  if (opts.stripes !== undefined) {
+    if (!/^\d+$/.test(opts.stripes) || Number(opts.stripes) < 1) throw new UsageError(`invalid stripe count '${opts.stripes}'`);
+    out.stripes = Number(opts.stripes);
+  }
+  if (opts.stripesize !== undefined) {
+    const bytes = parseSizeBytes(opts.stripesize, 'k');
+    if (bytes % LVM_SECTOR_BYTES !== 0) throw new UsageError(`stripe size '${opts.stripesize}' is not a multiple of 512 bytes`);
+    out.stripeSizeSectors = bytes / LVM_SECTOR_BYTES;
+  }
+  return out;
+}
+
+const say = (line: string): void => void process.stdout.write(`  ${line}\n`);
+
+export function register(program: Command): void {
+  program
+    .command('pvcreate')
+    .description('make image files LVM2 physical volumes (label in sector 1, metadata area at 4 KiB, data at the alignment); refuses a device holding a PV or a filesystem, or in use')
+    .argument('<images...>', 'image files')
+    .option('--metadatasize <size>', 'size of each metadata area (default unit MiB; default: up to the data alignment)')
+    .option('--metadatacopies <n>', 'metadata areas per PV: 1 (at the start) or 2 (also at the end)', '1')
+    .option('--dataalignment <size>', 'alignment of the first extent (default unit KiB)', '1m')
+    .action(async (images: string[], o: { metadatasize?: string; metadatacopies: string; dataalignment: string }) => {
+      const copies = Number(o.metadatacopies);
+      if (![0, 1, 2].includes(copies)) throw new UsageError(`--metadatacopies must be 0, 1 or 2, not '${o.metadatacopies}'`);
+      const done = await pvCreate(images.map(normalizeSpec), {
+        metadataCopies: copies,
+        metadataSizeBytes: o.metadatasize === undefined ? undefined : parseSizeBytes(o.metadatasize, 'm'),
+        dataAlignmentBytes: parseSizeBytes(o.dataalignment, 'k'),
+      });
+      for (const d of done) say(`Physical volume "${d.device}" successfully created.`);
+    });
+
+  program
+    .command('pvremove')
+    .description('wipe the LVM label and metadata-area headers of PVs that belong to no VG')
+    .argument('<images...>', 'image files')
+    .action(async (images: string[]) => {
+      const specs = images.map(normalizeSpec);
+      await pvRemove(specs);
+      for (const s of specs) say(`Labels on physical volume "${s}" successfully wiped.`);
+    });
+
+  program
+    .command('pvs')
+    .description('list physical volumes: PV, VG, Fmt, Attr, PSize, PFree')
+    .argument('[images...]', 'image files (default: --devices / SANBOX_DEVICES)')
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
+    .action(async (images: string[], o: { devices?: string; json: boolean }) => {
+      const rows = await withSession(devicesOf(images, o), { readOnly: true, guard: 'none' }, async (s) => pvRows(s.scan));
+      if (o.json) return printJson({ pv: rows });
+      const cols: Column<(typeof rows)[number]>[] = [
+        { header: 'PV', value: (r) => r.pv_name },
+        { header: 'VG', value: (r) => r.vg_name },
+        { header: 'Fmt', value: (r) => r.pv_fmt },
+        { header: 'Attr', value: (r) => r.pv_attr },
+        { header: 'PSize', value: (r) => lvmSize(r.pv_size), align: 'right' },
+        { header: 'PFree', value: (r) => lvmSize(r.pv_free), align: 'right' },
+      ];
+      printTable(rows, cols);
+    });
+
+  program
+    .command('vgcreate')
+    .description('create a volume group on orphan PVs (seqno 1 written to every metadata area)')
+    .argument('<vg>', 'volume group name')
+    .argument('<images...>', 'PV image files')
+    .option('-s, --physicalextentsize <size>', 'extent size, a power of 2 (default unit MiB)', '4m')
+    .option('--devices <list>', DEVICES_HELP)
+    .action(async (vg: string, images: string[], o: { physicalextentsize: string; devices?: string }) => {
+      const bytes = parseSizeBytes(o.physicalextentsize, 'm');
+      if (bytes % LVM_SECTOR_BYTES !== 0) throw new UsageError(`extent size '${o.physicalextentsize}' is not a multiple of 512 bytes`);
+      const pvs = images.map(normalizeSpec);
+      await vgCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES || DEFAULT_EXTENT_SIZE_SECTORS, context());
+      say(`Volume group "${vg}" successfully created`);
+    });
+
+  program
+    .command('vgextend')
+    .description('add orphan PVs to a volume group')
+    .argument('<vg>', 'volume group name')
+    .argument('<images...>', 'PV image files to add')
+    .option('--devices <list>', DEVICES_HELP)
+    .action(async (vg: string, images: string[], o: { devices?: string }) => {
+      const pvs = images.map(normalizeSpec);
+      await vgExtend(devicesOf(pvs, o), vg, pvs, context());
+      say(`Volume group "${vg}" successfully extended`);
+    });
+
+  program
+    .command('vgreduce')
+    .description('remove unused PVs from a volume group (they become orphans)')
+    .argument('<vg>', 'volume group name')
+    .argument('<images...>', 'PV image files to remove')
+    .option('--devices <list>', DEVICES_HELP)
+    .action(async (vg: string, images: string[], o: { devices?: string }) => {
+      const pvs = images.map(normalizeSpec);
+      await vgReduce(devicesOf(pvs, o), vg, pvs, context());
+      for (const p of pvs) say(`Removed "${p}" from volume group "${vg}"`);
+    });
+
+  program
+    .command('vgremove')
+    .description('remove a volume group; its PVs become orphans (refused while it holds LVs, unless --force)')
+    .argument('<vg>', 'volume group name')
+    .option('-f, --force', 'also remove its logical volumes', false)
+    .option('--devices <list>', DEVICES_HELP)
+    .action(async (vg: string, o: { force: boolean; devices?: string }) => {
+      await vgRemove(devicesOf([], o), vg, o.force, context());
+      say(`Volume group "${vg}" successfully removed`);
+    });
+
+  program
+    .command('vgs')
+    .description('list volume groups: VG, #PV, #LV, #SN, Attr, VSize, VFree')
+    .argument('[vgs...]', 'volume group names (default: all found)')
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
+    .action(async (names: string[], o: { devices?: string; json: boolean }) => {
+      const rows = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => selectVgs(s.scan, names).map(vgRow));
+      if (o.json) return printJson({ vg: rows });
+      printTable(rows, [
+        { header: 'VG', value: (r) => r.vg_name },
+        { header: '#PV', value: (r) => r.pv_count, align: 'right' },
+        { header: '#LV', value: (r) => r.lv_count, align: 'right' },
+        { header: '#SN', value: (r) => r.snap_count, align: 'right' },
+        { header: 'Attr', value: (r) => r.vg_attr },
+        { header: 'VSize', value: (r) => lvmSize(r.vg_size), align: 'right' },
+        { header: 'VFree', value: (r) => lvmSize(r.vg_free), align: 'right' },
+      ]);
+    });
+
+  program
+    .command('vgdisplay')
+    .description('show volume group attributes, one block per VG')
+    .argument('[vgs...]', 'volume group names (default: all found)')
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print as JSON', false)
+    .action(async (names: string[], o: { devices?: string; json: boolean }) => {
+      const vgs = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) =>
+        selectVgs(s.scan, names).map((vg) => ({ vg, row: vgRow(vg), mdas: countMdas(s.scan, vg) })),
+      );
+      if (o.json) return printJson({ vg: vgs.map((v) => ({ ...v.row, vg_mda_count: v.mdas })) });
+      for (const { vg, row, mdas } of vgs) {
+        process.stdout.write('  --- Volume group ---\n');
+        printFields([
+          ['  VG Name', row.vg_name],
+          ['  System ID', vg.systemId ?? ''],
+          ['  Format', 'lvm2'],
+          ['  Metadata Areas', mdas],
+          ['  Metadata Sequence No', row.vg_seqno],
+          ['  VG Access', vg.status.includes('WRITE') ? 'read/write' : 'read'],
+          ['  VG Status', vg.status.includes('RESIZEABLE') ? 'resizable' : ''],
+          ['  MAX LV', vg.maxLv],
+          ['  Cur LV', row.lv_count],
+          ['  Max PV', vg.maxPv],
+          ['  Cur PV', row.pv_count],
+          ['  VG Size', lvmSize(row.vg_size)],
+          ['  PE Size', lvmSize(row.vg_extent_size)],
+          ['  Total PE', row.vg_extent_count],
+          ['  Alloc PE / Size', `${row.vg_extent_count - row.vg_free_count} / ${lvmSize((row.vg_extent_count - row.vg_free_count) * row.vg_extent_size)}`],
+          ['  Free  PE / Size', `${row.vg_free_count} / ${lvmSize(row.vg_size - (row.vg_extent_count - row.vg_free_count) * row.vg_extent_size)}`],
+          ['  VG UUID', row.vg_uuid],
+        ]);
+        process.stdout.write('\n');
+      }
+    });
+
+  program
+    .command('lvcreate')
+    .description('create a linear or striped logical volume (allocation never overlaps, spans PVs when needed)')
+    .argument('<vg>', 'volume group')
+    .requiredOption('-n, --name <lv>', 'logical volume name')
+    .option('-L, --size <size>', 'size (default unit MiB), rounded up to whole extents')
+    .option('-l, --extents <n>', 'size in extents: N, N%VG or N%FREE')
+    .option('-i, --stripes <n>', 'number of stripes (one PV each)')
+    .option('-I, --stripesize <size>', 'stripe size (default unit KiB; default 64k)')
+    .option('--devices <list>', DEVICES_HELP)
+    .action(async (vg: string, o: { name: string; size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string }) => {
+      const size = parseSizeRequest(o, false);
+      await lvCreate(devicesOf([], o), vg, o.name, { size, ...parseStripes(o) }, context());
+      say(`Logical volume "${o.name}" created.`);
+    });
+
+  for (const mode of ['extend', 'reduce'] as const) {
+    const c = program
+      .command(`lv${mode}`)
+      .description(mode === 'extend' ? 'grow a logical volume (continues on the same PV when it can)' : 'shrink a logical volume from its end, freeing the extents')
+      .argument('<vg/lv>', 'logical volume')
+      .option('-L, --size <[+|-]size>', 'new size, or +/- a size (default unit MiB)')
+      .option('-l, --extents <[+|-]n>', 'new size in extents, or +/- N; N%VG, N%FREE')
+      .option('--devices <list>', DEVICES_HELP);
+    if (mode === 'extend') c.option('-i, --stripes <n>', 'stripes for the new segment').option('-I, --stripesize <size>', 'stripe size (KiB)');
+    c.action(async (spec: string, o: { size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string }) => {
+      const { vg, lv } = splitLvPath(spec);
+      const req = parseSizeRequest(o, true);
+      if ((mode === 'extend' && req.sign === '-') || (mode === 'reduce' && req.sign === '+')) throw new UsageError(`lv${mode} takes ${mode === 'extend' ? '+' : '-'}SIZE or an absolute size`);
+      const out = await lvResize(devicesOf([], o), vg, lv, req, mode, parseStripes(o), context());
+      say(`Size of logical volume ${vg}/${lv} changed to ${out.segments.reduce((n, s) => n + s.extentCount, 0)} extents.`);
+      say(`Logical volume ${vg}/${lv} successfully resized.`);
+    });
+  }
+
+  program
+    .command('lvrename')
+    .description('rename a logical volume: lvrename VG/OLD NEW, or lvrename VG OLD NEW')
+    .argument('<a>', 'VG/OLD or VG')
+    .argument('<b>', 'NEW or OLD')
+    .argument('[c]', 'NEW')
+    .option('--devices <list>', DEVICES_HELP)
+    .action(async (a: string, b: string, c: string | undefined, o: { devices?: string }) => {
+      const { vg, lv } = c === undefined ? splitLvPath(a) : { vg: a, lv: b };
+      const to = c ?? b;
+      await lvRename(devicesOf([], o), vg, lv, to.includes('/') ? splitLvPath(to).lv : to, context());
+      say(`Renamed "${lv}" to "${to}" in volume group "${vg}"`);
+    });
+
+  program
+    .command('lvremove')
+    .description('remove a logical volume, freeing its extents')
+    .argument('<vg/lv>', 'logical volume')
+    .option('--devices <list>', DEVICES_HELP)
+    .action(async (spec: string, o: { devices?: string }) => {
+      const { vg, lv } = splitLvPath(spec);
+      await lvRemove(devicesOf([], o), vg, lv, context());
+      say(`Logical volume "${lv}" successfully removed.`);
+    });
+
+  program
+    .command('lvs')
+    .description('list logical volumes: LV, VG, Attr, LSize (with --segments: #Str, Type, SSize, PE ranges)')
+    .argument('[vgs...]', 'volume group names (default: all found)')
+    .option('--segments', 'one row per segment', false)
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
+    .action(async (names: string[], o: { segments: boolean; devices?: string; json: boolean }) => {
+      await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => {
+        const vgs = selectVgs(s.scan, names);
+        if (o.segments) {
+          const rows = vgs.flatMap((vg) => {
+            const h = findVg(s.scan, vg.name);
+            return segRows(vg, (key) => h.pvByKey.get(key)?.dev.name ?? key);
+          });
+          if (o.json) return printJson({ seg: rows });
+          printTable(rows, [
+            { header: 'LV', value: (r) => r.lv_name },
+            { header: 'VG', value: (r) => r.vg_name },
+            { header: 'Attr', value: (r) => r.lv_attr },
+            { header: '#Str', value: (r) => r.stripes, align: 'right' },
+            { header: 'Type', value: (r) => r.segtype },
+            { header: 'SSize', value: (r) => lvmSize(r.seg_size), align: 'right' },
+            { header: 'PE Ranges', value: (r) => r.seg_pe_ranges },
+          ]);
+          return;
+        }
+        const rows = vgs.flatMap(lvRows);
+        if (o.json) return printJson({ lv: rows });
+        printTable(rows, [
+          { header: 'LV', value: (r) => r.lv_name },
+          { header: 'VG', value: (r) => r.vg_name },
+          { header: 'Attr', value: (r) => r.lv_attr },
+          { header: 'LSize', value: (r) => lvmSize(r.lv_size), align: 'right' },
+        ]);
+      });
+    });
+}
+
+function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgModel[] {
+  const all = vgModels(scan);
+  if (names.length === 0) return [...all.keys()].sort().map((n) => all.get(n)!);
+  // Named VGs must be complete (all PVs present): findVg reports a missing PV.
+  return names.map((n) => findVg(scan, n).vg);
+}
+
+function countMdas(scan: Parameters<typeof vgModels>[0], vg: VgModel): number {
+  return scan.filter((s) => s.pv && vg.pvs.some((p) => p.id === s.pv!.label.pvId)).reduce((n, s) => n + s.pv!.mdas.length, 0);
+}
