@@ -269,7 +269,8 @@ export class PersistentReservations {
         next.preempted[victimNode] = victimKey;
         if (present) next.registered[victimNode] = 0n;
         if (cur.reservationKey === victimKey) next.reservationKey = byKey;
-        next.prGeneration = (cur.prGeneration + 1) >>> 0;
+        // SPC bumps PRgeneration only for a successful preempt; an absent key is a conflict there.
+        if (present) next.prGeneration = (cur.prGeneration + 1) >>> 0;
         return { next, result: { outcome: present ? ('preempted' as const) : ('absent' as const), prGeneration: next.prGeneration } };
       }),
     );

@@ -34,7 +34,7 @@ export interface StartNodeOptions {
   name?: string;
   /** Default: the timing recorded in the cluster image. */
   timing?: Timing;
-  /** Fence agents used on dead peers (default 'disk', escalating to power when needed). */
+  /** Fence agents used on dead peers (default 'both': power fence, then preempt; 'disk' escalates to power only when needed). */
   fencePolicy?: FencePolicy;
   /** Listen on RUNDIR/node-N.sock (default true). */
   control?: boolean;
@@ -136,7 +136,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       reservations: pr,
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,
-      policy: opts.fencePolicy ?? 'disk',
+      policy: opts.fencePolicy ?? 'both',
       log,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });

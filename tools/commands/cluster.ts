@@ -160,7 +160,7 @@ export function register(program: Command): void {
     .requiredOption('--cluster <image>', 'cluster image')
     .requiredOption('--node <n>', 'node number')
     .option('--name <name>', 'node name shown by cluster status')
-    .option('--fence <policy>', `fence agents for dead peers: ${FENCE_POLICIES.join(' | ')} (disk escalates to power when the victim is stuck inside a write)`, 'disk')
+    .option('--fence <policy>', `fence agents for dead peers: ${FENCE_POLICIES.join(' | ')} (both: SIGKILL the recorded pid, then preempt its reservation key; disk: preempt only, escalating to power when the victim is stuck inside a write)`, 'both')
     .option('--json', 'log events as JSON lines', false)
     .action(async (o: { cluster: string; node: string; name?: string; fence: string; json: boolean }) => {
       if (!FENCE_POLICIES.includes(o.fence as FencePolicy)) throw new UsageError(`--fence must be one of ${FENCE_POLICIES.join(', ')}, not '${o.fence}'`);

@@ -1,0 +1,192 @@
+// The fence gate and the SCSI-3 PR emulation: PR semantics in-process, and the atomicity of a
+// preempt against a separate writer process stopped (SIGSTOP) between its check and its pwrite.
+
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { FenceGate } from '../src/disk/fence-gate.js';
+import { FileDisk } from '../src/disk/file-disk.js';
+import { isRunning, powerFence, readProcStat, selfIdentity } from '../src/disk/power-fence.js';
+import { gateLockPath, LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
+import { DiskError } from '../src/errors.js';
+import { initClusterImage, readClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
+import { presetTiming } from '../src/heartbeat/timing.js';
+import { REPO_ROOT, spawnChild, tempDir, waitFor, collect, exited } from './helpers/tmp.js';
+
+const GATE_WRITER = path.join(REPO_ROOT, 'dist/test/helpers/gate-writer.js');
+
+async function cluster(t: import('ava').ExecutionContext, nodes = 3): Promise<string> {
+  const img = path.join(tempDir(t), 'c.img');
+  await initClusterImage(img, { clusterName: 'gate', nodeCount: nodes, timing: presetTiming('local') });
+  return img;
+}
+
+test('PR emulation: register, reserve (WERO), preempt-and-abort, keys and PRgeneration', async (t) => {
+  const img = await cluster(t);
+  const info = await readClusterImage(img);
+  const pr = new PersistentReservations(reservationSpec(info));
+  t.teardown(() => pr.close());
+  const k0 = nodeKey(0xabcd, 0, 0x11n);
+  const k1 = nodeKey(0xabcd, 1, 0x22n);
+  t.is(pr.readState().prGeneration, 0);
+  t.true(await pr.register(0, k0, 100));
+  t.true(await pr.register(1, k1, 100));
+  t.is(pr.readState().prGeneration, 2);
+  await pr.reserve(0, k0, PR_TYPES.writeExclusiveRegistrantsOnly);
+  let s = pr.readState();
+  t.is(s.prGeneration, 2, 'reserve does not bump PRgeneration');
+  t.is(s.reservationKey, k0);
+  t.is(s.reservationType, 5);
+  await t.throwsAsync(pr.reserve(2, nodeKey(0xabcd, 2, 1n)), { message: /not registered \(reservation conflict\)/ });
+  await t.throwsAsync(pr.preemptAndAbort(0, k0, 0, k0, 100), { message: /cannot preempt its own key/ });
+  // Node 1 fences node 0, the reservation holder: the reservation passes to node 1.
+  const r = await pr.preemptAndAbort(1, k1, 0, k0, 100);
+  t.deepEqual(r, { outcome: 'preempted', prGeneration: 3 });
+  s = pr.readState();
+  t.is(s.registered[0], 0n);
+  t.is(s.preempted[0], k0);
+  t.is(s.reservationKey, k1);
+  // A preempted node cannot fence anyone.
+  await t.throwsAsync(pr.preemptAndAbort(0, k0, 1, k1, 100), { message: /fencer node 0 .* is not registered/ });
+  // Absent key: recorded, PRgeneration unchanged.
+  const r2 = await pr.preemptAndAbort(1, k1, 2, nodeKey(0xabcd, 2, 5n), 100);
+  t.deepEqual(r2, { outcome: 'absent', prGeneration: 3 });
+  // The state survives a torn copy: corrupt the newest copy, the older one is still read.
+  const before = pr.readState();
+  const off = reservationSpec(info).stateOffsetBytes + Number(before.updateSeq % 2n) * 8192;
+  const fd = fs.openSync(img, 'r+');
+  fs.writeSync(fd, Buffer.alloc(100, 0xff), 0, 100, off + 200);
+  fs.closeSync(fd);
+  const after = pr.readState();
+  t.is(after.updateSeq, before.updateSeq - 1n);
+});
+
+test('the gate refuses writes of a preempted key and of an unregistered writer under WERO; a sidecar serves a plain disk', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'plain.img');
+  fs.writeFileSync(img, Buffer.alloc(1 << 20));
+  const pr = new PersistentReservations(sidecarStoreSpec(img));
+  t.teardown(() => pr.close());
+  const k0 = nodeKey(1, 0, 1n);
+  const k1 = nodeKey(1, 1, 2n);
+  const g0 = new FenceGate(pr.store, 0, k0, 200);
+  const g1 = new FenceGate(pr.store, 1, k1, 200);
+  const d0 = FileDisk.open(img, { gate: g0 });
+  const d1 = FileDisk.open(img, { gate: g1 });
+  t.teardown(() => {
+    d0.closeSync();
+    d1.closeSync();
+    g0.close();
+    g1.close();
+  });
+  const sec = Buffer.alloc(512, 1);
+  d1.writeSync(sec, 0); // no reservation yet: anyone may write
+  await pr.register(0, k0, 100);
+  await pr.reserve(0, k0);
+  const e = t.throws(() => d1.writeSync(sec, 512), { instanceOf: DiskError });
+  t.is(e?.code, 'EFENCED');
+  t.regex(e?.message ?? '', /write at offset 512 refused: node 1 .* not registered/);
+  d0.writeSync(sec, 1024);
+  await pr.register(1, k1, 100);
+  // g1 fenced itself at the refusal: a refusal is permanent for that incarnation.
+  t.throws(() => d1.writeSync(sec, 512), { message: /fenced itself/ });
+  await pr.preemptAndAbort(1, k1, 0, k0, 100);
+  t.throws(() => d0.writeSync(sec, 1024), { message: /key 0x[0-9a-f]+ was preempted/ });
+  t.true(g0.refusedWrites >= 1);
+});
+
+test('a preempt waits for a writer holding its gate, and gives up (for the power fence) after the bound', async (t) => {
+  const img = await cluster(t);
+  const info = await readClusterImage(img);
+  const pr = new PersistentReservations(reservationSpec(info));
+  t.teardown(() => pr.close());
+  const k0 = nodeKey(7, 0, 1n);
+  const k1 = nodeKey(7, 1, 1n);
+  await pr.register(0, k0, 100);
+  await pr.register(1, k1, 100);
+  await pr.reserve(0, k0);
+  const g0 = new FenceGate(pr.store, 0, k0, 200);
+  t.teardown(() => g0.close());
+  g0.enter(img, 0); // node 0 is "inside a write"
+  const t0 = performance.now();
+  t.is(await pr.preemptAndAbort(1, k1, 0, k0, 150), null);
+  t.true(performance.now() - t0 >= 140);
+  t.is(pr.readState().registered[0], k0, 'nothing changed while the victim held its gate');
+  g0.leave();
+  t.is((await pr.preemptAndAbort(1, k1, 0, k0, 150))?.outcome, 'preempted');
+});
+
+test('atomic fence: a writer process stopped between its check and its pwrite; no write that starts after the preempt lands', async (t) => {
+  const img = await cluster(t);
+  const info = await readClusterImage(img);
+  const pr = new PersistentReservations(reservationSpec(info));
+  t.teardown(() => pr.close());
+  const fencerKey = nodeKey(info.header.clusterUuid.readUInt16LE(0), 0, 99n);
+  await pr.register(0, fencerKey, 100);
+  await pr.reserve(0, fencerKey);
+  // The writer sleeps 40 ms inside the gate on every write: a SIGSTOP lands inside it ~all the time.
+  const child = spawnChild(t, process.execPath, [GATE_WRITER, img, '2', '40']);
+  const io = collect(child);
+  await waitFor(() => /ready ([0-9a-f]+)/.test(io.out()), 10_000, 'writer ready');
+  const victimKey = BigInt('0x' + /ready ([0-9a-f]+)/.exec(io.out())![1]);
+  const sector = info.regions.get('lockspace')!.payloadOffsetBytes + 2 * 512;
+  const readCounter = (): bigint => {
+    const b = Buffer.alloc(8);
+    const fd = fs.openSync(img, 'r');
+    fs.readSync(fd, b, 0, 8, sector);
+    fs.closeSync(fd);
+    return b.readBigUInt64LE(0);
+  };
+  await waitFor(() => readCounter() > 3n, 5000, 'writes landing');
+  // Stop the writer until it is caught holding its gate (between check and pwrite): probe the
+  // gate lock with a non-blocking exclusive attempt; a bounded number of tries.
+  const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 2));
+  t.teardown(() => probe.close());
+  let caughtInside = false;
+  for (let i = 0; i < 50 && !caughtInside; i++) {
+    child.kill('SIGSTOP');
+    await waitFor(() => readProcStat(child.pid!)?.state === 'T', 2000, 'writer stopped');
+    if (probe.tryLock('ex')) {
+      probe.unlock();
+      child.kill('SIGCONT');
+      await new Promise((r) => setTimeout(r, 7));
+    } else caughtInside = true;
+  }
+  t.true(caughtInside, 'the writer was stopped inside its gate');
+  // The preempt cannot complete while the stopped writer holds its gate...
+  let resolved = false;
+  const preempt = pr.preemptAndAbort(0, fencerKey, 2, victimKey, 5000).finally(() => (resolved = true));
+  await new Promise((r) => setTimeout(r, 300));
+  const heldUp = !resolved;
+  child.kill('SIGCONT');
+  const res = await preempt;
+  t.is(res?.outcome, 'preempted');
+  const atPreempt = readCounter();
+  const { code } = await exited(child, 5000);
+  t.is(code, 3, io.err());
+  // ...the write it had checked may land (it started before the preempt), nothing after it.
+  await new Promise((r) => setTimeout(r, 200));
+  t.is(readCounter(), atPreempt);
+  t.is(BigInt(/fenced (\d+)/.exec(io.out())![1]!), atPreempt, 'the writer saw exactly the writes that landed');
+  t.true(heldUp, 'the preempt waited for the stopped writer');
+});
+
+test('power fence: kills by pid + start time, refuses a stale start time, waits until gone', async (t) => {
+  const me = selfIdentity();
+  t.true(isRunning(me));
+  const child = spawnChild(t, process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
+  await waitFor(() => readProcStat(child.pid!) !== null, 5000, 'child started');
+  const st = readProcStat(child.pid!)!;
+  // A recorded start time that differs means the pid now belongs to someone else: not killed.
+  const stranger = { pid: child.pid!, startTicks: st.startTicks + 1n, bootId: me.bootId };
+  t.deepEqual((await powerFence(stranger, 1000)).outcome, 'gone');
+  t.is(child.exitCode, null);
+  t.is(child.signalCode, null);
+  const victim = { pid: child.pid!, startTicks: st.startTicks, bootId: me.bootId };
+  child.kill('SIGSTOP');
+  const r = await powerFence(victim, 2000);
+  t.is(r.outcome, 'killed');
+  t.false(isRunning(victim));
+  t.is((await exited(child, 2000)).signal, 'SIGKILL');
+  await t.throwsAsync(powerFence({ ...victim, bootId: Buffer.alloc(16, 1) }, 100), { message: /another machine/ });
+});

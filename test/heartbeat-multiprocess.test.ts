@@ -1,0 +1,75 @@
+// Separate OS processes on one cluster image: 4 `sanbox node` processes see each other; kill -9
+// of one is declared dead within the bound and fenced; a duplicate node number is refused.
+
+import test from 'ava';
+import path from 'node:path';
+import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
+import { runSanbox, tempDir } from './helpers/tmp.js';
+
+const DEAD_MS = 1500; // the local preset: 100 ms × 15
+/** Bound on kill → down: the dead time, plus a read interval, plus scheduling slack on a loaded 2-core box. */
+const DETECT_BOUND_MS = DEAD_MS + 100 + 1400;
+
+async function initCluster(t: import('ava').ExecutionContext, nodes: number): Promise<string> {
+  const img = path.join(tempDir(t), 'cluster.img');
+  const r = await runSanbox(t, ['cluster', 'init', img, '--nodes', String(nodes), '--name', 'mp', '--node-names', Array.from({ length: nodes }, (_, i) => `n${i}`).join(',')]);
+  t.is(r.code, 0, r.stderr);
+  return img;
+}
+
+async function allSeeEachOther(nodes: NodeProc[], timeoutMs: number): Promise<void> {
+  await Promise.all(nodes.flatMap((a) => nodes.filter((b) => b !== a).map((b) => a.waitLine(isEvent('up', b.nodeId), timeoutMs, `node ${b.nodeId} up`))));
+}
+
+test('4 node processes come up and see each other; kill -9 of one is declared dead within the bound and fenced by the others', async (t) => {
+  const img = await initCluster(t, 4);
+  const nodes = [0, 1, 2, 3].map((n) => spawnNode(t, img, n));
+  await allSeeEachOther(nodes, 10_000);
+  const status1 = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { node: number; state: string; pid: number; name: string }[] };
+  t.deepEqual(status1.slots.map((s) => s.state), ['up', 'up', 'up', 'up']);
+  t.deepEqual(status1.slots.map((s) => s.pid), nodes.map((n) => n.child.pid));
+  t.deepEqual(status1.slots.map((s) => s.name), ['n0', 'n1', 'n2', 'n3']);
+
+  const victim = nodes[2]!;
+  const killedAtMs = Date.now();
+  victim.child.kill('SIGKILL');
+  const survivors = nodes.filter((n) => n !== victim);
+  const downs = await Promise.all(survivors.map((s) => s.waitLine(isEvent('down', 2), DETECT_BOUND_MS + 2000, 'node 2 down')));
+  for (const d of downs) {
+    const latencyMs = d.atMs - killedAtMs;
+    t.log(`node ${d.node} declared node 2 dead ${latencyMs} ms after kill -9`);
+    t.true(latencyMs >= DEAD_MS - 100, `not before the dead time (${latencyMs} ms)`);
+    t.true(latencyMs <= DETECT_BOUND_MS, `within ${DETECT_BOUND_MS} ms (${latencyMs} ms)`);
+  }
+  const fenced = await Promise.all(survivors.map((s) => s.waitLine(isEvent('fenced', 2), 5000, 'node 2 fenced')));
+  for (const f of fenced) t.true(f.atMs >= downs.find((d) => d.node === f.node)!.atMs, 'fenced after declared dead');
+  const fenceLog = survivors.flatMap((s) => s.lines).filter((l) => l.msg?.startsWith('node 2 fenced'));
+  t.log(fenceLog.map((l) => `node ${l.node}: ${l.msg}`).join('\n'));
+  t.true(fenceLog.some((l) => /preempt:preempted/.test(l.msg!)), 'one survivor removed the victim key');
+  // No survivor saw any other node die.
+  for (const s of survivors) t.deepEqual(s.lines.filter((l) => l.event === 'down').map((l) => l.peer), [2]);
+  const status2 = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string }[] };
+  t.deepEqual(status2.slots.map((s) => s.state), ['up', 'up', 'fenced', 'up']);
+
+  // The others leave cleanly: peers see "left" at once, not after the dead time.
+  nodes[3]!.child.kill('SIGTERM');
+  t.is((await nodes[3]!.exited).code, 0);
+  const left = await nodes[0]!.waitLine((l) => /node 3 down .*left/.test(l.msg ?? ''), 1000, 'node 3 left');
+  t.truthy(left);
+});
+
+test('a duplicate node number is refused with a clear error', async (t) => {
+  const img = await initCluster(t, 2);
+  const a = spawnNode(t, img, 1);
+  await a.waitLine((l) => /ready/.test(l.msg ?? ''), 10_000, 'ready');
+  const r = await runSanbox(t, ['node', '--cluster', img, '--node', '1']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /node 1 is already running.*refusing to join as node 1/);
+  // The first node was not disturbed.
+  await new Promise((res) => setTimeout(res, 300));
+  t.is(a.child.exitCode, null);
+  t.false(a.lines.some((l) => /SELF-FENCED/.test(l.msg ?? '')));
+  const outOfRange = await runSanbox(t, ['node', '--cluster', img, '--node', '2']);
+  t.is(outOfRange.code, 1);
+  t.regex(outOfRange.stderr, /node 2 is not a node of cluster 'mp' \(nodes 0\.\.1\)/);
+});
