@@ -277,6 +277,21 @@ export class PersistentReservations {
     return res === false ? null : res;
   }
 
+  /**
+   * Records that `victimKey` of `victimNode` was fenced by another agent (the power fence), so
+   * every reader (cluster status, peers) sees the incarnation as fenced, and its gate refuses it
+   * should it ever write again. Registrations are untouched; PRgeneration is not bumped.
+   */
+  async markFenced(victimNode: number, victimKey: bigint): Promise<void> {
+    this.checkNode(victimNode);
+    await this.command('mark fenced', async (cur) => {
+      if (cur.preempted[victimNode] === victimKey) return { next: null, result: undefined };
+      const next = cloneState(cur);
+      next.preempted[victimNode] = victimKey;
+      return { next, result: undefined };
+    });
+  }
+
   /** CLEAR: drops every registration and the reservation. */
   async clear(): Promise<void> {
     await this.command('clear', async (cur) => {

@@ -67,6 +67,10 @@ export class Fencer {
     const policy: FencePolicy = opts.leftCleanly ? 'disk' : this.d.policy;
     if (opts.leftCleanly && reservations === null) return { nodeId, generation, steps: ['left-cleanly'], durationMs: 0 };
     if (policy === 'power' || policy === 'both') await this.power(nodeId, generation, steps, policy === 'power');
+    if (policy === 'power' && reservations !== null) {
+      await reservations.markFenced(nodeId, this.keyOf(nodeId, generation));
+      steps.push('recorded');
+    }
     if (policy === 'disk' || policy === 'both') {
       if (reservations === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: this device has no reservations`);
       const key = this.keyOf(nodeId, generation);
