@@ -378,3 +378,26 @@ test('sanbox-style info from the server: nbdDiskInfo', async (t) => {
   const info = await nbdDiskInfo(srv.uri('i.img'));
   t.like(info, { sizeBytes: 3 * MiB, sectorSizeBytes: 4096, exportName: 'i.img' });
 });
+
+test('fencing at the target: one nbdkit per node on one image; cutting node A’s server stops A for good, B carries on', async (t) => {
+  const dir = tempDir(t);
+  const file = image(dir, 'f.img', MiB);
+  const serverA = await server(t, { dir });
+  const serverB = await server(t, { dir });
+  const a = await open(t, serverA.uri('f.img'));
+  const b = await open(t, serverB.uri('f.img'));
+  await a.write(Buffer.alloc(512, 0xa1), 0);
+  const seen = Buffer.alloc(512);
+  await b.read(seen, 0);
+  t.is(seen[0], 0xa1, 'two servers on one file are coherent');
+  await serverA.stop('SIGKILL'); // the fence: node A's connection is cut at the server side
+  const err = await t.throwsAsync(a.write(Buffer.alloc(512, 0xa2), 512), { instanceOf: NbdError });
+  t.is(err?.reason, 'disconnected');
+  // No reconnect: A's device stays failed, with the same reason.
+  const again = await t.throwsAsync(a.write(Buffer.alloc(512, 0xa3), 512), { instanceOf: NbdError });
+  t.is(again?.reason, 'disconnected');
+  await b.write(Buffer.alloc(512, 0xb1), 1024);
+  const data = fs.readFileSync(file);
+  t.is(data[512], 0, 'nothing of the fenced node landed');
+  t.is(data[1024], 0xb1);
+});

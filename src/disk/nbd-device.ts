@@ -229,7 +229,7 @@ export class NbdDevice implements BlockDevice {
     });
     this.socketClosed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err: NodeJS.ErrnoException) => this.kill('disconnected', `socket error ${err.code ?? err.message}`, err));
+    socket.on('error', (err: NodeJS.ErrnoException) => this.kill('disconnected', socketErrorText(err), err));
     socket.on('close', () => this.kill('disconnected', 'the server closed the connection'));
     if (leftover.length > 0) this.onData(leftover);
   }
@@ -607,6 +607,19 @@ export class NbdDevice implements BlockDevice {
       offsetBytes,
       cause: d.cause,
     });
+  }
+}
+
+function socketErrorText(err: NodeJS.ErrnoException): string {
+  switch (err.code) {
+    case 'ECONNRESET':
+      return 'the server reset the connection (ECONNRESET)';
+    case 'EPIPE':
+      return 'the server closed the connection (EPIPE)';
+    case 'ETIMEDOUT':
+      return 'the network connection timed out (ETIMEDOUT)';
+    default:
+      return `socket error ${err.code ?? err.message}`;
   }
 }
 
