@@ -1,9 +1,10 @@
 // Every command group registers itself here; one line per module.
 
 import type { Command } from 'commander';
+import { register as demo } from './demo.js';
 import { register as disk } from './disk.js';
 import { register as fault } from './fault.js';
 import { register as cluster } from './cluster.js';
 import { register as lvm } from './lvm.js';
 
-export const commandGroups: ((program: Command) => void)[] = [disk, fault, cluster, lvm];
+export const commandGroups: ((program: Command) => void)[] = [demo, disk, fault, cluster, lvm];
