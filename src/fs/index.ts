@@ -1,3 +1,8 @@
 // The ocfs2-format filesystem layer: reading volumes, the heartbeat region, mkfs.
 export { heartbeatRegion, heartbeatRegionOf, type HeartbeatRegion } from './heartbeat-region.js';
 export { Ocfs2Volume, probeOcfs2BlockSize, type InodeBlock, type MappedExtent } from './ocfs2-volume.js';
+export { mkfs, type MkfsOptions, type MkfsResult } from './mkfs.js';
+export { probeSignatures, type ProbeHit } from './probe.js';
+export { readSlotMap, type SlotMapInfo } from './slot-map-reader.js';
+export { readHeartbeat, type HeartbeatDump, type HeartbeatSlot } from './heartbeat-reader.js';
+export { readJournal, type JournalDump, type LogEntry } from './journal-reader.js';

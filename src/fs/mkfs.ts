@@ -63,7 +63,8 @@ export async function mkfs(dev: BlockDevice, opts: MkfsOptions): Promise<MkfsRes
     label: opts.label ?? '',
     clusterStack: opts.clusterStack,
     clusterName: opts.clusterName,
-    uuid: opts.uuid ?? crypto.randomBytes(16),
+    // A version-4 (random) UUID, as mkfs.ocfs2 generates.
+    uuid: opts.uuid ?? Buffer.from(crypto.randomUUID().replace(/-/g, ''), 'hex'),
     fsGeneration: opts.fsGeneration ?? crypto.randomBytes(4).readUInt32LE(0),
     dxSeed: [crypto.randomBytes(4).readUInt32LE(0), crypto.randomBytes(4).readUInt32LE(0), crypto.randomBytes(4).readUInt32LE(0)],
     nowSec: opts.nowSec ?? BigInt(Math.floor(Date.now() / 1000)),

@@ -1,0 +1,369 @@
+// `sanbox mkfs | fsinfo | slotmap | hb | logdump`: ocfs2-format volumes. Thin shells over src/fs.
+// The readers print the facts `debugfs.ocfs2 -R stats | slotmap | hb | "logdump N"` print, in the
+// same words where it has them, and all take --json.
+
+import type { Command } from 'commander';
+import { openDevice, type BlockDevice } from '../../src/disk/index.js';
+import { FormatError, UsageError } from '../../src/errors.js';
+import { COMPAT_NAMES, featureNames, INCOMPAT_NAMES, RO_COMPAT_NAMES } from '../../src/format/ocfs2/constants.js';
+import { hasClusterInfo, uuidHex } from '../../src/format/ocfs2/superblock.js';
+import { hex32, hex64 } from '../../src/format/o2hb-block.js';
+import { Jbd2FeatureCompat, Jbd2FeatureIncompat } from '../../src/format/jbd2/superblock.js';
+import { TagFlag } from '../../src/format/jbd2/log-blocks.js';
+import { mkfs, Ocfs2Volume, readHeartbeat, readJournal, readSlotMap, type JournalDump } from '../../src/fs/index.js';
+import { isLvSpec, openTarget } from '../../src/volume/resolve.js';
+import { deviceList } from '../../src/volume/devices.js';
+import { formatSize, parseSizeBytes } from '../../src/units.js';
+import { printFields, printJson, printTable } from '../output.js';
+
+const DEVICES_HELP = 'image files holding the PVs when TARGET is VG/LV (comma-separated; default SANBOX_DEVICES)';
+/** Interval between progress lines when stderr is not a terminal. */
+const PROGRESS_LINE_MS = 1000;
+
+async function openForRead(spec: string, devices?: string): Promise<BlockDevice> {
+  return openTarget(spec, { readOnly: true, devices: deviceList([], devices) });
+}
+
+async function withVolume<T>(spec: string, devices: string | undefined, fn: (vol: Ocfs2Volume) => Promise<T>): Promise<T> {
+  const dev = await openForRead(spec, devices);
+  try {
+    return await fn(await Ocfs2Volume.open(dev));
+  } finally {
+    await dev.close();
+  }
+}
+
+function parseChoice(text: string, what: string, min: number, max: number): number {
+  const v = parseSizeBytes(text);
+  if (v < min || v > max || (v & (v - 1)) !== 0) throw new UsageError(`${what} must be a power of two from ${formatSize(min)} to ${formatSize(max)}, not '${text}'`);
+  return v;
+}
+
+function progressReporter(): (done: number, total: number, phase: string) => void {
+  const tty = process.stderr.isTTY === true;
+  let lastLineMs = 0;
+  return (done, total, phase) => {
+    const pct = total > 0 ? Math.floor((done * 100) / total) : 100;
+    if (tty) {
+      const width = 30;
+      const fill = Math.round((pct / 100) * width);
+      process.stderr.write(`\r[${'#'.repeat(fill)}${' '.repeat(width - fill)}] ${String(pct).padStart(3)}% ${phase.padEnd(28)}`);
+      if (phase === 'done') process.stderr.write('\n');
+      return;
+    }
+    const now = Date.now();
+    if (phase === 'done' || now - lastLineMs >= PROGRESS_LINE_MS) {
+      lastLineMs = now;
+      process.stderr.write(`mkfs: ${pct}% ${phase} (${done}/${total})\n`);
+    }
+  };
+}
+
+export function register(program: Command): void {
+  program
+    .command('mkfs')
+    .description(
+      'format an image or logical volume as an ocfs2 cluster volume that fsck.ocfs2, debugfs.ocfs2 and blkid accept.\n' +
+        'Features: backup-super, strict-journal-super, sparse, inline-data, unwritten; with --cluster-stack o2cb also\n' +
+        'clusterinfo and extended-slotmap. No metaecc, indexed-dirs, xattr, refcount, discontig-bg or append-dio.\n' +
+        'Refuses a device in use, one too small for the slots and journals, and (without --force) one that already\n' +
+        'holds a filesystem or an LVM PV label.',
+    )
+    .argument('<target>', 'image file, nbd://… or VG/LV')
+    .requiredOption('--slots <n>', 'node slots (1..255): how many nodes can mount it at once')
+    .option('--block-size <size>', 'filesystem block size: 512, 1K, 2K or 4K', '4K')
+    .option('--cluster-size <size>', 'allocation unit: 4K..1M, a power of two', '4K')
+    .option('--journal-size <size>', 'journal size per slot (≥ 4M; default grows with the volume up to 256M)')
+    .option('--label <label>', 'volume label (up to 64 bytes)', '')
+    .option('--cluster-stack <stack>', 'cluster stack recorded in the superblock: o2cb')
+    .option('--cluster-name <name>', 'cluster name (up to 16 bytes; needs --cluster-stack o2cb)')
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--force', 'overwrite a device that already holds a filesystem or PV label', false)
+    .option('--json', 'print the result as JSON', false)
+    .action(async (target: string, o: { slots: string; blockSize: string; clusterSize: string; journalSize?: string; label: string; clusterStack?: string; clusterName?: string; devices?: string; force: boolean; json: boolean }) => {
+      const slots = Number(o.slots);
+      if (!Number.isInteger(slots) || slots < 1 || slots > 255) throw new UsageError(`--slots must be 1..255, not '${o.slots}'`);
+      const blockSizeBytes = parseChoice(o.blockSize, '--block-size', 512, 4096);
+      const clusterSizeBytes = parseChoice(o.clusterSize, '--cluster-size', 4096, 1024 * 1024);
+      if (o.clusterStack !== undefined && o.clusterStack !== 'o2cb') throw new UsageError(`--cluster-stack must be o2cb, not '${o.clusterStack}'`);
+      if (o.clusterName !== undefined && o.clusterStack === undefined) throw new UsageError('--cluster-name needs --cluster-stack o2cb');
+      if (Buffer.byteLength(o.label) > 64) throw new UsageError('--label is longer than 64 bytes');
+      if (o.clusterName !== undefined && Buffer.byteLength(o.clusterName) > 16) throw new UsageError('--cluster-name is longer than 16 bytes');
+      // The in-use guard is taken exclusively: a device another process has open is refused (EBUSY).
+      const dev = isLvSpec(target)
+        ? await openTarget(target, { devices: deviceList([], o.devices) })
+        : await openDevice(target, { guard: 'exclusive' });
+      try {
+        const result = await mkfs(dev, {
+          slots, blockSizeBytes, clusterSizeBytes,
+          ...(o.journalSize !== undefined ? { journalSizeBytes: parseSizeBytes(o.journalSize) } : {}),
+          label: o.label,
+          ...(o.clusterStack === 'o2cb' ? { clusterStack: 'o2cb' as const } : {}),
+          ...(o.clusterName !== undefined ? { clusterName: o.clusterName } : {}),
+          force: o.force,
+          ...(o.json ? {} : { onProgress: progressReporter() }),
+        });
+        if (o.json) printJson(result);
+        else {
+          process.stdout.write(`Formatted ${target} as ocfs2: ${slots} slots, block ${blockSizeBytes}, cluster ${clusterSizeBytes}, journal ${formatSize(result.journalSizeBytes)} per slot.\n`);
+          process.stdout.write(`UUID ${result.uuid}, ${result.clusterCount} clusters, ${result.backupSuperblocks.length} backup superblock(s).\n`);
+        }
+      } finally {
+        await dev.close();
+      }
+    });
+
+  program
+    .command('fsinfo')
+    .description('show an ocfs2 volume\'s superblock: the facts of `debugfs.ocfs2 -R stats`')
+    .argument('<target>', 'image file, nbd://… or VG/LV')
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print as JSON', false)
+    .action(async (target: string, o: { devices?: string; json: boolean }) => {
+      await withVolume(target, o.devices, async (vol) => {
+        const sb = vol.sb;
+        const g = vol.geometry;
+        const info = {
+          label: sb.label,
+          uuid: uuidHex(sb.uuid),
+          revision: `${sb.majorRev}.${sb.minorRev}`,
+          mountCount: sb.mntCount,
+          maxMountCount: sb.maxMntCount,
+          state: sb.state,
+          errors: sb.errors,
+          checkInterval: sb.checkInterval,
+          lastCheck: Number(sb.lastCheck),
+          creatorOs: sb.creatorOs,
+          featureCompat: sb.featureCompat,
+          featureCompatNames: featureNames(sb.featureCompat, COMPAT_NAMES),
+          featureIncompat: sb.featureIncompat,
+          featureIncompatNames: featureNames(sb.featureIncompat, INCOMPAT_NAMES),
+          featureRoCompat: sb.featureRoCompat,
+          featureRoCompatNames: featureNames(sb.featureRoCompat, RO_COMPAT_NAMES),
+          tunefsFlag: sb.tunefsFlag,
+          rootBlkno: sb.rootBlkno,
+          systemDirBlkno: sb.systemDirBlkno,
+          firstClusterGroupBlkno: sb.firstClusterGroup,
+          blockSizeBits: sb.blockSizeBits,
+          clusterSizeBits: sb.clusterSizeBits,
+          blockSizeBytes: g.blockSizeBytes,
+          clusterSizeBytes: g.clusterSizeBytes,
+          maxSlots: sb.maxSlots,
+          xattrInlineSize: sb.xattrInlineSize,
+          uuidHash: sb.uuidHash,
+          dxSeeds: sb.dxSeed,
+          clusterStack: hasClusterInfo(sb) ? sb.clusterStack : '',
+          clusterName: hasClusterInfo(sb) ? sb.clusterName : '',
+          clusterFlags: hasClusterInfo(sb) ? sb.clusterStackFlags : 0,
+          generation: sb.inode.generation,
+          fsGeneration: sb.inode.fsGeneration,
+          clusters: sb.inode.clusters,
+          volumeSizeBytes: g.volumeSizeBytes,
+        };
+        if (o.json) {
+          printJson(info);
+          return;
+        }
+        const hex = (v: number): string => `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
+        printFields([
+          ['Label', info.label],
+          ['UUID', info.uuid],
+          ['Revision', info.revision],
+          ['Mount Count', info.mountCount],
+          ['Max Mount Count', info.maxMountCount],
+          ['State', info.state],
+          ['Errors', info.errors],
+          ['Check Interval', info.checkInterval],
+          ['Last Check', new Date(info.lastCheck * 1000).toUTCString()],
+          ['Creator OS', info.creatorOs],
+          ['Feature Compat', `${info.featureCompat} ${info.featureCompatNames.join(' ')}`],
+          ['Feature Incompat', `${info.featureIncompat} ${info.featureIncompatNames.join(' ')}`],
+          ['Tunefs Incomplete', info.tunefsFlag],
+          ['Feature RO compat', `${info.featureRoCompat} ${info.featureRoCompatNames.join(' ')}`],
+          ['Root Blknum', info.rootBlkno],
+          ['System Dir Blknum', info.systemDirBlkno],
+          ['First Cluster Group Blknum', info.firstClusterGroupBlkno],
+          ['Block Size Bits', info.blockSizeBits],
+          ['Cluster Size Bits', info.clusterSizeBits],
+          ['Block Size', info.blockSizeBytes],
+          ['Cluster Size', info.clusterSizeBytes],
+          ['Max Node Slots', info.maxSlots],
+          ['Extended Attributes Inline Size', info.xattrInlineSize],
+          ['Hash', `${info.uuidHash} (${hex(info.uuidHash)})`],
+          ['DX Seeds', `${info.dxSeeds.join(' ')} (${info.dxSeeds.map(hex).join(' ')})`],
+          ['Cluster stack', info.clusterStack || 'classic o2cb'],
+          ['Cluster name', info.clusterName],
+          ['Cluster flags', info.clusterFlags],
+          ['Generation', `${info.generation} (${hex(info.generation)})`],
+          ['FS Generation', `${info.fsGeneration} (${hex(info.fsGeneration)})`],
+          ['Clusters', info.clusters],
+          ['Volume Size', `${formatSize(info.volumeSizeBytes)} (${info.volumeSizeBytes} bytes)`],
+        ]);
+      });
+    });
+
+  program
+    .command('slotmap')
+    .description('show which node holds each slot (old or extended slot map): `debugfs.ocfs2 -R slotmap`')
+    .argument('<target>', 'image file, nbd://… or VG/LV')
+    .option('--all', 'list empty slots too', false)
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print as JSON', false)
+    .action(async (target: string, o: { all: boolean; devices?: string; json: boolean }) => {
+      await withVolume(target, o.devices, async (vol) => {
+        const map = await readSlotMap(vol);
+        const rows = o.all ? map.slots : map.slots.filter((s) => s.nodeNum !== undefined);
+        if (o.json) {
+          printJson({ extended: map.extended, maxSlots: map.maxSlots, slots: rows.map((s) => ({ slot: s.slot, node: s.nodeNum ?? null })) });
+          return;
+        }
+        printTable(rows, [
+          { header: 'Slot#', value: (r) => r.slot, align: 'right' },
+          { header: 'Node#', value: (r) => (r.nodeNum === undefined ? '-' : r.nodeNum), align: 'right' },
+        ]);
+      });
+    });
+
+  program
+    .command('hb')
+    .description('show the o2hb heartbeat blocks of the volume\'s heartbeat region (slots with a non-zero sequence), checksums verified: `debugfs.ocfs2 -R hb`')
+    .argument('<target>', 'image file, nbd://… or VG/LV')
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print as JSON', false)
+    .action(async (target: string, o: { devices?: string; json: boolean }) => {
+      await withVolume(target, o.devices, async (vol) => {
+        const hb = await readHeartbeat(vol);
+        if (o.json) {
+          printJson({
+            region: hb.region,
+            slots: hb.slots.map((s) => ({ slot: s.slot, node: s.nodeId, seq: s.seq, generation: s.generation, checksum: s.cksumStored, checksumValid: s.cksumValid, deadMs: s.deadMs, offsetBytes: s.offsetBytes })),
+          });
+        } else {
+          printTable(hb.slots, [
+            { header: 'Slot', value: (r) => r.slot, align: 'right' },
+            { header: 'Node', value: (r) => r.nodeId, align: 'right' },
+            { header: 'Seq', value: (r) => hex64(r.seq) },
+            { header: 'Generation', value: (r) => hex64(r.generation) },
+            { header: 'Checksum', value: (r) => hex32(r.cksumStored) },
+            { header: 'DeadMs', value: (r) => r.deadMs, align: 'right' },
+            { header: 'Crc', value: (r) => (r.cksumValid ? 'ok' : 'BAD') },
+          ]);
+        }
+        const bad = hb.slots.find((s) => !s.cksumValid);
+        if (bad) {
+          throw new FormatError(`${vol.dev.name}: heartbeat block of slot ${bad.slot} at offset ${bad.offsetBytes} has a bad checksum: stored 0x${hex32(bad.cksumStored)}, computed 0x${hex32(bad.cksumComputed)}`, { device: vol.dev.name, offsetBytes: bad.offsetBytes });
+        }
+      });
+    });
+
+  program
+    .command('logdump')
+    .description('walk a slot\'s JBD2 journal: superblock, descriptor blocks and their tags, commit and revoke blocks: `debugfs.ocfs2 -R "logdump N"`')
+    .argument('<target>', 'image file, nbd://… or VG/LV')
+    .argument('<slot>', 'slot number')
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print as JSON', false)
+    .action(async (target: string, slotText: string, o: { devices?: string; json: boolean }) => {
+      const slot = Number(slotText);
+      if (!Number.isInteger(slot) || slot < 0) throw new UsageError(`slot must be a non-negative integer, not '${slotText}'`);
+      await withVolume(target, o.devices, async (vol) => {
+        const j = await readJournal(vol, slot);
+        if (o.json) printJson(journalJson(j));
+        else printJournal(j);
+      });
+    });
+}
+
+function jbd2IncompatNames(f: number): string[] {
+  const names: string[] = [];
+  if (f & Jbd2FeatureIncompat.REVOKE) names.push('revoke');
+  names.push(f & Jbd2FeatureIncompat.BIT64 ? 'block64' : 'block32');
+  if (f & Jbd2FeatureIncompat.ASYNC_COMMIT) names.push('async-commit');
+  if (f & Jbd2FeatureIncompat.CSUM_V2) names.push('checksum-v2');
+  if (f & Jbd2FeatureIncompat.CSUM_V3) names.push('checksum-v3');
+  if (f & Jbd2FeatureIncompat.FAST_COMMIT) names.push('fast-commit');
+  return names;
+}
+
+function tagFlagNames(flags: number): string[] {
+  const names: string[] = [];
+  if (flags & TagFlag.ESCAPE) names.push('JBD2_FLAG_ESCAPE');
+  if (flags & TagFlag.SAME_UUID) names.push('JBD2_FLAG_SAME_UUID');
+  if (flags & TagFlag.DELETED) names.push('JBD2_FLAG_DELETED');
+  if (flags & TagFlag.LAST_TAG) names.push('JBD2_FLAG_LAST_TAG');
+  return names;
+}
+
+function journalJson(j: JournalDump): unknown {
+  const sb = j.superblock;
+  return {
+    slot: j.slot,
+    inode: j.inodeBlkno,
+    dirty: j.dirty,
+    journalFlags: j.journalFlags,
+    recoveryGeneration: j.recoveryGeneration,
+    superblock: {
+      blockType: sb.blockType, blockSize: sb.blockSize, maxLen: sb.maxLen, first: sb.first, sequence: sb.sequence, start: sb.start, errno: sb.errno,
+      featureCompat: sb.featureCompat, featureIncompat: sb.featureIncompat, featureRoCompat: sb.featureRoCompat,
+      uuid: uuidHex(sb.uuid), nrUsers: sb.nrUsers, dynSuper: sb.dynSuper, maxTransaction: sb.maxTransaction, maxTransData: sb.maxTransData,
+    },
+    blocks: j.entries.map((e) => {
+      switch (e.kind) {
+        case 'superblock': return { block: e.block, type: 'superblock' };
+        case 'descriptor': return { block: e.block, type: 'descriptor', sequence: e.sequence, tags: e.descriptor.tags.map((t) => ({ blocknr: t.blocknr, flags: t.flags, uuid: t.uuid ? uuidHex(t.uuid) : undefined })) };
+        case 'commit': return { block: e.block, type: 'commit', sequence: e.sequence, commitSec: e.commit.commitSec, commitNsec: e.commit.commitNsec };
+        case 'revoke': return { block: e.block, type: 'revoke', sequence: e.sequence, count: e.revoke.count, blocks: e.revoke.blocks };
+        case 'other': return { block: e.block, type: 'unknown', sequence: e.sequence, blockType: e.blockType };
+        case 'data': return { block: e.block, lastBlock: e.lastBlock, type: 'data' };
+      }
+    }),
+  };
+}
+
+function printJournal(j: JournalDump): void {
+  const sb = j.superblock;
+  const w = (s: string): boolean => process.stdout.write(s + '\n');
+  w(`Journal: slot ${j.slot}, inode ${j.inodeBlkno}, Journal Flags: ${j.dirty ? 'Dirty' : ''}, Recovery Generation: ${j.recoveryGeneration}`);
+  for (const e of j.entries) {
+    switch (e.kind) {
+      case 'superblock':
+        w(`Block 0: Journal Superblock`);
+        w(`  Seq: 0   Type: ${sb.blockType} (JBD2_SUPERBLOCK_V${sb.blockType === 4 ? 2 : 1})`);
+        w(`  Blocksize: ${sb.blockSize}   Total Blocks: ${sb.maxLen}   First Block: ${sb.first}`);
+        w(`  First Commit ID: ${sb.sequence}   Start Log Blknum: ${sb.start}`);
+        w(`  Error: ${sb.errno}`);
+        w(`  Feature Compat: ${sb.featureCompat} ${sb.featureCompat & Jbd2FeatureCompat.CHECKSUM ? 'checksum' : ''}`);
+        w(`  Feature Incompat: ${sb.featureIncompat} ${jbd2IncompatNames(sb.featureIncompat).join(' ')}`);
+        w(`  Feature RO compat: ${sb.featureRoCompat}`);
+        w(`  Journal UUID: ${uuidHex(sb.uuid)}`);
+        w(`  FS Share Cnt: ${sb.nrUsers}   Dynamic Superblk Blknum: ${sb.dynSuper}`);
+        w(`  Per Txn Block Limit    Journal: ${sb.maxTransaction}    Data: ${sb.maxTransData}`);
+        break;
+      case 'descriptor':
+        w(`Block ${e.block}: Journal Descriptor`);
+        w(`  Seq: ${e.sequence}   Type: 1 (JBD2_DESCRIPTOR_BLOCK)`);
+        w(`  No. Blocknum        Flags`);
+        e.descriptor.tags.forEach((t, i) => {
+          w(`  ${String(i).padStart(2)}. ${String(t.blocknr).padEnd(16)}${tagFlagNames(t.flags).join(' ') || 'none'}`);
+          if (t.uuid) w(`  UUID: ${uuidHex(t.uuid)}`);
+        });
+        break;
+      case 'commit':
+        w(`Block ${e.block}: Journal Commit Block`);
+        w(`  Seq: ${e.sequence}   Type: 2 (JBD2_COMMIT_BLOCK)`);
+        break;
+      case 'revoke':
+        w(`Block ${e.block}: Journal Revoke Block`);
+        w(`  Seq: ${e.sequence}   Type: 5 (JBD2_REVOKE_BLOCK)`);
+        w(`  r_count: ${e.revoke.count}`);
+        e.revoke.blocks.forEach((b, i) => w(`  revoke[${i}]: ${b}`));
+        break;
+      case 'other':
+        w(`Block ${e.block}: Unknown block type ${e.blockType}, Seq: ${e.sequence}`);
+        break;
+      case 'data':
+        w(e.block === e.lastBlock ? `Block ${e.block}: Unknown -- Probably Data` : `Block ${e.block} to ${e.lastBlock}: Unknown -- Probably Data`);
+        break;
+    }
+  }
+}
