@@ -1,0 +1,133 @@
+// The cluster image format: round trips, refusals with device and offset, fuzzing of every
+// region codec (only FormatError may come out), openRegion('lockspace'), and `cluster init`.
+
+import test from 'ava';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { FormatError } from '../src/errors.js';
+import { BLOCK_BYTES, decodeClusterHeader, decodeConfig, decodeRegionHeader, encodeClusterHeader, encodeConfig, encodeRegionHeader, planRegions } from '../src/format/cluster-image.js';
+import { decodeNodeRecord, encodeNodeRecord } from '../src/format/node-record.js';
+import { decodeReservationCopies, decodeReservations, emptyReservations, encodeReservations } from '../src/format/reservations.js';
+import { initClusterImage, openRegion, readClusterImage } from '../src/heartbeat/cluster-image.js';
+import { presetTiming } from '../src/heartbeat/timing.js';
+import { runSanbox, spawnChild, tempDir, SANBOX_BIN, waitFor, collect } from './helpers/tmp.js';
+
+function fuzz(t: import('ava').ExecutionContext, good: Buffer, decode: (b: Buffer) => unknown, iterations = 1500): void {
+  let rejected = 0;
+  for (let i = 0; i < iterations; i++) {
+    let b: Buffer;
+    if (i % 4 === 0) b = crypto.randomBytes(good.length);
+    else if (i % 4 === 1) b = good.subarray(0, crypto.randomInt(good.length));
+    else {
+      b = Buffer.from(good);
+      const bit = crypto.randomInt(b.length * 8);
+      b[bit >> 3]! ^= 1 << (bit & 7);
+    }
+    try {
+      decode(b);
+    } catch (err) {
+      if (!(err instanceof FormatError)) throw err;
+      rejected++;
+    }
+  }
+  // Every bit flip and every truncation must be refused (CRC or size).
+  t.true(rejected >= iterations * 0.7, `${rejected} of ${iterations} refused`);
+}
+
+const uuid = Buffer.alloc(16, 0xab);
+const plan = planRegions({ sectorSizeBytes: 512, nodeCount: 4, lockspaceBytes: 1 << 20 }, 16384, 255 * 512);
+const header = { version: 1, sectorSizeBytes: 512 as const, imageSizeBytes: plan.imageSizeBytes, clusterUuid: uuid, regions: plan.regions };
+const config = { clusterName: 'fz', nodeCount: 4, intervalMs: 100, deadThreshold: 15, ioTimeoutMs: 500, timingPreset: 'local', runDir: '/tmp/x', nodeNames: ['a', 'b', '', 'd'] };
+
+test('codecs round-trip and refuse corruption with the offset', (t) => {
+  const h = encodeClusterHeader(header);
+  t.deepEqual(decodeClusterHeader(h).regions, plan.regions);
+  const c = encodeConfig(config);
+  t.deepEqual(decodeConfig(c), config);
+  const r = encodeRegionHeader({ name: 'lockspace', version: 1, payloadBytes: 1 << 20, clusterUuid: uuid });
+  t.is(decodeRegionHeader(r).name, 'lockspace');
+  const bad = Buffer.from(h);
+  bad[0x44] ^= 1;
+  const e = t.throws(() => decodeClusterHeader(bad, { device: 'c.img', offsetBytes: 0 }), { instanceOf: FormatError });
+  t.regex(e!.message, /^c\.img: cluster header has a bad checksum/);
+  t.is(e!.offsetBytes, BLOCK_BYTES - 4);
+  const v2 = Buffer.from(h);
+  v2.writeUInt32LE(2, 8);
+  t.throws(() => decodeClusterHeader(v2), { message: /version 2 is not supported/ });
+  t.throws(() => encodeClusterHeader({ ...header, regions: [...plan.regions, { name: 'extra', offsetBytes: plan.regions[1]!.offsetBytes, sizeBytes: 8192 }] }), { message: /overlaps/ });
+  t.throws(() => encodeConfig({ ...config, clusterName: 'x'.repeat(65) }), { instanceOf: FormatError });
+});
+
+test('fuzz: cluster header, region header, config, node record, reservations', (t) => {
+  fuzz(t, encodeClusterHeader(header), (b) => decodeClusterHeader(b, { device: 'f', offsetBytes: 0 }));
+  fuzz(t, encodeRegionHeader({ name: 'config', version: 1, payloadBytes: 4096, clusterUuid: uuid }), (b) => decodeRegionHeader(b));
+  fuzz(t, encodeConfig(config), (b) => decodeConfig(b));
+  const rec = encodeNodeRecord({ nodeId: 3, generation: 5n, pid: 42, pidStartTicks: 99n, bootId: uuid, joinedAtMs: 1, prKey: 7n, name: 'n3', hostname: 'h' });
+  t.is(decodeNodeRecord(rec, 3)!.name, 'n3');
+  t.is(decodeNodeRecord(Buffer.alloc(512), 3), null);
+  t.throws(() => decodeNodeRecord(rec, 2), { message: /names node 3/ });
+  fuzz(t, rec, (b) => decodeNodeRecord(b, 3));
+  const s = emptyReservations();
+  s.registered[1] = 0x1234n;
+  s.reservationKey = 0x1234n;
+  s.reservationType = 5;
+  s.updateSeq = 4n;
+  const pr = encodeReservations(s);
+  t.is(decodeReservations(pr)!.registered[1], 0x1234n);
+  fuzz(t, pr, (b) => decodeReservations(b), 600);
+  // Both copies corrupt: an error, never a silently empty state.
+  t.throws(() => decodeReservationCopies(Buffer.concat([crypto.randomBytes(8192), crypto.randomBytes(8192)])), { instanceOf: FormatError });
+});
+
+test('openRegion(image, "lockspace") is a bounded view of the lockspace payload', async (t) => {
+  const img = path.join(tempDir(t), 'c.img');
+  await initClusterImage(img, { clusterName: 'ls', nodeCount: 3, timing: presetTiming('local'), lockspaceBytes: 256 * 1024, sectorSizeBytes: 4096 });
+  const ls = await openRegion(img, 'lockspace');
+  t.teardown(() => ls.closeAll());
+  t.is(ls.sizeBytes, 256 * 1024);
+  t.is(ls.sectorSizeBytes, 4096);
+  await ls.write(Buffer.alloc(4096, 0x5a), ls.sizeBytes - 4096);
+  await t.throwsAsync(ls.write(Buffer.alloc(4096), ls.sizeBytes), { message: /beyond end/ });
+  // Nothing else was touched: the image still validates.
+  const info = await readClusterImage(img);
+  t.is(info.config.clusterName, 'ls');
+  t.is(info.header.sectorSizeBytes, 4096);
+  await t.throwsAsync(openRegion(img, 'containers'), { message: /no region 'containers'/ });
+});
+
+test('cluster init: output, refusals (exists, bad values, in use), o2cb preset and custom timing', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  const r = await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'prod', '--timing', 'o2cb', '--json']);
+  t.is(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as { timing: { deadMs: number; selfFenceMs: number }; regions: { name: string }[] };
+  t.is(j.timing.deadMs, 62_000);
+  t.is(j.timing.selfFenceMs, 60_000);
+  t.deepEqual(j.regions.map((x) => x.name), ['config', 'heartbeat', 'nodes', 'reservations', 'lockspace']);
+  const again = await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'prod']);
+  t.is(again.code, 1);
+  t.regex(again.stderr, /already exists/);
+  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '0', '--name', 'x', '--force'])).code, 2);
+  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '300', '--name', 'x', '--force'])).code, 2);
+  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'x', '--interval', '100', '--dead-threshold', '2', '--force'])).code, 2);
+  const custom = await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'x', '--interval', '50', '--dead-threshold', '20', '--io-timeout', '300', '--force', '--json']);
+  t.is(custom.code, 0, custom.stderr);
+  t.like(JSON.parse(custom.stdout), { timing: { preset: 'custom', intervalMs: 50, deadMs: 1000 } });
+  // A running node holds the image: init --force refuses and writes nothing.
+  const node = spawnChild(t, process.execPath, [SANBOX_BIN, 'node', '--cluster', img, '--node', '0']);
+  const io = collect(node);
+  await waitFor(() => /ready/.test(io.out()), 10_000, 'node ready');
+  const before = fs.readFileSync(img);
+  const busy = await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'y', '--force']);
+  t.is(busy.code, 1);
+  t.regex(busy.stderr, /busy/);
+  const after = fs.readFileSync(img);
+  t.true(before.subarray(0, 8192).equals(after.subarray(0, 8192)), 'header and config untouched');
+  // status on something that is not a cluster image: one clear line.
+  const junk = path.join(dir, 'junk.img');
+  fs.writeFileSync(junk, Buffer.alloc(8192, 7));
+  const st = await runSanbox(t, ['cluster', 'status', junk]);
+  t.is(st.code, 1);
+  t.regex(st.stderr, /^sanbox: .*junk\.img: not a sanbox cluster image: magic is .* \(offset 0\)\n$/);
+});
