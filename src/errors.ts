@@ -13,7 +13,12 @@ export type ErrorCode =
   | 'ECLOSED' // I/O on a closed device
   | 'EFORMAT' // bad magic, version, checksum, size or range in an on-disk record
   | 'EUSAGE' // bad command-line input
-  | 'EINVAL'; // a bad argument to a library call
+  | 'EINVAL' // a bad argument to a library call
+  | 'EAGAIN' // a lock request with NOQUEUE that would have to wait (DLM -EAGAIN)
+  | 'EDEADLK' // a lock conversion that would deadlock; it was cancelled (DLM -EDEADLK)
+  | 'ETIMEDOUT' // a bounded wait ran out (e.g. a lock request); nothing was left half-done
+  | 'ECANCELED' // the caller cancelled a wait (AbortSignal); the request was withdrawn
+  | 'ENOSPC'; // a fixed-size on-disk table is full (e.g. a node's lock records)
 
 export class SanboxError extends Error {
   readonly code: ErrorCode;

@@ -1,0 +1,269 @@
+// The lock manager in one process: several Lockspace instances (one per simulated node, each with
+// its own device handle) on one image file, and a fake membership the test drives (who is fenced).
+// The multi-process proof with the real heartbeat/fencing is test/dlm-multiprocess.test.ts.
+
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createImage, FileDisk } from '../src/disk/index.js';
+import { viewOf } from '../src/disk/view-device.js';
+import { Mode } from '../src/dlm/compat-matrix.js';
+import { defaultHeader, DlmError, Lockspace, readSnapshot } from '../src/dlm/lock-manager.js';
+import { FormatError } from '../src/errors.js';
+import { lockRecordOffset, lockspaceLayout } from '../src/format/lockspace.js';
+import type { Membership, MembershipEvent, MemberView } from '../src/heartbeat/membership-api.js';
+import { tempDir } from './helpers/tmp.js';
+
+const NODES = 4;
+const REGION_OFFSET = 1024 * 1024;
+const REGION_BYTES = 1024 * 1024;
+
+class FakeCluster {
+  fenced = new Set<string>();
+  listeners = new Set<(ev: MembershipEvent) => void>();
+  fence(nodeId: number, generation: bigint): void {
+    this.fenced.add(`${nodeId}:${generation}`);
+    for (const l of this.listeners) l({ kind: 'fenced', nodeId, generation, atMs: performance.now() });
+  }
+  member(nodeId: number, generation: bigint): Membership {
+    return {
+      localNodeId: nodeId,
+      localGeneration: generation,
+      members: (): MemberView[] => Array.from({ length: NODES }, (_, n) => ({ nodeId: n, generation: n === nodeId ? generation : 0n, state: 'up' })),
+      hasQuorum: () => true,
+      isFenced: (n, g) => this.fenced.has(`${n}:${g}`),
+      subscribe: (l) => {
+        this.listeners.add(l);
+        return () => this.listeners.delete(l);
+      },
+    };
+  }
+}
+
+async function setup(t: import('ava').ExecutionContext) {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  createImage(img, { sizeBytes: 4 * 1024 * 1024, sectorSizeBytes: 512 });
+  const cluster = new FakeCluster();
+  const opened: Lockspace[] = [];
+  const disks: FileDisk[] = [];
+  const open = async (nodeId: number, generation = BigInt(nodeId + 1) * 1000n) => {
+    const disk = FileDisk.open(img, { guard: 'none' });
+    disks.push(disk);
+    const ls = await Lockspace.open(viewOf(disk, REGION_OFFSET, REGION_BYTES), { membership: cluster.member(nodeId, generation), watchPath: img });
+    opened.push(ls);
+    return ls;
+  };
+  t.teardown(async () => {
+    for (const ls of opened) await ls.close().catch(() => undefined);
+    for (const d of disks) d.closeSync();
+  });
+  return { img, cluster, open };
+}
+
+const isCode = (code: string) => (e: unknown) => e instanceof DlmError && e.code === code;
+
+test('EX excludes, PR shares, NL and CR coexist with PW; unlock hands over', async (t) => {
+  const { open } = await setup(t);
+  const [a, b, c] = [await open(0), await open(1), await open(2)];
+  const la = await a.lock('r1', Mode.EX);
+  await t.throwsAsync(b.lock('r1', Mode.PR, { noqueue: true }), { instanceOf: DlmError, message: /would block/ });
+  const pending = b.lock('r1', Mode.PR, { timeoutMs: 5000 });
+  await new Promise((r) => setTimeout(r, 50));
+  await la.unlock();
+  const lb = await pending;
+  const lc = await c.lock('r1', Mode.PR, { timeoutMs: 2000 });
+  t.is(lb.mode, Mode.PR);
+  t.is(lc.mode, Mode.PR);
+  await lb.unlock();
+  await lc.unlock();
+  const pw = await a.lock('r2', Mode.PW);
+  const cr = await b.lock('r2', Mode.CR, { noqueue: true });
+  const nl = await c.lock('r2', Mode.NL, { noqueue: true });
+  await t.throwsAsync(c.lock('r2', Mode.CW, { noqueue: true }), { code: 'EAGAIN' } as never);
+  for (const l of [pw, cr, nl]) await l.unlock();
+});
+
+test('timeouts and cancellation withdraw the request and name the blocker', async (t) => {
+  const { open, img } = await setup(t);
+  const [a, b] = [await open(0), await open(1)];
+  const la = await a.lock('busy', Mode.EX);
+  const t0 = performance.now();
+  const err = await t.throwsAsync(b.lock('busy', Mode.PR, { timeoutMs: 200 }));
+  t.true(isCode('ETIMEDOUT')(err), String(err));
+  t.regex(err!.message, /node 0 holds EX/);
+  t.true(performance.now() - t0 < 1500);
+  const ac = new AbortController();
+  const p = b.lock('busy', Mode.EX, { timeoutMs: 5000, signal: ac.signal });
+  setTimeout(() => ac.abort(), 50);
+  t.true(isCode('ECANCELED')(await t.throwsAsync(p)));
+  const disk = FileDisk.open(img, { guard: 'none', readOnly: true });
+  const snap = await readSnapshot(viewOf(disk, REGION_OFFSET, REGION_BYTES));
+  disk.closeSync();
+  t.deepEqual(snap.locks.map((l) => [l.nodeId, l.state]), [[0, 'granted']], 'withdrawn requests leave no record');
+  await la.unlock();
+});
+
+test('FIFO: queued new requests are granted in arrival order, even a compatible one behind an incompatible one', async (t) => {
+  const { open } = await setup(t);
+  const [a, b, c, d] = [await open(0), await open(1), await open(2), await open(3)];
+  const order: string[] = [];
+  const la = await a.lock('q', Mode.PR);
+  const pb = b.lock('q', Mode.EX, { timeoutMs: 5000 }).then((l) => (order.push('b-EX'), l));
+  await new Promise((r) => setTimeout(r, 30));
+  // PR is compatible with a's PR, but b's EX is queued ahead of it: it must wait (strict FIFO).
+  const pc = c.lock('q', Mode.PR, { timeoutMs: 5000 }).then((l) => (order.push('c-PR'), l));
+  await new Promise((r) => setTimeout(r, 30));
+  const pd = d.lock('q', Mode.CR, { timeoutMs: 5000 }).then((l) => (order.push('d-CR'), l));
+  await new Promise((r) => setTimeout(r, 100));
+  t.deepEqual(order, []);
+  await la.unlock();
+  const lb = await pb;
+  await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(order, ['b-EX']);
+  await lb.unlock();
+  const [lc, ld] = await Promise.all([pc, pd]);
+  t.deepEqual(order, ['b-EX', 'c-PR', 'd-CR']);
+  await lc.unlock();
+  await ld.unlock();
+});
+
+test('conversions go ahead of new requests; down-conversions are immediate', async (t) => {
+  const { open } = await setup(t);
+  const [a, b, c] = [await open(0), await open(1), await open(2)];
+  const la = await a.lock('conv', Mode.PR);
+  const lb = await b.lock('conv', Mode.PR);
+  const order: string[] = [];
+  const pc = c.lock('conv', Mode.EX, { timeoutMs: 5000 }).then((l) => (order.push('c-new-EX'), l));
+  await new Promise((r) => setTimeout(r, 30));
+  const pa = la.convert(Mode.EX, { timeoutMs: 5000 }).then(() => order.push('a-convert-EX'));
+  await new Promise((r) => setTimeout(r, 30));
+  await lb.unlock();
+  await pa;
+  t.deepEqual(order, ['a-convert-EX']);
+  await la.convert(Mode.NL); // down: immediate
+  t.is(la.mode, Mode.NL);
+  const lc = await pc;
+  t.deepEqual(order, ['a-convert-EX', 'c-new-EX']);
+  await lc.unlock();
+  await la.unlock();
+});
+
+test('conversion deadlock is reported (EDEADLK), not hung in; the survivor converts', async (t) => {
+  const { open } = await setup(t);
+  const [a, b] = [await open(0), await open(1)];
+  const la = await a.lock('dl', Mode.PR);
+  const lb = await b.lock('dl', Mode.PR);
+  const pa = la.convert(Mode.EX, { timeoutMs: 5000 });
+  await new Promise((r) => setTimeout(r, 30));
+  const err = await t.throwsAsync(lb.convert(Mode.EX, { timeoutMs: 5000 }));
+  t.true(isCode('EDEADLK')(err), String(err));
+  t.is(lb.mode, Mode.PR, 'the cancelled conversion keeps its granted mode');
+  await lb.unlock();
+  await pa;
+  t.is(la.mode, Mode.EX);
+  await la.unlock();
+});
+
+test('value block: written by PW/EX at down-convert or unlock, read on grant, invalid after its writer was fenced', async (t) => {
+  const { open, cluster } = await setup(t);
+  const [a, b, c] = [await open(0), await open(1), await open(2)];
+  const la = await a.lock('lvb', Mode.EX);
+  t.true(la.lvbValid);
+  t.true(la.lvb.equals(Buffer.alloc(32)));
+  await la.convert(Mode.PR, { lvb: Buffer.from('first value') });
+  const lb = await b.lock('lvb', Mode.CR);
+  t.is(lb.lvb.subarray(0, 11).toString(), 'first value');
+  t.true(lb.lvbValid);
+  await lb.unlock({ lvb: Buffer.from('ignored: CR cannot write') });
+  await la.convert(Mode.EX);
+  await la.unlock({ lvb: Buffer.from('second value') });
+  const lc = await c.lock('lvb', Mode.PW);
+  t.is(lc.lvb.subarray(0, 12).toString(), 'second value');
+  // c dies holding PW: until it is fenced its lock still counts, afterwards the value is invalid.
+  await t.throwsAsync(b.lock('lvb', Mode.PR, { timeoutMs: 150 }), { code: 'ETIMEDOUT' } as never);
+  cluster.fence(2, 3000n);
+  const lb2 = await b.lock('lvb', Mode.PR, { timeoutMs: 2000 });
+  t.false(lb2.lvbValid);
+  await lb2.unlock();
+  const la2 = await a.lock('lvb', Mode.EX);
+  t.false(la2.lvbValid);
+  await la2.unlock({ lvb: Buffer.from('third value') });
+  const lb3 = await b.lock('lvb', Mode.PR);
+  t.true(lb3.lvbValid);
+  t.is(lb3.lvb.subarray(0, 11).toString(), 'third value');
+  await lb3.unlock();
+  // IVVALBLK
+  const la3 = await a.lock('lvb', Mode.EX);
+  await la3.unlock({ invalidateLvb: true });
+  const lb4 = await b.lock('lvb', Mode.PR);
+  t.false(lb4.lvbValid);
+  await lb4.unlock();
+});
+
+test('a dead node keeps its locks until fenced; rejoining with a new generation starts clean and invalidates its PW/EX value blocks', async (t) => {
+  const { open, cluster } = await setup(t);
+  const [a, b] = [await open(0, 11n), await open(1)];
+  const la = await a.lock('rj', Mode.EX);
+  await la.convert(Mode.EX);
+  // a "crashes" (we simply stop using the instance; its records stay on disk)
+  await t.throwsAsync(b.lock('rj', Mode.PR, { timeoutMs: 100 }), { code: 'ETIMEDOUT' } as never);
+  cluster.fence(0, 11n);
+  const a2 = await open(0, 12n); // the same node, new incarnation: its old records are cleared
+  const snap = await a2.snapshot();
+  t.deepEqual(snap.locks.filter((l) => l.nodeId === 0), []);
+  t.true(snap.lvbs.some((v) => v.nodeId === 0 && v.invalidSeq !== null), 'the old EX hold became a persisted invalidation');
+  const lb = await b.lock('rj', Mode.PR, { timeoutMs: 1000 });
+  t.false(lb.lvbValid);
+  await lb.unlock();
+});
+
+test('blocking notification tells the holder which mode is blocked, once per mode', async (t) => {
+  const { open } = await setup(t);
+  const [a, b, c] = [await open(0), await open(1), await open(2)];
+  const basts: Mode[] = [];
+  const la = await a.lock('bast', Mode.EX, { bast: (m) => basts.push(m) });
+  const pb = b.lock('bast', Mode.PR, { timeoutMs: 5000 });
+  for (let i = 0; i < 100 && basts.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.deepEqual(basts, [Mode.PR]);
+  const pc = c.lock('bast', Mode.PR, { timeoutMs: 5000 });
+  await new Promise((r) => setTimeout(r, 100));
+  t.deepEqual(basts, [Mode.PR], 'no repeat for the same mode');
+  await la.convert(Mode.PR); // compatible now: both are granted
+  const [lb, lc] = await Promise.all([pb, pc]);
+  await la.unlock();
+  await lb.unlock();
+  await lc.unlock();
+});
+
+test('a corrupt record of another node is never trusted: the request times out naming the sector', async (t) => {
+  const { open, img } = await setup(t);
+  const a = await open(0);
+  const layout = lockspaceLayout(defaultHeader(REGION_BYTES, 512, NODES));
+  const off = REGION_OFFSET + lockRecordOffset(layout, 1, 0);
+  const fd = fs.openSync(img, 'r+');
+  const junk = Buffer.alloc(512, 0x5a);
+  fs.writeSync(fd, junk, 0, 512, off);
+  const err = await t.throwsAsync(a.lock('x', Mode.EX, { timeoutMs: 300 }));
+  t.true(isCode('ETIMEDOUT')(err), String(err));
+  t.regex(err!.message, /checksum mismatch/);
+  // Repaired (here: the sector is blank again) -> the next request goes through.
+  fs.writeSync(fd, Buffer.alloc(512), 0, 512, off);
+  fs.closeSync(fd);
+  const l = await a.lock('x', Mode.EX, { timeoutMs: 1000 });
+  await l.unlock();
+  t.pass();
+});
+
+test('names, modes and table limits are checked', async (t) => {
+  const { open } = await setup(t);
+  const a = await open(0);
+  await t.throwsAsync(a.lock('', Mode.EX), { code: 'EINVAL' } as never);
+  await t.throwsAsync(a.lock('x'.repeat(65), Mode.EX), { code: 'EINVAL' } as never);
+  await t.throwsAsync(a.lock('ok', 9 as Mode), { code: 'EINVAL' } as never);
+  const held = [];
+  for (let i = 0; i < 32; i++) held.push(await a.lock(`r${i}`, Mode.NL));
+  await t.throwsAsync(a.lock('one-too-many', Mode.NL), { code: 'ENOSPC' } as never);
+  for (const l of held) await l.unlock();
+  t.true(new FormatError('x') instanceof Error);
+});
