@@ -1,0 +1,71 @@
+// Running the real LVM2 tools (2.03.16) as judges of sanbox images: loop devices attached for a
+// test and detached in teardown, a private configuration (no backups/archives written, only the
+// test's loop devices scanned via --devices), and JSON reports in bytes.
+
+import { execFile } from 'node:child_process';
+import type { ExecutionContext } from 'ava';
+
+export interface ToolResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Bound on any single real-tool run. */
+const TOOL_TIMEOUT_MS = 30_000;
+/** `losetup -f` can race with other tests taking the same free device; retry this many times. */
+const LOSETUP_TRIES = 5;
+
+export const LVM_ENV: NodeJS.ProcessEnv = { ...process.env, LVM_SUPPRESS_FD_WARNINGS: '1' };
+/** Keeps lvm2 from writing /etc/lvm/backup and /etc/lvm/archive (lvm2.md §10). */
+export const LVM_CONFIG = 'backup/backup=0 backup/archive=0 devices/scan_lvs=0';
+
+export function runTool(cmd: string, args: string[]): Promise<ToolResult> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { env: LVM_ENV, timeout: TOOL_TIMEOUT_MS, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? ((err as unknown as { code: number }).code) : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export async function attachLoop(t: ExecutionContext, image: string): Promise<string> {
+  let last: ToolResult | undefined;
+  for (let i = 0; i < LOSETUP_TRIES; i++) {
+    last = await runTool('losetup', ['-f', '--show', image]);
+    if (last.code === 0) {
+      const dev = last.stdout.trim();
+      t.teardown(async () => {
+        await runTool('losetup', ['-d', dev]);
+      });
+      return dev;
+    }
+    await new Promise((r) => setTimeout(r, 100 * (i + 1)));
+  }
+  throw new Error(`losetup -f --show ${image} failed: ${last?.stderr}`);
+}
+
+/** An lvm command restricted to `devs`, with the private config. */
+export function lvm(cmd: string, devs: string[], args: string[]): Promise<ToolResult> {
+  return runTool(cmd, ['--devices', devs.join(','), '--config', LVM_CONFIG, ...args]);
+}
+
+/** A JSON report (`pvs`, `vgs`, `lvs`) in bytes: the rows of its first report. */
+export async function lvmReport(t: ExecutionContext, cmd: 'pvs' | 'vgs' | 'lvs', devs: string[], fields: string[], extra: string[] = []): Promise<Record<string, string>[]> {
+  const args = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', fields.join(','), ...extra];
+  if (cmd === 'lvs') args.unshift('--driverloaded', 'n');
+  const r = await lvm(cmd, devs, args);
+  t.is(r.code, 0, `${cmd}: ${r.stderr}`);
+  t.deepEqual(warnings(r.stderr), [], `${cmd} warnings`);
+  const parsed = JSON.parse(r.stdout) as { report: Record<string, Record<string, string>[]>[] };
+  const first = parsed.report[0]!;
+  return Object.values(first)[0] ?? [];
+}
+
+/** WARNING lines that mean something is wrong with the metadata (not the dm-less environment). */
+export function warnings(stderr: string): string[] {
+  return stderr
+    .split('\n')
+    .filter((l) => /WARNING|Inconsistent|CHECK|error/i.test(l))
+    .filter((l) => !/Activation disabled|not zeroed|NOT backed up/.test(l));
+}

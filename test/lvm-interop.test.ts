@@ -1,0 +1,193 @@
+// The real LVM2 tools judge sanbox's images, and sanbox reads theirs:
+// - pvck --dump headers/metadata on sanbox PVs (1 and 2 metadata copies, after every change);
+// - pvs/vgs/lvs --segments on loop devices report what `sanbox pvs/vgs/lvs --json` reports;
+// - a VG made by pvcreate/vgcreate/lvcreate (several PVs, 2 MiB extents, 2 metadata copies) is
+//   read by sanbox, and an lvextend done by sanbox is then seen by the real lvs.
+
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { openDevice } from '../src/disk/index.js';
+import { readPv } from '../src/volume/pv.js';
+import { attachLoop, lvm, lvmReport, runTool, warnings } from './helpers/lvm-real.js';
+import { runSanbox, tempDir } from './helpers/tmp.js';
+
+const MiB = 1024 * 1024;
+
+/** A VG name no other test run on this machine uses (the real tools see every loop device). */
+const uniq = (p: string): string => `${p}${process.pid}${Math.floor(Math.random() * 1e6)}`;
+
+async function sanbox(t: import('ava').ExecutionContext, args: string[], devices: string[]): Promise<string> {
+  const r = await runSanbox(t, args, { env: { SANBOX_DEVICES: devices.join(',') } });
+  t.is(r.code, 0, `sanbox ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The committed text in every mda of an image, read by sanbox. */
+async function committedTexts(img: string): Promise<({ text: string; seqno: number } | undefined)[]> {
+  const dev = await openDevice(img, { readOnly: true, guard: 'none' });
+  try {
+    const pv = await readPv(dev);
+    return (pv?.mdas ?? []).map((m) => m.committed && { text: m.committed.text, seqno: m.committed.parsed.vg.seqno });
+  } finally {
+    await dev.close();
+  }
+}
+
+/** pvck on every mda of `img`: no CHECK line, exit 0, the text it extracts is sanbox's text. */
+async function pvckAgrees(t: import('ava').ExecutionContext, img: string, dir: string, step: string): Promise<void> {
+  const texts = await committedTexts(img);
+  const h = await runTool('pvck', ['--dump', 'headers', img]);
+  t.is(h.code, 0, `${step}: pvck headers ${img}: ${h.stderr}`);
+  t.false(/CHECK/.test(h.stdout + h.stderr), `${step}: pvck headers ${img}:\n${h.stdout}${h.stderr}`);
+  t.deepEqual(warnings(h.stderr), []);
+  for (const [i, c] of texts.entries()) {
+    if (!c) {
+      t.false(/metadata text at/.test(h.stdout), `${step}: an orphan mda has no text`);
+      continue;
+    }
+    const { text, seqno } = c;
+    t.regex(h.stdout, new RegExp(`metadata text at \\d+ crc 0x[0-9a-f]+ # vgname \\S+ seqno ${seqno}`), `${step}: seqno ${seqno} in mda ${i + 1}`);
+    const out = path.join(dir, `dump-${path.basename(img)}-${i}-seqno${seqno}.txt`);
+    fs.rmSync(out, { force: true });
+    const m = await runTool('pvck', ['--dump', 'metadata', '--settings', `mda_num=${i + 1}`, '-f', out, img]);
+    t.is(m.code, 0, `${step}: pvck metadata ${img} mda ${i + 1}: ${m.stderr}`);
+    t.is(fs.readFileSync(out, 'latin1'), text, `${step}: pvck's text for ${img} mda ${i + 1} is sanbox's`);
+  }
+}
+
+test('sanbox VGs with 1 and 2 metadata copies: pvck finds no CHECK and prints sanbox\'s text after every change; real pvs/vgs/lvs agree with sanbox', async (t) => {
+  const dir = tempDir(t);
+  const imgs = ['a', 'b', 'c'].map((n) => path.join(dir, `${n}.img`));
+  for (const img of imgs) fs.writeFileSync(img, ''), fs.truncateSync(img, 64 * MiB);
+  const vg = uniq('sbx');
+  await sanbox(t, ['pvcreate', imgs[0]!], []);
+  await sanbox(t, ['pvcreate', '--metadatacopies', '2', imgs[1]!], []);
+  await sanbox(t, ['pvcreate', '--metadatasize', '60k', '--dataalignment', '64k', imgs[2]!], []);
+  for (const img of imgs) await pvckAgrees(t, img, dir, 'orphan');
+  const steps: [string, string[]][] = [
+    ['vgcreate', ['vgcreate', '-s', '2m', vg, ...imgs]],
+    ['lvcreate linear', ['lvcreate', '-n', 'lin', '-L', '40m', vg]],
+    ['lvcreate striped', ['lvcreate', '-n', 'str', '-l', '6', '-i', '3', '-I', '128k', vg]],
+    ['lvextend', ['lvextend', '-L', '+30m', `${vg}/lin`]],
+    ['lvcreate spanning', ['lvcreate', '-n', 'big', '-l', '45', vg]],
+    ['lvreduce', ['lvreduce', '-l', '-7', `${vg}/big`]],
+    ['lvremove', ['lvremove', `${vg}/str`]],
+    ['lvrename', ['lvrename', `${vg}/big`, 'huge']],
+  ];
+  for (const [step, args] of steps) {
+    await sanbox(t, args, imgs);
+    for (const img of imgs) await pvckAgrees(t, img, dir, step);
+  }
+
+  // Real tools on loop devices report what sanbox reports.
+  const loops: string[] = [];
+  for (const img of imgs) loops.push(await attachLoop(t, img));
+  const loopToImg = new Map(loops.map((l, i) => [l, imgs[i]!]));
+  const pvFields = ['pv_name', 'vg_name', 'pv_uuid', 'pv_size', 'pv_free', 'pe_start', 'pv_pe_count', 'pv_pe_alloc_count', 'dev_size', 'pv_mda_count'];
+  const realPvs = await lvmReport(t, 'pvs', loops, pvFields);
+  const ourPvs = JSON.parse(await sanbox(t, ['pvs', '--json', ...imgs], [])).pv as Record<string, unknown>[];
+  t.is(realPvs.length, 3);
+  for (const r of realPvs) {
+    const o = ourPvs.find((x) => x.pv_uuid === r.pv_uuid)!;
+    t.truthy(o, `sanbox lists PV ${r.pv_uuid}`);
+    t.is(o.pv_name, loopToImg.get(r.pv_name!));
+    for (const f of pvFields.slice(1)) t.is(String(o[f]), r[f], `pv ${f}`);
+  }
+  const vgFields = ['vg_name', 'vg_uuid', 'vg_size', 'vg_free', 'vg_seqno', 'vg_extent_size', 'vg_extent_count', 'vg_free_count', 'pv_count', 'lv_count'];
+  const realVgs = await lvmReport(t, 'vgs', loops, vgFields, [vg]);
+  const ourVgs = JSON.parse(await sanbox(t, ['vgs', '--json', vg], imgs)).vg as Record<string, unknown>[];
+  t.is(realVgs.length, 1);
+  for (const f of vgFields) t.is(String(ourVgs[0]![f]), realVgs[0]![f], `vg ${f}`);
+  t.is(realVgs[0]!.vg_seqno, String(steps.length));
+  const segFields = ['lv_name', 'lv_uuid', 'segtype', 'stripes', 'stripe_size', 'seg_start_pe', 'seg_size', 'seg_size_pe', 'seg_pe_ranges'];
+  const realSegs = await lvmReport(t, 'lvs', loops, segFields, ['--segments', vg]);
+  const ourSegs = JSON.parse(await sanbox(t, ['lvs', '--segments', '--json', vg], imgs)).seg as Record<string, unknown>[];
+  t.is(ourSegs.length, realSegs.length);
+  const key = (r: Record<string, unknown>): string => `${r.lv_name}:${r.seg_start_pe}`;
+  for (const r of realSegs) {
+    const o = ourSegs.find((x) => key(x) === key(r))!;
+    t.truthy(o, `segment ${key(r)}`);
+    for (const f of segFields) {
+      const real = f === 'seg_pe_ranges' ? r[f]!.replace(/\/dev\/loop\d+/g, (l) => loopToImg.get(l)!) : r[f];
+      t.is(String(o[f]), real, `${key(r)} ${f}`);
+    }
+  }
+  const ck = await lvm('vgck', loops, [vg]);
+  t.is(ck.code, 0, ck.stderr);
+  t.deepEqual(warnings(ck.stderr + ck.stdout), []);
+
+  // vgremove leaves orphans the real tools accept.
+  await sanbox(t, ['vgremove', '--force', vg], imgs);
+  const orphans = await lvmReport(t, 'pvs', loops, ['pv_name', 'vg_name', 'pv_uuid']);
+  t.deepEqual(orphans.map((r) => r.vg_name), ['', '', '']);
+});
+
+test('a VG made by the real pvcreate/vgcreate/lvcreate (3 PVs, 2 MiB extents, 2 metadata copies) is read by sanbox; sanbox lvextend is seen by the real lvs', async (t) => {
+  const dir = tempDir(t);
+  const imgs = ['p', 'q', 'r'].map((n) => path.join(dir, `${n}.img`));
+  for (const img of imgs) fs.writeFileSync(img, ''), fs.truncateSync(img, 48 * MiB);
+  const loops: string[] = [];
+  for (const img of imgs) loops.push(await attachLoop(t, img));
+  const loopToImg = new Map(loops.map((l, i) => [l, imgs[i]!]));
+  const vg = uniq('real');
+  const ok = async (cmd: string, args: string[]): Promise<void> => {
+    const r = await lvm(cmd, loops, args);
+    t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+  };
+  await ok('pvcreate', ['--metadatacopies', '2', ...loops]);
+  await ok('vgcreate', ['-s', '2M', vg, ...loops]);
+  await ok('lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-l', '30', '-n', 'span', vg]); // > one PV's 22 extents
+  await ok('lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-l', '6', '-i', '2', '-I', '64k', '-n', 'striped', vg]);
+  await ok('lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-L', '6m', '-n', 'small', vg]);
+
+  const segFields = ['lv_name', 'lv_uuid', 'segtype', 'stripes', 'stripe_size', 'seg_start_pe', 'seg_size', 'seg_size_pe', 'seg_pe_ranges'];
+  const compare = async (when: string): Promise<void> => {
+    const realSegs = await lvmReport(t, 'lvs', loops, segFields, ['--segments', vg]);
+    const ourSegs = JSON.parse(await sanbox(t, ['lvs', '--segments', '--json', vg], imgs)).seg as Record<string, unknown>[];
+    t.is(ourSegs.length, realSegs.length, when);
+    for (const r of realSegs) {
+      const o = ourSegs.find((x) => x.lv_name === r.lv_name && String(x.seg_start_pe) === r.seg_start_pe);
+      if (!o) {
+        t.fail(`${when}: sanbox lacks segment ${r.lv_name}:${r.seg_start_pe}`);
+        continue;
+      }
+      for (const f of segFields) {
+        const real = f === 'seg_pe_ranges' ? r[f]!.replace(/\/dev\/loop\d+/g, (l) => loopToImg.get(l)!) : r[f];
+        t.is(String(o[f]), real, `${when}: ${r.lv_name}:${r.seg_start_pe} ${f}`);
+      }
+    }
+    const vgFields = ['vg_name', 'vg_uuid', 'vg_size', 'vg_free', 'vg_seqno', 'vg_extent_size', 'vg_extent_count', 'vg_free_count', 'pv_count', 'lv_count'];
+    const realVg = (await lvmReport(t, 'vgs', loops, vgFields, [vg]))[0]!;
+    const ourVg = (JSON.parse(await sanbox(t, ['vgs', '--json', vg], imgs)).vg as Record<string, unknown>[])[0]!;
+    for (const f of vgFields) t.is(String(ourVg[f]), realVg[f], `${when}: vg ${f}`);
+    const pvFields = ['pv_uuid', 'vg_name', 'pv_size', 'pv_free', 'pe_start', 'pv_pe_count', 'pv_mda_count'];
+    const realPvs = await lvmReport(t, 'pvs', loops, pvFields);
+    const ourPvs = JSON.parse(await sanbox(t, ['pvs', '--json'], imgs)).pv as Record<string, unknown>[];
+    for (const r of realPvs) {
+      const o = ourPvs.find((x) => x.pv_uuid === r.pv_uuid)!;
+      for (const f of pvFields) t.is(String(o[f]), r[f], `${when}: pv ${f}`);
+    }
+  };
+  await compare('made by lvm2');
+
+  // sanbox changes the real VG; the real tools see the change and find nothing wrong.
+  await sanbox(t, ['lvextend', '-l', '+5', `${vg}/small`], imgs);
+  await sanbox(t, ['lvcreate', '-n', 'bysanbox', '-L', '4m', vg], imgs);
+  await compare('after sanbox lvextend + lvcreate');
+  const sizes = await lvmReport(t, 'lvs', loops, ['lv_name', 'lv_size'], [vg]);
+  t.is(sizes.find((r) => r.lv_name === 'small')!.lv_size, String(8 * 2 * MiB));
+  for (const img of imgs) {
+    const h = await runTool('pvck', ['--dump', 'headers', img]);
+    t.is(h.code, 0);
+    t.false(/CHECK/.test(h.stdout + h.stderr), h.stdout);
+    t.is((h.stdout.match(/# vgname \S+ seqno 6/g) ?? []).length, 2, `both mdas of ${img} at seqno 6`);
+  }
+  const ck = await lvm('vgck', loops, [vg]);
+  t.is(ck.code, 0, ck.stderr);
+  t.deepEqual(warnings(ck.stderr + ck.stdout), []);
+  // And lvm2 can keep writing after sanbox.
+  const more = await lvm('lvcreate', loops, ['--driverloaded', 'n', '-an', '-Zn', '-l', '1', '-n', 'after', vg]);
+  t.is(more.code, 0, more.stderr);
+  await compare('lvm2 writes after sanbox');
+});
