@@ -6,7 +6,7 @@ import path from 'node:path';
 import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
-const DEAD_MS = 1500; // the local preset: 100 ms × 15
+const DEAD_MS = 2000; // the local preset: 100 ms × 20
 /** Bound on kill → down: the dead time, plus a read interval, plus scheduling slack on a loaded 2-core box. */
 const DETECT_BOUND_MS = DEAD_MS + 100 + 1400;
 

@@ -15,7 +15,7 @@ const blk = (nodeId: number, seq: bigint, generation: bigint, deadMs: number) =>
 
 test('timing presets: local and the real o2cb defaults; the inequality is enforced', (t) => {
   const local = presetTiming('local');
-  t.like(local, { intervalMs: 100, deadMs: 1500, selfFenceMs: 1400, ioTimeoutMs: 500 });
+  t.like(local, { intervalMs: 100, deadMs: 2000, selfFenceMs: 1900, ioTimeoutMs: 500 });
   const o2cb = presetTiming('o2cb');
   t.like(o2cb, { intervalMs: 2000, deadThreshold: 31, deadMs: 62_000, selfFenceMs: 60_000 });
   t.true(o2cb.selfFenceMs + o2cb.watchdogMs < o2cb.deadMs);
@@ -121,7 +121,7 @@ test('membership: a death is fenced (with quorum) before it is reported fenced; 
     round(2n);
     t.deepEqual(m.members().map((x) => x.state), ['up', 'up']);
     t.true(m.hasQuorum());
-    now.ms = 1700;
+    now.ms = 2200;
     round(2n);
     await settle();
     t.deepEqual(events.map((e) => e.kind), expectFence ? ['up', 'down', 'fenced'] : ['up', 'down']);

@@ -29,7 +29,8 @@ export interface FencerDeps {
   selfNodeId: number;
   selfKey: bigint;
   clusterTag: number;
-  reservations: PersistentReservations | null;
+  /** Every device this cluster's nodes write with a fence gate (the cluster image first); all are preempted. */
+  reservations: PersistentReservations[];
   /** The victim's node record as it is on disk now (pid, start time, boot id, generation). */
   readNodeRecord(nodeId: number): Promise<NodeRecord | null>;
   timing: Timing;
@@ -57,7 +58,7 @@ export class Fencer {
     steps.push(`power:${r.outcome}(pid ${rec.pid})`);
   }
 
-  /** Fences (nodeId, generation); throws if it cannot be done (the caller retries later). */
+  /** Fences (nodeId, generation) on every device; throws if it cannot be done (the caller retries later). */
   async fence(nodeId: number, generation: bigint, opts: { leftCleanly?: boolean } = {}): Promise<FenceOutcome> {
     const t0 = performance.now();
     const steps: string[] = [];
@@ -65,25 +66,27 @@ export class Fencer {
     // A node that left cleanly wrote generation 0 and is exiting: record its key as preempted (so
     // no late write of it can land) but never kill it.
     const policy: FencePolicy = opts.leftCleanly ? 'disk' : this.d.policy;
-    if (opts.leftCleanly && reservations === null) return { nodeId, generation, steps: ['left-cleanly'], durationMs: 0 };
+    if (opts.leftCleanly && reservations.length === 0) return { nodeId, generation, steps: ['left-cleanly'], durationMs: 0 };
+    const key = this.keyOf(nodeId, generation);
     if (policy === 'power' || policy === 'both') await this.power(nodeId, generation, steps, policy === 'power');
-    if (policy === 'power' && reservations !== null) {
-      await reservations.markFenced(nodeId, this.keyOf(nodeId, generation));
-      steps.push('recorded');
+    if (policy === 'power') {
+      for (const pr of reservations) await pr.markFenced(nodeId, key);
+      if (reservations.length > 0) steps.push('recorded');
     }
     if (policy === 'disk' || policy === 'both') {
-      if (reservations === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: this device has no reservations`);
-      const key = this.keyOf(nodeId, generation);
-      let r = await reservations.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.fenceGateWaitMs);
-      if (r === null) {
-        // The victim holds its gate: it is stopped or stuck inside a write. Kill it, which drops
-        // the gate, then preempt.
-        this.d.log(`node ${nodeId} is stalled inside a write for ${this.d.timing.fenceGateWaitMs} ms; escalating to the power fence`);
-        await this.power(nodeId, generation, steps, true);
-        r = await reservations.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.powerFenceWaitMs);
-        if (r === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: its gate is still held after the power fence`);
+      if (reservations.length === 0) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: no device has reservations`);
+      for (const pr of reservations) {
+        let r = await pr.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.fenceGateWaitMs);
+        if (r === null) {
+          // The victim holds its gate: it is stopped or stuck inside a write. Kill it, which drops
+          // the gate, then preempt.
+          this.d.log(`node ${nodeId} is stalled inside a write for ${this.d.timing.fenceGateWaitMs} ms; escalating to the power fence`);
+          await this.power(nodeId, generation, steps, true);
+          r = await pr.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.powerFenceWaitMs);
+          if (r === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId} on ${pr.spec.deviceName}: its gate is still held after the power fence`);
+        }
+        steps.push(`preempt:${r.outcome}(${reservations.length > 1 ? `${pr.spec.deviceName}, ` : ''}key 0x${key.toString(16)}, PRgeneration ${r.prGeneration})`);
       }
-      steps.push(`preempt:${r.outcome}(key 0x${key.toString(16)}, PRgeneration ${r.prGeneration})`);
     }
     return { nodeId, generation, steps, durationMs: performance.now() - t0 };
   }

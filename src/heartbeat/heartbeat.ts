@@ -254,6 +254,10 @@ export class Heartbeat {
     }
   }
 
+  get regionName(): string {
+    return this.o.region.name;
+  }
+
   get isRunning(): boolean {
     return this.running;
   }

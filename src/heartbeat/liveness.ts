@@ -22,6 +22,8 @@ export class SlotTracker {
   live = false;
   /** Bad checksums read while live (the kernel logs "has written a bad crc"). */
   badCrcCount = 0;
+  /** Longest observed gap between seq changes while live: how close this peer came to "dead". */
+  maxGapMs = 0;
 
   constructor(
     readonly nodeId: number,
@@ -85,6 +87,7 @@ export class SlotTracker {
       return events;
     }
     if (b.seq !== this.seq) {
+      if (this.live) this.maxGapMs = Math.max(this.maxGapMs, nowMs - this.lastChangeMs);
       this.seq = b.seq;
       this.lastChangeMs = nowMs;
       this.writerDeadMs = b.deadMs;

@@ -156,6 +156,13 @@ export class MembershipService implements Membership {
     return out;
   }
 
+  /** Per peer and region: the longest gap between seq changes seen while it was live. */
+  maxGaps(): { region: string; nodeId: number; maxGapMs: number }[] {
+    const out: { region: string; nodeId: number; maxGapMs: number }[] = [];
+    for (const [region, ts] of this.trackers) for (const tr of ts) if (tr.maxGapMs > 0) out.push({ region, nodeId: tr.nodeId, maxGapMs: Math.round(tr.maxGapMs) });
+    return out;
+  }
+
   hasQuorum(): boolean {
     if (this.selfFencedReason !== undefined) return false;
     const alive = new Set<number>(this.up.keys());

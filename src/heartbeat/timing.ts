@@ -44,11 +44,11 @@ export interface Timing extends TimingInputs {
 
 /**
  * Presets. `local`: scaled for processes on one machine — a 100 ms interval and death after
- * 1.5 s. `o2cb`: the real o2hb defaults (O2HB_REGION_TIMEOUT_MS 2000, dead_threshold 31,
+ * 2 s. `o2cb`: the real o2hb defaults (O2HB_REGION_TIMEOUT_MS 2000, dead_threshold 31,
  * 62 s dead time, 60 s write timeout; reference/ocfs2.md §4.6).
  */
 export const TIMING_PRESETS: Record<'local' | 'o2cb', TimingInputs> = {
-  local: { intervalMs: 100, deadThreshold: 15, ioTimeoutMs: 500 },
+  local: { intervalMs: 100, deadThreshold: 20, ioTimeoutMs: 500 },
   o2cb: { intervalMs: 2000, deadThreshold: 31, ioTimeoutMs: 10_000 },
 };
 export type TimingPreset = keyof typeof TIMING_PRESETS;

@@ -17,7 +17,8 @@ import type { BlockDevice } from '../disk/device.js';
 import { FenceGate } from '../disk/fence-gate.js';
 import { openDevice } from '../disk/open.js';
 import { selfIdentity } from '../disk/power-fence.js';
-import { LockFile, nodeKey, PersistentReservations, PR_TYPES } from '../disk/reservations.js';
+import { LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../disk/reservations.js';
+import { heartbeatRegion } from '../fs/heartbeat-region.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
 import { readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
@@ -39,6 +40,12 @@ export interface StartNodeOptions {
   /** Listen on RUNDIR/node-N.sock (default true). */
   control?: boolean;
   log?: (msg: string) => void;
+  /**
+   * ocfs2 volumes (made by mkfs.ocfs2 or sanbox) whose heartbeat system file this node also
+   * writes, o2hb-compatibly; they feed the same membership. Each gets its own fence gate over a
+   * sidecar reservation state (VOL.fence/reservations).
+   */
+  volumes?: string[];
   /** Called once if this node fences itself (its I/O is already stopped). */
   onSelfFence?: (reason: string) => void;
 }
@@ -51,7 +58,9 @@ export interface RunningNode {
   readonly membership: MembershipService;
   /** The cluster image opened with this node's fence gate: every write through it can be fenced. */
   readonly device: BlockDevice;
+  /** The cluster image's heartbeat (first) and one per volume. */
   readonly heartbeat: Heartbeat;
+  readonly heartbeats: Heartbeat[];
   readonly gate: FenceGate;
   readonly control: ControlServer | undefined;
   status(): Record<string, unknown>;
@@ -114,6 +123,32 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     cleanups.push(() => pr.unregister(n, key));
     await pr.reserve(n, key, PR_TYPES.writeExclusiveRegistrantsOnly);
 
+    // Volume homes: open each with its own gate, find the ocfs2 heartbeat file, register there too.
+    const volumeRegions: { region: HeartbeatRegion; gate: FenceGate; pr: PersistentReservations }[] = [];
+    for (const vol of opts.volumes ?? []) {
+      const vpr = new PersistentReservations(sidecarStoreSpec(path.resolve(vol)));
+      cleanups.push(() => vpr.close());
+      const vgate = new FenceGate(vpr.store, n, key, timing.ioTimeoutMs);
+      cleanups.push(() => vgate.close());
+      const vdev = await openDevice(vol, { guard: 'shared', gate: vgate });
+      cleanups.push(() => vdev.close());
+      const where = await heartbeatRegion(vdev);
+      const vregion: HeartbeatRegion = {
+        name: `${vol}:heartbeat`,
+        device: vdev,
+        offsetBytes: where.offsetBytes,
+        blockBytes: where.blockSizeBytes,
+        slotCount: Math.min(where.blockCount, info.config.nodeCount),
+      };
+      await probeSlot(vregion, n, timing);
+      if (!(await vpr.register(n, key, timing.fenceGateWaitMs))) {
+        throw new SanboxError('EBUSY', `${vol}: a previous incarnation of node ${n} is stalled inside a write; fence it first`, { device: vol });
+      }
+      cleanups.push(() => vpr.unregister(n, key));
+      await vpr.reserve(n, key, PR_TYPES.writeExclusiveRegistrantsOnly);
+      volumeRegions.push({ region: vregion, gate: vgate, pr: vpr });
+    }
+
     const me = selfIdentity();
     const name = opts.name ?? (info.config.nodeNames[n] || `node${n}`);
     const record: NodeRecord = {
@@ -133,16 +168,32 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       selfNodeId: n,
       selfKey: key,
       clusterTag: info.header.clusterUuid.readUInt16LE(0),
-      reservations: pr,
+      reservations: [pr, ...volumeRegions.map((v) => v.pr)],
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,
       policy: opts.fencePolicy ?? 'both',
       log,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
-    const heartbeat = new Heartbeat({ region, nodeId: n, generation, timing, membership, gate, log, onSelfFence: opts.onSelfFence });
-    cleanups.push(() => heartbeat.stop(false));
-    await heartbeat.start();
+    // A self-fence on any region stops all of this node's I/O, on every device.
+    const heartbeats: Heartbeat[] = [];
+    let selfFenceReported = false;
+    const onSelfFence = (reason: string): void => {
+      for (const h of heartbeats) h.selfFence(reason);
+      gate.selfFence(reason);
+      for (const v of volumeRegions) v.gate.selfFence(reason);
+      if (!selfFenceReported) {
+        selfFenceReported = true;
+        opts.onSelfFence?.(reason);
+      }
+    };
+    const heartbeat = new Heartbeat({ region, nodeId: n, generation, timing, membership, gate, log, onSelfFence });
+    heartbeats.push(heartbeat);
+    for (const v of volumeRegions) heartbeats.push(new Heartbeat({ region: v.region, nodeId: n, generation, timing, membership, gate: v.gate, log, onSelfFence }));
+    cleanups.push(async () => {
+      for (const h of heartbeats) await h.stop(false);
+    });
+    for (const h of heartbeats) await h.start();
 
     let control: ControlServer | undefined;
     let stopping: Promise<void> | undefined;
@@ -157,6 +208,8 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       quorum: membership.hasQuorum(),
       members: membership.members().map((m) => ({ nodeId: m.nodeId, state: m.state, generation: m.generation.toString(16) })),
       heartbeat: heartbeat.stats,
+      regions: heartbeats.map((h) => h.regionName),
+      maxGaps: membership.maxGaps(),
     });
     const node: RunningNode = {
       nodeId: n,
@@ -166,6 +219,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       membership,
       device,
       heartbeat,
+      heartbeats,
       gate,
       get control() {
         return control;
@@ -174,7 +228,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       stop: () => {
         stopping ??= (async () => {
           membership.stop();
-          await heartbeat.stop(true);
+          for (const h of heartbeats) await h.stop(true);
           cleanups.pop(); // heartbeat.stop already done
           await undo();
           await control?.close();

@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .requiredOption('--nodes <n>', 'number of nodes (node numbers 0..n-1, at most 255)')
     .requiredOption('--name <name>', 'cluster name (A-Z a-z 0-9 . _ -, up to 64 characters)')
     .option('--sector-size <bytes>', 'logical sector size, which is also the heartbeat slot size: 512 or 4096', '512')
-    .option('--timing <preset>', `timing preset: ${Object.keys(TIMING_PRESETS).join(' | ')} (local: 100 ms interval, dead after 1.5 s; o2cb: the real o2hb 2 s / 31 / 62 s)`, 'local')
+    .option('--timing <preset>', `timing preset: ${Object.keys(TIMING_PRESETS).join(' | ')} (local: 100 ms interval, dead after 2 s; o2cb: the real o2hb 2 s / 31 / 62 s)`, 'local')
     .option('--interval <ms>', 'heartbeat interval in ms (overrides the preset)')
     .option('--dead-threshold <n>', 'intervals without a seq change before a node is dead (overrides the preset)')
     .option('--io-timeout <ms>', 'a heartbeat write slower than this has failed (overrides the preset)')
@@ -161,8 +161,9 @@ export function register(program: Command): void {
     .requiredOption('--node <n>', 'node number')
     .option('--name <name>', 'node name shown by cluster status')
     .option('--fence <policy>', `fence agents for dead peers: ${FENCE_POLICIES.join(' | ')} (both: SIGKILL the recorded pid, then preempt its reservation key; disk: preempt only, escalating to power when the victim is stuck inside a write)`, 'both')
+    .option('--volume <image...>', 'also heartbeat o2hb-compatibly in the heartbeat system file of these ocfs2 volumes (debugfs.ocfs2 -R hb shows the blocks; a kernel node there is a peer)')
     .option('--json', 'log events as JSON lines', false)
-    .action(async (o: { cluster: string; node: string; name?: string; fence: string; json: boolean }) => {
+    .action(async (o: { cluster: string; node: string; name?: string; fence: string; volume?: string[]; json: boolean }) => {
       if (!FENCE_POLICIES.includes(o.fence as FencePolicy)) throw new UsageError(`--fence must be one of ${FENCE_POLICIES.join(', ')}, not '${o.fence}'`);
       const nodeId = nonNegativeInt(o.node, '--node');
       const t0 = Date.now();
@@ -178,6 +179,7 @@ export function register(program: Command): void {
         nodeId,
         name: o.name,
         fencePolicy: o.fence as FencePolicy,
+        volumes: o.volume,
         log,
         onSelfFence: () => {
           exitCode = 3;
