@@ -401,3 +401,19 @@ test('fencing at the target: one nbdkit per node on one image; cutting node A’
   t.is(data[512], 0, 'nothing of the fenced node landed');
   t.is(data[1024], 0xb1);
 });
+
+test('ESHUTDOWN from the server: that request fails, nothing new is sent, the client disconnects softly', async (t) => {
+  const dir = tempDir(t);
+  image(dir, 'sd.img', MiB);
+  const trigger = path.join(tempDir(t), 'shutting-down');
+  const srv = await server(t, { dir, filters: ['--filter=error'], filterParams: ['error-pread=ESHUTDOWN', 'error-pread-rate=100%', `error-pread-file=${trigger}`] });
+  const dev = await open(t, srv.uri('sd.img'));
+  await dev.write(Buffer.alloc(512, 1), 0);
+  fs.writeFileSync(trigger, '');
+  const err = await t.throwsAsync(dev.read(Buffer.alloc(512), 0), { instanceOf: NbdError });
+  t.is(err?.serverErrno, 'ESHUTDOWN');
+  fs.rmSync(trigger);
+  const after = await t.throwsAsync(dev.write(Buffer.alloc(512, 2), 512), { instanceOf: NbdError });
+  t.is(after?.reason, 'disconnected');
+  t.regex(after?.message ?? '', /shutting down/);
+});

@@ -198,6 +198,8 @@ export class NbdDevice implements BlockDevice {
   private waiters: { bytes: number; go: () => void; fail: (err: Error) => void }[] = [];
   /** Set once the connection is unusable; every later request fails with (a copy of) this reason. */
   private dead: { reason: NbdFailure; detail: string; cause?: unknown } | undefined;
+  /** Set when the server said ESHUTDOWN: nothing new is sent, outstanding replies are still taken. */
+  private shutdownSeen = false;
   private closed = false;
   private closing: Promise<void> | undefined;
   private readonly socketClosed: Promise<void>;
@@ -394,6 +396,7 @@ export class NbdDevice implements BlockDevice {
       throw new DiskError('ECLOSED', `${this.name}: device is closed`, { device: this.name, offsetBytes });
     }
     if (this.dead !== undefined) throw this.deadError(undefined, offsetBytes, 0);
+    if (this.shutdownSeen) throw this.shutdownError(offsetBytes);
   }
 
   private checkAlignedWrite(offsetBytes: number, lengthBytes: number, op: string): void {
@@ -431,9 +434,9 @@ export class NbdDevice implements BlockDevice {
     const costBytes = (payload?.length ?? 0) + (target?.length ?? 0);
     if (this.waiters.length === 0 && this.hasRoom(costBytes)) this.reserve(costBytes);
     else await new Promise<void>((go, fail) => this.waiters.push({ bytes: costBytes, go, fail })); // pump() reserves for us
-    if (this.dead !== undefined) {
+    if (this.dead !== undefined || this.shutdownSeen) {
       this.release(costBytes);
-      throw this.deadError(type, offsetBytes, lengthBytes);
+      throw this.dead !== undefined ? this.deadError(type, offsetBytes, lengthBytes) : this.shutdownError(offsetBytes);
     }
     const cookie = this.nextCookie++;
     const header = P.encodeRequest({ flags, type, cookie, offsetBytes, lengthBytes });
@@ -481,19 +484,19 @@ export class NbdDevice implements BlockDevice {
     switch (ev.kind) {
       case 'simple':
         if (ev.errno !== 0) p.error = this.serverError(p, ev.errno, '');
-        else if (p.target !== undefined) ev.data!.copy(p.target);
+        else if (p.target !== undefined && ev.pieces !== undefined) copyPieces(ev.pieces, p.target, 0);
         p.coveredBytes = p.lengthBytes;
         this.finish(p);
         return;
       case 'data':
       case 'hole': {
         if (p.type !== P.Cmd.READ || p.target === undefined) this.protocolError(`content chunk in the reply to ${CMD_NAMES[p.type]}`);
-        const len = ev.kind === 'data' ? ev.data.length : ev.lengthBytes;
+        const len = ev.lengthBytes;
         const at = ev.offsetBytes - p.offsetBytes;
         if (at < 0 || at + len > p.lengthBytes) {
           this.protocolError(`chunk [${ev.offsetBytes}, +${len}) outside READ [${p.offsetBytes}, +${p.lengthBytes})`);
         }
-        if (ev.kind === 'data') ev.data.copy(p.target, at);
+        if (ev.kind === 'data') copyPieces(ev.pieces, p.target, at);
         else p.target.fill(0, at, at + len);
         p.coveredBytes += len;
         if (ev.done) this.finish(p);
@@ -529,11 +532,8 @@ export class NbdDevice implements BlockDevice {
     this.release(p.costBytes);
     if (p.error !== undefined) {
       p.reject(p.error);
-      if (p.error.serverErrno === 'ESHUTDOWN') {
-        // The spec: a client that receives ESHUTDOWN must disconnect. Nothing new gets sent.
-        this.dead ??= { reason: 'disconnected', detail: 'the server is shutting down (ESHUTDOWN)' };
-        if (this.pending.size === 0) this.socket.end();
-      }
+      // The spec: a client that receives ESHUTDOWN must initiate a soft disconnect.
+      if (p.error.serverErrno === 'ESHUTDOWN') this.shutdownSeen = true;
     } else if (p.type === P.Cmd.READ && p.coveredBytes !== p.lengthBytes) {
       // Chunks may not overlap, so full coverage means their lengths add up to the request.
       this.kill('protocol', `the reply to READ at offset ${p.offsetBytes} covered ${p.coveredBytes} of ${p.lengthBytes} bytes`);
@@ -541,7 +541,16 @@ export class NbdDevice implements BlockDevice {
     } else {
       p.resolve();
     }
+    if (this.shutdownSeen && this.pending.size === 0 && this.dead === undefined) this.softDisconnect();
     this.pump();
+  }
+
+  /** After ESHUTDOWN, once nothing is outstanding: NBD_CMD_DISC, then the device is finished. */
+  private softDisconnect(): void {
+    const disc = P.encodeRequest({ flags: 0, type: P.Cmd.DISC, cookie: this.nextCookie++, offsetBytes: 0, lengthBytes: 0 });
+    this.dead = { reason: 'disconnected', detail: 'the server is shutting down (it answered ESHUTDOWN)' };
+    this.socket.end(disc);
+    this.failAll();
   }
 
   /** Wakes queued requests, in order, while the pipeline has room, reserving the room for each. */
@@ -587,6 +596,10 @@ export class NbdDevice implements BlockDevice {
     for (const w of waiters) w.fail(this.deadError(undefined, 0, 0));
   }
 
+  private shutdownError(offsetBytes: number): NbdError {
+    return new NbdError('EIO', 'disconnected', `${this.name}: I/O refused: the server is shutting down (it answered ESHUTDOWN)`, { device: this.name, offsetBytes });
+  }
+
   private deadError(type: number | undefined, offsetBytes: number, lengthBytes: number): DiskError {
     const d = this.dead;
     if (d === undefined || (this.closed && d.detail === 'the device was closed')) {
@@ -608,6 +621,11 @@ export class NbdDevice implements BlockDevice {
       cause: d.cause,
     });
   }
+}
+
+function copyPieces(pieces: readonly Buffer[], target: Buffer, atBytes: number): void {
+  let at = atBytes;
+  for (const piece of pieces) at += piece.copy(target, at);
 }
 
 function socketErrorText(err: NodeJS.ErrnoException): string {

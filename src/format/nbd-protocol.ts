@@ -335,9 +335,10 @@ export function encodeRequestInto(b: Buffer, at: number, r: Request): void {
 // ---- transmission: replies -------------------------------------------------------------------
 
 export type ReplyEvent =
-  /** A simple reply; `data` is present for a successful READ. */
-  | { kind: 'simple'; cookie: bigint; errno: number; data?: Buffer }
-  | { kind: 'data'; cookie: bigint; done: boolean; offsetBytes: number; data: Buffer }
+  /** A simple reply; `pieces` (the data, in order) is present for a successful READ. */
+  | { kind: 'simple'; cookie: bigint; errno: number; pieces?: Buffer[] }
+  /** Data is handed over as the received pieces, in order, so a large read is copied only once (into its target). */
+  | { kind: 'data'; cookie: bigint; done: boolean; offsetBytes: number; pieces: Buffer[]; lengthBytes: number }
   | { kind: 'hole'; cookie: bigint; done: boolean; offsetBytes: number; lengthBytes: number }
   | { kind: 'none'; cookie: bigint; done: true }
   | { kind: 'error'; cookie: bigint; done: boolean; errno: number; message: string; offsetBytes?: number };
@@ -407,7 +408,7 @@ export class ReplyDecoder {
       if (this.bufferedBytes < SIMPLE_REPLY_BYTES + follow) return undefined;
       this.take(SIMPLE_REPLY_BYTES);
       if (follow === 0) return { kind: 'simple', cookie, errno };
-      return { kind: 'simple', cookie, errno, data: this.take(follow) };
+      return { kind: 'simple', cookie, errno, pieces: this.takePieces(follow) };
     }
     if (magic === STRUCTURED_REPLY_MAGIC) {
       if (!this.opts.structuredReplies) this.fail('structured reply chunk, but structured replies were not negotiated', 0);
@@ -419,6 +420,14 @@ export class ReplyDecoder {
       const lengthBytes = h.readUInt32BE(16);
       if (lengthBytes > this.opts.payloadMaxBytes) this.fail(`chunk payload of ${lengthBytes} bytes exceeds ${this.opts.payloadMaxBytes}`, 16);
       if (this.bufferedBytes < STRUCTURED_HEADER_BYTES + lengthBytes) return undefined;
+      if (type === ReplyType.OFFSET_DATA && lengthBytes >= 9) {
+        // The large case: parse the offset, then hand the data over without joining it.
+        const at = STRUCTURED_HEADER_BYTES;
+        const offsetBytes = safeU64(this.peek(at + 8), at, 0, (what, o) => this.fail(what, o), 'data offset');
+        this.take(at + 8);
+        const dataBytes = lengthBytes - 8;
+        return { kind: 'data', cookie, done: (flags & ReplyFlag.DONE) !== 0, offsetBytes, pieces: this.takePieces(dataBytes), lengthBytes: dataBytes };
+      }
       const parsePayload = parseChunk(flags, type, cookie, lengthBytes, (what, at) => this.fail(what, at));
       // Parse before consuming, so an error's stream offset still points into this chunk.
       const whole = this.peek(STRUCTURED_HEADER_BYTES + lengthBytes);
@@ -429,13 +438,37 @@ export class ReplyDecoder {
     this.fail(`bad reply magic 0x${magic.toString(16).padStart(8, '0')}`, 0);
   }
 
-  /** The first n buffered bytes, contiguous (n <= bufferedBytes). */
+  /** The first n buffered bytes, contiguous (n <= bufferedBytes); joins only the chunks it needs. */
   private peek(n: number): Buffer {
     const first = this.chunks[0]!;
     if (first.length >= n) return first;
-    const joined = Buffer.concat(this.chunks);
-    this.chunks = [joined];
+    let k = 0;
+    let sum = 0;
+    while (sum < n) sum += this.chunks[k++]!.length;
+    const joined = Buffer.concat(this.chunks.slice(0, k), sum);
+    this.chunks.splice(0, k, joined);
     return joined;
+  }
+
+  /** Removes the first n buffered bytes and returns them as the received pieces, uncopied. */
+  private takePieces(n: number): Buffer[] {
+    this.streamOffsetBytes += n;
+    this.bufferedBytes -= n;
+    const out: Buffer[] = [];
+    let left = n;
+    while (left > 0) {
+      const c = this.chunks[0]!;
+      if (c.length <= left) {
+        out.push(c);
+        this.chunks.shift();
+        left -= c.length;
+      } else {
+        out.push(c.subarray(0, left));
+        this.chunks[0] = c.subarray(left);
+        left = 0;
+      }
+    }
+    return out;
   }
 
   /** Removes and returns the first n buffered bytes (n <= bufferedBytes). */
@@ -491,7 +524,7 @@ function parseChunk(
       return () => ({ kind: 'none', cookie, done: true });
     case ReplyType.OFFSET_DATA:
       if (lengthBytes < 9) fail(`NBD_REPLY_TYPE_OFFSET_DATA of ${lengthBytes} bytes (at least 9)`, 16);
-      return (p) => ({ kind: 'data', cookie, done, offsetBytes: safeU64(p, 0, P, fail, 'data offset'), data: p.subarray(8) });
+      return (p) => ({ kind: 'data', cookie, done, offsetBytes: safeU64(p, 0, P, fail, 'data offset'), pieces: [p.subarray(8)], lengthBytes: p.length - 8 });
     case ReplyType.OFFSET_HOLE:
       if (lengthBytes !== 12) fail(`NBD_REPLY_TYPE_OFFSET_HOLE of ${lengthBytes} bytes (exactly 12)`, 16);
       return (p) => {
