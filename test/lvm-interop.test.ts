@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { openDevice } from '../src/disk/index.js';
 import { readPv } from '../src/volume/pv.js';
-import { attachLoop, lvm, lvmReport, runTool, warnings } from './helpers/lvm-real.js';
-import { runSanbox, tempDir } from './helpers/tmp.js';
+import { attachLoop, lvm, lvmReport, runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
+import { tempDir } from './helpers/tmp.js';
 
 const MiB = 1024 * 1024;
 
@@ -18,7 +18,7 @@ const MiB = 1024 * 1024;
 const uniq = (p: string): string => `${p}${process.pid}${Math.floor(Math.random() * 1e6)}`;
 
 async function sanbox(t: import('ava').ExecutionContext, args: string[], devices: string[]): Promise<string> {
-  const r = await runSanbox(t, args, { env: { SANBOX_DEVICES: devices.join(',') } });
+  const r = await sanboxCli(t, args, { SANBOX_DEVICES: devices.join(',') });
   t.is(r.code, 0, `sanbox ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }

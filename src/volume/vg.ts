@@ -3,10 +3,12 @@
 // change goes, so the cluster lock of later work (lvm2.md §7) can wrap it.
 //
 // Commit order (lvm2.md §4.3), on every in-use mda of every PV in the VG:
-//   1. write the new text into the circular buffer after the committed copy (headers untouched);
-//   2. precommit: header with raw_locn[1] = new (raw_locn[0] still the old copy);
-//   3. commit:    header with raw_locn[0] = new, raw_locn[1] zeroed — one 512-byte sector write.
-// A crash before step 3 leaves raw_locn[0] on the previous version, intact (never overwritten).
+//   1. write the new text into the circular buffer after the committed copy (headers untouched),
+//      on all mdas, and flush;
+//   2. commit: header with raw_locn[0] = new, raw_locn[1] zero — one 512-byte sector write per mda.
+// A crash before step 2 leaves raw_locn[0] on the previous version, intact (never overwritten).
+// A crash in the middle of step 2 leaves some mdas one seqno behind; readers take the highest
+// seqno (as lvm2 does) and the next commit rewrites every mda.
 
 import type { BlockDevice } from '../disk/index.js';
 import { assert, FormatError, SanboxError } from '../errors.js';
@@ -174,19 +176,16 @@ export async function commitVg(plan: CommitPlan, ctx: CommitContext): Promise<st
   }
   for (const pv of pvs) await pv.dev.flush();
 
-  // 2. precommit, 3. commit.
-  for (const slot of ['precommit', 'commit'] as const) {
-    for (const t of targets) {
-      const m = t.pv.mdas[t.index]!;
-      const header: MdaHeader = {
-        ...m.header,
-        locns: slot === 'precommit' ? [m.header.locns[0], t.locn] : [t.locn, EMPTY_LOCN],
-      };
-      await t.pv.dev.write(encodeMdaHeader(header), m.area.offsetBytes);
-      if (slot === 'commit') m.header = header;
-    }
-    for (const pv of pvs) await pv.dev.flush();
+  // 2. commit: raw_locn[0] switches to the new copy, one sector write per mda. lvm2 passes
+  // through a precommit slot (raw_locn[1]) first; sanbox does not, so a crash at any point leaves
+  // headers that pvck finds clean ("precommit not empty" is a CHECK).
+  for (const t of targets) {
+    const m = t.pv.mdas[t.index]!;
+    const header: MdaHeader = { ...m.header, locns: [t.locn, EMPTY_LOCN] };
+    await t.pv.dev.write(encodeMdaHeader(header), m.area.offsetBytes);
+    m.header = header;
   }
+  for (const pv of pvs) await pv.dev.flush();
   for (const t of targets) {
     const m = t.pv.mdas[t.index]!;
     m.committed = { locn: t.locn, text, parsed: { vg: next, description: ctx.description, creationHost: ctx.creationHost, creationTimeSec: Math.floor(ctx.nowMs / 1000) } };

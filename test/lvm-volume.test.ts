@@ -1,0 +1,296 @@
+// The volume manager: bytes written through an LV land where pe_start and the segments say
+// (checked by reading the image files directly); allocation never overlaps, spans PVs, frees on
+// reduce/remove and refuses beyond the free extents; bad input gets a one-line error naming
+// device and offset, exit 1 and no write; an interrupted commit (fault injection, kill -9) leaves
+// the previous version readable and consistent.
+
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { FileDisk, writeControlFile } from '../src/disk/index.js';
+import { SanboxError } from '../src/errors.js';
+import { encodeMdaHeader, decodeMdaHeader } from '../src/format/lvm/mda-header.js';
+import { lvmCrc } from '../src/format/lvm/lvm-crc.js';
+import { checkNoOverlap, freeExtents } from '../src/volume/allocator.js';
+import { commitContext, lvCreate, lvRemove, lvResize, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
+import { openTarget } from '../src/volume/resolve.js';
+import { runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
+import { collect, exited, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+
+const MiB = 1024 * 1024;
+const ctx = () => commitContext('sanbox test');
+const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+
+function images(t: import('ava').ExecutionContext, names: string[], sizeBytes: number): string[] {
+  const dir = tempDir(t);
+  return names.map((n) => {
+    const p = path.join(dir, `${n}.img`);
+    fs.writeFileSync(p, '');
+    fs.truncateSync(p, sizeBytes);
+    return p;
+  });
+}
+
+/** Reads `len` bytes of an image file at `off`, bypassing sanbox. */
+function readRaw(file: string, off: number, len: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(len);
+    fs.readSync(fd, b, 0, len, off);
+    return b;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+test('bytes written through linear and striped LVs land at pe_start + PE × extent_size, stripe chunks round-robin', async (t) => {
+  const imgs = images(t, ['a', 'b'], 40 * MiB);
+  await pvCreate([imgs[0]!], { metadataCopies: 2 });
+  await pvCreate([imgs[1]!], { metadataSizeBytes: 60 * 1024, dataAlignmentBytes: 64 * 1024 });
+  await vgCreate(imgs, imgs, 'vgbytes', 2048 /* 1 MiB */, ctx());
+  await lvCreate(imgs, 'vgbytes', 'lin', { size: { kind: 'extents', sign: '', extents: 3 } }, ctx());
+  await lvCreate(imgs, 'vgbytes', 'gap', { size: { kind: 'extents', sign: '', extents: 2 } }, ctx());
+  await lvCreate(imgs, 'vgbytes', 'str', { size: { kind: 'extents', sign: '', extents: 4 }, stripes: 2, stripeSizeSectors: 16 }, ctx());
+  await lvResize(imgs, 'vgbytes', 'lin', { kind: 'extents', sign: '+', extents: 40 }, 'extend', {}, ctx()); // spans both PVs
+
+  const report = JSON.parse((await sanboxCli(t, ['lvs', '--segments', '--json', '--devices', imgs.join(',')])).stdout).seg as { lv_name: string; seg_start_pe: number; seg_size_pe: number; stripes: number; stripe_size: number; seg_pe_ranges: string }[];
+  const pvs = JSON.parse((await sanboxCli(t, ['pvs', '--json', ...imgs])).stdout).pv as { pv_name: string; pe_start: number }[];
+  const peStart = new Map(pvs.map((p) => [p.pv_name, p.pe_start]));
+  t.deepEqual([...peStart.values()], [MiB, 64 * 1024]);
+  t.true(report.filter((r) => r.lv_name === 'lin').length >= 2, 'lin has several segments');
+
+  for (const name of ['lin', 'str']) {
+    const lv = await openTarget(`vgbytes/${name}`, { devices: imgs });
+    const data = crypto.randomBytes(lv.sizeBytes);
+    await lv.write(data, 0);
+    await lv.flush();
+    const back = Buffer.alloc(lv.sizeBytes);
+    await lv.read(back, 0);
+    t.true(back.equals(data), `${name} reads back`);
+    await t.throwsAsync(lv.write(Buffer.alloc(512), lv.sizeBytes), { instanceOf: SanboxError, message: /beyond end of device/ });
+    await lv.close();
+    // Independent mapping from the report: every extent (or stripe chunk) checked in the files.
+    for (const seg of report.filter((r) => r.lv_name === name)) {
+      const areas = seg.seg_pe_ranges.split(' ').map((r) => {
+        const m = /^(.*):(\d+)-(\d+)$/.exec(r)!;
+        return { file: m[1]!, firstPe: Number(m[2]) };
+      });
+      const segBytes = seg.seg_size_pe * MiB;
+      const lvOff = seg.seg_start_pe * MiB;
+      const chunk = seg.stripes > 1 ? seg.stripe_size : segBytes;
+      for (let c = 0; c * chunk < segBytes; c++) {
+        const area = areas[c % areas.length]!;
+        const fileOff = peStart.get(area.file)! + area.firstPe * MiB + Math.floor(c / areas.length) * chunk;
+        t.true(readRaw(area.file, fileOff, chunk).equals(data.subarray(lvOff + c * chunk, lvOff + (c + 1) * chunk)), `${name} seg@${seg.seg_start_pe} chunk ${c}`);
+      }
+    }
+  }
+  // The gap LV between was never written.
+  t.true(readRaw(imgs[0]!, MiB + 3 * MiB, 2 * MiB).equals(Buffer.alloc(2 * MiB)));
+});
+
+test('allocation: never overlaps over a random sequence, spans PVs, frees on reduce/remove, refuses beyond free with no write', async (t) => {
+  const imgs = images(t, ['a', 'b', 'c'], 24 * MiB);
+  await pvCreate(imgs, {});
+  await vgCreate(imgs, imgs, 'vgalloc', 2048, ctx()); // 1 MiB extents, 23 each
+  const total = 69;
+  const live = new Map<string, number>();
+  let n = 0;
+  for (let step = 0; step < 25; step++) {
+    const free = await withSession(imgs, { readOnly: true, guard: 'none' }, async (s) => {
+      const vg = s.vg('vgalloc').vg;
+      checkNoOverlap(vg);
+      const used = [...live.values()].reduce((a, b) => a + b, 0);
+      t.is(freeExtents(vg), total - used, `free count at step ${step}`);
+      return freeExtents(vg);
+    });
+    const names = [...live.keys()];
+    const r = crypto.randomInt(4);
+    if (r === 0 || names.length === 0) {
+      const want = 1 + crypto.randomInt(Math.max(1, Math.min(free, 20)));
+      if (want > free) continue;
+      const name = `lv${n++}`;
+      await lvCreate(imgs, 'vgalloc', name, { size: { kind: 'extents', sign: '', extents: want } }, ctx());
+      live.set(name, want);
+    } else if (r === 1 && free > 0) {
+      const name = names[crypto.randomInt(names.length)]!;
+      const add = 1 + crypto.randomInt(Math.min(free, 10));
+      await lvResize(imgs, 'vgalloc', name, { kind: 'extents', sign: '+', extents: add }, 'extend', {}, ctx());
+      live.set(name, live.get(name)! + add);
+    } else if (r === 2) {
+      const name = names[crypto.randomInt(names.length)]!;
+      if (live.get(name)! < 2) continue;
+      await lvResize(imgs, 'vgalloc', name, { kind: 'extents', sign: '-', extents: 1 }, 'reduce', {}, ctx());
+      live.set(name, live.get(name)! - 1);
+    } else {
+      const name = names[crypto.randomInt(names.length)]!;
+      await lvRemove(imgs, 'vgalloc', name, ctx());
+      live.delete(name);
+    }
+  }
+  // Fill to the brim, then one more extent is refused with a clear error and nothing written.
+  const free = await withSession(imgs, { readOnly: true, guard: 'none' }, async (s) => freeExtents(s.vg('vgalloc').vg));
+  if (free > 0) await lvCreate(imgs, 'vgalloc', 'fill', { size: { kind: 'extents', sign: '', extents: free } }, ctx());
+  const before = imgs.map(sha);
+  const r = await sanboxCli(t, ['lvcreate', '-n', 'more', '-l', '1', 'vgalloc', '--devices', imgs.join(',')]);
+  t.is(r.code, 1);
+  t.is(r.stderr, 'sanbox: insufficient free space in VG vgalloc: 1 extents needed, but only 0 available\n');
+  t.deepEqual(imgs.map(sha), before);
+  const vgs = JSON.parse((await sanboxCli(t, ['vgs', '--json', '--devices', imgs.join(',')])).stdout).vg;
+  t.is(vgs[0].vg_free_count, 0);
+});
+
+/** Makes a VG of two PVs with one LV through the CLI; returns the images. */
+async function smallVg(t: import('ava').ExecutionContext, vg: string): Promise<string[]> {
+  const imgs = images(t, ['a', 'b'], 16 * MiB);
+  for (const args of [['pvcreate', ...imgs], ['vgcreate', vg, ...imgs], ['lvcreate', '-n', 'lv0', '-L', '8m', vg, '--devices', imgs.join(',')]]) {
+    const r = await sanboxCli(t, args);
+    t.is(r.code, 0, r.stderr);
+  }
+  return imgs;
+}
+
+/** Runs a failing sanbox command: exit 1, one stderr line matching `re`, no image changed. */
+async function refuses(t: import('ava').ExecutionContext, args: string[], imgs: string[], re: RegExp): Promise<void> {
+  const before = imgs.map(sha);
+  const r = await sanboxCli(t, args);
+  t.is(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+  t.is(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
+  t.regex(r.stderr, re);
+  t.deepEqual(imgs.map(sha), before, `${args[0]} wrote nothing`);
+}
+
+test('bad input: corrupt CRCs, wrong magic, unparsable text, missing PV: one-line errors with device and offset, exit 1, no write', async (t) => {
+  const imgs = await smallVg(t, 'vgbad');
+  const [a, b] = imgs as [string, string];
+  const devs = ['--devices', imgs.join(',')];
+  const pristine = fs.readFileSync(a);
+  const restore = (): void => fs.writeFileSync(a, pristine);
+  const patch = (off: number, bytes: Buffer): void => {
+    const fd = fs.openSync(a, 'r+');
+    fs.writeSync(fd, bytes, 0, bytes.length, off);
+    fs.closeSync(fd);
+  };
+  const esc = a.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
+  // Label CRC: a flipped bit in the pv_header.
+  patch(512 + 100, Buffer.from([readRaw(a, 612, 1)[0]! ^ 0x04]));
+  await refuses(t, ['lvcreate', '-n', 'x', '-l', '1', 'vgbad', ...devs], imgs, new RegExp(`^sanbox: ${esc}: label CRC mismatch: .* at offset 528\\n$`));
+  await refuses(t, ['pvs', a], imgs, /label CRC mismatch/);
+  restore();
+
+  // mda_header: corrupt checksum, then a wrong magic with a valid checksum.
+  const hdr = readRaw(a, 4096, 512);
+  const flipped = Buffer.from(hdr);
+  flipped[50] ^= 0x01;
+  patch(4096, flipped);
+  await refuses(t, ['vgs', ...devs], imgs, new RegExp(`^sanbox: ${esc}: mda_header checksum mismatch: .* at offset 4096\\n$`));
+  const magic = Buffer.from(hdr);
+  magic[6] = 0x58;
+  magic.writeUInt32LE(lvmCrc(magic, undefined, 4, 512), 0);
+  patch(4096, magic);
+  await refuses(t, ['lvextend', '-l', '+1', 'vgbad/lv0', ...devs], imgs, new RegExp(`^sanbox: ${esc}: bad mda_header magic at offset 4100\\n$`));
+  restore();
+
+  // Metadata text with a good checksum that does not parse.
+  const h = decodeMdaHeader(hdr, 4096, 1044480);
+  const textOff = 4096 + h.locns[0].offsetBytes;
+  const text = readRaw(a, textOff, h.locns[0].sizeBytes);
+  const broken = Buffer.from(text.toString('latin1').replace('segment_count = 1', 'segment_count = = 1'), 'latin1');
+  patch(textOff, broken);
+  patch(4096, encodeMdaHeader({ ...h, locns: [{ ...h.locns[0], sizeBytes: broken.length, checksum: lvmCrc(broken) }, h.locns[1]] }));
+  await refuses(t, ['lvs', ...devs], imgs, new RegExp(`^sanbox: ${esc}: metadata text does not parse: expected a value, found '=' \\(line \\d+\\) at offset \\d+\\n$`));
+  // The text's CRC itself.
+  patch(4096, hdr);
+  patch(textOff + 10, Buffer.from('#'));
+  await refuses(t, ['lvs', ...devs], imgs, new RegExp(`^sanbox: ${esc}: metadata text checksum mismatch: .* at offset ${textOff}\\n$`));
+  restore();
+
+  // A VG with a missing PV.
+  await refuses(t, ['lvcreate', '-n', 'x', '-l', '1', 'vgbad', '--devices', b], imgs, /^sanbox: volume group "vgbad" is missing PV \S+ \(last seen on .*a\.img\).*\n$/);
+  await refuses(t, ['vgs', 'vgbad', '--devices', b], imgs, /is missing PV/);
+  // Everything is fine again.
+  const ok = await sanboxCli(t, ['vgs', '--json', ...devs]);
+  t.is(ok.code, 0, ok.stderr);
+});
+
+test('pvcreate refuses a PV, an ext4 or ocfs2 filesystem, and a device in use; pvremove refuses a PV in a VG', async (t) => {
+  const imgs = images(t, ['pv', 'ext4', 'ocfs2', 'busy'], 64 * MiB);
+  const [pv, ext4, ocfs2, busy] = imgs as [string, string, string, string];
+  t.is((await sanboxCli(t, ['pvcreate', pv])).code, 0);
+  await refuses(t, ['pvcreate', pv], [pv], /already an LVM physical volume \S+ \(label at offset 512\); pvremove it first/);
+  execFileSync('mkfs.ext4', ['-q', '-F', ext4], { stdio: 'ignore' });
+  await refuses(t, ['pvcreate', ext4], [ext4], /holds a ext2\/3\/4 filesystem \(signature at offset 1080\)/);
+  execFileSync('mkfs.ocfs2', ['-q', '-F', '-M', 'local', '-b', '4096', '-N', '2', ocfs2], { input: 'y\n', stdio: ['pipe', 'ignore', 'ignore'] });
+  await refuses(t, ['pvcreate', ocfs2], [ocfs2], /holds a ocfs2 filesystem \(signature at offset 8192\)/);
+  const holder = FileDisk.open(busy);
+  t.teardown(() => holder.closeSync());
+  await refuses(t, ['pvcreate', busy], [busy], /device busy/);
+  // pvremove of a VG member is refused; of an orphan it wipes the label (the real pvck then finds none).
+  t.is((await sanboxCli(t, ['vgcreate', 'vgrm', pv])).code, 0);
+  await refuses(t, ['pvremove', pv], [pv], /belongs to volume group vgrm/);
+  t.is((await sanboxCli(t, ['vgremove', 'vgrm', '--devices', pv])).code, 0);
+  t.is((await sanboxCli(t, ['pvremove', pv])).code, 0);
+  const ck = await runTool('pvck', ['--dump', 'headers', pv]);
+  t.regex(ck.stdout + ck.stderr, /No label|no label|label_header.id expected LABELONE|CHECK/);
+  t.is((await sanboxCli(t, ['pvcreate', pv])).code, 0, 'blank again');
+});
+
+/** The seqno every mda of every image has committed, read through the real pvck. */
+async function pvckSeqnos(t: import('ava').ExecutionContext, imgs: string[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const img of imgs) {
+    const h = await runTool('pvck', ['--dump', 'headers', img]);
+    t.is(h.code, 0, h.stderr);
+    t.false(/CHECK/.test(h.stdout + h.stderr), h.stdout);
+    t.deepEqual(warnings(h.stderr), []);
+    for (const m of h.stdout.matchAll(/# vgname \S+ seqno (\d+)/g)) out.push(Number(m[1]));
+  }
+  return out;
+}
+
+test('a commit interrupted by an I/O error between text and header leaves the previous version; the next commit proceeds', async (t) => {
+  const imgs = await smallVg(t, 'vgfault');
+  const devs = ['--devices', imgs.join(',')];
+  t.deepEqual(await pvckSeqnos(t, imgs), [2, 2]);
+  const control = path.join(path.dirname(imgs[0]!), 'faults.json');
+  // The write of a.img's mda_header (the commit point) fails; the text was written before it.
+  writeControlFile(control, [{ op: 'write', action: 'eio', device: 'a.img', offsetBytes: 4096, lengthBytes: 512 }]);
+  const r = await sanboxCli(t, ['lvcreate', '-n', 'lv1', '-L', '4m', 'vgfault', ...devs], { SANBOX_FAULTS: control });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /a\.img/);
+  t.deepEqual(await pvckSeqnos(t, imgs), [2, 2], 'both PVs still commit seqno 3');
+  const lvs = JSON.parse((await sanboxCli(t, ['lvs', '--json', ...devs])).stdout).lv;
+  t.deepEqual(lvs.map((l: { lv_name: string }) => l.lv_name), ['lv0']);
+  const again = await sanboxCli(t, ['lvcreate', '-n', 'lv1', '-L', '4m', 'vgfault', ...devs]);
+  t.is(again.code, 0, again.stderr);
+  t.deepEqual(await pvckSeqnos(t, imgs), [3, 3]);
+});
+
+test('kill -9 between writing the text and switching raw_locn[0] leaves the previous version readable; the real tools agree', async (t) => {
+  const imgs = await smallVg(t, 'vgkill');
+  const devs = ['--devices', imgs.join(',')];
+  const control = path.join(path.dirname(imgs[0]!), 'faults.json');
+  // Stall the commit write of a.img's header; the new text is on disk by then.
+  writeControlFile(control, [{ id: 'hold', op: 'write', action: 'stall', device: 'a.img', offsetBytes: 4096, lengthBytes: 512 }]);
+  const child = spawnChild(t, process.execPath, [SANBOX_BIN, 'lvextend', '-L', '+4m', 'vgkill/lv0', ...devs], { env: { ...process.env, SANBOX_FAULTS: control } });
+  collect(child);
+  // The new copy (seqno 3) lands after the committed one (at relative 1536 + its padded size)
+  // before the process reaches the stalled header write.
+  await waitFor(() => readRaw(imgs[0]!, 4096 + 3072, 64).toString('latin1').startsWith('vgkill {'), 15_000, 'the new text in a.img');
+  await new Promise((r) => setTimeout(r, 200));
+  child.kill('SIGKILL');
+  await exited(child, 5000);
+  t.deepEqual(await pvckSeqnos(t, imgs), [2, 2]);
+  const lvs = JSON.parse((await sanboxCli(t, ['lvs', '--json', ...devs])).stdout).lv;
+  t.is(lvs[0].lv_size, 8 * MiB, 'the extension never happened');
+  const vgs = JSON.parse((await sanboxCli(t, ['vgs', '--json', ...devs])).stdout).vg;
+  t.is(vgs[0].vg_seqno, 2);
+  // The new text sits in the buffer but is not committed; the next change supersedes it.
+  const next = await sanboxCli(t, ['lvextend', '-L', '+4m', 'vgkill/lv0', ...devs]);
+  t.is(next.code, 0, next.stderr);
+  t.deepEqual(await pvckSeqnos(t, imgs), [3, 3]);
+  t.is(JSON.parse((await sanboxCli(t, ['lvs', '--json', ...devs])).stdout).lv[0].lv_size, 12 * MiB);
+});
