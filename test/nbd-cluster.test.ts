@@ -1,0 +1,77 @@
+// Cluster heartbeating over NBD: a cluster image made by `sanbox cluster init`, served by real
+// nbdkit processes on 127.0.0.1 (one per node, so a node can be fenced at the target), and two
+// separate node processes that open it only by its nbd:// URI, heartbeat in their slots (src/heartbeat)
+// and see each other. `sanbox cluster status nbd://…` shows both. Cutting one node's server fences
+// it: its heartbeat writes stop landing, it fences itself, and the other node sees it go down.
+//
+// The node processes run the heartbeat and membership library (test/helpers/nbd-heartbeat-node.ts),
+// not `sanbox node`: startNode() still takes the cluster image as a local path (see docs/nbd.md).
+
+import test from 'ava';
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { startNbdkit } from './helpers/nbdkit.js';
+import { REPO_ROOT, runSanbox, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+
+const NODE = path.join(REPO_ROOT, 'dist/test/helpers/nbd-heartbeat-node.js');
+/** Local timing: dead after 1.5 s. Generous bounds for a loaded 2-CPU machine. */
+const SEE_EACH_OTHER_MS = 15_000;
+const SEE_DOWN_MS = 15_000;
+
+interface NodeEvent {
+  event: string;
+  node: number;
+  of?: number;
+  reason?: string;
+}
+
+function events(child: ChildProcess): NodeEvent[] {
+  const list: NodeEvent[] = [];
+  let partial = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    partial += d.toString();
+    const lines = partial.split('\n');
+    partial = lines.pop()!;
+    for (const l of lines) if (l.trim()) list.push(JSON.parse(l) as NodeEvent);
+  });
+  return list;
+}
+
+test('two node processes heartbeat over one NBD export, see each other, and a node cut off at its server is seen going down', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'cluster.img');
+  const init = await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'nbdlab']);
+  t.is(init.code, 0, init.stderr);
+  const serverA = await startNbdkit({ dir });
+  t.teardown(() => serverA.stop('SIGKILL'));
+  const serverB = await startNbdkit({ dir });
+  t.teardown(() => serverB.stop('SIGKILL'));
+
+  const node0 = spawnChild(t, process.execPath, [NODE, serverA.uri('cluster.img'), '0']);
+  const node1 = spawnChild(t, process.execPath, [NODE, serverB.uri('cluster.img'), '1']);
+  let err1 = '';
+  node1.stderr!.on('data', (d: Buffer) => (err1 += d.toString()));
+  const ev0 = events(node0);
+  const ev1 = events(node1);
+  await waitFor(() => ev0.some((e) => e.event === 'up' && e.node === 1) && ev1.some((e) => e.event === 'up' && e.node === 0), SEE_EACH_OTHER_MS, 'both nodes up');
+  t.pass('each node saw the other come up through NBD');
+
+  const status = await runSanbox(t, ['cluster', 'status', serverA.uri('cluster.img'), '--json']);
+  t.is(status.code, 0, status.stderr);
+  const slots = (JSON.parse(status.stdout) as { slots: { node: number; state: string }[] }).slots;
+  t.deepEqual(
+    slots.map((s) => [s.node, s.state === 'free' ? 'free' : 'in use']),
+    [
+      [0, 'in use'],
+      [1, 'in use'],
+      [2, 'free'],
+    ],
+  );
+
+  // Fence node 1 at the target: its connection is cut and it never reconnects.
+  await serverB.stop('SIGKILL');
+  await waitFor(() => ev0.some((e) => e.event === 'down' && e.node === 1), SEE_DOWN_MS, 'node 0 to see node 1 down');
+  await waitFor(() => ev1.some((e) => e.event === 'self-fence'), SEE_DOWN_MS, 'node 1 to fence itself');
+  t.regex(err1, /NBD connection lost|self-fence|fenc/i);
+  t.log(`node 1 self-fenced: ${ev1.find((e) => e.event === 'self-fence')?.reason}`);
+});
