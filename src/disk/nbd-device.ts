@@ -470,7 +470,9 @@ export class NbdDevice implements BlockDevice {
       for (const ev of this.decoder.push(chunk)) this.onEvent(ev);
     } catch (err) {
       if (!(err instanceof FormatError)) throw err;
-      this.kill('protocol', err.message, err);
+      // The message already starts with our name; the request errors add it again.
+      const prefix = `${this.name}: `;
+      this.kill('protocol', err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message, err);
     }
   }
 
@@ -536,7 +538,7 @@ export class NbdDevice implements BlockDevice {
       if (p.error.serverErrno === 'ESHUTDOWN') this.shutdownSeen = true;
     } else if (p.type === P.Cmd.READ && p.coveredBytes !== p.lengthBytes) {
       // Chunks may not overlap, so full coverage means their lengths add up to the request.
-      this.kill('protocol', `the reply to READ at offset ${p.offsetBytes} covered ${p.coveredBytes} of ${p.lengthBytes} bytes`);
+      this.kill('protocol', `NBD protocol error: the reply to READ at offset ${p.offsetBytes} covered ${p.coveredBytes} of ${p.lengthBytes} bytes`);
       p.reject(this.deadError(p.type, p.offsetBytes, p.lengthBytes));
     } else {
       p.resolve();
