@@ -191,3 +191,41 @@ test('a VG made by the real pvcreate/vgcreate/lvcreate (3 PVs, 2 MiB extents, 2 
   t.is(more.code, 0, more.stderr);
   await compare('lvm2 writes after sanbox');
 });
+
+test('vgextend, vgreduce and vgdisplay by sanbox: the real pvs/vgs/vgck agree', async (t) => {
+  const dir = tempDir(t);
+  const imgs = ['x', 'y'].map((n) => path.join(dir, `${n}.img`));
+  for (const img of imgs) fs.writeFileSync(img, ''), fs.truncateSync(img, 32 * MiB);
+  const [x, y] = imgs as [string, string];
+  const vg = uniq('ext');
+  await sanbox(t, ['pvcreate', x, y], []);
+  await sanbox(t, ['vgcreate', vg, x], []);
+  await sanbox(t, ['vgextend', vg, y], [x]);
+  await sanbox(t, ['lvcreate', '-n', 'wide', '-l', '10', vg], imgs); // 7 extents per PV: spans both
+  const loops: string[] = [];
+  for (const img of imgs) loops.push(await attachLoop(t, img));
+  let real = (await lvmReport(t, 'vgs', loops, ['pv_count', 'lv_count', 'vg_extent_count', 'vg_free_count', 'vg_seqno'], [vg]))[0]!;
+  t.deepEqual(real, { pv_count: '2', lv_count: '1', vg_extent_count: '14', vg_free_count: '4', vg_seqno: '3' });
+  const display = await sanbox(t, ['vgdisplay', vg], imgs);
+  t.regex(display, /VG Name\s+ext/);
+  t.regex(display, /Metadata Sequence No\s+3\n/);
+  t.regex(display, /Total PE\s+14\n/);
+  t.regex(display, /Alloc PE \/ Size\s+10 \/ 40\.00m\n/);
+  // vgreduce of a PV that holds extents is refused; after lvremove it works.
+  const busy = await sanboxCli(t, ['vgreduce', vg, y, '--devices', imgs.join(',')]);
+  t.is(busy.code, 1);
+  t.regex(busy.stderr, /still holds extents of wide/);
+  await sanbox(t, ['lvremove', `${vg}/wide`], imgs);
+  await sanbox(t, ['vgreduce', vg, y], imgs);
+  real = (await lvmReport(t, 'vgs', loops, ['pv_count', 'lv_count', 'vg_extent_count', 'vg_free_count', 'vg_seqno'], [vg]))[0]!;
+  t.deepEqual(real, { pv_count: '1', lv_count: '0', vg_extent_count: '7', vg_free_count: '7', vg_seqno: '5' });
+  const pvs = await lvmReport(t, 'pvs', loops, ['pv_name', 'vg_name']);
+  t.deepEqual(pvs.map((p) => p.vg_name), [vg, '']);
+  const ck = await lvm('vgck', loops, [vg]);
+  t.is(ck.code, 0, ck.stderr);
+  t.deepEqual(warnings(ck.stderr + ck.stdout), []);
+  for (const img of imgs) {
+    const h = await runTool('pvck', ['--dump', 'headers', img]);
+    t.false(/CHECK/.test(h.stdout + h.stderr), h.stdout);
+  }
+});

@@ -294,3 +294,14 @@ test('kill -9 between writing the text and switching raw_locn[0] leaves the prev
   t.deepEqual(await pvckSeqnos(t, imgs), [3, 3]);
   t.is(JSON.parse((await sanboxCli(t, ['lvs', '--json', ...devs])).stdout).lv[0].lv_size, 12 * MiB);
 });
+
+test('concurrent lvcreate from separate processes are serialized: every change commits, seqnos are consecutive, no overlap', async (t) => {
+  const imgs = await smallVg(t, 'vgrace');
+  const devs = ['--devices', imgs.join(',')];
+  const runs = await Promise.all([1, 2, 3, 4].map((k) => sanboxCli(t, ['lvcreate', '-n', `par${k}`, '-l', '1', 'vgrace', ...devs])));
+  for (const r of runs) t.is(r.code, 0, r.stderr);
+  t.deepEqual(await pvckSeqnos(t, imgs), [6, 6]);
+  const segs = JSON.parse((await sanboxCli(t, ['lvs', '--segments', '--json', ...devs])).stdout).seg as { lv_name: string; seg_pe_ranges: string }[];
+  t.deepEqual(segs.map((s) => s.lv_name).sort(), ['lv0', 'par1', 'par2', 'par3', 'par4']);
+  await withSession(imgs, { readOnly: true, guard: 'none' }, async (s) => checkNoOverlap(s.vg('vgrace').vg));
+});

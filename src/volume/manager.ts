@@ -13,6 +13,7 @@ import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSeg
 import { openAll } from './devices.js';
 import { mapLv, LvDevice } from './lv-device.js';
 import { checkBlank, planPvLayout, readPv, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
+import { ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
 import { commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
 
 /** vgcreate's default extent size: 4 MiB = 8192 sectors. */
@@ -103,14 +104,16 @@ export async function pvCreate(specs: string[], opts: PvCreateOptions): Promise<
 }
 
 export async function pvRemove(specs: string[]): Promise<void> {
-  await withSession(specs, { guard: 'exclusive' }, async (s) => {
-    const pvs = specs.map((spec) => s.pvOn(spec));
-    for (const pv of pvs) {
-      const vg = pvInUse(pv);
-      if (vg) throw new SanboxError('EBUSY', `${pv.dev.name}: PV belongs to volume group ${vg}; vgreduce or vgremove it first`, { device: pv.dev.name });
-    }
-    for (const pv of pvs) await wipePv(pv);
-  });
+  await withLocks([ORPHAN_LOCK], () =>
+    withSession(specs, { guard: 'exclusive' }, async (s) => {
+      const pvs = specs.map((spec) => s.pvOn(spec));
+      for (const pv of pvs) {
+        const vg = pvInUse(pv);
+        if (vg) throw new SanboxError('EBUSY', `${pv.dev.name}: PV belongs to volume group ${vg}; vgreduce or vgremove it first`, { device: pv.dev.name });
+      }
+      for (const pv of pvs) await wipePv(pv);
+    }),
+  );
 }
 
 // ---- VGs ----
@@ -133,32 +136,34 @@ export async function vgCreate(specs: string[], pvSpecs: string[], name: string,
   if (!Number.isSafeInteger(extentSizeSectors) || extentSizeSectors < 8 || (extentSizeSectors & (extentSizeSectors - 1)) !== 0) {
     throw new SanboxError('EINVAL', `extent size must be a power of 2 of at least 4 KiB, not ${extentSizeSectors * LVM_SECTOR_BYTES} bytes`);
   }
-  return withSession(specs, {}, async (s) => {
-    if (s.vgNames().includes(name)) throw new SanboxError('EEXIST', `volume group "${name}" already exists`);
-    const pvs = orphanPvs(s, pvSpecs);
-    const vg: VgModel = {
-      name,
-      id: newId(),
-      seqno: 1,
-      format: 'lvm2',
-      status: ['RESIZEABLE', 'READ', 'WRITE'],
-      flags: [],
-      tags: [],
-      systemId: undefined,
-      lockType: undefined,
-      lockArgs: undefined,
-      extentSizeSectors,
-      maxLv: 0,
-      maxPv: 0,
-      allocationPolicy: undefined,
-      metadataCopies: 0,
-      pvs: pvs.map((pv, i) => pvEntry(pv, `pv${i}`, extentSizeSectors)),
-      lvs: [],
-      extra: [],
-    };
-    await commitVg({ next: vg, pvByKey: new Map(vg.pvs.map((p, i) => [p.key, pvs[i]!])), baseSeqno: 0 }, ctx);
-    return vg;
-  });
+  return withLocks([vgLockName(name), ORPHAN_LOCK], () =>
+    withSession(specs, {}, async (s) => {
+      if (s.vgNames().includes(name)) throw new SanboxError('EEXIST', `volume group "${name}" already exists`);
+      const pvs = orphanPvs(s, pvSpecs);
+      const vg: VgModel = {
+        name,
+        id: newId(),
+        seqno: 1,
+        format: 'lvm2',
+        status: ['RESIZEABLE', 'READ', 'WRITE'],
+        flags: [],
+        tags: [],
+        systemId: undefined,
+        lockType: undefined,
+        lockArgs: undefined,
+        extentSizeSectors,
+        maxLv: 0,
+        maxPv: 0,
+        allocationPolicy: undefined,
+        metadataCopies: 0,
+        pvs: pvs.map((pv, i) => pvEntry(pv, `pv${i}`, extentSizeSectors)),
+        lvs: [],
+        extra: [],
+      };
+      await commitVg({ next: vg, pvByKey: new Map(vg.pvs.map((p, i) => [p.key, pvs[i]!])), baseSeqno: 0 }, ctx);
+      return vg;
+    }),
+  );
 }
 
 /** Applies `change` to a copy of the VG and commits it. The change may add PVs (`joining`). */
@@ -182,20 +187,22 @@ async function changeVg(
 }
 
 export async function vgExtend(specs: string[], name: string, pvSpecs: string[], ctx: CommitContext): Promise<VgModel> {
-  return withSession(specs, {}, (s) => {
-    const pvs = orphanPvs(s, pvSpecs);
-    return changeVg(s, name, ctx, (vg, h) => {
-      const pvByKey = new Map(h.pvByKey);
-      let n = vg.pvs.length;
-      for (const pv of pvs) {
-        let key = `pv${n++}`;
-        while (pvByKey.has(key)) key = `pv${n++}`;
-        vg.pvs.push(pvEntry(pv, key, vg.extentSizeSectors));
-        pvByKey.set(key, pv);
-      }
-      return { pvByKey };
-    });
-  });
+  return withLocks([vgLockName(name), ORPHAN_LOCK], () =>
+    withSession(specs, {}, (s) => {
+      const pvs = orphanPvs(s, pvSpecs);
+      return changeVg(s, name, ctx, (vg, h) => {
+        const pvByKey = new Map(h.pvByKey);
+        let n = vg.pvs.length;
+        for (const pv of pvs) {
+          let key = `pv${n++}`;
+          while (pvByKey.has(key)) key = `pv${n++}`;
+          vg.pvs.push(pvEntry(pv, key, vg.extentSizeSectors));
+          pvByKey.set(key, pv);
+        }
+        return { pvByKey };
+      });
+    }),
+  );
 }
 
 /** Renames PV keys to pv0..pvN-1 in order (lvm2 numbers them afresh on every write). */
@@ -209,37 +216,41 @@ function renumberPvs(vg: VgModel, pvByKey: Map<string, PvState>): Map<string, Pv
 }
 
 export async function vgReduce(specs: string[], name: string, pvSpecs: string[], ctx: CommitContext): Promise<VgModel> {
-  return withSession(specs, {}, (s) =>
-    changeVg(s, name, ctx, (vg, h) => {
-      const leaving: PvState[] = [];
-      for (const spec of pvSpecs) {
-        const pv = s.pvOn(spec);
-        const entry = vg.pvs.find((p) => p.id === pv.label.pvId);
-        if (!entry) throw new SanboxError('EINVAL', `${spec}: physical volume is not in volume group ${name}`, { device: spec });
-        const users = vg.lvs.filter((lv) => lv.segments.some((seg) => seg.stripes.some((st) => st.pv === entry.key)));
-        if (users.length) throw new SanboxError('EBUSY', `${spec}: physical volume still holds extents of ${users.map((l) => l.name).join(', ')}`, { device: spec });
-        vg.pvs = vg.pvs.filter((p) => p !== entry);
-        leaving.push(pv);
-      }
-      if (vg.pvs.length === 0) throw new SanboxError('EINVAL', `cannot remove the last PV of ${name}; use vgremove`);
-      const kept = new Map([...h.pvByKey].filter(([k]) => vg.pvs.some((p) => p.key === k)));
-      const pvByKey = renumberPvs(vg, kept);
-      if (![...pvByKey.values()].some((pv) => pv.mdas.length > 0)) throw new SanboxError('EINVAL', `${name} would keep no PV with a metadata area`);
-      return { pvByKey, leaving };
-    }),
+  return withLocks([vgLockName(name), ORPHAN_LOCK], () =>
+    withSession(specs, {}, (s) =>
+      changeVg(s, name, ctx, (vg, h) => {
+        const leaving: PvState[] = [];
+        for (const spec of pvSpecs) {
+          const pv = s.pvOn(spec);
+          const entry = vg.pvs.find((p) => p.id === pv.label.pvId);
+          if (!entry) throw new SanboxError('EINVAL', `${spec}: physical volume is not in volume group ${name}`, { device: spec });
+          const users = vg.lvs.filter((lv) => lv.segments.some((seg) => seg.stripes.some((st) => st.pv === entry.key)));
+          if (users.length) throw new SanboxError('EBUSY', `${spec}: physical volume still holds extents of ${users.map((l) => l.name).join(', ')}`, { device: spec });
+          vg.pvs = vg.pvs.filter((p) => p !== entry);
+          leaving.push(pv);
+        }
+        if (vg.pvs.length === 0) throw new SanboxError('EINVAL', `cannot remove the last PV of ${name}; use vgremove`);
+        const kept = new Map([...h.pvByKey].filter(([k]) => vg.pvs.some((p) => p.key === k)));
+        const pvByKey = renumberPvs(vg, kept);
+        if (![...pvByKey.values()].some((pv) => pv.mdas.length > 0)) throw new SanboxError('EINVAL', `${name} would keep no PV with a metadata area`);
+        return { pvByKey, leaving };
+      }),
+    ),
   );
 }
 
 /** vgremove: every PV becomes an orphan. Refused while LVs exist unless `force`. */
 export async function vgRemove(specs: string[], name: string, force: boolean, ctx: CommitContext): Promise<void> {
-  await withSession(specs, {}, async (s) => {
-    const h = s.vg(name);
-    if (h.vg.lvs.length && !force) {
-      throw new SanboxError('EBUSY', `volume group ${name} still holds logical volumes ${h.vg.lvs.map((l) => l.name).join(', ')}; remove them or use --force`);
-    }
-    if (h.vg.lvs.length) await changeVg(s, name, ctx, (vg) => void (vg.lvs = []));
-    for (const pv of new Set(h.pvByKey.values())) await orphanPv(pv);
-  });
+  await withLocks([vgLockName(name), ORPHAN_LOCK], () =>
+    withSession(specs, {}, async (s) => {
+      const h = s.vg(name);
+      if (h.vg.lvs.length && !force) {
+        throw new SanboxError('EBUSY', `volume group ${name} still holds logical volumes ${h.vg.lvs.map((l) => l.name).join(', ')}; remove them or use --force`);
+      }
+      if (h.vg.lvs.length) await changeVg(s, name, ctx, (vg) => void (vg.lvs = []));
+      for (const pv of new Set(h.pvByKey.values())) await orphanPv(pv);
+    }),
+  );
 }
 
 // ---- LVs ----
@@ -285,30 +296,32 @@ function checkStripes(vg: VgModel, o: AllocOptions): void {
 export async function lvCreate(specs: string[], vgName: string, lvName: string, o: LvCreateOptions, ctx: CommitContext): Promise<LvModel> {
   checkName('LV', lvName);
   let created: LvModel | undefined;
-  await withSession(specs, {}, (s) =>
-    changeVg(s, vgName, ctx, (vg) => {
-      if (vg.lvs.some((l) => l.name === lvName)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${lvName} already exists`);
-      checkStripes(vg, o);
-      const stripes = o.stripes ?? 1;
-      const extents = roundToStripes(requestExtents(vg, o.size), stripes);
-      if (extents < 1) throw new SanboxError('EINVAL', 'a logical volume needs at least one extent');
-      const lv: LvModel = {
-        name: lvName,
-        id: newId(),
-        status: ['READ', 'WRITE', 'VISIBLE'],
-        flags: [],
-        tags: [],
-        creationTime: Math.floor(ctx.nowMs / 1000),
-        creationHost: ctx.creationHost,
-        lockArgs: undefined,
-        readAhead: undefined,
-        segments: [],
-        extra: [],
-      };
-      lv.segments = allocateSegments(vg, lv, extents, o);
-      vg.lvs.push(lv);
-      created = lv;
-    }),
+  await withLocks([vgLockName(vgName)], () =>
+    withSession(specs, {}, (s) =>
+      changeVg(s, vgName, ctx, (vg) => {
+        if (vg.lvs.some((l) => l.name === lvName)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${lvName} already exists`);
+        checkStripes(vg, o);
+        const stripes = o.stripes ?? 1;
+        const extents = roundToStripes(requestExtents(vg, o.size), stripes);
+        if (extents < 1) throw new SanboxError('EINVAL', 'a logical volume needs at least one extent');
+        const lv: LvModel = {
+          name: lvName,
+          id: newId(),
+          status: ['READ', 'WRITE', 'VISIBLE'],
+          flags: [],
+          tags: [],
+          creationTime: Math.floor(ctx.nowMs / 1000),
+          creationHost: ctx.creationHost,
+          lockArgs: undefined,
+          readAhead: undefined,
+          segments: [],
+          extra: [],
+        };
+        lv.segments = allocateSegments(vg, lv, extents, o);
+        vg.lvs.push(lv);
+        created = lv;
+      }),
+    ),
   );
   return created!;
 }
@@ -321,49 +334,55 @@ function findLv(vg: VgModel, name: string): LvModel {
 
 export async function lvResize(specs: string[], vgName: string, lvName: string, size: SizeRequest, mode: 'extend' | 'reduce', o: AllocOptions, ctx: CommitContext): Promise<LvModel> {
   let out: LvModel | undefined;
-  await withSession(specs, {}, (s) =>
-    changeVg(s, vgName, ctx, (vg) => {
-      const lv = findLv(vg, lvName);
-      const cur = lvExtentCount(lv);
-      const n = requestExtents(vg, size);
-      let target = size.sign === '+' ? cur + n : size.sign === '-' ? cur - n : n;
-      const last = lv.segments[lv.segments.length - 1];
-      if (mode === 'extend') {
-        const stripes = o.stripes ?? (last?.type === 'striped' ? last.stripeCount : 1);
-        const opts: AllocOptions = { ...o, stripes, stripeSizeSectors: o.stripeSizeSectors ?? last?.stripeSizeSectors };
-        checkStripes(vg, opts);
-        const add = roundToStripes(target - cur, stripes);
-        if (target <= cur) throw new SanboxError('EINVAL', `new size of ${vgName}/${lvName} (${target} extents) is not larger than the current ${cur}`);
-        target = cur + add;
-        lv.segments = mergeSegments([...lv.segments, ...allocateSegments(vg, lv, add, opts)]);
-      } else {
-        if (target >= cur) throw new SanboxError('EINVAL', `new size of ${vgName}/${lvName} (${target} extents) is not smaller than the current ${cur}`);
-        if (target < 1) throw new SanboxError('EINVAL', `cannot reduce ${vgName}/${lvName} to ${target} extents; use lvremove`);
-        lv.segments = reduceSegments(lv, target);
-      }
-      out = lv;
-    }),
+  await withLocks([vgLockName(vgName)], () =>
+    withSession(specs, {}, (s) =>
+      changeVg(s, vgName, ctx, (vg) => {
+        const lv = findLv(vg, lvName);
+        const cur = lvExtentCount(lv);
+        const n = requestExtents(vg, size);
+        let target = size.sign === '+' ? cur + n : size.sign === '-' ? cur - n : n;
+        const last = lv.segments[lv.segments.length - 1];
+        if (mode === 'extend') {
+          const stripes = o.stripes ?? (last?.type === 'striped' ? last.stripeCount : 1);
+          const opts: AllocOptions = { ...o, stripes, stripeSizeSectors: o.stripeSizeSectors ?? last?.stripeSizeSectors };
+          checkStripes(vg, opts);
+          const add = roundToStripes(target - cur, stripes);
+          if (target <= cur) throw new SanboxError('EINVAL', `new size of ${vgName}/${lvName} (${target} extents) is not larger than the current ${cur}`);
+          target = cur + add;
+          lv.segments = mergeSegments([...lv.segments, ...allocateSegments(vg, lv, add, opts)]);
+        } else {
+          if (target >= cur) throw new SanboxError('EINVAL', `new size of ${vgName}/${lvName} (${target} extents) is not smaller than the current ${cur}`);
+          if (target < 1) throw new SanboxError('EINVAL', `cannot reduce ${vgName}/${lvName} to ${target} extents; use lvremove`);
+          lv.segments = reduceSegments(lv, target);
+        }
+        out = lv;
+      }),
+    ),
   );
   return out!;
 }
 
 export async function lvRename(specs: string[], vgName: string, from: string, to: string, ctx: CommitContext): Promise<void> {
   checkName('LV', to);
-  await withSession(specs, {}, (s) =>
-    changeVg(s, vgName, ctx, (vg) => {
-      const lv = findLv(vg, from);
-      if (vg.lvs.some((l) => l.name === to)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${to} already exists`);
-      lv.name = to;
-    }),
+  await withLocks([vgLockName(vgName)], () =>
+    withSession(specs, {}, (s) =>
+      changeVg(s, vgName, ctx, (vg) => {
+        const lv = findLv(vg, from);
+        if (vg.lvs.some((l) => l.name === to)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${to} already exists`);
+        lv.name = to;
+      }),
+    ),
   );
 }
 
 export async function lvRemove(specs: string[], vgName: string, lvName: string, ctx: CommitContext): Promise<void> {
-  await withSession(specs, {}, (s) =>
-    changeVg(s, vgName, ctx, (vg) => {
-      findLv(vg, lvName);
-      vg.lvs = vg.lvs.filter((l) => l.name !== lvName);
-    }),
+  await withLocks([vgLockName(vgName)], () =>
+    withSession(specs, {}, (s) =>
+      changeVg(s, vgName, ctx, (vg) => {
+        findLv(vg, lvName);
+        vg.lvs = vg.lvs.filter((l) => l.name !== lvName);
+      }),
+    ),
   );
 }
 

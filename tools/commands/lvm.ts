@@ -28,7 +28,7 @@ import {
 } from '../../src/volume/manager.js';
 import { lvRows, pvRows, segRows, vgRow } from '../../src/volume/report.js';
 import { findVg, vgModels } from '../../src/volume/vg.js';
-import { printFields, printJson, printTable, type Column } from '../output.js';
+import { printJson, printTable, type Column } from '../output.js';
 
 const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES)';
 
@@ -218,7 +218,7 @@ export function register(program: Command): void {
       if (o.json) return printJson({ vg: vgs.map((v) => ({ ...v.row, vg_mda_count: v.mdas })) });
       for (const { vg, row, mdas } of vgs) {
         process.stdout.write('  --- Volume group ---\n');
-        printFields([
+        displayFields([
           ['  VG Name', row.vg_name],
           ['  System ID', vg.systemId ?? ''],
           ['  Format', 'lvm2'],
@@ -338,6 +338,11 @@ export function register(program: Command): void {
         ]);
       });
     });
+}
+
+/** vgdisplay's layout: the key padded to 24 columns, then the value (no colon, as lvm2 prints). */
+function displayFields(fields: [string, string | number][]): void {
+  for (const [k, v] of fields) process.stdout.write(`${k.padEnd(24)}${String(v)}\n`.replace(/ +\n$/, '\n'));
 }
 
 function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgModel[] {

@@ -1,0 +1,60 @@
+// Host-local locks for metadata changes, like lvm2's local file locking (locking_type 1): an
+// exclusive flock on `<lock dir>/V_<vg>` around read-modify-commit of a VG, and on `P_orphans`
+// when orphan PVs are taken or given back. Two sanbox commands on one host changing the same VG
+// are serialized, so both cannot commit the same seqno. Cluster-wide locking (lvmlockd-style,
+// lvm2.md §7) is later work and will wrap the same places.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import fsExt from 'fs-ext';
+import { SanboxError } from '../errors.js';
+
+/** Where the lock files live; SANBOX_LOCK_DIR overrides (tests, or several hosts' worth). */
+export const LOCK_DIR_ENV = 'SANBOX_LOCK_DIR';
+/** How long a command waits for another one's metadata change before giving up. */
+export const VG_LOCK_WAIT_MS = 30_000;
+/** Poll interval of the non-blocking flock (a blocking flock would freeze the event loop). */
+const VG_LOCK_POLL_MS = 5;
+export const ORPHAN_LOCK = 'P_orphans';
+
+export function lockDir(): string {
+  return process.env[LOCK_DIR_ENV] ?? path.join(os.tmpdir(), 'sanbox-lvm-locks');
+}
+
+async function acquire(name: string, waitMs: number): Promise<number> {
+  const dir = lockDir();
+  fs.mkdirSync(dir, { recursive: true });
+  const fd = fs.openSync(path.join(dir, name), 'a');
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      fsExt.flockSync(fd, 'exnb');
+      return fd;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK') {
+        fs.closeSync(fd);
+        throw err;
+      }
+    }
+    if (Date.now() > deadline) {
+      fs.closeSync(fd);
+      throw new SanboxError('EBUSY', `lock ${name} is held by another sanbox command for more than ${waitMs} ms (lock file ${path.join(dir, name)})`);
+    }
+    await new Promise((r) => setTimeout(r, VG_LOCK_POLL_MS));
+  }
+}
+
+/** Runs `fn` holding the named locks (taken in sorted order, so two commands cannot deadlock). */
+export async function withLocks<T>(names: string[], fn: () => Promise<T>, waitMs = VG_LOCK_WAIT_MS): Promise<T> {
+  const fds: number[] = [];
+  try {
+    for (const n of [...new Set(names)].sort()) fds.push(await acquire(n, waitMs));
+    return await fn();
+  } finally {
+    for (const fd of fds.reverse()) fs.closeSync(fd);
+  }
+}
+
+export const vgLockName = (vg: string): string => `V_${vg}`;
