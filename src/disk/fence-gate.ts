@@ -30,6 +30,13 @@ export class FenceGate implements WriteGate {
   private held = false;
   /** Writes refused so far (for status and tests). */
   refusedWrites = 0;
+  /**
+   * The last full check, keyed by both copies' updateSeq. While neither copy has been rewritten
+   * the verdict cannot have changed: a change of OUR registration is only written under our gate
+   * held exclusively, which excludes this check, and it rewrites a copy (new updateSeq) that is
+   * complete before the fencer releases the gate. So the common case reads 16 bytes, not 16 KiB.
+   */
+  private cached: { seqA: bigint; seqB: bigint; reason: string | undefined } | undefined;
 
   constructor(
     private readonly store: ReservationStore,
@@ -57,10 +64,16 @@ export class FenceGate implements WriteGate {
     }
     let reason: string | undefined;
     try {
-      const s = this.store.read();
-      if (s.preempted[this.nodeId] === this.key) reason = `node ${this.nodeId} key 0x${this.key.toString(16)} was preempted (fenced)`;
-      else if (REGISTRANTS_ONLY_WRITE.has(s.reservationType) && s.registered[this.nodeId] !== this.key) {
-        reason = `node ${this.nodeId} key 0x${this.key.toString(16)} is not registered (reservation conflict)`;
+      const [seqA, seqB] = this.store.readUpdateSeqs();
+      if (this.cached !== undefined && this.cached.seqA === seqA && this.cached.seqB === seqB) {
+        reason = this.cached.reason;
+      } else {
+        const s = this.store.read();
+        if (s.preempted[this.nodeId] === this.key) reason = `node ${this.nodeId} key 0x${this.key.toString(16)} was preempted (fenced)`;
+        else if (REGISTRANTS_ONLY_WRITE.has(s.reservationType) && s.registered[this.nodeId] !== this.key) {
+          reason = `node ${this.nodeId} key 0x${this.key.toString(16)} is not registered (reservation conflict)`;
+        }
+        this.cached = { seqA, seqB, reason };
       }
     } catch (err) {
       this.lock.unlock();

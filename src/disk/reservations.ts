@@ -32,6 +32,8 @@ import {
 
 /** Bound on waiting for another PR command to finish (they take well under a millisecond). */
 export const PR_LOCK_WAIT_MS = 5000;
+/** Where updateSeq sits in a reservations record (src/format/reservations.ts). */
+const UPDATE_SEQ_OFFSET = 0x10;
 /** Retry period of non-blocking lock attempts. */
 const LOCK_RETRY_MS = 1;
 
@@ -84,6 +86,22 @@ export class ReservationStore {
     this.buf.fill(0);
     fs.readSync(fd, this.buf, 0, this.buf.length, this.spec.stateOffsetBytes);
     return decodeReservationCopies(this.buf, { device: this.spec.statePath, offsetBytes: this.spec.stateOffsetBytes });
+  }
+
+  private readonly seqBuf = Buffer.alloc(8);
+  /**
+   * The updateSeq field of both copies, as raw (unvalidated) values: a cheap "has anything been
+   * written since?" probe for the fence gate. Equal values mean neither copy was rewritten.
+   */
+  readUpdateSeqs(): [bigint, bigint] {
+    const fd = this.liveFd();
+    const out: bigint[] = [];
+    for (let i = 0; i < 2; i++) {
+      this.seqBuf.fill(0);
+      fs.readSync(fd, this.seqBuf, 0, 8, this.spec.stateOffsetBytes + i * RESERVATIONS_RECORD_BYTES + UPDATE_SEQ_OFFSET);
+      out.push(this.seqBuf.readBigUInt64LE(0));
+    }
+    return [out[0]!, out[1]!];
   }
 
   /** Writes `next` into the copy not holding `current`, then makes it durable. */
