@@ -229,3 +229,56 @@ test('vgextend, vgreduce and vgdisplay by sanbox: the real pvs/vgs/vgck agree', 
     t.false(/CHECK/.test(h.stdout + h.stderr), h.stdout);
   }
 });
+
+test('4096-byte-sector images: sanbox PVs pass pvck and the real pvs/lvs on a 4K loop device; an lvm2 PV on a 4K loop is read by sanbox', async (t) => {
+  const dir = tempDir(t);
+  const [mine, theirs] = ['mine', 'theirs'].map((n) => path.join(dir, `${n}.img`)) as [string, string];
+  for (const img of [mine, theirs]) {
+    const r = await sanboxCli(t, ['disk', 'create', img, '--size', '40M', '--sector-size', '4096']);
+    t.is(r.code, 0, r.stderr);
+  }
+  const vg = uniq('k4a');
+  await sanbox(t, ['pvcreate', '--metadatacopies', '2', mine], []);
+  await sanbox(t, ['vgcreate', vg, mine], []);
+  await sanbox(t, ['lvcreate', '-n', 'l', '-L', '12m', vg], [mine]);
+  const h = await runTool('pvck', ['--dump', 'headers', mine]);
+  t.is(h.code, 0);
+  t.false(/CHECK/.test(h.stdout + h.stderr), h.stdout);
+  const loop = await attachLoop(t, mine, ['-b', '4096']);
+  const lvs = await lvmReport(t, 'lvs', [loop], ['lv_name', 'lv_size', 'seg_pe_ranges'], [vg]);
+  t.deepEqual(lvs, [{ lv_name: 'l', lv_size: String(12 * MiB), seg_pe_ranges: `${loop}:0-2` }]);
+
+  const loop2 = await attachLoop(t, theirs, ['-b', '4096']);
+  const vg2 = uniq('k4b');
+  for (const [cmd, args] of [['pvcreate', [loop2]], ['vgcreate', ['-s', '1M', vg2, loop2]], ['lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-l', '5', '-n', 'r', vg2]]] as [string, string[]][]) {
+    const r = await lvm(cmd, [loop2], args);
+    t.is(r.code, 0, `${cmd}: ${r.stderr}`);
+  }
+  const ours = JSON.parse(await sanbox(t, ['lvs', '--segments', '--json', vg2], [theirs])).seg;
+  t.deepEqual(ours.map((r: Record<string, unknown>) => [r.lv_name, r.seg_size, r.seg_pe_ranges]), [['r', 5 * MiB, `${theirs}:0-4`]]);
+});
+
+test('keys sanbox does not model survive a sanbox rewrite of lvm2 metadata (tags, read_ahead, autoactivation flags)', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'tags.img');
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, 32 * MiB);
+  const loop = await attachLoop(t, img);
+  const vg = uniq('tag');
+  for (const [cmd, args] of [
+    ['pvcreate', [loop]],
+    ['vgcreate', ['--addtag', 'vgtag1', '--setautoactivation', 'n', vg, loop]],
+    ['lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-l', '2', '--addtag', 'lvtag', '--readahead', '256', '-n', 'keep', vg]],
+  ] as [string, string[]][]) {
+    const r = await lvm(cmd, [loop], args);
+    t.is(r.code, 0, `${cmd}: ${r.stderr}`);
+  }
+  const fields = ['vg_tags', 'lv_tags', 'lv_read_ahead', 'vg_autoactivation', 'lv_uuid', 'lv_size'];
+  const before = await lvmReport(t, 'lvs', [loop], fields, [vg]);
+  await sanbox(t, ['lvextend', '-l', '+1', `${vg}/keep`], [img]);
+  const after = await lvmReport(t, 'lvs', [loop], fields, [vg]);
+  t.is(after[0]!.lv_size, String(3 * 4 * MiB));
+  t.deepEqual({ ...after[0], lv_size: '' }, { ...before[0], lv_size: '' });
+  t.is(after[0]!.vg_tags, 'vgtag1');
+  t.is(after[0]!.lv_tags, 'lvtag');
+});

@@ -30,10 +30,10 @@ export function runTool(cmd: string, args: string[]): Promise<ToolResult> {
   });
 }
 
-export async function attachLoop(t: ExecutionContext, image: string): Promise<string> {
+export async function attachLoop(t: ExecutionContext, image: string, extra: string[] = []): Promise<string> {
   let last: ToolResult | undefined;
   for (let i = 0; i < LOSETUP_TRIES; i++) {
-    last = await runTool('losetup', ['-f', '--show', image]);
+    last = await runTool('losetup', [...extra, '-f', '--show', image]);
     if (last.code === 0) {
       const dev = last.stdout.trim();
       t.teardown(async () => {
