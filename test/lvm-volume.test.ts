@@ -87,6 +87,12 @@ test('bytes written through linear and striped LVs land at pe_start + PE × exte
       }
     }
   }
+  // openTarget opens anything that is not VG/LV as a plain device; VG/LV needs a device list.
+  const plain = await openTarget(imgs[0]!, { readOnly: true });
+  t.is(plain.sizeBytes, 40 * MiB);
+  await plain.close();
+  await t.throwsAsync(openTarget('vgbytes/lin', { devices: [] }), { message: /no devices to find volume group vgbytes on/ });
+  await t.throwsAsync(openTarget('vgbytes/nope', { devices: imgs }), { message: /logical volume vgbytes\/nope not found/ });
   // The gap LV between was never written.
   t.true(readRaw(imgs[0]!, MiB + 3 * MiB, 2 * MiB).equals(Buffer.alloc(2 * MiB)));
 });
@@ -304,4 +310,23 @@ test('concurrent lvcreate from separate processes are serialized: every change c
   const segs = JSON.parse((await sanboxCli(t, ['lvs', '--segments', '--json', ...devs])).stdout).seg as { lv_name: string; seg_pe_ranges: string }[];
   t.deepEqual(segs.map((s) => s.lv_name).sort(), ['lv0', 'par1', 'par2', 'par3', 'par4']);
   await withSession(imgs, { readOnly: true, guard: 'none' }, async (s) => checkNoOverlap(s.vg('vgrace').vg));
+});
+
+test('a commit that reaches only some PVs: the highest seqno wins (with a warning), and the next commit rewrites every mda', async (t) => {
+  const imgs = await smallVg(t, 'vghalf');
+  const devs = ['--devices', imgs.join(',')];
+  const control = path.join(path.dirname(imgs[0]!), 'faults.json');
+  writeControlFile(control, [{ op: 'write', action: 'eio', device: 'b.img', offsetBytes: 4096, lengthBytes: 512 }]);
+  const r = await sanboxCli(t, ['lvcreate', '-n', 'lv1', '-L', '4m', 'vghalf', ...devs], { SANBOX_FAULTS: control });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /b\.img/);
+  t.deepEqual(await pvckSeqnos(t, imgs), [3, 2], 'a.img committed, b.img did not');
+  const vgs = await sanboxCli(t, ['vgs', '--json', ...devs]);
+  t.is(JSON.parse(vgs.stdout).vg[0].vg_seqno, 3);
+  t.regex(vgs.stderr, /WARNING: Inconsistent metadata found for VG vghalf: older than seqno 3 on .*b\.img/);
+  const next = await sanboxCli(t, ['lvcreate', '-n', 'lv2', '-L', '4m', 'vghalf', ...devs]);
+  t.is(next.code, 0, next.stderr);
+  t.deepEqual(await pvckSeqnos(t, imgs), [4, 4]);
+  const lvs = JSON.parse((await sanboxCli(t, ['lvs', '--json', ...devs])).stdout).lv.map((l: { lv_name: string }) => l.lv_name);
+  t.deepEqual(lvs, ['lv0', 'lv1', 'lv2']);
 });

@@ -5,7 +5,7 @@
 // plus `--devices a.img,b.img`, plus the environment variable SANBOX_DEVICES (same form).
 
 import type { Command } from 'commander';
-import { UsageError } from '../../src/errors.js';
+import { SanboxError, UsageError } from '../../src/errors.js';
 import { LVM_SECTOR_BYTES, type VgModel } from '../../src/format/lvm/vg-model.js';
 import { parseSizeBytes } from '../../src/units.js';
 import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
@@ -347,9 +347,26 @@ function displayFields(fields: [string, string | number][]): void {
 
 function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgModel[] {
   const all = vgModels(scan);
-  if (names.length === 0) return [...all.keys()].sort().map((n) => all.get(n)!);
   // Named VGs must be complete (all PVs present): findVg reports a missing PV.
-  return names.map((n) => findVg(scan, n).vg);
+  const handles = names.length === 0 ? [...all.keys()].sort().map((n) => tryFindVg(scan, n, all.get(n)!)) : names.map((n) => findVg(scan, n));
+  for (const h of handles) {
+    // As lvm2 does, the highest seqno wins; say so when some metadata areas are behind.
+    if (h.staleDevices.length) {
+      process.stderr.write(`  WARNING: Inconsistent metadata found for VG ${h.vg.name}: older than seqno ${h.vg.seqno} on ${[...new Set(h.staleDevices)].join(', ')}; the next change rewrites them.\n`);
+    }
+  }
+  return handles.map((h) => h.vg);
+}
+
+/** The VG with its stale-mda report when all its PVs are present, else just the model. */
+function tryFindVg(scan: Parameters<typeof vgModels>[0], name: string, vg: VgModel): { vg: VgModel; staleDevices: string[] } {
+  try {
+    return findVg(scan, name);
+  } catch (err) {
+    // A PV of this VG is not in the device list: list the VG from its metadata anyway.
+    if (err instanceof SanboxError && err.code === 'ENOENT') return { vg, staleDevices: [] };
+    throw err;
+  }
 }
 
 function countMdas(scan: Parameters<typeof vgModels>[0], vg: VgModel): number {
