@@ -241,6 +241,11 @@ test('clear errors: nothing listening, no such export, handshake timeout', async
   const missing = await t.throwsAsync(NbdDevice.open(srv.uri('nope.img')), { instanceOf: NbdError });
   t.is(missing?.code, 'ENOENT');
   t.regex(missing?.message ?? '', /no export named 'nope.img'/);
+  // A server that refuses this client's address hangs up during the handshake.
+  const denying = await server(t, { dir, filters: ['--filter=ip'], filterParams: ['deny=all'] });
+  const denied = await t.throwsAsync(NbdDevice.open(denying.uri('a.img')), { instanceOf: NbdError });
+  t.is(denied?.reason, 'refused');
+  t.regex(denied?.message ?? '', /closed the connection during the NBD handshake \(it refused this client or this export\)/);
   // A listener that never speaks: the handshake is bounded.
   const net = await import('node:net');
   const mute = net.createServer(() => undefined);

@@ -672,7 +672,14 @@ class HandshakeReader {
     this.bytes += c.length;
     this.serve();
   };
-  private readonly onEnd = (): void => this.fail(new NbdError('EIO', 'disconnected', `${this.device}: the server closed the connection during the NBD handshake`, { device: this.device }));
+  // A server that hangs up before transmission is refusing us (an address filter, a policy, or an
+  // unknown export on a server without NBD_OPT_GO), so this counts as a refusal.
+  private readonly onEnd = (): void =>
+    this.fail(
+      new NbdError('EIO', 'refused', `${this.device}: the server closed the connection during the NBD handshake (it refused this client or this export)`, {
+        device: this.device,
+      }),
+    );
   private readonly onError = (err: NodeJS.ErrnoException): void => this.fail(connectError(this.device, err));
 
   constructor(
