@@ -2,7 +2,11 @@
 // of one is declared dead within the bound and fenced; a duplicate node number is refused.
 
 import test from 'ava';
+import fs from 'node:fs';
 import path from 'node:path';
+import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
+import { readClusterImage } from '../src/heartbeat/cluster-image.js';
+import { controlRequest, controlSocketPath } from '../src/node/control.js';
 import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
@@ -72,4 +76,50 @@ test('a duplicate node number is refused with a clear error', async (t) => {
   const outOfRange = await runSanbox(t, ['node', '--cluster', img, '--node', '2']);
   t.is(outOfRange.code, 1);
   t.regex(outOfRange.stderr, /node 2 is not a node of cluster 'mp' \(nodes 0\.\.1\)/);
+});
+
+test('joining a slot whose seq moves under another generation is refused (the on-disk probe, no local slot lock involved)', async (t) => {
+  const img = await initCluster(t, 3);
+  const info = await readClusterImage(img);
+  const slot = info.regions.get('heartbeat')!.payloadOffsetBytes + 1 * 512;
+  // A writer the slot lock cannot see (another machine, or the kernel): heartbeats in slot 1.
+  const fd = fs.openSync(img, 'r+');
+  let seq = BigInt(Date.now());
+  const beat = () => fs.writeSync(fd, encodeO2hbBlock({ seq: seq++, nodeId: 1, generation: 0xfeedn, deadMs: 2000 }, 512), 0, 512, slot);
+  beat();
+  const timer = setInterval(beat, 50);
+  t.teardown(() => {
+    clearInterval(timer);
+    fs.closeSync(fd);
+  });
+  const r = await runSanbox(t, ['node', '--cluster', img, '--node', '1']);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /node 1 is already heartbeating in its slot \(generation 000000000000feed, seq moving\): refusing to join as node 1/);
+  // Nothing of the refused node reached the disk: the slot still holds the other writer's generation.
+  const b = Buffer.alloc(512);
+  fs.readSync(fd, b, 0, 512, slot);
+  t.is(b.readBigUInt64LE(0x10), 0xfeedn);
+});
+
+test('control socket: status and leave over JSON lines; cluster status --watch', async (t) => {
+  const img = await initCluster(t, 2);
+  const info = await readClusterImage(img);
+  const nodes = [0, 1].map((n) => spawnNode(t, img, n));
+  await allSeeEachOther(nodes, 10_000);
+  const sock = controlSocketPath(info.config.runDir, 1);
+  const st = (await controlRequest(sock, { cmd: 'status' })) as { ok: boolean; status: { nodeId: number; quorum: boolean; members: { state: string }[] } };
+  t.true(st.ok);
+  t.is(st.status.nodeId, 1);
+  t.true(st.status.quorum);
+  t.deepEqual(st.status.members.map((m) => m.state), ['up', 'up']);
+  t.like(await controlRequest(sock, { cmd: 'nope' }), { ok: false, error: "unknown command 'nope' (known: status, leave)" });
+  const watch = await runSanbox(t, ['cluster', 'status', img, '--watch', '50', '--count', '3', '--json']);
+  const frames = watch.stdout.trim().split('\n').map((l) => JSON.parse(l) as { slots: { state: string; ageMs: number }[] });
+  t.is(frames.length, 3);
+  for (const f of frames) t.deepEqual(f.slots.map((s) => s.state), ['up', 'up']);
+  t.like(await controlRequest(sock, { cmd: 'leave' }), { ok: true, leaving: true });
+  t.is((await nodes[1]!.exited).code, 0);
+  await nodes[0]!.waitLine((l) => /node 1 down .*left/.test(l.msg ?? ''), 2000, 'node 1 left');
+  const after = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string }[] };
+  t.deepEqual(after.slots.map((s) => s.state), ['up', 'free']);
 });

@@ -66,7 +66,15 @@ export class ReservationStore {
   private fd: number | undefined;
   private readonly buf = Buffer.alloc(RESERVATIONS_PAYLOAD_BYTES);
 
-  constructor(readonly spec: ReservationStoreSpec) {
+  /** With readOnly, nothing is created and the state is opened for reading only (cluster status). */
+  constructor(
+    readonly spec: ReservationStoreSpec,
+    readOnly = false,
+  ) {
+    if (readOnly) {
+      this.fd = fs.openSync(spec.statePath, 'r');
+      return;
+    }
     fs.mkdirSync(spec.lockDir, { recursive: true });
     if (spec.stateOffsetBytes === 0 && !fs.existsSync(spec.statePath)) {
       // Sidecar: create it sparse; a zero payload decodes as "no registrations".

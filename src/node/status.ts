@@ -9,13 +9,13 @@
 // clock from the last seq change, which is what membership itself uses.
 
 import { openDevice } from '../disk/open.js';
-import { nodeKey, ReservationStore } from '../disk/reservations.js';
+import { nodeKey } from '../disk/reservations.js';
+import { decodeReservationCopies, RESERVATIONS_PAYLOAD_BYTES, type ReservationState } from '../format/reservations.js';
 import type { BlockDevice } from '../disk/device.js';
 import { hex64 } from '../format/o2hb-block.js';
 import type { NodeState } from '../heartbeat/membership-api.js';
-import { readClusterImageFrom, readNodeRecords, reservationSpec, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { readClusterImageFrom, readNodeRecords, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { readSlots } from '../heartbeat/heartbeat.js';
-import fs from 'node:fs';
 
 export interface SlotStatus {
   node: number;
@@ -52,17 +52,21 @@ export class StatusReader {
   private constructor(
     private readonly dev: BlockDevice,
     private readonly info: ClusterImageInfo,
-    private readonly store: ReservationStore | null,
   ) {}
+
+  /** The reservation state, read through the device (so it works for nbd:// too). */
+  private async readReservations(): Promise<ReservationState> {
+    const r = this.info.regions.get('reservations')!;
+    const buf = Buffer.alloc(RESERVATIONS_PAYLOAD_BYTES);
+    await this.dev.read(buf, r.payloadOffsetBytes);
+    return decodeReservationCopies(buf, { device: this.dev.name, offsetBytes: r.payloadOffsetBytes });
+  }
 
   static async open(image: string): Promise<StatusReader> {
     const dev = await openDevice(image, { guard: 'none', readOnly: true });
     try {
       const info = await readClusterImageFrom(dev, image);
-      const spec = reservationSpec(info);
-      // Reading reservations needs the lock dir only if it exists; status never creates files.
-      const store = fs.existsSync(spec.lockDir) ? new ReservationStore(spec) : null;
-      return new StatusReader(dev, info, store);
+      return new StatusReader(dev, info);
     } catch (err) {
       await dev.close();
       throw err;
@@ -75,7 +79,7 @@ export class StatusReader {
     const hb = info.regions.get('heartbeat')!;
     const blocks = await readSlots({ name: `${info.path}:heartbeat`, device: dev, offsetBytes: hb.payloadOffsetBytes, blockBytes: info.header.sectorSizeBytes, slotCount: info.config.nodeCount });
     const records = await readNodeRecords(dev, info);
-    const pr = this.store?.read() ?? null;
+    const pr = await this.readReservations();
     const tag = info.header.clusterUuid.readUInt16LE(0);
     const nowWall = Date.now();
     const nowMono = performance.now();
@@ -91,7 +95,7 @@ export class StatusReader {
       }
       let state: NodeState;
       if (!b.cksumValid || b.seq === 0n || b.generation === 0n) state = 'free';
-      else if (pr !== null && pr.preempted[n] === nodeKey(tag, n, b.generation)) state = 'fenced';
+      else if (pr.preempted[n] === nodeKey(tag, n, b.generation)) state = 'fenced';
       else if (ageMs !== null && ageMs > deadMs) state = 'dead';
       else state = 'up';
       return {
@@ -120,7 +124,6 @@ export class StatusReader {
   }
 
   async close(): Promise<void> {
-    this.store?.close();
     await this.dev.close();
   }
 }
