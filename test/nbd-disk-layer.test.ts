@@ -171,4 +171,8 @@ test('sanbox disk info nbd://… reports size and sector size from the server; e
   const missing = await runSanbox(t, ['disk', 'info', srv.uri('nope.img')]);
   t.is(missing.code, 1);
   t.regex(missing.stderr, /^sanbox: nbd:\/\/127\.0\.0\.1:\d+\/nope\.img: the server has no export named 'nope\.img'.*\n$/);
+  // Creating an image is a local-file operation: refused for a URI, with nothing created.
+  const create = await runSanbox(t, ['disk', 'create', spec, '--size', '1M']);
+  t.is(create.code, 2);
+  t.regex(create.stderr, /disk create makes a local image file; create the file on the NBD server's machine/);
 });

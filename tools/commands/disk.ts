@@ -19,6 +19,9 @@ export function register(program: Command): void {
     .option('--force', 'replace an existing image (refused while another process has it open)', false)
     .option('--json', 'print the created disk as JSON', false)
     .action((image: string, opts: { size: string; sectorSize: string; force: boolean; json: boolean }) => {
+      if (isNbdSpec(image)) {
+        throw new UsageError(`${image}: disk create makes a local image file; create the file on the NBD server's machine and export it (docs/nbd.md)`);
+      }
       const sectorSizeBytes = Number(opts.sectorSize);
       if (sectorSizeBytes !== 512 && sectorSizeBytes !== 4096) throw new UsageError(`--sector-size must be 512 or 4096, not '${opts.sectorSize}'`);
       const sizeBytes = parseSizeBytes(opts.size);
