@@ -34,6 +34,8 @@ import { findSignature, SIGNATURE_PROBE_BYTES } from './signature.js';
 export const MDA1_START_BYTES = 4096;
 /** devices/data_alignment default: pe_start = 1 MiB. */
 export const DEFAULT_DATA_ALIGNMENT_BYTES = 1024 * 1024;
+/** Default metadata area size: mda1 = 4 KiB .. 1 MiB (lvm2.md §1), whatever the alignment. */
+export const DEFAULT_MDA_SIZE_BYTES = 1024 * 1024 - MDA1_START_BYTES;
 /** pvcreate zeroes this much of each new metadata area before writing its header. */
 const MDA_ZERO_BYTES = 4096;
 
@@ -125,7 +127,7 @@ export function planPvLayout(o: PvLayoutOptions): PvLayout {
   const copies = o.metadataCopies ?? 1;
   if (!Number.isSafeInteger(align) || align < 4096 || align % 4096 !== 0) throw new SanboxError('EINVAL', `data alignment ${align} must be a positive multiple of 4 KiB`);
   if (![0, 1, 2].includes(copies)) throw new SanboxError('EINVAL', `metadata copies must be 0, 1 or 2, not ${copies}`);
-  const requested = o.metadataSizeBytes ?? align - MDA1_START_BYTES;
+  const requested = o.metadataSizeBytes ?? DEFAULT_MDA_SIZE_BYTES;
   const mdaSize = Math.max(MDA_SIZE_MIN_BYTES, Math.ceil(requested / 512) * 512);
   const mdas: DiskArea[] = [];
   let peStartBytes: number;
@@ -136,10 +138,10 @@ export function planPvLayout(o: PvLayoutOptions): PvLayout {
   }
   let dataEndBytes = Math.floor(o.deviceSizeBytes / 512) * 512;
   if (copies === 2) {
-    const size1 = mdas[0]!.sizeBytes;
-    // mda2 at the end, moved down (grown) to start on the data alignment when there is room.
-    let start = Math.floor((o.deviceSizeBytes - size1) / align) * align;
-    if (start < peStartBytes) start = Math.floor((o.deviceSizeBytes - size1) / 4096) * 4096;
+    // mda2 at the end: the requested size (not mda1's, which was pushed out to the alignment),
+    // moved down (grown) so it starts on the data alignment when there is room.
+    let start = Math.floor((o.deviceSizeBytes - mdaSize) / align) * align;
+    if (start < peStartBytes) start = Math.floor((o.deviceSizeBytes - mdaSize) / 4096) * 4096;
     mdas.push({ offsetBytes: start, sizeBytes: o.deviceSizeBytes - start });
     dataEndBytes = start;
   }

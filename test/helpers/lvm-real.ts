@@ -36,14 +36,23 @@ export async function attachLoop(t: ExecutionContext, image: string, extra: stri
     last = await runTool('losetup', [...extra, '-f', '--show', image]);
     if (last.code === 0) {
       const dev = last.stdout.trim();
-      t.teardown(async () => {
-        await runTool('losetup', ['-d', dev]);
-      });
+      attached.add(dev);
+      // Only a device this test still holds is detached: once detached, /dev/loopN may belong
+      // to another test.
+      t.teardown(() => detachLoop(dev));
       return dev;
     }
     await new Promise((r) => setTimeout(r, 100 * (i + 1)));
   }
   throw new Error(`losetup -f --show ${image} failed: ${last?.stderr}`);
+}
+
+const attached = new Set<string>();
+
+/** Detaches a loop device attached by attachLoop (once). */
+export async function detachLoop(dev: string): Promise<void> {
+  if (!attached.delete(dev)) return;
+  await runTool('losetup', ['-d', dev]);
 }
 
 /** An lvm command restricted to `devs`, with the private config. */
