@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { FileDisk, writeControlFile } from '../src/disk/index.js';
+import { FileDisk, isSyncDevice, writeControlFile } from '../src/disk/index.js';
 import { SanboxError } from '../src/errors.js';
 import { encodeMdaHeader, decodeMdaHeader } from '../src/format/lvm/mda-header.js';
 import { lvmCrc } from '../src/format/lvm/lvm-crc.js';
@@ -69,6 +69,18 @@ test('bytes written through linear and striped LVs land at pe_start + PE × exte
     const back = Buffer.alloc(lv.sizeBytes);
     await lv.read(back, 0);
     t.true(back.equals(data), `${name} reads back`);
+    // Over local files the LV also has the synchronous form, with the same mapping.
+    t.true(isSyncDevice(lv), `${name} is a SyncBlockDevice`);
+    if (isSyncDevice(lv)) {
+      const viaSync = Buffer.alloc(lv.sizeBytes);
+      lv.readSync(viaSync, 0);
+      t.true(viaSync.equals(data));
+      const patch = crypto.randomBytes(3 * 8192);
+      lv.writeSync(patch, MiB - 8192); // crosses chunk and extent boundaries
+      patch.copy(data, MiB - 8192);
+      lv.readSync(viaSync, 0);
+      t.true(viaSync.equals(data));
+    }
     await t.throwsAsync(lv.write(Buffer.alloc(512), lv.sizeBytes), { instanceOf: SanboxError, message: /beyond end of device/ });
     await lv.close();
     // Independent mapping from the report: every extent (or stripe chunk) checked in the files.

@@ -6,7 +6,7 @@
 // The device carries a layout generation (the VG seqno it was built from): a layout change under
 // a cluster lock (later work) builds a new map, and I/O can check it still uses the current one.
 
-import { checkRange, checkWritable, viewOf, type BlockDevice, type SectorSize } from '../disk/index.js';
+import { checkRange, checkWritable, isSyncDevice, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { LVM_SECTOR_BYTES, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
 
@@ -86,7 +86,7 @@ export class LvDevice implements BlockDevice {
   readonly sizeBytes: number;
   readonly sectorSizeBytes: SectorSize;
   readonly readOnly: boolean;
-  private layout: LvLayout;
+  protected layout: LvLayout;
   private closed = false;
 
   /** `owned` are the PV devices this LV device closes when it is closed. */
@@ -102,7 +102,7 @@ export class LvDevice implements BlockDevice {
     this.readOnly = pvDevs.some((d) => d.readOnly);
     this.pvDevs = pvDevs;
   }
-  private readonly pvDevs: BlockDevice[];
+  protected readonly pvDevs: BlockDevice[];
 
   /** The VG seqno of the layout in use. */
   get generation(): number {
@@ -116,7 +116,7 @@ export class LvDevice implements BlockDevice {
     this.layout = next;
   }
 
-  private live(offsetBytes: number): void {
+  protected live(offsetBytes: number): void {
     if (this.closed) throw new SanboxError('ECLOSED', `${this.name}: device is closed`, { device: this.name, offsetBytes });
   }
 
@@ -152,4 +152,62 @@ export class LvDevice implements BlockDevice {
     this.closed = true;
     for (const d of this.owned) await d.close();
   }
+
+  protected markClosed(): boolean {
+    if (this.closed) return false;
+    this.closed = true;
+    return true;
+  }
+
+  protected get ownedDevices(): BlockDevice[] {
+    return this.owned;
+  }
+}
+
+/** The synchronous form, when every PV device has one (local files): same mapping, no promises. */
+export class SyncLvDevice extends LvDevice implements SyncBlockDevice {
+  readonly sync = true as const;
+
+  readSync(buf: Buffer, offsetBytes: number): void {
+    this.live(offsetBytes);
+    checkRange(this, offsetBytes, buf.length);
+    for (const p of mapRange(this.layout, offsetBytes, buf.length)) {
+      (p.area as SyncBlockDevice).readSync(buf.subarray(p.bufOffset, p.bufOffset + p.lengthBytes), p.areaOffsetBytes);
+    }
+  }
+
+  writeSync(buf: Buffer, offsetBytes: number): void {
+    this.live(offsetBytes);
+    checkWritable(this, offsetBytes);
+    checkRange(this, offsetBytes, buf.length);
+    for (const p of mapRange(this.layout, offsetBytes, buf.length)) {
+      (p.area as SyncBlockDevice).writeSync(buf.subarray(p.bufOffset, p.bufOffset + p.lengthBytes), p.areaOffsetBytes);
+    }
+  }
+
+  flushSync(): void {
+    for (const d of this.pvDevs) (d as SyncBlockDevice).flushSync();
+  }
+
+  discardSync(offsetBytes: number, lengthBytes: number): void {
+    this.live(offsetBytes);
+    checkRange(this, offsetBytes, lengthBytes);
+    for (const p of mapRange(this.layout, offsetBytes, lengthBytes)) (p.area as SyncBlockDevice).discardSync(p.areaOffsetBytes, p.lengthBytes);
+  }
+
+  closeSync(): void {
+    if (!this.markClosed()) return;
+    for (const d of this.ownedDevices) (d as SyncBlockDevice).closeSync();
+  }
+
+  override swapLayout(next: LvLayout): void {
+    if (!next.segments.every((s) => s.areas.every(isSyncDevice))) throw new SanboxError('EINVAL', `${this.name}: a synchronous LV needs synchronous PV devices`);
+    super.swapLayout(next);
+  }
+}
+
+/** An LV device; the synchronous form when every PV device offers one. */
+export function makeLvDevice(name: string, layout: LvLayout, pvDevs: BlockDevice[], owned: BlockDevice[] = []): LvDevice {
+  const allSync = pvDevs.every(isSyncDevice) && layout.segments.every((s) => s.areas.every(isSyncDevice));
+  return allSync ? new SyncLvDevice(name, layout, pvDevs, owned) : new LvDevice(name, layout, pvDevs, owned);
 }
