@@ -107,3 +107,37 @@ export class FenceGate implements WriteGate {
     this.lock.close();
   }
 }
+
+/**
+ * The gate of a device whose reservations live elsewhere (an nbd:// disk: there the target does
+ * the refusing, by cutting the victim's connection). It only enforces this node's own self-fence.
+ */
+export class SelfFenceGate implements WriteGate {
+  private selfFenced: string | undefined;
+  refusedWrites = 0;
+
+  selfFence(reason: string): void {
+    this.selfFenced ??= reason;
+  }
+
+  get fencedReason(): string | undefined {
+    return this.selfFenced;
+  }
+
+  enter(deviceName: string, offsetBytes: number): void {
+    if (this.selfFenced === undefined) return;
+    this.refusedWrites++;
+    throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: this node has fenced itself (${this.selfFenced})`, { device: deviceName, offsetBytes });
+  }
+
+  leave(): void {}
+
+  close(): void {}
+}
+
+/** What the heartbeat needs of a gate: a way to stop all further writes. */
+export interface SelfFencingGate extends WriteGate {
+  selfFence(reason: string): void;
+  readonly fencedReason: string | undefined;
+  close(): void;
+}

@@ -7,7 +7,7 @@
 
 import crypto from 'node:crypto';
 import type { BlockDevice } from '../disk/device.js';
-import type { FenceGate } from '../disk/fence-gate.js';
+import type { SelfFencingGate } from '../disk/fence-gate.js';
 import { SanboxError, isSanboxError } from '../errors.js';
 import { decodeO2hbBlock, encodeO2hbBlock, hex64, O2NM_MAX_NODES, type DecodedO2hbBlock } from '../format/o2hb-block.js';
 import type { MembershipService } from './membership.js';
@@ -88,7 +88,7 @@ export interface HeartbeatOptions {
   generation: bigint;
   timing: Timing;
   membership: MembershipService;
-  gate: FenceGate | null;
+  gate: SelfFencingGate | null;
   log(msg: string): void;
   onSelfFence?(reason: string): void;
 }

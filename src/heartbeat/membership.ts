@@ -11,6 +11,9 @@ import { hasQuorum } from './quorum.js';
 import type { Timing } from './timing.js';
 import type { DecodedO2hbBlock } from '../format/o2hb-block.js';
 
+/** Longest wait between two attempts to fence the same dead node. */
+const FENCE_RETRY_MS_MAX = 5000;
+
 interface DeadEntry {
   generation: bigint;
   reason: DownReason;
@@ -18,6 +21,8 @@ interface DeadEntry {
   fenced: boolean;
   fencing: boolean;
   nextTryMs: number;
+  failures: number;
+  lastError: string | undefined;
 }
 
 export interface MembershipOptions {
@@ -95,7 +100,7 @@ export class MembershipService implements Membership {
   private nodeDown(nodeId: number, generation: bigint, reason: DownReason, atMs: number): void {
     if (this.up.get(nodeId) !== generation || this.liveInAnyRegion(nodeId)) return;
     this.up.delete(nodeId);
-    this.dead.set(nodeId, { generation, reason, atMs, fenced: false, fencing: false, nextTryMs: 0 });
+    this.dead.set(nodeId, { generation, reason, atMs, fenced: false, fencing: false, nextTryMs: 0, failures: 0, lastError: undefined });
     this.o.log(`node ${nodeId} down (generation ${generation.toString(16)}, ${reason})`);
     this.emit({ kind: 'down', nodeId, generation, atMs });
   }
@@ -121,8 +126,13 @@ export class MembershipService implements Membership {
         this.o.log(`node ${nodeId} fenced (generation ${d.generation.toString(16)}): ${steps.join(', ') || 'no fence agent'}`);
         this.emit({ kind: 'fenced', nodeId, generation: d.generation, atMs: this.now() });
       } catch (err) {
-        d.nextTryMs = this.now() + this.o.timing.intervalMs;
-        this.o.log(`fencing node ${nodeId} failed, will retry: ${(err as Error).message}`);
+        // Retry with a bounded backoff (one interval, doubling, at most FENCE_RETRY_MS_MAX); log a
+        // failure when it first happens or changes, not on every retry.
+        d.failures++;
+        d.nextTryMs = this.now() + Math.min(this.o.timing.intervalMs * 2 ** Math.min(d.failures - 1, 16), FENCE_RETRY_MS_MAX);
+        const msg = (err as Error).message;
+        if (msg !== d.lastError) this.o.log(`fencing node ${nodeId} failed, will retry: ${msg}`);
+        d.lastError = msg;
       } finally {
         d.fencing = false;
       }

@@ -11,11 +11,12 @@
 // register this incarnation's reservation key (and create the WERO reservation if none exists),
 // write the node record (pid + start time + boot id, for the power fence), then heartbeat.
 
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { BlockDevice } from '../disk/device.js';
-import { FenceGate } from '../disk/fence-gate.js';
-import { openDevice } from '../disk/open.js';
+import { FenceGate, SelfFenceGate, type SelfFencingGate } from '../disk/fence-gate.js';
+import { openDevice, schemeOf } from '../disk/open.js';
 import { selfIdentity } from '../disk/power-fence.js';
 import { LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../disk/reservations.js';
 import { heartbeatRegion } from '../fs/heartbeat-region.js';
@@ -61,7 +62,8 @@ export interface RunningNode {
   /** The cluster image's heartbeat (first) and one per volume. */
   readonly heartbeat: Heartbeat;
   readonly heartbeats: Heartbeat[];
-  readonly gate: FenceGate;
+  /** The cluster image's gate: a FenceGate on a local image, a SelfFenceGate over nbd://. */
+  readonly gate: SelfFencingGate;
   readonly control: ControlServer | undefined;
   status(): Record<string, unknown>;
   /** Clean leave. Idempotent. */
@@ -69,7 +71,11 @@ export interface RunningNode {
 }
 
 export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
-  const img = path.resolve(opts.clusterImage);
+  // A cluster image named by URI (nbd://…) is a remote disk: there is no local reservation state
+  // and no lock directory beside it, so the disk fence is the target's job (cut the victim's
+  // connection) and this node only enforces its own self-fence on that device.
+  const remote = schemeOf(opts.clusterImage) !== undefined;
+  const img = remote ? opts.clusterImage : path.resolve(opts.clusterImage);
   const info = await readClusterImage(img);
   const timing = opts.timing ?? info.timing;
   const n = opts.nodeId;
@@ -92,9 +98,11 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
   try {
     // One process per node number on this machine. Over a network disk the heartbeat probe
     // below is what catches a duplicate.
-    const slotLock = new LockFile(path.join(spec.lockDir, `slot-${n}.lock`));
-    const pr = new PersistentReservations(spec);
-    cleanups.push(() => pr.close());
+    const lockDir = remote ? path.join(info.config.runDir, 'locks') : spec.lockDir;
+    fs.mkdirSync(lockDir, { recursive: true });
+    const slotLock = new LockFile(path.join(lockDir, `slot-${n}.lock`));
+    const pr = remote ? null : new PersistentReservations(spec);
+    if (pr !== null) cleanups.push(() => pr.close());
     if (!slotLock.tryLock('ex')) {
       slotLock.close();
       throw new SanboxError('EBUSY', `${img}: node ${n} is already running on this machine (its slot lock ${slotLock.path} is held): refusing to join as node ${n}`, { device: img });
@@ -103,7 +111,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
 
     const generation = newGeneration();
     const key = nodeKey(info.header.clusterUuid.readUInt16LE(0), n, generation);
-    const gate = new FenceGate(pr.store, n, key, timing.ioTimeoutMs);
+    const gate: SelfFencingGate = pr !== null ? new FenceGate(pr.store, n, key, timing.ioTimeoutMs) : new SelfFenceGate();
     cleanups.push(() => gate.close());
     const device = await openDevice(img, { guard: 'shared', gate });
     cleanups.push(() => device.close());
@@ -117,11 +125,13 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     };
     await probeSlot(region, n, timing);
 
-    if (!(await pr.register(n, key, timing.fenceGateWaitMs))) {
-      throw new SanboxError('EBUSY', `${img}: a previous incarnation of node ${n} is stalled inside a write (it holds its fence gate); fence it first`, { device: img });
+    if (pr !== null) {
+      if (!(await pr.register(n, key, timing.fenceGateWaitMs))) {
+        throw new SanboxError('EBUSY', `${img}: a previous incarnation of node ${n} is stalled inside a write (it holds its fence gate); fence it first`, { device: img });
+      }
+      cleanups.push(() => pr.unregister(n, key));
+      await pr.reserve(n, key, PR_TYPES.writeExclusiveRegistrantsOnly);
     }
-    cleanups.push(() => pr.unregister(n, key));
-    await pr.reserve(n, key, PR_TYPES.writeExclusiveRegistrantsOnly);
 
     // Volume homes: open each with its own gate, find the ocfs2 heartbeat file, register there too.
     const volumeRegions: { region: HeartbeatRegion; gate: FenceGate; pr: PersistentReservations }[] = [];
@@ -168,10 +178,12 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       selfNodeId: n,
       selfKey: key,
       clusterTag: info.header.clusterUuid.readUInt16LE(0),
-      reservations: [pr, ...volumeRegions.map((v) => v.pr)],
+      reservations: [...(pr !== null ? [pr] : []), ...volumeRegions.map((v) => v.pr)],
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,
-      policy: opts.fencePolicy ?? 'both',
+      // Over nbd:// only the power fence (same machine) is ours; a remote victim stays unfenced
+      // (never reported fenced) until the target cuts it off.
+      policy: remote && volumeRegions.length === 0 ? 'power' : (opts.fencePolicy ?? 'both'),
       log,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
