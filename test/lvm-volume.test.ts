@@ -342,3 +342,46 @@ test('a commit that reaches only some PVs: the highest seqno wins (with a warnin
   const lvs = JSON.parse((await sanboxCli(t, ['lvs', '--json', ...devs])).stdout).lv.map((l: { lv_name: string }) => l.lv_name);
   t.deepEqual(lvs, ['lv0', 'lv1', 'lv2']);
 });
+
+test('CLI: usage errors exit 2, refusals exit 1 with one line, --help explains', async (t) => {
+  const imgs = await smallVg(t, 'vgcli');
+  const devs = ['--devices', imgs.join(',')];
+  const blank = images(t, ['blank'], 8 * MiB)[0]!;
+  const usage: string[][] = [
+    ['lvcreate', '-n', 'x', '-L', '4', '-l', '3', 'vgcli', ...devs],
+    ['lvcreate', '-n', 'x', 'vgcli', ...devs],
+    ['lvextend', '-L', '-4m', 'vgcli/lv0', ...devs],
+    ['lvcreate', '-n', 'x', '-l', 'lots', 'vgcli', ...devs],
+    ['pvcreate', '--metadatacopies', '3', blank],
+    ['vgs'],
+  ];
+  for (const args of usage) {
+    const r = await sanboxCli(t, args, { SANBOX_DEVICES: '' });
+    t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, /^sanbox: .+\n$/);
+  }
+  const refused: [string[], RegExp][] = [
+    [['vgcreate', 'vgnew', blank], /not an LVM physical volume \(no label in sectors 0-3\); run pvcreate first/],
+    [['vgcreate', 'vgnew', imgs[0]!], /already belongs to volume group vgcli/],
+    [['vgcreate', 'vgcli', blank, ...devs], /volume group "vgcli" already exists/],
+    [['lvcreate', '-n', 'lv0', '-l', '1', 'vgcli', ...devs], /logical volume vgcli\/lv0 already exists/],
+    [['lvcreate', '-n', 'bad/name', '-l', '1', 'vgcli', ...devs], /invalid LV name/],
+    [['lvcreate', '-n', 'st', '-l', '2', '-i', '3', 'vgcli', ...devs], /3 stripes need 3 PVs, but only 2 are allocatable/],
+    [['lvreduce', '-l', '9', 'vgcli/lv0', ...devs], /is not smaller than the current 2/],
+    [['lvremove', 'vgcli/nope', ...devs], /logical volume vgcli\/nope not found/],
+    [['vgremove', 'vgcli', ...devs], /still holds logical volumes lv0; remove them or use --force/],
+  ];
+  for (const [args, re] of refused) {
+    const before = [...imgs, blank].map(sha);
+    const r = await sanboxCli(t, args);
+    t.is(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, re);
+    t.is(r.stderr.split('\n').filter(Boolean).length, 1);
+    t.deepEqual([...imgs, blank].map(sha), before, `${args[0]} wrote nothing`);
+  }
+  for (const cmd of ['pvcreate', 'vgcreate', 'lvcreate', 'lvs']) {
+    const h = await sanboxCli(t, [cmd, '--help']);
+    t.is(h.code, 0);
+    t.regex(h.stdout, /Usage: sanbox /);
+  }
+});
