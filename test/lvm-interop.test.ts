@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { openDevice } from '../src/disk/index.js';
 import { lvmCrc } from '../src/format/lvm/lvm-crc.js';
+import { commitContext, lvCreate, pvCreate, vgCreate } from '../src/volume/manager.js';
 import { readPv } from '../src/volume/pv.js';
 import { attachLoop, detachLoop, lvm, lvmReport, runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
 import { tempDir } from './helpers/tmp.js';
@@ -331,3 +332,32 @@ function readAt(file: string, off: number, len: number): Buffer {
     fs.closeSync(fd);
   }
 }
+
+test('metadata that wraps around the end of a small circular buffer: pvck reads the wrapped copy, the real lvs sees every LV', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'wrap.img');
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, 64 * MiB);
+  const vg = uniq('wrap');
+  await pvCreate([img], { metadataSizeBytes: 32 * 1024, dataAlignmentBytes: 64 * 1024 });
+  await vgCreate([img], [img], vg, 2048, commitContext('sanbox test'));
+  let wrapped = 0;
+  for (let i = 0; i < 40 && wrapped < 2; i++) {
+    await lvCreate([img], vg, `lv${i}`, { size: { kind: 'extents', sign: '', extents: 1 } }, commitContext('sanbox test'));
+    const dev = await openDevice(img, { readOnly: true, guard: 'none' });
+    const m = (await readPv(dev))!.mdas[0]!;
+    await dev.close();
+    t.is(m.area.sizeBytes, 61440);
+    if (m.header.locns[0].offsetBytes + m.header.locns[0].sizeBytes > m.area.sizeBytes) {
+      wrapped++;
+      await pvckAgrees(t, img, dir, `wrapped commit ${i}`);
+    }
+  }
+  t.true(wrapped >= 1, 'some commit wrapped around the buffer end');
+  await pvckAgrees(t, img, dir, 'final');
+  const loop = await attachLoop(t, img);
+  const lvs = await lvmReport(t, 'lvs', [loop], ['lv_name'], [vg]);
+  const ours = JSON.parse(await sanbox(t, ['lvs', '--json', vg], [img])).lv as { lv_name: string }[];
+  t.deepEqual(lvs.map((l) => l.lv_name).sort(), ours.map((l) => l.lv_name).sort());
+  t.true(lvs.length > 10);
+});
