@@ -108,9 +108,14 @@ function lvAttr(lv: LvModel): string {
   return `-${lv.status.includes('WRITE') ? 'w' : 'r'}i-------`;
 }
 
-export function lvRows(vg: VgModel): LvRow[] {
+/** Hidden LVs (no VISIBLE: raid images, lock LVs, …) are listed only with `all`, as in lvm2. */
+function shown(vg: VgModel, all: boolean): LvModel[] {
+  return vg.lvs.filter((lv) => all || lv.status.includes('VISIBLE'));
+}
+
+export function lvRows(vg: VgModel, all = false): LvRow[] {
   const extentBytes = vg.extentSizeSectors * LVM_SECTOR_BYTES;
-  return vg.lvs.map((lv) => ({
+  return shown(vg, all).map((lv) => ({
     lv_name: lv.name,
     vg_name: vg.name,
     lv_attr: lvAttr(lv),
@@ -135,10 +140,10 @@ export interface SegRow {
 }
 
 /** `pvName(key)` names a PV in PE ranges (a device path, like lvm2's /dev/loopN:0-4). */
-export function segRows(vg: VgModel, pvName: (key: string) => string): SegRow[] {
+export function segRows(vg: VgModel, pvName: (key: string) => string, all = false): SegRow[] {
   const extentBytes = vg.extentSizeSectors * LVM_SECTOR_BYTES;
   const rows: SegRow[] = [];
-  for (const lv of vg.lvs) {
+  for (const lv of shown(vg, all)) {
     for (const seg of lv.segments) {
       const per = seg.stripeCount ? seg.extentCount / seg.stripeCount : seg.extentCount;
       rows.push({

@@ -306,15 +306,16 @@ export function register(program: Command): void {
     .description('list logical volumes: LV, VG, Attr, LSize (with --segments: #Str, Type, SSize, PE ranges)')
     .argument('[vgs...]', 'volume group names (default: all found)')
     .option('--segments', 'one row per segment', false)
+    .option('-a, --all', 'include hidden LVs (raid images, lock LVs, …)', false)
     .option('--devices <list>', DEVICES_HELP)
     .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
-    .action(async (names: string[], o: { segments: boolean; devices?: string; json: boolean }) => {
+    .action(async (names: string[], o: { segments: boolean; all: boolean; devices?: string; json: boolean }) => {
       await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => {
         const vgs = selectVgs(s.scan, names);
         if (o.segments) {
           const rows = vgs.flatMap((vg) => {
             const h = findVg(s.scan, vg.name);
-            return segRows(vg, (key) => h.pvByKey.get(key)?.dev.name ?? key);
+            return segRows(vg, (key) => h.pvByKey.get(key)?.dev.name ?? key, o.all);
           });
           if (o.json) return printJson({ seg: rows });
           printTable(rows, [
@@ -328,7 +329,7 @@ export function register(program: Command): void {
           ]);
           return;
         }
-        const rows = vgs.flatMap(lvRows);
+        const rows = vgs.flatMap((vg) => lvRows(vg, o.all));
         if (o.json) return printJson({ lv: rows });
         printTable(rows, [
           { header: 'LV', value: (r) => r.lv_name },
