@@ -50,3 +50,23 @@ test('a node that sees its own slot overwritten by another writer stops', async 
   t.regex(l.msg!, /Heartbeat generation mismatch .*ondisk \(1:0000000000001234/);
   t.is((await node.exited).code, 3);
 });
+
+test('a heartbeat write slower than the I/O timeout that lands later is neither a death nor a slot mismatch', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'slow'])).code, 0);
+  const info = await readClusterImage(img);
+  const control = path.join(dir, 'faults.json');
+  writeControlFile(control, []);
+  const peer = spawnNode(t, img, 0);
+  const slow = spawnNode(t, img, 1, [], { SANBOX_FAULTS: control });
+  await peer.waitLine(isEvent('up', 1), 10_000, 'node 1 up');
+  const slotOffset = info.regions.get('heartbeat')!.payloadOffsetBytes + info.header.sectorSizeBytes;
+  // Two writes each 700 ms late (I/O timeout 500 ms): they count as failed, then land.
+  writeControlFile(control, [{ id: 'slow', op: 'write', action: 'latency', latencyMs: 700, count: 2, offsetBytes: slotOffset, lengthBytes: 512 }]);
+  await slow.waitLine((l) => /did not finish within 500 ms/.test(l.msg ?? ''), 5000, 'a timed-out write');
+  await new Promise((r) => setTimeout(r, 2500));
+  t.false(slow.lines.some((l) => /SELF-FENCED/.test(l.msg ?? '')), slow.lines.map((l) => l.msg).join('\n'));
+  t.false(peer.lines.some((l) => l.event === 'down'));
+  t.is(slow.child.exitCode, null);
+});

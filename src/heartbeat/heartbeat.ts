@@ -26,6 +26,11 @@ export interface HeartbeatRegion {
   slotCount: number;
 }
 
+/** The join probe watches at most this long: more than the kernel's 2 s seq step (ocfs2.md §4.4). */
+const JOIN_PROBE_MS_MAX = 3000;
+/** Shortest pause between two reads of the slot during the join probe. */
+const JOIN_PROBE_POLL_MS_MIN = 5;
+
 export interface HeartbeatStats {
   rounds: number;
   writesOk: number;
@@ -67,10 +72,10 @@ async function readSlot(region: HeartbeatRegion, nodeId: number): Promise<Decode
 export async function probeSlot(region: HeartbeatRegion, nodeId: number, timing: Timing): Promise<void> {
   const first = await readSlot(region, nodeId);
   if (!first.cksumValid || first.seq === 0n || first.generation === 0n) return;
-  const probeMs = Math.max(timing.joinProbeMs, Math.min(first.deadMs / 10, 3000));
+  const probeMs = Math.max(timing.joinProbeMs, Math.min(first.deadMs / 10, JOIN_PROBE_MS_MAX));
   const t0 = performance.now();
   while (performance.now() - t0 < probeMs) {
-    await new Promise((r) => setTimeout(r, Math.max(5, timing.intervalMs / 2)));
+    await new Promise((r) => setTimeout(r, Math.max(JOIN_PROBE_POLL_MS_MIN, timing.intervalMs / 2)));
     const b = await readSlot(region, nodeId);
     if (b.cksumValid && b.generation !== 0n && (b.seq !== first.seq || b.generation !== first.generation)) {
       throw new SanboxError(
@@ -194,8 +199,12 @@ export class Heartbeat {
     const write = r.device.write(block, r.offsetBytes + this.o.nodeId * r.blockBytes);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), this.o.timing.ioTimeoutMs)));
+    // Whenever the write lands, even after its timeout, the disk holds this block: the own-slot
+    // check must expect it (writes are never overlapped, so completions come in order).
     this.inflight = write.then(
-      () => undefined,
+      () => {
+        this.lastWritten = { seq, generation };
+      },
       () => undefined,
     );
     const inflight = this.inflight;
