@@ -11,6 +11,7 @@ import { gateLockPath, LockFile, nodeKey, PersistentReservations, PR_TYPES, side
 import { DiskError } from '../src/errors.js';
 import { initClusterImage, readClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/heartbeat/timing.js';
+import { Fencer } from '../src/heartbeat/fencer.js';
 import { REPO_ROOT, spawnChild, tempDir, waitFor, collect, exited } from './helpers/tmp.js';
 
 const GATE_WRITER = path.join(REPO_ROOT, 'dist/test/helpers/gate-writer.js');
@@ -189,4 +190,50 @@ test('power fence: kills by pid + start time, refuses a stale start time, waits 
   t.false(isRunning(victim));
   t.is((await exited(child, 2000)).signal, 'SIGKILL');
   await t.throwsAsync(powerFence({ ...victim, bootId: Buffer.alloc(16, 1) }, 100), { message: /another machine/ });
+});
+
+test('disk fence of a victim stopped inside its gate escalates to the power fence after the bounded wait, then preempts', async (t) => {
+  const img = await cluster(t);
+  const info = await readClusterImage(img);
+  const pr = new PersistentReservations(reservationSpec(info));
+  t.teardown(() => pr.close());
+  const tag = info.header.clusterUuid.readUInt16LE(0);
+  const fencerKey = nodeKey(tag, 0, 1n);
+  await pr.register(0, fencerKey, 100);
+  const child = spawnChild(t, process.execPath, [GATE_WRITER, img, '2', '40']);
+  const io = collect(child);
+  await waitFor(() => /ready/.test(io.out()), 10_000, 'writer ready');
+  const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 2));
+  t.teardown(() => probe.close());
+  let caughtInside = false;
+  for (let i = 0; i < 50 && !caughtInside; i++) {
+    child.kill('SIGSTOP');
+    await waitFor(() => readProcStat(child.pid!)?.state === 'T', 2000, 'writer stopped');
+    if (probe.tryLock('ex')) {
+      probe.unlock();
+      child.kill('SIGCONT');
+      await new Promise((r) => setTimeout(r, 7));
+    } else caughtInside = true;
+  }
+  t.true(caughtInside, 'the writer was stopped inside its gate');
+  const st = readProcStat(child.pid!)!;
+  const logs: string[] = [];
+  const timing = { ...presetTiming('local'), fenceGateWaitMs: 200 };
+  const fencer = new Fencer({
+    selfNodeId: 0,
+    selfKey: fencerKey,
+    clusterTag: tag,
+    reservations: [pr],
+    // The writer's key generation is its pid (gate-writer.ts); its identity is read from /proc.
+    readNodeRecord: async () => ({ nodeId: 2, generation: BigInt(child.pid!), pid: child.pid!, pidStartTicks: st.startTicks, bootId: selfIdentity().bootId, joinedAtMs: 0, prKey: 0n, name: '', hostname: '' }),
+    timing,
+    policy: 'disk',
+    log: (m) => logs.push(m),
+  });
+  const out = await fencer.fence(2, BigInt(child.pid!));
+  t.log(out.steps.join(', '));
+  t.regex(logs.join('\n'), /stalled inside a write for 200 ms; escalating to the power fence/);
+  t.deepEqual(out.steps.map((s) => s.split('(')[0]), ['power:killed', 'preempt:preempted']);
+  t.is((await exited(child, 2000)).signal, 'SIGKILL');
+  t.is(pr.readState().registered[2], 0n);
 });
