@@ -123,3 +123,20 @@ test('control socket: status and leave over JSON lines; cluster status --watch',
   const after = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string }[] };
   t.deepEqual(after.slots.map((s) => s.state), ['up', 'free']);
 });
+
+test('a 4Kn cluster image (4096-byte heartbeat slots and node-record sectors): two nodes see each other', async (t) => {
+  const img = path.join(tempDir(t), 'k4.img');
+  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'k4', '--sector-size', '4096'])).code, 0);
+  const nodes = [0, 1].map((n) => spawnNode(t, img, n));
+  await allSeeEachOther(nodes, 10_000);
+  const st = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string; pid: number }[] };
+  t.deepEqual(st.slots.map((s) => [s.state, s.pid]), nodes.map((n) => ['up', n.child.pid]));
+  const info = await readClusterImage(img);
+  // Node 1's block sits at slot 1 × 4096 and fills its sector: bytes after 0x1C are zero.
+  const b = Buffer.alloc(4096);
+  const fd = fs.openSync(img, 'r');
+  fs.readSync(fd, b, 0, 4096, info.regions.get('heartbeat')!.payloadOffsetBytes + 4096);
+  fs.closeSync(fd);
+  t.is(b.readUInt8(8), 1);
+  t.true(b.subarray(0x1c).every((x) => x === 0));
+});
