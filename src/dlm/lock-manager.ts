@@ -73,6 +73,9 @@ export interface LockOptions {
   signal?: AbortSignal;
   /** Blocking notification: called with the mode a blocked request wants (once per mode until regranted). */
   bast?: (mode: Mode) => void;
+  /** Protocol trace for history checkers: 'queued' once the doorway (ticket) is on disk,
+   * 'granting' just before the grant is written. */
+  trace?: (event: 'queued' | 'granting') => void;
 }
 
 export interface ReleaseOptions {
@@ -100,6 +103,7 @@ type Waiting = {
   noqueue: boolean;
   deadlineMs: number;
   signal: AbortSignal | undefined;
+  trace: LockOptions['trace'];
   resolve: () => void;
   reject: (err: Error) => void;
 };
@@ -580,6 +584,7 @@ export class Lockspace {
         noqueue: opts.noqueue ?? false,
         deadlineMs: performance.now() + timeoutMs,
         signal: opts.signal,
+        trace: opts.trace,
         resolve: () => {
           lock.busy = false;
           resolve();
@@ -681,6 +686,7 @@ export class Lockspace {
       rec.claim = d.action === 'claim';
       await this.writeOwn(lock.slot, rec);
       w.phase = 'check';
+      w.trace?.('queued');
       return true;
     }
     const me = this.own[lock.slot]!;
@@ -688,6 +694,7 @@ export class Lockspace {
     switch (d.action) {
       case 'grant': {
         const lvb = await this.readLvb(lock.resource, fenced);
+        w.trace?.('granting');
         await this.writeOwn(lock.slot, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq });
         lock.mode = w.mode;
         lock.lvb = lvb.value;
