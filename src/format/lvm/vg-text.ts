@@ -87,8 +87,9 @@ class Reader {
     const s = this.str(sec, 'id');
     try {
       return undashId(s);
-    } catch {
-      return this.fail(`invalid id '${s}'`);
+    } catch (err) {
+      if (err instanceof FormatError) return this.fail(`invalid id '${s}'`);
+      throw err;
     }
   }
   section(sec: ConfigSection, key: string): ConfigSection | undefined {
