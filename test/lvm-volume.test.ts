@@ -227,7 +227,7 @@ test('bad input: corrupt CRCs, wrong magic, unparsable text, missing PV: one-lin
   restore();
 
   // A VG with a missing PV.
-  await refuses(t, ['lvcreate', '-n', 'x', '-l', '1', 'vgbad', '--devices', b], imgs, /^sanbox: volume group "vgbad" is missing PV \S+ \(last seen on .*a\.img\).*\n$/);
+  await refuses(t, ['lvcreate', '-n', 'x', '-l', '1', 'vgbad', '--devices', b], imgs, /^sanbox: volume group "vgbad" is missing PV \S+ \(last seen on .*a\.img\); name all its PVs with --devices \(metadata read from .*b\.img at offset 5632\)\n$/);
   await refuses(t, ['vgs', 'vgbad', '--devices', b], imgs, /is missing PV/);
   // Everything is fine again.
   const ok = await sanboxCli(t, ['vgs', '--json', ...devs]);

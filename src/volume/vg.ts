@@ -40,8 +40,8 @@ export interface VgHandle {
 }
 
 /** The VG text with the highest seqno for each VG name found on the scanned PVs. */
-function newestTexts(scan: ScannedDevice[]): Map<string, { vg: VgModel; device: string }> {
-  const best = new Map<string, { vg: VgModel; device: string }>();
+function newestTexts(scan: ScannedDevice[]): Map<string, { vg: VgModel; device: string; textOffsetBytes: number }> {
+  const best = new Map<string, { vg: VgModel; device: string; textOffsetBytes: number }>();
   for (const s of scan) {
     for (const m of s.pv?.mdas ?? []) {
       if (!m.committed || m.header.locns[0].flags & RAW_LOCN_IGNORED) continue;
@@ -50,7 +50,7 @@ function newestTexts(scan: ScannedDevice[]): Map<string, { vg: VgModel; device: 
       if (cur && cur.vg.id !== vg.id) {
         throw new SanboxError('EINVAL', `two different volume groups are named ${vg.name} (on ${cur.device} and ${s.dev.name}); name only one with --devices`, { device: s.dev.name });
       }
-      if (!cur || vg.seqno > cur.vg.seqno) best.set(vg.name, { vg, device: s.dev.name });
+      if (!cur || vg.seqno > cur.vg.seqno) best.set(vg.name, { vg, device: s.dev.name, textOffsetBytes: m.area.offsetBytes + m.committed.locn.offsetBytes });
     }
   }
   return best;
@@ -76,8 +76,9 @@ export function findVg(scan: ScannedDevice[], name: string): VgHandle {
   for (const p of vg.pvs) {
     const s = scan.find((x) => x.pv?.label.pvId === p.id);
     if (!s?.pv) {
-      throw new SanboxError('ENOENT', `volume group "${name}" is missing PV ${dashId(p.id)} (last seen on ${p.device ?? 'an unknown device'}); name all its PVs with --devices (metadata read from ${found.device})`, {
+      throw new SanboxError('ENOENT', `volume group "${name}" is missing PV ${dashId(p.id)} (last seen on ${p.device ?? 'an unknown device'}); name all its PVs with --devices (metadata read from ${found.device} at offset ${found.textOffsetBytes})`, {
         device: found.device,
+        offsetBytes: found.textOffsetBytes,
       });
     }
     checkPvMatches(s.pv, p, vg);
