@@ -3,9 +3,10 @@
 import type { Command } from 'commander';
 import { register as demo } from './demo.js';
 import { register as disk } from './disk.js';
+import { register as dlm } from './dlm.js';
 import { register as fault } from './fault.js';
 import { register as cluster } from './cluster.js';
 import { register as lvm } from './lvm.js';
 import { register as ocfs2 } from './ocfs2.js';
 
-export const commandGroups: ((program: Command) => void)[] = [demo, disk, fault, cluster, lvm, ocfs2];
+export const commandGroups: ((program: Command) => void)[] = [demo, disk, fault, cluster, lvm, ocfs2, dlm];

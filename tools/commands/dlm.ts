@@ -1,0 +1,210 @@
+// `sanbox lock` (run a command while holding a cluster lock, like flock(1)) and `sanbox dlm ls`
+// (the lockspace as it is on disk): thin shells over src/dlm.
+
+import { spawn } from 'node:child_process';
+import type { Command } from 'commander';
+import { MODE_NAMES, modeName, parseMode, type Mode } from '../../src/dlm/compat-matrix.js';
+import { DlmError, Lockspace, LOCK_TIMEOUT_MS_DEFAULT, readSnapshot, resourceLabel, type LockspaceSnapshot } from '../../src/dlm/lock-manager.js';
+import { resolveLvb } from '../../src/dlm/lvb-rule.js';
+import { UsageError } from '../../src/errors.js';
+import { openRegion, readClusterImage, readNodeRecords } from '../../src/heartbeat/cluster-image.js';
+import { startNode } from '../../src/node/node.js';
+import { openDevice } from '../../src/disk/open.js';
+import { parseDurationMs } from '../../src/units.js';
+import { printJson, printTable } from '../output.js';
+
+/** Exit status when the lock could not be had (timeout, NOQUEUE conflict), as flock(1) uses 1. */
+const EXIT_NOT_LOCKED = 1;
+
+function nodeNumber(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--node must be a node number (0, 1, …), not '${text}'`);
+  return n;
+}
+
+function lockMode(text: string): Mode {
+  const m = parseMode(text);
+  if (m === undefined) throw new UsageError(`--mode must be one of ${MODE_NAMES.join(', ')}, not '${text}'`);
+  return m;
+}
+
+export function register(program: Command): void {
+  program
+    .command('lock')
+    .description(
+      'join the cluster as node N, take RESOURCE in the given mode through the lockspace on the cluster image, run COMMAND while holding it, then release it and leave (like flock(1)). ' +
+        'Exits with COMMAND\'s status; 1 if the lock could not be had within --timeout (or at once with --noqueue). ' +
+        'If this node is fenced while COMMAND runs, COMMAND is sent SIGTERM (its lock is no longer protected) and the exit status is 3.',
+    )
+    .requiredOption('--cluster <image>', 'cluster image (sanbox cluster init)')
+    .requiredOption('--node <n>', 'node number to join as')
+    .option('--mode <mode>', `lock mode: ${MODE_NAMES.join(' | ')}`, 'EX')
+    .option('--timeout <duration>', 'give up waiting after this long (500ms, 10s, 2m)', `${LOCK_TIMEOUT_MS_DEFAULT / 1000}s`)
+    .option('-n, --noqueue', 'fail at once instead of waiting if the lock is held in a conflicting mode (DLM NOQUEUE)', false)
+    .option('--verbose', 'log the node\'s membership events and lock timing on stderr', false)
+    .argument('<resource>', 'resource name, 1..64 bytes')
+    .argument('<command...>', 'command to run (put it after --)')
+    .action(async (resource: string, command: string[], o: { cluster: string; node: string; mode: string; timeout: string; noqueue: boolean; verbose: boolean }) => {
+      const nodeId = nodeNumber(o.node);
+      const mode = lockMode(o.mode);
+      const timeoutMs = parseDurationMs(o.timeout);
+      const log = (msg: string): void => {
+        if (o.verbose) process.stderr.write(`sanbox lock: node${nodeId}: ${msg}\n`);
+      };
+      const t0 = performance.now();
+      let fencedReason: string | undefined;
+      let onFenced: (() => void) | undefined;
+      const node = await startNode({
+        clusterImage: o.cluster,
+        nodeId,
+        control: false,
+        log,
+        onSelfFence: (reason) => {
+          fencedReason = reason;
+          onFenced?.();
+        },
+      });
+      let ls: Lockspace | undefined;
+      try {
+        const region = await openRegion(node.device, 'lockspace');
+        ls = await Lockspace.open(region, { membership: node.membership, watchPath: o.cluster, log });
+        log(`joined in ${(performance.now() - t0).toFixed(0)} ms; requesting ${modeName(mode)} on ${resource}`);
+        let lock;
+        try {
+          lock = await ls.lock(resource, mode, { timeoutMs, noqueue: o.noqueue });
+        } catch (err) {
+          if (err instanceof DlmError && (err.code === 'ETIMEDOUT' || err.code === 'EAGAIN')) {
+            process.stderr.write(`sanbox lock: ${err.message}\n`);
+            await ls.close();
+            await node.stop();
+            process.exit(EXIT_NOT_LOCKED);
+          }
+          throw err;
+        }
+        log(`granted ${modeName(mode)} on ${resource} after ${(performance.now() - t0).toFixed(0)} ms`);
+        const child = spawn(command[0]!, command.slice(1), {
+          stdio: 'inherit',
+          env: { ...process.env, SANBOX_LOCK_RESOURCE: resource, SANBOX_LOCK_MODE: modeName(mode), SANBOX_NODE: String(nodeId) },
+        });
+        const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+        const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as NodeJS.Signals[]).map((sig) => {
+          const h = forward(sig);
+          process.on(sig, h);
+          return [sig, h] as const;
+        });
+        onFenced = () => {
+          process.stderr.write(`sanbox lock: node ${nodeId} was fenced (${fencedReason}); the lock on ${resource} is lost: stopping the command\n`);
+          child.kill('SIGTERM');
+        };
+        const status = await new Promise<number>((resolve, reject) => {
+          child.once('error', reject);
+          child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0 : 0)));
+        });
+        for (const [sig, h] of handlers) process.off(sig, h);
+        if (fencedReason === undefined) await lock.unlock();
+        await ls.close();
+        await node.stop();
+        process.exit(fencedReason !== undefined ? 3 : status);
+      } catch (err) {
+        await ls?.close().catch(() => undefined);
+        await node.stop().catch(() => undefined);
+        throw err;
+      }
+    });
+
+  const dlm = program.command('dlm').description('inspect the lock manager\'s lockspace');
+  dlm
+    .command('ls')
+    .description(
+      'list the resources of the lockspace on a cluster image, with the granted, converting and waiting locks of each node, queue tickets, and the value block. ' +
+        'Read-only and lock-free: it shows the records as they are on disk (a record of a node whose current incarnation differs is marked stale).',
+    )
+    .argument('<image>', 'cluster image')
+    .option('--json', 'print as JSON', false)
+    .action(async (image: string, o: { json: boolean }) => {
+      const info = await readClusterImage(image);
+      const dev = await openDevice(image, { readOnly: true, guard: 'none' });
+      let snap: LockspaceSnapshot;
+      let currentGen: (bigint | null)[];
+      try {
+        const region = await openRegion(dev, 'lockspace');
+        snap = await readSnapshot(region);
+        currentGen = (await readNodeRecords(dev, info)).map((r) => r?.generation ?? null);
+      } finally {
+        await dev.close();
+      }
+      const resources = new Map<string, { name: Buffer; locks: LockspaceSnapshot['locks']; lvbs: LockspaceSnapshot['lvbs'] }>();
+      const entry = (name: Buffer) => {
+        const k = name.toString('hex');
+        let e = resources.get(k);
+        if (e === undefined) resources.set(k, (e = { name, locks: [], lvbs: [] }));
+        return e;
+      };
+      for (const l of snap.locks) entry(l.resource).locks.push(l);
+      for (const v of snap.lvbs) entry(v.resource).lvbs.push(v);
+      const stale = (nodeId: number, gen: bigint) => currentGen[nodeId] !== gen;
+      const mn = (m: number | null) => (m === null ? '-' : modeName(m as Mode));
+      const out = [...resources.values()]
+        .sort((a, b) => Buffer.compare(a.name, b.name))
+        .map((r) => {
+          const lvb = resolveLvb(r.lvbs, [], snap.header.lvbLenBytes);
+          const lock = (l: LockspaceSnapshot['locks'][number]) => ({
+            node: l.nodeId,
+            lockId: l.lockId,
+            granted: mn(l.grantedMode),
+            requested: mn(l.requestedMode),
+            ticket: l.ticket.toString(),
+            claim: l.claim,
+            pid: l.pid,
+            generation: l.generation.toString(16),
+            stale: stale(l.nodeId, l.generation),
+          });
+          const byTicket = (a: { ticket: bigint }, b: { ticket: bigint }) => (a.ticket < b.ticket ? -1 : a.ticket > b.ticket ? 1 : 0);
+          return {
+            resource: resourceLabel(r.name),
+            granted: r.locks.filter((l) => l.state === 'granted').map(lock),
+            converting: r.locks.filter((l) => l.state === 'converting').sort(byTicket).map(lock),
+            waiting: r.locks.filter((l) => l.state === 'waiting').sort(byTicket).map(lock),
+            lvb: r.lvbs.length === 0 ? null : { seq: lvb.valueSeq.toString(), valid: lvb.valid, value: lvb.value.toString('hex'), text: printable(lvb.value) },
+          };
+        });
+      if (o.json) {
+        printJson({ lockspace: snap.header, nodes: snap.nodes.map((n) => ({ ...n, generation: n.generation.toString(16), current: !stale(n.nodeId, n.generation) })), resources: out });
+        return;
+      }
+      if (out.length === 0) {
+        process.stdout.write(`Lockspace "${snap.header.name}" on ${image}: no resources.\n`);
+        return;
+      }
+      const rows = out.flatMap((r) =>
+        (['granted', 'converting', 'waiting'] as const).flatMap((state) => r[state].map((l) => ({ res: r.resource, state, ...l }))),
+      );
+      printTable(rows, [
+        { header: 'Resource', value: (x) => x.res },
+        { header: 'Node', value: (x) => x.node, align: 'right' },
+        { header: 'LkId', value: (x) => x.lockId, align: 'right' },
+        { header: 'Queue', value: (x) => x.state },
+        { header: 'Gr', value: (x) => x.granted },
+        { header: 'Rq', value: (x) => x.requested },
+        { header: 'Ticket', value: (x) => x.ticket, align: 'right' },
+        { header: 'Claim', value: (x) => (x.claim ? 'yes' : '') },
+        { header: 'Pid', value: (x) => x.pid, align: 'right' },
+        { header: 'Gen', value: (x) => x.generation + (x.stale ? ' (stale)' : '') },
+      ]);
+      const lvbs = out.filter((r) => r.lvb !== null);
+      if (lvbs.length > 0) {
+        process.stdout.write('\n');
+        printTable(lvbs, [
+          { header: 'Resource', value: (x) => x.resource },
+          { header: 'LVB seq', value: (x) => x.lvb!.seq, align: 'right' },
+          { header: 'Valid', value: (x) => (x.lvb!.valid ? 'yes' : 'NO') },
+          { header: 'Value', value: (x) => x.lvb!.text },
+        ]);
+      }
+    });
+}
+
+function printable(b: Buffer): string {
+  const trimmed = b.subarray(0, b.length - (b.toString('latin1').match(/\0*$/)?.[0].length ?? 0));
+  return /^[\x20-\x7e]*$/.test(trimmed.toString('latin1')) ? trimmed.toString('latin1') : `0x${b.toString('hex')}`;
+}
