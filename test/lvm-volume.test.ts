@@ -14,7 +14,7 @@ import { SanboxError } from '../src/errors.js';
 import { encodeMdaHeader, decodeMdaHeader } from '../src/format/lvm/mda-header.js';
 import { lvmCrc } from '../src/format/lvm/lvm-crc.js';
 import { checkNoOverlap, freeExtents } from '../src/volume/allocator.js';
-import { commitContext, lvCreate, lvRemove, lvResize, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
+import { commitContext, lvCreate, lvRemove, lvResize, openLv, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
 import { openTarget } from '../src/volume/resolve.js';
 import { runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
 import { collect, exited, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
@@ -384,4 +384,32 @@ test('CLI: usage errors exit 2, refusals exit 1 with one line, --help explains',
     t.is(h.code, 0);
     t.regex(h.stdout, /Usage: sanbox /);
   }
+});
+
+test('an open LV keeps its layout generation while another process extends it; refresh() swaps in the new layout', async (t) => {
+  const imgs = await smallVg(t, 'vggen');
+  const lv = await openLv(imgs, 'vggen', 'lv0');
+  t.teardown(() => lv.close());
+  t.is(lv.generation, 2);
+  t.is(lv.sizeBytes, 8 * MiB);
+  const head = crypto.randomBytes(4096);
+  await lv.write(head, 0);
+  const r = await sanboxCli(t, ['lvextend', '-L', '+8m', 'vggen/lv0', '--devices', imgs.join(',')]);
+  t.is(r.code, 0, r.stderr);
+  // Still the old map: the new extents are out of range until the layout is refreshed.
+  t.is(lv.sizeBytes, 8 * MiB);
+  await t.throwsAsync(lv.write(Buffer.alloc(4096), 8 * MiB), { message: /beyond end of device/ });
+  t.is(await lv.refresh(), 3);
+  t.is(lv.generation, 3);
+  t.is(lv.sizeBytes, 16 * MiB);
+  const tail = crypto.randomBytes(4096);
+  await lv.write(tail, 16 * MiB - 4096);
+  const back = Buffer.alloc(4096);
+  await lv.read(back, 0);
+  t.true(back.equals(head));
+  // Each 16 MiB PV holds 3 extents of 4 MiB from pe_start 1 MiB: the extension took a.img PE 2
+  // (right after the LV) and then b.img PE 0, so the LV's last 4 KiB end b.img's PE 0.
+  const segs = JSON.parse((await sanboxCli(t, ['lvs', '--segments', '--json', '--devices', imgs.join(',')])).stdout).seg;
+  t.deepEqual(segs.map((s: { seg_pe_ranges: string }) => s.seg_pe_ranges), [`${imgs[0]}:0-2`, `${imgs[1]}:0-0`]);
+  t.true(readRaw(imgs[1]!, MiB + 4 * MiB - 4096, 4096).equals(tail));
 });

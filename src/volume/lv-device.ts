@@ -82,8 +82,10 @@ export function mapRange(layout: LvLayout, offsetBytes: number, lengthBytes: num
   return pieces;
 }
 
+/** Re-reads the VG metadata from the LV's own PV devices and maps the LV again. */
+export type LayoutReader = () => Promise<LvLayout>;
+
 export class LvDevice implements BlockDevice {
-  readonly sizeBytes: number;
   readonly sectorSizeBytes: SectorSize;
   readonly readOnly: boolean;
   protected layout: LvLayout;
@@ -95,14 +97,19 @@ export class LvDevice implements BlockDevice {
     layout: LvLayout,
     pvDevs: BlockDevice[],
     private readonly owned: BlockDevice[] = [],
+    private readonly reader?: LayoutReader,
   ) {
     this.layout = layout;
-    this.sizeBytes = layout.sizeBytes;
     this.sectorSizeBytes = pvDevs.some((d) => d.sectorSizeBytes === 4096) ? 4096 : 512;
     this.readOnly = pvDevs.some((d) => d.readOnly);
     this.pvDevs = pvDevs;
   }
   protected readonly pvDevs: BlockDevice[];
+
+  /** Follows the layout: a swapped-in layout may be larger. */
+  get sizeBytes(): number {
+    return this.layout.sizeBytes;
+  }
 
   /** The VG seqno of the layout in use. */
   get generation(): number {
@@ -114,6 +121,17 @@ export class LvDevice implements BlockDevice {
     if (next.generation < this.layout.generation) throw new SanboxError('EINVAL', `${this.name}: layout generation ${next.generation} is older than ${this.layout.generation}`);
     if (next.sizeBytes < this.sizeBytes) throw new SanboxError('EINVAL', `${this.name}: a live layout swap cannot shrink the device`);
     this.layout = next;
+  }
+
+  /**
+   * Re-reads the VG from the PV devices and swaps in the new layout when its generation moved.
+   * Later work calls this under the VG lock when the cluster says the seqno changed.
+   */
+  async refresh(): Promise<number> {
+    if (!this.reader) throw new SanboxError('EINVAL', `${this.name}: this LV device cannot re-read its metadata`);
+    const next = await this.reader();
+    if (next.generation !== this.layout.generation) this.swapLayout(next);
+    return this.layout.generation;
   }
 
   protected live(offsetBytes: number): void {
@@ -207,7 +225,7 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice {
 }
 
 /** An LV device; the synchronous form when every PV device offers one. */
-export function makeLvDevice(name: string, layout: LvLayout, pvDevs: BlockDevice[], owned: BlockDevice[] = []): LvDevice {
+export function makeLvDevice(name: string, layout: LvLayout, pvDevs: BlockDevice[], owned: BlockDevice[] = [], reader?: LayoutReader): LvDevice {
   const allSync = pvDevs.every(isSyncDevice) && layout.segments.every((s) => s.areas.every(isSyncDevice));
-  return allSync ? new SyncLvDevice(name, layout, pvDevs, owned) : new LvDevice(name, layout, pvDevs, owned);
+  return allSync ? new SyncLvDevice(name, layout, pvDevs, owned, reader) : new LvDevice(name, layout, pvDevs, owned, reader);
 }

@@ -11,7 +11,7 @@ import { LVM_SECTOR_BYTES, lvExtentCount, vgTotalExtents, type LvModel, type VgM
 import { isValidLvmName } from '../format/lvm/vg-text.js';
 import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSegments, roundToStripes, STRIPE_SIZE_MIN_SECTORS, type AllocOptions } from './allocator.js';
 import { openAll } from './devices.js';
-import { makeLvDevice, mapLv, type LvDevice } from './lv-device.js';
+import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.js';
 import { checkBlank, planPvLayout, readPv, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
 import { ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
 import { commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
@@ -397,7 +397,13 @@ export async function openLv(specs: string[], vgName: string, lvName: string, op
     const used = new Set(h.pvByKey.values());
     // Devices that are not PVs of this VG are not needed by the LV.
     for (const sc of s.scan) if (!sc.pv || !used.has(sc.pv)) await sc.dev.close();
-    return makeLvDevice(`${vgName}/${lvName}`, layout, [...pvDevs.values()], [...pvDevs.values()]);
+    const devs = [...pvDevs.values()];
+    // Re-reading uses only these devices: a PV added to the VG later is not reachable from here.
+    const reader = async (): Promise<LvLayout> => {
+      const h2 = findVg(await scanDevices(devs), vgName);
+      return mapLv(h2.vg, findLv(h2.vg, lvName), new Map([...h2.pvByKey].map(([k, pv]) => [k, pv.dev])));
+    };
+    return makeLvDevice(`${vgName}/${lvName}`, layout, devs, devs, reader);
   } catch (err) {
     await s.close();
     throw err;
