@@ -6,7 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
-import { isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
+import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 /** Every byte node `n` owns on the image: its heartbeat slot and its node-record sector. */
@@ -28,7 +28,7 @@ async function ownedBytes(img: string, n: number): Promise<Buffer> {
 for (const policy of ['disk', 'power'] as const) {
   test(`SIGSTOP past the dead time: fenced (${policy}); after SIGCONT the node writes nothing`, async (t) => {
     const img = path.join(tempDir(t), 'c.img');
-    t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'stall'])).code, 0);
+    await clusterInit(t, [img, '--nodes', '3', '--name', 'stall']);
     const nodes = [0, 1, 2].map((n) => spawnNode(t, img, n, ['--fence', policy]));
     await Promise.all([nodes[0]!.waitLine(isEvent('up', 2), 10_000, 'up'), nodes[1]!.waitLine(isEvent('up', 2), 10_000, 'up')]);
     const victim = nodes[2]!;

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { controlRequest, controlSocketPath } from '../src/node/control.js';
-import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
+import { clusterInit, isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 const DEAD_MS = 2000; // the local preset: 100 ms × 20
@@ -126,7 +126,7 @@ test('control socket: status and leave over JSON lines; cluster status --watch',
 
 test('a 4Kn cluster image (4096-byte heartbeat slots and node-record sectors): two nodes see each other', async (t) => {
   const img = path.join(tempDir(t), 'k4.img');
-  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'k4', '--sector-size', '4096'])).code, 0);
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'k4', '--sector-size', '4096']);
   const nodes = [0, 1].map((n) => spawnNode(t, img, n));
   await allSeeEachOther(nodes, 10_000);
   const st = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string; pid: number }[] };

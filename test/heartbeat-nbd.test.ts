@@ -6,13 +6,13 @@
 import test from 'ava';
 import path from 'node:path';
 import { startNbdkit } from './helpers/nbdkit.js';
-import { isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
+import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 test('sanbox node over nbd://: nodes see each other; kill -9 is declared dead and power-fenced', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'cluster.img');
-  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'nbdnodes'])).code, 0);
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'nbdnodes']);
   const servers = await Promise.all([startNbdkit({ dir }), startNbdkit({ dir })]);
   for (const s of servers) t.teardown(() => s.stop('SIGKILL'));
   const nodes = [0, 1].map((n) => spawnNode(t, servers[n]!.uri('cluster.img'), n));

@@ -11,7 +11,7 @@ import { openDevice } from '../src/disk/open.js';
 import { PersistentReservations, sidecarStoreSpec } from '../src/disk/reservations.js';
 import { decodeO2hbBlock, encodeO2hbBlock, hex32, hex64 } from '../src/format/o2hb-block.js';
 import { heartbeatRegion } from '../src/fs/heartbeat-region.js';
-import { isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
+import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 function mkfs(dir: string): string {
@@ -26,7 +26,7 @@ test('real debugfs.ocfs2 -R hb decodes the blocks of live sanbox nodes on a real
   const dir = tempDir(t);
   const vol = mkfs(dir);
   const img = path.join(dir, 'c.img');
-  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '4', '--name', 'ocfs2hb'])).code, 0);
+  await clusterInit(t, [img, '--nodes', '4', '--name', 'ocfs2hb']);
   const nodes = [1, 2].map((n) => spawnNode(t, img, n, ['--volume', vol]));
   await Promise.all([nodes[0]!.waitLine(isEvent('up', 2), 10_000, 'up'), nodes[1]!.waitLine(isEvent('up', 1), 10_000, 'up')]);
   const gens = nodes.map((p) => /generation ([0-9a-f]+)/.exec(p.lines.find((l) => /joined cluster/.test(l.msg ?? ''))!.msg!)![1]!.padStart(16, '0'));
@@ -91,7 +91,7 @@ test('a kernel-style peer on the volume (seq in seconds, dead_ms 62000) joins th
   const dir = tempDir(t);
   const vol = mkfs(dir);
   const img = path.join(dir, 'c.img');
-  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '4', '--name', 'mixed'])).code, 0);
+  await clusterInit(t, [img, '--nodes', '4', '--name', 'mixed']);
   const node = spawnNode(t, img, 0, ['--volume', vol]);
   await node.waitLine((l) => /ready/.test(l.msg ?? ''), 10_000, 'ready');
   const dev = await openDevice(vol, { guard: 'none' });

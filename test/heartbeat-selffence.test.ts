@@ -7,14 +7,14 @@ import path from 'node:path';
 import { writeControlFile } from '../src/disk/fault-device.js';
 import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
-import { isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
+import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 for (const action of ['stall', 'eio'] as const) {
   test(`heartbeat writes that ${action === 'stall' ? 'never finish' : 'fail with EIO'}: the node fences itself before the others declare it dead`, async (t) => {
     const dir = tempDir(t);
     const img = path.join(dir, 'c.img');
-    t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'sf'])).code, 0);
+    await clusterInit(t, [img, '--nodes', '3', '--name', 'sf']);
     const info = await readClusterImage(img);
     const control = path.join(dir, 'faults.json');
     writeControlFile(control, []);
@@ -37,7 +37,7 @@ for (const action of ['stall', 'eio'] as const) {
 
 test('a node that sees its own slot overwritten by another writer stops', async (t) => {
   const img = path.join(tempDir(t), 'c.img');
-  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'ow'])).code, 0);
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'ow']);
   const info = await readClusterImage(img);
   const node = spawnNode(t, img, 1);
   await node.waitLine((l) => /ready/.test(l.msg ?? ''), 10_000, 'ready');
@@ -54,7 +54,7 @@ test('a node that sees its own slot overwritten by another writer stops', async 
 test('a heartbeat write slower than the I/O timeout that lands later is neither a death nor a slot mismatch', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
-  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'slow'])).code, 0);
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'slow']);
   const info = await readClusterImage(img);
   const control = path.join(dir, 'faults.json');
   writeControlFile(control, []);

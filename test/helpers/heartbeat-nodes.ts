@@ -2,7 +2,7 @@
 
 import type { ChildProcess } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
-import { SANBOX_BIN, spawnChild } from './tmp.js';
+import { runSanbox, SANBOX_BIN, spawnChild } from './tmp.js';
 
 export interface NodeLogLine {
   t: string;
@@ -76,3 +76,9 @@ export function spawnNode(t: ExecutionContext, image: string, nodeId: number, ex
 }
 
 export const isEvent = (kind: 'up' | 'down' | 'fenced', peer: number) => (l: NodeLogLine) => l.event === kind && l.peer === peer;
+
+/** `sanbox cluster init ARGS…`, failing the test with the command's stderr if it fails. */
+export async function clusterInit(t: ExecutionContext, args: string[]): Promise<void> {
+  const r = await runSanbox(t, ['cluster', 'init', ...args]);
+  t.is(r.code, 0, `cluster init failed: ${r.stderr}`);
+}
