@@ -16,6 +16,7 @@ import { lvmCrc } from '../src/format/lvm/lvm-crc.js';
 import { checkNoOverlap, freeExtents } from '../src/volume/allocator.js';
 import { commitContext, lvCreate, lvRemove, lvResize, openLv, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
 import { openTarget } from '../src/volume/resolve.js';
+import { findVg, scanDevices } from '../src/volume/vg.js';
 import { runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
 import { collect, exited, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
 
@@ -412,4 +413,57 @@ test('an open LV keeps its layout generation while another process extends it; r
   const segs = JSON.parse((await sanboxCli(t, ['lvs', '--segments', '--json', '--devices', imgs.join(',')])).stdout).seg;
   t.deepEqual(segs.map((s: { seg_pe_ranges: string }) => s.seg_pe_ranges), [`${imgs[0]}:0-2`, `${imgs[1]}:0-0`]);
   t.true(readRaw(imgs[1]!, MiB + 4 * MiB - 4096, 4096).equals(tail));
+});
+
+/** A device over a Buffer, for fuzzing whole PVs in memory. */
+class MemDevice {
+  readonly sectorSizeBytes = 512 as const;
+  readonly readOnly = true;
+  constructor(
+    readonly name: string,
+    private readonly data: Buffer,
+  ) {}
+  get sizeBytes(): number {
+    return this.data.length;
+  }
+  async read(buf: Buffer, off: number): Promise<void> {
+    if (off < 0 || off + buf.length > this.data.length) throw new SanboxError('EBOUNDS', `${this.name}: read beyond end at offset ${off}`);
+    this.data.copy(buf, 0, off, off + buf.length);
+  }
+  async write(): Promise<void> {
+    throw new Error('fuzz devices are read-only');
+  }
+  async flush(): Promise<void> {}
+  async discard(): Promise<void> {}
+  async close(): Promise<void> {}
+}
+
+test('fuzz: bit flips anywhere in a PV\'s label, mda header and metadata text give only typed errors when scanned', async (t) => {
+  const [img] = images(t, ['fz'], 8 * MiB) as [string];
+  await pvCreate([img], { metadataSizeBytes: 32 * 1024, dataAlignmentBytes: 64 * 1024 });
+  await vgCreate([img], [img], 'vgfuzz', 128, ctx());
+  for (let i = 0; i < 3; i++) await lvCreate([img], 'vgfuzz', `l${i}`, { size: { kind: 'extents', sign: '', extents: 2 } }, ctx());
+  const pristine = readRaw(img, 0, 8 * MiB);
+  const hot = [
+    [512, 512],
+    [4096, 512],
+    [4096 + 512, 8 * 1024],
+  ] as const;
+  let typed = 0;
+  const data = Buffer.from(pristine);
+  for (let i = 0; i < 1500; i++) {
+    const [start, len] = hot[i % hot.length]!;
+    // Undo the previous mutant's flips (only the hot regions are ever touched).
+    for (const [s, l] of hot) pristine.copy(data, s, s, s + l);
+    for (let k = 0; k <= i % 3; k++) data[start + crypto.randomInt(len)] ^= 1 << crypto.randomInt(8);
+    try {
+      const scan = await scanDevices([new MemDevice('fz.img', data)]);
+      if (scan[0]!.pv) findVg(scan, 'vgfuzz');
+    } catch (err) {
+      if (!(err instanceof SanboxError)) return t.fail(`iteration ${i}: untyped ${String((err as Error).stack)}`);
+      typed++;
+    }
+  }
+  t.log(`${typed} of 1500 mutants were refused with a typed error; the rest were harmless (padding, comments, names)`);
+  t.true(typed > 500);
 });
