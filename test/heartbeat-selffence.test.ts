@@ -62,8 +62,8 @@ test('a heartbeat write slower than the I/O timeout that lands later is neither 
   const slow = spawnNode(t, img, 1, [], { SANBOX_FAULTS: control });
   await peer.waitLine(isEvent('up', 1), 10_000, 'node 1 up');
   const slotOffset = info.regions.get('heartbeat')!.payloadOffsetBytes + info.header.sectorSizeBytes;
-  // Two writes each 700 ms late (I/O timeout 500 ms): they count as failed, then land.
-  writeControlFile(control, [{ id: 'slow', op: 'write', action: 'latency', latencyMs: 700, count: 2, offsetBytes: slotOffset, lengthBytes: 512 }]);
+  // One write 700 ms late (I/O timeout 500 ms): it counts as failed, then lands.
+  writeControlFile(control, [{ id: 'slow', op: 'write', action: 'latency', latencyMs: 700, count: 1, offsetBytes: slotOffset, lengthBytes: 512 }]);
   await slow.waitLine((l) => /did not finish within 500 ms/.test(l.msg ?? ''), 5000, 'a timed-out write');
   await new Promise((r) => setTimeout(r, 2500));
   t.false(slow.lines.some((l) => /SELF-FENCED/.test(l.msg ?? '')), slow.lines.map((l) => l.msg).join('\n'));

@@ -15,12 +15,12 @@ const blk = (nodeId: number, seq: bigint, generation: bigint, deadMs: number) =>
 
 test('timing presets: local and the real o2cb defaults; the inequality is enforced', (t) => {
   const local = presetTiming('local');
-  t.like(local, { intervalMs: 100, deadMs: 2000, selfFenceMs: 1900, ioTimeoutMs: 500 });
+  t.like(local, { intervalMs: 100, deadMs: 2000, selfFenceMs: 1700, ioTimeoutMs: 500 });
   const o2cb = presetTiming('o2cb');
   t.like(o2cb, { intervalMs: 2000, deadThreshold: 31, deadMs: 62_000, selfFenceMs: 60_000 });
   t.true(o2cb.selfFenceMs + o2cb.watchdogMs < o2cb.deadMs);
   t.throws(() => deriveTiming({ intervalMs: 100, deadThreshold: 2, ioTimeoutMs: 50 }), { message: /dead threshold 2/ });
-  t.throws(() => deriveTiming({ intervalMs: 100, deadThreshold: 5, ioTimeoutMs: 400 }), { message: /I\/O timeout 400 ms/ });
+  t.throws(() => deriveTiming({ intervalMs: 100, deadThreshold: 5, ioTimeoutMs: 200 }), { message: /I\/O timeout 200 ms/ });
   t.throws(() => deriveTiming({ intervalMs: 1, deadThreshold: 5, ioTimeoutMs: 1 }), { message: /interval 1 ms/ });
   t.throws(() => presetTiming('fast'), { message: /unknown timing preset/ });
 });

@@ -10,8 +10,11 @@
 // Derived (all on the observer's or writer's monotonic clock):
 //   deadMs          = intervalMs × deadThreshold            written as hb_dead_ms; a peer is dead
 //                     when its seq has not moved for max(our deadMs, its hb_dead_ms).
-//   selfFenceMs     = intervalMs × (deadThreshold − 1)      o2hb's write timeout: a node whose last
-//                     successful heartbeat write STARTED this long ago stops all its I/O.
+//   selfFenceMs     = deadMs − max(intervalMs, SELF_FENCE_MARGIN_MS_MIN)
+//                     a node whose last successful heartbeat write STARTED this long ago stops
+//                     all its I/O. With o2cb timing this is o2hb's write timeout,
+//                     interval × (threshold − 1) = 60 s; scaled-down timings keep at least
+//                     SELF_FENCE_MARGIN_MS_MIN of margin for a loaded machine's timer lag.
 //   watchdogMs      = intervalMs / 4                         how often the self-fence deadline is
 //                     checked, independently of the heartbeat loop.
 //   joinProbeMs     = 3 × intervalMs (at least 2 writes of a live peer at the cluster's interval),
@@ -20,7 +23,7 @@
 //                     victim stalled inside a write before escalating to the power fence.
 //   powerFenceWaitMs= 5 × ioTimeoutMs (at least 2 s)         bound on waiting for a SIGKILLed pid.
 //
-// Safety (docs/heartbeat.md): selfFenceMs + watchdogMs + ioTimeoutMs... see checkTiming below.
+// Safety (docs/heartbeat.md): selfFenceMs + watchdogMs < deadMs; see checkTiming below.
 
 import { SanboxError } from '../errors.js';
 
@@ -53,6 +56,11 @@ export const TIMING_PRESETS: Record<'local' | 'o2cb', TimingInputs> = {
 };
 export type TimingPreset = keyof typeof TIMING_PRESETS;
 
+/**
+ * Least time between a node fencing itself and its peers declaring it dead. o2hb's margin is one
+ * 2 s interval; at a 100 ms interval one interval is within the timer lag of a loaded machine.
+ */
+export const SELF_FENCE_MARGIN_MS_MIN = 300;
 /** o2hb only accepts dead thresholds above 2 (reference/ocfs2.md §4.6). */
 export const DEAD_THRESHOLD_MIN = 3;
 /** Bounds that keep a typo from producing a cluster that never (or always) declares death. */
@@ -64,7 +72,7 @@ export function deriveTiming(inputs: TimingInputs, preset = 'custom'): Timing {
     ...inputs,
     preset,
     deadMs: inputs.intervalMs * inputs.deadThreshold,
-    selfFenceMs: inputs.intervalMs * (inputs.deadThreshold - 1),
+    selfFenceMs: inputs.intervalMs * inputs.deadThreshold - Math.max(inputs.intervalMs, SELF_FENCE_MARGIN_MS_MIN),
     watchdogMs: Math.max(1, Math.floor(inputs.intervalMs / 4)),
     joinProbeMs: 3 * inputs.intervalMs,
     fenceGateWaitMs: inputs.ioTimeoutMs,
