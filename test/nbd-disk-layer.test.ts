@@ -6,7 +6,7 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { checkAligned, FaultDevice, readSectors, viewOf, writeSectors, type BlockDevice } from '../src/disk/index.js';
+import { checkAligned, FaultDevice, readSectors, viewOf, writeControlFile, writeSectors, type BlockDevice } from '../src/disk/index.js';
 import { NbdDevice } from '../src/disk/nbd-device.js';
 import { openDevice } from '../src/disk/open.js';
 import { DiskError, type ErrorCode } from '../src/errors.js';
@@ -175,4 +175,17 @@ test('sanbox disk info nbd://… reports size and sector size from the server; e
   const create = await runSanbox(t, ['disk', 'create', spec, '--size', '1M']);
   t.is(create.code, 2);
   t.regex(create.stderr, /disk create makes a local image file; create the file on the NBD server's machine/);
+});
+
+test('SANBOX_FAULTS reaches an NBD disk opened by a child process', async (t) => {
+  const { spec, file, dir } = await served(t, 64 * RECORD_BYTES);
+  const control = path.join(dir, 'faults.json');
+  writeControlFile(control, [{ action: 'eio', op: 'write', offsetBytes: 10 * RECORD_BYTES, lengthBytes: RECORD_BYTES, count: 1 }]);
+  const child = spawnChild(t, process.execPath, [WRITER, spec, '0', '1', '64', '1'], { env: { ...process.env, SANBOX_FAULTS: control } });
+  const io = collect(child);
+  t.is((await exited(child, CHILD_TIMEOUT_MS)).code, 0, io.err());
+  t.is(JSON.parse(io.out()).failures, 1);
+  t.regex(io.err(), /injected/);
+  const data = fs.readFileSync(file);
+  for (let s = 0; s < 64; s++) t.is(checkRecord(data.subarray(s * RECORD_BYTES, (s + 1) * RECORD_BYTES)).ok, s !== 10, `sector ${s}`);
 });
