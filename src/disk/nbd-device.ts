@@ -236,7 +236,11 @@ export class NbdDevice implements BlockDevice {
     if (leftover.length > 0) this.onData(leftover);
   }
 
-  /** Connects, negotiates (fixed newstyle, structured replies, NBD_OPT_GO) and returns the device. */
+  /**
+   * Connects, negotiates (fixed newstyle, structured replies, NBD_OPT_GO) and returns the device.
+   * `opts.guard` is not used: the in-use guard is a local flock and cannot see the other machines
+   * using an export (docs/nbd.md, "Limits").
+   */
   static async open(spec: string, opts: NbdOpenOptions = {}): Promise<NbdDevice> {
     const uri = parseNbdUri(spec);
     const ioTimeoutMs = opts.ioTimeoutMs ?? uri.ioTimeoutMs ?? NBD_IO_TIMEOUT_MS_DEFAULT;
