@@ -18,9 +18,10 @@ import { commitContext, lvCreate, lvRemove, lvResize, openLv, pvCreate, vgCreate
 import { openTarget } from '../src/volume/resolve.js';
 import { findVg, scanDevices } from '../src/volume/vg.js';
 import { runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
-import { collect, exited, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+import { collect, exited, REPO_ROOT, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
 
 const MiB = 1024 * 1024;
+const REPO_DIST = path.join(REPO_ROOT, 'dist');
 const ctx = () => commitContext('sanbox test');
 const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 
@@ -466,4 +467,35 @@ test('fuzz: bit flips anywhere in a PV\'s label, mda header and metadata text gi
   }
   t.log(`${typed} of 1500 mutants were refused with a typed error; the rest were harmless (padding, comments, names)`);
   t.true(typed > 500);
+});
+
+test('readers in other processes never see a half-made change while a writer commits repeatedly', async (t) => {
+  const imgs = await smallVg(t, 'vgread');
+  const devs = ['--devices', imgs.join(',')];
+  // One writer process renames the LV back and forth; two reader processes list it meanwhile.
+  const writer = spawnChild(t, process.execPath, [
+    '--input-type=module',
+    '-e',
+    `import { commitContext, lvRename } from ${JSON.stringify(path.join(REPO_DIST, 'src/volume/manager.js'))};
+     const imgs = ${JSON.stringify(imgs)};
+     for (let i = 0; i < 60; i++) await lvRename(imgs, 'vgread', i % 2 ? 'odd' : 'lv0', i % 2 ? 'lv0' : 'odd', commitContext('writer'));`,
+  ]);
+  const wio = collect(writer);
+  const seen = new Set<string>();
+  let reads = 0;
+  // This test process is the reader: it scans the images as fast as it can while the writer runs.
+  while (writer.exitCode === null && reads < 5000) {
+    const names = await withSession(imgs, { readOnly: true, guard: 'none' }, async (s) => s.vg('vgread').vg.lvs.map((l) => l.name));
+    names.forEach((n) => seen.add(n));
+    reads++;
+  }
+  const r = await sanboxCli(t, ['lvs', '--json', ...devs]);
+  t.is(r.code, 0, r.stderr);
+  const { code } = await exited(writer, 60_000);
+  t.is(code, 0, wio.err());
+  t.log(`${reads} scans ran during the writer's 60 commits; names seen: ${[...seen].join(', ')}`);
+  t.true(reads >= 20, 'the reader overlapped the writer');
+  t.true(seen.has('odd') && seen.has('lv0'), 'the reader saw both versions');
+  t.true([...seen].every((n) => n === 'lv0' || n === 'odd'));
+  t.deepEqual(await pvckSeqnos(t, imgs), [62, 62]);
 });

@@ -52,8 +52,26 @@ export interface PvState {
   mdas: MdaState[];
 }
 
+/**
+ * A read that races a commit in another process can see a header sector mid-write; a checksum
+ * failure is therefore re-read this many times (with a short pause) before it is reported.
+ */
+const TORN_READ_RETRIES = 3;
+const TORN_READ_PAUSE_MS = 20;
+
 /** Reads a PV: undefined when the device has no LVM label. Any defect throws FormatError. */
 export async function readPv(dev: BlockDevice): Promise<PvState | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await readPvOnce(dev);
+    } catch (err) {
+      if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES) throw err;
+      await new Promise((r) => setTimeout(r, TORN_READ_PAUSE_MS));
+    }
+  }
+}
+
+async function readPvOnce(dev: BlockDevice): Promise<PvState | undefined> {
   const head = Buffer.alloc(Math.min(LABEL_SCAN_BYTES, dev.sizeBytes));
   await dev.read(head, 0);
   const scan = scanLabel(head, { device: dev.name, offsetBytes: 0 });
