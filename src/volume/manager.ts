@@ -12,7 +12,7 @@ import { isValidLvmName } from '../format/lvm/vg-text.js';
 import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSegments, roundToStripes, STRIPE_SIZE_MIN_SECTORS, type AllocOptions } from './allocator.js';
 import { openAll } from './devices.js';
 import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.js';
-import { checkBlank, planPvLayout, readPv, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
+import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
 import { ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
 import { commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
 
