@@ -193,6 +193,7 @@ export async function vgExtend(specs: string[], name: string, pvSpecs: string[],
       return changeVg(s, name, ctx, (vg, h) => {
         const pvByKey = new Map(h.pvByKey);
         let n = vg.pvs.length;
+        if (vg.maxPv > 0 && vg.pvs.length + pvs.length > vg.maxPv) throw new SanboxError('EINVAL', `volume group ${name} may hold at most ${vg.maxPv} physical volumes (max_pv)`);
         for (const pv of pvs) {
           let key = `pv${n++}`;
           while (pvByKey.has(key)) key = `pv${n++}`;
@@ -300,6 +301,8 @@ export async function lvCreate(specs: string[], vgName: string, lvName: string, 
     withSession(specs, {}, (s) =>
       changeVg(s, vgName, ctx, (vg) => {
         if (vg.lvs.some((l) => l.name === lvName)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${lvName} already exists`);
+        const visible = vg.lvs.filter((l) => l.status.includes('VISIBLE')).length;
+        if (vg.maxLv > 0 && visible >= vg.maxLv) throw new SanboxError('EINVAL', `volume group ${vgName} already holds its maximum of ${vg.maxLv} logical volumes (max_lv)`);
         checkStripes(vg, o);
         const stripes = o.stripes ?? 1;
         const extents = roundToStripes(requestExtents(vg, o.size), stripes);
