@@ -263,7 +263,7 @@ test('4096-byte-sector images: sanbox PVs pass pvck and the real pvs/lvs on a 4K
   t.deepEqual(ours.map((r: Record<string, unknown>) => [r.lv_name, r.seg_size, r.seg_pe_ranges]), [['r', 5 * MiB, `${theirs}:0-4`]]);
 });
 
-test('keys sanbox does not model survive a sanbox rewrite of lvm2 metadata (tags, read_ahead, autoactivation flags)', async (t) => {
+test('keys sanbox does not model survive a sanbox rewrite of lvm2 metadata (tags, read_ahead, autoactivation flags); max_lv is honoured', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'tags.img');
   fs.writeFileSync(img, '');
@@ -272,7 +272,7 @@ test('keys sanbox does not model survive a sanbox rewrite of lvm2 metadata (tags
   const vg = uniq('tag');
   for (const [cmd, args] of [
     ['pvcreate', [loop]],
-    ['vgcreate', ['--addtag', 'vgtag1', '--setautoactivation', 'n', vg, loop]],
+    ['vgcreate', ['--addtag', 'vgtag1', '--setautoactivation', 'n', '--maxlogicalvolumes', '1', vg, loop]],
     ['lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-l', '2', '--addtag', 'lvtag', '--readahead', '256', '-n', 'keep', vg]],
   ] as [string, string[]][]) {
     const r = await lvm(cmd, [loop], args);
@@ -286,6 +286,10 @@ test('keys sanbox does not model survive a sanbox rewrite of lvm2 metadata (tags
   t.deepEqual({ ...after[0], lv_size: '' }, { ...before[0], lv_size: '' });
   t.is(after[0]!.vg_tags, 'vgtag1');
   t.is(after[0]!.lv_tags, 'lvtag');
+  // max_lv = 1 set by the real vgcreate is honoured.
+  const more = await sanboxCli(t, ['lvcreate', '-n', 'second', '-l', '1', vg, '--devices', img]);
+  t.is(more.code, 1);
+  t.regex(more.stderr, /already holds its maximum of 1 logical volumes \(max_lv\)/);
 });
 
 test('sanbox pvcreate lays a PV out byte for byte like the real pvcreate (label sector and mda headers, for several options and sizes)', async (t) => {
