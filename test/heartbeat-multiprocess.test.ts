@@ -140,3 +140,21 @@ test('a 4Kn cluster image (4096-byte heartbeat slots and node-record sectors): t
   t.is(b.readUInt8(8), 1);
   t.true(b.subarray(0x1c).every((x) => x === 0));
 });
+
+test('a node that died before we started (its block never moves) is declared dead after the dead time and fenced', async (t) => {
+  const img = await initCluster(t, 3);
+  const early = spawnNode(t, img, 2);
+  await early.waitLine((l) => /ready/.test(l.msg ?? ''), 10_000, 'ready');
+  early.child.kill('SIGKILL');
+  await early.exited;
+  const startedAt = Date.now();
+  const late = spawnNode(t, img, 0);
+  const down = await late.waitLine(isEvent('down', 2), 8000, 'node 2 down (stale)');
+  t.regex(late.lines.find((l) => /node 2 down/.test(l.msg ?? ''))!.msg!, /stale/);
+  t.true(down.atMs - startedAt >= DEAD_MS, 'not before it was watched for the dead time');
+  await late.waitLine(isEvent('fenced', 2), 5000, 'node 2 fenced');
+  t.regex(late.lines.find((l) => /node 2 fenced/.test(l.msg ?? ''))!.msg!, /preempt:preempted/);
+  t.false(late.lines.some((l) => l.event === 'up' && l.peer === 2));
+  const st = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string }[] };
+  t.deepEqual(st.slots.map((s) => s.state), ['up', 'free', 'fenced']);
+});

@@ -133,3 +133,15 @@ test('membership: a death is fenced (with quorum) before it is reported fenced; 
     if (expectFence) t.true(m.hasQuorum());
   }
 });
+
+test('liveness: an incarnation never seen alive is reported stale once, after the dead time', (t) => {
+  const s = new SlotTracker(5, 2000, 1);
+  t.deepEqual(s.observe(blk(5, 77n, 9n, 2000), 0), []);
+  t.deepEqual(s.observe(blk(5, 77n, 9n, 2000), 2000), []);
+  t.like(s.observe(blk(5, 77n, 9n, 2000), 2001)[0], { kind: 'stale', nodeId: 5, generation: 9n });
+  t.deepEqual(s.observe(blk(5, 77n, 9n, 2000), 5000), [], 'reported once');
+  // A free slot or a clean leave is never stale.
+  const f = new SlotTracker(6, 2000, 1);
+  f.observe(blk(6, 5n, 0n, 2000), 0);
+  t.deepEqual(f.observe(blk(6, 5n, 0n, 2000), 10_000), []);
+});

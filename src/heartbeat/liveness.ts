@@ -6,11 +6,15 @@
 
 import type { DecodedO2hbBlock } from '../format/o2hb-block.js';
 
-export type DownReason = 'timeout' | 'left' | 'generation' | 'cleared';
+export type DownReason = 'timeout' | 'left' | 'generation' | 'cleared' | 'stale';
 
 export type SlotEvent =
   | { kind: 'up'; nodeId: number; generation: bigint; deadMs: number }
-  | { kind: 'down'; nodeId: number; generation: bigint; reason: DownReason };
+  | { kind: 'down'; nodeId: number; generation: bigint; reason: DownReason }
+  /** A slot holding an incarnation we never saw alive, unchanged for the dead time since we
+   * started watching it (sanlock treats such a host as dead the same way): it must be fenced
+   * before anything it held is taken. */
+  | { kind: 'stale'; nodeId: number; generation: bigint };
 
 export class SlotTracker {
   private seen = false;
@@ -24,6 +28,8 @@ export class SlotTracker {
   badCrcCount = 0;
   /** Longest observed gap between seq changes while live: how close this peer came to "dead". */
   maxGapMs = 0;
+  /** The generation last reported stale (reported once per incarnation). */
+  private staleReported: bigint | undefined;
 
   constructor(
     readonly nodeId: number,
@@ -99,6 +105,17 @@ export class SlotTracker {
       return events;
     }
     this.checkDead(nowMs, events);
+    if (
+      !this.live &&
+      this.changes === 0 &&
+      this.seq !== 0n &&
+      this.generation !== 0n &&
+      this.staleReported !== this.generation &&
+      nowMs - this.lastChangeMs > this.deadAfterMs
+    ) {
+      this.staleReported = this.generation;
+      events.push({ kind: 'stale', nodeId: this.nodeId, generation: this.generation });
+    }
     return events;
   }
 

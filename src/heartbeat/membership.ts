@@ -76,7 +76,8 @@ export class MembershipService implements Membership {
       if (n === this.localNodeId) continue;
       for (const ev of trackers[n]!.observe(blocks[n]!, nowMs)) {
         if (ev.kind === 'up') this.nodeUp(n, ev.generation, nowMs);
-        else this.nodeDown(n, ev.generation, ev.reason, nowMs);
+        else if (ev.kind === 'down') this.nodeDown(n, ev.generation, ev.reason, nowMs);
+        else this.nodeStale(n, ev.generation, nowMs);
       }
     }
     void this.processDeaths();
@@ -102,6 +103,20 @@ export class MembershipService implements Membership {
     this.up.delete(nodeId);
     this.dead.set(nodeId, { generation, reason, atMs, fenced: false, fencing: false, nextTryMs: 0, failures: 0, lastError: undefined });
     this.o.log(`node ${nodeId} down (generation ${generation.toString(16)}, ${reason})`);
+    this.emit({ kind: 'down', nodeId, generation, atMs });
+  }
+
+  /**
+   * An incarnation we never saw alive whose block has not moved for the dead time: dead, and to be
+   * fenced like any other death (it may have crashed holding locks before we started). It never
+   * joined our quorum base, so it does not count against quorum.
+   */
+  private nodeStale(nodeId: number, generation: bigint, atMs: number): void {
+    if (this.up.has(nodeId) || this.liveInAnyRegion(nodeId)) return;
+    const d = this.dead.get(nodeId);
+    if (d !== undefined && d.generation === generation) return;
+    this.dead.set(nodeId, { generation, reason: 'stale', atMs, fenced: false, fencing: false, nextTryMs: 0, failures: 0, lastError: undefined });
+    this.o.log(`node ${nodeId} down (generation ${generation.toString(16)}, stale: its block has not changed since we started watching)`);
     this.emit({ kind: 'down', nodeId, generation, atMs });
   }
 
