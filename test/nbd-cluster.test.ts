@@ -1,4 +1,4 @@
-// Cluster heartbeating over NBD: a cluster image made by `sanbox cluster init`, served by real
+// Cluster heartbeating and locking over NBD: a cluster image made by `sanbox cluster init`, served by real
 // nbdkit processes on 127.0.0.1 (one per node, so a node can be fenced at the target), and two
 // separate node processes that open it only by its nbd:// URI, heartbeat in their slots (src/heartbeat)
 // and see each other. `sanbox cluster status nbd://…` shows both. Cutting one node's server fences
@@ -8,6 +8,7 @@
 // not `sanbox node`: startNode() still takes the cluster image as a local path (see docs/nbd.md).
 
 import test from 'ava';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { startNbdkit } from './helpers/nbdkit.js';
@@ -17,6 +18,10 @@ const NODE = path.join(REPO_ROOT, 'dist/test/helpers/nbd-heartbeat-node.js');
 /** Local timing: dead after 1.5 s. Generous bounds for a loaded 2-CPU machine. */
 const SEE_EACH_OTHER_MS = 15_000;
 const SEE_DOWN_MS = 15_000;
+/** 30 lock hand-offs; each is bounded by the lock manager's poll (at most 50 ms over NBD, where no inotify reaches). */
+const LOCK_ROUNDS_MS = 45_000;
+/** Time for both nodes to start, join and see each other before their rounds begin. */
+const START_DELAY_MS = 6_000;
 
 interface NodeEvent {
   event: string;
@@ -74,4 +79,37 @@ test('two node processes heartbeat over one NBD export, see each other, and a no
   await waitFor(() => ev1.some((e) => e.event === 'self-fence'), SEE_DOWN_MS, 'node 1 to fence itself');
   t.regex(err1, /NBD connection lost|self-fence|fenc/i);
   t.log(`node 1 self-fenced: ${ev1.find((e) => e.event === 'self-fence')?.reason}`);
+});
+
+test('two node processes lock over NBD: EX on one resource, a read-increment-write counter loses no update', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'cluster.img');
+  const init = await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'nbdlocks']);
+  t.is(init.code, 0, init.stderr);
+  fs.writeFileSync(path.join(dir, 'counter.img'), Buffer.alloc(4096));
+  const serverA = await startNbdkit({ dir });
+  t.teardown(() => serverA.stop('SIGKILL'));
+  const serverB = await startNbdkit({ dir });
+  t.teardown(() => serverB.stop('SIGKILL'));
+  const rounds = 15;
+  // Both start their rounds at the same moment, after joining and seeing each other.
+  const startAt = String(Date.now() + START_DELAY_MS);
+  const node0 = spawnChild(t, process.execPath, [NODE, serverA.uri('cluster.img'), '0', serverA.uri('counter.img'), String(rounds), '1', startAt]);
+  const node1 = spawnChild(t, process.execPath, [NODE, serverB.uri('cluster.img'), '1', serverB.uri('counter.img'), String(rounds), '0', startAt]);
+  const errs = [node0, node1].map((c) => {
+    let e = '';
+    c.stderr!.on('data', (d: Buffer) => (e += d.toString()));
+    return () => e;
+  });
+  const ev0 = events(node0);
+  const ev1 = events(node1);
+  const t0 = Date.now();
+  await waitFor(
+    () => ev0.some((e) => e.event === 'done') && ev1.some((e) => e.event === 'done'),
+    LOCK_ROUNDS_MS,
+    `both nodes to finish ${rounds} locked increments (stderr: ${errs[0]!()} ${errs[1]!()})`,
+  );
+  const counter = fs.readFileSync(path.join(dir, 'counter.img')).readBigUInt64LE(0);
+  t.is(counter, BigInt(2 * rounds), 'every increment made under the EX lock survived');
+  t.log(`${2 * rounds} locked increments by two processes over NBD in ${Date.now() - t0} ms`);
 });

@@ -5,15 +5,28 @@
 //   {"event":"up"|"down"|"fenced","node":M,"of":N}    membership events about peers
 //   {"event":"self-fence","node":N,"reason":"…"}       when its own writes stop landing
 // It runs without a fencer (nobody is power-fenced by a test) and stops on SIGTERM.
-// Usage: node nbd-heartbeat-node.js SPEC NODE_ID
+// With COUNTER_SPEC and ROUNDS it also takes an EX lock on resource "counter" in the cluster
+// image's lockspace (src/dlm) ROUNDS times, once the peer PEER_ID is up; under the lock it reads a
+// u64 counter at byte 0 of COUNTER_SPEC (another device, e.g. another NBD export), waits a little
+// and writes it back plus one. If mutual exclusion holds, no increment is lost. Then it prints
+//   {"event":"done","node":N,"rounds":R}
+// Both nodes start their rounds at the wall-clock time START_AT_MS, so their rounds overlap and a
+// missing lock would show as lost increments.
+// Usage: node nbd-heartbeat-node.js SPEC NODE_ID [COUNTER_SPEC ROUNDS PEER_ID START_AT_MS]
 
 import { openDevice } from '../../src/disk/open.js';
-import { readClusterImageFrom } from '../../src/heartbeat/cluster-image.js';
+import { Mode } from '../../src/dlm/compat-matrix.js';
+import { Lockspace } from '../../src/dlm/lock-manager.js';
+import { openRegion, readClusterImageFrom } from '../../src/heartbeat/cluster-image.js';
 import { Heartbeat, newGeneration, type HeartbeatRegion } from '../../src/heartbeat/heartbeat.js';
 import { MembershipService } from '../../src/heartbeat/membership.js';
 
-const [spec, nodeText] = process.argv.slice(2);
+const [spec, nodeText, counterSpec, roundsText, peerText, startAtText] = process.argv.slice(2);
 const nodeId = Number(nodeText);
+/** Time spent inside the critical section per round, so an overlap would lose an increment. */
+const HOLD_MS = 3;
+/** Bound on waiting for the peer and on each lock request. */
+const WAIT_MS_MAX = 20_000;
 const say = (o: Record<string, unknown>): void => void process.stdout.write(JSON.stringify(o) + '\n');
 
 const device = await openDevice(spec!, { guard: 'shared' });
@@ -48,6 +61,34 @@ const heartbeat = new Heartbeat({
 });
 await heartbeat.start();
 say({ event: 'joined', node: nodeId });
+
+if (counterSpec !== undefined) {
+  const rounds = Number(roundsText);
+  const peer = Number(peerText);
+  const t0 = performance.now();
+  while (!membership.members().some((m) => m.nodeId === peer && m.state === 'up')) {
+    if (performance.now() - t0 > WAIT_MS_MAX) throw new Error(`node ${nodeId}: peer ${peer} not up within ${WAIT_MS_MAX} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const counter = await openDevice(counterSpec, { guard: 'shared' });
+  const ls = await Lockspace.open(await openRegion(device, 'lockspace'), { membership });
+  const startAtMs = Number(startAtText);
+  if (Date.now() > startAtMs) throw new Error(`node ${nodeId}: ready only after the common start time (late by ${Date.now() - startAtMs} ms)`);
+  await new Promise((r) => setTimeout(r, startAtMs - Date.now()));
+  const b = Buffer.alloc(512);
+  for (let r = 0; r < rounds; r++) {
+    const lock = await ls.lock('counter', Mode.EX, { timeoutMs: WAIT_MS_MAX });
+    await counter.read(b, 0);
+    const value = b.readBigUInt64LE(0);
+    await new Promise((res) => setTimeout(res, HOLD_MS));
+    b.writeBigUInt64LE(value + 1n, 0);
+    await counter.write(b, 0);
+    await lock.unlock();
+  }
+  await ls.close();
+  await counter.close();
+  say({ event: 'done', node: nodeId, rounds });
+}
 process.on('SIGTERM', () => {
   void heartbeat
     .stop(true)
