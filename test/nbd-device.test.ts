@@ -165,7 +165,7 @@ test.serial('pipelining: hundreds of requests in flight complete correctly, out 
   const ok = await Promise.all(reads);
   const elapsedMs = performance.now() - t0;
   t.true(ok.every(Boolean));
-  t.true(maxInflight >= 32, `max in flight ${maxInflight}`);
+  t.true(maxInflight >= 32 && maxInflight <= 64, `max in flight ${maxInflight} (bound: 64)`);
   t.true(elapsedMs < n * 2 * 0.5, `pipelined reads took ${elapsedMs.toFixed(0)} ms`);
   t.log(`256 delayed reads pipelined in ${elapsedMs.toFixed(0)} ms, up to ${maxInflight} in flight`);
 });
@@ -421,4 +421,22 @@ test('ESHUTDOWN from the server: that request fails, nothing new is sent, the cl
   const after = await t.throwsAsync(dev.write(Buffer.alloc(512, 2), 512), { instanceOf: NbdError });
   t.is(after?.reason, 'disconnected');
   t.regex(after?.message ?? '', /shutting down/);
+});
+
+test('I/O larger than the pipeline byte bound (64 MiB) is split into 32 MiB requests and completes', async (t) => {
+  const dir = tempDir(t);
+  const file = image(dir, 'big.img', 96 * MiB);
+  const srv = await server(t, { dir });
+  const dev = await open(t, srv.uri('big.img'));
+  const big = Buffer.alloc(80 * MiB);
+  for (let i = 0; i < big.length; i += MiB) big.fill((i / MiB) & 0xff, i, i + MiB);
+  await dev.write(big, 8 * MiB);
+  const back = Buffer.alloc(big.length);
+  await dev.read(back, 8 * MiB);
+  t.true(back.equals(big));
+  const fd = fs.openSync(file, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  const probe = Buffer.alloc(1);
+  fs.readSync(fd, probe, 0, 1, 8 * MiB + 79 * MiB);
+  t.is(probe[0], 79);
 });
