@@ -52,7 +52,7 @@ test('EX commands of 4 processes never overlap; PR commands do run together', as
 test('timeout and --noqueue exit 1 without running the command; dlm ls shows the holder; the command status is passed through', async (t) => {
   const { dir, img } = await cluster(t, 3);
   const marker = path.join(dir, 'holding');
-  const holder = spawnChild(t, process.execPath, [SANBOX_BIN, 'lock', '--cluster', img, '--node', '0', 'res', '--', 'sh', '-c', `touch ${marker}; sleep 3`]);
+  const holder = spawnChild(t, process.execPath, [SANBOX_BIN, 'lock', '--cluster', img, '--node', '0', 'res', '--', 'sh', '-c', `touch ${marker}; while [ ! -e ${marker}.stop ]; do sleep 0.05; done`]);
   await waitFor(() => fs.existsSync(marker), 10_000, 'holder running');
   const ls = await runSanbox(t, ['dlm', 'ls', img]);
   t.is(ls.code, 0, ls.stderr);
@@ -64,11 +64,12 @@ test('timeout and --noqueue exit 1 without running the command; dlm ls shows the
   const late = await runSanbox(t, ['lock', '--cluster', img, '--node', '1', '--timeout', '400ms', 'res', '--', 'sh', '-c', `echo ran > ${path.join(dir, 'ran')}`]);
   t.is(late.code, 1);
   t.regex(late.stderr, /timed out \(node 0 holds EX\)/);
-  t.true(Date.now() - t0 < 5000);
+  t.true(Date.now() - t0 < 15_000);
   const nq = await runSanbox(t, ['lock', '--cluster', img, '--node', '2', '-n', '--mode', 'CR', 'res', '--', 'sh', '-c', `echo ran > ${path.join(dir, 'ran')}`]);
   t.is(nq.code, 1);
   t.regex(nq.stderr, /would block/);
   t.false(fs.existsSync(path.join(dir, 'ran')));
+  fs.writeFileSync(`${marker}.stop`, '');
   t.is((await exited(holder, 20_000)).code, 0);
 
   const status = await runSanbox(t, ['lock', '--cluster', img, '--node', '1', 'res', '--', 'sh', '-c', 'exit 7']);

@@ -15,10 +15,10 @@
 //     only when no lock is converting and no waiting lock is ahead of it (strict FIFO, §2.2).
 //   * conflicts: every other record's CLAIMED modes: its granted mode (granted or converting), and
 //     its requested mode when it has the CLAIM flag set.
-//   * no conflict: if we already have CLAIM set, we are granted; otherwise we set CLAIM (write) and
-//     decide again after a fresh read.
-//   * a conflict with the CLAIM of a lock ahead of us, or a failed queue test: drop our CLAIM.
-//     Any other conflict (a held mode, or a claim of a lock behind us): wait, keeping our CLAIM.
+//   * a conflict with the CLAIM of a lock ahead of us, or a failed queue test: drop our CLAIM, wait.
+//   * otherwise (we are at the head of the queue): without CLAIM, set it (write) and decide again
+//     after a fresh read; with CLAIM and no conflict at all, we are granted; with CLAIM and a
+//     conflict (a held mode, or a claim of a lock behind us), wait, keeping our CLAIM.
 //
 // Why this is safe (mutual exclusion) whatever the queue rules: a lock is granted only on a read,
 // made after its own CLAIM was written, that saw no conflicting claim; its claim then stays on disk
@@ -108,8 +108,12 @@ export function decide(me: LockView, others: readonly LockView[]): Decision {
   }
   if (!queueOk) return { action: 'wait', dropClaim: me.claim, blockers };
   if (claimAhead) return { action: 'wait', dropClaim: me.claim, blockers };
+  // At the head of the queue we claim at once, even while held modes still block us: the claim
+  // only restricts others (all behind us), and the release we wait for then lets us grant on the
+  // very next read instead of claiming first (one round trip less per hand-off).
+  if (!me.claim) return { action: 'claim' };
   if (blockers.length > 0) return { action: 'wait', dropClaim: false, blockers };
-  return me.claim ? { action: 'grant' } : { action: 'claim' };
+  return { action: 'grant' };
 }
 
 /**

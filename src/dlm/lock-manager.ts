@@ -209,6 +209,10 @@ class Waker {
     });
   }
 
+  clearPending(): void {
+    this.pending = false;
+  }
+
   stopWatching(): void {
     this.watcher?.close();
     this.watcher = undefined;
@@ -232,9 +236,18 @@ export class Lockspace {
   private closed = false;
   private nextLockId = 1;
   private writeSeq = 0n;
-  /** Parsed lock area and the raw bytes it came from (only changed sectors are re-parsed). */
+  /** Parsed lock area and the raw bytes it came from (only changed sectors are re-parsed); the
+   * next scan reads into `spare` and the two are swapped, so a scan allocates nothing. */
   private raw: Buffer;
+  private spare: Buffer;
   private parsed: (LockRecord | undefined)[];
+  /** The same for the value-block area, read only when a grant needs it. */
+  private lvbRaw: Buffer;
+  private lvbSpare: Buffer;
+  private lvbParsed: (LvbRecord | undefined)[];
+  /** False until a read completed: then every sector is parsed, not just the changed ones. */
+  private rawValid = false;
+  private lvbRawValid = false;
   /** Counters for benchmarks and `status`. */
   readonly stats = { scans: 0, sectorsReparsed: 0, tornRetries: 0, writes: 0, grants: 0, waits: 0 };
 
@@ -255,7 +268,11 @@ export class Lockspace {
     this.waker = new Waker(opts.watchPath, this.log);
     this.unsubscribe = membership.subscribe(() => this.waker.poke());
     this.raw = Buffer.alloc(layout.lockAreaBytes);
+    this.spare = Buffer.alloc(layout.lockAreaBytes);
     this.parsed = new Array(layout.header.maxNodes * layout.header.locksPerNode).fill(undefined);
+    this.lvbRaw = Buffer.alloc(layout.lvbAreaBytes);
+    this.lvbSpare = Buffer.alloc(layout.lvbAreaBytes);
+    this.lvbParsed = new Array(layout.header.maxNodes * layout.header.lvbsPerNode).fill(undefined);
   }
 
   /**
@@ -336,14 +353,16 @@ export class Lockspace {
   private async scan(): Promise<(LockRecord | undefined)[]> {
     const { layout } = this;
     const s = layout.sectorSizeBytes;
-    const buf = Buffer.alloc(layout.lockAreaBytes);
+    const buf = this.spare;
+    // Any change notified before this read is covered by it.
+    this.waker.clearPending();
     await this.device.read(buf, layout.lockAreaOffsetBytes);
     this.stats.scans++;
     const perNode = layout.header.locksPerNode;
     for (let i = 0; i < this.parsed.length; i++) {
       const a = i * s;
       const b = a + RECORD_BYTES;
-      if (buf.compare(this.raw, a, b, a, b) === 0 && this.stats.scans > 1) continue;
+      if (this.rawValid && buf.compare(this.raw, a, b, a, b) === 0) continue;
       const node = Math.floor(i / perNode);
       const off = layout.lockAreaOffsetBytes + a;
       let sector = buf.subarray(a, a + s);
@@ -352,7 +371,10 @@ export class Lockspace {
           this.parsed[i] = decodeLockRecord(sector, node, this.where(off));
           break;
         } catch (err) {
-          if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES_MAX) throw err;
+          if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES_MAX) {
+            this.rawValid = false; // `parsed` is now partly from this read: parse all next time
+            throw err;
+          }
           // A torn read (a write in flight) or a corrupt sector: read it again, never trust it.
           this.stats.tornRetries++;
           const one = Buffer.alloc(s);
@@ -364,7 +386,9 @@ export class Lockspace {
       }
       this.stats.sectorsReparsed++;
     }
+    this.spare = this.raw;
     this.raw = buf;
+    this.rawValid = true;
     return this.parsed;
   }
 
@@ -392,27 +416,42 @@ export class Lockspace {
     const { layout } = this;
     const s = layout.sectorSizeBytes;
     const h = layout.header;
-    const buf = Buffer.alloc(layout.lvbAreaBytes);
+    const buf = this.lvbSpare;
     await this.device.read(buf, layout.lvbAreaOffsetBytes);
     const recs: LvbRecord[] = [];
-    for (let i = 0; i < h.maxNodes * h.lvbsPerNode; i++) {
+    for (let i = 0; i < this.lvbParsed.length; i++) {
+      const a = i * s;
+      if (this.lvbRawValid && buf.compare(this.lvbRaw, a, a + RECORD_BYTES, a, a + RECORD_BYTES) === 0) {
+        const r = this.lvbParsed[i];
+        if (r !== undefined && r.resource.equals(resource)) recs.push(r);
+        continue;
+      }
       const node = Math.floor(i / h.lvbsPerNode);
-      const off = layout.lvbAreaOffsetBytes + i * s;
-      let sector = buf.subarray(i * s, (i + 1) * s);
+      const off = layout.lvbAreaOffsetBytes + a;
+      let sector = buf.subarray(a, a + s);
       for (let attempt = 0; ; attempt++) {
         try {
-          const r = decodeLvbRecord(sector, node, h.lvbLenBytes, this.where(off));
-          if (r !== undefined && r.resource.equals(resource)) recs.push(r);
+          this.lvbParsed[i] = decodeLvbRecord(sector, node, h.lvbLenBytes, this.where(off));
           break;
         } catch (err) {
-          if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES_MAX) throw err;
+          if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES_MAX) {
+            this.lvbRawValid = false;
+            throw err;
+          }
           this.stats.tornRetries++;
           await new Promise((r) => setTimeout(r, attempt));
-          sector = Buffer.alloc(s);
-          await this.device.read(sector, off);
+          const one = Buffer.alloc(s);
+          await this.device.read(one, off);
+          one.copy(buf, a);
+          sector = buf.subarray(a, a + s);
         }
       }
+      const r = this.lvbParsed[i];
+      if (r !== undefined && r.resource.equals(resource)) recs.push(r);
     }
+    this.lvbSpare = this.lvbRaw;
+    this.lvbRaw = buf;
+    this.lvbRawValid = true;
     return resolveLvb(recs, fenced, h.lvbLenBytes);
   }
 

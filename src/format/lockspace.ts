@@ -212,9 +212,9 @@ function seal(b: Buffer): Buffer {
 
 /** True when the first RECORD_BYTES of the sector are zero: a record never written. */
 export function isBlankRecord(sector: Buffer): boolean {
-  for (let i = 0; i < RECORD_BYTES; i += 4) if (sector.readUInt32LE(i) !== 0) return false;
-  return true;
+  return sector.length >= RECORD_BYTES && ZERO_RECORD.compare(sector, 0, RECORD_BYTES, 0, RECORD_BYTES) === 0;
 }
+const ZERO_RECORD = Buffer.alloc(RECORD_BYTES);
 
 function fail(where: Where, what: string): never {
   throw new FormatError(`${where.device}: lockspace ${what} at offset ${where.offsetBytes}`, where);
