@@ -196,6 +196,8 @@ export class NbdDevice implements BlockDevice {
   private inflightBytes = 0;
   private nextCookie = 1n;
   private waiters: { bytes: number; go: () => void; fail: (err: Error) => void }[] = [];
+  /** close() waiting for the pipeline to empty. */
+  private idleWaiters: (() => void)[] = [];
   /** Set once the connection is unusable; every later request fails with (a copy of) this reason. */
   private dead: { reason: NbdFailure; detail: string; cause?: unknown } | undefined;
   /** Set when the server said ESHUTDOWN: nothing new is sent, outstanding replies are still taken. */
@@ -376,10 +378,8 @@ export class NbdDevice implements BlockDevice {
   // ---- requests --------------------------------------------------------------------------------
 
   private async doClose(): Promise<void> {
-    const drainDeadline = Date.now() + this.ioTimeoutMs;
-    while ((this.pending.size > 0 || this.waiters.length > 0) && this.dead === undefined && Date.now() < drainDeadline) {
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    // Outstanding requests finish first (each is bounded by its own timeout, which ends the wait too).
+    if (this.dead === undefined && !this.isIdle()) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     this.closed = true;
     if (this.dead === undefined) {
       this.dead = { reason: 'disconnected', detail: 'the device was closed' };
@@ -549,6 +549,18 @@ export class NbdDevice implements BlockDevice {
     }
     if (this.shutdownSeen && this.pending.size === 0 && this.dead === undefined) this.softDisconnect();
     this.pump();
+    this.notifyIdle();
+  }
+
+  private isIdle(): boolean {
+    return this.pending.size === 0 && this.waiters.length === 0 && this.inflightCount === 0;
+  }
+
+  private notifyIdle(): void {
+    if (!this.isIdle() && this.dead === undefined) return;
+    const idle = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const resolve of idle) resolve();
   }
 
   /** After ESHUTDOWN, once nothing is outstanding: NBD_CMD_DISC, then the device is finished. */
@@ -600,6 +612,7 @@ export class NbdDevice implements BlockDevice {
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w.fail(this.deadError(undefined, 0, 0));
+    this.notifyIdle();
   }
 
   private shutdownError(offsetBytes: number): NbdError {
