@@ -9,7 +9,7 @@ import { createImage, FileDisk } from '../src/disk/index.js';
 import { viewOf } from '../src/disk/view-device.js';
 import { Mode } from '../src/dlm/compat-matrix.js';
 import { defaultHeader, DlmError, Lockspace, readSnapshot } from '../src/dlm/lock-manager.js';
-import { FormatError } from '../src/errors.js';
+import { DiskError, FormatError } from '../src/errors.js';
 import { lockRecordOffset, lockspaceLayout } from '../src/format/lockspace.js';
 import type { Membership, MembershipEvent, MemberView } from '../src/heartbeat/membership-api.js';
 import { tempDir } from './helpers/tmp.js';
@@ -266,4 +266,32 @@ test('names, modes and table limits are checked', async (t) => {
   await t.throwsAsync(a.lock('one-too-many', Mode.NL), { code: 'ENOSPC' } as never);
   for (const l of held) await l.unlock();
   t.true(new FormatError('x') instanceof Error);
+});
+
+test('a fenced node: its writes are refused, waiting requests fail with EFENCED and held locks are marked lost', async (t) => {
+  const { open, img } = await setup(t);
+  const a = await open(0);
+  const held = await a.lock('f1', Mode.EX);
+  // node 1's device refuses writes once "fenced", as the fence gate does (DiskError EFENCED).
+  const disk = FileDisk.open(img, { guard: 'none' });
+  t.teardown(() => disk.closeSync());
+  let fenced = false;
+  const view = viewOf(disk, REGION_OFFSET, REGION_BYTES);
+  const gated = Object.assign(Object.create(view) as typeof view, {
+    write: async (buf: Buffer, off: number) => {
+      if (fenced) throw new DiskError('EFENCED', `${view.name}: write at offset ${off} refused: node 1 was preempted`, { device: view.name, offsetBytes: off });
+      return view.write(buf, off);
+    },
+  });
+  const cluster = new FakeCluster();
+  const b = await Lockspace.open(gated, { membership: cluster.member(1, 2000n) });
+  const mine = await b.lock('f2', Mode.PR);
+  const waiting = b.lock('f1', Mode.EX, { timeoutMs: 5000 });
+  await new Promise((r) => setTimeout(r, 50));
+  fenced = true;
+  await held.unlock(); // node 1's next step must write, and is refused
+  const err = await t.throwsAsync(waiting);
+  t.is((err as DlmError).code, 'EFENCED', String(err));
+  t.truthy(mine.lost);
+  await t.throwsAsync(mine.unlock(), { code: 'EFENCED' } as never);
 });

@@ -642,7 +642,7 @@ export class Lockspace {
 
   /** True when some granted lock wants blocking notifications (the pump then keeps polling). */
   private wantsBasts(): boolean {
-    return this.lockObjs.some((l) => l !== undefined && l.bast !== undefined && l.mode !== null && !l.busy);
+    return this.lockObjs.some((l) => l !== undefined && l.bast !== undefined && l.mode !== null && !l.busy && l.lost === undefined);
   }
 
   startPump(): void {
@@ -682,8 +682,9 @@ export class Lockspace {
         try {
           if (await this.advance(w, parsed)) wrote = true;
         } catch (err) {
+          if (this.failAllIfFenced(err)) return; // rejected w and every other request
           this.waiting.delete(w);
-          if (!this.failAllIfFenced(err)) w.reject(err as Error);
+          w.reject(err as Error);
         }
       }
       this.notifyBlocking(parsed);

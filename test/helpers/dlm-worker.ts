@@ -54,10 +54,7 @@ async function main(): Promise<void> {
   const region = await openRegion(node.device, 'lockspace');
   const ls = await Lockspace.open(region, { membership: node.membership, watchPath: img });
   record({ ev: 'ready', generation: node.generation.toString(16) });
-  if (process.env.DLM_DEBUG) {
-    const dbg = ls as unknown as { waiting: Set<unknown>; pumping: boolean; stats: unknown };
-    setInterval(() => process.stderr.write(`dbg node ${nodeId}: waiting=${dbg.waiting.size} pumping=${dbg.pumping} ${JSON.stringify(dbg.stats)}\n`), 2000).unref();
-  }
+  if (process.env.DLM_DEBUG) setInterval(() => process.stderr.write(`node ${nodeId}: ${JSON.stringify(ls.stats)}\n`), 2000).unref();
   process.stdout.write('ready\n');
   // Barrier: start only when the parent saw every worker ready (it then creates DIR/go), so no
   // worker finishes and leaves before a slower one has seen it up.
