@@ -53,20 +53,23 @@ export interface PvState {
 }
 
 /**
- * A read that races a commit in another process can see a header sector mid-write; a checksum
- * failure is therefore re-read this many times (with a short pause) before it is reported.
+ * A read that races a commit in another process can see a header sector mid-write. On a format
+ * error the PV is read again at once: the same error twice means the damage is on disk and is
+ * reported; a different outcome means the data moved, and reading continues (bounded).
  */
 const TORN_READ_RETRIES = 3;
-const TORN_READ_PAUSE_MS = 20;
+const TORN_READ_PAUSE_MS = 5;
 
 /** Reads a PV: undefined when the device has no LVM label. Any defect throws FormatError. */
 export async function readPv(dev: BlockDevice): Promise<PvState | undefined> {
+  let previous: string | undefined;
   for (let attempt = 0; ; attempt++) {
     try {
       return await readPvOnce(dev);
     } catch (err) {
-      if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES) throw err;
-      await new Promise((r) => setTimeout(r, TORN_READ_PAUSE_MS));
+      if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES || err.message === previous) throw err;
+      previous = err.message;
+      if (attempt > 0) await new Promise((r) => setTimeout(r, TORN_READ_PAUSE_MS));
     }
   }
 }

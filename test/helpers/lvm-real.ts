@@ -30,16 +30,20 @@ export function runTool(cmd: string, args: string[]): Promise<ToolResult> {
   });
 }
 
+/**
+ * Attaches `image` to a free loop device, detached at teardown unless detachLoop() did it first.
+ * Each attachment is its own record: once detached, /dev/loopN may be attached again by another
+ * test (even in this process), and that one must not be detached by our teardown.
+ */
 export async function attachLoop(t: ExecutionContext, image: string, extra: string[] = []): Promise<string> {
   let last: ToolResult | undefined;
   for (let i = 0; i < LOSETUP_TRIES; i++) {
     last = await runTool('losetup', [...extra, '-f', '--show', image]);
     if (last.code === 0) {
       const dev = last.stdout.trim();
-      attached.add(dev);
-      // Only a device this test still holds is detached: once detached, /dev/loopN may belong
-      // to another test.
-      t.teardown(() => detachLoop(dev));
+      const attachment = { dev, attached: true };
+      live.set(dev, attachment);
+      t.teardown(() => detachAttachment(attachment));
       return dev;
     }
     await new Promise((r) => setTimeout(r, 100 * (i + 1)));
@@ -47,12 +51,24 @@ export async function attachLoop(t: ExecutionContext, image: string, extra: stri
   throw new Error(`losetup -f --show ${image} failed: ${last?.stderr}`);
 }
 
-const attached = new Set<string>();
+interface Attachment {
+  dev: string;
+  attached: boolean;
+}
+/** The current attachment of each loop device this process attached. */
+const live = new Map<string, Attachment>();
 
-/** Detaches a loop device attached by attachLoop (once). */
+async function detachAttachment(a: Attachment): Promise<void> {
+  if (!a.attached) return;
+  a.attached = false;
+  if (live.get(a.dev) === a) live.delete(a.dev);
+  await runTool('losetup', ['-d', a.dev]);
+}
+
+/** Detaches a loop device attached by attachLoop, now (its teardown then does nothing). */
 export async function detachLoop(dev: string): Promise<void> {
-  if (!attached.delete(dev)) return;
-  await runTool('losetup', ['-d', dev]);
+  const a = live.get(dev);
+  if (a) await detachAttachment(a);
 }
 
 /** An lvm command restricted to `devs`, with the private config. */
