@@ -162,6 +162,13 @@ test('allocation: never overlaps over a random sequence, spans PVs, frees on red
   t.is(vgs[0].vg_free_count, 0);
 });
 
+/** Runs sanbox and requires exit 0 (the failure message carries its stderr). */
+async function mustRun(t: import('ava').ExecutionContext, args: string[]): Promise<string> {
+  const r = await sanboxCli(t, args);
+  t.is(r.code, 0, `sanbox ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
 /** Makes a VG of two PVs with one LV through the CLI; returns the images. */
 async function smallVg(t: import('ava').ExecutionContext, vg: string): Promise<string[]> {
   const imgs = images(t, ['a', 'b'], 16 * MiB);
@@ -239,7 +246,7 @@ test('bad input: corrupt CRCs, wrong magic, unparsable text, missing PV: one-lin
 test('pvcreate refuses a PV, an ext4 or ocfs2 filesystem, and a device in use; pvremove refuses a PV in a VG', async (t) => {
   const imgs = images(t, ['pv', 'ext4', 'ocfs2', 'busy'], 64 * MiB);
   const [pv, ext4, ocfs2, busy] = imgs as [string, string, string, string];
-  t.is((await sanboxCli(t, ['pvcreate', pv])).code, 0);
+  await mustRun(t, ['pvcreate', pv]);
   await refuses(t, ['pvcreate', pv], [pv], /already an LVM physical volume \S+ \(label at offset 512\); pvremove it first/);
   execFileSync('mkfs.ext4', ['-q', '-F', ext4], { stdio: 'ignore' });
   await refuses(t, ['pvcreate', ext4], [ext4], /holds a ext2\/3\/4 filesystem \(signature at offset 1080\)/);
@@ -249,13 +256,13 @@ test('pvcreate refuses a PV, an ext4 or ocfs2 filesystem, and a device in use; p
   t.teardown(() => holder.closeSync());
   await refuses(t, ['pvcreate', busy], [busy], /device busy/);
   // pvremove of a VG member is refused; of an orphan it wipes the label (the real pvck then finds none).
-  t.is((await sanboxCli(t, ['vgcreate', 'vgrm', pv])).code, 0);
+  await mustRun(t, ['vgcreate', 'vgrm', pv]);
   await refuses(t, ['pvremove', pv], [pv], /belongs to volume group vgrm/);
-  t.is((await sanboxCli(t, ['vgremove', 'vgrm', '--devices', pv])).code, 0);
-  t.is((await sanboxCli(t, ['pvremove', pv])).code, 0);
+  await mustRun(t, ['vgremove', 'vgrm', '--devices', pv]);
+  await mustRun(t, ['pvremove', pv]);
   const ck = await runTool('pvck', ['--dump', 'headers', pv]);
   t.regex(ck.stdout + ck.stderr, /No label|no label|label_header.id expected LABELONE|CHECK/);
-  t.is((await sanboxCli(t, ['pvcreate', pv])).code, 0, 'blank again');
+  await mustRun(t, ['pvcreate', pv]);
 });
 
 /** The seqno every mda of every image has committed, read through the real pvck. */
