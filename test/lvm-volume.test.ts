@@ -238,6 +238,11 @@ test('bad input: corrupt CRCs, wrong magic, unparsable text, missing PV: one-lin
   // A VG with a missing PV.
   await refuses(t, ['lvcreate', '-n', 'x', '-l', '1', 'vgbad', '--devices', b], imgs, /^sanbox: volume group "vgbad" is missing PV \S+ \(last seen on .*a\.img\); name all its PVs with --devices \(metadata read from .*b\.img at offset 5632\)\n$/);
   await refuses(t, ['vgs', 'vgbad', '--devices', b], imgs, /is missing PV/);
+  // A copy of a PV next to the original: refused, naming both.
+  const twin = path.join(path.dirname(a), 'twin.img');
+  fs.copyFileSync(a, twin);
+  await refuses(t, ['vgs', '--devices', [...imgs, twin].join(',')], [...imgs, twin], /twin\.img: duplicate PV \S+, also on .*a\.img \(label at offset 512\); name only one of them\n$/);
+  fs.rmSync(twin);
   // Everything is fine again.
   const ok = await sanboxCli(t, ['vgs', '--json', ...devs]);
   t.is(ok.code, 0, ok.stderr);

@@ -27,7 +27,19 @@ export interface ScannedDevice {
 /** Reads every device's label and metadata. Devices stay open; the caller closes them. */
 export async function scanDevices(devs: BlockDevice[]): Promise<ScannedDevice[]> {
   const out: ScannedDevice[] = [];
-  for (const dev of devs) out.push({ dev, pv: await readPv(dev) });
+  for (const dev of devs) {
+    const pv = await readPv(dev);
+    // Two devices with one PV uuid (a copied image, or one file named twice through a link):
+    // writing metadata to either could corrupt the other, so refuse, naming both.
+    const twin = pv && out.find((o) => o.pv?.label.pvId === pv.label.pvId);
+    if (twin) {
+      throw new SanboxError('EEXIST', `${dev.name}: duplicate PV ${dashId(pv.label.pvId)}, also on ${twin.dev.name} (label at offset ${pv.label.sector * 512}); name only one of them`, {
+        device: dev.name,
+        offsetBytes: pv.label.sector * 512,
+      });
+    }
+    out.push({ dev, pv });
+  }
   return out;
 }
 
