@@ -6,7 +6,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
-import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
+import { clusterInit, isEvent, statusJson, spawnNode } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 /** Every byte node `n` owns on the image: its heartbeat slot and its node-record sector. */
@@ -47,7 +47,7 @@ for (const policy of ['disk', 'power'] as const) {
     }
     await new Promise((r) => setTimeout(r, 300));
     t.true((await ownedBytes(img, 2)).equals(snapshot), 'not one byte of its slot or record changed after the fence');
-    const status = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string }[] };
+    const status = await statusJson(t, img);
     t.deepEqual(status.slots.map((s) => s.state), ['up', 'up', 'fenced']);
     // The survivors saw no other death, and still have quorum (2 of 3).
     for (const s of [nodes[0]!, nodes[1]!]) t.deepEqual(s.lines.filter((l) => l.event === 'down').map((l) => l.peer), [2]);

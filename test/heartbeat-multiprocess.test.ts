@@ -7,7 +7,7 @@ import path from 'node:path';
 import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { controlRequest, controlSocketPath } from '../src/node/control.js';
-import { clusterInit, isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
+import { clusterInit, isEvent, statusJson, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 const DEAD_MS = 2000; // the local preset: 100 ms × 20
@@ -29,7 +29,7 @@ test('4 node processes come up and see each other; kill -9 of one is declared de
   const img = await initCluster(t, 4);
   const nodes = [0, 1, 2, 3].map((n) => spawnNode(t, img, n));
   await allSeeEachOther(nodes, 10_000);
-  const status1 = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { node: number; state: string; pid: number; name: string }[] };
+  const status1 = await statusJson(t, img);
   t.deepEqual(status1.slots.map((s) => s.state), ['up', 'up', 'up', 'up']);
   t.deepEqual(status1.slots.map((s) => s.pid), nodes.map((n) => n.child.pid));
   t.deepEqual(status1.slots.map((s) => s.name), ['n0', 'n1', 'n2', 'n3']);
@@ -52,7 +52,7 @@ test('4 node processes come up and see each other; kill -9 of one is declared de
   t.true(fenceLog.some((l) => /preempt:preempted/.test(l.msg!)), 'one survivor removed the victim key');
   // No survivor saw any other node die.
   for (const s of survivors) t.deepEqual(s.lines.filter((l) => l.event === 'down').map((l) => l.peer), [2]);
-  const status2 = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string }[] };
+  const status2 = await statusJson(t, img);
   t.deepEqual(status2.slots.map((s) => s.state), ['up', 'up', 'fenced', 'up']);
 
   // The others leave cleanly: peers see "left" at once, not after the dead time.
@@ -114,13 +114,14 @@ test('control socket: status and leave over JSON lines; cluster status --watch',
   t.deepEqual(st.status.members.map((m) => m.state), ['up', 'up']);
   t.like(await controlRequest(sock, { cmd: 'nope' }), { ok: false, error: "unknown command 'nope' (known: status, leave)" });
   const watch = await runSanbox(t, ['cluster', 'status', img, '--watch', '50', '--count', '3', '--json']);
+  t.is(watch.code, 0, watch.stderr);
   const frames = watch.stdout.trim().split('\n').map((l) => JSON.parse(l) as { slots: { state: string; ageMs: number }[] });
   t.is(frames.length, 3);
   for (const f of frames) t.deepEqual(f.slots.map((s) => s.state), ['up', 'up']);
   t.like(await controlRequest(sock, { cmd: 'leave' }), { ok: true, leaving: true });
   t.is((await nodes[1]!.exited).code, 0);
   await nodes[0]!.waitLine((l) => /node 1 down .*left/.test(l.msg ?? ''), 2000, 'node 1 left');
-  const after = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string }[] };
+  const after = await statusJson(t, img);
   t.deepEqual(after.slots.map((s) => s.state), ['up', 'free']);
 });
 
@@ -129,7 +130,7 @@ test('a 4Kn cluster image (4096-byte heartbeat slots and node-record sectors): t
   await clusterInit(t, [img, '--nodes', '2', '--name', 'k4', '--sector-size', '4096']);
   const nodes = [0, 1].map((n) => spawnNode(t, img, n));
   await allSeeEachOther(nodes, 10_000);
-  const st = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string; pid: number }[] };
+  const st = await statusJson(t, img);
   t.deepEqual(st.slots.map((s) => [s.state, s.pid]), nodes.map((n) => ['up', n.child.pid]));
   const info = await readClusterImage(img);
   // Node 1's block sits at slot 1 × 4096 and fills its sector: bytes after 0x1C are zero.
@@ -155,6 +156,6 @@ test('a node that died before we started (its block never moves) is declared dea
   await late.waitLine(isEvent('fenced', 2), 5000, 'node 2 fenced');
   t.regex(late.lines.find((l) => /node 2 fenced/.test(l.msg ?? ''))!.msg!, /preempt:preempted/);
   t.false(late.lines.some((l) => l.event === 'up' && l.peer === 2));
-  const st = JSON.parse((await runSanbox(t, ['cluster', 'status', img, '--json'])).stdout) as { slots: { state: string }[] };
+  const st = await statusJson(t, img);
   t.deepEqual(st.slots.map((s) => s.state), ['up', 'free', 'fenced']);
 });

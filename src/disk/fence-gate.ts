@@ -13,7 +13,7 @@
 
 import { DiskError } from '../errors.js';
 import { PR_TYPES } from '../format/reservations.js';
-import { gateLockPath, LockFile, type ReservationStore } from './reservations.js';
+import { gateIntentPath, gateLockPath, LockFile, type ReservationStore } from './reservations.js';
 import type { WriteGate } from './write-gate.js';
 
 /** Reservation types under which only registered initiators may write (SPC; locking.md §4.1). */
@@ -26,6 +26,7 @@ const REGISTRANTS_ONLY_WRITE = new Set<number>([
 
 export class FenceGate implements WriteGate {
   private readonly lock: LockFile;
+  private readonly intent: LockFile;
   private selfFenced: string | undefined;
   private held = false;
   /** Writes refused so far (for status and tests). */
@@ -46,6 +47,7 @@ export class FenceGate implements WriteGate {
     private readonly lockWaitMs: number,
   ) {
     this.lock = new LockFile(gateLockPath(store.spec.lockDir, nodeId));
+    this.intent = new LockFile(gateIntentPath(store.spec.lockDir, nodeId));
   }
 
   /** Stops all further writes of this node through this gate, for good. */
@@ -59,7 +61,18 @@ export class FenceGate implements WriteGate {
 
   enter(deviceName: string, offsetBytes: number): void {
     if (this.selfFenced !== undefined) this.refuse(deviceName, offsetBytes, `node ${this.nodeId} has fenced itself (${this.selfFenced})`);
-    if (!this.lock.lockSync('sh', this.lockWaitMs)) {
+    // A fencer announces itself on the intent lock before it waits for the gate: do not start a
+    // write while one does (see src/disk/reservations.ts).
+    if (!this.intent.lockSync('sh', this.lockWaitMs)) {
+      throw new DiskError('EIO', `${deviceName}: write at offset ${offsetBytes}: node ${this.nodeId} is being fenced (gate busy for ${this.lockWaitMs} ms)`, { device: deviceName, offsetBytes });
+    }
+    let gotGate: boolean;
+    try {
+      gotGate = this.lock.lockSync('sh', this.lockWaitMs);
+    } finally {
+      this.intent.unlock();
+    }
+    if (!gotGate) {
       throw new DiskError('EIO', `${deviceName}: write at offset ${offsetBytes}: fence gate of node ${this.nodeId} busy for ${this.lockWaitMs} ms`, { device: deviceName, offsetBytes });
     }
     let reason: string | undefined;
@@ -105,6 +118,7 @@ export class FenceGate implements WriteGate {
 
   close(): void {
     this.lock.close();
+    this.intent.close();
   }
 }
 

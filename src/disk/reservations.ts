@@ -11,6 +11,9 @@
 //                        EXCLUSIVELY by whoever changes node N's registration. So once a preempt
 //                        returns, every write of N that passed its check has landed, and every
 //                        later write of N sees its key gone (ARCHITECTURE.md, fence gate).
+//   LOCKDIR/gate-N.intent taken EXCLUSIVELY by that changer first, and SHARED for an instant by
+//                        each write of N before it takes gate-N, so a node writing back to back
+//                        cannot starve a preempt (flock grants no queue to a waiting locker).
 // All lock waits are non-blocking attempts with a bounded retry loop: never a blocking flock on
 // the event loop, never an async flock occupying a libuv thread (reference/baselines.md A1).
 
@@ -186,6 +189,11 @@ export function gateLockPath(lockDir: string, nodeId: number): string {
   return path.join(lockDir, `gate-${nodeId}.lock`);
 }
 
+/** Taken exclusively by a fencer before gate-N, shared for an instant by each write of N. */
+export function gateIntentPath(lockDir: string, nodeId: number): string {
+  return path.join(lockDir, `gate-${nodeId}.intent`);
+}
+
 export interface PreemptResult {
   /** 'preempted': the key was registered and is now removed; 'absent': it was not registered. */
   outcome: 'preempted' | 'absent';
@@ -333,17 +341,31 @@ export class PersistentReservations {
     return this.store.read();
   }
 
+  /**
+   * Runs fn holding gate-N exclusively. First the intent lock, exclusively: from then on node N
+   * cannot start a new write (its gate.enter waits on the intent lock), so a busy writer cannot
+   * starve the fencer by re-taking the shared gate lock between writes (flock has no queue).
+   * Then the gate lock itself, which waits for the write in progress, if any, to finish.
+   */
   private async withGate<T>(nodeId: number, gateWaitMs: number, fn: () => Promise<T>): Promise<T | false> {
+    const t0 = performance.now();
+    const intent = new LockFile(gateIntentPath(this.spec.lockDir, nodeId));
     const gate = new LockFile(gateLockPath(this.spec.lockDir, nodeId));
     try {
-      if (!(await gate.lock('ex', gateWaitMs))) return false;
+      if (!(await intent.lock('ex', gateWaitMs))) return false;
       try {
-        return await fn();
+        if (!(await gate.lock('ex', Math.max(0, gateWaitMs - (performance.now() - t0))))) return false;
+        try {
+          return await fn();
+        } finally {
+          gate.unlock();
+        }
       } finally {
-        gate.unlock();
+        intent.unlock();
       }
     } finally {
       gate.close();
+      intent.close();
     }
   }
 

@@ -109,8 +109,13 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     }
     cleanups.push(() => slotLock.close());
 
-    const generation = newGeneration();
-    const key = nodeKey(info.header.clusterUuid.readUInt16LE(0), n, generation);
+    // The key carries only 32 bits of the generation: never reuse a key once preempted, or this
+    // incarnation's own writes would be refused as a fenced one's.
+    const clusterTag = info.header.clusterUuid.readUInt16LE(0);
+    const preemptedKey = pr?.readState().preempted[n];
+    let generation = newGeneration();
+    while (nodeKey(clusterTag, n, generation) === preemptedKey) generation = newGeneration();
+    const key = nodeKey(clusterTag, n, generation);
     const gate: SelfFencingGate = pr !== null ? new FenceGate(pr.store, n, key, timing.ioTimeoutMs) : new SelfFenceGate();
     cleanups.push(() => gate.close());
     const device = await openDevice(img, { guard: 'shared', gate });
@@ -177,7 +182,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const fencer = new Fencer({
       selfNodeId: n,
       selfKey: key,
-      clusterTag: info.header.clusterUuid.readUInt16LE(0),
+      clusterTag,
       reservations: [...(pr !== null ? [pr] : []), ...volumeRegions.map((v) => v.pr)],
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,

@@ -82,3 +82,14 @@ export async function clusterInit(t: ExecutionContext, args: string[]): Promise<
   const r = await runSanbox(t, ['cluster', 'init', ...args]);
   t.is(r.code, 0, `cluster init failed: ${r.stderr}`);
 }
+
+export interface StatusJson {
+  slots: { node: number; name: string; state: string; pid: number | null; ageMs: number | null }[];
+}
+
+/** `sanbox cluster status IMG --json`, failing the test with the command's stderr if it fails. */
+export async function statusJson(t: ExecutionContext, image: string): Promise<StatusJson> {
+  const r = await runSanbox(t, ['cluster', 'status', image, '--json']);
+  t.is(r.code, 0, `cluster status failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as StatusJson;
+}
