@@ -40,7 +40,7 @@ interface State {
 }
 
 // Indirection so the mutation test can swap the rule.
-const decideImpl = { fn: decide as (me: LockView, others: readonly LockView[]) => ReturnType<typeof decide> };
+const decideImpl = { fn: decide as (me: LockView, others: readonly LockView[], opts?: { arriving?: boolean }) => ReturnType<typeof decide> };
 
 const FREE: Rec = { res: -1, state: 'free', g: null, q: null, claim: false, ticket: 0 };
 
@@ -172,7 +172,7 @@ function step(st: State, p: number, cfg: Config, violations: Set<string>): State
       op.kind === 'lock'
         ? { res, state: 'waiting', g: null, q: op.mode, claim: false, ticket }
         : { res, state: 'converting', g: mine.g, q: (op as { mode: Mode }).mode, claim: false, ticket };
-    const d = decideImpl.fn(view(p, rec), others);
+    const d = decideImpl.fn(view(p, rec), others, { arriving: true });
     rec.claim = d.action === 'claim';
     s.recs[p] = rec;
     beginPass(s, p, 'check');
@@ -364,8 +364,8 @@ test('a node crashes at any step; after it is fenced the others finish, and neve
 test('the checker catches a broken rule (grant without the CLAIM step)', (t) => {
   // Mutation test: the same exploration with a rule that skips the CLAIM step must find a
   // safety violation, so the model check above is not vacuous.
-  const broken = (me: LockView, others: readonly LockView[]) => {
-    const d = decide(me, others);
+  const broken = (me: LockView, others: readonly LockView[], opts?: { arriving?: boolean }) => {
+    const d = decide(me, others, opts);
     return d.action === 'claim' ? ({ action: 'grant' } as const) : d;
   };
   const saved = decideImpl.fn;

@@ -295,3 +295,21 @@ test('a fenced node: its writes are refused, waiting requests fail with EFENCED 
   t.truthy(mine.lost);
   await t.throwsAsync(mine.unlock(), { code: 'EFENCED' } as never);
 });
+
+test('a conversion that is compatible on arrival is granted in place, ahead of a queued conversion (DLM without QUECVT)', async (t) => {
+  const { open } = await setup(t);
+  const [a, b, c] = [await open(0), await open(1), await open(2)];
+  const la = await a.lock('inplace', Mode.PR);
+  const lb = await b.lock('inplace', Mode.CR);
+  const lc = await c.lock('inplace', Mode.NL);
+  const pb = lb.convert(Mode.PW, { timeoutMs: 5000 }); // queued: a's PR blocks PW
+  await new Promise((r) => setTimeout(r, 50));
+  await lc.convert(Mode.CR, { timeoutMs: 1000 }); // CR fits beside PR, CR and the claimed PW
+  t.is(lc.mode, Mode.CR);
+  t.is(lb.mode, Mode.CR, 'the queued conversion is still waiting');
+  await la.unlock();
+  await pb;
+  t.is(lb.mode, Mode.PW);
+  await lb.unlock();
+  await lc.unlock();
+});

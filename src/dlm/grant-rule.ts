@@ -8,6 +8,9 @@
 // waiting ones (DLM: conversions ahead of new requests), then by (ticket, node id, slot).
 //
 // A request then loops on "read every record, decide":
+//   * in place: a converting lock that conflicts with no claimed mode (below) and has CLAIM set is
+//     granted; on arrival (its doorway) it may set CLAIM even behind other conversions (DLM: a
+//     conversion compatible on arrival is granted in place unless QUECVT).
 //   * deadlock: a converting lock that is behind another converting lock whose requested mode is
 //     incompatible with OUR granted mode can never be granted (the one ahead waits for us, we wait
 //     for it): we cancel our conversion and report EDEADLK (DLM: §2.2 "conversion deadlock").
@@ -76,9 +79,16 @@ export function nextTicket(others: readonly LockView[]): bigint {
  * Decides for `me` (waiting or converting) given every OTHER live record on the same resource.
  * Pure; the caller acts on the decision (writes its own record) and decides again after a re-read.
  */
-export function decide(me: LockView, others: readonly LockView[]): Decision {
+export function decide(me: LockView, others: readonly LockView[], opts: { arriving?: boolean } = {}): Decision {
   if (me.state === 'granted' || me.requestedMode === null) throw new Error('decide() is for waiting or converting locks');
   const want = me.requestedMode;
+  if (me.state === 'converting' && noConflict(want, me, others)) {
+    // DLM (§2.2, no QUECVT): a conversion that is compatible when it arrives is granted in place,
+    // ahead of queued conversions. It claims at its doorway; with CLAIM and still no conflict on the
+    // next read it is granted. (A converter behind the head gets CLAIM only on arrival.)
+    if (me.claim) return { action: 'grant' };
+    if (opts.arriving) return { action: 'claim' };
+  }
   let queueOk = true;
   for (const o of others) {
     if (sameLock(o, me)) continue;
@@ -114,6 +124,15 @@ export function decide(me: LockView, others: readonly LockView[]): Decision {
   if (!me.claim) return { action: 'claim' };
   if (blockers.length > 0) return { action: 'wait', dropClaim: false, blockers };
   return { action: 'grant' };
+}
+
+function noConflict(want: Mode, me: LockView, others: readonly LockView[]): boolean {
+  for (const o of others) {
+    if (sameLock(o, me)) continue;
+    if (o.grantedMode !== null && !compatible(want, o.grantedMode)) return false;
+    if (o.claim && o.requestedMode !== null && !compatible(want, o.requestedMode)) return false;
+  }
+  return true;
 }
 
 /**

@@ -721,7 +721,7 @@ export class Lockspace {
         pid: process.pid,
         resource: lock.resource,
       };
-      const d = decide(toView(rec, lock.slot), others);
+      const d = decide(toView(rec, lock.slot), others, { arriving: true });
       if (w.noqueue && d.action !== 'claim') return this.withdraw(w, new DlmError('EAGAIN', `lock ${modeName(w.mode)} on ${lock.name} would block (NOQUEUE)`));
       rec.claim = d.action === 'claim';
       await this.writeOwn(lock.slot, rec);
