@@ -113,3 +113,39 @@ test('two node processes lock over NBD: EX on one resource, a read-increment-wri
   t.is(counter, BigInt(2 * rounds), 'every increment made under the EX lock survived');
   t.log(`${2 * rounds} locked increments by two processes over NBD in ${Date.now() - t0} ms`);
 });
+
+test('sanbox lock over nbd://: two nodes run a read-increment-write command under EX, their critical sections never overlap', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'cluster.img');
+  const init = await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'nbdflock']);
+  t.is(init.code, 0, init.stderr);
+  const work = tempDir(t);
+  const counter = path.join(work, 'counter');
+  const log = path.join(work, 'log');
+  fs.writeFileSync(counter, '0\n');
+  const serverA = await startNbdkit({ dir });
+  t.teardown(() => serverA.stop('SIGKILL'));
+  const serverB = await startNbdkit({ dir });
+  t.teardown(() => serverB.stop('SIGKILL'));
+  // The critical section: log its start and end (CLOCK_REALTIME in ns), and increment a counter
+  // with a pause between read and write, so two holders at once would lose an increment.
+  const critical = `echo "start $(date +%s%N)" >> ${log}; v=$(cat ${counter}); sleep 0.1; echo $((v+1)) > ${counter}; echo "end $(date +%s%N)" >> ${log}`;
+  const iterations = 3;
+  const runNode = async (uri: string, node: number): Promise<void> => {
+    for (let i = 0; i < iterations; i++) {
+      const r = await runSanbox(t, ['lock', '--cluster', uri, '--node', String(node), '--timeout', '30s', 'counter', '--', 'sh', '-c', critical], { timeoutMs: 60_000 });
+      t.is(r.code, 0, `node ${node} round ${i}: ${r.stderr}`);
+    }
+  };
+  await Promise.all([runNode(serverA.uri('cluster.img'), 0), runNode(serverB.uri('cluster.img'), 1)]);
+  t.is(fs.readFileSync(counter, 'utf8').trim(), String(2 * iterations), 'no increment was lost');
+  const events = fs
+    .readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' ') as ['start' | 'end', string]);
+  t.is(events.length, 4 * iterations);
+  // Held one at a time: the log alternates start, end, start, end… in time order.
+  const sorted = [...events].sort((a, b) => (BigInt(a[1]) < BigInt(b[1]) ? -1 : 1));
+  sorted.forEach((e, i) => t.is(e[0], i % 2 === 0 ? 'start' : 'end', `event ${i}`));
+});
