@@ -130,7 +130,7 @@ export function parseSuperblock(block: Buffer, where: Where, blockSizeBytes: num
   const inode = parseDinode(block, where, { signature: OCFS2_SUPER_SIGNATURE, blkno });
   const sb = decodeSuperPayload(block, inode, where);
   if (sb.majorRev !== OCFS2_MAJOR_REV_LEVEL || sb.minorRev !== OCFS2_MINOR_REV_LEVEL) {
-    formatFail(where, 0xc0, `unsupported ocfs2 revision ${sb.majorRev}.${sb.minorRev} (expected 0.90)`);
+    formatFail(where, sb.majorRev !== OCFS2_MAJOR_REV_LEVEL ? 0xc0 : 0xc2, `unsupported ocfs2 revision ${sb.majorRev}.${sb.minorRev} (expected 0.90)`);
   }
   if (sb.blockSizeBits < OCFS2_MIN_BLOCKSIZE_BITS || sb.blockSizeBits > OCFS2_MAX_BLOCKSIZE_BITS) {
     formatFail(where, 0xf8, `s_blocksize_bits ${sb.blockSizeBits} is outside ${OCFS2_MIN_BLOCKSIZE_BITS}..${OCFS2_MAX_BLOCKSIZE_BITS}`);
