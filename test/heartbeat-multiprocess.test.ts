@@ -159,3 +159,23 @@ test('a node that died before we started (its block never moves) is declared dea
   const st = await statusJson(t, img);
   t.deepEqual(st.slots.map((s) => s.state), ['up', 'free', 'fenced']);
 });
+
+test('two-node tie-break: the lower node fences a dead higher node; the higher node does not act on the lower one\'s death', async (t) => {
+  const img = await initCluster(t, 2);
+  const [n0, n1] = [0, 1].map((n) => spawnNode(t, img, n)) as [NodeProc, NodeProc];
+  await allSeeEachOther([n0, n1], 10_000);
+  n0.child.kill('SIGKILL');
+  await n1.waitLine(isEvent('down', 0), 8000, 'node 0 down');
+  await n1.waitLine((l) => /node 0 is dead but this node has no quorum/.test(l.msg ?? ''), 3000, 'no-quorum notice');
+  await new Promise((r) => setTimeout(r, 1000));
+  t.false(n1.lines.some((l) => l.event === 'fenced'), 'node 1 never fences node 0');
+  const st = await statusJson(t, img);
+  t.deepEqual(st.slots.map((s) => s.state), ['dead', 'up']);
+  // And the other way round: node 0 (lower) fences a dead node 1.
+  const img2 = await initCluster(t, 2);
+  const [m0, m1] = [0, 1].map((n) => spawnNode(t, img2, n)) as [NodeProc, NodeProc];
+  await allSeeEachOther([m0, m1], 10_000);
+  m1.child.kill('SIGKILL');
+  await m0.waitLine(isEvent('fenced', 1), 8000, 'node 1 fenced');
+  t.deepEqual((await statusJson(t, img2)).slots.map((s) => s.state), ['up', 'fenced']);
+});
