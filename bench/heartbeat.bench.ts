@@ -43,7 +43,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-hbbench-'));
 const img = path.join(dir, 'c.img');
 const timing = presetTiming('local');
 const o2cb = presetTiming('o2cb');
-await initClusterImage(img, { clusterName: 'bench', nodeCount: NODES, timing });
+await initClusterImage(img, { clusterName: 'bench', nodeCount: NODES, timing, runDir: path.join(dir, 'run') });
 
 const events: { ev: MembershipEvent; at: number }[] = [];
 const observer = await startNode({ clusterImage: img, nodeId: 0, control: false });

@@ -111,7 +111,7 @@ test('cluster init: output, refusals (exists, bad values, in use), o2cb preset a
   t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '0', '--name', 'x', '--force'])).code, 2);
   t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '300', '--name', 'x', '--force'])).code, 2);
   t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'x', '--interval', '100', '--dead-threshold', '2', '--force'])).code, 2);
-  const custom = await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'x', '--interval', '50', '--dead-threshold', '20', '--io-timeout', '300', '--force', '--json']);
+  const custom = await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'x', '--interval', '50', '--dead-threshold', '20', '--io-timeout', '300', '--force', '--json', '--run-dir', path.join(dir, 'run')]);
   t.is(custom.code, 0, custom.stderr);
   t.like(JSON.parse(custom.stdout), { timing: { preset: 'custom', intervalMs: 50, deadMs: 1000 } });
   // A running node holds the image: init --force refuses and writes nothing.

@@ -90,6 +90,12 @@ export class ControlServer {
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     fs.rmSync(this.socketPath, { force: true });
+    // The run directory goes with its last socket (rmdir refuses while other nodes' sockets are there).
+    try {
+      fs.rmdirSync(path.dirname(this.socketPath));
+    } catch {
+      // not empty, or already gone
+    }
   }
 }
 

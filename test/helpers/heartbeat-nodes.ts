@@ -79,7 +79,8 @@ export const isEvent = (kind: 'up' | 'down' | 'fenced', peer: number) => (l: Nod
 
 /** `sanbox cluster init ARGS…`, failing the test with the command's stderr if it fails. */
 export async function clusterInit(t: ExecutionContext, args: string[]): Promise<void> {
-  const r = await runSanbox(t, ['cluster', 'init', ...args]);
+  // The run directory (control sockets) goes beside the image, inside the test's temp dir.
+  const r = await runSanbox(t, ['cluster', 'init', ...args, '--run-dir', `${args[0]}.run`]);
   t.is(r.code, 0, `cluster init failed: ${r.stderr}`);
 }
 
