@@ -1,0 +1,60 @@
+// sanbox mkfs on a logical volume (VG/LV over a sanbox PV image): the LV's byte range of the PV,
+// attached as a loop device with that offset, passes the real fsck.ocfs2 -fn and blkid; and the
+// readers open the same VG/LV.
+
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fsckOk, parseBlkid, runTool } from './helpers/ocfs2-oracle.js';
+import { runSanbox, tempDir } from './helpers/tmp.js';
+
+const MiB = 2 ** 20;
+
+test('mkfs VG/LV: fsck.ocfs2 and blkid accept the LV range; fsinfo and slotmap read it by name', async (t) => {
+  const dir = tempDir(t);
+  const pv = path.join(dir, 'pv1.img');
+  for (const args of [['disk', 'create', pv, '--size', '1G'], ['pvcreate', pv], ['vgcreate', 'vgo', pv], ['lvcreate', 'vgo', '-n', 'lvo', '-L', '512M', '--devices', pv]]) {
+    const r = await runSanbox(t, args);
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  const mk = await runSanbox(t, ['mkfs', 'vgo/lvo', '--slots', '3', '--label', 'onlv', '--devices', pv, '--json']);
+  t.is(mk.code, 0, mk.stderr);
+  const res = JSON.parse(mk.stdout) as { uuid: string; clusterCount: number };
+  t.is(res.clusterCount, (512 * MiB) / 4096);
+
+  // The PV label survives, and the volume sits inside the LV: find its superblock in the PV image.
+  const head = Buffer.alloc(16 * MiB);
+  const fd = fs.openSync(pv, 'r');
+  fs.readSync(fd, head, 0, head.length, 0);
+  fs.closeSync(fd);
+  t.is(head.toString('latin1', 512, 520), 'LABELONE', 'the PV label in sector 1 is untouched');
+  let sbOffset = -1;
+  for (let off = 8192; off < head.length; off += 4096) if (head.toString('latin1', off, off + 6) === 'OCFSV2') {
+    sbOffset = off;
+    break;
+  }
+  t.true(sbOffset > 0, 'superblock found inside the PV data area');
+  const lvOffset = sbOffset - 8192;
+
+  const loop = await runTool('losetup', ['-f', '--show', '-r', '-o', String(lvOffset), '--sizelimit', String(512 * MiB), pv], { timeoutMs: 20_000 });
+  if (loop.code !== 0) {
+    t.fail(`losetup failed: ${loop.stderr}`);
+    return;
+  }
+  const devPath = loop.stdout.trim();
+  t.teardown(async () => {
+    await runTool('losetup', ['-d', devPath], { timeoutMs: 20_000 });
+  });
+  const fsck = await fsckOk(devPath);
+  t.true(fsck.ok, fsck.out);
+  const blk = parseBlkid((await runTool('blkid', ['-p', devPath], { timeoutMs: 10_000 })).stdout);
+  t.is(blk.get('TYPE'), 'ocfs2');
+  t.is(blk.get('LABEL'), 'onlv');
+
+  const info = await runSanbox(t, ['fsinfo', 'vgo/lvo', '--devices', pv, '--json']);
+  t.is(info.code, 0, info.stderr);
+  t.is((JSON.parse(info.stdout) as { uuid: string }).uuid, res.uuid);
+  const sm = await runSanbox(t, ['slotmap', 'vgo/lvo', '--devices', pv, '--all', '--json']);
+  t.is(sm.code, 0, sm.stderr);
+  t.is((JSON.parse(sm.stdout) as { slots: unknown[] }).slots.length, 3);
+});
