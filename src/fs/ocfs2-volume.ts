@@ -6,8 +6,10 @@
 
 import type { BlockDevice } from '../disk/device.js';
 import { FormatError } from '../errors.js';
+import { BlockCheckOffset, verifyBlockCheck } from '../format/ocfs2/block-check.js';
 import {
   DynFeature,
+  FeatureIncompat,
   InodeFlag,
   OCFS2_MAX_BLOCKSIZE_BITS,
   OCFS2_MIN_BLOCKSIZE_BITS,
@@ -78,7 +80,13 @@ export class Ocfs2Volume {
     const buf = Buffer.alloc(bs);
     const where: Where = { device: dev.name, offsetBytes: OCFS2_SUPER_BLOCK_BLKNO * bs };
     await dev.read(buf, where.offsetBytes!);
-    const sb = parseSuperblock(buf, where, bs);
+    let sb = parseSuperblock(buf, where, bs);
+    if (sb.featureIncompat & FeatureIncompat.META_ECC) {
+      // With metaecc every metadata block carries a CRC32 + Hamming check (§7); a single flipped
+      // bit is repaired in memory, anything worse is a FormatError at the check's offset.
+      const checked = verifyBlockCheck(buf, BlockCheckOffset.DINODE, where);
+      if (checked.repairedBit !== undefined) sb = parseSuperblock(checked.block, where, bs);
+    }
     // A truncated image (the superblock promises more than the device holds) still opens: every
     // block read past the end of the device is refused with its offset (see checkBlkno).
     return new Ocfs2Volume(dev, sb);
@@ -110,8 +118,17 @@ export class Ocfs2Volume {
     return buf;
   }
 
+  get metaEcc(): boolean {
+    return (this.sb.featureIncompat & FeatureIncompat.META_ECC) !== 0;
+  }
+
+  /** Verifies (and repairs a single-bit error of) a metadata block's check when metaecc is on. */
+  private checked(block: Buffer, checkOffset: number, blkno: number): Buffer {
+    return this.metaEcc ? verifyBlockCheck(block, checkOffset, this.where(blkno)).block : block;
+  }
+
   async readInode(blkno: number, from: Where = this.where(blkno)): Promise<InodeBlock> {
-    const block = await this.readBlocks(blkno, 1, 'inode reference', from);
+    const block = this.checked(await this.readBlocks(blkno, 1, 'inode reference', from), BlockCheckOffset.DINODE, blkno);
     const inode = parseDinode(block, this.where(blkno), { blkno, fsGeneration: this.sb.inode.fsGeneration });
     return { blkno, inode, block };
   }
@@ -145,7 +162,7 @@ export class Ocfs2Volume {
           if (visited.size >= EXTENT_BLOCKS_VISITED_MAX) throw new FormatError(`${this.dev.name}: extent tree of inode ${ino.blkno} has more than ${EXTENT_BLOCKS_VISITED_MAX} blocks`, { device: this.dev.name, offsetBytes: where.offsetBytes ?? 0 });
           visited.add(rec.blkno);
           const ebWhere = this.where(rec.blkno);
-          const ebBuf = await this.readBlocks(rec.blkno, 1, `extent tree node of inode ${ino.blkno}`, where);
+          const ebBuf = this.checked(await this.readBlocks(rec.blkno, 1, `extent tree node of inode ${ino.blkno}`, where), BlockCheckOffset.EXTENT_BLOCK, rec.blkno);
           parseExtentBlock(ebBuf, ebWhere, { blkno: rec.blkno, fsGeneration: this.sb.inode.fsGeneration });
           await walk(ebBuf, EXTENT_BLOCK_LIST_OFFSET, ebWhere, list.treeDepth);
         }
