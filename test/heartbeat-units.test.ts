@@ -145,3 +145,26 @@ test('liveness: an incarnation never seen alive is reported stale once, after th
   f.observe(blk(6, 5n, 0n, 2000), 0);
   t.deepEqual(f.observe(blk(6, 5n, 0n, 2000), 10_000), []);
 });
+
+test('membership: a node declared dead but not fenced (no quorum) that moves again is up again; nothing was recovered', async (t) => {
+  const now = { ms: 0 };
+  const fenced: number[] = [];
+  const m = membership(1, 2, fenced, now);
+  const events: string[] = [];
+  m.subscribe((e) => events.push(`${e.kind}:${e.nodeId}`));
+  const round = (seq: bigint) => m.observe('r', [blk(0, seq, 42n, 2000), blk(1, 0n, 0n, 2000)]);
+  round(1n);
+  now.ms = 100;
+  round(2n);
+  now.ms = 2200;
+  round(2n); // dead; node 1 has no quorum (two-node tie-break), so it is not fenced
+  await settle();
+  t.is(m.members()[0]!.state, 'dead');
+  now.ms = 2300;
+  round(3n); // the stopped process resumed
+  await settle();
+  t.deepEqual(events, ['up:0', 'down:0', 'up:0']);
+  t.is(m.members()[0]!.state, 'up');
+  t.false(m.isFenced(0, 42n));
+  t.deepEqual(fenced, []);
+});

@@ -90,10 +90,19 @@ export class MembershipService implements Membership {
 
   private nodeUp(nodeId: number, generation: bigint, atMs: number): void {
     if (this.up.get(nodeId) === generation) return;
+    const d = this.dead.get(nodeId);
+    if (d !== undefined && d.generation === generation) {
+      // A fenced incarnation cannot come back; one being fenced will find its writes refused.
+      if (d.fenced || d.fencing) return;
+      // Declared dead but not fenced (no quorum, or the fence kept failing): nothing of it was
+      // recovered, so it may simply be alive again (a stopped process that resumed).
+      this.o.log(`node ${nodeId} (generation ${generation.toString(16)}) moves again before it was fenced`);
+      this.dead.delete(nodeId);
+    } else if (d !== undefined && d.fenced) {
+      this.dead.delete(nodeId);
+    }
     this.up.set(nodeId, generation);
     this.base.add(nodeId);
-    const d = this.dead.get(nodeId);
-    if (d !== undefined && d.generation !== generation && d.fenced) this.dead.delete(nodeId);
     this.o.log(`node ${nodeId} up (generation ${generation.toString(16)})`);
     this.emit({ kind: 'up', nodeId, generation, atMs });
   }
@@ -137,6 +146,7 @@ export class MembershipService implements Membership {
         if (this.stopped) return;
         d.fenced = true;
         this.fencedKeys.add(`${nodeId}:${d.generation}`);
+        if (this.up.get(nodeId) === d.generation) this.up.delete(nodeId);
         this.base.delete(nodeId);
         this.o.log(`node ${nodeId} fenced (generation ${d.generation.toString(16)}): ${steps.join(', ') || 'no fence agent'}`);
         this.emit({ kind: 'fenced', nodeId, generation: d.generation, atMs: this.now() });
