@@ -286,3 +286,48 @@ test('fuzz: random and bit-flipped superblock, dinode, extent-list and dirent bl
   t.true(errors > 5000);
   t.true(ok > 1000);
 });
+
+test('fuzz: corrupting metadata blocks of a volume makes every reader fail only with FormatError', async (t) => {
+  const img = await ourImage(t, 1024);
+  const bs = 1024;
+  const targets = await withVol(img, async (vol) => {
+    const sys = await vol.systemDir();
+    const blknos = [2, vol.sb.systemDirBlkno, vol.sb.rootBlkno, ...['slot_map', 'heartbeat', 'journal:0000', 'global_bitmap'].map((n) => sys.get(n)!)];
+    const j = await vol.systemInode('journal:0000');
+    blknos.push((await vol.extents(j))[0]!.blkno);
+    const sm = await vol.systemInode('slot_map');
+    blknos.push((await vol.extents(sm))[0]!.blkno);
+    return blknos;
+  });
+  const rand = prng(0xf00d);
+  const fd = fs.openSync(img, 'r+');
+  t.teardown(() => fs.closeSync(fd));
+  let failures = 0;
+  for (let i = 0; i < 150; i++) {
+    const blkno = targets[i % targets.length]!;
+    const original = Buffer.alloc(bs);
+    fs.readSync(fd, original, 0, bs, blkno * bs);
+    const mutated = Buffer.from(original);
+    if (i % 10 === 0) crypto.randomFillSync(mutated, 0, 0x200);
+    else for (let k = 0; k < 1 + Math.floor(rand() * 4); k++) mutated[Math.floor(rand() * 0x200)] ^= 1 << Math.floor(rand() * 8);
+    fs.writeSync(fd, mutated, 0, bs, blkno * bs);
+    try {
+      await withVol(img, async (vol) => {
+        await vol.systemDir();
+        await readSlotMap(vol);
+        await heartbeatRegion(vol.dev);
+        await readJournal(vol, 0);
+        await vol.walkDirs(vol.sb.rootBlkno, 100);
+      });
+    } catch (err) {
+      if (!(err instanceof FormatError)) {
+        t.fail(`iteration ${i}, block ${blkno}: ${(err as Error).constructor.name}: ${(err as Error).message}`);
+        return;
+      }
+      failures++;
+    } finally {
+      fs.writeSync(fd, original, 0, bs, blkno * bs);
+    }
+  }
+  t.true(failures > 20, `${failures} corruptions were detected`);
+});
