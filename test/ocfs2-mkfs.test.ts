@@ -10,7 +10,7 @@ import { FileDisk } from '../src/disk/file-disk.js';
 import { SanboxError } from '../src/errors.js';
 import { mkfs } from '../src/fs/mkfs.js';
 import { uuidDashed } from '../src/format/ocfs2/superblock.js';
-import { debugfs, firstCopy, fsckOk, hasTool, parseBlkid, parseStats, runTool } from './helpers/ocfs2-oracle.js';
+import { debugfs, firstCopy, fsckOk, hasTool, parseBlkid, parseLogdump, parseStats, runTool } from './helpers/ocfs2-oracle.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 const TOOLS = ['fsck.ocfs2', 'debugfs.ocfs2', 'blkid'];
@@ -75,6 +75,18 @@ for (const c of MATRIX) {
     t.is(blk.get('LABEL'), label);
     t.is(blk.get('UUID'), uuidDashed(Buffer.from(res.uuid, 'hex')));
     t.is(blk.get('BLOCK_SIZE'), String(c.blockSize));
+
+    // Our fresh journal as debugfs walks it: superblock (v2, s_first 1 or 2, s_start = s_sequence = 1,
+    // our UUID), then data-looking blocks to the end; sanbox logdump must say the same.
+    const theirs = parseLogdump(await debugfs(img, 'logdump 0'));
+    t.is(theirs.sb.get('Journal UUID'), res.uuid);
+    t.is(theirs.sb.get('First Block'), c.blockSize === 512 ? '2' : '1');
+    t.is(theirs.sb.get('Total Blocks'), String((4 * 2 ** 20) / c.blockSize));
+    t.is(theirs.sb.get('Start Log Blknum'), '1');
+    const ld = await runSanbox(t, ['logdump', img, '0', '--json']);
+    t.is(ld.code, 0, ld.stderr);
+    const ours = (JSON.parse(ld.stdout) as { blocks: { block: number; lastBlock?: number; type: string }[] }).blocks;
+    t.deepEqual(ours.map((b) => [b.block, b.lastBlock ?? b.block, b.type]), theirs.blocks.map((b) => [b.block, b.lastBlock, b.kind]));
 
     // Backup superblocks: debugfs reads them with -s N (1-based backup index).
     for (let i = 0; i < res.backupSuperblocks.length; i++) {
