@@ -135,7 +135,7 @@ if (json) {
   process.stdout.write(`  o2hb defaults     ${f(o2cb.deadMs)}        –  ${f(o2cb.deadMs + o2cb.intervalMs)}   (31 × 2000 ms, + up to one read interval)\n`);
   process.stdout.write(`  ratio o2hb / sanbox (median): ${(o2cb.deadMs / detect.median).toFixed(1)}×\n`);
   process.stdout.write(`\nHeartbeat I/O per node per second (${NODES} slots read each round)\n`);
-  process.stdout.write(`  sanbox local   ${io.writesPerSecond.toFixed(1)} writes/s, ${(io.writeBytesPerSecond / 1024).toFixed(1)} KiB/s written, ${(io.readBytesPerSecond / 1024).toFixed(1)} KiB/s read (+ one reservations read per write, in the fence gate)\n`);
+  process.stdout.write(`  sanbox local   ${io.writesPerSecond.toFixed(1)} writes/s, ${(io.writeBytesPerSecond / 1024).toFixed(1)} KiB/s written, ${(io.readBytesPerSecond / 1024).toFixed(1)} KiB/s read (+ two 8-byte reservation probes per write, in the fence gate)\n`);
   process.stdout.write(`  o2hb default   ${o2hbIo.writesPerSecond.toFixed(1)} writes/s, ${(o2hbIo.writeBytesPerSecond / 1024).toFixed(2)} KiB/s written, ${(o2hbIo.readBytesPerSecond / 1024).toFixed(1)} KiB/s read\n`);
   process.stdout.write(`  ratio sanbox / o2hb writes: ${(io.writesPerSecond / o2hbIo.writesPerSecond).toFixed(1)}×\n`);
   process.stdout.write(`\nOne heartbeat round (median, tinybench, same run)\n`);
