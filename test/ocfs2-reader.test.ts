@@ -170,6 +170,10 @@ for (const c of CASES) {
     for (const b of oursBlocks) if (b.kind === 'superblock') b.seq = undefined;
     t.deepEqual(JSON.parse(JSON.stringify(oursBlocks)), JSON.parse(JSON.stringify(theirBlocks)));
     t.true(oursBlocks.filter((b) => b.kind === 'descriptor').length === 3, 'the three planted descriptors were found');
+    // The kernel's scan pass: transactions 9 and 10 are committed, 11 is not.
+    const scan = (JSON.parse(ld.stdout) as { scan: { transactions: { sequence: number; homeBlocks: number[]; revokedHomeBlocks: number[] }[]; endSequence: number } }).scan;
+    t.deepEqual(scan.transactions.map((x) => [x.sequence, x.homeBlocks, x.revokedHomeBlocks]), [[9, [100, 101, 3000], []], [10, [102], [100, 7, 4242]]]);
+    t.is(scan.endSequence, 11);
 
     if (c.blockSize === 4096) {
       // A corrupted heartbeat block: debugfs (which never verifies) still lists it; sanbox hb prints

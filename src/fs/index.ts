@@ -6,3 +6,4 @@ export { probeSignatures, type ProbeHit } from './probe.js';
 export { readSlotMap, type SlotMapInfo } from './slot-map-reader.js';
 export { readHeartbeat, type HeartbeatDump, type HeartbeatSlot } from './heartbeat-reader.js';
 export { readJournal, type JournalDump, type LogEntry } from './journal-reader.js';
+export { scanJournal, type JournalScan, type ScannedTransaction } from './journal-scan.js';

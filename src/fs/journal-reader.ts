@@ -8,6 +8,7 @@ import { FormatError } from '../errors.js';
 import { InodeFlag, OCFS2_JOURNAL_DIRTY_FL, slotFileName } from '../format/ocfs2/constants.js';
 import { decodeJbd2Header, isJbd2Block, parseCommit, parseDescriptor, parseRevoke, type Jbd2Commit, type Jbd2Descriptor, type Jbd2Revoke } from '../format/jbd2/log-blocks.js';
 import { Jbd2BlockType, JBD2_SUPERBLOCK_BYTES, parseJbd2Superblock, type Jbd2Superblock } from '../format/jbd2/superblock.js';
+import { scanJournal, type JournalScan } from './journal-scan.js';
 import type { Ocfs2Volume } from './ocfs2-volume.js';
 
 /** Log blocks read per device read while walking. */
@@ -29,6 +30,8 @@ export interface JournalDump {
   recoveryGeneration: number;
   superblock: Jbd2Superblock;
   entries: LogEntry[];
+  /** The kernel's scan pass from s_start: the committed transactions a replay would apply. */
+  scan: JournalScan;
 }
 
 export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<JournalDump> {
@@ -90,7 +93,9 @@ export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<Journ
     }
   }
   flushData(sb.maxLen);
+  const scan = await scanJournal(sb, async (l) => vol.readBlocks(phys(l), 1), { device: vol.dev.name, offsetOf: (l) => phys(l) * bs });
   return {
+    scan,
     slot,
     inodeBlkno: ino.blkno,
     dirty: (ino.inode.id1a & OCFS2_JOURNAL_DIRTY_FL) !== 0,

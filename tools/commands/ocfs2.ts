@@ -307,6 +307,7 @@ function journalJson(j: JournalDump): unknown {
       featureCompat: sb.featureCompat, featureIncompat: sb.featureIncompat, featureRoCompat: sb.featureRoCompat,
       uuid: uuidHex(sb.uuid), nrUsers: sb.nrUsers, dynSuper: sb.dynSuper, maxTransaction: sb.maxTransaction, maxTransData: sb.maxTransData,
     },
+    scan: j.scan,
     blocks: j.entries.map((e) => {
       switch (e.kind) {
         case 'superblock': return { block: e.block, type: 'superblock' };
@@ -365,5 +366,12 @@ function printJournal(j: JournalDump): void {
         w(e.block === e.lastBlock ? `Block ${e.block}: Unknown -- Probably Data` : `Block ${e.block} to ${e.lastBlock}: Unknown -- Probably Data`);
         break;
     }
+  }
+  const s = j.scan;
+  if (!s.needsRecovery) w('Replay scan: log is empty (s_start 0), nothing to replay');
+  else {
+    const ids = s.transactions.map((x) => x.sequence);
+    w(`Replay scan (kernel rules) from block ${s.startBlock}, sequence ${s.startSequence}: ${ids.length} committed transaction(s)${ids.length ? ` ${ids[0]}..${ids[ids.length - 1]}` : ''}, next ID ${s.endSequence}; stopped at block ${s.stopBlock}: ${s.stopReason}`);
+    if (!j.dirty) w('  (Journal Flags not Dirty: the kernel wipes this log at mount instead of replaying it)');
   }
 }
