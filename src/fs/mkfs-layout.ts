@@ -54,8 +54,9 @@ import { SanboxError } from '../errors.js';
 /** Journal limits: at least 4 MiB and 1024 JBD2 blocks (reference §5.1). */
 export const JOURNAL_MIN_BYTES = 4 * 1024 * 1024;
 export const JOURNAL_MIN_BLOCKS = 1024;
-/** Default journal size: 1/64 of the volume per slot-count-independent share, clamped to 4..256 MiB
- *  (mkfs.ocfs2 also grows its default journal with the volume and stops at 256 MiB). */
+/** Default journal size: the largest power of two up to 1/64 of the volume, clamped to 4..256 MiB
+ *  (mkfs.ocfs2 also grows its default journal with the volume and stops at 256 MiB), then halved
+ *  (not below 4 MiB) while all slots' journals together would take more than a quarter of it. */
 export const JOURNAL_DEFAULT_MAX_BYTES = 256 * 1024 * 1024;
 /** Leaf extent records hold at most 65535 clusters (e_leaf_clusters is u16). */
 const LEAF_CLUSTERS_MAX = 0xffff;
@@ -118,9 +119,10 @@ export function tooSmall(message: string): SanboxError {
   return new SanboxError('EINVAL', message);
 }
 
-export function defaultJournalBytes(sizeBytes: number, clusterSizeBytes: number): number {
+export function defaultJournalBytes(sizeBytes: number, clusterSizeBytes: number, slots = 1): number {
   let j = JOURNAL_MIN_BYTES;
   while (j * 2 <= JOURNAL_DEFAULT_MAX_BYTES && j * 2 * 64 <= sizeBytes) j *= 2;
+  while (j > JOURNAL_MIN_BYTES && j * slots * 4 > sizeBytes) j /= 2;
   return Math.ceil(j / clusterSizeBytes) * clusterSizeBytes;
 }
 
@@ -128,8 +130,7 @@ export function defaultJournalBytes(sizeBytes: number, clusterSizeBytes: number)
 export function uuidHash(uuid: Uint8Array): number {
   let h = 0;
   for (const b of uuid) h = (((h << 5) | (h >>> 27)) ^ b) >>> 0;
-  // The rotate above equals (h << 5) ^ (h >> 27) for the 32-bit value.
-  return h >>> 0;
+  return h;
 }
 
 export function planMkfs(p: MkfsParams): MkfsPlan {
@@ -143,7 +144,7 @@ export function planMkfs(p: MkfsParams): MkfsPlan {
   const clusterCount = Math.floor(p.sizeBytes / cs);
   const volumeBlocks = clusterCount * bpc;
   const journal64 = volumeBlocks > 0xffffffff;
-  const journalSizeBytes = Math.ceil((p.journalSizeBytes ?? defaultJournalBytes(p.sizeBytes, cs)) / cs) * cs;
+  const journalSizeBytes = Math.ceil((p.journalSizeBytes ?? defaultJournalBytes(p.sizeBytes, cs, p.slots)) / cs) * cs;
   if (journalSizeBytes < JOURNAL_MIN_BYTES || journalSizeBytes / bs < JOURNAL_MIN_BLOCKS) {
     throw new SanboxError('EINVAL', `journal size ${journalSizeBytes} is below the minimum of 4 MiB and ${JOURNAL_MIN_BLOCKS} blocks`);
   }
