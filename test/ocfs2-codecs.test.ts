@@ -7,7 +7,7 @@ import test from 'ava';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { FileDisk } from '../src/disk/file-disk.js';
+import { createImage, FileDisk } from '../src/disk/file-disk.js';
 import { FormatError } from '../src/errors.js';
 import { DirFileType, OCFS2_SUPER_BLOCK_BLKNO } from '../src/format/ocfs2/constants.js';
 import { decodeDinodeHeader, parseDinode } from '../src/format/ocfs2/dinode.js';
@@ -330,4 +330,18 @@ test('fuzz: corrupting metadata blocks of a volume makes every reader fail only 
     }
   }
   t.true(failures > 20, `${failures} corruptions were detected`);
+});
+
+test('4Kn device: mkfs refuses blocks smaller than the sector; the heartbeat region uses 4096-byte slots', async (t) => {
+  const img = path.join(tempDir(t), 'k.img');
+  createImage(img, { sizeBytes: 512 * 2 ** 20, sectorSizeBytes: 4096 });
+  const dev = FileDisk.open(img, { guard: 'exclusive' });
+  t.teardown(() => dev.closeSync());
+  t.is(dev.sectorSizeBytes, 4096);
+  await t.throwsAsync(mkfs(dev, { slots: 2, blockSizeBytes: 512 }), { message: /smaller than the device's 4096-byte sectors/ });
+  await mkfs(dev, { slots: 2, blockSizeBytes: 4096, journalSizeBytes: 4 << 20 });
+  const region = await heartbeatRegion(dev);
+  t.is(region.blockSizeBytes, 4096);
+  t.is(region.blockCount, 255);
+  t.is(region.offsetBytes % 4096, 0);
 });
