@@ -70,6 +70,11 @@ for (const c of MATRIX) {
       t.regex(stats.get('Feature Incompat') ?? '', /extended-slotmap/);
     }
 
+    // mounted.ocfs2 -d: Device Stack Cluster F UUID Label.
+    const mounted = firstCopy((await runTool('mounted.ocfs2', ['-d', img], { timeoutMs: 20_000 })).stdout).split('\n').find((l) => l.startsWith(img)) ?? '';
+    t.regex(mounted, new RegExp(`\\s${res.uuid}\\s+${label}\\s*$`));
+    if (c.stack) t.regex(mounted, /\so2cb\s+sbxclus\s/);
+
     const blk = parseBlkid((await runTool('blkid', ['-p', img], { timeoutMs: 10_000 })).stdout);
     t.is(blk.get('TYPE'), 'ocfs2');
     t.is(blk.get('LABEL'), label);

@@ -63,10 +63,10 @@ export function register(program: Command): void {
   program
     .command('mkfs')
     .description(
-      'format an image or logical volume as an ocfs2 cluster volume that fsck.ocfs2, debugfs.ocfs2 and blkid accept.\n' +
-        'Features: backup-super, strict-journal-super, sparse, inline-data, unwritten; with --cluster-stack o2cb also\n' +
-        'clusterinfo and extended-slotmap. No metaecc, indexed-dirs, xattr, refcount, discontig-bg or append-dio.\n' +
-        'Refuses a device in use, one too small for the slots and journals, and (without --force) one that already\n' +
+      'format an image or logical volume as an ocfs2 cluster volume that fsck.ocfs2, debugfs.ocfs2 and blkid accept. ' +
+        'Features: backup-super, strict-journal-super, sparse, inline-data, unwritten; with --cluster-stack o2cb also ' +
+        'clusterinfo and extended-slotmap (no metaecc, indexed-dirs, xattr, refcount, discontig-bg or append-dio). ' +
+        'Refuses a device in use, one too small for the slots and journals, and (without --force) one that already ' +
         'holds a filesystem or an LVM PV label.',
     )
     .argument('<target>', 'image file, nbd://… or VG/LV')
