@@ -10,7 +10,7 @@ import { FileDisk } from '../src/disk/file-disk.js';
 import { SanboxError } from '../src/errors.js';
 import { mkfs } from '../src/fs/mkfs.js';
 import { uuidDashed } from '../src/format/ocfs2/superblock.js';
-import { debugfs, firstCopy, fsckOk, hasTool, parseBlkid, parseLogdump, parseStats, runTool } from './helpers/ocfs2-oracle.js';
+import { debugfs, firstCopy, fsckOk, hasTool, parseBlkid, parseLogdump, parseStats, realMkfs, runTool } from './helpers/ocfs2-oracle.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 const TOOLS = ['fsck.ocfs2', 'debugfs.ocfs2', 'blkid'];
@@ -173,4 +173,33 @@ test('mkfs usage errors exit 2; progress lines go to stderr when it is not a ter
   t.is(ok.code, 0, ok.stderr);
   t.regex(ok.stderr, /mkfs: 100% done/);
   t.regex(ok.stdout, /Formatted .* as ocfs2: 2 slots/);
+});
+
+test('system files match the real mkfs.ocfs2 of the same geometry: type, flags, mode, links, dynamic features, sizes', async (t) => {
+  const dir = tempDir(t);
+  const ours = path.join(dir, 'ours.img');
+  const real = path.join(dir, 'real.img');
+  sparse(ours, 256 * 2 ** 20);
+  const r = await runSanbox(t, ['mkfs', ours, '--slots', '2', '--journal-size', '8M', '--label', 'v', '--cluster-stack', 'o2cb', '--cluster-name', 'demo']);
+  t.is(r.code, 0, r.stderr);
+  await realMkfs(real, 256 * 2 ** 20, ['-b', '4096', '-C', '4096', '-N', '2', '-J', 'size=8M', '-L', 'v', '--cluster-stack=o2cb', '--cluster-name=demo']);
+  const facts = async (img: string, file: string): Promise<Record<string, string>> => {
+    const out = await debugfs(img, `stat ${file}`);
+    const get = (re: RegExp): string => re.exec(out)?.[1]?.trim() ?? '?';
+    return {
+      inode: get(/Inode: (\d+)/), mode: get(/Mode: (\d+)/), type: get(/Type: (\w+)/), flags: get(/Flags: ([^\n]*)/), dyn: get(/Dynamic Features: ([^\n]*)/),
+      links: get(/Links: (\d+)/), size: get(/Size: (\d+)\s*\n/), clusters: get(/Clusters: (\d+)/), journalFlags: get(/Journal Flags: ([^\n]*)/),
+      local: get(/Local Bitmap Offset: ([^\n]*)/), trunc: get(/Total Records: ([^\n]*)/),
+    };
+  };
+  // Files whose every listed fact must be identical.
+  for (const file of ['/', '//', '//bad_blocks', '//slot_map', '//heartbeat', '//global_bitmap', '//orphan_dir:0001', '//journal:0001', '//local_alloc:0000', '//truncate_log:0001']) {
+    t.deepEqual(await facts(ours, file), await facts(real, file), file);
+  }
+  // Allocators differ only in how much they hold: our system inodes and lost+found all live in
+  // global_inode_alloc's one group, and we leave per-slot allocators empty for the kernel to grow.
+  for (const file of ['//global_inode_alloc', '//extent_alloc:0000', '//inode_alloc:0001']) {
+    const [a, b] = [await facts(ours, file), await facts(real, file)];
+    t.deepEqual({ ...a, size: '', clusters: '' }, { ...b, size: '', clusters: '' }, file);
+  }
 });
