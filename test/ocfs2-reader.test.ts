@@ -116,6 +116,20 @@ for (const c of CASES) {
     t.is(ours.blockSizeBytes, c.blockSize);
     t.is(ours.maxSlots, c.slots);
 
+    // System files: names, inodes and sizes vs `ls -l //`; journal extents vs `stat //journal:0000`.
+    const files = await runSanbox(t, ['fsinfo', img, '--files', '--json']);
+    t.is(files.code, 0, files.stderr);
+    const sysFiles = (JSON.parse(files.stdout) as { systemFiles: { name: string; inode: number; sizeBytes: string; extents: { cpos: number; clusters: number; blkno: number }[] }[] }).systemFiles;
+    const ls = [...(await debugfs(img, 'ls -l //')).matchAll(/^\s*(\d+)\s+\S+\s+\d+\s+\d+\s+\d+\s+(\d+)\s+\S+\s+\S+\s+(\S+)\s*$/gm)]
+      .map((m) => ({ name: m[3]!, inode: Number(m[1]), sizeBytes: m[2]! }))
+      .filter((e) => e.name !== '.' && e.name !== '..');
+    t.deepEqual(sysFiles.map((f) => ({ name: f.name, inode: f.inode, sizeBytes: f.sizeBytes })), ls);
+    t.true(ls.length >= 5 + 6 * c.slots);
+    const jstat = await debugfs(img, 'stat //journal:0000');
+    const jext = [...jstat.matchAll(/^\s*\d+\s+(\d+)\s+(\d+)\s+(\d+)\s+0x/gm)].map((m) => ({ cpos: Number(m[1]), clusters: Number(m[2]), blkno: Number(m[3]) }));
+    t.true(jext.length >= 1);
+    t.deepEqual(sysFiles.find((f) => f.name === 'journal:0000')!.extents.map((e) => ({ cpos: e.cpos, clusters: e.clusters, blkno: e.blkno })), jext);
+
     const { occupied } = await plant(img, c.slots);
 
     // slotmap vs -R slotmap

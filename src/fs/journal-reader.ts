@@ -4,7 +4,7 @@
 // tags, commit blocks, revoke blocks with their records; runs of other blocks are data.
 // Facts: reference/ocfs2.md §5.
 
-import { FormatError } from '../errors.js';
+import { FormatError, SanboxError } from '../errors.js';
 import { InodeFlag, OCFS2_JOURNAL_DIRTY_FL, slotFileName } from '../format/ocfs2/constants.js';
 import { decodeJbd2Header, isJbd2Block, parseCommit, parseDescriptor, parseRevoke, type Jbd2Commit, type Jbd2Descriptor, type Jbd2Revoke } from '../format/jbd2/log-blocks.js';
 import { Jbd2BlockType, JBD2_SUPERBLOCK_BYTES, parseJbd2Superblock, type Jbd2Superblock } from '../format/jbd2/superblock.js';
@@ -36,7 +36,7 @@ export interface JournalDump {
 
 export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<JournalDump> {
   if (!Number.isInteger(slot) || slot < 0 || slot >= vol.sb.maxSlots) {
-    throw new FormatError(`${vol.dev.name}: slot ${slot} is outside 0..${vol.sb.maxSlots - 1}`, { device: vol.dev.name });
+    throw new SanboxError('EINVAL', `${vol.dev.name}: slot ${slot} is outside 0..${vol.sb.maxSlots - 1}`, { device: vol.dev.name });
   }
   const ino = await vol.systemInode(slotFileName('journal', slot));
   if (!(ino.inode.flags & InodeFlag.JOURNAL)) {

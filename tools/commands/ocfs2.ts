@@ -5,7 +5,8 @@
 import type { Command } from 'commander';
 import { openDevice, type BlockDevice } from '../../src/disk/index.js';
 import { FormatError, UsageError } from '../../src/errors.js';
-import { COMPAT_NAMES, featureNames, INCOMPAT_NAMES, RO_COMPAT_NAMES } from '../../src/format/ocfs2/constants.js';
+import { COMPAT_NAMES, DynFeature, featureNames, INCOMPAT_NAMES, InodeFlag, RO_COMPAT_NAMES } from '../../src/format/ocfs2/constants.js';
+import { inodeFlagNames } from '../../src/format/ocfs2/dinode.js';
 import { hasClusterInfo, uuidHex } from '../../src/format/ocfs2/superblock.js';
 import { hex32, hex64 } from '../../src/format/o2hb-block.js';
 import { Jbd2FeatureCompat, Jbd2FeatureIncompat } from '../../src/format/jbd2/superblock.js';
@@ -117,11 +118,13 @@ export function register(program: Command): void {
     .command('fsinfo')
     .description('show an ocfs2 volume\'s superblock: the facts of `debugfs.ocfs2 -R stats`')
     .argument('<target>', 'image file, nbd://… or VG/LV')
+    .option('--files', 'also list the system files: inode, flags, size and extents (debugfs `ls -l //` and `stat`)', false)
     .option('--devices <list>', DEVICES_HELP)
     .option('--json', 'print as JSON', false)
-    .action(async (target: string, o: { devices?: string; json: boolean }) => {
+    .action(async (target: string, o: { files: boolean; devices?: string; json: boolean }) => {
       await withVolume(target, o.devices, async (vol) => {
         const sb = vol.sb;
+        const files = o.files ? await systemFiles(vol) : undefined;
         const g = vol.geometry;
         const info = {
           label: sb.label,
@@ -161,7 +164,7 @@ export function register(program: Command): void {
           volumeSizeBytes: g.volumeSizeBytes,
         };
         if (o.json) {
-          printJson(info);
+          printJson(files ? { ...info, systemFiles: files } : info);
           return;
         }
         const hex = (v: number): string => `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
@@ -199,6 +202,17 @@ export function register(program: Command): void {
           ['Clusters', info.clusters],
           ['Volume Size', `${formatSize(info.volumeSizeBytes)} (${info.volumeSizeBytes} bytes)`],
         ]);
+        if (files) {
+          process.stdout.write('\n');
+          printTable(files, [
+            { header: 'Name', value: (f) => f.name },
+            { header: 'Inode', value: (f) => f.inode, align: 'right' },
+            { header: 'Flags', value: (f) => f.flags.join(',') },
+            { header: 'Size', value: (f) => f.sizeBytes, align: 'right' },
+            { header: 'Clusters', value: (f) => f.clusters, align: 'right' },
+            { header: 'Extents (blkno+clusters)', value: (f) => (f.inline ? 'inline' : f.extents.map((e) => `${e.blkno}+${e.clusters}`).join(' ')) },
+          ]);
+        }
       });
     });
 
@@ -272,6 +286,28 @@ export function register(program: Command): void {
         else printJournal(j);
       });
     });
+}
+
+interface SystemFileRow {
+  name: string;
+  inode: number;
+  flags: string[];
+  sizeBytes: string;
+  clusters: number;
+  inline: boolean;
+  extents: { cpos: number; clusters: number; blkno: number; flags: number }[];
+}
+
+async function systemFiles(vol: Ocfs2Volume): Promise<SystemFileRow[]> {
+  const rows: SystemFileRow[] = [];
+  for (const [name, blkno] of await vol.systemDir()) {
+    const ino = await vol.readInode(blkno);
+    const inline = (ino.inode.dynFeatures & DynFeature.INLINE_DATA) !== 0;
+    const chain = (ino.inode.flags & (InodeFlag.CHAIN | InodeFlag.LOCAL_ALLOC | InodeFlag.DEALLOC)) !== 0;
+    const extents = inline || chain ? [] : (await vol.extents(ino)).map((e) => ({ cpos: e.cpos, clusters: e.clusters, blkno: e.blkno, flags: e.flags }));
+    rows.push({ name, inode: blkno, flags: inodeFlagNames(ino.inode.flags), sizeBytes: ino.inode.sizeBytes.toString(), clusters: ino.inode.clusters, inline, extents });
+  }
+  return rows;
 }
 
 function jbd2IncompatNames(f: number): string[] {
