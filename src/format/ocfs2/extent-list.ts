@@ -19,7 +19,7 @@
 
 import { OCFS2_EXTENT_BLOCK_SIGNATURE } from './constants.js';
 import { DINODE_ID2_OFFSET } from './dinode.js';
-import { at, formatFail, needBytes, readU64Safe, type Where } from './where.js';
+import { formatFail, needBytes, readU64Safe, type Where } from './where.js';
 
 export const EXTENT_LIST_HEADER_BYTES = 16;
 export const EXTENT_REC_BYTES = 16;
@@ -72,7 +72,7 @@ export function parseExtentList(buf: Buffer, listOffset: number, where: Where): 
       cpos: buf.readUInt32LE(off),
       clusters: leaf ? buf.readUInt16LE(off + 4) : buf.readUInt32LE(off + 4),
       flags: leaf ? buf.readUInt8(off + 7) : 0,
-      blkno: readU64Safe(buf, off + 8, at(where, 0), `extent record ${i} e_blkno`),
+      blkno: readU64Safe(buf, off + 8, where, `extent record ${i} e_blkno`),
     });
   }
   return { treeDepth, count, nextFreeRec, recs };
