@@ -64,10 +64,21 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs `sanbox ARGS…` as a separate process with a bounded time. */
+/** Runs `sanbox ARGS…` as a separate process with a bounded time; resolves after its output is drained. */
 export async function runSanbox(t: ExecutionContext, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
   const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, ...opts.env } });
   const io = collect(child);
-  const { code } = await exited(child, opts.timeoutMs ?? 30_000);
-  return { code, stdout: io.out(), stderr: io.err() };
+  // 'close' (not 'exit') fires once stdout and stderr are drained, so no output is lost.
+  const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`sanbox ${args.join(' ')}: no exit within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const code = await Promise.race([closed, timeout]);
+    return { code, stdout: io.out(), stderr: io.err() };
+  } finally {
+    clearTimeout(timer);
+  }
 }
