@@ -58,3 +58,24 @@ test('mkfs VG/LV: fsck.ocfs2 and blkid accept the LV range; fsinfo and slotmap r
   t.is(sm.code, 0, sm.stderr);
   t.is((JSON.parse(sm.stdout) as { slots: unknown[] }).slots.length, 3);
 });
+
+test('mkfs VG/LV is refused with "device busy" while another process has the LV open, and writes nothing', async (t) => {
+  const { openTarget } = await import('../src/volume/resolve.js');
+  const crypto = await import('node:crypto');
+  const dir = tempDir(t);
+  const pv = path.join(dir, 'pv2.img');
+  for (const args of [['disk', 'create', pv, '--size', '256M'], ['pvcreate', pv], ['vgcreate', 'vgbusy', pv], ['lvcreate', 'vgbusy', '-n', 'lvb', '-L', '64M', '--devices', pv]]) {
+    const r = await runSanbox(t, args);
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  const user = await openTarget('vgbusy/lvb', { devices: [pv] }); // this test process is the LV's user
+  const hash = (): string => crypto.createHash('sha256').update(fs.readFileSync(pv)).digest('hex');
+  const before = hash();
+  const busy = await runSanbox(t, ['mkfs', 'vgbusy/lvb', '--slots', '2', '--devices', pv]);
+  t.is(busy.code, 1);
+  t.regex(busy.stderr, /vgbusy\/lvb: device busy: logical volume in use by another process/);
+  t.is(hash(), before, 'nothing written');
+  await user.close();
+  const ok = await runSanbox(t, ['mkfs', 'vgbusy/lvb', '--slots', '2', '--devices', pv]);
+  t.is(ok.code, 0, ok.stderr);
+});

@@ -90,6 +90,7 @@ export class LvDevice implements BlockDevice {
   readonly readOnly: boolean;
   protected layout: LvLayout;
   private closed = false;
+  private readonly closeHooks: (() => void)[] = [];
 
   /** `owned` are the PV devices this LV device closes when it is closed. */
   constructor(
@@ -169,6 +170,16 @@ export class LvDevice implements BlockDevice {
     if (this.closed) return;
     this.closed = true;
     for (const d of this.owned) await d.close();
+    this.runCloseHooks();
+  }
+
+  /** Runs `fn` once when the device is closed (e.g. to release its in-use guard). */
+  onClose(fn: () => void): void {
+    this.closeHooks.push(fn);
+  }
+
+  protected runCloseHooks(): void {
+    for (const fn of this.closeHooks.splice(0)) fn();
   }
 
   protected markClosed(): boolean {
@@ -216,6 +227,7 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice {
   closeSync(): void {
     if (!this.markClosed()) return;
     for (const d of this.ownedDevices) (d as SyncBlockDevice).closeSync();
+    this.runCloseHooks();
   }
 
   override swapLayout(next: LvLayout): void {

@@ -13,7 +13,7 @@ import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSeg
 import { openAll } from './devices.js';
 import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.js';
 import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
-import { ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
+import { acquireLvGuard, ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
 import { commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
 
 /** vgcreate's default extent size: 4 MiB = 8192 sectors. */
@@ -390,11 +390,19 @@ export async function lvRemove(specs: string[], vgName: string, lvName: string, 
 }
 
 /** Opens VG/LV as a block device over the devices in `specs`; closing it closes them. */
-export async function openLv(specs: string[], vgName: string, lvName: string, opts: { readOnly?: boolean } = {}): Promise<LvDevice> {
+export async function openLv(
+  specs: string[],
+  vgName: string,
+  lvName: string,
+  opts: { readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' } = {},
+): Promise<LvDevice> {
   const s = await LvmSession.open(specs, { readOnly: opts.readOnly ?? false });
+  let release: (() => void) | undefined;
   try {
     const h = s.vg(vgName);
     const lv = findLv(h.vg, lvName);
+    const guard = opts.guard ?? 'shared';
+    if (guard !== 'none') release = acquireLvGuard(`${vgName}/${lvName}`, lv.id, guard);
     const pvDevs = new Map([...h.pvByKey].map(([k, pv]) => [k, pv.dev]));
     const layout = mapLv(h.vg, lv, pvDevs);
     const used = new Set(h.pvByKey.values());
@@ -406,8 +414,11 @@ export async function openLv(specs: string[], vgName: string, lvName: string, op
       const h2 = findVg(await scanDevices(devs), vgName);
       return mapLv(h2.vg, findLv(h2.vg, lvName), new Map([...h2.pvByKey].map(([k, pv]) => [k, pv.dev])));
     };
-    return makeLvDevice(`${vgName}/${lvName}`, layout, devs, devs, reader);
+    const dev = makeLvDevice(`${vgName}/${lvName}`, layout, devs, devs, reader);
+    if (release !== undefined) dev.onClose(release);
+    return dev;
   } catch (err) {
+    release?.();
     await s.close();
     throw err;
   }

@@ -14,10 +14,11 @@ export function isLvSpec(spec: string): boolean {
   return m !== null && schemeOf(spec) === undefined && isValidLvmName(m[1]!) && isValidLvmName(m[2]!) && !fs.existsSync(spec);
 }
 
-export async function openTarget(spec: string, opts: { devices?: string[]; readOnly?: boolean } = {}): Promise<BlockDevice> {
-  if (!isLvSpec(spec)) return openDevice(spec, { readOnly: opts.readOnly ?? false });
+/** `guard` is the in-use guard: 'shared' (default) for users, 'exclusive' for destructive tools. */
+export async function openTarget(spec: string, opts: { devices?: string[]; readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' } = {}): Promise<BlockDevice> {
+  if (!isLvSpec(spec)) return openDevice(spec, { readOnly: opts.readOnly ?? false, guard: opts.guard ?? 'shared' });
   const [vg, lv] = spec.split('/') as [string, string];
   const specs = deviceList([], opts.devices);
   if (specs.length === 0) throw new SanboxError('ENOENT', `${spec}: no devices to find volume group ${vg} on; pass --devices or set SANBOX_DEVICES`, { device: spec });
-  return openLv(specs, vg, lv, { readOnly: opts.readOnly ?? false });
+  return openLv(specs, vg, lv, { readOnly: opts.readOnly ?? false, guard: opts.guard ?? 'shared' });
 }

@@ -58,3 +58,29 @@ export async function withLocks<T>(names: string[], fn: () => Promise<T>, waitMs
 }
 
 export const vgLockName = (vg: string): string => `V_${vg}`;
+
+/**
+ * The in-use guard of a logical volume, as src/disk's guard is for an image: a process using the
+ * LV holds a shared flock on `<lock dir>/L_<lv uuid>`; a destructive tool (mkfs) takes it
+ * exclusively and is refused with "device busy" while anyone else has the LV open. Host-local,
+ * like the image guard. Returns the release function.
+ */
+export function acquireLvGuard(lvName: string, lvUuid: string, mode: 'shared' | 'exclusive'): () => void {
+  const dir = lockDir();
+  fs.mkdirSync(dir, { recursive: true });
+  const fd = fs.openSync(path.join(dir, `L_${lvUuid}`), 'a');
+  try {
+    fsExt.flockSync(fd, mode === 'shared' ? 'shnb' : 'exnb');
+  } catch (err) {
+    fs.closeSync(fd);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EAGAIN' || code === 'EWOULDBLOCK') throw new SanboxError('EBUSY', `${lvName}: device busy: logical volume in use by another process`, { device: lvName });
+    throw err;
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    fs.closeSync(fd);
+  };
+}

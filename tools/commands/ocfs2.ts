@@ -90,10 +90,8 @@ export function register(program: Command): void {
       if (o.clusterName !== undefined && o.clusterStack === undefined) throw new UsageError('--cluster-name needs --cluster-stack o2cb');
       if (Buffer.byteLength(o.label) > 64) throw new UsageError('--label is longer than 64 bytes');
       if (o.clusterName !== undefined && Buffer.byteLength(o.clusterName) > 16) throw new UsageError('--cluster-name is longer than 16 bytes');
-      // The in-use guard is taken exclusively: a device another process has open is refused (EBUSY).
-      const dev = isLvSpec(target)
-        ? await openTarget(target, { devices: deviceList([], o.devices) })
-        : await openDevice(target, { guard: 'exclusive' });
+      // The in-use guard is taken exclusively: a device (or LV) another process has open is refused (EBUSY).
+      const dev = await openTarget(target, { devices: deviceList([], o.devices), guard: 'exclusive' });
       try {
         const result = await mkfs(dev, {
           slots, blockSizeBytes, clusterSizeBytes,
