@@ -3,6 +3,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fsckOk } from './helpers/ocfs2-oracle.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
 test('sanbox demo starts node processes, kills one, sees it declared dead and fenced, and passes', async (t) => {
@@ -21,6 +22,10 @@ test('sanbox demo starts node processes, kills one, sees it declared dead and fe
   }
   t.true(out.fencedMs >= Math.min(...out.downMs));
   t.true(fs.existsSync(path.join(dir, 'cluster.img')));
+  // Every node heartbeat on the shared ocfs2 volume too, and the real fsck.ocfs2 still accepts it.
+  t.is(out.volumeHeartbeatSlots, 3);
+  const fsck = await fsckOk(path.join(dir, 'volume.img'));
+  t.true(fsck.ok, fsck.out);
   // The image records the outcome: the victim is fenced, the survivors left (free).
   const st = JSON.parse((await runSanbox(t, ['cluster', 'status', path.join(dir, 'cluster.img'), '--json'])).stdout);
   t.deepEqual(

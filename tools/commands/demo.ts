@@ -5,7 +5,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { createImage, openDevice } from '../../src/disk/index.js';
 import { UsageError } from '../../src/errors.js';
+import { hex64 } from '../../src/format/o2hb-block.js';
+import { mkfs, Ocfs2Volume, readHeartbeat } from '../../src/fs/index.js';
 import { initClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../../src/heartbeat/timing.js';
 import { launchNode, stopAll, type LaunchedNode } from '../../src/node/launcher.js';
@@ -16,6 +19,41 @@ import { printJson, printTable } from '../output.js';
 const READY_TIMEOUT_MS = 10_000;
 const SEE_EACH_OTHER_TIMEOUT_MS = 10_000;
 const FENCE_MARGIN_MS = 10_000;
+/** The demo's shared ocfs2 volume: sparse, so it costs a few MiB of real blocks. */
+const VOLUME_BYTES = 1024 ** 3;
+
+/** Formats the demo's shared volume as ocfs2 with one slot per node. */
+async function makeVolume(volume: string, slots: number): Promise<string> {
+  createImage(volume, { sizeBytes: VOLUME_BYTES, force: true });
+  const dev = await openDevice(volume, { guard: 'exclusive' });
+  try {
+    const r = await mkfs(dev, { slots, label: 'demo', clusterStack: 'o2cb', clusterName: 'demo', journalSizeBytes: 8 * 1024 ** 2 });
+    return r.uuid;
+  } finally {
+    await dev.close();
+  }
+}
+
+/** The o2hb blocks on the volume (what `debugfs.ocfs2 -R hb` shows), one line per live slot. */
+async function showVolumeHeartbeat(volume: string, quiet: boolean): Promise<number> {
+  const dev = await openDevice(volume, { guard: 'none', readOnly: true });
+  try {
+    const hb = await readHeartbeat(await Ocfs2Volume.open(dev));
+    if (!quiet) {
+      printTable(hb.slots, [
+        { header: 'Slot', value: (s) => s.slot, align: 'right' },
+        { header: 'Node', value: (s) => s.nodeId, align: 'right' },
+        { header: 'Seq', value: (s) => s.seq.toString(), align: 'right' },
+        { header: 'Generation', value: (s) => hex64(s.generation) },
+        { header: 'DeadMs', value: (s) => s.deadMs, align: 'right' },
+        { header: 'Checksum', value: (s) => (s.cksumValid ? 'ok' : 'BAD') },
+      ]);
+    }
+    return hb.slots.filter((s) => s.cksumValid).length;
+  } finally {
+    await dev.close();
+  }
+}
 
 interface DemoOptions {
   dir: string;
@@ -66,14 +104,17 @@ export function register(program: Command): void {
         nodeNames: Array.from({ length: nodeCount }, (_, i) => `node${i}`),
         force: true,
       });
+      const volume = path.resolve(o.dir, 'volume.img');
+      const volumeUuid = await makeVolume(volume, nodeCount);
       say(`1. Cluster image ${image}: ${nodeCount} nodes, heartbeat every ${info.timing.intervalMs} ms, dead after ${info.timing.deadMs} ms.`);
+      say(`   Shared volume ${volume}: 1 GiB ocfs2 (UUID ${volumeUuid}, ${nodeCount} slots); the nodes heartbeat there too, o2hb-compatibly.`);
 
       const nodes: LaunchedNode[] = [];
       const onSignal = (): void => void stopAll(nodes).then(() => process.exit(130));
       process.once('SIGINT', onSignal);
       const t0 = Date.now();
       try {
-        for (let i = 0; i < nodeCount; i++) nodes.push(launchNode({ clusterImage: image, nodeId: i }));
+        for (let i = 0; i < nodeCount; i++) nodes.push(launchNode({ clusterImage: image, nodeId: i, extraArgs: ['--volume', volume] }));
         await Promise.all(nodes.map((n) => n.waitEvent((e) => e.msg?.startsWith('ready') === true, READY_TIMEOUT_MS, 'ready')));
         // Everyone sees everyone else up.
         await Promise.all(
@@ -84,6 +125,8 @@ export function register(program: Command): void {
         const allUpMs = Date.now() - t0;
         say(`2. Started ${nodeCount} node processes (pids ${nodes.map((n) => n.pid).join(', ')}); every node saw every other up after ${allUpMs} ms.`);
         await showStatus(image, o.json);
+        say(`   Their heartbeat blocks on the ocfs2 volume (as debugfs.ocfs2 -R hb shows them):`);
+        const volumeSlots = await showVolumeHeartbeat(volume, o.json);
 
         const victim = nodes[nodeCount - 1]!;
         const survivors = nodes.slice(0, -1);
@@ -105,9 +148,9 @@ export function register(program: Command): void {
         const codes = survivors.map((n) => n.child.exitCode);
         const clean = codes.every((c) => c === 0);
         say(`5. Survivors left the cluster ${clean ? 'cleanly' : `with exit codes ${codes.join(', ')}`}.`);
-        const pass = clean && Math.max(...downMs) <= info.timing.deadMs + FENCE_MARGIN_MS;
+        const pass = clean && volumeSlots === nodeCount && Math.max(...downMs) <= info.timing.deadMs + FENCE_MARGIN_MS;
         if (o.json) {
-          printJson({ image, nodes: nodeCount, timing: info.timing, allUpMs, victim: victim.nodeId, downMs, fencedMs, fencedBy: fenced.node, survivorsLeftCleanly: clean, verdict: pass ? 'PASS' : 'FAIL' });
+          printJson({ image, volume, volumeUuid, volumeHeartbeatSlots: volumeSlots, nodes: nodeCount, timing: info.timing, allUpMs, victim: victim.nodeId, downMs, fencedMs, fencedBy: fenced.node, survivorsLeftCleanly: clean, verdict: pass ? 'PASS' : 'FAIL' });
         } else {
           say(`Verdict: ${pass ? 'PASS' : 'FAIL'} — ${nodeCount} nodes up in ${allUpMs} ms; node ${victim.nodeId} killed, declared dead in ≤${Math.max(...downMs)} ms, fenced in ${fencedMs} ms.`);
         }
