@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Bench } from 'tinybench';
 import { createImage, FileDisk } from '../src/disk/index.js';
+import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, WORKLOADS, type Workload } from './common.js';
 
 const GiB = 1024 ** 3;
 const IMAGE_BYTES = GiB;
@@ -18,26 +19,9 @@ const IMAGE_BYTES = GiB;
 const OPS_PER_SAMPLE = 64;
 const OFFSETS_COUNT = 1 << 20;
 
-interface Workload {
-  name: string;
-  blockBytes: number;
-  op: 'read' | 'write';
-  pattern: 'random' | 'sequential';
-}
-const WORKLOADS: Workload[] = [
-  { name: '4 KiB random read', blockBytes: 4096, op: 'read', pattern: 'random' },
-  { name: '4 KiB random write', blockBytes: 4096, op: 'write', pattern: 'random' },
-  { name: '512 B random write', blockBytes: 512, op: 'write', pattern: 'random' },
-  { name: '1 MiB sequential read', blockBytes: 1 << 20, op: 'read', pattern: 'sequential' },
-  { name: '1 MiB sequential write', blockBytes: 1 << 20, op: 'write', pattern: 'sequential' },
-];
 type Variant = 'raw sync' | 'sanbox sync' | 'sanbox promise';
 const VARIANTS: Variant[] = ['raw sync', 'sanbox sync', 'sanbox promise'];
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const rounds = Number(arg('rounds', '2'));
 const timeMs = Number(arg('time-ms', '700'));
 const asJson = process.argv.includes('--json');
@@ -45,31 +29,13 @@ const asJson = process.argv.includes('--json');
 /** Reads every 4 KiB block once in random order: small page-cache folios (trap T1). */
 function prepSmallFolios(file: string): void {
   const fd = fs.openSync(file, 'r');
-  const blocks = IMAGE_BYTES / 4096;
-  const order = new Uint32Array(blocks).map((_, i) => i);
-  for (let i = blocks - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    const tmp = order[i]!;
-    order[i] = order[j]!;
-    order[j] = tmp;
-  }
-  const buf = Buffer.alloc(4096);
-  for (const b of order) fs.readSync(fd, buf, 0, 4096, b * 4096);
+  readPagesInRandomOrder(fd, IMAGE_BYTES);
   fs.closeSync(fd);
-}
-
-function makeOffsets(w: Workload): Float64Array {
-  const slots = Math.floor(IMAGE_BYTES / w.blockBytes);
-  const offsets = new Float64Array(OFFSETS_COUNT);
-  for (let i = 0; i < OFFSETS_COUNT; i++) {
-    offsets[i] = (w.pattern === 'random' ? Math.floor(Math.random() * slots) : i % slots) * w.blockBytes;
-  }
-  return offsets;
 }
 
 /** One variant on a freshly prepared image, so no variant inherits another's allocated blocks or cache. */
 async function measureNode(file: string, w: Workload, variant: Variant): Promise<number> {
-  const offsets = makeOffsets(w);
+  const offsets = makeOffsets(w, IMAGE_BYTES, OFFSETS_COUNT);
   const buf = Buffer.alloc(w.blockBytes, 0x5a);
   const rawFd = fs.openSync(file, 'r+');
   const dev = FileDisk.open(file);
@@ -107,17 +73,8 @@ async function measureNode(file: string, w: Workload, variant: Variant): Promise
   return 1000 / r.latency.p50; // ops per second from the median op latency
 }
 
-function fioAvailable(): boolean {
-  try {
-    execFileSync('fio', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function measureFio(file: string, w: Workload): number {
-  const rw = w.pattern === 'random' ? (w.op === 'read' ? 'randread' : 'randwrite') : w.op === 'read' ? 'read' : 'write';
+  const rw = fioRw(w);
   const out = execFileSync(
     'fio',
     [
@@ -127,14 +84,7 @@ function measureFio(file: string, w: Workload): number {
     ],
     { encoding: 'utf8', maxBuffer: 16 << 20 },
   );
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  return w.op === 'read' ? job.read.iops : job.write.iops;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  return fioIops(out, w);
 }
 
 function rate(w: Workload, iops: number): string {
@@ -144,7 +94,7 @@ function rate(w: Workload, iops: number): string {
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-bench-'));
   const img = path.join(dir, 'bench.img');
-  const haveFio = fioAvailable();
+  const haveFio = have('fio', ['--version']);
   const samples = new Map<string, number[]>();
   const push = (k: string, v: number): void => void (samples.get(k) ?? samples.set(k, []).get(k)!).push(v);
   try {

@@ -26,16 +26,13 @@ import { Lockspace } from '../src/dlm/lock-manager.js';
 import { initClusterImage, openRegion } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/heartbeat/timing.js';
 import { startNode } from '../src/node/node.js';
+import { arg } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const NODES = 9; // 8 bench workers + this process
 const HANDOFF_PROCS = [2, 4, 8];
 const INDEPENDENT_PROCS = 4;
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const durationMs = Number(arg('duration-ms', '1500'));
 const asJson = process.argv.includes('--json');
 

@@ -20,16 +20,13 @@ import { readSlots } from '../src/heartbeat/heartbeat.js';
 import { presetTiming } from '../src/heartbeat/timing.js';
 import type { MembershipEvent } from '../src/heartbeat/membership-api.js';
 import { startNode } from '../src/node/node.js';
+import { arg } from './common.js';
 
 const SANBOX_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sanbox.js');
 /** Bound on one trial's wait for an event: far above the 2 s dead time. */
 const EVENT_WAIT_MS = 15_000;
 const NODES = 4;
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const trials = Number(arg('trials', '20'));
 const json = process.argv.includes('--json');
 

@@ -12,6 +12,7 @@ import { Bench } from 'tinybench';
 import { createImage, FileDisk, type BlockDevice } from '../src/disk/index.js';
 import { commitContext, lvCreate, lvRename, pvCreate, vgCreate } from '../src/volume/manager.js';
 import { openTarget } from '../src/volume/resolve.js';
+import { arg } from './common.js';
 
 const MiB = 1024 * 1024;
 const IMAGE_BYTES = 256 * MiB;
@@ -20,10 +21,6 @@ const LV_EXTENTS = 40;
 /** I/Os per tinybench sample, so one sample is well above the timer resolution. */
 const OPS_PER_SAMPLE = 32;
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const timeMs = Number(arg('time-ms', '500'));
 const asJson = process.argv.includes('--json');
 

@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
+import { arg } from './common.js';
 
 const TiB = 1024 ** 4;
 const SLOTS = 16;
@@ -19,10 +20,6 @@ const JOURNAL = '256M';
 /** Bound on one mkfs or fsck run. */
 const RUN_TIMEOUT_MS = 600_000;
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const iterations = Number(arg('iterations', '3'));
 const asJson = process.argv.includes('--json');
 const verify = !process.argv.includes('--no-verify');

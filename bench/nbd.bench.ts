@@ -19,6 +19,7 @@ import { FileDisk } from '../src/disk/index.js';
 import { NbdDevice } from '../src/disk/nbd-device.js';
 import type { BlockDevice } from '../src/disk/device.js';
 import { startNbdkit, type Nbdkit } from '../test/helpers/nbdkit.js';
+import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, WORKLOADS, type Workload } from './common.js';
 
 const MiB = 1024 * 1024;
 /** Smaller than the disk benchmark's 1 GiB: every variant re-prepares the image, and the network path is the subject here. */
@@ -30,26 +31,9 @@ const OPS_PER_SAMPLE = 64;
 const QUEUE_DEPTH = 16;
 const OFFSETS_COUNT = 1 << 16;
 
-interface Workload {
-  name: string;
-  blockBytes: number;
-  op: 'read' | 'write';
-  pattern: 'random' | 'sequential';
-}
-const WORKLOADS: Workload[] = [
-  { name: '4 KiB random read', blockBytes: 4096, op: 'read', pattern: 'random' },
-  { name: '4 KiB random write', blockBytes: 4096, op: 'write', pattern: 'random' },
-  { name: '512 B random write', blockBytes: 512, op: 'write', pattern: 'random' },
-  { name: '1 MiB sequential read', blockBytes: MiB, op: 'read', pattern: 'sequential' },
-  { name: '1 MiB sequential write', blockBytes: MiB, op: 'write', pattern: 'sequential' },
-];
 type Variant = 'local QD1' | 'nbd QD1' | `nbd QD${typeof QUEUE_DEPTH}`;
 const VARIANTS: Variant[] = ['local QD1', 'nbd QD1', `nbd QD${QUEUE_DEPTH}`];
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 const rounds = Number(arg('rounds', '1'));
 const timeMs = Number(arg('time-ms', '700'));
 const asJson = process.argv.includes('--json');
@@ -60,16 +44,7 @@ function prepare(file: string, w: Workload): void {
   fs.truncateSync(file, IMAGE_BYTES);
   const fd = fs.openSync(file, 'r+');
   if (w.pattern === 'random') {
-    const blocks = IMAGE_BYTES / 4096;
-    const order = new Uint32Array(blocks).map((_, i) => i);
-    for (let i = blocks - 1; i > 0; i--) {
-      const j = Math.floor(Math.random() * (i + 1));
-      const tmp = order[i]!;
-      order[i] = order[j]!;
-      order[j] = tmp;
-    }
-    const buf = Buffer.alloc(4096);
-    for (const b of order) fs.readSync(fd, buf, 0, 4096, b * 4096);
+    readPagesInRandomOrder(fd, IMAGE_BYTES);
   } else {
     const chunk = Buffer.alloc(MiB);
     for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131 + 7) & 0xff;
@@ -78,16 +53,9 @@ function prepare(file: string, w: Workload): void {
   fs.closeSync(fd);
 }
 
-function makeOffsets(w: Workload): Float64Array {
-  const slots = Math.floor(IMAGE_BYTES / w.blockBytes);
-  const offsets = new Float64Array(OFFSETS_COUNT);
-  for (let i = 0; i < OFFSETS_COUNT; i++) offsets[i] = (w.pattern === 'random' ? Math.floor(Math.random() * slots) : i % slots) * w.blockBytes;
-  return offsets;
-}
-
 /** Ops per second of one variant, from the median per-op time of tinybench samples. */
 async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promise<number> {
-  const offsets = makeOffsets(w);
+  const offsets = makeOffsets(w, IMAGE_BYTES, OFFSETS_COUNT);
   let cursor = 0;
   const next = (): number => {
     const o = offsets[cursor]!;
@@ -113,18 +81,9 @@ async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promis
   return 1000 / r.latency.p50;
 }
 
-function have(cmd: string, args: string[]): boolean {
-  try {
-    execFileSync(cmd, args, { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** fio's nbd engine (libnbd) against the same export. */
 function measureFioNbd(uri: string, w: Workload, depth: number): number {
-  const rw = w.pattern === 'random' ? (w.op === 'read' ? 'randread' : 'randwrite') : w.op === 'read' ? 'read' : 'write';
+  const rw = fioRw(w);
   const out = execFileSync(
     'fio',
     [
@@ -134,8 +93,7 @@ function measureFioNbd(uri: string, w: Workload, depth: number): number {
     ],
     { encoding: 'utf8', maxBuffer: 16 << 20 },
   );
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  return w.op === 'read' ? job.read.iops : job.write.iops;
+  return fioIops(out, w);
 }
 
 /** nbdcopy the whole export (read) or a local file onto it (write), 1 MiB requests, one connection, QD1. */
@@ -146,12 +104,6 @@ function measureNbdcopy(uri: string, w: Workload, localSource: string): number {
   else execFileSync('nbdcopy', [...args, localSource, uri], { stdio: 'ignore' });
   const s = (performance.now() - t0) / 1000;
   return IMAGE_BYTES / w.blockBytes / s;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function rate(w: Workload, iops: number): string {
