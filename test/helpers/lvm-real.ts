@@ -4,7 +4,7 @@
 
 import { execFile } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
-import { SANBOX_BIN, spawnChild } from './tmp.js';
+import { runSanbox } from './tmp.js';
 
 export interface ToolResult {
   code: number;
@@ -100,21 +100,11 @@ export function warnings(stderr: string): string[] {
 const SANBOX_TIMEOUT_MS = 30_000;
 
 /**
- * Runs `sanbox ARGS…` as a separate process and waits for 'close' (not just 'exit'), so all of
- * its stdout/stderr has been read; killed at teardown if still running.
+ * Runs `sanbox ARGS…` as a separate process (runSanbox: waits for 'close', so all of its
+ * stdout/stderr has been read; killed at teardown if still running). A child ended by a signal
+ * has code -1.
  */
 export async function sanboxCli(t: ExecutionContext, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ToolResult> {
-  const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, ...env } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`sanbox ${args.join(' ')} did not finish within ${SANBOX_TIMEOUT_MS} ms`)), SANBOX_TIMEOUT_MS);
-    child.once('close', (c) => {
-      clearTimeout(timer);
-      resolve(c ?? -1);
-    });
-  });
-  return { code, stdout, stderr };
+  const r = await runSanbox(t, args, { env, timeoutMs: SANBOX_TIMEOUT_MS });
+  return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
