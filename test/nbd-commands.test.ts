@@ -7,6 +7,7 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { attachLoop } from './helpers/lvm-real.js';
 import { startNbdkit } from './helpers/nbdkit.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
@@ -49,8 +50,7 @@ test('sanbox pvcreate over nbd:// writes a PV that the real pvck and pvs accept'
   t.is(pvs.code, 0, pvs.stderr);
   t.regex(pvs.stdout, /pv\.img/);
   // The real LVM tools read block devices: attach the served file to a loop device.
-  const loop = execFileSync('losetup', ['-f', '--show', file], { encoding: 'utf8' }).trim();
-  t.teardown(() => void execFileSync('losetup', ['-d', loop]));
+  const loop = await attachLoop(t, file);
   const lvmConfig = ['--devicesfile', '', '--config', 'devices { obtain_device_list_from_udev=0 } activation { udev_sync=0 udev_rules=0 }'];
   const env = { ...process.env, LVM_SUPPRESS_FD_WARNINGS: '1' };
   const pvck = execFileSync('pvck', [...lvmConfig, loop], { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'] });

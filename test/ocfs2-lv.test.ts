@@ -5,6 +5,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import { attachLoop } from './helpers/lvm-real.js';
 import { fsckOk, parseBlkid, runTool } from './helpers/ocfs2-oracle.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
@@ -36,15 +37,7 @@ test('mkfs VG/LV: fsck.ocfs2 and blkid accept the LV range; fsinfo and slotmap r
   t.true(sbOffset > 0, 'superblock found inside the PV data area');
   const lvOffset = sbOffset - 8192;
 
-  const loop = await runTool('losetup', ['-f', '--show', '-r', '-o', String(lvOffset), '--sizelimit', String(512 * MiB), pv], { timeoutMs: 20_000 });
-  if (loop.code !== 0) {
-    t.fail(`losetup failed: ${loop.stderr}`);
-    return;
-  }
-  const devPath = loop.stdout.trim();
-  t.teardown(async () => {
-    await runTool('losetup', ['-d', devPath], { timeoutMs: 20_000 });
-  });
+  const devPath = await attachLoop(t, pv, ['-r', '-o', String(lvOffset), '--sizelimit', String(512 * MiB)]);
   const fsck = await fsckOk(devPath);
   t.true(fsck.ok, fsck.out);
   const blk = parseBlkid((await runTool('blkid', ['-p', devPath], { timeoutMs: 10_000 })).stdout);
