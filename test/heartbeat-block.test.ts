@@ -7,7 +7,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { FormatError } from '../src/errors.js';
-import { crc32Le, decodeO2hbBlock, encodeO2hbBlock, hex32, hex64, parseO2hbBlock } from '../src/format/o2hb-block.js';
+import { crc32Le } from '../src/format/crc32.js';
+import { decodeO2hbBlock, encodeO2hbBlock, hex32, hex64, parseO2hbBlock } from '../src/format/o2hb-block.js';
 import { tempDir } from './helpers/tmp.js';
 
 test('crc32_le with seed 0 matches the kernel check value', (t) => {

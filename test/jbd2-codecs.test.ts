@@ -5,7 +5,7 @@
 import test from 'ava';
 import crypto from 'node:crypto';
 import { FormatError } from '../src/errors.js';
-import { crc32c } from '../src/format/jbd2/crc32c.js';
+import { crc32c } from '../src/format/crc32.js';
 import {
   encodeCommit, encodeDescriptor, encodeRevoke, parseCommit, parseDescriptor, parseRevoke, tagBytes, TagFlag, dataBlockChecksum,
 } from '../src/format/jbd2/log-blocks.js';

@@ -18,6 +18,7 @@
 // Pure codec: no fs, no clock. The caller supplies seq and generation.
 
 import { FormatError } from '../errors.js';
+import { crc32LeWithHole } from './crc32.js';
 
 /** Size of the fixed fields; the rest of the sector is zero (reference/ocfs2.md §4.2). */
 export const O2HB_FIELDS_BYTES = 0x1c;
@@ -62,26 +63,6 @@ export interface Where {
   offsetBytes?: number;
 }
 
-// crc32_le with the reflected IEEE polynomial, as the kernel's lib/crc32 does: the caller's seed
-// goes in as-is and the result comes out as-is (no pre- or post-inversion), unlike zlib's crc32.
-const CRC32_POLY_REFLECTED = 0xedb88320;
-const CRC32_TABLE: Uint32Array = (() => {
-  const table = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? CRC32_POLY_REFLECTED ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
-  }
-  return table;
-})();
-
-/** The kernel's crc32_le(seed, data): no inversion. crc32Le(0, "123456789") = 0x2DFD2D88. */
-export function crc32Le(seed: number, data: Uint8Array): number {
-  let c = seed >>> 0;
-  for (let i = 0; i < data.length; i++) c = CRC32_TABLE[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
-  return c >>> 0;
-}
-
 export function isValidBlockBytes(blockBytes: number): boolean {
   return (
     Number.isInteger(blockBytes) &&
@@ -102,12 +83,8 @@ function checkBlockBytes(blockBytes: number, where: Where): void {
 
 /** Checksum of a heartbeat sector: crc32_le(0) over the whole sector with hb_cksum taken as zero. */
 export function o2hbChecksum(sector: Uint8Array): number {
-  // Same as crc over a copy with bytes 0x0C..0x0F zeroed, without copying the sector.
-  let c = crc32Le(0, sector.subarray(0, OFF_CKSUM));
-  c = crc32Le(c, ZERO4);
-  return crc32Le(c, sector.subarray(OFF_CKSUM + 4));
+  return crc32LeWithHole(0, sector, OFF_CKSUM);
 }
-const ZERO4 = new Uint8Array(4);
 
 /**
  * Encodes one heartbeat sector. The whole sector is cleared, the fields filled and the checksum

@@ -18,7 +18,7 @@
 // Revoke (type 5): r_count u32 @0x0C = bytes used including the 16-byte header; then records of
 //   4 bytes (8 with 64BIT). With csum v2/v3 a 4-byte tail checksum ends the block.
 
-import { crc32c, crc32cWithHole } from './crc32c.js';
+import { crc32c, crc32cWithHole } from '../crc32.js';
 import {
   hasCsumV2orV3,
   JBD2_MAGIC,

@@ -28,7 +28,7 @@
 // | 0x100 | 768  | s_users[16×16]      | no  |                                             |
 
 import { FormatError } from '../../errors.js';
-import { crc32c, crc32cWithHole } from './crc32c.js';
+import { crc32c, crc32cWithHole } from '../crc32.js';
 
 export const JBD2_MAGIC = 0xc03b3998;
 export const JBD2_SUPERBLOCK_BYTES = 1024;

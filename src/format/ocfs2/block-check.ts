@@ -8,7 +8,7 @@
 // Validation tries the CRC; on a mismatch a single flipped data bit is located from the ECC
 // syndrome, flipped back and the CRC re-checked.
 
-import { crc32Le } from '../o2hb-block.js';
+import { crc32Le } from '../crc32.js';
 import { formatFail, type Where } from './where.js';
 
 export const BLOCK_CHECK_BYTES = 8;
