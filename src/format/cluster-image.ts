@@ -54,6 +54,7 @@
 // Pure codecs: no fs, no clock.
 
 import { FormatError } from '../errors.js';
+import type { Where } from './where.js';
 import CRC32 from 'crc-32';
 
 /** zlib's CRC-32 (IEEE, inverted in and out), as an unsigned number. */
@@ -88,10 +89,7 @@ export const REGION_VERSIONS = {
 } as const;
 export type RegionName = keyof typeof REGION_VERSIONS;
 
-export interface Where {
-  device?: string;
-  offsetBytes?: number;
-}
+export type { Where } from './where.js';
 
 export interface RegionEntry {
   name: string;

@@ -27,6 +27,7 @@
 // An all-zero record means "this node number never joined".
 
 import { FormatError } from '../errors.js';
+import type { Where } from './where.js';
 import { crc32 } from './cluster-image.js';
 
 export const NODE_RECORD_MAGIC = 'SBXNODE1';
@@ -47,10 +48,7 @@ export interface NodeRecord {
   hostname: string;
 }
 
-export interface Where {
-  device?: string;
-  offsetBytes?: number;
-}
+export type { Where } from './where.js';
 
 function putStr(buf: Buffer, s: string, off: number, what: string): void {
   const b = Buffer.from(s, 'utf8');

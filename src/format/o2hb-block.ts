@@ -18,6 +18,7 @@
 // Pure codec: no fs, no clock. The caller supplies seq and generation.
 
 import { FormatError } from '../errors.js';
+import type { Where } from './where.js';
 import { crc32LeWithHole } from './crc32.js';
 
 /** Size of the fixed fields; the rest of the sector is zero (reference/ocfs2.md §4.2). */
@@ -58,10 +59,7 @@ export interface DecodedO2hbBlock extends O2hbBlock {
   tailZero: boolean;
 }
 
-export interface Where {
-  device?: string;
-  offsetBytes?: number;
-}
+export type { Where } from './where.js';
 
 export function isValidBlockBytes(blockBytes: number): boolean {
   return (

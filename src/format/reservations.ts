@@ -26,6 +26,7 @@
 // | 0x1FFC | 4     | crc32           | CRC-32 of the record with this field zeroed              |
 
 import { FormatError } from '../errors.js';
+import type { Where } from './where.js';
 import { crc32 } from './cluster-image.js';
 
 export const RESERVATIONS_MAGIC = 'SBXPRES1';
@@ -52,10 +53,7 @@ export interface ReservationState {
   preempted: bigint[]; // INITIATORS entries
 }
 
-export interface Where {
-  device?: string;
-  offsetBytes?: number;
-}
+export type { Where } from './where.js';
 
 export function emptyReservations(): ReservationState {
   return { prGeneration: 0, updateSeq: 0n, reservationKey: 0n, reservationType: 0, registered: new Array<bigint>(INITIATORS).fill(0n), preempted: new Array<bigint>(INITIATORS).fill(0n) };

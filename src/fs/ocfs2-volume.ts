@@ -21,7 +21,7 @@ import { parseDirEntries, type DirEntry } from '../format/ocfs2/dir-entry.js';
 import { EXTENT_BLOCK_LIST_OFFSET, OCFS2_MAX_PATH_DEPTH, parseExtentBlock, parseExtentList, type ExtentRec } from '../format/ocfs2/extent-list.js';
 import { geometryOf, hasSuperSignature, parseSuperblock, type Geometry, type Superblock } from '../format/ocfs2/superblock.js';
 import { inlineDataArea } from '../format/ocfs2/system-payloads.js';
-import type { Where } from '../format/ocfs2/where.js';
+import type { Where } from '../format/where.js';
 
 /** Bound on extent blocks visited while mapping one file: a corrupt tree cannot spin forever. */
 const EXTENT_BLOCKS_VISITED_MAX = 100_000;

@@ -27,7 +27,7 @@
 // | 0xFC  | 4    | s_checksum          | no  | crc32c(~0, superblock with this zeroed)     |
 // | 0x100 | 768  | s_users[16×16]      | no  |                                             |
 
-import { FormatError } from '../../errors.js';
+import { formatFail, type Where } from '../where.js';
 import { crc32c, crc32cWithHole } from '../crc32.js';
 
 export const JBD2_MAGIC = 0xc03b3998;
@@ -49,10 +49,7 @@ export const Jbd2FeatureIncompat = { REVOKE: 0x1, BIT64: 0x2, ASYNC_COMMIT: 0x4,
 export const JBD2_KNOWN_INCOMPAT = 0x3f;
 export const JBD2_CRC32C_CHKSUM = 4;
 
-export interface Where {
-  device?: string;
-  offsetBytes?: number;
-}
+export type { Where } from '../where.js';
 
 export interface Jbd2Superblock {
   blockType: number;
@@ -77,9 +74,7 @@ export interface Jbd2Superblock {
 }
 
 export function jbd2Fail(where: Where, relOffset: number, what: string): never {
-  const offsetBytes = (where.offsetBytes ?? 0) + relOffset;
-  const device = where.device ?? 'journal';
-  throw new FormatError(`${device}: ${what} (at byte offset ${offsetBytes})`, { device, offsetBytes });
+  return formatFail(where, relOffset, what, 'journal');
 }
 
 export function hasCsumV2orV3(sb: Pick<Jbd2Superblock, 'featureIncompat'>): boolean {

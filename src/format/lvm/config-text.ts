@@ -12,6 +12,7 @@
 // another tool can be rewritten without losing keys sanbox does not know.
 
 import { FormatError } from '../../errors.js';
+import type { Where } from '../where.js';
 
 export type ConfigValue = string | number | { float: string } | ConfigValue[];
 
@@ -24,11 +25,7 @@ export interface ConfigSection {
 /** Nesting bound: VG metadata nests 5 deep (vg/logical_volumes/lv/segment); this leaves room. */
 export const CONFIG_DEPTH_MAX = 32;
 
-export interface Where {
-  device?: string;
-  /** Absolute offset of the text's first byte, for error messages. */
-  offsetBytes?: number;
-}
+export type { Where } from '../where.js';
 
 type Tok =
   | { t: '{' | '}' | '=' | '[' | ']' | ','; pos: number }

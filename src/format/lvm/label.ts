@@ -21,6 +21,7 @@
 // | …   |        | zero              | to the end of the sector (covered by the CRC)                    |
 
 import { FormatError } from '../../errors.js';
+import type { Where } from '../where.js';
 import { lvmCrc } from './lvm-crc.js';
 import { isValidId, LVM_ID_LEN } from './uuid.js';
 
@@ -73,11 +74,7 @@ export interface PvLabel {
   bootloaderAreas: DiskArea[];
 }
 
-export interface Where {
-  device?: string;
-  /** Absolute byte offset of the buffer's first byte on the device. */
-  offsetBytes?: number;
-}
+export type { Where } from '../where.js';
 
 function fail(where: Where, rel: number, msg: string): never {
   const dev = where.device ?? 'label';

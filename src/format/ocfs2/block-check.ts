@@ -9,7 +9,7 @@
 // syndrome, flipped back and the CRC re-checked.
 
 import { crc32Le } from '../crc32.js';
-import { formatFail, type Where } from './where.js';
+import { formatFail, type Where } from '../where.js';
 
 export const BLOCK_CHECK_BYTES = 8;
 

@@ -34,7 +34,7 @@
 // | 0x40 | size | bg_bitmap           | bit i = bit (i mod 8) of byte i/8           |
 
 import { OCFS2_GROUP_DESC_SIGNATURE } from './constants.js';
-import { formatFail, needBytes, readU64Safe, type Where } from './where.js';
+import { formatFail, needBytes, readU64Safe, type Where } from '../where.js';
 
 export const CHAIN_LIST_OFFSET = 0xc0;
 export const CHAIN_RECS_OFFSET = 0xd0;

@@ -38,7 +38,7 @@
 // | 0xC0 | rest | id2                  | see superblock.ts, extent-list.ts, chain-list.ts, …        |
 
 import { InodeFlag, OCFS2_INODE_SIGNATURE } from './constants.js';
-import { formatFail, needBytes, readU64Safe, type Where } from './where.js';
+import { formatFail, needBytes, readU64Safe, type Where } from '../where.js';
 
 export const DINODE_ID1_OFFSET = 0xb8;
 export const DINODE_ID2_OFFSET = 0xc0;

@@ -13,7 +13,7 @@
 // that end. A directory-block trailer ("DIRTRL1", last 64 bytes) is shaped like an unused entry
 // (inode 0, rec_len 64), so a linear scan skips it with no special case.
 
-import { formatFail, readU64Safe, type Where } from './where.js';
+import { formatFail, readU64Safe, type Where } from '../where.js';
 
 export const DIR_ENTRY_HEADER_BYTES = 12;
 /** OCFS2_MAX_FILENAME_LEN (name_len is one byte). */

@@ -19,7 +19,7 @@
 
 import { OCFS2_EXTENT_BLOCK_SIGNATURE } from './constants.js';
 import { DINODE_ID2_OFFSET } from './dinode.js';
-import { formatFail, needBytes, readU64Safe, type Where } from './where.js';
+import { formatFail, needBytes, readU64Safe, type Where } from '../where.js';
 
 export const EXTENT_LIST_HEADER_BYTES = 16;
 export const EXTENT_REC_BYTES = 16;

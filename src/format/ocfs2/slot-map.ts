@@ -5,7 +5,7 @@
 // - extended: slot i is 8 bytes at byte 8*i: es_valid u8 @+0 (1 = in use), 3 reserved bytes,
 //   es_node_num le32 @+4. es_node_num is stale (ignored) when es_valid is 0.
 
-import { formatFail, needBytes, type Where } from './where.js';
+import { formatFail, needBytes, type Where } from '../where.js';
 
 export const OLD_SLOT_BYTES = 2;
 export const EXTENDED_SLOT_BYTES = 8;

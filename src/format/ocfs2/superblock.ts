@@ -55,7 +55,7 @@ import {
   OCFS2_VOL_UUID_LEN,
 } from './constants.js';
 import { decodeDinodeHeader, encodeDinodeHeader, parseDinode, type Dinode } from './dinode.js';
-import { formatFail, readPaddedString, readU64Safe, writePaddedString, type Where } from './where.js';
+import { formatFail, readPaddedString, readU64Safe, writePaddedString, type Where } from '../where.js';
 
 export interface Superblock {
   /** The dinode header of block 2 (i_clusters, i_fs_generation, times, …). */

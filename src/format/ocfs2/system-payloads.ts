@@ -7,7 +7,7 @@
 // Inline data (dyn feature INLINE_DATA): id_count u16 @0xC0 (usable bytes), reserved 6,
 //   data @0xC8 (id_count = bs − 0xC8).
 
-import { formatFail, type Where } from './where.js';
+import { formatFail, type Where } from '../where.js';
 
 export const LOCAL_ALLOC_BITMAP_OFFSET = 0xd0;
 export const TRUNCATE_LOG_RECS_OFFSET = 0xc8;

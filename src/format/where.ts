@@ -1,7 +1,7 @@
 // Where a record came from, so a parser can name the device and the absolute byte offset of the
-// bad field in its FormatError. Every ocfs2 and JBD2 codec takes one.
+// bad field in its FormatError. Every codec that reads a record off a device takes one.
 
-import { FormatError } from '../../errors.js';
+import { FormatError } from '../errors.js';
 
 export interface Where {
   /** Device (or image) name for messages. */
@@ -10,10 +10,13 @@ export interface Where {
   offsetBytes?: number;
 }
 
-/** Throws a FormatError naming the device and the absolute offset of byte `relOffset` of the record. */
-export function formatFail(where: Where, relOffset: number, what: string): never {
+/**
+ * Throws a FormatError naming the device (`defaultDevice` when the Where names none) and the
+ * absolute offset of byte `relOffset` of the record.
+ */
+export function formatFail(where: Where, relOffset: number, what: string, defaultDevice = 'ocfs2'): never {
   const offsetBytes = (where.offsetBytes ?? 0) + relOffset;
-  const device = where.device ?? 'ocfs2';
+  const device = where.device ?? defaultDevice;
   throw new FormatError(`${device}: ${what} (at byte offset ${offsetBytes})`, { device, offsetBytes });
 }
 
