@@ -9,7 +9,7 @@ import { FileDisk } from '../src/disk/file-disk.js';
 import { isRunning, powerFence, readProcStat, selfIdentity } from '../src/disk/power-fence.js';
 import { gateLockPath, LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
 import { DiskError } from '../src/errors.js';
-import { initClusterImage, readClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
+import { clusterTag, initClusterImage, readClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/heartbeat/timing.js';
 import { Fencer } from '../src/heartbeat/fencer.js';
 import { REPO_ROOT, spawnChild, tempDir, waitFor, collect, exited } from './helpers/tmp.js';
@@ -122,7 +122,7 @@ test('atomic fence: a writer process stopped between its check and its pwrite; n
   const info = await readClusterImage(img);
   const pr = new PersistentReservations(reservationSpec(info));
   t.teardown(() => pr.close());
-  const fencerKey = nodeKey(info.header.clusterUuid.readUInt16LE(0), 0, 99n);
+  const fencerKey = nodeKey(clusterTag(info), 0, 99n);
   await pr.register(0, fencerKey, 100);
   await pr.reserve(0, fencerKey);
   // The writer sleeps 40 ms inside the gate on every write: a SIGSTOP lands inside it ~all the time.
@@ -197,7 +197,7 @@ test('disk fence of a victim stopped inside its gate escalates to the power fenc
   const info = await readClusterImage(img);
   const pr = new PersistentReservations(reservationSpec(info));
   t.teardown(() => pr.close());
-  const tag = info.header.clusterUuid.readUInt16LE(0);
+  const tag = clusterTag(info);
   const fencerKey = nodeKey(tag, 0, 1n);
   await pr.register(0, fencerKey, 100);
   const child = spawnChild(t, process.execPath, [GATE_WRITER, img, '2', '40']);

@@ -30,6 +30,7 @@ import {
 } from '../format/cluster-image.js';
 import { decodeNodeRecord, encodeNodeRecord, NODE_RECORD_BYTES, type NodeRecord } from '../format/node-record.js';
 import { RESERVATIONS_PAYLOAD_BYTES } from '../format/reservations.js';
+import type { HeartbeatRegion } from './heartbeat.js';
 import { deriveTiming, type Timing } from './timing.js';
 
 /** Default size of the lock manager's lockspace region. */
@@ -182,6 +183,17 @@ export async function openRegion(image: string | BlockDevice, name: string, opts
 export function reservationSpec(info: ClusterImageInfo): ReservationStoreSpec {
   const r = info.regions.get('reservations')!;
   return { deviceName: info.path, statePath: info.path, stateOffsetBytes: r.payloadOffsetBytes, lockDir: defaultLockDir(info.path) };
+}
+
+/** The cluster's 16-bit tag in every node's reservation key (nodeKey): the first two bytes of its UUID, little-endian. */
+export function clusterTag(info: ClusterImageInfo): number {
+  return info.header.clusterUuid.readUInt16LE(0);
+}
+
+/** The image's heartbeat region on `device` (the image, opened by the caller): one slot per node, a sector each. */
+export function clusterHeartbeatRegion(info: ClusterImageInfo, device: BlockDevice): HeartbeatRegion {
+  const hb = info.regions.get('heartbeat')!;
+  return { name: `${info.path}:heartbeat`, device, offsetBytes: hb.payloadOffsetBytes, blockBytes: info.header.sectorSizeBytes, slotCount: info.config.nodeCount };
 }
 
 /** Node records are one per sector (single-writer sectors), the record at the sector's start. */

@@ -22,7 +22,7 @@ import { LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec }
 import { heartbeatRegion } from '../fs/heartbeat-region.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
-import { readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { clusterHeartbeatRegion, clusterTag, readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { Fencer, type FencePolicy } from '../heartbeat/fencer.js';
 import { Heartbeat, newGeneration, probeSlot, type HeartbeatRegion } from '../heartbeat/heartbeat.js';
 import { MembershipService } from '../heartbeat/membership.js';
@@ -111,23 +111,17 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
 
     // The key carries only 32 bits of the generation: never reuse a key once preempted, or this
     // incarnation's own writes would be refused as a fenced one's.
-    const clusterTag = info.header.clusterUuid.readUInt16LE(0);
+    const tag = clusterTag(info);
     const preemptedKey = pr?.readState().preempted[n];
     let generation = newGeneration();
-    while (nodeKey(clusterTag, n, generation) === preemptedKey) generation = newGeneration();
-    const key = nodeKey(clusterTag, n, generation);
+    while (nodeKey(tag, n, generation) === preemptedKey) generation = newGeneration();
+    const key = nodeKey(tag, n, generation);
     const gate: SelfFencingGate = pr !== null ? new FenceGate(pr.store, n, key, timing.ioTimeoutMs) : new SelfFenceGate();
     cleanups.push(() => gate.close());
     const device = await openDevice(img, { guard: 'shared', gate });
     cleanups.push(() => device.close());
-    const hb = info.regions.get('heartbeat')!;
-    const region: HeartbeatRegion = {
-      name: `${img}:heartbeat`,
-      device,
-      offsetBytes: hb.payloadOffsetBytes,
-      blockBytes: info.header.sectorSizeBytes,
-      slotCount: info.config.nodeCount,
-    };
+    // info.path is img (readClusterImage above), so the region is named `${img}:heartbeat`.
+    const region: HeartbeatRegion = clusterHeartbeatRegion(info, device);
     await probeSlot(region, n, timing);
 
     if (pr !== null) {
@@ -182,7 +176,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const fencer = new Fencer({
       selfNodeId: n,
       selfKey: key,
-      clusterTag,
+      clusterTag: tag,
       reservations: [...(pr !== null ? [pr] : []), ...volumeRegions.map((v) => v.pr)],
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,

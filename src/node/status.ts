@@ -14,7 +14,7 @@ import { decodeReservationCopies, RESERVATIONS_PAYLOAD_BYTES, type ReservationSt
 import type { BlockDevice } from '../disk/device.js';
 import { hex64 } from '../format/o2hb-block.js';
 import type { NodeState } from '../heartbeat/membership-api.js';
-import { readClusterImageFrom, readNodeRecords, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { clusterHeartbeatRegion, clusterTag, readClusterImageFrom, readNodeRecords, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { readSlots } from '../heartbeat/heartbeat.js';
 
 export interface SlotStatus {
@@ -76,11 +76,10 @@ export class StatusReader {
   /** `lastChange` (optional, for --watch) maps node → [seq, monotonic ms when it last changed]. */
   async read(lastChange?: Map<number, { seq: bigint; atMs: number }>): Promise<ClusterStatus> {
     const { info, dev } = this;
-    const hb = info.regions.get('heartbeat')!;
-    const blocks = await readSlots({ name: `${info.path}:heartbeat`, device: dev, offsetBytes: hb.payloadOffsetBytes, blockBytes: info.header.sectorSizeBytes, slotCount: info.config.nodeCount });
+    const blocks = await readSlots(clusterHeartbeatRegion(info, dev));
     const records = await readNodeRecords(dev, info);
     const pr = await this.readReservations();
-    const tag = info.header.clusterUuid.readUInt16LE(0);
+    const tag = clusterTag(info);
     const nowWall = Date.now();
     const nowMono = performance.now();
     const slots: SlotStatus[] = blocks.map((b, n) => {

@@ -10,7 +10,7 @@ import { FenceGate } from '../../src/disk/fence-gate.js';
 import { FileDisk } from '../../src/disk/file-disk.js';
 import { nodeKey, PersistentReservations, PR_TYPES } from '../../src/disk/reservations.js';
 import { isSanboxError } from '../../src/errors.js';
-import { readClusterImage, reservationSpec } from '../../src/heartbeat/cluster-image.js';
+import { clusterTag, readClusterImage, reservationSpec } from '../../src/heartbeat/cluster-image.js';
 
 const [image, nodeArg, windowArg] = process.argv.slice(2);
 const nodeId = Number(nodeArg);
@@ -19,7 +19,7 @@ const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 const info = await readClusterImage(image!);
 const pr = new PersistentReservations(reservationSpec(info));
-const key = nodeKey(info.header.clusterUuid.readUInt16LE(0), nodeId, BigInt(process.pid));
+const key = nodeKey(clusterTag(info), nodeId, BigInt(process.pid));
 await pr.register(nodeId, key, 1000);
 await pr.reserve(nodeId, key, PR_TYPES.writeExclusiveRegistrantsOnly);
 const inner = new FenceGate(pr.store, nodeId, key, 1000);

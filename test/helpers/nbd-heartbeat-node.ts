@@ -17,7 +17,7 @@
 import { openDevice } from '../../src/disk/open.js';
 import { Mode } from '../../src/dlm/compat-matrix.js';
 import { Lockspace } from '../../src/dlm/lock-manager.js';
-import { openRegion, readClusterImageFrom } from '../../src/heartbeat/cluster-image.js';
+import { clusterHeartbeatRegion, openRegion, readClusterImageFrom } from '../../src/heartbeat/cluster-image.js';
 import { Heartbeat, newGeneration, type HeartbeatRegion } from '../../src/heartbeat/heartbeat.js';
 import { MembershipService } from '../../src/heartbeat/membership.js';
 
@@ -31,14 +31,7 @@ const say = (o: Record<string, unknown>): void => void process.stdout.write(JSON
 
 const device = await openDevice(spec!, { guard: 'shared' });
 const info = await readClusterImageFrom(device, spec!);
-const hb = info.regions.get('heartbeat')!;
-const region: HeartbeatRegion = {
-  name: `${spec}:heartbeat`,
-  device,
-  offsetBytes: hb.payloadOffsetBytes,
-  blockBytes: info.header.sectorSizeBytes,
-  slotCount: info.config.nodeCount,
-};
+const region: HeartbeatRegion = clusterHeartbeatRegion(info, device);
 const generation = newGeneration();
 const membership = new MembershipService({
   localNodeId: nodeId,
