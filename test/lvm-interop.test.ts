@@ -12,7 +12,7 @@ import { lvmCrc } from '../src/format/lvm/lvm-crc.js';
 import { commitContext, lvCreate, pvCreate, vgCreate } from '../src/volume/manager.js';
 import { readPv } from '../src/volume/pv.js';
 import { attachLoop, detachLoop, lvm, lvmReport, runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
-import { tempDir } from './helpers/tmp.js';
+import { readFileAt, tempDir } from './helpers/tmp.js';
 
 const MiB = 1024 * 1024;
 
@@ -316,7 +316,7 @@ test('sanbox pvcreate lays a PV out byte for byte like the real pvcreate (label 
     await sanbox(t, ['pvcreate', ...opts, ours], []);
     const what = `${size} ${opts.join(' ')}`;
     // Label sector: identical once the random PV uuid is the same (and the CRC recomputed).
-    const labelOf = (f: string): Buffer => readAt(f, 512, 512);
+    const labelOf = (f: string): Buffer => readFileAt(f, 512, 512);
     const mine = labelOf(ours);
     const theirs = labelOf(real);
     theirs.copy(mine, 32, 32, 64);
@@ -327,20 +327,9 @@ test('sanbox pvcreate lays a PV out byte for byte like the real pvcreate (label 
     const pv = (await readPv(dev))!;
     await dev.close();
     t.is(pv.mdas.length, opts.includes('0') ? 0 : opts.includes('2') ? 2 : 1, what);
-    for (const m of pv.mdas) t.true(readAt(ours, m.area.offsetBytes, 512).equals(readAt(real, m.area.offsetBytes, 512)), `mda_header at ${m.area.offsetBytes} of ${what}`);
+    for (const m of pv.mdas) t.true(readFileAt(ours, m.area.offsetBytes, 512).equals(readFileAt(real, m.area.offsetBytes, 512)), `mda_header at ${m.area.offsetBytes} of ${what}`);
   }
 });
-
-function readAt(file: string, off: number, len: number): Buffer {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    fs.readSync(fd, b, 0, len, off);
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 test('metadata that wraps around the end of a small circular buffer: pvck reads the wrapped copy, the real lvs sees every LV', async (t) => {
   const dir = tempDir(t);

@@ -18,7 +18,7 @@ import { commitContext, lvCreate, lvRemove, lvResize, openLv, pvCreate, vgCreate
 import { openTarget } from '../src/volume/resolve.js';
 import { findVg, scanDevices } from '../src/volume/vg.js';
 import { runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
-import { collect, exited, REPO_ROOT, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+import { collect, exited, readFileAt, REPO_ROOT, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
 
 const MiB = 1024 * 1024;
 const REPO_DIST = path.join(REPO_ROOT, 'dist');
@@ -33,18 +33,6 @@ function images(t: import('ava').ExecutionContext, names: string[], sizeBytes: n
     fs.truncateSync(p, sizeBytes);
     return p;
   });
-}
-
-/** Reads `len` bytes of an image file at `off`, bypassing sanbox. */
-function readRaw(file: string, off: number, len: number): Buffer {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    fs.readSync(fd, b, 0, len, off);
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 test('bytes written through linear and striped LVs land at pe_start + PE × extent_size, stripe chunks round-robin', async (t) => {
@@ -97,7 +85,7 @@ test('bytes written through linear and striped LVs land at pe_start + PE × exte
       for (let c = 0; c * chunk < segBytes; c++) {
         const area = areas[c % areas.length]!;
         const fileOff = peStart.get(area.file)! + area.firstPe * MiB + Math.floor(c / areas.length) * chunk;
-        t.true(readRaw(area.file, fileOff, chunk).equals(data.subarray(lvOff + c * chunk, lvOff + (c + 1) * chunk)), `${name} seg@${seg.seg_start_pe} chunk ${c}`);
+        t.true(readFileAt(area.file, fileOff, chunk).equals(data.subarray(lvOff + c * chunk, lvOff + (c + 1) * chunk)), `${name} seg@${seg.seg_start_pe} chunk ${c}`);
       }
     }
   }
@@ -108,7 +96,7 @@ test('bytes written through linear and striped LVs land at pe_start + PE × exte
   await t.throwsAsync(openTarget('vgbytes/lin', { devices: [] }), { message: /no devices to find volume group vgbytes on/ });
   await t.throwsAsync(openTarget('vgbytes/nope', { devices: imgs }), { message: /logical volume vgbytes\/nope not found/ });
   // The gap LV between was never written.
-  t.true(readRaw(imgs[0]!, MiB + 3 * MiB, 2 * MiB).equals(Buffer.alloc(2 * MiB)));
+  t.true(readFileAt(imgs[0]!, MiB + 3 * MiB, 2 * MiB).equals(Buffer.alloc(2 * MiB)));
 });
 
 test('allocation: never overlaps over a random sequence, spans PVs, frees on reduce/remove, refuses beyond free with no write', async (t) => {
@@ -203,13 +191,13 @@ test('bad input: corrupt CRCs, wrong magic, unparsable text, missing PV: one-lin
   const esc = a.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
   // Label CRC: a flipped bit in the pv_header.
-  patch(512 + 100, Buffer.from([readRaw(a, 612, 1)[0]! ^ 0x04]));
+  patch(512 + 100, Buffer.from([readFileAt(a, 612, 1)[0]! ^ 0x04]));
   await refuses(t, ['lvcreate', '-n', 'x', '-l', '1', 'vgbad', ...devs], imgs, new RegExp(`^sanbox: ${esc}: label CRC mismatch: .* at offset 528\\n$`));
   await refuses(t, ['pvs', a], imgs, /label CRC mismatch/);
   restore();
 
   // mda_header: corrupt checksum, then a wrong magic with a valid checksum.
-  const hdr = readRaw(a, 4096, 512);
+  const hdr = readFileAt(a, 4096, 512);
   const flipped = Buffer.from(hdr);
   flipped[50] ^= 0x01;
   patch(4096, flipped);
@@ -224,7 +212,7 @@ test('bad input: corrupt CRCs, wrong magic, unparsable text, missing PV: one-lin
   // Metadata text with a good checksum that does not parse.
   const h = decodeMdaHeader(hdr, 4096, 1044480);
   const textOff = 4096 + h.locns[0].offsetBytes;
-  const text = readRaw(a, textOff, h.locns[0].sizeBytes);
+  const text = readFileAt(a, textOff, h.locns[0].sizeBytes);
   const broken = Buffer.from(text.toString('latin1').replace('segment_count = 1', 'segment_count = = 1'), 'latin1');
   patch(textOff, broken);
   patch(4096, encodeMdaHeader({ ...h, locns: [{ ...h.locns[0], sizeBytes: broken.length, checksum: lvmCrc(broken) }, h.locns[1]] }));
@@ -311,7 +299,7 @@ test('kill -9 between writing the text and switching raw_locn[0] leaves the prev
   collect(child);
   // The new copy (seqno 3) lands after the committed one (at relative 1536 + its padded size)
   // before the process reaches the stalled header write.
-  await waitFor(() => readRaw(imgs[0]!, 4096 + 3072, 64).toString('latin1').startsWith('vgkill {'), 15_000, 'the new text in a.img');
+  await waitFor(() => readFileAt(imgs[0]!, 4096 + 3072, 64).toString('latin1').startsWith('vgkill {'), 15_000, 'the new text in a.img');
   await new Promise((r) => setTimeout(r, 200));
   child.kill('SIGKILL');
   await exited(child, 5000);
@@ -425,7 +413,7 @@ test('an open LV keeps its layout generation while another process extends it; r
   // (right after the LV) and then b.img PE 0, so the LV's last 4 KiB end b.img's PE 0.
   const segs = JSON.parse((await sanboxCli(t, ['lvs', '--segments', '--json', '--devices', imgs.join(',')])).stdout).seg;
   t.deepEqual(segs.map((s: { seg_pe_ranges: string }) => s.seg_pe_ranges), [`${imgs[0]}:0-2`, `${imgs[1]}:0-0`]);
-  t.true(readRaw(imgs[1]!, MiB + 4 * MiB - 4096, 4096).equals(tail));
+  t.true(readFileAt(imgs[1]!, MiB + 4 * MiB - 4096, 4096).equals(tail));
 });
 
 /** A device over a Buffer, for fuzzing whole PVs in memory. */
@@ -456,7 +444,7 @@ test('fuzz: bit flips anywhere in a PV\'s label, mda header and metadata text gi
   await pvCreate([img], { metadataSizeBytes: 32 * 1024, dataAlignmentBytes: 64 * 1024 });
   await vgCreate([img], [img], 'vgfuzz', 128, ctx());
   for (let i = 0; i < 3; i++) await lvCreate([img], 'vgfuzz', `l${i}`, { size: { kind: 'extents', sign: '', extents: 2 } }, ctx());
-  const pristine = readRaw(img, 0, 8 * MiB);
+  const pristine = readFileAt(img, 0, 8 * MiB);
   const hot = [
     [512, 512],
     [4096, 512],

@@ -16,6 +16,18 @@ export function tempDir(t: ExecutionContext): string {
   return dir;
 }
 
+/** Reads `lengthBytes` of a file at `offsetBytes`, bypassing sanbox (a judge of what landed on disk). */
+export function readFileAt(file: string, offsetBytes: number, lengthBytes: number): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(lengthBytes);
+    fs.readSync(fd, b, 0, lengthBytes, offsetBytes);
+    return b;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Spawns a child that is SIGKILLed (and awaited) at teardown if it is still running. */
 export function spawnChild(t: ExecutionContext, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
