@@ -2,6 +2,7 @@
 // preempt against a separate writer process stopped (SIGSTOP) between its check and its pwrite.
 
 import test from 'ava';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { FenceGate } from '../src/disk/fence-gate.js';
@@ -20,6 +21,26 @@ async function cluster(t: import('ava').ExecutionContext, nodes = 3): Promise<st
   const img = path.join(tempDir(t), 'c.img');
   await initClusterImage(img, { clusterName: 'gate', nodeCount: nodes, timing: presetTiming('local') });
   return img;
+}
+
+/** Stop-and-probe rounds before giving up on catching the writer inside its gate. */
+const STOP_TRIES_MAX = 50;
+
+/**
+ * Stops the writer (SIGSTOP) until it is caught holding its gate (between check and pwrite): probes
+ * the gate lock with a non-blocking exclusive attempt and, when the writer is outside, resumes it
+ * briefly and tries again. True once caught inside (the writer is left stopped).
+ */
+async function stopInsideGate(child: ChildProcess, probe: LockFile): Promise<boolean> {
+  for (let i = 0; i < STOP_TRIES_MAX; i++) {
+    child.kill('SIGSTOP');
+    await waitFor(() => readProcStat(child.pid!)?.state === 'T', 2000, 'writer stopped');
+    if (!probe.tryLock('ex')) return true;
+    probe.unlock();
+    child.kill('SIGCONT');
+    await new Promise((r) => setTimeout(r, 7));
+  }
+  return false;
 }
 
 test('PR emulation: register, reserve (WERO), preempt-and-abort, keys and PRgeneration', async (t) => {
@@ -143,17 +164,7 @@ test('atomic fence: a writer process stopped between its check and its pwrite; n
   // gate lock with a non-blocking exclusive attempt; a bounded number of tries.
   const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 2));
   t.teardown(() => probe.close());
-  let caughtInside = false;
-  for (let i = 0; i < 50 && !caughtInside; i++) {
-    child.kill('SIGSTOP');
-    await waitFor(() => readProcStat(child.pid!)?.state === 'T', 2000, 'writer stopped');
-    if (probe.tryLock('ex')) {
-      probe.unlock();
-      child.kill('SIGCONT');
-      await new Promise((r) => setTimeout(r, 7));
-    } else caughtInside = true;
-  }
-  t.true(caughtInside, 'the writer was stopped inside its gate');
+  t.true(await stopInsideGate(child, probe), 'the writer was stopped inside its gate');
   // The preempt cannot complete while the stopped writer holds its gate...
   let resolved = false;
   const preempt = pr.preemptAndAbort(0, fencerKey, 2, victimKey, 5000).finally(() => (resolved = true));
@@ -205,17 +216,7 @@ test('disk fence of a victim stopped inside its gate escalates to the power fenc
   await waitFor(() => /ready/.test(io.out()), 10_000, 'writer ready');
   const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 2));
   t.teardown(() => probe.close());
-  let caughtInside = false;
-  for (let i = 0; i < 50 && !caughtInside; i++) {
-    child.kill('SIGSTOP');
-    await waitFor(() => readProcStat(child.pid!)?.state === 'T', 2000, 'writer stopped');
-    if (probe.tryLock('ex')) {
-      probe.unlock();
-      child.kill('SIGCONT');
-      await new Promise((r) => setTimeout(r, 7));
-    } else caughtInside = true;
-  }
-  t.true(caughtInside, 'the writer was stopped inside its gate');
+  t.true(await stopInsideGate(child, probe), 'the writer was stopped inside its gate');
   const st = readProcStat(child.pid!)!;
   const logs: string[] = [];
   const timing = { ...presetTiming('local'), fenceGateWaitMs: 200 };
