@@ -27,8 +27,13 @@ export function readProcStat(pid: number): ProcStat | null {
   let text: string;
   try {
     text = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return null;
+  } catch (err) {
+    // Only "no such process" means gone (ESRCH: it exited while we read). Any other failure
+    // (EMFILE, EACCES, …) must not be taken for the victim's death, or a live node would be
+    // reported fenced.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return null;
+    throw err;
   }
   // comm (field 2) is in parentheses and may itself contain spaces and ')': split after the LAST ')'.
   const close = text.lastIndexOf(')');
