@@ -17,6 +17,9 @@ const PUNCH_HOLE_MIN_BYTES = 1024 * 1024;
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** Bound on retries when the kernel transfers fewer bytes than asked without an error. */
 const SHORT_IO_RETRIES_MAX = 16;
+/** Bounds on the util-linux helpers we spawn (fallocate --punch-hole, blockdev --getsize64); a hung one counts as failed. */
+const PUNCH_HOLE_TIMEOUT_MS = 10_000;
+const BLOCKDEV_TIMEOUT_MS = 5000;
 
 export interface OpenOptions {
   readOnly?: boolean;
@@ -154,7 +157,7 @@ export class FileDisk implements SyncBlockDevice {
     try {
       execFileSync('fallocate', ['--punch-hole', '--offset', String(offsetBytes), '--length', String(lengthBytes), this.name], {
         stdio: 'ignore',
-        timeout: 10_000,
+        timeout: PUNCH_HOLE_TIMEOUT_MS,
       });
       return true;
     } catch {
@@ -202,7 +205,7 @@ function ioError(name: string, op: string, offsetBytes: number, lengthBytes: num
 function blockDeviceSize(fd: number, path: string): number {
   // Node cannot ioctl(BLKGETSIZE64); lseek is not exposed either, so ask util-linux.
   try {
-    const out = execFileSync('blockdev', ['--getsize64', path], { encoding: 'utf8', timeout: 5000 });
+    const out = execFileSync('blockdev', ['--getsize64', path], { encoding: 'utf8', timeout: BLOCKDEV_TIMEOUT_MS });
     return Number(out.trim());
   } catch (err) {
     fs.closeSync(fd);

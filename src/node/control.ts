@@ -11,6 +11,8 @@ import { SanboxError } from '../errors.js';
 
 /** Bound on one request line, so a confused client cannot make a node buffer without limit. */
 const REQUEST_BYTES_MAX = 64 * 1024;
+/** Default bound on one control request (connect, send, answer): a live node answers in milliseconds. */
+const CONTROL_REQUEST_TIMEOUT_MS_DEFAULT = 5000;
 
 export type ControlHandler = (req: Record<string, unknown>) => Promise<Record<string, unknown>> | Record<string, unknown>;
 
@@ -100,7 +102,7 @@ export class ControlServer {
 }
 
 /** Sends one request to a node's control socket and returns its answer (bounded by timeoutMs). */
-export async function controlRequest(socketPath: string, req: Record<string, unknown>, timeoutMs = 5000): Promise<Record<string, unknown>> {
+export async function controlRequest(socketPath: string, req: Record<string, unknown>, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const sock = net.createConnection(socketPath);
     let buf = '';

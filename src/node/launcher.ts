@@ -12,6 +12,8 @@ export const SANBOX_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.ur
 
 /** How long a node may take to leave after SIGTERM before it is killed. */
 const LEAVE_TIMEOUT_MS = 5000;
+/** How often waitEvent looks at the collected event lines. */
+const EVENT_POLL_MS = 10;
 
 export interface NodeEventLine {
   t: string;
@@ -79,7 +81,7 @@ export class LaunchedNode {
       if (hit) return hit;
       if (Date.now() > deadline) throw new SanboxError('EINVAL', `node ${this.nodeId}: no ${what} within ${timeoutMs} ms${this.stderr ? `; stderr: ${this.stderr.trim()}` : ''}`);
       if (!this.running) throw new SanboxError('EINVAL', `node ${this.nodeId} exited before ${what}${this.stderr ? `: ${this.stderr.trim()}` : ''}`);
-      await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, EVENT_POLL_MS));
     }
   }
 }
