@@ -6,7 +6,7 @@
 import type { BlockDevice } from '../disk/device.js';
 import { FormatError } from '../errors.js';
 import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
-import { DINODE_ID2_OFFSET } from '../format/ocfs2/dinode.js';
+import { DINODE_FLAGS_OFFSET, DINODE_ID2_OFFSET } from '../format/ocfs2/dinode.js';
 import { InodeFlag } from '../format/ocfs2/constants.js';
 import { Ocfs2Volume } from './ocfs2-volume.js';
 
@@ -28,7 +28,7 @@ export async function heartbeatRegionOf(vol: Ocfs2Volume): Promise<HeartbeatRegi
   const hb = await vol.systemInode('heartbeat');
   const where = vol.where(hb.blkno);
   if (!(hb.inode.flags & InodeFlag.HEARTBEAT)) {
-    throw new FormatError(`${vol.dev.name}: the heartbeat system inode ${hb.blkno} lacks the HEARTBEAT flag (at byte offset ${where.offsetBytes! + 0x2c})`, { device: vol.dev.name, offsetBytes: where.offsetBytes! + 0x2c });
+    throw new FormatError(`${vol.dev.name}: the heartbeat system inode ${hb.blkno} lacks the HEARTBEAT flag (at byte offset ${where.offsetBytes! + DINODE_FLAGS_OFFSET})`, { device: vol.dev.name, offsetBytes: where.offsetBytes! + DINODE_FLAGS_OFFSET });
   }
   const depth = hb.block.readUInt16LE(DINODE_ID2_OFFSET);
   const extents = await vol.extents(hb);

@@ -6,6 +6,7 @@
 
 import { FormatError, SanboxError } from '../errors.js';
 import { InodeFlag, OCFS2_JOURNAL_DIRTY_FL, slotFileName } from '../format/ocfs2/constants.js';
+import { DINODE_FLAGS_OFFSET } from '../format/ocfs2/dinode.js';
 import { decodeJbd2Header, isJbd2Block, parseCommit, parseDescriptor, parseRevoke, type Jbd2Commit, type Jbd2Descriptor, type Jbd2Revoke } from '../format/jbd2/log-blocks.js';
 import { Jbd2BlockType, JBD2_SUPERBLOCK_BYTES, parseJbd2Superblock, type Jbd2Superblock } from '../format/jbd2/superblock.js';
 import { scanJournal, type JournalScan } from './journal-scan.js';
@@ -40,7 +41,7 @@ export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<Journ
   }
   const ino = await vol.systemInode(slotFileName('journal', slot));
   if (!(ino.inode.flags & InodeFlag.JOURNAL)) {
-    const off = vol.where(ino.blkno, 0x2c).offsetBytes!;
+    const off = vol.where(ino.blkno, DINODE_FLAGS_OFFSET).offsetBytes!;
     throw new FormatError(`${vol.dev.name}: journal inode ${ino.blkno} lacks the JOURNAL flag (at byte offset ${off})`, { device: vol.dev.name, offsetBytes: off });
   }
   const bs = vol.blockSizeBytes;

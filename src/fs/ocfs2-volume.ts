@@ -16,7 +16,7 @@ import {
   OCFS2_SUPER_BLOCK_BLKNO,
   S_IFDIR,
 } from '../format/ocfs2/constants.js';
-import { DINODE_ID2_OFFSET, parseDinode, type Dinode } from '../format/ocfs2/dinode.js';
+import { DINODE_FLAGS_OFFSET, DINODE_ID2_OFFSET, parseDinode, type Dinode } from '../format/ocfs2/dinode.js';
 import { parseDirEntries, type DirEntry } from '../format/ocfs2/dir-entry.js';
 import { EXTENT_BLOCK_LIST_OFFSET, OCFS2_MAX_PATH_DEPTH, parseExtentBlock, parseExtentList, type ExtentRec } from '../format/ocfs2/extent-list.js';
 import { geometryOf, hasSuperSignature, parseSuperblock, type Geometry, type Superblock } from '../format/ocfs2/superblock.js';
@@ -242,7 +242,7 @@ export class Ocfs2Volume {
     if (this.systemDirCache) return this.systemDirCache;
     const dir = await this.readInode(this.sb.systemDirBlkno, this.where(OCFS2_SUPER_BLOCK_BLKNO, 0xf0));
     if (!(dir.inode.flags & InodeFlag.SYSTEM)) {
-      throw new FormatError(`${this.dev.name}: system directory inode ${dir.blkno} lacks the SYSTEM flag (at byte offset ${this.where(dir.blkno, 0x2c).offsetBytes})`, { device: this.dev.name, offsetBytes: this.where(dir.blkno, 0x2c).offsetBytes! });
+      throw new FormatError(`${this.dev.name}: system directory inode ${dir.blkno} lacks the SYSTEM flag (at byte offset ${this.where(dir.blkno, DINODE_FLAGS_OFFSET).offsetBytes})`, { device: this.dev.name, offsetBytes: this.where(dir.blkno, DINODE_FLAGS_OFFSET).offsetBytes! });
     }
     const map = new Map<string, number>();
     for (const e of await this.readDir(dir)) {

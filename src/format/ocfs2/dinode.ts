@@ -40,6 +40,8 @@
 import { InodeFlag, OCFS2_INODE_SIGNATURE } from './constants.js';
 import { formatFail, needBytes, readU64Safe, type Where } from '../where.js';
 
+/** i_flags (le32): InodeFlag bits; readers name this offset when a required flag is missing. */
+export const DINODE_FLAGS_OFFSET = 0x2c;
 export const DINODE_ID1_OFFSET = 0xb8;
 export const DINODE_ID2_OFFSET = 0xc0;
 export const DINODE_CHECK_OFFSET = 0x80;
@@ -111,7 +113,7 @@ export function decodeDinodeHeader(block: Buffer, where: Where = {}): Dinode {
     sizeBytes: block.readBigUInt64LE(0x20),
     mode: block.readUInt16LE(0x28),
     linksCount: block.readUInt16LE(0x2a),
-    flags: block.readUInt32LE(0x2c),
+    flags: block.readUInt32LE(DINODE_FLAGS_OFFSET),
     atime: block.readBigUInt64LE(0x30),
     ctime: block.readBigUInt64LE(0x38),
     mtime: block.readBigUInt64LE(0x40),
@@ -145,7 +147,7 @@ export function parseDinode(block: Buffer, where: Where, check: DinodeCheck = {}
   const d = decodeDinodeHeader(block, where);
   const sig = check.signature ?? OCFS2_INODE_SIGNATURE;
   if (d.signature !== sig) formatFail(where, 0, `inode signature is '${printable(d.signature)}', expected '${sig}'`);
-  if (!(d.flags & InodeFlag.VALID)) formatFail(where, 0x2c, `inode ${d.blkno} is not marked valid (i_flags 0x${d.flags.toString(16)})`);
+  if (!(d.flags & InodeFlag.VALID)) formatFail(where, DINODE_FLAGS_OFFSET, `inode ${d.blkno} is not marked valid (i_flags 0x${d.flags.toString(16)})`);
   if (check.blkno !== undefined && d.blkno !== check.blkno) {
     formatFail(where, 0x50, `inode read from block ${check.blkno} says it is block ${d.blkno}`);
   }
@@ -170,7 +172,7 @@ export function encodeDinodeHeader(block: Buffer, d: Dinode): void {
   block.writeBigUInt64LE(d.sizeBytes, 0x20);
   block.writeUInt16LE(d.mode, 0x28);
   block.writeUInt16LE(d.linksCount, 0x2a);
-  block.writeUInt32LE(d.flags >>> 0, 0x2c);
+  block.writeUInt32LE(d.flags >>> 0, DINODE_FLAGS_OFFSET);
   block.writeBigUInt64LE(d.atime, 0x30);
   block.writeBigUInt64LE(d.ctime, 0x38);
   block.writeBigUInt64LE(d.mtime, 0x40);
