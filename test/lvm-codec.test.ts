@@ -22,6 +22,7 @@ import {
 import { dashId, idFromRandom, undashId } from '../src/format/lvm/uuid.js';
 import type { VgModel } from '../src/format/lvm/vg-model.js';
 import { parseVgText, writeVgText } from '../src/format/lvm/vg-text.js';
+import { onlyFormatError } from './helpers/fuzz.js';
 
 test('LVM CRC: test vectors, zlib relation and chaining', (t) => {
   t.is(lvmCrc(Buffer.alloc(0)), 0xf597a6cf);
@@ -266,15 +267,6 @@ test('VG text: semantic errors are FormatErrors naming the device and offset', (
   }
 });
 
-/** Runs fn; anything thrown must be a FormatError. */
-function onlyFormatError(t: import('ava').ExecutionContext, fn: () => unknown, what: string): void {
-  try {
-    fn();
-  } catch (err) {
-    if (!(err instanceof FormatError)) t.fail(`${what}: ${String(err)}`);
-  }
-}
-
 test('fuzz: random and bit-flipped labels, mda headers and VG text raise only FormatError', (t) => {
   const label = Buffer.alloc(2048);
   encodeLabel({ ...exampleLabel(1), metadataAreas: [{ offsetBytes: 4096, sizeBytes: 1044480 }, { offsetBytes: 66060288, sizeBytes: 1048576 }] }).copy(label, 512);
@@ -295,17 +287,17 @@ test('fuzz: random and bit-flipped labels, mda headers and VG text raise only Fo
       l.writeUInt32LE(lvmCrc(l, LVM_CRC_INITIAL, 512 + 20, 1024), 512 + 16);
       m.writeUInt32LE(lvmCrc(m, LVM_CRC_INITIAL, 4, 512), 0);
     }
-    onlyFormatError(t, () => scanLabel(l, { device: 'f' }), 'label');
-    onlyFormatError(t, () => decodeMdaHeader(m, 4096, 1044480, { device: 'f' }), 'mda');
-    onlyFormatError(t, () => parseVgText(x.toString('latin1'), { device: 'f' }), 'text');
+    onlyFormatError(t, 'label', () => scanLabel(l, { device: 'f' }));
+    onlyFormatError(t, 'mda', () => decodeMdaHeader(m, 4096, 1044480, { device: 'f' }));
+    onlyFormatError(t, 'text', () => parseVgText(x.toString('latin1'), { device: 'f' }));
   }
   for (let i = 0; i < 500; i++) {
     const r = crypto.randomBytes(crypto.randomInt(1, 2048));
-    onlyFormatError(t, () => scanLabel(Buffer.concat([r, Buffer.alloc(2048)]).subarray(0, 2048)), 'random label');
-    onlyFormatError(t, () => decodeMdaHeader(Buffer.concat([r, Buffer.alloc(512)]), 4096, 1044480), 'random mda');
+    onlyFormatError(t, 'random label', () => scanLabel(Buffer.concat([r, Buffer.alloc(2048)]).subarray(0, 2048)));
+    onlyFormatError(t, 'random mda', () => decodeMdaHeader(Buffer.concat([r, Buffer.alloc(512)]), 4096, 1044480));
     const ascii = Buffer.from(r.map((b) => ' {}[]="#\n\\a0-.,'.charCodeAt(b % 17))).toString('latin1');
-    onlyFormatError(t, () => parseVgText(ascii), 'random text');
-    onlyFormatError(t, () => parseVgText(r.toString('latin1')), 'random bytes');
+    onlyFormatError(t, 'random text', () => parseVgText(ascii));
+    onlyFormatError(t, 'random bytes', () => parseVgText(r.toString('latin1')));
   }
   t.pass();
 });
