@@ -2,7 +2,7 @@
 // block codec (src/format/o2hb-block.ts), checksums verified. Facts: reference/ocfs2.md §4.
 
 import { decodeO2hbBlock, type DecodedO2hbBlock } from '../format/o2hb-block.js';
-import { heartbeatRegionOf, type HeartbeatRegion } from './heartbeat-region.js';
+import { heartbeatRegionOf, type Ocfs2HeartbeatLayout } from './heartbeat-region.js';
 import type { Ocfs2Volume } from './ocfs2-volume.js';
 
 export interface HeartbeatSlot extends DecodedO2hbBlock {
@@ -11,7 +11,7 @@ export interface HeartbeatSlot extends DecodedO2hbBlock {
 }
 
 export interface HeartbeatDump {
-  region: HeartbeatRegion;
+  region: Ocfs2HeartbeatLayout;
   /** Slots with hb_seq != 0 (the ones debugfs.ocfs2 -R hb lists). */
   slots: HeartbeatSlot[];
 }

@@ -10,7 +10,11 @@ import { DINODE_FLAGS_OFFSET, DINODE_ID2_OFFSET } from '../format/ocfs2/dinode.j
 import { InodeFlag } from '../format/ocfs2/constants.js';
 import { Ocfs2Volume } from './ocfs2-volume.js';
 
-export interface HeartbeatRegion {
+/**
+ * Where an ocfs2 volume's heartbeat file keeps its slots. (The heartbeat loop's own region, with
+ * its device and name, is src/heartbeat's HeartbeatRegion; src/node builds one from this.)
+ */
+export interface Ocfs2HeartbeatLayout {
   /** Device byte offset of node 0's heartbeat block. */
   offsetBytes: number;
   /** Slots in the region (255 = O2NM_MAX_NODES). */
@@ -19,12 +23,12 @@ export interface HeartbeatRegion {
   blockSizeBytes: number;
 }
 
-export async function heartbeatRegion(dev: BlockDevice): Promise<HeartbeatRegion> {
+export async function heartbeatRegion(dev: BlockDevice): Promise<Ocfs2HeartbeatLayout> {
   const vol = await Ocfs2Volume.open(dev);
   return heartbeatRegionOf(vol);
 }
 
-export async function heartbeatRegionOf(vol: Ocfs2Volume): Promise<HeartbeatRegion> {
+export async function heartbeatRegionOf(vol: Ocfs2Volume): Promise<Ocfs2HeartbeatLayout> {
   const hb = await vol.systemInode('heartbeat');
   const where = vol.where(hb.blkno);
   if (!(hb.inode.flags & InodeFlag.HEARTBEAT)) {

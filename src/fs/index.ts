@@ -1,5 +1,5 @@
 // The ocfs2-format filesystem layer: reading volumes, the heartbeat region, mkfs.
-export { heartbeatRegion, heartbeatRegionOf, type HeartbeatRegion } from './heartbeat-region.js';
+export { heartbeatRegion, heartbeatRegionOf, type Ocfs2HeartbeatLayout } from './heartbeat-region.js';
 export { Ocfs2Volume, probeOcfs2BlockSize, type InodeBlock, type MappedExtent } from './ocfs2-volume.js';
 export { mkfs, type MkfsOptions, type MkfsResult } from './mkfs.js';
 export { probeSignatures, type ProbeHit } from './probe.js';
