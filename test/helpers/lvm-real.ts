@@ -2,15 +2,11 @@
 // test and detached in teardown, a private configuration (no backups/archives written, only the
 // test's loop devices scanned via --devices), and JSON reports in bytes.
 
-import { execFile } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
+import { runToolWith, type ToolResult } from './run-tool.js';
 import { runSanbox } from './tmp.js';
 
-export interface ToolResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type { ToolResult } from './run-tool.js';
 
 /** Bound on any single real-tool run. */
 const TOOL_TIMEOUT_MS = 30_000;
@@ -21,13 +17,9 @@ export const LVM_ENV: NodeJS.ProcessEnv = { ...process.env, LVM_SUPPRESS_FD_WARN
 /** Keeps lvm2 from writing /etc/lvm/backup and /etc/lvm/archive (lvm2.md §10). */
 export const LVM_CONFIG = 'backup/backup=0 backup/archive=0 devices/scan_lvs=0';
 
+/** A real tool with the LVM environment; stdin stays open as execFile leaves it; a run that does not exit with a code gives 1. */
 export function runTool(cmd: string, args: string[]): Promise<ToolResult> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { env: LVM_ENV, timeout: TOOL_TIMEOUT_MS, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? ((err as unknown as { code: number }).code) : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runToolWith(cmd, args, { env: LVM_ENV, timeoutMs: TOOL_TIMEOUT_MS, maxBufferBytes: 16 << 20, keepStdinOpen: true, noExitCode: 1 });
 }
 
 /**

@@ -3,24 +3,17 @@
 // the tools fork to run a missing /sbin/modprobe and may print their output more than once, and
 // mkfs.ocfs2 exits 1 on success, so it is judged by fsck, never by its exit status.
 
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import { runToolWith, type ToolResult } from './run-tool.js';
 
-export interface ToolResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type { ToolResult } from './run-tool.js';
 
+/** Default bound on one ocfs2-tools run. */
+const TOOL_TIMEOUT_MS_DEFAULT = 60_000;
+
+/** A real tool, SIGKILLed at its bound; a run that does not exit with a code gives -1. */
 export function runTool(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<ToolResult> {
-  return new Promise((resolve) => {
-    const child = execFile(cmd, args, { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as NodeJS.ErrnoException & { code?: unknown }).code === 'number' ? ((err as unknown as { code: number }).code) : -1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
-    else child.stdin?.end();
-  });
+  return runToolWith(cmd, args, { input: opts.input, timeoutMs: opts.timeoutMs ?? TOOL_TIMEOUT_MS_DEFAULT, maxBufferBytes: 64 * 1024 * 1024, killSignal: 'SIGKILL', noExitCode: -1 });
 }
 
 /** The first copy of a tool's output: when the first line recurs, the output repeats from there. */
