@@ -3,6 +3,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { fsckOk } from './helpers/ocfs2-oracle.js';
 import { runSanbox, tempDir } from './helpers/tmp.js';
 
@@ -22,6 +23,9 @@ test('sanbox demo starts node processes, kills one, sees it declared dead and fe
   }
   t.true(out.fencedMs >= Math.min(...out.downMs));
   t.true(fs.existsSync(path.join(dir, 'cluster.img')));
+  // The control sockets' run directory (the killed node's stale socket with it) is not left behind.
+  const { runDir } = (await readClusterImage(path.join(dir, 'cluster.img'))).config;
+  t.false(fs.existsSync(runDir), `run directory ${runDir} is left`);
   // Every node heartbeat on the shared ocfs2 volume too, and the real fsck.ocfs2 still accepts it.
   t.is(out.volumeHeartbeatSlots, 3);
   const fsck = await fsckOk(path.join(dir, 'volume.img'));

@@ -97,12 +97,16 @@ export function register(program: Command): void {
       fs.mkdirSync(o.dir, { recursive: true });
       const image = path.resolve(o.dir, 'cluster.img');
       const timing = presetTiming('local');
+      // The control sockets go in the demo's own directory: the node killed with SIGKILL cannot
+      // remove its socket, and the default run directory ($TMPDIR/sanbox-<uuid>) would outlive the demo.
+      const runDir = path.resolve(o.dir, 'run');
       const info = await initClusterImage(image, {
         clusterName: 'demo',
         nodeCount,
         timing,
         nodeNames: Array.from({ length: nodeCount }, (_, i) => `node${i}`),
         force: true,
+        runDir,
       });
       const volume = path.resolve(o.dir, 'volume.img');
       const volumeUuid = await makeVolume(volume, nodeCount);
@@ -158,6 +162,8 @@ export function register(program: Command): void {
       } finally {
         process.removeListener('SIGINT', onSignal);
         await stopAll(nodes);
+        // Every node has exited; only the killed node's stale socket can be left.
+        fs.rmSync(runDir, { recursive: true, force: true });
       }
     });
 }
