@@ -117,9 +117,10 @@ test('two node processes lock over NBD: EX on one resource, a read-increment-wri
 test('sanbox lock over nbd://: two nodes run a read-increment-write command under EX, their critical sections never overlap', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'cluster.img');
-  const init = await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'nbdflock']);
-  t.is(init.code, 0, init.stderr);
   const work = tempDir(t);
+  // `sanbox lock` over nbd:// keeps its slot lock files in the image's run directory: a temp one.
+  const init = await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'nbdflock', '--run-dir', path.join(work, 'run')]);
+  t.is(init.code, 0, init.stderr);
   const counter = path.join(work, 'counter');
   const log = path.join(work, 'log');
   fs.writeFileSync(counter, '0\n');
