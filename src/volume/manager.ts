@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import type { BlockDevice } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
+import { LABEL_SECTOR_BYTES } from '../format/lvm/label.js';
 import { idFromRandom } from '../format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, lvExtentCount, vgTotalExtents, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
 import { isValidLvmName } from '../format/lvm/vg-text.js';
@@ -89,7 +90,7 @@ export async function pvCreate(specs: string[], opts: PvCreateOptions): Promise<
   return withSession(specs, { guard: 'exclusive' }, async (s) => {
     const layouts = [];
     for (const sc of s.scan) {
-      if (sc.pv) throw new SanboxError('EEXIST', `${sc.dev.name}: already an LVM physical volume ${sc.pv.label.pvId}${pvInUse(sc.pv) ? ` in VG ${pvInUse(sc.pv)}` : ''} (label at offset ${sc.pv.label.sector * 512}); pvremove it first`, { device: sc.dev.name, offsetBytes: sc.pv.label.sector * 512 });
+      if (sc.pv) throw new SanboxError('EEXIST', `${sc.dev.name}: already an LVM physical volume ${sc.pv.label.pvId}${pvInUse(sc.pv) ? ` in VG ${pvInUse(sc.pv)}` : ''} (label at offset ${sc.pv.label.sector * LABEL_SECTOR_BYTES}); pvremove it first`, { device: sc.dev.name, offsetBytes: sc.pv.label.sector * LABEL_SECTOR_BYTES });
       await checkBlank(sc.dev);
       layouts.push(planPvLayout({ ...opts, deviceSizeBytes: sc.dev.sizeBytes }));
     }

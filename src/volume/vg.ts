@@ -12,7 +12,7 @@
 
 import type { BlockDevice } from '../disk/index.js';
 import { assert, FormatError, SanboxError } from '../errors.js';
-import { PV_EXT_USED } from '../format/lvm/label.js';
+import { LABEL_SECTOR_BYTES, PV_EXT_USED } from '../format/lvm/label.js';
 import { EMPTY_LOCN, encodeMdaHeader, planTextWrite, RAW_LOCN_IGNORED, type MdaHeader, type RawLocn } from '../format/lvm/mda-header.js';
 import { dashId } from '../format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, type PvModel, type TextTrailer, type VgModel } from '../format/lvm/vg-model.js';
@@ -33,9 +33,9 @@ export async function scanDevices(devs: BlockDevice[]): Promise<ScannedDevice[]>
     // writing metadata to either could corrupt the other, so refuse, naming both.
     const twin = pv && out.find((o) => o.pv?.label.pvId === pv.label.pvId);
     if (twin) {
-      throw new SanboxError('EEXIST', `${dev.name}: duplicate PV ${dashId(pv.label.pvId)}, also on ${twin.dev.name} (label at offset ${pv.label.sector * 512}); name only one of them`, {
+      throw new SanboxError('EEXIST', `${dev.name}: duplicate PV ${dashId(pv.label.pvId)}, also on ${twin.dev.name} (label at offset ${pv.label.sector * LABEL_SECTOR_BYTES}); name only one of them`, {
         device: dev.name,
-        offsetBytes: pv.label.sector * 512,
+        offsetBytes: pv.label.sector * LABEL_SECTOR_BYTES,
       });
     }
     out.push({ dev, pv });
