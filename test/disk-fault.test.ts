@@ -1,4 +1,5 @@
 import test from 'ava';
+import fs from 'node:fs';
 import path from 'node:path';
 import { createImage, FaultDevice, FileDisk, writeControlFile } from '../src/disk/index.js';
 import { DiskError } from '../src/errors.js';
@@ -127,4 +128,19 @@ test('checkRecord sees through a 512-byte record', (t) => {
   t.like(checkRecord(r), { ok: true, writer: 3, sector: 9, seq: 4 });
   r[100] ^= 1;
   t.like(checkRecord(r), { ok: false });
+});
+
+test('an invalid control file changes nothing: the rules in force stay, and I/O does not fail because of it', async (t) => {
+  const control = path.join(tempDir(t), 'faults.json');
+  const dev = setup(t, control);
+  writeControlFile(control, [{ id: 'x', action: 'eio', op: 'read' }]);
+  await new Promise((r) => setTimeout(r, 30));
+  t.throws(() => dev.readSync(Buffer.alloc(512), 0), { instanceOf: DiskError, message: /injected/ });
+  fs.writeFileSync(control, '{"rules": [ half-written');
+  await new Promise((r) => setTimeout(r, 30));
+  t.throws(() => dev.readSync(Buffer.alloc(512), 0), { instanceOf: DiskError, message: /injected/ }, 'the EIO rule still holds');
+  dev.writeSync(Buffer.alloc(512), 0); // writes were never affected, and are not now
+  writeControlFile(control, []);
+  await new Promise((r) => setTimeout(r, 30));
+  dev.readSync(Buffer.alloc(512), 0);
 });

@@ -45,15 +45,21 @@ test('random and mutated fault control files give valid rules or a DiskError, no
     { id: 'b', action: 'torn', tornSectors: 1, afterOps: 3, count: 2 },
   ]);
   const good = fs.readFileSync(control);
+  let typed = 0;
+  const edge = ['null', '[]', '{"rules":null}', '{"rules":[null]}', '{"rules":[{"action":"eio","count":-1}]}', '{"rules":[', ''];
+  for (const e of edge) {
+    fs.writeFileSync(control, e);
+    t.throws(() => readControlFile(control), { instanceOf: DiskError }, JSON.stringify(e));
+  }
   for (let i = 0; i < CASES; i++) {
-    const edge = ['null', '[]', '{"rules":null}', '{"rules":[null]}', '{"rules":[{"action":"eio","count":-1}]}'];
     fs.writeFileSync(control, i < edge.length ? edge[i]! : i % 2 ? crypto.randomBytes(crypto.randomInt(64)) : mutate(good));
     try {
       const rules = readControlFile(control);
       for (const r of rules) t.true(['eio', 'latency', 'stall', 'torn'].includes(r.action));
     } catch (err) {
       if (!(err instanceof DiskError)) t.fail(`unexpected ${String(err)}`);
+      typed++;
     }
   }
-  t.pass();
+  t.true(typed > CASES / 4, `${typed} typed errors`);
 });

@@ -34,7 +34,9 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const msg = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`sanbox: ${msg}\n`);
+    // An error that is not one of ours is a bug or an unexpected system failure: say so.
+    const hint = isSanboxError(err) || process.env.SANBOX_DEBUG ? '' : ' (unexpected error; SANBOX_DEBUG=1 shows where)';
+    process.stderr.write(`sanbox: ${msg}${hint}\n`);
     if (err instanceof UsageError) return 2;
     if (!isSanboxError(err) && process.env.SANBOX_DEBUG) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
     return 1;

@@ -59,6 +59,7 @@ export class FaultDevice implements SyncBlockDevice {
   private states: RuleState[] = [];
   private controlCheckedAtMs = 0;
   private controlStamp = '';
+  private warnedStamp = '';
 
   constructor(
     private readonly inner: BlockDevice,
@@ -105,8 +106,18 @@ export class FaultDevice implements SyncBlockDevice {
       stamp = 'none'; // no file: no rules
     }
     if (stamp === this.controlStamp) return;
+    let rules: FaultRule[];
+    try {
+      rules = stamp === 'none' ? [] : readControlFile(this.controlFile);
+    } catch (err) {
+      // A half-written or invalid control file changes nothing (and must not fail the I/O that
+      // happened to look at it): keep the rules we have, say so once, and look again next poll.
+      if (!(err instanceof DiskError)) throw err;
+      if (this.warnedStamp !== stamp) process.stderr.write(`sanbox: ignoring fault control file: ${err.message}\n`);
+      this.warnedStamp = stamp;
+      return;
+    }
     this.controlStamp = stamp;
-    const rules = stamp === 'none' ? [] : readControlFile(this.controlFile);
     // Keep counters of rules that are still there, keyed by their content.
     const old = new Map(this.states.map((s) => [JSON.stringify(s.rule), s]));
     this.states = rules.map((rule, i) => {
@@ -265,13 +276,19 @@ function validateRule(rule: FaultRule, where: string): void {
   }
 }
 
-/** Reads and validates a control file; a file being rewritten (invalid JSON) counts as no change. */
+/** Reads and validates a control file; anything but a valid {"rules": [...]} is a DiskError. */
 export function readControlFile(path: string): FaultRule[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new DiskError('EINVAL', `${path}: cannot read fault control file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(fs.readFileSync(path, 'utf8'));
+    parsed = JSON.parse(text);
   } catch {
-    return [];
+    throw new DiskError('EINVAL', `${path}: fault control file is not valid JSON`);
   }
   const rules = typeof parsed === 'object' && parsed !== null ? (parsed as { rules?: unknown }).rules : undefined;
   if (!Array.isArray(rules)) throw new DiskError('EINVAL', `${path}: fault control file must be {"rules": [...]}`);
