@@ -12,7 +12,9 @@ import { lvmCrc } from '../src/format/lvm/lvm-crc.js';
 import { commitContext, lvCreate, pvCreate, vgCreate } from '../src/volume/manager.js';
 import { readPv } from '../src/volume/pv.js';
 import { attachLoop, detachLoop, lvm, lvmReport, runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
-import { readFileAt, tempDir } from './helpers/tmp.js';
+import { ownLockDir, readFileAt, tempDir } from './helpers/tmp.js';
+
+ownLockDir(test);
 
 const MiB = 1024 * 1024;
 

@@ -18,7 +18,9 @@ import { commitContext, lvCreate, lvRemove, lvResize, openLv, pvCreate, vgCreate
 import { openTarget } from '../src/volume/resolve.js';
 import { findVg, scanDevices } from '../src/volume/vg.js';
 import { runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
-import { collect, exited, readFileAt, REPO_ROOT, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+import { collect, exited, ownLockDir, readFileAt, REPO_ROOT, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+
+ownLockDir(test);
 
 const MiB = 1024 * 1024;
 const REPO_DIST = path.join(REPO_ROOT, 'dist');

@@ -9,7 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { attachLoop } from './helpers/lvm-real.js';
 import { startNbdkit } from './helpers/nbdkit.js';
-import { runSanbox, tempDir } from './helpers/tmp.js';
+import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
+
+ownLockDir(test);
 
 const MiB = 1024 * 1024;
 

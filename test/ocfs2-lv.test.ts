@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { attachLoop } from './helpers/lvm-real.js';
 import { fsckOk, parseBlkid, runTool } from './helpers/ocfs2-oracle.js';
-import { runSanbox, tempDir } from './helpers/tmp.js';
+import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
+
+ownLockDir(test);
 
 const MiB = 2 ** 20;
 

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ExecutionContext } from 'ava';
+import type { ExecutionContext, TestFn } from 'ava';
+import { LOCK_DIR_ENV } from '../../src/volume/vg-lock.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const SANBOX_BIN = path.join(REPO_ROOT, 'bin/sanbox.js');
@@ -26,6 +27,18 @@ export function readFileAt(file: string, offsetBytes: number, lengthBytes: numbe
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * Gives a test file its own host-local LVM lock directory (SANBOX_LOCK_DIR, inherited by the sanbox
+ * commands it starts), removed after its tests. Otherwise lock files pile up in the shared
+ * $TMPDIR/sanbox-lvm-locks, and two runs of the suite on one machine lock each other's same-named VGs.
+ */
+export function ownLockDir(test: TestFn): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-locks-'));
+  process.env[LOCK_DIR_ENV] = dir;
+  test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** Spawns a child that is SIGKILLed (and awaited) at teardown if it is still running. */
