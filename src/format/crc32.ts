@@ -11,36 +11,21 @@
 // standard CRC-32C, which inverts at the end, is 0xE3069283). sanbox's own records use zlib's
 // crc32 (the crc-32 package), which inverts before and after.
 
-const CRC32_POLY_REFLECTED = 0xedb88320;
-const CRC32C_POLY_REFLECTED = 0x82f63b78;
+import CRC32 from 'crc-32';
+import CRC32C from 'crc-32/crc32c.js';
 
-function reflectedTable(poly: number): Uint32Array {
-  const table = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? poly ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
-  }
-  return table;
-}
-
-const CRC32_TABLE = reflectedTable(CRC32_POLY_REFLECTED);
-const CRC32C_TABLE = reflectedTable(CRC32C_POLY_REFLECTED);
-
-function update(table: Uint32Array, seed: number, data: Uint8Array): number {
-  let c = seed >>> 0;
-  for (let i = 0; i < data.length; i++) c = table[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
-  return c >>> 0;
-}
+// The table-driven work is the crc-32 package's (SheetJS; CRC-32 and, in crc32c.js, CRC-32C). Its
+// buf(data, seed) inverts the seed on entry and the result on exit (zlib style), so the raw kernel
+// form is ~buf(data, ~seed) (reference/baselines.md A4).
 
 /** The kernel's crc32_le(seed, data): no inversion. */
 export function crc32Le(seed: number, data: Uint8Array): number {
-  return update(CRC32_TABLE, seed, data);
+  return ~CRC32.buf(data, ~seed) >>> 0;
 }
 
 /** The kernel's crc32c(seed, data): no inversion. */
 export function crc32c(seed: number, data: Uint8Array): number {
-  return update(CRC32C_TABLE, seed, data);
+  return ~CRC32C.buf(data, ~seed) >>> 0;
 }
 
 const ZERO4 = new Uint8Array(4);
