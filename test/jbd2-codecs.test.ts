@@ -10,7 +10,7 @@ import {
   encodeCommit, encodeDescriptor, encodeRevoke, parseCommit, parseDescriptor, parseRevoke, tagBytes, TagFlag, dataBlockChecksum,
 } from '../src/format/jbd2/log-blocks.js';
 import { encodeJbd2Superblock, freshJbd2Superblock, Jbd2FeatureIncompat, jbd2ChecksumSeed, parseJbd2Superblock, type Jbd2Superblock } from '../src/format/jbd2/superblock.js';
-import { onlyFormatError } from './helpers/fuzz.js';
+import { onlyFormatError, prng } from './helpers/fuzz.js';
 
 const UUID = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
 
@@ -20,17 +20,6 @@ function sbWith(incompat: number, blockSize = 4096): Jbd2Superblock {
   return sb;
 }
 
-/** Deterministic PRNG (mulberry32) so a failing fuzz case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('crc32c (seed ~0, no final xor) matches the check value 0x1CF96D7C', (t) => {
   t.is(crc32c(0xffffffff, Buffer.from('123456789')), 0x1cf96d7c);

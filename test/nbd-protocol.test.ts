@@ -4,7 +4,7 @@
 import test from 'ava';
 import { FormatError } from '../src/errors.js';
 import * as P from '../src/format/nbd-protocol.js';
-import { onlyFormatError } from './helpers/fuzz.js';
+import { onlyFormatError, prng } from './helpers/fuzz.js';
 
 const DEV = 'nbd://test/x';
 
@@ -204,17 +204,6 @@ test('reply decoder rejects what the spec forbids, naming the stream offset', (t
 
 // ---- fuzz -------------------------------------------------------------------------------------
 
-/** Deterministic PRNG (mulberry32), so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('fuzz: random and bit-flipped input gives a result or a FormatError, never anything else', (t) => {
   const rnd = prng(0x5eed);

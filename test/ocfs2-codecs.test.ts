@@ -19,7 +19,7 @@ import { parseChainList, parseGroupDesc } from '../src/format/ocfs2/chain-list.j
 import { planMkfs, superblockBlock, uuidHash } from '../src/fs/mkfs-layout.js';
 import { heartbeatRegion, mkfs, Ocfs2Volume, readJournal, readSlotMap } from '../src/fs/index.js';
 import { tempDir } from './helpers/tmp.js';
-import { onlyFormatError } from './helpers/fuzz.js';
+import { onlyFormatError, prng } from './helpers/fuzz.js';
 
 const UUID = Buffer.from('bad38d72463c4a92a9410a689f58e4d3', 'hex');
 
@@ -30,16 +30,6 @@ function plan(bs = 4096, slots = 4) {
   });
 }
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function ourImage(t: Parameters<typeof tempDir>[0], bs = 4096): Promise<string> {
   const img = path.join(tempDir(t), 'vol.img');

@@ -18,3 +18,15 @@ export function onlyFormatError(t: ExecutionContext, what: string, fn: () => unk
     return 'other';
   }
 }
+
+/** Deterministic PRNG (mulberry32): a failing fuzz case can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
