@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { openDevice } from '../disk/open.js';
 import { createImage } from '../disk/file-disk.js';
+import { isNbdSpec } from '../disk/nbd-device.js';
+import { initExport } from '../disk/nbd-image.js';
 import { type BlockDevice } from '../disk/device.js';
 import { viewOf } from '../disk/view-device.js';
 import { type OpenOptions } from '../disk/file-disk.js';
@@ -92,9 +94,7 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
   const regionHeaders = regions.map((r) =>
     encodeRegionHeader({ name: r.name, version: REGION_VERSIONS[r.name as RegionName], payloadBytes: r.sizeBytes - BLOCK_BYTES, clusterUuid: uuid }),
   );
-  // createImage refuses an existing image without force, and one in use even with force.
-  createImage(imagePath, { sizeBytes: imageSizeBytes, sectorSizeBytes, force: opts.force });
-  const dev = await openDevice(imagePath, { guard: 'exclusive' });
+  const dev = await createTarget(imagePath, imageSizeBytes, sectorSizeBytes, opts.force);
   try {
     await dev.write(headerBuf, 0);
     for (let i = 0; i < regions.length; i++) await dev.write(regionHeaders[i]!, regions[i]!.offsetBytes);
@@ -107,6 +107,17 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
     await dev.close();
   }
   return readClusterImage(imagePath);
+}
+
+/**
+ * The zeroed device a new cluster image is written to. A local image is created (createImage
+ * refuses an existing image without force, and one in use even with force); an NBD export is
+ * checked to be large enough and free of data (unless forced), then zeroed (src/disk/nbd-image.ts).
+ */
+async function createTarget(imagePath: string, sizeBytes: number, sectorSizeBytes: 512 | 4096, force: boolean | undefined): Promise<BlockDevice> {
+  if (isNbdSpec(imagePath)) return initExport(imagePath, { sizeBytes, sectorSizeBytes, force });
+  createImage(imagePath, { sizeBytes, sectorSizeBytes, force });
+  return openDevice(imagePath, { guard: 'exclusive' });
 }
 
 /** Reads and validates header, region headers and config. Opens the image without an in-use guard. */

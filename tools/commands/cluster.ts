@@ -40,7 +40,7 @@ export function register(program: Command): void {
     .description(
       'create a cluster image: a small shared disk holding the cluster name, its nodes and timing, an o2hb-compatible heartbeat region (one sector per node number), node records, SCSI-3 reservation state and a lockspace region',
     )
-    .argument('<image>', 'path of the cluster image to create')
+    .argument('<image>', 'path of the cluster image to create, or nbd://HOST:PORT/EXPORT (checked to be large enough and empty, then zeroed)')
     .requiredOption('--nodes <n>', 'number of nodes (node numbers 0..n-1, at most 255)')
     .requiredOption('--name <name>', 'cluster name (A-Z a-z 0-9 . _ -, up to 64 characters)')
     .option('--sector-size <bytes>', 'logical sector size, which is also the heartbeat slot size: 512 or 4096', '512')

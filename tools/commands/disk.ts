@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { createImage, diskInfo, type SectorSize } from '../../src/disk/index.js';
 import { isNbdSpec, nbdDiskInfo } from '../../src/disk/nbd-device.js';
+import { createNbdDisk } from '../../src/disk/nbd-image.js';
 import { UsageError } from '../../src/errors.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
 import { printFields, printJson } from '../output.js';
@@ -13,18 +14,24 @@ export function register(program: Command): void {
   disk
     .command('create')
     .description('create a sparse image file of the given size; no data blocks are allocated')
-    .argument('<image>', 'path of the image file to create')
+    .argument('<image>', 'path of the image file to create, or nbd://HOST:PORT/EXPORT (checked to be large enough, then zeroed)')
     .requiredOption('--size <size>', 'size, with a suffix: 512, 4k, 100M, 10G, 1T')
     .option('--sector-size <bytes>', 'logical sector size: 512 or 4096', '512')
     .option('--force', 'replace an existing image (refused while another process has it open)', false)
     .option('--json', 'print the created disk as JSON', false)
-    .action((image: string, opts: { size: string; sectorSize: string; force: boolean; json: boolean }) => {
-      if (isNbdSpec(image)) {
-        throw new UsageError(`${image}: disk create makes a local image file; create the file on the NBD server's machine and export it (docs/nbd.md)`);
-      }
+    .action(async (image: string, opts: { size: string; sectorSize: string; force: boolean; json: boolean }) => {
       const sectorSizeBytes = Number(opts.sectorSize);
       if (sectorSizeBytes !== 512 && sectorSizeBytes !== 4096) throw new UsageError(`--sector-size must be 512 or 4096, not '${opts.sectorSize}'`);
       const sizeBytes = parseSizeBytes(opts.size);
+      if (isNbdSpec(image)) {
+        const made = await createNbdDisk(image, { sizeBytes, sectorSizeBytes: sectorSizeBytes as SectorSize, force: opts.force });
+        if (opts.json) printJson(made);
+        else {
+          const whole = made.sizeBytes > sizeBytes ? ` (the whole export, larger than --size ${formatSize(sizeBytes)})` : '';
+          process.stdout.write(`Disk "${image}" created: ${formatSize(made.sizeBytes)} (${made.sizeBytes} bytes)${whole}, ${made.sectorSizeBytes}-byte sectors, zeroed.\n`);
+        }
+        return;
+      }
       createImage(image, { sizeBytes, sectorSizeBytes: sectorSizeBytes as SectorSize, force: opts.force });
       if (opts.json) printJson(diskInfo(image));
       else process.stdout.write(`Disk "${image}" created: ${formatSize(sizeBytes)} (${sizeBytes} bytes), ${sectorSizeBytes}-byte sectors.\n`);
