@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import { DiskError } from '../errors.js';
 import { checkRange, isSyncDevice, type BlockDevice, type SectorSize, type SyncBlockDevice } from './device.js';
+import { sleepMs, sleepSyncMs } from './sleep.js';
 
 export type FaultOp = 'read' | 'write' | 'any';
 export type FaultAction = 'eio' | 'latency' | 'stall' | 'torn';
@@ -36,13 +37,6 @@ export interface FaultRule {
 /** How often a stalled operation or the control file is rechecked. */
 const CONTROL_POLL_MS = 10;
 
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-function sleepSync(ms: number): void {
-  Atomics.wait(sleepCell, 0, 0, ms);
-}
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 interface RuleState {
   rule: FaultRule;
@@ -195,11 +189,11 @@ export class FaultDevice implements SyncBlockDevice {
       case 'eio':
         throw this.eio(op, offsetBytes, lengthBytes, 'injected I/O error');
       case 'latency':
-        sleepSync(rule.latencyMs ?? 0);
+        sleepSyncMs(rule.latencyMs ?? 0);
         return;
       case 'stall':
         // Blocks the calling thread, as a hung device does; only the control file can release it.
-        while (this.stillInstalled(rule.id)) sleepSync(CONTROL_POLL_MS);
+        while (this.stillInstalled(rule.id)) sleepSyncMs(CONTROL_POLL_MS);
         return;
       case 'torn':
         return; // reads are not torn
@@ -211,10 +205,10 @@ export class FaultDevice implements SyncBlockDevice {
       case 'eio':
         throw this.eio(op, offsetBytes, lengthBytes, 'injected I/O error');
       case 'latency':
-        await sleep(rule.latencyMs ?? 0);
+        await sleepMs(rule.latencyMs ?? 0);
         return;
       case 'stall':
-        while (this.stillInstalled(rule.id)) await sleep(CONTROL_POLL_MS);
+        while (this.stillInstalled(rule.id)) await sleepMs(CONTROL_POLL_MS);
         return;
       case 'torn':
         return;

@@ -20,7 +20,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import fsExt from 'fs-ext';
-import { DiskError, SanboxError } from '../errors.js';
+import { DiskError, FormatError, SanboxError } from '../errors.js';
+import { sleepSyncMs } from './sleep.js';
+import { readStableSync } from './stable-read.js';
 import {
   decodeReservationCopies,
   emptyReservations,
@@ -92,11 +94,25 @@ export class ReservationStore {
     return this.fd;
   }
 
+  /**
+   * The current state. A copy being rewritten by another process's PR command may read torn: both
+   * copies are re-read (readStableSync) until they decode, so the state is never older than the
+   * updateSeqs read just before it. A copy that stays bad for the whole bound was torn by a crash
+   * mid-write; the other copy holds the state (the next command rewrites the torn one).
+   */
   read(): ReservationState {
     const fd = this.liveFd();
-    this.buf.fill(0);
-    fs.readSync(fd, this.buf, 0, this.buf.length, this.spec.stateOffsetBytes);
-    return decodeReservationCopies(this.buf, { device: this.spec.statePath, offsetBytes: this.spec.stateOffsetBytes });
+    const where = { device: this.spec.statePath, offsetBytes: this.spec.stateOffsetBytes };
+    const readSync = (b: Buffer): void => {
+      b.fill(0); // a sidecar file may be shorter than the payload: the rest reads as zeros
+      fs.readSync(fd, b, 0, b.length, this.spec.stateOffsetBytes);
+    };
+    try {
+      return readStableSync(readSync, this.buf, (b) => decodeReservationCopies(b, where, 'both'));
+    } catch (err) {
+      if (!(err instanceof FormatError)) throw err;
+      return decodeReservationCopies(this.buf, where, 'either');
+    }
   }
 
   private readonly seqBuf = Buffer.alloc(8);
@@ -170,7 +186,7 @@ export class LockFile {
     for (;;) {
       if (this.tryLock(mode)) return true;
       if (performance.now() - t0 >= waitMs) return false;
-      Atomics.wait(SLEEP_CELL, 0, 0, LOCK_RETRY_MS);
+      sleepSyncMs(LOCK_RETRY_MS);
     }
   }
 
@@ -183,7 +199,6 @@ export class LockFile {
     this.fd = undefined;
   }
 }
-const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4));
 
 export function gateLockPath(lockDir: string, nodeId: number): string {
   return path.join(lockDir, `gate-${nodeId}.lock`);

@@ -110,11 +110,12 @@ export function decodeReservations(buf: Buffer, where: Where = {}): ReservationS
 }
 
 /**
- * Picks the current state from both copies: the valid one with the higher updateSeq. A copy that
- * fails to decode is skipped (it was torn by a crash mid-write); if neither copy was ever written
- * the state is empty. Throws only when both copies are corrupt.
+ * Picks the current state from both copies: the valid one with the higher updateSeq. With
+ * `need` = 'either', a copy that fails to decode is skipped (it was torn by a crash mid-write); if
+ * neither copy was ever written the state is empty; it throws only when both copies are corrupt.
+ * With 'both', any bad copy throws (a live reader re-reads first: the copy may be mid-write).
  */
-export function decodeReservationCopies(payload: Buffer, where: Where = {}): ReservationState {
+export function decodeReservationCopies(payload: Buffer, where: Where = {}, need: 'either' | 'both' = 'either'): ReservationState {
   if (payload.length < RESERVATIONS_PAYLOAD_BYTES) {
     throw new FormatError(`${where.device ?? 'reservations'}: reservations payload needs ${RESERVATIONS_PAYLOAD_BYTES} bytes`, where);
   }
@@ -132,7 +133,7 @@ export function decodeReservationCopies(payload: Buffer, where: Where = {}): Res
       if (s === null) empty++;
       else if (best === null || s.updateSeq > best.updateSeq) best = s;
     } catch (err) {
-      if (!(err instanceof FormatError)) throw err;
+      if (!(err instanceof FormatError) || need === 'both') throw err;
       errors++;
       firstErr ??= err;
     }

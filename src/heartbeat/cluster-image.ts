@@ -13,7 +13,8 @@ import { type BlockDevice } from '../disk/device.js';
 import { viewOf } from '../disk/view-device.js';
 import { type OpenOptions } from '../disk/file-disk.js';
 import { type ReservationStoreSpec, defaultLockDir } from '../disk/reservations.js';
-import { SanboxError } from '../errors.js';
+import { assert, SanboxError } from '../errors.js';
+import { readStable } from '../disk/stable-read.js';
 import {
   BLOCK_BYTES,
   decodeClusterHeader,
@@ -219,14 +220,24 @@ export async function readNodeRecords(dev: BlockDevice, info: ClusterImageInfo):
   await dev.read(buf, nodeRecordOffset(info, 0));
   const out: (NodeRecord | null)[] = [];
   for (let i = 0; i < n; i++) {
-    out.push(decodeNodeRecord(buf.subarray(i * stride, i * stride + NODE_RECORD_BYTES), i, { device: dev.name, offsetBytes: nodeRecordOffset(info, i) }));
+    // A record being rewritten by its node (at join) may read torn: re-read that sector alone.
+    const where = { device: dev.name, offsetBytes: nodeRecordOffset(info, i) };
+    const sector = buf.subarray(i * stride, (i + 1) * stride);
+    out.push(await readStable(dev, sector, where.offsetBytes, (b) => decodeNodeRecord(b.subarray(0, NODE_RECORD_BYTES), i, where), { preRead: true }));
   }
   return out;
 }
 
 /** Writes node `rec.nodeId`'s own record sector (passes the device's fence gate). */
 export async function writeNodeRecord(dev: BlockDevice, info: ClusterImageInfo, rec: NodeRecord | null, nodeId: number): Promise<void> {
+  // A node writes only its own record sector (single-writer sectors need no lock).
+  assert(rec === null || rec.nodeId === nodeId, `node ${nodeId} about to write node ${rec?.nodeId}'s record`);
+  assert(Number.isInteger(nodeId) && nodeId >= 0 && nodeId < info.config.nodeCount, `node record ${nodeId} outside 0..${info.config.nodeCount - 1}`);
   const sec = Buffer.alloc(info.header.sectorSizeBytes);
   if (rec !== null) encodeNodeRecord(rec).copy(sec);
-  await dev.write(sec, nodeRecordOffset(info, nodeId));
+  const offsetBytes = nodeRecordOffset(info, nodeId);
+  // Pair assertion: what goes to disk decodes back to the same node's record.
+  const check = decodeNodeRecord(sec.subarray(0, NODE_RECORD_BYTES), nodeId, { device: dev.name, offsetBytes });
+  assert(rec === null ? check === null : check?.generation === rec.generation && check.prKey === rec.prKey, `node ${nodeId}'s record does not decode back to what was encoded`);
+  await dev.write(sec, offsetBytes);
 }

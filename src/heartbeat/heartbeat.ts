@@ -8,8 +8,9 @@
 import crypto from 'node:crypto';
 import type { BlockDevice } from '../disk/device.js';
 import type { SelfFencingGate } from '../disk/fence-gate.js';
-import { SanboxError, isSanboxError } from '../errors.js';
-import { decodeO2hbBlock, encodeO2hbBlock, hex64, O2NM_MAX_NODES, type DecodedO2hbBlock } from '../format/o2hb-block.js';
+import { assert, FormatError, SanboxError, isSanboxError } from '../errors.js';
+import { readStable } from '../disk/stable-read.js';
+import { decodeO2hbBlock, encodeO2hbBlock, hex64, O2NM_MAX_NODES, parseO2hbBlock, type DecodedO2hbBlock } from '../format/o2hb-block.js';
 import type { MembershipService } from './membership.js';
 import type { Timing } from './timing.js';
 
@@ -57,11 +58,28 @@ export async function readSlots(region: HeartbeatRegion, buf?: Buffer): Promise<
   return out;
 }
 
-async function readSlot(region: HeartbeatRegion, nodeId: number): Promise<DecodedO2hbBlock> {
-  const b = Buffer.alloc(region.blockBytes);
-  const off = region.offsetBytes + nodeId * region.blockBytes;
-  await region.device.read(b, off);
-  return decodeO2hbBlock(b, { device: region.device.name, offsetBytes: off });
+/** Byte offset of node `nodeId`'s slot on the region's device. */
+export function slotOffsetBytes(region: HeartbeatRegion, nodeId: number): number {
+  assert(Number.isInteger(nodeId) && nodeId >= 0 && nodeId < region.slotCount, `${region.name}: slot ${nodeId} outside 0..${region.slotCount - 1}`);
+  return region.offsetBytes + nodeId * region.blockBytes;
+}
+
+/**
+ * Reads one slot where a torn read would lead to a wrong decision (the join probe, our own-slot
+ * check): a block with a bad checksum is read again (readStable's bound); one that stays bad is
+ * returned as it is, and the caller judges it. Peers' slots in a round are not retried: there a
+ * bad checksum is only a missed sample (the kernel's rule, reference/ocfs2.md §4.5), and a slot
+ * left torn by a crash must not delay our own write every round.
+ */
+export async function readSlotStable(region: HeartbeatRegion, nodeId: number, buf?: Buffer): Promise<DecodedO2hbBlock> {
+  const b = buf ?? Buffer.alloc(region.blockBytes);
+  const where = { device: region.device.name, offsetBytes: slotOffsetBytes(region, nodeId) };
+  try {
+    return await readStable(region.device, b, where.offsetBytes, (sector) => parseO2hbBlock(sector, where), { preRead: buf !== undefined });
+  } catch (err) {
+    if (!(err instanceof FormatError)) throw err;
+    return decodeO2hbBlock(b, where);
+  }
 }
 
 /**
@@ -70,18 +88,18 @@ async function readSlot(region: HeartbeatRegion, nodeId: number): Promise<Decode
  * kernel node's 2 s seq step) and throws EBUSY if its seq moves with a non-zero generation.
  */
 export async function probeSlot(region: HeartbeatRegion, nodeId: number, timing: Timing): Promise<void> {
-  const first = await readSlot(region, nodeId);
+  const first = await readSlotStable(region, nodeId);
   if (!first.cksumValid || first.seq === 0n || first.generation === 0n) return;
   const probeMs = Math.max(timing.joinProbeMs, Math.min(first.deadMs / 10, JOIN_PROBE_MS_MAX));
   const t0 = performance.now();
   while (performance.now() - t0 < probeMs) {
     await new Promise((r) => setTimeout(r, Math.max(JOIN_PROBE_POLL_MS_MIN, timing.intervalMs / 2)));
-    const b = await readSlot(region, nodeId);
+    const b = await readSlotStable(region, nodeId);
     if (b.cksumValid && b.generation !== 0n && (b.seq !== first.seq || b.generation !== first.generation)) {
       throw new SanboxError(
         'EBUSY',
         `${region.name}: node ${nodeId} is already heartbeating in its slot (generation ${hex64(b.generation)}, seq moving): refusing to join as node ${nodeId}`,
-        { device: region.device.name, offsetBytes: region.offsetBytes + nodeId * region.blockBytes },
+        { device: region.device.name, offsetBytes: slotOffsetBytes(region, nodeId) },
       );
     }
   }
@@ -170,7 +188,14 @@ export class Heartbeat {
     if (!this.running) return;
     if (blocks !== undefined) {
       if (this.inflight === undefined && this.lastWritten !== undefined) {
-        const own = blocks[this.o.nodeId]!;
+        let own = blocks[this.o.nodeId]!;
+        if (!own.cksumValid) {
+          // Nobody else writes our slot, so a bad checksum is a torn read or an intruder: read again.
+          const off = this.o.nodeId * r.blockBytes;
+          own = await readSlotStable(r, this.o.nodeId, this.readBuf.subarray(off, off + r.blockBytes));
+          blocks[this.o.nodeId] = own;
+          if (!this.running) return;
+        }
         const exp = this.lastWritten;
         let mismatch: string | undefined;
         if (own.nodeId !== this.o.nodeId && own.seq !== 0n) mismatch = 'Another node is heartbeating in our slot';
@@ -196,7 +221,16 @@ export class Heartbeat {
     this.lastSeq = seq;
     const block = encodeO2hbBlock({ seq, nodeId: this.o.nodeId, generation, deadMs: this.o.timing.deadMs }, r.blockBytes);
     const startMs = performance.now();
-    const write = r.device.write(block, r.offsetBytes + this.o.nodeId * r.blockBytes);
+    // A node writes only its own slot (o2hb's rule; the own-slot check above depends on it).
+    const offsetBytes = slotOffsetBytes(r, this.o.nodeId);
+    // Pair assertion: the sector about to be written decodes back to what we meant (a readback
+    // check before the write, cheap at one sector per interval).
+    const check = decodeO2hbBlock(block, { device: r.device.name, offsetBytes });
+    assert(
+      check.cksumValid && check.nodeId === this.o.nodeId && check.seq === seq && check.generation === generation,
+      `${r.name}: node ${this.o.nodeId} about to write a block that is not its own (node ${check.nodeId}, seq ${check.seq})`,
+    );
+    const write = r.device.write(block, offsetBytes);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), this.o.timing.ioTimeoutMs)));
     // Whenever the write lands, even after its timeout, the disk holds this block: the own-slot
