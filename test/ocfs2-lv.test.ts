@@ -20,7 +20,7 @@ test('mkfs VG/LV: fsck.ocfs2 and blkid accept the LV range; fsinfo and slotmap r
     const r = await runSanbox(t, args);
     t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
   }
-  const mk = await runSanbox(t, ['mkfs', 'vgo/lvo', '--slots', '3', '--label', 'onlv', '--devices', pv, '--json']);
+  const mk = await runSanbox(t, ['mkfs', 'vgo/lvo', '--slots', '3', '--block-size', '4K', '--label', 'onlv', '--devices', pv, '--json']);
   t.is(mk.code, 0, mk.stderr);
   const res = JSON.parse(mk.stdout) as { uuid: string; clusterCount: number };
   t.is(res.clusterCount, (512 * MiB) / 4096);

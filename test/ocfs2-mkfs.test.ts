@@ -105,7 +105,8 @@ test('mkfs refuses an image that already holds ocfs2, an ext4 signature or a PV 
   const dir = tempDir(t);
   const img = path.join(dir, 'vol.img');
   sparse(img, 256 * 2 ** 20);
-  t.is((await runSanbox(t, ['mkfs', img, '--slots', '2', '--label', 'first'])).code, 0);
+  // 4K blocks: the superblock at byte 8192 (the default at 256 MiB would be mkfs.ocfs2's 1K).
+  t.is((await runSanbox(t, ['mkfs', img, '--slots', '2', '--block-size', '4K', '--label', 'first'])).code, 0);
   const before = fs.readFileSync(img).subarray(0, 1 << 20);
   const again = await runSanbox(t, ['mkfs', img, '--slots', '2', '--label', 'second']);
   t.is(again.code, 1);
@@ -180,7 +181,7 @@ test('system files match the real mkfs.ocfs2 of the same geometry: type, flags, 
   const ours = path.join(dir, 'ours.img');
   const real = path.join(dir, 'real.img');
   sparse(ours, 256 * 2 ** 20);
-  const r = await runSanbox(t, ['mkfs', ours, '--slots', '2', '--journal-size', '8M', '--label', 'v', '--cluster-stack', 'o2cb', '--cluster-name', 'demo']);
+  const r = await runSanbox(t, ['mkfs', ours, '--slots', '2', '--block-size', '4K', '--journal-size', '8M', '--label', 'v', '--cluster-stack', 'o2cb', '--cluster-name', 'demo']);
   t.is(r.code, 0, r.stderr);
   await realMkfs(real, 256 * 2 ** 20, ['-b', '4096', '-C', '4096', '-N', '2', '-J', 'size=8M', '-L', 'v', '--cluster-stack=o2cb', '--cluster-name=demo']);
   const facts = async (img: string, file: string): Promise<Record<string, string>> => {

@@ -13,10 +13,14 @@
 // Global bitmap groups i ≥ 1 keep their descriptor in their own first cluster, and backup
 // superblocks (1 GiB << 2i) sit in their own cluster; the allocator steps around both.
 //
-// Feature set (documented in tools/commands/ocfs2.ts --help and the README section):
-//   compat    backup-super, strict-journal-super
-//   incompat  sparse, inline-data, and with --cluster-stack o2cb: clusterinfo + extended-slotmap
-//   ro_compat unwritten
+// Feature set (documented in tools/commands/ocfs2.ts --help and the README section), chosen by
+// mkfs-options.ts; by default mkfs.ocfs2's default level less what sanbox cannot write:
+//   compat    backup-super (optional), strict-journal-super (always)
+//   incompat  sparse, inline-data, extended-slotmap, local (each optional), and with
+//             --cluster-stack o2cb: clusterinfo (forces extended-slotmap)
+//   ro_compat unwritten (optional, needs sparse)
+// Without backup-super no backup superblocks are written; without inline-data every directory
+// gets extent-mapped blocks.
 // No metaecc, indexed-dirs, xattr, refcount, discontig-bg or append-dio: all optional for the
 // kernel, and without metaecc every block-check field stays zero (reference §7). Journals: JBD2 v2
 // with no features (block64 when the volume has more than 2^32 blocks).
@@ -50,14 +54,11 @@ import { encodeSuperblock, type Superblock } from '../format/ocfs2/superblock.js
 import { encodeInlineData, encodeLocalAlloc, encodeTruncateLog, inlineDataCapacity, localAllocBitmapBytes, truncateLogCapacity } from '../format/ocfs2/system-payloads.js';
 import { encodeJbd2Superblock, freshJbd2Superblock, Jbd2FeatureIncompat } from '../format/jbd2/superblock.js';
 import { SanboxError } from '../errors.js';
+import { defaultFeatures, defaultJournalSize, type FsType, type Ocfs2Features } from './mkfs-options.js';
 
 /** Journal limits: at least 4 MiB and 1024 JBD2 blocks (reference §5.1). */
 export const JOURNAL_MIN_BYTES = 4 * 1024 * 1024;
 export const JOURNAL_MIN_BLOCKS = 1024;
-/** Default journal size: the largest power of two up to 1/64 of the volume, clamped to 4..256 MiB
- *  (mkfs.ocfs2 also grows its default journal with the volume and stops at 256 MiB), then halved
- *  (not below 4 MiB) while all slots' journals together would take more than a quarter of it. */
-export const JOURNAL_DEFAULT_MAX_BYTES = 256 * 1024 * 1024;
 /** Leaf extent records hold at most 65535 clusters (e_leaf_clusters is u16). */
 const LEAF_CLUSTERS_MAX = 0xffff;
 /** Target size of a per-slot suballocator group when the kernel grows one (cl_cpg), in bytes. */
@@ -74,6 +75,12 @@ export interface MkfsParams {
   label: string;
   clusterStack?: 'o2cb' | undefined;
   clusterName?: string | undefined;
+  /** Defaults to defaultFeatures(clusterStack). */
+  features?: Ocfs2Features | undefined;
+  /** mkfs.ocfs2's -T: only changes the default journal size here (the caller picks the cluster size). */
+  fsType?: FsType | undefined;
+  /** Force a 64-bit (true) or 32-bit (false) JBD2 journal; by default 64-bit only when the volume needs it. */
+  journal64?: boolean | undefined;
   uuid: Buffer;
   fsGeneration: number;
   dxSeed: [number, number, number];
@@ -119,10 +126,11 @@ export function tooSmall(message: string): SanboxError {
   return new SanboxError('EINVAL', message);
 }
 
-export function defaultJournalBytes(sizeBytes: number, clusterSizeBytes: number, slots = 1): number {
-  let j = JOURNAL_MIN_BYTES;
-  while (j * 2 <= JOURNAL_DEFAULT_MAX_BYTES && j * 2 * 64 <= sizeBytes) j *= 2;
-  while (j > JOURNAL_MIN_BYTES && j * slots * 4 > sizeBytes) j /= 2;
+/** Default journal size: mkfs.ocfs2's (mkfs-options.ts), then halved (not below 4 MiB) while all
+ *  slots' journals together would take more than a quarter of the volume, rounded up to clusters. */
+export function defaultJournalBytes(sizeBytes: number, blockSizeBytes: number, clusterSizeBytes: number, slots = 1, fsType?: FsType): number {
+  let j = defaultJournalSize(sizeBytes, blockSizeBytes, fsType);
+  while (j > JOURNAL_MIN_BYTES && j * slots * 4 > sizeBytes) j = Math.max(JOURNAL_MIN_BYTES, j / 2);
   return Math.ceil(j / clusterSizeBytes) * clusterSizeBytes;
 }
 
@@ -143,8 +151,12 @@ export function planMkfs(p: MkfsParams): MkfsPlan {
   const bpc = cs / bs;
   const clusterCount = Math.floor(p.sizeBytes / cs);
   const volumeBlocks = clusterCount * bpc;
-  const journal64 = volumeBlocks > 0xffffffff;
-  const journalSizeBytes = Math.ceil((p.journalSizeBytes ?? defaultJournalBytes(p.sizeBytes, cs, p.slots)) / cs) * cs;
+  const features = p.features ?? defaultFeatures(p.clusterStack);
+  if (p.clusterStack !== undefined && !features.extendedSlotMap) throw new SanboxError('EINVAL', 'a cluster stack needs the extended slot map');
+  if (features.unwritten && !features.sparse) throw new SanboxError('EINVAL', 'feature unwritten needs sparse');
+  if (p.journal64 === false && volumeBlocks > 0xffffffff) throw new SanboxError('EINVAL', `a 32-bit journal cannot address a volume of ${volumeBlocks} blocks; use block64`);
+  const journal64 = p.journal64 ?? volumeBlocks > 0xffffffff;
+  const journalSizeBytes = Math.ceil((p.journalSizeBytes ?? defaultJournalBytes(p.sizeBytes, bs, cs, p.slots, p.fsType)) / cs) * cs;
   if (journalSizeBytes < JOURNAL_MIN_BYTES || journalSizeBytes / bs < JOURNAL_MIN_BLOCKS) {
     throw new SanboxError('EINVAL', `journal size ${journalSizeBytes} is below the minimum of 4 MiB and ${JOURNAL_MIN_BLOCKS} blocks`);
   }
@@ -156,7 +168,7 @@ export function planMkfs(p: MkfsParams): MkfsPlan {
   const chainCount = Math.min(groupCount, chainListCapacity(bs));
   const firstClusterGroup = Math.ceil((OCFS2_SUPER_BLOCK_BLKNO + 1) / bpc) * bpc;
   const fcgCluster = firstClusterGroup / bpc;
-  const backupBlknos = backupSuperblockOffsetsBytes()
+  const backupBlknos = (features.backupSuper ? backupSuperblockOffsetsBytes() : [])
     .filter((off) => off + bs <= clusterCount * cs)
     .map((off) => off / bs);
   const backupClusters = new Set(backupBlknos.map((b) => Math.floor(b / bpc)));
@@ -220,7 +232,7 @@ export function planMkfs(p: MkfsParams): MkfsPlan {
   const journalClusters = journalSizeBytes / cs;
   const journalExtents: ExtentRec[][] = [];
   for (let s = 0; s < p.slots; s++) journalExtents.push(allocRuns(journalClusters, `journal:${String(s).padStart(4, '0')}`));
-  const extended = p.clusterStack !== undefined;
+  const extended = features.extendedSlotMap;
   const slotMapBytes = p.slots * (extended ? 8 : 2);
   const slotMapClusters = Math.max(1, Math.ceil(slotMapBytes / cs));
   const slotMapCluster = allocContig(slotMapClusters, 'the slot map');
@@ -270,7 +282,7 @@ export function planMkfs(p: MkfsParams): MkfsPlan {
   const inlineCap = inlineDataCapacity(bs);
   for (const d of dirAllocs) {
     const need = d.entries.reduce((a, e) => a + dirRecLen(Buffer.byteLength(e.name)), 0);
-    if (need <= inlineCap) {
+    if (features.inlineData && need <= inlineCap) {
       const block = mkInode(d.name, { flags: InodeFlag.VALID | d.flags, mode: S_IFDIR | 0o755, linksCount: d.links, sizeBytes: BigInt(inlineCap), dynFeatures: DynFeature.INLINE_DATA });
       encodeInlineData(block, encodeDirEntries(d.entries, inlineCap));
       continue;
@@ -368,8 +380,13 @@ export function planMkfs(p: MkfsParams): MkfsPlan {
   encodeChainList(gb, { clustersPerGroup: cpg, bitsPerCluster: 1, count: chainListCapacity(bs), recs: chains });
 
   // Superblock.
-  let incompat: number = FeatureIncompat.SPARSE_ALLOC | FeatureIncompat.INLINE_DATA;
-  if (extended) incompat |= FeatureIncompat.CLUSTERINFO | FeatureIncompat.EXTENDED_SLOT_MAP;
+  const clusterInfo = p.clusterStack !== undefined;
+  let incompat = 0;
+  if (features.sparse) incompat |= FeatureIncompat.SPARSE_ALLOC;
+  if (features.inlineData) incompat |= FeatureIncompat.INLINE_DATA;
+  if (features.local) incompat |= FeatureIncompat.LOCAL_MOUNT;
+  if (extended) incompat |= FeatureIncompat.EXTENDED_SLOT_MAP;
+  if (clusterInfo) incompat |= FeatureIncompat.CLUSTERINFO;
   const superblock: Superblock = {
     inode: blankDinode({
       generation: p.fsGeneration, suballocSlot: OCFS2_INVALID_SLOT, suballocBit: 0xffff, clusters: clusterCount,
@@ -377,10 +394,11 @@ export function planMkfs(p: MkfsParams): MkfsPlan {
     }),
     majorRev: OCFS2_MAJOR_REV_LEVEL, minorRev: OCFS2_MINOR_REV_LEVEL, mntCount: 0, maxMntCount: MAX_MNT_COUNT, state: 0, errors: 0,
     checkInterval: 0, lastCheck: now, creatorOs: 0,
-    featureCompat: FeatureCompat.BACKUP_SB | FeatureCompat.JBD2_SB, featureIncompat: incompat, featureRoCompat: FeatureRoCompat.UNWRITTEN,
+    featureCompat: (features.backupSuper ? FeatureCompat.BACKUP_SB : 0) | FeatureCompat.JBD2_SB, featureIncompat: incompat,
+    featureRoCompat: features.unwritten ? FeatureRoCompat.UNWRITTEN : 0,
     rootBlkno: rootB, systemDirBlkno: sysB, blockSizeBits: Math.log2(bs), clusterSizeBits: Math.log2(cs), maxSlots: p.slots, tunefsFlag: 0,
     uuidHash: uuidHash(p.uuid), firstClusterGroup, label: p.label, uuid: p.uuid,
-    clusterStack: extended ? 'o2cb' : '', clusterStackFlags: 0, clusterName: extended ? (p.clusterName ?? '') : '',
+    clusterStack: clusterInfo ? 'o2cb' : '', clusterStackFlags: 0, clusterName: clusterInfo ? (p.clusterName ?? '') : '',
     xattrInlineSize: 0, dxSeed: p.dxSeed,
   };
   // Encode once here so a label or name that does not fit fails before anything is written.

@@ -10,6 +10,7 @@ import type { BlockDevice } from '../disk/device.js';
 import { SanboxError } from '../errors.js';
 import { globalGroupBlock, planMkfs, superblockBlock, type MkfsPlan } from './mkfs-layout.js';
 import { probeSignatures, type ProbeHit } from './probe.js';
+import { defaultBlockSize, defaultClusterSize, type FsType, type Ocfs2Features } from './mkfs-options.js';
 
 export interface MkfsOptions {
   slots: number;
@@ -19,6 +20,12 @@ export interface MkfsOptions {
   label?: string;
   clusterStack?: 'o2cb';
   clusterName?: string;
+  /** Superblock features; default mkfs.ocfs2's default level less what sanbox cannot write (mkfs-options.ts). */
+  features?: Ocfs2Features;
+  /** mkfs.ocfs2's -T: picks the default cluster and journal sizes. */
+  fsType?: FsType;
+  /** -J block64 (true) / block32 (false); default 64-bit only when the volume needs it. */
+  journal64?: boolean;
   force?: boolean;
   /** Fixed identity (tests); random by default. */
   uuid?: Buffer;
@@ -52,13 +59,17 @@ export async function mkfs(dev: BlockDevice, opts: MkfsOptions): Promise<MkfsRes
     const hits = await probeSignatures(dev);
     if (hits.length > 0) throw existing(dev, hits);
   }
-  const bs = opts.blockSizeBytes ?? 4096;
+  // mkfs.ocfs2's defaults by volume size, but never below the device's sector size.
+  const bs = opts.blockSizeBytes ?? Math.max(defaultBlockSize(dev.sizeBytes), dev.sectorSizeBytes);
   if (dev.sectorSizeBytes > bs) throw new SanboxError('EINVAL', `${dev.name}: block size ${bs} is smaller than the device's ${dev.sectorSizeBytes}-byte sectors`, { device: dev.name });
   const plan = planMkfs({
     sizeBytes: dev.sizeBytes,
     slots: opts.slots,
     blockSizeBytes: bs,
-    clusterSizeBytes: opts.clusterSizeBytes ?? 4096,
+    clusterSizeBytes: opts.clusterSizeBytes ?? defaultClusterSize(dev.sizeBytes, opts.fsType),
+    features: opts.features,
+    fsType: opts.fsType,
+    journal64: opts.journal64,
     ...(opts.journalSizeBytes !== undefined ? { journalSizeBytes: opts.journalSizeBytes } : {}),
     label: opts.label ?? '',
     clusterStack: opts.clusterStack,

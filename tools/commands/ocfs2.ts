@@ -4,14 +4,15 @@
 
 import type { Command } from 'commander';
 import { openDevice, type BlockDevice } from '../../src/disk/index.js';
-import { FormatError, UsageError } from '../../src/errors.js';
-import { COMPAT_NAMES, DynFeature, featureNames, INCOMPAT_NAMES, InodeFlag, RO_COMPAT_NAMES } from '../../src/format/ocfs2/constants.js';
+import { FormatError, SanboxError, UsageError } from '../../src/errors.js';
+import { COMPAT_NAMES, DynFeature, featureNames, INCOMPAT_NAMES, InodeFlag, OCFS2_MAX_SLOTS, RO_COMPAT_NAMES } from '../../src/format/ocfs2/constants.js';
 import { inodeFlagNames } from '../../src/format/ocfs2/dinode.js';
 import { hasClusterInfo, uuidHex } from '../../src/format/ocfs2/superblock.js';
 import { hex32, hex64 } from '../../src/format/o2hb-block.js';
 import { Jbd2FeatureCompat, Jbd2FeatureIncompat } from '../../src/format/jbd2/superblock.js';
 import { TagFlag } from '../../src/format/jbd2/log-blocks.js';
 import { mkfs, Ocfs2Volume, readHeartbeat, readJournal, readSlotMap, type JournalDump } from '../../src/fs/index.js';
+import { DEFAULT_LEVEL_UNWRITTEN, defaultSlots, FEATURE_LEVELS, FS_TYPES, parseJournalOptions, resolveFeatures, type FeatureLevel, type FsType, type JournalOptions, type Ocfs2Features } from '../../src/fs/mkfs-options.js';
 import { isLvSpec, openTarget } from '../../src/volume/resolve.js';
 import { deviceList } from '../../src/volume/devices.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
@@ -40,6 +41,84 @@ function parseChoice(text: string, what: string, min: number, max: number): numb
   return v;
 }
 
+interface MkfsCliOptions {
+  nodeSlots?: string;
+  slots?: string;
+  blockSize?: string;
+  clusterSize?: string;
+  journalOptions?: string;
+  journalSize?: string;
+  label: string;
+  T?: string;
+  mount?: string;
+  fsFeatures?: string;
+  fsFeatureLevel?: string;
+  clusterStack?: string;
+  clusterName?: string;
+  devices?: string;
+  force: boolean;
+  quiet: boolean;
+  json: boolean;
+}
+
+interface MkfsRequest {
+  slots?: number;
+  blockSizeBytes?: number;
+  clusterSizeBytes?: number;
+  journal: JournalOptions;
+  fsType?: FsType;
+  features: Ocfs2Features;
+}
+
+/** Checks mkfs's flags (sanbox's and mkfs.ocfs2's spellings) before any device is opened. */
+function mkfsRequest(o: MkfsCliOptions): MkfsRequest {
+  if (o.nodeSlots !== undefined && o.slots !== undefined && o.nodeSlots !== o.slots) throw new UsageError(`-N ${o.nodeSlots} and --slots ${o.slots} disagree`);
+  const slotsText = o.nodeSlots ?? o.slots;
+  let slots: number | undefined;
+  if (slotsText !== undefined) {
+    slots = Number(slotsText);
+    if (!Number.isInteger(slots) || slots < 1 || slots > OCFS2_MAX_SLOTS) throw new UsageError(`--slots must be 1..${OCFS2_MAX_SLOTS}, not '${slotsText}'`);
+  }
+  if (o.clusterStack !== undefined && o.clusterStack !== 'o2cb') throw new UsageError(`--cluster-stack must be o2cb (sanbox has no ${o.clusterStack} stack), not '${o.clusterStack}'`);
+  if (o.clusterName !== undefined && o.clusterStack === undefined) throw new UsageError('--cluster-name needs --cluster-stack o2cb');
+  if (o.clusterStack !== undefined && o.clusterName === undefined) throw new UsageError('--cluster-stack needs --cluster-name (as mkfs.ocfs2)');
+  if (Buffer.byteLength(o.label) > 64) throw new UsageError('--label is longer than 64 bytes');
+  if (o.clusterName !== undefined && Buffer.byteLength(o.clusterName) > 16) throw new UsageError('--cluster-name is longer than 16 bytes');
+  if (o.T !== undefined && !(FS_TYPES as readonly string[]).includes(o.T)) throw new UsageError(`-T must be one of ${FS_TYPES.join(', ')}, not '${o.T}'`);
+  if (o.mount !== undefined && o.mount !== 'local' && o.mount !== 'cluster') throw new UsageError(`-M must be local or cluster, not '${o.mount}'`);
+  if (o.fsFeatureLevel !== undefined && !(FEATURE_LEVELS as readonly string[]).includes(o.fsFeatureLevel)) {
+    throw new UsageError(`--fs-feature-level must be one of ${FEATURE_LEVELS.join(', ')}, not '${o.fsFeatureLevel}'`);
+  }
+  const asUsage = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof SanboxError && err.code === 'EINVAL') throw new UsageError(err.message);
+      throw err;
+    }
+  };
+  const journal = o.journalOptions !== undefined ? asUsage(() => parseJournalOptions(o.journalOptions!, parseSizeBytes)) : {};
+  if (o.journalSize !== undefined) {
+    const j = parseSizeBytes(o.journalSize);
+    if (journal.sizeBytes !== undefined && journal.sizeBytes !== j) throw new UsageError(`-J size= and --journal-size disagree`);
+    journal.sizeBytes = j;
+  }
+  const features = asUsage(() => resolveFeatures({
+    ...(o.fsFeatureLevel !== undefined ? { level: o.fsFeatureLevel as FeatureLevel } : {}),
+    ...(o.fsFeatures !== undefined ? { list: o.fsFeatures } : {}),
+    ...(o.clusterStack !== undefined ? { clusterStack: o.clusterStack } : {}),
+    local: o.mount === 'local',
+  }));
+  return {
+    ...(slots !== undefined ? { slots } : {}),
+    ...(o.blockSize !== undefined ? { blockSizeBytes: parseChoice(o.blockSize, '--block-size', 512, 4096) } : {}),
+    ...(o.clusterSize !== undefined ? { clusterSizeBytes: parseChoice(o.clusterSize, '--cluster-size', 4096, 1024 * 1024) } : {}),
+    journal,
+    ...(o.T !== undefined ? { fsType: o.T as FsType } : {}),
+    features,
+  };
+}
+
 function progressReporter(): (done: number, total: number, phase: string) => void {
   const tty = process.stderr.isTTY === true;
   let lastLineMs = 0;
@@ -65,46 +144,58 @@ export function register(program: Command): void {
     .command('mkfs')
     .description(
       'format an image or logical volume as an ocfs2 cluster volume that fsck.ocfs2, debugfs.ocfs2 and blkid accept. ' +
-        'Features: backup-super, strict-journal-super, sparse, inline-data, unwritten; with --cluster-stack o2cb also ' +
-        'clusterinfo and extended-slotmap (no metaecc, indexed-dirs, xattr, refcount, discontig-bg or append-dio). ' +
+        'Takes mkfs.ocfs2\'s own flags (-b -C -N -J size=,block64 -L -T -M -F --fs-features --fs-feature-level ' +
+        '--cluster-stack --cluster-name) with its defaults, so a script written for mkfs.ocfs2 gets the same geometry. ' +
+        'Features written: backup-super, strict-journal-super, sparse, unwritten, inline-data, extended-slotmap, local, and ' +
+        'with --cluster-stack o2cb clusterinfo; xattr, indexed-dirs, refcount, discontig-bg, metaecc, append-dio and the ' +
+        'quotas are refused when asked for, and left out of mkfs.ocfs2\'s default level. ' +
         'Refuses a device in use, one too small for the slots and journals, and (without --force) one that already ' +
         'holds a filesystem or an LVM PV label.',
     )
     .argument('<target>', 'image file, nbd://… or VG/LV')
-    .requiredOption('--slots <n>', 'node slots (1..255): how many nodes can mount it at once')
-    .option('--block-size <size>', 'filesystem block size: 512, 1K, 2K or 4K', '4K')
-    .option('--cluster-size <size>', 'allocation unit: 4K..1M, a power of two', '4K')
-    .option('--journal-size <size>', 'journal size per slot (≥ 4M; default grows with the volume up to 256M)')
-    .option('--label <label>', 'volume label (up to 64 bytes)', '')
+    .option('-N, --node-slots <n>', 'node slots (1..255): how many nodes can mount it at once (default by size: 2 below 2G, 4 below 10G, 8 below 1T, else 16; 1 with -M local)')
+    .option('--slots <n>', 'the same as -N')
+    .option('-b, --block-size <size>', 'filesystem block size: 512, 1K, 2K or 4K (default by size: 1K below 512M, 2K below 1G, else 4K)')
+    .option('-C, --cluster-size <size>', 'allocation unit: 4K..1M, a power of two (default 4K; larger with -T datafiles|vmstore)')
+    .option('-J, --journal-options <options>', 'journal options: size=SIZE, block32, block64')
+    .option('--journal-size <size>', 'journal size per slot (≥ 4M; default grows with the volume up to 256M), the same as -J size=')
+    .option('-L, --label <label>', 'volume label (up to 64 bytes)', '')
+    .option('-T <type>', 'how the volume will be used: mail, datafiles or vmstore (picks the default cluster and journal sizes)')
+    .option('-M, --mount <type>', 'local or cluster (default); local sets the local feature and takes no cluster stack')
+    .option('--fs-features <list>', 'comma-separated features to turn on, or off with a "no" prefix (e.g. nosparse,noinline-data)')
+    .option('--fs-feature-level <level>', 'max-compat or default (max-features is refused: it needs metaecc and more that sanbox cannot write)')
     .option('--cluster-stack <stack>', 'cluster stack recorded in the superblock: o2cb')
     .option('--cluster-name <name>', 'cluster name (up to 16 bytes; needs --cluster-stack o2cb)')
     .option('--devices <list>', DEVICES_HELP)
-    .option('--force', 'overwrite a device that already holds a filesystem or PV label', false)
+    .option('-F, --force', 'overwrite a device that already holds a filesystem or PV label', false)
+    .option('-q, --quiet', 'no progress and no summary', false)
     .option('--json', 'print the result as JSON', false)
-    .action(async (target: string, o: { slots: string; blockSize: string; clusterSize: string; journalSize?: string; label: string; clusterStack?: string; clusterName?: string; devices?: string; force: boolean; json: boolean }) => {
-      const slots = Number(o.slots);
-      if (!Number.isInteger(slots) || slots < 1 || slots > 255) throw new UsageError(`--slots must be 1..255, not '${o.slots}'`);
-      const blockSizeBytes = parseChoice(o.blockSize, '--block-size', 512, 4096);
-      const clusterSizeBytes = parseChoice(o.clusterSize, '--cluster-size', 4096, 1024 * 1024);
-      if (o.clusterStack !== undefined && o.clusterStack !== 'o2cb') throw new UsageError(`--cluster-stack must be o2cb, not '${o.clusterStack}'`);
-      if (o.clusterName !== undefined && o.clusterStack === undefined) throw new UsageError('--cluster-name needs --cluster-stack o2cb');
-      if (Buffer.byteLength(o.label) > 64) throw new UsageError('--label is longer than 64 bytes');
-      if (o.clusterName !== undefined && Buffer.byteLength(o.clusterName) > 16) throw new UsageError('--cluster-name is longer than 16 bytes');
+    .action(async (target: string, o: MkfsCliOptions) => {
+      const req = mkfsRequest(o);
       // The in-use guard is taken exclusively: a device (or LV) another process has open is refused (EBUSY).
       const dev = await openTarget(target, { devices: deviceList([], o.devices), guard: 'exclusive' });
       try {
+        const slots = req.slots ?? defaultSlots(dev.sizeBytes, req.features.local);
+        if (o.fsFeatureLevel === 'default' && !o.quiet && !o.json) {
+          process.stderr.write(`mkfs: note: mkfs.ocfs2's default level also sets ${DEFAULT_LEVEL_UNWRITTEN.join(', ')}; sanbox writes the volume without them\n`);
+        }
         const result = await mkfs(dev, {
-          slots, blockSizeBytes, clusterSizeBytes,
-          ...(o.journalSize !== undefined ? { journalSizeBytes: parseSizeBytes(o.journalSize) } : {}),
+          slots,
+          ...(req.blockSizeBytes !== undefined ? { blockSizeBytes: req.blockSizeBytes } : {}),
+          ...(req.clusterSizeBytes !== undefined ? { clusterSizeBytes: req.clusterSizeBytes } : {}),
+          ...(req.journal.sizeBytes !== undefined ? { journalSizeBytes: req.journal.sizeBytes } : {}),
+          ...(req.journal.block64 !== undefined ? { journal64: req.journal.block64 } : {}),
+          ...(req.fsType !== undefined ? { fsType: req.fsType } : {}),
+          features: req.features,
           label: o.label,
           ...(o.clusterStack === 'o2cb' ? { clusterStack: 'o2cb' as const } : {}),
           ...(o.clusterName !== undefined ? { clusterName: o.clusterName } : {}),
           force: o.force,
-          ...(o.json ? {} : { onProgress: progressReporter() }),
+          ...(o.json || o.quiet ? {} : { onProgress: progressReporter() }),
         });
         if (o.json) printJson(result);
-        else {
-          process.stdout.write(`Formatted ${target} as ocfs2: ${slots} slots, block ${blockSizeBytes}, cluster ${clusterSizeBytes}, journal ${formatSize(result.journalSizeBytes)} per slot.\n`);
+        else if (!o.quiet) {
+          process.stdout.write(`Formatted ${target} as ocfs2: ${slots} slots, block ${result.blockSizeBytes}, cluster ${result.clusterSizeBytes}, journal ${formatSize(result.journalSizeBytes)} per slot.\n`);
           process.stdout.write(`UUID ${result.uuid}, ${result.clusterCount} clusters, ${result.backupSuperblocks.length} backup superblock(s).\n`);
         }
       } finally {
