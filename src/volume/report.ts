@@ -102,7 +102,7 @@ export interface LvRow {
   seg_count: number;
 }
 
-function lvAttr(lv: LvModel): string {
+export function lvAttr(lv: LvModel): string {
   // volume type, permissions, allocation policy, fixed minor, state (not activated: sanbox has no
   // device-mapper), open, target type, zero, health, skip.
   return `-${lv.status.includes('WRITE') ? 'w' : 'r'}i-------`;

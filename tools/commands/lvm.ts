@@ -27,7 +27,10 @@ import {
   type SizeRequest,
 } from '../../src/volume/manager.js';
 import { lvRows, pvRows, segRows, vgRow } from '../../src/volume/report.js';
-import { findVg, vgModels } from '../../src/volume/vg.js';
+import { buildReport, fieldHelp, renderJson, renderText } from '../../src/volume/report-query.js';
+import type { ReportName } from '../../src/volume/report-fields.js';
+import { parseUnits } from '../../src/volume/units-format.js';
+import { findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
 import { printJson, printTable, type Column } from '../output.js';
 
 const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES)';
@@ -115,25 +118,20 @@ export function register(program: Command): void {
       for (const s of specs) say(`Labels on physical volume "${s}" successfully wiped.`);
     });
 
-  program
-    .command('pvs')
-    .description('list physical volumes: PV, VG, Fmt, Attr, PSize, PFree')
-    .argument('[images...]', 'image files (default: --devices / SANBOX_DEVICES)')
-    .option('--devices <list>', DEVICES_HELP)
-    .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
-    .action(async (images: string[], o: { devices?: string; json: boolean }) => {
+  reportOptions(
+    program
+      .command('pvs')
+      .description('list physical volumes (lvm2\'s report: default columns PV, VG, Fmt, Attr, PSize, PFree)')
+      .argument('[images...]', 'image files (default: --devices / SANBOX_DEVICES)')
+      .option('--devices <list>', DEVICES_HELP)
+      .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false),
+  ).action(async (images: string[], o: ReportCliOptions & { devices?: string; json: boolean }) => {
+    if (o.json) {
       const rows = await withSession(devicesOf(images, o), { readOnly: true, guard: 'none' }, async (s) => pvRows(s.scan));
-      if (o.json) return printJson({ pv: rows });
-      const cols: Column<(typeof rows)[number]>[] = [
-        { header: 'PV', value: (r) => r.pv_name },
-        { header: 'VG', value: (r) => r.vg_name },
-        { header: 'Fmt', value: (r) => r.pv_fmt },
-        { header: 'Attr', value: (r) => r.pv_attr },
-        { header: 'PSize', value: (r) => lvmSize(r.pv_size), align: 'right' },
-        { header: 'PFree', value: (r) => lvmSize(r.pv_free), align: 'right' },
-      ];
-      printTable(rows, cols);
-    });
+      return printJson({ pv: rows });
+    }
+    await lvmReport('pvs', devicesOf(images, o), [], false, o);
+  });
 
   program
     .command('vgcreate')
@@ -185,25 +183,20 @@ export function register(program: Command): void {
       say(`Volume group "${vg}" successfully removed`);
     });
 
-  program
-    .command('vgs')
-    .description('list volume groups: VG, #PV, #LV, #SN, Attr, VSize, VFree')
-    .argument('[vgs...]', 'volume group names (default: all found)')
-    .option('--devices <list>', DEVICES_HELP)
-    .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
-    .action(async (names: string[], o: { devices?: string; json: boolean }) => {
-      const rows = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => selectVgs(s.scan, names).map(vgRow));
-      if (o.json) return printJson({ vg: rows });
-      printTable(rows, [
-        { header: 'VG', value: (r) => r.vg_name },
-        { header: '#PV', value: (r) => r.pv_count, align: 'right' },
-        { header: '#LV', value: (r) => r.lv_count, align: 'right' },
-        { header: '#SN', value: (r) => r.snap_count, align: 'right' },
-        { header: 'Attr', value: (r) => r.vg_attr },
-        { header: 'VSize', value: (r) => lvmSize(r.vg_size), align: 'right' },
-        { header: 'VFree', value: (r) => lvmSize(r.vg_free), align: 'right' },
-      ]);
-    });
+  reportOptions(
+    program
+      .command('vgs')
+      .description('list volume groups (lvm2\'s report: default columns VG, #PV, #LV, #SN, Attr, VSize, VFree)')
+      .argument('[vgs...]', 'volume group names (default: all found)')
+      .option('--devices <list>', DEVICES_HELP)
+      .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false),
+  ).action(async (names: string[], o: ReportCliOptions & { devices?: string; json: boolean }) => {
+    if (o.json) {
+      const rows = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => selectVgs(s.scan, names).map((h) => vgRow(h.vg)));
+      return printJson({ vg: rows });
+    }
+    await lvmReport('vgs', devicesOf([], o), names, false, o);
+  });
 
   program
     .command('vgdisplay')
@@ -213,7 +206,7 @@ export function register(program: Command): void {
     .option('--json', 'print as JSON', false)
     .action(async (names: string[], o: { devices?: string; json: boolean }) => {
       const vgs = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) =>
-        selectVgs(s.scan, names).map((vg) => ({ vg, row: vgRow(vg), mdas: countMdas(s.scan, vg) })),
+        selectVgs(s.scan, names).map(({ vg }) => ({ vg, row: vgRow(vg), mdas: countMdas(s.scan, vg) })),
       );
       if (o.json) return printJson({ vg: vgs.map((v) => ({ ...v.row, vg_mda_count: v.mdas })) });
       for (const { vg, row, mdas } of vgs) {
@@ -301,44 +294,60 @@ export function register(program: Command): void {
       say(`Logical volume "${lv}" successfully removed.`);
     });
 
-  program
-    .command('lvs')
-    .description('list logical volumes: LV, VG, Attr, LSize (with --segments: #Str, Type, SSize, PE ranges)')
-    .argument('[vgs...]', 'volume group names (default: all found)')
-    .option('--segments', 'one row per segment', false)
-    .option('-a, --all', 'include hidden LVs (raid images, lock LVs, …)', false)
-    .option('--devices <list>', DEVICES_HELP)
-    .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
-    .action(async (names: string[], o: { segments: boolean; all: boolean; devices?: string; json: boolean }) => {
-      await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => {
-        const vgs = selectVgs(s.scan, names);
-        if (o.segments) {
-          const rows = vgs.flatMap((vg) => {
-            const h = findVg(s.scan, vg.name);
-            return segRows(vg, (key) => h.pvByKey.get(key)?.dev.name ?? key, o.all);
-          });
-          if (o.json) return printJson({ seg: rows });
-          printTable(rows, [
-            { header: 'LV', value: (r) => r.lv_name },
-            { header: 'VG', value: (r) => r.vg_name },
-            { header: 'Attr', value: (r) => r.lv_attr },
-            { header: '#Str', value: (r) => r.stripes, align: 'right' },
-            { header: 'Type', value: (r) => r.segtype },
-            { header: 'SSize', value: (r) => lvmSize(r.seg_size), align: 'right' },
-            { header: 'PE Ranges', value: (r) => r.seg_pe_ranges },
-          ]);
-          return;
-        }
-        const rows = vgs.flatMap((vg) => lvRows(vg, o.all));
-        if (o.json) return printJson({ lv: rows });
-        printTable(rows, [
-          { header: 'LV', value: (r) => r.lv_name },
-          { header: 'VG', value: (r) => r.vg_name },
-          { header: 'Attr', value: (r) => r.lv_attr },
-          { header: 'LSize', value: (r) => lvmSize(r.lv_size), align: 'right' },
-        ]);
-      });
+  reportOptions(
+    program
+      .command('lvs')
+      .description('list logical volumes (lvm2\'s report: default columns LV, VG, Attr, LSize, Pool, Origin, Data%, Meta%, Move, Log, Cpy%Sync, Convert; with --segments LV, VG, Attr, #Str, Type, SSize)')
+      .argument('[vgs...]', 'volume group names (default: all found)')
+      .option('--segments', 'one row per segment', false)
+      .option('-a, --all', 'include hidden LVs (raid images, lock LVs, …)', false)
+      .option('--devices <list>', DEVICES_HELP)
+      .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false),
+  ).action(async (names: string[], o: ReportCliOptions & { segments: boolean; all: boolean; devices?: string; json: boolean }) => {
+    if (!o.json) return lvmReport(o.segments ? 'segs' : 'lvs', devicesOf([], o), names, o.all, o);
+    await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => {
+      const vgs = selectVgs(s.scan, names);
+      if (o.segments) return printJson({ seg: vgs.flatMap((h) => segRows(h.vg, (key) => h.pvByKey.get(key)?.dev.name ?? key, o.all)) });
+      printJson({ lv: vgs.flatMap((h) => lvRows(h.vg, o.all)) });
     });
+  });
+}
+
+interface ReportCliOptions {
+  options: string[];
+  sort: string[];
+  noheadings: boolean;
+  nosuffix: boolean;
+  units?: string;
+  separator?: string;
+  reportformat: string;
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+/** lvm2's reporting options, shared by pvs, vgs and lvs. */
+function reportOptions(c: Command): Command {
+  return c
+    .option('-o, --options <fields>', "lvm2 field names, comma-separated; '+f' adds to the defaults, '-f' drops one; 'help' lists them", collect, [])
+    .option('-O, --sort <fields>', "sort by these fields; '-f' sorts descending", collect, [])
+    .option('--noheadings', 'no heading line', false)
+    .option('--nosuffix', 'no unit suffix on sizes (with --units other than h/r)', false)
+    .option('--units <unit>', 'r h b s k m g t p e (binary), R H K M G T P E (SI); default r: human-readable, < when rounded')
+    .option('--separator <text>', 'put TEXT between columns and do not align them')
+    .option('--reportformat <format>', 'basic (columns) or json (lvm2\'s JSON layout, all values strings)', 'basic');
+}
+
+/** Runs an lvm2-style report over the devices and prints it. */
+async function lvmReport(report: ReportName, devices: string[], names: string[], all: boolean, o: ReportCliOptions): Promise<void> {
+  if (o.reportformat !== 'basic' && o.reportformat !== 'json') throw new UsageError(`invalid --reportformat '${o.reportformat}' (basic or json)`);
+  if (o.options.some((x) => x === 'help' || x === '?')) return void process.stdout.write(fieldHelp(report));
+  const req = { options: o.options, sort: o.sort, units: parseUnits(o.units ?? 'r'), suffix: !o.nosuffix };
+  const r = await withSession(devices, { readOnly: true, guard: 'none' }, async (s) => {
+    // pvs shows the VG fields of every VG its PVs belong to; vgs and lvs only the VGs named.
+    const vgs = selectVgs(s.scan, report === 'pvs' ? [] : names);
+    return buildReport(report, { scan: s.scan, vgs, all }, req);
+  });
+  process.stdout.write(o.reportformat === 'json' ? renderJson(r) : renderText(r, { headings: !o.noheadings, separator: o.separator }));
 }
 
 /** vgdisplay's layout: the key padded to 24 columns, then the value (no colon, as lvm2 prints). */
@@ -346,7 +355,7 @@ function displayFields(fields: [string, string | number][]): void {
   for (const [k, v] of fields) process.stdout.write(`${k.padEnd(24)}${String(v)}\n`.replace(/ +\n$/, '\n'));
 }
 
-function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgModel[] {
+function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgHandle[] {
   const all = vgModels(scan);
   // Named VGs must be complete (all PVs present): findVg reports a missing PV.
   const handles = names.length === 0 ? [...all.keys()].sort().map((n) => tryFindVg(scan, n, all.get(n)!)) : names.map((n) => findVg(scan, n));
@@ -356,16 +365,19 @@ function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgMod
       process.stderr.write(`  WARNING: Inconsistent metadata found for VG ${h.vg.name}: older than seqno ${h.vg.seqno} on ${[...new Set(h.staleDevices)].join(', ')}; the next change rewrites them.\n`);
     }
   }
-  return handles.map((h) => h.vg);
+  return handles;
 }
 
-/** The VG with its stale-mda report when all its PVs are present, else just the model. */
-function tryFindVg(scan: Parameters<typeof vgModels>[0], name: string, vg: VgModel): { vg: VgModel; staleDevices: string[] } {
+/** The VG with its stale-mda report when all its PVs are present, else the model and the PVs present. */
+function tryFindVg(scan: Parameters<typeof vgModels>[0], name: string, vg: VgModel): VgHandle {
   try {
     return findVg(scan, name);
   } catch (err) {
     // A PV of this VG is not in the device list: list the VG from its metadata anyway.
-    if (err instanceof SanboxError && err.code === 'ENOENT') return { vg, staleDevices: [] };
+    if (err instanceof SanboxError && err.code === 'ENOENT') {
+      const pvByKey = new Map(vg.pvs.flatMap((p) => scan.filter((x) => x.pv?.label.pvId === p.id).map((x) => [p.key, x.pv!] as const)));
+      return { vg, pvByKey, staleDevices: [] };
+    }
     throw err;
   }
 }
