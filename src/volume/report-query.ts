@@ -6,7 +6,6 @@
 
 import { SanboxError, UsageError } from '../errors.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
-import type { PvState } from './pv.js';
 import { pvRows, vgRow } from './report.js';
 import {
   LV_FIELDS,
@@ -92,6 +91,7 @@ export function selectFields(report: ReportName, options: string[]): string[] {
   let names: string[] = [...REPORTS[report].defaults];
   for (const arg of options) {
     const mode = arg.startsWith('+') ? '+' : arg.startsWith('-') ? '-' : '=';
+    // The sign applies to the whole list: "-a,b" drops a and b.
     const list = (mode === '=' ? arg : arg.slice(1)).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (list.length === 0) throw new UsageError(`empty field list '${arg}'`);
     const canonical = list.map((n) => lookup(report, n).def.name);
@@ -148,6 +148,19 @@ function vgSubject(scan: ScannedDevice[], vg: VgModel): VgSubject {
   return { vg, row: vgRow(vg), pvs };
 }
 
+/**
+ * lvm2 reports the VG fields of a PV in no VG from its internal orphan VG: no name or uuid,
+ * read-only ("r-----"), allocation policy "unknown", every count and size 0.
+ */
+const ORPHAN_VG: VgSubject = {
+  vg: {
+    name: '', id: '', seqno: 0, format: 'lvm2', status: [], flags: [], tags: [], systemId: undefined, lockType: undefined, lockArgs: undefined,
+    extentSizeSectors: 0, maxLv: 0, maxPv: 0, allocationPolicy: 'unknown', metadataCopies: 0, pvs: [], lvs: [], extra: [],
+  },
+  row: { vg_name: '', pv_count: 0, lv_count: 0, snap_count: 0, vg_attr: 'r-----', vg_size: 0, vg_free: 0, vg_uuid: '', vg_seqno: 0, vg_extent_size: 0, vg_extent_count: 0, vg_free_count: 0 },
+  pvs: [],
+};
+
 function contexts(report: ReportName, input: ReportInput, segments: boolean): Context[] {
   const vgs = input.vgs.map((h) => ({ h, subject: vgSubject(input.scan, h.vg) }));
   switch (report) {
@@ -158,7 +171,7 @@ function contexts(report: ReportName, input: ReportInput, segments: boolean): Co
       for (const s of input.scan) {
         if (!s.pv) continue;
         const vg = vgs.find((v) => v.h.vg.pvs.some((p) => p.id === s.pv!.label.pvId))?.subject;
-        out.push({ pv: { row: byName.get(s.dev.name)!, pv: s.pv as PvState, vg }, vg });
+        out.push({ pv: { row: byName.get(s.dev.name)!, pv: s.pv, vg }, vg: vg ?? ORPHAN_VG });
       }
       return out;
     }
