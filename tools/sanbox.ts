@@ -43,6 +43,14 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// Output piped into `head` (or any reader that goes away) ends quietly: EPIPE is not an error of ours.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+
 // Run when executed (bin/sanbox.js imports this module).
 const code = await main(process.argv.slice(2));
 process.exitCode = code;

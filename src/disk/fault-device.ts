@@ -297,3 +297,28 @@ export function writeControlFile(path: string, rules: FaultRule[]): void {
   fs.writeFileSync(tmp, JSON.stringify({ rules }));
   fs.renameSync(tmp, path);
 }
+
+/**
+ * The rule that shadows rules[i], if any: an earlier rule that fires on every operation rules[i]
+ * could match (FaultDevice.match gives an operation to the first rule that fires), so rules[i]
+ * never fires. An earlier rule shadows only if it is unlimited (no afterOps, no count) and covers
+ * rules[i]'s op, device filter and byte range.
+ */
+export function shadowingRule(rules: readonly FaultRule[], i: number): FaultRule | undefined {
+  const b = rules[i];
+  if (b === undefined) return undefined;
+  const bStart = b.offsetBytes ?? 0;
+  const bEnd = b.offsetBytes === undefined || b.lengthBytes === undefined ? Infinity : b.offsetBytes + b.lengthBytes;
+  for (const a of rules.slice(0, i)) {
+    if ((a.afterOps ?? 0) > 0 || a.count !== undefined) continue;
+    const aOp = a.op ?? 'any';
+    if (aOp !== 'any' && aOp !== (b.op ?? 'any')) continue;
+    // Every name containing b.device contains a.device when a.device is a substring of b.device.
+    if (a.device !== undefined && (b.device === undefined || !b.device.includes(a.device))) continue;
+    const aStart = a.offsetBytes ?? 0;
+    const aEnd = a.offsetBytes === undefined || a.lengthBytes === undefined ? Infinity : a.offsetBytes + a.lengthBytes;
+    if (aStart > bStart || aEnd < bEnd) continue;
+    return a;
+  }
+  return undefined;
+}

@@ -21,6 +21,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import fsExt from 'fs-ext';
 import { DiskError, FormatError, SanboxError } from '../errors.js';
+import type { SyncBlockDevice } from './device.js';
+import { openFileDevice } from './open.js';
 import { sleepSyncMs } from './sleep.js';
 import { readStableSync } from './stable-read.js';
 import {
@@ -66,32 +68,45 @@ export function sidecarStoreSpec(devicePath: string): ReservationStoreSpec {
   return { deviceName: devicePath, statePath: path.join(lockDir, 'reservations'), stateOffsetBytes: 0, lockDir };
 }
 
-/** Reads and writes the state with its own fd: these are the device's own commands, not gated writes. */
+/**
+ * Reads and writes the state through a synchronous BlockDevice of its own (the fence gate checks
+ * it inside the synchronous write path): by default the state file opened with openFileDevice, so
+ * a process started with SANBOX_FAULTS gets fault injection on it too; a node's device provider
+ * passes its own fault-wrapped device. These are the device's own commands, not gated writes.
+ */
 export class ReservationStore {
-  private fd: number | undefined;
+  private dev: SyncBlockDevice | undefined;
   private readonly buf = Buffer.alloc(RESERVATIONS_PAYLOAD_BYTES);
 
   /** With readOnly, nothing is created and the state is opened for reading only (cluster status). */
   constructor(
     readonly spec: ReservationStoreSpec,
     readOnly = false,
+    open: (path: string, readOnly: boolean) => SyncBlockDevice = defaultStoreDevice,
   ) {
-    if (readOnly) {
-      this.fd = fs.openSync(spec.statePath, 'r');
-      return;
+    if (!readOnly) {
+      fs.mkdirSync(spec.lockDir, { recursive: true });
+      if (spec.stateOffsetBytes === 0) {
+        // Sidecar: create it sparse, as long as the payload; zeros decode as "no registrations".
+        const fd = fs.openSync(spec.statePath, 'a');
+        try {
+          if (fs.fstatSync(fd).size < RESERVATIONS_PAYLOAD_BYTES) fs.ftruncateSync(fd, RESERVATIONS_PAYLOAD_BYTES);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
     }
-    fs.mkdirSync(spec.lockDir, { recursive: true });
-    if (spec.stateOffsetBytes === 0 && !fs.existsSync(spec.statePath)) {
-      // Sidecar: create it sparse; a zero payload decodes as "no registrations".
-      const fd = fs.openSync(spec.statePath, 'a');
-      fs.closeSync(fd);
-    }
-    this.fd = fs.openSync(spec.statePath, 'r+');
+    this.dev = open(spec.statePath, readOnly);
   }
 
-  private liveFd(): number {
-    if (this.fd === undefined) throw new DiskError('ECLOSED', `${this.spec.deviceName}: reservation store is closed`, { device: this.spec.deviceName });
-    return this.fd;
+  /** The device the state is read and written through (for status displays and fault rules). */
+  get device(): SyncBlockDevice {
+    return this.liveDev();
+  }
+
+  private liveDev(): SyncBlockDevice {
+    if (this.dev === undefined) throw new DiskError('ECLOSED', `${this.spec.deviceName}: reservation store is closed`, { device: this.spec.deviceName });
+    return this.dev;
   }
 
   /**
@@ -101,11 +116,12 @@ export class ReservationStore {
    * mid-write; the other copy holds the state (the next command rewrites the torn one).
    */
   read(): ReservationState {
-    const fd = this.liveFd();
+    const dev = this.liveDev();
     const where = { device: this.spec.statePath, offsetBytes: this.spec.stateOffsetBytes };
     const readSync = (b: Buffer): void => {
       b.fill(0); // a sidecar file may be shorter than the payload: the rest reads as zeros
-      fs.readSync(fd, b, 0, b.length, this.spec.stateOffsetBytes);
+      const n = Math.max(0, Math.min(b.length, dev.sizeBytes - this.spec.stateOffsetBytes));
+      dev.readSync(b.subarray(0, n), this.spec.stateOffsetBytes);
     };
     try {
       return readStableSync(readSync, this.buf, (b) => decodeReservationCopies(b, where, 'both'));
@@ -121,11 +137,11 @@ export class ReservationStore {
    * written since?" probe for the fence gate. Equal values mean neither copy was rewritten.
    */
   readUpdateSeqs(): [bigint, bigint] {
-    const fd = this.liveFd();
+    const dev = this.liveDev();
     const out: bigint[] = [];
     for (let i = 0; i < 2; i++) {
       this.seqBuf.fill(0);
-      fs.readSync(fd, this.seqBuf, 0, 8, this.spec.stateOffsetBytes + i * RESERVATIONS_RECORD_BYTES + UPDATE_SEQ_OFFSET);
+      dev.readSync(this.seqBuf, this.spec.stateOffsetBytes + i * RESERVATIONS_RECORD_BYTES + UPDATE_SEQ_OFFSET);
       out.push(this.seqBuf.readBigUInt64LE(0));
     }
     return [out[0]!, out[1]!];
@@ -133,18 +149,23 @@ export class ReservationStore {
 
   /** Writes `next` into the copy not holding `current`, then makes it durable. */
   write(current: ReservationState, next: ReservationState): void {
-    const fd = this.liveFd();
+    const dev = this.liveDev();
     next.updateSeq = current.updateSeq + 1n;
     const rec = encodeReservations(next);
     const off = this.spec.stateOffsetBytes + nextCopyIndex(current) * RESERVATIONS_RECORD_BYTES;
-    fs.writeSync(fd, rec, 0, rec.length, off);
-    fs.fdatasyncSync(fd);
+    dev.writeSync(rec, off);
+    dev.flushSync();
   }
 
   close(): void {
-    if (this.fd !== undefined) fs.closeSync(this.fd);
-    this.fd = undefined;
+    this.dev?.closeSync();
+    this.dev = undefined;
   }
+}
+
+/** The state file as a device of its own: no in-use guard (many nodes open it), no gate. */
+function defaultStoreDevice(statePath: string, readOnly: boolean): SyncBlockDevice {
+  return openFileDevice(statePath, { guard: 'none', readOnly });
 }
 
 /** A lock file taken with non-blocking flock attempts. */
@@ -220,8 +241,12 @@ export class PersistentReservations {
   readonly store: ReservationStore;
   private readonly prLock: LockFile;
 
-  constructor(readonly spec: ReservationStoreSpec) {
-    this.store = new ReservationStore(spec);
+  /** `open` supplies the device the state is kept on (default: the state file, see ReservationStore). */
+  constructor(
+    readonly spec: ReservationStoreSpec,
+    open?: (path: string, readOnly: boolean) => SyncBlockDevice,
+  ) {
+    this.store = new ReservationStore(spec, false, open);
     this.prLock = new LockFile(path.join(spec.lockDir, 'pr.lock'));
   }
 

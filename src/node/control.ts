@@ -1,8 +1,10 @@
 // The control channel of a running node (ARCHITECTURE.md, "A node process is reachable"): one Unix
 // socket per node, RUNDIR/node-N.sock, with RUNDIR named in the cluster image's config region.
 // Protocol: JSON lines. Each request is one line `{"cmd": "...", ...}`, each answer one line
-// `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. Commands today: `status`, `leave`.
-// Later work (kill, stall, fail-io) adds commands by registering handlers.
+// `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. The node's own commands are registered by
+// src/node/commands.ts; later layers (mount, lv changes) register theirs with handle(). A handler
+// may tie state to its connection (ctx.onClose): a lock taken for `sanbox lock --node N` is
+// released when that client goes away, whatever way it goes.
 
 import fs from 'node:fs';
 import net from 'node:net';
@@ -12,9 +14,17 @@ import { SanboxError } from '../errors.js';
 /** Bound on one request line, so a confused client cannot make a node buffer without limit. */
 const REQUEST_BYTES_MAX = 64 * 1024;
 /** Default bound on one control request (connect, send, answer): a live node answers in milliseconds. */
-const CONTROL_REQUEST_TIMEOUT_MS_DEFAULT = 5000;
+export const CONTROL_REQUEST_TIMEOUT_MS_DEFAULT = 5000;
 
-export type ControlHandler = (req: Record<string, unknown>) => Promise<Record<string, unknown>> | Record<string, unknown>;
+/** Bound on requests a connection may have unanswered at once (a client pipelining without limit). */
+const PENDING_REQUESTS_MAX = 16;
+
+export interface ControlContext {
+  /** Runs `fn` when the client's connection closes (at most once per registration). */
+  onClose(fn: () => void): void;
+}
+
+export type ControlHandler = (req: Record<string, unknown>, ctx: ControlContext) => Promise<Record<string, unknown>> | Record<string, unknown>;
 
 export function controlSocketPath(runDir: string, nodeId: number): string {
   return path.join(runDir, `node-${nodeId}.sock`);
@@ -46,32 +56,51 @@ export class ControlServer {
     return s;
   }
 
+  /** Registers a command; a later layer's command may not replace one already registered. */
   handle(cmd: string, h: ControlHandler): void {
+    if (this.handlers.has(cmd)) throw new SanboxError('EINVAL', `control command '${cmd}' is registered already`);
     this.handlers.set(cmd, h);
+  }
+
+  get commands(): string[] {
+    return [...this.handlers.keys()];
   }
 
   private serve(sock: net.Socket): void {
     let buf = '';
+    let pending = 0;
+    const closers: (() => void)[] = [];
+    const ctx: ControlContext = { onClose: (fn) => closers.push(fn) };
     sock.setEncoding('utf8');
     sock.on('error', () => sock.destroy());
+    sock.on('close', () => {
+      for (const fn of closers.splice(0)) fn();
+    });
     sock.on('data', (chunk: string) => {
       buf += chunk;
       if (buf.length > REQUEST_BYTES_MAX) {
         sock.end(JSON.stringify({ ok: false, error: `request longer than ${REQUEST_BYTES_MAX} bytes` }) + '\n');
+        buf = '';
         return;
       }
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        void this.answer(line).then((ans) => {
+        if (pending >= PENDING_REQUESTS_MAX) {
+          sock.end(JSON.stringify({ ok: false, error: `more than ${PENDING_REQUESTS_MAX} requests pending on one connection` }) + '\n');
+          return;
+        }
+        pending++;
+        void this.answer(line, ctx).then((ans) => {
+          pending--;
           if (!sock.destroyed) sock.write(JSON.stringify(ans, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString(16) : v)) + '\n');
         });
       }
     });
   }
 
-  private async answer(line: string): Promise<Record<string, unknown>> {
+  private async answer(line: string, ctx: ControlContext): Promise<Record<string, unknown>> {
     let req: unknown;
     try {
       req = JSON.parse(line);
@@ -83,7 +112,7 @@ export class ControlServer {
     const h = this.handlers.get(r.cmd as string);
     if (h === undefined) return { ok: false, error: `unknown command '${String(r.cmd)}' (known: ${[...this.handlers.keys()].join(', ')})` };
     try {
-      return { ok: true, ...(await h(r)) };
+      return { ok: true, ...(await h(r, ctx)) };
     } catch (err) {
       return { ok: false, error: (err as Error).message };
     }
@@ -101,33 +130,97 @@ export class ControlServer {
   }
 }
 
-/** Sends one request to a node's control socket and returns its answer (bounded by timeoutMs). */
-export async function controlRequest(socketPath: string, req: Record<string, unknown>, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const sock = net.createConnection(socketPath);
-    let buf = '';
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new SanboxError('EIO', `${socketPath}: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
+/** Bound on one answer line, so a confused server cannot make a client buffer without limit. */
+const ANSWER_BYTES_MAX = 4 * 1024 * 1024;
+
+/** A connection to a node's control socket; requests are answered in order. */
+export class ControlClient {
+  private buf = '';
+  private waiters: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
+  private failed: Error | undefined;
+
+  private constructor(
+    readonly socketPath: string,
+    private readonly sock: net.Socket,
+  ) {
     sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
     sock.on('data', (c: string) => {
-      buf += c;
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) {
-        clearTimeout(timer);
-        sock.end();
+      this.buf += c;
+      if (this.buf.length > ANSWER_BYTES_MAX) return this.fail(new SanboxError('EIO', `${socketPath}: answer longer than ${ANSWER_BYTES_MAX} bytes`));
+      let nl: number;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        const w = this.waiters.shift();
         try {
-          resolve(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
-        } catch (err) {
-          reject(err);
+          w?.resolve(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          w?.reject(new SanboxError('EIO', `${socketPath}: answer is not JSON`));
         }
       }
     });
-    sock.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new SanboxError('EIO', `${socketPath}: ${err.message}`, { cause: err }));
+    sock.on('error', (err) => this.fail(new SanboxError('EIO', `${socketPath}: ${err.message}`, { cause: err })));
+    sock.on('close', () => this.fail(new SanboxError('EIO', `${socketPath}: the node closed the connection`)));
+  }
+
+  private fail(err: Error): void {
+    this.failed ??= err;
+    for (const w of this.waiters.splice(0)) w.reject(err);
+    this.sock.destroy();
+  }
+
+  /** Connects within timeoutMs. */
+  static connect(socketPath: string, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT): Promise<ControlClient> {
+    return new Promise((resolve, reject) => {
+      const sock = net.createConnection(socketPath);
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new SanboxError('ETIMEDOUT', `${socketPath}: no connection within ${timeoutMs} ms`));
+      }, timeoutMs);
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        sock.removeAllListeners('error');
+        resolve(new ControlClient(socketPath, sock));
+      });
+      sock.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new SanboxError('EIO', `${socketPath}: ${err.message}`, { cause: err }));
+      });
     });
-  });
+  }
+
+  /** One request; rejects if no answer comes within timeoutMs (the connection is then closed). */
+  request(req: Record<string, unknown>, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT): Promise<Record<string, unknown>> {
+    if (this.failed !== undefined) return Promise.reject(this.failed);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(new SanboxError('ETIMEDOUT', `${this.socketPath}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      this.waiters.push({
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.sock.write(JSON.stringify(req) + '\n');
+    });
+  }
+
+  close(): void {
+    this.sock.end();
+    this.sock.destroy();
+  }
+}
+
+/** Sends one request to a node's control socket and returns its answer (bounded by timeoutMs in all). */
+export async function controlRequest(socketPath: string, req: Record<string, unknown>, timeoutMs = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT): Promise<Record<string, unknown>> {
+  const t0 = performance.now();
+  const c = await ControlClient.connect(socketPath, timeoutMs);
+  try {
+    return await c.request(req, Math.max(1, timeoutMs - (performance.now() - t0)));
+  } finally {
+    c.close();
+  }
 }

@@ -3,8 +3,13 @@
 //
 //   const node = await startNode({ clusterImage: 'c.img', nodeId: 1 });
 //   node.membership.subscribe((ev) => ...);   // up / down / fenced
-//   const ls = await openRegion(node.device, 'lockspace'); // writes pass this node's fence gate
+//   const ls = await node.lockspace();            // on the cluster image, through the fence gate
 //   await node.stop();                          // clean leave: generation 0, key unregistered
+//
+// Parts, one job each: the slot lock (one process per node number here), the device provider
+// (every device with its gate, src/node/provider.ts), the membership service fed by every
+// heartbeat region, the lockspace, and the control server (src/node/commands.ts registers its
+// commands).
 //
 // Join sequence: take the local slot lock (one process per node number on this machine), open the
 // image with this node's fence gate, refuse the slot if another live writer's seq moves in it,
@@ -15,19 +20,23 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { BlockDevice } from '../disk/device.js';
-import { FenceGate, SelfFenceGate, type SelfFencingGate } from '../disk/fence-gate.js';
-import { openDevice, schemeOf } from '../disk/open.js';
+import type { SelfFencingGate } from '../disk/fence-gate.js';
+import { schemeOf } from '../disk/open.js';
 import { selfIdentity } from '../disk/power-fence.js';
-import { LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../disk/reservations.js';
+import { LockFile, nodeKey, ReservationStore } from '../disk/reservations.js';
+import { modeName } from '../dlm/compat-matrix.js';
+import { Lockspace } from '../dlm/lock-manager.js';
 import { heartbeatRegion } from '../fs/heartbeat-region.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
-import { clusterHeartbeatRegion, clusterTag, readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { clusterHeartbeatRegion, clusterTag, openRegion, readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { Fencer, type FencePolicy } from '../heartbeat/fencer.js';
 import { Heartbeat, newGeneration, probeSlot, type HeartbeatRegion } from '../heartbeat/heartbeat.js';
 import { MembershipService } from '../heartbeat/membership.js';
 import type { Timing } from '../heartbeat/timing.js';
+import { registerNodeCommands } from './commands.js';
 import { ControlServer } from './control.js';
+import { DeviceProvider, type DeviceStatus } from './provider.js';
 
 export interface StartNodeOptions {
   clusterImage: string;
@@ -47,6 +56,8 @@ export interface StartNodeOptions {
    * sidecar reservation state (VOL.fence/reservations).
    */
   volumes?: string[];
+  /** Where `VG/LV` volumes find their PVs (default: SANBOX_DEVICES). */
+  devices?: string[];
   /** Called once if this node fences itself (its I/O is already stopped). */
   onSelfFence?: (reason: string) => void;
 }
@@ -65,9 +76,90 @@ export interface RunningNode {
   /** The cluster image's gate: a FenceGate on a local image, a SelfFenceGate over nbd://. */
   readonly gate: SelfFencingGate;
   readonly control: ControlServer | undefined;
-  status(): Record<string, unknown>;
+  /** Every device this node writes comes from here (fence gates, fault rules, I/O counters). */
+  readonly provider: DeviceProvider;
+  /** The lockspace on the cluster image, opened on first use (ctl lock, sanbox lock). */
+  lockspace(): Promise<Lockspace>;
+  status(): NodeStatus;
   /** Clean leave. Idempotent. */
   stop(): Promise<void>;
+}
+
+/** What `ctl status` answers: membership as this node sees it, devices, locks, I/O. */
+export interface NodeStatus {
+  cluster: string;
+  nodeId: number;
+  name: string;
+  pid: number;
+  generation: string;
+  key: string;
+  /** 'up' while it runs; 'fenced' once it fenced itself (or was fenced), 'left' after a clean leave. */
+  state: 'up' | 'fenced' | 'left';
+  fenced: string | null;
+  quorum: boolean;
+  members: { nodeId: number; state: string; generation: string }[];
+  heartbeat: Heartbeat['stats'];
+  regions: string[];
+  maxGaps: ReturnType<MembershipService['maxGaps']>;
+  devices: DeviceStatus[];
+  locks: { resource: string; lockId: number; mode: string | null; state: 'granted' | 'waiting'; lost: string | null }[];
+}
+
+/** Takes this machine's lock on a node number: one process per node number here. */
+function takeSlotLock(lockDir: string, img: string, n: number): LockFile {
+  fs.mkdirSync(lockDir, { recursive: true });
+  const slotLock = new LockFile(path.join(lockDir, `slot-${n}.lock`));
+  if (!slotLock.tryLock('ex')) {
+    slotLock.close();
+    throw new SanboxError('EBUSY', `${img}: node ${n} is already running on this machine (its slot lock ${slotLock.path} is held): refusing to join as node ${n}`, { device: img });
+  }
+  return slotLock;
+}
+
+/** True if a node process holds node N's slot lock on this machine (it is running here). */
+export function slotLockHeld(info: ClusterImageInfo, nodeId: number): boolean {
+  const remote = schemeOf(info.path) !== undefined;
+  const lockDir = remote ? path.join(info.config.runDir, 'locks') : reservationSpec(info).lockDir;
+  const l = new LockFile(path.join(lockDir, `slot-${nodeId}.lock`));
+  try {
+    if (!fs.existsSync(l.path)) return false;
+    if (!l.tryLock('ex')) return true;
+    l.unlock();
+    return false;
+  } finally {
+    l.close();
+  }
+}
+
+/**
+ * A fresh generation whose key is not the one recorded as preempted: the key carries only 32 bits
+ * of the generation, and a reused preempted key would have this incarnation refused as fenced.
+ */
+function freshGeneration(info: ClusterImageInfo, n: number, remote: boolean): bigint {
+  const preemptedKey = remote ? undefined : (() => {
+    const store = new ReservationStore(reservationSpec(info), true);
+    try {
+      return store.read().preempted[n];
+    } finally {
+      store.close();
+    }
+  })();
+  const tag = clusterTag(info);
+  let generation = newGeneration();
+  while (nodeKey(tag, n, generation) === preemptedKey) generation = newGeneration();
+  return generation;
+}
+
+/** The heartbeat region of an ocfs2 volume (its heartbeat system file), o2hb-compatible. */
+async function volumeHeartbeatRegion(spec: string, dev: BlockDevice, nodeCount: number): Promise<HeartbeatRegion> {
+  const where = await heartbeatRegion(dev);
+  return {
+    name: `${spec}:heartbeat`,
+    device: dev,
+    offsetBytes: where.offsetBytes,
+    blockBytes: where.blockSizeBytes,
+    slotCount: Math.min(where.blockCount, nodeCount),
+  };
 }
 
 export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
@@ -83,7 +175,6 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     throw new SanboxError('EINVAL', `${img}: node ${opts.nodeId} is not a node of cluster '${info.config.clusterName}' (nodes 0..${info.config.nodeCount - 1})`, { device: img });
   }
   const log = opts.log ?? (() => {});
-  const spec = reservationSpec(info);
   const cleanups: (() => Promise<void> | void)[] = [];
   const undo = async (): Promise<void> => {
     for (const c of cleanups.reverse()) {
@@ -93,69 +184,35 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         // best effort while unwinding a failed join
       }
     }
+    cleanups.length = 0;
   };
 
   try {
-    // One process per node number on this machine. Over a network disk the heartbeat probe
-    // below is what catches a duplicate.
-    const lockDir = remote ? path.join(info.config.runDir, 'locks') : spec.lockDir;
-    fs.mkdirSync(lockDir, { recursive: true });
-    const slotLock = new LockFile(path.join(lockDir, `slot-${n}.lock`));
-    const pr = remote ? null : new PersistentReservations(spec);
-    if (pr !== null) cleanups.push(() => pr.close());
-    if (!slotLock.tryLock('ex')) {
-      slotLock.close();
-      throw new SanboxError('EBUSY', `${img}: node ${n} is already running on this machine (its slot lock ${slotLock.path} is held): refusing to join as node ${n}`, { device: img });
-    }
+    // Over a network disk the heartbeat probe below is what catches a duplicate on another machine.
+    const slotLock = takeSlotLock(remote ? path.join(info.config.runDir, 'locks') : reservationSpec(info).lockDir, img, n);
     cleanups.push(() => slotLock.close());
 
-    // The key carries only 32 bits of the generation: never reuse a key once preempted, or this
-    // incarnation's own writes would be refused as a fenced one's.
     const tag = clusterTag(info);
-    const preemptedKey = pr?.readState().preempted[n];
-    let generation = newGeneration();
-    while (nodeKey(tag, n, generation) === preemptedKey) generation = newGeneration();
+    const generation = freshGeneration(info, n, remote);
     const key = nodeKey(tag, n, generation);
-    const gate: SelfFencingGate = pr !== null ? new FenceGate(pr.store, n, key, timing.ioTimeoutMs) : new SelfFenceGate();
-    cleanups.push(() => gate.close());
-    const device = await openDevice(img, { guard: 'shared', gate });
+    const provider = new DeviceProvider({ nodeId: n, key, timing, devices: opts.devices });
+    cleanups.push(() => provider.close());
+
+    // The cluster image: its reservation state is its own region.
+    const device = await provider.open(img, remote ? 'remote' : { spec: reservationSpec(info) });
     cleanups.push(() => device.close());
     // info.path is img (readClusterImage above), so the region is named `${img}:heartbeat`.
     const region: HeartbeatRegion = clusterHeartbeatRegion(info, device);
     await probeSlot(region, n, timing);
 
-    if (pr !== null) {
-      if (!(await pr.register(n, key, timing.fenceGateWaitMs))) {
-        throw new SanboxError('EBUSY', `${img}: a previous incarnation of node ${n} is stalled inside a write (it holds its fence gate); fence it first`, { device: img });
-      }
-      cleanups.push(() => pr.unregister(n, key));
-      await pr.reserve(n, key, PR_TYPES.writeExclusiveRegistrantsOnly);
-    }
-
-    // Volume homes: open each with its own gate, find the ocfs2 heartbeat file, register there too.
-    const volumeRegions: { region: HeartbeatRegion; gate: FenceGate; pr: PersistentReservations }[] = [];
+    // Volume homes (a file, an nbd:// export or VG/LV): through the provider, with their ocfs2 heartbeat file.
+    const volumeRegions: HeartbeatRegion[] = [];
     for (const vol of opts.volumes ?? []) {
-      const vpr = new PersistentReservations(sidecarStoreSpec(path.resolve(vol)));
-      cleanups.push(() => vpr.close());
-      const vgate = new FenceGate(vpr.store, n, key, timing.ioTimeoutMs);
-      cleanups.push(() => vgate.close());
-      const vdev = await openDevice(vol, { guard: 'shared', gate: vgate });
+      const vdev = await provider.open(vol);
       cleanups.push(() => vdev.close());
-      const where = await heartbeatRegion(vdev);
-      const vregion: HeartbeatRegion = {
-        name: `${vol}:heartbeat`,
-        device: vdev,
-        offsetBytes: where.offsetBytes,
-        blockBytes: where.blockSizeBytes,
-        slotCount: Math.min(where.blockCount, info.config.nodeCount),
-      };
+      const vregion = await volumeHeartbeatRegion(vol, vdev, info.config.nodeCount);
       await probeSlot(vregion, n, timing);
-      if (!(await vpr.register(n, key, timing.fenceGateWaitMs))) {
-        throw new SanboxError('EBUSY', `${vol}: a previous incarnation of node ${n} is stalled inside a write; fence it first`, { device: vol });
-      }
-      cleanups.push(() => vpr.unregister(n, key));
-      await vpr.reserve(n, key, PR_TYPES.writeExclusiveRegistrantsOnly);
-      volumeRegions.push({ region: vregion, gate: vgate, pr: vpr });
+      volumeRegions.push(vregion);
     }
 
     const me = selfIdentity();
@@ -177,51 +234,64 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       selfNodeId: n,
       selfKey: key,
       clusterTag: tag,
-      reservations: [...(pr !== null ? [pr] : []), ...volumeRegions.map((v) => v.pr)],
+      reservations: provider.reservations,
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,
       // Over nbd:// only the power fence (same machine) is ours; a remote victim stays unfenced
       // (never reported fenced) until the target cuts it off.
-      policy: remote && volumeRegions.length === 0 ? 'power' : (opts.fencePolicy ?? 'both'),
+      policy: provider.reservations.length === 0 ? 'power' : (opts.fencePolicy ?? 'both'),
       log,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
-    // A self-fence on any region stops all of this node's I/O, on every device.
+    // A self-fence on any region stops all of this node's I/O, on every device (the provider's gate).
     const heartbeats: Heartbeat[] = [];
     let selfFenceReported = false;
     const onSelfFence = (reason: string): void => {
       for (const h of heartbeats) h.selfFence(reason);
-      gate.selfFence(reason);
-      for (const v of volumeRegions) v.gate.selfFence(reason);
+      provider.selfFence(reason);
       if (!selfFenceReported) {
         selfFenceReported = true;
         opts.onSelfFence?.(reason);
       }
     };
-    const heartbeat = new Heartbeat({ region, nodeId: n, generation, timing, membership, gate, log, onSelfFence });
-    heartbeats.push(heartbeat);
-    for (const v of volumeRegions) heartbeats.push(new Heartbeat({ region: v.region, nodeId: n, generation, timing, membership, gate: v.gate, log, onSelfFence }));
+    for (const r of [region, ...volumeRegions]) heartbeats.push(new Heartbeat({ region: r, nodeId: n, generation, timing, membership, gate: provider.gate, log, onSelfFence }));
+    const heartbeat = heartbeats[0]!;
     cleanups.push(async () => {
       for (const h of heartbeats) await h.stop(false);
     });
     for (const h of heartbeats) await h.start();
 
+    let lockspace: Promise<Lockspace> | undefined;
     let control: ControlServer | undefined;
     let stopping: Promise<void> | undefined;
-    const status = (): Record<string, unknown> => ({
-      cluster: info.config.clusterName,
-      nodeId: n,
-      name,
-      pid: process.pid,
-      generation: generation.toString(16),
-      key: key.toString(16),
-      fenced: heartbeat.fencedReason ?? null,
-      quorum: membership.hasQuorum(),
-      members: membership.members().map((m) => ({ nodeId: m.nodeId, state: m.state, generation: m.generation.toString(16) })),
-      heartbeat: heartbeat.stats,
-      regions: heartbeats.map((h) => h.regionName),
-      maxGaps: membership.maxGaps(),
-    });
+    let left = false;
+    const status = (): NodeStatus => {
+      const fencedReason = heartbeat.fencedReason ?? provider.fenced ?? null;
+      return {
+        cluster: info.config.clusterName,
+        nodeId: n,
+        name,
+        pid: process.pid,
+        generation: generation.toString(16),
+        key: key.toString(16),
+        state: left ? 'left' : fencedReason !== null ? 'fenced' : 'up',
+        fenced: fencedReason,
+        quorum: membership.hasQuorum(),
+        members: membership.members().map((m) => ({ nodeId: m.nodeId, state: m.state, generation: m.generation.toString(16) })),
+        heartbeat: heartbeat.stats,
+        regions: heartbeats.map((h) => h.regionName),
+        maxGaps: membership.maxGaps(),
+        devices: provider.status(),
+        locks: (lockspaceNow?.heldLocks() ?? []).map((l) => ({
+          resource: l.name,
+          lockId: l.lockId,
+          mode: l.mode === null ? null : modeName(l.mode),
+          state: l.mode === null ? 'waiting' : 'granted',
+          lost: l.lost ?? null,
+        })),
+      };
+    };
+    let lockspaceNow: Lockspace | undefined;
     const node: RunningNode = {
       nodeId: n,
       generation,
@@ -231,16 +301,29 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       device,
       heartbeat,
       heartbeats,
-      gate,
+      gate: provider.gate,
+      provider,
       get control() {
         return control;
+      },
+      lockspace: () => {
+        lockspace ??= (async () => {
+          const lsDev = await openRegion(device, 'lockspace');
+          const ls = await Lockspace.open(lsDev, { membership, watchPath: remote ? undefined : img, log });
+          lockspaceNow = ls;
+          return ls;
+        })();
+        return lockspace;
       },
       status,
       stop: () => {
         stopping ??= (async () => {
+          if (lockspace !== undefined) await (await lockspace.catch(() => undefined))?.close().catch(() => undefined);
           membership.stop();
           for (const h of heartbeats) await h.stop(true);
-          cleanups.pop(); // heartbeat.stop already done
+          left = true;
+          // heartbeat.stop(true) is the clean leave; the rest unwinds the join.
+          cleanups.splice(cleanups.length - 1, 1);
           await undo();
           await control?.close();
         })();
@@ -249,11 +332,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     };
     if (opts.control ?? true) {
       control = await ControlServer.listen(info.config.runDir, n);
-      control.handle('status', () => ({ status: status() }));
-      control.handle('leave', () => {
-        setImmediate(() => void node.stop());
-        return { leaving: true };
-      });
+      registerNodeCommands(control, node);
     }
     log(`node ${n} (${name}) joined cluster '${info.config.clusterName}': generation ${generation.toString(16)}, key 0x${key.toString(16)}, pid ${process.pid}`);
     return node;

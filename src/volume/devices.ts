@@ -32,11 +32,18 @@ export function normalizeSpec(spec: string): string {
   return schemeOf(spec) === undefined ? path.resolve(spec) : spec;
 }
 
+export interface OpenAllOptions {
+  readOnly?: boolean;
+  guard?: 'shared' | 'exclusive' | 'none';
+  /** Opens one device instead of openDevice: a node's device provider, so its PVs carry its fence gate. */
+  open?: (spec: string) => Promise<BlockDevice>;
+}
+
 /** Opens every device; on failure closes the ones already opened. */
-export async function openAll(specs: string[], opts: { readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' }): Promise<BlockDevice[]> {
+export async function openAll(specs: string[], opts: OpenAllOptions): Promise<BlockDevice[]> {
   const devs: BlockDevice[] = [];
   try {
-    for (const s of specs) devs.push(await openDevice(s, { readOnly: opts.readOnly ?? false, guard: opts.guard ?? 'shared' }));
+    for (const s of specs) devs.push(await (opts.open !== undefined ? opts.open(s) : openDevice(s, { readOnly: opts.readOnly ?? false, guard: opts.guard ?? 'shared' })));
   } catch (err) {
     for (const d of devs) await d.close();
     throw err;

@@ -11,7 +11,7 @@ import { idFromRandom } from '../format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, lvExtentCount, vgTotalExtents, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
 import { isValidLvmName } from '../format/lvm/vg-text.js';
 import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSegments, roundToStripes, STRIPE_SIZE_MIN_SECTORS, type AllocOptions } from './allocator.js';
-import { openAll } from './devices.js';
+import { openAll, type OpenAllOptions } from './devices.js';
 import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.js';
 import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
 import { acquireLvGuard, ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
@@ -41,7 +41,7 @@ export class LvmSession {
     readonly scan: ScannedDevice[],
   ) {}
 
-  static async open(specs: string[], opts: { readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' } = {}): Promise<LvmSession> {
+  static async open(specs: string[], opts: OpenAllOptions = {}): Promise<LvmSession> {
     const devs = await openAll(specs, opts);
     try {
       return new LvmSession(devs, await scanDevices(devs));
@@ -395,9 +395,9 @@ export async function openLv(
   specs: string[],
   vgName: string,
   lvName: string,
-  opts: { readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' } = {},
+  opts: OpenAllOptions = {},
 ): Promise<LvDevice> {
-  const s = await LvmSession.open(specs, { readOnly: opts.readOnly ?? false });
+  const s = await LvmSession.open(specs, { readOnly: opts.readOnly ?? false, ...(opts.open !== undefined ? { open: opts.open } : {}) });
   let release: (() => void) | undefined;
   try {
     const h = s.vg(vgName);

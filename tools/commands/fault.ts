@@ -3,7 +3,7 @@
 
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { readControlFile, writeControlFile, type FaultAction, type FaultOp, type FaultRule } from '../../src/disk/index.js';
+import { readControlFile, shadowingRule, writeControlFile, type FaultAction, type FaultOp, type FaultRule } from '../../src/disk/index.js';
 import { UsageError } from '../../src/errors.js';
 import { parseDurationMs, parseSizeBytes } from '../../src/units.js';
 import { printJson, printTable } from '../output.js';
@@ -12,16 +12,10 @@ function currentRules(control: string): FaultRule[] {
   return fs.existsSync(control) ? readControlFile(control) : [];
 }
 
-export function register(program: Command): void {
-  const fault = program
-    .command('fault')
-    .description('inject disk faults into running node processes through a control file (start them with SANBOX_FAULTS=CONTROL)');
-
-  fault
-    .command('set')
-    .description('add a rule: fail with EIO, add latency, stall until cleared, or tear writes')
-    .argument('<control>', 'the control file named by SANBOX_FAULTS')
-    .requiredOption('--action <action>', 'eio | latency | stall | torn')
+/** The rule options of `fault set` and `ctl … fault set`. */
+export function addRuleOptions(c: Command): Command {
+  return c
+    .option('--action <action>', 'eio | latency | stall | torn')
     .option('--id <id>', 'a name for the rule (to clear it later)')
     .option('--op <op>', 'read | write | any', 'any')
     .option('--device <substring>', 'only devices whose name contains this')
@@ -30,34 +24,80 @@ export function register(program: Command): void {
     .option('--after-ops <n>', 'fire from the (n+1)-th matching operation on')
     .option('--count <n>', 'fire at most n times')
     .option('--latency <duration>', 'for latency: delay per operation, e.g. 50ms')
-    .option('--torn-sectors <n>', 'for torn: how many leading sectors land')
-    .action((control: string, o: Record<string, string | undefined>) => {
-      const int = (name: string, v: string | undefined): number | undefined => {
-        if (v === undefined) return undefined;
-        if (!/^\d+$/.test(v)) throw new UsageError(`--${name} must be a non-negative integer, not '${v}'`);
-        return Number(v);
-      };
-      const actions: FaultAction[] = ['eio', 'latency', 'stall', 'torn'];
-      if (!actions.includes(o.action as FaultAction)) throw new UsageError(`--action must be one of ${actions.join(', ')}`);
-      const ops: FaultOp[] = ['read', 'write', 'any'];
-      if (!ops.includes(o.op as FaultOp)) throw new UsageError(`--op must be one of ${ops.join(', ')}`);
-      const rule: FaultRule = { action: o.action as FaultAction, op: o.op as FaultOp };
-      const rules = currentRules(control);
-      rule.id = o.id ?? `rule${rules.length + 1}`;
-      if (rules.some((r) => r.id === rule.id)) throw new UsageError(`${control}: a rule named '${rule.id}' exists already`);
-      if (o.device !== undefined) rule.device = o.device;
-      if (o.offset !== undefined) rule.offsetBytes = parseSizeBytes(o.offset);
-      if (o.length !== undefined) rule.lengthBytes = parseSizeBytes(o.length);
-      const afterOps = int('after-ops', o.afterOps);
-      if (afterOps !== undefined) rule.afterOps = afterOps;
-      const count = int('count', o.count);
-      if (count !== undefined) rule.count = count;
-      if (o.latency !== undefined) rule.latencyMs = parseDurationMs(o.latency, 'ms');
-      const torn = int('torn-sectors', o.tornSectors);
-      if (torn !== undefined) rule.tornSectors = torn;
-      writeControlFile(control, [...rules, rule]);
-      process.stdout.write(`Fault rule '${rule.id}' set in ${control}.\n`);
-    });
+    .option('--torn-sectors <n>', 'for torn: how many leading sectors land');
+}
+
+/** A rule from those options (usage errors for bad values); the id is left to the caller. */
+export function ruleFromOptions(o: Record<string, unknown>): FaultRule {
+  const text = (k: string): string | undefined => (o[k] === undefined ? undefined : String(o[k]));
+  const int = (name: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v)) throw new UsageError(`--${name} must be a non-negative integer, not '${v}'`);
+    return Number(v);
+  };
+  const actions: FaultAction[] = ['eio', 'latency', 'stall', 'torn'];
+  if (!actions.includes(text('action') as FaultAction)) throw new UsageError(`--action must be one of ${actions.join(', ')}`);
+  const ops: FaultOp[] = ['read', 'write', 'any'];
+  const op = text('op') ?? 'any';
+  if (!ops.includes(op as FaultOp)) throw new UsageError(`--op must be one of ${ops.join(', ')}`);
+  const rule: FaultRule = { action: text('action') as FaultAction, op: op as FaultOp };
+  const id = text('id');
+  if (id !== undefined) rule.id = id;
+  const device = text('device');
+  if (device !== undefined) rule.device = device;
+  const offset = text('offset');
+  if (offset !== undefined) rule.offsetBytes = parseSizeBytes(offset);
+  const length = text('length');
+  if (length !== undefined) rule.lengthBytes = parseSizeBytes(length);
+  const afterOps = int('after-ops', text('afterOps'));
+  if (afterOps !== undefined) rule.afterOps = afterOps;
+  const count = int('count', text('count'));
+  if (count !== undefined) rule.count = count;
+  const latency = text('latency');
+  if (latency !== undefined) rule.latencyMs = parseDurationMs(latency, 'ms');
+  const torn = int('torn-sectors', text('tornSectors'));
+  if (torn !== undefined) rule.tornSectors = torn;
+  return rule;
+}
+
+/** The rules as a table; a rule that an earlier one always pre-empts is marked shadowed. */
+export function printRules(rules: (FaultRule & { devices?: string[] })[], out: NodeJS.WritableStream = process.stdout): void {
+  printTable(
+    rules.map((r, i) => ({ r, shadow: shadowingRule(rules, i) })),
+    [
+      { header: 'ID', value: ({ r }) => r.id ?? '' },
+      { header: 'Action', value: ({ r }) => r.action },
+      { header: 'Op', value: ({ r }) => r.op ?? 'any' },
+      { header: 'Device', value: ({ r }) => r.device ?? '*' },
+      { header: 'Range', value: ({ r }) => (r.offsetBytes === undefined ? 'all' : `${r.offsetBytes}+${r.lengthBytes ?? 'end'}`) },
+      { header: 'AfterOps', value: ({ r }) => r.afterOps ?? 0, align: 'right' },
+      { header: 'Count', value: ({ r }) => r.count ?? '-', align: 'right' },
+      { header: 'Detail', value: ({ r }) => (r.action === 'latency' ? `${r.latencyMs ?? 0}ms` : r.action === 'torn' ? `${r.tornSectors ?? 'half'} sectors` : '') },
+      ...(rules.some((r) => r.devices !== undefined) ? [{ header: 'Devices', value: ({ r }: { r: FaultRule & { devices?: string[] } }) => r.devices?.length ?? 0, align: 'right' as const }] : []),
+      { header: 'Note', value: ({ shadow }) => (shadow === undefined ? '' : `shadowed by ${shadow.id ?? 'an earlier rule'}`) },
+    ],
+    out,
+  );
+}
+
+export function register(program: Command): void {
+  const fault = program
+    .command('fault')
+    .description('inject disk faults into running node processes through a control file (start them with SANBOX_FAULTS=CONTROL); `sanbox ctl CLUSTER NODE fault …` does the same on a running node without a file');
+
+  addRuleOptions(
+    fault
+      .command('set')
+      .description('add a rule: fail with EIO, add latency, stall until cleared, or tear writes')
+      .argument('<control>', 'the control file named by SANBOX_FAULTS'),
+  ).action((control: string, o: Record<string, string | undefined>) => {
+    const rule = ruleFromOptions(o);
+    const rules = currentRules(control);
+    rule.id ??= `rule${rules.length + 1}`;
+    if (rules.some((r) => r.id === rule.id)) throw new UsageError(`${control}: a rule named '${rule.id}' exists already`);
+    writeControlFile(control, [...rules, rule]);
+    process.stdout.write(`Fault rule '${rule.id}' set in ${control}.\n`);
+  });
 
   fault
     .command('clear')
@@ -78,16 +118,7 @@ export function register(program: Command): void {
     .option('--json', 'print as JSON', false)
     .action((control: string, o: { json: boolean }) => {
       const rules = currentRules(control);
-      if (o.json) return printJson(rules);
-      printTable(rules, [
-        { header: 'ID', value: (r) => r.id ?? '' },
-        { header: 'Action', value: (r) => r.action },
-        { header: 'Op', value: (r) => r.op ?? 'any' },
-        { header: 'Device', value: (r) => r.device ?? '*' },
-        { header: 'Range', value: (r) => (r.offsetBytes === undefined ? 'all' : `${r.offsetBytes}+${r.lengthBytes ?? 'end'}`) },
-        { header: 'AfterOps', value: (r) => r.afterOps ?? 0, align: 'right' },
-        { header: 'Count', value: (r) => r.count ?? '-', align: 'right' },
-        { header: 'Detail', value: (r) => (r.action === 'latency' ? `${r.latencyMs ?? 0}ms` : r.action === 'torn' ? `${r.tornSectors ?? 'half'} sectors` : '') },
-      ]);
+      if (o.json) return printJson(rules.map((r, i) => ({ ...r, shadowedBy: shadowingRule(rules, i)?.id ?? null })));
+      printRules(rules);
     });
 }

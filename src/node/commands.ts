@@ -1,0 +1,96 @@
+// The node's own control commands (`sanbox ctl CLUSTER NODE COMMAND`): status, leave, fault
+// set|clear|ls on the node's devices, lock/unlock held in the node. Later layers register theirs
+// on the same server (control.handle), e.g. mount or lv changes.
+//
+// Requests are validated here, at the edge: a field of the wrong type is an error answer, never a
+// crash of the node.
+
+import type { FaultAction, FaultOp, FaultRule } from '../disk/fault-device.js';
+import { modeName, MODE_NAMES, parseMode } from '../dlm/compat-matrix.js';
+import type { Lock } from '../dlm/lock-manager.js';
+import { SanboxError } from '../errors.js';
+import type { ControlServer } from './control.js';
+import type { RunningNode } from './node.js';
+
+const FAULT_ACTIONS: readonly FaultAction[] = ['eio', 'latency', 'stall', 'torn'];
+const FAULT_OPS: readonly FaultOp[] = ['read', 'write', 'any'];
+/** Bound on the locks the control channel holds in one node (each takes a slot of the node's lockspace record). */
+const CONTROL_LOCKS_MAX = 32;
+
+function str(req: Record<string, unknown>, k: string, required = true): string | undefined {
+  const v = req[k];
+  if (v === undefined && !required) return undefined;
+  if (typeof v !== 'string' || v.length === 0) throw new SanboxError('EINVAL', `"${k}" must be a non-empty string`);
+  return v;
+}
+
+function uint(req: Record<string, unknown>, k: string): number | undefined {
+  const v = req[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new SanboxError('EINVAL', `"${k}" must be a non-negative integer`);
+  return v;
+}
+
+/** A fault rule from a request: the same fields as a SANBOX_FAULTS control file rule. */
+export function faultRuleFrom(req: Record<string, unknown>): FaultRule {
+  const action = str(req, 'action') as FaultAction;
+  if (!FAULT_ACTIONS.includes(action)) throw new SanboxError('EINVAL', `"action" must be one of ${FAULT_ACTIONS.join(', ')}`);
+  const op = (str(req, 'op', false) ?? 'any') as FaultOp;
+  if (!FAULT_OPS.includes(op)) throw new SanboxError('EINVAL', `"op" must be one of ${FAULT_OPS.join(', ')}`);
+  const rule: FaultRule = { action, op };
+  const id = str(req, 'id', false);
+  if (id !== undefined) rule.id = id;
+  const device = str(req, 'device', false);
+  if (device !== undefined) rule.device = device;
+  for (const k of ['offsetBytes', 'lengthBytes', 'afterOps', 'count', 'latencyMs', 'tornSectors'] as const) {
+    const v = uint(req, k);
+    if (v !== undefined) rule[k] = v;
+  }
+  return rule;
+}
+
+export function registerNodeCommands(control: ControlServer, node: RunningNode): void {
+  control.handle('status', () => ({ status: node.status() }));
+  control.handle('leave', () => {
+    setImmediate(() => void node.stop());
+    return { leaving: true };
+  });
+
+  control.handle('fault-set', (req) => ({ id: node.provider.setFault(faultRuleFrom(req)) }));
+  control.handle('fault-clear', (req) => ({ cleared: node.provider.clearFault(str(req, 'id', false)) }));
+  control.handle('fault-ls', () => ({ rules: node.provider.faults() }));
+
+  // Locks held in the node for scripts and tests. scope 'connection' (sanbox lock --node N through
+  // a running node) releases the lock when the client's connection closes.
+  const held = new Map<string, Lock>();
+  control.handle('lock', async (req, ctx) => {
+    const resource = str(req, 'resource')!;
+    const modeText = str(req, 'mode', false) ?? 'EX';
+    const mode = parseMode(modeText);
+    if (mode === undefined) throw new SanboxError('EINVAL', `"mode" must be one of ${MODE_NAMES.join(', ')}, not '${modeText}'`);
+    if (held.has(resource)) throw new SanboxError('EBUSY', `node ${node.nodeId} holds ${resource} through its control channel already`);
+    if (held.size >= CONTROL_LOCKS_MAX) throw new SanboxError('EINVAL', `node ${node.nodeId} holds ${CONTROL_LOCKS_MAX} locks for its control channel already`);
+    const scope = str(req, 'scope', false) ?? 'node';
+    if (scope !== 'node' && scope !== 'connection') throw new SanboxError('EINVAL', `"scope" must be node or connection`);
+    const ls = await node.lockspace();
+    const timeoutMs = uint(req, 'timeoutMs');
+    const lock = await ls.lock(resource, mode, { noqueue: req.noqueue === true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+    held.set(resource, lock);
+    if (scope === 'connection') {
+      ctx.onClose(() => {
+        if (held.get(resource) !== lock) return;
+        held.delete(resource);
+        void lock.unlock().catch(() => undefined);
+      });
+    }
+    return { resource, mode: modeName(mode), lockId: lock.lockId };
+  });
+  control.handle('unlock', async (req) => {
+    const resource = str(req, 'resource')!;
+    const lock = held.get(resource);
+    if (lock === undefined) throw new SanboxError('EINVAL', `node ${node.nodeId} holds no lock on ${resource} for its control channel`);
+    held.delete(resource);
+    await lock.unlock();
+    return { resource, released: true };
+  });
+}

@@ -1,0 +1,90 @@
+// Reaching a running node from another process (`sanbox ctl`, `sanbox lock --node N` while node N
+// runs): find its control socket through the cluster image's config, connect, and when that fails
+// say in one line why, naming the node and what its slot shows (fenced, dead, left, …), within a
+// stated bound: CTL_CONNECT_TIMEOUT_MS to connect plus the request's own bound.
+
+import { SanboxError } from '../errors.js';
+import { readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { ControlClient, controlSocketPath, CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from './control.js';
+import { StatusReader } from './status.js';
+
+/**
+ * Bound on connecting to a node's socket. A live node accepts at once (the kernel does, even while
+ * the node's event loop is busy); a stopped (SIGSTOP) node is caught by the request's bound.
+ */
+export const CTL_CONNECT_TIMEOUT_MS = 1000;
+/** Bound on a request's answer (a lock request adds its own lock timeout to this). */
+export const CTL_ANSWER_TIMEOUT_MS = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT;
+
+export class NodeUnreachableError extends SanboxError {}
+
+/** "node 2 (node2) of cluster 'demo' is fenced" from the slot's state as read from the image. */
+async function slotSummary(info: ClusterImageInfo, nodeId: number): Promise<string> {
+  try {
+    const r = await StatusReader.open(info.path);
+    try {
+      const s = (await r.read()).slots[nodeId];
+      if (s === undefined) return '';
+      return s.state === 'free' ? ' (its slot is free: it never joined, or it left)' : ` (its slot says ${s.state})`;
+    } finally {
+      await r.close();
+    }
+  } catch {
+    return '';
+  }
+}
+
+function nodeLabel(info: ClusterImageInfo, nodeId: number): string {
+  const name = info.config.nodeNames[nodeId];
+  return `node ${nodeId}${name ? ` (${name})` : ''} of cluster '${info.config.clusterName}'`;
+}
+
+export interface NodeConnection {
+  info: ClusterImageInfo;
+  client: ControlClient;
+  /** One request; failures become one-line NodeUnreachableErrors naming the node. */
+  request(req: Record<string, unknown>, timeoutMs?: number): Promise<Record<string, unknown>>;
+  close(): void;
+}
+
+/** Connects to node N of the cluster on `image`. */
+export async function connectNode(image: string, nodeId: number): Promise<NodeConnection> {
+  const info = await readClusterImage(image);
+  if (!Number.isInteger(nodeId) || nodeId < 0 || nodeId >= info.config.nodeCount) {
+    throw new SanboxError('EINVAL', `${image}: cluster '${info.config.clusterName}' has nodes 0..${info.config.nodeCount - 1}, not ${nodeId}`);
+  }
+  const sock = controlSocketPath(info.config.runDir, nodeId);
+  let client: ControlClient;
+  try {
+    client = await ControlClient.connect(sock, CTL_CONNECT_TIMEOUT_MS);
+  } catch (err) {
+    const code = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
+    const why = code === 'ENOENT' || code === 'ECONNREFUSED' ? 'is not running' : 'does not answer';
+    throw new NodeUnreachableError('EIO', `${nodeLabel(info, nodeId)} ${why}${await slotSummary(info, nodeId)}: ${(err as Error).message}`);
+  }
+  return {
+    info,
+    client,
+    request: async (req, timeoutMs = CTL_ANSWER_TIMEOUT_MS) => {
+      let ans: Record<string, unknown>;
+      try {
+        ans = await client.request(req, timeoutMs);
+      } catch (err) {
+        throw new NodeUnreachableError('EIO', `${nodeLabel(info, nodeId)} gave no answer to '${String(req.cmd)}'${await slotSummary(info, nodeId)}: ${(err as Error).message}`);
+      }
+      if (ans.ok !== true) throw new SanboxError('EINVAL', `${nodeLabel(info, nodeId)}: ${String(ans.cmd ?? req.cmd)}: ${String(ans.error)}`);
+      return ans;
+    },
+    close: () => client.close(),
+  };
+}
+
+/** One request to node N, connection closed afterwards. */
+export async function ctlRequest(image: string, nodeId: number, req: Record<string, unknown>, timeoutMs?: number): Promise<Record<string, unknown>> {
+  const c = await connectNode(image, nodeId);
+  try {
+    return await c.request(req, timeoutMs);
+  } finally {
+    c.close();
+  }
+}

@@ -1,0 +1,299 @@
+// The device provider: every device a node writes is opened here (the cluster image, ocfs2
+// volumes, each PV under an LV, nbd:// exports), so each one carries this node's fence gate, its
+// fault wrapper (rules set through the control channel) and I/O counters. Volume, fs and lock code
+// get their devices from the provider, never from openDevice, so a fenced node can write nothing
+// anywhere: self-fencing the provider closes every gate at once (ARCHITECTURE.md, "This phase").
+//
+// Per device, in order from the caller down:
+//   CountedDevice → FaultDevice (control-channel rules) → [FaultDevice (SANBOX_FAULTS file)] → FileDisk/NBD, whose writes pass the gate.
+// A local device gets a FenceGate over reservation state on disk (the cluster image's region, or
+// a sidecar `DEV.fence/reservations` for a volume or PV); this node registers its key there and
+// creates the WERO reservation if none exists. An nbd:// device gets a SelfFenceGate: the target
+// does the refusing there, by cutting a fenced node off.
+
+import path from 'node:path';
+import { FaultDevice, shadowingRule, type FaultRule } from '../disk/fault-device.js';
+import { FenceGate, SelfFenceGate, type SelfFencingGate } from '../disk/fence-gate.js';
+import type { BlockDevice } from '../disk/device.js';
+import { openDevice, schemeOf } from '../disk/open.js';
+import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type ReservationStoreSpec } from '../disk/reservations.js';
+import { SanboxError } from '../errors.js';
+import type { Timing } from '../heartbeat/timing.js';
+import { deviceList } from '../volume/devices.js';
+import { isLvSpec } from '../volume/resolve.js';
+import { openLv } from '../volume/manager.js';
+
+/** Where a device's reservation state lives: a region of the device itself, a sidecar file, or nowhere (nbd://). */
+export type ReservationPlace = { spec: ReservationStoreSpec } | 'sidecar' | 'remote';
+
+export interface IoCounters {
+  reads: number;
+  writes: number;
+  readBytes: number;
+  writtenBytes: number;
+  errors: number;
+  /** Writes the fence gate refused. */
+  refused: number;
+}
+
+export interface DeviceStatus {
+  name: string;
+  /** 'open': writes pass; 'fenced': the gate refuses them (with why). */
+  gate: 'open' | 'fenced';
+  fencedReason: string | null;
+  reservations: 'on-disk' | 'sidecar' | 'target';
+  io: IoCounters;
+}
+
+export interface FaultRuleStatus extends FaultRule {
+  /** Devices of this node the rule applies to (by its device filter). */
+  devices: string[];
+  /** The id of an earlier rule that always fires first, so this one never does. */
+  shadowedBy: string | null;
+}
+
+/** Bound on the rules a node keeps (a script adding rules in a loop must not grow a node without limit). */
+export const FAULT_RULES_MAX = 64;
+
+interface Entry {
+  name: string;
+  gate: SelfFencingGate;
+  pr: PersistentReservations | null;
+  place: DeviceStatus['reservations'];
+  faults: FaultDevice;
+  io: IoCounters;
+}
+
+/** Counts I/O and errors of one provided device; everything else passes through. */
+class CountedDevice implements BlockDevice {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly sectorSizeBytes: BlockDevice['sectorSizeBytes'];
+  readonly readOnly: boolean;
+
+  constructor(
+    private readonly inner: BlockDevice,
+    private readonly io: IoCounters,
+    private readonly onClose: () => Promise<void>,
+  ) {
+    this.name = inner.name;
+    this.sizeBytes = inner.sizeBytes;
+    this.sectorSizeBytes = inner.sectorSizeBytes;
+    this.readOnly = inner.readOnly;
+  }
+
+  private async count<T>(p: () => Promise<T>): Promise<T> {
+    try {
+      return await p();
+    } catch (err) {
+      this.io.errors++;
+      throw err;
+    }
+  }
+
+  read(buf: Buffer, offsetBytes: number): Promise<void> {
+    this.io.reads++;
+    this.io.readBytes += buf.length;
+    return this.count(() => this.inner.read(buf, offsetBytes));
+  }
+
+  write(buf: Buffer, offsetBytes: number): Promise<void> {
+    this.io.writes++;
+    this.io.writtenBytes += buf.length;
+    return this.count(() => this.inner.write(buf, offsetBytes));
+  }
+
+  flush(): Promise<void> {
+    return this.count(() => this.inner.flush());
+  }
+
+  discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    return this.count(() => this.inner.discard(offsetBytes, lengthBytes));
+  }
+
+  async close(): Promise<void> {
+    await this.inner.close();
+    await this.onClose();
+  }
+}
+
+export interface ProviderOptions {
+  nodeId: number;
+  /** This incarnation's reservation key. */
+  key: bigint;
+  timing: Timing;
+  /** SANBOX_DEVICES-style list where `VG/LV` specs find their PVs (default: SANBOX_DEVICES). */
+  devices?: string[];
+}
+
+export class DeviceProvider {
+  private readonly entries: Entry[] = [];
+  private rules: FaultRule[] = [];
+  private ruleSeq = 0;
+  private fencedReason: string | undefined;
+
+  constructor(private readonly o: ProviderOptions) {}
+
+  /**
+   * Opens `spec` for this node: registers the node's key in the device's reservation state (after
+   * waiting out a write of a previous incarnation still inside its gate), creates the WERO
+   * reservation if none exists, and returns the device with gate, fault wrapper and counters.
+   * `VG/LV` opens the LV over PVs each opened this way.
+   */
+  async open(spec: string, place: ReservationPlace = schemeOf(spec) !== undefined ? 'remote' : 'sidecar'): Promise<BlockDevice> {
+    if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
+    if (isLvSpec(spec)) {
+      const [vg, lv] = spec.split('/') as [string, string];
+      const pvs = deviceList([], this.o.devices);
+      if (pvs.length === 0) throw new SanboxError('ENOENT', `${spec}: no devices to find volume group ${vg} on; set SANBOX_DEVICES (or pass the device list)`, { device: spec });
+      // Every PV (and every other device scanned for the VG) comes through open() below.
+      return openLv(pvs, vg, lv, { guard: 'shared', open: (pv) => this.open(pv) });
+    }
+    const name = place === 'remote' ? spec : path.resolve(spec);
+    let pr: PersistentReservations | null = null;
+    const io: IoCounters = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, errors: 0, refused: 0 };
+    let gate: SelfFencingGate;
+    if (place === 'remote') {
+      gate = new SelfFenceGate();
+    } else {
+      pr = new PersistentReservations(place === 'sidecar' ? sidecarStoreSpec(name) : place.spec);
+      gate = new FenceGate(pr.store, this.o.nodeId, this.o.key, this.o.timing.ioTimeoutMs);
+    }
+    let inner: BlockDevice | undefined;
+    try {
+      if (pr !== null) {
+        if (!(await pr.register(this.o.nodeId, this.o.key, this.o.timing.fenceGateWaitMs))) {
+          throw new SanboxError('EBUSY', `${name}: a previous incarnation of node ${this.o.nodeId} is stalled inside a write (it holds its fence gate); fence it first`, { device: name });
+        }
+        await pr.reserve(this.o.nodeId, this.o.key, PR_TYPES.writeExclusiveRegistrantsOnly);
+      }
+      inner = await openDevice(place === 'remote' ? spec : name, { guard: 'shared', gate });
+    } catch (err) {
+      if (pr !== null) {
+        await pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
+        pr.close();
+      }
+      gate.close();
+      throw err;
+    }
+    const faults = new FaultDevice(inner);
+    this.install(faults);
+    const entry: Entry = { name: inner.name, gate, pr, place: place === 'remote' ? 'target' : place === 'sidecar' ? 'sidecar' : 'on-disk', faults, io };
+    this.entries.push(entry);
+    if (this.fencedReason !== undefined) gate.selfFence(this.fencedReason);
+    return new CountedDevice(faults, io, () => this.release(entry));
+  }
+
+  /** Unregisters this node's key from a device it closes (a clean leave of that device). */
+  private async release(e: Entry): Promise<void> {
+    const i = this.entries.indexOf(e);
+    if (i < 0) return;
+    this.entries.splice(i, 1);
+    // A fenced node leaves its key as it is: a preempted key stays preempted.
+    if (e.pr !== null && this.fencedReason === undefined) await e.pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
+    e.pr?.close();
+    e.gate.close();
+  }
+
+  /** Every device's reservations (the cluster image's first): a fencer preempts on all of them. */
+  get reservations(): PersistentReservations[] {
+    return this.entries.flatMap((e) => (e.pr !== null ? [e.pr] : []));
+  }
+
+  /** A gate for the heartbeat: self-fencing it stops every device of this node. */
+  readonly gate: SelfFencingGate = new ProviderGate(this);
+
+  /** Stops every write of this node on every device, for good. */
+  selfFence(reason: string): void {
+    this.fencedReason ??= reason;
+    for (const e of this.entries) e.gate.selfFence(reason);
+  }
+
+  get fenced(): string | undefined {
+    return this.fencedReason ?? this.entries.find((e) => e.gate.fencedReason !== undefined)?.gate.fencedReason;
+  }
+
+  status(): DeviceStatus[] {
+    return this.entries.map((e) => {
+      const reason = e.gate.fencedReason ?? null;
+      const refused = (e.gate as { refusedWrites?: number }).refusedWrites ?? 0;
+      return { name: e.name, gate: reason === null ? 'open' : 'fenced', fencedReason: reason, reservations: e.place, io: { ...e.io, refused } };
+    });
+  }
+
+  // ---- fault rules (the control channel's `fault set|clear|ls`) ----
+
+  private install(f: FaultDevice): void {
+    for (const r of this.rules) f.inject({ ...r });
+  }
+
+  private reinstall(): void {
+    for (const e of this.entries) {
+      e.faults.clear();
+      this.install(e.faults);
+    }
+  }
+
+  /** Adds a rule to every device of this node (its `device` filter narrows that); returns its id. */
+  setFault(rule: FaultRule): string {
+    if (this.rules.length >= FAULT_RULES_MAX) throw new SanboxError('EINVAL', `node ${this.o.nodeId} has ${FAULT_RULES_MAX} fault rules already; clear some first`);
+    const id = rule.id ?? `rule${++this.ruleSeq}`;
+    if (this.rules.some((r) => r.id === id)) throw new SanboxError('EINVAL', `node ${this.o.nodeId}: a fault rule named '${id}' exists already`);
+    const withId = { ...rule, id };
+    // Validates the rule before it is kept (FaultDevice.inject throws on a bad one).
+    new FaultDevice(SCRATCH_DEVICE).inject({ ...withId });
+    this.rules.push(withId);
+    this.reinstall();
+    return id;
+  }
+
+  /** Removes one rule (releasing what it stalls) or, without an id, all; returns how many went. */
+  clearFault(id?: string): number {
+    const before = this.rules.length;
+    if (id !== undefined && !this.rules.some((r) => r.id === id)) throw new SanboxError('EINVAL', `node ${this.o.nodeId}: no fault rule named '${id}'`);
+    this.rules = id === undefined ? [] : this.rules.filter((r) => r.id !== id);
+    this.reinstall();
+    return before - this.rules.length;
+  }
+
+  faults(): FaultRuleStatus[] {
+    const names = this.entries.map((e) => e.name);
+    return this.rules.map((r, i) => ({
+      ...r,
+      devices: names.filter((n) => r.device === undefined || n.includes(r.device)),
+      shadowedBy: shadowingRule(this.rules, i)?.id ?? null,
+    }));
+  }
+
+  /** Closes every device still open (the owners close theirs first; this is the backstop). */
+  async close(): Promise<void> {
+    for (const e of [...this.entries].reverse()) await this.release(e);
+  }
+}
+
+/** A device that is never read or written: FaultDevice.inject on it only validates a rule. */
+const SCRATCH_DEVICE: BlockDevice = {
+  name: 'rule-check',
+  sizeBytes: Number.MAX_SAFE_INTEGER,
+  sectorSizeBytes: 512,
+  readOnly: true,
+  read: () => Promise.reject(new SanboxError('EINVAL', 'rule-check device')),
+  write: () => Promise.reject(new SanboxError('EINVAL', 'rule-check device')),
+  flush: () => Promise.resolve(),
+  discard: () => Promise.resolve(),
+  close: () => Promise.resolve(),
+};
+
+/** The provider as one gate (for the heartbeat): writes are gated per device, self-fencing stops all. */
+class ProviderGate implements SelfFencingGate {
+  constructor(private readonly p: DeviceProvider) {}
+  enter(): void {}
+  leave(): void {}
+  selfFence(reason: string): void {
+    this.p.selfFence(reason);
+  }
+  get fencedReason(): string | undefined {
+    return this.p.fenced;
+  }
+  close(): void {}
+}

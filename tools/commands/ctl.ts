@@ -1,0 +1,141 @@
+// `sanbox ctl CLUSTER NODE COMMAND [ARGS]`: drive a running node through its control socket
+// (src/node/ctl.ts). Commands: status, leave, fault set|clear|ls, lock, unlock; any other command
+// name is sent as is with its arguments ({"cmd": NAME, "args": [...]}), for commands that later
+// layers register in the node.
+
+import type { Command } from 'commander';
+import type { DeviceStatus, FaultRuleStatus } from '../../src/node/provider.js';
+import type { NodeStatus } from '../../src/node/node.js';
+import { CTL_ANSWER_TIMEOUT_MS, ctlRequest } from '../../src/node/ctl.js';
+import { LOCK_TIMEOUT_MS_DEFAULT } from '../../src/dlm/lock-manager.js';
+import { UsageError } from '../../src/errors.js';
+import { parseDurationMs } from '../../src/units.js';
+import { printFields, printJson, printTable } from '../output.js';
+import { addRuleOptions, printRules, ruleFromOptions } from './fault.js';
+
+function nodeNumber(text: string): number {
+  if (!/^\d+$/.test(text)) throw new UsageError(`NODE must be a node number (0, 1, …), not '${text}'`);
+  return Number(text);
+}
+
+function printNodeStatus(s: NodeStatus): void {
+  printFields([
+    ['Node', `${s.nodeId} (${s.name}), pid ${s.pid}`],
+    ['Cluster', s.cluster],
+    ['State', s.fenced === null ? s.state : `${s.state}: ${s.fenced}`],
+    ['Quorum', s.quorum ? 'yes' : 'NO'],
+    ['Generation', s.generation],
+  ]);
+  process.stdout.write('\nMembership as this node sees it:\n');
+  printTable(s.members, [
+    { header: 'Node', value: (m) => m.nodeId, align: 'right' },
+    { header: 'State', value: (m) => m.state },
+    { header: 'Generation', value: (m) => m.generation },
+  ]);
+  process.stdout.write('\nDevices:\n');
+  printTable<DeviceStatus>(s.devices, [
+    { header: 'Device', value: (d) => d.name },
+    { header: 'Gate', value: (d) => d.gate },
+    { header: 'Reservations', value: (d) => d.reservations },
+    { header: 'Reads', value: (d) => d.io.reads, align: 'right' },
+    { header: 'Writes', value: (d) => d.io.writes, align: 'right' },
+    { header: 'Errors', value: (d) => d.io.errors, align: 'right' },
+    { header: 'Refused', value: (d) => d.io.refused, align: 'right' },
+  ]);
+  process.stdout.write('\nLocks:\n');
+  if (s.locks.length === 0) process.stdout.write(' none\n');
+  else {
+    printTable(s.locks, [
+      { header: 'Resource', value: (l) => l.resource },
+      { header: 'LkId', value: (l) => l.lockId, align: 'right' },
+      { header: 'State', value: (l) => l.state },
+      { header: 'Mode', value: (l) => l.mode ?? '-' },
+      { header: 'Lost', value: (l) => l.lost ?? '' },
+    ]);
+  }
+}
+
+interface CtlOptions extends Record<string, unknown> {
+  json: boolean;
+  mode: string;
+  timeout: string;
+  noqueue: boolean;
+}
+
+export function register(program: Command): void {
+  addRuleOptions(
+    program
+      .command('ctl')
+      .description(
+        'drive a running node through its control socket: status (membership as it sees it, devices with gate state, locks, I/O counters), leave, ' +
+          'fault set|clear|ls (on the node\'s own devices: eio, latency, stall, torn), lock RESOURCE --mode M / unlock RESOURCE (held in the node). ' +
+          `A node that is stopped, fenced or gone is reported in one line within ${CTL_ANSWER_TIMEOUT_MS / 1000} s (plus the lock timeout for lock).`,
+      )
+      .argument('<cluster>', 'cluster image')
+      .argument('<node>', 'node number')
+      .argument('<command>', 'status | leave | fault | lock | unlock | a command a later layer registered')
+      .argument('[args...]', 'fault: set | clear [ID] | ls; lock/unlock: RESOURCE')
+      .option('--json', 'print the answer as JSON', false)
+      .option('--mode <mode>', 'lock: NL | CR | CW | PR | PW | EX', 'EX')
+      .option('--timeout <duration>', 'lock: give up waiting after this long', `${LOCK_TIMEOUT_MS_DEFAULT / 1000}s`)
+      .option('-n, --noqueue', 'lock: fail at once if the lock is held in a conflicting mode', false),
+  ).action(async (cluster: string, nodeText: string, command: string, args: string[], o: CtlOptions) => {
+    const nodeId = nodeNumber(nodeText);
+    const send = (req: Record<string, unknown>, timeoutMs?: number) => ctlRequest(cluster, nodeId, req, timeoutMs);
+    const arg = (i: number, what: string): string => {
+      const v = args[i];
+      if (v === undefined) throw new UsageError(`ctl ${command}: missing ${what}`);
+      return v;
+    };
+    switch (command) {
+      case 'status': {
+        const s = (await send({ cmd: 'status' })).status as NodeStatus;
+        if (o.json) printJson(s);
+        else printNodeStatus(s);
+        return;
+      }
+      case 'leave': {
+        await send({ cmd: 'leave' });
+        if (o.json) printJson({ node: nodeId, leaving: true });
+        else process.stdout.write(`Node ${nodeId} is leaving the cluster.\n`);
+        return;
+      }
+      case 'fault': {
+        const sub = arg(0, 'set | clear | ls');
+        if (sub === 'set') {
+          const ans = await send({ cmd: 'fault-set', ...ruleFromOptions(o) });
+          if (o.json) printJson({ node: nodeId, id: ans.id });
+          else process.stdout.write(`Fault rule '${String(ans.id)}' set on node ${nodeId}.\n`);
+        } else if (sub === 'clear') {
+          const ans = await send({ cmd: 'fault-clear', ...(args[1] !== undefined ? { id: args[1] } : {}) });
+          if (o.json) printJson({ node: nodeId, cleared: ans.cleared });
+          else process.stdout.write(`${String(ans.cleared)} fault rule(s) cleared on node ${nodeId}.\n`);
+        } else if (sub === 'ls') {
+          const rules = (await send({ cmd: 'fault-ls' })).rules as FaultRuleStatus[];
+          if (o.json) printJson(rules);
+          else printRules(rules);
+        } else throw new UsageError(`ctl fault: expected set, clear or ls, not '${sub}'`);
+        return;
+      }
+      case 'lock': {
+        const resource = arg(0, 'RESOURCE');
+        const timeoutMs = parseDurationMs(o.timeout);
+        const ans = await send({ cmd: 'lock', resource, mode: o.mode, timeoutMs, noqueue: o.noqueue }, timeoutMs + CTL_ANSWER_TIMEOUT_MS);
+        if (o.json) printJson({ node: nodeId, resource, mode: ans.mode, lockId: ans.lockId });
+        else process.stdout.write(`Node ${nodeId} holds ${String(ans.mode)} on ${resource}.\n`);
+        return;
+      }
+      case 'unlock': {
+        const resource = arg(0, 'RESOURCE');
+        await send({ cmd: 'unlock', resource });
+        if (o.json) printJson({ node: nodeId, resource, released: true });
+        else process.stdout.write(`Node ${nodeId} released ${resource}.\n`);
+        return;
+      }
+      default: {
+        const ans = await send({ cmd: command, args });
+        printJson(ans);
+      }
+    }
+  });
+}
