@@ -55,8 +55,8 @@ test('a bad checksum is reported by decode and thrown by parse with device and o
   t.false(d.cksumValid);
   t.false(d.tailZero);
   const err = t.throws(() => parseO2hbBlock(buf, { device: 'img', offsetBytes: 4096 }), { instanceOf: FormatError });
-  t.is(err?.offsetBytes, 4096);
-  t.regex(err?.message ?? '', /img: heartbeat block at offset 4096 has a bad checksum/);
+  t.is(err?.offsetBytes, 4096 + 0x0c); // hb_cksum
+  t.regex(err?.message ?? '', /^img: heartbeat block has a bad checksum: .* at offset 4108$/);
   const other = encodeO2hbBlock({ seq: 7n, nodeId: 1, generation: 9n, deadMs: 1500 }, 512);
   t.throws(() => parseO2hbBlock(other, { device: 'img', offsetBytes: 0 }, 2), { instanceOf: FormatError, message: /names node 1/ });
 });

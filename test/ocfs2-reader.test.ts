@@ -258,5 +258,5 @@ test('real mkfs.ocfs2 --fs-features=metaecc: our block checks reproduce every st
   flip(journal1 * bs + 0x200);
   const two = await runSanbox(t, ['logdump', img, '1']);
   t.is(two.code, 1);
-  t.regex(two.stderr, new RegExp(`metaecc check failed.*at byte offset ${journal1 * bs + 0x80}`));
+  t.regex(two.stderr, new RegExp(`metaecc check failed.*at offset ${journal1 * bs + 0x80}`));
 });

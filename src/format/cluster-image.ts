@@ -18,7 +18,7 @@
 // | 0x020 | 16   | clusterUuid      | random at init                                        |
 // | 0x030 | 16   | reserved         | zero                                                  |
 // | 0x040 | 32×n | region table     | name[16] (ASCII, NUL-padded), offsetBytes u64, sizeBytes u64 |
-// | 0xFFC | 4    | crc32            | zlib CRC-32 of bytes 0..0xFFB                         |
+// | 0xFFC | 4    | crc32            | zlib CRC-32 of the block with this field zeroed       |
 //
 // Region header block (4096 bytes at the region's offset; the payload starts 4096 bytes later):
 //
@@ -30,7 +30,7 @@
 // | 0x01C | 4    | reserved     | zero                                        |
 // | 0x020 | 8    | payloadBytes | regionSize − 4096                           |
 // | 0x028 | 16   | clusterUuid  | the header's, so a region is never mixed up with another image's |
-// | 0xFFC | 4    | crc32        | CRC-32 of bytes 0..0xFFB                    |
+// | 0xFFC | 4    | crc32        | CRC-32 of the block with this field zeroed  |
 //
 // Config payload ("config", version 1), little-endian:
 //
@@ -54,13 +54,8 @@
 // Pure codecs: no fs, no clock.
 
 import { FormatError } from '../errors.js';
-import type { Where } from './where.js';
-import CRC32 from 'crc-32';
-
-/** zlib's CRC-32 (IEEE, inverted in and out), as an unsigned number. */
-export function crc32(buf: Uint8Array): number {
-  return CRC32.buf(buf) >>> 0;
-}
+import { formatFail, type Where } from './where.js';
+import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
 
 export const CLUSTER_MAGIC = 'SBXCLUST';
 export const CLUSTER_VERSION = 1;
@@ -124,10 +119,8 @@ export interface ClusterConfig {
   nodeNames: string[];
 }
 
-function fail(msg: string, where: Where, relOffset = 0): never {
-  const off = (where.offsetBytes ?? 0) + relOffset;
-  throw new FormatError(`${where.device ?? 'cluster image'}: ${msg} (offset ${off})`, { device: where.device, offsetBytes: off });
-}
+/** Device name in messages when the Where names none. */
+const DEVICE = 'cluster image';
 
 function writeStr(buf: Buffer, s: string, off: number, max: number, what: string): void {
   const bytes = Buffer.from(s, 'utf8');
@@ -142,24 +135,9 @@ function readStr(buf: Buffer, off: number, max: number): string {
   return raw.subarray(0, end < 0 ? max : end).toString('utf8');
 }
 
-function checkCrc(buf: Buffer, crcOff: number, where: Where, what: string): void {
-  const stored = buf.readUInt32LE(crcOff);
-  const copy = Buffer.from(buf);
-  copy.writeUInt32LE(0, crcOff);
-  const computed = crc32(copy);
-  if (stored !== computed) {
-    fail(`${what} has a bad checksum: stored 0x${stored.toString(16).padStart(8, '0')}, computed 0x${computed.toString(16).padStart(8, '0')}`, where, crcOff);
-  }
-}
-
-function sealCrc(buf: Buffer, crcOff: number): void {
-  buf.writeUInt32LE(0, crcOff);
-  buf.writeUInt32LE(crc32(buf), crcOff);
-}
-
 function checkMagic(buf: Buffer, magic: string, where: Where, what: string): void {
   const got = buf.subarray(0, 8).toString('latin1');
-  if (got !== magic) fail(`not a ${what}: magic is ${JSON.stringify(got)}, expected ${JSON.stringify(magic)}`, where);
+  if (got !== magic) formatFail(where, 0, `not a ${what}: magic is ${JSON.stringify(got)}, expected ${JSON.stringify(magic)}`, DEVICE);
 }
 
 // ---- header ------------------------------------------------------------------------------
@@ -182,30 +160,30 @@ export function encodeClusterHeader(h: ClusterHeader): Buffer {
     buf.writeBigUInt64LE(BigInt(r.offsetBytes), off + 16);
     buf.writeBigUInt64LE(BigInt(r.sizeBytes), off + 24);
   });
-  sealCrc(buf, BLOCK_BYTES - 4);
+  sealCrc32Zlib(buf, BLOCK_BYTES - 4);
   return buf;
 }
 
 export function decodeClusterHeader(buf: Buffer, where: Where = {}): ClusterHeader {
-  if (buf.length !== BLOCK_BYTES) fail(`cluster header must be ${BLOCK_BYTES} bytes, got ${buf.length}`, where);
+  if (buf.length !== BLOCK_BYTES) formatFail(where, 0, `cluster header must be ${BLOCK_BYTES} bytes, got ${buf.length}`, DEVICE);
   checkMagic(buf, CLUSTER_MAGIC, where, 'sanbox cluster image');
   const version = buf.readUInt32LE(0x08);
-  if (version !== CLUSTER_VERSION) fail(`cluster image version ${version} is not supported (this sanbox reads version ${CLUSTER_VERSION})`, where, 0x08);
-  checkCrc(buf, BLOCK_BYTES - 4, where, 'cluster header');
+  if (version !== CLUSTER_VERSION) formatFail(where, 0x08, `cluster image version ${version} is not supported (this sanbox reads version ${CLUSTER_VERSION})`, DEVICE);
+  checkCrc32Zlib(buf, BLOCK_BYTES - 4, where, 'cluster header', DEVICE);
   const headerBytes = buf.readUInt32LE(0x0c);
-  if (headerBytes !== BLOCK_BYTES) fail(`cluster header size ${headerBytes}, expected ${BLOCK_BYTES}`, where, 0x0c);
+  if (headerBytes !== BLOCK_BYTES) formatFail(where, 0x0c, `cluster header size ${headerBytes}, expected ${BLOCK_BYTES}`, DEVICE);
   const sectorSizeBytes = buf.readUInt32LE(0x10);
-  if (sectorSizeBytes !== 512 && sectorSizeBytes !== 4096) fail(`sector size ${sectorSizeBytes} is not 512 or 4096`, where, 0x10);
+  if (sectorSizeBytes !== 512 && sectorSizeBytes !== 4096) formatFail(where, 0x10, `sector size ${sectorSizeBytes} is not 512 or 4096`, DEVICE);
   const count = buf.readUInt32LE(0x14);
-  if (count < 1 || count > REGIONS_MAX) fail(`region count ${count} is outside 1..${REGIONS_MAX}`, where, 0x14);
+  if (count < 1 || count > REGIONS_MAX) formatFail(where, 0x14, `region count ${count} is outside 1..${REGIONS_MAX}`, DEVICE);
   const imageSize = buf.readBigUInt64LE(0x18);
-  if (imageSize > BigInt(Number.MAX_SAFE_INTEGER)) fail(`image size ${imageSize} is too large`, where, 0x18);
+  if (imageSize > BigInt(Number.MAX_SAFE_INTEGER)) formatFail(where, 0x18, `image size ${imageSize} is too large`, DEVICE);
   const regions: RegionEntry[] = [];
   for (let i = 0; i < count; i++) {
     const off = 0x40 + i * 32;
     const o = buf.readBigUInt64LE(off + 16);
     const s = buf.readBigUInt64LE(off + 24);
-    if (o > BigInt(Number.MAX_SAFE_INTEGER) || s > BigInt(Number.MAX_SAFE_INTEGER)) fail(`region ${i} offset or size too large`, where, off);
+    if (o > BigInt(Number.MAX_SAFE_INTEGER) || s > BigInt(Number.MAX_SAFE_INTEGER)) formatFail(where, off, `region ${i} offset or size too large`, DEVICE);
     regions.push({ name: readStr(buf, off, REGION_NAME_BYTES), offsetBytes: Number(o), sizeBytes: Number(s) });
   }
   validateRegions(regions, Number(imageSize), sectorSizeBytes, where);
@@ -217,16 +195,16 @@ function validateRegions(regions: RegionEntry[], imageSizeBytes: number, sectorS
   let endBytes = BLOCK_BYTES;
   const names = new Set<string>();
   for (const r of sorted) {
-    if (r.name.length === 0 || !/^[a-z][a-z0-9-]*$/.test(r.name)) fail(`region name ${JSON.stringify(r.name)} is not valid`, where);
-    if (names.has(r.name)) fail(`region '${r.name}' appears twice`, where);
+    if (r.name.length === 0 || !/^[a-z][a-z0-9-]*$/.test(r.name)) formatFail(where, 0, `region name ${JSON.stringify(r.name)} is not valid`, DEVICE);
+    if (names.has(r.name)) formatFail(where, 0, `region '${r.name}' appears twice`, DEVICE);
     names.add(r.name);
     if (r.offsetBytes % BLOCK_BYTES !== 0 || r.sizeBytes % sectorSizeBytes !== 0 || r.sizeBytes <= BLOCK_BYTES) {
-      fail(`region '${r.name}' at ${r.offsetBytes} size ${r.sizeBytes} is not aligned or too small`, where);
+      formatFail(where, 0, `region '${r.name}' at ${r.offsetBytes} size ${r.sizeBytes} is not aligned or too small`, DEVICE);
     }
-    if (r.offsetBytes < endBytes) fail(`region '${r.name}' at ${r.offsetBytes} overlaps the header or another region`, where);
+    if (r.offsetBytes < endBytes) formatFail(where, 0, `region '${r.name}' at ${r.offsetBytes} overlaps the header or another region`, DEVICE);
     endBytes = r.offsetBytes + r.sizeBytes;
   }
-  if (endBytes > imageSizeBytes) fail(`regions end at ${endBytes}, beyond the image size ${imageSizeBytes}`, where);
+  if (endBytes > imageSizeBytes) formatFail(where, 0, `regions end at ${endBytes}, beyond the image size ${imageSizeBytes}`, DEVICE);
 }
 
 // ---- region header -------------------------------------------------------------------------
@@ -239,16 +217,16 @@ export function encodeRegionHeader(h: RegionHeader): Buffer {
   buf.writeBigUInt64LE(BigInt(h.payloadBytes), 0x20);
   if (h.clusterUuid.length !== 16) throw new FormatError('region header: cluster UUID must be 16 bytes');
   h.clusterUuid.copy(buf, 0x28);
-  sealCrc(buf, BLOCK_BYTES - 4);
+  sealCrc32Zlib(buf, BLOCK_BYTES - 4);
   return buf;
 }
 
 export function decodeRegionHeader(buf: Buffer, where: Where = {}): RegionHeader {
-  if (buf.length !== BLOCK_BYTES) fail(`region header must be ${BLOCK_BYTES} bytes, got ${buf.length}`, where);
+  if (buf.length !== BLOCK_BYTES) formatFail(where, 0, `region header must be ${BLOCK_BYTES} bytes, got ${buf.length}`, DEVICE);
   checkMagic(buf, REGION_MAGIC, where, 'sanbox region header');
-  checkCrc(buf, BLOCK_BYTES - 4, where, 'region header');
+  checkCrc32Zlib(buf, BLOCK_BYTES - 4, where, 'region header', DEVICE);
   const payload = buf.readBigUInt64LE(0x20);
-  if (payload > BigInt(Number.MAX_SAFE_INTEGER)) fail('region payload size too large', where, 0x20);
+  if (payload > BigInt(Number.MAX_SAFE_INTEGER)) formatFail(where, 0x20, 'region payload size too large', DEVICE);
   return {
     name: readStr(buf, 0x08, REGION_NAME_BYTES),
     version: buf.readUInt32LE(0x18),
@@ -282,26 +260,26 @@ export function encodeConfig(c: ClusterConfig): Buffer {
   writeStr(buf, c.timingPreset, 0x60, 16, 'timing preset');
   writeStr(buf, c.runDir, 0x70, RUN_DIR_BYTES, 'run directory');
   c.nodeNames.forEach((n, i) => writeStr(buf, n, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES, 'node name'));
-  sealCrc(buf, 0x1fc);
+  sealCrc32Zlib(buf, 0x1fc);
   return buf;
 }
 
 /** Decodes the config record from the start of `buf` (the region payload; it may be longer). */
 export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
-  if (buf.length < CONFIG_HEADER_BYTES) fail(`config record needs ${CONFIG_HEADER_BYTES} bytes, got ${buf.length}`, where);
+  if (buf.length < CONFIG_HEADER_BYTES) formatFail(where, 0, `config record needs ${CONFIG_HEADER_BYTES} bytes, got ${buf.length}`, DEVICE);
   checkMagic(buf, CONFIG_MAGIC, where, 'sanbox cluster config');
   const version = buf.readUInt32LE(0x08);
-  if (version !== CONFIG_VERSION) fail(`cluster config version ${version} is not supported`, where, 0x08);
+  if (version !== CONFIG_VERSION) formatFail(where, 0x08, `cluster config version ${version} is not supported`, DEVICE);
   const bytes = buf.readUInt32LE(0x0c);
   const nodeCount = buf.readUInt16LE(0x50);
-  if (nodeCount < 1 || nodeCount > NODES_MAX) fail(`node count ${nodeCount} is outside 1..${NODES_MAX}`, where, 0x50);
-  if (bytes !== configRecordBytes(nodeCount) || bytes > buf.length) fail(`config record size ${bytes} does not match ${nodeCount} nodes or the region`, where, 0x0c);
+  if (nodeCount < 1 || nodeCount > NODES_MAX) formatFail(where, 0x50, `node count ${nodeCount} is outside 1..${NODES_MAX}`, DEVICE);
+  if (bytes !== configRecordBytes(nodeCount) || bytes > buf.length) formatFail(where, 0x0c, `config record size ${bytes} does not match ${nodeCount} nodes or the region`, DEVICE);
   const rec = buf.subarray(0, bytes);
-  checkCrc(rec, 0x1fc, where, 'cluster config');
+  checkCrc32Zlib(rec, 0x1fc, where, 'cluster config', DEVICE);
   const intervalMs = rec.readUInt32LE(0x54);
   const deadThreshold = rec.readUInt32LE(0x58);
   const ioTimeoutMs = rec.readUInt32LE(0x5c);
-  if (intervalMs < 1 || deadThreshold < 1 || ioTimeoutMs < 1) fail('config timing values must be positive', where, 0x54);
+  if (intervalMs < 1 || deadThreshold < 1 || ioTimeoutMs < 1) formatFail(where, 0x54, 'config timing values must be positive', DEVICE);
   const nodeNames: string[] = [];
   for (let i = 0; i < nodeCount; i++) nodeNames.push(readStr(rec, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES));
   return {

@@ -69,8 +69,8 @@
 // | 112| 8  | invalidSeq    | "every value with seq <= this is invalid" (HAS_INVALIDATION)     |
 // | 120| 64 | value         | the value block (lvbLenBytes used, rest zero)                    |
 
-import CRC32 from 'crc-32';
-import { FormatError } from '../errors.js';
+import { crc32Zlib } from './crc32.js';
+import { formatFail, type Where } from './where.js';
 
 export const LOCKSPACE_VERSION = 1;
 /** Bytes of a sector covered by a record and its CRC; the smallest sector we support. */
@@ -99,11 +99,6 @@ const MODE_NONE = 0xff;
 export type LockState = 'free' | 'waiting' | 'converting' | 'granted';
 const STATES: readonly LockState[] = ['free', 'waiting', 'converting', 'granted'];
 
-/** Where a record came from, for error messages. */
-export interface Where {
-  device: string;
-  offsetBytes: number;
-}
 
 export interface LockspaceHeader {
   sectorSizeBytes: number;
@@ -206,7 +201,7 @@ function frame(sectorSizeBytes: number, magic: number, owner: number): Buffer {
 }
 
 function seal(b: Buffer): Buffer {
-  b.writeUInt32LE(CRC32.buf(b.subarray(0, OFF_CRC)) >>> 0, OFF_CRC);
+  b.writeUInt32LE(crc32Zlib(b.subarray(0, OFF_CRC)), OFF_CRC);
   return b;
 }
 
@@ -217,14 +212,14 @@ export function isBlankRecord(sector: Buffer): boolean {
 const ZERO_RECORD = Buffer.alloc(RECORD_BYTES);
 
 function fail(where: Where, what: string): never {
-  throw new FormatError(`${where.device}: lockspace ${what} at offset ${where.offsetBytes}`, where);
+  return formatFail(where, 0, `lockspace ${what}`, 'lockspace');
 }
 
 /** Checks size, CRC, magic, version, padding and owner; returns nothing or throws FormatError. */
 function unseal(b: Buffer, magic: number, kind: string, where: Where): void {
   if (b.length < RECORD_BYTES) fail(where, `${kind} record too short (${b.length} bytes)`);
   const stored = b.readUInt32LE(OFF_CRC);
-  const computed = CRC32.buf(b.subarray(0, OFF_CRC)) >>> 0;
+  const computed = crc32Zlib(b.subarray(0, OFF_CRC));
   // CRC first: a torn or garbled sector must be reported as such (the caller retries), not as
   // "wrong magic".
   if (stored !== computed) fail(where, `${kind} record checksum mismatch (stored ${hex(stored)}, computed ${hex(computed)})`);

@@ -27,8 +27,8 @@
 // An all-zero record means "this node number never joined".
 
 import { FormatError } from '../errors.js';
-import type { Where } from './where.js';
-import { crc32 } from './cluster-image.js';
+import { formatFail, type Where } from './where.js';
+import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
 
 export const NODE_RECORD_MAGIC = 'SBXNODE1';
 export const NODE_RECORD_VERSION = 1;
@@ -78,26 +78,20 @@ export function encodeNodeRecord(r: NodeRecord): Buffer {
   buf.writeBigUInt64LE(r.prKey, 0x40);
   putStr(buf, r.name, 0x48, 'name');
   putStr(buf, r.hostname, 0x88, 'hostname');
-  buf.writeUInt32LE(crc32(buf), CRC_OFF);
+  sealCrc32Zlib(buf, CRC_OFF);
   return buf;
 }
 
 /** Decodes record `expectNodeId`; returns null for an all-zero (never used) record. */
 export function decodeNodeRecord(buf: Buffer, expectNodeId: number, where: Where = {}): NodeRecord | null {
-  const dev = where.device ?? 'cluster image';
-  const off = where.offsetBytes ?? 0;
-  const bad = (msg: string, rel = 0): never => {
-    throw new FormatError(`${dev}: node record ${expectNodeId} ${msg} (offset ${off + rel})`, { device: where.device, offsetBytes: off + rel });
-  };
+  const what = `node record ${expectNodeId}`;
+  const bad = (msg: string, rel = 0): never => formatFail(where, rel, `${what} ${msg}`, 'cluster image');
   if (buf.length !== NODE_RECORD_BYTES) bad(`must be ${NODE_RECORD_BYTES} bytes, got ${buf.length}`);
   if (buf.every((b) => b === 0)) return null;
   if (buf.subarray(0, 8).toString('latin1') !== NODE_RECORD_MAGIC) bad('has a bad magic');
   const version = buf.readUInt32LE(0x08);
   if (version !== NODE_RECORD_VERSION) bad(`has unsupported version ${version}`, 0x08);
-  const stored = buf.readUInt32LE(CRC_OFF);
-  const copy = Buffer.from(buf);
-  copy.writeUInt32LE(0, CRC_OFF);
-  if (crc32(copy) !== stored) bad('has a bad checksum', CRC_OFF);
+  checkCrc32Zlib(buf, CRC_OFF, where, what, 'cluster image');
   const nodeId = buf.readUInt16LE(0x0c);
   if (nodeId !== expectNodeId) bad(`names node ${nodeId}`, 0x0c);
   const joined = buf.readBigUInt64LE(0x38);

@@ -18,9 +18,11 @@
 // Pure codec: no fs, no clock. The caller supplies seq and generation.
 
 import { FormatError } from '../errors.js';
-import type { Where } from './where.js';
+import { formatFail, type Where } from './where.js';
 import { crc32LeWithHole } from './crc32.js';
 
+/** Device name in messages when the Where names none. */
+const DEVICE = 'heartbeat';
 /** Size of the fixed fields; the rest of the sector is zero (reference/ocfs2.md §4.2). */
 export const O2HB_FIELDS_BYTES = 0x1c;
 /** O2NM_MAX_NODES: node numbers are 0..254 and a region has 255 slots (§4.6). */
@@ -72,10 +74,7 @@ export function isValidBlockBytes(blockBytes: number): boolean {
 
 function checkBlockBytes(blockBytes: number, where: Where): void {
   if (!isValidBlockBytes(blockBytes)) {
-    throw new FormatError(
-      `${where.device ?? 'heartbeat'}: heartbeat block of ${blockBytes} bytes at offset ${where.offsetBytes ?? 0}; it must be a power of two from ${O2HB_BLOCK_BYTES_MIN} to ${O2HB_BLOCK_BYTES_MAX}`,
-      where,
-    );
+    formatFail(where, 0, `heartbeat block of ${blockBytes} bytes; it must be a power of two from ${O2HB_BLOCK_BYTES_MIN} to ${O2HB_BLOCK_BYTES_MAX}`, DEVICE);
   }
 }
 
@@ -141,21 +140,14 @@ export function decodeO2hbBlock(sector: Buffer, where: Where = {}): DecodedO2hbB
  */
 export function parseO2hbBlock(sector: Buffer, where: Where = {}, expectNodeId?: number): DecodedO2hbBlock {
   const b = decodeO2hbBlock(sector, where);
-  const dev = where.device ?? 'heartbeat';
-  const off = where.offsetBytes ?? 0;
   if (!b.cksumValid) {
-    throw new FormatError(
-      `${dev}: heartbeat block at offset ${off} has a bad checksum: stored 0x${hex32(b.cksumStored)}, computed 0x${hex32(b.cksumComputed)}`,
-      where,
-    );
+    formatFail(where, OFF_CKSUM, `heartbeat block has a bad checksum: stored 0x${hex32(b.cksumStored)}, computed 0x${hex32(b.cksumComputed)}`, DEVICE);
   }
-  if (b.nodeId >= O2NM_MAX_NODES) {
-    throw new FormatError(`${dev}: heartbeat block at offset ${off} names node ${b.nodeId}, outside 0..${O2NM_MAX_NODES - 1}`, where);
-  }
+  if (b.nodeId >= O2NM_MAX_NODES) formatFail(where, OFF_NODE, `heartbeat block names node ${b.nodeId}, outside 0..${O2NM_MAX_NODES - 1}`, DEVICE);
   // An all-zero sector (seq 0) is a free slot whatever its node field; only a written block must
   // carry its own slot's number.
   if (expectNodeId !== undefined && b.seq !== 0n && b.nodeId !== expectNodeId) {
-    throw new FormatError(`${dev}: heartbeat block at offset ${off} is in slot ${expectNodeId} but names node ${b.nodeId}`, where);
+    formatFail(where, OFF_NODE, `heartbeat block is in slot ${expectNodeId} but names node ${b.nodeId}`, DEVICE);
   }
   return b;
 }

@@ -26,8 +26,8 @@
 // | 0x1FFC | 4     | crc32           | CRC-32 of the record with this field zeroed              |
 
 import { FormatError } from '../errors.js';
-import type { Where } from './where.js';
-import { crc32 } from './cluster-image.js';
+import { formatFail, type Where } from './where.js';
+import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
 
 export const RESERVATIONS_MAGIC = 'SBXPRES1';
 export const RESERVATIONS_VERSION = 1;
@@ -75,26 +75,19 @@ export function encodeReservations(s: ReservationState): Buffer {
     buf.writeBigUInt64LE(s.registered[n]!, OFF_REGISTERED + 8 * n);
     buf.writeBigUInt64LE(s.preempted[n]!, OFF_PREEMPTED + 8 * n);
   }
-  buf.writeUInt32LE(crc32(buf), CRC_OFF);
+  sealCrc32Zlib(buf, CRC_OFF);
   return buf;
 }
 
 /** Decodes one copy; returns null for an all-zero copy (never written). */
 export function decodeReservations(buf: Buffer, where: Where = {}): ReservationState | null {
-  const dev = where.device ?? 'reservations';
-  const off = where.offsetBytes ?? 0;
-  const bad = (msg: string, rel = 0): never => {
-    throw new FormatError(`${dev}: reservations record ${msg} (offset ${off + rel})`, { device: where.device, offsetBytes: off + rel });
-  };
+  const bad = (msg: string, rel = 0): never => formatFail(where, rel, `reservations record ${msg}`, 'reservations');
   if (buf.length !== RESERVATIONS_RECORD_BYTES) bad(`must be ${RESERVATIONS_RECORD_BYTES} bytes, got ${buf.length}`);
   if (buf.every((b) => b === 0)) return null;
   if (buf.subarray(0, 8).toString('latin1') !== RESERVATIONS_MAGIC) bad('has a bad magic');
   const version = buf.readUInt32LE(0x08);
   if (version !== RESERVATIONS_VERSION) bad(`has unsupported version ${version}`, 0x08);
-  const stored = buf.readUInt32LE(CRC_OFF);
-  const copy = Buffer.from(buf);
-  copy.writeUInt32LE(0, CRC_OFF);
-  if (crc32(copy) !== stored) bad('has a bad checksum', CRC_OFF);
+  checkCrc32Zlib(buf, CRC_OFF, where, 'reservations record', 'reservations');
   if (buf.readUInt32LE(0x24) !== INITIATORS) bad(`has ${buf.readUInt32LE(0x24)} initiators, expected ${INITIATORS}`, 0x24);
   const type = buf.readUInt8(0x20);
   if (!VALID_TYPES.has(type)) bad(`has unknown reservation type ${type}`, 0x20);

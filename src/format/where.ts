@@ -17,7 +17,7 @@ export interface Where {
 export function formatFail(where: Where, relOffset: number, what: string, defaultDevice = 'ocfs2'): never {
   const offsetBytes = (where.offsetBytes ?? 0) + relOffset;
   const device = where.device ?? defaultDevice;
-  throw new FormatError(`${device}: ${what} (at byte offset ${offsetBytes})`, { device, offsetBytes });
+  throw new FormatError(`${device}: ${what} at offset ${offsetBytes}`, { device, offsetBytes });
 }
 
 /** A sub-record's Where: same device, offset moved by `relOffset`. */
@@ -33,9 +33,9 @@ export function needBytes(buf: Uint8Array, relOffset: number, need: number, wher
 }
 
 /** Reads a little-endian u64 as a number, refusing values above 2^53 (block numbers must be exact). */
-export function readU64Safe(buf: Buffer, relOffset: number, where: Where, what: string): number {
+export function readU64Safe(buf: Buffer, relOffset: number, where: Where, what: string, defaultDevice?: string): number {
   const v = buf.readBigUInt64LE(relOffset);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) formatFail(where, relOffset, `${what} ${v} is too large`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) formatFail(where, relOffset, `${what} ${v} is too large`, defaultDevice);
   return Number(v);
 }
 

@@ -3,8 +3,8 @@
 // slots of one device logical sector each (NOT the fs block size); node n's block is at
 // offset + n × sectorSize. Facts: reference/ocfs2.md §4.1 and §11 (checked on the real kernel).
 
+import { formatFail } from '../format/where.js';
 import type { BlockDevice } from '../disk/device.js';
-import { FormatError } from '../errors.js';
 import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import { DINODE_FLAGS_OFFSET, DINODE_ID2_OFFSET } from '../format/ocfs2/dinode.js';
 import { InodeFlag } from '../format/ocfs2/constants.js';
@@ -32,20 +32,20 @@ export async function heartbeatRegionOf(vol: Ocfs2Volume): Promise<Ocfs2Heartbea
   const hb = await vol.systemInode('heartbeat');
   const where = vol.where(hb.blkno);
   if (!(hb.inode.flags & InodeFlag.HEARTBEAT)) {
-    throw new FormatError(`${vol.dev.name}: the heartbeat system inode ${hb.blkno} lacks the HEARTBEAT flag (at byte offset ${where.offsetBytes! + DINODE_FLAGS_OFFSET})`, { device: vol.dev.name, offsetBytes: where.offsetBytes! + DINODE_FLAGS_OFFSET });
+    formatFail({ device: vol.dev.name }, where.offsetBytes! + DINODE_FLAGS_OFFSET, `the heartbeat system inode ${hb.blkno} lacks the HEARTBEAT flag`);
   }
   const depth = hb.block.readUInt16LE(DINODE_ID2_OFFSET);
   const extents = await vol.extents(hb);
   if (depth !== 0 || extents.length !== 1) {
     // ocfs2_hb_ctl refuses the same ("bad heartbeat file", §4.1).
-    throw new FormatError(`${vol.dev.name}: bad heartbeat file: inode ${hb.blkno} has ${extents.length} extents at depth ${depth}, expected one extent at depth 0 (at byte offset ${where.offsetBytes! + DINODE_ID2_OFFSET})`, { device: vol.dev.name, offsetBytes: where.offsetBytes! + DINODE_ID2_OFFSET });
+    formatFail({ device: vol.dev.name }, where.offsetBytes! + DINODE_ID2_OFFSET, `bad heartbeat file: inode ${hb.blkno} has ${extents.length} extents at depth ${depth}, expected one extent at depth 0`);
   }
   const ext = extents[0]!;
   const blockSizeBytes = vol.dev.sectorSizeBytes;
   const blockCount = O2NM_MAX_NODES;
   const extentBytes = ext.clusters * vol.geometry.clusterSizeBytes;
   if (blockCount * blockSizeBytes > extentBytes) {
-    throw new FormatError(`${vol.dev.name}: heartbeat extent of ${extentBytes} bytes cannot hold ${blockCount} slots of ${blockSizeBytes} bytes (at byte offset ${where.offsetBytes! + DINODE_ID2_OFFSET})`, { device: vol.dev.name, offsetBytes: where.offsetBytes! + DINODE_ID2_OFFSET });
+    formatFail({ device: vol.dev.name }, where.offsetBytes! + DINODE_ID2_OFFSET, `heartbeat extent of ${extentBytes} bytes cannot hold ${blockCount} slots of ${blockSizeBytes} bytes`);
   }
   return { offsetBytes: ext.offsetBytes, blockCount, blockSizeBytes };
 }

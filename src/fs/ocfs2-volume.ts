@@ -4,6 +4,7 @@
 // before it is followed, and every failure is a FormatError naming the device and byte offset.
 // Facts: reference/ocfs2.md §1-§2.
 
+import { formatFail } from '../format/where.js';
 import type { BlockDevice } from '../disk/device.js';
 import { FormatError } from '../errors.js';
 import { BlockCheckOffset, verifyBlockCheck } from '../format/ocfs2/block-check.js';
@@ -145,7 +146,7 @@ export class Ocfs2Volume {
     const walk = async (buf: Buffer, listOffset: number, where: Where, depthAbove: number): Promise<void> => {
       const list = parseExtentList(buf, listOffset, where);
       if (depthAbove !== -1 && list.treeDepth !== depthAbove - 1) {
-        throw new FormatError(`${this.dev.name}: extent block at depth ${list.treeDepth} under a node of depth ${depthAbove} (at byte offset ${where.offsetBytes ?? 0})`, { device: this.dev.name, offsetBytes: where.offsetBytes ?? 0 });
+        formatFail({ device: this.dev.name }, where.offsetBytes ?? 0, `extent block at depth ${list.treeDepth} under a node of depth ${depthAbove}`);
       }
       for (const rec of list.recs) {
         if (list.treeDepth === 0) {
@@ -157,7 +158,7 @@ export class Ocfs2Volume {
         } else {
           this.checkBlkno(rec.blkno, `extent tree node of inode ${ino.blkno}`, where);
           if (visited.has(rec.blkno)) {
-            throw new FormatError(`${this.dev.name}: extent tree of inode ${ino.blkno} loops back to block ${rec.blkno} (at byte offset ${where.offsetBytes ?? 0})`, { device: this.dev.name, offsetBytes: where.offsetBytes ?? 0 });
+            formatFail({ device: this.dev.name }, where.offsetBytes ?? 0, `extent tree of inode ${ino.blkno} loops back to block ${rec.blkno}`);
           }
           if (visited.size >= EXTENT_BLOCKS_VISITED_MAX) throw new FormatError(`${this.dev.name}: extent tree of inode ${ino.blkno} has more than ${EXTENT_BLOCKS_VISITED_MAX} blocks`, { device: this.dev.name, offsetBytes: where.offsetBytes ?? 0 });
           visited.add(rec.blkno);
@@ -171,7 +172,7 @@ export class Ocfs2Volume {
     const rootWhere = this.where(ino.blkno);
     const rootDepth = ino.block.readUInt16LE(DINODE_ID2_OFFSET);
     if (rootDepth > OCFS2_MAX_PATH_DEPTH) {
-      throw new FormatError(`${this.dev.name}: inode ${ino.blkno} has extent tree depth ${rootDepth} (at byte offset ${(rootWhere.offsetBytes ?? 0) + DINODE_ID2_OFFSET})`, { device: this.dev.name, offsetBytes: (rootWhere.offsetBytes ?? 0) + DINODE_ID2_OFFSET });
+      formatFail({ device: this.dev.name }, (rootWhere.offsetBytes ?? 0) + DINODE_ID2_OFFSET, `inode ${ino.blkno} has extent tree depth ${rootDepth}`);
     }
     await walk(ino.block, DINODE_ID2_OFFSET, rootWhere, -1);
     out.sort((a, b) => a.cpos - b.cpos);
@@ -192,11 +193,11 @@ export class Ocfs2Volume {
   async readFile(ino: InodeBlock, maxBytes = SMALL_FILE_BYTES_MAX): Promise<Buffer> {
     const size = ino.inode.sizeBytes;
     const where = this.where(ino.blkno, 0x20);
-    if (size > BigInt(maxBytes)) throw new FormatError(`${this.dev.name}: inode ${ino.blkno} i_size ${size} exceeds the ${maxBytes}-byte read limit (at byte offset ${where.offsetBytes})`, { device: this.dev.name, offsetBytes: where.offsetBytes! });
+    if (size > BigInt(maxBytes)) formatFail(where, 0, `inode ${ino.blkno} i_size ${size} exceeds the ${maxBytes}-byte read limit`);
     const sizeBytes = Number(size);
     if (ino.inode.dynFeatures & DynFeature.INLINE_DATA) {
       const area = inlineDataArea(ino.block, this.where(ino.blkno));
-      if (sizeBytes > area.end - area.start) throw new FormatError(`${this.dev.name}: inline inode ${ino.blkno} i_size ${sizeBytes} exceeds its ${area.end - area.start}-byte inline area (at byte offset ${where.offsetBytes})`, { device: this.dev.name, offsetBytes: where.offsetBytes! });
+      if (sizeBytes > area.end - area.start) formatFail(where, 0, `inline inode ${ino.blkno} i_size ${sizeBytes} exceeds its ${area.end - area.start}-byte inline area`);
       return Buffer.from(ino.block.subarray(area.start, area.start + sizeBytes));
     }
     const extents = await this.extents(ino);
@@ -215,7 +216,7 @@ export class Ocfs2Volume {
   /** Directory entries of a directory inode (inline or extent-based; every block is scanned). */
   async readDir(ino: InodeBlock): Promise<DirEntry[]> {
     if ((ino.inode.mode & 0o170000) !== S_IFDIR) {
-      throw new FormatError(`${this.dev.name}: inode ${ino.blkno} is not a directory (mode 0${ino.inode.mode.toString(8)}) (at byte offset ${this.where(ino.blkno, 0x28).offsetBytes})`, { device: this.dev.name, offsetBytes: this.where(ino.blkno, 0x28).offsetBytes! });
+      formatFail(this.where(ino.blkno, 0x28), 0, `inode ${ino.blkno} is not a directory (mode 0${ino.inode.mode.toString(8)})`);
     }
     if (ino.inode.dynFeatures & DynFeature.INLINE_DATA) {
       const area = inlineDataArea(ino.block, this.where(ino.blkno));
@@ -225,7 +226,7 @@ export class Ocfs2Volume {
     const extents = await this.extents(ino);
     const bs = this.geometry.blockSizeBytes;
     const size = ino.inode.sizeBytes;
-    if (size > BigInt(SMALL_FILE_BYTES_MAX)) throw new FormatError(`${this.dev.name}: directory ${ino.blkno} i_size ${size} is too large (at byte offset ${this.where(ino.blkno, 0x20).offsetBytes})`, { device: this.dev.name, offsetBytes: this.where(ino.blkno, 0x20).offsetBytes! });
+    if (size > BigInt(SMALL_FILE_BYTES_MAX)) formatFail(this.where(ino.blkno, 0x20), 0, `directory ${ino.blkno} i_size ${size} is too large`);
     const blocks = Math.ceil(Number(size) / bs);
     const entries: DirEntry[] = [];
     for (let l = 0; l < blocks; l++) {
@@ -242,7 +243,7 @@ export class Ocfs2Volume {
     if (this.systemDirCache) return this.systemDirCache;
     const dir = await this.readInode(this.sb.systemDirBlkno, this.where(OCFS2_SUPER_BLOCK_BLKNO, 0xf0));
     if (!(dir.inode.flags & InodeFlag.SYSTEM)) {
-      throw new FormatError(`${this.dev.name}: system directory inode ${dir.blkno} lacks the SYSTEM flag (at byte offset ${this.where(dir.blkno, DINODE_FLAGS_OFFSET).offsetBytes})`, { device: this.dev.name, offsetBytes: this.where(dir.blkno, DINODE_FLAGS_OFFSET).offsetBytes! });
+      formatFail(this.where(dir.blkno, DINODE_FLAGS_OFFSET), 0, `system directory inode ${dir.blkno} lacks the SYSTEM flag`);
     }
     const map = new Map<string, number>();
     for (const e of await this.readDir(dir)) {

@@ -1,7 +1,7 @@
 // Reading the slot map system file (old or extended format, by the superblock's feature bit).
 // Facts: reference/ocfs2.md §3.
 
-import { FormatError } from '../errors.js';
+import { formatFail } from '../format/where.js';
 import { FeatureIncompat } from '../format/ocfs2/constants.js';
 import { parseSlotMap, slotMapBytes, type SlotEntry } from '../format/ocfs2/slot-map.js';
 import type { Ocfs2Volume } from './ocfs2-volume.js';
@@ -20,7 +20,7 @@ export async function readSlotMap(vol: Ocfs2Volume): Promise<SlotMapInfo> {
   // The kernel refuses a slot map file smaller than max_slots entries (§3).
   if (ino.inode.sizeBytes < BigInt(need)) {
     const off = vol.where(ino.blkno, 0x20).offsetBytes!;
-    throw new FormatError(`${vol.dev.name}: slot map i_size ${ino.inode.sizeBytes} is smaller than the ${need} bytes ${maxSlots} slots need (at byte offset ${off})`, { device: vol.dev.name, offsetBytes: off });
+    formatFail({ device: vol.dev.name }, off, `slot map i_size ${ino.inode.sizeBytes} is smaller than the ${need} bytes ${maxSlots} slots need`);
   }
   const data = await vol.readFile(ino);
   const extents = await vol.extents(ino);

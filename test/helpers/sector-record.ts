@@ -6,7 +6,7 @@
 //  12  u32 sequence
 //  16  ... pattern derived from the above
 
-import CRC32 from 'crc-32';
+import { crc32Zlib } from '../../src/format/crc32.js';
 
 export const RECORD_BYTES = 512;
 
@@ -16,14 +16,14 @@ export function makeRecord(writer: number, sector: number, seq: number): Buffer 
   b.writeUInt32LE(sector, 8);
   b.writeUInt32LE(seq, 12);
   for (let i = 16; i < RECORD_BYTES; i++) b[i] = (writer * 31 + sector * 7 + seq + i) & 0xff;
-  b.writeUInt32LE(CRC32.buf(b.subarray(4)) >>> 0, 0);
+  b.writeUInt32LE(crc32Zlib(b.subarray(4)), 0);
   return b;
 }
 
 export type RecordCheck = { ok: true; writer: number; sector: number; seq: number } | { ok: false; why: string };
 
 export function checkRecord(b: Buffer): RecordCheck {
-  const crc = CRC32.buf(b.subarray(4, RECORD_BYTES)) >>> 0;
+  const crc = crc32Zlib(b.subarray(4, RECORD_BYTES));
   if (crc !== b.readUInt32LE(0)) return { ok: false, why: `crc mismatch: stored ${b.readUInt32LE(0).toString(16)} computed ${crc.toString(16)}` };
   return { ok: true, writer: b.readUInt32LE(4), sector: b.readUInt32LE(8), seq: b.readUInt32LE(12) };
 }

@@ -21,7 +21,7 @@
 // | …   |        | zero              | to the end of the sector (covered by the CRC)                    |
 
 import { FormatError } from '../../errors.js';
-import type { Where } from '../where.js';
+import { formatFail, readU64Safe, type Where } from '../where.js';
 import { lvmCrc } from './lvm-crc.js';
 import { isValidId, LVM_ID_LEN } from './uuid.js';
 
@@ -76,27 +76,16 @@ export interface PvLabel {
 
 export type { Where } from '../where.js';
 
-function fail(where: Where, rel: number, msg: string): never {
-  const dev = where.device ?? 'label';
-  const off = (where.offsetBytes ?? 0) + rel;
-  throw new FormatError(`${dev}: ${msg} at offset ${off}`, { device: where.device, offsetBytes: off });
-}
-
-function u64(buf: Buffer, off: number, where: Where, what: string): number {
-  const v = buf.readBigUInt64LE(off);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(where, off, `${what} ${v} is too large`);
-  return Number(v);
-}
 
 function readAreas(buf: Buffer, at: number, where: Where, what: string, maxCount: number): { areas: DiskArea[]; next: number } {
   const areas: DiskArea[] = [];
   for (;;) {
-    if (at + DISK_LOCN_BYTES > LABEL_SECTOR_BYTES) fail(where, at, `${what} list runs past the end of the label sector`);
-    const offsetBytes = u64(buf, at, where, `${what} offset`);
-    const sizeBytes = u64(buf, at + 8, where, `${what} size`);
+    if (at + DISK_LOCN_BYTES > LABEL_SECTOR_BYTES) formatFail(where, at, `${what} list runs past the end of the label sector`, 'label');
+    const offsetBytes = readU64Safe(buf, at, where, `${what} offset`, 'label');
+    const sizeBytes = readU64Safe(buf, at + 8, where, `${what} size`, 'label');
     at += DISK_LOCN_BYTES;
     if (offsetBytes === 0) return { areas, next: at };
-    if (areas.length >= maxCount) fail(where, at - DISK_LOCN_BYTES, `too many ${what} entries (max ${maxCount})`);
+    if (areas.length >= maxCount) formatFail(where, at - DISK_LOCN_BYTES, `too many ${what} entries (max ${maxCount})`, 'label');
     areas.push({ offsetBytes, sizeBytes });
   }
 }
@@ -112,19 +101,19 @@ export function hasLabelMagic(sector: Buffer): boolean {
 
 /** Decodes one label sector found at sector number `sectorNo`; throws FormatError on any defect. */
 export function decodeLabel(sector: Buffer, sectorNo: number, where: Where = {}): PvLabel {
-  if (sector.length < LABEL_SECTOR_BYTES) fail(where, 0, `label sector is ${sector.length} bytes, need ${LABEL_SECTOR_BYTES}`);
-  if (sector.toString('latin1', OFF_ID, OFF_ID + 8) !== LABEL_ID) fail(where, OFF_ID, `bad label id (expected ${LABEL_ID})`);
-  if (sector.toString('latin1', OFF_TYPE, OFF_TYPE + 8) !== LABEL_TYPE) fail(where, OFF_TYPE, `bad label type (expected "${LABEL_TYPE}")`);
+  if (sector.length < LABEL_SECTOR_BYTES) formatFail(where, 0, `label sector is ${sector.length} bytes, need ${LABEL_SECTOR_BYTES}`, 'label');
+  if (sector.toString('latin1', OFF_ID, OFF_ID + 8) !== LABEL_ID) formatFail(where, OFF_ID, `bad label id (expected ${LABEL_ID})`, 'label');
+  if (sector.toString('latin1', OFF_TYPE, OFF_TYPE + 8) !== LABEL_TYPE) formatFail(where, OFF_TYPE, `bad label type (expected "${LABEL_TYPE}")`, 'label');
   const stored = sector.readBigUInt64LE(OFF_SECTOR);
-  if (stored !== BigInt(sectorNo)) fail(where, OFF_SECTOR, `label sector_xl is ${stored}, expected ${sectorNo}`);
+  if (stored !== BigInt(sectorNo)) formatFail(where, OFF_SECTOR, `label sector_xl is ${stored}, expected ${sectorNo}`, 'label');
   const crcStored = sector.readUInt32LE(OFF_CRC);
   const crc = lvmCrc(sector, undefined, CRC_START, LABEL_SECTOR_BYTES);
-  if (crcStored !== crc) fail(where, OFF_CRC, `label CRC mismatch: stored 0x${hex(crcStored)}, computed 0x${hex(crc)}`);
+  if (crcStored !== crc) formatFail(where, OFF_CRC, `label CRC mismatch: stored 0x${hex(crcStored)}, computed 0x${hex(crc)}`, 'label');
   const offset = sector.readUInt32LE(OFF_OFFSET);
-  if (offset !== PV_HEADER_OFFSET) fail(where, OFF_OFFSET, `label offset_xl is ${offset}, expected ${PV_HEADER_OFFSET}`);
+  if (offset !== PV_HEADER_OFFSET) formatFail(where, OFF_OFFSET, `label offset_xl is ${offset}, expected ${PV_HEADER_OFFSET}`, 'label');
   const pvId = sector.toString('latin1', OFF_UUID, OFF_UUID + LVM_ID_LEN);
-  if (!isValidId(pvId)) fail(where, OFF_UUID, 'invalid PV uuid in pv_header');
-  const deviceSizeBytes = u64(sector, OFF_DEVSIZE, where, 'device_size');
+  if (!isValidId(pvId)) formatFail(where, OFF_UUID, 'invalid PV uuid in pv_header', 'label');
+  const deviceSizeBytes = readU64Safe(sector, OFF_DEVSIZE, where, 'device_size', 'label');
   const da = readAreas(sector, OFF_AREAS, where, 'data area', MAX_DATA_AREAS);
   const mda = readAreas(sector, da.next, where, 'metadata area', MAX_MDAS_PER_PV);
   let at = mda.next;
@@ -138,7 +127,7 @@ export function decodeLabel(sector: Buffer, sectorNo: number, where: Where = {})
     if (extVersion > 0) bootloaderAreas = readAreas(sector, at, where, 'bootloader area', MAX_BOOTLOADER_AREAS).areas;
   }
   for (const a of [...mda.areas, ...da.areas]) {
-    if (a.offsetBytes % LABEL_SECTOR_BYTES !== 0) fail(where, OFF_AREAS, `area offset ${a.offsetBytes} is not sector-aligned`);
+    if (a.offsetBytes % LABEL_SECTOR_BYTES !== 0) formatFail(where, OFF_AREAS, `area offset ${a.offsetBytes} is not sector-aligned`, 'label');
   }
   return { sector: sectorNo, pvId, deviceSizeBytes, dataAreas: da.areas, metadataAreas: mda.areas, extVersion, extFlags, bootloaderAreas };
 }

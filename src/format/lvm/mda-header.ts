@@ -22,7 +22,7 @@
 // continues at relative offset 512. Two full copies always coexist (the new one is written
 // after the committed one, never over it).
 
-import { FormatError } from '../../errors.js';
+import { formatFail, readU64Safe, type Where } from '../where.js';
 import { lvmCrc, LVM_CRC_INITIAL } from './lvm-crc.js';
 
 export const MDA_HEADER_BYTES = 512;
@@ -62,18 +62,11 @@ export interface MdaHeader {
 
 export const EMPTY_LOCN: RawLocn = Object.freeze({ offsetBytes: 0, sizeBytes: 0, checksum: 0, flags: 0 });
 
-export interface Where {
-  device?: string;
-}
+export type { Where } from '../where.js';
 
-function fail(where: Where, abs: number, msg: string): never {
-  throw new FormatError(`${where.device ?? 'mda'}: ${msg} at offset ${abs}`, { device: where.device, offsetBytes: abs });
-}
-
-function u64(buf: Buffer, off: number, where: Where, base: number, what: string): number {
-  const v = buf.readBigUInt64LE(off);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(where, base + off, `mda_header ${what} ${v} is too large`);
-  return Number(v);
+/** Offsets in this codec's messages are absolute: `where` names the device only. */
+function fail(where: Where, absOffset: number, msg: string): never {
+  return formatFail({ device: where.device }, absOffset, msg, 'mda');
 }
 
 /**
@@ -89,17 +82,17 @@ export function decodeMdaHeader(buf: Buffer, expectStartBytes: number, expectSiz
   if (!buf.subarray(OFF_MAGIC, OFF_MAGIC + 16).equals(MDA_MAGIC)) fail(where, base + OFF_MAGIC, 'bad mda_header magic');
   const version = buf.readUInt32LE(OFF_VERSION);
   if (version !== MDA_VERSION) fail(where, base + OFF_VERSION, `unsupported mda_header version ${version} (expected ${MDA_VERSION})`);
-  const startBytes = u64(buf, OFF_START, where, base, 'start');
+  const startBytes = readU64Safe(buf, OFF_START, { device: where.device, offsetBytes: base }, `mda_header start`, 'mda');
   if (startBytes !== expectStartBytes) fail(where, base + OFF_START, `mda_header start is ${startBytes}, expected ${expectStartBytes}`);
-  const sizeBytes = u64(buf, OFF_SIZE, where, base, 'size');
+  const sizeBytes = readU64Safe(buf, OFF_SIZE, { device: where.device, offsetBytes: base }, `mda_header size`, 'mda');
   if (sizeBytes !== expectSizeBytes) fail(where, base + OFF_SIZE, `mda_header size is ${sizeBytes}, pv_header says ${expectSizeBytes}`);
   if (sizeBytes < MDA_HEADER_BYTES * 2) fail(where, base + OFF_SIZE, `metadata area size ${sizeBytes} is too small`);
   const locns: RawLocn[] = [];
   for (let i = 0; i < 2; i++) {
     const off = OFF_LOCN0 + i * RAW_LOCN_BYTES;
     const l: RawLocn = {
-      offsetBytes: u64(buf, off, where, base, `raw_locn[${i}].offset`),
-      sizeBytes: u64(buf, off + 8, where, base, `raw_locn[${i}].size`),
+      offsetBytes: readU64Safe(buf, off, { device: where.device, offsetBytes: base }, `mda_header raw_locn[${i}].offset`, 'mda'),
+      sizeBytes: readU64Safe(buf, off + 8, { device: where.device, offsetBytes: base }, `mda_header raw_locn[${i}].size`, 'mda'),
       checksum: buf.readUInt32LE(off + 16),
       flags: buf.readUInt32LE(off + 20),
     };
