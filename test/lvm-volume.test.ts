@@ -226,8 +226,12 @@ test('bad input: corrupt CRCs, wrong magic, unparsable text, missing PV: one-lin
   restore();
 
   // A VG with a missing PV.
-  await refuses(t, ['lvcreate', '-n', 'x', '-l', '1', 'vgbad', '--devices', b], imgs, /^sanbox: volume group "vgbad" is missing PV \S+ \(last seen on .*a\.img\); name all its PVs with --devices \(metadata read from .*b\.img at offset 5632\)\n$/);
-  await refuses(t, ['vgs', 'vgbad', '--devices', b], imgs, /is missing PV/);
+  await refuses(t, ['lvcreate', '-n', 'x', '-l', '1', 'vgbad', '--devices', b], imgs, /^sanbox: volume group vgbad is partial: PV \S+ \(last seen on .*a\.img\) is missing; name all its PVs with --devices; sanbox does not change a partial VG \(metadata read from .*b\.img at offset 5632\)\n$/);
+  // Read, as lvm2 reads it: listed with 'p' (partial) in its attributes, and a warning.
+  const partial = await sanboxCli(t, ['vgs', 'vgbad', '--json', '--devices', b]);
+  t.is(partial.code, 0, partial.stderr);
+  t.is(JSON.parse(partial.stdout).vg[0].vg_attr[3], 'p');
+  t.regex(partial.stderr, /WARNING: VG vgbad is missing PV \S+ \(last seen on .*a\.img\)/);
   // A copy of a PV next to the original: refused, naming both.
   const twin = path.join(path.dirname(a), 'twin.img');
   fs.copyFileSync(a, twin);

@@ -4,6 +4,7 @@
 // refuses to go beyond the free extents.
 
 import { SanboxError } from '../errors.js';
+import { segmentPvAreas } from '../format/lvm/vg-check.js';
 import type { LvModel, SegmentModel, VgModel } from '../format/lvm/vg-model.js';
 
 export interface PeRange {
@@ -16,15 +17,19 @@ export const DEFAULT_STRIPE_SIZE_SECTORS = 128;
 /** Smallest stripe size LVM accepts: 4 KiB (one page). */
 export const STRIPE_SIZE_MIN_SECTORS = 8;
 
-/** Used PE ranges per PV key, from every striped segment of every LV. */
-export function usedRanges(vg: VgModel): Map<string, (PeRange & { lv: string })[]> {
+/**
+ * Used PE ranges per PV key: every striped segment, and with `allAreas` also the PV areas other
+ * segment types name (pvmove's mirrors): extents of a segment sanbox does not interpret are never
+ * free (issue 15: they once were, and a new LV was placed over one).
+ */
+export function usedRanges(vg: VgModel, allAreas = true): Map<string, (PeRange & { lv: string })[]> {
   const used = new Map<string, (PeRange & { lv: string })[]>();
   for (const pv of vg.pvs) used.set(pv.key, []);
+  const keys = new Set(vg.pvs.map((p) => p.key));
   for (const lv of vg.lvs) {
     for (const seg of lv.segments) {
-      if (seg.type !== 'striped') continue;
-      const per = seg.extentCount / seg.stripeCount;
-      for (const st of seg.stripes) used.get(st.pv)?.push({ startPe: st.firstPe, count: per, lv: lv.name });
+      if (seg.type !== 'striped' && !allAreas) continue;
+      for (const a of segmentPvAreas(seg, keys)) used.get(a.pv)?.push({ startPe: a.firstPe, count: a.count, lv: lv.name });
     }
   }
   for (const list of used.values()) list.sort((a, b) => a.startPe - b.startPe);
@@ -33,7 +38,7 @@ export function usedRanges(vg: VgModel): Map<string, (PeRange & { lv: string })[
 
 /** Throws if two segments share a PE or one runs past its PV (a bug, or corrupt metadata). */
 export function checkNoOverlap(vg: VgModel): void {
-  for (const [key, list] of usedRanges(vg)) {
+  for (const [key, list] of usedRanges(vg, false)) {
     const pv = vg.pvs.find((p) => p.key === key)!;
     let end = 0;
     let prev = '';

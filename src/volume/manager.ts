@@ -9,13 +9,14 @@ import { SanboxError } from '../errors.js';
 import { LABEL_SECTOR_BYTES } from '../format/lvm/label.js';
 import { idFromRandom } from '../format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, lvExtentCount, vgTotalExtents, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
+import { reservedLvName } from '../format/lvm/vg-check.js';
 import { isValidLvmName } from '../format/lvm/vg-text.js';
 import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSegments, roundToStripes, STRIPE_SIZE_MIN_SECTORS, type AllocOptions } from './allocator.js';
 import { openAll, type OpenAllOptions } from './devices.js';
 import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.js';
 import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
 import { acquireLvGuard, ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
-import { commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
+import { assertChangeable, commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
 
 /** vgcreate's default extent size: 4 MiB = 8192 sectors. */
 export const DEFAULT_EXTENT_SIZE_SECTORS = 8192;
@@ -121,10 +122,18 @@ export async function pvRemove(specs: string[]): Promise<void> {
 
 function checkName(kind: 'VG' | 'LV', name: string): void {
   if (!isValidLvmName(name)) throw new SanboxError('EINVAL', `invalid ${kind} name '${name}' (letters, digits, + _ . -; not starting with -; at most 127)`);
+  const reserved = kind === 'LV' ? reservedLvName(name) : undefined;
+  if (reserved) throw new SanboxError('EINVAL', `invalid LV name '${name}': ${reserved}`);
 }
 
 function orphanPvs(s: LvmSession, specs: string[]): PvState[] {
+  // One disk named twice (vgcreate vg a.img a.img) would become two PVs over the same extents.
+  const seen = new Map<PvState, string>();
   return specs.map((spec) => {
+    const pv0 = s.pvOn(spec);
+    const twin = seen.get(pv0);
+    if (twin !== undefined) throw new SanboxError('EINVAL', `${spec}: named twice (also as ${twin}); each physical volume may be named once`, { device: spec });
+    seen.set(pv0, spec);
     const pv = s.pvOn(spec);
     const vg = pvInUse(pv);
     if (vg) throw new SanboxError('EBUSY', `${spec}: physical volume already belongs to volume group ${vg}`, { device: spec });
@@ -175,6 +184,7 @@ async function changeVg(
   change: (vg: VgModel, h: VgHandle) => { pvByKey?: Map<string, PvState>; leaving?: PvState[] } | void,
 ): Promise<VgModel> {
   const h = s.vg(name);
+  assertChangeable(h);
   if (!h.vg.status.includes('WRITE')) throw new SanboxError('EINVAL', `volume group ${name} is read-only`);
   if (h.vg.systemId || (h.vg.lockType && h.vg.lockType !== 'none')) {
     throw new SanboxError('EINVAL', `volume group ${name} is ${h.vg.systemId ? `owned by system ${h.vg.systemId}` : `shared (lock_type ${h.vg.lockType})`}; sanbox does not change it without that lock`);
@@ -246,6 +256,7 @@ export async function vgRemove(specs: string[], name: string, force: boolean, ct
   await withLocks([vgLockName(name), ORPHAN_LOCK], () =>
     withSession(specs, {}, async (s) => {
       const h = s.vg(name);
+      assertChangeable(h, 'remove');
       if (h.vg.lvs.length && !force) {
         throw new SanboxError('EBUSY', `volume group ${name} still holds logical volumes ${h.vg.lvs.map((l) => l.name).join(', ')}; remove them or use --force`);
       }
@@ -401,6 +412,7 @@ export async function openLv(
   let release: (() => void) | undefined;
   try {
     const h = s.vg(vgName);
+    assertChangeable(h, 'open the logical volumes of');
     const lv = findLv(h.vg, lvName);
     const guard = opts.guard ?? 'shared';
     if (guard !== 'none') release = acquireLvGuard(`${vgName}/${lvName}`, lv.id, guard);

@@ -61,11 +61,11 @@ const TORN_READ_RETRIES = 3;
 const TORN_READ_PAUSE_MS = 5;
 
 /** Reads a PV: undefined when the device has no LVM label. Any defect throws FormatError. */
-export async function readPv(dev: BlockDevice): Promise<PvState | undefined> {
+export async function readPv(dev: BlockDevice, opts: { withoutText?: boolean } = {}): Promise<PvState | undefined> {
   let previous: string | undefined;
   for (let attempt = 0; ; attempt++) {
     try {
-      return await readPvOnce(dev);
+      return await readPvOnce(dev, opts.withoutText ?? false);
     } catch (err) {
       if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES || err.message === previous) throw err;
       previous = err.message;
@@ -74,7 +74,7 @@ export async function readPv(dev: BlockDevice): Promise<PvState | undefined> {
   }
 }
 
-async function readPvOnce(dev: BlockDevice): Promise<PvState | undefined> {
+async function readPvOnce(dev: BlockDevice, withoutText: boolean): Promise<PvState | undefined> {
   const head = Buffer.alloc(Math.min(LABEL_SCAN_BYTES, dev.sizeBytes));
   await dev.read(head, 0);
   const scan = scanLabel(head, { device: dev.name, offsetBytes: 0 });
@@ -93,7 +93,7 @@ async function readPvOnce(dev: BlockDevice): Promise<PvState | undefined> {
     const header = decodeMdaHeader(hbuf, area.offsetBytes, area.sizeBytes, { device: dev.name });
     const l0 = header.locns[0];
     let committed: MdaState['committed'];
-    if (locnInUse(l0)) committed = { locn: l0, ...(await readText(dev, area, l0)) };
+    if (locnInUse(l0) && !withoutText) committed = { locn: l0, ...(await readText(dev, area, l0)) };
     mdas.push({ area, header, committed });
   }
   for (const da of label.dataAreas) {

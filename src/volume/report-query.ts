@@ -143,9 +143,9 @@ export interface ReportInput {
   all: boolean;
 }
 
-function vgSubject(scan: ScannedDevice[], vg: VgModel): VgSubject {
+function vgSubject(scan: ScannedDevice[], vg: VgModel, partial: boolean): VgSubject {
   const pvs = scan.flatMap((s) => (s.pv && vg.pvs.some((p) => p.id === s.pv!.label.pvId) ? [s.pv] : []));
-  return { vg, row: vgRow(vg), pvs };
+  return { vg, row: vgRow(vg, partial), pvs };
 }
 
 /**
@@ -162,7 +162,7 @@ const ORPHAN_VG: VgSubject = {
 };
 
 function contexts(report: ReportName, input: ReportInput, segments: boolean): Context[] {
-  const vgs = input.vgs.map((h) => ({ h, subject: vgSubject(input.scan, h.vg) }));
+  const vgs = input.vgs.map((h) => ({ h, subject: vgSubject(input.scan, h.vg, h.missing.length > 0) }));
   switch (report) {
     case 'pvs': {
       const rows = pvRows(input.scan);

@@ -69,7 +69,8 @@ export interface VgRow {
   vg_free_count: number;
 }
 
-export function vgRow(vg: VgModel): VgRow {
+/** `partial`: a PV of the VG is missing (lvm2's 'p' in the fourth attribute column). */
+export function vgRow(vg: VgModel, partial = false): VgRow {
   const extentBytes = vg.extentSizeSectors * LVM_SECTOR_BYTES;
   const total = vgTotalExtents(vg);
   const free = freeExtents(vg);
@@ -82,7 +83,7 @@ export function vgRow(vg: VgModel): VgRow {
     pv_count: vg.pvs.length,
     lv_count: vg.lvs.filter((l) => l.status.includes('VISIBLE')).length,
     snap_count: 0,
-    vg_attr: `${w}${z}${x}-n${shared}`,
+    vg_attr: `${w}${z}${x}${partial ? 'p' : '-'}n${shared}`,
     vg_size: total * extentBytes,
     vg_free: free * extentBytes,
     vg_uuid: dashId(vg.id),

@@ -13,9 +13,10 @@
 import type { BlockDevice } from '../disk/index.js';
 import { assert, FormatError, SanboxError } from '../errors.js';
 import { LABEL_SECTOR_BYTES, PV_EXT_USED } from '../format/lvm/label.js';
-import { EMPTY_LOCN, encodeMdaHeader, planTextWrite, RAW_LOCN_IGNORED, type MdaHeader, type RawLocn } from '../format/lvm/mda-header.js';
+import { decodeMdaHeader, EMPTY_LOCN, encodeMdaHeader, MDA_HEADER_BYTES, planTextWrite, RAW_LOCN_IGNORED, type MdaHeader, type RawLocn } from '../format/lvm/mda-header.js';
 import { dashId } from '../format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, type PvModel, type TextTrailer, type VgModel } from '../format/lvm/vg-model.js';
+import { vgFindings } from '../format/lvm/vg-check.js';
 import { writeVgText } from '../format/lvm/vg-text.js';
 import { pvDataEndBytes, pvDataStartBytes, readPv, setPvUsed, type PvState } from './pv.js';
 
@@ -45,10 +46,18 @@ export async function scanDevices(devs: BlockDevice[]): Promise<ScannedDevice[]>
 
 export interface VgHandle {
   vg: VgModel;
-  /** PV key (`pv0`) -> the PV's device state. */
+  /** PV key (`pv0`) -> the PV's device state, for the PVs that are present. */
   pvByKey: Map<string, PvState>;
   /** Devices whose mdas carried an older seqno (lvm2 would warn "Inconsistent metadata"). */
   staleDevices: string[];
+  /** PVs of the VG not found on any device: the VG is partial (lvm2's 'p' attribute). */
+  missing: PvModel[];
+  /** What lvm2's vgck would fail on (vg-check.ts). */
+  defects: string[];
+  /** What lvm2 accepts but sanbox will not change or map (vg-check.ts), and PVs that do not fit their devices. */
+  cautions: string[];
+  /** Where the metadata was read from, for messages. */
+  source: { device: string; offsetBytes: number };
 }
 
 /** The VG text with the highest seqno for each VG name found on the scanned PVs. */
@@ -77,7 +86,7 @@ export function vgNames(scan: ScannedDevice[]): string[] {
   return [...newestTexts(scan).keys()].sort();
 }
 
-/** The VG named `name` with its PVs mapped to devices; every PV must be present. */
+/** The VG named `name` with its present PVs mapped to devices; a missing PV makes it partial. */
 export function findVg(scan: ScannedDevice[], name: string): VgHandle {
   const found = newestTexts(scan).get(name);
   if (!found) {
@@ -85,16 +94,17 @@ export function findVg(scan: ScannedDevice[], name: string): VgHandle {
   }
   const vg = found.vg;
   const pvByKey = new Map<string, PvState>();
+  const missing: PvModel[] = [];
+  const { defects, cautions } = vgFindings(vg);
   for (const p of vg.pvs) {
     const s = scan.find((x) => x.pv?.label.pvId === p.id);
     if (!s?.pv) {
-      throw new SanboxError('ENOENT', `volume group "${name}" is missing PV ${dashId(p.id)} (last seen on ${p.device ?? 'an unknown device'}); name all its PVs with --devices (metadata read from ${found.device} at offset ${found.textOffsetBytes})`, {
-        device: found.device,
-        offsetBytes: found.textOffsetBytes,
-      });
+      missing.push(p);
+      continue;
     }
-    checkPvMatches(s.pv, p, vg);
-    pvByKey.set(p.key, s.pv);
+    const misfit = pvMisfit(s.pv, p, vg);
+    if (misfit) cautions.push(misfit);
+    if (!pvByKey.has(p.key)) pvByKey.set(p.key, s.pv);
   }
   const staleDevices: string[] = [];
   for (const pv of pvByKey.values()) {
@@ -103,19 +113,43 @@ export function findVg(scan: ScannedDevice[], name: string): VgHandle {
       if (!m.committed || m.committed.parsed.vg.seqno !== vg.seqno) staleDevices.push(pv.dev.name);
     }
   }
-  return { vg, pvByKey, staleDevices };
+  return { vg, pvByKey, staleDevices, missing, defects, cautions, source: { device: found.device, offsetBytes: found.textOffsetBytes } };
 }
 
-/** The text's view of a PV must fit the device the label is on. */
-function checkPvMatches(pv: PvState, p: PvModel, vg: VgModel): void {
-  const peStartBytes = p.peStartSectors * LVM_SECTOR_BYTES;
-  const end = peStartBytes + p.peCount * vg.extentSizeSectors * LVM_SECTOR_BYTES;
-  if (end > pv.dev.sizeBytes) {
-    throw new FormatError(`${pv.dev.name}: VG ${vg.name} says ${p.key} has ${p.peCount} extents from sector ${p.peStartSectors}, beyond the device end (${pv.dev.sizeBytes} bytes) at offset ${end}`, {
-      device: pv.dev.name,
-      offsetBytes: end,
+/**
+ * Refuses to change a VG (or open its LVs) when lvm2 would not, or when sanbox cannot be sure
+ * what it would overwrite: a missing PV (lvm2 needs --partial, and then only repairs), or any
+ * defect. Nothing has been written when this throws.
+ */
+export function assertChangeable(h: VgHandle, what = 'change'): void {
+  const at = `metadata read from ${h.source.device} at offset ${h.source.offsetBytes}`;
+  if (h.missing.length) {
+    const m = h.missing[0]!;
+    throw new SanboxError('ENOENT', `volume group ${h.vg.name} is partial: PV ${dashId(m.id)} (last seen on ${m.device ?? 'an unknown device'}) is missing; name all its PVs with --devices; sanbox does not ${what} a partial VG (${at})`, {
+      device: h.source.device,
+      offsetBytes: h.source.offsetBytes,
     });
   }
+  const problems = [...h.defects, ...h.cautions];
+  if (problems.length) {
+    const why = h.defects.length ? "lvm2's vgck rejects this metadata" : 'sanbox cannot tell which extents this metadata uses';
+    throw new FormatError(`${h.source.device}: volume group ${h.vg.name}: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ''}; ${why}, so sanbox does not ${what} it (${at})`, {
+      device: h.source.device,
+      offsetBytes: h.source.offsetBytes,
+    });
+  }
+}
+
+/** Where the text's view of a PV does not fit the device its label is on (lvm2 reads it anyway). */
+function pvMisfit(pv: PvState, p: PvModel, vg: VgModel): string | undefined {
+  const peStartBytes = p.peStartSectors * LVM_SECTOR_BYTES;
+  const end = peStartBytes + p.peCount * vg.extentSizeSectors * LVM_SECTOR_BYTES;
+  if (end > pv.dev.sizeBytes) return `${pv.dev.name}: ${p.key} has ${p.peCount} extents from sector ${p.peStartSectors}, beyond the device end (${pv.dev.sizeBytes} bytes) at offset ${end}`;
+  const labelStart = pv.label.dataAreas[0]?.offsetBytes;
+  if (labelStart !== undefined && peStartBytes < labelStart) {
+    return `${pv.dev.name}: ${p.key} has pe_start at offset ${peStartBytes}, before the data area the PV label gives (offset ${labelStart}): extents would overwrite metadata`;
+  }
+  return undefined;
 }
 
 /** Who is writing, for the text trailer. */
@@ -179,26 +213,62 @@ export async function commitVg(plan: CommitPlan, ctx: CommitContext): Promise<st
   }
   if (targets.length === 0) throw new SanboxError('EINVAL', `volume group ${next.name} would have no metadata area in use; add a PV with metadata copies`);
 
-  // PVs joining the VG are marked used before any of them can point at the new metadata.
-  for (const pv of pvs) if (!(pv.label.extFlags & PV_EXT_USED)) await setPvUsed(pv, true);
+  // Another writer (no shared lock: two hosts, or two lock directories) may have committed since
+  // this one read the VG; writing now would lose its change. lvm2 re-reads under its lock and
+  // compares (reference/lvm2.md §7.6); this is the last line of defence, before any write.
+  await checkNoCompetingCommit(next.name, targets);
 
-  // 1. The new text, in every in-use mda (nothing in the headers changes yet).
-  for (const t of targets) {
-    const m = t.pv.mdas[t.index]!;
-    for (const piece of t.writes) await t.pv.dev.write(piece.data, m.area.offsetBytes + piece.relBytes);
+  const before = `nothing was committed: volume group ${next.name} is still at seqno ${plan.baseSeqno}`;
+  try {
+    // PVs joining the VG are marked used before any of them can point at the new metadata.
+    for (const pv of pvs) if (!(pv.label.extFlags & PV_EXT_USED)) await setPvUsed(pv, true);
+    // 1. The new text, in every in-use mda (nothing in the headers changes yet).
+    for (const t of targets) {
+      const m = t.pv.mdas[t.index]!;
+      for (const piece of t.writes) await t.pv.dev.write(piece.data, m.area.offsetBytes + piece.relBytes);
+    }
+    for (const pv of pvs) await pv.dev.flush();
+    // Checked again just before the commit point: the text writes took time.
+    await checkNoCompetingCommit(next.name, targets);
+  } catch (err) {
+    throw new SanboxError(err instanceof SanboxError ? err.code : 'EIO', `${(err as Error).message}; ${before}`, { cause: err, device: (err as SanboxError).device, offsetBytes: (err as SanboxError).offsetBytes });
   }
-  for (const pv of pvs) await pv.dev.flush();
 
   // 2. commit: raw_locn[0] switches to the new copy, one sector write per mda. lvm2 passes
   // through a precommit slot (raw_locn[1]) first; sanbox does not, so a crash at any point leaves
-  // headers that pvck finds clean ("precommit not empty" is a CHECK).
+  // headers that pvck finds clean ("precommit not empty" is a CHECK). Once one header points at
+  // the new text, the new seqno is the VG (readers take the highest), and the outcome says so.
+  const failed: string[] = [];
+  let committed = 0;
   for (const t of targets) {
     const m = t.pv.mdas[t.index]!;
     const header: MdaHeader = { ...m.header, locns: [t.locn, EMPTY_LOCN] };
-    await t.pv.dev.write(encodeMdaHeader(header), m.area.offsetBytes);
-    m.header = header;
+    try {
+      await t.pv.dev.write(encodeMdaHeader(header), m.area.offsetBytes);
+      m.header = header;
+      committed++;
+    } catch (err) {
+      // Stop at the first failure: the fewer copies disagree, the smaller the repair.
+      failed.push(`${t.pv.dev.name} at offset ${m.area.offsetBytes} (${(err as Error).message})`);
+      for (const rest of targets.slice(targets.indexOf(t) + 1)) failed.push(`${rest.pv.dev.name} at offset ${rest.pv.mdas[rest.index]!.area.offsetBytes} (not attempted)`);
+      break;
+    }
   }
-  for (const pv of pvs) await pv.dev.flush();
+  for (const pv of pvs) {
+    try {
+      await pv.dev.flush();
+    } catch (err) {
+      failed.push(`${pv.dev.name}: flush failed (${(err as Error).message})`);
+    }
+  }
+  if (committed === 0) throw new SanboxError('EIO', `metadata header write failed: ${failed.join('; ')}; ${before}`, { device: targets[0]!.pv.dev.name });
+  if (failed.length) {
+    throw new SanboxError(
+      'EIO',
+      `volume group ${next.name} committed as seqno ${next.seqno} on ${committed} of ${targets.length} metadata copies; not updated: ${failed.join('; ')}; readers use seqno ${next.seqno}, and the next change rewrites the others`,
+      { device: targets[0]!.pv.dev.name },
+    );
+  }
   for (const t of targets) {
     const m = t.pv.mdas[t.index]!;
     m.committed = { locn: t.locn, text, parsed: { vg: next, description: ctx.description, creationHost: ctx.creationHost, creationTimeSec: Math.floor(ctx.nowMs / 1000) } };
@@ -207,6 +277,24 @@ export async function commitVg(plan: CommitPlan, ctx: CommitContext): Promise<st
   // PVs that left become orphans: empty slots, PV_EXT_USED cleared.
   for (const pv of plan.leaving ?? []) await orphanPv(pv);
   return text;
+}
+
+/** Throws if any target mda header on disk differs from the one this commit was planned from. */
+async function checkNoCompetingCommit(vgName: string, targets: { pv: PvState; index: number }[]): Promise<void> {
+  for (const t of targets) {
+    const m = t.pv.mdas[t.index]!;
+    const buf = Buffer.alloc(MDA_HEADER_BYTES);
+    await t.pv.dev.read(buf, m.area.offsetBytes);
+    const now = decodeMdaHeader(buf, m.area.offsetBytes, m.area.sizeBytes, { device: t.pv.dev.name });
+    const same = (x: RawLocn, y: RawLocn): boolean => x.offsetBytes === y.offsetBytes && x.sizeBytes === y.sizeBytes && x.checksum === y.checksum && x.flags === y.flags;
+    if (!same(now.locns[0], m.header.locns[0]) || !same(now.locns[1], m.header.locns[1])) {
+      throw new SanboxError(
+        'EAGAIN',
+        `${t.pv.dev.name}: volume group ${vgName} was changed by another writer since this command read it (metadata header at offset ${m.area.offsetBytes} now points at ${now.locns[0].sizeBytes} bytes at ${now.locns[0].offsetBytes}, was ${m.header.locns[0].sizeBytes} at ${m.header.locns[0].offsetBytes}); nothing was written by this command: run it again`,
+        { device: t.pv.dev.name, offsetBytes: m.area.offsetBytes },
+      );
+    }
+  }
 }
 
 /** Makes a PV an orphan: both raw_locn slots of every mda zeroed (text left in place), flag cleared. */

@@ -5,13 +5,13 @@
 // plus `--devices a.img,b.img`, plus the environment variable SANBOX_DEVICES (same form).
 
 import type { Command } from 'commander';
-import { SanboxError, UsageError } from '../../src/errors.js';
+import { UsageError } from '../../src/errors.js';
+import { dashId } from '../../src/format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, type VgModel } from '../../src/format/lvm/vg-model.js';
 import { parseSizeBytes } from '../../src/units.js';
 import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
 import {
   commitContext,
-  DEFAULT_EXTENT_SIZE_SECTORS,
   lvCreate,
   lvRemove,
   lvRename,
@@ -142,9 +142,9 @@ export function register(program: Command): void {
     .option('--devices <list>', DEVICES_HELP)
     .action(async (vg: string, images: string[], o: { physicalextentsize: string; devices?: string }) => {
       const bytes = parseSizeBytes(o.physicalextentsize, 'm');
-      if (bytes % LVM_SECTOR_BYTES !== 0) throw new UsageError(`extent size '${o.physicalextentsize}' is not a multiple of 512 bytes`);
+      if (bytes === 0 || bytes % LVM_SECTOR_BYTES !== 0) throw new UsageError(`-s: extent size '${o.physicalextentsize}' must be a positive multiple of 512 bytes`);
       const pvs = images.map(normalizeSpec);
-      await vgCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES || DEFAULT_EXTENT_SIZE_SECTORS, context());
+      await vgCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES, context());
       say(`Volume group "${vg}" successfully created`);
     });
 
@@ -192,7 +192,7 @@ export function register(program: Command): void {
       .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false),
   ).action(async (names: string[], o: ReportCliOptions & { devices?: string; json: boolean }) => {
     if (o.json) {
-      const rows = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => selectVgs(s.scan, names).map((h) => vgRow(h.vg)));
+      const rows = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => selectVgs(s.scan, names).map((h) => vgRow(h.vg, h.missing.length > 0)));
       return printJson({ vg: rows });
     }
     await lvmReport('vgs', devicesOf([], o), names, false, o);
@@ -278,9 +278,12 @@ export function register(program: Command): void {
     .option('--devices <list>', DEVICES_HELP)
     .action(async (a: string, b: string, c: string | undefined, o: { devices?: string }) => {
       const { vg, lv } = c === undefined ? splitLvPath(a) : { vg: a, lv: b };
-      const to = c ?? b;
-      await lvRename(devicesOf([], o), vg, lv, to.includes('/') ? splitLvPath(to).lv : to, context());
-      say(`Renamed "${lv}" to "${to}" in volume group "${vg}"`);
+      const target = c ?? b;
+      // lvrename renames within one VG; a VG/NEW naming another VG is a mistake, not a move.
+      const to = target.includes('/') ? splitLvPath(target) : { vg, lv: target };
+      if (to.vg !== vg) throw new UsageError(`lvrename: '${target}' is in volume group ${to.vg}, but ${lv} is in ${vg}; an LV cannot be renamed into another volume group`);
+      await lvRename(devicesOf([], o), vg, lv, to.lv, context());
+      say(`Renamed "${lv}" to "${to.lv}" in volume group "${vg}"`);
     });
 
   program
@@ -357,9 +360,10 @@ function displayFields(fields: [string, string | number][]): void {
 
 function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgHandle[] {
   const all = vgModels(scan);
-  // Named VGs must be complete (all PVs present): findVg reports a missing PV.
-  const handles = names.length === 0 ? [...all.keys()].sort().map((n) => tryFindVg(scan, n, all.get(n)!)) : names.map((n) => findVg(scan, n));
+  // A VG with a missing PV is listed, as lvm2 lists it: with a warning and 'p' in its attributes.
+  const handles = (names.length === 0 ? [...all.keys()].sort() : names).map((n) => findVg(scan, n));
   for (const h of handles) {
+    for (const m of h.missing) process.stderr.write(`  WARNING: VG ${h.vg.name} is missing PV ${dashId(m.id)} (last seen on ${m.device ?? 'an unknown device'}).\n`);
     // As lvm2 does, the highest seqno wins; say so when some metadata areas are behind.
     if (h.staleDevices.length) {
       process.stderr.write(`  WARNING: Inconsistent metadata found for VG ${h.vg.name}: older than seqno ${h.vg.seqno} on ${[...new Set(h.staleDevices)].join(', ')}; the next change rewrites them.\n`);
@@ -368,19 +372,6 @@ function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgHan
   return handles;
 }
 
-/** The VG with its stale-mda report when all its PVs are present, else the model and the PVs present. */
-function tryFindVg(scan: Parameters<typeof vgModels>[0], name: string, vg: VgModel): VgHandle {
-  try {
-    return findVg(scan, name);
-  } catch (err) {
-    // A PV of this VG is not in the device list: list the VG from its metadata anyway.
-    if (err instanceof SanboxError && err.code === 'ENOENT') {
-      const pvByKey = new Map(vg.pvs.flatMap((p) => scan.filter((x) => x.pv?.label.pvId === p.id).map((x) => [p.key, x.pv!] as const)));
-      return { vg, pvByKey, staleDevices: [] };
-    }
-    throw err;
-  }
-}
 
 function countMdas(scan: Parameters<typeof vgModels>[0], vg: VgModel): number {
   return scan.filter((s) => s.pv && vg.pvs.some((p) => p.id === s.pv!.label.pvId)).reduce((n, s) => n + s.pv!.mdas.length, 0);

@@ -22,8 +22,8 @@ export interface ConfigSection {
   entries: ConfigEntry[];
 }
 
-/** Nesting bound: VG metadata nests 5 deep (vg/logical_volumes/lv/segment); this leaves room. */
-export const CONFIG_DEPTH_MAX = 32;
+/** Nesting bound (stack safety): VG metadata nests 5 deep; lvm2 itself has no bound and reads 40 levels (measured), so this leaves room. */
+export const CONFIG_DEPTH_MAX = 128;
 
 export type { Where } from '../where.js';
 

@@ -16,6 +16,7 @@ import {
   type Where,
 } from './config-text.js';
 import { dashId, undashId } from './uuid.js';
+import { LV_STATUS_FLAGS, PV_STATUS_FLAGS, VG_STATUS_FLAGS } from './vg-check.js';
 import type { LvModel, PvModel, SegmentModel, StripeArea, TextTrailer, VgModel } from './vg-model.js';
 
 export const TEXT_CONTENTS = 'Text Format Volume Group';
@@ -80,8 +81,16 @@ class Reader {
   strs(sec: ConfigSection, key: string, required: boolean): string[] {
     const v = this.raw(sec, key);
     if (v === undefined) return required ? this.fail(`missing '${key}'`) : [];
+    // lvm2 reads a lone string where a list is expected as a list of one (measured: status = "READ").
+    if (typeof v === 'string') return [v];
     if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) this.fail(`'${key}' must be an array of strings`);
     return v as string[];
+  }
+  /** A status list: every flag must be one lvm2 knows (it refuses the VG otherwise). */
+  status(sec: ConfigSection, known: readonly string[]): string[] {
+    const flags = this.strs(sec, 'status', true);
+    for (const f of flags) if (!known.includes(f)) this.fail(`unknown status flag '${f}'`);
+    return flags;
   }
   id(sec: ConfigSection): string {
     const s = this.str(sec, 'id');
@@ -125,9 +134,9 @@ export function parseVgText(text: string, where: Where = {}): ParsedVgText {
   const vr = r.child(name);
   if (!isValidLvmName(name)) vr.fail(`invalid VG name '${name}'`);
   const s = vgEntry.section;
-  const vgFlags = unlockStatus(vr.strs(s, 'status', true), vr.strs(s, 'flags', false));
+  const vgFlags = unlockStatus(vr.status(s, VG_STATUS_FLAGS), vr.strs(s, 'flags', false));
+  // lvm2 reads any extent_size; one it cannot use is a defect (vg-check.ts), not a read error.
   const extentSizeSectors = vr.int(s, 'extent_size');
-  if (extentSizeSectors <= 0) vr.fail(`extent_size ${extentSizeSectors} must be positive`);
   const pvSec = vr.section(s, 'physical_volumes') ?? vr.fail("missing 'physical_volumes'");
   const pvs: PvModel[] = [];
   for (const e of pvSec.entries) {
@@ -137,7 +146,7 @@ export function parseVgText(text: string, where: Where = {}): ParsedVgText {
       key: e.key,
       id: pr.id(p),
       device: pr.optStr(p, 'device'),
-      status: pr.strs(p, 'status', true),
+      status: pr.status(p, PV_STATUS_FLAGS),
       flags: pr.strs(p, 'flags', false),
       tags: pr.strs(p, 'tags', false),
       devSizeSectors: pr.optInt(p, 'dev_size'),
@@ -147,7 +156,7 @@ export function parseVgText(text: string, where: Where = {}): ParsedVgText {
       baSizeSectors: pr.optInt(p, 'ba_size'),
       extra: extras(p, PV_KEYS),
     };
-    if (pvs.some((x) => x.key === pv.key)) pr.fail('duplicate PV key');
+    // lvm2 reads a repeated PV key (segments then name the first); vgDefects reports it.
     pvs.push(pv);
   }
   const lvs: LvModel[] = [];
@@ -155,12 +164,15 @@ export function parseVgText(text: string, where: Where = {}): ParsedVgText {
   for (const e of lvSec?.entries ?? []) {
     const lr = vr.child(`logical_volumes/${e.key}`);
     const l = 'section' in e ? e.section : lr.fail('must be a section');
-    if (!isValidLvmName(e.key)) lr.fail(`invalid LV name '${e.key}'`);
-    const st = unlockStatus(lr.strs(l, 'status', true), lr.strs(l, 'flags', false));
+    // lvm2 refuses a '/' in an LV name on read, and lists other invalid names (vgck fails: vgDefects).
+    if (e.key.length === 0 || e.key.includes('/')) lr.fail(`invalid LV name '${e.key}'`);
+    if (lvs.some((x) => x.name === e.key)) lr.fail('two logical volumes have this name');
+    const st = unlockStatus(lr.status(l, LV_STATUS_FLAGS), lr.strs(l, 'flags', false));
     const segSecs = l.entries.filter((x): x is { key: string; section: ConfigSection } => 'section' in x);
     const segmentCount = lr.nat(l, 'segment_count');
     if (segmentCount !== segSecs.length) lr.fail(`segment_count is ${segmentCount} but ${segSecs.length} segments are present`);
-    const segments = segSecs.map((x) => parseSegment(lr.child(x.key), x.section, pvs, extentSizeSectors));
+    if (segSecs.length === 0) lr.fail('a logical volume needs at least one segment');
+    const segments = segSecs.map((x) => parseSegment(lr.child(x.key), x.section, pvs));
     segments.sort((a, b) => a.startExtent - b.startExtent);
     let next = 0;
     for (const seg of segments) {
@@ -181,11 +193,15 @@ export function parseVgText(text: string, where: Where = {}): ParsedVgText {
       extra: l.entries.filter((x) => !('section' in x) && !(LV_KEYS as readonly string[]).includes(x.key)),
     });
   }
+  checkExtentsDisjoint(vr, lvs);
+  const format = vr.optStr(s, 'format');
+  // lvm2 2.03 reads only its own format (lvm1 and pool support were removed); absent means lvm2.
+  if (format !== undefined && format !== 'lvm2') vr.fail(`format "${format}" is not lvm2`);
   const vg: VgModel = {
     name,
     id: vr.id(s),
     seqno: vr.nat(s, 'seqno'),
-    format: vr.optStr(s, 'format'),
+    format,
     status: vgFlags.status,
     flags: vgFlags.flags,
     tags: vr.strs(s, 'tags', false),
@@ -209,7 +225,25 @@ export function parseVgText(text: string, where: Where = {}): ParsedVgText {
   };
 }
 
-function parseSegment(sr: Reader, s: ConfigSection, pvs: PvModel[], extentSizeSectors: number): SegmentModel {
+/** lvm2 refuses a VG in which two striped areas share a PE (or one area overlaps itself). */
+function checkExtentsDisjoint(r: Reader, lvs: LvModel[]): void {
+  const used = new Map<string, { start: number; end: number; lv: string }[]>();
+  for (const lv of lvs) {
+    for (const seg of lv.segments) {
+      if (seg.type !== 'striped') continue;
+      const per = seg.extentCount / seg.stripeCount;
+      for (const st of seg.stripes) {
+        const list = used.get(st.pv) ?? [];
+        used.set(st.pv, list);
+        const clash = list.find((x) => st.firstPe < x.end && x.start < st.firstPe + per);
+        if (clash) r.fail(`LVs ${clash.lv} and ${lv.name} both use PE ${Math.max(st.firstPe, clash.start)} of ${st.pv}`);
+        list.push({ start: st.firstPe, end: st.firstPe + per, lv: lv.name });
+      }
+    }
+  }
+}
+
+function parseSegment(sr: Reader, s: ConfigSection, pvs: PvModel[]): SegmentModel {
   const type = sr.str(s, 'type');
   const seg: SegmentModel = {
     startExtent: sr.nat(s, 'start_extent'),
@@ -232,7 +266,6 @@ function parseSegment(sr: Reader, s: ConfigSection, pvs: PvModel[], extentSizeSe
   seg.stripeSizeSectors = sr.optInt(s, 'stripe_size');
   if (seg.stripeCount > 1) {
     if (seg.stripeSizeSectors === undefined || seg.stripeSizeSectors <= 0) sr.fail('a striped segment needs a positive stripe_size');
-    if ((extentSizeSectors % seg.stripeSizeSectors) !== 0) sr.fail(`stripe_size ${seg.stripeSizeSectors} does not divide extent_size ${extentSizeSectors}`);
   }
   if (seg.extentCount % seg.stripeCount !== 0) sr.fail(`extent_count ${seg.extentCount} is not a multiple of stripe_count ${seg.stripeCount}`);
   const arr = sr.raw(s, 'stripes');
