@@ -36,7 +36,7 @@ function fuzz(t: import('ava').ExecutionContext, good: Buffer, decode: (b: Buffe
 }
 
 const uuid = Buffer.alloc(16, 0xab);
-const plan = planRegions({ sectorSizeBytes: 512, nodeCount: 4, lockspaceBytes: 1 << 20 }, 16384, 255 * 512);
+const plan = planRegions({ sectorSizeBytes: 512, nodeCount: 4, lockspaceBytes: 1 << 20 });
 const header = { version: 1, sectorSizeBytes: 512 as const, imageSizeBytes: plan.imageSizeBytes, clusterUuid: uuid, regions: plan.regions };
 const config = { clusterName: 'fz', nodeCount: 4, intervalMs: 100, deadThreshold: 15, ioTimeoutMs: 500, timingPreset: 'local', runDir: '/tmp/x', nodeNames: ['a', 'b', '', 'd'] };
 

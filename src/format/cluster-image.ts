@@ -56,6 +56,8 @@
 import { FormatError } from '../errors.js';
 import { formatFail, type Where } from './where.js';
 import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
+import { O2NM_MAX_NODES } from './o2hb-block.js';
+import { RESERVATIONS_PAYLOAD_BYTES } from './reservations.js';
 
 export const CLUSTER_MAGIC = 'SBXCLUST';
 export const CLUSTER_VERSION = 1;
@@ -71,8 +73,6 @@ export const CONFIG_HEADER_BYTES = 0x200;
 export const NODE_NAME_BYTES = 64;
 export const CLUSTER_NAME_BYTES = 64;
 export const RUN_DIR_BYTES = 256;
-/** o2hb's O2NM_MAX_NODES (reference/ocfs2.md §4.6): node numbers 0..254. */
-export const NODES_MAX = 255;
 
 /** The names of the regions sanbox defines today, and the payload version each has. */
 export const REGION_VERSIONS = {
@@ -242,7 +242,7 @@ export function configRecordBytes(nodeCount: number): number {
 }
 
 export function encodeConfig(c: ClusterConfig): Buffer {
-  if (!Number.isInteger(c.nodeCount) || c.nodeCount < 1 || c.nodeCount > NODES_MAX) throw new FormatError(`cluster config: ${c.nodeCount} nodes; 1..${NODES_MAX} allowed`);
+  if (!Number.isInteger(c.nodeCount) || c.nodeCount < 1 || c.nodeCount > O2NM_MAX_NODES) throw new FormatError(`cluster config: ${c.nodeCount} nodes; 1..${O2NM_MAX_NODES} allowed`);
   if (c.nodeNames.length !== c.nodeCount) throw new FormatError(`cluster config: ${c.nodeNames.length} node names for ${c.nodeCount} nodes`);
   for (const [k, v] of [['intervalMs', c.intervalMs], ['deadThreshold', c.deadThreshold], ['ioTimeoutMs', c.ioTimeoutMs]] as const) {
     if (!Number.isInteger(v) || v < 1 || v > 0xffff_ffff) throw new FormatError(`cluster config: ${k} ${v} is not a positive 32-bit integer`);
@@ -272,7 +272,7 @@ export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
   if (version !== CONFIG_VERSION) formatFail(where, 0x08, `cluster config version ${version} is not supported`, DEVICE);
   const bytes = buf.readUInt32LE(0x0c);
   const nodeCount = buf.readUInt16LE(0x50);
-  if (nodeCount < 1 || nodeCount > NODES_MAX) formatFail(where, 0x50, `node count ${nodeCount} is outside 1..${NODES_MAX}`, DEVICE);
+  if (nodeCount < 1 || nodeCount > O2NM_MAX_NODES) formatFail(where, 0x50, `node count ${nodeCount} is outside 1..${O2NM_MAX_NODES}`, DEVICE);
   if (bytes !== configRecordBytes(nodeCount) || bytes > buf.length) formatFail(where, 0x0c, `config record size ${bytes} does not match ${nodeCount} nodes or the region`, DEVICE);
   const rec = buf.subarray(0, bytes);
   checkCrc32Zlib(rec, 0x1fc, where, 'cluster config', DEVICE);
@@ -306,17 +306,21 @@ function alignUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
 }
 
-/** Payload size of each region for a new image; each region = header block + payload, 4 KiB aligned. */
-export function planRegions(input: LayoutInput, reservationsPayloadBytes: number, nodesPayloadBytes: number): { regions: RegionEntry[]; imageSizeBytes: number } {
+/**
+ * Payload size of each region for a new image; each region = header block + payload, 4 KiB
+ * aligned. The one place a region's size is decided.
+ */
+export function planRegions(input: LayoutInput): { regions: RegionEntry[]; imageSizeBytes: number } {
   if (input.lockspaceBytes <= 0 || input.lockspaceBytes % BLOCK_BYTES !== 0) {
     throw new FormatError(`lockspace size ${input.lockspaceBytes} must be a positive multiple of ${BLOCK_BYTES}`);
   }
   const payloads: [RegionName, number][] = [
-    ['config', configRecordBytes(NODES_MAX)],
+    ['config', configRecordBytes(O2NM_MAX_NODES)],
     // Always the full 255 slots: an o2hb region has a slot per possible node number.
-    ['heartbeat', NODES_MAX * input.sectorSizeBytes],
-    ['nodes', nodesPayloadBytes],
-    ['reservations', reservationsPayloadBytes],
+    ['heartbeat', O2NM_MAX_NODES * input.sectorSizeBytes],
+    // One sector per node record (the record is NODE_RECORD_BYTES), so each node writes only its own sector.
+    ['nodes', O2NM_MAX_NODES * input.sectorSizeBytes],
+    ['reservations', RESERVATIONS_PAYLOAD_BYTES],
     ['lockspace', input.lockspaceBytes],
   ];
   const regions: RegionEntry[] = [];

@@ -71,6 +71,7 @@
 
 import { crc32Zlib } from './crc32.js';
 import { formatFail, type Where } from './where.js';
+import { O2NM_MAX_NODES } from './o2hb-block.js';
 
 export const LOCKSPACE_VERSION = 1;
 /** Bytes of a sector covered by a record and its CRC; the smallest sector we support. */
@@ -83,7 +84,6 @@ export const LVB_LEN_BYTES_MAX = 64;
 /** Default value block length: libdlm's DLM_LVB_LEN (§2.4). */
 export const LVB_LEN_BYTES_DEFAULT = 32;
 /** Bounds that keep a region a sensible size (a full scan reads every lock record). */
-export const MAX_NODES_MAX = 255; // o2hb's node numbers 0..254 plus one
 export const LOCKS_PER_NODE_MAX = 4096;
 export const LVBS_PER_NODE_MAX = 4096;
 
@@ -256,7 +256,7 @@ function getName(b: Buffer, offLen: number, offName: number, max: number, what: 
 
 export function validateHeaderFields(h: LockspaceHeader): string | undefined {
   if (h.sectorSizeBytes !== 512 && h.sectorSizeBytes !== 4096) return `sector size ${h.sectorSizeBytes} is not 512 or 4096`;
-  if (!Number.isInteger(h.maxNodes) || h.maxNodes < 1 || h.maxNodes > MAX_NODES_MAX) return `maxNodes ${h.maxNodes} out of range 1..${MAX_NODES_MAX}`;
+  if (!Number.isInteger(h.maxNodes) || h.maxNodes < 1 || h.maxNodes > O2NM_MAX_NODES) return `maxNodes ${h.maxNodes} out of range 1..${O2NM_MAX_NODES}`;
   if (!Number.isInteger(h.locksPerNode) || h.locksPerNode < 1 || h.locksPerNode > LOCKS_PER_NODE_MAX) return `locksPerNode ${h.locksPerNode} out of range 1..${LOCKS_PER_NODE_MAX}`;
   if (!Number.isInteger(h.lvbsPerNode) || h.lvbsPerNode < 1 || h.lvbsPerNode > LVBS_PER_NODE_MAX) return `lvbsPerNode ${h.lvbsPerNode} out of range 1..${LVBS_PER_NODE_MAX}`;
   if (!Number.isInteger(h.lvbLenBytes) || h.lvbLenBytes < 8 || h.lvbLenBytes > LVB_LEN_BYTES_MAX || h.lvbLenBytes % 8 !== 0) return `value block length ${h.lvbLenBytes} is not a multiple of 8 in 8..${LVB_LEN_BYTES_MAX}`;

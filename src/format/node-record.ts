@@ -29,6 +29,7 @@
 import { FormatError } from '../errors.js';
 import { formatFail, type Where } from './where.js';
 import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
+import { isNodeId, O2NM_MAX_NODES } from './o2hb-block.js';
 
 export const NODE_RECORD_MAGIC = 'SBXNODE1';
 export const NODE_RECORD_VERSION = 1;
@@ -63,7 +64,7 @@ function getStr(buf: Buffer, off: number): string {
 }
 
 export function encodeNodeRecord(r: NodeRecord): Buffer {
-  if (!Number.isInteger(r.nodeId) || r.nodeId < 0 || r.nodeId > 254) throw new FormatError(`node record: node number ${r.nodeId} outside 0..254`);
+  if (!isNodeId(r.nodeId)) throw new FormatError(`node record: node number ${r.nodeId} outside 0..${O2NM_MAX_NODES - 1}`);
   if (!Number.isInteger(r.pid) || r.pid < 0 || r.pid > 0xffff_ffff) throw new FormatError(`node record: pid ${r.pid} does not fit`);
   if (r.bootId.length !== 16) throw new FormatError('node record: boot id must be 16 bytes');
   const buf = Buffer.alloc(NODE_RECORD_BYTES);

@@ -25,8 +25,17 @@ import { crc32LeWithHole } from './crc32.js';
 const DEVICE = 'heartbeat';
 /** Size of the fixed fields; the rest of the sector is zero (reference/ocfs2.md §4.2). */
 export const O2HB_FIELDS_BYTES = 0x1c;
-/** O2NM_MAX_NODES: node numbers are 0..254 and a region has 255 slots (§4.6). */
+/**
+ * O2NM_MAX_NODES, the o2cb node manager's limit (reference/ocfs2.md §4.6): node numbers are
+ * 0..254 and an o2hb region has 255 slots. sanbox's one node-count limit: cluster images, node
+ * records, reservation initiators, lockspaces and ocfs2 slots all derive theirs from it.
+ */
 export const O2NM_MAX_NODES = 255;
+
+/** A valid node number: an integer in 0..O2NM_MAX_NODES-1. */
+export function isNodeId(n: number): boolean {
+  return Number.isInteger(n) && n >= 0 && n < O2NM_MAX_NODES;
+}
 /** A heartbeat slot is one logical sector: a power of two from 512 to 4096 (§4.1). */
 export const O2HB_BLOCK_BYTES_MIN = 512;
 export const O2HB_BLOCK_BYTES_MAX = 4096;
@@ -94,7 +103,7 @@ export function encodeO2hbBlock(block: O2hbBlock, blockBytes: number): Buffer {
   if (block.generation < 0n || block.generation > U64_MAX) {
     throw new FormatError(`heartbeat: hb_generation ${block.generation} does not fit in 64 bits`);
   }
-  if (!Number.isInteger(block.nodeId) || block.nodeId < 0 || block.nodeId >= O2NM_MAX_NODES) {
+  if (!isNodeId(block.nodeId)) {
     throw new FormatError(`heartbeat: node number ${block.nodeId} is outside 0..${O2NM_MAX_NODES - 1}`);
   }
   if (!Number.isInteger(block.deadMs) || block.deadMs < 0 || block.deadMs > U32_MAX) {

@@ -28,14 +28,15 @@
 import { FormatError } from '../errors.js';
 import { formatFail, type Where } from './where.js';
 import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
+import { O2NM_MAX_NODES } from './o2hb-block.js';
 
 export const RESERVATIONS_MAGIC = 'SBXPRES1';
 export const RESERVATIONS_VERSION = 1;
 export const RESERVATIONS_RECORD_BYTES = 8192;
 /** Both copies. */
 export const RESERVATIONS_PAYLOAD_BYTES = 2 * RESERVATIONS_RECORD_BYTES;
-/** One initiator per o2hb node number (O2NM_MAX_NODES). */
-export const INITIATORS = 255;
+/** One initiator per o2hb node number: the on-disk arrays have O2NM_MAX_NODES (255) entries. */
+export const INITIATORS = O2NM_MAX_NODES;
 const OFF_REGISTERED = 0x40;
 const OFF_PREEMPTED = OFF_REGISTERED + 8 * INITIATORS;
 const CRC_OFF = RESERVATIONS_RECORD_BYTES - 4;

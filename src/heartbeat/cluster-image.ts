@@ -23,7 +23,6 @@ import {
   encodeClusterHeader,
   encodeConfig,
   encodeRegionHeader,
-  NODES_MAX,
   planRegions,
   REGION_VERSIONS,
   type ClusterConfig,
@@ -32,7 +31,7 @@ import {
   type RegionName,
 } from '../format/cluster-image.js';
 import { decodeNodeRecord, encodeNodeRecord, NODE_RECORD_BYTES, type NodeRecord } from '../format/node-record.js';
-import { RESERVATIONS_PAYLOAD_BYTES } from '../format/reservations.js';
+import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import type { HeartbeatRegion } from './heartbeat.js';
 import { deriveTiming, type Timing } from './timing.js';
 
@@ -63,8 +62,8 @@ export interface ClusterImageInfo {
 /** Makes a new cluster image: header, region headers, config; every other payload starts zero. */
 export async function initClusterImage(imagePath: string, opts: InitOptions): Promise<ClusterImageInfo> {
   const sectorSizeBytes = opts.sectorSizeBytes ?? 512;
-  if (!Number.isInteger(opts.nodeCount) || opts.nodeCount < 1 || opts.nodeCount > NODES_MAX) {
-    throw new SanboxError('EINVAL', `${imagePath}: --nodes must be 1..${NODES_MAX}, not ${opts.nodeCount}`, { device: imagePath });
+  if (!Number.isInteger(opts.nodeCount) || opts.nodeCount < 1 || opts.nodeCount > O2NM_MAX_NODES) {
+    throw new SanboxError('EINVAL', `${imagePath}: --nodes must be 1..${O2NM_MAX_NODES}, not ${opts.nodeCount}`, { device: imagePath });
   }
   if (opts.clusterName.length === 0 || Buffer.byteLength(opts.clusterName) > 64 || !/^[A-Za-z0-9._-]+$/.test(opts.clusterName)) {
     throw new SanboxError('EINVAL', `${imagePath}: cluster name '${opts.clusterName}' must be 1..64 characters of A-Z a-z 0-9 . _ -`, { device: imagePath });
@@ -72,12 +71,7 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
   const uuid = crypto.randomBytes(16);
   const runDir = opts.runDir ?? path.join(os.tmpdir(), `sanbox-${uuid.toString('hex').slice(0, 12)}`);
   const nodeNames = opts.nodeNames ?? Array.from({ length: opts.nodeCount }, () => '');
-  const { regions, imageSizeBytes } = planRegions(
-    { sectorSizeBytes, nodeCount: opts.nodeCount, lockspaceBytes: opts.lockspaceBytes ?? LOCKSPACE_BYTES_DEFAULT },
-    RESERVATIONS_PAYLOAD_BYTES,
-    // One sector per node record (the record is 512 bytes), so each node writes only its own sector.
-    NODES_MAX * sectorSizeBytes,
-  );
+  const { regions, imageSizeBytes } = planRegions({ sectorSizeBytes, nodeCount: opts.nodeCount, lockspaceBytes: opts.lockspaceBytes ?? LOCKSPACE_BYTES_DEFAULT });
   const header: ClusterHeader = { version: 1, sectorSizeBytes, imageSizeBytes, clusterUuid: uuid, regions };
   const config: ClusterConfig = {
     clusterName: opts.clusterName,

@@ -1,6 +1,8 @@
 // ocfs2 on-disk constants: signatures, inode flags, feature bits, system inode names and limits.
 // Facts: reference/ocfs2.md §1-§2 (values checked with mkfs.ocfs2 1.8.7 images and debugfs.ocfs2).
 
+import { O2NM_MAX_NODES } from '../o2hb-block.js';
+
 /** The superblock is the dinode at block 2 at every block size (§1.1). */
 export const OCFS2_SUPER_BLOCK_BLKNO = 2;
 export const OCFS2_SUPER_SIGNATURE = 'OCFSV2';
@@ -18,8 +20,8 @@ export const OCFS2_MIN_BLOCKSIZE_BITS = 9;
 export const OCFS2_MAX_BLOCKSIZE_BITS = 12;
 export const OCFS2_MIN_CLUSTERSIZE_BITS = 12;
 export const OCFS2_MAX_CLUSTERSIZE_BITS = 20;
-/** At most 255 node slots (O2NM_MAX_NODES) (§1.1). */
-export const OCFS2_MAX_SLOTS = 255;
+/** At most one node slot per o2hb node number: 255 (O2NM_MAX_NODES) (§1.1). */
+export const OCFS2_MAX_SLOTS = O2NM_MAX_NODES;
 export const OCFS2_MAX_VOL_LABEL_LEN = 64;
 export const OCFS2_VOL_UUID_LEN = 16;
 export const OCFS2_STACK_LABEL_LEN = 4;
@@ -128,7 +130,7 @@ export function slotFileName(name: SlotSystemFile, slot: number): string {
 }
 
 /** Heartbeat file: (O2NM_MAX_NODES + 1) fs blocks (§2.3). */
-export const OCFS2_HEARTBEAT_FILE_BLOCKS = 256;
+export const OCFS2_HEARTBEAT_FILE_BLOCKS = O2NM_MAX_NODES + 1;
 
 /** Backup superblocks at 1 GiB << 2i, i = 0..5 (§1.6). */
 export const OCFS2_MAX_BACKUP_SUPERBLOCKS = 6;
