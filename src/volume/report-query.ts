@@ -143,7 +143,7 @@ export interface ReportInput {
   all: boolean;
 }
 
-function vgSubject(scan: ScannedDevice[], vg: VgModel, partial: boolean): VgSubject {
+export function vgSubject(scan: ScannedDevice[], vg: VgModel, partial: boolean): VgSubject {
   const pvs = scan.flatMap((s) => (s.pv && vg.pvs.some((p) => p.id === s.pv!.label.pvId) ? [s.pv] : []));
   return { vg, row: vgRow(vg, partial), pvs };
 }
@@ -161,20 +161,23 @@ const ORPHAN_VG: VgSubject = {
   pvs: [],
 };
 
+/** Every PV on the scan, with its VG's subject when the VG is among `vgs`. */
+export function pvSubjects(scan: ScannedDevice[], vgs: VgSubject[]): PvSubject[] {
+  const byName = new Map(pvRows(scan).map((r) => [r.pv_name, r]));
+  const out: PvSubject[] = [];
+  for (const s of scan) {
+    if (!s.pv) continue;
+    const vg = vgs.find((v) => v.vg.pvs.some((p) => p.id === s.pv!.label.pvId));
+    out.push({ row: byName.get(s.dev.name)!, pv: s.pv, vg });
+  }
+  return out;
+}
+
 function contexts(report: ReportName, input: ReportInput, segments: boolean): Context[] {
   const vgs = input.vgs.map((h) => ({ h, subject: vgSubject(input.scan, h.vg, h.missing.length > 0) }));
   switch (report) {
-    case 'pvs': {
-      const rows = pvRows(input.scan);
-      const byName = new Map(rows.map((r) => [r.pv_name, r]));
-      const out: Context[] = [];
-      for (const s of input.scan) {
-        if (!s.pv) continue;
-        const vg = vgs.find((v) => v.h.vg.pvs.some((p) => p.id === s.pv!.label.pvId))?.subject;
-        out.push({ pv: { row: byName.get(s.dev.name)!, pv: s.pv, vg }, vg: vg ?? ORPHAN_VG });
-      }
-      return out;
-    }
+    case 'pvs':
+      return pvSubjects(input.scan, vgs.map((v) => v.subject)).map((pv) => ({ pv, vg: pv.vg ?? ORPHAN_VG }));
     case 'vgs':
       return vgs.map((v) => ({ vg: v.subject }));
     case 'lvs':

@@ -53,3 +53,15 @@ export function formatReportSize(bytes: number, units: UnitsSpec = 'r', suffix =
   const less = (units === 'r' || units === 'R') && Number(shown) > value ? '<' : '';
   return `${less}${shown}${human || suffix ? letter : ''}`;
 }
+
+const LONG_UNITS = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+
+/** The long form of pvdisplay/vgdisplay/lvdisplay: "124.00 MiB", "<95.37 MiB", and "0   " for zero. */
+export function formatDisplaySize(bytes: number): string {
+  if (bytes === 0) return '0   ';
+  let i = 0;
+  while (i < LONG_UNITS.length - 1 && bytes / 1024 ** (i + 2) >= 1) i++;
+  const value = bytes / 1024 ** (i + 1);
+  const shown = twoDecimals(value);
+  return `${Number(shown) > value ? '<' : ''}${shown} ${LONG_UNITS[i]!}`;
+}

@@ -5,7 +5,7 @@
 // plus `--devices a.img,b.img`, plus the environment variable SANBOX_DEVICES (same form).
 
 import type { Command } from 'commander';
-import { UsageError } from '../../src/errors.js';
+import { SanboxError, UsageError } from '../../src/errors.js';
 import { dashId } from '../../src/format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, type VgModel } from '../../src/format/lvm/vg-model.js';
 import { parseSizeBytes } from '../../src/units.js';
@@ -27,27 +27,14 @@ import {
   type SizeRequest,
 } from '../../src/volume/manager.js';
 import { lvRows, pvRows, segRows, vgRow } from '../../src/volume/report.js';
-import { buildReport, fieldHelp, renderJson, renderText } from '../../src/volume/report-query.js';
+import { buildReport, fieldHelp, pvSubjects, renderJson, renderText, vgSubject } from '../../src/volume/report-query.js';
+import { hostRanges, losetupCommand, lvDisplay, pvDisplay, vgDisplay } from '../../src/volume/display.js';
 import type { ReportName } from '../../src/volume/report-fields.js';
 import { parseUnits } from '../../src/volume/units-format.js';
 import { findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
-import { printJson, printTable, type Column } from '../output.js';
+import { printJson } from '../output.js';
 
 const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES)';
-
-/** LVM-style size: two decimals, lower-case binary unit, '<' when rounded down (e.g. <1.50g). */
-export function lvmSize(bytes: number): string {
-  if (bytes === 0) return '0 ';
-  const units = ['k', 'm', 'g', 't', 'p', 'e'];
-  let v = bytes / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  const shown = v.toFixed(2);
-  return `${Number(shown) > v + 1e-9 ? '<' : ''}${shown}${units[i]}`;
-}
 
 function context(): ReturnType<typeof commitContext> {
   return commitContext(['sanbox', ...process.argv.slice(2)].join(' '));
@@ -200,38 +187,76 @@ export function register(program: Command): void {
 
   program
     .command('vgdisplay')
-    .description('show volume group attributes, one block per VG')
+    .description('show volume group attributes, one block per VG, as lvm2 prints them')
     .argument('[vgs...]', 'volume group names (default: all found)')
     .option('--devices <list>', DEVICES_HELP)
     .option('--json', 'print as JSON', false)
     .action(async (names: string[], o: { devices?: string; json: boolean }) => {
-      const vgs = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) =>
-        selectVgs(s.scan, names).map(({ vg }) => ({ vg, row: vgRow(vg), mdas: countMdas(s.scan, vg) })),
-      );
-      if (o.json) return printJson({ vg: vgs.map((v) => ({ ...v.row, vg_mda_count: v.mdas })) });
-      for (const { vg, row, mdas } of vgs) {
-        process.stdout.write('  --- Volume group ---\n');
-        displayFields([
-          ['  VG Name', row.vg_name],
-          ['  System ID', vg.systemId ?? ''],
-          ['  Format', 'lvm2'],
-          ['  Metadata Areas', mdas],
-          ['  Metadata Sequence No', row.vg_seqno],
-          ['  VG Access', vg.status.includes('WRITE') ? 'read/write' : 'read'],
-          ['  VG Status', vg.status.includes('RESIZEABLE') ? 'resizable' : ''],
-          ['  MAX LV', vg.maxLv],
-          ['  Cur LV', row.lv_count],
-          ['  Max PV', vg.maxPv],
-          ['  Cur PV', row.pv_count],
-          ['  VG Size', lvmSize(row.vg_size)],
-          ['  PE Size', lvmSize(row.vg_extent_size)],
-          ['  Total PE', row.vg_extent_count],
-          ['  Alloc PE / Size', `${row.vg_extent_count - row.vg_free_count} / ${lvmSize((row.vg_extent_count - row.vg_free_count) * row.vg_extent_size)}`],
-          ['  Free  PE / Size', `${row.vg_free_count} / ${lvmSize(row.vg_size - (row.vg_extent_count - row.vg_free_count) * row.vg_extent_size)}`],
-          ['  VG UUID', row.vg_uuid],
-        ]);
-        process.stdout.write('\n');
+      const vgs = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => selectVgs(s.scan, names).map((h) => vgSubject(s.scan, h.vg, h.missing.length > 0)));
+      if (o.json) return printJson({ vg: vgs.map((v) => ({ ...v.row, vg_mda_count: v.pvs.reduce((n, p) => n + p.mdas.length, 0) })) });
+      for (const v of vgs) process.stdout.write(vgDisplay(v));
+    });
+
+  program
+    .command('pvdisplay')
+    .description('show physical volume attributes, one block per PV, as lvm2 prints them (--maps: which LV uses which extents)')
+    .argument('[images...]', 'image files (default: --devices / SANBOX_DEVICES)')
+    .option('-m, --maps', 'list the physical segments: the LV and logical extents on each range, and the free ranges', false)
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
+    .action(async (images: string[], o: { maps: boolean; devices?: string; json: boolean }) => {
+      const named = images.map(normalizeSpec);
+      const pvs = await withSession(devicesOf(named, o), { readOnly: true, guard: 'none' }, async (s) => {
+        const vgs = selectVgs(s.scan, []).map((h) => vgSubject(s.scan, h.vg, h.missing.length > 0));
+        const all = pvSubjects(s.scan, vgs);
+        for (const n of named) if (!all.some((p) => p.row.pv_name === n)) throw new SanboxError('EINVAL', `${n}: not an LVM physical volume (no label in sectors 0-3)`, { device: n });
+        return named.length ? all.filter((p) => named.includes(p.row.pv_name)) : all;
+      });
+      if (o.json) return printJson({ pv: pvs.map((p) => p.row) });
+      for (const p of pvs) process.stdout.write(pvDisplay(p, o.maps));
+    });
+
+  program
+    .command('lvdisplay')
+    .description('show logical volume attributes as lvm2 prints them; --maps adds the segments and, for each linear one, the losetup command that maps it from its image file')
+    .argument('[targets...]', 'VG or VG/LV names (default: every LV found)')
+    .option('-m, --maps', 'list the segments: extents, PVs and the losetup line of each linear one', false)
+    .option('-a, --all', 'include hidden LVs', false)
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print rows as JSON (lvm2 field names, sizes and offsets in bytes)', false)
+    .action(async (targets: string[], o: { maps: boolean; all: boolean; devices?: string; json: boolean }) => {
+      const shown = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => {
+        const vgNamesWanted = [...new Set(targets.map((t) => t.split('/')[0]!))];
+        const out = [];
+        for (const h of selectVgs(s.scan, vgNamesWanted)) {
+          const vg = vgSubject(s.scan, h.vg, h.missing.length > 0);
+          const pvName = (key: string): string => h.pvByKey.get(key)?.dev.name ?? key;
+          const image = (key: string): { image: string; sectorSizeBytes: number } | undefined => {
+            const pv = h.pvByKey.get(key);
+            return pv && { image: pv.dev.name, sectorSizeBytes: pv.dev.sectorSizeBytes };
+          };
+          for (const lv of h.vg.lvs) {
+            if (!o.all && !lv.status.includes('VISIBLE')) continue;
+            const wanted = targets.length === 0 || targets.includes(h.vg.name) || targets.includes(`${h.vg.name}/${lv.name}`);
+            if (!wanted) continue;
+            const subject = { vg, lv };
+            out.push({ subject, pvName, hosts: hostRanges(subject, image) });
+          }
+        }
+        for (const t of targets) {
+          if (t.includes('/') && !out.some((x) => `${x.subject.vg.vg.name}/${x.subject.lv.name}` === t)) throw new SanboxError('ENOENT', `logical volume ${t} not found`);
+        }
+        return out;
+      });
+      if (o.json) {
+        return printJson({
+          lv: shown.map((x) => ({
+            ...lvRows(x.subject.vg.vg, true).find((r) => r.lv_uuid === dashId(x.subject.lv.id))!,
+            host_ranges: x.hosts.map((h) => h && { ...h, losetup: losetupCommand(h) }),
+          })),
+        });
       }
+      for (const x of shown) process.stdout.write(lvDisplay(x.subject, { maps: o.maps, pvName: x.pvName, hosts: x.hosts }));
     });
 
   program
@@ -353,11 +378,6 @@ async function lvmReport(report: ReportName, devices: string[], names: string[],
   process.stdout.write(o.reportformat === 'json' ? renderJson(r) : renderText(r, { headings: !o.noheadings, separator: o.separator }));
 }
 
-/** vgdisplay's layout: the key padded to 24 columns, then the value (no colon, as lvm2 prints). */
-function displayFields(fields: [string, string | number][]): void {
-  for (const [k, v] of fields) process.stdout.write(`${k.padEnd(24)}${String(v)}\n`.replace(/ +\n$/, '\n'));
-}
-
 function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgHandle[] {
   const all = vgModels(scan);
   // A VG with a missing PV is listed, as lvm2 lists it: with a warning and 'p' in its attributes.
@@ -370,9 +390,4 @@ function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgHan
     }
   }
   return handles;
-}
-
-
-function countMdas(scan: Parameters<typeof vgModels>[0], vg: VgModel): number {
-  return scan.filter((s) => s.pv && vg.pvs.some((p) => p.id === s.pv!.label.pvId)).reduce((n, s) => n + s.pv!.mdas.length, 0);
 }
