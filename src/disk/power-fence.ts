@@ -8,6 +8,8 @@ import { SanboxError } from '../errors.js';
 
 /** How often the fencer looks for the victim to be gone. */
 const POLL_MS = 5;
+/** Bound on the /proc entries one group scan looks at (a machine has at most pid_max processes; 4M on 64-bit Linux). */
+const PROC_ENTRIES_MAX = 4_194_304;
 
 export interface ProcessIdentity {
   pid: number;
@@ -20,6 +22,8 @@ export interface ProcessIdentity {
 export interface ProcStat {
   state: string;
   startTicks: bigint;
+  /** Process group (field 5). */
+  pgrp: number;
 }
 
 /** Reads state (field 3) and start time (field 22) of a pid; null if there is no such process. */
@@ -42,7 +46,8 @@ export function readProcStat(pid: number): ProcStat | null {
   // rest[0] is field 3 (state); field 22 is rest[19].
   const start = rest[19];
   if (rest[0] === undefined || start === undefined || !/^\d+$/.test(start)) return null;
-  return { state: rest[0], startTicks: BigInt(start) };
+  const pgrp = Number(rest[2]);
+  return { state: rest[0], startTicks: BigInt(start), pgrp: Number.isInteger(pgrp) ? pgrp : -1 };
 }
 
 let cachedBootId: Buffer | undefined;
@@ -93,6 +98,43 @@ export async function powerFence(id: ProcessIdentity, waitMs: number): Promise<P
   }
   while (isRunning(id)) {
     if (performance.now() - t0 > waitMs) throw new SanboxError('EFENCED', `power fence: pid ${id.pid} still running ${waitMs} ms after SIGKILL`);
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+  return { outcome: 'killed', waitedMs: performance.now() - t0 };
+}
+
+/** Live (not zombie) processes of process group `pgid` on this machine. */
+export function groupMembers(pgid: number): number[] {
+  const out: number[] = [];
+  const entries = fs.readdirSync('/proc');
+  if (entries.length > PROC_ENTRIES_MAX) throw new SanboxError('EINVAL', `/proc lists ${entries.length} entries, more than ${PROC_ENTRIES_MAX}`);
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const st = readProcStat(Number(e));
+    if (st !== null && st.pgrp === pgid && st.state !== 'Z' && st.state !== 'X') out.push(Number(e));
+  }
+  return out;
+}
+
+/**
+ * SIGKILLs a node's command process group and waits (bounded by waitMs) until none of it is left.
+ * The group is named by its leader's pid and start time: if the leader is alive with another start
+ * time, the number belongs to a stranger and nothing is killed. (While any member of the node's
+ * group lives, Linux reuses neither its pid nor its group id, so the members found are the node's.)
+ */
+export async function killGroup(id: ProcessIdentity, waitMs: number): Promise<PowerFenceResult> {
+  const t0 = performance.now();
+  if (!id.bootId.equals(bootId())) throw new SanboxError('EFENCED', `power fence: process group ${id.pid} is on another machine; cannot kill it from here`);
+  const leader = readProcStat(id.pid);
+  if (leader !== null && leader.startTicks !== id.startTicks) return { outcome: 'gone', waitedMs: 0 };
+  if (groupMembers(id.pid).length === 0) return { outcome: 'gone', waitedMs: 0 };
+  try {
+    process.kill(-id.pid, 'SIGKILL');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw new SanboxError('EFENCED', `power fence: cannot kill process group ${id.pid}: ${(err as Error).message}`, { cause: err });
+  }
+  while (groupMembers(id.pid).length > 0) {
+    if (performance.now() - t0 > waitMs) throw new SanboxError('EFENCED', `power fence: process group ${id.pid} still has processes ${waitMs} ms after SIGKILL`);
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
   return { outcome: 'killed', waitedMs: performance.now() - t0 };

@@ -21,10 +21,15 @@
 // | 0x040 | 8    | prKey         | the reservation key this incarnation registered           |
 // | 0x048 | 64   | name          | node name, UTF-8, NUL-padded                              |
 // | 0x088 | 64   | hostname      | UTF-8, NUL-padded                                         |
-// | 0x0C8 | –    | reserved      | zero up to the CRC                                        |
+// | 0x0C8 | 4    | commandPgid   | process group of the commands the node runs; 0 = none     |
+// | 0x0CC | 4    | reserved      | zero                                                      |
+// | 0x0D0 | 8    | commandStartTicks | start time of that group's leader (as pidStartTicks)  |
+// | 0x0D8 | –    | reserved      | zero up to the CRC                                        |
 // | 0x1FC | 4    | crc32         | CRC-32 of the record with this field zeroed               |
 //
-// An all-zero record means "this node number never joined".
+// An all-zero record means "this node number never joined". commandPgid/commandStartTicks were
+// added in version 1's reserved bytes (a backward-compatible addition: older readers see zeros or
+// ignore them): the power fence kills that group with the node, so whatever a node runs dies with it.
 
 import { FormatError } from '../errors.js';
 import { formatFail, type Where } from './where.js';
@@ -47,6 +52,9 @@ export interface NodeRecord {
   prKey: bigint;
   name: string;
   hostname: string;
+  /** Process group of the node's commands (0: none), and its leader's start time. */
+  commandPgid?: number;
+  commandStartTicks?: bigint;
 }
 
 export type { Where } from './where.js';
@@ -79,6 +87,10 @@ export function encodeNodeRecord(r: NodeRecord): Buffer {
   buf.writeBigUInt64LE(r.prKey, 0x40);
   putStr(buf, r.name, 0x48, 'name');
   putStr(buf, r.hostname, 0x88, 'hostname');
+  const pgid = r.commandPgid ?? 0;
+  if (!Number.isInteger(pgid) || pgid < 0 || pgid > 0xffff_ffff) throw new FormatError(`node record: command process group ${pgid} does not fit`);
+  buf.writeUInt32LE(pgid, 0xc8);
+  buf.writeBigUInt64LE(r.commandStartTicks ?? 0n, 0xd0);
   sealCrc32Zlib(buf, CRC_OFF);
   return buf;
 }
@@ -106,5 +118,7 @@ export function decodeNodeRecord(buf: Buffer, expectNodeId: number, where: Where
     prKey: buf.readBigUInt64LE(0x40),
     name: getStr(buf, 0x48),
     hostname: getStr(buf, 0x88),
+    commandPgid: buf.readUInt32LE(0xc8),
+    commandStartTicks: buf.readBigUInt64LE(0xd0),
   };
 }

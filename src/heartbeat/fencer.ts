@@ -8,7 +8,7 @@
 // stalled inside a write (it holds its gate, so the preempt cannot complete); 'power' kills only;
 // 'both' kills and preempts.
 
-import { powerFence, type ProcessIdentity } from '../disk/power-fence.js';
+import { bootId, killGroup, powerFence, type ProcessIdentity } from '../disk/power-fence.js';
 import { nodeKey, type PersistentReservations } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
@@ -56,6 +56,19 @@ export class Fencer {
     const id: ProcessIdentity = { pid: rec.pid, startTicks: rec.pidStartTicks, bootId: rec.bootId };
     const r = await powerFence(id, this.d.timing.powerFenceWaitMs);
     steps.push(`power:${r.outcome}(pid ${rec.pid})`);
+    await this.commands(rec, steps);
+  }
+
+  /**
+   * Kills the commands the victim runs (its recorded process group): they live and die with the
+   * node, so a command never outlives its node inside what is now someone else's critical section.
+   * Done by every fence of a victim on this machine, the disk fence included, before anything of it
+   * is taken over.
+   */
+  private async commands(rec: NodeRecord, steps: string[]): Promise<void> {
+    if (rec.commandPgid === undefined || rec.commandPgid === 0 || !rec.bootId.equals(bootId())) return;
+    const r = await killGroup({ pid: rec.commandPgid, startTicks: rec.commandStartTicks ?? 0n, bootId: rec.bootId }, this.d.timing.powerFenceWaitMs);
+    steps.push(`commands:${r.outcome}(group ${rec.commandPgid})`);
   }
 
   /** Fences (nodeId, generation) on every device; throws if it cannot be done (the caller retries later). */
@@ -72,6 +85,11 @@ export class Fencer {
     if (policy === 'power') {
       for (const pr of reservations) await pr.markFenced(nodeId, key);
       if (reservations.length > 0) steps.push('recorded');
+    }
+    if (policy === 'disk' && !opts.leftCleanly) {
+      // The disk fence stops the node's I/O, not its commands: end those here.
+      const rec = await this.d.readNodeRecord(nodeId);
+      if (rec !== null && rec.generation === generation) await this.commands(rec, steps);
     }
     if (policy === 'disk' || policy === 'both') {
       if (reservations.length === 0) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: no device has reservations`);

@@ -60,6 +60,16 @@ export function registerNodeCommands(control: ControlServer, node: RunningNode):
   control.handle('fault-clear', (req) => ({ cleared: node.provider.clearFault(str(req, 'id', false)) }));
   control.handle('fault-ls', () => ({ rules: node.provider.faults() }));
 
+  // A command run under this node's lock (sanbox lock --node N while N runs) is recorded as the
+  // node's command group: a fencer kills it with the node.
+  control.handle('adopt-group', async (req) => {
+    const pgid = uint(req, 'pgid') ?? 0;
+    const ticks = str(req, 'startTicks', false) ?? '0';
+    if (!/^\d+$/.test(ticks)) throw new SanboxError('EINVAL', '"startTicks" must be a decimal string');
+    await node.recordCommandGroup(pgid, BigInt(ticks));
+    return { pgid };
+  });
+
   // Locks held in the node for scripts and tests. scope 'connection' (sanbox lock --node N through
   // a running node) releases the lock when the client's connection closes.
   const held = new Map<string, Lock>();

@@ -138,6 +138,8 @@ export class ControlClient {
   private buf = '';
   private waiters: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
   private failed: Error | undefined;
+  private closing = false;
+  private readonly closeListeners: (() => void)[] = [];
 
   private constructor(
     readonly socketPath: string,
@@ -160,7 +162,16 @@ export class ControlClient {
       }
     });
     sock.on('error', (err) => this.fail(new SanboxError('EIO', `${socketPath}: ${err.message}`, { cause: err })));
-    sock.on('close', () => this.fail(new SanboxError('EIO', `${socketPath}: the node closed the connection`)));
+    sock.on('close', () => {
+      this.fail(new SanboxError('EIO', `${socketPath}: the node closed the connection`));
+      if (!this.closing) for (const fn of this.closeListeners.splice(0)) fn();
+    });
+  }
+
+  /** Runs `fn` if the node closes the connection (it left, died or was fenced); not after close(). */
+  onClose(fn: () => void): void {
+    if (this.sock.destroyed && !this.closing) fn();
+    else this.closeListeners.push(fn);
   }
 
   private fail(err: Error): void {
@@ -209,6 +220,7 @@ export class ControlClient {
   }
 
   close(): void {
+    this.closing = true;
     this.sock.end();
     this.sock.destroy();
   }

@@ -78,6 +78,8 @@ export interface RunningNode {
   readonly control: ControlServer | undefined;
   /** Every device this node writes comes from here (fence gates, fault rules, I/O counters). */
   readonly provider: DeviceProvider;
+  /** Records the process group of a command this node runs (0: none) in its node record, for the fencer. */
+  recordCommandGroup(pgid: number, startTicks: bigint): Promise<void>;
   /** The lockspace on the cluster image, opened on first use (ctl lock, sanbox lock). */
   lockspace(): Promise<Lockspace>;
   status(): NodeStatus;
@@ -316,6 +318,11 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         return lockspace;
       },
       status,
+      recordCommandGroup: async (pgid, startTicks) => {
+        record.commandPgid = pgid;
+        record.commandStartTicks = startTicks;
+        await writeNodeRecord(device, info, record, n);
+      },
       stop: () => {
         stopping ??= (async () => {
           if (lockspace !== undefined) await (await lockspace.catch(() => undefined))?.close().catch(() => undefined);

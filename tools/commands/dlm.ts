@@ -1,20 +1,16 @@
 // `sanbox lock` (run a command while holding a cluster lock, like flock(1)) and `sanbox dlm ls`
 // (the lockspace as it is on disk): thin shells over src/dlm.
 
-import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { MODE_NAMES, modeName, parseMode, type Mode } from '../../src/dlm/compat-matrix.js';
-import { DlmError, Lockspace, LOCK_TIMEOUT_MS_DEFAULT, readSnapshot, resourceLabel, type LockspaceSnapshot } from '../../src/dlm/lock-manager.js';
+import { LOCK_TIMEOUT_MS_DEFAULT, readSnapshot, resourceLabel, type LockspaceSnapshot } from '../../src/dlm/lock-manager.js';
 import { resolveLvb } from '../../src/dlm/lvb-rule.js';
 import { UsageError } from '../../src/errors.js';
 import { openRegion, readClusterImage, readNodeRecords } from '../../src/heartbeat/cluster-image.js';
-import { startNode } from '../../src/node/node.js';
+import { runLocked } from '../../src/node/lock-run.js';
 import { openDevice } from '../../src/disk/open.js';
 import { parseDurationMs } from '../../src/units.js';
 import { printJson, printTable } from '../output.js';
-
-/** Exit status when the lock could not be had (timeout, NOQUEUE conflict), as flock(1) uses 1. */
-const EXIT_NOT_LOCKED = 1;
 
 function nodeNumber(text: string): number {
   const n = Number(text);
@@ -33,8 +29,9 @@ export function register(program: Command): void {
     .command('lock')
     .description(
       'join the cluster as node N, take RESOURCE in the given mode through the lockspace on the cluster image, run COMMAND while holding it, then release it and leave (like flock(1)). ' +
-        'Exits with COMMAND\'s status; 1 if the lock could not be had within --timeout (or at once with --noqueue). ' +
-        'If this node is fenced while COMMAND runs, COMMAND is sent SIGTERM (its lock is no longer protected) and the exit status is 3.',
+        'If node N is already running on this machine, the lock is taken through its control channel instead (and released if this process goes away). ' +
+        'COMMAND runs in a process group of its own that lives and dies with the node: if the node loses the lock (fenced, gone) the group is killed (exit status 3), and a fencer kills it with the node. ' +
+        'Exits with COMMAND\'s status; 1 if the lock could not be had within --timeout (or at once with --noqueue).',
     )
     .requiredOption('--cluster <image>', 'cluster image (sanbox cluster init)')
     .requiredOption('--node <n>', 'node number to join as')
@@ -46,70 +43,20 @@ export function register(program: Command): void {
     .argument('<command...>', 'command to run (put it after --)')
     .action(async (resource: string, command: string[], o: { cluster: string; node: string; mode: string; timeout: string; noqueue: boolean; verbose: boolean }) => {
       const nodeId = nodeNumber(o.node);
-      const mode = lockMode(o.mode);
-      const timeoutMs = parseDurationMs(o.timeout);
-      const log = (msg: string): void => {
-        if (o.verbose) process.stderr.write(`sanbox lock: node${nodeId}: ${msg}\n`);
-      };
-      const t0 = performance.now();
-      let fencedReason: string | undefined;
-      let onFenced: (() => void) | undefined;
-      const node = await startNode({
+      const status = await runLocked({
         clusterImage: o.cluster,
         nodeId,
-        control: false,
-        log,
-        onSelfFence: (reason) => {
-          fencedReason = reason;
-          onFenced?.();
+        resource,
+        mode: lockMode(o.mode),
+        timeoutMs: parseDurationMs(o.timeout),
+        noqueue: o.noqueue,
+        command,
+        log: (msg) => {
+          if (o.verbose) process.stderr.write(`sanbox lock: node${nodeId}: ${msg}\n`);
         },
+        warn: (msg) => process.stderr.write(`sanbox lock: ${msg}\n`),
       });
-      let ls: Lockspace | undefined;
-      try {
-        const region = await openRegion(node.device, 'lockspace');
-        ls = await Lockspace.open(region, { membership: node.membership, watchPath: o.cluster, log });
-        log(`joined in ${(performance.now() - t0).toFixed(0)} ms; requesting ${modeName(mode)} on ${resource}`);
-        let lock;
-        try {
-          lock = await ls.lock(resource, mode, { timeoutMs, noqueue: o.noqueue });
-        } catch (err) {
-          if (err instanceof DlmError && (err.code === 'ETIMEDOUT' || err.code === 'EAGAIN')) {
-            process.stderr.write(`sanbox lock: ${err.message}\n`);
-            await ls.close();
-            await node.stop();
-            process.exit(EXIT_NOT_LOCKED);
-          }
-          throw err;
-        }
-        log(`granted ${modeName(mode)} on ${resource} after ${(performance.now() - t0).toFixed(0)} ms`);
-        const child = spawn(command[0]!, command.slice(1), {
-          stdio: 'inherit',
-          env: { ...process.env, SANBOX_LOCK_RESOURCE: resource, SANBOX_LOCK_MODE: modeName(mode), SANBOX_NODE: String(nodeId) },
-        });
-        const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
-        const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as NodeJS.Signals[]).map((sig) => {
-          const h = forward(sig);
-          process.on(sig, h);
-          return [sig, h] as const;
-        });
-        onFenced = () => {
-          process.stderr.write(`sanbox lock: node ${nodeId} was fenced (${fencedReason}); the lock on ${resource} is lost: stopping the command\n`);
-          child.kill('SIGTERM');
-        };
-        const status = await new Promise<number>((resolve, reject) => {
-          child.once('error', reject);
-          child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0 : 0)));
-        });
-        for (const [sig, h] of handlers) process.off(sig, h);
-        if (fencedReason === undefined) await lock.unlock();
-        await ls.close();
-        await node.stop();
-        process.exit(fencedReason !== undefined ? 3 : status);
-      } catch (err) {
-        await ls?.close().catch(() => undefined);
-        await node.stop().catch(() => undefined);
-        throw err;
-      }
+      process.exit(status);
     });
 
   const dlm = program.command('dlm').description('inspect the lock manager\'s lockspace');

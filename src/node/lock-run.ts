@@ -1,0 +1,193 @@
+// Run a command while holding a cluster lock (`sanbox lock`, like flock(1)). The command belongs to
+// the node that holds the lock: it runs in a process group of its own, recorded in the node's
+// record, and dies with the node: the node kills it when it loses the lock (fenced, lockspace
+// lost, control connection gone), and whoever fences the node kills the group before taking
+// anything over (src/heartbeat/fencer.ts), so a command never outlives its lock inside what is
+// someone else's critical section by then.
+//
+// Two ways to hold the lock:
+//   - node N is not running here: join as node N for the command's lifetime, then leave;
+//   - node N runs here (its slot lock is held): ask it through its control channel, the lock tied
+//     to this connection, so the node releases it if this process goes away.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readProcStat } from '../disk/power-fence.js';
+import { modeName, type Mode } from '../dlm/compat-matrix.js';
+import { DlmError, type Lock } from '../dlm/lock-manager.js';
+import { readClusterImage } from '../heartbeat/cluster-image.js';
+import { connectNode, CTL_ANSWER_TIMEOUT_MS } from './ctl.js';
+import { slotLockHeld, startNode, type RunningNode } from './node.js';
+
+/** Exit status when the lock could not be had (timeout, NOQUEUE conflict), as flock(1) uses 1. */
+export const EXIT_NOT_LOCKED = 1;
+/** Exit status when the node lost the lock (fenced) while the command ran. */
+export const EXIT_FENCED = 3;
+/** Signals a caller sends sanbox lock that are passed on to the command's group. */
+const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+
+export interface LockRunOptions {
+  clusterImage: string;
+  nodeId: number;
+  resource: string;
+  mode: Mode;
+  timeoutMs: number;
+  noqueue: boolean;
+  command: string[];
+  log: (msg: string) => void;
+  /** One-line notices for the user (stderr). */
+  warn: (msg: string) => void;
+}
+
+/** A command in its own process group (a session of its own: setsid), which it shares with its children. */
+class CommandGroup {
+  readonly exit: Promise<number>;
+  private constructor(
+    readonly child: ChildProcess,
+    readonly pgid: number,
+    readonly startTicks: bigint,
+  ) {
+    this.exit = new Promise<number>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? (SIGNAL_NUMBERS[signal] ?? 0) : 0)));
+    });
+  }
+
+  static start(command: string[], env: NodeJS.ProcessEnv): CommandGroup {
+    // detached: setsid() in the child, so the command and everything it starts share a group that
+    // a fencer can kill as a whole, and that is not the caller's terminal group.
+    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env, detached: true });
+    if (child.pid === undefined) {
+      // spawn failed (ENOENT…): the 'error' event says why.
+      return new CommandGroup(child, 0, 0n);
+    }
+    const st = readProcStat(child.pid);
+    return new CommandGroup(child, child.pid, st?.startTicks ?? 0n);
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.pgid === 0) return;
+    try {
+      process.kill(-this.pgid, sig);
+    } catch {
+      // the group is gone already
+    }
+  }
+
+  /** Passes the caller's signals on to the group until the returned function is called. */
+  forwardSignals(): () => void {
+    const handlers = FORWARDED_SIGNALS.map((sig) => {
+      const h = (): void => this.signal(sig);
+      process.on(sig, h);
+      return [sig, h] as const;
+    });
+    return () => {
+      for (const [sig, h] of handlers) process.off(sig, h);
+    };
+  }
+}
+
+function commandEnv(o: LockRunOptions): NodeJS.ProcessEnv {
+  return { ...process.env, SANBOX_LOCK_RESOURCE: o.resource, SANBOX_LOCK_MODE: modeName(o.mode), SANBOX_NODE: String(o.nodeId) };
+}
+
+/** Records the command's group in this node's record, so a fencer kills it with the node. */
+function recordGroup(node: RunningNode, group: CommandGroup | null): Promise<void> {
+  return node.recordCommandGroup(group?.pgid ?? 0, group?.startTicks ?? 0n);
+}
+
+/** Holds the lock as node N (joining for the command's lifetime); returns the exit status. */
+async function runAsNode(o: LockRunOptions): Promise<number> {
+  const t0 = performance.now();
+  let lostReason: string | undefined;
+  let onLost: (() => void) | undefined;
+  const lose = (reason: string): void => {
+    lostReason ??= reason;
+    onLost?.();
+  };
+  const node = await startNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, control: false, log: o.log, onSelfFence: (r) => lose(`fenced: ${r}`) });
+  try {
+    const ls = await node.lockspace();
+    o.log(`joined in ${(performance.now() - t0).toFixed(0)} ms; requesting ${modeName(o.mode)} on ${o.resource}`);
+    let lock: Lock;
+    try {
+      lock = await ls.lock(o.resource, o.mode, { timeoutMs: o.timeoutMs, noqueue: o.noqueue });
+    } catch (err) {
+      if (err instanceof DlmError && (err.code === 'ETIMEDOUT' || err.code === 'EAGAIN')) {
+        o.warn(err.message);
+        return EXIT_NOT_LOCKED;
+      }
+      throw err;
+    }
+    o.log(`granted ${modeName(o.mode)} on ${o.resource} after ${(performance.now() - t0).toFixed(0)} ms`);
+    const group = CommandGroup.start(o.command, commandEnv(o));
+    await recordGroup(node, group);
+    const unforward = group.forwardSignals();
+    onLost = () => {
+      o.warn(`node ${o.nodeId} lost its lock on ${o.resource} (${lostReason}): killing the command`);
+      group.signal('SIGKILL');
+    };
+    if (lostReason !== undefined) onLost();
+    // The lock manager marks a lock lost when the lockspace goes (fenced, closed): the command goes too.
+    const watch = setInterval(() => {
+      if (lock.lost !== undefined) lose(lock.lost);
+    }, node.info.timing.intervalMs);
+    let status: number;
+    try {
+      status = await group.exit;
+    } finally {
+      clearInterval(watch);
+      unforward();
+    }
+    if (lostReason !== undefined) return EXIT_FENCED;
+    await recordGroup(node, null);
+    await lock.unlock();
+    return status;
+  } finally {
+    await node.stop().catch(() => undefined);
+  }
+}
+
+/** Holds the lock through running node N's control channel; returns the exit status. */
+async function runThroughNode(o: LockRunOptions): Promise<number> {
+  const c = await connectNode(o.clusterImage, o.nodeId);
+  try {
+    o.log(`node ${o.nodeId} runs here: requesting ${modeName(o.mode)} on ${o.resource} through its control channel`);
+    try {
+      await c.request({ cmd: 'lock', resource: o.resource, mode: modeName(o.mode), timeoutMs: o.timeoutMs, noqueue: o.noqueue, scope: 'connection' }, o.timeoutMs + CTL_ANSWER_TIMEOUT_MS);
+    } catch (err) {
+      if (/timed out|EAGAIN|NOQUEUE|held in|conflict/i.test((err as Error).message)) {
+        o.warn((err as Error).message);
+        return EXIT_NOT_LOCKED;
+      }
+      throw err;
+    }
+    const group = CommandGroup.start(o.command, commandEnv(o));
+    await c.request({ cmd: 'adopt-group', pgid: group.pgid, startTicks: group.startTicks.toString() });
+    const unforward = group.forwardSignals();
+    let lost = false;
+    // The node going away (killed, fenced, left) closes the connection: the lock is gone, so is the command.
+    c.client.onClose(() => {
+      lost = true;
+      o.warn(`node ${o.nodeId} went away while holding ${o.resource}: killing the command`);
+      group.signal('SIGKILL');
+    });
+    let status: number;
+    try {
+      status = await group.exit;
+    } finally {
+      unforward();
+    }
+    if (lost) return EXIT_FENCED;
+    await c.request({ cmd: 'adopt-group', pgid: 0, startTicks: '0' });
+    await c.request({ cmd: 'unlock', resource: o.resource });
+    return status;
+  } finally {
+    c.close();
+  }
+}
+
+export async function runLocked(o: LockRunOptions): Promise<number> {
+  const info = await readClusterImage(o.clusterImage);
+  return slotLockHeld(info, o.nodeId) ? runThroughNode(o) : runAsNode(o);
+}
