@@ -9,8 +9,8 @@ import { COMPAT_NAMES, DynFeature, featureNames, INCOMPAT_NAMES, InodeFlag, OCFS
 import { inodeFlagNames } from '../../src/format/ocfs2/dinode.js';
 import { hasClusterInfo, uuidHex } from '../../src/format/ocfs2/superblock.js';
 import { hex32, hex64 } from '../../src/format/o2hb-block.js';
-import { Jbd2FeatureCompat, Jbd2FeatureIncompat } from '../../src/format/jbd2/superblock.js';
-import { TagFlag } from '../../src/format/jbd2/log-blocks.js';
+import { Jbd2BlockType, jbd2BlockTypeName, jbd2CompatNames, jbd2IncompatNames } from '../../src/format/jbd2/superblock.js';
+import { tagFlagNames } from '../../src/format/jbd2/log-blocks.js';
 import { mkfs, Ocfs2Volume, readHeartbeat, readJournal, readSlotMap, type JournalDump } from '../../src/fs/index.js';
 import { DEFAULT_LEVEL_UNWRITTEN, defaultSlots, FEATURE_LEVELS, FS_TYPES, parseJournalOptions, resolveFeatures, type FeatureLevel, type FsType, type JournalOptions, type Ocfs2Features } from '../../src/fs/mkfs-options.js';
 import { isLvSpec, openTarget } from '../../src/volume/resolve.js';
@@ -399,26 +399,6 @@ async function systemFiles(vol: Ocfs2Volume): Promise<SystemFileRow[]> {
   return rows;
 }
 
-function jbd2IncompatNames(f: number): string[] {
-  const names: string[] = [];
-  if (f & Jbd2FeatureIncompat.REVOKE) names.push('revoke');
-  names.push(f & Jbd2FeatureIncompat.BIT64 ? 'block64' : 'block32');
-  if (f & Jbd2FeatureIncompat.ASYNC_COMMIT) names.push('async-commit');
-  if (f & Jbd2FeatureIncompat.CSUM_V2) names.push('checksum-v2');
-  if (f & Jbd2FeatureIncompat.CSUM_V3) names.push('checksum-v3');
-  if (f & Jbd2FeatureIncompat.FAST_COMMIT) names.push('fast-commit');
-  return names;
-}
-
-function tagFlagNames(flags: number): string[] {
-  const names: string[] = [];
-  if (flags & TagFlag.ESCAPE) names.push('JBD2_FLAG_ESCAPE');
-  if (flags & TagFlag.SAME_UUID) names.push('JBD2_FLAG_SAME_UUID');
-  if (flags & TagFlag.DELETED) names.push('JBD2_FLAG_DELETED');
-  if (flags & TagFlag.LAST_TAG) names.push('JBD2_FLAG_LAST_TAG');
-  return names;
-}
-
 function journalJson(j: JournalDump): unknown {
   const sb = j.superblock;
   return {
@@ -454,11 +434,11 @@ function printJournal(j: JournalDump): void {
     switch (e.kind) {
       case 'superblock':
         w(`Block 0: Journal Superblock`);
-        w(`  Seq: 0   Type: ${sb.blockType} (JBD2_SUPERBLOCK_V${sb.blockType === 4 ? 2 : 1})`);
+        w(`  Seq: 0   Type: ${sb.blockType} (${jbd2BlockTypeName(sb.blockType)})`);
         w(`  Blocksize: ${sb.blockSize}   Total Blocks: ${sb.maxLen}   First Block: ${sb.first}`);
         w(`  First Commit ID: ${sb.sequence}   Start Log Blknum: ${sb.start}`);
         w(`  Error: ${sb.errno}`);
-        w(`  Feature Compat: ${sb.featureCompat} ${sb.featureCompat & Jbd2FeatureCompat.CHECKSUM ? 'checksum' : ''}`);
+        w(`  Feature Compat: ${sb.featureCompat} ${jbd2CompatNames(sb.featureCompat).join(' ')}`);
         w(`  Feature Incompat: ${sb.featureIncompat} ${jbd2IncompatNames(sb.featureIncompat).join(' ')}`);
         w(`  Feature RO compat: ${sb.featureRoCompat}`);
         w(`  Journal UUID: ${uuidHex(sb.uuid)}`);
@@ -467,7 +447,7 @@ function printJournal(j: JournalDump): void {
         break;
       case 'descriptor':
         w(`Block ${e.block}: Journal Descriptor`);
-        w(`  Seq: ${e.sequence}   Type: 1 (JBD2_DESCRIPTOR_BLOCK)`);
+        w(`  Seq: ${e.sequence}   Type: ${Jbd2BlockType.DESCRIPTOR} (${jbd2BlockTypeName(Jbd2BlockType.DESCRIPTOR)})`);
         w(`  No. Blocknum        Flags`);
         e.descriptor.tags.forEach((t, i) => {
           w(`  ${String(i).padStart(2)}. ${String(t.blocknr).padEnd(16)}${tagFlagNames(t.flags).join(' ') || 'none'}`);
@@ -476,11 +456,11 @@ function printJournal(j: JournalDump): void {
         break;
       case 'commit':
         w(`Block ${e.block}: Journal Commit Block`);
-        w(`  Seq: ${e.sequence}   Type: 2 (JBD2_COMMIT_BLOCK)`);
+        w(`  Seq: ${e.sequence}   Type: ${Jbd2BlockType.COMMIT} (${jbd2BlockTypeName(Jbd2BlockType.COMMIT)})`);
         break;
       case 'revoke':
         w(`Block ${e.block}: Journal Revoke Block`);
-        w(`  Seq: ${e.sequence}   Type: 5 (JBD2_REVOKE_BLOCK)`);
+        w(`  Seq: ${e.sequence}   Type: ${Jbd2BlockType.REVOKE} (${jbd2BlockTypeName(Jbd2BlockType.REVOKE)})`);
         w(`  r_count: ${e.revoke.count}`);
         e.revoke.blocks.forEach((b, i) => w(`  revoke[${i}]: ${b}`));
         break;

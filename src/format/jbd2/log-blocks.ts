@@ -36,6 +36,13 @@ export const JBD2_UUID_BYTES = 16;
 
 export const TagFlag = { ESCAPE: 1, SAME_UUID: 2, DELETED: 4, LAST_TAG: 8 } as const;
 
+/** A descriptor tag's flags by their kernel names (JBD2_FLAG_*), as logdump prints them. */
+export function tagFlagNames(flags: number): string[] {
+  const names: string[] = [];
+  for (const [name, bit] of Object.entries(TagFlag)) if (flags & bit) names.push(`JBD2_FLAG_${name}`);
+  return names;
+}
+
 export interface Jbd2Header {
   magic: number;
   blockType: number;

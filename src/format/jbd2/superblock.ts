@@ -43,10 +43,40 @@ export const Jbd2BlockType = {
   FC: 6,
 } as const;
 
+/** The kernel's name of a journal block type (jbd2.h), as logdump prints it. */
+export function jbd2BlockTypeName(type: number): string {
+  switch (type) {
+    case Jbd2BlockType.DESCRIPTOR: return 'JBD2_DESCRIPTOR_BLOCK';
+    case Jbd2BlockType.COMMIT: return 'JBD2_COMMIT_BLOCK';
+    case Jbd2BlockType.SUPERBLOCK_V1: return 'JBD2_SUPERBLOCK_V1';
+    case Jbd2BlockType.SUPERBLOCK_V2: return 'JBD2_SUPERBLOCK_V2';
+    case Jbd2BlockType.REVOKE: return 'JBD2_REVOKE_BLOCK';
+    case Jbd2BlockType.FC: return 'JBD2_FC_BLOCK';
+    default: return `unknown block type ${type}`;
+  }
+}
+
 export const Jbd2FeatureCompat = { CHECKSUM: 0x1 } as const;
 export const Jbd2FeatureIncompat = { REVOKE: 0x1, BIT64: 0x2, ASYNC_COMMIT: 0x4, CSUM_V2: 0x8, CSUM_V3: 0x10, FAST_COMMIT: 0x20 } as const;
 /** Incompat bits this codec understands; a journal with others cannot be parsed safely. */
 export const JBD2_KNOWN_INCOMPAT = 0x3f;
+
+/** Compat feature names as debugfs.ocfs2's logdump prints them. */
+export function jbd2CompatNames(f: number): string[] {
+  return f & Jbd2FeatureCompat.CHECKSUM ? ['checksum'] : [];
+}
+
+/** Incompat feature names as debugfs.ocfs2's logdump prints them (block32 when BIT64 is clear). */
+export function jbd2IncompatNames(f: number): string[] {
+  const names: string[] = [];
+  if (f & Jbd2FeatureIncompat.REVOKE) names.push('revoke');
+  names.push(f & Jbd2FeatureIncompat.BIT64 ? 'block64' : 'block32');
+  if (f & Jbd2FeatureIncompat.ASYNC_COMMIT) names.push('async-commit');
+  if (f & Jbd2FeatureIncompat.CSUM_V2) names.push('checksum-v2');
+  if (f & Jbd2FeatureIncompat.CSUM_V3) names.push('checksum-v3');
+  if (f & Jbd2FeatureIncompat.FAST_COMMIT) names.push('fast-commit');
+  return names;
+}
 export const JBD2_CRC32C_CHKSUM = 4;
 
 export type { Where } from '../where.js';
