@@ -10,7 +10,7 @@ import { DINODE_FLAGS_OFFSET } from '../format/ocfs2/dinode.js';
 import { decodeJbd2Header, isJbd2Block, parseCommit, parseDescriptor, parseRevoke, type Jbd2Commit, type Jbd2Descriptor, type Jbd2Revoke } from '../format/jbd2/log-blocks.js';
 import { Jbd2BlockType, JBD2_SUPERBLOCK_BYTES, parseJbd2Superblock, type Jbd2Superblock } from '../format/jbd2/superblock.js';
 import { scanJournal, type JournalScan } from './journal-scan.js';
-import type { Ocfs2Volume } from './ocfs2-volume.js';
+import type { InodeBlock, Ocfs2Volume } from './ocfs2-volume.js';
 
 /** Log blocks read per device read while walking. */
 const WALK_CHUNK_BLOCKS = 256;
@@ -35,7 +35,21 @@ export interface JournalDump {
   scan: JournalScan;
 }
 
-export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<JournalDump> {
+/** A slot's journal opened for reading: its inode, JBD2 superblock and log-to-device mapping. */
+export interface OpenJournal {
+  slot: number;
+  inode: InodeBlock;
+  dirty: boolean;
+  recoveryGeneration: number;
+  superblock: Jbd2Superblock;
+  /** Device block of log block l (throws a FormatError on a hole). */
+  phys: (logBlock: number) => number;
+  /** Reads n log blocks from l, one device read per contiguous run. */
+  readLog: (logBlock: number, count: number) => Promise<Buffer>;
+}
+
+/** Opens slot `slot`'s journal: validates the inode (JOURNAL flag, no holes) and the JBD2 superblock. */
+export async function openJournal(vol: Ocfs2Volume, slot: number): Promise<OpenJournal> {
   if (!Number.isInteger(slot) || slot < 0 || slot >= vol.sb.maxSlots) {
     throw new SanboxError('EINVAL', `${vol.dev.name}: slot ${slot} is outside 0..${vol.sb.maxSlots - 1}`, { device: vol.dev.name });
   }
@@ -48,7 +62,7 @@ export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<Journ
   const extents = await vol.extents(ino);
   const fileBlocks = Number(ino.inode.sizeBytes / BigInt(bs));
   const phys = (l: number): number => {
-    const p = vol.mapBlock(extents, l);
+    const p = l < fileBlocks ? vol.mapBlock(extents, l) : undefined;
     if (p === undefined) {
       const off = vol.where(ino.blkno, 0xc0).offsetBytes!;
       throw new FormatError(`${vol.dev.name}: journal:${slot} has a hole at log block ${l} (at byte offset ${off})`, { device: vol.dev.name, offsetBytes: off });
@@ -65,6 +79,21 @@ export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<Journ
   if (sb.maxLen > fileBlocks) {
     throw new FormatError(`${vol.dev.name}: journal:${slot} s_maxlen ${sb.maxLen} exceeds the ${fileBlocks} blocks of the journal file (at byte offset ${phys(0) * bs + 0x10})`, { device: vol.dev.name, offsetBytes: phys(0) * bs + 0x10 });
   }
+  return {
+    slot,
+    inode: ino,
+    dirty: (ino.inode.id1a & OCFS2_JOURNAL_DIRTY_FL) !== 0,
+    recoveryGeneration: ino.inode.id1b,
+    superblock: sb,
+    phys,
+    readLog: (l, n) => readLogBlocks(vol, phys, l, n),
+  };
+}
+
+export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<JournalDump> {
+  const j = await openJournal(vol, slot);
+  const { superblock: sb, phys } = j;
+  const bs = vol.blockSizeBytes;
   const entries: LogEntry[] = [{ kind: 'superblock', block: 0 }];
   let dataStart = -1;
   const flushData = (upTo: number): void => {
@@ -76,7 +105,7 @@ export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<Journ
   const firstWalked = 1;
   for (let l = firstWalked; l < sb.maxLen; l += WALK_CHUNK_BLOCKS) {
     const n = Math.min(WALK_CHUNK_BLOCKS, sb.maxLen - l);
-    const chunk = await readLogBlocks(vol, phys, l, n);
+    const chunk = await j.readLog(l, n);
     for (let k = 0; k < n; k++) {
       const block = chunk.subarray(k * bs, (k + 1) * bs);
       const lb = l + k;
@@ -94,14 +123,14 @@ export async function readJournal(vol: Ocfs2Volume, slot: number): Promise<Journ
     }
   }
   flushData(sb.maxLen);
-  const scan = await scanJournal(sb, async (l) => vol.readBlocks(phys(l), 1), { device: vol.dev.name, offsetOf: (l) => phys(l) * bs });
+  const scan = await scanJournal(sb, (l) => j.readLog(l, 1), { device: vol.dev.name, offsetOf: (l) => phys(l) * bs });
   return {
     scan,
     slot,
-    inodeBlkno: ino.blkno,
-    dirty: (ino.inode.id1a & OCFS2_JOURNAL_DIRTY_FL) !== 0,
-    journalFlags: ino.inode.id1a,
-    recoveryGeneration: ino.inode.id1b,
+    inodeBlkno: j.inode.blkno,
+    dirty: j.dirty,
+    journalFlags: j.inode.inode.id1a,
+    recoveryGeneration: j.recoveryGeneration,
     superblock: sb,
     entries,
   };

@@ -7,8 +7,18 @@
 import { decodeJbd2Header, isJbd2Block, parseCommit, parseDescriptor, parseRevoke } from '../format/jbd2/log-blocks.js';
 import { Jbd2BlockType, type Jbd2Superblock } from '../format/jbd2/superblock.js';
 
+/** One logged block of a transaction: where its copy sits in the log and where it belongs. */
+export interface ScannedTag {
+  homeBlock: number;
+  /** Log block holding the copy (wrap-around applied). */
+  logBlock: number;
+  /** Tag flags (ESCAPE: the copy's first 4 bytes were the JBD2 magic, zeroed in the log). */
+  flags: number;
+}
+
 export interface ScannedTransaction {
   sequence: number;
+  tags: ScannedTag[];
   /** Log blocks of its descriptors, and the home blocks their tags name, in log order. */
   descriptorBlocks: number[];
   homeBlocks: number[];
@@ -59,7 +69,7 @@ export async function scanJournal(sb: Jbd2Superblock, read: LogBlockReader, wher
       scan.stopReason = `sequence ${h.sequence}, expected ${expected}`;
       break;
     }
-    open ??= { sequence: expected, descriptorBlocks: [], homeBlocks: [], revokeBlocks: [], revokedHomeBlocks: [], commitBlock: -1 };
+    open ??= { sequence: expected, tags: [], descriptorBlocks: [], homeBlocks: [], revokeBlocks: [], revokedHomeBlocks: [], commitBlock: -1 };
     if (h.blockType === Jbd2BlockType.DESCRIPTOR) {
       const d = parseDescriptor(buf, sb, w);
       if (d.tailValid === false) {
@@ -67,10 +77,13 @@ export async function scanJournal(sb: Jbd2Superblock, read: LogBlockReader, wher
         break;
       }
       open.descriptorBlocks.push(block);
-      for (const tag of d.tags) open.homeBlocks.push(tag.blocknr);
       steps += 1 + d.tags.length;
       block = next(block);
-      for (let k = 0; k < d.tags.length; k++) block = next(block);
+      for (const tag of d.tags) {
+        open.homeBlocks.push(tag.blocknr);
+        open.tags.push({ homeBlock: tag.blocknr, logBlock: block, flags: tag.flags });
+        block = next(block);
+      }
       continue;
     }
     if (h.blockType === Jbd2BlockType.COMMIT) {

@@ -1,0 +1,138 @@
+// Recovering a dead slot of an ocfs2 volume, the offline core of ocfs2's recovery of another
+// node (reference/ocfs2.md §5.11, §6; fs/ocfs2/journal.c ocfs2_replay_journal/ocfs2_recover_node):
+// replay its journal, recover its local alloc and truncate log, mark the journal clean (DIRTY
+// cleared, recovery generation + 1), free its slot in the slot map.
+//
+// Write order, so that an interrupted recovery can be rerun from the start and ends the same:
+//   1. home blocks, flush; the log marked empty (s_start 0, s_sequence end+1), flush — replay.ts;
+//   2. allocators (idempotent: bits cleared only if set, counters recomputed), flush;
+//   3. journal inode: DIRTY cleared, recovery generation + 1, flush;
+//   4. the slot map entry freed, flush.
+// Until 3 the journal stays DIRTY, so a rerun sees a dirty slot with an empty log and redoes 2.
+//
+// Refused while the slot's node still heartbeats on the volume: its o2hb block is watched for a
+// bounded window and any change of sequence or generation means it is alive.
+// Not done here (a node's online recovery does it under cluster locks): the orphan directory.
+
+import { SanboxError } from '../errors.js';
+import { BlockCheckOffset, writeBlockCheck } from '../format/ocfs2/block-check.js';
+import { FeatureIncompat, OCFS2_JOURNAL_DIRTY_FL, slotFileName } from '../format/ocfs2/constants.js';
+import { DINODE_ID1_OFFSET } from '../format/ocfs2/dinode.js';
+import { EXTENDED_SLOT_BYTES, OLD_SLOT_BYTES, OLD_SLOT_EMPTY } from '../format/ocfs2/slot-map.js';
+import { recoverAllocators, type AllocRecovery } from './alloc-recovery.js';
+import { readHeartbeat } from './heartbeat-reader.js';
+import { openJournal } from './journal-reader.js';
+import type { Ocfs2Volume } from './ocfs2-volume.js';
+import { replayJournal, type ReplayResult } from './replay.js';
+import { readSlotMap } from './slot-map-reader.js';
+
+/**
+ * Default liveness window: two rounds of the kernel's o2hb (O2HB_REGION_TIMEOUT_MS = 2000 ms,
+ * reference/ocfs2.md §4.6) plus margin, so a live kernel node is seen writing at least once.
+ */
+export const LIVENESS_OBSERVE_MS_DEFAULT = 4500;
+/** How often the heartbeat block is reread within the window. */
+const LIVENESS_POLL_MS = 250;
+
+export interface SlotRecovery {
+  slot: number;
+  /** The node the slot map names for the slot (undefined: the slot is free). */
+  nodeNum: number | undefined;
+  /** The journal was DIRTY: the slot's node did not unmount cleanly. */
+  dirty: boolean;
+  replay: ReplayResult | undefined;
+  allocators: AllocRecovery | undefined;
+  recoveryGenerationBefore: number;
+  recoveryGenerationAfter: number;
+  slotCleared: boolean;
+  /** Entries in the slot's orphan directory (left for a node's online recovery). */
+  orphans: number;
+  dryRun: boolean;
+}
+
+export interface RecoverOptions {
+  /** Liveness window; 0 skips the check (the caller knows the node is fenced). */
+  observeMs?: number;
+  dryRun?: boolean;
+  /** Free the slot in the slot map (a survivor's recovery does; an own-slot mount does not). */
+  clearSlot?: boolean;
+}
+
+/** Recovers one slot (nothing to do when its journal is clean). */
+export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverOptions = {}): Promise<SlotRecovery> {
+  const j = await openJournal(vol, slot);
+  const map = await readSlotMap(vol);
+  const nodeNum = map.slots[slot]?.nodeNum;
+  const out: SlotRecovery = {
+    slot, nodeNum, dirty: j.dirty, replay: undefined, allocators: undefined,
+    recoveryGenerationBefore: j.recoveryGeneration, recoveryGenerationAfter: j.recoveryGeneration,
+    slotCleared: false, orphans: await orphanCount(vol, slot), dryRun: opts.dryRun ?? false,
+  };
+  // The kernel decides by DIRTY alone (a clean journal's log is wiped, never replayed, §5.11).
+  if (!j.dirty) return out;
+  if (nodeNum !== undefined && (opts.observeMs ?? LIVENESS_OBSERVE_MS_DEFAULT) > 0) {
+    await refuseIfAlive(vol, slot, nodeNum, opts.observeMs ?? LIVENESS_OBSERVE_MS_DEFAULT);
+  }
+  out.replay = await replayJournal(vol, slot, { dryRun: opts.dryRun });
+  out.allocators = await recoverAllocators(vol, slot, { dryRun: opts.dryRun });
+  out.recoveryGenerationAfter = (j.recoveryGeneration + 1) >>> 0;
+  if (opts.dryRun) return out;
+
+  const ino = Buffer.from((await vol.readInode(j.inode.blkno)).block);
+  ino.writeUInt32LE(ino.readUInt32LE(DINODE_ID1_OFFSET) & ~OCFS2_JOURNAL_DIRTY_FL, DINODE_ID1_OFFSET);
+  ino.writeUInt32LE(out.recoveryGenerationAfter, DINODE_ID1_OFFSET + 4);
+  if (vol.metaEcc) writeBlockCheck(ino, BlockCheckOffset.DINODE);
+  await vol.dev.write(ino, j.inode.blkno * vol.blockSizeBytes);
+  await vol.dev.flush();
+
+  if ((opts.clearSlot ?? true) && nodeNum !== undefined) {
+    await freeSlot(vol, slot);
+    out.slotCleared = true;
+  }
+  return out;
+}
+
+/** Every dirty slot of the volume (or just `slot`), in slot order. */
+export async function recoverVolume(vol: Ocfs2Volume, opts: RecoverOptions & { slot?: number } = {}): Promise<SlotRecovery[]> {
+  const slots = opts.slot !== undefined ? [opts.slot] : [...Array(vol.sb.maxSlots).keys()];
+  const out: SlotRecovery[] = [];
+  for (const s of slots) out.push(await recoverSlot(vol, s, opts));
+  return out;
+}
+
+/** Watches node `nodeNum`'s o2hb block for `observeMs`; a changed sequence or generation = alive. */
+async function refuseIfAlive(vol: Ocfs2Volume, slot: number, nodeNum: number, observeMs: number): Promise<void> {
+  const blockOf = async (): Promise<{ seq: bigint; generation: bigint; offsetBytes: number } | undefined> => (await readHeartbeat(vol)).slots.find((s) => s.slot === nodeNum);
+  const first = await blockOf();
+  // A node that never wrote, or left cleanly (generation 0), is not heartbeating.
+  if (first === undefined || first.generation === 0n) return;
+  const deadline = Date.now() + observeMs;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, LIVENESS_POLL_MS));
+    const now = await blockOf();
+    if (now === undefined || now.generation === 0n) return;
+    if (now.seq !== first.seq || now.generation !== first.generation) {
+      throw new SanboxError('EBUSY', `${vol.dev.name}: slot ${slot}: node ${nodeNum} still heartbeats on the volume (its o2hb block at byte offset ${now.offsetBytes} changed within ${observeMs} ms); recover only a dead node's slot`, { device: vol.dev.name, offsetBytes: now.offsetBytes });
+    }
+  }
+}
+
+/** Frees the slot in the slot map file, in place (extended: es_valid 0; old: 0xFFFF). */
+async function freeSlot(vol: Ocfs2Volume, slot: number): Promise<void> {
+  const ino = await vol.systemInode('slot_map');
+  const extended = (vol.sb.featureIncompat & FeatureIncompat.EXTENDED_SLOT_MAP) !== 0;
+  const bs = vol.blockSizeBytes;
+  const byte = slot * (extended ? EXTENDED_SLOT_BYTES : OLD_SLOT_BYTES);
+  const blk = vol.mapBlock(await vol.extents(ino), Math.floor(byte / bs));
+  if (blk === undefined) throw new SanboxError('EFORMAT', `${vol.dev.name}: slot map has a hole where slot ${slot} lives`, { device: vol.dev.name, offsetBytes: vol.where(ino.blkno).offsetBytes });
+  const b = await vol.readBlocks(blk, 1);
+  if (extended) b.writeUInt8(0, byte % bs);
+  else b.writeUInt16LE(OLD_SLOT_EMPTY, byte % bs);
+  await vol.dev.write(b, blk * bs);
+  await vol.dev.flush();
+}
+
+async function orphanCount(vol: Ocfs2Volume, slot: number): Promise<number> {
+  const dir = await vol.systemInode(slotFileName('orphan_dir', slot));
+  return (await vol.readDir(dir)).filter((e) => e.inode !== 0 && e.name !== '.' && e.name !== '..').length;
+}
