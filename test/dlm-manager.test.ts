@@ -10,7 +10,7 @@ import { viewOf } from '../src/disk/view-device.js';
 import { Mode } from '../src/dlm/compat-matrix.js';
 import { defaultHeader, DlmError, Lockspace, readSnapshot } from '../src/dlm/lock-manager.js';
 import { DiskError, FormatError } from '../src/errors.js';
-import { lockRecordOffset, lockspaceLayout } from '../src/format/lockspace.js';
+import { bucketOf, lockCellOffset, LOCK_ENTRIES_PER_CELL, lockspaceLayout, lockspaceRegionBytes } from '../src/format/lockspace.js';
 import type { Membership, MembershipEvent, MemberView } from '../src/heartbeat/membership-api.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -240,7 +240,7 @@ test('a corrupt record of another node is never trusted: the request times out n
   const { open, img } = await setup(t);
   const a = await open(0);
   const layout = lockspaceLayout(defaultHeader(REGION_BYTES, 512, NODES));
-  const off = REGION_OFFSET + lockRecordOffset(layout, 1, 0);
+  const off = REGION_OFFSET + lockCellOffset(layout, bucketOf(layout.header, Buffer.from('x')), 1);
   const fd = fs.openSync(img, 'r+');
   const junk = Buffer.alloc(512, 0x5a);
   fs.writeSync(fd, junk, 0, 512, off);
@@ -261,11 +261,56 @@ test('names, modes and table limits are checked', async (t) => {
   await t.throwsAsync(a.lock('', Mode.EX), { code: 'EINVAL' } as never);
   await t.throwsAsync(a.lock('x'.repeat(65), Mode.EX), { code: 'EINVAL' } as never);
   await t.throwsAsync(a.lock('ok', 9 as Mode), { code: 'EINVAL' } as never);
+  // The overflow rule: a resource's entries live in its bucket's row or the next one, five per
+  // cell; names of one bucket fill both of this node's cells, then the next one is refused.
+  const header = a.layout.header;
+  const target = bucketOf(header, Buffer.from('r0'));
+  const same: string[] = [];
+  for (let i = 0; same.length < 2 * LOCK_ENTRIES_PER_CELL + 1; i++) if (bucketOf(header, Buffer.from(`r${i}`)) === target) same.push(`r${i}`);
   const held = [];
-  for (let i = 0; i < 32; i++) held.push(await a.lock(`r${i}`, Mode.NL));
-  await t.throwsAsync(a.lock('one-too-many', Mode.NL), { code: 'ENOSPC' } as never);
+  for (const name of same.slice(0, 2 * LOCK_ENTRIES_PER_CELL)) held.push(await a.lock(name, Mode.NL));
+  t.deepEqual(new Set(held.map((l) => l.row)), new Set([target, target + 1]), 'the bucket row first, then the overflow row');
+  const err = await t.throwsAsync(a.lock(same.at(-1)!, Mode.NL), { code: 'ENOSPC' } as never);
+  t.regex(err!.message, new RegExp(`rows ${target} and ${target + 1}`));
+  // Another node's cells of the same rows are its own: it is not affected.
+  const b = await open(1);
+  (await b.lock(same.at(-1)!, Mode.NL)).unlock();
   for (const l of held) await l.unlock();
   t.true(new FormatError('x') instanceof Error);
+});
+
+test.serial('capacity: one node holds 4096 locks with value blocks; a lock elsewhere still reads only its window', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'big.img');
+  const regionBytes = lockspaceRegionBytes(512, NODES, 4096);
+  createImage(img, { sizeBytes: regionBytes, sectorSizeBytes: 512 });
+  const cluster = new FakeCluster();
+  const disks = [FileDisk.open(img, { guard: 'none' }), FileDisk.open(img, { guard: 'none' })];
+  const a = await Lockspace.open(viewOf(disks[0]!, 0, regionBytes), { membership: cluster.member(0, 1n) });
+  const b = await Lockspace.open(viewOf(disks[1]!, 0, regionBytes), { membership: cluster.member(1, 2n) });
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+    for (const d of disks) d.closeSync();
+  });
+  t.is(a.layout.header.locksPerNode, 4096);
+  const held = [];
+  for (let i = 0; i < 4096; i++) {
+    const l = await a.lock(`lock-${i}`, Mode.EX);
+    await l.convert(Mode.PR, { lvb: Buffer.from(`v${i}`) }); // writes the value block
+    held.push(l);
+  }
+  t.is(held.length, 4096);
+  const reads = b.stats.windowReads;
+  const other = await b.lock('elsewhere', Mode.EX);
+  await other.unlock();
+  t.true(b.stats.windowReads - reads <= 3, `a lock on a free resource read ${b.stats.windowReads - reads} windows`);
+  const pr = await b.lock('lock-4095', Mode.PR);
+  t.is(pr.lvb.subarray(0, 5).toString(), 'v4095', 'value blocks of all 4096 resources are kept');
+  await pr.unlock();
+  const snap = await readSnapshot(viewOf(disks[1]!, 0, regionBytes));
+  t.is(snap.locks.length, 4096);
+  t.is(snap.lvbs.length, 4096);
 });
 
 test('a fenced node: its writes are refused, waiting requests fail with EFENCED and held locks are marked lost', async (t) => {

@@ -1,68 +1,84 @@
 // The disk-only lock manager: Linux DLM semantics (six modes, conversions, FIFO queues, NOQUEUE,
 // value blocks, blocking and completion notifications, conversion deadlock detection) over a
 // lockspace region of a shared disk, with no server and no network. Each node process writes only
-// its own records; every grant is decided by the requester itself from what all nodes wrote, by
-// the rule in grant-rule.ts. Records of a node are ignored only once membership says that
-// incarnation is fenced. docs/lockspace.md explains the protocol, the waiting and its costs.
+// its own cells; every grant is decided by the requester itself from what all nodes wrote, by
+// the rule in grant-rule.ts. A request reads and writes only its resource's window (two bucket
+// rows, src/format/lockspace.ts), so its cost does not depend on locks held elsewhere. Records of a
+// node are ignored only once membership says that incarnation is fenced. docs/lockspace.md
+// explains the protocol, the waiting and its costs.
 //
-//   const ls = await Lockspace.open(regionDevice, { membership, watchPath: imagePath });
+//   const ls = await Lockspace.open(regionDevice, { membership, hintDir: `${runDir}/dlm` });
 //   const lock = await ls.lock('inode-17', Mode.PR, { timeoutMs: 5000, bast: (m) => ... });
 //   await lock.convert(Mode.EX);            // queued up-conversion
 //   await lock.unlock({ lvb: newValue });   // a PW/EX holder writes the value block
 //   await ls.close();
 
-import fs from 'node:fs';
 import type { BlockDevice } from '../disk/device.js';
-import { FormatError, SanboxError } from '../errors.js';
+import { readStable } from '../disk/stable-read.js';
+import { assert, FormatError, SanboxError } from '../errors.js';
 import {
-  decodeLockRecord,
+  bucketOf,
+  capacityForRegion,
+  decodeLockCell,
   decodeLockspaceHeader,
-  decodeLvbRecord,
+  decodeLvbCell,
   decodeNodeHeader,
-  encodeLockRecord,
+  encodeLockCell,
   encodeLockspaceHeader,
-  encodeLvbRecord,
+  encodeLvbCell,
   encodeNodeHeader,
+  headerForCapacity,
   isBlankRecord,
-  lockRecordOffset,
+  lockCellOffset,
+  LOCK_ENTRIES_PER_CELL,
   lockspaceLayout,
-  lvbRecordOffset,
-  LVB_LEN_BYTES_DEFAULT,
+  lvbCellOffset,
   nodeHeaderOffset,
-  RECORD_BYTES,
   RESOURCE_NAME_BYTES_MAX,
+  WINDOW_ROWS,
+  type LockCell,
+  type LockEntry,
   type LockRecord,
   type LockspaceHeader,
   type LockspaceLayout,
+  type LvbCell,
+  type LvbEntry,
   type LvbRecord,
 } from '../format/lockspace.js';
 import type { Membership } from '../heartbeat/membership-api.js';
-import { isDownConversion, isMode, Mode, modeName, writesLvb } from './compat-matrix.js';
+import { CellWindows } from './cell-window.js';
+import { compatible, isDownConversion, isMode, Mode, modeName, writesLvb } from './compat-matrix.js';
 import { blockedMode, decide, nextTicket, type LockView } from './grant-rule.js';
 import { resolveLvb, type FencedHold, type LvbState } from './lvb-rule.js';
+import { Waker } from './wakeup.js';
 
 /** Default bound on a lock request (the CLI's --timeout default is the same). */
 export const LOCK_TIMEOUT_MS_DEFAULT = 10_000;
 /** Poll backoff: first re-read after POLL_MIN_MS, doubling to POLL_MAX_MS while nothing changes.
- * POLL_MAX_MS bounds the hand-off latency when no change notification arrives (NBD, missed events). */
+ * POLL_MAX_MS bounds the hand-off latency when no hint arrives (NBD, lost hints): the stated bound. */
 export const POLL_MIN_MS = 1;
 export const POLL_MAX_MS = 50;
-/** A torn or garbled sector is re-read this many times before the scan is abandoned (and retried). */
-export const TORN_READ_RETRIES_MAX = 8;
-/** Per-node table sizes when this node formats a blank region (docs/lockspace.md). */
-export const LOCKS_PER_NODE_DEFAULT = 32;
-export const LVBS_PER_NODE_DEFAULT = 32;
+/** Capacity a node gets when it formats a blank region and the region allows it (issue 16: >= 4096). */
+export const LOCKS_PER_NODE_DEFAULT = 4096;
+/** Windows whose blocking notices one pass of the loop checks; the rest wait for the next pass
+ * (round robin), so a node holding thousands of locks with basts costs a bounded pass. */
+export const BAST_WINDOWS_PER_PASS_MAX = 32;
+/** Own-column reads at open: whole rows while a row is at most this big, else one sector per row. */
+const OPEN_SCAN_CHUNK_BYTES = 1024 * 1024;
+const OPEN_SCAN_ROW_BYTES_MAX = 16 * 1024;
 
 export class DlmError extends SanboxError {}
 
 export interface LockspaceOptions {
   membership: Membership;
-  /** A file whose changes (inotify, via fs.watch) wake waiters early: the image file. */
+  /** Run directory for per-resource wake-up hints (src/dlm/wakeup.ts): e.g. `${runDir}/dlm`. */
+  hintDir?: string;
+  /** Without hintDir: a file whose changes (inotify, via fs.watch) wake waiters early: the image file. */
   watchPath?: string;
   pollMinMs?: number;
   pollMaxMs?: number;
   /** Used when the region is blank and this node formats it. */
-  format?: Partial<Pick<LockspaceHeader, 'maxNodes' | 'locksPerNode' | 'lvbsPerNode' | 'lvbLenBytes' | 'name'>>;
+  format?: Partial<Pick<LockspaceHeader, 'maxNodes' | 'locksPerNode' | 'lvbLenBytes' | 'name'>>;
   log?: (msg: string) => void;
 }
 
@@ -87,11 +103,20 @@ export interface ReleaseOptions {
 
 export type ConvertOptions = LockOptions & ReleaseOptions;
 
+/** Where an entry is: its cell (row, node), its position in the cell, the cell's offset. */
+export interface EntryPlace {
+  row: number;
+  entry: number;
+  /** row x entries-per-cell + entry: the lock's number within its node. */
+  slot: number;
+  offsetBytes: number;
+}
+
 /** What `dlm ls` and tests see of the region. */
 export interface LockspaceSnapshot {
   header: LockspaceHeader;
-  locks: (LockRecord & { slot: number; offsetBytes: number })[];
-  lvbs: (LvbRecord & { slot: number; offsetBytes: number })[];
+  locks: (LockRecord & EntryPlace)[];
+  lvbs: (LvbRecord & EntryPlace)[];
   nodes: { nodeId: number; generation: bigint; pid: number; startedMs: number }[];
 }
 
@@ -107,10 +132,6 @@ type Waiting = {
   resolve: () => void;
   reject: (err: Error) => void;
 };
-
-function resKey(b: Buffer): string {
-  return b.toString('hex');
-}
 
 function toResource(name: string | Buffer): Buffer {
   const b = typeof name === 'string' ? Buffer.from(name) : Buffer.from(name);
@@ -142,12 +163,20 @@ export class Lock {
 
   constructor(
     private readonly ls: Lockspace,
-    readonly slot: number,
+    /** The resource's bucket: the window is rows bucket and bucket+1. */
+    readonly bucket: number,
+    readonly row: number,
+    readonly entry: number,
     readonly lockId: number,
     readonly resource: Buffer,
     lvbLenBytes: number,
   ) {
     this.lvb = Buffer.alloc(lvbLenBytes);
+  }
+
+  /** The lock's number within its node (row x entries per cell + entry). */
+  get slot(): number {
+    return this.row * LOCK_ENTRIES_PER_CELL + this.entry;
   }
 
   get name(): string {
@@ -164,92 +193,35 @@ export class Lock {
   }
 }
 
-/** Wakes the pump early: on a file change (inotify), a membership event, or a new request. */
-class Waker {
-  private wake: (() => void) | undefined;
-  private pending = false;
-  private watcher: fs.FSWatcher | undefined;
-  wakeups = 0;
-
-  constructor(watchPath: string | undefined, log: (m: string) => void) {
-    if (watchPath !== undefined) {
-      try {
-        this.watcher = fs.watch(watchPath, { persistent: false }, () => this.poke());
-        this.watcher.on('error', () => this.stopWatching());
-      } catch (err) {
-        log(`cannot watch ${watchPath} for changes (${(err as Error).message}); polling only`);
-      }
-    }
-  }
-
-  poke(): void {
-    this.wakeups++;
-    this.pending = true;
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-
-  /** Resolves after ms, or earlier on poke(); a poke that came since the last wait returns at once. */
-  wait(ms: number): Promise<void> {
-    if (this.pending) {
-      this.pending = false;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(t);
-        this.pending = false;
-        resolve();
-      };
-    });
-  }
-
-  clearPending(): void {
-    this.pending = false;
-  }
-
-  stopWatching(): void {
-    this.watcher?.close();
-    this.watcher = undefined;
-  }
-}
+const emptyLockEntries = (): (LockEntry | undefined)[] => new Array(LOCK_ENTRIES_PER_CELL).fill(undefined);
 
 export class Lockspace {
   readonly nodeId: number;
   readonly generation: bigint;
-  private readonly own: (LockRecord | undefined)[];
-  private readonly lockObjs: (Lock | undefined)[];
-  private readonly ownLvb = new Map<string, { slot: number; rec: LvbRecord }>();
-  private readonly ownLvbSlots: (LvbRecord | undefined)[];
+  /** Our own lock cells by row (only rows with an entry); memory is authoritative for our column. */
+  private readonly ownLocks = new Map<number, (LockEntry | undefined)[]>();
+  /** Lock objects by slot, including requests whose doorway is not on disk yet. */
+  private readonly lockObjs = new Map<number, Lock>();
+  /** Our own value cells by row, loaded from disk on first use (they outlive incarnations). */
+  private readonly ownLvbs = new Map<number, (LvbEntry | undefined)[]>();
   private readonly waiting = new Set<Waiting>();
   private readonly waker: Waker;
+  private readonly lockWindows: CellWindows<LockCell>;
+  private readonly lvbWindows: CellWindows<LvbCell>;
   private readonly unsubscribe: () => void;
   private readonly pollMinMs: number;
   private readonly pollMaxMs: number;
   private readonly log: (m: string) => void;
+  private readonly lvbEntriesPerCell: number;
   private pumping = false;
   private closed = false;
   private nextLockId = 1;
   private writeSeq = 0n;
-  /** Parsed lock area and the raw bytes it came from (only changed sectors are re-parsed); the
-   * next scan reads into `spare` and the two are swapped, so a scan allocates nothing. */
-  private raw: Buffer;
-  private spare: Buffer;
-  private parsed: (LockRecord | undefined)[];
-  /** The same for the value-block area, read only when a grant needs it. */
-  private lvbRaw: Buffer;
-  private lvbSpare: Buffer;
-  private lvbParsed: (LvbRecord | undefined)[];
-  /** False until a read completed: then every sector is parsed, not just the changed ones. */
-  private rawValid = false;
-  private lvbRawValid = false;
+  private bastCursor = 0;
+  /** Rows whose last read showed another node's entry: a release there touches the row's hint. */
+  private readonly sharedRows = new Set<number>();
   /** Counters for benchmarks and `status`. */
-  readonly stats = { scans: 0, sectorsReparsed: 0, tornRetries: 0, writes: 0, grants: 0, waits: 0 };
+  readonly stats = { scans: 0, windowReads: 0, sectorsReparsed: 0, tornRetries: 0, writes: 0, grants: 0, waits: 0 };
 
   private constructor(
     readonly device: BlockDevice,
@@ -259,25 +231,21 @@ export class Lockspace {
   ) {
     this.nodeId = membership.localNodeId;
     this.generation = membership.localGeneration;
-    this.own = new Array(layout.header.locksPerNode).fill(undefined);
-    this.lockObjs = new Array(layout.header.locksPerNode).fill(undefined);
-    this.ownLvbSlots = new Array(layout.header.lvbsPerNode).fill(undefined);
     this.pollMinMs = opts.pollMinMs ?? POLL_MIN_MS;
     this.pollMaxMs = opts.pollMaxMs ?? POLL_MAX_MS;
+    assert(this.pollMinMs > 0 && this.pollMaxMs >= this.pollMinMs, `poll interval ${this.pollMinMs}..${this.pollMaxMs} ms`);
     this.log = opts.log ?? (() => {});
-    this.waker = new Waker(opts.watchPath, this.log);
+    this.waker = new Waker(opts.hintDir, opts.watchPath, this.log);
     this.unsubscribe = membership.subscribe(() => this.waker.poke());
-    this.raw = Buffer.alloc(layout.lockAreaBytes);
-    this.spare = Buffer.alloc(layout.lockAreaBytes);
-    this.parsed = new Array(layout.header.maxNodes * layout.header.locksPerNode).fill(undefined);
-    this.lvbRaw = Buffer.alloc(layout.lvbAreaBytes);
-    this.lvbSpare = Buffer.alloc(layout.lvbAreaBytes);
-    this.lvbParsed = new Array(layout.header.maxNodes * layout.header.lvbsPerNode).fill(undefined);
+    const h = layout.header;
+    this.lvbEntriesPerCell = layout.lvbEntriesPerCell;
+    this.lockWindows = new CellWindows(device, layout, layout.lockAreaOffsetBytes, decodeLockCell, this.stats);
+    this.lvbWindows = new CellWindows(device, layout, layout.lvbAreaOffsetBytes, (b, e, w) => decodeLvbCell(b, e, h.lvbLenBytes, w), this.stats);
   }
 
   /**
    * Opens (and, if blank, formats) the lockspace on `device` for membership's local node, and
-   * starts this incarnation clean: records left by a previous incarnation of this node are cleared
+   * starts this incarnation clean: entries left by a previous incarnation of this node are cleared
    * (value blocks it held in PW/EX are marked invalid first). The caller's join must have made sure
    * the previous incarnation cannot write any more (startNode: slot lock + slot probe + fence key).
    */
@@ -285,7 +253,7 @@ export class Lockspace {
     const layout = await readOrFormat(device, opts);
     const n = opts.membership.localNodeId;
     if (!Number.isInteger(n) || n < 0 || n >= layout.header.maxNodes) {
-      throw new DlmError('EINVAL', `${device.name}: node ${n} has no records in this lockspace (nodes 0..${layout.header.maxNodes - 1})`, { device: device.name });
+      throw new DlmError('EINVAL', `${device.name}: node ${n} has no cells in this lockspace (nodes 0..${layout.header.maxNodes - 1})`, { device: device.name });
     }
     const ls = new Lockspace(device, layout, opts.membership, opts);
     await ls.startClean();
@@ -302,157 +270,128 @@ export class Lockspace {
     await this.device.write(buf, offsetBytes);
   }
 
-  private async writeNodeHeader(): Promise<void> {
-    this.writeSeq++;
-    const s = this.layout.sectorSizeBytes;
-    await this.write(encodeNodeHeader({ nodeId: this.nodeId, generation: this.generation, seq: this.writeSeq, pid: process.pid, startedMs: Date.now() }, s), nodeHeaderOffset(this.layout, this.nodeId));
-  }
-
   private async startClean(): Promise<void> {
-    const h = this.layout.header;
-    const s = this.layout.sectorSizeBytes;
-    // Our value-block table survives incarnations (values are facts about the past); read it.
-    const lvbBuf = Buffer.alloc(h.lvbsPerNode * s);
-    await this.device.read(lvbBuf, lvbRecordOffset(this.layout, this.nodeId, 0));
-    for (let i = 0; i < h.lvbsPerNode; i++) {
-      const off = lvbRecordOffset(this.layout, this.nodeId, i);
-      const rec = decodeLvbRecord(lvbBuf.subarray(i * s, (i + 1) * s), this.nodeId, h.lvbLenBytes, this.where(off));
-      if (rec === undefined) continue;
-      this.ownLvbSlots[i] = rec;
-      this.ownLvb.set(resKey(rec.resource), { slot: i, rec });
+    const { layout } = this;
+    const s = layout.sectorSizeBytes;
+    const hOff = nodeHeaderOffset(layout, this.nodeId);
+    const prev = await readStable(this.device, Buffer.alloc(s), hOff, (b) => decodeNodeHeader(b, this.nodeId, this.where(hOff)));
+    // Invariant (issue 14 item 6): a lockspace is opened only after the previous incarnation of this
+    // node can no longer write. Our generation is new per join, so an equal one means two live
+    // openers of one incarnation; a different one must be fenced or gone (startNode's join: slot
+    // lock, slot probe, new fence key), which membership reports for every incarnation but ours.
+    if (prev !== undefined && prev.generation !== this.generation) {
+      assert(!this.membership.members().some((m) => m.nodeId === this.nodeId && m.generation === prev.generation && m.state === 'up'), `node ${this.nodeId}'s previous incarnation ${prev.generation.toString(16)} is still up while ${this.generation.toString(16)} opens the lockspace`);
     }
-    await this.writeNodeHeader();
-    const lockBuf = Buffer.alloc(h.locksPerNode * s);
-    await this.device.read(lockBuf, lockRecordOffset(this.layout, this.nodeId, 0));
-    for (let i = 0; i < h.locksPerNode; i++) {
-      const off = lockRecordOffset(this.layout, this.nodeId, i);
-      let rec: LockRecord | undefined;
+    this.writeSeq = prev?.seq ?? 0n;
+    this.writeSeq++;
+    await this.write(encodeNodeHeader({ nodeId: this.nodeId, generation: this.generation, seq: this.writeSeq, pid: process.pid, startedMs: Date.now() }, s), hOff);
+    for await (const { row, sector, offsetBytes } of this.ownColumn()) {
+      if (isBlankRecord(sector)) continue;
+      let cell: LockCell | undefined;
       try {
-        rec = decodeLockRecord(lockBuf.subarray(i * s, (i + 1) * s), this.nodeId, this.where(off));
+        cell = decodeLockCell(sector, { nodeId: this.nodeId, row }, this.where(offsetBytes));
       } catch (err) {
         // Our own sector, torn by our previous incarnation's crash mid-write: we are its only
         // writer, so we may overwrite it. Log it; nobody trusted the torn bytes.
         if (!(err instanceof FormatError)) throw err;
-        this.log(`clearing our torn lock record: ${err.message}`);
+        this.log(`clearing our torn lock cell: ${err.message}`);
       }
-      if (rec !== undefined && rec.state !== 'free' && rec.grantedMode !== null && writesLvb(rec.grantedMode as Mode)) {
-        // The previous incarnation held PW/EX: whatever it protected may have changed without a
-        // value write. Persist that before the record (the dynamic evidence) disappears.
-        await this.writeLvb(rec.resource, { invalidSeq: rec.lvbSeqAtGrant });
+      for (const e of cell?.entries ?? []) {
+        if (e !== undefined && e.grantedMode !== null && writesLvb(e.grantedMode as Mode)) {
+          // The previous incarnation held PW/EX: whatever it protected may have changed without a
+          // value write. Persist that before the entry (the dynamic evidence) disappears.
+          await this.writeLvb(e.resource, { invalidSeq: e.lvbSeqAtGrant });
+        }
       }
-      if (rec !== undefined && rec.state === 'free') continue;
-      if (rec === undefined && isBlankRecord(lockBuf.subarray(i * s, i * s + RECORD_BYTES))) continue;
-      await this.writeOwn(i, undefined);
+      await this.write(Buffer.alloc(s), offsetBytes);
+    }
+  }
+
+  /** Our column of the lock area, row by row (chunked whole-row reads while rows are small). */
+  private async *ownColumn(): AsyncGenerator<{ row: number; sector: Buffer; offsetBytes: number }> {
+    const { layout } = this;
+    const s = layout.sectorSizeBytes;
+    const rowsPerRead = layout.rowBytes <= OPEN_SCAN_ROW_BYTES_MAX ? Math.max(1, Math.floor(OPEN_SCAN_CHUNK_BYTES / layout.rowBytes)) : 0;
+    if (rowsPerRead === 0) {
+      const one = Buffer.alloc(s);
+      for (let row = 0; row < layout.rows; row++) {
+        const off = lockCellOffset(layout, row, this.nodeId);
+        await this.device.read(one, off);
+        yield { row, sector: one, offsetBytes: off };
+      }
+      return;
+    }
+    const chunk = Buffer.alloc(rowsPerRead * layout.rowBytes);
+    for (let first = 0; first < layout.rows; first += rowsPerRead) {
+      const rows = Math.min(rowsPerRead, layout.rows - first);
+      const view = chunk.subarray(0, rows * layout.rowBytes);
+      await this.device.read(view, lockCellOffset(layout, first, 0));
+      for (let i = 0; i < rows; i++) {
+        const a = i * layout.rowBytes + this.nodeId * s;
+        yield { row: first + i, sector: view.subarray(a, a + s), offsetBytes: lockCellOffset(layout, first + i, this.nodeId) };
+      }
     }
   }
 
   // -------------------------------------------------------------------------------------------
   // Reading
 
-  /** Reads the whole lock area; re-parses only changed sectors; retries torn sectors. */
-  private async scan(): Promise<(LockRecord | undefined)[]> {
-    const { layout } = this;
-    const s = layout.sectorSizeBytes;
-    const buf = this.spare;
-    // Any change notified before this read is covered by it.
-    this.waker.clearPending();
-    await this.device.read(buf, layout.lockAreaOffsetBytes);
-    this.stats.scans++;
-    const perNode = layout.header.locksPerNode;
-    for (let i = 0; i < this.parsed.length; i++) {
-      const a = i * s;
-      const b = a + RECORD_BYTES;
-      if (this.rawValid && buf.compare(this.raw, a, b, a, b) === 0) continue;
-      const node = Math.floor(i / perNode);
-      const off = layout.lockAreaOffsetBytes + a;
-      let sector = buf.subarray(a, a + s);
-      for (let attempt = 0; ; attempt++) {
-        try {
-          this.parsed[i] = decodeLockRecord(sector, node, this.where(off));
-          break;
-        } catch (err) {
-          if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES_MAX) {
-            this.rawValid = false; // `parsed` is now partly from this read: parse all next time
-            throw err;
-          }
-          // A torn read (a write in flight) or a corrupt sector: read it again, never trust it.
-          this.stats.tornRetries++;
-          const one = Buffer.alloc(s);
-          await new Promise((r) => setTimeout(r, attempt));
-          await this.device.read(one, off);
-          one.copy(buf, a);
-          sector = buf.subarray(a, a + s);
-        }
-      }
-      this.stats.sectorsReparsed++;
-    }
-    this.spare = this.raw;
-    this.raw = buf;
-    this.rawValid = true;
-    return this.parsed;
-  }
-
-  /** A record counts unless it is free or its incarnation has been fenced. Our own come from memory. */
-  private liveOthers(parsed: (LockRecord | undefined)[], resource: Buffer, exceptSlot: number): { views: LockView[]; fenced: FencedHold[] } {
+  /** Every live entry on `resource` in a window read, but ours from memory; excluding `exceptSlot` of ours. */
+  private liveOthers(cells: readonly (LockCell | undefined)[], bucket: number, resource: Buffer, exceptSlot: number): { views: LockView[]; fenced: FencedHold[] } {
     const views: LockView[] = [];
     const fenced: FencedHold[] = [];
-    const perNode = this.layout.header.locksPerNode;
-    for (let i = 0; i < parsed.length; i++) {
-      const node = Math.floor(i / perNode);
-      const slot = i % perNode;
-      const r = node === this.nodeId ? this.own[slot] : parsed[i];
-      if (r === undefined || r.state === 'free' || !r.resource.equals(resource)) continue;
-      if (node === this.nodeId && slot === exceptSlot) continue;
-      if (node !== this.nodeId && this.membership.isFenced(node, r.generation)) {
-        if (r.grantedMode !== null) fenced.push({ grantedMode: r.grantedMode as Mode, lvbSeqAtGrant: r.lvbSeqAtGrant });
-        continue;
+    const n = this.layout.header.maxNodes;
+    for (let r = 0; r < WINDOW_ROWS; r++) {
+      const row = bucket + r;
+      for (let node = 0; node < n; node++) {
+        let entries: readonly (LockEntry | undefined)[] | undefined;
+        let isFenced = false;
+        if (node === this.nodeId) {
+          entries = this.ownLocks.get(row);
+        } else {
+          const cell = cells[r * n + node];
+          if (cell === undefined) continue;
+          entries = cell.entries;
+          isFenced = this.membership.isFenced(node, cell.generation);
+        }
+        if (entries === undefined) continue;
+        for (let i = 0; i < entries.length; i++) {
+          const e = entries[i];
+          if (e === undefined || !e.resource.equals(resource)) continue;
+          const slot = row * LOCK_ENTRIES_PER_CELL + i;
+          if (node === this.nodeId && slot === exceptSlot) continue;
+          if (isFenced) {
+            if (e.grantedMode !== null) fenced.push({ grantedMode: e.grantedMode as Mode, lvbSeqAtGrant: e.lvbSeqAtGrant });
+            continue;
+          }
+          views.push(toView(e, node, slot));
+        }
       }
-      views.push(toView(r, slot));
     }
     return { views, fenced };
   }
 
-  private async readLvb(resource: Buffer, fenced: FencedHold[]): Promise<LvbState> {
-    const { layout } = this;
-    const s = layout.sectorSizeBytes;
-    const h = layout.header;
-    const buf = this.lvbSpare;
-    await this.device.read(buf, layout.lvbAreaOffsetBytes);
-    const recs: LvbRecord[] = [];
-    for (let i = 0; i < this.lvbParsed.length; i++) {
-      const a = i * s;
-      if (this.lvbRawValid && buf.compare(this.lvbRaw, a, a + RECORD_BYTES, a, a + RECORD_BYTES) === 0) {
-        const r = this.lvbParsed[i];
-        if (r !== undefined && r.resource.equals(resource)) recs.push(r);
-        continue;
+  /** Reads a window and notes which of its rows other nodes use (for release hints). */
+  private async readWindow(bucket: number): Promise<(LockCell | undefined)[]> {
+    this.stats.scans++;
+    const cells = await this.lockWindows.read(bucket);
+    const n = this.layout.header.maxNodes;
+    for (let r = 0; r < WINDOW_ROWS; r++) {
+      let shared = false;
+      for (let node = 0; node < n && !shared; node++) {
+        if (node !== this.nodeId && cells[r * n + node]?.entries.some((e) => e !== undefined)) shared = true;
       }
-      const node = Math.floor(i / h.lvbsPerNode);
-      const off = layout.lvbAreaOffsetBytes + a;
-      let sector = buf.subarray(a, a + s);
-      for (let attempt = 0; ; attempt++) {
-        try {
-          this.lvbParsed[i] = decodeLvbRecord(sector, node, h.lvbLenBytes, this.where(off));
-          break;
-        } catch (err) {
-          if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES_MAX) {
-            this.lvbRawValid = false;
-            throw err;
-          }
-          this.stats.tornRetries++;
-          await new Promise((r) => setTimeout(r, attempt));
-          const one = Buffer.alloc(s);
-          await this.device.read(one, off);
-          one.copy(buf, a);
-          sector = buf.subarray(a, a + s);
-        }
-      }
-      const r = this.lvbParsed[i];
-      if (r !== undefined && r.resource.equals(resource)) recs.push(r);
+      if (shared) this.sharedRows.add(bucket + r);
+      else this.sharedRows.delete(bucket + r);
     }
-    this.lvbSpare = this.lvbRaw;
-    this.lvbRaw = buf;
-    this.lvbRawValid = true;
-    return resolveLvb(recs, fenced, h.lvbLenBytes);
+    return cells;
+  }
+
+  private async readLvb(bucket: number, resource: Buffer, fenced: FencedHold[]): Promise<LvbState> {
+    const cells = await this.lvbWindows.read(bucket);
+    const recs: LvbEntry[] = [];
+    for (const c of cells) for (const e of c?.entries ?? []) if (e !== undefined && e.resource.equals(resource)) recs.push(e);
+    return resolveLvb(recs, fenced, this.layout.header.lvbLenBytes);
   }
 
   /** Everything on the region, for `dlm ls` and tests (no liveness judgement). */
@@ -461,64 +400,91 @@ export class Lockspace {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Writing our own records
+  // Writing our own cells
 
-  private async writeOwn(slot: number, rec: LockRecord | undefined): Promise<void> {
-    const s = this.layout.sectorSizeBytes;
+  /** Writes our entry at `slot` (undefined frees it); `wakes`: the change may unblock others. */
+  private async writeEntry(row: number, index: number, entry: LockEntry | undefined, wakes: boolean): Promise<void> {
+    const entries = [...(this.ownLocks.get(row) ?? emptyLockEntries())];
+    entries[index] = entry;
     this.writeSeq++;
-    const full: LockRecord = rec ?? {
-      nodeId: this.nodeId,
-      generation: this.generation,
-      seq: 0n,
-      state: 'free',
-      grantedMode: null,
-      requestedMode: null,
-      claim: false,
-      lockId: 0,
-      ticket: 0n,
-      lvbSeqAtGrant: 0n,
-      pid: process.pid,
-      resource: Buffer.alloc(0),
-    };
-    full.seq = this.writeSeq;
-    await this.write(encodeLockRecord(full, s), lockRecordOffset(this.layout, this.nodeId, slot));
-    this.own[slot] = full.state === 'free' ? undefined : full;
+    const off = lockCellOffset(this.layout, row, this.nodeId);
+    await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries }, this.layout.sectorSizeBytes), off);
+    if (entries.some((e) => e !== undefined)) this.ownLocks.set(row, entries);
+    else this.ownLocks.delete(row);
+    if (wakes && this.sharedRows.has(row)) this.waker.hintRow(row);
+  }
+
+  private ownEntry(lock: Lock): LockEntry | undefined {
+    return this.ownLocks.get(lock.row)?.[lock.entry];
+  }
+
+  /** Our value cell of `row`, read from disk the first time (our previous incarnations wrote it). */
+  private async ownLvbCell(row: number): Promise<(LvbEntry | undefined)[]> {
+    let entries = this.ownLvbs.get(row);
+    if (entries !== undefined) return entries;
+    const off = lvbCellOffset(this.layout, row, this.nodeId);
+    const h = this.layout.header;
+    let cell: LvbCell | undefined;
+    try {
+      cell = await readStable(this.device, Buffer.alloc(this.layout.sectorSizeBytes), off, (b) => decodeLvbCell(b, { nodeId: this.nodeId, row }, h.lvbLenBytes, this.where(off)));
+    } catch (err) {
+      // Only we write it: a cell torn by our own crash is rewritten from scratch (its values are lost,
+      // which can only make a reader see an older value or none: an older value's seq is lower).
+      if (!(err instanceof FormatError)) throw err;
+      this.log(`rewriting our torn value cell: ${err.message}`);
+    }
+    entries = cell?.entries.slice() ?? new Array(this.lvbEntriesPerCell).fill(undefined);
+    this.ownLvbs.set(row, entries);
+    return entries;
   }
 
   private async writeLvb(resource: Buffer, what: { value?: Buffer; valueSeq?: bigint; invalidSeq?: bigint }): Promise<void> {
     const h = this.layout.header;
-    const key = resKey(resource);
-    let entry = this.ownLvb.get(key);
-    if (entry === undefined) {
-      let slot = this.ownLvbSlots.findIndex((r) => r === undefined);
-      if (slot < 0) slot = await this.evictableLvbSlot();
-      const old = this.ownLvbSlots[slot];
-      if (old !== undefined) this.ownLvb.delete(resKey(old.resource));
-      entry = { slot, rec: { nodeId: this.nodeId, generation: this.generation, seq: 0n, resource, valueSeq: null, value: Buffer.alloc(h.lvbLenBytes), invalidSeq: null } };
+    const bucket = bucketOf(h, resource);
+    let place: { row: number; index: number } | undefined;
+    let free: { row: number; index: number } | undefined;
+    for (let r = 0; r < WINDOW_ROWS && place === undefined; r++) {
+      const entries = await this.ownLvbCell(bucket + r);
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i];
+        if (e !== undefined && e.resource.equals(resource)) place = { row: bucket + r, index: i };
+        else if (e === undefined && free === undefined) free = { row: bucket + r, index: i };
+      }
     }
-    const rec: LvbRecord = { ...entry.rec, generation: this.generation };
+    place ??= free ?? (await this.evictableLvb(bucket));
+    const entries = [...(await this.ownLvbCell(place.row))];
+    const old = entries[place.index];
+    const rec: LvbEntry = old !== undefined && old.resource.equals(resource) ? { ...old } : { resource, valueSeq: null, value: Buffer.alloc(h.lvbLenBytes), invalidSeq: null };
     if (what.valueSeq !== undefined) {
       rec.valueSeq = what.valueSeq;
       rec.value = Buffer.alloc(h.lvbLenBytes);
       (what.value ?? Buffer.alloc(0)).copy(rec.value, 0, 0, h.lvbLenBytes);
     }
     if (what.invalidSeq !== undefined) rec.invalidSeq = rec.invalidSeq === null || what.invalidSeq > rec.invalidSeq ? what.invalidSeq : rec.invalidSeq;
+    entries[place.index] = rec;
     this.writeSeq++;
-    rec.seq = this.writeSeq;
-    await this.write(encodeLvbRecord(rec, this.layout.sectorSizeBytes, h.lvbLenBytes), lvbRecordOffset(this.layout, this.nodeId, entry.slot));
-    this.ownLvbSlots[entry.slot] = rec;
-    this.ownLvb.set(key, { slot: entry.slot, rec });
+    const off = lvbCellOffset(this.layout, place.row, this.nodeId);
+    await this.write(encodeLvbCell({ nodeId: this.nodeId, row: place.row, generation: this.generation, seq: this.writeSeq, entries }, this.layout.sectorSizeBytes, h.lvbLenBytes), off);
+    this.ownLvbs.set(place.row, entries);
   }
 
-  /** A slot whose record is superseded: another node holds a newer value for that resource. */
-  private async evictableLvbSlot(): Promise<number> {
-    const snap = await readSnapshot(this.device);
-    for (let slot = 0; slot < this.ownLvbSlots.length; slot++) {
-      const mine = this.ownLvbSlots[slot]!;
-      const mineSeq = [mine.valueSeq ?? 0n, mine.invalidSeq ?? 0n].reduce((a, b) => (a > b ? a : b));
-      if (snap.lvbs.some((o) => o.nodeId !== this.nodeId && o.resource.equals(mine.resource) && o.valueSeq !== null && o.valueSeq > mineSeq)) return slot;
+  /** An entry of our value cells in the window whose value another node has superseded (newer seq). */
+  private async evictableLvb(bucket: number): Promise<{ row: number; index: number }> {
+    const n = this.layout.header.maxNodes;
+    for (let r = 0; r < WINDOW_ROWS; r++) {
+      const row = bucket + r;
+      const entries = await this.ownLvbCell(row);
+      for (let i = 0; i < entries.length; i++) {
+        const mine = entries[i]!;
+        const mineSeq = [mine.valueSeq ?? 0n, mine.invalidSeq ?? 0n].reduce((a, b) => (a > b ? a : b));
+        const cells = await this.lvbWindows.read(bucketOf(this.layout.header, mine.resource));
+        for (let c = 0; c < cells.length; c++) {
+          if (c % n === this.nodeId) continue;
+          if (cells[c]?.entries.some((o) => o !== undefined && o.resource.equals(mine.resource) && o.valueSeq !== null && o.valueSeq > mineSeq)) return { row, index: i };
+        }
+      }
     }
-    throw new DlmError('ENOSPC', `${this.device.name}: node ${this.nodeId}'s value-block table is full (${this.ownLvbSlots.length} resources) and none is superseded`, { device: this.device.name });
+    throw new DlmError('ENOSPC', `${this.device.name}: node ${this.nodeId}'s value cells of rows ${bucket} and ${bucket + 1} are full and none is superseded (overflow rule: a resource's value lives in its bucket or the next)`, { device: this.device.name });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -533,18 +499,33 @@ export class Lockspace {
     } catch (err) {
       return Promise.reject(err);
     }
-    const slot = this.lockObjs.findIndex((l) => l === undefined);
-    if (slot < 0) return Promise.reject(new DlmError('ENOSPC', `${this.device.name}: node ${this.nodeId} already has ${this.lockObjs.length} locks (its lock-record table is full)`, { device: this.device.name }));
-    const lock = new Lock(this, slot, this.nextLockId++, res, this.layout.header.lvbLenBytes);
+    const bucket = bucketOf(this.layout.header, res);
+    const place = this.freeEntry(bucket);
+    if (place === undefined) {
+      return Promise.reject(new DlmError('ENOSPC', `${this.device.name}: node ${this.nodeId} has no free lock entry for ${resourceLabel(res)} in rows ${bucket} and ${bucket + 1} (overflow rule: ${LOCK_ENTRIES_PER_CELL} entries per cell, a resource in its bucket or the next; ${this.lockObjs.size} locks held)`, { device: this.device.name }));
+    }
+    const lock = new Lock(this, bucket, place.row, place.index, this.nextLockId++, res, this.layout.header.lvbLenBytes);
     lock.bast = opts.bast;
-    this.lockObjs[slot] = lock;
+    this.lockObjs.set(lock.slot, lock);
     return this.enqueue('lock', lock, mode, opts).then(
       () => lock,
       (err: unknown) => {
-        this.lockObjs[slot] = undefined;
+        this.lockObjs.delete(lock.slot);
         throw err;
       },
     );
+  }
+
+  /** The overflow rule: our first free entry in row `bucket`, else in row bucket + 1. */
+  private freeEntry(bucket: number): { row: number; index: number } | undefined {
+    for (let r = 0; r < WINDOW_ROWS; r++) {
+      const row = bucket + r;
+      const entries = this.ownLocks.get(row);
+      for (let i = 0; i < LOCK_ENTRIES_PER_CELL; i++) {
+        if (entries?.[i] === undefined && !this.lockObjs.has(row * LOCK_ENTRIES_PER_CELL + i)) return { row, index: i };
+      }
+    }
+    return undefined;
   }
 
   async convert(lock: Lock, mode: Mode, opts: ConvertOptions): Promise<void> {
@@ -557,10 +538,10 @@ export class Lockspace {
       lock.busy = true;
       try {
         await this.releaseLvb(lock, opts);
-        const cur = this.own[lock.slot]!;
+        const cur = this.ownEntry(lock)!;
         // lvbSeqAtGrant follows our own value writes, so if we die holding PW the invalidation
         // covers exactly the values up to the one we last wrote.
-        await this.writeOwn(lock.slot, { ...cur, state: 'granted', grantedMode: mode, requestedMode: null, claim: false, lvbSeqAtGrant: lock.lvbSeq });
+        await this.writeEntry(lock.row, lock.entry, { ...cur, state: 'granted', grantedMode: mode, requestedMode: null, claim: false, lvbSeqAtGrant: lock.lvbSeq }, true);
         lock.mode = mode;
         lock.lastBast = null;
       } finally {
@@ -577,19 +558,18 @@ export class Lockspace {
     lock.busy = true;
     try {
       await this.releaseLvb(lock, opts);
-      await this.writeOwn(lock.slot, undefined);
+      await this.writeEntry(lock.row, lock.entry, undefined, true);
     } finally {
       lock.busy = false;
     }
     lock.released = true;
     lock.mode = null;
-    this.lockObjs[lock.slot] = undefined;
-    this.waker.poke();
+    this.lockObjs.delete(lock.slot);
   }
 
   private checkUsable(lock: Lock): void {
     if (lock.lost !== undefined) throw new DlmError('EFENCED', `lock on ${lock.name} was lost: ${lock.lost}`);
-    if (lock.released || this.lockObjs[lock.slot] !== lock) throw new DlmError('EINVAL', `lock on ${lock.name} is not held`);
+    if (lock.released || this.lockObjs.get(lock.slot) !== lock) throw new DlmError('EINVAL', `lock on ${lock.name} is not held`);
     if (lock.busy) throw new DlmError('EINVAL', `lock on ${lock.name} has an operation in progress`);
   }
 
@@ -614,6 +594,8 @@ export class Lockspace {
     if (!(timeoutMs >= 0)) return Promise.reject(new DlmError('EINVAL', `invalid timeout ${timeoutMs}`));
     if (opts.signal?.aborted) return Promise.reject(new DlmError('ECANCELED', `lock request on ${lock.name} cancelled`));
     lock.busy = true;
+    // Watch the window's hints before the first read, so no release after that read is missed.
+    for (let r = 0; r < WINDOW_ROWS; r++) this.waker.watchRow(lock.bucket + r);
     return new Promise<void>((resolve, reject) => {
       const w: Waiting = {
         kind,
@@ -640,9 +622,16 @@ export class Lockspace {
     });
   }
 
-  /** True when some granted lock wants blocking notifications (the pump then keeps polling). */
+  /** Granted locks that want blocking notifications (the pump then keeps polling their windows). */
+  private bastLocks(): Lock[] {
+    const out: Lock[] = [];
+    for (const l of this.lockObjs.values()) if (l.bast !== undefined && l.mode !== null && !l.busy && l.lost === undefined) out.push(l);
+    return out;
+  }
+
   private wantsBasts(): boolean {
-    return this.lockObjs.some((l) => l !== undefined && l.bast !== undefined && l.mode !== null && !l.busy && l.lost === undefined);
+    for (const l of this.lockObjs.values()) if (l.bast !== undefined && l.mode !== null && !l.busy && l.lost === undefined) return true;
+    return false;
   }
 
   startPump(): void {
@@ -655,39 +644,55 @@ export class Lockspace {
   }
 
   /**
-   * The one loop that reads the region and moves every waiting request on. It re-reads at once
-   * after any write of ours; otherwise it sleeps with exponential backoff, woken early by a change
-   * of the image file, a membership event or a new request.
+   * The one loop that moves every waiting request on: one read of each waiting request's window
+   * per pass. It re-reads at once after any write of ours; otherwise it sleeps with exponential
+   * backoff up to pollMaxMs, woken early by a hint on a watched row, a membership event or a new
+   * request.
    */
   private async pump(): Promise<void> {
     let sleepMs = this.pollMinMs;
     while (!this.closed && (this.waiting.size > 0 || this.wantsBasts())) {
-      const batch = [...this.waiting];
-      const reparsedBefore = this.stats.sectorsReparsed;
-      let parsed: (LockRecord | undefined)[];
-      try {
-        parsed = await this.scan();
-      } catch (err) {
-        if (this.failAllIfFenced(err)) return;
-        // A sector that stays corrupt: nobody can decide on it. Keep waiting (bounded by each
-        // request's timeout), and say why.
-        this.log(`lockspace scan failed, retrying: ${(err as Error).message}`);
-        for (const w of batch) if (this.isDue(w)) await this.withdraw(w, this.dueError(w, (err as Error).message));
-        await this.waker.wait(this.pollMaxMs);
-        continue;
+      const byBucket = new Map<number, Waiting[]>();
+      for (const w of this.waiting) {
+        const list = byBucket.get(w.lock.bucket);
+        if (list === undefined) byBucket.set(w.lock.bucket, [w]);
+        else list.push(w);
       }
+      const reparsedBefore = this.stats.sectorsReparsed;
+      // Any hint that arrives from here on is covered by the reads below or wakes the next wait.
+      this.waker.clearPending();
       let wrote = false;
-      for (const w of batch) {
-        if (!this.waiting.has(w)) continue;
+      const read = new Map<number, (LockCell | undefined)[]>();
+      for (const [bucket, batch] of byBucket) {
+        let cells: (LockCell | undefined)[];
         try {
-          if (await this.advance(w, parsed)) wrote = true;
+          cells = await this.readWindow(bucket);
         } catch (err) {
-          if (this.failAllIfFenced(err)) return; // rejected w and every other request
-          this.waiting.delete(w);
-          w.reject(err as Error);
+          if (this.failAllIfFenced(err)) return;
+          // A sector that stays corrupt: nobody can decide on it. Keep waiting (bounded by each
+          // request's timeout), and say why.
+          this.log(`lockspace window ${bucket} read failed, retrying: ${(err as Error).message}`);
+          for (const w of batch) if (this.isDue(w)) await this.withdraw(w, this.dueError(w, (err as Error).message));
+          continue;
+        }
+        read.set(bucket, cells);
+        for (const w of batch) {
+          if (!this.waiting.has(w)) continue;
+          try {
+            if (await this.advance(w, cells)) wrote = true;
+          } catch (err) {
+            if (this.failAllIfFenced(err)) return;
+            this.waiting.delete(w);
+            w.reject(err as Error);
+          }
         }
       }
-      this.notifyBlocking(parsed);
+      try {
+        await this.notifyBlocking(read);
+      } catch (err) {
+        if (this.failAllIfFenced(err)) return;
+        this.log(`blocking-notice read failed: ${(err as Error).message}`);
+      }
       if (wrote || this.stats.sectorsReparsed !== reparsedBefore) sleepMs = this.pollMinMs;
       if (wrote) continue;
       const now = performance.now();
@@ -699,43 +704,46 @@ export class Lockspace {
     }
   }
 
-  /** Takes one step for a waiting request on a fresh scan; returns true if it wrote. */
-  private async advance(w: Waiting, parsed: (LockRecord | undefined)[]): Promise<boolean> {
+  /** Takes one step for a waiting request on a fresh read of its window; returns true if it wrote. */
+  private async advance(w: Waiting, cells: readonly (LockCell | undefined)[]): Promise<boolean> {
     const { lock } = w;
-    const { views: others, fenced } = this.liveOthers(parsed, lock.resource, lock.slot);
+    const { views: others, fenced } = this.liveOthers(cells, lock.bucket, lock.resource, lock.slot);
     if (w.phase === 'doorway') {
       // Bakery doorway: our queue position is one past every ticket on the resource. We also set
       // CLAIM at once when the rule would let us claim on this read (saves a round trip).
       const ticket = nextTicket(others);
-      const rec: LockRecord = {
-        nodeId: this.nodeId,
-        generation: this.generation,
-        seq: 0n,
+      const cur = this.ownEntry(lock);
+      const rec: LockEntry = {
         state: w.kind === 'lock' ? 'waiting' : 'converting',
         grantedMode: w.kind === 'lock' ? null : lock.mode,
         requestedMode: w.mode,
         claim: false,
         lockId: lock.lockId,
         ticket,
-        lvbSeqAtGrant: w.kind === 'lock' ? 0n : this.own[lock.slot]!.lvbSeqAtGrant,
+        lvbSeqAtGrant: w.kind === 'lock' ? 0n : cur!.lvbSeqAtGrant,
         pid: process.pid,
         resource: lock.resource,
       };
-      const d = decide(toView(rec, lock.slot), others, { arriving: true });
+      const d = decide(toView(rec, this.nodeId, lock.slot), others, { arriving: true });
       if (w.noqueue && d.action !== 'claim') return this.withdraw(w, new DlmError('EAGAIN', `lock ${modeName(w.mode)} on ${lock.name} would block (NOQUEUE)`));
       rec.claim = d.action === 'claim';
-      await this.writeOwn(lock.slot, rec);
+      await this.writeEntry(lock.row, lock.entry, rec, false);
       w.phase = 'check';
       w.trace?.('queued');
       return true;
     }
-    const me = this.own[lock.slot]!;
-    const d = decide(toView(me, lock.slot), others);
+    const me = this.ownEntry(lock)!;
+    const d = decide(toView(me, this.nodeId, lock.slot), others);
     switch (d.action) {
       case 'grant': {
-        const lvb = await this.readLvb(lock.resource, fenced);
+        // Invariant (issue 14 item 6): a grant never coexists with an incompatible claimed mode.
+        for (const o of others) {
+          assert(o.grantedMode === null || compatible(w.mode, o.grantedMode), `grant of ${modeName(w.mode)} on ${lock.name} beside node ${o.nodeId}'s granted ${modeName(o.grantedMode!)}`);
+          assert(!o.claim || o.requestedMode === null || compatible(w.mode, o.requestedMode), `grant of ${modeName(w.mode)} on ${lock.name} beside node ${o.nodeId}'s claim of ${modeName(o.requestedMode!)}`);
+        }
+        const lvb = await this.readLvb(lock.bucket, lock.resource, fenced);
         w.trace?.('granting');
-        await this.writeOwn(lock.slot, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq });
+        await this.writeEntry(lock.row, lock.entry, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq }, false);
         lock.mode = w.mode;
         lock.lvb = lvb.value;
         lock.lvbValid = lvb.valid;
@@ -747,10 +755,10 @@ export class Lockspace {
         return true;
       }
       case 'claim':
-        await this.writeOwn(lock.slot, { ...me, claim: true });
+        await this.writeEntry(lock.row, lock.entry, { ...me, claim: true }, false);
         return true;
       case 'deadlock': {
-        await this.writeOwn(lock.slot, { ...me, state: 'granted', requestedMode: null, claim: false });
+        await this.writeEntry(lock.row, lock.entry, { ...me, state: 'granted', requestedMode: null, claim: false }, true);
         this.waiting.delete(w);
         const other = d.with;
         w.reject(new DlmError('EDEADLK', `conversion of ${lock.name} to ${modeName(w.mode)} cancelled: conversion deadlock with node ${other.nodeId}'s conversion ${modeName(other.grantedMode!)}->${modeName(other.requestedMode!)}`));
@@ -760,7 +768,7 @@ export class Lockspace {
         if (w.noqueue) return this.withdraw(w, new DlmError('EAGAIN', `lock ${modeName(w.mode)} on ${lock.name} would block (NOQUEUE)`));
         let wrote = false;
         if (d.dropClaim) {
-          await this.writeOwn(lock.slot, { ...me, claim: false });
+          await this.writeEntry(lock.row, lock.entry, { ...me, claim: false }, true);
           wrote = true;
         }
         if (this.isDue(w)) return this.withdraw(w, this.dueError(w));
@@ -780,21 +788,23 @@ export class Lockspace {
   }
 
   private describeBlockers(w: Waiting): string {
-    const { views } = this.liveOthers(this.parsed, w.lock.resource, w.lock.slot);
+    const cells = this.lockWindows.peek(w.lock.bucket);
+    if (cells === undefined) return '';
+    const { views } = this.liveOthers(cells, w.lock.bucket, w.lock.resource, w.lock.slot);
     const held = views.filter((v) => v.grantedMode !== null).map((v) => `node ${v.nodeId} holds ${modeName(v.grantedMode!)}${v.state === 'converting' ? `->${modeName(v.requestedMode!)}` : ''}`);
     const queued = views.filter((v) => v.state === 'waiting').length;
     return [...held, queued ? `${queued} queued` : ''].filter(Boolean).join(', ');
   }
 
-  /** Withdraws a request: a new one frees its record, a conversion returns to its granted mode. */
+  /** Withdraws a request: a new one frees its entry, a conversion returns to its granted mode. */
   private async withdraw(w: Waiting, err: Error): Promise<boolean> {
     this.waiting.delete(w);
     try {
-      const cur = this.own[w.lock.slot];
+      const cur = this.ownEntry(w.lock);
       if (w.kind === 'lock') {
-        if (cur !== undefined) await this.writeOwn(w.lock.slot, undefined);
+        if (cur !== undefined) await this.writeEntry(w.lock.row, w.lock.entry, undefined, true);
       } else if (cur !== undefined && cur.state === 'converting') {
-        await this.writeOwn(w.lock.slot, { ...cur, state: 'granted', requestedMode: null, claim: false });
+        await this.writeEntry(w.lock.row, w.lock.entry, { ...cur, state: 'granted', requestedMode: null, claim: false }, true);
       }
     } finally {
       w.reject(err);
@@ -802,19 +812,39 @@ export class Lockspace {
     return true;
   }
 
-  private notifyBlocking(parsed: (LockRecord | undefined)[]): void {
-    for (const lock of this.lockObjs) {
-      if (lock === undefined || lock.bast === undefined || lock.mode === null) continue;
-      const me = this.own[lock.slot];
-      if (me === undefined) continue;
-      const { views } = this.liveOthers(parsed, lock.resource, lock.slot);
-      const m = blockedMode(toView(me, lock.slot), views);
+  /**
+   * Blocking notices for granted locks with a bast callback. Bounded: at most
+   * BAST_WINDOWS_PER_PASS_MAX windows are read per pass (round robin over the locks), beside the
+   * windows this pass read anyway.
+   */
+  private async notifyBlocking(read: Map<number, (LockCell | undefined)[]>): Promise<void> {
+    const locks = this.bastLocks();
+    if (locks.length === 0) return;
+    let extraReads = 0;
+    for (let k = 0; k < locks.length; k++) {
+      const lock = locks[(this.bastCursor + k) % locks.length]!;
+      let cells = read.get(lock.bucket);
+      if (cells === undefined) {
+        if (extraReads >= BAST_WINDOWS_PER_PASS_MAX) continue;
+        extraReads++;
+        cells = await this.readWindow(lock.bucket);
+        read.set(lock.bucket, cells);
+      }
+      const me = this.ownEntry(lock);
+      if (me === undefined || lock.bast === undefined || lock.mode === null) continue;
+      const { views } = this.liveOthers(cells, lock.bucket, lock.resource, lock.slot);
+      for (const o of views) {
+        // Invariant, checked from what other nodes wrote: our granted mode and their claims agree.
+        assert(o.grantedMode === null || compatible(lock.mode, o.grantedMode), `node ${this.nodeId} holds ${modeName(lock.mode)} on ${lock.name} while node ${o.nodeId} holds ${modeName(o.grantedMode!)}`);
+      }
+      const m = blockedMode(toView(me, this.nodeId, lock.slot), views);
       if (m !== null && m !== lock.lastBast) {
         lock.lastBast = m;
         const cb = lock.bast;
         queueMicrotask(() => cb(m));
       }
     }
+    this.bastCursor = (this.bastCursor + BAST_WINDOWS_PER_PASS_MAX) % Math.max(1, locks.length);
   }
 
   /** A write refused by the fence gate: this node is fenced; every request and lock is lost. */
@@ -823,18 +853,23 @@ export class Lockspace {
     const why = `node ${this.nodeId} was fenced: ${err.message}`;
     for (const w of this.waiting) w.reject(new DlmError('EFENCED', why));
     this.waiting.clear();
-    for (const l of this.lockObjs) if (l !== undefined) l.lost = why;
+    for (const l of this.lockObjs.values()) l.lost = why;
     return true;
   }
 
   /** Locks this node holds or requests (for status displays). */
   heldLocks(): Lock[] {
-    return this.lockObjs.filter((l): l is Lock => l !== undefined);
+    return [...this.lockObjs.values()];
   }
 
-  /** Number of early wakeups from the change watcher so far. */
+  /** Number of early wakeups (hints, membership events, requests) so far. */
   get wakeups(): number {
     return this.waker.wakeups;
+  }
+
+  /** Number of per-resource hints this node sent. */
+  get hintsSent(): number {
+    return this.waker.hintsSent;
   }
 
   /**
@@ -848,11 +883,16 @@ export class Lockspace {
       w.reject(new DlmError('ECANCELED', `lockspace closed while waiting for ${w.lock.name}`));
     }
     try {
-      for (let slot = 0; slot < this.own.length; slot++) if (this.own[slot] !== undefined) await this.writeOwn(slot, undefined);
+      for (const row of [...this.ownLocks.keys()]) {
+        this.writeSeq++;
+        await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries: emptyLockEntries() }, this.layout.sectorSizeBytes), lockCellOffset(this.layout, row, this.nodeId));
+        this.ownLocks.delete(row);
+        if (this.sharedRows.has(row)) this.waker.hintRow(row);
+      }
     } catch (err) {
       this.log(`releasing locks on close failed: ${(err as Error).message}`);
     } finally {
-      for (const l of this.lockObjs) if (l !== undefined) l.lost = 'lockspace closed';
+      for (const l of this.lockObjs.values()) l.lost = 'lockspace closed';
       this.closed = true;
       this.waker.stopWatching();
       this.waker.poke();
@@ -861,15 +901,15 @@ export class Lockspace {
   }
 }
 
-function toView(r: LockRecord, slot: number): LockView {
+function toView(e: LockEntry, nodeId: number, slot: number): LockView {
   return {
-    nodeId: r.nodeId,
+    nodeId,
     slot,
-    state: r.state as LockView['state'],
-    grantedMode: r.grantedMode as Mode | null,
-    requestedMode: r.requestedMode as Mode | null,
-    claim: r.claim,
-    ticket: r.ticket,
+    state: e.state,
+    grantedMode: e.grantedMode as Mode | null,
+    requestedMode: e.requestedMode as Mode | null,
+    claim: e.claim,
+    ticket: e.ticket,
   };
 }
 
@@ -879,25 +919,16 @@ function toView(r: LockRecord, slot: number): LockView {
 /** The header a blank region gets: a pure function of its size, sector size and node count, so
  * nodes that find the region blank at the same moment write identical bytes. */
 export function defaultHeader(regionBytes: number, sectorSizeBytes: number, maxNodes: number, over: LockspaceOptions['format'] = {}): LockspaceHeader {
-  const sectors = Math.floor(regionBytes / sectorSizeBytes);
-  const perNodeFit = Math.floor((sectors - 1 - maxNodes) / (2 * maxNodes));
-  const fit = Math.min(LOCKS_PER_NODE_DEFAULT, perNodeFit);
-  const h: LockspaceHeader = {
-    sectorSizeBytes,
-    maxNodes: over.maxNodes ?? maxNodes,
-    locksPerNode: over.locksPerNode ?? fit,
-    lvbsPerNode: over.lvbsPerNode ?? Math.min(LVBS_PER_NODE_DEFAULT, perNodeFit),
-    lvbLenBytes: over.lvbLenBytes ?? LVB_LEN_BYTES_DEFAULT,
-    name: over.name ?? 'sanbox',
-  };
-  return h;
+  const nodes = over.maxNodes ?? maxNodes;
+  const fit = capacityForRegion(regionBytes, sectorSizeBytes, nodes);
+  return headerForCapacity(sectorSizeBytes, nodes, over.locksPerNode ?? Math.min(LOCKS_PER_NODE_DEFAULT, fit), over);
 }
 
 export async function formatLockspace(device: BlockDevice, header: LockspaceHeader): Promise<LockspaceLayout> {
   const layout = lockspaceLayout(header);
   if (header.sectorSizeBytes !== device.sectorSizeBytes) throw new DlmError('EINVAL', `${device.name}: lockspace sector size ${header.sectorSizeBytes} differs from the device's ${device.sectorSizeBytes}`, { device: device.name });
-  if (layout.totalBytes > device.sizeBytes) {
-    throw new DlmError('ENOSPC', `${device.name}: a lockspace of ${header.maxNodes} nodes x (${header.locksPerNode} locks + ${header.lvbsPerNode} value blocks) needs ${layout.totalBytes} bytes; the region has ${device.sizeBytes}`, { device: device.name });
+  if (header.locksPerNode < 1 || layout.totalBytes > device.sizeBytes) {
+    throw new DlmError('ENOSPC', `${device.name}: a lockspace of ${header.maxNodes} nodes x ${header.locksPerNode} locks and value blocks needs ${layout.totalBytes} bytes; the region has ${device.sizeBytes}`, { device: device.name });
   }
   await device.write(encodeLockspaceHeader(header), 0);
   await device.flush();
@@ -907,22 +938,14 @@ export async function formatLockspace(device: BlockDevice, header: LockspaceHead
 async function readHeader(device: BlockDevice): Promise<LockspaceHeader | undefined> {
   const s = device.sectorSizeBytes;
   if (device.sizeBytes < s) throw new FormatError(`${device.name}: region too small for a lockspace (${device.sizeBytes} bytes)`, { device: device.name, offsetBytes: 0 });
-  const buf = Buffer.alloc(s);
-  for (let attempt = 0; ; attempt++) {
-    await device.read(buf, 0);
-    if (isBlankRecord(buf)) return undefined;
-    try {
-      const h = decodeLockspaceHeader(buf, { device: device.name, offsetBytes: 0 });
-      if (h.sectorSizeBytes !== s) throw new FormatError(`${device.name}: lockspace was made for ${h.sectorSizeBytes}-byte sectors; the device has ${s}`, { device: device.name, offsetBytes: 0 });
-      const l = lockspaceLayout(h);
-      if (l.totalBytes > device.sizeBytes) throw new FormatError(`${device.name}: lockspace needs ${l.totalBytes} bytes; the region has ${device.sizeBytes}`, { device: device.name, offsetBytes: 0 });
-      return h;
-    } catch (err) {
-      // The header may be being written by a node formatting the region right now: retry briefly.
-      if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES_MAX) throw err;
-      await new Promise((r) => setTimeout(r, 1 + attempt));
-    }
-  }
+  const where = { device: device.name, offsetBytes: 0 };
+  // The header may be being written by a node formatting the region right now: readStable retries.
+  const h = await readStable(device, Buffer.alloc(s), 0, (b) => (isBlankRecord(b) ? undefined : decodeLockspaceHeader(b, where)));
+  if (h === undefined) return undefined;
+  if (h.sectorSizeBytes !== s) throw new FormatError(`${device.name}: lockspace was made for ${h.sectorSizeBytes}-byte sectors; the device has ${s}`, where);
+  const l = lockspaceLayout(h);
+  if (l.totalBytes > device.sizeBytes) throw new FormatError(`${device.name}: lockspace needs ${l.totalBytes} bytes; the region has ${device.sizeBytes}`, where);
+  return h;
 }
 
 async function readOrFormat(device: BlockDevice, opts: LockspaceOptions): Promise<LockspaceLayout> {
@@ -930,42 +953,50 @@ async function readOrFormat(device: BlockDevice, opts: LockspaceOptions): Promis
   if (h !== undefined) return lockspaceLayout(h);
   const maxNodes = opts.format?.maxNodes ?? opts.membership.members().length;
   const header = defaultHeader(device.sizeBytes, device.sectorSizeBytes, Math.max(1, maxNodes), opts.format);
-  opts.log?.(`formatting blank lockspace on ${device.name}: ${header.maxNodes} nodes, ${header.locksPerNode} locks and ${header.lvbsPerNode} value blocks each`);
+  opts.log?.(`formatting blank lockspace on ${device.name}: ${header.maxNodes} nodes, ${header.locksPerNode} locks and value blocks each (${header.bucketCount} buckets)`);
   return formatLockspace(device, header);
 }
 
-/** Reads every record of a lockspace (torn sectors are retried, then reported). */
+/** Reads every cell of a lockspace (torn sectors are retried, then reported). */
 export async function readSnapshot(device: BlockDevice): Promise<LockspaceSnapshot> {
   const header = await readHeader(device);
   if (header === undefined) throw new FormatError(`${device.name}: lockspace is not formatted yet (no node has opened it)`, { device: device.name, offsetBytes: 0 });
   const layout = lockspaceLayout(header);
   const s = layout.sectorSizeBytes;
-  const readRecord = async <T>(off: number, decode: (b: Buffer) => T): Promise<T> => {
-    const b = Buffer.alloc(s);
-    for (let attempt = 0; ; attempt++) {
-      await device.read(b, off);
-      try {
-        return decode(b);
-      } catch (err) {
-        if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES_MAX) throw err;
-        await new Promise((r) => setTimeout(r, attempt));
-      }
-    }
-  };
   const snap: LockspaceSnapshot = { header, locks: [], lvbs: [], nodes: [] };
   for (let n = 0; n < header.maxNodes; n++) {
     const off = nodeHeaderOffset(layout, n);
-    const nh = await readRecord(off, (b) => decodeNodeHeader(b, n, { device: device.name, offsetBytes: off }));
+    const nh = await readStable(device, Buffer.alloc(s), off, (b) => decodeNodeHeader(b, n, { device: device.name, offsetBytes: off }));
     if (nh !== undefined) snap.nodes.push(nh);
-    for (let slot = 0; slot < header.locksPerNode; slot++) {
-      const o = lockRecordOffset(layout, n, slot);
-      const r = await readRecord(o, (b) => decodeLockRecord(b, n, { device: device.name, offsetBytes: o }));
-      if (r !== undefined && r.state !== 'free') snap.locks.push({ ...r, slot, offsetBytes: o });
-    }
-    for (let slot = 0; slot < header.lvbsPerNode; slot++) {
-      const o = lvbRecordOffset(layout, n, slot);
-      const r = await readRecord(o, (b) => decodeLvbRecord(b, n, header.lvbLenBytes, { device: device.name, offsetBytes: o }));
-      if (r !== undefined) snap.lvbs.push({ ...r, slot, offsetBytes: o });
+  }
+  const rowsPerRead = Math.max(1, Math.floor(OPEN_SCAN_CHUNK_BYTES / layout.rowBytes));
+  const chunk = Buffer.alloc(rowsPerRead * layout.rowBytes);
+  for (const area of ['lock', 'lvb'] as const) {
+    const base = area === 'lock' ? layout.lockAreaOffsetBytes : layout.lvbAreaOffsetBytes;
+    for (let first = 0; first < layout.rows; first += rowsPerRead) {
+      const rows = Math.min(rowsPerRead, layout.rows - first);
+      await device.read(chunk.subarray(0, rows * layout.rowBytes), base + first * layout.rowBytes);
+      for (let i = 0; i < rows * header.maxNodes; i++) {
+        const sector = chunk.subarray(i * s, (i + 1) * s);
+        if (isBlankRecord(sector)) continue;
+        const row = first + Math.floor(i / header.maxNodes);
+        const nodeId = i % header.maxNodes;
+        const offsetBytes = base + first * layout.rowBytes + i * s;
+        const where = { device: device.name, offsetBytes };
+        const expect = { nodeId, row };
+        const place = (entry: number) => ({ row, entry, slot: row * LOCK_ENTRIES_PER_CELL + entry, offsetBytes });
+        if (area === 'lock') {
+          const cell = await readStable(device, Buffer.from(sector), offsetBytes, (b) => decodeLockCell(b, expect, where), { preRead: true });
+          cell?.entries.forEach((e, k) => {
+            if (e !== undefined) snap.locks.push({ ...e, nodeId, generation: cell.generation, seq: cell.seq, ...place(k) });
+          });
+        } else {
+          const cell = await readStable(device, Buffer.from(sector), offsetBytes, (b) => decodeLvbCell(b, expect, header.lvbLenBytes, where), { preRead: true });
+          cell?.entries.forEach((e, k) => {
+            if (e !== undefined) snap.lvbs.push({ ...e, nodeId, generation: cell.generation, seq: cell.seq, ...place(k) });
+          });
+        }
+      }
     }
   }
   return snap;

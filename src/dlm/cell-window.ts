@@ -1,0 +1,93 @@
+// Cached reads of one resource's window (rows h and h+1 of an area: 2 x maxNodes cells,
+// contiguous, one I/O). Only sectors whose bytes changed since the last read of the same window
+// are decoded; a torn or corrupt sector is re-read (src/disk/stable-read.ts) and never trusted.
+// The cache is bounded in bytes, so a node touching many resources keeps a bounded footprint.
+
+import type { BlockDevice } from '../disk/device.js';
+import { readStable } from '../disk/stable-read.js';
+import { RECORD_BYTES, WINDOW_ROWS, type LockspaceLayout } from '../format/lockspace.js';
+import type { Where } from '../format/where.js';
+
+/**
+ * Bytes of window reads kept for change detection: 4 MiB holds 256 windows of an 8-node
+ * lockspace or 8 of a 255-node one; a window not cached is simply decoded in full.
+ */
+export const WINDOW_CACHE_BYTES_MAX = 4 * 1024 * 1024;
+/** Always keep at least this many windows (the hand-off and bast paths re-read the same few). */
+const WINDOW_CACHE_MIN = 4;
+
+interface Cached<C> {
+  raw: Buffer;
+  cells: (C | undefined)[];
+}
+
+export type CellDecoder<C> = (sector: Buffer, expect: { nodeId: number; row: number }, where: Where) => C | undefined;
+
+export class CellWindows<C> {
+  private readonly cache = new Map<number, Cached<C>>();
+  private spare: Buffer;
+  private readonly windowBytes: number;
+  private readonly maxWindows: number;
+
+  constructor(
+    private readonly device: BlockDevice,
+    private readonly layout: LockspaceLayout,
+    private readonly areaOffsetBytes: number,
+    private readonly decode: CellDecoder<C>,
+    private readonly stats: { tornRetries: number; sectorsReparsed: number; windowReads: number },
+  ) {
+    this.windowBytes = WINDOW_ROWS * layout.rowBytes;
+    this.spare = Buffer.alloc(this.windowBytes);
+    this.maxWindows = Math.max(WINDOW_CACHE_MIN, Math.floor(WINDOW_CACHE_BYTES_MAX / this.windowBytes));
+  }
+
+  /** The cells of the last read of this window, if still cached (for error messages). */
+  peek(bucket: number): (C | undefined)[] | undefined {
+    return this.cache.get(bucket)?.cells;
+  }
+
+  /** Cells of rows h..h+1, index (row - h) * maxNodes + node; undefined = never written. */
+  async read(bucket: number): Promise<(C | undefined)[]> {
+    const { layout } = this;
+    const s = layout.sectorSizeBytes;
+    const n = layout.header.maxNodes;
+    const offsetBytes = this.areaOffsetBytes + bucket * layout.rowBytes;
+    const buf = this.spare;
+    await this.device.read(buf, offsetBytes);
+    this.stats.windowReads++;
+    let entry = this.cache.get(bucket);
+    if (entry !== undefined) {
+      this.cache.delete(bucket); // re-insert below: Map order is the LRU order
+      if (buf.equals(entry.raw)) {
+        this.cache.set(bucket, entry);
+        return entry.cells;
+      }
+    }
+    const cells: (C | undefined)[] = entry?.cells ?? new Array(WINDOW_ROWS * n).fill(undefined);
+    const old = entry?.raw;
+    try {
+      for (let i = 0; i < WINDOW_ROWS * n; i++) {
+        const a = i * s;
+        if (old !== undefined && buf.compare(old, a, a + RECORD_BYTES, a, a + RECORD_BYTES) === 0) continue;
+        const expect = { nodeId: i % n, row: bucket + Math.floor(i / n) };
+        const where = { device: this.device.name, offsetBytes: offsetBytes + a };
+        cells[i] = await readStable(this.device, buf.subarray(a, a + s), offsetBytes + a, (b) => this.decode(b, expect, where), {
+          preRead: true,
+          onRetry: () => this.stats.tornRetries++,
+        });
+        this.stats.sectorsReparsed++;
+      }
+    } catch (err) {
+      // `cells` is partly from this read: forget the window, decode it in full next time.
+      this.cache.delete(bucket);
+      throw err;
+    }
+    this.spare = old ?? Buffer.alloc(this.windowBytes);
+    this.cache.set(bucket, { raw: buf, cells });
+    while (this.cache.size > this.maxWindows) {
+      const oldest = this.cache.keys().next().value as number;
+      this.cache.delete(oldest);
+    }
+    return cells;
+  }
+}

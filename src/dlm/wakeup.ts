@@ -1,0 +1,132 @@
+// Wake-ups for the lock manager's waiting loop. Correctness never rests on them: a waiter re-reads
+// its window at least every pollMaxMs whatever happens here. They only shorten the wait.
+//
+// Per-resource hints (hintDir): the hint of lockspace row r is the file `${hintDir}/r<r>`. A
+// waiter on window h (rows h and h+1) watches those two files (inotify through fs.watch); a node
+// that wrote a row in a way that may unblock someone (a release, a down-conversion, a withdrawn
+// request, a dropped claim) touches that row's file (utimes: one syscall, IN_ATTRIB). So a release
+// wakes the processes waiting on that resource's rows and nobody else. The files live on the
+// local host: across machines (nbd://) no hint arrives and the poll bound applies.
+//
+// Fallback (watchPath, no hintDir): inotify on the whole image file, as version 1 did: every write
+// to the image by anyone wakes every waiter.
+
+import fs from 'node:fs';
+import path from 'node:path';
+
+/** Rows watched at once per process; the oldest watch is dropped beyond it (inotify watches are a
+ * per-user kernel resource: fs.inotify.max_user_watches, 8192 by default on older kernels). */
+export const HINT_WATCHES_MAX = 256;
+
+export class Waker {
+  private wake: (() => void) | undefined;
+  private pending = false;
+  private watcher: fs.FSWatcher | undefined;
+  private readonly rowWatchers = new Map<number, fs.FSWatcher>();
+  private hintDirReady = false;
+  wakeups = 0;
+  hintsSent = 0;
+
+  constructor(
+    private readonly hintDir: string | undefined,
+    watchPath: string | undefined,
+    private readonly log: (m: string) => void,
+  ) {
+    if (hintDir === undefined && watchPath !== undefined) {
+      try {
+        this.watcher = fs.watch(watchPath, { persistent: false }, () => this.poke());
+        this.watcher.on('error', () => this.stopWatching());
+      } catch (err) {
+        log(`cannot watch ${watchPath} for changes (${(err as Error).message}); polling only`);
+      }
+    }
+  }
+
+  private hintPath(row: number): string {
+    return path.join(this.hintDir!, `r${row}`);
+  }
+
+  /** Makes sure a change hint for `row` wakes us. Call before the read that may decide to wait. */
+  watchRow(row: number): void {
+    if (this.hintDir === undefined) return;
+    const w = this.rowWatchers.get(row);
+    if (w !== undefined) {
+      this.rowWatchers.delete(row); // LRU order
+      this.rowWatchers.set(row, w);
+      return;
+    }
+    try {
+      if (!this.hintDirReady) {
+        fs.mkdirSync(this.hintDir, { recursive: true });
+        this.hintDirReady = true;
+      }
+      const p = this.hintPath(row);
+      fs.closeSync(fs.openSync(p, 'a'));
+      const watcher = fs.watch(p, { persistent: false }, () => this.poke());
+      watcher.on('error', () => {
+        watcher.close();
+        this.rowWatchers.delete(row);
+      });
+      this.rowWatchers.set(row, watcher);
+    } catch (err) {
+      // Without the hint we still poll; say so once per row.
+      this.log(`cannot watch lock hint ${this.hintPath(row)} (${(err as Error).message}); polling only`);
+      return;
+    }
+    while (this.rowWatchers.size > HINT_WATCHES_MAX) {
+      const [oldest, ow] = this.rowWatchers.entries().next().value as [number, fs.FSWatcher];
+      ow.close();
+      this.rowWatchers.delete(oldest);
+    }
+  }
+
+  /** Tells waiters on `row` that it changed. Best effort: no file means nobody ever waited there. */
+  hintRow(row: number): void {
+    if (this.hintDir === undefined) return;
+    try {
+      const now = new Date();
+      fs.utimesSync(this.hintPath(row), now, now);
+      this.hintsSent++;
+    } catch {
+      // ENOENT: no waiter has created it; anything else: the waiter's poll bound covers it.
+    }
+  }
+
+  poke(): void {
+    this.wakeups++;
+    this.pending = true;
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /** Resolves after ms, or earlier on poke(); a poke that came since the last wait returns at once. */
+  wait(ms: number): Promise<void> {
+    if (this.pending) {
+      this.pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        this.pending = false;
+        resolve();
+      };
+    });
+  }
+
+  clearPending(): void {
+    this.pending = false;
+  }
+
+  stopWatching(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    for (const w of this.rowWatchers.values()) w.close();
+    this.rowWatchers.clear();
+  }
+}
