@@ -74,7 +74,7 @@ async function worker(): Promise<void> {
     }
   } else {
     const node = await startNode({ clusterImage: target!, nodeId: id, control: false });
-    const ls = await Lockspace.open(await openRegion(node.device, 'lockspace'), { membership: node.membership, watchPath: target });
+    const ls = await Lockspace.open(await openRegion(node.device, 'lockspace'), { membership: node.membership, hintDir: path.join(node.info.config.runDir, 'dlm') });
     await waitGo();
     const end = performance.now() + durationMs;
     while (performance.now() < end) {
@@ -149,7 +149,7 @@ async function main(): Promise<void> {
   try {
     // 1. Uncontended latency.
     const node = await startNode({ clusterImage: img, nodeId: 0, control: false });
-    const ls = await Lockspace.open(await openRegion(node.device, 'lockspace'), { membership: node.membership, watchPath: img });
+    const ls = await Lockspace.open(await openRegion(node.device, 'lockspace'), { membership: node.membership, hintDir: path.join(node.info.config.runDir, 'dlm') });
     const flockFile = path.join(dir, 'flock-latency');
     fs.writeFileSync(flockFile, '');
     const flockFd = fs.openSync(flockFile, 'r');

@@ -35,6 +35,8 @@ export class CellWindows<C> {
     private readonly areaOffsetBytes: number,
     private readonly decode: CellDecoder<C>,
     private readonly stats: { tornRetries: number; sectorsReparsed: number; windowReads: number },
+    /** The reader's own column: it knows its cells from memory, so they are never decoded. */
+    private readonly skipNode: number,
   ) {
     this.windowBytes = WINDOW_ROWS * layout.rowBytes;
     this.spare = Buffer.alloc(this.windowBytes);
@@ -46,7 +48,7 @@ export class CellWindows<C> {
     return this.cache.get(bucket)?.cells;
   }
 
-  /** Cells of rows h..h+1, index (row - h) * maxNodes + node; undefined = never written. */
+  /** Cells of rows h..h+1, index (row - h) * maxNodes + node; undefined = never written (or ours). */
   async read(bucket: number): Promise<(C | undefined)[]> {
     const { layout } = this;
     const s = layout.sectorSizeBytes;
@@ -68,6 +70,7 @@ export class CellWindows<C> {
     try {
       for (let i = 0; i < WINDOW_ROWS * n; i++) {
         const a = i * s;
+        if (i % n === this.skipNode) continue;
         if (old !== undefined && buf.compare(old, a, a + RECORD_BYTES, a, a + RECORD_BYTES) === 0) continue;
         const expect = { nodeId: i % n, row: bucket + Math.floor(i / n) };
         const where = { device: this.device.name, offsetBytes: offsetBytes + a };

@@ -58,8 +58,7 @@ export const LOCK_TIMEOUT_MS_DEFAULT = 10_000;
  * POLL_MAX_MS bounds the hand-off latency when no hint arrives (NBD, lost hints): the stated bound. */
 export const POLL_MIN_MS = 1;
 export const POLL_MAX_MS = 50;
-/** Capacity a node gets when it formats a blank region and the region allows it (issue 16: >= 4096). */
-export const LOCKS_PER_NODE_DEFAULT = 4096;
+export { LOCKS_PER_NODE_DEFAULT } from '../format/lockspace.js';
 /** Windows whose blocking notices one pass of the loop checks; the rest wait for the next pass
  * (round robin), so a node holding thousands of locks with basts costs a bounded pass. */
 export const BAST_WINDOWS_PER_PASS_MAX = 32;
@@ -239,8 +238,8 @@ export class Lockspace {
     this.unsubscribe = membership.subscribe(() => this.waker.poke());
     const h = layout.header;
     this.lvbEntriesPerCell = layout.lvbEntriesPerCell;
-    this.lockWindows = new CellWindows(device, layout, layout.lockAreaOffsetBytes, decodeLockCell, this.stats);
-    this.lvbWindows = new CellWindows(device, layout, layout.lvbAreaOffsetBytes, (b, e, w) => decodeLvbCell(b, e, h.lvbLenBytes, w), this.stats);
+    this.lockWindows = new CellWindows(device, layout, layout.lockAreaOffsetBytes, decodeLockCell, this.stats, this.nodeId);
+    this.lvbWindows = new CellWindows(device, layout, layout.lvbAreaOffsetBytes, (b, e, w) => decodeLvbCell(b, e, h.lvbLenBytes, w), this.stats, -1);
   }
 
   /**
@@ -920,8 +919,8 @@ function toView(e: LockEntry, nodeId: number, slot: number): LockView {
  * nodes that find the region blank at the same moment write identical bytes. */
 export function defaultHeader(regionBytes: number, sectorSizeBytes: number, maxNodes: number, over: LockspaceOptions['format'] = {}): LockspaceHeader {
   const nodes = over.maxNodes ?? maxNodes;
-  const fit = capacityForRegion(regionBytes, sectorSizeBytes, nodes);
-  return headerForCapacity(sectorSizeBytes, nodes, over.locksPerNode ?? Math.min(LOCKS_PER_NODE_DEFAULT, fit), over);
+  // The whole region: `cluster init` sized it for the capacity it was asked for.
+  return headerForCapacity(sectorSizeBytes, nodes, over.locksPerNode ?? capacityForRegion(regionBytes, sectorSizeBytes, nodes), over);
 }
 
 export async function formatLockspace(device: BlockDevice, header: LockspaceHeader): Promise<LockspaceLayout> {

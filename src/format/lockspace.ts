@@ -97,6 +97,8 @@ export const LVB_LEN_BYTES_MAX = 64;
 export const LVB_LEN_BYTES_DEFAULT = 32;
 /** Issue 16 asks for >= 4096 per node; 65536 keeps a 255-node region addressable (34 GB sparse). */
 export const LOCKS_PER_NODE_MAX = 65536;
+/** Capacity `cluster init` sizes the region for unless told otherwise (issue 16: >= 4096 per node). */
+export const LOCKS_PER_NODE_DEFAULT = 4096;
 /**
  * Buckets per lock of capacity. With B = 2 x locksPerNode, a node holding locksPerNode locks
  * puts Poisson(0.5) new entries on each bucket on average; its window of two cells (2 x 5 lock

@@ -30,20 +30,27 @@ import {
   type RegionEntry,
   type RegionName,
 } from '../format/cluster-image.js';
+import { lockspaceRegionBytes, LOCKS_PER_NODE_DEFAULT, LOCKS_PER_NODE_MAX } from '../format/lockspace.js';
 import { decodeNodeRecord, encodeNodeRecord, NODE_RECORD_BYTES, type NodeRecord } from '../format/node-record.js';
 import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import type { HeartbeatRegion } from './heartbeat.js';
 import { deriveTiming, type Timing } from './timing.js';
 
-/** Default size of the lock manager's lockspace region. */
-export const LOCKSPACE_BYTES_DEFAULT = 4 * 1024 * 1024;
+/** Size of a lockspace region for a capacity (sparse: only written cells take space), whole blocks. */
+export function lockspaceBytesFor(sectorSizeBytes: number, nodeCount: number, locksPerNode: number): number {
+  const bytes = lockspaceRegionBytes(sectorSizeBytes, nodeCount, locksPerNode);
+  return Math.ceil(bytes / BLOCK_BYTES) * BLOCK_BYTES;
+}
 
 export interface InitOptions {
   clusterName: string;
   nodeCount: number;
   sectorSizeBytes?: 512 | 4096;
   timing: Timing;
+  /** Lockspace region size; default: sized for `locksPerNode` locks and value blocks per node. */
   lockspaceBytes?: number;
+  /** Capacity of the lockspace per node (default LOCKS_PER_NODE_DEFAULT, 4096). */
+  locksPerNode?: number;
   /** Directory of node control sockets (default: $TMPDIR/sanbox-<cluster uuid prefix>). */
   runDir?: string;
   nodeNames?: string[];
@@ -68,10 +75,13 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
   if (opts.clusterName.length === 0 || Buffer.byteLength(opts.clusterName) > 64 || !/^[A-Za-z0-9._-]+$/.test(opts.clusterName)) {
     throw new SanboxError('EINVAL', `${imagePath}: cluster name '${opts.clusterName}' must be 1..64 characters of A-Z a-z 0-9 . _ -`, { device: imagePath });
   }
+  if (opts.locksPerNode !== undefined && (!Number.isInteger(opts.locksPerNode) || opts.locksPerNode < 1 || opts.locksPerNode > LOCKS_PER_NODE_MAX)) {
+    throw new SanboxError('EINVAL', `${imagePath}: --locks-per-node must be 1..${LOCKS_PER_NODE_MAX}, not ${opts.locksPerNode}`, { device: imagePath });
+  }
   const uuid = crypto.randomBytes(16);
   const runDir = opts.runDir ?? path.join(os.tmpdir(), `sanbox-${uuid.toString('hex').slice(0, 12)}`);
   const nodeNames = opts.nodeNames ?? Array.from({ length: opts.nodeCount }, () => '');
-  const { regions, imageSizeBytes } = planRegions({ sectorSizeBytes, nodeCount: opts.nodeCount, lockspaceBytes: opts.lockspaceBytes ?? LOCKSPACE_BYTES_DEFAULT });
+  const { regions, imageSizeBytes } = planRegions({ sectorSizeBytes, nodeCount: opts.nodeCount, lockspaceBytes: opts.lockspaceBytes ?? lockspaceBytesFor(sectorSizeBytes, opts.nodeCount, opts.locksPerNode ?? LOCKS_PER_NODE_DEFAULT) });
   const header: ClusterHeader = { version: 1, sectorSizeBytes, imageSizeBytes, clusterUuid: uuid, regions };
   const config: ClusterConfig = {
     clusterName: opts.clusterName,

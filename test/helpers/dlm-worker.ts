@@ -52,7 +52,7 @@ async function main(): Promise<void> {
     await sleep(20);
   }
   const region = await openRegion(node.device, 'lockspace');
-  const ls = await Lockspace.open(region, { membership: node.membership, watchPath: img });
+  const ls = await Lockspace.open(region, { membership: node.membership, hintDir: path.join(node.info.config.runDir, 'dlm') });
   record({ ev: 'ready', generation: node.generation.toString(16) });
   if (process.env.DLM_DEBUG) setInterval(() => process.stderr.write(`node ${nodeId}: ${JSON.stringify(ls.stats)}\n`), 2000).unref();
   process.stdout.write('ready\n');

@@ -2,7 +2,8 @@
 
 import type { Command } from 'commander';
 import { SanboxError, UsageError } from '../../src/errors.js';
-import { initClusterImage, LOCKSPACE_BYTES_DEFAULT } from '../../src/heartbeat/cluster-image.js';
+import { initClusterImage } from '../../src/heartbeat/cluster-image.js';
+import { LOCKS_PER_NODE_DEFAULT } from '../../src/format/lockspace.js';
 import { FENCE_POLICIES, type FencePolicy } from '../../src/heartbeat/fencer.js';
 import { deriveTiming, presetTiming, TIMING_PRESETS } from '../../src/heartbeat/timing.js';
 import { startNode } from '../../src/node/node.js';
@@ -48,7 +49,8 @@ export function register(program: Command): void {
     .option('--interval <ms>', 'heartbeat interval in ms (overrides the preset)')
     .option('--dead-threshold <n>', 'intervals without a seq change before a node is dead (overrides the preset)')
     .option('--io-timeout <ms>', 'a heartbeat write slower than this has failed (overrides the preset)')
-    .option('--lockspace-size <size>', 'size of the lock manager region', formatSize(LOCKSPACE_BYTES_DEFAULT))
+    .option('--locks-per-node <n>', `lock records and value blocks per node the lockspace region is sized for (sparse)`, String(LOCKS_PER_NODE_DEFAULT))
+    .option('--lockspace-size <size>', 'size of the lock manager region (default: sized for --locks-per-node)')
     .option('--run-dir <dir>', 'directory of the nodes\' control sockets (default: $TMPDIR/sanbox-<uuid>)')
     .option('--node-names <names>', 'comma-separated node names, in node-number order')
     .option('--force', 'replace an existing image (refused while another process has it open)', false)
@@ -85,7 +87,8 @@ export function register(program: Command): void {
         nodeCount,
         sectorSizeBytes: Number(sector) as 512 | 4096,
         timing,
-        lockspaceBytes: parseSizeBytes(String(o.lockspaceSize)),
+        lockspaceBytes: o.lockspaceSize !== undefined ? parseSizeBytes(String(o.lockspaceSize)) : undefined,
+        locksPerNode: positiveInt(String(o.locksPerNode), '--locks-per-node'),
         runDir: typeof o.runDir === 'string' ? o.runDir : undefined,
         nodeNames: names,
         force: o.force === true,
