@@ -311,7 +311,8 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       lockspace: () => {
         lockspace ??= (async () => {
           const lsDev = await openRegion(device, 'lockspace');
-          const ls = await Lockspace.open(lsDev, { membership, watchPath: remote ? undefined : img, log });
+          // Per-resource wake-up hints in the run directory (host-local; across machines the poll bound applies).
+          const ls = await Lockspace.open(lsDev, { membership, hintDir: path.join(info.config.runDir, 'dlm'), log });
           lockspaceNow = ls;
           return ls;
         })();
