@@ -5,6 +5,7 @@
 
 import path from 'node:path';
 import { openDevice, schemeOf, type BlockDevice } from '../disk/index.js';
+import { devicesFromFile } from './devices-file.js';
 
 export const DEVICES_ENV = 'SANBOX_DEVICES';
 
@@ -13,12 +14,17 @@ export function splitDeviceList(text: string | undefined): string[] {
   return (text ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 }
 
-/** The device list: named images first, then --devices, then SANBOX_DEVICES, without duplicates. */
+/**
+ * The device list: named images first, then --devices, then SANBOX_DEVICES, without duplicates;
+ * when neither of those two gives any, the devices file's entries (as lvm2's --devices
+ * overrides its devices file).
+ */
 export function deviceList(named: string[], devicesOption?: string[] | string, env: NodeJS.ProcessEnv = process.env): string[] {
   const opt = Array.isArray(devicesOption) ? devicesOption.flatMap(splitDeviceList) : splitDeviceList(devicesOption);
+  const given = [...opt, ...splitDeviceList(env[DEVICES_ENV])];
   const out: string[] = [];
   const seen = new Set<string>();
-  for (const spec of [...named, ...opt, ...splitDeviceList(env[DEVICES_ENV])]) {
+  for (const spec of [...named, ...(given.length ? given : devicesFromFile(env))]) {
     const canon = normalizeSpec(spec);
     if (seen.has(canon)) continue;
     seen.add(canon);

@@ -9,7 +9,12 @@ import { SanboxError, UsageError } from '../../src/errors.js';
 import { dashId } from '../../src/format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, type VgModel } from '../../src/format/lvm/vg-model.js';
 import { parseSizeBytes } from '../../src/units.js';
+import path from 'node:path';
+import { openDevice, schemeOf } from '../../src/disk/index.js';
+import { entryLine } from '../../src/format/devices-file.js';
 import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
+import { addDevice, delDevice, DEVICES_FILE_ENV, devicesFilePath, readDevicesFile, writeDevicesFile } from '../../src/volume/devices-file.js';
+import { readPv } from '../../src/volume/pv.js';
 import {
   commitContext,
   lvCreate,
@@ -31,10 +36,10 @@ import { buildReport, fieldHelp, pvSubjects, renderJson, renderText, vgSubject }
 import { hostRanges, losetupCommand, lvDisplay, pvDisplay, vgDisplay } from '../../src/volume/display.js';
 import type { ReportName } from '../../src/volume/report-fields.js';
 import { parseUnits } from '../../src/volume/units-format.js';
-import { findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
+import { ctime, findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
 import { printJson } from '../output.js';
 
-const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES)';
+const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES; else the devices file, see lvmdevices)';
 
 function context(): ReturnType<typeof commitContext> {
   return commitContext(['sanbox', ...process.argv.slice(2)].join(' '));
@@ -42,7 +47,7 @@ function context(): ReturnType<typeof commitContext> {
 
 function devicesOf(named: string[], opts: { devices?: string }): string[] {
   const list = deviceList(named, opts.devices);
-  if (list.length === 0) throw new UsageError('no devices to look at: name image files, pass --devices a.img,b.img or set SANBOX_DEVICES');
+  if (list.length === 0) throw new UsageError('no devices to look at: name image files, pass --devices a.img,b.img, set SANBOX_DEVICES, or add them with sanbox lvmdevices --adddev');
   return list;
 }
 
@@ -77,6 +82,46 @@ function parseStripes(opts: { stripes?: string; stripesize?: string }): { stripe
 const say = (line: string): void => void process.stdout.write(`  ${line}\n`);
 
 export function register(program: Command): void {
+  program
+    .command('lvmdevices')
+    .description("list or change the devices file (lvm2's format): the devices LVM commands use when neither --devices nor SANBOX_DEVICES names any")
+    .option('--adddev <image>', 'add an image (or nbd:// URL) to the devices file, with its PV uuid if it holds a PV')
+    .option('--deldev <image>', 'remove an image from the devices file')
+    .option('--devicesfile <path>', `the devices file (default: $${DEVICES_FILE_ENV}, else ~/.config/sanbox/system.devices)`)
+    .option('--json', 'print the entries as JSON', false)
+    .action(async (o: { adddev?: string; deldev?: string; devicesfile?: string; json: boolean }) => {
+      const file = o.devicesfile !== undefined ? path.resolve(o.devicesfile) : devicesFilePath();
+      if (file === undefined) throw new UsageError(`the devices file is turned off (${DEVICES_FILE_ENV} is empty); pass --devicesfile PATH`);
+      if (o.adddev !== undefined && o.deldev !== undefined) throw new UsageError('give one of --adddev and --deldev');
+      let contents = readDevicesFile(file);
+      const createdBy = `sanbox lvmdevices pid ${process.pid} at ${ctime(new Date())}`;
+      if (o.adddev !== undefined) {
+        const spec = normalizeSpec(o.adddev);
+        if (/\s/.test(spec)) throw new UsageError(`'${spec}': the devices file cannot name a path with white space`);
+        // Opening validates the device (it exists, is a disk, has a size); the label gives the PVID.
+        const dev = await openDevice(spec, { readOnly: true, guard: 'none' });
+        let pvId: string | undefined;
+        try {
+          pvId = (await readPv(dev, { withoutText: true }))?.label.pvId;
+        } finally {
+          await dev.close();
+        }
+        contents = addDevice(contents, { idType: schemeOf(spec) === undefined ? 'loop_file' : 'devname', idName: spec, devName: spec, pvId });
+        writeDevicesFile(file, contents, createdBy);
+        say(`Added ${spec} to the devices file ${file}${pvId ? ` (PV ${dashId(pvId)})` : ''}.`);
+        return;
+      }
+      if (o.deldev !== undefined) {
+        const spec = normalizeSpec(o.deldev);
+        contents = delDevice(file, contents, spec);
+        writeDevicesFile(file, contents, createdBy);
+        say(`Removed ${spec} from the devices file ${file}.`);
+        return;
+      }
+      if (o.json) return printJson({ devicesfile: file, devices: contents.entries.map((e) => ({ ...e, pvId: e.pvId ?? null })) });
+      for (const e of contents.entries) say(`Device ${e.devName} ${entryLine(e)}`);
+    });
+
   program
     .command('pvcreate')
     .description('make image files LVM2 physical volumes (label in sector 1, metadata area at 4 KiB, data at the alignment); refuses a device holding a PV or a filesystem, or in use')
