@@ -248,9 +248,9 @@ test('pvcreate refuses a PV, an ext4 or ocfs2 filesystem, and a device in use; p
   await mustRun(t, ['pvcreate', pv]);
   await refuses(t, ['pvcreate', pv], [pv], /already an LVM physical volume \S+ \(label at offset 512\); pvremove it first/);
   execFileSync('mkfs.ext4', ['-q', '-F', ext4], { stdio: 'ignore' });
-  await refuses(t, ['pvcreate', ext4], [ext4], /holds a ext2\/3\/4 filesystem \(signature at offset 1080\)/);
+  await refuses(t, ['pvcreate', ext4], [ext4], /already holds an ext2\/3\/4 filesystem \(ext4 signature at byte 1080\); pvcreate would destroy it: use --force/);
   execFileSync('mkfs.ocfs2', ['-q', '-F', '-M', 'local', '-b', '4096', '-N', '2', ocfs2], { input: 'y\n', stdio: ['pipe', 'ignore', 'ignore'] });
-  await refuses(t, ['pvcreate', ocfs2], [ocfs2], /holds a ocfs2 filesystem \(signature at offset 8192\)/);
+  await refuses(t, ['pvcreate', ocfs2], [ocfs2], /already holds an ocfs2 volume \(ocfs2 signature at byte 8192\)/);
   const holder = FileDisk.open(busy);
   t.teardown(() => holder.closeSync());
   await refuses(t, ['pvcreate', busy], [busy], /device busy/);

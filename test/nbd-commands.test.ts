@@ -137,7 +137,7 @@ test('sanbox cluster init nbd:// writes the cluster image through the export; st
 
   const twice = await runSanbox(t, ['cluster', 'init', uri, '--nodes', '2', '--name', 'other']);
   t.is(twice.code, 1);
-  t.regex(twice.stderr, /cluster\.img: the export holds data at byte 0; it may be in use \(use --force to zero it\)/);
+  t.regex(twice.stderr, /cluster\.img: the export holds a sanbox cluster image at byte 0; it may be in use \(use --force to zero it\)/);
   const forced = await runSanbox(t, ['cluster', 'init', uri, '--nodes', '2', '--name', 'other', '--force', '--json']);
   t.is(forced.code, 0, forced.stderr);
   t.not((JSON.parse(forced.stdout) as { uuid: string }).uuid, made.uuid);

@@ -110,7 +110,7 @@ test('mkfs refuses an image that already holds ocfs2, an ext4 signature or a PV 
   const before = fs.readFileSync(img).subarray(0, 1 << 20);
   const again = await runSanbox(t, ['mkfs', img, '--slots', '2', '--label', 'second']);
   t.is(again.code, 1);
-  t.regex(again.stderr, /already holds data \(ocfs2 signature at byte 8192\).*--force/);
+  t.regex(again.stderr, /already holds an ocfs2 volume \(ocfs2 signature at byte 8192\).*--force/);
   t.true(fs.readFileSync(img).subarray(0, 1 << 20).equals(before), 'a refused mkfs wrote nothing');
 
   for (const [what, offset, bytes] of [['LVM2_member', 512, Buffer.from('LABELONE')], ['LVM2_member', 1536, Buffer.from('LABELONE')], ['ext4', 0x438, Buffer.from([0x53, 0xef])]] as const) {

@@ -8,7 +8,7 @@
 // "Limits"), so over NBD the content check is what stands between `create` and a disk in use.
 
 import { DiskError } from '../errors.js';
-import { findSignature, SIGNATURE_PROBE_BYTES } from '../volume/signature.js';
+import { findSignature, SIGNATURE_PROBE_BYTES } from '../format/signatures.js';
 import { NbdDevice, type NbdOpenOptions } from './nbd-device.js';
 import type { SectorSize } from './device.js';
 
@@ -71,7 +71,7 @@ async function refuseExistingData(dev: NbdDevice): Promise<void> {
   const signature = findSignature(head);
   const firstNonZero = signature?.offsetBytes ?? head.findIndex((b) => b !== 0);
   if (firstNonZero < 0) return;
-  const what = signature !== undefined ? `a ${signature.name}` : 'data';
+  const what = signature !== undefined ? signature.description : 'data';
   throw new DiskError(
     'EEXIST',
     `${dev.name}: the export holds ${what} at byte ${firstNonZero}; it may be in use (use --force to zero it)`,

@@ -2,7 +2,7 @@
 export { heartbeatRegion, heartbeatRegionOf, type Ocfs2HeartbeatLayout } from './heartbeat-region.js';
 export { Ocfs2Volume, probeOcfs2BlockSize, type InodeBlock, type MappedExtent } from './ocfs2-volume.js';
 export { mkfs, type MkfsOptions, type MkfsResult } from './mkfs.js';
-export { probeSignatures, type ProbeHit } from './probe.js';
+export { probeSignatures, type SignatureHit } from '../disk/signature-probe.js';
 export { readSlotMap, type SlotMapInfo } from './slot-map-reader.js';
 export { readHeartbeat, type HeartbeatDump, type HeartbeatSlot } from './heartbeat-reader.js';
 export { readJournal, type JournalDump, type LogEntry } from './journal-reader.js';

@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import type { BlockDevice } from '../disk/device.js';
 import { SanboxError } from '../errors.js';
 import { globalGroupBlock, planMkfs, superblockBlock, type MkfsPlan } from './mkfs-layout.js';
-import { probeSignatures, type ProbeHit } from './probe.js';
+import { refuseSignatures } from '../disk/signature-probe.js';
 import { defaultBlockSize, defaultClusterSize, type FsType, type Ocfs2Features } from './mkfs-options.js';
 
 export interface MkfsOptions {
@@ -55,10 +55,7 @@ const PROGRESS_EVERY_BLOCKS = 256;
 
 export async function mkfs(dev: BlockDevice, opts: MkfsOptions): Promise<MkfsResult> {
   if (dev.readOnly) throw new SanboxError('EINVAL', `${dev.name}: device is read-only`, { device: dev.name });
-  if (!opts.force) {
-    const hits = await probeSignatures(dev);
-    if (hits.length > 0) throw existing(dev, hits);
-  }
+  if (!opts.force) await refuseSignatures(dev, 'mkfs');
   // mkfs.ocfs2's defaults by volume size, but never below the device's sector size.
   const bs = opts.blockSizeBytes ?? Math.max(defaultBlockSize(dev.sizeBytes), dev.sectorSizeBytes);
   if (dev.sectorSizeBytes > bs) throw new SanboxError('EINVAL', `${dev.name}: block size ${bs} is smaller than the device's ${dev.sectorSizeBytes}-byte sectors`, { device: dev.name });
@@ -96,11 +93,6 @@ export async function mkfs(dev: BlockDevice, opts: MkfsOptions): Promise<MkfsRes
     featureIncompat: sb.featureIncompat,
     featureRoCompat: sb.featureRoCompat,
   };
-}
-
-function existing(dev: BlockDevice, hits: ProbeHit[]): SanboxError {
-  const what = hits.map((h) => `${h.type} signature at byte ${h.offsetBytes}`).join(', ');
-  return new SanboxError('EEXIST', `${dev.name}: device already holds data (${what}); use --force to overwrite it`, { device: dev.name, offsetBytes: hits[0]!.offsetBytes });
 }
 
 async function writePlan(dev: BlockDevice, plan: MkfsPlan, onProgress?: (done: number, total: number, phase: string) => void): Promise<void> {

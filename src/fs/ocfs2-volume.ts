@@ -7,6 +7,7 @@
 import { formatFail } from '../format/where.js';
 import type { BlockDevice } from '../disk/device.js';
 import { FormatError } from '../errors.js';
+import { describeDevice } from '../disk/signature-probe.js';
 import { BlockCheckOffset, verifyBlockCheck } from '../format/ocfs2/block-check.js';
 import {
   DynFeature,
@@ -76,7 +77,8 @@ export class Ocfs2Volume {
     }
     const bs = await probeOcfs2BlockSize(dev);
     if (bs === undefined) {
-      throw new FormatError(`${dev.name}: no ocfs2 superblock ("OCFSV2" at block 2 for block sizes 512..4096)`, { device: dev.name, offsetBytes: 1024 });
+      const what = await describeDevice(dev, 'an ocfs2 volume');
+      throw new FormatError(`${what}: no ocfs2 superblock ("OCFSV2" at block 2 for block sizes 512..4096)`, { device: dev.name, offsetBytes: 1024 });
     }
     const buf = Buffer.alloc(bs);
     const where: Where = { device: dev.name, offsetBytes: OCFS2_SUPER_BLOCK_BLKNO * bs };
@@ -88,8 +90,12 @@ export class Ocfs2Volume {
       const checked = verifyBlockCheck(buf, BlockCheckOffset.DINODE, where);
       if (checked.repairedBit !== undefined) sb = parseSuperblock(checked.block, where, bs);
     }
-    // A truncated image (the superblock promises more than the device holds) still opens: every
-    // block read past the end of the device is refused with its offset (see checkBlkno).
+    // A truncated volume (the superblock promises more than the device holds) is refused, as
+    // fsck.ocfs2 refuses it (exit 8): a reader must not report it and a node must not heartbeat into it.
+    const volumeBytes = geometryOf(sb).volumeSizeBytes;
+    if (volumeBytes > dev.sizeBytes) {
+      throw new FormatError(`${dev.name}: device is ${dev.sizeBytes} bytes, shorter than the ${volumeBytes} bytes its ocfs2 superblock says (superblock at offset ${where.offsetBytes})`, where);
+    }
     return new Ocfs2Volume(dev, sb);
   }
 

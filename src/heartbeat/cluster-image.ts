@@ -13,10 +13,12 @@ import { type BlockDevice } from '../disk/device.js';
 import { viewOf } from '../disk/view-device.js';
 import { type OpenOptions } from '../disk/file-disk.js';
 import { type ReservationStoreSpec, defaultLockDir } from '../disk/reservations.js';
-import { assert, SanboxError } from '../errors.js';
+import { assert, FormatError, SanboxError } from '../errors.js';
+import { describeDevice } from '../disk/signature-probe.js';
 import { readStable } from '../disk/stable-read.js';
 import {
   BLOCK_BYTES,
+  CLUSTER_MAGIC,
   decodeClusterHeader,
   decodeConfig,
   decodeRegionHeader,
@@ -139,6 +141,10 @@ export async function readClusterImageFrom(dev: BlockDevice, imagePath: string):
   if (dev.sizeBytes < BLOCK_BYTES) throw new SanboxError('EFORMAT', `${dev.name}: too small to be a cluster image (${dev.sizeBytes} bytes)`, { device: dev.name, offsetBytes: 0 });
   const hbuf = Buffer.alloc(BLOCK_BYTES);
   await dev.read(hbuf, 0);
+  if (hbuf.toString('latin1', 0, CLUSTER_MAGIC.length) !== CLUSTER_MAGIC) {
+    // Pointed at the wrong kind of image: say what it is (one probe of the signature table).
+    throw new FormatError(await describeDevice(dev, 'a sanbox cluster image'), { device: dev.name, offsetBytes: 0 });
+  }
   const header = decodeClusterHeader(hbuf, { device: dev.name, offsetBytes: 0 });
   if (header.imageSizeBytes > dev.sizeBytes) {
     throw new SanboxError('EFORMAT', `${dev.name}: image is ${dev.sizeBytes} bytes but its header says ${header.imageSizeBytes}`, { device: dev.name, offsetBytes: 0x18 });

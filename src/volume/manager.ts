@@ -83,7 +83,10 @@ export async function withSession<T>(specs: string[], opts: { readOnly?: boolean
 
 // ---- PVs ----
 
-export interface PvCreateOptions extends Omit<PvLayoutOptions, 'deviceSizeBytes'> {}
+export interface PvCreateOptions extends Omit<PvLayoutOptions, 'deviceSizeBytes'> {
+  /** Overwrite a filesystem or other signature (never a PV: pvremove that first). */
+  force?: boolean;
+}
 
 /** pvcreate: every device must be blank (no PV, no known signature) and not in use elsewhere. */
 export async function pvCreate(specs: string[], opts: PvCreateOptions): Promise<{ device: string; pvId: string }[]> {
@@ -92,7 +95,7 @@ export async function pvCreate(specs: string[], opts: PvCreateOptions): Promise<
     const layouts = [];
     for (const sc of s.scan) {
       if (sc.pv) throw new SanboxError('EEXIST', `${sc.dev.name}: already an LVM physical volume ${sc.pv.label.pvId}${pvInUse(sc.pv) ? ` in VG ${pvInUse(sc.pv)}` : ''} (label at offset ${sc.pv.label.sector * LABEL_SECTOR_BYTES}); pvremove it first`, { device: sc.dev.name, offsetBytes: sc.pv.label.sector * LABEL_SECTOR_BYTES });
-      await checkBlank(sc.dev);
+      await checkBlank(sc.dev, opts.force ?? false);
       layouts.push(planPvLayout({ ...opts, deviceSizeBytes: sc.dev.sizeBytes }));
     }
     const out = [];

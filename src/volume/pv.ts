@@ -28,7 +28,7 @@ import {
   type RawLocn,
 } from '../format/lvm/mda-header.js';
 import { parseVgText, type ParsedVgText } from '../format/lvm/vg-text.js';
-import { findSignature, SIGNATURE_PROBE_BYTES } from './signature.js';
+import { refuseSignatures } from '../disk/signature-probe.js';
 
 /** mda1 always starts here: LABEL_SCAN_SIZE rounded up to the page size (lvm2.md §1). */
 export const MDA1_START_BYTES = 4096;
@@ -172,24 +172,18 @@ export function planPvLayout(o: PvLayoutOptions): PvLayout {
   return { mdas, peStartBytes, dataEndBytes };
 }
 
-/** Refuses a device that holds a PV or a known signature, naming what and where. */
-export async function checkBlank(dev: BlockDevice): Promise<void> {
-  const head = Buffer.alloc(Math.min(SIGNATURE_PROBE_BYTES, dev.sizeBytes));
+/** Refuses a device that holds a PV or (unless `force`) any known signature, naming what and where. */
+export async function checkBlank(dev: BlockDevice, force = false): Promise<void> {
+  const head = Buffer.alloc(Math.min(LABEL_SCAN_BYTES, dev.sizeBytes));
   await dev.read(head, 0);
-  const scan = scanLabel(head.subarray(0, Math.min(LABEL_SCAN_BYTES, head.length)), { device: dev.name, offsetBytes: 0 });
+  const scan = scanLabel(head, { device: dev.name, offsetBytes: 0 });
   if (scan.kind === 'label') {
     throw new SanboxError('EEXIST', `${dev.name}: already holds LVM physical volume ${scan.label.pvId} (label at offset ${scan.label.sector * LABEL_SECTOR_BYTES}); pvremove it first`, {
       device: dev.name,
       offsetBytes: scan.label.sector * LABEL_SECTOR_BYTES,
     });
   }
-  const sig = findSignature(head);
-  if (sig) {
-    throw new SanboxError('EEXIST', `${dev.name}: holds a ${sig.name} (signature at offset ${sig.offsetBytes}); refusing to overwrite it`, {
-      device: dev.name,
-      offsetBytes: sig.offsetBytes,
-    });
-  }
+  if (!force) await refuseSignatures(dev, 'pvcreate');
 }
 
 /** Writes a new orphan PV in pvcreate's order: zero the label area and mdas, mda headers, label. */

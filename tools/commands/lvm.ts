@@ -129,13 +129,15 @@ export function register(program: Command): void {
     .option('--metadatasize <size>', 'size of each metadata area (default unit MiB; default: up to the data alignment)')
     .option('--metadatacopies <n>', 'metadata areas per PV: 1 (at the start) or 2 (also at the end)', '1')
     .option('--dataalignment <size>', 'alignment of the first extent (default unit KiB)', '1m')
-    .action(async (images: string[], o: { metadatasize?: string; metadatacopies: string; dataalignment: string }) => {
+    .option('-f, --force', 'overwrite a filesystem, cluster image or other signature on the device (never a PV)', false)
+    .action(async (images: string[], o: { metadatasize?: string; metadatacopies: string; dataalignment: string; force: boolean }) => {
       const copies = Number(o.metadatacopies);
       if (![0, 1, 2].includes(copies)) throw new UsageError(`--metadatacopies must be 0, 1 or 2, not '${o.metadatacopies}'`);
       const done = await pvCreate(images.map(normalizeSpec), {
         metadataCopies: copies,
         metadataSizeBytes: o.metadatasize === undefined ? undefined : parseSizeBytes(o.metadatasize, 'm'),
         dataAlignmentBytes: parseSizeBytes(o.dataalignment, 'k'),
+        force: o.force,
       });
       for (const d of done) say(`Physical volume "${d.device}" successfully created.`);
     });
