@@ -6,7 +6,8 @@ import { initClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { LOCKS_PER_NODE_DEFAULT } from '../../src/format/lockspace.js';
 import { FENCE_POLICIES, type FencePolicy } from '../../src/heartbeat/fencer.js';
 import { deriveTiming, presetTiming, TIMING_PRESETS } from '../../src/heartbeat/timing.js';
-import { startNode } from '../../src/node/node.js';
+import { runNode } from '../../src/node/run.js';
+import { deviceList } from '../../src/volume/devices.js';
 import { StatusReader, type ClusterStatus } from '../../src/node/status.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
 import { printFields, printJson, printTable } from '../output.js';
@@ -164,45 +165,25 @@ export function register(program: Command): void {
     .requiredOption('--node <n>', 'node number')
     .option('--name <name>', 'node name shown by cluster status')
     .option('--fence <policy>', `fence agents for dead peers: ${FENCE_POLICIES.join(' | ')} (both: SIGKILL the recorded pid, then preempt its reservation key; disk: preempt only, escalating to power when the victim is stuck inside a write)`, 'both')
-    .option('--volume <image...>', 'also heartbeat o2hb-compatibly in the heartbeat system file of these ocfs2 volumes (debugfs.ocfs2 -R hb shows the blocks; a kernel node there is a peer)')
+    .option('--volume <image...>', 'also heartbeat o2hb-compatibly in the heartbeat system file of these ocfs2 volumes: image files, nbd:// exports or VG/LV (debugfs.ocfs2 -R hb shows the blocks; a kernel node there is a peer)')
+    .option('--devices <list>', 'comma-separated devices where VG/LV volumes find their PVs (also SANBOX_DEVICES); every PV gets this node\'s fence gate')
     .option('--json', 'log events as JSON lines', false)
-    .action(async (o: { cluster: string; node: string; name?: string; fence: string; volume?: string[]; json: boolean }) => {
+    .action(async (o: { cluster: string; node: string; name?: string; fence: string; volume?: string[]; devices?: string; json: boolean }) => {
       if (!FENCE_POLICIES.includes(o.fence as FencePolicy)) throw new UsageError(`--fence must be one of ${FENCE_POLICIES.join(', ')}, not '${o.fence}'`);
       const nodeId = nonNegativeInt(o.node, '--node');
-      const t0 = Date.now();
-      const log = (msg: string): void => {
-        if (o.json) process.stdout.write(JSON.stringify({ t: new Date().toISOString(), node: nodeId, msg }) + '\n');
-        else process.stdout.write(`${new Date().toISOString()} node${nodeId}: ${msg}\n`);
-      };
-      let exitCode = 0;
-      let done!: () => void;
-      const finished = new Promise<void>((r) => (done = r));
-      const node = await startNode({
-        clusterImage: o.cluster,
-        nodeId,
-        name: o.name,
-        fencePolicy: o.fence as FencePolicy,
-        volumes: o.volume,
-        log,
-        onSelfFence: () => {
-          exitCode = 3;
-          done();
+      const stamp = (): string => new Date().toISOString();
+      const exitCode = await runNode(
+        { clusterImage: o.cluster, nodeId, name: o.name, fencePolicy: o.fence as FencePolicy, volumes: o.volume, devices: deviceList([], o.devices) },
+        {
+          log: (msg) => {
+            if (o.json) process.stdout.write(JSON.stringify({ t: stamp(), node: nodeId, msg }) + '\n');
+            else process.stdout.write(`${stamp()} node${nodeId}: ${msg}\n`);
+          },
+          event: (ev) => {
+            if (o.json) process.stdout.write(JSON.stringify({ t: stamp(), node: nodeId, event: ev.kind, peer: ev.nodeId, generation: ev.generation.toString(16) }) + '\n');
+          },
         },
-      });
-      node.membership.subscribe((ev) => {
-        if (o.json) process.stdout.write(JSON.stringify({ t: new Date().toISOString(), node: nodeId, event: ev.kind, peer: ev.nodeId, generation: ev.generation.toString(16) }) + '\n');
-      });
-      log(`ready after ${Date.now() - t0} ms`);
-      const onSignal = (): void => done();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      const poll = setInterval(() => {
-        if (!node.heartbeat.isRunning && node.heartbeat.fencedReason === undefined) done();
-      }, 50);
-      await finished;
-      clearInterval(poll);
-      await node.stop();
-      log(exitCode === 3 ? 'stopped: fenced' : 'left the cluster');
+      );
       if (exitCode !== 0) process.exit(exitCode);
     });
 }

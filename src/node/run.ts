@@ -1,0 +1,45 @@
+// The node loop (`sanbox node`): join, report membership events, run until told to stop (SIGINT,
+// SIGTERM, `ctl … leave`) or until the node fences itself, then leave. tools/commands/cluster.ts
+// only parses options and prints what this reports.
+
+import type { MembershipEvent } from '../heartbeat/membership-api.js';
+import { startNode, type StartNodeOptions } from './node.js';
+
+/** Exit status of a node that fenced itself (its I/O is stopped; its peers fence it). */
+export const EXIT_SELF_FENCED = 3;
+/** Signals that make a node leave cleanly. */
+const LEAVE_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+
+export interface NodeLoopOutput {
+  log(msg: string): void;
+  event(ev: MembershipEvent): void;
+}
+
+/** Runs node `opts.nodeId` until it leaves or fences itself; returns the exit status. */
+export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'>, out: NodeLoopOutput): Promise<number> {
+  const t0 = Date.now();
+  let exitCode = 0;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  const node = await startNode({
+    ...opts,
+    log: out.log,
+    onSelfFence: () => {
+      exitCode = EXIT_SELF_FENCED;
+      done();
+    },
+  });
+  node.membership.subscribe(out.event);
+  out.log(`ready after ${Date.now() - t0} ms`);
+  for (const sig of LEAVE_SIGNALS) process.once(sig, done);
+  // A `leave` on the control socket stops the heartbeat: then the loop ends too.
+  const poll = setInterval(() => {
+    if (!node.heartbeat.isRunning && node.heartbeat.fencedReason === undefined) done();
+  }, node.info.timing.intervalMs);
+  await finished;
+  clearInterval(poll);
+  for (const sig of LEAVE_SIGNALS) process.off(sig, done);
+  await node.stop();
+  out.log(exitCode === EXIT_SELF_FENCED ? 'stopped: fenced' : 'left the cluster');
+  return exitCode;
+}
