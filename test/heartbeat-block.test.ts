@@ -3,13 +3,13 @@
 
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { FormatError } from '../src/errors.js';
 import { crc32Le } from '../src/format/crc32.js';
 import { decodeO2hbBlock, encodeO2hbBlock, hex32, hex64, parseO2hbBlock } from '../src/format/o2hb-block.js';
 import { tempDir } from './helpers/tmp.js';
+import { fuzzRandom } from './helpers/fuzz.js';
 
 test('crc32_le with seed 0 matches the kernel check value', (t) => {
   t.is(crc32Le(0, Buffer.from('123456789')), 0x2dfd2d88);
@@ -68,14 +68,15 @@ test('an all-zero sector is a valid free slot', (t) => {
 });
 
 test('fuzz: random and bit-flipped sectors yield only FormatError', (t) => {
+  const rnd = fuzzRandom(t);
   const good = encodeO2hbBlock({ seq: 123456n, nodeId: 7, generation: 0x1234n, deadMs: 2000 }, 512);
   let rejected = 0;
   for (let i = 0; i < 3000; i++) {
     let buf: Buffer;
-    if (i % 3 === 0) buf = crypto.randomBytes([512, 4096, 100, 0, 513][i % 5]!);
+    if (i % 3 === 0) buf = rnd.bytes([512, 4096, 100, 0, 513][i % 5]!);
     else {
       buf = Buffer.from(good);
-      const bit = crypto.randomInt(512 * 8);
+      const bit = rnd.int(512 * 8);
       buf[bit >> 3]! ^= 1 << (bit & 7);
     }
     try {

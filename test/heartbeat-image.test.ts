@@ -2,7 +2,6 @@
 // region codec (only FormatError may come out), openRegion('lockspace'), and `cluster init`.
 
 import test from 'ava';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { FormatError } from '../src/errors.js';
@@ -12,16 +11,17 @@ import { decodeReservationCopies, decodeReservations, emptyReservations, encodeR
 import { initClusterImage, openRegion, readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/heartbeat/timing.js';
 import { runSanbox, spawnChild, tempDir, SANBOX_BIN, waitFor, collect } from './helpers/tmp.js';
+import { fuzzRandom, type FuzzRandom } from './helpers/fuzz.js';
 
-function fuzz(t: import('ava').ExecutionContext, good: Buffer, decode: (b: Buffer) => unknown, iterations = 1500): void {
+function fuzz(t: import('ava').ExecutionContext, rnd: FuzzRandom, good: Buffer, decode: (b: Buffer) => unknown, iterations = 1500): void {
   let rejected = 0;
   for (let i = 0; i < iterations; i++) {
     let b: Buffer;
-    if (i % 4 === 0) b = crypto.randomBytes(good.length);
-    else if (i % 4 === 1) b = good.subarray(0, crypto.randomInt(good.length));
+    if (i % 4 === 0) b = rnd.bytes(good.length);
+    else if (i % 4 === 1) b = good.subarray(0, rnd.int(good.length));
     else {
       b = Buffer.from(good);
-      const bit = crypto.randomInt(b.length * 8);
+      const bit = rnd.int(b.length * 8);
       b[bit >> 3]! ^= 1 << (bit & 7);
     }
     try {
@@ -60,14 +60,15 @@ test('codecs round-trip and refuse corruption with the offset', (t) => {
 });
 
 test('fuzz: cluster header, region header, config, node record, reservations', (t) => {
-  fuzz(t, encodeClusterHeader(header), (b) => decodeClusterHeader(b, { device: 'f', offsetBytes: 0 }));
-  fuzz(t, encodeRegionHeader({ name: 'config', version: 1, payloadBytes: 4096, clusterUuid: uuid }), (b) => decodeRegionHeader(b));
-  fuzz(t, encodeConfig(config), (b) => decodeConfig(b));
+  const rnd = fuzzRandom(t);
+  fuzz(t, rnd, encodeClusterHeader(header), (b) => decodeClusterHeader(b, { device: 'f', offsetBytes: 0 }));
+  fuzz(t, rnd, encodeRegionHeader({ name: 'config', version: 1, payloadBytes: 4096, clusterUuid: uuid }), (b) => decodeRegionHeader(b));
+  fuzz(t, rnd, encodeConfig(config), (b) => decodeConfig(b));
   const rec = encodeNodeRecord({ nodeId: 3, generation: 5n, pid: 42, pidStartTicks: 99n, bootId: uuid, joinedAtMs: 1, prKey: 7n, name: 'n3', hostname: 'h' });
   t.is(decodeNodeRecord(rec, 3)!.name, 'n3');
   t.is(decodeNodeRecord(Buffer.alloc(512), 3), null);
   t.throws(() => decodeNodeRecord(rec, 2), { message: /names node 3/ });
-  fuzz(t, rec, (b) => decodeNodeRecord(b, 3));
+  fuzz(t, rnd, rec, (b) => decodeNodeRecord(b, 3));
   const s = emptyReservations();
   s.registered[1] = 0x1234n;
   s.reservationKey = 0x1234n;
@@ -75,9 +76,9 @@ test('fuzz: cluster header, region header, config, node record, reservations', (
   s.updateSeq = 4n;
   const pr = encodeReservations(s);
   t.is(decodeReservations(pr)!.registered[1], 0x1234n);
-  fuzz(t, pr, (b) => decodeReservations(b), 600);
+  fuzz(t, rnd, pr, (b) => decodeReservations(b), 600);
   // Both copies corrupt: an error, never a silently empty state.
-  t.throws(() => decodeReservationCopies(Buffer.concat([crypto.randomBytes(8192), crypto.randomBytes(8192)])), { instanceOf: FormatError });
+  t.throws(() => decodeReservationCopies(Buffer.concat([rnd.bytes(8192), rnd.bytes(8192)])), { instanceOf: FormatError });
 });
 
 test('openRegion(image, "lockspace") is a bounded view of the lockspace payload', async (t) => {

@@ -22,7 +22,7 @@ import {
 import { dashId, idFromRandom, undashId } from '../src/format/lvm/uuid.js';
 import type { VgModel } from '../src/format/lvm/vg-model.js';
 import { parseVgText, writeVgText } from '../src/format/lvm/vg-text.js';
-import { onlyFormatError } from './helpers/fuzz.js';
+import { onlyFormatError, fuzzRandom } from './helpers/fuzz.js';
 
 test('LVM CRC: test vectors, zlib relation and chaining', (t) => {
   t.is(lvmCrc(Buffer.alloc(0)), 0xf597a6cf);
@@ -268,6 +268,7 @@ test('VG text: semantic errors are FormatErrors naming the device and offset', (
 });
 
 test('fuzz: random and bit-flipped labels, mda headers and VG text raise only FormatError', (t) => {
+  const rnd = fuzzRandom(t);
   const label = Buffer.alloc(2048);
   encodeLabel({ ...exampleLabel(1), metadataAreas: [{ offsetBytes: 4096, sizeBytes: 1044480 }, { offsetBytes: 66060288, sizeBytes: 1048576 }] }).copy(label, 512);
   const mda = encodeMdaHeader({ startBytes: 4096, sizeBytes: 1044480, locns: [{ offsetBytes: 512, sizeBytes: 1500, checksum: 7, flags: 0 }, EMPTY_LOCN] });
@@ -278,9 +279,9 @@ test('fuzz: random and bit-flipped labels, mda headers and VG text raise only Fo
     const m = Buffer.from(mda);
     const x = Buffer.from(text);
     for (let k = 0; k < flips; k++) {
-      l[512 + crypto.randomInt(512)] ^= 1 << crypto.randomInt(8);
-      m[crypto.randomInt(512)] ^= 1 << crypto.randomInt(8);
-      x[crypto.randomInt(x.length)] ^= 1 << crypto.randomInt(8);
+      l[512 + rnd.int(512)] ^= 1 << rnd.int(8);
+      m[rnd.int(512)] ^= 1 << rnd.int(8);
+      x[rnd.int(x.length)] ^= 1 << rnd.int(8);
     }
     // Recompute CRCs on half the label/mda mutants so the field checks behind the CRC run too.
     if (i % 2) {
@@ -292,7 +293,7 @@ test('fuzz: random and bit-flipped labels, mda headers and VG text raise only Fo
     onlyFormatError(t, 'text', () => parseVgText(x.toString('latin1'), { device: 'f' }));
   }
   for (let i = 0; i < 500; i++) {
-    const r = crypto.randomBytes(crypto.randomInt(1, 2048));
+    const r = rnd.bytes(rnd.int(1, 2048));
     onlyFormatError(t, 'random label', () => scanLabel(Buffer.concat([r, Buffer.alloc(2048)]).subarray(0, 2048)));
     onlyFormatError(t, 'random mda', () => decodeMdaHeader(Buffer.concat([r, Buffer.alloc(512)]), 4096, 1044480));
     const ascii = Buffer.from(r.map((b) => ' {}[]="#\n\\a0-.,'.charCodeAt(b % 17))).toString('latin1');

@@ -19,6 +19,7 @@ import { openTarget } from '../src/volume/resolve.js';
 import { findVg, scanDevices } from '../src/volume/vg.js';
 import { runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
 import { collect, exited, ownLockDir, readFileAt, REPO_ROOT, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+import { fuzzRandom } from './helpers/fuzz.js';
 
 ownLockDir(test);
 
@@ -102,6 +103,7 @@ test('bytes written through linear and striped LVs land at pe_start + PE × exte
 });
 
 test('allocation: never overlaps over a random sequence, spans PVs, frees on reduce/remove, refuses beyond free with no write', async (t) => {
+  const rnd = fuzzRandom(t);
   const imgs = images(t, ['a', 'b', 'c'], 24 * MiB);
   await pvCreate(imgs, {});
   await vgCreate(imgs, imgs, 'vgalloc', 2048, ctx()); // 1 MiB extents, 23 each
@@ -117,25 +119,25 @@ test('allocation: never overlaps over a random sequence, spans PVs, frees on red
       return freeExtents(vg);
     });
     const names = [...live.keys()];
-    const r = crypto.randomInt(4);
+    const r = rnd.int(4);
     if (r === 0 || names.length === 0) {
-      const want = 1 + crypto.randomInt(Math.max(1, Math.min(free, 20)));
+      const want = 1 + rnd.int(Math.max(1, Math.min(free, 20)));
       if (want > free) continue;
       const name = `lv${n++}`;
       await lvCreate(imgs, 'vgalloc', name, { size: { kind: 'extents', sign: '', extents: want } }, ctx());
       live.set(name, want);
     } else if (r === 1 && free > 0) {
-      const name = names[crypto.randomInt(names.length)]!;
-      const add = 1 + crypto.randomInt(Math.min(free, 10));
+      const name = names[rnd.int(names.length)]!;
+      const add = 1 + rnd.int(Math.min(free, 10));
       await lvResize(imgs, 'vgalloc', name, { kind: 'extents', sign: '+', extents: add }, 'extend', {}, ctx());
       live.set(name, live.get(name)! + add);
     } else if (r === 2) {
-      const name = names[crypto.randomInt(names.length)]!;
+      const name = names[rnd.int(names.length)]!;
       if (live.get(name)! < 2) continue;
       await lvResize(imgs, 'vgalloc', name, { kind: 'extents', sign: '-', extents: 1 }, 'reduce', {}, ctx());
       live.set(name, live.get(name)! - 1);
     } else {
-      const name = names[crypto.randomInt(names.length)]!;
+      const name = names[rnd.int(names.length)]!;
       await lvRemove(imgs, 'vgalloc', name, ctx());
       live.delete(name);
     }
@@ -446,6 +448,7 @@ class MemDevice {
 }
 
 test('fuzz: bit flips anywhere in a PV\'s label, mda header and metadata text give only typed errors when scanned', async (t) => {
+  const rnd = fuzzRandom(t);
   const [img] = images(t, ['fz'], 8 * MiB) as [string];
   await pvCreate([img], { metadataSizeBytes: 32 * 1024, dataAlignmentBytes: 64 * 1024 });
   await vgCreate([img], [img], 'vgfuzz', 128, ctx());
@@ -462,7 +465,7 @@ test('fuzz: bit flips anywhere in a PV\'s label, mda header and metadata text gi
     const [start, len] = hot[i % hot.length]!;
     // Undo the previous mutant's flips (only the hot regions are ever touched).
     for (const [s, l] of hot) pristine.copy(data, s, s, s + l);
-    for (let k = 0; k <= i % 3; k++) data[start + crypto.randomInt(len)] ^= 1 << crypto.randomInt(8);
+    for (let k = 0; k <= i % 3; k++) data[start + rnd.int(len)] ^= 1 << rnd.int(8);
     try {
       const scan = await scanDevices([new MemDevice('fz.img', data)]);
       if (scan[0]!.pv) findVg(scan, 'vgfuzz');
