@@ -12,3 +12,4 @@ export { recoverSlot, recoverVolume, LIVENESS_OBSERVE_MS_DEFAULT, type SlotRecov
 export { recoverAllocators, type AllocRecovery } from './alloc-recovery.js';
 export { checkReadableFeatures, listPath, lookupPath, readFileChunks, type ListEntry } from './namespace.js';
 export { openJournal, type OpenJournal } from './journal-reader.js';
+export { JournalWriter, tagsPerDescriptor, type LoggedBlock, type AppendedTransaction } from './journal-writer.js';

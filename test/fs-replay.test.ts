@@ -1,0 +1,196 @@
+// sanbox's journal writer and replay (src/fs/journal-writer.ts, replay.ts, recover.ts) on real
+// volumes, judged by fsck.ocfs2: it replays a copy of the same dirty journal (reference/ocfs2.md
+// §11: same home blocks, then exit 8), and the home blocks must come out equal. Covers later
+// transactions winning, escaped blocks, a revoke block another writer left, wrap-around, an
+// uncommitted tail, a bad block (nothing written), and the liveness refusal.
+
+import test from 'ava';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { openDevice } from '../src/disk/index.js';
+import { encodeCommit, encodeRevoke } from '../src/format/jbd2/log-blocks.js';
+import { JBD2_MAGIC } from '../src/format/jbd2/superblock.js';
+import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
+import { heartbeatRegionOf, JournalWriter, Ocfs2Volume, openJournal, readSlotMap } from '../src/fs/index.js';
+import { fsckOk, hasTool, runTool } from './helpers/ocfs2-oracle.js';
+import { readFileAt, runSanbox, tempDir } from './helpers/tmp.js';
+import type { ExecutionContext } from 'ava';
+
+const BS = 4096;
+
+async function volume(t: ExecutionContext): Promise<{ dir: string; img: string }> {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'vol.img');
+  t.is((await runSanbox(t, ['disk', 'create', img, '--size', '64M'])).code, 0);
+  const mk = await runSanbox(t, ['mkfs', img, '--slots', '2', '--journal-size', '4M', '--block-size', '4K', '--cluster-size', '4K']);
+  t.is(mk.code, 0, mk.stderr);
+  return { dir, img };
+}
+
+/** Opens the image read-write in this process for the duration of fn. */
+async function withVol<T>(img: string, fn: (vol: Ocfs2Volume) => Promise<T>): Promise<T> {
+  const dev = await openDevice(img);
+  try {
+    return await fn(await Ocfs2Volume.open(dev));
+  } finally {
+    await dev.close();
+  }
+}
+
+/** A recognisable block: the seed's sha256 in hex, repeated. */
+const data = (seed: string): Buffer => Buffer.from(crypto.createHash('sha256').update(seed).digest('hex').repeat(BS / 64), 'latin1');
+
+/** Free data blocks near the end of the 64M volume (no file owns them; fsck ignores their bytes). */
+const HOME = [16000, 16001, 16002, 16003, 16004];
+
+test('recover replays like fsck.ocfs2: later transactions win, escaped blocks, uncommitted tail dropped; journal marked clean', async (t) => {
+  t.true(hasTool('fsck.ocfs2'), 'fsck.ocfs2 is needed (ocfs2-tools)');
+  const { dir, img } = await volume(t);
+  const magicBlock = data('escaped');
+  magicBlock.writeUInt32BE(JBD2_MAGIC, 0);
+  const tail = await withVol(img, async (vol) => {
+    const w = await JournalWriter.open(vol, 0);
+    await w.markDirty();
+    await w.append([{ home: HOME[0]!, data: data('t1-a') }, { home: HOME[1]!, data: data('t1-b') }]);
+    await w.append([{ home: HOME[1]!, data: data('t2-b') }, { home: HOME[2]!, data: magicBlock }]);
+    const t3 = await w.append([{ home: HOME[3]!, data: data('t3-d') }]);
+    // T3's commit is lost (torn): the scan must stop there and not replay T3.
+    const j = await openJournal(vol, 0);
+    await vol.dev.write(Buffer.alloc(BS), j.phys(t3.commitLogBlock) * BS);
+    await vol.dev.flush();
+    return t3;
+  });
+  t.true(tail.sequence >= 3);
+  const copy = path.join(dir, 'copy.img');
+  fs.copyFileSync(img, copy);
+
+  const r = await runSanbox(t, ['recover', img, '--json']);
+  t.is(r.code, 0, r.stderr);
+  const res = JSON.parse(r.stdout) as { slot: number; dirty: boolean; replay?: { transactions: { sequence: number; homeBlocks: number[] }[]; nextSequence: number; endSequence: number } }[];
+  t.deepEqual(res[0]!.replay!.transactions.map((x) => x.homeBlocks), [[HOME[0], HOME[1]], [HOME[1], HOME[2]]]);
+  t.is(res[0]!.replay!.nextSequence, res[0]!.replay!.endSequence + 1);
+  t.false(res[1]!.dirty);
+
+  t.deepEqual(readFileAt(img, HOME[0]! * BS, BS), data('t1-a'));
+  t.deepEqual(readFileAt(img, HOME[1]! * BS, BS), data('t2-b'), 'the later transaction wins');
+  t.deepEqual(readFileAt(img, HOME[2]! * BS, BS), magicBlock, 'the escaped block got its magic back');
+  t.deepEqual(readFileAt(img, HOME[3]! * BS, BS), Buffer.alloc(BS), 'the uncommitted transaction is not replayed');
+
+  // fsck.ocfs2 replays the copy: the same home blocks (-F: no cluster locking; it asks, so "y";
+  // 1.8.7 then exits 8 after replaying, reference/ocfs2.md §8).
+  await runTool('fsck.ocfs2', ['-yF', copy], { input: 'y\n', timeoutMs: 120_000 });
+  for (const h of HOME) t.deepEqual(readFileAt(copy, h * BS, BS), readFileAt(img, h * BS, BS), `home block ${h}: sanbox and fsck.ocfs2 agree`);
+
+  // Marked clean per §5.11, and fsck finds the volume clean.
+  await withVol(img, async (vol) => {
+    const j = await openJournal(vol, 0);
+    t.false(j.dirty);
+    t.is(j.superblock.start, 0);
+    t.is(j.superblock.sequence, res[0]!.replay!.nextSequence);
+    t.is(j.recoveryGeneration, 1);
+  });
+  const fsck = await fsckOk(img);
+  t.true(fsck.ok, fsck.out);
+});
+
+test('a revoke block another writer left suppresses the earlier copy; a transaction wrapping the log end replays', async (t) => {
+  const { img } = await volume(t);
+  await withVol(img, async (vol) => {
+    const j0 = await openJournal(vol, 0);
+    const sb = j0.superblock;
+    // Start the log two blocks before its end so the first transaction wraps.
+    const sbBuf = await vol.readBlocks(j0.phys(0), 1);
+    sbBuf.writeUInt32BE(200, 0x18);
+    sbBuf.writeUInt32BE(sb.maxLen - 2, 0x1c);
+    await vol.dev.write(sbBuf, j0.phys(0) * BS);
+    await (await JournalWriter.open(vol, 0)).markDirty();
+    // JournalWriter.open of a DIRTY journal appends at s_start with s_sequence.
+    const w = await JournalWriter.open(vol, 0);
+    const t1 = await w.append([{ home: HOME[0]!, data: data('r1-a') }]);
+    t.deepEqual([t1.sequence, t1.firstLogBlock, t1.commitLogBlock], [200, sb.maxLen - 2, sb.first], 'descriptor and copy at the end, commit wrapped to s_first');
+    const t2 = await w.append([{ home: HOME[1]!, data: data('r2-b') }, { home: HOME[2]!, data: data('r2-c') }]);
+    // Another writer's transaction 202: a revoke of HOME[0], then its commit.
+    const at = t2.commitLogBlock + 1;
+    await vol.dev.write(encodeRevoke(202, [HOME[0]!], sb), j0.phys(at) * BS);
+    await vol.dev.write(encodeCommit(202, sb), j0.phys(at + 1) * BS);
+    await vol.dev.flush();
+  });
+  const r = await runSanbox(t, ['recover', img, '--slot', '0']);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /transaction 200: 0 block\(s\) ; revoked: 16000/);
+  t.regex(r.stdout, /transaction 201: 2 block\(s\) 16001 16002/);
+  t.deepEqual(readFileAt(img, HOME[0]! * BS, BS), Buffer.alloc(BS), 'revoked: never written');
+  t.deepEqual(readFileAt(img, HOME[1]! * BS, BS), data('r2-b'));
+  t.deepEqual(readFileAt(img, HOME[2]! * BS, BS), data('r2-c'));
+  // No fsck oracle here: fsck.ocfs2 1.8.7 misreads revoke blocks (reference/ocfs2.md §8); the
+  // kernel's rules (§5.10) are asserted directly above.
+});
+
+test('a journal with a bad block: recover stops before writing anything', async (t) => {
+  const { img } = await volume(t);
+  await withVol(img, async (vol) => {
+    const w = await JournalWriter.open(vol, 0);
+    await w.markDirty();
+    await w.append([{ home: HOME[0]!, data: data('ok') }]);
+    const t2 = await w.append([{ home: HOME[1]!, data: data('bad') }]);
+    // The descriptor's tags no longer end: a LAST_TAG-less tag list running off the block.
+    const j = await openJournal(vol, 0);
+    const desc = await vol.readBlocks(j.phys(t2.firstLogBlock), 1);
+    desc.fill(0, 12);
+    await vol.dev.write(desc, j.phys(t2.firstLogBlock) * BS);
+    await vol.dev.flush();
+  });
+  const before = crypto.createHash('sha256').update(fs.readFileSync(img)).digest('hex');
+  const r = await runSanbox(t, ['recover', img]);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /vol\.img: journal descriptor tag \d+ runs past the end of the block.* at (byte )?offset \d+/);
+  t.is(r.stderr.trim().split('\n').length, 1, 'one line');
+  t.is(crypto.createHash('sha256').update(fs.readFileSync(img)).digest('hex'), before, 'nothing written');
+});
+
+test('recover refuses a slot whose node still heartbeats on the volume, and writes nothing', async (t) => {
+  const { img } = await volume(t);
+  const node = 7;
+  const region = await withVol(img, async (vol) => {
+    const w = await JournalWriter.open(vol, 0);
+    await w.markDirty();
+    await w.append([{ home: HOME[0]!, data: data('live') }]);
+    // The slot map names node 7 in slot 0 (extended format: es_valid, es_node_num).
+    const sm = await vol.systemInode('slot_map');
+    const blk = vol.mapBlock(await vol.extents(sm), 0)!;
+    const b = await vol.readBlocks(blk, 1);
+    b.writeUInt8(1, 0);
+    b.writeUInt32LE(node, 4);
+    await vol.dev.write(b, blk * BS);
+    await vol.dev.flush();
+    t.is((await readSlotMap(vol)).slots[0]!.nodeNum, node);
+    return heartbeatRegionOf(vol);
+  });
+  // Node 7 heartbeats: a new sequence every 200 ms, as long as the test runs.
+  const fd = fs.openSync(img, 'r+');
+  let seq = 1000n;
+  const beat = (): void => {
+    seq += 1n;
+    fs.writeSync(fd, encodeO2hbBlock({ seq, nodeId: node, generation: 0x1234n, deadMs: 62000 }, region.blockSizeBytes), 0, region.blockSizeBytes, region.offsetBytes + node * region.blockSizeBytes);
+  };
+  beat();
+  const timer = setInterval(beat, 200);
+  t.teardown(() => {
+    clearInterval(timer);
+    fs.closeSync(fd);
+  });
+  const home0 = readFileAt(img, HOME[0]! * BS, BS);
+  const r = await runSanbox(t, ['recover', img, '--observe-ms', '1500']);
+  t.is(r.code, 1, r.stdout);
+  t.regex(r.stderr, /slot 0: node 7 still heartbeats on the volume/);
+  t.deepEqual(readFileAt(img, HOME[0]! * BS, BS), home0, 'nothing replayed');
+  // Once it stops (a clean stop writes generation 0), the slot is recovered.
+  clearInterval(timer);
+  fs.writeSync(fd, encodeO2hbBlock({ seq: seq + 1n, nodeId: node, generation: 0n, deadMs: 62000 }, region.blockSizeBytes), 0, region.blockSizeBytes, region.offsetBytes + node * region.blockSizeBytes);
+  const r2 = await runSanbox(t, ['recover', img, '--observe-ms', '1500']);
+  t.is(r2.code, 0, r2.stderr);
+  t.regex(r2.stdout, /slot 0 \(node 7\): replayed transactions/);
+  t.regex(r2.stdout, /slot 0 freed in the slot map/);
+  t.deepEqual(readFileAt(img, HOME[0]! * BS, BS), data('live'));
+});
