@@ -42,17 +42,23 @@ export interface StableReadOptions {
 export async function readStable<T>(device: BlockDevice, buf: Buffer, offsetBytes: number, decode: (record: Buffer) => T, opts: StableReadOptions = {}): Promise<T> {
   if (opts.preRead !== true) await device.read(buf, offsetBytes);
   for (let attempt = 1; ; attempt++) {
-    try {
-      return decode(buf);
-    } catch (err) {
-      if (!(err instanceof FormatError) || attempt > TORN_READ_RETRIES_MAX) throw err;
-      opts.onRetry?.(err, attempt);
-      await sleepMs(tornReadPauseMs(attempt));
-      await device.read(buf, offsetBytes);
-    }
+    const r = decodeOrPause(buf, decode, attempt, opts);
+    if ('value' in r) return r.value;
+    await sleepMs(r.pauseMs);
+    await device.read(buf, offsetBytes);
   }
 }
 
+/** One decode of the retry loop: the record, or how long to pause before reading it again (throws past the bound). */
+function decodeOrPause<T>(buf: Buffer, decode: (record: Buffer) => T, attempt: number, opts: StableReadOptions): { value: T } | { pauseMs: number } {
+  try {
+    return { value: decode(buf) };
+  } catch (err) {
+    if (!(err instanceof FormatError) || attempt > TORN_READ_RETRIES_MAX) throw err;
+    opts.onRetry?.(err, attempt);
+    return { pauseMs: tornReadPauseMs(attempt) };
+  }
+}
 
 /**
  * readStable for synchronous readers (the fence gate checks the reservations inside a synchronous
@@ -62,13 +68,9 @@ export async function readStable<T>(device: BlockDevice, buf: Buffer, offsetByte
 export function readStableSync<T>(readSync: (buf: Buffer) => void, buf: Buffer, decode: (record: Buffer) => T, opts: StableReadOptions = {}): T {
   if (opts.preRead !== true) readSync(buf);
   for (let attempt = 1; ; attempt++) {
-    try {
-      return decode(buf);
-    } catch (err) {
-      if (!(err instanceof FormatError) || attempt > TORN_READ_RETRIES_MAX) throw err;
-      opts.onRetry?.(err, attempt);
-      sleepSyncMs(tornReadPauseMs(attempt));
-      readSync(buf);
-    }
+    const r = decodeOrPause(buf, decode, attempt, opts);
+    if ('value' in r) return r.value;
+    sleepSyncMs(r.pauseMs);
+    readSync(buf);
   }
 }

@@ -15,7 +15,7 @@
 
 import CRC32 from 'crc-32';
 import CRC32C from 'crc-32/crc32c.js';
-import { formatFail, type Where } from './where.js';
+import { formatFail, hex32, type Where } from './where.js';
 
 // The table-driven work is the crc-32 package's (SheetJS; CRC-32 and, in crc32c.js, CRC-32C). Its
 // buf(data, seed) inverts the seed on entry and the result on exit (zlib style), so the raw kernel
@@ -69,9 +69,5 @@ export function sealCrc32Zlib(buf: Buffer, crcOffset: number): void {
 export function checkCrc32Zlib(buf: Buffer, crcOffset: number, where: Where, what: string, defaultDevice: string): void {
   const stored = buf.readUInt32LE(crcOffset);
   const computed = crc32ZlibWithHole(buf, crcOffset);
-  if (stored !== computed) formatFail(where, crcOffset, `${what} has a bad checksum: stored ${hex32(stored)}, computed ${hex32(computed)}`, defaultDevice);
-}
-
-function hex32(v: number): string {
-  return `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
+  if (stored !== computed) formatFail(where, crcOffset, `${what} has a bad checksum: stored 0x${hex32(stored)}, computed 0x${hex32(computed)}`, defaultDevice);
 }

@@ -18,7 +18,7 @@
 // Pure codec: no fs, no clock. The caller supplies seq and generation.
 
 import { FormatError } from '../errors.js';
-import { formatFail, type Where } from './where.js';
+import { formatFail, hex32, type Where } from './where.js';
 import { crc32LeWithHole } from './crc32.js';
 
 /** Device name in messages when the Where names none. */
@@ -161,10 +161,4 @@ export function parseO2hbBlock(sector: Buffer, where: Where = {}, expectNodeId?:
   return b;
 }
 
-export function hex32(v: number): string {
-  return (v >>> 0).toString(16).padStart(8, '0');
-}
-
-export function hex64(v: bigint): string {
-  return v.toString(16).padStart(16, '0');
-}
+export { hex32, hex64 } from './where.js';

@@ -52,3 +52,13 @@ export function writePaddedString(buf: Buffer, relOffset: number, length: number
   buf.fill(0, relOffset, relOffset + length);
   bytes.copy(buf, relOffset);
 }
+
+/** A 32-bit value as 8 hex digits (checksums, magics, generations in messages), without "0x". */
+export function hex32(v: number): string {
+  return (v >>> 0).toString(16).padStart(8, '0');
+}
+
+/** A 64-bit value as 16 hex digits, without "0x". */
+export function hex64(v: bigint): string {
+  return v.toString(16).padStart(16, '0');
+}

@@ -21,7 +21,7 @@
 // | …   |        | zero              | to the end of the sector (covered by the CRC)                    |
 
 import { FormatError } from '../../errors.js';
-import { formatFail, readU64Safe, type Where } from '../where.js';
+import { formatFail, hex32, readU64Safe, type Where } from '../where.js';
 import { lvmCrc } from './lvm-crc.js';
 import { isValidId, LVM_ID_LEN } from './uuid.js';
 
@@ -108,7 +108,7 @@ export function decodeLabel(sector: Buffer, sectorNo: number, where: Where = {})
   if (stored !== BigInt(sectorNo)) formatFail(where, OFF_SECTOR, `label sector_xl is ${stored}, expected ${sectorNo}`, 'label');
   const crcStored = sector.readUInt32LE(OFF_CRC);
   const crc = lvmCrc(sector, undefined, CRC_START, LABEL_SECTOR_BYTES);
-  if (crcStored !== crc) formatFail(where, OFF_CRC, `label CRC mismatch: stored 0x${hex(crcStored)}, computed 0x${hex(crc)}`, 'label');
+  if (crcStored !== crc) formatFail(where, OFF_CRC, `label CRC mismatch: stored 0x${hex32(crcStored)}, computed 0x${hex32(crc)}`, 'label');
   const offset = sector.readUInt32LE(OFF_OFFSET);
   if (offset !== PV_HEADER_OFFSET) formatFail(where, OFF_OFFSET, `label offset_xl is ${offset}, expected ${PV_HEADER_OFFSET}`, 'label');
   const pvId = sector.toString('latin1', OFF_UUID, OFF_UUID + LVM_ID_LEN);
@@ -197,6 +197,3 @@ export function scanLabel(head: Buffer, where: Where = {}): LabelScan {
   return { kind: 'none' };
 }
 
-function hex(n: number): string {
-  return n.toString(16).padStart(8, '0');
-}

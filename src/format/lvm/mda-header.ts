@@ -22,7 +22,7 @@
 // continues at relative offset 512. Two full copies always coexist (the new one is written
 // after the committed one, never over it).
 
-import { formatFail, readU64Safe, type Where } from '../where.js';
+import { formatFail, hex32, readU64Safe, type Where } from '../where.js';
 import { lvmCrc, LVM_CRC_INITIAL } from './lvm-crc.js';
 
 export const MDA_HEADER_BYTES = 512;
@@ -78,7 +78,7 @@ export function decodeMdaHeader(buf: Buffer, expectStartBytes: number, expectSiz
   if (buf.length < MDA_HEADER_BYTES) fail(where, base, `mda_header is ${buf.length} bytes, need ${MDA_HEADER_BYTES}`);
   const stored = buf.readUInt32LE(OFF_CHECKSUM);
   const crc = lvmCrc(buf, LVM_CRC_INITIAL, OFF_MAGIC, MDA_HEADER_BYTES);
-  if (stored !== crc) fail(where, base + OFF_CHECKSUM, `mda_header checksum mismatch: stored 0x${hex(stored)}, computed 0x${hex(crc)}`);
+  if (stored !== crc) fail(where, base + OFF_CHECKSUM, `mda_header checksum mismatch: stored 0x${hex32(stored)}, computed 0x${hex32(crc)}`);
   if (!buf.subarray(OFF_MAGIC, OFF_MAGIC + 16).equals(MDA_MAGIC)) fail(where, base + OFF_MAGIC, 'bad mda_header magic');
   const version = buf.readUInt32LE(OFF_VERSION);
   if (version !== MDA_VERSION) fail(where, base + OFF_VERSION, `unsupported mda_header version ${version} (expected ${MDA_VERSION})`);
@@ -207,6 +207,3 @@ export function piecesChecksum(pieces: Buffer[]): number {
   return crc;
 }
 
-function hex(n: number): string {
-  return n.toString(16).padStart(8, '0');
-}

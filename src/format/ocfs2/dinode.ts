@@ -38,7 +38,7 @@
 // | 0xC0 | rest | id2                  | see superblock.ts, extent-list.ts, chain-list.ts, …        |
 
 import { InodeFlag, OCFS2_INODE_SIGNATURE } from './constants.js';
-import { formatFail, needBytes, readU64Safe, type Where } from '../where.js';
+import { formatFail, hex32, needBytes, readU64Safe, type Where } from '../where.js';
 
 /** i_flags (le32): InodeFlag bits; readers name this offset when a required flag is missing. */
 export const DINODE_FLAGS_OFFSET = 0x2c;
@@ -152,7 +152,7 @@ export function parseDinode(block: Buffer, where: Where, check: DinodeCheck = {}
     formatFail(where, 0x50, `inode read from block ${check.blkno} says it is block ${d.blkno}`);
   }
   if (check.fsGeneration !== undefined && d.fsGeneration !== check.fsGeneration) {
-    formatFail(where, 0x60, `inode ${d.blkno} has fs generation 0x${hex(d.fsGeneration)}, the volume's is 0x${hex(check.fsGeneration)}`);
+    formatFail(where, 0x60, `inode ${d.blkno} has fs generation 0x${hex32(d.fsGeneration)}, the volume's is 0x${hex32(check.fsGeneration)}`);
   }
   return d;
 }
@@ -220,9 +220,6 @@ export function inodeFlagNames(flags: number): string[] {
   return names.filter(([bit]) => flags & bit).map(([, n]) => n);
 }
 
-function hex(v: number): string {
-  return (v >>> 0).toString(16).padStart(8, '0');
-}
 
 function printable(s: string): string {
   return s.replace(/[^\x20-\x7e]/g, '?');
