@@ -30,11 +30,11 @@ test('sanbox demo starts node processes, kills one, sees it declared dead and fe
   t.is(out.volumeHeartbeatSlots, 3);
   const fsck = await fsckOk(path.join(dir, 'volume.img'));
   t.true(fsck.ok, fsck.out);
-  // The image records the outcome: the victim is fenced, the survivors left (free).
+  // The image records the outcome: the victim is fenced, the survivors left (cleanly: "left", not "fenced").
   const st = JSON.parse((await runSanbox(t, ['cluster', 'status', path.join(dir, 'cluster.img'), '--json'])).stdout);
   t.deepEqual(
     st.slots.map((s: { state: string }) => s.state),
-    ['free', 'free', 'fenced'],
+    ['left', 'left', 'fenced'],
   );
 });
 

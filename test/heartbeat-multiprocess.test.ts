@@ -122,8 +122,11 @@ test('control socket: status and leave over JSON lines; cluster status --watch',
   t.like(await controlRequest(sock, { cmd: 'leave' }), { ok: true, leaving: true });
   t.is((await nodes[1]!.exited).code, 0);
   await nodes[0]!.waitLine((l) => /node 1 down .*left/.test(l.msg ?? ''), 2000, 'node 1 left');
+  // One vocabulary: the peer reports the clean leave as "left" (event and state), never "fenced".
+  await nodes[0]!.waitLine((l) => l.event === 'left' && l.peer === 1, 2000, 'left event for node 1');
+  t.false(nodes[0]!.lines.some((l) => l.event === 'fenced' && l.peer === 1));
   const after = await statusJson(t, img);
-  t.deepEqual(after.slots.map((s) => s.state), ['up', 'free']);
+  t.deepEqual(after.slots.map((s) => s.state), ['up', 'left']);
 });
 
 test('a 4Kn cluster image (4096-byte heartbeat slots and node-record sectors): two nodes see each other', async (t) => {

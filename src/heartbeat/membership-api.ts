@@ -2,7 +2,13 @@
 // src/volume). One membership service per node: every heartbeat region the node writes feeds it,
 // and every layer takes "node N died" from it (ARCHITECTURE.md, "One membership per node").
 
-export type NodeState = 'up' | 'dead' | 'fenced' | 'free';
+/**
+ * The one vocabulary of node states, the same in logs, --json events, `ctl status` and `cluster
+ * status`: up (heartbeating); dead (declared dead, not yet fenced); fenced (declared dead and
+ * fenced: its locks and journal may be taken); left (left cleanly: wrote generation 0); free (its
+ * slot was never written).
+ */
+export type NodeState = 'up' | 'dead' | 'fenced' | 'left' | 'free';
 
 export interface MemberView {
   nodeId: number;
@@ -12,7 +18,8 @@ export interface MemberView {
 }
 
 export interface MembershipEvent {
-  kind: 'up' | 'down' | 'fenced';
+  /** up, down (declared dead), fenced, left (a clean leave, reported instead of fenced). */
+  kind: 'up' | 'down' | 'fenced' | 'left';
   nodeId: number;
   generation: bigint;
   atMs: number; // observer's monotonic clock (performance.now())

@@ -117,14 +117,16 @@ export class MembershipService implements Membership {
 
   /**
    * An incarnation we never saw alive whose block has not moved for the dead time: dead, and to be
-   * fenced like any other death (it may have crashed holding locks before we started). It never
-   * joined our quorum base, so it does not count against quorum.
+   * fenced like any other death (it may have crashed holding locks before we started). It joins
+   * the quorum base like any node we know of (docs/heartbeat.md, "One rule"): a node alone does
+   * not get to fence a stale peer that a node with a larger view could not fence either.
    */
   private nodeStale(nodeId: number, generation: bigint, atMs: number): void {
     if (this.up.has(nodeId) || this.liveInAnyRegion(nodeId)) return;
     const d = this.dead.get(nodeId);
     if (d !== undefined && d.generation === generation) return;
     this.dead.set(nodeId, { generation, reason: 'stale', atMs, fenced: false, fencing: false, nextTryMs: 0, failures: 0, lastError: undefined });
+    this.base.add(nodeId);
     this.o.log(`node ${nodeId} down (generation ${generation.toString(16)}, stale: its block has not changed since we started watching)`);
     this.emit({ kind: 'down', nodeId, generation, atMs });
   }
@@ -148,8 +150,15 @@ export class MembershipService implements Membership {
         this.fencedKeys.add(`${nodeId}:${d.generation}`);
         if (this.up.get(nodeId) === d.generation) this.up.delete(nodeId);
         this.base.delete(nodeId);
-        this.o.log(`node ${nodeId} fenced (generation ${d.generation.toString(16)}): ${steps.join(', ') || 'no fence agent'}`);
-        this.emit({ kind: 'fenced', nodeId, generation: d.generation, atMs: this.now() });
+        // A clean leave is "left" everywhere (logs, events, status), never "fenced": its key is
+        // recorded as fenced only so that no late write of it can land.
+        if (d.reason === 'left') {
+          this.o.log(`node ${nodeId} left (generation ${d.generation.toString(16)}): ${steps.join(', ') || 'nothing to record'}`);
+          this.emit({ kind: 'left', nodeId, generation: d.generation, atMs: this.now() });
+        } else {
+          this.o.log(`node ${nodeId} fenced (generation ${d.generation.toString(16)}): ${steps.join(', ') || 'no fence agent'}`);
+          this.emit({ kind: 'fenced', nodeId, generation: d.generation, atMs: this.now() });
+        }
       } catch (err) {
         // Retry with a bounded backoff (one interval, doubling, at most FENCE_RETRY_MS_MAX); log a
         // failure when it first happens or changes, not on every retry.
@@ -185,7 +194,7 @@ export class MembershipService implements Membership {
         continue;
       }
       const d = this.dead.get(n);
-      if (d !== undefined) out.push({ nodeId: n, generation: d.generation, state: d.fenced ? 'fenced' : 'dead' });
+      if (d !== undefined) out.push({ nodeId: n, generation: d.generation, state: d.reason === 'left' ? 'left' : d.fenced ? 'fenced' : 'dead' });
       else out.push({ nodeId: n, generation: 0n, state: 'free' });
     }
     return out;

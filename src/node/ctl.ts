@@ -25,7 +25,7 @@ async function slotSummary(info: ClusterImageInfo, nodeId: number): Promise<stri
     try {
       const s = (await r.read()).slots[nodeId];
       if (s === undefined) return '';
-      return s.state === 'free' ? ' (its slot is free: it never joined, or it left)' : ` (its slot says ${s.state})`;
+      return s.state === 'free' ? ' (its slot is free: it never joined)' : s.state === 'left' ? ' (it left the cluster)' : ` (its slot says ${s.state})`;
     } finally {
       await r.close();
     }

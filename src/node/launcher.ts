@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SanboxError } from '../errors.js';
+import type { MembershipEvent } from '../heartbeat/membership-api.js';
 
 /** bin/sanbox.js, from dist/src/node/launcher.js. */
 export const SANBOX_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/sanbox.js');
@@ -18,7 +19,7 @@ const EVENT_POLL_MS = 10;
 export interface NodeEventLine {
   t: string;
   node: number;
-  event?: 'up' | 'down' | 'fenced';
+  event?: MembershipEvent['kind'];
   peer?: number;
   msg?: string;
   /** Observer's wall clock when the line arrived. */

@@ -1,6 +1,7 @@
 // `sanbox cluster status`: what every slot of a cluster image says, from reads only (no node
 // needs to be running, nothing is written). State per slot:
-//   free   — never written (seq 0), or its writer left cleanly (generation 0);
+//   free   — never written (seq 0, or no valid block);
+//   left   — its writer left cleanly (generation 0);
 //   fenced — the reservation key of this slot's generation is recorded as preempted;
 //   dead   — its block is older than max(cluster dead time, the writer's hb_dead_ms);
 //   up     — otherwise.
@@ -93,7 +94,8 @@ export class StatusReader {
         else if (ageMs === null) ageMs = nowMono - lc.atMs;
       }
       let state: NodeState;
-      if (!b.cksumValid || b.seq === 0n || b.generation === 0n) state = 'free';
+      if (!b.cksumValid || b.seq === 0n) state = 'free';
+      else if (b.generation === 0n) state = 'left';
       else if (pr.preempted[n] === nodeKey(tag, n, b.generation)) state = 'fenced';
       else if (ageMs !== null && ageMs > deadMs) state = 'dead';
       else state = 'up';

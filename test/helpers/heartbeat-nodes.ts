@@ -8,7 +8,7 @@ export interface NodeLogLine {
   t: string;
   node: number;
   msg?: string;
-  event?: 'up' | 'down' | 'fenced';
+  event?: 'up' | 'down' | 'fenced' | 'left';
   peer?: number;
   generation?: string;
   /** Wall-clock ms at which the line was written (from t). */
@@ -75,7 +75,7 @@ export function spawnNode(t: ExecutionContext, image: string, nodeId: number, ex
   return { nodeId, child, lines, stderr: () => err, waitLine, exited };
 }
 
-export const isEvent = (kind: 'up' | 'down' | 'fenced', peer: number) => (l: NodeLogLine) => l.event === kind && l.peer === peer;
+export const isEvent = (kind: 'up' | 'down' | 'fenced' | 'left', peer: number) => (l: NodeLogLine) => l.event === kind && l.peer === peer;
 
 /** `sanbox cluster init ARGS…`, failing the test with the command's stderr if it fails. */
 export async function clusterInit(t: ExecutionContext, args: string[]): Promise<void> {
