@@ -20,13 +20,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import fsExt from 'fs-ext';
-import { DiskError, FormatError, SanboxError } from '../errors.js';
+import { assert, DiskError, FormatError, SanboxError } from '../errors.js';
 import type { SyncBlockDevice } from './device.js';
 import { openFileDevice } from './open.js';
 import { sleepSyncMs } from './sleep.js';
 import { readStableSync } from './stable-read.js';
 import {
   decodeReservationCopies,
+  decodeReservations,
   emptyReservations,
   encodeReservations,
   INITIATORS,
@@ -153,6 +154,10 @@ export class ReservationStore {
     next.updateSeq = current.updateSeq + 1n;
     const rec = encodeReservations(next);
     const off = this.spec.stateOffsetBytes + nextCopyIndex(current) * RESERVATIONS_RECORD_BYTES;
+    // Pair assertion (checked again by every reader's decode): the record decodes back to the
+    // state we mean to store, so an encoder bug never reaches the disk every node fences through.
+    const back = decodeReservations(rec, { device: this.spec.statePath, offsetBytes: off });
+    assert(back !== null && sameReservations(back, next), `${this.spec.deviceName}: reservations record does not decode back to the state being written`);
     dev.writeSync(rec, off);
     dev.flushSync();
   }
@@ -161,6 +166,17 @@ export class ReservationStore {
     this.dev?.closeSync();
     this.dev = undefined;
   }
+}
+
+function sameReservations(a: ReservationState, b: ReservationState): boolean {
+  return (
+    a.updateSeq === b.updateSeq &&
+    a.prGeneration === b.prGeneration &&
+    a.reservationKey === b.reservationKey &&
+    a.reservationType === b.reservationType &&
+    a.registered.every((k, i) => k === b.registered[i]) &&
+    a.preempted.every((k, i) => k === b.preempted[i])
+  );
 }
 
 /** The state file as a device of its own: no in-use guard (many nodes open it), no gate. */

@@ -58,6 +58,7 @@ import { formatFail, type Where } from './where.js';
 import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
 import { O2NM_MAX_NODES } from './o2hb-block.js';
 import { RESERVATIONS_PAYLOAD_BYTES } from './reservations.js';
+import { lockspaceRegionBytes, LOCKS_PER_NODE_DEFAULT } from './lockspace.js';
 
 export const CLUSTER_MAGIC = 'SBXCLUST';
 export const CLUSTER_VERSION = 1;
@@ -299,7 +300,10 @@ export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
 export interface LayoutInput {
   sectorSizeBytes: 512 | 4096;
   nodeCount: number;
-  lockspaceBytes: number;
+  /** Lockspace region payload; default: sized for `locksPerNode` (sparse: only written cells take space). */
+  lockspaceBytes?: number | undefined;
+  /** Lock and value-block capacity per node that sizes the lockspace when lockspaceBytes is not given (default LOCKS_PER_NODE_DEFAULT). */
+  locksPerNode?: number | undefined;
 }
 
 function alignUp(n: number, a: number): number {
@@ -311,8 +315,9 @@ function alignUp(n: number, a: number): number {
  * aligned. The one place a region's size is decided.
  */
 export function planRegions(input: LayoutInput): { regions: RegionEntry[]; imageSizeBytes: number } {
-  if (input.lockspaceBytes <= 0 || input.lockspaceBytes % BLOCK_BYTES !== 0) {
-    throw new FormatError(`lockspace size ${input.lockspaceBytes} must be a positive multiple of ${BLOCK_BYTES}`);
+  const lockspaceBytes = input.lockspaceBytes ?? alignUp(lockspaceRegionBytes(input.sectorSizeBytes, input.nodeCount, input.locksPerNode ?? LOCKS_PER_NODE_DEFAULT), BLOCK_BYTES);
+  if (lockspaceBytes <= 0 || lockspaceBytes % BLOCK_BYTES !== 0) {
+    throw new FormatError(`lockspace size ${lockspaceBytes} must be a positive multiple of ${BLOCK_BYTES}`);
   }
   const payloads: [RegionName, number][] = [
     ['config', configRecordBytes(O2NM_MAX_NODES)],
@@ -321,7 +326,7 @@ export function planRegions(input: LayoutInput): { regions: RegionEntry[]; image
     // One sector per node record (the record is NODE_RECORD_BYTES), so each node writes only its own sector.
     ['nodes', O2NM_MAX_NODES * input.sectorSizeBytes],
     ['reservations', RESERVATIONS_PAYLOAD_BYTES],
-    ['lockspace', input.lockspaceBytes],
+    ['lockspace', lockspaceBytes],
   ];
   const regions: RegionEntry[] = [];
   let off = BLOCK_BYTES;

@@ -32,17 +32,11 @@ import {
   type RegionEntry,
   type RegionName,
 } from '../format/cluster-image.js';
-import { lockspaceRegionBytes, LOCKS_PER_NODE_DEFAULT, LOCKS_PER_NODE_MAX } from '../format/lockspace.js';
+import { LOCKS_PER_NODE_MAX } from '../format/lockspace.js';
 import { decodeNodeRecord, encodeNodeRecord, NODE_RECORD_BYTES, type NodeRecord } from '../format/node-record.js';
 import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import type { HeartbeatRegion } from './heartbeat.js';
 import { deriveTiming, type Timing } from './timing.js';
-
-/** Size of a lockspace region for a capacity (sparse: only written cells take space), whole blocks. */
-export function lockspaceBytesFor(sectorSizeBytes: number, nodeCount: number, locksPerNode: number): number {
-  const bytes = lockspaceRegionBytes(sectorSizeBytes, nodeCount, locksPerNode);
-  return Math.ceil(bytes / BLOCK_BYTES) * BLOCK_BYTES;
-}
 
 export interface InitOptions {
   clusterName: string;
@@ -83,7 +77,7 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
   const uuid = crypto.randomBytes(16);
   const runDir = opts.runDir ?? path.join(os.tmpdir(), `sanbox-${uuid.toString('hex').slice(0, 12)}`);
   const nodeNames = opts.nodeNames ?? Array.from({ length: opts.nodeCount }, () => '');
-  const { regions, imageSizeBytes } = planRegions({ sectorSizeBytes, nodeCount: opts.nodeCount, lockspaceBytes: opts.lockspaceBytes ?? lockspaceBytesFor(sectorSizeBytes, opts.nodeCount, opts.locksPerNode ?? LOCKS_PER_NODE_DEFAULT) });
+  const { regions, imageSizeBytes } = planRegions({ sectorSizeBytes, nodeCount: opts.nodeCount, lockspaceBytes: opts.lockspaceBytes, locksPerNode: opts.locksPerNode });
   const header: ClusterHeader = { version: 1, sectorSizeBytes, imageSizeBytes, clusterUuid: uuid, regions };
   const config: ClusterConfig = {
     clusterName: opts.clusterName,
