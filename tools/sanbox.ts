@@ -4,6 +4,7 @@
 import { Command, CommanderError } from 'commander';
 import { isSanboxError, UsageError } from '../src/errors.js';
 import { commandGroups } from './commands/index.js';
+import { explainErrno } from '../src/disk/system-error.js';
 
 export function buildProgram(): Command {
   const program = new Command('sanbox')
@@ -22,6 +23,14 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** "PATH: open failed: permission denied (EACCES)" for a Node system error, else undefined. */
+function systemFailure(err: unknown): string | undefined {
+  const e = err as NodeJS.ErrnoException;
+  if (isSanboxError(err) || typeof e?.code !== 'string' || typeof e.syscall !== 'string' || !/^E[A-Z0-9]+$/.test(e.code)) return undefined;
+  const where = e.path !== undefined ? `${e.path}: ` : '';
+  return `${where}${e.syscall} failed: ${explainErrno(e.code) ?? e.message.split('\n')[0]} (${e.code})`;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
@@ -33,9 +42,12 @@ export async function main(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       return 2;
     }
-    const msg = err instanceof Error ? err.message : String(err);
+    // The environment's usual failures (a system call's errno, with the path it failed on) are
+    // one line saying what failed and where, not an "unexpected" error.
+    const sys = systemFailure(err);
+    const msg = sys ?? (err instanceof Error ? err.message.split('\n')[0]! : String(err));
     // An error that is not one of ours is a bug or an unexpected system failure: say so.
-    const hint = isSanboxError(err) || process.env.SANBOX_DEBUG ? '' : ' (unexpected error; SANBOX_DEBUG=1 shows where)';
+    const hint = isSanboxError(err) || sys !== undefined || process.env.SANBOX_DEBUG ? '' : ' (unexpected error; SANBOX_DEBUG=1 shows where)';
     process.stderr.write(`sanbox: ${msg}${hint}\n`);
     if (err instanceof UsageError) return 2;
     if (!isSanboxError(err) && process.env.SANBOX_DEBUG) process.stderr.write(`${(err as Error).stack ?? ''}\n`);

@@ -4,11 +4,13 @@
 // ~2 µs, a thread-pool hop ~40 µs (reference/baselines.md B1).
 
 import fs from 'node:fs';
+import nodePath from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { DiskError, SanboxError } from '../errors.js';
 import { checkRange, checkWritable, SECTOR_SIZES, type SectorSize, type SyncBlockDevice } from './device.js';
-import { InUseGuard, probeInUse, type GuardMode } from './in-use-guard.js';
-import { readRecordedSectorSize, writeRecordedSectorSize } from './sector-size.js';
+import { blockDeviceSizeBytes, InUseGuard, probeInUse, type GuardMode } from './in-use-guard.js';
+import { readRecordedSectorSize, sidecarPath, writeRecordedSectorSize } from './sector-size.js';
+import { fileKind, systemError } from './system-error.js';
 import { OPEN_GATE, type WriteGate } from './write-gate.js';
 
 /** Discards at least this long are punched out of the file (freeing blocks); shorter ones are zeroed. */
@@ -52,9 +54,9 @@ export class FileDisk implements SyncBlockDevice {
       st = fs.statSync(path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new DiskError('ENOENT', `${path}: no such device or image`, { device: path });
-      throw new DiskError('EIO', `${path}: cannot stat: ${(err as Error).message}`, { device: path, cause: err });
+      throw systemError(path, 'stat', err);
     }
-    if (!st.isFile() && !st.isBlockDevice()) throw new DiskError('EIO', `${path}: not a regular file or block device`, { device: path });
+    if (!st.isFile() && !st.isBlockDevice()) throw new DiskError('EINVAL', `${path}: not a disk (${fileKind(st)}; a disk is a regular file or a block device)`, { device: path });
     const { sectorSizeBytes } = readRecordedSectorSize(path);
     const guardMode = opts.guard ?? 'shared';
     const guard = guardMode === 'none' ? undefined : InUseGuard.acquire(path, guardMode);
@@ -63,7 +65,7 @@ export class FileDisk implements SyncBlockDevice {
       fd = fs.openSync(path, readOnly ? 'r' : 'r+');
     } catch (err) {
       guard?.release();
-      throw new DiskError('EIO', `${path}: cannot open: ${(err as Error).message}`, { device: path, cause: err });
+      throw systemError(path, 'open', err);
     }
     // A block device reports size 0 through stat; fstat of a regular file is its device size.
     const sizeBytes = st.isFile() ? st.size : blockDeviceSize(fd, path);
@@ -203,7 +205,9 @@ function ioError(name: string, op: string, offsetBytes: number, lengthBytes: num
 }
 
 function blockDeviceSize(fd: number, path: string): number {
-  // Node cannot ioctl(BLKGETSIZE64); lseek is not exposed either, so ask util-linux.
+  // Node cannot ioctl(BLKGETSIZE64); lseek is not exposed either: sysfs first, else util-linux.
+  const fromSysfs = blockDeviceSizeBytes(path);
+  if (fromSysfs !== undefined) return fromSysfs;
   try {
     const out = execFileSync('blockdev', ['--getsize64', path], { encoding: 'utf8', timeout: BLOCKDEV_TIMEOUT_MS });
     return Number(out.trim());
@@ -224,6 +228,10 @@ export interface CreateOptions {
  * Creates a sparse image: the file gets its size with ftruncate, so no data block is allocated.
  * Over an existing image (with force) it first takes the in-use guard exclusively, so an image
  * another process has open is left untouched and the call fails with EBUSY.
+ *
+ * Atomic: the new image and its sidecar are built beside the target under temporary names and
+ * renamed into place, so a failure (EFBIG for a size the file system cannot hold, ENOSPC, EROFS…)
+ * leaves whatever was there untouched and no half-made file behind to block a retry.
  */
 export function createImage(path: string, opts: CreateOptions): void {
   const sectorSizeBytes = opts.sectorSizeBytes ?? 512;
@@ -247,29 +255,38 @@ export function createImage(path: string, opts: CreateOptions): void {
   if (exists && !opts.force) {
     throw new DiskError('EEXIST', `${path}: already exists (use --force to replace it)`, { device: path });
   }
-  if (!exists) {
-    // 'wx' fails if a racing process created it first; that is an EEXIST for the user too.
-    try {
-      fs.closeSync(fs.openSync(path, 'wx'));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new DiskError('EEXIST', `${path}: already exists`, { device: path });
-      throw new DiskError('EIO', `${path}: cannot create: ${(err as Error).message}`, { device: path, cause: err });
-    }
-  }
-  const guard = InUseGuard.acquire(path, 'exclusive');
+  const guard = exists ? InUseGuard.acquire(path, 'exclusive') : undefined;
+  const tmp = tempBeside(path);
   try {
-    const fd = fs.openSync(path, 'r+');
     try {
-      // Truncating to 0 first drops every allocated block of a replaced image.
-      fs.ftruncateSync(fd, 0);
-      fs.ftruncateSync(fd, opts.sizeBytes);
-    } finally {
-      fs.closeSync(fd);
+      // 'wx': a fresh name of our own; the image gets its size before anyone can see it.
+      const fd = fs.openSync(tmp, 'wx');
+      try {
+        fs.ftruncateSync(fd, opts.sizeBytes);
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch (err) {
+      throw systemError(path, `create a ${opts.sizeBytes}-byte image`, err);
     }
-    writeRecordedSectorSize(path, sectorSizeBytes);
+    const sidecarTmp = writeRecordedSectorSize(tmp, sectorSizeBytes, { commit: false });
+    if (!exists && fs.existsSync(path)) throw new DiskError('EEXIST', `${path}: already exists (created by another process meanwhile)`, { device: path });
+    try {
+      fs.renameSync(tmp, path);
+      fs.renameSync(sidecarTmp, sidecarPath(path));
+    } catch (err) {
+      throw systemError(path, 'put the new image in place', err);
+    }
   } finally {
-    guard.release();
+    fs.rmSync(tmp, { force: true });
+    fs.rmSync(sidecarPath(tmp), { force: true });
+    guard?.release();
   }
+}
+
+/** A temporary name in the same directory (so rename is atomic). */
+function tempBeside(path: string): string {
+  return nodePath.join(nodePath.dirname(path), `.${nodePath.basename(path)}.${process.pid}.${Date.now().toString(36)}.tmp`);
 }
 
 export interface DiskInfo {
@@ -288,13 +305,17 @@ export function diskInfo(path: string): DiskInfo {
     st = fs.statSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new DiskError('ENOENT', `${path}: no such device or image`, { device: path });
-    throw err;
+    throw systemError(path, 'stat', err);
   }
+  // Checked before anything opens it: opening a FIFO blocks until a writer appears.
+  if (!st.isFile() && !st.isBlockDevice()) throw new DiskError('EINVAL', `${path}: not a disk (${fileKind(st)}; a disk is a regular file or a block device)`, { device: path });
   const { sectorSizeBytes, recorded } = readRecordedSectorSize(path);
   const { inUse, holderPids } = probeInUse(path);
+  const sizeBytes = st.isFile() ? st.size : blockDeviceSizeBytes(path);
+  if (sizeBytes === undefined) throw new DiskError('EIO', `${path}: cannot read the block device's size from sysfs`, { device: path });
   return {
     path,
-    sizeBytes: st.size,
+    sizeBytes,
     sectorSizeBytes,
     sectorSizeRecorded: recorded,
     allocatedBytes: st.blocks * 512, // st_blocks counts 512-byte units whatever the fs block size

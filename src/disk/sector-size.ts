@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { DiskError } from '../errors.js';
 import { SECTOR_SIZES, type SectorSize } from './device.js';
+import { systemError } from './system-error.js';
 
 export const DEFAULT_SECTOR_SIZE: SectorSize = 512;
 const SIDECAR_VERSION = 1;
@@ -36,6 +37,28 @@ export function readRecordedSectorSize(imagePath: string): { sectorSizeBytes: Se
   return { sectorSizeBytes: rec.sectorSizeBytes as SectorSize, recorded: true };
 }
 
-export function writeRecordedSectorSize(imagePath: string, sectorSizeBytes: SectorSize): void {
-  fs.writeFileSync(sidecarPath(imagePath), JSON.stringify({ version: SIDECAR_VERSION, sectorSizeBytes }) + '\n');
+/**
+ * Writes the sidecar atomically (a temporary file, fsynced, renamed): a failure such as ENOSPC
+ * never leaves a 0-byte sidecar that blocks every later open. With `commit: false` the temporary
+ * file is left for the caller to rename (createImage renames image and sidecar together); its
+ * path is returned.
+ */
+export function writeRecordedSectorSize(imagePath: string, sectorSizeBytes: SectorSize, opts: { commit?: boolean } = {}): string {
+  const final = sidecarPath(imagePath);
+  const tmp = `${final}.${process.pid}.tmp`;
+  try {
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      fs.writeSync(fd, JSON.stringify({ version: SIDECAR_VERSION, sectorSizeBytes }) + '\n');
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (opts.commit === false) return tmp;
+    fs.renameSync(tmp, final);
+    return final;
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw systemError(final, 'write the sector-size sidecar', err);
+  }
 }
