@@ -379,7 +379,7 @@ test('CLI: usage errors exit 2, refusals exit 1 with one line, --help explains',
     [['lvcreate', '-n', 'st', '-l', '2', '-i', '3', 'vgcli', ...devs], /3 stripes need 3 PVs, but only 2 are allocatable/],
     [['lvreduce', '-l', '9', 'vgcli/lv0', ...devs], /is not smaller than the current 2/],
     [['lvremove', 'vgcli/nope', ...devs], /logical volume vgcli\/nope not found/],
-    [['vgremove', 'vgcli', ...devs], /still holds logical volumes lv0; remove them or use --force/],
+    [['vgremove', 'vgcli', ...devs], /volume group "vgcli" contains 1 logical volume: lv0; removing it removes them; pass -y \(--yes\) to confirm, stdin is not a terminal/],
   ];
   for (const [args, re] of refused) {
     const before = [...imgs, blank].map(sha);

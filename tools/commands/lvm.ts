@@ -7,14 +7,16 @@
 import type { Command } from 'commander';
 import { SanboxError, UsageError } from '../../src/errors.js';
 import { dashId } from '../../src/format/lvm/uuid.js';
-import { LVM_SECTOR_BYTES, type VgModel } from '../../src/format/lvm/vg-model.js';
+import { LVM_SECTOR_BYTES, lvExtentCount } from '../../src/format/lvm/vg-model.js';
 import { parseSizeBytes } from '../../src/units.js';
 import path from 'node:path';
 import { openDevice, schemeOf } from '../../src/disk/index.js';
 import { entryLine } from '../../src/format/devices-file.js';
 import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
 import { addDevice, delDevice, DEVICES_FILE_ENV, devicesFilePath, readDevicesFile, writeDevicesFile } from '../../src/volume/devices-file.js';
+import { claimLv, describeSignatures, type LvClaim } from '../../src/volume/lv-contents.js';
 import { readPv } from '../../src/volume/pv.js';
+import { createNotes, resizeNotes } from '../../src/volume/size-notes.js';
 import {
   commitContext,
   lvCreate,
@@ -37,6 +39,7 @@ import { hostRanges, losetupCommand, lvDisplay, pvDisplay, vgDisplay } from '../
 import type { ReportName } from '../../src/volume/report-fields.js';
 import { parseUnits } from '../../src/volume/units-format.js';
 import { ctime, findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
+import { confirm } from '../confirm.js';
 import { printJson } from '../output.js';
 
 const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES; else the devices file, see lvmdevices)';
@@ -208,12 +211,26 @@ export function register(program: Command): void {
 
   program
     .command('vgremove')
-    .description('remove a volume group; its PVs become orphans (refused while it holds LVs, unless --force)')
+    .description('remove a volume group; its PVs become orphans. With LVs: asks on a terminal, else needs -y or -f; refused while one of its LVs is open')
     .argument('<vg>', 'volume group name')
-    .option('-f, --force', 'also remove its logical volumes', false)
+    .option('-f, --force', 'also remove its logical volumes, without asking', false)
+    .option('-y, --yes', 'answer yes: remove the VG with its logical volumes', false)
     .option('--devices <list>', DEVICES_HELP)
-    .action(async (vg: string, o: { force: boolean; devices?: string }) => {
-      await vgRemove(devicesOf([], o), vg, o.force, context());
+    .action(async (vg: string, o: { force: boolean; yes: boolean; devices?: string }) => {
+      const devices = devicesOf([], o);
+      const { lvs } = await peekVg(devices, vg);
+      const claims: LvClaim[] = [];
+      try {
+        for (const lv of lvs) claims.push(await claimLv(devices, vg, lv.name));
+        if (lvs.length) {
+          const held = lvs.map((lv, i) => (claims[i]!.signatures.length ? `${lv.name} (${describeSignatures(claims[i]!.signatures)})` : lv.name));
+          const what = `volume group "${vg}" contains ${lvs.length} logical volume${lvs.length > 1 ? 's' : ''}: ${held.join(', ')}`;
+          await confirm(`Do you really want to remove volume group "${vg}" containing ${lvs.length} logical volumes?`, `${what}; removing it removes them`, o.force || o.yes);
+        }
+        await vgRemove(devices, vg, true, context());
+      } finally {
+        for (const c of claims) c.release();
+      }
       say(`Volume group "${vg}" successfully removed`);
     });
 
@@ -318,7 +335,11 @@ export function register(program: Command): void {
     .option('--devices <list>', DEVICES_HELP)
     .action(async (vg: string, o: { name: string; size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string }) => {
       const size = parseSizeRequest(o, false);
-      await lvCreate(devicesOf([], o), vg, o.name, { size, ...parseStripes(o) }, context());
+      const devices = devicesOf([], o);
+      const stripes = parseStripes(o);
+      const before = await peekVg(devices, vg);
+      const lv = await lvCreate(devices, vg, o.name, { size, ...stripes }, context());
+      for (const n of createNotes(before.extentBytes, size, stripes.stripes ?? 1, lvExtentCount(lv))) say(n);
       say(`Logical volume "${o.name}" created.`);
     });
 
@@ -331,12 +352,25 @@ export function register(program: Command): void {
       .option('-l, --extents <[+|-]n>', 'new size in extents, or +/- N; N%VG, N%FREE')
       .option('--devices <list>', DEVICES_HELP);
     if (mode === 'extend') c.option('-i, --stripes <n>', 'stripes for the new segment').option('-I, --stripesize <size>', 'stripe size (KiB)');
-    c.action(async (spec: string, o: { size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string }) => {
+    if (mode === 'reduce') c.option('-y, --yes', 'answer yes: reduce it even if it holds a filesystem', false);
+    c.action(async (spec: string, o: { size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string; yes?: boolean }) => {
       const { vg, lv } = splitLvPath(spec);
       const req = parseSizeRequest(o, true);
       if ((mode === 'extend' && req.sign === '-') || (mode === 'reduce' && req.sign === '+')) throw new UsageError(`lv${mode} takes ${mode === 'extend' ? '+' : '-'}SIZE or an absolute size`);
-      const out = await lvResize(devicesOf([], o), vg, lv, req, mode, parseStripes(o), context());
-      say(`Size of logical volume ${vg}/${lv} changed to ${out.segments.reduce((n, s) => n + s.extentCount, 0)} extents.`);
+      const devices = devicesOf([], o);
+      const before = await peekVg(devices, vg);
+      // Reducing cuts the end off whatever the LV holds: claim it (refused while open) and ask.
+      const claim = mode === 'reduce' ? await claimLv(devices, vg, lv) : undefined;
+      try {
+        if (claim?.signatures.length) {
+          await confirm(`Do you really want to reduce ${vg}/${lv}, which holds ${describeSignatures(claim.signatures)}? THIS MAY DESTROY YOUR DATA.`, `${vg}/${lv} holds ${describeSignatures(claim.signatures)}; reducing it may destroy that`, o.yes === true);
+        }
+        const out = await lvResize(devices, vg, lv, req, mode, parseStripes(o), context());
+        const from = before.lvs.find((l) => l.name === lv)?.extents ?? 0;
+        for (const n of resizeNotes(`${vg}/${lv}`, before.extentBytes, req, from, lvExtentCount(out))) say(n);
+      } finally {
+        claim?.release();
+      }
       say(`Logical volume ${vg}/${lv} successfully resized.`);
     });
   }
@@ -360,12 +394,22 @@ export function register(program: Command): void {
 
   program
     .command('lvremove')
-    .description('remove a logical volume, freeing its extents')
+    .description('remove a logical volume, freeing its extents. One that holds a filesystem: asks on a terminal, else needs -y; refused while open')
     .argument('<vg/lv>', 'logical volume')
+    .option('-y, --yes', 'answer yes: remove it even if it holds a filesystem', false)
     .option('--devices <list>', DEVICES_HELP)
-    .action(async (spec: string, o: { devices?: string }) => {
+    .action(async (spec: string, o: { yes: boolean; devices?: string }) => {
       const { vg, lv } = splitLvPath(spec);
-      await lvRemove(devicesOf([], o), vg, lv, context());
+      const devices = devicesOf([], o);
+      const claim = await claimLv(devices, vg, lv);
+      try {
+        if (claim.signatures.length) {
+          await confirm(`Do you really want to remove ${vg}/${lv}, which holds ${describeSignatures(claim.signatures)}?`, `${vg}/${lv} holds ${describeSignatures(claim.signatures)}; removing it destroys that`, o.yes);
+        }
+        await lvRemove(devices, vg, lv, context());
+      } finally {
+        claim.release();
+      }
       say(`Logical volume "${lv}" successfully removed.`);
     });
 
@@ -437,4 +481,12 @@ function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgHan
     }
   }
   return handles;
+}
+
+/** The VG's extent size and LVs, read before a change for the messages that describe it. */
+async function peekVg(devices: string[], vg: string): Promise<{ extentBytes: number; lvs: { name: string; extents: number }[] }> {
+  return withSession(devices, { readOnly: true, guard: 'none' }, async (s) => {
+    const h = findVg(s.scan, vg);
+    return { extentBytes: h.vg.extentSizeSectors * LVM_SECTOR_BYTES, lvs: h.vg.lvs.map((l) => ({ name: l.name, extents: lvExtentCount(l) })) };
+  });
 }
