@@ -81,9 +81,9 @@ async function fsVg(t: ExecutionContext): Promise<{ imgs: string[]; vg: string }
 test('without a terminal: lvremove/lvreduce of an LV holding ocfs2 and vgremove with LVs are refused without -y (one line, exit 1, nothing written); -y goes ahead', async (t) => {
   const { imgs, vg } = await fsVg(t);
   const refusals: [string[], RegExp][] = [
-    [['lvremove', `${vg}/fs`], new RegExp(`^sanbox: ${vg}/fs holds an ocfs2 filesystem \\(signature at offset \\d+\\); removing it destroys that; pass -y \\(--yes\\) to confirm, stdin is not a terminal\\n$`)],
-    [['lvreduce', '-L', '-8m', `${vg}/fs`], new RegExp(`^sanbox: ${vg}/fs holds an ocfs2 filesystem \\(signature at offset \\d+\\); reducing it may destroy that; pass -y \\(--yes\\) to confirm, stdin is not a terminal\\n$`)],
-    [['vgremove', vg], new RegExp(`^sanbox: volume group "${vg}" contains 2 logical volumes: fs \\(an ocfs2 filesystem \\(signature at offset \\d+\\)\\), raw; removing it removes them; pass -y \\(--yes\\) to confirm, stdin is not a terminal\\n$`)],
+    [['lvremove', `${vg}/fs`], new RegExp(`^sanbox: ${vg}/fs holds an ocfs2 volume \\(signature at offset \\d+\\); removing it destroys that; pass -y \\(--yes\\) to confirm, stdin is not a terminal\\n$`)],
+    [['lvreduce', '-L', '-8m', `${vg}/fs`], new RegExp(`^sanbox: ${vg}/fs holds an ocfs2 volume \\(signature at offset \\d+\\); reducing it may destroy that; pass -y \\(--yes\\) to confirm, stdin is not a terminal\\n$`)],
+    [['vgremove', vg], new RegExp(`^sanbox: volume group "${vg}" contains 2 logical volumes: fs \\(an ocfs2 volume \\(signature at offset \\d+\\)\\), raw; removing it removes them; pass -y \\(--yes\\) to confirm, stdin is not a terminal\\n$`)],
   ];
   for (const [args, msg] of refusals) {
     const before = sha(imgs[0]!);
@@ -124,8 +124,8 @@ async function onTerminal(t: ExecutionContext, args: string[], imgs: string[], a
 test('on a terminal lvremove asks [y/n]: "n" leaves the LV, "y" removes it', async (t) => {
   const { imgs, vg } = await fsVg(t);
   const no = await onTerminal(t, ['lvremove', `${vg}/fs`], imgs, 'n\n');
-  t.regex(no.out, new RegExp(`Do you really want to remove ${vg}/fs, which holds an ocfs2 filesystem \\(signature at offset \\d+\\)\\? \\[y/n\\]: `));
-  t.regex(no.out, /holds an ocfs2 filesystem .*: not confirmed/);
+  t.regex(no.out, new RegExp(`Do you really want to remove ${vg}/fs, which holds an ocfs2 volume \\(signature at offset \\d+\\)\\? \\[y/n\\]: `));
+  t.regex(no.out, /holds an ocfs2 volume .*: not confirmed/);
   t.is(no.code, 1);
   t.regex(await ok(t, ['lvs', '--noheadings', '-o', 'lv_name', vg], imgs), /fs/);
   const yes = await onTerminal(t, ['lvremove', `${vg}/fs`], imgs, 'y\n');

@@ -4,13 +4,13 @@
 // the command can ask before destroying it. lvm2 likewise refuses to remove an open LV and asks
 // before removing or reducing an active one.
 
-import { probeSignatures, type ProbeHit } from '../fs/probe.js';
+import { probeSignatures, type SignatureHit } from '../disk/signature-probe.js';
 import { openLv, withSession } from './manager.js';
 import { acquireLvGuard } from './vg-lock.js';
 
 export interface LvClaim {
   /** Signatures found at the start of the LV (ocfs2, ext4, a nested PV, …). */
-  signatures: ProbeHit[];
+  signatures: SignatureHit[];
   /** Gives the LV's in-use guard back. */
   release: () => void;
 }
@@ -36,8 +36,7 @@ export async function claimLv(specs: string[], vgName: string, lvName: string): 
   }
 }
 
-/** "an ocfs2 filesystem (signature at offset 8192)" for messages. */
-export function describeSignatures(hits: ProbeHit[]): string {
-  const names: Record<ProbeHit['type'], string> = { LVM2_member: 'an LVM physical volume', ocfs2: 'an ocfs2 filesystem', ext4: 'an ext2/3/4 filesystem', xfs: 'an xfs filesystem', btrfs: 'a btrfs filesystem', swap: 'swap space', gpt: 'a GPT partition table' };
-  return hits.map((h) => `${names[h.type]} (signature at offset ${h.offsetBytes})`).join(' and ');
+/** "an ocfs2 volume (signature at offset 8192)" for messages. */
+export function describeSignatures(hits: SignatureHit[]): string {
+  return hits.map((h) => `${h.description} (signature at offset ${h.offsetBytes})`).join(' and ');
 }
