@@ -4,10 +4,9 @@
 // path (~2 µs per 4 KiB op against ~40 µs through the thread pool; reference/baselines.md B1).
 
 import { DiskError } from '../errors.js';
+import type { SectorSize } from '../format/sector-size.js';
 
-/** Logical sector sizes a device may have (the kernel's logical block sizes we emulate). */
-export type SectorSize = 512 | 4096;
-export const SECTOR_SIZES: readonly SectorSize[] = [512, 4096];
+export { isSectorSize, SECTOR_SIZES, type SectorSize } from '../format/sector-size.js';
 
 export interface BlockDevice {
   /** A name for messages: a path, `VG/LV`, `nbd://…`, or `parent[offset+len]` for a view. */

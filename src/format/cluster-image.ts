@@ -57,6 +57,7 @@ import { FormatError } from '../errors.js';
 import { formatFail, type Where } from './where.js';
 import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
 import { O2NM_MAX_NODES } from './o2hb-block.js';
+import { isSectorSize, SECTOR_SIZES, type SectorSize } from './sector-size.js';
 import { RESERVATIONS_PAYLOAD_BYTES } from './reservations.js';
 import { lockspaceRegionBytes, LOCKS_PER_NODE_DEFAULT } from './lockspace.js';
 
@@ -95,7 +96,7 @@ export interface RegionEntry {
 
 export interface ClusterHeader {
   version: number;
-  sectorSizeBytes: 512 | 4096;
+  sectorSizeBytes: SectorSize;
   imageSizeBytes: number;
   clusterUuid: Buffer; // 16 bytes
   regions: RegionEntry[];
@@ -174,7 +175,7 @@ export function decodeClusterHeader(buf: Buffer, where: Where = {}): ClusterHead
   const headerBytes = buf.readUInt32LE(0x0c);
   if (headerBytes !== BLOCK_BYTES) formatFail(where, 0x0c, `cluster header size ${headerBytes}, expected ${BLOCK_BYTES}`, DEVICE);
   const sectorSizeBytes = buf.readUInt32LE(0x10);
-  if (sectorSizeBytes !== 512 && sectorSizeBytes !== 4096) formatFail(where, 0x10, `sector size ${sectorSizeBytes} is not 512 or 4096`, DEVICE);
+  if (!isSectorSize(sectorSizeBytes)) formatFail(where, 0x10, `sector size ${sectorSizeBytes} is not ${SECTOR_SIZES.join(' or ')}`, DEVICE);
   const count = buf.readUInt32LE(0x14);
   if (count < 1 || count > REGIONS_MAX) formatFail(where, 0x14, `region count ${count} is outside 1..${REGIONS_MAX}`, DEVICE);
   const imageSize = buf.readBigUInt64LE(0x18);
@@ -298,7 +299,7 @@ export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
 // ---- layout --------------------------------------------------------------------------------
 
 export interface LayoutInput {
-  sectorSizeBytes: 512 | 4096;
+  sectorSizeBytes: SectorSize;
   nodeCount: number;
   /** Lockspace region payload; default: sized for `locksPerNode` (sparse: only written cells take space). */
   lockspaceBytes?: number | undefined;

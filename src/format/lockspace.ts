@@ -84,6 +84,7 @@
 import { crc32Zlib } from './crc32.js';
 import { formatFail, type Where } from './where.js';
 import { O2NM_MAX_NODES } from './o2hb-block.js';
+import { isSectorSize, SECTOR_SIZES } from './sector-size.js';
 
 export const LOCKSPACE_VERSION = 2;
 /** Bytes of a sector covered by a record and its CRC; the smallest sector we support. */
@@ -355,7 +356,7 @@ function allZero(b: Buffer, from: number, to: number): boolean {
 // Lockspace header
 
 export function validateHeaderFields(h: LockspaceHeader): string | undefined {
-  if (h.sectorSizeBytes !== 512 && h.sectorSizeBytes !== 4096) return `sector size ${h.sectorSizeBytes} is not 512 or 4096`;
+  if (!isSectorSize(h.sectorSizeBytes)) return `sector size ${h.sectorSizeBytes} is not ${SECTOR_SIZES.join(' or ')}`;
   if (!Number.isInteger(h.maxNodes) || h.maxNodes < 1 || h.maxNodes > O2NM_MAX_NODES) return `maxNodes ${h.maxNodes} out of range 1..${O2NM_MAX_NODES}`;
   if (!Number.isInteger(h.locksPerNode) || h.locksPerNode < 1 || h.locksPerNode > LOCKS_PER_NODE_MAX) return `locksPerNode ${h.locksPerNode} out of range 1..${LOCKS_PER_NODE_MAX}`;
   if (h.bucketCount !== h.locksPerNode * BUCKETS_PER_LOCK) return `bucketCount ${h.bucketCount} is not ${BUCKETS_PER_LOCK} x locksPerNode ${h.locksPerNode}`;

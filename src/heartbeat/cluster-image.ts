@@ -9,7 +9,7 @@ import { openDevice } from '../disk/open.js';
 import { createImage } from '../disk/file-disk.js';
 import { isNbdSpec } from '../disk/nbd-device.js';
 import { initExport } from '../disk/nbd-image.js';
-import { type BlockDevice } from '../disk/device.js';
+import { type BlockDevice, type SectorSize } from '../disk/device.js';
 import { viewOf } from '../disk/view-device.js';
 import { type OpenOptions } from '../disk/file-disk.js';
 import { type ReservationStoreSpec, defaultLockDir } from '../disk/reservations.js';
@@ -18,6 +18,7 @@ import { describeDevice } from '../disk/signature-probe.js';
 import { readStable } from '../disk/stable-read.js';
 import {
   BLOCK_BYTES,
+  CLUSTER_NAME_BYTES,
   CLUSTER_MAGIC,
   decodeClusterHeader,
   decodeConfig,
@@ -41,7 +42,7 @@ import { deriveTiming, type Timing } from './timing.js';
 export interface InitOptions {
   clusterName: string;
   nodeCount: number;
-  sectorSizeBytes?: 512 | 4096;
+  sectorSizeBytes?: SectorSize;
   timing: Timing;
   /** Lockspace region size; default: sized for `locksPerNode` locks and value blocks per node. */
   lockspaceBytes?: number;
@@ -68,8 +69,8 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
   if (!Number.isInteger(opts.nodeCount) || opts.nodeCount < 1 || opts.nodeCount > O2NM_MAX_NODES) {
     throw new SanboxError('EINVAL', `${imagePath}: --nodes must be 1..${O2NM_MAX_NODES}, not ${opts.nodeCount}`, { device: imagePath });
   }
-  if (opts.clusterName.length === 0 || Buffer.byteLength(opts.clusterName) > 64 || !/^[A-Za-z0-9._-]+$/.test(opts.clusterName)) {
-    throw new SanboxError('EINVAL', `${imagePath}: cluster name '${opts.clusterName}' must be 1..64 characters of A-Z a-z 0-9 . _ -`, { device: imagePath });
+  if (opts.clusterName.length === 0 || Buffer.byteLength(opts.clusterName) > CLUSTER_NAME_BYTES || !/^[A-Za-z0-9._-]+$/.test(opts.clusterName)) {
+    throw new SanboxError('EINVAL', `${imagePath}: cluster name '${opts.clusterName}' must be 1..${CLUSTER_NAME_BYTES} characters of A-Z a-z 0-9 . _ -`, { device: imagePath });
   }
   if (opts.locksPerNode !== undefined && (!Number.isInteger(opts.locksPerNode) || opts.locksPerNode < 1 || opts.locksPerNode > LOCKS_PER_NODE_MAX)) {
     throw new SanboxError('EINVAL', `${imagePath}: --locks-per-node must be 1..${LOCKS_PER_NODE_MAX}, not ${opts.locksPerNode}`, { device: imagePath });
@@ -115,7 +116,7 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
  * refuses an existing image without force, and one in use even with force); an NBD export is
  * checked to be large enough and free of data (unless forced), then zeroed (src/disk/nbd-image.ts).
  */
-async function createTarget(imagePath: string, sizeBytes: number, sectorSizeBytes: 512 | 4096, force: boolean | undefined): Promise<BlockDevice> {
+async function createTarget(imagePath: string, sizeBytes: number, sectorSizeBytes: SectorSize, force: boolean | undefined): Promise<BlockDevice> {
   if (isNbdSpec(imagePath)) return initExport(imagePath, { sizeBytes, sectorSizeBytes, force });
   createImage(imagePath, { sizeBytes, sectorSizeBytes, force });
   return openDevice(imagePath, { guard: 'exclusive' });
