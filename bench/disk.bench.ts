@@ -5,13 +5,13 @@
 //
 // Usage: npm run bench:disk [-- --rounds N --time-ms MS --json]
 
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Bench } from 'tinybench';
 import { createImage, FileDisk } from '../src/disk/index.js';
-import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, WORKLOADS, type Workload } from './common.js';
+import { runFio } from '../src/perf/fio.js';
+import { arg, have, makeOffsets, median, readPagesInRandomOrder, WORKLOADS, type Workload } from './common.js';
 
 const GiB = 1024 ** 3;
 const IMAGE_BYTES = GiB;
@@ -73,18 +73,10 @@ async function measureNode(file: string, w: Workload, variant: Variant): Promise
   return 1000 / r.latency.p50; // ops per second from the median op latency
 }
 
-function measureFio(file: string, w: Workload): number {
-  const rw = fioRw(w);
-  const out = execFileSync(
-    'fio',
-    [
-      `--name=${rw}`, `--filename=${file}`, `--size=${IMAGE_BYTES}`, '--direct=0', '--invalidate=0', '--fallocate=none',
-      '--time_based', `--runtime=${Math.max(1, Math.round((timeMs * 2) / 1000))}`, '--ramp_time=0', '--norandommap', '--randrepeat=0',
-      '--ioengine=psync', `--rw=${rw}`, `--bs=${w.blockBytes}`, '--output-format=json',
-    ],
-    { encoding: 'utf8', maxBuffer: 16 << 20 },
-  );
-  return fioIops(out, w);
+/** fio psync on the same image: the same job `sanbox bench` runs beside sanbox (src/perf/fio.ts). */
+async function measureFio(file: string, w: Workload): Promise<number> {
+  const r = await runFio({ kind: 'file', filename: file, offsetBytes: 0, sizeBytes: IMAGE_BYTES }, w, Math.max(1000, timeMs * 2));
+  return r.iops;
 }
 
 function rate(w: Workload, iops: number): string {
@@ -110,7 +102,7 @@ async function main(): Promise<void> {
         if (haveFio) {
           createImage(img, { sizeBytes: IMAGE_BYTES, force: true });
           if (w.pattern === 'random') prepSmallFolios(img);
-          push(`${w.name}|fio`, measureFio(img, w));
+          push(`${w.name}|fio`, await measureFio(img, w));
         }
       }
       if (!asJson) process.stderr.write(`round ${round}/${rounds} done\n`);
