@@ -95,7 +95,7 @@ test('bench table and progress; --read-only runs only reads on an image that hol
   const before = fs.readFileSync(img).subarray(0, 1 << 20);
   const refused = await runSanbox(t, ['bench', img, ...SHORT]);
   t.is(refused.code, 1);
-  t.regex(refused.stderr, /^sanbox: .*vol\.img holds data \(ocfs2 signature at byte 2048\); the write workloads would destroy it: use --read-only, or --force to overwrite\n$/);
+  t.regex(refused.stderr, /^sanbox: .*vol\.img: already holds .*\(ocfs2 signature at byte 2048\); the write workloads \(--read-only runs only the reads\) would destroy it: use --force to overwrite it\n$/);
   const ro = await runSanbox(t, ['bench', img, ...SHORT, '--read-only', '--no-fio', '--workloads', 'randread-4k-qd1,randwrite-4k-qd1,read-1m-qd1'], { timeoutMs: 60_000 });
   t.is(ro.code, 0, ro.stderr);
   t.regex(ro.stdout, /fio: fio not asked for \(--no-fio\)/);

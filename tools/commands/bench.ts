@@ -4,9 +4,8 @@
 import fs from 'node:fs';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import type { BlockDevice } from '../../src/disk/index.js';
-import { SanboxError, UsageError } from '../../src/errors.js';
-import { probeSignatures } from '../../src/fs/probe.js';
+import { UsageError } from '../../src/errors.js';
+import { refuseSignatures } from '../../src/disk/signature-probe.js';
 import { runBench, type BenchReport, type BenchRow } from '../../src/perf/bench.js';
 import { renderSvg } from '../../src/perf/plot.js';
 import { BENCH_WORKLOADS, workloadId, writes, type Workload } from '../../src/perf/workloads.js';
@@ -49,15 +48,6 @@ function pickWorkloads(o: BenchCliOptions): Workload[] {
   if (o.readOnly) ws = ws.filter((w) => !writes(w));
   if (ws.length === 0) throw new UsageError('no workloads left to run (--read-only leaves only the read workloads)');
   return ws;
-}
-
-/** A write workload destroys what the device holds: refuse a device with a filesystem or PV label unless --force. */
-async function checkWritable(dev: BlockDevice, target: string, force: boolean): Promise<void> {
-  if (force) return;
-  const hits = await probeSignatures(dev);
-  if (hits.length === 0) return;
-  const what = hits.map((h) => `${h.type} signature at byte ${h.offsetBytes}`).join(', ');
-  throw new SanboxError('EEXIST', `${target} holds data (${what}); the write workloads would destroy it: use --read-only, or --force to overwrite`, { device: target, offsetBytes: hits[0]!.offsetBytes });
 }
 
 function progressBar(): { update: (done: number, total: number, what: string) => void; stop: () => void } {
@@ -143,7 +133,8 @@ export function register(program: Command): void {
       let report: BenchReport;
       const bar = o.json ? undefined : progressBar();
       try {
-        if (destructive) await checkWritable(dev, target, o.force);
+        // A write workload destroys what the device holds: a filesystem or PV label is refused without --force.
+        if (destructive && !o.force) await refuseSignatures(dev, 'the write workloads (--read-only runs only the reads)');
         const maxBlock = Math.max(...workloads.map((w) => w.blockBytes));
         const regionBytes = askedRegion ?? Math.min(dev.sizeBytes, REGION_DEFAULT_MAX_BYTES);
         if (regionBytes > dev.sizeBytes) throw new UsageError(`--size ${o.size} is larger than ${target} (${dev.sizeBytes} bytes)`);
