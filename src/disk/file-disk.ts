@@ -79,19 +79,26 @@ export class FileDisk implements SyncBlockDevice {
 
   readSync(buf: Buffer, offsetBytes: number): void {
     checkRange(this, offsetBytes, buf.length);
-    const fd = this.liveFd(offsetBytes);
+    this.transferAll('read', this.liveFd(offsetBytes), buf, offsetBytes);
+  }
+
+  /**
+   * pread/pwrite until all of `buf` is transferred. A transfer of 0 bytes is retried at most
+   * SHORT_IO_RETRIES_MAX times: for a read the file shrank under us (someone truncated the image),
+   * a short transfer we cannot complete.
+   */
+  private transferAll(op: 'read' | 'write', fd: number, buf: Buffer, offsetBytes: number): void {
     let doneBytes = 0;
     let retries = 0;
     while (doneBytes < buf.length) {
       let n: number;
       try {
-        n = fs.readSync(fd, buf, doneBytes, buf.length - doneBytes, offsetBytes + doneBytes);
+        n = op === 'read' ? fs.readSync(fd, buf, doneBytes, buf.length - doneBytes, offsetBytes + doneBytes) : fs.writeSync(fd, buf, doneBytes, buf.length - doneBytes, offsetBytes + doneBytes);
       } catch (err) {
-        throw ioError(this.name, 'read', offsetBytes + doneBytes, buf.length - doneBytes, err);
+        throw ioError(this.name, op, offsetBytes + doneBytes, buf.length - doneBytes, err);
       }
       if (n === 0 && ++retries > SHORT_IO_RETRIES_MAX) {
-        // The file shrank under us (someone truncated the image): a short read we cannot complete.
-        throw new DiskError('ESHORT', `${this.name}: short read at offset ${offsetBytes}: ${doneBytes} of ${buf.length} bytes`, {
+        throw new DiskError('ESHORT', `${this.name}: short ${op} at offset ${offsetBytes}: ${doneBytes} of ${buf.length} bytes`, {
           device: this.name,
           offsetBytes: offsetBytes + doneBytes,
         });
@@ -106,23 +113,7 @@ export class FileDisk implements SyncBlockDevice {
     const fd = this.liveFd(offsetBytes);
     this.gate.enter(this.name, offsetBytes);
     try {
-      let doneBytes = 0;
-      let retries = 0;
-      while (doneBytes < buf.length) {
-        let n: number;
-        try {
-          n = fs.writeSync(fd, buf, doneBytes, buf.length - doneBytes, offsetBytes + doneBytes);
-        } catch (err) {
-          throw ioError(this.name, 'write', offsetBytes + doneBytes, buf.length - doneBytes, err);
-        }
-        if (n === 0 && ++retries > SHORT_IO_RETRIES_MAX) {
-          throw new DiskError('ESHORT', `${this.name}: short write at offset ${offsetBytes}: ${doneBytes} of ${buf.length} bytes`, {
-            device: this.name,
-            offsetBytes: offsetBytes + doneBytes,
-          });
-        }
-        doneBytes += n;
-      }
+      this.transferAll('write', fd, buf, offsetBytes);
     } finally {
       this.gate.leave();
     }
