@@ -153,3 +153,54 @@ test('an LV another process has open is not removed or reduced, even with -y: "d
     t.is(sha(imgs[0]!), before);
   }
 });
+
+test('vgchange/lvchange: tags, max LVs/PVs and read-ahead set by sanbox are what the real vgs/lvs report (and the other way round); what cannot change here is refused in one line', async (t) => {
+  const imgs = await images(t, 2, 64 * MiB);
+  const vg = uniq('chg');
+  await ok(t, ['pvcreate', ...imgs], imgs);
+  await ok(t, ['vgcreate', '-s', '2m', vg, ...imgs], imgs);
+  await ok(t, ['lvcreate', '-n', 'l1', '-L', '4m', vg], imgs);
+  await ok(t, ['lvcreate', '-n', 'l2', '-L', '4m', vg], imgs);
+  await ok(t, ['vgchange', '--addtag', 'site-a', '--addtag', '@rack:7', '-l', '10', '-p', '4', vg], imgs);
+  await ok(t, ['lvchange', '--addtag', 'db', '--addtag', 'alpha', '-r', '250', `${vg}/l1`], imgs);
+  await ok(t, ['lvchange', '-r', 'none', `${vg}/l2`], imgs);
+  const loops: string[] = [];
+  for (const img of imgs) loops.push(await attachLoop(t, img));
+  const fields = (cmd: 'vgs' | 'lvs', f: string, extra: string[] = []): Promise<string> =>
+    lvm(cmd, loops, [...(cmd === 'lvs' ? ['--driverloaded', 'n'] : []), '--noheadings', '--separator', '|', '--units', 's', '-o', f, ...extra, vg]).then((r) => {
+      t.is(r.code, 0, r.stderr);
+      return r.stdout;
+    });
+  const ours = async (cmd: 'vgs' | 'lvs', f: string): Promise<string> => ok(t, [cmd, '--noheadings', '--separator', '|', '--units', 's', '-o', f, vg], imgs);
+  t.is(await fields('vgs', 'vg_tags,max_lv,max_pv'), '  rack:7,site-a|10|4\n');
+  t.is(await fields('lvs', 'lv_name,lv_tags,lv_read_ahead'), '  l1|alpha,db|248S\n  l2||0S\n');
+  t.is(await ours('vgs', 'vg_tags,max_lv,max_pv'), await fields('vgs', 'vg_tags,max_lv,max_pv'));
+  t.is(await ours('lvs', 'lv_name,lv_tags,lv_read_ahead'), await fields('lvs', 'lv_name,lv_tags,lv_read_ahead'));
+  const ck = await lvm('vgck', loops, [vg]);
+  t.is(ck.code, 0, ck.stderr);
+  // lvm2 changes them back; sanbox reads what it wrote.
+  for (const [cmd, args] of [['lvchange', ['--deltag', 'db', '-r', 'auto', `${vg}/l1`]], ['vgchange', ['--deltag', 'site-a', '-l', '0', vg]]] as const) {
+    const r = await lvm(cmd, loops, ['--driverloaded', 'n', ...args]);
+    t.is(r.code, 0, r.stderr);
+  }
+  t.is(await ours('lvs', 'lv_name,lv_tags,lv_read_ahead'), '  l1|alpha|auto\n  l2||0S\n');
+  t.is(await ours('vgs', 'vg_tags,max_lv'), '  rack:7|0\n');
+
+  const refused: [string[], number, RegExp][] = [
+    [['vgchange', '-l', '1', vg], 1, new RegExp(`^sanbox: max LVs 1 is less than the current number 2 of LVs for ${vg}\\n$`)],
+    [['vgchange', '-p', '1', vg], 1, new RegExp(`^sanbox: max PVs 1 is less than the current number 2 of PVs for ${vg}\\n$`)],
+    [['vgchange', '-a', 'y', vg], 2, /^sanbox: vgchange -a: sanbox maps no LV in the kernel \(no device-mapper\): there is nothing to activate; .*\n$/],
+    [['lvchange', '-a', 'y', `${vg}/l1`], 2, /^sanbox: lvchange -a: sanbox maps no LV in the kernel/],
+    [['lvchange', '--addtag', 'b a d', `${vg}/l1`], 2, /^sanbox: invalid tag 'b a d' \(letters, digits and _ \+ \. - \/ = ! : & #, at most 1024\)\n$/],
+    [['lvchange', '-r', 'fast', `${vg}/l1`], 2, /^sanbox: invalid read ahead 'fast' \(auto, none or a number of sectors\)\n$/],
+    [['lvchange', `${vg}/l1`], 2, /^sanbox: lvchange: nothing to change \(--addtag, --deltag, -r\)\n$/],
+    [['lvchange', '--addtag', 'x', `${vg}/nope`], 1, new RegExp(`^sanbox: logical volume ${vg}/nope not found\\n$`)],
+  ];
+  for (const [args, code, msg] of refused) {
+    const before = imgs.map(sha);
+    const r = await run(t, args, imgs);
+    t.is(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, msg);
+    t.deepEqual(imgs.map(sha), before, `${args.join(' ')} wrote nothing`);
+  }
+});

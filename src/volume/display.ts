@@ -7,7 +7,7 @@
 
 import { dashId } from '../format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, lvExtentCount, type LvModel, type SegmentModel } from '../format/lvm/vg-model.js';
-import { reportTime, type LvSubject, type PvSubject, type VgSubject } from './report-fields.js';
+import { readAheadSectors, reportTime, type LvSubject, type PvSubject, type VgSubject } from './report-fields.js';
 import { formatDisplaySize } from './units-format.js';
 
 /** The key column of pvdisplay and vgdisplay (2 + 22 characters), and of lvdisplay (2 + 23). */
@@ -208,7 +208,7 @@ export function lvDisplay(s: LvSubject, o: LvDisplayOptions): string {
       ['Current LE', lvExtentCount(lv)],
       ['Segments', lv.segments.length],
       ['Allocation', 'inherit'],
-      ['Read ahead sectors', lv.readAhead === undefined || lv.readAhead < 0 ? 'auto' : lv.readAhead],
+      ['Read ahead sectors', readAheadSectors(lv)],
     ]) + END;
   if (o.maps) {
     out += '  --- Segments ---\n';

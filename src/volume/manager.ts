@@ -380,6 +380,11 @@ export async function lvResize(specs: string[], vgName: string, lvName: string, 
   return out!;
 }
 
+/** vgchange/lvchange: applies `change` to a copy of the VG's model and commits it as the next seqno. */
+export async function vgModify(specs: string[], vgName: string, ctx: CommitContext, change: (vg: VgModel) => void): Promise<VgModel> {
+  return withLocks([vgLockName(vgName)], () => withSession(specs, {}, (s) => changeVg(s, vgName, ctx, (vg) => void change(vg))));
+}
+
 export async function lvRename(specs: string[], vgName: string, from: string, to: string, ctx: CommitContext): Promise<void> {
   checkName('LV', to);
   await withLocks([vgLockName(vgName)], () =>

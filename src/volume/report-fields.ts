@@ -59,6 +59,19 @@ const sectors = (n: number | undefined): { bytes: number } => bytes((n ?? 0) * L
 function mdaSizes(pvs: PvState[]): number[] {
   return pvs.flatMap((p) => p.mdas.map((m) => m.area.sizeBytes));
 }
+/**
+ * An LV's read-ahead as lvm2 means its metadata value: absent or 0 = auto, -1 = none (0 sectors),
+ * N = N sectors (lvm2 2.03.16: `lvchange -r none` writes -1, `-r auto` drops the key).
+ */
+export function readAheadSectors(lv: LvModel): number | 'auto' {
+  const raw = lv.readAhead;
+  if (raw === undefined || raw === 0) return 'auto';
+  return raw < 0 ? 0 : raw;
+}
+
+/** lvm2 lists tags sorted, comma-separated. */
+const tagList = (tags: string[]): string => [...tags].sort().join(',');
+
 /** lvm2 reports the smallest metadata area; 0 when there is none. */
 function smallest(sizes: number[]): number {
   return sizes.length ? Math.min(...sizes) : 0;
@@ -94,7 +107,7 @@ export const PV_FIELDS: FieldDef<PvSubject>[] = [
   { name: 'pv_missing', heading: 'Missing', type: 'binary', value: (s) => word(s.row.pv_attr[2] === 'm', 'missing') },
   { name: 'pv_pe_count', heading: 'PE', type: 'number', value: (s) => s.row.pv_pe_count },
   { name: 'pv_pe_alloc_count', heading: 'Alloc', type: 'number', value: (s) => s.row.pv_pe_alloc_count },
-  { name: 'pv_tags', heading: 'PV Tags', type: 'string', value: (s) => (s.vg?.vg.pvs.find((p) => p.id === s.pv.label.pvId)?.tags ?? []).join(',') },
+  { name: 'pv_tags', heading: 'PV Tags', type: 'string', value: (s) => tagList(s.vg?.vg.pvs.find((p) => p.id === s.pv.label.pvId)?.tags ?? []) },
   { name: 'pv_mda_count', heading: '#PMda', type: 'number', value: (s) => s.row.pv_mda_count },
   { name: 'pv_mda_used_count', heading: '#PMdaUse', type: 'number', value: (s) => usedMdas([s.pv]) },
   { name: 'pv_ba_start', heading: 'BA Start', type: 'size', value: (s) => bytes(s.pv.label.bootloaderAreas[0]?.offsetBytes ?? 0) },
@@ -132,7 +145,7 @@ export const VG_FIELDS: FieldDef<VgSubject>[] = [
   { name: 'lv_count', heading: '#LV', type: 'number', value: (s) => s.row.lv_count },
   { name: 'snap_count', heading: '#SN', type: 'number', value: (s) => s.row.snap_count },
   { name: 'vg_seqno', heading: 'Seq', type: 'number', value: (s) => s.row.vg_seqno },
-  { name: 'vg_tags', heading: 'VG Tags', type: 'string', value: (s) => s.vg.tags.join(',') },
+  { name: 'vg_tags', heading: 'VG Tags', type: 'string', value: (s) => tagList(s.vg.tags) },
   { name: 'vg_mda_count', heading: '#VMda', type: 'number', value: (s) => s.pvs.reduce((n, p) => n + p.mdas.length, 0) },
   { name: 'vg_mda_used_count', heading: '#VMdaUse', type: 'number', value: (s) => usedMdas(s.pvs) },
   { name: 'vg_mda_size', heading: 'VMdaSize', type: 'size', value: (s) => bytes(smallest(mdaSizes(s.pvs))) },
@@ -155,9 +168,9 @@ export const LV_FIELDS: FieldDef<LvSubject>[] = [
   { name: 'lv_role', heading: 'Role', type: 'string', value: () => 'public' },
   { name: 'lv_allocation_policy', heading: 'AllocPol', type: 'string', value: () => 'inherit' },
   { name: 'lv_size', heading: 'LSize', type: 'size', value: (s) => bytes(lvExtentCount(s.lv) * s.vg.row.vg_extent_size) },
-  { name: 'lv_read_ahead', heading: 'Rahead', type: 'size', value: (s) => (s.lv.readAhead === undefined || s.lv.readAhead < 0 ? 'auto' : sectors(s.lv.readAhead)) },
+  { name: 'lv_read_ahead', heading: 'Rahead', type: 'size', value: (s) => { const ra = readAheadSectors(s.lv); return ra === 'auto' ? ra : sectors(ra); } },
   { name: 'seg_count', heading: '#Seg', type: 'number', value: (s) => s.lv.segments.length },
-  { name: 'lv_tags', heading: 'LV Tags', type: 'string', value: (s) => s.lv.tags.join(',') },
+  { name: 'lv_tags', heading: 'LV Tags', type: 'string', value: (s) => tagList(s.lv.tags) },
   { name: 'lv_lockargs', heading: 'LLockArgs', type: 'string', value: (s) => s.lv.lockArgs ?? '' },
   { name: 'lv_time', heading: 'CTime', type: 'string', value: (s) => (s.lv.creationTime === undefined ? '' : reportTime(s.lv.creationTime)) },
   { name: 'lv_host', heading: 'Host', type: 'string', value: (s) => s.lv.creationHost ?? '' },
@@ -189,7 +202,7 @@ export const SEG_FIELDS: FieldDef<SegSubject>[] = [
   { name: 'seg_start_pe', heading: 'Start', type: 'number', value: (s) => s.seg.startExtent },
   { name: 'seg_size', heading: 'SSize', type: 'size', value: (s) => bytes(s.seg.extentCount * s.lv.vg.row.vg_extent_size) },
   { name: 'seg_size_pe', heading: 'SSize', type: 'number', value: (s) => s.seg.extentCount },
-  { name: 'seg_tags', heading: 'Seg Tags', type: 'string', value: (s) => s.seg.tags.join(',') },
+  { name: 'seg_tags', heading: 'Seg Tags', type: 'string', value: (s) => tagList(s.seg.tags) },
   { name: 'seg_pe_ranges', heading: 'PE Ranges', type: 'string', value: (s) => ranges(s).join(' ') },
   { name: 'seg_le_ranges', heading: 'LE Ranges', type: 'string', value: (s) => ranges(s).join(',') },
   { name: 'devices', heading: 'Devices', type: 'string', value: (s) => s.seg.stripes.map((st) => `${s.pvName(st.pv)}(${st.firstPe})`).join(',') },
