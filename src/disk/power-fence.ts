@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import { SanboxError } from '../errors.js';
 
-/** How often the fencer looks for the victim to be gone. */
-const POLL_MS = 5;
+/** How often the fencer looks for the victim to be gone, unless told (timing.powerFencePollMs). */
+const POLL_MS_DEFAULT = 5;
 /** Bound on the /proc entries one group scan looks at (a machine has at most pid_max processes; 4M on 64-bit Linux). */
 const PROC_ENTRIES_MAX = 4_194_304;
 
@@ -85,7 +85,7 @@ export interface PowerFenceResult {
  * SIGKILLs the process and waits (bounded by waitMs) until it is gone. SIGKILL also ends a
  * stopped (SIGSTOP) process. Throws if the process is on another machine or survives waitMs.
  */
-export async function powerFence(id: ProcessIdentity, waitMs: number): Promise<PowerFenceResult> {
+export async function powerFence(id: ProcessIdentity, waitMs: number, pollMs = POLL_MS_DEFAULT): Promise<PowerFenceResult> {
   const t0 = performance.now();
   if (!id.bootId.equals(bootId())) {
     throw new SanboxError('EFENCED', `power fence: pid ${id.pid} ran on another machine (boot id ${id.bootId.toString('hex')}); cannot kill it from here`);
@@ -98,7 +98,7 @@ export async function powerFence(id: ProcessIdentity, waitMs: number): Promise<P
   }
   while (isRunning(id)) {
     if (performance.now() - t0 > waitMs) throw new SanboxError('EFENCED', `power fence: pid ${id.pid} still running ${waitMs} ms after SIGKILL`);
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await new Promise((r) => setTimeout(r, pollMs));
   }
   return { outcome: 'killed', waitedMs: performance.now() - t0 };
 }
@@ -122,7 +122,7 @@ export function groupMembers(pgid: number): number[] {
  * time, the number belongs to a stranger and nothing is killed. (While any member of the node's
  * group lives, Linux reuses neither its pid nor its group id, so the members found are the node's.)
  */
-export async function killGroup(id: ProcessIdentity, waitMs: number): Promise<PowerFenceResult> {
+export async function killGroup(id: ProcessIdentity, waitMs: number, pollMs = POLL_MS_DEFAULT): Promise<PowerFenceResult> {
   const t0 = performance.now();
   if (!id.bootId.equals(bootId())) throw new SanboxError('EFENCED', `power fence: process group ${id.pid} is on another machine; cannot kill it from here`);
   const leader = readProcStat(id.pid);
@@ -135,7 +135,7 @@ export async function killGroup(id: ProcessIdentity, waitMs: number): Promise<Po
   }
   while (groupMembers(id.pid).length > 0) {
     if (performance.now() - t0 > waitMs) throw new SanboxError('EFENCED', `power fence: process group ${id.pid} still has processes ${waitMs} ms after SIGKILL`);
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await new Promise((r) => setTimeout(r, pollMs));
   }
   return { outcome: 'killed', waitedMs: performance.now() - t0 };
 }

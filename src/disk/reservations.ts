@@ -38,7 +38,10 @@ import {
   type ReservationState,
 } from '../format/reservations.js';
 
-/** Bound on waiting for another PR command to finish (they take well under a millisecond). */
+/**
+ * Bound on waiting for another PR command to finish (they take well under a millisecond), unless
+ * the caller passes its cluster's timing.reservationLockWaitMs.
+ */
 export const PR_LOCK_WAIT_MS = 5000;
 /** Where updateSeq sits in a reservations record (src/format/reservations.ts). */
 const UPDATE_SEQ_OFFSET = 0x10;
@@ -261,6 +264,7 @@ export class PersistentReservations {
   constructor(
     readonly spec: ReservationStoreSpec,
     open?: (path: string, readOnly: boolean) => SyncBlockDevice,
+    private readonly lockWaitMs = PR_LOCK_WAIT_MS,
   ) {
     this.store = new ReservationStore(spec, false, open);
     this.prLock = new LockFile(path.join(spec.lockDir, 'pr.lock'));
@@ -272,8 +276,8 @@ export class PersistentReservations {
 
   /** Runs one PR OUT command under pr.lock; `fn` returns the new state or null for "no change". */
   private async command<T>(what: string, fn: (cur: ReservationState) => Promise<{ next: ReservationState | null; result: T }>): Promise<T> {
-    if (!(await this.prLock.lock('ex', PR_LOCK_WAIT_MS))) {
-      throw new SanboxError('EBUSY', `${this.spec.deviceName}: ${what}: another reservation command held the lock for ${PR_LOCK_WAIT_MS} ms`, { device: this.spec.deviceName });
+    if (!(await this.prLock.lock('ex', this.lockWaitMs))) {
+      throw new SanboxError('EBUSY', `${this.spec.deviceName}: ${what}: another reservation command held the lock for ${this.lockWaitMs} ms`, { device: this.spec.deviceName });
     }
     try {
       const cur = this.store.read();

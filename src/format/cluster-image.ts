@@ -47,9 +47,15 @@
 // | 0x05C  | 4    | ioTimeoutMs      | a heartbeat write slower than this has failed       |
 // | 0x060  | 16   | timingPreset     | "local", "o2cb" or "custom"                         |
 // | 0x070  | 256  | runDir           | where node control sockets live                     |
-// | 0x170  | 140  | reserved         | zero                                                |
+// | 0x170  | 4    | derivedCount     | how many derived timing values follow (0: none)     |
+// | 0x174  | 4×k  | derivedTiming    | u32 each, in src/heartbeat/timing.ts's DERIVED_TIMING_FIELDS order |
+// | …      | –    | reserved         | zero up to the CRC (room for DERIVED_TIMING_MAX values) |
 // | 0x1FC  | 4    | crc32            | CRC-32 of the whole record with this field zeroed   |
 // | 0x200  | 64×n | nodeNames        | per node number, UTF-8, NUL-padded ("" = unnamed)   |
+//
+// derivedCount/derivedTiming are a backward-compatible addition in version 1's reserved bytes: an
+// older reader ignores them, an image written before them has derivedCount 0 and its timing is
+// derived from the three inputs.
 //
 // Pure codecs: no fs, no clock.
 
@@ -119,7 +125,14 @@ export interface ClusterConfig {
   runDir: string;
   /** nodeNames[n] for n in 0..nodeCount-1; "" when unnamed. */
   nodeNames: string[];
+  /** Derived timing values as recorded (src/heartbeat/timing.ts gives them names); [] for an older image. */
+  derivedTiming?: number[];
 }
+
+/** Where the derived timing values live in the config record, and how many fit before the CRC. */
+const DERIVED_COUNT_OFF = 0x170;
+const DERIVED_OFF = 0x174;
+export const DERIVED_TIMING_MAX = (0x1fc - DERIVED_OFF) / 4;
 
 /** Device name in messages when the Where names none. */
 const DEVICE = 'cluster image';
@@ -261,6 +274,13 @@ export function encodeConfig(c: ClusterConfig): Buffer {
   buf.writeUInt32LE(c.ioTimeoutMs, 0x5c);
   writeStr(buf, c.timingPreset, 0x60, 16, 'timing preset');
   writeStr(buf, c.runDir, 0x70, RUN_DIR_BYTES, 'run directory');
+  const derived = c.derivedTiming ?? [];
+  if (derived.length > DERIVED_TIMING_MAX) throw new FormatError(`cluster config: ${derived.length} derived timing values; at most ${DERIVED_TIMING_MAX} fit`);
+  buf.writeUInt32LE(derived.length, DERIVED_COUNT_OFF);
+  derived.forEach((v, i) => {
+    if (!Number.isInteger(v) || v < 1 || v > 0xffff_ffff) throw new FormatError(`cluster config: derived timing value ${i} (${v}) is not a positive 32-bit integer`);
+    buf.writeUInt32LE(v, DERIVED_OFF + 4 * i);
+  });
   c.nodeNames.forEach((n, i) => writeStr(buf, n, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES, 'node name'));
   sealCrc32Zlib(buf, 0x1fc);
   return buf;
@@ -284,6 +304,14 @@ export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
   if (intervalMs < 1 || deadThreshold < 1 || ioTimeoutMs < 1) formatFail(where, 0x54, 'config timing values must be positive', DEVICE);
   const nodeNames: string[] = [];
   for (let i = 0; i < nodeCount; i++) nodeNames.push(readStr(rec, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES));
+  const derivedCount = rec.readUInt32LE(DERIVED_COUNT_OFF);
+  if (derivedCount > DERIVED_TIMING_MAX) formatFail(where, DERIVED_COUNT_OFF, `derived timing count ${derivedCount} exceeds ${DERIVED_TIMING_MAX}`, DEVICE);
+  const derivedTiming: number[] = [];
+  for (let i = 0; i < derivedCount; i++) {
+    const v = rec.readUInt32LE(DERIVED_OFF + 4 * i);
+    if (v < 1) formatFail(where, DERIVED_OFF + 4 * i, `derived timing value ${i} must be positive`, DEVICE);
+    derivedTiming.push(v);
+  }
   return {
     clusterName: readStr(rec, 0x10, CLUSTER_NAME_BYTES),
     nodeCount,
@@ -293,6 +321,8 @@ export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
     timingPreset: readStr(rec, 0x60, 16),
     runDir: readStr(rec, 0x70, RUN_DIR_BYTES),
     nodeNames,
+    // Absent for an image written before derived timing was recorded (round-trips as it was).
+    ...(derivedTiming.length > 0 ? { derivedTiming } : {}),
   };
 }
 

@@ -37,7 +37,7 @@ import { LOCKS_PER_NODE_MAX } from '../format/lockspace.js';
 import { decodeNodeRecord, encodeNodeRecord, NODE_RECORD_BYTES, type NodeRecord } from '../format/node-record.js';
 import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import type { HeartbeatRegion } from './heartbeat.js';
-import { deriveTiming, type Timing } from './timing.js';
+import { recordedTiming, timingFromRecord, type Timing } from './timing.js';
 
 export interface InitOptions {
   clusterName: string;
@@ -87,6 +87,7 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
     deadThreshold: opts.timing.deadThreshold,
     ioTimeoutMs: opts.timing.ioTimeoutMs,
     timingPreset: opts.timing.preset,
+    derivedTiming: recordedTiming(opts.timing),
     runDir,
     nodeNames,
   };
@@ -163,7 +164,7 @@ export async function readClusterImageFrom(dev: BlockDevice, imagePath: string):
   const cbuf = Buffer.alloc(cfg.payloadBytes);
   await dev.read(cbuf, cfg.payloadOffsetBytes);
   const config = decodeConfig(cbuf, { device: dev.name, offsetBytes: cfg.payloadOffsetBytes });
-  const timing = deriveTiming({ intervalMs: config.intervalMs, deadThreshold: config.deadThreshold, ioTimeoutMs: config.ioTimeoutMs }, config.timingPreset);
+  const timing = timingFromRecord({ intervalMs: config.intervalMs, deadThreshold: config.deadThreshold, ioTimeoutMs: config.ioTimeoutMs }, config.timingPreset, config.derivedTiming ?? []);
   return { path: imagePath, header, config, timing, regions };
 }
 

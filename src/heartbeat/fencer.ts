@@ -54,7 +54,7 @@ export class Fencer {
       return;
     }
     const id: ProcessIdentity = { pid: rec.pid, startTicks: rec.pidStartTicks, bootId: rec.bootId };
-    const r = await powerFence(id, this.d.timing.powerFenceWaitMs);
+    const r = await powerFence(id, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
     steps.push(`power:${r.outcome}(pid ${rec.pid})`);
     await this.commands(rec, steps);
   }
@@ -67,7 +67,7 @@ export class Fencer {
    */
   private async commands(rec: NodeRecord, steps: string[]): Promise<void> {
     if (rec.commandPgid === undefined || rec.commandPgid === 0 || !rec.bootId.equals(bootId())) return;
-    const r = await killGroup({ pid: rec.commandPgid, startTicks: rec.commandStartTicks ?? 0n, bootId: rec.bootId }, this.d.timing.powerFenceWaitMs);
+    const r = await killGroup({ pid: rec.commandPgid, startTicks: rec.commandStartTicks ?? 0n, bootId: rec.bootId }, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
     steps.push(`commands:${r.outcome}(group ${rec.commandPgid})`);
   }
 

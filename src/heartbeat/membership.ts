@@ -11,8 +11,6 @@ import { hasQuorum } from './quorum.js';
 import type { Timing } from './timing.js';
 import type { DecodedO2hbBlock } from '../format/o2hb-block.js';
 
-/** Longest wait between two attempts to fence the same dead node. */
-const FENCE_RETRY_MS_MAX = 5000;
 
 interface DeadEntry {
   generation: bigint;
@@ -160,10 +158,10 @@ export class MembershipService implements Membership {
           this.emit({ kind: 'fenced', nodeId, generation: d.generation, atMs: this.now() });
         }
       } catch (err) {
-        // Retry with a bounded backoff (one interval, doubling, at most FENCE_RETRY_MS_MAX); log a
+        // Retry with a bounded backoff (one interval, doubling, at most timing.fenceRetryMsMax); log a
         // failure when it first happens or changes, not on every retry.
         d.failures++;
-        d.nextTryMs = this.now() + Math.min(this.o.timing.intervalMs * 2 ** Math.min(d.failures - 1, 16), FENCE_RETRY_MS_MAX);
+        d.nextTryMs = this.now() + Math.min(this.o.timing.intervalMs * 2 ** Math.min(d.failures - 1, 16), this.o.timing.fenceRetryMsMax);
         const msg = (err as Error).message;
         if (msg !== d.lastError) this.o.log(`fencing node ${nodeId} failed, will retry: ${msg}`);
         d.lastError = msg;

@@ -22,6 +22,24 @@
 //   fenceGateWaitMs = ioTimeoutMs                            how long a disk fence waits for a
 //                     victim stalled inside a write before escalating to the power fence.
 //   powerFenceWaitMs= 5 × ioTimeoutMs (at least 2 s)         bound on waiting for a SIGKILLed pid.
+//   powerFencePollMs= intervalMs / 20 (at least 1)           how often that wait looks (5 ms local).
+//   fenceRetryMsMax = 10 × ioTimeoutMs                       longest pause between two attempts to
+//                     fence the same dead node (a failed fence failed on I/O or a stuck victim:
+//                     ten I/O timeouts give the cause time to clear; 5 s local).
+//   reservationLockWaitMs = 10 × ioTimeoutMs                 bound on waiting for another node's
+//                     PR command (they take well under a millisecond; 5 s local).
+//   lockPollMinMs   = intervalMs / 100 (at least 1)          the lock manager's first re-read of a
+//   lockPollMaxMs   = intervalMs / 2                         contended resource, doubling up to the
+//                     max, which bounds the hand-off latency when no wake-up hint arrives (50 ms local).
+//   lockTimeoutMs   = 5 × deadMs                             default wait for a lock: outlasts a
+//                     holder's death, its fencing and a few queued holders (10 s local).
+//   nbdIoTimeoutMs  = 5 × deadMs                             an NBD request outstanding this long
+//                     is failed; heartbeat writes have their own, tighter ioTimeoutMs (10 s local).
+//
+// The derived values are recorded in the cluster image's config region (src/format/cluster-image.ts,
+// `derived timing`, in the order of DERIVED_TIMING_FIELDS), so every node of a cluster uses the
+// same values even if sanbox versions derive them differently; an image recorded before a field
+// existed gets that field derived from its inputs.
 //
 // Safety (docs/heartbeat.md): selfFenceMs + watchdogMs < deadMs; see checkTiming below.
 
@@ -41,6 +59,13 @@ export interface Timing extends TimingInputs {
   joinProbeMs: number;
   fenceGateWaitMs: number;
   powerFenceWaitMs: number;
+  powerFencePollMs: number;
+  fenceRetryMsMax: number;
+  reservationLockWaitMs: number;
+  lockPollMinMs: number;
+  lockPollMaxMs: number;
+  lockTimeoutMs: number;
+  nbdIoTimeoutMs: number;
   /** o2hb: a slot is live after this many observed seq changes (O2HB_LIVE_THRESHOLD is 2; we count changes after our first read). */
   liveChanges: number;
 }
@@ -77,8 +102,51 @@ export function deriveTiming(inputs: TimingInputs, preset = 'custom'): Timing {
     joinProbeMs: 3 * inputs.intervalMs,
     fenceGateWaitMs: inputs.ioTimeoutMs,
     powerFenceWaitMs: Math.max(2000, 5 * inputs.ioTimeoutMs),
+    powerFencePollMs: Math.max(1, Math.floor(inputs.intervalMs / 20)),
+    fenceRetryMsMax: 10 * inputs.ioTimeoutMs,
+    reservationLockWaitMs: 10 * inputs.ioTimeoutMs,
+    lockPollMinMs: Math.max(1, Math.floor(inputs.intervalMs / 100)),
+    lockPollMaxMs: Math.max(1, Math.floor(inputs.intervalMs / 2)),
+    lockTimeoutMs: 5 * inputs.intervalMs * inputs.deadThreshold,
+    nbdIoTimeoutMs: 5 * inputs.intervalMs * inputs.deadThreshold,
     liveChanges: 1,
   };
+  checkTiming(t);
+  return t;
+}
+
+/** The derived values recorded in the config region, in this order (append only: the order is on disk). */
+export const DERIVED_TIMING_FIELDS = [
+  'deadMs',
+  'selfFenceMs',
+  'watchdogMs',
+  'joinProbeMs',
+  'fenceGateWaitMs',
+  'powerFenceWaitMs',
+  'powerFencePollMs',
+  'fenceRetryMsMax',
+  'reservationLockWaitMs',
+  'lockPollMinMs',
+  'lockPollMaxMs',
+  'lockTimeoutMs',
+  'nbdIoTimeoutMs',
+] as const satisfies readonly (keyof Timing)[];
+
+/** The values to record for `t`, in DERIVED_TIMING_FIELDS order. */
+export function recordedTiming(t: Timing): number[] {
+  return DERIVED_TIMING_FIELDS.map((k) => t[k]);
+}
+
+/**
+ * The timing of an image: derived from its inputs, then overlaid with the values it recorded (an
+ * older image records fewer: the rest stay derived). The result must pass checkTiming.
+ */
+export function timingFromRecord(inputs: TimingInputs, preset: string, recorded: readonly number[]): Timing {
+  const t = deriveTiming(inputs, preset);
+  DERIVED_TIMING_FIELDS.forEach((k, i) => {
+    const v = recorded[i];
+    if (v !== undefined) t[k] = v;
+  });
   checkTiming(t);
   return t;
 }
@@ -107,5 +175,7 @@ export function checkTiming(t: Timing): void {
   if (t.intervalMs < INTERVAL_MS_MIN || t.intervalMs > INTERVAL_MS_MAX) bad(`interval ${t.intervalMs} ms is outside ${INTERVAL_MS_MIN}..${INTERVAL_MS_MAX}`);
   if (t.deadThreshold < DEAD_THRESHOLD_MIN) bad(`dead threshold ${t.deadThreshold} must be at least ${DEAD_THRESHOLD_MIN}`);
   if (!(t.selfFenceMs + t.watchdogMs < t.deadMs)) bad(`self-fence deadline ${t.selfFenceMs} + ${t.watchdogMs} ms is not below the dead time ${t.deadMs} ms`);
+  for (const k of DERIVED_TIMING_FIELDS) if (!Number.isSafeInteger(t[k]) || t[k] <= 0) bad(`${k} must be a positive integer, not ${t[k]}`);
+  if (t.lockPollMinMs > t.lockPollMaxMs) bad(`lock poll ${t.lockPollMinMs}..${t.lockPollMaxMs} ms is an empty range`);
   if (!(t.ioTimeoutMs + t.intervalMs <= t.selfFenceMs)) bad(`I/O timeout ${t.ioTimeoutMs} ms + interval ${t.intervalMs} ms exceeds the self-fence deadline ${t.selfFenceMs} ms`);
 }

@@ -83,8 +83,8 @@ export function registerNodeCommands(control: ControlServer, node: RunningNode):
     const scope = str(req, 'scope', false) ?? 'node';
     if (scope !== 'node' && scope !== 'connection') throw new SanboxError('EINVAL', `"scope" must be node or connection`);
     const ls = await node.lockspace();
-    const timeoutMs = uint(req, 'timeoutMs');
-    const lock = await ls.lock(resource, mode, { noqueue: req.noqueue === true, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
+    const timeoutMs = uint(req, 'timeoutMs') ?? node.info.timing.lockTimeoutMs;
+    const lock = await ls.lock(resource, mode, { noqueue: req.noqueue === true, timeoutMs });
     held.set(resource, lock);
     if (scope === 'connection') {
       ctx.onClose(() => {

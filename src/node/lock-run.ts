@@ -31,7 +31,8 @@ export interface LockRunOptions {
   nodeId: number;
   resource: string;
   mode: Mode;
-  timeoutMs: number;
+  /** Default: the cluster's timing.lockTimeoutMs. */
+  timeoutMs?: number;
   noqueue: boolean;
   command: string[];
   log: (msg: string) => void;
@@ -97,7 +98,7 @@ function recordGroup(node: RunningNode, group: CommandGroup | null): Promise<voi
 }
 
 /** Holds the lock as node N (joining for the command's lifetime); returns the exit status. */
-async function runAsNode(o: LockRunOptions): Promise<number> {
+async function runAsNode(o: Required<LockRunOptions>): Promise<number> {
   const t0 = performance.now();
   let lostReason: string | undefined;
   let onLost: (() => void) | undefined;
@@ -149,7 +150,7 @@ async function runAsNode(o: LockRunOptions): Promise<number> {
 }
 
 /** Holds the lock through running node N's control channel; returns the exit status. */
-async function runThroughNode(o: LockRunOptions): Promise<number> {
+async function runThroughNode(o: Required<LockRunOptions>): Promise<number> {
   const c = await connectNode(o.clusterImage, o.nodeId);
   try {
     o.log(`node ${o.nodeId} runs here: requesting ${modeName(o.mode)} on ${o.resource} through its control channel`);
@@ -187,7 +188,8 @@ async function runThroughNode(o: LockRunOptions): Promise<number> {
   }
 }
 
-export async function runLocked(o: LockRunOptions): Promise<number> {
-  const info = await readClusterImage(o.clusterImage);
+export async function runLocked(opts: LockRunOptions): Promise<number> {
+  const info = await readClusterImage(opts.clusterImage);
+  const o: Required<LockRunOptions> = { ...opts, timeoutMs: opts.timeoutMs ?? info.timing.lockTimeoutMs };
   return slotLockHeld(info, o.nodeId) ? runThroughNode(o) : runAsNode(o);
 }

@@ -312,7 +312,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         lockspace ??= (async () => {
           const lsDev = await openRegion(device, 'lockspace');
           // Per-resource wake-up hints in the run directory (host-local; across machines the poll bound applies).
-          const ls = await Lockspace.open(lsDev, { membership, hintDir: path.join(info.config.runDir, 'dlm'), log });
+          const ls = await Lockspace.open(lsDev, { membership, hintDir: path.join(info.config.runDir, 'dlm'), log, pollMinMs: timing.lockPollMinMs, pollMaxMs: timing.lockPollMaxMs });
           lockspaceNow = ls;
           return ls;
         })();

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { FaultDevice, shadowingRule, type FaultRule } from '../disk/fault-device.js';
 import { FenceGate, SelfFenceGate, type SelfFencingGate } from '../disk/fence-gate.js';
 import type { BlockDevice } from '../disk/device.js';
+import type { NbdOpenOptions } from '../disk/nbd-device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type ReservationStoreSpec } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
@@ -156,7 +157,7 @@ export class DeviceProvider {
     if (place === 'remote') {
       gate = new SelfFenceGate();
     } else {
-      pr = new PersistentReservations(place === 'sidecar' ? sidecarStoreSpec(name) : place.spec);
+      pr = new PersistentReservations(place === 'sidecar' ? sidecarStoreSpec(name) : place.spec, undefined, this.o.timing.reservationLockWaitMs);
       gate = new FenceGate(pr.store, this.o.nodeId, this.o.key, this.o.timing.ioTimeoutMs);
     }
     let inner: BlockDevice | undefined;
@@ -167,7 +168,9 @@ export class DeviceProvider {
         }
         await pr.reserve(this.o.nodeId, this.o.key, PR_TYPES.writeExclusiveRegistrantsOnly);
       }
-      inner = await openDevice(place === 'remote' ? spec : name, { guard: 'shared', gate });
+      // An nbd:// device's request timeout is the cluster's (a ?timeout= in the URI wins).
+      const nbd: NbdOpenOptions = place === 'remote' && !/[?&]timeout=/.test(spec) ? { ioTimeoutMs: this.o.timing.nbdIoTimeoutMs } : {};
+      inner = await openDevice(place === 'remote' ? spec : name, { guard: 'shared', gate, ...nbd });
     } catch (err) {
       if (pr !== null) {
         await pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);

@@ -17,6 +17,8 @@ import { hex64 } from '../format/o2hb-block.js';
 import type { NodeState } from '../heartbeat/membership-api.js';
 import { clusterHeartbeatRegion, clusterTag, readClusterImageFrom, readNodeRecords, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { readSlots } from '../heartbeat/heartbeat.js';
+import { hasQuorum } from '../heartbeat/quorum.js';
+import type { Timing } from '../heartbeat/timing.js';
 
 export interface SlotStatus {
   node: number;
@@ -35,7 +37,13 @@ export interface ClusterStatus {
   image: string;
   cluster: string;
   nodes: number;
-  timing: { preset: string; intervalMs: number; deadMs: number; ioTimeoutMs: number };
+  /** Every timing value of the cluster, as recorded in its config region (src/heartbeat/timing.ts). */
+  timing: Timing;
+  /**
+   * Quorum as the disk shows it (docs/heartbeat.md, "One rule"): base = the slots up or dead (not
+   * fenced, not left), alive = the slots up. A node's own view (ctl status) may differ for a moment.
+   */
+  quorum: { quorate: boolean; base: number[]; alive: number[] };
   slots: SlotStatus[];
 }
 
@@ -47,6 +55,12 @@ export function seqAgeMs(seq: bigint, nowWallMs: number): number | null {
   if (seq >= SEQ_MS_MIN) return Math.max(0, nowWallMs - Number(seq));
   if (seq >= SEQ_S_MIN) return Math.max(0, nowWallMs - Number(seq) * 1000);
   return null;
+}
+
+function quorumOf(slots: SlotStatus[]): ClusterStatus['quorum'] {
+  const base = slots.filter((s) => s.state === 'up' || s.state === 'dead').map((s) => s.node);
+  const alive = slots.filter((s) => s.state === 'up').map((s) => s.node);
+  return { quorate: alive.length > 0 && hasQuorum(new Set(base), new Set(alive)), base, alive };
 }
 
 export class StatusReader {
@@ -115,7 +129,8 @@ export class StatusReader {
       image: info.path,
       cluster: info.config.clusterName,
       nodes: info.config.nodeCount,
-      timing: { preset: info.timing.preset, intervalMs: info.timing.intervalMs, deadMs: info.timing.deadMs, ioTimeoutMs: info.timing.ioTimeoutMs },
+      timing: info.timing,
+      quorum: quorumOf(slots),
       slots,
     };
   }

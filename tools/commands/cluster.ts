@@ -34,6 +34,23 @@ function printStatus(s: ClusterStatus): void {
   ]);
 }
 
+/** Cursor home + clear screen (ECMA-48 CUP and ED): what crm_mon and watch(1) do between frames. */
+const CLEAR_SCREEN = '\x1b[H\x1b[2J';
+
+function printReport(s: ClusterStatus): void {
+  const t = s.timing;
+  printFields([
+    ['Cluster', s.cluster],
+    ['Image', s.image],
+    ['Quorum', `${s.quorum.quorate ? 'yes' : 'NO'} (${s.quorum.alive.length} of ${s.quorum.base.length} nodes up)`],
+    ['Timing', `${t.preset}: interval ${t.intervalMs} ms, dead after ${t.deadMs} ms, I/O timeout ${t.ioTimeoutMs} ms`],
+    ['Fencing', `self-fence after ${t.selfFenceMs} ms, gate wait ${t.fenceGateWaitMs} ms, power fence wait ${t.powerFenceWaitMs} ms (poll ${t.powerFencePollMs} ms), retry ≤ ${t.fenceRetryMsMax} ms`],
+    ['Locks', `timeout ${t.lockTimeoutMs} ms, poll ${t.lockPollMinMs}..${t.lockPollMaxMs} ms, reservation lock wait ${t.reservationLockWaitMs} ms`],
+    ['Join/NBD', `join probe ${t.joinProbeMs} ms, NBD I/O timeout ${t.nbdIoTimeoutMs} ms`],
+  ]);
+  printStatus(s);
+}
+
 export function register(program: Command): void {
   const cluster = program.command('cluster').description('create and inspect sanbox cluster images (config, o2hb heartbeat, node records, reservations, lockspace)');
 
@@ -127,14 +144,7 @@ export function register(program: Command): void {
         if (o.watch === undefined) {
           const s = await reader.read();
           if (o.json) printJson(s);
-          else {
-            printFields([
-              ['Cluster', s.cluster],
-              ['Image', s.image],
-              ['Timing', `${s.timing.preset}: interval ${s.timing.intervalMs} ms, dead after ${s.timing.deadMs} ms`],
-            ]);
-            printStatus(s);
-          }
+          else printReport(s);
           return;
         }
         const everyMs = o.watch === true ? reader.intervalMs : positiveInt(String(o.watch), '--watch');
@@ -142,12 +152,16 @@ export function register(program: Command): void {
         const lastChange = new Map<number, { seq: bigint; atMs: number }>();
         let stop = false;
         process.once('SIGINT', () => (stop = true));
+        // On a terminal the view is redrawn in place (like crm_mon); piped, frames are appended.
+        const redraw = process.stdout.isTTY === true && !o.json;
         for (let i = 0; i < count && !stop; i++) {
           const s = await reader.read(lastChange);
           if (o.json) process.stdout.write(JSON.stringify(s) + '\n');
           else {
+            if (redraw) process.stdout.write(CLEAR_SCREEN);
             process.stdout.write(`--- ${new Date().toISOString()} ${s.cluster}\n`);
-            printStatus(s);
+            if (redraw) printReport(s);
+            else printStatus(s);
           }
           if (i + 1 < count) await new Promise((r) => setTimeout(r, everyMs));
         }

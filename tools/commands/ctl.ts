@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import type { DeviceStatus, FaultRuleStatus } from '../../src/node/provider.js';
 import type { NodeStatus } from '../../src/node/node.js';
 import { CTL_ANSWER_TIMEOUT_MS, ctlRequest } from '../../src/node/ctl.js';
-import { LOCK_TIMEOUT_MS_DEFAULT } from '../../src/dlm/lock-manager.js';
+import { readClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { UsageError } from '../../src/errors.js';
 import { parseDurationMs } from '../../src/units.js';
 import { printFields, printJson, printTable } from '../output.js';
@@ -58,7 +58,7 @@ function printNodeStatus(s: NodeStatus): void {
 interface CtlOptions extends Record<string, unknown> {
   json: boolean;
   mode: string;
-  timeout: string;
+  timeout?: string;
   noqueue: boolean;
 }
 
@@ -77,7 +77,7 @@ export function register(program: Command): void {
       .argument('[args...]', 'fault: set | clear [ID] | ls; lock/unlock: RESOURCE')
       .option('--json', 'print the answer as JSON', false)
       .option('--mode <mode>', 'lock: NL | CR | CW | PR | PW | EX', 'EX')
-      .option('--timeout <duration>', 'lock: give up waiting after this long', `${LOCK_TIMEOUT_MS_DEFAULT / 1000}s`)
+      .option('--timeout <duration>', 'lock: give up waiting after this long (default: the cluster\'s lock timeout)')
       .option('-n, --noqueue', 'lock: fail at once if the lock is held in a conflicting mode', false),
   ).action(async (cluster: string, nodeText: string, command: string, args: string[], o: CtlOptions) => {
     const nodeId = nodeNumber(nodeText);
@@ -119,7 +119,7 @@ export function register(program: Command): void {
       }
       case 'lock': {
         const resource = arg(0, 'RESOURCE');
-        const timeoutMs = parseDurationMs(o.timeout);
+        const timeoutMs = o.timeout !== undefined ? parseDurationMs(o.timeout) : (await readClusterImage(cluster)).timing.lockTimeoutMs;
         const ans = await send({ cmd: 'lock', resource, mode: o.mode, timeoutMs, noqueue: o.noqueue }, timeoutMs + CTL_ANSWER_TIMEOUT_MS);
         if (o.json) printJson({ node: nodeId, resource, mode: ans.mode, lockId: ans.lockId });
         else process.stdout.write(`Node ${nodeId} holds ${String(ans.mode)} on ${resource}.\n`);

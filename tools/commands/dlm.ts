@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { MODE_NAMES, modeName, parseMode, type Mode } from '../../src/dlm/compat-matrix.js';
-import { LOCK_TIMEOUT_MS_DEFAULT, readSnapshot, resourceLabel, type LockspaceSnapshot } from '../../src/dlm/lock-manager.js';
+import { readSnapshot, resourceLabel, type LockspaceSnapshot } from '../../src/dlm/lock-manager.js';
 import { resolveLvb } from '../../src/dlm/lvb-rule.js';
 import { UsageError } from '../../src/errors.js';
 import { openRegion, readClusterImage, readNodeRecords } from '../../src/heartbeat/cluster-image.js';
@@ -38,12 +38,12 @@ export function register(program: Command): void {
     .requiredOption('--cluster <image>', 'cluster image (sanbox cluster init)')
     .requiredOption('--node <n>', 'node number to join as')
     .option('--mode <mode>', `lock mode: ${MODE_NAMES.join(' | ')}`, 'EX')
-    .option('--timeout <duration>', 'give up waiting after this long (500ms, 10s, 2m)', `${LOCK_TIMEOUT_MS_DEFAULT / 1000}s`)
+    .option('--timeout <duration>', 'give up waiting after this long (500ms, 10s, 2m; default: the cluster\'s lock timeout, 5 dead times: 10s with the local preset)')
     .option('-n, --noqueue', 'fail at once instead of waiting if the lock is held in a conflicting mode (DLM NOQUEUE)', false)
     .option('--verbose', 'log the node\'s membership events and lock timing on stderr', false)
     .argument('<resource>', 'resource name, 1..64 bytes')
     .argument('<command...>', 'command to run (put it after --)')
-    .action(async (resource: string, command: string[], o: { cluster: string; node: string; mode: string; timeout: string; noqueue: boolean; verbose: boolean }) => {
+    .action(async (resource: string, command: string[], o: { cluster: string; node: string; mode: string; timeout?: string; noqueue: boolean; verbose: boolean }) => {
       const nodeId = nodeNumber(o.node);
       // Checked before the lock is taken, with a shell's exit statuses: 127 not found, 126 not
       // executable (1 means a lock timeout).
@@ -57,7 +57,7 @@ export function register(program: Command): void {
         nodeId,
         resource,
         mode: lockMode(o.mode),
-        timeoutMs: parseDurationMs(o.timeout),
+        ...(o.timeout !== undefined ? { timeoutMs: parseDurationMs(o.timeout) } : {}),
         noqueue: o.noqueue,
         command,
         log: (msg) => {
