@@ -15,10 +15,22 @@ export interface HostView {
   file?: { filename: string; offsetBytes: number };
 }
 
+/** sanbox's own query parameters (timeout=, connect-timeout=) are not the NBD URI standard's: libnbd refuses them. */
+const SANBOX_NBD_PARAMS = ['timeout', 'connect-timeout'];
+
+/** The URI for fio's nbd engine (libnbd): `spec` without sanbox's own query parameters. */
+export function fioNbdUri(spec: string): string {
+  // The query is filtered as written (no re-encoding: socket=/run/x.sock stays as the user gave it).
+  const q = spec.indexOf('?');
+  if (q < 0) return spec;
+  const kept = spec.slice(q + 1).split('&').filter((kv) => !SANBOX_NBD_PARAMS.includes(decodeURIComponent(kv.split('=')[0]!)));
+  return kept.length > 0 ? `${spec.slice(0, q)}?${kept.join('&')}` : spec.slice(0, q);
+}
+
 /** The host view of `spec`'s first `regionBytes`. `devices` is the LVM device list for VG/LV. */
 export async function hostView(spec: string, regionBytes: number, devices: string[]): Promise<HostView> {
   const scheme = schemeOf(spec);
-  if (scheme === 'nbd' || scheme === 'nbd+unix') return { fio: { kind: 'nbd', uri: spec, sizeBytes: regionBytes } };
+  if (scheme === 'nbd' || scheme === 'nbd+unix') return { fio: { kind: 'nbd', uri: fioNbdUri(spec), sizeBytes: regionBytes } };
   if (scheme !== undefined) return { fio: { unreachable: `fio has no engine for ${scheme}://` } };
   if (!isLvSpec(spec)) {
     return { fio: { kind: 'file', filename: spec, offsetBytes: 0, sizeBytes: regionBytes }, file: { filename: spec, offsetBytes: 0 } };
