@@ -60,7 +60,7 @@
 // Pure codecs: no fs, no clock.
 
 import { FormatError } from '../errors.js';
-import { formatFail, type Where } from './where.js';
+import { formatFail, readPaddedString, writePaddedString, type Where } from './where.js';
 import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
 import { O2NM_MAX_NODES } from './o2hb-block.js';
 import { isSectorSize, SECTOR_SIZES, type SectorSize } from './sector-size.js';
@@ -137,19 +137,6 @@ export const DERIVED_TIMING_MAX = (0x1fc - DERIVED_OFF) / 4;
 /** Device name in messages when the Where names none. */
 const DEVICE = 'cluster image';
 
-function writeStr(buf: Buffer, s: string, off: number, max: number, what: string): void {
-  const bytes = Buffer.from(s, 'utf8');
-  if (bytes.length > max) throw new FormatError(`${what} '${s}' is longer than ${max} bytes`);
-  if (bytes.includes(0)) throw new FormatError(`${what} contains a NUL byte`);
-  bytes.copy(buf, off);
-}
-
-function readStr(buf: Buffer, off: number, max: number): string {
-  const raw = buf.subarray(off, off + max);
-  const end = raw.indexOf(0);
-  return raw.subarray(0, end < 0 ? max : end).toString('utf8');
-}
-
 function checkMagic(buf: Buffer, magic: string, where: Where, what: string): void {
   const got = buf.subarray(0, 8).toString('latin1');
   if (got !== magic) formatFail(where, 0, `not a ${what}: magic is ${JSON.stringify(got)}, expected ${JSON.stringify(magic)}`, DEVICE);
@@ -171,7 +158,7 @@ export function encodeClusterHeader(h: ClusterHeader): Buffer {
   h.clusterUuid.copy(buf, 0x20);
   h.regions.forEach((r, i) => {
     const off = 0x40 + i * 32;
-    writeStr(buf, r.name, off, REGION_NAME_BYTES, 'region name');
+    writePaddedString(buf, off, REGION_NAME_BYTES, r.name, 'region name');
     buf.writeBigUInt64LE(BigInt(r.offsetBytes), off + 16);
     buf.writeBigUInt64LE(BigInt(r.sizeBytes), off + 24);
   });
@@ -199,7 +186,7 @@ export function decodeClusterHeader(buf: Buffer, where: Where = {}): ClusterHead
     const o = buf.readBigUInt64LE(off + 16);
     const s = buf.readBigUInt64LE(off + 24);
     if (o > BigInt(Number.MAX_SAFE_INTEGER) || s > BigInt(Number.MAX_SAFE_INTEGER)) formatFail(where, off, `region ${i} offset or size too large`, DEVICE);
-    regions.push({ name: readStr(buf, off, REGION_NAME_BYTES), offsetBytes: Number(o), sizeBytes: Number(s) });
+    regions.push({ name: readPaddedString(buf, off, REGION_NAME_BYTES), offsetBytes: Number(o), sizeBytes: Number(s) });
   }
   validateRegions(regions, Number(imageSize), sectorSizeBytes, where);
   return { version, sectorSizeBytes, imageSizeBytes: Number(imageSize), clusterUuid: Buffer.from(buf.subarray(0x20, 0x30)), regions };
@@ -227,7 +214,7 @@ function validateRegions(regions: RegionEntry[], imageSizeBytes: number, sectorS
 export function encodeRegionHeader(h: RegionHeader): Buffer {
   const buf = Buffer.alloc(BLOCK_BYTES);
   buf.write(REGION_MAGIC, 0, 'latin1');
-  writeStr(buf, h.name, 0x08, REGION_NAME_BYTES, 'region name');
+  writePaddedString(buf, 0x08, REGION_NAME_BYTES, h.name, 'region name');
   buf.writeUInt32LE(h.version, 0x18);
   buf.writeBigUInt64LE(BigInt(h.payloadBytes), 0x20);
   if (h.clusterUuid.length !== 16) throw new FormatError('region header: cluster UUID must be 16 bytes');
@@ -243,7 +230,7 @@ export function decodeRegionHeader(buf: Buffer, where: Where = {}): RegionHeader
   const payload = buf.readBigUInt64LE(0x20);
   if (payload > BigInt(Number.MAX_SAFE_INTEGER)) formatFail(where, 0x20, 'region payload size too large', DEVICE);
   return {
-    name: readStr(buf, 0x08, REGION_NAME_BYTES),
+    name: readPaddedString(buf, 0x08, REGION_NAME_BYTES),
     version: buf.readUInt32LE(0x18),
     payloadBytes: Number(payload),
     clusterUuid: Buffer.from(buf.subarray(0x28, 0x38)),
@@ -267,13 +254,13 @@ export function encodeConfig(c: ClusterConfig): Buffer {
   buf.write(CONFIG_MAGIC, 0, 'latin1');
   buf.writeUInt32LE(CONFIG_VERSION, 0x08);
   buf.writeUInt32LE(bytes, 0x0c);
-  writeStr(buf, c.clusterName, 0x10, CLUSTER_NAME_BYTES, 'cluster name');
+  writePaddedString(buf, 0x10, CLUSTER_NAME_BYTES, c.clusterName, 'cluster name');
   buf.writeUInt16LE(c.nodeCount, 0x50);
   buf.writeUInt32LE(c.intervalMs, 0x54);
   buf.writeUInt32LE(c.deadThreshold, 0x58);
   buf.writeUInt32LE(c.ioTimeoutMs, 0x5c);
-  writeStr(buf, c.timingPreset, 0x60, 16, 'timing preset');
-  writeStr(buf, c.runDir, 0x70, RUN_DIR_BYTES, 'run directory');
+  writePaddedString(buf, 0x60, 16, c.timingPreset, 'timing preset');
+  writePaddedString(buf, 0x70, RUN_DIR_BYTES, c.runDir, 'run directory');
   const derived = c.derivedTiming ?? [];
   if (derived.length > DERIVED_TIMING_MAX) throw new FormatError(`cluster config: ${derived.length} derived timing values; at most ${DERIVED_TIMING_MAX} fit`);
   buf.writeUInt32LE(derived.length, DERIVED_COUNT_OFF);
@@ -281,7 +268,7 @@ export function encodeConfig(c: ClusterConfig): Buffer {
     if (!Number.isInteger(v) || v < 1 || v > 0xffff_ffff) throw new FormatError(`cluster config: derived timing value ${i} (${v}) is not a positive 32-bit integer`);
     buf.writeUInt32LE(v, DERIVED_OFF + 4 * i);
   });
-  c.nodeNames.forEach((n, i) => writeStr(buf, n, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES, 'node name'));
+  c.nodeNames.forEach((n, i) => writePaddedString(buf, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES, n, 'node name'));
   sealCrc32Zlib(buf, 0x1fc);
   return buf;
 }
@@ -303,7 +290,7 @@ export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
   const ioTimeoutMs = rec.readUInt32LE(0x5c);
   if (intervalMs < 1 || deadThreshold < 1 || ioTimeoutMs < 1) formatFail(where, 0x54, 'config timing values must be positive', DEVICE);
   const nodeNames: string[] = [];
-  for (let i = 0; i < nodeCount; i++) nodeNames.push(readStr(rec, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES));
+  for (let i = 0; i < nodeCount; i++) nodeNames.push(readPaddedString(rec, CONFIG_HEADER_BYTES + i * NODE_NAME_BYTES, NODE_NAME_BYTES));
   const derivedCount = rec.readUInt32LE(DERIVED_COUNT_OFF);
   if (derivedCount > DERIVED_TIMING_MAX) formatFail(where, DERIVED_COUNT_OFF, `derived timing count ${derivedCount} exceeds ${DERIVED_TIMING_MAX}`, DEVICE);
   const derivedTiming: number[] = [];
@@ -313,13 +300,13 @@ export function decodeConfig(buf: Buffer, where: Where = {}): ClusterConfig {
     derivedTiming.push(v);
   }
   return {
-    clusterName: readStr(rec, 0x10, CLUSTER_NAME_BYTES),
+    clusterName: readPaddedString(rec, 0x10, CLUSTER_NAME_BYTES),
     nodeCount,
     intervalMs,
     deadThreshold,
     ioTimeoutMs,
-    timingPreset: readStr(rec, 0x60, 16),
-    runDir: readStr(rec, 0x70, RUN_DIR_BYTES),
+    timingPreset: readPaddedString(rec, 0x60, 16),
+    runDir: readPaddedString(rec, 0x70, RUN_DIR_BYTES),
     nodeNames,
     // Absent for an image written before derived timing was recorded (round-trips as it was).
     ...(derivedTiming.length > 0 ? { derivedTiming } : {}),

@@ -32,7 +32,7 @@
 // ignore them): the power fence kills that group with the node, so whatever a node runs dies with it.
 
 import { FormatError } from '../errors.js';
-import { formatFail, type Where } from './where.js';
+import { formatFail, readPaddedString, writePaddedString, type Where } from './where.js';
 import { checkCrc32Zlib, sealCrc32Zlib } from './crc32.js';
 import { isNodeId, O2NM_MAX_NODES } from './o2hb-block.js';
 
@@ -59,17 +59,6 @@ export interface NodeRecord {
 
 export type { Where } from './where.js';
 
-function putStr(buf: Buffer, s: string, off: number, what: string): void {
-  const b = Buffer.from(s, 'utf8');
-  if (b.length > NAME_BYTES || b.includes(0)) throw new FormatError(`node record: ${what} '${s}' is longer than ${NAME_BYTES} bytes or has a NUL`);
-  b.copy(buf, off);
-}
-
-function getStr(buf: Buffer, off: number): string {
-  const raw = buf.subarray(off, off + NAME_BYTES);
-  const end = raw.indexOf(0);
-  return raw.subarray(0, end < 0 ? NAME_BYTES : end).toString('utf8');
-}
 
 export function encodeNodeRecord(r: NodeRecord): Buffer {
   if (!isNodeId(r.nodeId)) throw new FormatError(`node record: node number ${r.nodeId} outside 0..${O2NM_MAX_NODES - 1}`);
@@ -85,8 +74,8 @@ export function encodeNodeRecord(r: NodeRecord): Buffer {
   r.bootId.copy(buf, 0x28);
   buf.writeBigUInt64LE(BigInt(Math.max(0, Math.trunc(r.joinedAtMs))), 0x38);
   buf.writeBigUInt64LE(r.prKey, 0x40);
-  putStr(buf, r.name, 0x48, 'name');
-  putStr(buf, r.hostname, 0x88, 'hostname');
+  writePaddedString(buf, 0x48, NAME_BYTES, r.name, 'name of the node record');
+  writePaddedString(buf, 0x88, NAME_BYTES, r.hostname, 'hostname of the node record');
   const pgid = r.commandPgid ?? 0;
   if (!Number.isInteger(pgid) || pgid < 0 || pgid > 0xffff_ffff) throw new FormatError(`node record: command process group ${pgid} does not fit`);
   buf.writeUInt32LE(pgid, 0xc8);
@@ -116,8 +105,8 @@ export function decodeNodeRecord(buf: Buffer, expectNodeId: number, where: Where
     bootId: Buffer.from(buf.subarray(0x28, 0x38)),
     joinedAtMs: joined > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(joined),
     prKey: buf.readBigUInt64LE(0x40),
-    name: getStr(buf, 0x48),
-    hostname: getStr(buf, 0x88),
+    name: readPaddedString(buf, 0x48, NAME_BYTES),
+    hostname: readPaddedString(buf, 0x88, NAME_BYTES),
     commandPgid: buf.readUInt32LE(0xc8),
     commandStartTicks: buf.readBigUInt64LE(0xd0),
   };

@@ -46,9 +46,11 @@ export function readPaddedString(buf: Buffer, relOffset: number, length: number)
   return field.subarray(0, nul < 0 ? length : nul).toString('utf8');
 }
 
+/** Writes `text` as a NUL-padded UTF-8 field; refuses text longer than the field or holding a NUL (it would read back cut short). */
 export function writePaddedString(buf: Buffer, relOffset: number, length: number, text: string, what: string): void {
   const bytes = Buffer.from(text, 'utf8');
   if (bytes.length > length) throw new FormatError(`${what} '${text}' is longer than ${length} bytes`);
+  if (bytes.includes(0)) throw new FormatError(`${what} contains a NUL byte`);
   buf.fill(0, relOffset, relOffset + length);
   bytes.copy(buf, relOffset);
 }
