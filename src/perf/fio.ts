@@ -50,19 +50,40 @@ interface FioSide {
   clat_ns: { min: number; max: number; mean: number; percentile?: Record<string, number> };
 }
 
-/** Parses fio's --output-format=json (anything printed before the JSON is skipped). */
+function fioError(why: string): SanboxError {
+  return new SanboxError('EINVAL', `fio's JSON output: ${why}`);
+}
+
+function side(v: unknown, name: string): FioSide {
+  const o = v as Partial<FioSide> | undefined;
+  const c = o?.clat_ns;
+  const finite = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
+  if (!o || !finite(o.iops) || !finite(o.bw_bytes) || !c || !finite(c.min) || !finite(c.max) || !finite(c.mean)) throw fioError(`no ${name} statistics (iops, bw_bytes, clat_ns)`);
+  if (c.percentile !== undefined && (typeof c.percentile !== 'object' || c.percentile === null)) throw fioError(`${name}.clat_ns.percentile is not an object`);
+  return o as FioSide;
+}
+
+/** Parses fio's --output-format=json (anything printed before the JSON is skipped); a malformed document is an EINVAL SanboxError. */
 export function parseFioJson(out: string, w: Workload, engine: string): FioResult {
   const at = out.indexOf('{');
-  if (at < 0) throw new SanboxError('EINVAL', `fio printed no JSON: ${out.slice(0, 200)}`);
-  const job = (JSON.parse(out.slice(at)) as { jobs: { read: FioSide; write: FioSide; error: number }[] }).jobs[0];
-  if (!job) throw new SanboxError('EINVAL', 'fio printed no job');
-  if (job.error) throw new SanboxError('EIO', `fio's job failed with error ${job.error}`);
-  const main = w.op === 'write' && w.readPercent === undefined ? job.write : job.read;
+  if (at < 0) throw fioError(`no JSON in ${JSON.stringify(out.slice(0, 200))}`);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(out.slice(at));
+  } catch (err) {
+    throw fioError((err as Error).message);
+  }
+  const job = (doc as { jobs?: unknown[] } | null)?.jobs?.[0] as { read?: unknown; write?: unknown; error?: unknown } | undefined;
+  if (job === undefined || job === null || typeof job !== 'object') throw fioError('no job');
+  if (job.error !== undefined && job.error !== 0) throw new SanboxError('EIO', `fio's job failed with error ${String(job.error)}`);
+  const read = side(job.read, 'read');
+  const write = side(job.write, 'write');
+  const main = w.op === 'write' && w.readPercent === undefined ? write : read;
   const pct = main.clat_ns.percentile ?? {};
-  const p = (k: string): number => (pct[k] ?? NaN) / 1000;
+  const p = (k: string): number => (typeof pct[k] === 'number' ? pct[k] / 1000 : NaN);
   return {
-    iops: job.read.iops + job.write.iops,
-    mbPerSec: (job.read.bw_bytes + job.write.bw_bytes) / 1e6,
+    iops: read.iops + write.iops,
+    mbPerSec: (read.bw_bytes + write.bw_bytes) / 1e6,
     latency: {
       minUs: main.clat_ns.min / 1000, meanUs: main.clat_ns.mean / 1000,
       p50Us: p('50.000000'), p90Us: p('90.000000'), p99Us: p('99.000000'), p999Us: p('99.900000'),

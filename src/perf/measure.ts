@@ -57,6 +57,8 @@ export interface WorkloadResult {
   latency: LatencyStats;
   histogram: HistogramBin[];
   timeline: TimelinePoint[];
+  /** Width of one timeline bucket. */
+  timelineBucketMs: number;
   /** 'sync' (the device's synchronous form) or 'promise'. */
   path: 'sync' | 'promise';
 }
@@ -209,6 +211,7 @@ export async function measureWorkload(dev: BlockDevice, w: Workload, opts: Measu
     },
     histogram: histogram(sorted),
     timeline,
+    timelineBucketMs: bucketMs,
     path: useSync ? 'sync' : 'promise',
   };
 }
