@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DiskError } from '../src/errors.js';
-import { NbdDevice, NbdError, parseNbdUri, nbdDiskInfo } from '../src/disk/nbd-device.js';
+import { NBD_WAITERS_MAX, NbdDevice, NbdError, parseNbdUri, nbdDiskInfo } from '../src/disk/nbd-device.js';
 import { openDevice } from '../src/disk/open.js';
 import { startNbdkit, freePort, type Nbdkit, type NbdkitOptions } from './helpers/nbdkit.js';
 import { tempDir } from './helpers/tmp.js';
@@ -443,4 +443,28 @@ test('I/O larger than the pipeline byte bound (64 MiB) is split into 32 MiB requ
   const probe = Buffer.alloc(1);
   fs.readSync(fd, probe, 0, 1, 8 * MiB + 79 * MiB);
   t.is(probe[0], 79);
+});
+
+test('the waiter queue is bounded: past NBD_WAITERS_MAX queued requests, a request fails at once with EAGAIN; the rest complete', async (t) => {
+  const dir = tempDir(t);
+  image(dir, 'q.img', 8 * MiB);
+  // The requests are issued in one synchronous loop, so no reply can free room meanwhile.
+  const srv = await server(t, { dir });
+  const dev = await open(t, srv.uri('q.img'));
+  const onWire = 64; // INFLIGHT_MAX
+  const issued = Array.from({ length: onWire + NBD_WAITERS_MAX + 1 }, (_, i) => dev.read(Buffer.alloc(512), (i % 1000) * 512).then(
+    () => 'ok',
+    (err: unknown) => err,
+  ));
+  const results = await Promise.all(issued);
+  const refused = results.filter((r) => r !== 'ok');
+  t.is(refused.length, 1, 'exactly the request past the bound is refused');
+  const err = refused[0] as NbdError;
+  t.true(err instanceof NbdError);
+  t.is(err.code, 'EAGAIN');
+  t.is(err.reason, 'queue-full');
+  t.regex(err.message, new RegExp(`READ at offset \\d+ length 512 refused: ${NBD_WAITERS_MAX} requests already wait for room in the NBD pipeline`));
+  t.is(results.indexOf(err), results.length - 1, 'it is the last one issued');
+  // The device is still usable.
+  await dev.write(Buffer.alloc(512, 1), 0);
 });

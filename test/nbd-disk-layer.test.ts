@@ -171,10 +171,10 @@ test('sanbox disk info nbd://… reports size and sector size from the server; e
   const missing = await runSanbox(t, ['disk', 'info', srv.uri('nope.img')]);
   t.is(missing.code, 1);
   t.regex(missing.stderr, /^sanbox: nbd:\/\/127\.0\.0\.1:\d+\/nope\.img: the server has no export named 'nope\.img'.*\n$/);
-  // Creating an image is a local-file operation: refused for a URI, with nothing created.
-  const create = await runSanbox(t, ['disk', 'create', spec, '--size', '1M']);
-  t.is(create.code, 2);
-  t.regex(create.stderr, /disk create makes a local image file; create the file on the NBD server's machine/);
+  // An export cannot grow: creating a larger disk on it is refused in one line (nbd-commands tests the rest).
+  const create = await runSanbox(t, ['disk', 'create', spec, '--size', '4M', '--sector-size', '4096']);
+  t.is(create.code, 1);
+  t.regex(create.stderr, /^sanbox: nbd:\/\/\S+: the export is 3145728 bytes, smaller than the 4194304 bytes needed; sanbox cannot grow an NBD export .*\n$/);
 });
 
 test('SANBOX_FAULTS reaches an NBD disk opened by a child process', async (t) => {

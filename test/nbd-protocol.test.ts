@@ -245,3 +245,69 @@ test('fuzz: random and bit-flipped input gives a result or a FormatError, never 
   }
   t.true(results > 0, 'some fuzzed inputs still decode');
 });
+
+test('reply decoder with a dataTarget: data lands in the caller buffers at every byte split, and in place through directBuffer/pushDirect', (t) => {
+  // cookie 1: simple READ of 40 bytes; cookie 2: structured, two data chunks out of order and a hole.
+  const d1 = Buffer.from('simple reply data, forty bytes long.....');
+  const stream = Buffer.concat([
+    simpleReply(1n, 0, d1),
+    chunk(2n, P.ReplyType.OFFSET_DATA, 0, Buffer.concat([u64(5030), Buffer.from('second half')])),
+    chunk(2n, P.ReplyType.OFFSET_HOLE, 0, Buffer.concat([u64(5020), Buffer.from([0, 0, 0, 10])])),
+    chunk(2n, P.ReplyType.OFFSET_DATA, P.ReplyFlag.DONE, Buffer.concat([u64(5000), Buffer.from('the first 20 bytes..')])),
+  ]);
+  const run = (pieces: Buffer[], direct: boolean): { events: string[]; r1: string; r2: string } => {
+    const r1 = Buffer.alloc(40);
+    const r2 = Buffer.alloc(41, 0x2e);
+    const d = new P.ReplyDecoder({
+      device: DEV,
+      structuredReplies: true,
+      payloadMaxBytes: 4096,
+      simpleDataBytes: (c) => (c === 1n ? 40 : undefined),
+      dataTarget: (c, off, len) => (c === 1n ? r1 : r2.subarray(off! - 5000, off! - 5000 + len)),
+    });
+    const events: string[] = [];
+    const note = (evs: P.ReplyEvent[]): void => {
+      for (const ev of evs) events.push(`${ev.kind}:${ev.cookie}${'placed' in ev && ev.placed ? ':placed' : ''}`);
+    };
+    for (const piece of pieces) {
+      let rest = piece;
+      while (rest.length > 0) {
+        const into = direct ? d.directBuffer(1) : undefined;
+        if (into === undefined) {
+          note(d.push(rest));
+          break;
+        }
+        const n = Math.min(into.length, rest.length);
+        rest.copy(into, 0, 0, n);
+        note(d.pushDirect(n));
+        rest = rest.subarray(n);
+      }
+    }
+    t.is(d.pendingBytes, 0);
+    return { events, r1: r1.toString(), r2: r2.toString('latin1') };
+  };
+  const expected = {
+    events: ['simple:1:placed', 'data:2:placed', 'hole:2', 'data:2:placed'],
+    r1: d1.toString(),
+    r2: 'the first 20 bytes..' + '.'.repeat(10) + 'second half',
+  };
+  t.deepEqual(run([stream], false), expected);
+  for (let cut = 1; cut < stream.length; cut++) {
+    for (const direct of [false, true]) {
+      t.deepEqual(run([stream.subarray(0, cut), stream.subarray(cut)], direct), expected, `split at ${cut}, direct ${direct}`);
+    }
+  }
+  t.deepEqual(run([...stream].map((b) => Buffer.from([b])), true), expected, 'one byte at a time, in place');
+  // A target that throws (a chunk outside its request) surfaces as the decoder's error.
+  const bad = new P.ReplyDecoder({
+    device: DEV,
+    structuredReplies: true,
+    payloadMaxBytes: 4096,
+    simpleDataBytes: () => undefined,
+    dataTarget: () => {
+      throw new FormatError('outside the read');
+    },
+  });
+  t.throws(() => bad.push(chunk(2n, P.ReplyType.OFFSET_DATA, 1, Buffer.concat([u64(0), Buffer.alloc(4)]))), { message: 'outside the read' });
+  t.throws(() => bad.pushDirect(4), { message: /pushDirect\(4\) without a matching directBuffer/ });
+});

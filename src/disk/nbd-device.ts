@@ -45,15 +45,33 @@ const RANGE_REQUEST_MAX_BYTES = 1024 * 1024 * 1024;
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** Bound on the option replies to one NBD_OPT_GO (a few info items are normal). */
 const OPTION_REPLIES_MAX = 64;
+/**
+ * Requests that may wait for room in the pipeline (beyond the INFLIGHT_MAX on the wire). Large I/O
+ * is split at most INFLIGHT_MAX parts at a time, so only callers that issue I/O without waiting
+ * for it reach this; 16 pipelines' worth is far beyond any sanbox caller, and past it memory would
+ * grow without bound, so the request is refused instead (issue 14, item 6).
+ */
+export const NBD_WAITERS_MAX = 16 * INFLIGHT_MAX;
+/**
+ * Socket reads land in a scratch buffer of this size (Node's own default read size), except the
+ * data of a READ reply, which is received straight into the caller's buffer.
+ */
+const RECV_SCRATCH_BYTES = 64 * 1024;
+/**
+ * Receive in place only when at least this much of a reply's data is missing: below it, one more
+ * read syscall costs more than copying the bytes, and a shared scratch read can take in several
+ * pipelined replies at once.
+ */
+const DIRECT_RECV_MIN_BYTES = 16 * 1024;
 
-export type NbdFailure = 'refused' | 'disconnected' | 'timeout' | 'server-error' | 'protocol' | 'unsupported';
+export type NbdFailure = 'refused' | 'disconnected' | 'timeout' | 'server-error' | 'protocol' | 'unsupported' | 'queue-full';
 
 /** A failure of an NBD device. `reason` says which kind; `serverErrno` is set for server-error. */
 export class NbdError extends DiskError {
   readonly reason: NbdFailure;
   readonly serverErrno: string | undefined;
   constructor(
-    code: 'EIO' | 'ENOENT' | 'EINVAL',
+    code: 'EIO' | 'ENOENT' | 'EINVAL' | 'EAGAIN',
     reason: NbdFailure,
     message: string,
     opts: { device: string; offsetBytes?: number; cause?: unknown; serverErrno?: string },
@@ -165,7 +183,8 @@ interface Pending {
   error: NbdError | undefined;
   /** Pipeline room this request holds (its payload or read bytes). */
   costBytes: number;
-  timer: NodeJS.Timeout | undefined;
+  /** performance.now() when it was sent: the watchdog's clock. */
+  sentAtMs: number;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -190,6 +209,14 @@ export class NbdDevice implements BlockDevice {
   private readonly gate: WriteGate;
   private readonly socket: net.Socket;
   private readonly decoder: P.ReplyDecoder;
+  /** Where socket reads land when they are not received in place (replaced while the decoder holds pieces of it). */
+  private scratch = Buffer.allocUnsafe(RECV_SCRATCH_BYTES);
+  /** The caller's buffer the current read was given, if it was received in place. */
+  private directRead: Buffer | undefined;
+  /** One timer for every request's timeout: it fires when the oldest request is due. */
+  private watchdog: NodeJS.Timeout | undefined;
+  /** Requests written in this tick go out together when the tick ends (one writev). */
+  private corked = false;
   private readonly pending = new Map<bigint, Pending>();
   /** Pipeline room taken by requests on the wire or about to be sent (bounded by INFLIGHT_MAX/BYTES_MAX). */
   private inflightCount = 0;
@@ -206,7 +233,7 @@ export class NbdDevice implements BlockDevice {
   private closing: Promise<void> | undefined;
   private readonly socketClosed: Promise<void>;
 
-  private constructor(spec: string, socket: net.Socket, leftover: Buffer, info: NbdExportInfo, opts: NbdOpenOptions, ioTimeoutMs: number) {
+  private constructor(spec: string, socket: net.Socket, reads: ReadRouter, leftover: Buffer, info: NbdExportInfo, opts: NbdOpenOptions, ioTimeoutMs: number) {
     this.name = spec;
     this.socket = socket;
     this.info = info;
@@ -230,12 +257,13 @@ export class NbdDevice implements BlockDevice {
         if (p === undefined) return undefined;
         return p.type === P.Cmd.READ ? p.lengthBytes : 0;
       },
+      dataTarget: (cookie, offsetBytes, lengthBytes) => this.dataTarget(cookie, offsetBytes, lengthBytes),
     });
     this.socketClosed = new Promise((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    reads.sink = this;
     socket.on('error', (err: NodeJS.ErrnoException) => this.kill('disconnected', socketErrorText(err), err));
     socket.on('close', () => this.kill('disconnected', 'the server closed the connection'));
-    if (leftover.length > 0) this.onData(leftover);
+    if (leftover.length > 0) this.onData(leftover, leftover.length);
   }
 
   /**
@@ -247,8 +275,10 @@ export class NbdDevice implements BlockDevice {
     const uri = parseNbdUri(spec);
     const ioTimeoutMs = opts.ioTimeoutMs ?? uri.ioTimeoutMs ?? NBD_IO_TIMEOUT_MS_DEFAULT;
     const connectTimeoutMs = opts.connectTimeoutMs ?? uri.connectTimeoutMs ?? NBD_CONNECT_TIMEOUT_MS_DEFAULT;
-    const socket = new net.Socket();
-    const reader = new HandshakeReader(socket, spec);
+    const reads = new ReadRouter();
+    // `onread` is a documented constructor option (net.Socket docs); @types/node lists it only for connect().
+    const socket = new net.Socket({ onread: reads.onread } as net.SocketConstructorOpts);
+    const reader = new HandshakeReader(socket, spec, reads);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -263,7 +293,7 @@ export class NbdDevice implements BlockDevice {
       }
       sectorSizeFor(info.blockSize?.minimumBytes ?? 1, spec);
       const leftover = reader.detach();
-      return new NbdDevice(spec, socket, leftover, info, opts, ioTimeoutMs);
+      return new NbdDevice(spec, socket, reads, leftover, info, opts, ioTimeoutMs);
     } catch (err) {
       reader.detach();
       socket.destroy();
@@ -289,12 +319,7 @@ export class NbdDevice implements BlockDevice {
       wide.copy(buf, 0, offsetBytes - startBytes, offsetBytes - startBytes + buf.length);
       return;
     }
-    const parts: Promise<void>[] = [];
-    for (let done = 0; done < buf.length; done += this.payloadMaxBytes) {
-      const len = Math.min(this.payloadMaxBytes, buf.length - done);
-      parts.push(this.request(P.Cmd.READ, 0, offsetBytes + done, len, undefined, buf.subarray(done, done + len)));
-    }
-    await settleAll(parts);
+    await splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.READ, 0, offsetBytes + done, len, undefined, buf.subarray(done, done + len)));
   }
 
   /** Writes `buf` at `offsetBytes`; with `fua` (or the device's fuaWrites) it is durable when this resolves. */
@@ -306,14 +331,9 @@ export class NbdDevice implements BlockDevice {
     if (buf.length === 0) return;
     const fua = opts.fua ?? this.fuaWrites;
     const flags = fua && this.info.canFua ? P.CmdFlag.FUA : 0;
-    await this.gated(offsetBytes, async () => {
-      const parts: Promise<void>[] = [];
-      for (let done = 0; done < buf.length; done += this.payloadMaxBytes) {
-        const len = Math.min(this.payloadMaxBytes, buf.length - done);
-        parts.push(this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len)));
-      }
-      await settleAll(parts);
-    });
+    await this.gated(offsetBytes, () =>
+      splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len))),
+    );
     // A server without FUA gets the same guarantee from a flush after the write.
     if (fua && !this.info.canFua) await this.flush();
   }
@@ -340,12 +360,7 @@ export class NbdDevice implements BlockDevice {
       return;
     }
     const zeros = Buffer.alloc(Math.min(ZERO_CHUNK_BYTES, lengthBytes));
-    const parts: Promise<void>[] = [];
-    for (let done = 0; done < lengthBytes; done += zeros.length) {
-      const len = Math.min(zeros.length, lengthBytes - done);
-      parts.push(this.write(zeros.subarray(0, len), offsetBytes + done));
-    }
-    await settleAll(parts);
+    await splitRequests(lengthBytes, zeros.length, (done, len) => this.write(zeros.subarray(0, len), offsetBytes + done));
   }
 
   /**
@@ -426,39 +441,81 @@ export class NbdDevice implements BlockDevice {
 
   private async rangeRequests(type: number, offsetBytes: number, lengthBytes: number): Promise<void> {
     const step = Math.floor(RANGE_REQUEST_MAX_BYTES / this.alignBytes) * this.alignBytes;
-    const parts: Promise<void>[] = [];
-    for (let done = 0; done < lengthBytes; done += step) {
-      parts.push(this.request(type, 0, offsetBytes + done, Math.min(step, lengthBytes - done)));
-    }
-    await settleAll(parts);
+    await splitRequests(lengthBytes, step, (done, len) => this.request(type, 0, offsetBytes + done, len));
   }
 
-  /** Sends one request (waiting for room in the pipeline) and resolves when its reply is complete. */
-  private async request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer, target?: Buffer): Promise<void> {
+  /**
+   * Sends one request (waiting for room in the pipeline) and resolves when its reply is complete.
+   * Not async: with room in the pipeline (the common case) the request goes out in this tick with
+   * one promise, which matters at tens of thousands of requests per second.
+   */
+  private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer, target?: Buffer): Promise<void> {
     const costBytes = (payload?.length ?? 0) + (target?.length ?? 0);
-    if (this.waiters.length === 0 && this.hasRoom(costBytes)) this.reserve(costBytes);
-    else await new Promise<void>((go, fail) => this.waiters.push({ bytes: costBytes, go, fail })); // pump() reserves for us
+    if (this.waiters.length === 0 && this.hasRoom(costBytes)) {
+      this.reserve(costBytes);
+      return this.send(type, flags, offsetBytes, lengthBytes, costBytes, payload, target);
+    }
+    if (this.waiters.length >= NBD_WAITERS_MAX) {
+      return Promise.reject(
+        new NbdError(
+          'EAGAIN',
+          'queue-full',
+          `${this.name}: ${CMD_NAMES[type]} at offset ${offsetBytes} length ${lengthBytes} refused: ${NBD_WAITERS_MAX} requests already wait for room in the NBD pipeline (${INFLIGHT_MAX} on the wire); the caller issues I/O faster than the server answers`,
+          { device: this.name, offsetBytes },
+        ),
+      );
+    }
+    // pump() reserves the room before it wakes us.
+    return new Promise<void>((go, fail) => this.waiters.push({ bytes: costBytes, go, fail })).then(() =>
+      this.send(type, flags, offsetBytes, lengthBytes, costBytes, payload, target),
+    );
+  }
+
+  /** Puts a request on the wire; its pipeline room is already reserved. */
+  private send(type: number, flags: number, offsetBytes: number, lengthBytes: number, costBytes: number, payload?: Buffer, target?: Buffer): Promise<void> {
     if (this.dead !== undefined || this.shutdownSeen) {
       this.release(costBytes);
-      throw this.dead !== undefined ? this.deadError(type, offsetBytes, lengthBytes) : this.shutdownError(offsetBytes);
+      return Promise.reject(this.dead !== undefined ? this.deadError(type, offsetBytes, lengthBytes) : this.shutdownError(offsetBytes));
     }
     const cookie = this.nextCookie++;
     const header = P.encodeRequest({ flags, type, cookie, offsetBytes, lengthBytes });
     return new Promise<void>((resolve, reject) => {
-      const p: Pending = { cookie, type, offsetBytes, lengthBytes, target, coveredBytes: 0, error: undefined, costBytes, timer: undefined, resolve, reject };
-      p.timer = setTimeout(() => this.onTimeout(p), this.ioTimeoutMs);
-      p.timer.unref();
+      const p: Pending = { cookie, type, offsetBytes, lengthBytes, target, coveredBytes: 0, error: undefined, costBytes, sentAtMs: performance.now(), resolve, reject };
       this.pending.set(cookie, p);
-      if (payload !== undefined) {
+      this.armWatchdog();
+      // Requests issued in one tick (a batch of replies wakes many callers) leave in one writev.
+      if (!this.corked) {
+        this.corked = true;
         this.socket.cork();
-        this.socket.write(header);
-        this.socket.write(payload);
-        this.socket.uncork();
-      } else {
-        this.socket.write(header);
+        process.nextTick(this.uncork);
       }
+      this.socket.write(header);
+      if (payload !== undefined) this.socket.write(payload);
     });
   }
+
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+
+  /** Arms the one timeout timer for the oldest outstanding request (Map order is send order). */
+  private armWatchdog(): void {
+    if (this.watchdog !== undefined || this.dead !== undefined) return;
+    const oldest = this.pending.values().next();
+    if (oldest.done === true) return;
+    const dueInMs = oldest.value.sentAtMs + this.ioTimeoutMs - performance.now();
+    this.watchdog = setTimeout(this.onWatchdog, Math.max(0, dueInMs));
+    this.watchdog.unref();
+  }
+
+  private readonly onWatchdog = (): void => {
+    this.watchdog = undefined;
+    const oldest = this.pending.values().next();
+    if (oldest.done === true || this.dead !== undefined) return;
+    if (performance.now() - oldest.value.sentAtMs >= this.ioTimeoutMs) this.onTimeout(oldest.value);
+    else this.armWatchdog();
+  };
 
   private onTimeout(p: Pending): void {
     if (!this.pending.has(p.cookie)) return;
@@ -468,10 +525,27 @@ export class NbdDevice implements BlockDevice {
     );
   }
 
-  private onData(chunk: Buffer): void {
+  /** ReadSink: where the next socket read lands: in place in a READ's buffer, or the scratch buffer. */
+  readBuffer(): Buffer {
+    this.directRead = this.dead === undefined ? this.decoder.directBuffer(DIRECT_RECV_MIN_BYTES) : undefined;
+    if (this.directRead !== undefined) return this.directRead;
+    // The decoder still refers to the scratch's bytes (an incomplete message): do not overwrite them.
+    if (this.decoder.pendingBytes > 0) this.scratch = Buffer.allocUnsafe(RECV_SCRATCH_BYTES);
+    return this.scratch;
+  }
+
+  /** ReadSink: `n` bytes arrived in `buf` (the buffer readBuffer() gave, or the handshake's last one). */
+  onRead(n: number, buf: Buffer): void {
+    if (this.dead !== undefined) return;
+    const direct = buf === this.directRead;
+    this.directRead = undefined;
+    this.onData(direct ? undefined : buf.subarray(0, n), n);
+  }
+
+  private onData(chunk: Buffer | undefined, n: number): void {
     if (this.dead !== undefined) return;
     try {
-      for (const ev of this.decoder.push(chunk)) this.onEvent(ev);
+      for (const ev of chunk === undefined ? this.decoder.pushDirect(n) : this.decoder.push(chunk)) this.onEvent(ev);
     } catch (err) {
       if (!(err instanceof FormatError)) throw err;
       // The message already starts with our name; the request errors add it again.
@@ -482,6 +556,25 @@ export class NbdDevice implements BlockDevice {
 
   private protocolError(what: string): never {
     throw new FormatError(`${this.name}: NBD protocol error: ${what}`, { device: this.name });
+  }
+
+  /** The decoder's dataTarget: the part of the READ's buffer a data chunk covers, checked to be inside it. */
+  private dataTarget(cookie: bigint, offsetBytes: number | undefined, lengthBytes: number): Buffer {
+    const p = this.pending.get(cookie);
+    if (p === undefined) this.protocolError(`reply for unknown cookie ${cookie}`);
+    if (p.type !== P.Cmd.READ || p.target === undefined) this.protocolError(`content chunk in the reply to ${CMD_NAMES[p.type]}`);
+    if (offsetBytes === undefined) return p.target; // a simple reply: the decoder asked for the READ's length
+    const at = this.chunkAt(p, offsetBytes, lengthBytes);
+    return p.target.subarray(at, at + lengthBytes);
+  }
+
+  /** Where a chunk starts in its READ's buffer; a chunk outside the request is a protocol error. */
+  private chunkAt(p: Pending, offsetBytes: number, lengthBytes: number): number {
+    const at = offsetBytes - p.offsetBytes;
+    if (at < 0 || at + lengthBytes > p.lengthBytes) {
+      this.protocolError(`chunk [${offsetBytes}, +${lengthBytes}) outside READ [${p.offsetBytes}, +${p.lengthBytes})`);
+    }
+    return at;
   }
 
   private onEvent(ev: P.ReplyEvent): void {
@@ -498,12 +591,9 @@ export class NbdDevice implements BlockDevice {
       case 'hole': {
         if (p.type !== P.Cmd.READ || p.target === undefined) this.protocolError(`content chunk in the reply to ${CMD_NAMES[p.type]}`);
         const len = ev.lengthBytes;
-        const at = ev.offsetBytes - p.offsetBytes;
-        if (at < 0 || at + len > p.lengthBytes) {
-          this.protocolError(`chunk [${ev.offsetBytes}, +${len}) outside READ [${p.offsetBytes}, +${p.lengthBytes})`);
-        }
-        if (ev.kind === 'data') copyPieces(ev.pieces, p.target, at);
-        else p.target.fill(0, at, at + len);
+        const at = this.chunkAt(p, ev.offsetBytes, len);
+        if (ev.kind === 'hole') p.target.fill(0, at, at + len);
+        else if (ev.placed !== true) copyPieces(ev.pieces, p.target, at);
         p.coveredBytes += len;
         if (ev.done) this.finish(p);
         return;
@@ -534,7 +624,6 @@ export class NbdDevice implements BlockDevice {
 
   private finish(p: Pending): void {
     this.pending.delete(p.cookie);
-    clearTimeout(p.timer);
     this.release(p.costBytes);
     if (p.error !== undefined) {
       p.reject(p.error);
@@ -603,9 +692,10 @@ export class NbdDevice implements BlockDevice {
   }
 
   private failAll(): void {
+    clearTimeout(this.watchdog);
+    this.watchdog = undefined;
     for (const p of [...this.pending.values()]) {
       this.pending.delete(p.cookie);
-      clearTimeout(p.timer);
       this.release(p.costBytes);
       p.reject(this.deadError(p.type, p.offsetBytes, p.lengthBytes));
     }
@@ -660,11 +750,22 @@ function socketErrorText(err: NodeJS.ErrnoException): string {
   }
 }
 
-/** Like Promise.all, but waits for every part before throwing the first failure. */
-async function settleAll(parts: Promise<void>[]): Promise<void> {
-  if (parts.length === 1) return parts[0];
-  const results = await Promise.allSettled(parts);
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
+/**
+ * Runs `part(doneBytes, lengthBytes)` over [0, totalBytes) in steps of `stepBytes`, at most
+ * INFLIGHT_MAX parts at a time (so one large call cannot fill the waiter queue); waits for every
+ * part before throwing the first failure.
+ */
+async function splitRequests(totalBytes: number, stepBytes: number, part: (doneBytes: number, lengthBytes: number) => Promise<void>): Promise<void> {
+  if (totalBytes <= stepBytes) return part(0, totalBytes);
+  let failure: { err: unknown } | undefined;
+  for (let batch = 0; batch < totalBytes; batch += stepBytes * INFLIGHT_MAX) {
+    const parts: Promise<void>[] = [];
+    for (let done = batch; done < totalBytes && done < batch + stepBytes * INFLIGHT_MAX; done += stepBytes) {
+      parts.push(part(done, Math.min(stepBytes, totalBytes - done)));
+    }
+    for (const r of await Promise.allSettled(parts)) if (r.status === 'rejected') failure ??= { err: r.reason };
+    if (failure !== undefined) throw failure.err;
+  }
 }
 
 /** The sector size we present: the server's minimum block size if it is a sector size, else 512 or 4096 above it. */
@@ -678,17 +779,50 @@ function sectorSizeFor(minimumBytes: number, spec: string): SectorSize {
 
 // ---- handshake ---------------------------------------------------------------------------------
 
+/**
+ * Who receives the socket's reads. The socket reads into buffers we give it (net's `onread`), not
+ * into fresh ones per read, so that reply data can land in the caller's buffer with no copy; first
+ * the handshake reads, then the device.
+ */
+interface ReadSink {
+  /** The buffer the next read goes into. */
+  readBuffer(): Buffer;
+  /** `n` bytes arrived in `buf`. */
+  onRead(n: number, buf: Buffer): void;
+}
+
+class ReadRouter {
+  sink: ReadSink | undefined;
+  /** For socket.connect's `onread`. */
+  readonly onread = {
+    buffer: (): Buffer => this.sink!.readBuffer(),
+    // Every buffer handed out is a Buffer; false would stop reading, which we never want.
+    callback: (n: number, buf: Uint8Array): boolean => {
+      this.sink!.onRead(n, buf as Buffer);
+      return true;
+    },
+  };
+}
+
+/** The handshake's reads: small, so they land in one reused buffer and are copied out. */
+const HANDSHAKE_READ_BYTES = 16 * 1024;
+
 /** Buffers socket data during the handshake and hands out exact byte counts. */
-class HandshakeReader {
+class HandshakeReader implements ReadSink {
   private chunks: Buffer[] = [];
   private bytes = 0;
   private want: { n: number; resolve: (b: Buffer) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
-  private readonly onData = (c: Buffer): void => {
-    this.chunks.push(c);
-    this.bytes += c.length;
+  private readonly buf = Buffer.allocUnsafe(HANDSHAKE_READ_BYTES);
+  readBuffer(): Buffer {
+    return this.buf;
+  }
+  onRead(n: number, buf: Buffer): void {
+    // The buffer is reused for the next read: keep a copy.
+    this.chunks.push(Buffer.from(buf.subarray(0, n)));
+    this.bytes += n;
     this.serve();
-  };
+  }
   // A server that hangs up before transmission is refusing us (an address filter, a policy, or an
   // unknown export on a server without NBD_OPT_GO), so this counts as a refusal.
   private readonly onEnd = (): void =>
@@ -702,8 +836,9 @@ class HandshakeReader {
   constructor(
     private readonly socket: net.Socket,
     private readonly device: string,
+    reads: ReadRouter,
   ) {
-    socket.on('data', this.onData);
+    reads.sink = this;
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
@@ -719,7 +854,6 @@ class HandshakeReader {
 
   /** Stops listening; returns any bytes received beyond what was read. */
   detach(): Buffer {
-    this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
     this.socket.off('error', this.onError);

@@ -335,10 +335,16 @@ export function encodeRequestInto(b: Buffer, at: number, r: Request): void {
 // ---- transmission: replies -------------------------------------------------------------------
 
 export type ReplyEvent =
-  /** A simple reply; `pieces` (the data, in order) is present for a successful READ. */
-  | { kind: 'simple'; cookie: bigint; errno: number; pieces?: Buffer[] }
-  /** Data is handed over as the received pieces, in order, so a large read is copied only once (into its target). */
-  | { kind: 'data'; cookie: bigint; done: boolean; offsetBytes: number; pieces: Buffer[]; lengthBytes: number }
+  /**
+   * A simple reply; `pieces` (the data, in order) is present for a successful READ, unless the data
+   * went to the buffer `dataTarget` gave (`placed`).
+   */
+  | { kind: 'simple'; cookie: bigint; errno: number; pieces?: Buffer[]; placed?: true }
+  /**
+   * Data is handed over as the received pieces, in order, so a large read is copied only once (into
+   * its target); or, if `dataTarget` gave a buffer, it is already there (`placed`, no pieces).
+   */
+  | { kind: 'data'; cookie: bigint; done: boolean; offsetBytes: number; pieces: Buffer[]; lengthBytes: number; placed?: true }
   | { kind: 'hole'; cookie: bigint; done: boolean; offsetBytes: number; lengthBytes: number }
   | { kind: 'none'; cookie: bigint; done: true }
   | { kind: 'error'; cookie: bigint; done: boolean; errno: number; message: string; offsetBytes?: number };
@@ -355,6 +361,14 @@ export interface ReplyDecoderOptions {
    * a protocol error (the simple reply format cannot be parsed past an unknown cookie).
    */
   simpleDataBytes(cookie: bigint): number | undefined;
+  /**
+   * Where the data of a READ reply goes, asked once its header is parsed (for a structured data
+   * chunk: header and offset; `offsetBytes` is undefined for a simple reply). A buffer of exactly
+   * `lengthBytes` makes the decoder copy the data there as it arrives, and lets the caller receive
+   * straight into it (`directBuffer`); undefined hands the data over as pieces. It may throw a
+   * FormatError (a chunk outside its request).
+   */
+  dataTarget?(cookie: bigint, offsetBytes: number | undefined, lengthBytes: number): Buffer | undefined;
 }
 
 /**
@@ -367,20 +381,71 @@ export class ReplyDecoder {
   private bufferedBytes = 0;
   /** Bytes of the stream consumed so far, so an error can say where it happened. */
   private streamOffsetBytes = 0;
+  /** The data payload being received into a dataTarget buffer, and the event it completes. */
+  private placing: { dest: Buffer; filledBytes: number; event: ReplyEvent } | undefined;
 
   constructor(private readonly opts: ReplyDecoderOptions) {}
 
+  /**
+   * Takes the next received bytes; returns the messages they complete. The decoder keeps
+   * references to `chunk` while a message is incomplete (see pendingBytes).
+   */
   push(chunk: Buffer): ReplyEvent[] {
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.bufferedBytes += chunk.length;
     }
+    return this.drain();
+  }
+
+  /**
+   * Where the next bytes of the stream may be received in place: the unfilled rest of the current
+   * dataTarget buffer, when nothing else is buffered and at least `minBytes` are missing.
+   */
+  directBuffer(minBytes: number): Buffer | undefined {
+    const d = this.placing;
+    if (d === undefined || this.bufferedBytes !== 0 || d.dest.length - d.filledBytes < minBytes) return undefined;
+    return d.dest.subarray(d.filledBytes);
+  }
+
+  /** `n` bytes were received into the buffer directBuffer() returned; returns the messages they complete. */
+  pushDirect(n: number): ReplyEvent[] {
+    const d = this.placing;
+    if (d === undefined || this.bufferedBytes !== 0 || n > d.dest.length - d.filledBytes) {
+      throw new Error(`sanbox invariant violated: pushDirect(${n}) without a matching directBuffer()`);
+    }
+    d.filledBytes += n;
+    this.streamOffsetBytes += n;
+    return this.drain();
+  }
+
+  private drain(): ReplyEvent[] {
     const events: ReplyEvent[] = [];
     for (;;) {
       const ev = this.next();
       if (ev === undefined) return events;
       events.push(ev);
     }
+  }
+
+  /** Copies buffered bytes into the dataTarget buffer; the finished event once it is full. */
+  private continuePlacing(d: { dest: Buffer; filledBytes: number; event: ReplyEvent }): ReplyEvent | undefined {
+    const want = d.dest.length - d.filledBytes;
+    if (want > 0 && this.bufferedBytes > 0) {
+      for (const piece of this.takePieces(Math.min(want, this.bufferedBytes))) d.filledBytes += piece.copy(d.dest, d.filledBytes);
+    }
+    if (d.filledBytes < d.dest.length) return undefined;
+    this.placing = undefined;
+    return d.event;
+  }
+
+  /** Starts receiving `lengthBytes` of data into the caller's buffer, if it gives one. */
+  private place(cookie: bigint, offsetBytes: number | undefined, lengthBytes: number, event: ReplyEvent): boolean {
+    const dest = this.opts.dataTarget?.(cookie, offsetBytes, lengthBytes);
+    if (dest === undefined) return false;
+    if (dest.length !== lengthBytes) throw new Error(`sanbox invariant violated: dataTarget gave ${dest.length} bytes for ${lengthBytes}`);
+    this.placing = { dest, filledBytes: 0, event };
+    return true;
   }
 
   /** Bytes received but not yet part of a complete message. */
@@ -395,6 +460,7 @@ export class ReplyDecoder {
   }
 
   private next(): ReplyEvent | undefined {
+    if (this.placing !== undefined) return this.continuePlacing(this.placing);
     if (this.bufferedBytes < 4) return undefined;
     const magic = this.peek(4).readUInt32BE(0);
     if (magic === SIMPLE_REPLY_MAGIC) {
@@ -405,6 +471,13 @@ export class ReplyDecoder {
       const dataBytes = this.opts.simpleDataBytes(cookie);
       if (dataBytes === undefined) this.fail(`simple reply for unknown cookie ${cookie}`, 8);
       const follow = errno === 0 ? dataBytes : 0;
+      if (follow > 0 && this.opts.dataTarget !== undefined) {
+        const event: ReplyEvent = { kind: 'simple', cookie, errno, placed: true };
+        if (this.place(cookie, undefined, follow, event)) {
+          this.take(SIMPLE_REPLY_BYTES);
+          return this.continuePlacing(this.placing!);
+        }
+      }
       if (this.bufferedBytes < SIMPLE_REPLY_BYTES + follow) return undefined;
       this.take(SIMPLE_REPLY_BYTES);
       if (follow === 0) return { kind: 'simple', cookie, errno };
@@ -419,6 +492,18 @@ export class ReplyDecoder {
       const cookie = h.readBigUInt64BE(8);
       const lengthBytes = h.readUInt32BE(16);
       if (lengthBytes > this.opts.payloadMaxBytes) this.fail(`chunk payload of ${lengthBytes} bytes exceeds ${this.opts.payloadMaxBytes}`, 16);
+      if (type === ReplyType.OFFSET_DATA && lengthBytes >= 9 && this.opts.dataTarget !== undefined) {
+        // Header and offset first; the data goes where the caller says, as it arrives.
+        const at = STRUCTURED_HEADER_BYTES;
+        if (this.bufferedBytes < at + 8) return undefined;
+        const offsetBytes = safeU64(this.peek(at + 8), at, 0, (what, o) => this.fail(what, o), 'data offset');
+        const dataBytes = lengthBytes - 8;
+        const event: ReplyEvent = { kind: 'data', cookie, done: (flags & ReplyFlag.DONE) !== 0, offsetBytes, pieces: [], lengthBytes: dataBytes, placed: true };
+        if (this.place(cookie, offsetBytes, dataBytes, event)) {
+          this.take(at + 8);
+          return this.continuePlacing(this.placing!);
+        }
+      }
       if (this.bufferedBytes < STRUCTURED_HEADER_BYTES + lengthBytes) return undefined;
       if (type === ReplyType.OFFSET_DATA && lengthBytes >= 9) {
         // The large case: parse the offset, then hand the data over without joining it.
