@@ -161,14 +161,15 @@ for (const kind of NBD_SERVER_KINDS) {
   });
 
   test(`${kind}: sanbox disk create and cluster init write through the export`, async (t) => {
-    const { file, uri } = await served(t, kind, 16 * MiB);
+    // Larger than a default cluster image (its lockspace holds thousands of lock records).
+    const { file, uri } = await served(t, kind, 64 * MiB);
     fs.writeFileSync(file, Buffer.alloc(4096, 0x77), { flag: 'r+' });
-    const refused = await runSanbox(t, ['disk', 'create', uri, '--size', '16M']);
+    const refused = await runSanbox(t, ['disk', 'create', uri, '--size', '64M']);
     t.is(refused.code, 1);
     t.regex(refused.stderr, /holds data at byte 0; it may be in use \(use --force to zero it\)/);
-    const made = await runSanbox(t, ['disk', 'create', uri, '--size', '16M', '--force']);
+    const made = await runSanbox(t, ['disk', 'create', uri, '--size', '64M', '--force']);
     t.is(made.code, 0, made.stderr);
-    t.true(fs.readFileSync(file).equals(Buffer.alloc(16 * MiB)), 'the export is zeroed');
+    t.true(fs.readFileSync(file).equals(Buffer.alloc(64 * MiB)), 'the export is zeroed');
     const init = await runSanbox(t, ['cluster', 'init', uri, '--nodes', '2', '--name', `on-${kind}`]);
     t.is(init.code, 0, init.stderr);
     const status = await runSanbox(t, ['cluster', 'status', file, '--json']);
