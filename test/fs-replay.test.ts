@@ -2,7 +2,8 @@
 // volumes, judged by fsck.ocfs2: it replays a copy of the same dirty journal (reference/ocfs2.md
 // §11: same home blocks, then exit 8), and the home blocks must come out equal. Covers later
 // transactions winning, escaped blocks, a revoke block another writer left, wrap-around, an
-// uncommitted tail, a bad block (nothing written), and the liveness refusal.
+// uncommitted tail, a bad block (nothing written), the liveness refusal, real mkfs.ocfs2 volumes
+// (512-byte blocks, a 64-bit journal), and seeded mutations of a journal.
 
 import test from 'ava';
 import crypto from 'node:crypto';
@@ -12,8 +13,10 @@ import { openDevice } from '../src/disk/index.js';
 import { encodeCommit, encodeRevoke } from '../src/format/jbd2/log-blocks.js';
 import { JBD2_MAGIC } from '../src/format/jbd2/superblock.js';
 import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
-import { heartbeatRegionOf, JournalWriter, Ocfs2Volume, openJournal, readSlotMap } from '../src/fs/index.js';
-import { fsckOk, hasTool, runTool } from './helpers/ocfs2-oracle.js';
+import { SanboxError } from '../src/errors.js';
+import { heartbeatRegionOf, JournalWriter, Ocfs2Volume, openJournal, readSlotMap, replayJournal } from '../src/fs/index.js';
+import { fuzzRandom } from './helpers/fuzz.js';
+import { fsckOk, hasTool, realMkfs, runTool } from './helpers/ocfs2-oracle.js';
 import { readFileAt, runSanbox, tempDir } from './helpers/tmp.js';
 import type { ExecutionContext } from 'ava';
 
@@ -193,4 +196,75 @@ test('recover refuses a slot whose node still heartbeats on the volume, and writ
   t.regex(r2.stdout, /slot 0 \(node 7\): replayed transactions/);
   t.regex(r2.stdout, /slot 0 freed in the slot map/);
   t.deepEqual(readFileAt(img, HOME[0]! * BS, BS), data('live'));
+});
+
+for (const c of [
+  { name: 'bs 512 (superblock spans log blocks 0-1), 32-bit journal', args: ['-b', '512', '-C', '4096', '-N', '2', '-J', 'size=4M'] },
+  { name: 'bs 2048, 64-bit journal (12-byte tags)', args: ['-b', '2048', '-C', '4096', '-N', '2', '-J', 'size=4M,block64'] },
+]) {
+  test(`on a real mkfs.ocfs2 volume, ${c.name}: JournalWriter's log replays the same under sanbox and fsck.ocfs2`, async (t) => {
+    t.true(hasTool('mkfs.ocfs2'), 'mkfs.ocfs2 is needed (ocfs2-tools)');
+    const dir = tempDir(t);
+    const img = path.join(dir, 'real.img');
+    await realMkfs(img, 64 * 1024 * 1024, c.args);
+    const { homes, bs } = await withVol(img, async (vol) => {
+      const bs = vol.blockSizeBytes;
+      const homes = [1, 2, 3].map((k) => vol.blockCount - 16 * k);
+      const w = await JournalWriter.open(vol, 1);
+      await w.markDirty();
+      const fill = (seed: string): Buffer => Buffer.from(data(seed).subarray(0, bs));
+      await w.append([{ home: homes[0]!, data: fill('a') }, { home: homes[1]!, data: fill('b') }]);
+      await w.append([{ home: homes[1]!, data: fill('b2') }, { home: homes[2]!, data: fill('c') }]);
+      return { homes, bs };
+    });
+    const copy = path.join(dir, 'copy.img');
+    fs.copyFileSync(img, copy);
+    const r = await runSanbox(t, ['recover', img, '--slot', '1']);
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, /replayed transactions \d+\.\.\d+ \(2\), 3 home blocks/);
+    await runTool('fsck.ocfs2', ['-yF', copy], { input: 'y\n', timeoutMs: 120_000 });
+    for (const h of homes) t.deepEqual(readFileAt(copy, h * bs, bs), readFileAt(img, h * bs, bs), `home block ${h}`);
+    t.deepEqual(readFileAt(img, homes[1]! * bs, 8), data('b2').subarray(0, 8));
+    const fsck = await fsckOk(img);
+    t.true(fsck.ok, fsck.out);
+  });
+}
+
+test('fuzz: a mutated journal makes replay return or throw a typed error, and a refused replay writes nothing', async (t) => {
+  const rnd = fuzzRandom(t);
+  const { img } = await volume(t);
+  const ITERATIONS = 150;
+  await withVol(img, async (vol) => {
+    const w = await JournalWriter.open(vol, 0);
+    await w.markDirty();
+    for (let k = 0; k < 3; k++) await w.append(HOME.slice(k, k + 2).map((h, i) => ({ home: h, data: data(`f${k}${i}`) })));
+    const j = await openJournal(vol, 0);
+    const logBlocks = 12;
+    const pristine = await j.readLog(0, logBlocks);
+    const homesBefore = Buffer.concat(HOME.map((h) => readFileAt(img, h * BS, BS)));
+    const counts = { replayed: 0, refused: 0 };
+    for (let i = 0; i < ITERATIONS; i++) {
+      const mutated = Buffer.from(pristine);
+      const flips = rnd.int(1, 6);
+      for (let f = 0; f < flips; f++) {
+        // Mostly headers and tags (the first bytes of each block), sometimes anywhere.
+        const blockIdx = rnd.int(logBlocks);
+        const off = blockIdx * BS + (rnd.next() < 0.7 ? rnd.int(64) : rnd.int(BS));
+        mutated[off] = rnd.int(256);
+      }
+      for (let l = 0; l < logBlocks; l++) await vol.dev.write(mutated.subarray(l * BS, (l + 1) * BS), j.phys(l) * BS);
+      try {
+        await replayJournal(vol, 0, { dryRun: true });
+        counts.replayed++;
+      } catch (err) {
+        if (!(err instanceof SanboxError)) return t.fail(`iteration ${i}: ${err instanceof Error ? err.stack : String(err)}`);
+        counts.refused++;
+        // The real run refuses the same way, before writing any home block.
+        await t.throwsAsync(replayJournal(vol, 0), { instanceOf: SanboxError });
+        t.deepEqual(Buffer.concat(HOME.map((h) => readFileAt(img, h * BS, BS))), homesBefore, `iteration ${i}: nothing written`);
+      }
+    }
+    t.log(`${counts.replayed} replayable, ${counts.refused} refused`);
+    t.true(counts.refused > 0 && counts.replayed > 0);
+  });
 });
