@@ -62,7 +62,7 @@ test('the kernel crashes with a dirty journal; sanbox recover and the kernel rep
   // sanbox recovers the original (the crashed node's heartbeat block no longer changes).
   const rec = await runSanbox(t, ['recover', img, '--json', '--observe-ms', '2500'], { timeoutMs: 60_000 });
   t.is(rec.code, 0, rec.stderr);
-  const results = JSON.parse(rec.stdout) as { slot: number; dirty: boolean; replay?: { transactions: { sequence: number; homeBlocks: number[] }[]; blocksWritten: number; nextSequence: number; endSequence: number }; recoveryGenerationAfter: number; slotCleared: boolean }[];
+  const results = JSON.parse(rec.stdout) as { slot: number; dirty: boolean; replay?: { transactions: { sequence: number; homeBlocks: number[] }[]; blocksWritten: number; nextSequence: number; endSequence: number }; recoveryGenerationAfter: number; slotCleared: boolean; allocators?: unknown }[];
   const slot0 = results.find((r) => r.slot === 0)!;
   t.true(slot0.dirty);
   t.true(slot0.slotCleared, 'slot 0 freed in the slot map');
@@ -70,6 +70,9 @@ test('the kernel crashes with a dirty journal; sanbox recover and the kernel rep
   const homes = [...new Set(slot0.replay!.transactions.flatMap((tx) => tx.homeBlocks))];
   t.log(`sanbox replayed ${slot0.replay!.transactions.length} transactions, ${homes.length} home blocks`);
   t.true(slot0.replay!.transactions.length >= 2, 'several committed transactions were replayed');
+  t.log(`allocators: ${JSON.stringify(slot0.allocators)}`);
+  // The kernel allocated file data from its local alloc window: recovery returned the unused rest.
+  t.truthy((slot0.allocators as { localAlloc?: unknown } | undefined)?.localAlloc, 'the crashed slot\'s local alloc was recovered');
   const human = await runSanbox(t, ['recover', img]);
   t.regex(human.stdout, /slot 0: journal clean, nothing to recover/, 'a second recover finds nothing to do');
 
