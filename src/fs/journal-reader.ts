@@ -6,9 +6,10 @@
 
 import { FormatError, SanboxError } from '../errors.js';
 import { InodeFlag, OCFS2_JOURNAL_DIRTY_FL, slotFileName } from '../format/ocfs2/constants.js';
-import { DINODE_FLAGS_OFFSET } from '../format/ocfs2/dinode.js';
+import { DINODE_FLAGS_OFFSET, DINODE_ID1_OFFSET } from '../format/ocfs2/dinode.js';
+import { BlockCheckOffset, writeBlockCheck } from '../format/ocfs2/block-check.js';
 import { decodeJbd2Header, isJbd2Block, parseCommit, parseDescriptor, parseRevoke, type Jbd2Commit, type Jbd2Descriptor, type Jbd2Revoke } from '../format/jbd2/log-blocks.js';
-import { Jbd2BlockType, JBD2_SUPERBLOCK_BYTES, parseJbd2Superblock, type Jbd2Superblock } from '../format/jbd2/superblock.js';
+import { Jbd2BlockType, JBD2_SUPERBLOCK_BYTES, parseJbd2Superblock, setJbd2LogStart, type Jbd2Superblock } from '../format/jbd2/superblock.js';
 import { scanJournal, type JournalScan } from './journal-scan.js';
 import type { InodeBlock, Ocfs2Volume } from './ocfs2-volume.js';
 
@@ -150,4 +151,28 @@ async function readLogBlocks(vol: Ocfs2Volume, phys: (l: number) => number, l: n
     k += run;
   }
   return out;
+}
+
+/** Writes s_start/s_sequence into the journal's JBD2 superblock (in place, checksum redone), flushed. */
+export async function writeLogStart(vol: Ocfs2Volume, j: OpenJournal, start: number, sequence: number): Promise<void> {
+  const bs = vol.blockSizeBytes;
+  const blk = j.phys(0);
+  // At 512-byte blocks the superblock spans log blocks 0 and 1; both live in one extent.
+  const buf = await vol.readBlocks(blk, Math.ceil(JBD2_SUPERBLOCK_BYTES / bs));
+  setJbd2LogStart(buf, start, sequence);
+  await vol.dev.write(buf, blk * bs);
+  await vol.dev.flush();
+}
+
+/** Rewrites the journal inode's DIRTY flag and/or recovery generation (metaecc redone), flushed. */
+export async function writeJournalInode(vol: Ocfs2Volume, j: OpenJournal, change: { dirty?: boolean; recoveryGeneration?: number }): Promise<void> {
+  const ino = Buffer.from((await vol.readInode(j.inode.blkno)).block);
+  if (change.dirty !== undefined) {
+    const flags = ino.readUInt32LE(DINODE_ID1_OFFSET);
+    ino.writeUInt32LE((change.dirty ? flags | OCFS2_JOURNAL_DIRTY_FL : flags & ~OCFS2_JOURNAL_DIRTY_FL) >>> 0, DINODE_ID1_OFFSET);
+  }
+  if (change.recoveryGeneration !== undefined) ino.writeUInt32LE(change.recoveryGeneration >>> 0, DINODE_ID1_OFFSET + 4);
+  if (vol.metaEcc) writeBlockCheck(ino, BlockCheckOffset.DINODE);
+  await vol.dev.write(ino, j.inode.blkno * vol.blockSizeBytes);
+  await vol.dev.flush();
 }

@@ -15,19 +15,9 @@
 import { SanboxError } from '../errors.js';
 import { encodeCommit, encodeDescriptor, dataBlockChecksum, JBD2_HEADER_BYTES, JBD2_TAIL_BYTES, JBD2_UUID_BYTES, TagFlag, tagBytes } from '../format/jbd2/log-blocks.js';
 import { JBD2_MAGIC, hasCsumV2orV3, jbd2ChecksumSeed, Jbd2FeatureIncompat } from '../format/jbd2/superblock.js';
-import { crc32cWithHole } from '../format/crc32.js';
-import { BlockCheckOffset, writeBlockCheck } from '../format/ocfs2/block-check.js';
-import { OCFS2_JOURNAL_DIRTY_FL } from '../format/ocfs2/constants.js';
-import { DINODE_ID1_OFFSET } from '../format/ocfs2/dinode.js';
-import { openJournal, type OpenJournal } from './journal-reader.js';
+import { openJournal, writeJournalInode, writeLogStart, type OpenJournal } from './journal-reader.js';
 import { scanJournal } from './journal-scan.js';
 import type { Ocfs2Volume } from './ocfs2-volume.js';
-
-/** JBD2 superblock s_sequence / s_start (big-endian u32) and s_checksum. */
-const JBD2_S_SEQUENCE_OFFSET = 0x18;
-const JBD2_S_START_OFFSET = 0x1c;
-const JBD2_S_CHECKSUM_OFFSET = 0xfc;
-const JBD2_SUPERBLOCK_BYTES = 1024;
 
 export interface LoggedBlock {
   /** Home block number on the volume. */
@@ -88,11 +78,7 @@ export class JournalWriter {
 
   /** Marks the journal inode DIRTY ("in use"), as a mount does before its first transaction. */
   async markDirty(): Promise<void> {
-    const ino = Buffer.from((await this.vol.readInode(this.j.inode.blkno)).block);
-    ino.writeUInt32LE(ino.readUInt32LE(DINODE_ID1_OFFSET) | OCFS2_JOURNAL_DIRTY_FL, DINODE_ID1_OFFSET);
-    if (this.vol.metaEcc) writeBlockCheck(ino, BlockCheckOffset.DINODE);
-    await this.vol.dev.write(ino, this.j.inode.blkno * this.vol.blockSizeBytes);
-    await this.vol.dev.flush();
+    await writeJournalInode(this.vol, this.j, { dirty: true });
   }
 
   /** Appends one transaction and makes it durable. Refuses one the free log space cannot hold. */
@@ -152,14 +138,7 @@ export class JournalWriter {
 
   /** s_start = start and s_sequence = seq: the log begins at this transaction. */
   private async setLogStart(start: number, seq: number): Promise<void> {
-    const bs = this.vol.blockSizeBytes;
-    const blk = this.j.phys(0);
-    const buf = await this.vol.readBlocks(blk, Math.ceil(JBD2_SUPERBLOCK_BYTES / bs));
-    buf.writeUInt32BE(seq >>> 0, JBD2_S_SEQUENCE_OFFSET);
-    buf.writeUInt32BE(start, JBD2_S_START_OFFSET);
-    if (hasCsumV2orV3(this.j.superblock)) buf.writeUInt32BE(crc32cWithHole(0xffffffff, buf.subarray(0, JBD2_SUPERBLOCK_BYTES), JBD2_S_CHECKSUM_OFFSET), JBD2_S_CHECKSUM_OFFSET);
-    await this.vol.dev.write(buf, blk * bs);
-    await this.vol.dev.flush();
+    await writeLogStart(this.vol, this.j, start, seq);
     this.j = { ...this.j, superblock: { ...this.j.superblock, start, sequence: seq } };
   }
 }

@@ -15,13 +15,11 @@
 // Not done here (a node's online recovery does it under cluster locks): the orphan directory.
 
 import { SanboxError } from '../errors.js';
-import { BlockCheckOffset, writeBlockCheck } from '../format/ocfs2/block-check.js';
-import { FeatureIncompat, OCFS2_JOURNAL_DIRTY_FL, slotFileName } from '../format/ocfs2/constants.js';
-import { DINODE_ID1_OFFSET } from '../format/ocfs2/dinode.js';
+import { FeatureIncompat, slotFileName } from '../format/ocfs2/constants.js';
 import { EXTENDED_SLOT_BYTES, OLD_SLOT_BYTES, OLD_SLOT_EMPTY } from '../format/ocfs2/slot-map.js';
 import { recoverAllocators, type AllocRecovery } from './alloc-recovery.js';
 import { readHeartbeat } from './heartbeat-reader.js';
-import { openJournal } from './journal-reader.js';
+import { openJournal, writeJournalInode } from './journal-reader.js';
 import type { Ocfs2Volume } from './ocfs2-volume.js';
 import { replayJournal, type ReplayResult } from './replay.js';
 import { readSlotMap } from './slot-map-reader.js';
@@ -78,12 +76,7 @@ export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverO
   out.recoveryGenerationAfter = (j.recoveryGeneration + 1) >>> 0;
   if (opts.dryRun) return out;
 
-  const ino = Buffer.from((await vol.readInode(j.inode.blkno)).block);
-  ino.writeUInt32LE(ino.readUInt32LE(DINODE_ID1_OFFSET) & ~OCFS2_JOURNAL_DIRTY_FL, DINODE_ID1_OFFSET);
-  ino.writeUInt32LE(out.recoveryGenerationAfter, DINODE_ID1_OFFSET + 4);
-  if (vol.metaEcc) writeBlockCheck(ino, BlockCheckOffset.DINODE);
-  await vol.dev.write(ino, j.inode.blkno * vol.blockSizeBytes);
-  await vol.dev.flush();
+  await writeJournalInode(vol, j, { dirty: false, recoveryGeneration: out.recoveryGenerationAfter });
 
   if ((opts.clearSlot ?? true) && nodeNum !== undefined) {
     await freeSlot(vol, slot);

@@ -19,17 +19,11 @@
 // survivor's recovery of a dead slot use it online.
 
 import { FormatError } from '../errors.js';
-import { JBD2_MAGIC, hasCsumV2orV3 } from '../format/jbd2/superblock.js';
+import { JBD2_MAGIC } from '../format/jbd2/superblock.js';
 import { TagFlag } from '../format/jbd2/log-blocks.js';
-import { crc32cWithHole } from '../format/crc32.js';
-import { openJournal, type OpenJournal } from './journal-reader.js';
+import { openJournal, writeLogStart, type OpenJournal } from './journal-reader.js';
 import { scanJournal, type JournalScan } from './journal-scan.js';
 import type { Ocfs2Volume } from './ocfs2-volume.js';
-
-/** JBD2 superblock fields the replay rewrites (big-endian u32s, reference/ocfs2.md §5.2). */
-const JBD2_S_SEQUENCE_OFFSET = 0x18;
-const JBD2_S_START_OFFSET = 0x1c;
-const JBD2_S_CHECKSUM_OFFSET = 0xfc;
 
 export interface ReplayedTransaction {
   sequence: number;
@@ -95,7 +89,7 @@ export async function replayJournal(vol: Ocfs2Volume, slot: number, opts: Replay
   // the same committed transactions again, which writes the same blocks.
   for (const [home, data] of writes) await vol.dev.write(data, home * bs);
   await vol.dev.flush();
-  await markLogEmpty(vol, j, result.nextSequence);
+  await writeLogStart(vol, j, 0, result.nextSequence);
   return result;
 }
 
@@ -131,18 +125,4 @@ async function planWrites(vol: Ocfs2Volume, j: OpenJournal, scan: JournalScan, r
     result.transactions.push(done);
   }
   return writes;
-}
-
-/** s_start = 0 and s_sequence = next in the JBD2 superblock, in place (checksum redone with csum v2/v3). */
-async function markLogEmpty(vol: Ocfs2Volume, j: OpenJournal, next: number): Promise<void> {
-  const bs = vol.blockSizeBytes;
-  const blk = j.phys(0);
-  // At 512-byte blocks the superblock spans log blocks 0 and 1; both live in one extent.
-  const blocks = Math.ceil(1024 / bs);
-  const buf = await vol.readBlocks(blk, blocks);
-  buf.writeUInt32BE(next >>> 0, JBD2_S_SEQUENCE_OFFSET);
-  buf.writeUInt32BE(0, JBD2_S_START_OFFSET);
-  if (hasCsumV2orV3(j.superblock)) buf.writeUInt32BE(crc32cWithHole(0xffffffff, buf.subarray(0, 1024), JBD2_S_CHECKSUM_OFFSET), JBD2_S_CHECKSUM_OFFSET);
-  await vol.dev.write(buf, blk * bs);
-  await vol.dev.flush();
 }

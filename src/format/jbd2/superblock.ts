@@ -227,3 +227,22 @@ export function freshJbd2Superblock(opts: { blockSize: number; maxLen: number; u
     users: [],
   };
 }
+
+/** s_sequence and s_start (big-endian u32s) and s_checksum in the superblock. */
+export const JBD2_S_SEQUENCE_OFFSET = 0x18;
+export const JBD2_S_START_OFFSET = 0x1c;
+export const JBD2_S_CHECKSUM_OFFSET = 0xfc;
+
+/**
+ * Sets where the log starts, in place in an encoded superblock (the first 1024 bytes of `buf`):
+ * s_start = start (0 = empty log) and s_sequence = sequence, with the checksum redone when the
+ * journal has csum v2/v3. Every other byte is left as it was.
+ */
+export function setJbd2LogStart(buf: Buffer, start: number, sequence: number): void {
+  if (buf.length < JBD2_SUPERBLOCK_BYTES) throw new RangeError(`a JBD2 superblock needs ${JBD2_SUPERBLOCK_BYTES} bytes`);
+  buf.writeUInt32BE(sequence >>> 0, JBD2_S_SEQUENCE_OFFSET);
+  buf.writeUInt32BE(start >>> 0, JBD2_S_START_OFFSET);
+  if (hasCsumV2orV3({ featureIncompat: buf.readUInt32BE(0x28) })) {
+    buf.writeUInt32BE(crc32cWithHole(0xffffffff, buf.subarray(0, JBD2_SUPERBLOCK_BYTES), JBD2_S_CHECKSUM_OFFSET), JBD2_S_CHECKSUM_OFFSET);
+  }
+}
