@@ -111,7 +111,7 @@ export function decodeReservations(buf: Buffer, where: Where = {}): ReservationS
  */
 export function decodeReservationCopies(payload: Buffer, where: Where = {}, need: 'either' | 'both' = 'either'): ReservationState {
   if (payload.length < RESERVATIONS_PAYLOAD_BYTES) {
-    throw new FormatError(`${where.device ?? 'reservations'}: reservations payload needs ${RESERVATIONS_PAYLOAD_BYTES} bytes`, where);
+    formatFail(where, 0, `reservations payload needs ${RESERVATIONS_PAYLOAD_BYTES} bytes, got ${payload.length}`, 'reservations');
   }
   const base = where.offsetBytes ?? 0;
   let best: ReservationState | null = null;

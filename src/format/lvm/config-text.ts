@@ -11,8 +11,7 @@
 // The tree keeps entry order and duplicate keys (lookups see the first), so metadata written by
 // another tool can be rewritten without losing keys sanbox does not know.
 
-import { FormatError } from '../../errors.js';
-import type { Where } from '../where.js';
+import { formatFail, type Where } from '../where.js';
 
 export type ConfigValue = string | number | { float: string } | ConfigValue[];
 
@@ -44,12 +43,8 @@ class Lexer {
   ) {}
 
   fail(pos: number, msg: string): never {
-    const off = (this.where.offsetBytes ?? 0) + pos;
     const line = this.s.slice(0, pos).split('\n').length;
-    throw new FormatError(`${this.where.device ?? 'metadata'}: metadata text does not parse: ${msg} (line ${line}) at offset ${off}`, {
-      device: this.where.device,
-      offsetBytes: off,
-    });
+    return formatFail(this.where, pos, `metadata text does not parse: ${msg} (line ${line})`, 'metadata');
   }
 
   next(): Tok {

@@ -16,6 +16,7 @@ import {
   type Where,
 } from './config-text.js';
 import { dashId, undashId } from './uuid.js';
+import { formatFail } from '../where.js';
 import { LV_STATUS_FLAGS, PV_STATUS_FLAGS, VG_STATUS_FLAGS } from './vg-check.js';
 import type { LvModel, PvModel, SegmentModel, StripeArea, TextTrailer, VgModel } from './vg-model.js';
 
@@ -41,10 +42,7 @@ class Reader {
     readonly path: string,
   ) {}
   fail(msg: string): never {
-    throw new FormatError(`${this.where.device ?? 'metadata'}: metadata ${this.path}: ${msg} at offset ${this.where.offsetBytes ?? 0}`, {
-      device: this.where.device,
-      offsetBytes: this.where.offsetBytes ?? 0,
-    });
+    return formatFail(this.where, 0, `metadata ${this.path}: ${msg}`, 'metadata');
   }
   child(name: string): Reader {
     return new Reader(this.where, `${this.path}/${name}`);
