@@ -162,8 +162,6 @@ export function register(program: Command): void {
       .command('pvs')
       .description('list physical volumes (lvm2\'s report: default columns PV, VG, Fmt, Attr, PSize, PFree)')
       .argument('[images...]', 'image files (default: --devices / SANBOX_DEVICES)')
-      .option('--devices <list>', DEVICES_HELP)
-      .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false),
   ).action(async (images: string[], o: ReportCliOptions & { devices?: string; json: boolean }) => {
     if (o.json) {
       const rows = await withSession(devicesOf(images, o), { readOnly: true, guard: 'none' }, async (s) => pvRows(s.scan));
@@ -285,8 +283,6 @@ export function register(program: Command): void {
       .command('vgs')
       .description('list volume groups (lvm2\'s report: default columns VG, #PV, #LV, #SN, Attr, VSize, VFree)')
       .argument('[vgs...]', 'volume group names (default: all found)')
-      .option('--devices <list>', DEVICES_HELP)
-      .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false),
   ).action(async (names: string[], o: ReportCliOptions & { devices?: string; json: boolean }) => {
     if (o.json) {
       const rows = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => selectVgs(s.scan, names).map((h) => vgRow(h.vg, h.missing.length > 0)));
@@ -466,8 +462,6 @@ export function register(program: Command): void {
       .argument('[vgs...]', 'volume group names (default: all found)')
       .option('--segments', 'one row per segment', false)
       .option('-a, --all', 'include hidden LVs (raid images, lock LVs, …)', false)
-      .option('--devices <list>', DEVICES_HELP)
-      .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false),
   ).action(async (names: string[], o: ReportCliOptions & { segments: boolean; all: boolean; devices?: string; json: boolean }) => {
     if (!o.json) return lvmReport(o.segments ? 'segs' : 'lvs', devicesOf([], o), names, o.all, o);
     await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => {
@@ -490,9 +484,11 @@ interface ReportCliOptions {
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
-/** lvm2's reporting options, shared by pvs, vgs and lvs. */
+/** lvm2's reporting options, shared by pvs, vgs and lvs (with sanbox's --devices and --json). */
 function reportOptions(c: Command): Command {
   return c
+    .option('--devices <list>', DEVICES_HELP)
+    .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
     .option('-o, --options <fields>', "lvm2 field names, comma-separated; '+f' adds to the defaults, '-f' drops one; 'help' lists them", collect, [])
     .option('-O, --sort <fields>', "sort by these fields; '-f' sorts descending", collect, [])
     .option('--noheadings', 'no heading line', false)
