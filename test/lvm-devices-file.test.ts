@@ -92,6 +92,7 @@ test('lvmdevices errors: one line each, exit 1 for a refused change, 2 for bad u
     [['lvmdevices', '--deldev', imgs[2]!], {}, 1, new RegExp(`^sanbox: no devices file entry for ${imgs[2]} in ${file}\\n$`)],
     [['lvmdevices', '--adddev', path.join(dir, 'nope.img')], {}, 1, /^sanbox: \S+nope\.img: no such device or image\n$/],
     [['lvmdevices', '--adddev', imgs[0]!, '--deldev', imgs[1]!], {}, 2, /^sanbox: give one of --adddev and --deldev\n$/],
+    [['lvmdevices', '--adddev', path.join(dir, 'a b.img')], {}, 2, /^sanbox: '\S+\/a b\.img': the devices file cannot name a path with white space\n$/],
     [['lvmdevices'], { SANBOX_DEVICESFILE: '' }, 2, /^sanbox: the devices file is turned off \(SANBOX_DEVICESFILE is empty\); pass --devicesfile PATH\n$/],
   ];
   for (const [args, env, code, msg] of cases) {

@@ -95,3 +95,23 @@ test('pvdisplay [-m], vgdisplay and lvdisplay --maps print what the real tools p
     t.is(sanboxOnly(mine), fromLoops(real.stdout), `${cmd} ${ours.join(' ')}`);
   }
 });
+
+test('pvdisplay and lvdisplay errors: one line, exit 1', async (t) => {
+  const dir = tempDir(t);
+  const [pv, blank] = ['pv.img', 'blank.img'].map((n) => path.join(dir, n)) as [string, string];
+  for (const img of [pv, blank]) fs.writeFileSync(img, ''), fs.truncateSync(img, 16 * MiB);
+  const vg = uniq('derr');
+  await ok(t, ['pvcreate', pv], [pv]);
+  await ok(t, ['vgcreate', vg, pv], [pv]);
+  const cases: [string[], RegExp][] = [
+    [['pvdisplay', blank], new RegExp(`^sanbox: ${blank}: not an LVM physical volume \\(no label in sectors 0-3\\)\\n$`)],
+    [['lvdisplay', `${vg}/nope`], new RegExp(`^sanbox: logical volume ${vg}/nope not found\\n$`)],
+    [['lvdisplay', 'novg'], /^sanbox: volume group "novg" not found on /],
+  ];
+  for (const [args, msg] of cases) {
+    const r = await sanboxCli(t, args, { SANBOX_DEVICES: [pv, blank].join(',') });
+    t.is(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, msg);
+    t.is(r.stderr.split('\n').filter(Boolean).length, 1);
+  }
+});

@@ -217,7 +217,7 @@ test('vgextend, vgreduce and vgdisplay by sanbox: the real pvs/vgs/vgck agree', 
   t.regex(display, /VG Name\s+ext/);
   t.regex(display, /Metadata Sequence No\s+3\n/);
   t.regex(display, /Total PE\s+14\n/);
-  t.regex(display, /Alloc PE \/ Size\s+10 \/ 40\.00m\n/);
+  t.regex(display, /Alloc PE \/ Size\s+10 \/ 40\.00 MiB\n/);
   // vgreduce of a PV that holds extents is refused; after lvremove it works.
   const busy = await sanboxCli(t, ['vgreduce', vg, y, '--devices', imgs.join(',')]);
   t.is(busy.code, 1);

@@ -193,6 +193,7 @@ test('vgchange/lvchange: tags, max LVs/PVs and read-ahead set by sanbox are what
     [['lvchange', '-a', 'y', `${vg}/l1`], 2, /^sanbox: lvchange -a: sanbox maps no LV in the kernel/],
     [['lvchange', '--addtag', 'b a d', `${vg}/l1`], 2, /^sanbox: invalid tag 'b a d' \(letters, digits and _ \+ \. - \/ = ! : & #, at most 1024\)\n$/],
     [['lvchange', '-r', 'fast', `${vg}/l1`], 2, /^sanbox: invalid read ahead 'fast' \(auto, none or a number of sectors\)\n$/],
+    [['vgchange', vg], 2, /^sanbox: vgchange: nothing to change \(--addtag, --deltag, -l, -p\)\n$/],
     [['lvchange', `${vg}/l1`], 2, /^sanbox: lvchange: nothing to change \(--addtag, --deltag, -r\)\n$/],
     [['lvchange', '--addtag', 'x', `${vg}/nope`], 1, new RegExp(`^sanbox: logical volume ${vg}/nope not found\\n$`)],
   ];
