@@ -1,16 +1,18 @@
-// Lock manager benchmark, one run, with its baselines measured in the same run:
-//   1. uncontended lock+unlock latency (tinybench): sanbox dlm EX on a cluster image (this process
+// Lock manager benchmark (issue 16), one run, with its baselines measured in the same run:
+//   1. uncontended EX lock+unlock latency (tinybench): sanbox dlm on a cluster image (this process
 //      is a real node: heartbeat, fence gate) vs flock(2) LOCK_EX/LOCK_UN on a local file vs
-//      `sanlock direct acquire` + `sanlock direct release` on a file (two process spawns; direct
-//      mode has no daemon, reference/locking.md §1.13);
-//   2. EX hand-off rate on one resource between 2, 4 and 8 processes (each a real node), vs a
-//      flock(2) mutex between the same number of processes;
-//   3. throughput on independent resources (4 processes, one resource each), vs flock on one file
-//      per process.
-// For 2 and 3 every holder, inside its critical section, reads and writes a shared "last owner"
-// word, so hand-offs (acquisitions by a different process than the previous holder) are counted
-// the same way for both. sanlock direct cannot hand off at all: an acquire by another host id
-// fails with -241 and `direct release` never frees (§1.13), so it has no row in 2 and 3.
+//      `sanlock direct acquire` + `sanlock direct release` (two process spawns; direct mode has no
+//      daemon, reference/locking.md §1.13);
+//   2. the same latency with 1, 8 and 32 nodes configured (up to 8 running: the others are real
+//      node processes) and 0 or 4000 locks held by the other nodes: the ratio best-to-worst;
+//   3. EX hand-offs on one resource between 2, 4 and 8 processes (each a real node), vs a flock(2)
+//      mutex between the same number of processes, and the hand-off latency p50 of both;
+//   4. lock+unlock on independent resources (4 processes, one resource each) vs 4x the rate of one
+//      process measured the same way in the same run; flock's same ratio is the machine's ceiling;
+//   5. resident memory of a node process holding 4096 locks, vs the same node holding none.
+// For 3 and 4 every holder, inside its critical section, reads and writes a shared "last owner"
+// word and the time it lets go, so hand-offs (acquisitions by a different process than the
+// previous holder) and their latency are counted the same way for both.
 //
 // Usage: npm run bench:dlm [-- --duration-ms 1500 --json]
 
@@ -25,42 +27,75 @@ import { Mode } from '../src/dlm/compat-matrix.js';
 import { Lockspace } from '../src/dlm/lock-manager.js';
 import { initClusterImage, openRegion } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/heartbeat/timing.js';
-import { startNode } from '../src/node/node.js';
-import { arg } from './common.js';
+import { startNode, type RunningNode } from '../src/node/node.js';
+import { arg, median } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const NODES = 9; // 8 bench workers + this process
 const HANDOFF_PROCS = [2, 4, 8];
 const INDEPENDENT_PROCS = 4;
+const SCALE_CONFIGURED = [1, 8, 32];
+const SCALE_RUNNING_MAX = 8;
+const SCALE_HELD = [0, 4000];
+const RSS_LOCKS = 4096;
 
 const durationMs = Number(arg('duration-ms', '1500'));
 const asJson = process.argv.includes('--json');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A clock shared by every process on the machine (ms, sub-µs resolution). */
+const wallMs = () => performance.timeOrigin + performance.now();
 
-/** The critical section both contenders run: read the last owner, count a hand-off, write ourselves. */
-function criticalSection(ownerFd: number, id: number, word: Buffer): boolean {
-  fs.readSync(ownerFd, word, 0, 4, 0);
-  const handoff = word.readUInt32LE(0) !== id;
-  word.writeUInt32LE(id, 0);
-  fs.writeSync(ownerFd, word, 0, 4, 0);
-  return handoff;
+/**
+ * The critical section both contenders run: read the last owner and when it let go, count a
+ * hand-off and its latency, then write ourselves. `leave()` stamps the time we let go.
+ */
+class Shared {
+  private readonly word = Buffer.alloc(16);
+  constructor(private readonly fd: number, private readonly id: number) {}
+  /** Returns the hand-off latency in ms, or undefined when we held it last. */
+  enter(): number | undefined {
+    fs.readSync(this.fd, this.word, 0, 16, 0);
+    const last = this.word.readUInt32LE(0);
+    const releasedAt = this.word.readDoubleLE(8);
+    this.word.writeUInt32LE(this.id, 0);
+    fs.writeSync(this.fd, this.word, 0, 4, 0);
+    return last !== this.id && last !== 0 ? wallMs() - releasedAt : undefined;
+  }
+  leave(): void {
+    this.word.writeDoubleLE(wallMs(), 8);
+    fs.writeSync(this.fd, this.word, 8, 8, 8);
+  }
+}
+
+async function openNode(img: string, id: number): Promise<{ node: RunningNode; ls: Lockspace }> {
+  const node = await startNode({ clusterImage: img, nodeId: id, control: false });
+  const ls = await Lockspace.open(await openRegion(node.device, 'lockspace'), { membership: node.membership, hintDir: path.join(node.info.config.runDir, 'dlm') });
+  return { node, ls };
 }
 
 // ---------------------------------------------------------------------------------------------
-// Worker modes (this file re-executed): --worker dlm|flock IMG_OR_FILE ID RESOURCE OWNERFILE GOFILE
+// Worker modes (this file re-executed):
+//   --worker dlm|flock TARGET ID RESOURCE OWNERFILE GOFILE   contend (or not) on RESOURCE
+//   --worker hold IMG ID COUNT STOPFILE                      join, hold COUNT locks, wait
+//   --worker rss IMG ID COUNT                                report RSS holding 0, then COUNT locks
 
 async function worker(): Promise<void> {
   const i = process.argv.indexOf('--worker');
-  const [kind, target, idText, resource, ownerFile, goFile] = process.argv.slice(i + 1);
+  const kind = process.argv[i + 1];
+  if (kind === 'hold' || kind === 'rss') return holder(kind, process.argv.slice(i + 2));
+  const [target, idText, resource, ownerFile, goFile] = process.argv.slice(i + 2);
   const id = Number(idText);
-  const ownerFd = fs.openSync(ownerFile!, 'r+');
-  const word = Buffer.alloc(4);
+  const shared = new Shared(fs.openSync(ownerFile!, 'r+'), id);
   let acquisitions = 0;
-  let handoffs = 0;
+  const handoffMs: number[] = [];
   const waitGo = async () => {
     process.stdout.write('ready\n');
     while (!fs.existsSync(goFile!)) await sleep(2);
+  };
+  const count = (lat: number | undefined) => {
+    acquisitions++;
+    if (lat !== undefined) handoffMs.push(lat);
   };
   if (kind === 'flock') {
     const fd = fs.openSync(target!, 'r');
@@ -68,77 +103,157 @@ async function worker(): Promise<void> {
     const end = performance.now() + durationMs;
     while (performance.now() < end) {
       fsExt.flockSync(fd, 'ex');
-      acquisitions++;
-      if (criticalSection(ownerFd, id, word)) handoffs++;
+      count(shared.enter());
+      shared.leave();
       fsExt.flockSync(fd, 'un');
     }
-  } else {
-    const node = await startNode({ clusterImage: target!, nodeId: id, control: false });
-    const ls = await Lockspace.open(await openRegion(node.device, 'lockspace'), { membership: node.membership, hintDir: path.join(node.info.config.runDir, 'dlm') });
-    await waitGo();
-    const end = performance.now() + durationMs;
-    while (performance.now() < end) {
-      const lock = await ls.lock(resource!, Mode.EX, { timeoutMs: 10_000 });
-      acquisitions++;
-      if (criticalSection(ownerFd, id, word)) handoffs++;
-      await lock.unlock();
-    }
-    process.stdout.write(JSON.stringify({ acquisitions, handoffs, stats: ls.stats, wakeups: ls.wakeups }) + '\n');
-    await ls.close();
-    await node.stop();
+    process.stdout.write(JSON.stringify({ acquisitions, handoffMs }) + '\n');
     return;
   }
-  process.stdout.write(JSON.stringify({ acquisitions, handoffs }) + '\n');
+  const { node, ls } = await openNode(target!, id);
+  await waitGo();
+  const end = performance.now() + durationMs;
+  while (performance.now() < end) {
+    const lock = await ls.lock(resource!, Mode.EX, { timeoutMs: 10_000 });
+    count(shared.enter());
+    shared.leave();
+    await lock.unlock();
+  }
+  process.stdout.write(JSON.stringify({ acquisitions, handoffMs, stats: ls.stats, wakeups: ls.wakeups }) + '\n');
+  await ls.close();
+  await node.stop();
+}
+
+async function holder(kind: 'hold' | 'rss', args: string[]): Promise<void> {
+  const [img, idText, countText, stopFile] = args;
+  const id = Number(idText);
+  const n = Number(countText);
+  const { node, ls } = await openNode(img!, id);
+  const rssIdle = process.memoryUsage().rss;
+  const held = [];
+  for (let k = 0; k < n; k++) held.push(await ls.lock(`held-${id}-${k}`, Mode.EX, { timeoutMs: 10_000 }));
+  if (kind === 'rss') {
+    (globalThis as { gc?: () => void }).gc?.();
+    await sleep(200);
+    process.stdout.write(JSON.stringify({ rssIdle, rssHolding: process.memoryUsage().rss, locks: held.length }) + '\n');
+  } else {
+    process.stdout.write('ready\n');
+    while (!fs.existsSync(stopFile!)) await sleep(20);
+  }
+  await ls.close();
+  await node.stop();
 }
 
 // ---------------------------------------------------------------------------------------------
 
+interface Child {
+  c: ReturnType<typeof spawn>;
+  out: () => string;
+}
+
+function spawnWorker(args: string[]): Child {
+  const c = spawn(process.execPath, ['--expose-gc', SELF, '--worker', ...args, '--duration-ms', String(durationMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  return { c, out: () => out };
+}
+
+async function waitFor(children: Child[], word: string, boundMs: number): Promise<void> {
+  const deadline = performance.now() + boundMs;
+  while (!children.every((ch) => ch.out().includes(word))) {
+    if (performance.now() > deadline) throw new Error(`bench workers did not say '${word}' within ${boundMs} ms`);
+    if (children.some((ch) => ch.c.exitCode !== null && !ch.out().includes(word))) throw new Error('a bench worker exited early');
+    await sleep(10);
+  }
+}
+
+function lastJson<T>(ch: Child): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      const line = ch.out().trim().split('\n').pop() ?? '';
+      if (ch.c.exitCode !== 0) return reject(new Error(`bench worker exited ${ch.c.exitCode}`));
+      try {
+        resolve(JSON.parse(line) as T);
+      } catch (err) {
+        reject(err as Error);
+      }
+    };
+    if (ch.c.exitCode !== null) done();
+    else ch.c.once('exit', done);
+  });
+}
+
 interface PhaseResult {
   acquisitionsPerS: number;
   handoffsPerS: number;
+  handoffP50Us: number | null;
   perProcess: number[];
 }
 
 async function phase(kind: 'dlm' | 'flock', procs: number, dir: string, img: string, sharedResource: boolean): Promise<PhaseResult> {
-  const ownerFile = path.join(dir, `owner-${kind}-${procs}-${sharedResource}`);
+  const tag = `${kind}-${procs}-${sharedResource}-${Math.random().toString(36).slice(2, 8)}`;
+  const ownerFile = path.join(dir, `owner-${tag}`);
   fs.writeFileSync(ownerFile, Buffer.alloc(4096));
-  const goFile = path.join(dir, `go-${kind}-${procs}-${sharedResource}`);
+  const goFile = path.join(dir, `go-${tag}`);
   const children = Array.from({ length: procs }, (_, i) => {
     const id = i + 1; // node 0 is this process
-    const target = kind === 'dlm' ? img : path.join(dir, sharedResource ? 'flock-shared' : `flock-${id}`);
+    const target = kind === 'dlm' ? img : path.join(dir, sharedResource ? `flock-shared-${tag}` : `flock-${tag}-${id}`);
     if (kind === 'flock') fs.writeFileSync(target, '');
-    const resource = sharedResource ? 'hot' : `res-${id}`;
-    const c = spawn(process.execPath, [SELF, '--worker', kind, target, String(id), resource, ownerFile, goFile, '--duration-ms', String(durationMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    return { c, out: () => out };
+    return spawnWorker([kind, target, String(id), sharedResource ? 'hot' : `res-${id}`, ownerFile, goFile]);
   });
-  const deadline = performance.now() + 30_000;
-  while (!children.every((ch) => ch.out().includes('ready'))) {
-    if (performance.now() > deadline) throw new Error('bench workers did not start');
-    await sleep(10);
-  }
+  await waitFor(children, 'ready', 30_000);
   // Let every node see every other up before the clock starts.
   await sleep(kind === 'dlm' ? 400 : 0);
   fs.writeFileSync(goFile, '');
-  const results = await Promise.all(
-    children.map(
-      (ch) =>
-        new Promise<{ acquisitions: number; handoffs: number }>((resolve, reject) => {
-          ch.c.once('exit', (code) => {
-            const line = ch.out().trim().split('\n').pop() ?? '';
-            if (code !== 0) reject(new Error(`bench worker exited ${code}`));
-            else resolve(JSON.parse(line) as { acquisitions: number; handoffs: number });
-          });
-        }),
-    ),
-  );
+  const results = await Promise.all(children.map((ch) => lastJson<{ acquisitions: number; handoffMs: number[] }>(ch)));
   const seconds = durationMs / 1000;
+  const lat = results.flatMap((r) => r.handoffMs);
   return {
     acquisitionsPerS: results.reduce((a, r) => a + r.acquisitions, 0) / seconds,
-    handoffsPerS: results.reduce((a, r) => a + r.handoffs, 0) / seconds,
+    handoffsPerS: lat.length / seconds,
+    handoffP50Us: lat.length > 0 ? median(lat) * 1000 : null,
     perProcess: results.map((r) => r.acquisitions),
   };
+}
+
+/** p50 of an uncontended EX lock+unlock by node 0 with `configured` nodes, some running and holding locks. */
+async function scaleCase(dir: string, configured: number, heldByOthers: number): Promise<{ configured: number; running: number; heldByOthers: number; p50Us: number; windowReads: number }> {
+  const img = path.join(dir, `scale-${configured}-${heldByOthers}.img`);
+  await initClusterImage(img, { clusterName: 'scale', nodeCount: configured, timing: presetTiming('local'), runDir: path.join(dir, `run-scale-${configured}-${heldByOthers}`) });
+  const running = Math.min(SCALE_RUNNING_MAX, configured);
+  const stopFile = path.join(dir, `stop-${configured}-${heldByOthers}`);
+  const others = running - 1;
+  const helpers = Array.from({ length: others }, (_, i) => {
+    const share = Math.floor(heldByOthers / others) + (i < heldByOthers % others ? 1 : 0);
+    return spawnWorker(['hold', img, String(i + 1), String(share), stopFile]);
+  });
+  try {
+    await waitFor(helpers, 'ready', 120_000);
+    const { node, ls } = await openNode(img, 0);
+    // Alone in the cluster, "locks held by others" are this node's own (there is no other node).
+    const own = others === 0 ? heldByOthers : 0;
+    const mine = [];
+    for (let k = 0; k < own; k++) mine.push(await ls.lock(`own-${k}`, Mode.EX));
+    const bench = new Bench({ time: durationMs, warmupTime: 200 });
+    bench.add('lock+unlock', async () => {
+      const l = await ls.lock('scale-probe', Mode.EX);
+      await l.unlock();
+    });
+    await bench.run();
+    const t = bench.tasks[0]!.result as { latency: { p50: number } };
+    // I/O per operation, counted over a fixed number of them (tinybench's warm-up is not in its count).
+    const reads = ls.stats.windowReads;
+    const COUNTED_OPS = 200;
+    for (let k = 0; k < COUNTED_OPS; k++) await (await ls.lock('scale-probe', Mode.EX)).unlock();
+    const perOp = (ls.stats.windowReads - reads) / COUNTED_OPS;
+    await ls.close();
+    await node.stop();
+    return { configured, running, heldByOthers, p50Us: t.latency.p50 * 1000, windowReads: Math.round(perOp * 100) / 100 };
+  } finally {
+    fs.writeFileSync(stopFile, '');
+    await Promise.all(helpers.map((h) => new Promise((r) => (h.c.exitCode !== null ? r(undefined) : h.c.once('exit', r)))));
+    fs.rmSync(img, { force: true });
+  }
 }
 
 async function main(): Promise<void> {
@@ -148,8 +263,7 @@ async function main(): Promise<void> {
   const report: Record<string, unknown> = {};
   try {
     // 1. Uncontended latency.
-    const node = await startNode({ clusterImage: img, nodeId: 0, control: false });
-    const ls = await Lockspace.open(await openRegion(node.device, 'lockspace'), { membership: node.membership, hintDir: path.join(node.info.config.runDir, 'dlm') });
+    const { node, ls } = await openNode(img, 0);
     const flockFile = path.join(dir, 'flock-latency');
     fs.writeFileSync(flockFile, '');
     const flockFd = fs.openSync(flockFile, 'r');
@@ -164,7 +278,7 @@ async function main(): Promise<void> {
       sanlockOk = false;
       process.stderr.write(`sanlock direct init failed, skipping that baseline LOUDLY: ${(err as Error).message}\n`);
     }
-    const bench = new Bench({ name: 'uncontended lock+unlock', time: 1500, warmupTime: 200 });
+    const bench = new Bench({ name: 'uncontended lock+unlock', time: durationMs, warmupTime: 200 });
     bench.add('sanbox dlm EX lock+unlock (node on a cluster image)', async () => {
       const l = await ls.lock('uncontended', Mode.EX);
       await l.unlock();
@@ -177,18 +291,22 @@ async function main(): Promise<void> {
       bench.add('sanlock direct acquire+release (baseline, 2 spawns)', () => {
         execFileSync('sanlock', ['direct', 'acquire', '-r', slSpec, '-i', '1', '-g', '1'], { stdio: 'pipe' });
         execFileSync('sanlock', ['direct', 'release', '-r', slSpec, '-i', '1', '-g', '1'], { stdio: 'pipe' });
-      }, { });
+      });
     }
     await bench.run();
-    const lat = bench.tasks.map((t) => ({ name: t.name, p50Us: (t.result as { latency: { p50: number } }).latency.p50 * 1000, meanUs: (t.result as { latency: { mean: number } }).latency.mean * 1000, samples: (t.result as { latency: { samplesCount: number } }).latency.samplesCount }));
-    const dlmStats = { ...ls.stats };
+    type Lat = { latency: { p50: number; mean: number; samplesCount: number } };
+    report.latency = bench.tasks.map((t) => ({ name: t.name, p50Us: (t.result as Lat).latency.p50 * 1000, meanUs: (t.result as Lat).latency.mean * 1000, samples: (t.result as Lat).latency.samplesCount }));
+    report.dlmCountersDuringLatency = { ...ls.stats };
     await ls.close();
     await node.stop();
     fs.closeSync(flockFd);
-    report.latency = lat;
-    report.dlmCountersDuringLatency = dlmStats;
 
-    // 2. Hand-off rate on one resource.
+    // 2. Cost against cluster size and locks held elsewhere.
+    const scale = [];
+    for (const configured of SCALE_CONFIGURED) for (const held of SCALE_HELD) scale.push(await scaleCase(dir, configured, held));
+    report.scale = scale;
+
+    // 3. Hand-off rate and latency on one resource.
     const handoff: Record<string, unknown>[] = [];
     for (const n of HANDOFF_PROCS) {
       const d = await phase('dlm', n, dir, img, true);
@@ -197,10 +315,17 @@ async function main(): Promise<void> {
     }
     report.handoff = handoff;
 
-    // 3. Independent resources.
-    const d = await phase('dlm', INDEPENDENT_PROCS, dir, img, false);
-    const f = await phase('flock', INDEPENDENT_PROCS, dir, img, false);
-    report.independent = { processes: INDEPENDENT_PROCS, dlm: d, flock: f };
+    // 4. Independent resources, against 4x one process.
+    report.independent = {
+      processes: INDEPENDENT_PROCS,
+      dlm: await phase('dlm', INDEPENDENT_PROCS, dir, img, false),
+      dlmOne: await phase('dlm', 1, dir, img, false),
+      flock: await phase('flock', INDEPENDENT_PROCS, dir, img, false),
+      flockOne: await phase('flock', 1, dir, img, false),
+    };
+
+    // 5. Memory of a node holding 4096 locks.
+    report.memory = await lastJson<{ rssIdle: number; rssHolding: number; locks: number }>(spawnWorker(['rss', img, '1', String(RSS_LOCKS)]));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -209,22 +334,37 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
     return;
   }
+  printReport(report);
+}
+
+function printReport(report: Record<string, unknown>): void {
+  const w = (s: string) => process.stdout.write(s);
   const lat = report.latency as { name: string; p50Us: number; meanUs: number; samples: number }[];
   const ours = lat[0]!;
-  process.stdout.write(`\nsanbox dlm benchmark (${os.cpus().length} CPUs, ${durationMs} ms per multi-process phase)\n\n1. Uncontended lock+unlock latency (tinybench)\n`);
+  w(`\nsanbox dlm benchmark (${os.cpus().length} CPUs, load ${os.loadavg()[0]!.toFixed(1)}, ${durationMs} ms per phase)\n\n1. Uncontended EX lock+unlock latency (tinybench; target p50 <= 50 µs)\n`);
   for (const l of lat) {
     const ratio = l === ours ? '' : `  dlm/baseline = ${(ours.p50Us / l.p50Us).toFixed(2)}x`;
-    process.stdout.write(`  ${l.name.padEnd(56)} p50 ${l.p50Us.toFixed(1).padStart(9)} µs  mean ${l.meanUs.toFixed(1).padStart(9)} µs  (${l.samples} samples)${ratio}\n`);
+    w(`  ${l.name.padEnd(56)} p50 ${l.p50Us.toFixed(1).padStart(9)} µs  mean ${l.meanUs.toFixed(1).padStart(9)} µs  (${l.samples} samples)${ratio}\n`);
   }
-  process.stdout.write('\n2. EX hand-off on one resource (acquisitions/s, hand-offs/s = acquisitions by a different process than the previous holder)\n');
+  const scale = report.scale as { configured: number; running: number; heldByOthers: number; p50Us: number; windowReads: number }[];
+  w('\n2. The same with N nodes configured, up to 8 running, 0 or 4000 locks held by the others (target best-to-worst <= 1.5x)\n');
+  for (const s of scale) w(`  ${String(s.configured).padStart(2)} configured, ${s.running} running, ${String(s.heldByOthers).padStart(4)} held elsewhere: p50 ${s.p50Us.toFixed(1).padStart(7)} µs, ${s.windowReads} window reads per lock+unlock\n`);
+  const p50s = scale.map((s) => s.p50Us);
+  w(`  best-to-worst: ${(Math.max(...p50s) / Math.min(...p50s)).toFixed(2)}x\n`);
+  w('\n3. EX hand-off on one resource (hand-offs = acquisitions by a different process than the previous holder; target dlm/flock >= 0.5x)\n');
   for (const h of report.handoff as { processes: number; dlm: PhaseResult; flock: PhaseResult }[]) {
-    process.stdout.write(
-      `  ${String(h.processes).padStart(2)} processes: dlm ${h.dlm.acquisitionsPerS.toFixed(0).padStart(7)} acq/s ${h.dlm.handoffsPerS.toFixed(0).padStart(7)} hand-offs/s | flock ${h.flock.acquisitionsPerS.toFixed(0).padStart(8)} acq/s ${h.flock.handoffsPerS.toFixed(0).padStart(7)} hand-offs/s | ratio dlm/flock hand-offs ${(h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS)).toFixed(3)}x, acquisitions ${(h.dlm.acquisitionsPerS / h.flock.acquisitionsPerS).toFixed(3)}x | per-process dlm ${h.dlm.perProcess.join('/')} flock ${h.flock.perProcess.join('/')}\n`,
+    const p = (x: number | null) => (x === null ? '-' : `${x.toFixed(0)} µs`);
+    w(
+      `  ${String(h.processes).padStart(2)} processes: dlm ${h.dlm.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.dlm.handoffP50Us)}, ${h.dlm.acquisitionsPerS.toFixed(0)} acq/s) | flock ${h.flock.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.flock.handoffP50Us)}, ${h.flock.acquisitionsPerS.toFixed(0)} acq/s) | dlm/flock hand-offs ${(h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS)).toFixed(2)}x | per process dlm ${h.dlm.perProcess.join('/')} flock ${h.flock.perProcess.join('/')}\n`,
     );
   }
-  const ind = report.independent as { processes: number; dlm: PhaseResult; flock: PhaseResult };
-  process.stdout.write(`\n3. Independent resources, ${ind.processes} processes (one resource each)\n  dlm ${ind.dlm.acquisitionsPerS.toFixed(0)} lock+unlock/s | flock ${ind.flock.acquisitionsPerS.toFixed(0)} lock+unlock/s | ratio ${(ind.dlm.acquisitionsPerS / ind.flock.acquisitionsPerS).toFixed(3)}x\n`);
-  process.stdout.write('\n  sanlock direct: no hand-off or multi-process rows — another host id cannot acquire (-241) and direct release never frees (reference/locking.md §1.13).\n');
+  const ind = report.independent as { processes: number; dlm: PhaseResult; dlmOne: PhaseResult; flock: PhaseResult; flockOne: PhaseResult };
+  const r = ind.dlm.acquisitionsPerS / (ind.processes * ind.dlmOne.acquisitionsPerS);
+  const rf = ind.flock.acquisitionsPerS / (ind.processes * ind.flockOne.acquisitionsPerS);
+  w(`\n4. Independent resources (target >= 0.7x of ${ind.processes}x one process)\n  dlm ${ind.processes} processes ${ind.dlm.acquisitionsPerS.toFixed(0)} lock+unlock/s, 1 process ${ind.dlmOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.toFixed(2)}x\n  flock ${ind.processes} processes ${ind.flock.acquisitionsPerS.toFixed(0)}/s, 1 process ${ind.flockOne.acquisitionsPerS.toFixed(0)}/s: ratio ${rf.toFixed(2)}x (the machine's ceiling for ${ind.processes} processes on ${os.cpus().length} CPUs)\n`);
+  const mem = report.memory as { rssIdle: number; rssHolding: number; locks: number };
+  w(`\n5. Memory: a node process holding ${mem.locks} locks: RSS ${(mem.rssHolding / 2 ** 20).toFixed(1)} MiB (${(mem.rssIdle / 2 ** 20).toFixed(1)} MiB holding none: ${(((mem.rssHolding - mem.rssIdle) / mem.locks) / 1024).toFixed(2)} KiB per lock)\n`);
+  w('\n  sanlock direct: no hand-off or multi-process rows — another host id cannot acquire (-241) and direct release never frees (reference/locking.md §1.13).\n');
 }
 
 if (process.argv.includes('--worker')) {

@@ -26,6 +26,8 @@ export type CellDecoder<C> = (sector: Buffer, expect: { nodeId: number; row: num
 export class CellWindows<C> {
   private readonly cache = new Map<number, Cached<C>>();
   private spare: Buffer;
+  /** Raw buffers of evicted windows, reused as spares: reading many windows allocates nothing. */
+  private readonly free: Buffer[] = [];
   private readonly windowBytes: number;
   private readonly maxWindows: number;
 
@@ -85,12 +87,13 @@ export class CellWindows<C> {
       this.cache.delete(bucket);
       throw err;
     }
-    this.spare = old ?? Buffer.alloc(this.windowBytes);
     this.cache.set(bucket, { raw: buf, cells });
     while (this.cache.size > this.maxWindows) {
       const oldest = this.cache.keys().next().value as number;
+      this.free.push(this.cache.get(oldest)!.raw);
       this.cache.delete(oldest);
     }
+    this.spare = old ?? this.free.pop() ?? Buffer.alloc(this.windowBytes);
     return cells;
   }
 }

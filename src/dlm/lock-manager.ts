@@ -62,6 +62,8 @@ export { LOCKS_PER_NODE_DEFAULT } from '../format/lockspace.js';
 /** Windows whose blocking notices one pass of the loop checks; the rest wait for the next pass
  * (round robin), so a node holding thousands of locks with basts costs a bounded pass. */
 export const BAST_WINDOWS_PER_PASS_MAX = 32;
+/** Encode buffers kept for reuse (more than a few lock-cell writes in flight at once is rare). */
+const CELL_BUFS_KEPT = 8;
 /** Own-column reads at open: whole rows while a row is at most this big, else one sector per row. */
 const OPEN_SCAN_CHUNK_BYTES = 1024 * 1024;
 const OPEN_SCAN_ROW_BYTES_MAX = 16 * 1024;
@@ -204,6 +206,8 @@ export class Lockspace {
   /** Our own value cells by row, loaded from disk on first use (they outlive incarnations). */
   private readonly ownLvbs = new Map<number, (LvbEntry | undefined)[]>();
   private readonly waiting = new Set<Waiting>();
+  /** Locks with a bast callback: the only ones the pump polls for blocking notices (not all held). */
+  private readonly bastWanted = new Set<Lock>();
   private readonly waker: Waker;
   private readonly lockWindows: CellWindows<LockCell>;
   private readonly lvbWindows: CellWindows<LvbCell>;
@@ -217,8 +221,8 @@ export class Lockspace {
   private nextLockId = 1;
   private writeSeq = 0n;
   private bastCursor = 0;
-  /** Rows whose last read showed another node's entry: a release there touches the row's hint. */
-  private readonly sharedRows = new Set<number>();
+  /** Sectors lock cells are encoded into, reused once their write resolved (no allocation per write). */
+  private readonly cellBufs: Buffer[] = [];
   /** Counters for benchmarks and `status`. */
   readonly stats = { scans: 0, windowReads: 0, sectorsReparsed: 0, tornRetries: 0, writes: 0, grants: 0, waits: 0 };
 
@@ -370,20 +374,20 @@ export class Lockspace {
     return { views, fenced };
   }
 
-  /** Reads a window and notes which of its rows other nodes use (for release hints). */
   private async readWindow(bucket: number): Promise<(LockCell | undefined)[]> {
     this.stats.scans++;
-    const cells = await this.lockWindows.read(bucket);
-    const n = this.layout.header.maxNodes;
-    for (let r = 0; r < WINDOW_ROWS; r++) {
-      let shared = false;
-      for (let node = 0; node < n && !shared; node++) {
-        if (node !== this.nodeId && cells[r * n + node]?.entries.some((e) => e !== undefined)) shared = true;
-      }
-      if (shared) this.sharedRows.add(bucket + r);
-      else this.sharedRows.delete(bucket + r);
-    }
-    return cells;
+    return this.lockWindows.read(bucket);
+  }
+
+  /**
+   * Watches the hints of a lock's window once it meets another node's entry there. Returns true
+   * when the watch is new: the caller then reads again, so a release between its last read and
+   * the watch is not waited out.
+   */
+  private watchWindow(lock: Lock): boolean {
+    let added = false;
+    for (let r = 0; r < WINDOW_ROWS; r++) if (this.waker.watchRow(lock.bucket + r)) added = true;
+    return added;
   }
 
   private async readLvb(bucket: number, resource: Buffer, fenced: FencedHold[]): Promise<LvbState> {
@@ -407,10 +411,16 @@ export class Lockspace {
     entries[index] = entry;
     this.writeSeq++;
     const off = lockCellOffset(this.layout, row, this.nodeId);
-    await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries }, this.layout.sectorSizeBytes), off);
+    // A buffer is reused only after its write resolved: a device (NBD) may send it later than the call.
+    const out = this.cellBufs.pop() ?? Buffer.alloc(this.layout.sectorSizeBytes);
+    try {
+      await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries }, this.layout.sectorSizeBytes, out), off);
+    } finally {
+      if (this.cellBufs.length < CELL_BUFS_KEPT) this.cellBufs.push(out);
+    }
     if (entries.some((e) => e !== undefined)) this.ownLocks.set(row, entries);
     else this.ownLocks.delete(row);
-    if (wakes && this.sharedRows.has(row)) this.waker.hintRow(row);
+    if (wakes) this.waker.hintRow(row);
   }
 
   private ownEntry(lock: Lock): LockEntry | undefined {
@@ -506,10 +516,12 @@ export class Lockspace {
     const lock = new Lock(this, bucket, place.row, place.index, this.nextLockId++, res, this.layout.header.lvbLenBytes);
     lock.bast = opts.bast;
     this.lockObjs.set(lock.slot, lock);
+    this.trackBast(lock);
     return this.enqueue('lock', lock, mode, opts).then(
       () => lock,
       (err: unknown) => {
         this.lockObjs.delete(lock.slot);
+        this.trackBast(lock);
         throw err;
       },
     );
@@ -531,7 +543,10 @@ export class Lockspace {
     this.checkUsable(lock);
     if (!isMode(mode)) throw new DlmError('EINVAL', `invalid lock mode ${String(mode)}`);
     const from = lock.mode!;
-    if (opts.bast !== undefined) lock.bast = opts.bast;
+    if (opts.bast !== undefined) {
+      lock.bast = opts.bast;
+      this.trackBast(lock);
+    }
     if (mode === from) return;
     if (isDownConversion(from, mode)) {
       lock.busy = true;
@@ -564,6 +579,7 @@ export class Lockspace {
     lock.released = true;
     lock.mode = null;
     this.lockObjs.delete(lock.slot);
+    this.trackBast(lock);
   }
 
   private checkUsable(lock: Lock): void {
@@ -593,8 +609,6 @@ export class Lockspace {
     if (!(timeoutMs >= 0)) return Promise.reject(new DlmError('EINVAL', `invalid timeout ${timeoutMs}`));
     if (opts.signal?.aborted) return Promise.reject(new DlmError('ECANCELED', `lock request on ${lock.name} cancelled`));
     lock.busy = true;
-    // Watch the window's hints before the first read, so no release after that read is missed.
-    for (let r = 0; r < WINDOW_ROWS; r++) this.waker.watchRow(lock.bucket + r);
     return new Promise<void>((resolve, reject) => {
       const w: Waiting = {
         kind,
@@ -624,13 +638,19 @@ export class Lockspace {
   /** Granted locks that want blocking notifications (the pump then keeps polling their windows). */
   private bastLocks(): Lock[] {
     const out: Lock[] = [];
-    for (const l of this.lockObjs.values()) if (l.bast !== undefined && l.mode !== null && !l.busy && l.lost === undefined) out.push(l);
+    for (const l of this.bastWanted) if (l.mode !== null && !l.busy && l.lost === undefined) out.push(l);
     return out;
   }
 
   private wantsBasts(): boolean {
-    for (const l of this.lockObjs.values()) if (l.bast !== undefined && l.mode !== null && !l.busy && l.lost === undefined) return true;
+    for (const l of this.bastWanted) if (l.mode !== null && !l.busy && l.lost === undefined) return true;
     return false;
+  }
+
+  /** Keeps `bastWanted` (the locks with a bast callback) in step with a lock's callback and life. */
+  private trackBast(lock: Lock): void {
+    if (lock.bast !== undefined && !lock.released && this.lockObjs.get(lock.slot) === lock) this.bastWanted.add(lock);
+    else this.bastWanted.delete(lock);
   }
 
   startPump(): void {
@@ -707,6 +727,7 @@ export class Lockspace {
   private async advance(w: Waiting, cells: readonly (LockCell | undefined)[]): Promise<boolean> {
     const { lock } = w;
     const { views: others, fenced } = this.liveOthers(cells, lock.bucket, lock.resource, lock.slot);
+    const newlyWatched = others.length > 0 && this.watchWindow(lock);
     if (w.phase === 'doorway') {
       // Bakery doorway: our queue position is one past every ticket on the resource. We also set
       // CLAIM at once when the rule would let us claim on this read (saves a round trip).
@@ -771,7 +792,7 @@ export class Lockspace {
           wrote = true;
         }
         if (this.isDue(w)) return this.withdraw(w, this.dueError(w));
-        return wrote;
+        return wrote || newlyWatched;
       }
     }
   }
@@ -886,7 +907,7 @@ export class Lockspace {
         this.writeSeq++;
         await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries: emptyLockEntries() }, this.layout.sectorSizeBytes), lockCellOffset(this.layout, row, this.nodeId));
         this.ownLocks.delete(row);
-        if (this.sharedRows.has(row)) this.waker.hintRow(row);
+        this.waker.hintRow(row);
       }
     } catch (err) {
       this.log(`releasing locks on close failed: ${(err as Error).message}`);

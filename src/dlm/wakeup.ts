@@ -2,10 +2,11 @@
 // its window at least every pollMaxMs whatever happens here. They only shorten the wait.
 //
 // Per-resource hints (hintDir): the hint of lockspace row r is the file `${hintDir}/r<r>`. A
-// waiter on window h (rows h and h+1) watches those two files (inotify through fs.watch); a node
-// that wrote a row in a way that may unblock someone (a release, a down-conversion, a withdrawn
-// request, a dropped claim) touches that row's file (utimes: one syscall, IN_ATTRIB). So a release
-// wakes the processes waiting on that resource's rows and nobody else. The files live on the
+// waiter on window h (rows h and h+1) watches those two files (inotify through fs.watch) once it
+// has to wait; a node that wrote a row in a way that may unblock someone (a release, a
+// down-conversion, a withdrawn request, a dropped claim) touches that row's file if it exists
+// (stat + utimes, IN_ATTRIB). So a release wakes the processes waiting on that resource's rows and
+// nobody else; an uncontended lock creates no file and no watch. The files live on the
 // local host: across machines (nbd://) no hint arrives and the poll bound applies.
 //
 // Fallback (watchPath, no hintDir): inotify on the whole image file, as version 1 did: every write
@@ -46,14 +47,17 @@ export class Waker {
     return path.join(this.hintDir!, `r${row}`);
   }
 
-  /** Makes sure a change hint for `row` wakes us. Call before the read that may decide to wait. */
-  watchRow(row: number): void {
-    if (this.hintDir === undefined) return;
+  /**
+   * Makes sure a change hint for `row` wakes us; true when that is new (the caller must read again
+   * before it decides to wait: a hint sent before the watch existed was not seen).
+   */
+  watchRow(row: number): boolean {
+    if (this.hintDir === undefined) return false;
     const w = this.rowWatchers.get(row);
     if (w !== undefined) {
       this.rowWatchers.delete(row); // LRU order
       this.rowWatchers.set(row, w);
-      return;
+      return false;
     }
     try {
       if (!this.hintDirReady) {
@@ -71,24 +75,31 @@ export class Waker {
     } catch (err) {
       // Without the hint we still poll; say so once per row.
       this.log(`cannot watch lock hint ${this.hintPath(row)} (${(err as Error).message}); polling only`);
-      return;
+      return false;
     }
     while (this.rowWatchers.size > HINT_WATCHES_MAX) {
       const [oldest, ow] = this.rowWatchers.entries().next().value as [number, fs.FSWatcher];
       ow.close();
       this.rowWatchers.delete(oldest);
     }
+    return true;
   }
 
-  /** Tells waiters on `row` that it changed. Best effort: no file means nobody ever waited there. */
+  /**
+   * Tells waiters on `row` that it changed. A waiter creates the file before it starts watching and
+   * before the read on which it decides to wait, so no file means nobody waits there now. (A stat
+   * first: an ENOENT from utimes costs an exception, several times a stat.)
+   */
   hintRow(row: number): void {
     if (this.hintDir === undefined) return;
+    const p = this.hintPath(row);
+    if (!fs.existsSync(p)) return;
     try {
       const now = new Date();
-      fs.utimesSync(this.hintPath(row), now, now);
+      fs.utimesSync(p, now, now);
       this.hintsSent++;
     } catch {
-      // ENOENT: no waiter has created it; anything else: the waiter's poll bound covers it.
+      // Removed meanwhile, or not ours to touch: the waiter's poll bound covers it.
     }
   }
 

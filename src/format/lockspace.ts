@@ -288,8 +288,10 @@ export function lvbCellOffset(l: LockspaceLayout, row: number, nodeId: number): 
 // ---------------------------------------------------------------------------------------------
 // Framing
 
-function frame(sectorSizeBytes: number, magic: number, owner: number): Buffer {
-  const b = Buffer.alloc(sectorSizeBytes);
+/** A zeroed sector with the common framing; into `out` (a reused sector buffer) when given. */
+function frame(sectorSizeBytes: number, magic: number, owner: number, out?: Buffer): Buffer {
+  if (out !== undefined && out.length !== sectorSizeBytes) throw new RangeError(`output buffer of ${out.length} bytes for a ${sectorSizeBytes}-byte sector`);
+  const b = out?.fill(0) ?? Buffer.alloc(sectorSizeBytes);
   b.writeUInt32LE(magic, 0);
   b.writeUInt16LE(LOCKSPACE_VERSION, 4);
   b.writeUInt32LE(owner, 8);
@@ -436,11 +438,11 @@ export function decodeNodeHeader(b: Buffer, expectNodeId: number, where: Where):
 // ---------------------------------------------------------------------------------------------
 // Cells
 
-function cellFrame(sectorSizeBytes: number, magic: number, c: { nodeId: number; row: number; generation: bigint; seq: bigint }, param: number): Buffer {
+function cellFrame(sectorSizeBytes: number, magic: number, c: { nodeId: number; row: number; generation: bigint; seq: bigint }, param: number, out?: Buffer): Buffer {
   checkU64(c.generation, 'generation');
   checkU64(c.seq, 'seq');
   if (!Number.isInteger(c.row) || c.row < 0 || c.row > 0xffff_ffff) throw new RangeError(`row ${c.row} out of range`);
-  const b = frame(sectorSizeBytes, magic, c.nodeId);
+  const b = frame(sectorSizeBytes, magic, c.nodeId, out);
   b.writeUInt32LE(c.row, 12);
   b.writeBigUInt64LE(c.generation, 16);
   b.writeBigUInt64LE(c.seq, 24);
@@ -474,9 +476,10 @@ function lockEntryProblem(state: LockState, granted: number | null, requested: n
   }
 }
 
-export function encodeLockCell(c: LockCell, sectorSizeBytes: number): Buffer {
+/** Encodes a lock cell into a new sector, or into `out` (reused; the hot path allocates nothing). */
+export function encodeLockCell(c: LockCell, sectorSizeBytes: number, out?: Buffer): Buffer {
   if (c.entries.length !== LOCK_ENTRIES_PER_CELL) throw new RangeError(`a lock cell has ${LOCK_ENTRIES_PER_CELL} entries, not ${c.entries.length}`);
-  const b = cellFrame(sectorSizeBytes, MAGIC_LOCK_CELL, c, LOCK_ENTRIES_PER_CELL);
+  const b = cellFrame(sectorSizeBytes, MAGIC_LOCK_CELL, c, LOCK_ENTRIES_PER_CELL, out);
   c.entries.forEach((e, i) => {
     if (e === undefined) return;
     const o = CELL_HEADER_BYTES + i * LOCK_ENTRY_BYTES;
