@@ -128,7 +128,8 @@ export function checkHistory(events: Ev[], crashed: Set<number>): Report {
         failedAt.set(e.id!, e.t);
         r.failures[e.code!] = (r.failures[e.code!] ?? 0) + 1;
         if (e.code === 'EAGAIN' && !requests.get(e.id!)?.noqueue) v.push(`EAGAIN without NOQUEUE for ${e.id}`);
-        if (!['ETIMEDOUT', 'EAGAIN'].includes(e.code!)) v.push(`request ${e.id} failed with ${e.code}`);
+        // A fenced node's requests fail with EFENCED: allowed only for the crashed (killed, stalled, fenced).
+        if (!['ETIMEDOUT', 'EAGAIN'].includes(e.code!) && !(e.code === 'EFENCED' && crashed.has(e.node))) v.push(`request ${e.id} failed with ${e.code}`);
         break;
       case 'convert-request': {
         convertReq.set(e.id!, e);
@@ -185,7 +186,11 @@ export function checkHistory(events: Ev[], crashed: Set<number>): Report {
 
   // Mutual exclusion.
   const byRes = new Map<string, Interval[]>();
-  for (const i of intervals) byRes.set(i.res, [...(byRes.get(i.res) ?? []), i]);
+  for (const i of intervals) {
+    const list = byRes.get(i.res);
+    if (list === undefined) byRes.set(i.res, [i]);
+    else list.push(i);
+  }
   for (const list of byRes.values()) {
     for (let a = 0; a < list.length; a++) {
       for (let b = a + 1; b < list.length; b++) {

@@ -46,7 +46,8 @@ async function main(): Promise<void> {
   node.membership.subscribe((ev) => {
     if (ev.kind === 'fenced' && ev.nodeId !== nodeId) record({ ev: 'fenced', victim: ev.nodeId, generation: ev.generation.toString(16) });
   });
-  const deadline = performance.now() + 15_000;
+  // Bound on seeing every node up; the soak (16 processes on a loaded machine) raises it.
+  const deadline = performance.now() + Number(process.env.DLM_JOIN_BOUND_MS ?? 15_000);
   while (node.membership.members().filter((m) => m.state === 'up').length < nodes) {
     if (performance.now() > deadline) throw new Error(`node ${nodeId}: not all ${nodes} nodes came up`);
     await sleep(20);
