@@ -12,12 +12,11 @@ import path from 'node:path';
 import { openDevice } from '../src/disk/index.js';
 import { encodeCommit, encodeRevoke } from '../src/format/jbd2/log-blocks.js';
 import { JBD2_MAGIC } from '../src/format/jbd2/superblock.js';
-import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
 import { SanboxError } from '../src/errors.js';
 import { heartbeatRegionOf, JournalWriter, Ocfs2Volume, openJournal, readSlotMap, replayJournal } from '../src/fs/index.js';
 import { fuzzRandom } from './helpers/fuzz.js';
 import { fsckOk, hasTool, realMkfs, runTool } from './helpers/ocfs2-oracle.js';
-import { readFileAt, runSanbox, tempDir } from './helpers/tmp.js';
+import { collect, exited, readFileAt, REPO_ROOT, runSanbox, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
 import type { ExecutionContext } from 'ava';
 
 const BS = 4096;
@@ -170,27 +169,18 @@ test('recover refuses a slot whose node still heartbeats on the volume, and writ
     t.is((await readSlotMap(vol)).slots[0]!.nodeNum, node);
     return heartbeatRegionOf(vol);
   });
-  // Node 7 heartbeats: a new sequence every 200 ms, as long as the test runs.
-  const fd = fs.openSync(img, 'r+');
-  let seq = 1000n;
-  const beat = (): void => {
-    seq += 1n;
-    fs.writeSync(fd, encodeO2hbBlock({ seq, nodeId: node, generation: 0x1234n, deadMs: 62000 }, region.blockSizeBytes), 0, region.blockSizeBytes, region.offsetBytes + node * region.blockSizeBytes);
-  };
-  beat();
-  const timer = setInterval(beat, 200);
-  t.teardown(() => {
-    clearInterval(timer);
-    fs.closeSync(fd);
-  });
+  // Node 7 heartbeats from its own process: a new sequence every 200 ms.
+  const beater = spawnChild(t, process.execPath, [path.join(REPO_ROOT, 'dist/test/helpers/o2hb-beater.js'), img, String(region.offsetBytes), String(region.blockSizeBytes), String(node), '200']);
+  const io = collect(beater);
+  await waitFor(() => io.out().includes('beating'), 10_000, 'the heartbeat writer to start');
   const home0 = readFileAt(img, HOME[0]! * BS, BS);
   const r = await runSanbox(t, ['recover', img, '--observe-ms', '1500']);
   t.is(r.code, 1, r.stdout);
   t.regex(r.stderr, /slot 0: node 7 still heartbeats on the volume/);
   t.deepEqual(readFileAt(img, HOME[0]! * BS, BS), home0, 'nothing replayed');
   // Once it stops (a clean stop writes generation 0), the slot is recovered.
-  clearInterval(timer);
-  fs.writeSync(fd, encodeO2hbBlock({ seq: seq + 1n, nodeId: node, generation: 0n, deadMs: 62000 }, region.blockSizeBytes), 0, region.blockSizeBytes, region.offsetBytes + node * region.blockSizeBytes);
+  beater.kill('SIGTERM');
+  await exited(beater, 10_000);
   const r2 = await runSanbox(t, ['recover', img, '--observe-ms', '1500']);
   t.is(r2.code, 0, r2.stderr);
   t.regex(r2.stdout, /slot 0 \(node 7\): replayed transactions/);
