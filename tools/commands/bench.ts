@@ -7,7 +7,6 @@ import type { Command } from 'commander';
 import { UsageError } from '../../src/errors.js';
 import { refuseSignatures } from '../../src/disk/signature-probe.js';
 import { runBench, type BenchReport, type BenchRow } from '../../src/perf/bench.js';
-import { renderSvg } from '../../src/perf/plot.js';
 import { BENCH_WORKLOADS, workloadId, writes, type Workload } from '../../src/perf/workloads.js';
 import { deviceList } from '../../src/volume/devices.js';
 import { openTarget } from '../../src/volume/resolve.js';
@@ -149,7 +148,12 @@ export function register(program: Command): void {
         bar?.stop();
         await dev.close();
       }
-      if (o.plot !== undefined) fs.writeFileSync(o.plot, await renderSvg(report));
+      if (o.plot !== undefined) {
+        // Loaded only for --plot: vega and vega-lite take about a second to import, which every
+        // other sanbox command (this module is registered for all of them) should not pay.
+        const { renderSvg } = await import('../../src/perf/plot.js');
+        fs.writeFileSync(o.plot, await renderSvg(report));
+      }
       if (o.json) printJson(jsonReport(report, o.plot !== undefined));
       else {
         printReport(report);
