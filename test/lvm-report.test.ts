@@ -96,19 +96,23 @@ const LISTS: { cmd: 'pvs' | 'vgs' | 'lvs'; key: string; args: string[] }[] = [
   { cmd: 'lvs', key: 'lv', args: ['-o', 'lv_name,vg_name,vg_extent_count,seg_count', '-O', '-seg_count,lv_name'] },
 ];
 
-test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field and in the same order, for 15 -o lists', async (t) => {
+test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, in the same order and in the same text, for 15 -o lists', async (t) => {
   const f = await fixture(t);
   for (const { cmd, key, args } of LISTS) {
     const what = `${cmd} ${args.join(' ')}`;
     const target = cmd === 'pvs' ? [] : [f.vg];
-    const theirs = jsonRows(await real(t, f, cmd, [...args, '--reportformat', 'json', ...target]), key);
-    const mine = jsonRows(await ours(t, f, cmd, [...args, '--reportformat', 'json', ...target]), key);
+    const theirText = await real(t, f, cmd, [...args, '--reportformat', 'json', ...target]);
+    const myText = await ours(t, f, cmd, [...args, '--reportformat', 'json', ...target]);
+    const theirs = jsonRows(theirText, key);
+    const mine = jsonRows(myText, key);
     t.true(theirs.length > 0, `${what}: lvm2 reports rows`);
     t.is(mine.length, theirs.length, `${what}: row count`);
     for (const [i, row] of theirs.entries()) {
       t.deepEqual(Object.keys(mine[i] ?? {}), Object.keys(row), `${what}: row ${i} has lvm2's fields in lvm2's order`);
       for (const k of Object.keys(row)) t.is(mine[i]?.[k], row[k], `${what}: row ${i} ${k}`);
     }
+    // And the JSON text itself, indentation and separators included, is lvm2's.
+    t.is(myText, theirText, `${what}: the JSON text`);
   }
 });
 
