@@ -205,3 +205,22 @@ test('vgchange/lvchange: tags, max LVs/PVs and read-ahead set by sanbox are what
     t.deepEqual(imgs.map(sha), before, `${args.join(' ')} wrote nothing`);
   }
 });
+
+test('an LV sanbox cannot read (an lvm2 "error" segment) is not removed without -y: its contents are unknown; with -y the real lvs sees it gone', async (t) => {
+  const imgs = await images(t, 1, 32 * MiB);
+  const loops = [await attachLoop(t, imgs[0]!)];
+  const vg = uniq('unk');
+  for (const [cmd, args] of [['pvcreate', loops], ['vgcreate', [vg, ...loops]], ['lvcreate', ['--driverloaded', 'n', '-an', '--type', 'error', '-L', '4m', '-n', 'err', vg]]] as const) {
+    const r = await lvm(cmd, loops, [...args]);
+    t.is(r.code, 0, `${cmd}: ${r.stderr}`);
+  }
+  const before = sha(imgs[0]!);
+  const r = await run(t, ['lvremove', `${vg}/err`], imgs);
+  t.is(r.code, 1);
+  t.is(r.stderr, `sanbox: ${vg}/err holds contents sanbox cannot read (${vg}/err: segment type 'error' cannot be opened by sanbox (only linear and striped)); removing it destroys that; pass -y (--yes) to confirm, stdin is not a terminal\n`);
+  t.is(sha(imgs[0]!), before);
+  await ok(t, ['lvremove', '-y', `${vg}/err`], imgs);
+  const after = await lvm('lvs', loops, ['--driverloaded', 'n', '--noheadings', '-o', 'lv_name', vg]);
+  t.is(after.code, 0, after.stderr);
+  t.is(after.stdout.trim(), '');
+});

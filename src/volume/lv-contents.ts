@@ -5,12 +5,15 @@
 // before removing or reducing an active one.
 
 import { probeSignatures, type SignatureHit } from '../disk/signature-probe.js';
+import { SanboxError } from '../errors.js';
 import { openLv, withSession } from './manager.js';
 import { acquireLvGuard } from './vg-lock.js';
 
 export interface LvClaim {
   /** Signatures found at the start of the LV (ocfs2, ext4, a nested PV, …). */
   signatures: SignatureHit[];
+  /** Why the LV could not be read (a segment type sanbox does not map, a missing PV): its contents are unknown. */
+  unreadable?: string;
   /** Gives the LV's in-use guard back. */
   release: () => void;
 }
@@ -23,17 +26,31 @@ export async function claimLv(specs: string[], vgName: string, lvName: string): 
   // An LV that does not exist has nothing to protect: the change itself reports it.
   if (lvId === undefined) return { signatures: [], release: () => undefined };
   const release = acquireLvGuard(`${vgName}/${lvName}`, lvId, 'exclusive');
+  let dev;
   try {
-    const dev = await openLv(specs, vgName, lvName, { readOnly: true, guard: 'none' });
-    try {
-      return { signatures: await probeSignatures(dev), release };
-    } finally {
-      await dev.close();
-    }
+    dev = await openLv(specs, vgName, lvName, { readOnly: true, guard: 'none' });
   } catch (err) {
+    // Not mappable here (thin, raid, … or a PV missing): the contents are unknown, which is a
+    // reason to ask, not to refuse — lvm2 can remove such LVs and so can sanbox.
+    if (err instanceof SanboxError && (err.code === 'EINVAL' || err.code === 'ENOENT')) return { signatures: [], unreadable: err.message, release };
     release();
     throw err;
   }
+  try {
+    return { signatures: await probeSignatures(dev), release };
+  } catch (err) {
+    release();
+    throw err;
+  } finally {
+    await dev.close();
+  }
+}
+
+/** What a claimed LV holds, for messages; undefined when nothing is known to be there. */
+export function describeClaim(c: LvClaim): string | undefined {
+  if (c.signatures.length) return describeSignatures(c.signatures);
+  if (c.unreadable !== undefined) return `contents sanbox cannot read (${c.unreadable})`;
+  return undefined;
 }
 
 /** "an ocfs2 volume (signature at offset 8192)" for messages. */

@@ -15,7 +15,7 @@ import { entryLine } from '../../src/format/devices-file.js';
 import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
 import { addDevice, delDevice, DEVICES_FILE_ENV, devicesFilePath, readDevicesFile, writeDevicesFile } from '../../src/volume/devices-file.js';
 import { applyLvChange, applyVgChange, parseReadAhead, parseTag, type LvChange, type VgChange } from '../../src/volume/change.js';
-import { claimLv, describeSignatures, type LvClaim } from '../../src/volume/lv-contents.js';
+import { claimLv, describeClaim, type LvClaim } from '../../src/volume/lv-contents.js';
 import { readPv } from '../../src/volume/pv.js';
 import { createNotes, resizeNotes } from '../../src/volume/size-notes.js';
 import {
@@ -223,7 +223,10 @@ export function register(program: Command): void {
       try {
         for (const lv of lvs) claims.push(await claimLv(devices, vg, lv.name));
         if (lvs.length) {
-          const held = lvs.map((lv, i) => (claims[i]!.signatures.length ? `${lv.name} (${describeSignatures(claims[i]!.signatures)})` : lv.name));
+          const held = lvs.map((lv, i) => {
+            const what = describeClaim(claims[i]!);
+            return what === undefined ? lv.name : `${lv.name} (${what})`;
+          });
           const what = `volume group "${vg}" contains ${lvs.length} logical volume${lvs.length > 1 ? 's' : ''}: ${held.join(', ')}`;
           await confirm(`Do you really want to remove volume group "${vg}" containing ${lvs.length} logical volumes?`, `${what}; removing it removes them`, o.force || o.yes);
         }
@@ -404,9 +407,8 @@ export function register(program: Command): void {
       // Reducing cuts the end off whatever the LV holds: claim it (refused while open) and ask.
       const claim = mode === 'reduce' ? await claimLv(devices, vg, lv) : undefined;
       try {
-        if (claim?.signatures.length) {
-          await confirm(`Do you really want to reduce ${vg}/${lv}, which holds ${describeSignatures(claim.signatures)}? THIS MAY DESTROY YOUR DATA.`, `${vg}/${lv} holds ${describeSignatures(claim.signatures)}; reducing it may destroy that`, o.yes === true);
-        }
+        const held = claim && describeClaim(claim);
+        if (held !== undefined) await confirm(`Do you really want to reduce ${vg}/${lv}, which holds ${held}? THIS MAY DESTROY YOUR DATA.`, `${vg}/${lv} holds ${held}; reducing it may destroy that`, o.yes === true);
         const out = await lvResize(devices, vg, lv, req, mode, parseStripes(o), context());
         const from = before.lvs.find((l) => l.name === lv)?.extents ?? 0;
         for (const n of resizeNotes(`${vg}/${lv}`, before.extentBytes, req, from, lvExtentCount(out))) say(n);
@@ -445,9 +447,8 @@ export function register(program: Command): void {
       const devices = devicesOf([], o);
       const claim = await claimLv(devices, vg, lv);
       try {
-        if (claim.signatures.length) {
-          await confirm(`Do you really want to remove ${vg}/${lv}, which holds ${describeSignatures(claim.signatures)}?`, `${vg}/${lv} holds ${describeSignatures(claim.signatures)}; removing it destroys that`, o.yes);
-        }
+        const held = describeClaim(claim);
+        if (held !== undefined) await confirm(`Do you really want to remove ${vg}/${lv}, which holds ${held}?`, `${vg}/${lv} holds ${held}; removing it destroys that`, o.yes);
         await lvRemove(devices, vg, lv, context());
       } finally {
         claim.release();
