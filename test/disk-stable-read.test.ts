@@ -7,7 +7,7 @@ import path from 'node:path';
 import { DiskError, FormatError } from '../src/errors.js';
 import type { BlockDevice } from '../src/disk/device.js';
 import { openDevice } from '../src/disk/open.js';
-import { readStable, readStableSync, TORN_READ_PAUSE_MS_TOTAL, TORN_READ_RETRIES_MAX } from '../src/disk/stable-read.js';
+import { readStable, readStableSync, retryTorn, TORN_READ_PAUSE_MS_TOTAL, TORN_READ_RETRIES_MAX } from '../src/disk/stable-read.js';
 import { decodeNodeRecord, NODE_RECORD_BYTES } from '../src/format/node-record.js';
 import { initClusterImage, nodeRecordOffset, readNodeRecords } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/heartbeat/timing.js';
@@ -127,4 +127,25 @@ test('node records torn by another process mid-write are never reported as corru
   }
   t.true(tornSeen > 0, 'the writer never tore a plain read: the race did not happen');
   t.deepEqual([...generations].sort(), [1n, 2n]);
+});
+
+test('retryTorn with sameErrorIsDamage reports an error seen twice at once, and retries one that changes', async (t) => {
+  let runs = 0;
+  const sameEveryTime = async (): Promise<number> => {
+    runs++;
+    throw new FormatError('pv: label CRC mismatch at offset 528');
+  };
+  await t.throwsAsync(retryTorn(sameEveryTime, { sameErrorIsDamage: true }), { instanceOf: FormatError });
+  t.is(runs, 2);
+  runs = 0;
+  const movingThenGood = async (): Promise<number> => {
+    runs++;
+    if (runs < 4) throw new FormatError(`pv: mda_header checksum mismatch #${runs}`);
+    return runs;
+  };
+  t.is(await retryTorn(movingThenGood, { sameErrorIsDamage: true }), 4);
+  // Without the option the same error is retried for the whole bound.
+  runs = 0;
+  await t.throwsAsync(retryTorn(sameEveryTime), { instanceOf: FormatError });
+  t.is(runs, TORN_READ_RETRIES_MAX + 1);
 });

@@ -30,34 +30,49 @@ export const TORN_READ_PAUSE_MS_TOTAL = (TORN_READ_RETRIES_MAX * (TORN_READ_RETR
 export interface StableReadOptions {
   /** `buf` already holds a read of this range (part of a bulk read): decode it before reading again. */
   preRead?: boolean;
+  /**
+   * The same FormatError message twice in a row means the damage is on disk: report it at once
+   * instead of using the whole bound. For multi-sector structures read in one go (a PV's label,
+   * mda headers and text), whose torn reads differ from read to read. Not for single records: a
+   * slow writer can leave the same torn bytes visible for two reads.
+   */
+  sameErrorIsDamage?: boolean;
   /** Called before each re-read, e.g. to count torn reads in a component's stats. */
   onRetry?(err: FormatError, attempt: number): void;
 }
 
+/** The pause before the next attempt after `err`, or `err` thrown when it is not worth retrying. */
+function pauseBeforeRetry(err: unknown, attempt: number, previous: string | undefined, opts: StableReadOptions): number {
+  if (!(err instanceof FormatError) || attempt > TORN_READ_RETRIES_MAX || (opts.sameErrorIsDamage === true && err.message === previous)) throw err;
+  opts.onRetry?.(err, attempt);
+  return tornReadPauseMs(attempt);
+}
+
 /**
- * Reads `buf.length` bytes at `offsetBytes` and decodes them. A FormatError from `decode` (a torn
- * or corrupt record) makes it pause and read again, at most TORN_READ_RETRIES_MAX times; then the
- * last FormatError is thrown. Any other error (an I/O error, a bug) is thrown at once.
+ * Runs `once` (a read and decode) until it returns. A FormatError (a torn or corrupt record) makes
+ * it pause and run again, at most TORN_READ_RETRIES_MAX times; then the last FormatError is
+ * thrown. Any other error (an I/O error, a bug) is thrown at once.
  */
-export async function readStable<T>(device: BlockDevice, buf: Buffer, offsetBytes: number, decode: (record: Buffer) => T, opts: StableReadOptions = {}): Promise<T> {
-  if (opts.preRead !== true) await device.read(buf, offsetBytes);
+export async function retryTorn<T>(once: () => Promise<T>, opts: StableReadOptions = {}): Promise<T> {
+  let previous: string | undefined;
   for (let attempt = 1; ; attempt++) {
-    const r = decodeOrPause(buf, decode, attempt, opts);
-    if ('value' in r) return r.value;
-    await sleepMs(r.pauseMs);
-    await device.read(buf, offsetBytes);
+    try {
+      return await once();
+    } catch (err) {
+      await sleepMs(pauseBeforeRetry(err, attempt, previous, opts));
+      previous = (err as Error).message;
+    }
   }
 }
 
-/** One decode of the retry loop: the record, or how long to pause before reading it again (throws past the bound). */
-function decodeOrPause<T>(buf: Buffer, decode: (record: Buffer) => T, attempt: number, opts: StableReadOptions): { value: T } | { pauseMs: number } {
-  try {
-    return { value: decode(buf) };
-  } catch (err) {
-    if (!(err instanceof FormatError) || attempt > TORN_READ_RETRIES_MAX) throw err;
-    opts.onRetry?.(err, attempt);
-    return { pauseMs: tornReadPauseMs(attempt) };
-  }
+/** Reads `buf.length` bytes at `offsetBytes` and decodes them, under retryTorn's bound. */
+export async function readStable<T>(device: BlockDevice, buf: Buffer, offsetBytes: number, decode: (record: Buffer) => T, opts: StableReadOptions = {}): Promise<T> {
+  let read = opts.preRead !== true;
+  return retryTorn(async () => {
+    if (read) await device.read(buf, offsetBytes);
+    read = true;
+    return decode(buf);
+  }, opts);
 }
 
 /**
@@ -67,10 +82,14 @@ function decodeOrPause<T>(buf: Buffer, decode: (record: Buffer) => T, attempt: n
  */
 export function readStableSync<T>(readSync: (buf: Buffer) => void, buf: Buffer, decode: (record: Buffer) => T, opts: StableReadOptions = {}): T {
   if (opts.preRead !== true) readSync(buf);
+  let previous: string | undefined;
   for (let attempt = 1; ; attempt++) {
-    const r = decodeOrPause(buf, decode, attempt, opts);
-    if ('value' in r) return r.value;
-    sleepSyncMs(r.pauseMs);
-    readSync(buf);
+    try {
+      return decode(buf);
+    } catch (err) {
+      sleepSyncMs(pauseBeforeRetry(err, attempt, previous, opts));
+      previous = (err as Error).message;
+      readSync(buf);
+    }
   }
 }

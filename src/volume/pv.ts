@@ -29,6 +29,7 @@ import {
 } from '../format/lvm/mda-header.js';
 import { parseVgText, type ParsedVgText } from '../format/lvm/vg-text.js';
 import { refuseSignatures } from '../disk/signature-probe.js';
+import { retryTorn } from '../disk/stable-read.js';
 
 /** mda1 always starts here: LABEL_SCAN_SIZE rounded up to the page size (lvm2.md §1). */
 export const MDA1_START_BYTES = 4096;
@@ -52,26 +53,12 @@ export interface PvState {
   mdas: MdaState[];
 }
 
-/**
- * A read that races a commit in another process can see a header sector mid-write. On a format
- * error the PV is read again at once: the same error twice means the damage is on disk and is
- * reported; a different outcome means the data moved, and reading continues (bounded).
- */
-const TORN_READ_RETRIES = 3;
-const TORN_READ_PAUSE_MS = 5;
-
 /** Reads a PV: undefined when the device has no LVM label. Any defect throws FormatError. */
 export async function readPv(dev: BlockDevice, opts: { withoutText?: boolean } = {}): Promise<PvState | undefined> {
-  let previous: string | undefined;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await readPvOnce(dev, opts.withoutText ?? false);
-    } catch (err) {
-      if (!(err instanceof FormatError) || attempt >= TORN_READ_RETRIES || err.message === previous) throw err;
-      previous = err.message;
-      if (attempt > 0) await new Promise((r) => setTimeout(r, TORN_READ_PAUSE_MS));
-    }
-  }
+  // A read that races a commit in another process can see a header sector mid-write: the PV is
+  // read again (the one torn-read bound, src/disk/stable-read.ts); the same error twice means the
+  // damage is on disk and is reported.
+  return retryTorn(() => readPvOnce(dev, opts.withoutText ?? false), { sameErrorIsDamage: true });
 }
 
 async function readPvOnce(dev: BlockDevice, withoutText: boolean): Promise<PvState | undefined> {
