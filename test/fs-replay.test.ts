@@ -67,6 +67,12 @@ test('recover replays like fsck.ocfs2: later transactions win, escaped blocks, u
   const copy = path.join(dir, 'copy.img');
   fs.copyFileSync(img, copy);
 
+  const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+  const beforeDry = sha(img);
+  const dry = await runSanbox(t, ['recover', img, '--dry-run']);
+  t.is(dry.code, 0, dry.stderr);
+  t.regex(dry.stdout, /slot 0 \(no node in the slot map\): replayed transactions \d+\.\.\d+ \(2\), 3 home blocks.*\[dry run: nothing written\]/);
+  t.is(sha(img), beforeDry, '--dry-run writes nothing');
   const r = await runSanbox(t, ['recover', img, '--json']);
   t.is(r.code, 0, r.stderr);
   const res = JSON.parse(r.stdout) as { slot: number; dirty: boolean; replay?: { transactions: { sequence: number; homeBlocks: number[] }[]; nextSequence: number; endSequence: number } }[];
