@@ -11,6 +11,8 @@ import { readStable, readStableSync, retryTorn, TORN_READ_PAUSE_MS_TOTAL, TORN_R
 import { decodeNodeRecord, NODE_RECORD_BYTES } from '../src/format/node-record.js';
 import { initClusterImage, nodeRecordOffset, readNodeRecords } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/heartbeat/timing.js';
+import { readSlots } from '../src/heartbeat/heartbeat.js';
+import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
 import { collect, REPO_ROOT, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
 
 const TORN_WRITER = path.join(REPO_ROOT, 'dist/test/helpers/torn-record-writer.js');
@@ -148,4 +150,35 @@ test('retryTorn with sameErrorIsDamage reports an error seen twice at once, and 
   runs = 0;
   await t.throwsAsync(retryTorn(sameEveryTime), { instanceOf: FormatError });
   t.is(runs, TORN_READ_RETRIES_MAX + 1);
+});
+
+test('readSlots with stable re-reads a slot torn in the bulk read; without it the torn block is returned', async (t) => {
+  const good = encodeO2hbBlock({ seq: 5n, nodeId: 2, generation: 9n, deadMs: 1000 }, 512);
+  const torn = Buffer.from(good);
+  torn[0] ^= 0xff; // seq half-written: the checksum no longer matches
+  let reads = 0;
+  const dev: BlockDevice = {
+    name: 'hb',
+    sizeBytes: 4 * 512,
+    sectorSizeBytes: 512,
+    readOnly: true,
+    async read(buf: Buffer, offsetBytes: number): Promise<void> {
+      buf.fill(0);
+      const slot2 = 2 * 512 - offsetBytes;
+      if (slot2 >= 0 && slot2 < buf.length) (reads++ === 0 ? torn : good).copy(buf, slot2);
+    },
+    async write(): Promise<void> {},
+    async flush(): Promise<void> {},
+    async discard(): Promise<void> {},
+    async close(): Promise<void> {},
+  };
+  const region = { name: 'hb', device: dev, offsetBytes: 0, blockBytes: 512, slotCount: 4 };
+  const stable = await readSlots(region, undefined, { stable: true });
+  t.true(stable.every((b) => b.cksumValid));
+  t.is(stable[2]!.seq, 5n);
+  t.is(reads, 2);
+  reads = 0;
+  const plain = await readSlots(region);
+  t.false(plain[2]!.cksumValid);
+  t.is(reads, 1);
 });

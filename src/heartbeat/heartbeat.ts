@@ -48,12 +48,19 @@ export function newGeneration(): bigint {
   }
 }
 
-export async function readSlots(region: HeartbeatRegion, buf?: Buffer): Promise<DecodedO2hbBlock[]> {
+/**
+ * Reads every slot in one read. With `stable`, a slot with a bad checksum is read again on its own
+ * (readSlotStable): for one-shot readers such as `cluster status`, which would otherwise show a
+ * torn read as a bad block. The heartbeat loop does not: there a bad checksum is a missed sample.
+ */
+export async function readSlots(region: HeartbeatRegion, buf?: Buffer, opts: { stable?: boolean } = {}): Promise<DecodedO2hbBlock[]> {
   const b = buf ?? Buffer.alloc(region.slotCount * region.blockBytes);
   await region.device.read(b, region.offsetBytes);
   const out: DecodedO2hbBlock[] = [];
   for (let n = 0; n < region.slotCount; n++) {
-    out.push(decodeO2hbBlock(b.subarray(n * region.blockBytes, (n + 1) * region.blockBytes), { device: region.device.name, offsetBytes: region.offsetBytes + n * region.blockBytes }));
+    const sector = b.subarray(n * region.blockBytes, (n + 1) * region.blockBytes);
+    const block = decodeO2hbBlock(sector, { device: region.device.name, offsetBytes: slotOffsetBytes(region, n) });
+    out.push(opts.stable === true && !block.cksumValid ? await readSlotStable(region, n, sector) : block);
   }
   return out;
 }

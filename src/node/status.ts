@@ -91,7 +91,7 @@ export class StatusReader {
   /** `lastChange` (optional, for --watch) maps node → [seq, monotonic ms when it last changed]. */
   async read(lastChange?: Map<number, { seq: bigint; atMs: number }>): Promise<ClusterStatus> {
     const { info, dev } = this;
-    const blocks = await readSlots(clusterHeartbeatRegion(info, dev));
+    const blocks = await readSlots(clusterHeartbeatRegion(info, dev), undefined, { stable: true });
     const records = await readNodeRecords(dev, info);
     const pr = await this.readReservations();
     const tag = clusterTag(info);
