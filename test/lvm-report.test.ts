@@ -96,6 +96,19 @@ const LISTS: { cmd: 'pvs' | 'vgs' | 'lvs'; key: string; args: string[] }[] = [
   { cmd: 'lvs', key: 'lv', args: ['-o', 'lv_name,vg_name,vg_extent_count,seg_count', '-O', '-seg_count,lv_name'] },
 ];
 
+test('lvs VG/LV reports just those LVs, as lvm2 does', async (t) => {
+  const f = await fixture(t);
+  const args = ['--reportformat', 'json', '-o', 'lv_name,lv_size,devices', `${f.vg}/lin`, `${f.vg}/span`];
+  const mine = await ours(t, f, 'lvs', args);
+  t.is(mine, await real(t, f, 'lvs', args));
+  t.deepEqual(jsonRows(mine, 'lv').map((r) => r.lv_name), ['lin', 'lin', 'span', 'span'], 'one row per segment (devices is a segment field)');
+  const json = JSON.parse(await ours(t, f, 'lvs', ['--json', `${f.vg}/lin`])) as { lv: { lv_name: string }[] };
+  t.deepEqual(json.lv.map((r) => r.lv_name), ['lin']);
+  const missing = await sanboxCli(t, ['lvs', `${f.vg}/nope`], { SANBOX_DEVICES: f.imgs.join(',') });
+  t.is(missing.code, 1);
+  t.is(missing.stderr, `sanbox: logical volume ${f.vg}/nope not found\n`);
+});
+
 test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, in the same order and in the same text, for 15 -o lists', async (t) => {
   const f = await fixture(t);
   for (const { cmd, key, args } of LISTS) {

@@ -141,6 +141,8 @@ export interface ReportInput {
   vgs: VgHandle[];
   /** Include hidden LVs (lvs -a). */
   all: boolean;
+  /** lvs VG/LV: only these LVs ("vg/lv"); every LV of the VGs when absent. */
+  lvs?: ReadonlySet<string>;
 }
 
 export function vgSubject(scan: ScannedDevice[], vg: VgModel, partial: boolean): VgSubject {
@@ -187,6 +189,7 @@ function contexts(report: ReportName, input: ReportInput, segments: boolean): Co
         const pvName = (key: string): string => h.pvByKey.get(key)?.dev.name ?? key;
         for (const lv of h.vg.lvs) {
           if (!input.all && !lv.status.includes('VISIBLE')) continue;
+          if (input.lvs && !input.lvs.has(`${h.vg.name}/${lv.name}`) && !input.lvs.has(h.vg.name)) continue;
           const lvs: LvSubject = { vg: subject, lv };
           if (!segments) out.push({ vg: subject, lv: lvs });
           else for (const seg of lv.segments) out.push({ vg: subject, lv: lvs, seg: { lv: lvs, seg, pvName } });

@@ -460,15 +460,17 @@ export function register(program: Command): void {
     program
       .command('lvs')
       .description('list logical volumes (lvm2\'s report: default columns LV, VG, Attr, LSize, Pool, Origin, Data%, Meta%, Move, Log, Cpy%Sync, Convert; with --segments LV, VG, Attr, #Str, Type, SSize)')
-      .argument('[vgs...]', 'volume group names (default: all found)')
+      .argument('[targets...]', 'VG or VG/LV names (default: every LV found)')
       .option('--segments', 'one row per segment', false)
       .option('-a, --all', 'include hidden LVs (raid images, lock LVs, …)', false)
   ).action(async (names: string[], o: ReportCliOptions & { segments: boolean; all: boolean; devices?: string; json: boolean }) => {
     if (!o.json) return lvmReport(o.segments ? 'segs' : 'lvs', devicesOf([], o), names, o.all, o);
     await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => {
-      const vgs = selectVgs(s.scan, names);
-      if (o.segments) return printJson({ seg: vgs.flatMap((h) => segRows(h.vg, (key) => h.pvByKey.get(key)?.dev.name ?? key, o.all)) });
-      printJson({ lv: vgs.flatMap((h) => lvRows(h.vg, o.all)) });
+      const vgs = selectVgs(s.scan, [...new Set(names.map((n) => n.split('/')[0]!))]);
+      // Rows of the LVs named as VG/LV, or of every LV of the VGs named.
+      const wanted = (r: { vg_name: string; lv_name: string }): boolean => names.length === 0 || names.includes(r.vg_name) || names.includes(`${r.vg_name}/${r.lv_name}`);
+      if (o.segments) return printJson({ seg: vgs.flatMap((h) => segRows(h.vg, (key) => h.pvByKey.get(key)?.dev.name ?? key, o.all)).filter(wanted) });
+      printJson({ lv: vgs.flatMap((h) => lvRows(h.vg, o.all)).filter(wanted) });
     });
   });
 }
@@ -505,9 +507,16 @@ async function lvmReport(report: ReportName, devices: string[], names: string[],
   if (o.options.some((x) => x === 'help' || x === '?')) return void process.stdout.write(fieldHelp(report));
   const req = { options: o.options, sort: o.sort, units: parseUnits(o.units ?? 'r'), suffix: !o.nosuffix };
   const r = await withSession(devices, { readOnly: true, guard: 'none' }, async (s) => {
-    // pvs shows the VG fields of every VG its PVs belong to; vgs and lvs only the VGs named.
-    const vgs = selectVgs(s.scan, report === 'pvs' ? [] : names);
-    return buildReport(report, { scan: s.scan, vgs, all }, req);
+    // pvs shows the VG fields of every VG its PVs belong to; vgs and lvs only the VGs named
+    // (lvs also takes VG/LV, as lvm2 does).
+    const vgNames = [...new Set(names.map((n) => n.split('/')[0]!))];
+    const vgs = selectVgs(s.scan, report === 'pvs' ? [] : vgNames);
+    const lvs = names.length && report !== 'pvs' && report !== 'vgs' ? new Set(names) : undefined;
+    for (const n of lvs ?? []) {
+      const [vg, lv] = n.split('/');
+      if (lv !== undefined && !vgs.some((h) => h.vg.name === vg && h.vg.lvs.some((l) => l.name === lv))) throw new SanboxError('ENOENT', `logical volume ${n} not found`);
+    }
+    return buildReport(report, { scan: s.scan, vgs, all, lvs }, req);
   });
   process.stdout.write(o.reportformat === 'json' ? renderJson(r) : renderText(r, { headings: !o.noheadings, separator: o.separator }));
 }
