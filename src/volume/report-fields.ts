@@ -213,6 +213,18 @@ function ranges(s: SegSubject): string[] {
   return s.seg.stripes.map((st) => `${s.pvName(st.pv)}:${st.firstPe}-${st.firstPe + per - 1}`);
 }
 
+/**
+ * Columns lvm2 pads wider than their heading and values (its declared field widths), read off
+ * lvm2 2.03.16's aligned output; every other column is as wide as its heading or widest value.
+ */
+export const LVM2_COLUMN_WIDTHS: ReadonlyMap<string, number> = new Map(
+  Object.entries({
+    lv_name: 4, pv_mda_size: 9, pe_start: 7, pv_exported: 10, pv_missing: 10, pv_pe_count: 3, vg_permissions: 10, vg_exported: 10, vg_partial: 10,
+    vg_allocation_policy: 10, vg_clustered: 10, vg_shared: 7, vg_mda_size: 9, lv_layout: 10, lv_role: 10, lv_allocation_policy: 10, lv_time: 26,
+    lv_host: 10, data_percent: 6, metadata_percent: 6,
+  }),
+);
+
 /** lvm2 fields sanbox knows by name but does not report, and why (the error says it). */
 export const UNREPORTED_FIELDS: ReadonlyMap<string, string> = new Map([
   ...['pv_major', 'pv_minor', 'lv_major', 'lv_minor', 'lv_kernel_major', 'lv_kernel_minor', 'lv_kernel_read_ahead', 'lv_active', 'lv_active_locally', 'lv_active_remotely', 'lv_active_exclusively', 'lv_permissions', 'lv_suspended', 'lv_live_table', 'lv_inactive_table', 'lv_device_open', 'lv_fixed_minor', 'seg_monitor', 'lv_check_needed', 'lv_merge_failed', 'lv_snapshot_invalid', 'lv_health_status', 'zero', 'lv_skip_activation', 'lv_autoactivation'].map((f) => [f, 'it is kernel (device-mapper) state, and sanbox activates no LV in the kernel'] as const),

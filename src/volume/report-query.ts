@@ -9,6 +9,7 @@ import type { VgModel } from '../format/lvm/vg-model.js';
 import { pvRows, vgRow } from './report.js';
 import {
   LV_FIELDS,
+  LVM2_COLUMN_WIDTHS,
   PV_FIELDS,
   REPORTS,
   SEG_FIELDS,
@@ -229,7 +230,7 @@ export function buildReport(report: ReportName, input: ReportInput, req: ReportR
 /** lvm2's text report: "  " then the columns; aligned (numbers and sizes to the right) unless a separator is given. */
 export function renderText(r: Report, opts: { headings: boolean; separator?: string }): string {
   const aligned = opts.separator === undefined;
-  const widths = r.columns.map((c, i) => Math.max(c.heading.length, ...r.rows.map((row) => row[i]!.length)));
+  const widths = r.columns.map((c, i) => Math.max(LVM2_COLUMN_WIDTHS.get(c.name) ?? 0, c.heading.length, ...r.rows.map((row) => row[i]!.length)));
   const out: string[] = [];
   const pad = (text: string, i: number, heading: boolean): string => {
     if (!aligned) return text;
