@@ -164,6 +164,86 @@ async function volumeHeartbeatRegion(spec: string, dev: BlockDevice, nodeCount: 
   };
 }
 
+/**
+ * The devices a node writes its heartbeat to, each through the provider: the cluster image (its
+ * reservation state is its own region; over nbd:// the target fences) and each volume home (a
+ * file, an nbd:// export or VG/LV, with its ocfs2 heartbeat file). Each slot is probed for another
+ * live writer before the node writes there.
+ */
+async function openHomes(
+  provider: DeviceProvider,
+  info: ClusterImageInfo,
+  volumes: string[],
+  n: number,
+  timing: Timing,
+  cleanups: (() => Promise<void> | void)[],
+): Promise<{ device: BlockDevice; regions: HeartbeatRegion[] }> {
+  const remote = schemeOf(info.path) !== undefined;
+  const device = await provider.open(info.path, remote ? 'remote' : { spec: reservationSpec(info) });
+  cleanups.push(() => device.close());
+  const regions = [clusterHeartbeatRegion(info, device)];
+  await probeSlot(regions[0]!, n, timing);
+  for (const vol of volumes) {
+    const vdev = await provider.open(vol);
+    cleanups.push(() => vdev.close());
+    const vregion = await volumeHeartbeatRegion(vol, vdev, info.config.nodeCount);
+    await probeSlot(vregion, n, timing);
+    regions.push(vregion);
+  }
+  return { device, regions };
+}
+
+/** This incarnation's node record: how a fencer finds and kills exactly this process. */
+function nodeRecordFor(n: number, generation: bigint, key: bigint, name: string): NodeRecord {
+  const me = selfIdentity();
+  return {
+    nodeId: n,
+    generation,
+    pid: me.pid,
+    pidStartTicks: me.startTicks,
+    bootId: me.bootId,
+    joinedAtMs: Date.now(),
+    prKey: key,
+    name,
+    hostname: os.hostname().slice(0, 64),
+  };
+}
+
+/**
+ * One heartbeat per region, all feeding the one membership service. A self-fence on any region
+ * stops all of this node's I/O, on every device (the provider's gate), and is reported once.
+ */
+function makeHeartbeats(
+  regions: HeartbeatRegion[],
+  o: { nodeId: number; generation: bigint; timing: Timing; membership: MembershipService; provider: DeviceProvider; log: (msg: string) => void },
+  onSelfFenced: ((reason: string) => void) | undefined,
+): Heartbeat[] {
+  const heartbeats: Heartbeat[] = [];
+  let reported = false;
+  const onSelfFence = (reason: string): void => {
+    for (const h of heartbeats) h.selfFence(reason);
+    o.provider.selfFence(reason);
+    if (!reported) {
+      reported = true;
+      onSelfFenced?.(reason);
+    }
+  };
+  for (const region of regions) {
+    heartbeats.push(new Heartbeat({ region, nodeId: o.nodeId, generation: o.generation, timing: o.timing, membership: o.membership, gate: o.provider.gate, log: o.log, onSelfFence }));
+  }
+  return heartbeats;
+}
+
+function lockStatus(ls: Lockspace | undefined): NodeStatus['locks'] {
+  return (ls?.heldLocks() ?? []).map((l) => ({
+    resource: l.name,
+    lockId: l.lockId,
+    mode: l.mode === null ? null : modeName(l.mode),
+    state: l.mode === null ? 'waiting' : 'granted',
+    lost: l.lost ?? null,
+  }));
+}
+
 export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
   // A cluster image named by URI (nbd://…) is a remote disk: there is no local reservation state
   // and no lock directory beside it, so the disk fence is the target's job (cut the victim's
@@ -200,36 +280,9 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const provider = new DeviceProvider({ nodeId: n, key, timing, devices: opts.devices });
     cleanups.push(() => provider.close());
 
-    // The cluster image: its reservation state is its own region.
-    const device = await provider.open(img, remote ? 'remote' : { spec: reservationSpec(info) });
-    cleanups.push(() => device.close());
-    // info.path is img (readClusterImage above), so the region is named `${img}:heartbeat`.
-    const region: HeartbeatRegion = clusterHeartbeatRegion(info, device);
-    await probeSlot(region, n, timing);
-
-    // Volume homes (a file, an nbd:// export or VG/LV): through the provider, with their ocfs2 heartbeat file.
-    const volumeRegions: HeartbeatRegion[] = [];
-    for (const vol of opts.volumes ?? []) {
-      const vdev = await provider.open(vol);
-      cleanups.push(() => vdev.close());
-      const vregion = await volumeHeartbeatRegion(vol, vdev, info.config.nodeCount);
-      await probeSlot(vregion, n, timing);
-      volumeRegions.push(vregion);
-    }
-
-    const me = selfIdentity();
+    const { device, regions } = await openHomes(provider, info, opts.volumes ?? [], n, timing, cleanups);
     const name = opts.name ?? (info.config.nodeNames[n] || `node${n}`);
-    const record: NodeRecord = {
-      nodeId: n,
-      generation,
-      pid: me.pid,
-      pidStartTicks: me.startTicks,
-      bootId: me.bootId,
-      joinedAtMs: Date.now(),
-      prKey: key,
-      name,
-      hostname: os.hostname().slice(0, 64),
-    };
+    const record = nodeRecordFor(n, generation, key, name);
     await writeNodeRecord(device, info, record, n);
 
     const fencer = new Fencer({
@@ -245,18 +298,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       log,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
-    // A self-fence on any region stops all of this node's I/O, on every device (the provider's gate).
-    const heartbeats: Heartbeat[] = [];
-    let selfFenceReported = false;
-    const onSelfFence = (reason: string): void => {
-      for (const h of heartbeats) h.selfFence(reason);
-      provider.selfFence(reason);
-      if (!selfFenceReported) {
-        selfFenceReported = true;
-        opts.onSelfFence?.(reason);
-      }
-    };
-    for (const r of [region, ...volumeRegions]) heartbeats.push(new Heartbeat({ region: r, nodeId: n, generation, timing, membership, gate: provider.gate, log, onSelfFence }));
+    const heartbeats = makeHeartbeats(regions, { nodeId: n, generation, timing, membership, provider, log }, opts.onSelfFence);
     const heartbeat = heartbeats[0]!;
     cleanups.push(async () => {
       for (const h of heartbeats) await h.stop(false);
@@ -284,13 +326,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         regions: heartbeats.map((h) => h.regionName),
         maxGaps: membership.maxGaps(),
         devices: provider.status(),
-        locks: (lockspaceNow?.heldLocks() ?? []).map((l) => ({
-          resource: l.name,
-          lockId: l.lockId,
-          mode: l.mode === null ? null : modeName(l.mode),
-          state: l.mode === null ? 'waiting' : 'granted',
-          lost: l.lost ?? null,
-        })),
+        locks: lockStatus(lockspaceNow),
       };
     };
     let lockspaceNow: Lockspace | undefined;
