@@ -25,7 +25,7 @@ test('the kernel crashes with a dirty journal; sanbox recover and the kernel rep
   const dir = tempDir(t);
   const img = path.join(dir, 'vol.img');
   t.is((await runSanbox(t, ['disk', 'create', img, '--size', '256M'])).code, 0);
-  const mk = await runSanbox(t, ['mkfs', img, '--slots', '4', '--journal-size', '8M', '--cluster-stack', 'o2cb', '--cluster-name', 'kern']);
+  const mk = await runSanbox(t, ['mkfs', img, '--slots', '4', '--journal-size', '8M', '--block-size', '4K', '--cluster-stack', 'o2cb', '--cluster-name', 'kern']);
   t.is(mk.code, 0, mk.stderr);
 
   // Node 1 writes; a long commit interval (commit=60) keeps jbd2 from committing and
