@@ -96,7 +96,7 @@ const LISTS: { cmd: 'pvs' | 'vgs' | 'lvs'; key: string; args: string[] }[] = [
   { cmd: 'lvs', key: 'lv', args: ['-o', 'lv_name,vg_name,vg_extent_count,seg_count', '-O', '-seg_count,lv_name'] },
 ];
 
-test('lvs VG/LV reports just those LVs, as lvm2 does', async (t) => {
+test('lvs VG/LV and pvs IMG report just those, as lvm2 does', async (t) => {
   const f = await fixture(t);
   const args = ['--reportformat', 'json', '-o', 'lv_name,lv_size,devices', `${f.vg}/lin`, `${f.vg}/span`];
   const mine = await ours(t, f, 'lvs', args);
@@ -107,6 +107,15 @@ test('lvs VG/LV reports just those LVs, as lvm2 does', async (t) => {
   const missing = await sanboxCli(t, ['lvs', `${f.vg}/nope`], { SANBOX_DEVICES: f.imgs.join(',') });
   t.is(missing.code, 1);
   t.is(missing.stderr, `sanbox: logical volume ${f.vg}/nope not found\n`);
+  // pvs IMG: that PV only (lvm2: pvs /dev/loopN).
+  const one = ['--reportformat', 'json', '-o', 'pv_name,pv_size,vg_name'];
+  t.is(await ours(t, f, 'pvs', [...one, f.imgs[1]!]), await real(t, f, 'pvs', [...one, f.loops[1]!]));
+  const blank = path.join(path.dirname(f.imgs[0]!), 'blank.img');
+  fs.writeFileSync(blank, '');
+  fs.truncateSync(blank, MiB);
+  const notPv = await sanboxCli(t, ['pvs', blank], { SANBOX_DEVICES: f.imgs.join(',') });
+  t.is(notPv.code, 1);
+  t.is(notPv.stderr, `sanbox: ${blank}: not an LVM physical volume (no label in sectors 0-3)\n`);
 });
 
 test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, in the same order and in the same text, for 15 -o lists', async (t) => {

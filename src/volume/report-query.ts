@@ -144,6 +144,8 @@ export interface ReportInput {
   all: boolean;
   /** lvs VG/LV: only these LVs ("vg/lv"); every LV of the VGs when absent. */
   lvs?: ReadonlySet<string>;
+  /** pvs IMG…: only these devices; every PV of the scan when absent. */
+  pvs?: ReadonlySet<string>;
 }
 
 export function vgSubject(scan: ScannedDevice[], vg: VgModel, partial: boolean): VgSubject {
@@ -180,7 +182,9 @@ function contexts(report: ReportName, input: ReportInput, segments: boolean): Co
   const vgs = input.vgs.map((h) => ({ h, subject: vgSubject(input.scan, h.vg, h.missing.length > 0) }));
   switch (report) {
     case 'pvs':
-      return pvSubjects(input.scan, vgs.map((v) => v.subject)).map((pv) => ({ pv, vg: pv.vg ?? ORPHAN_VG }));
+      return pvSubjects(input.scan, vgs.map((v) => v.subject))
+        .filter((pv) => !input.pvs || input.pvs.has(pv.row.pv_name))
+        .map((pv) => ({ pv, vg: pv.vg ?? ORPHAN_VG }));
     case 'vgs':
       return vgs.map((v) => ({ vg: v.subject }));
     case 'lvs':

@@ -167,7 +167,8 @@ export function register(program: Command): void {
       const rows = await withSession(devicesOf(images, o), { readOnly: true, guard: 'none' }, async (s) => pvRows(s.scan));
       return printJson({ pv: rows });
     }
-    await lvmReport('pvs', devicesOf(images, o), [], false, o);
+    const named = images.map(normalizeSpec);
+    await lvmReport('pvs', devicesOf(named, o), named, false, o);
   });
 
   program
@@ -516,7 +517,9 @@ async function lvmReport(report: ReportName, devices: string[], names: string[],
       const [vg, lv] = n.split('/');
       if (lv !== undefined && !vgs.some((h) => h.vg.name === vg && h.vg.lvs.some((l) => l.name === lv))) throw new SanboxError('ENOENT', `logical volume ${n} not found`);
     }
-    return buildReport(report, { scan: s.scan, vgs, all, lvs }, req);
+    const pvs = report === 'pvs' && names.length ? new Set(names) : undefined;
+    for (const n of pvs ?? []) if (!s.scan.some((x) => x.dev.name === n && x.pv)) throw new SanboxError('EINVAL', `${n}: not an LVM physical volume (no label in sectors 0-3)`, { device: n });
+    return buildReport(report, { scan: s.scan, vgs, all, lvs, pvs }, req);
   });
   process.stdout.write(o.reportformat === 'json' ? renderJson(r) : renderText(r, { headings: !o.noheadings, separator: o.separator }));
 }
