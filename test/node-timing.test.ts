@@ -8,7 +8,8 @@ import { FormatError } from '../src/errors.js';
 import { decodeConfig, DERIVED_TIMING_MAX, encodeConfig, type ClusterConfig } from '../src/format/cluster-image.js';
 import { DERIVED_TIMING_FIELDS, deriveTiming, presetTiming, recordedTiming, timingFromRecord, TIMING_PRESETS } from '../src/heartbeat/timing.js';
 import { shadowingRule, type FaultRule } from '../src/disk/fault-device.js';
-import { runSanbox, tempDir } from './helpers/tmp.js';
+import { runToolWith } from './helpers/run-tool.js';
+import { runSanbox, SANBOX_BIN, tempDir } from './helpers/tmp.js';
 
 const config: ClusterConfig = {
   clusterName: 'tim',
@@ -85,4 +86,13 @@ test('fault rules: a later rule is shadowed by an earlier unlimited rule that co
     rules.map((_, i) => shadowingRule(rules, i)?.id ?? null),
     [null, 'a', null, null, null, null],
   );
+});
+
+test('output piped into head ends quietly (EPIPE is not an error): cluster status --watch | head -1', async (t) => {
+  const img = path.join(tempDir(t), 'c.img');
+  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'pipe', '--run-dir', `${img}.run`])).code, 0);
+  // --count bounds the run if EPIPE were ignored; head closes the pipe after the first line.
+  const r = await runToolWith('bash', ['-c', `"${process.execPath}" "${SANBOX_BIN}" cluster status "${img}" --watch 10 --count 3000 | head -1; echo "status=\${PIPESTATUS[0]}"`], { timeoutMs: 30_000, maxBufferBytes: 1 << 20, noExitCode: -1 });
+  t.regex(r.stdout, /^--- \S+ pipe\nstatus=0\n$/);
+  t.is(r.stderr, '', 'no EPIPE stack trace');
 });

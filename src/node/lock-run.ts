@@ -11,6 +11,8 @@
 //     to this connection, so the node releases it if this process goes away.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { readProcStat } from '../disk/power-fence.js';
 import { modeName, type Mode } from '../dlm/compat-matrix.js';
 import { DlmError, type Lock } from '../dlm/lock-manager.js';
@@ -189,7 +191,31 @@ async function runThroughNode(o: Required<LockRunOptions>): Promise<number> {
 }
 
 export async function runLocked(opts: LockRunOptions): Promise<number> {
+  // Checked before the lock is taken, with a shell's exit statuses: 127 not found, 126 not
+  // executable (1 means a lock timeout).
+  const missing = commandProblem(opts.command[0]!);
+  if (missing) {
+    opts.warn(`${opts.command[0]}: ${missing.message}`);
+    return missing.status;
+  }
   const info = await readClusterImage(opts.clusterImage);
   const o: Required<LockRunOptions> = { ...opts, timeoutMs: opts.timeoutMs ?? info.timing.lockTimeoutMs };
   return slotLockHeld(info, o.nodeId) ? runThroughNode(o) : runAsNode(o);
+}
+
+/** Why `cmd` cannot be run, as a shell would say it and with its exit status; undefined if it can. */
+export function commandProblem(cmd: string): { message: string; status: number } | undefined {
+  const candidates = cmd.includes('/') ? [cmd] : (process.env.PATH ?? '').split(':').filter((d) => d !== '').map((d) => path.join(d, cmd));
+  let found = false;
+  for (const c of candidates) {
+    try {
+      if (!fs.statSync(c).isFile()) continue;
+      found = true;
+      fs.accessSync(c, fs.constants.X_OK);
+      return undefined;
+    } catch {
+      // not here, or not executable: keep looking
+    }
+  }
+  return found ? { message: 'permission denied (not executable)', status: 126 } : { message: 'command not found', status: 127 };
 }

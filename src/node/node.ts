@@ -289,7 +289,10 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       selfNodeId: n,
       selfKey: key,
       clusterTag: tag,
-      reservations: provider.reservations,
+      // Read at each fence: every device the provider has open then, including any opened after the join.
+      get reservations() {
+        return provider.reservations;
+      },
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,
       // Over nbd:// only the power fence (same machine) is ours; a remote victim stays unfenced

@@ -1,8 +1,6 @@
 // `sanbox lock` (run a command while holding a cluster lock, like flock(1)) and `sanbox dlm ls`
 // (the lockspace as it is on disk): thin shells over src/dlm.
 
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Command } from 'commander';
 import { MODE_NAMES, modeName, parseMode, type Mode } from '../../src/dlm/compat-matrix.js';
 import { readSnapshot, resourceLabel, type LockspaceSnapshot } from '../../src/dlm/lock-manager.js';
@@ -45,13 +43,6 @@ export function register(program: Command): void {
     .argument('<command...>', 'command to run (put it after --)')
     .action(async (resource: string, command: string[], o: { cluster: string; node: string; mode: string; timeout?: string; noqueue: boolean; verbose: boolean }) => {
       const nodeId = nodeNumber(o.node);
-      // Checked before the lock is taken, with a shell's exit statuses: 127 not found, 126 not
-      // executable (1 means a lock timeout).
-      const missing = commandProblem(command[0]!);
-      if (missing) {
-        process.stderr.write(`sanbox lock: ${command[0]}: ${missing.message}\n`);
-        process.exit(missing.status);
-      }
       const status = await runLocked({
         clusterImage: o.cluster,
         nodeId,
@@ -165,19 +156,3 @@ function printable(b: Buffer): string {
   return /^[\x20-\x7e]*$/.test(trimmed.toString('latin1')) ? trimmed.toString('latin1') : `0x${b.toString('hex')}`;
 }
 
-/** Why `cmd` cannot be run, as a shell would say it and with its exit status; undefined if it can. */
-function commandProblem(cmd: string): { message: string; status: number } | undefined {
-  const candidates = cmd.includes('/') ? [cmd] : (process.env.PATH ?? '').split(':').filter((d) => d !== '').map((d) => path.join(d, cmd));
-  let found = false;
-  for (const c of candidates) {
-    try {
-      if (!fs.statSync(c).isFile()) continue;
-      found = true;
-      fs.accessSync(c, fs.constants.X_OK);
-      return undefined;
-    } catch {
-      // not here, or not executable: keep looking
-    }
-  }
-  return found ? { message: 'permission denied (not executable)', status: 126 } : { message: 'command not found', status: 127 };
-}
