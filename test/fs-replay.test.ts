@@ -197,6 +197,7 @@ test('recover refuses a slot whose node still heartbeats on the volume, and writ
 for (const c of [
   { name: 'bs 512 (superblock spans log blocks 0-1), 32-bit journal', args: ['-b', '512', '-C', '4096', '-N', '2', '-J', 'size=4M'] },
   { name: 'bs 2048, 64-bit journal (12-byte tags)', args: ['-b', '2048', '-C', '4096', '-N', '2', '-J', 'size=4M,block64'] },
+  { name: 'bs 4096 with metaecc', args: ['-b', '4096', '-C', '4096', '-N', '2', '-J', 'size=4M', '--fs-features=metaecc'] },
 ]) {
   test(`on a real mkfs.ocfs2 volume, ${c.name}: JournalWriter's log replays the same under sanbox and fsck.ocfs2`, async (t) => {
     t.true(hasTool('mkfs.ocfs2'), 'mkfs.ocfs2 is needed (ocfs2-tools)');
