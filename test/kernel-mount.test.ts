@@ -17,9 +17,9 @@ import { BlockCheckOffset, writeBlockCheck } from '../src/format/ocfs2/block-che
 import { FeatureIncompat } from '../src/format/ocfs2/constants.js';
 import { JournalWriter, lookupPath, Ocfs2Volume, readSlotMap } from '../src/fs/index.js';
 import { encodeInlineData } from '../src/format/ocfs2/system-payloads.js';
-import { bootKernel, hasQemu, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
-import { debugfs, fsckOk, hasTool } from './helpers/ocfs2-oracle.js';
-import { readFileAt, runSanbox, SANBOX_BIN, tempDir } from './helpers/tmp.js';
+import { bootKernel, kernelTestVolume, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
+import { debugfs, fsckOk } from './helpers/ocfs2-oracle.js';
+import { readFileAt, runSanbox, SANBOX_BIN } from './helpers/tmp.js';
 
 const FILES = ['hello.txt', 'dir/big.bin', 'dir/sub/inline.bin'];
 const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
@@ -32,13 +32,7 @@ function parseDebugfsLs(out: string): string[] {
 
 test('the kernel mounts a sanbox volume and writes; sanbox ls/cat read it as debugfs does; the kernel recovers a journal sanbox wrote', async (t) => {
   t.timeout(400_000);
-  t.true(hasQemu(), 'qemu-system-x86_64 is needed (apt-get install qemu-system-x86)');
-  t.true(hasTool('fsck.ocfs2'), 'fsck.ocfs2 is needed (ocfs2-tools)');
-  const dir = tempDir(t);
-  const img = path.join(dir, 'vol.img');
-  t.is((await runSanbox(t, ['disk', 'create', img, '--size', '256M'])).code, 0);
-  const mk = await runSanbox(t, ['mkfs', img, '--slots', '4', '--journal-size', '8M', '--block-size', '4K', '--cluster-size', '4K', '--cluster-stack', 'o2cb', '--cluster-name', 'kern']);
-  t.is(mk.code, 0, mk.stderr);
+  const { dir, img } = await kernelTestVolume(t);
   const script = [
     await o2cbMountScript(img, { node: 1 }),
     'echo "hello from the kernel" > /mnt/v/hello.txt',

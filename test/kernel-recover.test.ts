@@ -12,21 +12,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { openDevice } from '../src/disk/index.js';
 import { Ocfs2Volume, recoverAllocators, replayJournal } from '../src/fs/index.js';
-import { bootKernel, hasQemu, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
-import { fsckOk, hasTool } from './helpers/ocfs2-oracle.js';
-import { readFileAt, runSanbox, SANBOX_BIN, tempDir } from './helpers/tmp.js';
+import { bootKernel, kernelTestVolume, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
+import { fsckOk } from './helpers/ocfs2-oracle.js';
+import { readFileAt, runSanbox, SANBOX_BIN } from './helpers/tmp.js';
 
 const FILES = ['a.txt', 'dir/b.bin', 'dir/c.bin', 'small.txt'];
 
 test('the kernel crashes with a dirty journal; sanbox recover and the kernel replay reach the same home blocks and files', async (t) => {
   t.timeout(400_000);
-  t.true(hasQemu(), 'qemu-system-x86_64 is needed (apt-get install qemu-system-x86)');
-  t.true(hasTool('fsck.ocfs2'), 'fsck.ocfs2 is needed (ocfs2-tools)');
-  const dir = tempDir(t);
-  const img = path.join(dir, 'vol.img');
-  t.is((await runSanbox(t, ['disk', 'create', img, '--size', '256M'])).code, 0);
-  const mk = await runSanbox(t, ['mkfs', img, '--slots', '4', '--journal-size', '8M', '--block-size', '4K', '--cluster-stack', 'o2cb', '--cluster-name', 'kern']);
-  t.is(mk.code, 0, mk.stderr);
+  const { dir, img } = await kernelTestVolume(t);
 
   // Node 1 writes; a long commit interval (commit=60) keeps jbd2 from committing and
   // checkpointing on its own, so the fsyncs decide what is committed; then the machine dies.

@@ -16,7 +16,8 @@ import { openDevice } from '../../src/disk/index.js';
 import { uuidHex } from '../../src/format/ocfs2/superblock.js';
 import { heartbeatRegion, Ocfs2Volume } from '../../src/fs/index.js';
 import { runToolWith } from './run-tool.js';
-import { REPO_ROOT, spawnChild } from './tmp.js';
+import { hasTool } from './ocfs2-oracle.js';
+import { REPO_ROOT, runSanbox, spawnChild, tempDir } from './tmp.js';
 
 /** Bound on fetching the kernel package and building the initramfs (a 70 MB download). */
 const PREPARE_TIMEOUT_MS = 300_000;
@@ -166,4 +167,21 @@ export async function o2cbMountScript(image: string, opts: { node: number; dev?:
   } finally {
     await d.close();
   }
+}
+
+/**
+ * The kernel tests' volume: checks that QEMU and fsck.ocfs2 are there (a kernel test that cannot
+ * run its judges fails), then `sanbox mkfs` a 256 MiB image in a temp dir as o2cb cluster `kern`:
+ * 4 slots, 4K blocks and clusters, 8M journals.
+ */
+export async function kernelTestVolume(t: ExecutionContext): Promise<{ dir: string; img: string }> {
+  t.true(hasQemu(), 'qemu-system-x86_64 is needed (apt-get install qemu-system-x86)');
+  t.true(hasTool('fsck.ocfs2'), 'fsck.ocfs2 is needed (ocfs2-tools)');
+  const dir = tempDir(t);
+  const img = path.join(dir, 'vol.img');
+  const made = await runSanbox(t, ['disk', 'create', img, '--size', '256M']);
+  t.is(made.code, 0, made.stderr);
+  const mk = await runSanbox(t, ['mkfs', img, '--slots', '4', '--journal-size', '8M', '--block-size', '4K', '--cluster-size', '4K', '--cluster-stack', 'o2cb', '--cluster-name', 'kern']);
+  t.is(mk.code, 0, mk.stderr);
+  return { dir, img };
 }
