@@ -1,4 +1,4 @@
-// sanbox ls / cat on a sanbox-made volume (the kernel-written case is test/kernel-mount.test.ts):
+// sanbox ls / cat on a sanbox-made volume (the kernel-written case is test/kernel-judge.test.ts):
 // the root directory as debugfs.ocfs2 lists it, one-line errors for a missing path, a file
 // where a directory is needed, a directory given to cat, and a volume whose features the readers
 // cannot follow (refused by name, nothing read past the superblock).
