@@ -1,6 +1,11 @@
 // Model check of the grant rule (src/dlm/grant-rule.ts): every interleaving of the protocol's
 // atomic steps (one sector write, or one sector read) for 2-3 nodes on 1-2 resources, with the
-// real decide()/nextTicket(). Checked in every reachable state: no two incompatible modes held at
+// real decide()/nextTicket(). The lockspace layout (version 2, src/format/lockspace.ts) is modelled
+// too: a process is one lock of a node, a node's locks live in cells (sectors) of its column, a read
+// step reads one whole cell of another node (every entry in it, whatever its resource: bucket
+// sharing), a node sees its own locks from memory, and a lock may sit in its bucket's row or the
+// overflow row (cell 0 or 1), chosen per request, so a re-lock can move between the two while a
+// reader reads them one after the other. Checked in every reachable state: no two incompatible modes held at
 // once on a resource; FIFO among new requests (a request whose doorway completed before another
 // began is granted first); conversions ahead of new requests. Checked on the state graph: from
 // every reachable state every script can still finish (no deadlock, no livelock trap), including
@@ -10,7 +15,7 @@ import test from 'ava';
 import { compatible, isDownConversion, Mode, MODES, modeName } from '../src/dlm/compat-matrix.js';
 import { decide, nextTicket, type LockView } from '../src/dlm/grant-rule.js';
 
-type Op = { kind: 'lock'; res: number; mode: Mode } | { kind: 'convert'; mode: Mode } | { kind: 'unlock' };
+type Op = { kind: 'lock'; res: number; mode: Mode; cell: number } | { kind: 'convert'; mode: Mode } | { kind: 'unlock' };
 
 interface Rec {
   res: number; // -1 free
@@ -19,13 +24,15 @@ interface Rec {
   q: Mode | null;
   claim: boolean;
   ticket: number;
+  /** Which of the node's cells of the window holds it: 0 = its bucket's row, 1 = the overflow row. */
+  cell: number;
 }
 
 interface Proc {
   pc: number; // index of the current op
   phase: 'start' | 'doorway' | 'check' | 'done' | 'dead';
-  readIdx: number; // next node whose record we read in this pass
-  snap: (Rec | null)[]; // records read so far in this pass (null = not read / self)
+  readIdx: number; // next cell (of another node) we read in this pass
+  snap: (Rec | null)[]; // records read so far in this pass, by process (null = not seen / own node)
   convertersAtCheck: number[]; // converters whose doorway was done when this check pass started
   pending: Rec | null; // a write decided but not yet done
   deadlocks: number;
@@ -42,17 +49,35 @@ interface State {
 // Indirection so the mutation test can swap the rule.
 const decideImpl = { fn: decide as (me: LockView, others: readonly LockView[], opts?: { arriving?: boolean }) => ReturnType<typeof decide> };
 
-const FREE: Rec = { res: -1, state: 'free', g: null, q: null, claim: false, ticket: 0 };
+const FREE: Rec = { res: -1, state: 'free', g: null, q: null, claim: false, ticket: 0, cell: 0 };
 
-function view(node: number, r: Rec): LockView {
-  return { nodeId: node, slot: 0, state: r.state as LockView['state'], grantedMode: r.g, requestedMode: r.q, claim: r.claim, ticket: BigInt(r.ticket) };
+/** The node of each process (a node may run several locks); default: process n is node n. */
+let nodeOf: (p: number) => number = (p) => p;
+/** Cells per node in a window: 1 (no overflow in play) or 2 (bucket row and overflow row). */
+let cellsInWindow = 1;
+
+function view(p: number, r: Rec): LockView {
+  return { nodeId: nodeOf(p), slot: p, state: r.state as LockView['state'], grantedMode: r.g, requestedMode: r.q, claim: r.claim, ticket: BigInt(r.ticket) };
 }
+
+/** The cells a pass of process p reads, in window order (row, then node): other nodes' only. */
+function cellsToRead(st: State, p: number): [number, number][] {
+  const nodes = [...new Set(st.recs.map((_, q) => nodeOf(q)))].sort((a, b) => a - b);
+  const out: [number, number][] = [];
+  for (let c = 0; c < cellsInWindow; c++) for (const n of nodes) if (n !== nodeOf(p)) out.push([n, c]);
+  return out;
+}
+
+// Indirection so the layout mutation test can swap the read order.
+const cellsToReadImpl = { fn: cellsToRead };
 
 function othersOn(st: State, me: number, res: number, snap: (Rec | null)[]): LockView[] {
   const out: LockView[] = [];
-  snap.forEach((r, n) => {
-    if (n === me || r === null || r.state === 'free' || r.res !== res || st.fenced[n]) return;
-    out.push(view(n, r));
+  st.recs.forEach((cur, q) => {
+    // Our own node's locks come from memory (the current state); other nodes' from the pass.
+    const r = nodeOf(q) === nodeOf(me) ? cur : snap[q];
+    if (q === me || r === null || r === undefined || r.state === 'free' || r.res !== res || st.fenced[q]) return;
+    out.push(view(q, r));
   });
   return out;
 }
@@ -69,6 +94,8 @@ interface Config {
   scripts: Op[][];
   /** Node that may crash at any step (then be fenced), or -1. */
   crasher?: number;
+  /** Node of each process (default: its own); processes of one node share its cells. */
+  nodes?: number[];
 }
 
 interface Result {
@@ -158,11 +185,15 @@ function step(st: State, p: number, cfg: Config, violations: Set<string>): State
     beginPass(s, p, 'doorway');
     return s;
   }
-  // Reading: one other node's record per step.
-  if (pr.readIdx < s.recs.length) {
-    if (pr.readIdx !== p) pr.snap[pr.readIdx] = { ...s.recs[pr.readIdx]! };
+  // Reading: one cell of another node per step: every entry that is in that cell now.
+  const cells = cellsToReadImpl.fn(s, p);
+  if (pr.readIdx < cells.length) {
+    const [n, c] = cells[pr.readIdx]!;
+    s.recs.forEach((r, q) => {
+      if (nodeOf(q) === n && r.state !== 'free' && r.cell === c) pr.snap[q] = { ...r };
+    });
     pr.readIdx++;
-    if (pr.readIdx < s.recs.length) return s;
+    if (pr.readIdx < cells.length) return s;
   }
   const res = op.kind === 'lock' ? op.res : mine.res;
   const others = othersOn(s, p, res, pr.snap);
@@ -170,8 +201,8 @@ function step(st: State, p: number, cfg: Config, violations: Set<string>): State
     const ticket = Number(nextTicket(others));
     const rec: Rec =
       op.kind === 'lock'
-        ? { res, state: 'waiting', g: null, q: op.mode, claim: false, ticket }
-        : { res, state: 'converting', g: mine.g, q: (op as { mode: Mode }).mode, claim: false, ticket };
+        ? { res, state: 'waiting', g: null, q: op.mode, claim: false, ticket, cell: op.cell }
+        : { res, state: 'converting', g: mine.g, q: (op as { mode: Mode }).mode, claim: false, ticket, cell: mine.cell };
     const d = decideImpl.fn(view(p, rec), others, { arriving: true });
     rec.claim = d.action === 'claim';
     s.recs[p] = rec;
@@ -191,7 +222,7 @@ function step(st: State, p: number, cfg: Config, violations: Set<string>): State
           if (s.recs[c]!.state === 'converting' && !s.fenced[c]) violations.add(`conversion order: new request of node ${p} granted ahead of converting node ${c}`);
         }
       }
-      s.recs[p] = { res, state: 'granted', g: mine.q, q: null, claim: false, ticket: mine.ticket };
+      s.recs[p] = { res, state: 'granted', g: mine.q, q: null, claim: false, ticket: mine.ticket, cell: mine.cell };
       finishOp(s, p, cfg.scripts);
       return s;
     }
@@ -205,7 +236,7 @@ function step(st: State, p: number, cfg: Config, violations: Set<string>): State
       return s;
     case 'deadlock':
       pr.deadlocks++;
-      s.recs[p] = { res, state: 'granted', g: mine.g, q: null, claim: false, ticket: mine.ticket };
+      s.recs[p] = { res, state: 'granted', g: mine.g, q: null, claim: false, ticket: mine.ticket, cell: mine.cell };
       finishOp(s, p, cfg.scripts);
       return s;
   }
@@ -227,6 +258,9 @@ function checkSafety(st: State, violations: Set<string>): void {
 
 function explore(cfg: Config, maxStates = 2_000_000): Result {
   const n = cfg.scripts.length;
+  const nodes = cfg.nodes;
+  nodeOf = nodes === undefined ? (p) => p : (p) => nodes[p]!;
+  cellsInWindow = cfg.scripts.some((sc) => sc.some((op) => op.kind === 'lock' && op.cell > 0)) ? 2 : 1;
   const init: State = {
     recs: Array.from({ length: n }, () => ({ ...FREE })),
     procs: Array.from({ length: n }, () => ({ pc: 0, phase: 'start', readIdx: 0, snap: [], convertersAtCheck: [], pending: null, deadlocks: 0 }) as Proc),
@@ -287,7 +321,7 @@ function explore(cfg: Config, maxStates = 2_000_000): Result {
   return { states: states.length, violations: [...violations], stuck, deadlocksReported };
 }
 
-const L = (mode: Mode, res = 0): Op => ({ kind: 'lock', res, mode });
+const L = (mode: Mode, res = 0, cell = 0): Op => ({ kind: 'lock', res, mode, cell });
 const C = (mode: Mode): Op => ({ kind: 'convert', mode });
 const U: Op = { kind: 'unlock' };
 
@@ -375,6 +409,51 @@ test('the checker catches a broken rule (grant without the CLAIM step)', (t) => 
     t.true(r.violations.some((v) => v.startsWith('SAFETY')), r.violations.join('\n'));
   } finally {
     decideImpl.fn = saved;
+  }
+});
+
+test('bucket sharing: two locks of one node in one cell (different resources) against a third lock', (t) => {
+  // Processes 0 and 1 are locks of node 0, in the same cell; process 2 is node 1. A read of node
+  // 0's cell returns both entries at once; node 0 decides with its own entries from memory.
+  const r = explore({ scripts: [[L(Mode.EX, 0), U], [L(Mode.EX, 1), U, L(Mode.PR, 0), U], [L(Mode.EX, 1), U, L(Mode.EX, 0), U]], nodes: [0, 0, 1] });
+  t.log(`${r.states} states`);
+  t.deepEqual(r.violations, []);
+});
+
+test('bucket sharing: two locks of one node on the same resource, in different cells, against another node', (t) => {
+  const r = explore({ scripts: [[L(Mode.PR, 0, 0), C(Mode.EX), U], [L(Mode.PR, 0, 1), U], [L(Mode.EX, 0, 0), U]], nodes: [0, 0, 1] });
+  t.log(`${r.states} states`);
+  t.deepEqual(r.violations, []);
+});
+
+test('overflow: a re-lock moves between the bucket row and the overflow row while the other node reads them one by one', (t) => {
+  for (const [a, b] of [
+    [Mode.EX, Mode.EX],
+    [Mode.PR, Mode.EX],
+    [Mode.PW, Mode.CW],
+  ] as [Mode, Mode][]) {
+    const r = explore({ scripts: [[L(a, 0, 1), U, L(a, 0, 0), U], [L(b, 0, 0), U, L(b, 0, 1), U]] });
+    t.log(`${modeName(a)}/${modeName(b)}: ${r.states} states`);
+    t.deepEqual(r.violations, [], `${modeName(a)} vs ${modeName(b)}`);
+  }
+});
+
+test('overflow: a node crashes holding a lock in the overflow row; after its fence the other finishes', (t) => {
+  const r = explore({ scripts: [[L(Mode.EX, 0, 1), U], [L(Mode.EX, 0, 0), U, L(Mode.PR, 0, 1), U]], crasher: 0 });
+  t.log(`${r.states} states`);
+  t.deepEqual(r.violations, []);
+});
+
+test('the checker sees a reader that skips the overflow row (a broken layout rule)', (t) => {
+  // Mutation test of the layout: readers that read only the bucket row miss a lock that overflowed;
+  // two EX holders must then be found.
+  const saved = cellsToReadImpl.fn;
+  cellsToReadImpl.fn = (st, p) => saved(st, p).filter(([, c]) => c === 0);
+  try {
+    const r = explore({ scripts: [[L(Mode.EX, 0, 1), U], [L(Mode.EX, 0, 0), U]] });
+    t.true(r.violations.some((v) => v.startsWith('SAFETY')), r.violations.join('\n'));
+  } finally {
+    cellsToReadImpl.fn = saved;
   }
 });
 

@@ -94,7 +94,9 @@ async function round(n: number, seed: number): Promise<RoundResult> {
       c.stderr!.on('data', (d: Buffer) => (errs[i] += d.toString()));
       workers.push(c);
     }
-    if (!(await waitUntil(() => outs.every((o, i) => o.includes('ready') || workers[i]!.exitCode !== null), JOIN_BOUND_MS, 'all workers ready'))) throw new Error('workers did not start');
+    const ready = await waitUntil(() => outs.every((o, i) => o.includes('ready') || workers[i]!.exitCode !== null), JOIN_BOUND_MS, 'all workers ready');
+    const notStarted = workers.flatMap((w, i) => (outs[i]!.includes('ready') ? [] : [`node ${i} (exit ${w.exitCode}): ${errs[i]!.trim().split('\n').slice(-3).join(' | ') || 'no output'}`]));
+    if (!ready || notStarted.length > 0) throw new Error(`round ${n}: workers did not start:\n${notStarted.join('\n')}`);
     fs.writeFileSync(path.join(dir, 'go'), '');
 
     // Chaos: one SIGKILL and one SIGSTOP of a process caught holding a lock.
