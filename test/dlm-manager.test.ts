@@ -279,6 +279,28 @@ test('names, modes and table limits are checked', async (t) => {
   t.true(new FormatError('x') instanceof Error);
 });
 
+test('value entries: a PW/EX grant reserves the entry its release writes; with the window full it is refused, not its release', async (t) => {
+  const { open } = await setup(t);
+  const a = await open(0);
+  const header = a.layout.header;
+  const target = bucketOf(header, Buffer.from('v0'));
+  const same: string[] = [];
+  for (let i = 0; same.length < 2 * a.layout.lvbEntriesPerCell + 1; i++) if (bucketOf(header, Buffer.from(`v${i}`)) === target) same.push(`v${i}`);
+  // Fill both value cells of the window with values of their own.
+  for (const name of same.slice(0, -1)) await (await a.lock(name, Mode.EX)).unlock({ lvb: Buffer.from(name) });
+  const last = same.at(-1)!;
+  const err = await t.throwsAsync(a.lock(last, Mode.EX, { timeoutMs: 1000 }), { code: 'ENOSPC' } as never);
+  t.regex(err!.message, /value cells/);
+  const pr = await a.lock(last, Mode.PR); // modes that never write a value need no entry
+  await pr.unlock();
+  // Another node supersedes one of ours: that entry may then be reused.
+  const b = await open(1);
+  await (await b.lock(same[0]!, Mode.EX)).unlock({ lvb: Buffer.from('newer') });
+  const ex = await a.lock(last, Mode.EX);
+  await ex.unlock({ lvb: Buffer.from('fits') });
+  t.is((await b.lock(last, Mode.PR)).lvb.subarray(0, 4).toString(), 'fits');
+});
+
 test.serial('capacity: one node holds 4096 locks with value blocks; a lock elsewhere still reads only its window', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'big.img');

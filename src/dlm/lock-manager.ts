@@ -194,6 +194,9 @@ export class Lock {
   }
 }
 
+/** A value entry of ours; `reserved`: held for a PW/EX lock's release, not on disk yet (written as free). */
+type OwnLvb = LvbEntry & { reserved?: boolean };
+
 const emptyLockEntries = (): (LockEntry | undefined)[] => new Array(LOCK_ENTRIES_PER_CELL).fill(undefined);
 
 export class Lockspace {
@@ -204,7 +207,9 @@ export class Lockspace {
   /** Lock objects by slot, including requests whose doorway is not on disk yet. */
   private readonly lockObjs = new Map<number, Lock>();
   /** Our own value cells by row, loaded from disk on first use (they outlive incarnations). */
-  private readonly ownLvbs = new Map<number, (LvbEntry | undefined)[]>();
+  private readonly ownLvbs = new Map<number, (OwnLvb | undefined)[]>();
+  /** Our PW/EX holds per resource (hex name): each has a value entry reserved for its release. */
+  private readonly lvbHolds = new Map<string, number>();
   private readonly waiting = new Set<Waiting>();
   /** Locks with a bast callback: the only ones the pump polls for blocking notices (not all held). */
   private readonly bastWanted = new Set<Lock>();
@@ -428,7 +433,7 @@ export class Lockspace {
   }
 
   /** Our value cell of `row`, read from disk the first time (our previous incarnations wrote it). */
-  private async ownLvbCell(row: number): Promise<(LvbEntry | undefined)[]> {
+  private async ownLvbCell(row: number): Promise<(OwnLvb | undefined)[]> {
     let entries = this.ownLvbs.get(row);
     if (entries !== undefined) return entries;
     const off = lvbCellOffset(this.layout, row, this.nodeId);
@@ -447,23 +452,53 @@ export class Lockspace {
     return entries;
   }
 
-  private async writeLvb(resource: Buffer, what: { value?: Buffer; valueSeq?: bigint; invalidSeq?: bigint }): Promise<void> {
-    const h = this.layout.header;
-    const bucket = bucketOf(h, resource);
-    let place: { row: number; index: number } | undefined;
+  /** Where our value entry for `resource` is or can go: its own entry, a free one, or a superseded one. */
+  private async lvbPlace(resource: Buffer): Promise<{ row: number; index: number; existing: boolean }> {
+    const bucket = bucketOf(this.layout.header, resource);
     let free: { row: number; index: number } | undefined;
-    for (let r = 0; r < WINDOW_ROWS && place === undefined; r++) {
+    for (let r = 0; r < WINDOW_ROWS; r++) {
       const entries = await this.ownLvbCell(bucket + r);
       for (let i = 0; i < entries.length; i++) {
         const e = entries[i];
-        if (e !== undefined && e.resource.equals(resource)) place = { row: bucket + r, index: i };
-        else if (e === undefined && free === undefined) free = { row: bucket + r, index: i };
+        if (e !== undefined && e.resource.equals(resource)) return { row: bucket + r, index: i, existing: true };
+        if (e === undefined && free === undefined) free = { row: bucket + r, index: i };
       }
     }
-    place ??= free ?? (await this.evictableLvb(bucket));
+    return { ...(free ?? (await this.evictableLvb(bucket))), existing: false };
+  }
+
+  /**
+   * A PW/EX grant reserves the value entry its release will write (in memory: only we write our
+   * cells), so a release never finds the overflow rows full; a grant that cannot reserve one is
+   * refused with ENOSPC instead.
+   */
+  private async reserveLvb(resource: Buffer): Promise<void> {
+    const place = await this.lvbPlace(resource);
+    if (!place.existing) (await this.ownLvbCell(place.row))[place.index] = { resource, valueSeq: null, value: Buffer.alloc(this.layout.header.lvbLenBytes), invalidSeq: null, reserved: true };
+    const k = resource.toString('hex');
+    this.lvbHolds.set(k, (this.lvbHolds.get(k) ?? 0) + 1);
+  }
+
+  /** A PW/EX hold ended: the last one on a resource frees its reservation if nothing was written. */
+  private async unreserveLvb(resource: Buffer): Promise<void> {
+    const k = resource.toString('hex');
+    const left = (this.lvbHolds.get(k) ?? 1) - 1;
+    if (left > 0) return void this.lvbHolds.set(k, left);
+    this.lvbHolds.delete(k);
+    const bucket = bucketOf(this.layout.header, resource);
+    for (let r = 0; r < WINDOW_ROWS; r++) {
+      const entries = await this.ownLvbCell(bucket + r);
+      const i = entries.findIndex((e) => e?.reserved === true && e.resource.equals(resource));
+      if (i >= 0) entries[i] = undefined;
+    }
+  }
+
+  private async writeLvb(resource: Buffer, what: { value?: Buffer; valueSeq?: bigint; invalidSeq?: bigint }): Promise<void> {
+    const h = this.layout.header;
+    const place = await this.lvbPlace(resource);
     const entries = [...(await this.ownLvbCell(place.row))];
-    const old = entries[place.index];
-    const rec: LvbEntry = old !== undefined && old.resource.equals(resource) ? { ...old } : { resource, valueSeq: null, value: Buffer.alloc(h.lvbLenBytes), invalidSeq: null };
+    const old = place.existing ? entries[place.index] : undefined;
+    const rec: LvbEntry = old !== undefined ? { resource: old.resource, valueSeq: old.valueSeq, value: old.value, invalidSeq: old.invalidSeq } : { resource, valueSeq: null, value: Buffer.alloc(h.lvbLenBytes), invalidSeq: null };
     if (what.valueSeq !== undefined) {
       rec.valueSeq = what.valueSeq;
       rec.value = Buffer.alloc(h.lvbLenBytes);
@@ -473,7 +508,8 @@ export class Lockspace {
     entries[place.index] = rec;
     this.writeSeq++;
     const off = lvbCellOffset(this.layout, place.row, this.nodeId);
-    await this.write(encodeLvbCell({ nodeId: this.nodeId, row: place.row, generation: this.generation, seq: this.writeSeq, entries }, this.layout.sectorSizeBytes, h.lvbLenBytes), off);
+    const onDisk = entries.map((e) => (e?.reserved === true ? undefined : e));
+    await this.write(encodeLvbCell({ nodeId: this.nodeId, row: place.row, generation: this.generation, seq: this.writeSeq, entries: onDisk }, this.layout.sectorSizeBytes, h.lvbLenBytes), off);
     this.ownLvbs.set(place.row, entries);
   }
 
@@ -485,6 +521,7 @@ export class Lockspace {
       const entries = await this.ownLvbCell(row);
       for (let i = 0; i < entries.length; i++) {
         const mine = entries[i]!;
+        if (mine.reserved === true) continue; // a held PW/EX lock's: never evicted
         const mineSeq = [mine.valueSeq ?? 0n, mine.invalidSeq ?? 0n].reduce((a, b) => (a > b ? a : b));
         const cells = await this.lvbWindows.read(bucketOf(this.layout.header, mine.resource));
         for (let c = 0; c < cells.length; c++) {
@@ -551,7 +588,7 @@ export class Lockspace {
     if (isDownConversion(from, mode)) {
       lock.busy = true;
       try {
-        await this.releaseLvb(lock, opts);
+        await this.releaseLvb(lock, opts, mode);
         const cur = this.ownEntry(lock)!;
         // lvbSeqAtGrant follows our own value writes, so if we die holding PW the invalidation
         // covers exactly the values up to the one we last wrote.
@@ -571,7 +608,7 @@ export class Lockspace {
     this.checkUsable(lock);
     lock.busy = true;
     try {
-      await this.releaseLvb(lock, opts);
+      await this.releaseLvb(lock, opts, null);
       await this.writeEntry(lock.row, lock.entry, undefined, true);
     } finally {
       lock.busy = false;
@@ -589,8 +626,16 @@ export class Lockspace {
   }
 
   /** Writes (or invalidates) the value block before a PW/EX holder lets go of its mode. */
-  private async releaseLvb(lock: Lock, opts: ReleaseOptions): Promise<void> {
+  private async releaseLvb(lock: Lock, opts: ReleaseOptions, newMode: Mode | null): Promise<void> {
     if (lock.mode === null || !writesLvb(lock.mode)) return;
+    try {
+      await this.writeOrInvalidateLvb(lock, opts);
+    } finally {
+      if (newMode === null || !writesLvb(newMode)) await this.unreserveLvb(lock.resource);
+    }
+  }
+
+  private async writeOrInvalidateLvb(lock: Lock, opts: ReleaseOptions): Promise<void> {
     if (opts.invalidateLvb) {
       lock.lvbSeq++;
       await this.writeLvb(lock.resource, { invalidSeq: lock.lvbSeq });
@@ -760,6 +805,14 @@ export class Lockspace {
         for (const o of others) {
           assert(o.grantedMode === null || compatible(w.mode, o.grantedMode), `grant of ${modeName(w.mode)} on ${lock.name} beside node ${o.nodeId}'s granted ${modeName(o.grantedMode!)}`);
           assert(!o.claim || o.requestedMode === null || compatible(w.mode, o.requestedMode), `grant of ${modeName(w.mode)} on ${lock.name} beside node ${o.nodeId}'s claim of ${modeName(o.requestedMode!)}`);
+        }
+        if (writesLvb(w.mode) && !(lock.mode !== null && writesLvb(lock.mode))) {
+          try {
+            await this.reserveLvb(lock.resource);
+          } catch (err) {
+            if (err instanceof DlmError && err.code === 'ENOSPC') return this.withdraw(w, err);
+            throw err;
+          }
         }
         const lvb = await this.readLvb(lock.bucket, lock.resource, fenced);
         w.trace?.('granting');
