@@ -104,6 +104,8 @@ export function register(program: Command): void {
             claim: l.claim,
             pid: l.pid,
             generation: l.generation.toString(16),
+            row: l.row,
+            entry: l.entry,
             stale: stale(l.nodeId, l.generation),
           });
           const byTicket = (a: { ticket: bigint }, b: { ticket: bigint }) => (a.ticket < b.ticket ? -1 : a.ticket > b.ticket ? 1 : 0);
@@ -137,6 +139,7 @@ export function register(program: Command): void {
         { header: 'Claim', value: (x) => (x.claim ? 'yes' : '') },
         { header: 'Pid', value: (x) => x.pid, align: 'right' },
         { header: 'Gen', value: (x) => x.generation + (x.stale ? ' (stale)' : '') },
+        { header: 'Cell', value: (x) => `${x.row}.${x.entry}` },
       ]);
       const lvbs = out.filter((r) => r.lvb !== null);
       if (lvbs.length > 0) {
