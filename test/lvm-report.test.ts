@@ -77,13 +77,14 @@ function jsonRows(text: string, key: string): Rows {
   return parsed.report[0]![key]!;
 }
 
-/** The -o lists (≥ 10), with a sort order for some, each run by both on the whole device set. */
+/** The -o lists (≥ 10; any case, prefixes left out, several -o), with a sort order for some, each run by both on the whole device set. */
 const LISTS: { cmd: 'pvs' | 'vgs' | 'lvs'; key: string; args: string[] }[] = [
   { cmd: 'pvs', key: 'pv', args: [] },
   { cmd: 'pvs', key: 'pv', args: ['-o', 'pv_name,pv_uuid,dev_size,pe_start,pv_used,pv_pe_count,pv_pe_alloc_count,pv_mda_count,pv_mda_used_count,pv_mda_size,pv_ext_vsn'] },
   { cmd: 'pvs', key: 'pv', args: ['-o', '+pv_allocatable,pv_exported,pv_missing,pv_in_use,pv_ba_start,pv_ba_size,pv_tags,pv_duplicate'] },
   { cmd: 'pvs', key: 'pv', args: ['-o', 'pv_name,vg_name,vg_size,vg_extent_size,pv_free', '-O', '-pv_free,pv_name'] },
   { cmd: 'vgs', key: 'vg', args: [] },
+  { cmd: 'vgs', key: 'vg', args: ['-o', 'VG_NAME,Size,free', '-o', '+extent_count'] },
   { cmd: 'vgs', key: 'vg', args: ['-o', 'vg_uuid,vg_fmt,vg_attr,vg_permissions,vg_extendable,vg_exported,vg_autoactivation,vg_partial,vg_allocation_policy,vg_clustered,vg_shared'] },
   { cmd: 'vgs', key: 'vg', args: ['-o', 'vg_name,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,max_lv,max_pv,pv_count,vg_missing_pv_count,lv_count,snap_count,vg_seqno'] },
   { cmd: 'vgs', key: 'vg', args: ['-o', 'vg_name,vg_sysid,vg_systemid,vg_lock_type,vg_lock_args,vg_tags,vg_mda_count,vg_mda_used_count,vg_mda_size,vg_mda_copies'] },
@@ -118,7 +119,7 @@ test('lvs VG/LV and pvs IMG report just those, as lvm2 does', async (t) => {
   t.is(notPv.stderr, `sanbox: ${blank}: not an LVM physical volume (no label in sectors 0-3)\n`);
 });
 
-test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, in the same order and in the same text, for 15 -o lists', async (t) => {
+test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, in the same order and in the same text, for 16 -o lists', async (t) => {
   const f = await fixture(t);
   for (const { cmd, key, args } of LISTS) {
     const what = `${cmd} ${args.join(' ')}`;

@@ -73,8 +73,10 @@ export interface Report {
   rows: string[][];
 }
 
-function lookup(report: ReportName, name: string): Field {
+function lookup(report: ReportName, given: string): Field {
   const kinds = KINDS[report];
+  // lvm2 takes field names in any case (-o VG_NAME).
+  const name = given.toLowerCase();
   for (const candidate of [name, `${REPORTS[report].prefix}${name}`]) {
     for (const c of CATALOGUE) {
       if (!kinds.includes(c.kind)) continue;
@@ -84,7 +86,7 @@ function lookup(report: ReportName, name: string): Field {
   }
   const why = UNREPORTED_FIELDS.get(name) ?? UNREPORTED_FIELDS.get(`${REPORTS[report].prefix}${name}`);
   if (why) throw new SanboxError('EINVAL', `field ${name} is not reported by sanbox: ${why}`);
-  throw new UsageError(`unrecognised field '${name}' (-o help lists the fields)`);
+  throw new UsageError(`unrecognised field '${given}' (-o help lists the fields)`);
 }
 
 /** The field names a report shows: lvm2's -o rules over the defaults. */
