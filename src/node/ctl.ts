@@ -6,6 +6,7 @@
 import { SanboxError } from '../errors.js';
 import { readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { ControlClient, controlSocketPath, CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from './control.js';
+import { slotLockHeld } from './node.js';
 import { StatusReader } from './status.js';
 
 /**
@@ -59,7 +60,9 @@ export async function connectNode(image: string, nodeId: number): Promise<NodeCo
     client = await ControlClient.connect(sock, CTL_CONNECT_TIMEOUT_MS);
   } catch (err) {
     const code = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
-    const why = code === 'ENOENT' || code === 'ECONNREFUSED' ? 'is not running' : 'does not answer';
+    const gone = code === 'ENOENT' || code === 'ECONNREFUSED';
+    // A node process here without a socket is one that `sanbox lock` started for its command.
+    const why = gone && slotLockHeld(info, nodeId) ? 'runs here without a control socket (a sanbox lock process)' : gone ? 'is not running' : 'does not answer';
     throw new NodeUnreachableError('EIO', `${nodeLabel(info, nodeId)} ${why}${await slotSummary(info, nodeId)}: ${(err as Error).message}`);
   }
   return {

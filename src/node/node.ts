@@ -56,6 +56,8 @@ export interface StartNodeOptions {
    * sidecar reservation state (VOL.fence/reservations).
    */
   volumes?: string[];
+  /** Later layers' control commands (mount, lv changes), registered beside the node's own. */
+  commands?: ((control: ControlServer, node: RunningNode) => void)[];
   /** Where `VG/LV` volumes find their PVs (default: SANBOX_DEVICES). */
   devices?: string[];
   /** Called once if this node fences itself (its I/O is already stopped). */
@@ -380,6 +382,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     if (opts.control ?? true) {
       control = await ControlServer.listen(info.config.runDir, n);
       registerNodeCommands(control, node);
+      for (const register of opts.commands ?? []) register(control, node);
     }
     log(`node ${n} (${name}) joined cluster '${info.config.clusterName}': generation ${generation.toString(16)}, key 0x${key.toString(16)}, pid ${process.pid}`);
     return node;
