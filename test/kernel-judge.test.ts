@@ -1,5 +1,5 @@
 // The real kernel as a judge (issue 17 item 5), in two boots of Debian's kernel under QEMU,
-// each with two sanbox volumes attached (boots are the expensive part: docs/kernel-tests.md).
+// each with several volumes attached (boots are the expensive part: docs/kernel-tests.md).
 //
 // Volume A — sanbox output judged by the kernel, and the kernel's output read by sanbox:
 //   boot 1 (node 1): the kernel mounts a `sanbox mkfs` volume, writes files and directories,
@@ -12,6 +12,8 @@
 //   dirty. `sanbox recover` replays it; boot 2 replays a copy itself. Same home blocks (compared
 //   block by block, never whole-image hashes: reference/ocfs2.md §11) and file contents; fsck
 //   clean; and a sanbox recovery interrupted mid-way, rerun, ends byte-identical to a whole one.
+// Volume C — a real mkfs.ocfs2 volume with indexed directories: boot 1 fills a directory until
+//   the kernel indexes it; `sanbox ls`/`cat` read it as debugfs.ocfs2 does.
 
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
@@ -24,10 +26,12 @@ import { FeatureIncompat } from '../src/format/ocfs2/constants.js';
 import { encodeInlineData } from '../src/format/ocfs2/system-payloads.js';
 import { JournalWriter, lookupPath, Ocfs2Volume, readSlotMap, recoverAllocators, replayJournal } from '../src/fs/index.js';
 import { bootKernel, kernelTestVolume, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
-import { debugfs, fsckOk } from './helpers/ocfs2-oracle.js';
+import { debugfs, fsckOk, realMkfs } from './helpers/ocfs2-oracle.js';
 import { readFileAt, runSanbox, SANBOX_BIN } from './helpers/tmp.js';
 
 const BS = 4096;
+/** Entries that overflow an inline directory and its first block, so the kernel indexes it. */
+const MANY_FILES = 300;
 const FILES_A = ['hello.txt', 'dir/big.bin', 'dir/sub/inline.bin'];
 const FILES_B = ['a.txt', 'dir/b.bin', 'dir/c.bin', 'small.txt'];
 const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex');
@@ -54,12 +58,21 @@ test('the kernel judges sanbox volumes, journals and recovery; sanbox reads and 
   t.timeout(600_000);
   const a = await kernelTestVolume(t);
   const b = await kernelTestVolume(t);
+  const c = path.join(a.dir, 'indexed.img');
+  await realMkfs(c, 128 * 1024 * 1024, ['-b', '4096', '-C', '4096', '-N', '2', '-J', 'size=4M', '--fs-features=indexed-dirs', '--cluster-stack=o2cb', '--cluster-name=kern']);
+  const fsckC0 = await fsckOk(c);
+  t.true(fsckC0.ok, `real mkfs.ocfs2 with indexed-dirs: ${fsckC0.out}`);
 
   // Boot 1, node 1: volume A mounted, written, unmounted; volume B written, fsynced, crashed.
   // commit=60 on B keeps jbd2 from committing on its own, so the fsyncs decide what is committed;
   // one fsync per file forces one commit each, so the log holds several transactions that
   // rewrite the same blocks (directory, allocators).
-  const run1 = await bootKernel(t, { disks: [a.img, b.img], script: [
+  const run1 = await bootKernel(t, { disks: [a.img, b.img, c], script: [
+    // C first (it must be unmounted before B's crash): a directory large enough to be indexed.
+    await o2cbMountScript(c, { node: 1, dev: '/dev/vdd', mount: '/mnt/c' }),
+    `mkdir /mnt/c/many && i=0 && while [ $i -lt ${MANY_FILES} ]; do echo "file $i" > /mnt/c/many/f$i; i=$((i+1)); done`,
+    'echo "SANBOX-OUT many-f7 $(sha256sum /mnt/c/many/f7 | cut -d" " -f1)"',
+    'umount /mnt/c || echo "SANBOX-ERROR umount /mnt/c"',
     await o2cbMountScript(a.img, { node: 1, dev: '/dev/vdb', mount: '/mnt/a' }),
     'echo "hello from the kernel" > /mnt/a/hello.txt',
     'mkdir -p /mnt/a/dir/sub',
@@ -81,7 +94,7 @@ test('the kernel judges sanbox volumes, journals and recovery; sanbox reads and 
     'echo "SANBOX-OUT crashing"',
     'echo b > /proc/sysrq-trigger',
   ].join('\n') });
-  t.log(`boot 1 (A: mount, write, umount; B: write, fsync, crash): ${run1.elapsedMs} ms`);
+  t.log(`boot 1 (C: indexed dir; A: mount, write, umount; B: write, fsync, crash): ${run1.elapsedMs} ms`);
   t.deepEqual(run1.errors, [], tail(run1.console));
   t.regex(run1.console, /ocfs2: Unmounting device/);
   t.is(run1.out.get('crashing'), '', tail(run1.console));
@@ -108,6 +121,18 @@ test('the kernel judges sanbox volumes, journals and recovery; sanbox reads and 
     t.is(sha(fs.readFileSync(dumped)), want(`a:${f}`), `debugfs dump of ${f}`);
     t.is(sha(catBytes(a.img, `/${f}`)), want(`a:${f}`), `sanbox cat ${f}`);
   }
+  // --- Volume C: the kernel indexed the directory; sanbox reads it as debugfs does.
+  const fsckC = await fsckOk(c);
+  t.true(fsckC.ok, fsckC.out);
+  t.regex(await debugfs(c, 'stat /many'), /IndexedDir/, 'the kernel made /many an indexed directory');
+  const lsC = await runSanbox(t, ['ls', c, '/many', '--json']);
+  t.is(lsC.code, 0, lsC.stderr);
+  const oursC = (JSON.parse(lsC.stdout) as { inode: number; modeString: string; links: number; uid: number; gid: number; sizeBytes: string; name: string }[])
+    .map((e) => [e.inode, e.modeString, e.links, e.uid, e.gid, e.sizeBytes, e.name].join(' '));
+  t.is(oursC.length, MANY_FILES + 2);
+  t.deepEqual([...oursC].sort(), parseDebugfsLs(await debugfs(c, 'ls -l /many')).sort(), 'sanbox ls of an indexed directory = debugfs ls -l');
+  t.is(sha(catBytes(c, '/many/f7')), want('many-f7'));
+
   // Test (a)'s core: dead node 5 in slot 2 left one committed transaction rewriting hello.txt.
   const newText = Buffer.from('rewritten by sanbox through slot 2\'s journal\n');
   const helloBlk = await journalInlineRewrite(t, a.img, '/hello.txt', newText, { slot: 2, nodeNum: 5 });
