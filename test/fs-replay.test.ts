@@ -13,7 +13,7 @@ import { openDevice } from '../src/disk/index.js';
 import { encodeCommit, encodeRevoke } from '../src/format/jbd2/log-blocks.js';
 import { JBD2_MAGIC } from '../src/format/jbd2/superblock.js';
 import { SanboxError } from '../src/errors.js';
-import { heartbeatRegionOf, JournalWriter, Ocfs2Volume, openJournal, readSlotMap, replayJournal } from '../src/fs/index.js';
+import { heartbeatRegionOf, JournalWriter, Ocfs2Volume, openJournal, readSlotMap, replayJournal, tagsPerDescriptor } from '../src/fs/index.js';
 import { fuzzRandom } from './helpers/fuzz.js';
 import { fsckOk, hasTool, realMkfs, runTool } from './helpers/ocfs2-oracle.js';
 import { collect, exited, readFileAt, REPO_ROOT, runSanbox, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
@@ -264,4 +264,29 @@ test('fuzz: a mutated journal makes replay return or throw a typed error, and a 
     t.log(`${counts.replayed} replayable, ${counts.refused} refused`);
     t.true(counts.refused > 0 && counts.replayed > 0);
   });
+});
+
+test('a transaction of more blocks than one descriptor holds spans two descriptors and replays like fsck.ocfs2; one larger than the log is refused', async (t) => {
+  t.true(hasTool('fsck.ocfs2'), 'fsck.ocfs2 is needed (ocfs2-tools)');
+  const { dir, img } = await volume(t);
+  const COUNT = 600;
+  const first = 15000;
+  await withVol(img, async (vol) => {
+    const w = await JournalWriter.open(vol, 0);
+    await w.markDirty();
+    t.is(tagsPerDescriptor((await openJournal(vol, 0)).superblock), Math.floor((BS - 12 - 16) / 8));
+    const tx = await w.append(Array.from({ length: COUNT }, (_, i) => ({ home: first + i, data: data(`big-${i}`) })));
+    t.is(tx.logBlocks, 2 + COUNT + 1, 'two descriptors, the copies, one commit');
+    const err = await t.throwsAsync(w.append(Array.from({ length: 1024 }, (_, i) => ({ home: first + (i % COUNT), data: data('x') }))), { instanceOf: SanboxError });
+    t.is(err?.code, 'ENOSPC');
+  });
+  const copy = path.join(dir, 'copy.img');
+  fs.copyFileSync(img, copy);
+  const r = await runSanbox(t, ['recover', img, '--json']);
+  t.is(r.code, 0, r.stderr);
+  await runTool('fsck.ocfs2', ['-yF', copy], { input: 'y\n', timeoutMs: 120_000 });
+  for (const i of [0, 1, 507, 508, 509, COUNT - 1]) {
+    t.deepEqual(readFileAt(img, (first + i) * BS, BS), data(`big-${i}`), `block ${first + i}`);
+    t.deepEqual(readFileAt(copy, (first + i) * BS, BS), data(`big-${i}`), `fsck: block ${first + i}`);
+  }
 });
