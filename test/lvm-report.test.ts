@@ -139,7 +139,7 @@ test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, 
   }
 });
 
-test('--units (binary, SI, sectors, bytes, human), --nosuffix, --separator and --noheadings print what lvm2 prints', async (t) => {
+test('--units (binary, SI, sectors, bytes, human), --nosuffix, --separator [--aligned], --noheadings and --binary print what lvm2 prints', async (t) => {
   const f = await fixture(t);
   const forms: { cmd: 'pvs' | 'vgs' | 'lvs'; args: string[] }[] = [];
   for (const u of ['b', 'B', 's', 'S', 'k', 'm', 'g', 't', 'h', 'r', 'K', 'M', 'G', 'H', 'R']) {
@@ -150,6 +150,9 @@ test('--units (binary, SI, sectors, bytes, human), --nosuffix, --separator and -
   forms.push({ cmd: 'lvs', args: ['--units', 's', '--nosuffix', '--separator', ':', '-o', 'lv_name,lv_size,seg_start,stripe_size,devices'] });
   forms.push({ cmd: 'lvs', args: ['--units', 'k', '--reportformat', 'json', '-o', 'lv_name,lv_size,seg_size'] });
   forms.push({ cmd: 'pvs', args: ['--units', 'b', '--nosuffix', '--reportformat', 'json', '-o', 'pv_name,pv_size,dev_size'] });
+  forms.push({ cmd: 'pvs', args: ['--binary', '--reportformat', 'json', '-o', 'pv_name,pv_allocatable,pv_exported,pv_missing,pv_in_use,pv_duplicate'] });
+  forms.push({ cmd: 'pvs', args: ['--binary', '--separator', '|', '--aligned', '-o', 'pv_allocatable,pv_exported,pv_size,pe_start,pv_uuid', '-O', 'pv_uuid'] });
+  forms.push({ cmd: 'vgs', args: ['--binary', '-o', 'vg_name,vg_extendable,vg_exported,vg_autoactivation,vg_partial,vg_shared,vg_permissions'] });
   for (const { cmd, args } of forms) {
     const target = cmd === 'pvs' ? [] : [f.vg];
     t.is(await ours(t, f, cmd, [...args, ...target]), await real(t, f, cmd, [...args, ...target]), `${cmd} ${args.join(' ')}`);

@@ -58,6 +58,8 @@ export interface ReportRequest {
   sort: string[];
   units: UnitsSpec;
   suffix: boolean;
+  /** --binary: binary fields as 1/0 instead of their word or blank. */
+  binary?: boolean;
 }
 
 export interface ReportColumn {
@@ -121,7 +123,8 @@ function rawValue(f: Field, ctx: Context): FieldValue {
   return (f.def.value as (s: unknown) => FieldValue)(subject);
 }
 
-function cell(v: FieldValue, req: ReportRequest): string {
+function cell(v: FieldValue, type: FieldType, req: ReportRequest): string {
+  if (type === 'binary' && req.binary) return v === '' ? '0' : '1';
   if (typeof v === 'object') return formatReportSize(v.bytes, req.units, req.suffix);
   return String(v);
 }
@@ -229,13 +232,13 @@ export function buildReport(report: ReportName, input: ReportInput, req: ReportR
   return {
     key: REPORTS[report].key,
     columns: fields.map((f) => ({ name: f.def.name, heading: f.def.heading, type: f.def.type })),
-    rows: keyed.map(({ ctx }) => fields.map((f) => cell(rawValue(f, ctx), req))),
+    rows: keyed.map(({ ctx }) => fields.map((f) => cell(rawValue(f, ctx), f.def.type, req))),
   };
 }
 
-/** lvm2's text report: "  " then the columns; aligned (numbers and sizes to the right) unless a separator is given. */
-export function renderText(r: Report, opts: { headings: boolean; separator?: string }): string {
-  const aligned = opts.separator === undefined;
+/** lvm2's text report: "  " then the columns; aligned (numbers and sizes to the right) unless a separator is given without --aligned. */
+export function renderText(r: Report, opts: { headings: boolean; separator?: string; aligned?: boolean }): string {
+  const aligned = opts.separator === undefined || opts.aligned === true;
   const widths = r.columns.map((c, i) => Math.max(LVM2_COLUMN_WIDTHS.get(c.name) ?? 0, c.heading.length, ...r.rows.map((row) => row[i]!.length)));
   const out: string[] = [];
   const pad = (text: string, i: number, heading: boolean): string => {

@@ -483,6 +483,8 @@ interface ReportCliOptions {
   nosuffix: boolean;
   units?: string;
   separator?: string;
+  aligned: boolean;
+  binary: boolean;
   reportformat: string;
 }
 
@@ -499,6 +501,8 @@ function reportOptions(c: Command): Command {
     .option('--nosuffix', 'no unit suffix on sizes (with --units other than h/r)', false)
     .option('--units <unit>', 'r h b s k m g t p e (binary), R H K M G T P E (SI); default r: human-readable, < when rounded')
     .option('--separator <text>', 'put TEXT between columns and do not align them')
+    .option('--aligned', 'align the columns even with --separator', false)
+    .option('--binary', 'print binary fields (allocatable, exported, …) as 1 or 0', false)
     .option('--reportformat <format>', 'basic (columns) or json (lvm2\'s JSON layout, all values strings)', 'basic');
 }
 
@@ -506,7 +510,7 @@ function reportOptions(c: Command): Command {
 async function lvmReport(report: ReportName, devices: string[], names: string[], all: boolean, o: ReportCliOptions): Promise<void> {
   if (o.reportformat !== 'basic' && o.reportformat !== 'json') throw new UsageError(`invalid --reportformat '${o.reportformat}' (basic or json)`);
   if (o.options.some((x) => x === 'help' || x === '?')) return void process.stdout.write(fieldHelp(report));
-  const req = { options: o.options, sort: o.sort, units: parseUnits(o.units ?? 'r'), suffix: !o.nosuffix };
+  const req = { options: o.options, sort: o.sort, units: parseUnits(o.units ?? 'r'), suffix: !o.nosuffix, binary: o.binary };
   const r = await withSession(devices, { readOnly: true, guard: 'none' }, async (s) => {
     // pvs shows the VG fields of every VG its PVs belong to; vgs and lvs only the VGs named
     // (lvs also takes VG/LV, as lvm2 does).
@@ -521,7 +525,7 @@ async function lvmReport(report: ReportName, devices: string[], names: string[],
     for (const n of pvs ?? []) if (!s.scan.some((x) => x.dev.name === n && x.pv)) throw new SanboxError('EINVAL', `${n}: not an LVM physical volume (no label in sectors 0-3)`, { device: n });
     return buildReport(report, { scan: s.scan, vgs, all, lvs, pvs }, req);
   });
-  process.stdout.write(o.reportformat === 'json' ? renderJson(r) : renderText(r, { headings: !o.noheadings, separator: o.separator }));
+  process.stdout.write(o.reportformat === 'json' ? renderJson(r) : renderText(r, { headings: !o.noheadings, separator: o.separator, aligned: o.aligned }));
 }
 
 function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgHandle[] {
