@@ -27,6 +27,11 @@ test('sanbox node over nbd://: nodes see each other; kill -9 is declared dead an
   await nodes[0]!.waitLine(isEvent('fenced', 1), 5000, 'node 1 fenced');
   const msg = nodes[0]!.lines.find((l) => /node 1 fenced/.test(l.msg ?? ''))!.msg!;
   t.regex(msg, /power:gone\(pid \d+\)/);
+  // One vocabulary over NBD too: the fence is recorded in the image's reservations (through the
+  // export), so `cluster status` says fenced where the survivor's log does.
+  t.regex(msg, /recorded/);
+  const after = JSON.parse((await runSanbox(t, ['cluster', 'status', servers[0]!.uri('cluster.img'), '--json'])).stdout) as { slots: { state: string }[] };
+  t.deepEqual(after.slots.map((s) => s.state), ['up', 'fenced', 'free']);
   nodes[0]!.child.kill('SIGTERM');
   t.is((await nodes[0]!.exited).code, 0);
 });

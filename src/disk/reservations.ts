@@ -21,10 +21,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import fsExt from 'fs-ext';
 import { assert, DiskError, FormatError, SanboxError } from '../errors.js';
-import type { SyncBlockDevice } from './device.js';
-import { openFileDevice } from './open.js';
+import { isSyncDevice, type BlockDevice, type SyncBlockDevice } from './device.js';
+import { openFileDevice, schemeOf } from './open.js';
 import { sleepSyncMs } from './sleep.js';
-import { readStableSync } from './stable-read.js';
+import { readStable, readStableSync } from './stable-read.js';
 import {
   decodeReservationCopies,
   decodeReservations,
@@ -73,22 +73,24 @@ export function sidecarStoreSpec(devicePath: string): ReservationStoreSpec {
 }
 
 /**
- * Reads and writes the state through a synchronous BlockDevice of its own (the fence gate checks
- * it inside the synchronous write path): by default the state file opened with openFileDevice, so
- * a process started with SANBOX_FAULTS gets fault injection on it too; a node's device provider
- * passes its own fault-wrapped device. These are the device's own commands, not gated writes.
+ * Reads and writes the state through a BlockDevice of its own: by default the state file opened
+ * with openFileDevice, so a process started with SANBOX_FAULTS gets fault injection on it too; a
+ * node's device provider may pass another (an nbd:// export: the image's region over NBD). PR
+ * commands use the promise form, so any device serves them; the fence gate checks the state inside
+ * the synchronous write path, so it needs a device with the synchronous form (a local file).
+ * These are the device's own commands, not gated writes.
  */
 export class ReservationStore {
-  private dev: SyncBlockDevice | undefined;
+  private dev: BlockDevice | undefined;
   private readonly buf = Buffer.alloc(RESERVATIONS_PAYLOAD_BYTES);
 
   /** With readOnly, nothing is created and the state is opened for reading only (cluster status). */
   constructor(
     readonly spec: ReservationStoreSpec,
     readOnly = false,
-    open: (path: string, readOnly: boolean) => SyncBlockDevice = defaultStoreDevice,
+    open: (path: string, readOnly: boolean) => BlockDevice = defaultStoreDevice,
   ) {
-    if (!readOnly) {
+    if (!readOnly && schemeOf(spec.statePath) === undefined) {
       fs.mkdirSync(spec.lockDir, { recursive: true });
       if (spec.stateOffsetBytes === 0) {
         // Sidecar: create it sparse, as long as the payload; zeros decode as "no registrations".
@@ -104,13 +106,41 @@ export class ReservationStore {
   }
 
   /** The device the state is read and written through (for status displays and fault rules). */
-  get device(): SyncBlockDevice {
-    return this.liveDev();
+  get device(): BlockDevice {
+    return this.liveAsync();
+  }
+
+  private liveAsync(): BlockDevice {
+    if (this.dev === undefined) throw new DiskError('ECLOSED', `${this.spec.deviceName}: reservation store is closed`, { device: this.spec.deviceName });
+    return this.dev;
   }
 
   private liveDev(): SyncBlockDevice {
-    if (this.dev === undefined) throw new DiskError('ECLOSED', `${this.spec.deviceName}: reservation store is closed`, { device: this.spec.deviceName });
-    return this.dev;
+    const dev = this.liveAsync();
+    if (!isSyncDevice(dev)) throw new DiskError('EINVAL', `${this.spec.deviceName}: reservation state on ${dev.name} has no synchronous form (a fence gate needs a local file)`, { device: this.spec.deviceName });
+    return dev;
+  }
+
+  /** The current state, read with the promise form (PR commands: works over any device, nbd:// too). */
+  async readAsync(): Promise<ReservationState> {
+    const dev = this.liveAsync();
+    const where = { device: this.spec.statePath, offsetBytes: this.spec.stateOffsetBytes };
+    const n = Math.max(0, Math.min(this.buf.length, dev.sizeBytes - this.spec.stateOffsetBytes));
+    this.buf.fill(0); // a sidecar file may be shorter than the payload: the rest reads as zeros
+    try {
+      return await readStable(dev, this.buf.subarray(0, n), this.spec.stateOffsetBytes, () => decodeReservationCopies(this.buf, where, 'both'));
+    } catch (err) {
+      if (!(err instanceof FormatError)) throw err;
+      return decodeReservationCopies(this.buf, where, 'either');
+    }
+  }
+
+  /** write()'s promise form. */
+  async writeAsync(current: ReservationState, next: ReservationState): Promise<void> {
+    const dev = this.liveAsync();
+    const { rec, off } = this.encodeNext(current, next);
+    await dev.write(rec, off);
+    await dev.flush();
   }
 
   /**
@@ -154,6 +184,13 @@ export class ReservationStore {
   /** Writes `next` into the copy not holding `current`, then makes it durable. */
   write(current: ReservationState, next: ReservationState): void {
     const dev = this.liveDev();
+    const { rec, off } = this.encodeNext(current, next);
+    dev.writeSync(rec, off);
+    dev.flushSync();
+  }
+
+  /** The record of `next` (updateSeq one past current's) and where it goes: the copy not holding `current`. */
+  private encodeNext(current: ReservationState, next: ReservationState): { rec: Buffer; off: number } {
     next.updateSeq = current.updateSeq + 1n;
     const rec = encodeReservations(next);
     const off = this.spec.stateOffsetBytes + nextCopyIndex(current) * RESERVATIONS_RECORD_BYTES;
@@ -161,13 +198,15 @@ export class ReservationStore {
     // state we mean to store, so an encoder bug never reaches the disk every node fences through.
     const back = decodeReservations(rec, { device: this.spec.statePath, offsetBytes: off });
     assert(back !== null && sameReservations(back, next), `${this.spec.deviceName}: reservations record does not decode back to the state being written`);
-    dev.writeSync(rec, off);
-    dev.flushSync();
+    return { rec, off };
   }
 
   close(): void {
-    this.dev?.closeSync();
+    const dev = this.dev;
     this.dev = undefined;
+    if (dev === undefined) return;
+    if (isSyncDevice(dev)) dev.closeSync();
+    else void dev.close().catch(() => undefined);
   }
 }
 
@@ -263,7 +302,7 @@ export class PersistentReservations {
   /** `open` supplies the device the state is kept on (default: the state file, see ReservationStore). */
   constructor(
     readonly spec: ReservationStoreSpec,
-    open?: (path: string, readOnly: boolean) => SyncBlockDevice,
+    open?: (path: string, readOnly: boolean) => BlockDevice,
     private readonly lockWaitMs = PR_LOCK_WAIT_MS,
   ) {
     this.store = new ReservationStore(spec, false, open);
@@ -280,9 +319,9 @@ export class PersistentReservations {
       throw new SanboxError('EBUSY', `${this.spec.deviceName}: ${what}: another reservation command held the lock for ${this.lockWaitMs} ms`, { device: this.spec.deviceName });
     }
     try {
-      const cur = this.store.read();
+      const cur = await this.store.readAsync();
       const { next, result } = await fn(cur);
-      if (next !== null) this.store.write(cur, next);
+      if (next !== null) await this.store.writeAsync(cur, next);
       return result;
     } finally {
       this.prLock.unlock();

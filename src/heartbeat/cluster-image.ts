@@ -5,7 +5,7 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { openDevice } from '../disk/open.js';
+import { openDevice, schemeOf } from '../disk/open.js';
 import { createImage } from '../disk/file-disk.js';
 import { isNbdSpec } from '../disk/nbd-device.js';
 import { initExport } from '../disk/nbd-image.js';
@@ -200,7 +200,9 @@ export async function openRegion(image: string | BlockDevice, name: string, opts
 /** Where the reservation state of a cluster image lives, and its lock directory. */
 export function reservationSpec(info: ClusterImageInfo): ReservationStoreSpec {
   const r = info.regions.get('reservations')!;
-  return { deviceName: info.path, statePath: info.path, stateOffsetBytes: r.payloadOffsetBytes, lockDir: defaultLockDir(info.path) };
+  // An image named by URI (nbd://…) has no directory beside it: its local lock files go in the run directory.
+  const lockDir = schemeOf(info.path) !== undefined ? path.join(info.config.runDir, 'locks') : defaultLockDir(info.path);
+  return { deviceName: info.path, statePath: info.path, stateOffsetBytes: r.payloadOffsetBytes, lockDir };
 }
 
 /** The cluster's 16-bit tag in every node's reservation key (nodeKey): the first two bytes of its UUID, little-endian. */

@@ -122,9 +122,7 @@ function takeSlotLock(lockDir: string, img: string, n: number): LockFile {
 
 /** True if a node process holds node N's slot lock on this machine (it is running here). */
 export function slotLockHeld(info: ClusterImageInfo, nodeId: number): boolean {
-  const remote = schemeOf(info.path) !== undefined;
-  const lockDir = remote ? path.join(info.config.runDir, 'locks') : reservationSpec(info).lockDir;
-  const l = new LockFile(path.join(lockDir, `slot-${nodeId}.lock`));
+  const l = new LockFile(path.join(reservationSpec(info).lockDir, `slot-${nodeId}.lock`));
   try {
     if (!fs.existsSync(l.path)) return false;
     if (!l.tryLock('ex')) return true;
@@ -180,8 +178,7 @@ async function openHomes(
   timing: Timing,
   cleanups: (() => Promise<void> | void)[],
 ): Promise<{ device: BlockDevice; regions: HeartbeatRegion[] }> {
-  const remote = schemeOf(info.path) !== undefined;
-  const device = await provider.open(info.path, remote ? 'remote' : { spec: reservationSpec(info) });
+  const device = await provider.open(info.path, { spec: reservationSpec(info) });
   cleanups.push(() => device.close());
   const regions = [clusterHeartbeatRegion(info, device)];
   await probeSlot(regions[0]!, n, timing);
@@ -273,7 +270,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
 
   try {
     // Over a network disk the heartbeat probe below is what catches a duplicate on another machine.
-    const slotLock = takeSlotLock(remote ? path.join(info.config.runDir, 'locks') : reservationSpec(info).lockDir, img, n);
+    const slotLock = takeSlotLock(reservationSpec(info).lockDir, img, n);
     cleanups.push(() => slotLock.close());
 
     const tag = clusterTag(info);
@@ -297,9 +294,11 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       },
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,
-      // Over nbd:// only the power fence (same machine) is ours; a remote victim stays unfenced
-      // (never reported fenced) until the target cuts it off.
-      policy: provider.reservations.length === 0 ? 'power' : (opts.fencePolicy ?? 'both'),
+      // Over nbd:// no gate of ours refuses a victim's writes (the target does, by cutting it off),
+      // so a preempt alone would report fenced a node that can still write: only the power fence
+      // (same machine) is ours, and it is recorded in the image's reservations for every reader.
+      // A remote victim stays unfenced (never reported fenced) until the target cuts it off.
+      policy: remote && (opts.volumes ?? []).length === 0 ? 'power' : (opts.fencePolicy ?? 'both'),
       log,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });

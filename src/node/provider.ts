@@ -14,7 +14,7 @@
 import path from 'node:path';
 import { FaultDevice, shadowingRule, type FaultRule } from '../disk/fault-device.js';
 import { FenceGate, SelfFenceGate, type SelfFencingGate } from '../disk/fence-gate.js';
-import type { BlockDevice } from '../disk/device.js';
+import { isSyncDevice, type BlockDevice } from '../disk/device.js';
 import type { NbdOpenOptions } from '../disk/nbd-device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type ReservationStoreSpec } from '../disk/reservations.js';
@@ -154,11 +154,20 @@ export class DeviceProvider {
     let pr: PersistentReservations | null = null;
     const io: IoCounters = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, errors: 0, refused: 0 };
     let gate: SelfFencingGate;
+    // An nbd:// device's request timeout is the cluster's (a ?timeout= in the URI wins).
+    const nbdOpts = (uri: string): NbdOpenOptions => (!/[?&]timeout=/.test(uri) ? { ioTimeoutMs: this.o.timing.nbdIoTimeoutMs } : {});
     if (place === 'remote') {
       gate = new SelfFenceGate();
     } else {
-      pr = new PersistentReservations(place === 'sidecar' ? sidecarStoreSpec(name) : place.spec, undefined, this.o.timing.reservationLockWaitMs);
-      gate = new FenceGate(pr.store, this.o.nodeId, this.o.key, this.o.timing.ioTimeoutMs);
+      const storeSpec = place === 'sidecar' ? sidecarStoreSpec(name) : place.spec;
+      // State kept over NBD (a cluster image served by nbd://): PR commands go through the export,
+      // so a fence is recorded where every node reads it; the refusing is the target's (below).
+      const remoteState = schemeOf(storeSpec.statePath) !== undefined;
+      const storeDev = remoteState ? await openDevice(storeSpec.statePath, { guard: 'none', ...nbdOpts(storeSpec.statePath) }) : undefined;
+      pr = new PersistentReservations(storeSpec, storeDev !== undefined ? () => storeDev : undefined, this.o.timing.reservationLockWaitMs);
+      // The gate checks the state synchronously inside each write: possible on a local file only.
+      // Over NBD the gate enforces the node's own self-fence, and the target cuts a fenced node off.
+      gate = isSyncDevice(pr.store.device) ? new FenceGate(pr.store, this.o.nodeId, this.o.key, this.o.timing.ioTimeoutMs) : new SelfFenceGate();
     }
     let inner: BlockDevice | undefined;
     try {
@@ -168,9 +177,8 @@ export class DeviceProvider {
         }
         await pr.reserve(this.o.nodeId, this.o.key, PR_TYPES.writeExclusiveRegistrantsOnly);
       }
-      // An nbd:// device's request timeout is the cluster's (a ?timeout= in the URI wins).
-      const nbd: NbdOpenOptions = place === 'remote' && !/[?&]timeout=/.test(spec) ? { ioTimeoutMs: this.o.timing.nbdIoTimeoutMs } : {};
-      inner = await openDevice(place === 'remote' ? spec : name, { guard: 'shared', gate, ...nbd });
+      const target = place === 'remote' || schemeOf(spec) !== undefined ? spec : name;
+      inner = await openDevice(target, { guard: 'shared', gate, ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
     } catch (err) {
       if (pr !== null) {
         await pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
@@ -181,7 +189,7 @@ export class DeviceProvider {
     }
     const faults = new FaultDevice(inner);
     this.install(faults);
-    const entry: Entry = { name: inner.name, gate, pr, place: place === 'remote' ? 'target' : place === 'sidecar' ? 'sidecar' : 'on-disk', faults, io };
+    const entry: Entry = { name: inner.name, gate, pr, place: !(gate instanceof FenceGate) ? 'target' : place === 'sidecar' ? 'sidecar' : 'on-disk', faults, io };
     this.entries.push(entry);
     if (this.fencedReason !== undefined) gate.selfFence(this.fencedReason);
     return new CountedDevice(faults, io, () => this.release(entry));
