@@ -96,3 +96,17 @@ test('output piped into head ends quietly (EPIPE is not an error): cluster statu
   t.regex(r.stdout, /^--- \S+ pipe\nstatus=0\n$/);
   t.is(r.stderr, '', 'no EPIPE stack trace');
 });
+
+test('cluster status --watch on a terminal redraws in place (cursor home + clear, like crm_mon); piped, it appends frames', async (t) => {
+  const img = path.join(tempDir(t), 'c.img');
+  t.is((await runSanbox(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'tty', '--run-dir', `${img}.run`])).code, 0);
+  // script(1) (util-linux) runs the command on a pseudo-terminal.
+  const cmd = `"${process.execPath}" "${SANBOX_BIN}" cluster status "${img}" --watch 20 --count 3`;
+  const tty = await runToolWith('script', ['-qec', cmd, '/dev/null'], { timeoutMs: 30_000, maxBufferBytes: 1 << 20, noExitCode: -1 });
+  t.is(tty.code, 0, tty.stderr);
+  t.is(tty.stdout.split('\x1b[H\x1b[2J').length - 1, 3, 'three frames, each drawn from the top of a cleared screen');
+  t.regex(tty.stdout, /Quorum:/);
+  const piped = await runSanbox(t, ['cluster', 'status', img, '--watch', '20', '--count', '3']);
+  t.false(piped.stdout.includes('\x1b['), 'no escape sequences into a pipe');
+  t.is(piped.stdout.split('\n').filter((l) => l.startsWith('--- ')).length, 3);
+});
