@@ -134,7 +134,10 @@ export class MembershipService implements Membership {
     if (this.stopped || this.selfFencedReason !== undefined) return;
     for (const [nodeId, d] of this.dead) {
       if (d.fenced || d.fencing || this.now() < d.nextTryMs) continue;
-      if (!this.hasQuorum()) {
+      // A clean leave is no death to act on: the node stopped writing by itself (generation 0), so
+      // recording its key and dropping it from the quorum base needs no quorum (as o2quo drops a
+      // node that unmounted cleanly). Every other death waits for quorum.
+      if (d.reason !== 'left' && !this.hasQuorum()) {
         if (d.nextTryMs === 0) this.o.log(`node ${nodeId} is dead but this node has no quorum: not fencing or recovering it`);
         d.nextTryMs = this.now() + this.o.timing.intervalMs;
         continue;

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { readProcStat } from '../disk/power-fence.js';
 import { modeName, type Mode } from '../dlm/compat-matrix.js';
 import { DlmError, type Lock } from '../dlm/lock-manager.js';
+import { SanboxError } from '../errors.js';
 import { readClusterImage } from '../heartbeat/cluster-image.js';
 import { connectNode, CTL_ANSWER_TIMEOUT_MS } from './ctl.js';
 import { slotLockHeld, startNode, type RunningNode } from './node.js';
@@ -27,6 +28,9 @@ export const EXIT_FENCED = 3;
 /** Signals a caller sends sanbox lock that are passed on to the command's group. */
 const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+/** Bound on the command's shell stopping itself before exec (a fork and a kill(2): milliseconds). */
+const COMMAND_STOP_WAIT_MS = 5000;
+const COMMAND_STOP_POLL_MS = 1;
 
 export interface LockRunOptions {
   clusterImage: string;
@@ -56,16 +60,34 @@ class CommandGroup {
     });
   }
 
-  static start(command: string[], env: NodeJS.ProcessEnv): CommandGroup {
+  /**
+   * Starts the command stopped: a shell stops itself (SIGSTOP) before it execs the command, so
+   * nothing of the command runs until its group is recorded where a fencer finds it (run()). The
+   * group is orphaned from the start (its parent is in another session), so if the node dies
+   * before run(), no SIGHUP/SIGCONT ever wakes it: the command never runs unrecorded.
+   */
+  static async start(command: string[], env: NodeJS.ProcessEnv): Promise<CommandGroup> {
     // detached: setsid() in the child, so the command and everything it starts share a group that
     // a fencer can kill as a whole, and that is not the caller's terminal group.
-    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env, detached: true });
+    const child = spawn('/bin/sh', ['-c', 'kill -STOP $$ && exec "$@"', 'sanbox-lock', ...command], { stdio: 'inherit', env, detached: true });
     if (child.pid === undefined) {
       // spawn failed (ENOENT…): the 'error' event says why.
       return new CommandGroup(child, 0, 0n);
     }
-    const st = readProcStat(child.pid);
-    return new CommandGroup(child, child.pid, st?.startTicks ?? 0n);
+    const pid = child.pid;
+    const t0 = performance.now();
+    let st = readProcStat(pid);
+    while (st !== null && st.state !== 'T' && st.state !== 'Z') {
+      if (performance.now() - t0 > COMMAND_STOP_WAIT_MS) throw new SanboxError('EINVAL', `the command's shell (pid ${pid}) did not stop itself within ${COMMAND_STOP_WAIT_MS} ms`);
+      await new Promise((r) => setTimeout(r, COMMAND_STOP_POLL_MS));
+      st = readProcStat(pid);
+    }
+    return new CommandGroup(child, pid, st?.startTicks ?? 0n);
+  }
+
+  /** Lets the stopped command run (once its group is recorded). */
+  run(): void {
+    this.signal('SIGCONT');
   }
 
   signal(sig: NodeJS.Signals): void {
@@ -123,8 +145,9 @@ async function runAsNode(o: Required<LockRunOptions>): Promise<number> {
       throw err;
     }
     o.log(`granted ${modeName(o.mode)} on ${o.resource} after ${(performance.now() - t0).toFixed(0)} ms`);
-    const group = CommandGroup.start(o.command, commandEnv(o));
+    const group = await CommandGroup.start(o.command, commandEnv(o));
     await recordGroup(node, group);
+    group.run();
     const unforward = group.forwardSignals();
     onLost = () => {
       o.warn(`node ${o.nodeId} lost its lock on ${o.resource} (${lostReason}): killing the command`);
@@ -165,8 +188,9 @@ async function runThroughNode(o: Required<LockRunOptions>): Promise<number> {
       }
       throw err;
     }
-    const group = CommandGroup.start(o.command, commandEnv(o));
+    const group = await CommandGroup.start(o.command, commandEnv(o));
     await c.request({ cmd: 'adopt-group', pgid: group.pgid, startTicks: group.startTicks.toString() });
+    group.run();
     const unforward = group.forwardSignals();
     let lost = false;
     // The node going away (killed, fenced, left) closes the connection: the lock is gone, so is the command.
