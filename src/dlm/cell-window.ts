@@ -45,6 +45,22 @@ export class CellWindows<C> {
     this.maxWindows = Math.max(WINDOW_CACHE_MIN, Math.floor(WINDOW_CACHE_BYTES_MAX / this.windowBytes));
   }
 
+  /** Whole-window comparison that ignores the skipped column (ours: it changes with every write of ours). */
+  private sameExceptSkipped(a: Buffer, b: Buffer): boolean {
+    const { layout } = this;
+    if (this.skipNode < 0) return a.equals(b);
+    const s = layout.sectorSizeBytes;
+    const ownStart = this.skipNode * s;
+    for (let r = 0; r < WINDOW_ROWS; r++) {
+      const base = r * layout.rowBytes;
+      if (a.compare(b, base, base + ownStart, base, base + ownStart) !== 0) return false;
+      const after = base + ownStart + s;
+      const end = base + layout.rowBytes;
+      if (a.compare(b, after, end, after, end) !== 0) return false;
+    }
+    return true;
+  }
+
   /** The cells of the last read of this window, if still cached (for error messages). */
   peek(bucket: number): (C | undefined)[] | undefined {
     return this.cache.get(bucket)?.cells;
@@ -59,14 +75,10 @@ export class CellWindows<C> {
     const buf = this.spare;
     await this.device.read(buf, offsetBytes);
     this.stats.windowReads++;
-    let entry = this.cache.get(bucket);
-    if (entry !== undefined) {
-      this.cache.delete(bucket); // re-insert below: Map order is the LRU order
-      if (buf.equals(entry.raw)) {
-        this.cache.set(bucket, entry);
-        return entry.cells;
-      }
-    }
+    // Eviction is first-in first-out: refreshing a hit (delete + set) would make V8's Map rehash
+    // under churn, at a cost that grows with the cache's size.
+    const entry = this.cache.get(bucket);
+    if (entry !== undefined && this.sameExceptSkipped(buf, entry.raw)) return entry.cells;
     const cells: (C | undefined)[] = entry?.cells ?? new Array(WINDOW_ROWS * n).fill(undefined);
     const old = entry?.raw;
     try {
@@ -87,7 +99,8 @@ export class CellWindows<C> {
       this.cache.delete(bucket);
       throw err;
     }
-    this.cache.set(bucket, { raw: buf, cells });
+    if (entry !== undefined) entry.raw = buf;
+    else this.cache.set(bucket, { raw: buf, cells });
     while (this.cache.size > this.maxWindows) {
       const oldest = this.cache.keys().next().value as number;
       this.free.push(this.cache.get(oldest)!.raw);

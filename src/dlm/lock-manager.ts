@@ -172,7 +172,7 @@ export class Lock {
     readonly resource: Buffer,
     lvbLenBytes: number,
   ) {
-    this.lvb = Buffer.alloc(lvbLenBytes);
+    this.lvb = smallZeroed(lvbLenBytes);
   }
 
   /** The lock's number within its node (row x entries per cell + entry). */
@@ -194,8 +194,54 @@ export class Lock {
   }
 }
 
-/** A value entry of ours; `reserved`: held for a PW/EX lock's release, not on disk yet (written as free). */
-type OwnLvb = LvbEntry & { reserved?: boolean };
+/**
+ * A zeroed small buffer carved from Node's shared pool: thousands of held locks then do not each
+ * own an ArrayBuffer (every one of which the garbage collector tracks separately).
+ */
+function smallZeroed(n: number): Buffer {
+  return Buffer.allocUnsafe(n).fill(0);
+}
+
+/**
+ * A value entry of ours. `reserved`: kept for a PW/EX lock's release, not on disk yet (written as
+ * free); `holds`: our PW/EX locks on the resource (a reservation goes with the last one).
+ */
+type OwnLvb = LvbEntry & { reserved?: boolean; holds?: number };
+
+/**
+ * An integer-keyed table over a preallocated array. Not a Map: V8's ordered hash tables rehash
+ * under delete+set churn, measured at 22 µs per pair with 4000 entries — the cost of one lock
+ * would then grow with the number of locks held.
+ */
+class IndexTable<T> {
+  private readonly items: (T | undefined)[];
+  size = 0;
+  constructor(capacity: number) {
+    this.items = new Array<T | undefined>(capacity).fill(undefined);
+  }
+  get(i: number): T | undefined {
+    return this.items[i];
+  }
+  has(i: number): boolean {
+    return this.items[i] !== undefined;
+  }
+  set(i: number, v: T): void {
+    assert(i >= 0 && i < this.items.length, `index ${i} outside 0..${this.items.length - 1}`);
+    if (this.items[i] === undefined) this.size++;
+    this.items[i] = v;
+  }
+  delete(i: number): void {
+    if (this.items[i] === undefined) return;
+    this.size--;
+    this.items[i] = undefined;
+  }
+  *keys(): Generator<number> {
+    for (let i = 0; i < this.items.length; i++) if (this.items[i] !== undefined) yield i;
+  }
+  *values(): Generator<T> {
+    for (const v of this.items) if (v !== undefined) yield v;
+  }
+}
 
 const emptyLockEntries = (): (LockEntry | undefined)[] => new Array(LOCK_ENTRIES_PER_CELL).fill(undefined);
 
@@ -203,13 +249,11 @@ export class Lockspace {
   readonly nodeId: number;
   readonly generation: bigint;
   /** Our own lock cells by row (only rows with an entry); memory is authoritative for our column. */
-  private readonly ownLocks = new Map<number, (LockEntry | undefined)[]>();
+  private readonly ownLocks: IndexTable<(LockEntry | undefined)[]>;
   /** Lock objects by slot, including requests whose doorway is not on disk yet. */
-  private readonly lockObjs = new Map<number, Lock>();
+  private readonly lockObjs: IndexTable<Lock>;
   /** Our own value cells by row, loaded from disk on first use (they outlive incarnations). */
-  private readonly ownLvbs = new Map<number, (OwnLvb | undefined)[]>();
-  /** Our PW/EX holds per resource (hex name): each has a value entry reserved for its release. */
-  private readonly lvbHolds = new Map<string, number>();
+  private readonly ownLvbs: IndexTable<(OwnLvb | undefined)[]>;
   private readonly waiting = new Set<Waiting>();
   /** Locks with a bast callback: the only ones the pump polls for blocking notices (not all held). */
   private readonly bastWanted = new Set<Lock>();
@@ -247,6 +291,9 @@ export class Lockspace {
     this.unsubscribe = membership.subscribe(() => this.waker.poke());
     const h = layout.header;
     this.lvbEntriesPerCell = layout.lvbEntriesPerCell;
+    this.ownLocks = new IndexTable(layout.rows);
+    this.ownLvbs = new IndexTable(layout.rows);
+    this.lockObjs = new IndexTable(layout.rows * LOCK_ENTRIES_PER_CELL);
     this.lockWindows = new CellWindows(device, layout, layout.lockAreaOffsetBytes, decodeLockCell, this.stats, this.nodeId);
     this.lvbWindows = new CellWindows(device, layout, layout.lvbAreaOffsetBytes, (b, e, w) => decodeLvbCell(b, e, h.lvbLenBytes, w), this.stats, -1);
   }
@@ -474,22 +521,23 @@ export class Lockspace {
    */
   private async reserveLvb(resource: Buffer): Promise<void> {
     const place = await this.lvbPlace(resource);
-    if (!place.existing) (await this.ownLvbCell(place.row))[place.index] = { resource, valueSeq: null, value: Buffer.alloc(this.layout.header.lvbLenBytes), invalidSeq: null, reserved: true };
-    const k = resource.toString('hex');
-    this.lvbHolds.set(k, (this.lvbHolds.get(k) ?? 0) + 1);
+    const entries = await this.ownLvbCell(place.row);
+    if (!place.existing) entries[place.index] = { resource, valueSeq: null, value: smallZeroed(this.layout.header.lvbLenBytes), invalidSeq: null, reserved: true };
+    const e = entries[place.index]!;
+    e.holds = (e.holds ?? 0) + 1;
   }
 
   /** A PW/EX hold ended: the last one on a resource frees its reservation if nothing was written. */
   private async unreserveLvb(resource: Buffer): Promise<void> {
-    const k = resource.toString('hex');
-    const left = (this.lvbHolds.get(k) ?? 1) - 1;
-    if (left > 0) return void this.lvbHolds.set(k, left);
-    this.lvbHolds.delete(k);
     const bucket = bucketOf(this.layout.header, resource);
     for (let r = 0; r < WINDOW_ROWS; r++) {
       const entries = await this.ownLvbCell(bucket + r);
-      const i = entries.findIndex((e) => e?.reserved === true && e.resource.equals(resource));
-      if (i >= 0) entries[i] = undefined;
+      const i = entries.findIndex((e) => e !== undefined && e.resource.equals(resource));
+      if (i < 0) continue;
+      const e = entries[i]!;
+      e.holds = Math.max(0, (e.holds ?? 0) - 1);
+      if (e.holds === 0 && e.reserved === true) entries[i] = undefined;
+      return;
     }
   }
 
@@ -498,17 +546,17 @@ export class Lockspace {
     const place = await this.lvbPlace(resource);
     const entries = [...(await this.ownLvbCell(place.row))];
     const old = place.existing ? entries[place.index] : undefined;
-    const rec: LvbEntry = old !== undefined ? { resource: old.resource, valueSeq: old.valueSeq, value: old.value, invalidSeq: old.invalidSeq } : { resource, valueSeq: null, value: Buffer.alloc(h.lvbLenBytes), invalidSeq: null };
+    const rec: OwnLvb = old !== undefined ? { resource: old.resource, valueSeq: old.valueSeq, value: old.value, invalidSeq: old.invalidSeq, holds: old.holds } : { resource, valueSeq: null, value: smallZeroed(h.lvbLenBytes), invalidSeq: null };
     if (what.valueSeq !== undefined) {
       rec.valueSeq = what.valueSeq;
-      rec.value = Buffer.alloc(h.lvbLenBytes);
+      rec.value = smallZeroed(h.lvbLenBytes);
       (what.value ?? Buffer.alloc(0)).copy(rec.value, 0, 0, h.lvbLenBytes);
     }
     if (what.invalidSeq !== undefined) rec.invalidSeq = rec.invalidSeq === null || what.invalidSeq > rec.invalidSeq ? what.invalidSeq : rec.invalidSeq;
     entries[place.index] = rec;
     this.writeSeq++;
     const off = lvbCellOffset(this.layout, place.row, this.nodeId);
-    const onDisk = entries.map((e) => (e?.reserved === true ? undefined : e));
+    const onDisk = entries.map((e) => (e === undefined || e.reserved === true ? undefined : { resource: e.resource, valueSeq: e.valueSeq, value: e.value, invalidSeq: e.invalidSeq }));
     await this.write(encodeLvbCell({ nodeId: this.nodeId, row: place.row, generation: this.generation, seq: this.writeSeq, entries: onDisk }, this.layout.sectorSizeBytes, h.lvbLenBytes), off);
     this.ownLvbs.set(place.row, entries);
   }
@@ -643,7 +691,7 @@ export class Lockspace {
     } else if (opts.lvb !== undefined) {
       lock.lvbSeq++;
       await this.writeLvb(lock.resource, { value: opts.lvb, valueSeq: lock.lvbSeq });
-      lock.lvb = Buffer.alloc(this.layout.header.lvbLenBytes);
+      lock.lvb = smallZeroed(this.layout.header.lvbLenBytes);
       opts.lvb.copy(lock.lvb, 0, 0, lock.lvb.length);
       lock.lvbValid = true;
     }

@@ -36,7 +36,8 @@ export interface LvbState {
 
 export function resolveLvb(records: readonly LvbView[], fencedHolds: readonly FencedHold[], lvbLenBytes: number): LvbState {
   let valueSeq = 0n;
-  let value: Buffer = Buffer.alloc(lvbLenBytes);
+  // Pool-backed (allocUnsafe + fill): one grant allocates no ArrayBuffer of its own.
+  let value: Buffer = Buffer.allocUnsafe(lvbLenBytes).fill(0);
   let invalidMax: bigint | null = null;
   for (const r of records) {
     if (r.valueSeq !== null && r.valueSeq > valueSeq) {
