@@ -290,3 +290,58 @@ test('a transaction of more blocks than one descriptor holds spans two descripto
     t.deepEqual(readFileAt(copy, (first + i) * BS, BS), data(`big-${i}`), `fsck: block ${first + i}`);
   }
 });
+
+test('recover replays a dead slot\'s truncate log: its clusters go back to the global bitmap, counters consistent for fsck.ocfs2', async (t) => {
+  t.true(hasTool('fsck.ocfs2'), 'fsck.ocfs2 is needed (ocfs2-tools)');
+  const { img } = await volume(t);
+  const START = 15000; // clusters (4K clusters = blocks here), free after mkfs
+  const N = 10;
+  const groupOf = async (vol: Ocfs2Volume): Promise<{ gdBlk: number; bit: number; chain: number; gbBlk: number }> => {
+    const gb = await vol.systemInode('global_bitmap');
+    const cpg = gb.block.readUInt16LE(0xc0);
+    const index = Math.floor(START / cpg);
+    const gdBlk = index === 0 ? vol.sb.firstClusterGroup : index * cpg * vol.geometry.blocksPerCluster;
+    const gd = await vol.readBlocks(gdBlk, 1);
+    return { gdBlk, bit: START - index * cpg, chain: gd.readUInt16LE(0x0e), gbBlk: gb.blkno };
+  };
+  const bitsSet = async (vol: Ocfs2Volume): Promise<number> => {
+    const g = await groupOf(vol);
+    const gd = await vol.readBlocks(g.gdBlk, 1);
+    let n = 0;
+    for (let i = g.bit; i < g.bit + N; i++) if (gd[0x40 + (i >>> 3)]! & (1 << (i & 7))) n++;
+    return n;
+  };
+  await withVol(img, async (vol) => {
+    // The state a truncate leaves: N clusters still allocated in the global bitmap (bits, group,
+    // chain and inode counters), recorded in truncate_log:0000, the journal DIRTY.
+    const g = await groupOf(vol);
+    const gd = await vol.readBlocks(g.gdBlk, 1);
+    for (let i = g.bit; i < g.bit + N; i++) gd[0x40 + (i >>> 3)]! |= 1 << (i & 7);
+    gd.writeUInt16LE(gd.readUInt16LE(0x0c) - N, 0x0c);
+    await vol.dev.write(gd, g.gdBlk * BS);
+    const gb = await vol.readBlocks(g.gbBlk, 1);
+    gb.writeUInt32LE(gb.readUInt32LE(0xd0 + g.chain * 16) - N, 0xd0 + g.chain * 16);
+    gb.writeUInt32LE(gb.readUInt32LE(0xb8) + N, 0xb8);
+    await vol.dev.write(gb, g.gbBlk * BS);
+    const tl = await vol.systemInode('truncate_log:0000');
+    const tlb = Buffer.from(tl.block);
+    tlb.writeUInt16LE(1, 0xc2);
+    tlb.writeUInt32LE(START, 0xc8);
+    tlb.writeUInt32LE(N, 0xcc);
+    await vol.dev.write(tlb, tl.blkno * BS);
+    await vol.dev.flush();
+    await (await JournalWriter.open(vol, 0)).markDirty();
+    t.is(await bitsSet(vol), N);
+  });
+  const r = await runSanbox(t, ['recover', img]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /slot 0 \(no node in the slot map\): no committed transaction in the log/);
+  t.regex(r.stdout, /truncate log: 1 record\(s\) replayed/);
+  await withVol(img, async (vol) => {
+    t.is(await bitsSet(vol), 0, 'the truncated clusters are free again');
+    const tl = await vol.systemInode('truncate_log:0000');
+    t.is(tl.block.readUInt16LE(0xc2), 0, 'tl_used 0');
+  });
+  const fsck = await fsckOk(img);
+  t.true(fsck.ok, fsck.out);
+});

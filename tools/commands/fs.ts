@@ -47,7 +47,9 @@ function printRecovery(r: SlotRecovery): void {
   }
   const rp = r.replay!;
   const node = r.nodeNum === undefined ? 'no node in the slot map' : `node ${r.nodeNum}`;
-  process.stdout.write(`slot ${r.slot} (${node}): ${rp.hadLog ? `replayed transactions ${rp.startSequence}..${rp.endSequence - 1} (${rp.transactions.length}), ${rp.blocksWritten} home blocks` : 'log empty'}; scan stopped: ${rp.stopReason}${r.dryRun ? ' [dry run: nothing written]' : ''}\n`);
+  const what = !rp.hadLog ? 'log empty' : rp.transactions.length === 0 ? 'no committed transaction in the log'
+    : `replayed transactions ${rp.startSequence}..${rp.endSequence - 1} (${rp.transactions.length}), ${rp.blocksWritten} home blocks`;
+  process.stdout.write(`slot ${r.slot} (${node}): ${what}; scan stopped: ${rp.stopReason}${r.dryRun ? ' [dry run: nothing written]' : ''}\n`);
   for (const tx of rp.transactions) {
     process.stdout.write(`  transaction ${tx.sequence}: ${tx.homeBlocks.length} block(s) ${tx.homeBlocks.join(' ')}${tx.revokedBlocks.length ? `; revoked: ${tx.revokedBlocks.join(' ')}` : ''}\n`);
   }
