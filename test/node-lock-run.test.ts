@@ -63,3 +63,33 @@ test('kill -9 of the node of `sanbox lock -- COMMAND`: COMMAND is gone before th
   await new Promise((res) => setTimeout(res, 200));
   t.is(readTicks(ticks).length, n);
 });
+
+test('a `sanbox lock` node that fences itself (its heartbeat writes stall) kills its command and exits 3', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'cluster.img');
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'selffence']);
+  const control = path.join(dir, 'faults.json');
+  const ticks = path.join(dir, 'ticks');
+  const pidFile = path.join(dir, 'pid');
+  const holder = spawnChild(t, process.execPath, [SANBOX_BIN, 'lock', '--cluster', img, '--node', '0', 'res', '--', 'sh', '-c', `echo $$ > ${pidFile}; while :; do date +%s%N >> ${ticks}; sleep 0.01; done`], {
+    env: { ...process.env, SANBOX_FAULTS: control },
+  });
+  const io = { err: '' };
+  holder.stderr!.on('data', (d: Buffer) => (io.err += d.toString()));
+  await waitFor(() => fs.existsSync(ticks) && readTicks(ticks).length > 5, UP_TIMEOUT_MS, 'the command running under the lock');
+  const commandPid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+  t.teardown(() => {
+    try {
+      process.kill(-commandPid, 'SIGKILL');
+    } catch {
+      // gone, as it should be
+    }
+  });
+  // Every write of the node stalls: no heartbeat lands, so it fences itself within its self-fence deadline.
+  const set = await runSanbox(t, ['fault', 'set', control, '--action', 'stall', '--op', 'write', '--device', 'cluster.img']);
+  t.is(set.code, 0, set.stderr);
+  const ex = await exited(holder, TAKEOVER_TIMEOUT_MS);
+  t.is(ex.code, 3, io.err);
+  t.regex(io.err, /lost its lock on res .*killing the command/);
+  t.deepEqual(groupMembers(commandPid), [], 'the command group is gone');
+});

@@ -366,7 +366,11 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       },
       stop: () => {
         stopping ??= (async () => {
-          if (lockspace !== undefined) await (await lockspace.catch(() => undefined))?.close().catch(() => undefined);
+          // A fenced node writes nothing more: its lockspace close (which releases by writing) is
+          // refused or may hang on a stalled device, so it is bounded by one I/O timeout.
+          const bounded = <T>(p: Promise<T>): Promise<T | undefined> =>
+            provider.fenced === undefined ? p : Promise.race([p, new Promise<undefined>((r) => setTimeout(r, timing.ioTimeoutMs))]);
+          if (lockspace !== undefined) await bounded((async () => (await lockspace.catch(() => undefined))?.close().catch(() => undefined))());
           membership.stop();
           for (const h of heartbeats) await h.stop(true);
           left = true;
