@@ -1,12 +1,15 @@
 // NBD benchmark: the disk benchmark's workloads (bench/disk.bench.ts) through sanbox's NBD client
-// against a real nbdkit (file plugin) on 127.0.0.1, beside the same image as a local file (the
-// sanbox promise path) in the same run, and beside libnbd's own clients: fio's nbd engine (random
-// and sequential, same queue depths) and nbdcopy (the sequential workloads).
+// against two real servers on 127.0.0.1, nbdkit (file plugin) and qemu-nbd, side by side in one
+// run with libnbd's own clients on the same server: fio's nbd engine (same queue depths) and
+// nbdcopy (the sequential workloads); and the same image as a local file (the sanbox promise path).
 //
-// Page cache is controlled as in the disk benchmark (reference/baselines.md, trap T1): for the
-// random workloads the sparse image is read once in random 4 KiB order (small folios); for the
-// sequential ones it is filled with data first (so nbdcopy, which skips holes, copies it all).
-// Every variant of a workload gets a freshly prepared image.
+// Fairness: each sanbox figure and its fio figure are measured back to back on a freshly prepared
+// image, their order alternating by round; both are means over the whole measurement (sanbox:
+// tinybench's mean time per op; fio: its IOPS over the run), and the table shows the median over
+// rounds. Page cache is controlled as in the disk benchmark (reference/baselines.md, trap T1): for
+// the random workloads the sparse image is read once in random 4 KiB order (small folios); for the
+// sequential ones it is filled with data first (so nbdcopy, which skips holes, copies it all). The
+// image is prepared in place (truncated, not replaced), because qemu-nbd keeps its file open.
 //
 // Usage: npm run bench:nbd [-- --rounds N --time-ms MS --json]
 
@@ -18,31 +21,34 @@ import { Bench } from 'tinybench';
 import { FileDisk } from '../src/disk/index.js';
 import { NbdDevice } from '../src/disk/nbd-device.js';
 import type { BlockDevice } from '../src/disk/device.js';
-import { startNbdkit, type Nbdkit } from '../test/helpers/nbdkit.js';
+import { NBD_SERVER_KINDS, startNbdServer, type NbdServer, type NbdServerKind } from '../test/helpers/nbdkit.js';
 import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, WORKLOADS, type Workload } from './common.js';
 
 const MiB = 1024 * 1024;
 /** Smaller than the disk benchmark's 1 GiB: every variant re-prepares the image, and the network path is the subject here. */
 const IMAGE_BYTES = 256 * MiB;
 const EXPORT = 'bench.img';
-/** Operations per tinybench sample: a loopback NBD op is ~20-40 µs. */
+/** Operations per tinybench sample for small I/O: a loopback NBD op is ~20-40 µs. */
 const OPS_PER_SAMPLE = 64;
+/** Bytes per sample for large I/O (fewer ops per sample), so a sample stays well under a second. */
+const BYTES_PER_SAMPLE = 16 * MiB;
+/** tinybench's minimum sample count (its default, 64, would move 64 GiB at 1 MiB x QD16). */
+const SAMPLES_MIN = 8;
 /** The pipelined variants keep this many requests in flight (nbdkit serves 16 in parallel by default). */
 const QUEUE_DEPTH = 16;
 const OFFSETS_COUNT = 1 << 16;
 
-type Variant = 'local QD1' | 'nbd QD1' | `nbd QD${typeof QUEUE_DEPTH}`;
-const VARIANTS: Variant[] = ['local QD1', 'nbd QD1', `nbd QD${QUEUE_DEPTH}`];
+const DEPTHS = [1, QUEUE_DEPTH] as const;
 
 const rounds = Number(arg('rounds', '1'));
 const timeMs = Number(arg('time-ms', '700'));
 const asJson = process.argv.includes('--json');
 
 function prepare(file: string, w: Workload): void {
-  fs.rmSync(file, { force: true });
-  fs.writeFileSync(file, '');
-  fs.truncateSync(file, IMAGE_BYTES);
-  const fd = fs.openSync(file, 'r+');
+  const fd = fs.openSync(file, fs.existsSync(file) ? 'r+' : 'w+');
+  // Truncating to 0 drops the data and its page cache; the inode (open in qemu-nbd) stays.
+  fs.ftruncateSync(fd, 0);
+  fs.ftruncateSync(fd, IMAGE_BYTES);
   if (w.pattern === 'random') {
     readPagesInRandomOrder(fd, IMAGE_BYTES);
   } else {
@@ -63,13 +69,14 @@ async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promis
     return o;
   };
   const buffers = Array.from({ length: depth }, () => Buffer.alloc(w.blockBytes, 0x5a));
-  const opsPerSample = OPS_PER_SAMPLE * depth;
-  const bench = new Bench({ name: w.name, time: timeMs, warmupTime: 100 });
+  const opsPerWorker = Math.max(1, Math.min(OPS_PER_SAMPLE, Math.floor(BYTES_PER_SAMPLE / (w.blockBytes * depth))));
+  const opsPerSample = opsPerWorker * depth;
+  const bench = new Bench({ name: w.name, time: timeMs, warmupTime: 100, iterations: SAMPLES_MIN });
   bench.add(`${depth}`, async () => {
     const t0 = performance.now();
     await Promise.all(
       buffers.map(async (buf) => {
-        for (let i = 0; i < OPS_PER_SAMPLE; i++) await (w.op === 'read' ? dev.read(buf, next()) : dev.write(buf, next()));
+        for (let i = 0; i < opsPerWorker; i++) await (w.op === 'read' ? dev.read(buf, next()) : dev.write(buf, next()));
       }),
     );
     const ms = performance.now() - t0;
@@ -78,7 +85,8 @@ async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promis
   await bench.run();
   const r = bench.tasks[0]!.result;
   if (r.state !== 'completed') throw new Error(`${w.name} QD${depth}: ${r.state}`);
-  return 1000 / r.latency.p50;
+  // The mean, as fio reports a mean over its run: a median of samples would hide our stalls.
+  return 1000 / r.latency.mean;
 }
 
 /** fio's nbd engine (libnbd) against the same export. */
@@ -111,6 +119,9 @@ function rate(w: Workload, iops: number): string {
   return w.blockBytes >= MiB ? `${((iops * w.blockBytes) / 1e6).toFixed(0)} MB/s` : `${(iops / 1000).toFixed(1)}k IOPS`;
 }
 
+/** The sample key of one measurement. */
+type Measure = 'local QD1' | `${NbdServerKind} ${'sanbox' | 'fio'} QD${(typeof DEPTHS)[number]}` | `${NbdServerKind} nbdcopy`;
+
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-nbd-bench-'));
   const img = path.join(dir, EXPORT);
@@ -118,73 +129,90 @@ async function main(): Promise<void> {
   const haveFio = have('fio', ['--enghelp=nbd']);
   const haveNbdcopy = have('nbdcopy', ['--version']);
   const samples = new Map<string, number[]>();
-  const push = (k: string, v: number): void => void (samples.get(k) ?? samples.set(k, []).get(k)!).push(v);
-  let srv: Nbdkit | undefined;
+  const push = (w: Workload, k: Measure, v: number): void => void (samples.get(`${w.name}|${k}`) ?? samples.set(`${w.name}|${k}`, []).get(`${w.name}|${k}`)!).push(v);
+  const servers: NbdServer[] = [];
+  // qemu-nbd does not exit with its parent: stop the servers if the run is interrupted.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      for (const srv of servers) srv.child.kill('SIGKILL');
+      process.exit(130);
+    });
+  }
   try {
-    srv = await startNbdkit({ dir });
-    const uri = srv.uri(EXPORT);
-    if (haveNbdcopy) {
-      prepare(source, WORKLOADS[3]!); // a data-filled local source for the nbdcopy write
-    }
+    prepare(img, WORKLOADS[0]!);
+    for (const kind of NBD_SERVER_KINDS) servers.push(await startNbdServer(kind, img));
+    if (haveNbdcopy) prepare(source, WORKLOADS[3]!); // a data-filled local source for the nbdcopy write
     for (let round = 1; round <= rounds; round++) {
       for (const w of WORKLOADS) {
-        const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]!);
-        for (const v of order) {
-          prepare(img, w);
-          const dev: BlockDevice = v === 'local QD1' ? FileDisk.open(img) : await NbdDevice.open(uri);
-          try {
-            push(`${w.name}|${v}`, await measureNode(dev, w, v === `nbd QD${QUEUE_DEPTH}` ? QUEUE_DEPTH : 1));
-          } finally {
-            await dev.close();
-          }
+        prepare(img, w);
+        const local = FileDisk.open(img);
+        try {
+          push(w, 'local QD1', await measureNode(local, w, 1));
+        } finally {
+          await local.close();
         }
-        if (haveFio) {
-          for (const depth of [1, QUEUE_DEPTH]) {
+        for (const srv of servers) {
+          const uri = srv.uri(EXPORT);
+          for (const depth of DEPTHS) {
+            const sanbox = async (): Promise<void> => {
+              prepare(img, w);
+              const dev = await NbdDevice.open(uri);
+              try {
+                push(w, `${srv.kind} sanbox QD${depth}`, await measureNode(dev, w, depth));
+              } finally {
+                await dev.close();
+              }
+            };
+            const fio = async (): Promise<void> => {
+              if (!haveFio) return;
+              prepare(img, w);
+              push(w, `${srv.kind} fio QD${depth}`, measureFioNbd(uri, w, depth));
+            };
+            for (const run of round % 2 === 1 ? [sanbox, fio] : [fio, sanbox]) await run();
+          }
+          if (haveNbdcopy && w.pattern === 'sequential') {
             prepare(img, w);
-            push(`${w.name}|fio QD${depth}`, measureFioNbd(uri, w, depth));
+            push(w, `${srv.kind} nbdcopy`, measureNbdcopy(uri, w, source));
           }
-        }
-        if (haveNbdcopy && w.pattern === 'sequential') {
-          prepare(img, w);
-          push(`${w.name}|nbdcopy`, measureNbdcopy(uri, w, source));
         }
       }
       if (!asJson) process.stderr.write(`round ${round}/${rounds} done\n`);
     }
   } finally {
-    await srv?.stop();
+    for (const srv of servers) await srv.stop();
     fs.rmSync(dir, { recursive: true, force: true });
     fs.rmSync(source, { force: true });
   }
-  const rows = WORKLOADS.map((w) => {
-    const m = (k: string): number => median(samples.get(`${w.name}|${k}`) ?? [NaN]);
-    const local = m('local QD1');
-    const nbd1 = m('nbd QD1');
-    const nbdQ = m(`nbd QD${QUEUE_DEPTH}`);
-    const fio1 = m('fio QD1');
-    const fioQ = m(`fio QD${QUEUE_DEPTH}`);
-    const copy = m('nbdcopy');
-    return {
-      workload: w.name,
-      localIops: local,
-      nbdQd1Iops: nbd1,
-      nbdQdIops: nbdQ,
-      fioNbdQd1Iops: fio1,
-      fioNbdQdIops: fioQ,
-      nbdcopyIops: copy,
-      nbdVsLocal: nbd1 / local,
-      nbdVsFioQd1: nbd1 / fio1,
-      nbdVsFioQd: nbdQ / fioQ,
-      nbdVsNbdcopy: nbd1 / copy,
-    };
-  });
+  const rows = WORKLOADS.flatMap((w) =>
+    NBD_SERVER_KINDS.map((server) => {
+      const m = (k: Measure): number => median(samples.get(`${w.name}|${k}`) ?? [NaN]);
+      const nbd1 = m(`${server} sanbox QD1`);
+      const nbdQ = m(`${server} sanbox QD${QUEUE_DEPTH}`);
+      const fio1 = m(`${server} fio QD1`);
+      const fioQ = m(`${server} fio QD${QUEUE_DEPTH}`);
+      const copy = m(`${server} nbdcopy`);
+      return {
+        workload: w.name,
+        server,
+        localIops: m('local QD1'),
+        nbdQd1Iops: nbd1,
+        fioNbdQd1Iops: fio1,
+        nbdVsFioQd1: nbd1 / fio1,
+        nbdQdIops: nbdQ,
+        fioNbdQdIops: fioQ,
+        nbdVsFioQd: nbdQ / fioQ,
+        nbdcopyIops: copy,
+        nbdVsNbdcopy: nbd1 / copy,
+      };
+    }),
+  );
   if (asJson) {
     process.stdout.write(JSON.stringify({ rounds, timeMs, queueDepth: QUEUE_DEPTH, imageBytes: IMAGE_BYTES, fio: haveFio, nbdcopy: haveNbdcopy, rows }, null, 2) + '\n');
     return;
   }
   const fmt = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
   console.log(
-    `\nsanbox NBD benchmark: nbdkit file plugin on 127.0.0.1, ${IMAGE_BYTES / MiB} MiB image, median of ${rounds} round(s), ${os.cpus().length} CPUs` +
+    `\nsanbox NBD benchmark: nbdkit (file plugin) and qemu-nbd on 127.0.0.1, ${IMAGE_BYTES / MiB} MiB image, median of ${rounds} round(s), ${os.cpus().length} CPUs` +
       `${haveFio ? '' : ' — fio nbd engine missing'}${haveNbdcopy ? '' : ' — nbdcopy missing'}`,
   );
   console.table(
@@ -192,15 +220,15 @@ async function main(): Promise<void> {
       const w = WORKLOADS.find((x) => x.name === r.workload)!;
       return {
         workload: r.workload,
-        'local file QD1': rate(w, r.localIops),
+        server: r.server,
+        'local QD1': rate(w, r.localIops),
         'nbd QD1': rate(w, r.nbdQd1Iops),
-        [`nbd QD${QUEUE_DEPTH}`]: rate(w, r.nbdQdIops),
         'fio-nbd QD1': rate(w, r.fioNbdQd1Iops),
-        [`fio-nbd QD${QUEUE_DEPTH}`]: rate(w, r.fioNbdQdIops),
-        'nbdcopy QD1': rate(w, r.nbdcopyIops),
-        'nbd/local': fmt(r.nbdVsLocal),
         'nbd/fio QD1': fmt(r.nbdVsFioQd1),
+        [`nbd QD${QUEUE_DEPTH}`]: rate(w, r.nbdQdIops),
+        [`fio-nbd QD${QUEUE_DEPTH}`]: rate(w, r.fioNbdQdIops),
         [`nbd/fio QD${QUEUE_DEPTH}`]: fmt(r.nbdVsFioQd),
+        nbdcopy: rate(w, r.nbdcopyIops),
         'nbd/nbdcopy': fmt(r.nbdVsNbdcopy),
       };
     }),

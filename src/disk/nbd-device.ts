@@ -755,8 +755,13 @@ function socketErrorText(err: NodeJS.ErrnoException): string {
  * INFLIGHT_MAX parts at a time (so one large call cannot fill the waiter queue); waits for every
  * part before throwing the first failure.
  */
-async function splitRequests(totalBytes: number, stepBytes: number, part: (doneBytes: number, lengthBytes: number) => Promise<void>): Promise<void> {
+function splitRequests(totalBytes: number, stepBytes: number, part: (doneBytes: number, lengthBytes: number) => Promise<void>): Promise<void> {
+  // Not async: one request (the common case) returns its own promise, without another around it.
   if (totalBytes <= stepBytes) return part(0, totalBytes);
+  return splitMany(totalBytes, stepBytes, part);
+}
+
+async function splitMany(totalBytes: number, stepBytes: number, part: (doneBytes: number, lengthBytes: number) => Promise<void>): Promise<void> {
   let failure: { err: unknown } | undefined;
   for (let batch = 0; batch < totalBytes; batch += stepBytes * INFLIGHT_MAX) {
     const parts: Promise<void>[] = [];
