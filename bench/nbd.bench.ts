@@ -5,8 +5,9 @@
 //
 // Fairness: each sanbox figure and its fio figure are measured back to back on a freshly prepared
 // image, their order alternating by round; both are means over the whole measurement (sanbox:
-// tinybench's mean time per op; fio: its IOPS over the run), and the table shows the median over
-// rounds. Page cache is controlled as in the disk benchmark (reference/baselines.md, trap T1): for
+// tinybench's mean time per op; fio: its IOPS over the run). The table shows the median over rounds
+// of each figure, and for each ratio the median of the rounds' paired ratios (sanbox over the fio
+// run next to it), which cancels most of a shared machine's load drift. Page cache is controlled as in the disk benchmark (reference/baselines.md, trap T1): for
 // the random workloads the sparse image is read once in random 4 KiB order (small folios); for the
 // sequential ones it is filled with data first (so nbdcopy, which skips holes, copies it all). The
 // image is prepared in place (truncated, not replaced), because qemu-nbd keeps its file open.
@@ -129,7 +130,9 @@ async function main(): Promise<void> {
   const haveFio = have('fio', ['--enghelp=nbd']);
   const haveNbdcopy = have('nbdcopy', ['--version']);
   const samples = new Map<string, number[]>();
-  const push = (w: Workload, k: Measure, v: number): void => void (samples.get(`${w.name}|${k}`) ?? samples.set(`${w.name}|${k}`, []).get(`${w.name}|${k}`)!).push(v);
+  const ratios = new Map<string, number[]>();
+  const add = (m: Map<string, number[]>, k: string, v: number): void => void (m.get(k) ?? m.set(k, []).get(k)!).push(v);
+  const push = (w: Workload, k: Measure, v: number): void => add(samples, `${w.name}|${k}`, v);
   const servers: NbdServer[] = [];
   // qemu-nbd does not exit with its parent: stop the servers if the run is interrupted.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -169,6 +172,9 @@ async function main(): Promise<void> {
               push(w, `${srv.kind} fio QD${depth}`, measureFioNbd(uri, w, depth));
             };
             for (const run of round % 2 === 1 ? [sanbox, fio] : [fio, sanbox]) await run();
+            // The pair's ratio: measured back to back, it cancels most of the machine's load drift.
+            const last = (k: Measure): number => samples.get(`${w.name}|${k}`)?.at(-1) ?? NaN;
+            if (haveFio) add(ratios, `${w.name}|${srv.kind} QD${depth}`, last(`${srv.kind} sanbox QD${depth}`) / last(`${srv.kind} fio QD${depth}`));
           }
           if (haveNbdcopy && w.pattern === 'sequential') {
             prepare(img, w);
@@ -197,10 +203,10 @@ async function main(): Promise<void> {
         localIops: m('local QD1'),
         nbdQd1Iops: nbd1,
         fioNbdQd1Iops: fio1,
-        nbdVsFioQd1: nbd1 / fio1,
+        nbdVsFioQd1: median(ratios.get(`${w.name}|${server} QD1`) ?? [NaN]),
         nbdQdIops: nbdQ,
         fioNbdQdIops: fioQ,
-        nbdVsFioQd: nbdQ / fioQ,
+        nbdVsFioQd: median(ratios.get(`${w.name}|${server} QD${QUEUE_DEPTH}`) ?? [NaN]),
         nbdcopyIops: copy,
         nbdVsNbdcopy: nbd1 / copy,
       };
