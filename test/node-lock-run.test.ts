@@ -22,6 +22,17 @@ function readTicks(file: string): bigint[] {
     .map((l) => BigInt(l));
 }
 
+/** The command's group is killed at the end of the test whatever happened (the test must leave no process). */
+function killGroupAtTeardown(t: import('ava').ExecutionContext, pgid: number): void {
+  t.teardown(() => {
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      // gone, as it should be
+    }
+  });
+}
+
 test('kill -9 of the node of `sanbox lock -- COMMAND`: COMMAND is gone before the lock is granted elsewhere; the new holder goes through running node 1', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'cluster.img');
@@ -35,13 +46,7 @@ test('kill -9 of the node of `sanbox lock -- COMMAND`: COMMAND is gone before th
   const holder = spawnChild(t, process.execPath, [SANBOX_BIN, 'lock', '--cluster', img, '--node', '2', 'res', '--', 'sh', '-c', `echo $$ > ${pidFile}; while :; do date +%s%N >> ${ticks}; sleep 0.01; done`]);
   await waitFor(() => fs.existsSync(ticks) && readTicks(ticks).length > 5, UP_TIMEOUT_MS, 'the command running under the lock');
   const commandPid = Number(fs.readFileSync(pidFile, 'utf8').trim());
-  t.teardown(() => {
-    try {
-      process.kill(-commandPid, 'SIGKILL');
-    } catch {
-      // gone, as it should be
-    }
-  });
+  killGroupAtTeardown(t, commandPid);
   await nodes[0]!.waitLine(isEvent('up', 2), UP_TIMEOUT_MS, 'node 2 up');
 
   holder.kill('SIGKILL');
@@ -78,13 +83,7 @@ test('a `sanbox lock` node that fences itself (its heartbeat writes stall) kills
   holder.stderr!.on('data', (d: Buffer) => (io.err += d.toString()));
   await waitFor(() => fs.existsSync(ticks) && readTicks(ticks).length > 5, UP_TIMEOUT_MS, 'the command running under the lock');
   const commandPid = Number(fs.readFileSync(pidFile, 'utf8').trim());
-  t.teardown(() => {
-    try {
-      process.kill(-commandPid, 'SIGKILL');
-    } catch {
-      // gone, as it should be
-    }
-  });
+  killGroupAtTeardown(t, commandPid);
   // Every write of the node stalls: no heartbeat lands, so it fences itself within its self-fence deadline.
   const set = await runSanbox(t, ['fault', 'set', control, '--action', 'stall', '--op', 'write', '--device', 'cluster.img']);
   t.is(set.code, 0, set.stderr);
