@@ -15,11 +15,11 @@
 // Not done here (a node's online recovery does it under cluster locks): the orphan directory.
 
 import { SanboxError } from '../errors.js';
-import { FeatureIncompat, slotFileName } from '../format/ocfs2/constants.js';
-import { EXTENDED_SLOT_BYTES, OLD_SLOT_BYTES, OLD_SLOT_EMPTY } from '../format/ocfs2/slot-map.js';
+import { slotFileName } from '../format/ocfs2/constants.js';
 import { recoverAllocators, type AllocRecovery } from './alloc-recovery.js';
 import { readHeartbeat } from './heartbeat-reader.js';
 import { openJournal, writeJournalInode } from './journal-reader.js';
+import { writeSlotEntry } from './mount-rules.js';
 import type { Ocfs2Volume } from './ocfs2-volume.js';
 import { replayJournal, type ReplayResult } from './replay.js';
 import { readSlotMap } from './slot-map-reader.js';
@@ -79,7 +79,7 @@ export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverO
   await writeJournalInode(vol, j, { dirty: false, recoveryGeneration: out.recoveryGenerationAfter });
 
   if ((opts.clearSlot ?? true) && nodeNum !== undefined) {
-    await freeSlot(vol, slot);
+    await writeSlotEntry(vol, slot, undefined);
     out.slotCleared = true;
   }
   return out;
@@ -108,21 +108,6 @@ async function refuseIfAlive(vol: Ocfs2Volume, slot: number, nodeNum: number, ob
       throw new SanboxError('EBUSY', `${vol.dev.name}: slot ${slot}: node ${nodeNum} still heartbeats on the volume (its o2hb block at byte offset ${now.offsetBytes} changed within ${observeMs} ms); recover only a dead node's slot`, { device: vol.dev.name, offsetBytes: now.offsetBytes });
     }
   }
-}
-
-/** Frees the slot in the slot map file, in place (extended: es_valid 0; old: 0xFFFF). */
-async function freeSlot(vol: Ocfs2Volume, slot: number): Promise<void> {
-  const ino = await vol.systemInode('slot_map');
-  const extended = (vol.sb.featureIncompat & FeatureIncompat.EXTENDED_SLOT_MAP) !== 0;
-  const bs = vol.blockSizeBytes;
-  const byte = slot * (extended ? EXTENDED_SLOT_BYTES : OLD_SLOT_BYTES);
-  const blk = vol.mapBlock(await vol.extents(ino), Math.floor(byte / bs));
-  if (blk === undefined) throw new SanboxError('EFORMAT', `${vol.dev.name}: slot map has a hole where slot ${slot} lives`, { device: vol.dev.name, offsetBytes: vol.where(ino.blkno).offsetBytes });
-  const b = await vol.readBlocks(blk, 1);
-  if (extended) b.writeUInt8(0, byte % bs);
-  else b.writeUInt16LE(OLD_SLOT_EMPTY, byte % bs);
-  await vol.dev.write(b, blk * bs);
-  await vol.dev.flush();
 }
 
 async function orphanCount(vol: Ocfs2Volume, slot: number): Promise<number> {

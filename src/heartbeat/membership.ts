@@ -61,6 +61,14 @@ export class MembershipService implements Membership {
     this.trackers.set(name, t);
   }
 
+  /**
+   * Forgets a region this node stopped reading (it left the region): its trackers would otherwise
+   * keep their last view, and a peer last seen live there would never be declared down.
+   */
+  removeRegion(name: string): void {
+    this.trackers.delete(name);
+  }
+
   tracker(region: string, nodeId: number): SlotTracker | undefined {
     return this.trackers.get(region)?.[nodeId];
   }

@@ -22,6 +22,7 @@ import path from 'node:path';
 import type { BlockDevice } from '../disk/device.js';
 import type { SelfFencingGate } from '../disk/fence-gate.js';
 import { schemeOf } from '../disk/open.js';
+import { isLvSpec } from '../volume/resolve.js';
 import { selfIdentity } from '../disk/power-fence.js';
 import { LockFile, nodeKey, ReservationStore } from '../disk/reservations.js';
 import { modeName } from '../dlm/compat-matrix.js';
@@ -85,8 +86,35 @@ export interface RunningNode {
   /** The lockspace on the cluster image, opened on first use (ctl lock, sanbox lock). */
   lockspace(): Promise<Lockspace>;
   status(): NodeStatus;
+  /**
+   * An ocfs2 volume's device (file, nbd:// or VG/LV), opened through the provider once per volume
+   * and shared by its heartbeat and its mount (a second open would register, and at close
+   * unregister, this node's key under the first).
+   */
+  volumeDevice(spec: string): Promise<BlockDevice>;
+  /** Starts heartbeating in the volume's heartbeat region (nothing if it does already). */
+  joinVolumeRegion(spec: string): Promise<void>;
+  /**
+   * Clean leave of the volume's region and close of its device; a volume named in `volumes` (the
+   * node was told to heartbeat there for its whole life) stays.
+   */
+  leaveVolumeRegion(spec: string): Promise<void>;
+  /** Volumes mounted in this node, by volume (the mount layer keeps it; status shows it). */
+  readonly mounts: Map<string, MountStatus>;
+  /** Runs `fn` at a clean stop before the lockspace closes (a mount's umount); not on a fenced node. */
+  beforeStop(fn: () => Promise<void>): void;
   /** Clean leave. Idempotent. */
   stop(): Promise<void>;
+}
+
+/** One volume mounted in a node: which slot it holds. */
+export interface MountStatus {
+  volume: string;
+  uuid: string;
+  slot: number;
+  /** The own journal was dirty at mount and was replayed. */
+  replayed: boolean;
+  mountedAt: string;
 }
 
 /** What `ctl status` answers: membership as this node sees it, devices, locks, I/O. */
@@ -107,6 +135,12 @@ export interface NodeStatus {
   maxGaps: ReturnType<MembershipService['maxGaps']>;
   devices: DeviceStatus[];
   locks: { resource: string; lockId: number; mode: string | null; state: 'granted' | 'waiting'; lost: string | null }[];
+  mounts: MountStatus[];
+}
+
+/** The key a volume is known by: an image file by its absolute path; nbd:// and VG/LV as given. */
+export function volumeKey(spec: string): string {
+  return schemeOf(spec) !== undefined || isLvSpec(spec) ? spec : path.resolve(spec);
 }
 
 /** Takes this machine's lock on a node number: one process per node number here. */
@@ -177,19 +211,21 @@ async function openHomes(
   n: number,
   timing: Timing,
   cleanups: (() => Promise<void> | void)[],
-): Promise<{ device: BlockDevice; regions: HeartbeatRegion[] }> {
+): Promise<{ device: BlockDevice; regions: HeartbeatRegion[]; volumeDevices: BlockDevice[] }> {
   const device = await provider.open(info.path, { spec: reservationSpec(info) });
   cleanups.push(() => device.close());
   const regions = [clusterHeartbeatRegion(info, device)];
   await probeSlot(regions[0]!, n, timing);
+  const volumeDevices: BlockDevice[] = [];
   for (const vol of volumes) {
     const vdev = await provider.open(vol);
     cleanups.push(() => vdev.close());
     const vregion = await volumeHeartbeatRegion(vol, vdev, info.config.nodeCount);
     await probeSlot(vregion, n, timing);
     regions.push(vregion);
+    volumeDevices.push(vdev);
   }
-  return { device, regions };
+  return { device, regions, volumeDevices };
 }
 
 /** This incarnation's node record: how a fencer finds and kills exactly this process. */
@@ -216,7 +252,7 @@ function makeHeartbeats(
   regions: HeartbeatRegion[],
   o: { nodeId: number; generation: bigint; timing: Timing; membership: MembershipService; provider: DeviceProvider; log: (msg: string) => void },
   onSelfFenced: ((reason: string) => void) | undefined,
-): Heartbeat[] {
+): { heartbeats: Heartbeat[]; add: (region: HeartbeatRegion) => Heartbeat } {
   const heartbeats: Heartbeat[] = [];
   let reported = false;
   const onSelfFence = (reason: string): void => {
@@ -227,10 +263,13 @@ function makeHeartbeats(
       onSelfFenced?.(reason);
     }
   };
-  for (const region of regions) {
-    heartbeats.push(new Heartbeat({ region, nodeId: o.nodeId, generation: o.generation, timing: o.timing, membership: o.membership, gate: o.provider.gate, log: o.log, onSelfFence }));
-  }
-  return heartbeats;
+  const add = (region: HeartbeatRegion): Heartbeat => {
+    const h = new Heartbeat({ region, nodeId: o.nodeId, generation: o.generation, timing: o.timing, membership: o.membership, gate: o.provider.gate, log: o.log, onSelfFence });
+    heartbeats.push(h);
+    return h;
+  };
+  for (const region of regions) add(region);
+  return { heartbeats, add };
 }
 
 function lockStatus(ls: Lockspace | undefined): NodeStatus['locks'] {
@@ -279,7 +318,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const provider = new DeviceProvider({ nodeId: n, key, timing, devices: opts.devices });
     cleanups.push(() => provider.close());
 
-    const { device, regions } = await openHomes(provider, info, opts.volumes ?? [], n, timing, cleanups);
+    const { device, regions, volumeDevices } = await openHomes(provider, info, opts.volumes ?? [], n, timing, cleanups);
     const name = opts.name ?? (info.config.nodeNames[n] || `node${n}`);
     const record = nodeRecordFor(n, generation, key, name);
     await writeNodeRecord(device, info, record, n);
@@ -302,8 +341,24 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       log,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
-    const heartbeats = makeHeartbeats(regions, { nodeId: n, generation, timing, membership, provider, log }, opts.onSelfFence);
+    const { heartbeats, add: addHeartbeat } = makeHeartbeats(regions, { nodeId: n, generation, timing, membership, provider, log }, opts.onSelfFence);
     const heartbeat = heartbeats[0]!;
+    // Volume homes by volumeKey: the device, and its heartbeat while the node is in its region.
+    const homes = new Map<string, { device: Promise<BlockDevice>; heartbeat: Heartbeat | undefined; pinned: boolean }>();
+    (opts.volumes ?? []).forEach((v, i) => homes.set(volumeKey(v), { device: Promise.resolve(volumeDevices[i]!), heartbeat: heartbeats[i + 1], pinned: true }));
+    const home = (spec: string) => {
+      const k = volumeKey(spec);
+      let h = homes.get(k);
+      if (h === undefined) {
+        h = { device: provider.open(spec), heartbeat: undefined, pinned: false };
+        homes.set(k, h);
+        // A failed open is forgotten, so the next try opens again.
+        h.device.catch(() => homes.delete(k));
+      }
+      return h;
+    };
+    const mounts = new Map<string, MountStatus>();
+    const stopHooks: (() => Promise<void>)[] = [];
     cleanups.push(async () => {
       for (const h of heartbeats) await h.stop(false);
     });
@@ -331,6 +386,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         maxGaps: membership.maxGaps(),
         devices: provider.status(),
         locks: lockStatus(lockspaceNow),
+        mounts: [...mounts.values()],
       };
     };
     let lockspaceNow: Lockspace | undefined;
@@ -359,6 +415,30 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         return lockspace;
       },
       status,
+      mounts,
+      volumeDevice: (spec) => home(spec).device,
+      joinVolumeRegion: async (spec) => {
+        const h = home(spec);
+        if (h.heartbeat !== undefined) return;
+        const region = await volumeHeartbeatRegion(volumeKey(spec), await h.device, info.config.nodeCount);
+        await probeSlot(region, n, timing);
+        if (h.heartbeat !== undefined) return;
+        h.heartbeat = addHeartbeat(region);
+        await h.heartbeat.start();
+      },
+      leaveVolumeRegion: async (spec) => {
+        const k = volumeKey(spec);
+        const h = homes.get(k);
+        if (h === undefined || h.pinned) return;
+        homes.delete(k);
+        if (h.heartbeat !== undefined) {
+          await h.heartbeat.stop(true);
+          heartbeats.splice(heartbeats.indexOf(h.heartbeat), 1);
+          membership.removeRegion(h.heartbeat.regionName);
+        }
+        await (await h.device).close();
+      },
+      beforeStop: (fn) => void stopHooks.push(fn),
       recordCommandGroup: async (pgid, startTicks) => {
         record.commandPgid = pgid;
         record.commandStartTicks = startTicks;
@@ -370,6 +450,9 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
           // refused or may hang on a stalled device, so it is bounded by one I/O timeout.
           const bounded = <T>(p: Promise<T>): Promise<T | undefined> =>
             provider.fenced === undefined ? p : Promise.race([p, new Promise<undefined>((r) => setTimeout(r, timing.ioTimeoutMs))]);
+          if (provider.fenced === undefined) {
+            for (const hook of stopHooks.splice(0)) await hook().catch((err: unknown) => log(`at stop: ${err instanceof Error ? err.message : String(err)}`));
+          }
           if (lockspace !== undefined) await bounded((async () => (await lockspace.catch(() => undefined))?.close().catch(() => undefined))());
           membership.stop();
           for (const h of heartbeats) await h.stop(true);
@@ -377,6 +460,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
           // heartbeat.stop(true) is the clean leave; the rest unwinds the join.
           cleanups.splice(cleanups.length - 1, 1);
           await undo();
+          for (const h of homes.values()) if (!h.pinned) await (await h.device.catch(() => undefined))?.close();
           await control?.close();
         })();
         return stopping;

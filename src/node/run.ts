@@ -3,6 +3,7 @@
 // only parses options and prints what this reports.
 
 import type { MembershipEvent } from '../heartbeat/membership-api.js';
+import { NodeMounts, registerMountCommands } from './mount.js';
 import { startNode, type StartNodeOptions } from './node.js';
 
 /** Exit status of a node that fenced itself (its I/O is stopped; its peers fence it). */
@@ -16,13 +17,15 @@ export interface NodeLoopOutput {
 }
 
 /** Runs node `opts.nodeId` until it leaves or fences itself; returns the exit status. */
-export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'>, out: NodeLoopOutput): Promise<number> {
+export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'> & { mounts?: string[] }, out: NodeLoopOutput): Promise<number> {
   const t0 = Date.now();
   let exitCode = 0;
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
+  let mounts: NodeMounts | undefined;
   const node = await startNode({
     ...opts,
+    commands: [...(opts.commands ?? []), (control, n) => void (mounts = registerMountCommands(control, n))],
     log: out.log,
     onSelfFence: () => {
       exitCode = EXIT_SELF_FENCED;
@@ -30,6 +33,17 @@ export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'
     },
   });
   node.membership.subscribe(out.event);
+  mounts ??= new NodeMounts(node);
+  for (const vol of opts.mounts ?? []) {
+    try {
+      const m = await mounts.mount(vol);
+      out.log(`mounted ${m.volume} in slot ${m.slot}${m.replayed ? ' (its journal was dirty and was replayed)' : ''}`);
+    } catch (err) {
+      // A refused mount ends the node: it was asked to run with the volume mounted.
+      await node.stop();
+      throw err;
+    }
+  }
   out.log(`ready after ${Date.now() - t0} ms`);
   for (const sig of LEAVE_SIGNALS) process.once(sig, done);
   // A `leave` on the control socket stops the heartbeat: then the loop ends too.

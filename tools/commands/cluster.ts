@@ -180,14 +180,15 @@ export function register(program: Command): void {
     .option('--name <name>', 'node name shown by cluster status')
     .option('--fence <policy>', `fence agents for dead peers: ${FENCE_POLICIES.join(' | ')} (both: SIGKILL the recorded pid, then preempt its reservation key; disk: preempt only, escalating to power when the victim is stuck inside a write)`, 'both')
     .option('--volume <image...>', 'also heartbeat o2hb-compatibly in the heartbeat system file of these ocfs2 volumes: image files, nbd:// exports or VG/LV (debugfs.ocfs2 -R hb shows the blocks; a kernel node there is a peer)')
+    .option('--mount <volume...>', 'mount these ocfs2 volumes (image files, nbd:// exports or VG/LV) into a slot once joined: the volume must be of this cluster (--cluster-stack=o2cb --cluster-name=NAME) with features sanbox writes; unmounted at a clean stop (also: ctl NODE mount|umount VOL)')
     .option('--devices <list>', 'comma-separated devices where VG/LV volumes find their PVs (also SANBOX_DEVICES); every PV gets this node\'s fence gate')
     .option('--json', 'log events as JSON lines', false)
-    .action(async (o: { cluster: string; node: string; name?: string; fence: string; volume?: string[]; devices?: string; json: boolean }) => {
+    .action(async (o: { cluster: string; node: string; name?: string; fence: string; volume?: string[]; mount?: string[]; devices?: string; json: boolean }) => {
       if (!FENCE_POLICIES.includes(o.fence as FencePolicy)) throw new UsageError(`--fence must be one of ${FENCE_POLICIES.join(', ')}, not '${o.fence}'`);
       const nodeId = nonNegativeInt(o.node, '--node');
       const stamp = (): string => new Date().toISOString();
       const exitCode = await runNode(
-        { clusterImage: o.cluster, nodeId, name: o.name, fencePolicy: o.fence as FencePolicy, volumes: o.volume, devices: deviceList([], o.devices) },
+        { clusterImage: o.cluster, nodeId, name: o.name, fencePolicy: o.fence as FencePolicy, volumes: o.volume, mounts: o.mount, devices: deviceList([], o.devices) },
         {
           log: (msg) => {
             if (o.json) process.stdout.write(JSON.stringify({ t: stamp(), node: nodeId, msg }) + '\n');

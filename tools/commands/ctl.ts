@@ -5,7 +5,7 @@
 
 import type { Command } from 'commander';
 import type { DeviceStatus, FaultRuleStatus } from '../../src/node/provider.js';
-import type { NodeStatus } from '../../src/node/node.js';
+import { volumeKey, type MountStatus, type NodeStatus } from '../../src/node/node.js';
 import { CTL_ANSWER_TIMEOUT_MS, ctlRequest } from '../../src/node/ctl.js';
 import { readClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { UsageError } from '../../src/errors.js';
@@ -42,6 +42,16 @@ function printNodeStatus(s: NodeStatus): void {
     { header: 'Errors', value: (d) => d.io.errors, align: 'right' },
     { header: 'Refused', value: (d) => d.io.refused, align: 'right' },
   ]);
+  process.stdout.write('\nMounts:\n');
+  if (s.mounts.length === 0) process.stdout.write(' none\n');
+  else {
+    printTable(s.mounts, [
+      { header: 'Volume', value: (m) => m.volume },
+      { header: 'UUID', value: (m) => m.uuid },
+      { header: 'Slot', value: (m) => m.slot, align: 'right' },
+      { header: 'Since', value: (m) => m.mountedAt },
+    ]);
+  }
   process.stdout.write('\nLocks:\n');
   if (s.locks.length === 0) process.stdout.write(' none\n');
   else {
@@ -68,13 +78,14 @@ export function register(program: Command): void {
       .command('ctl')
       .description(
         'drive a running node through its control socket: status (membership as it sees it, devices with gate state, locks, I/O counters), leave, ' +
-          'fault set|clear|ls (on the node\'s own devices: eio, latency, stall, torn), lock RESOURCE --mode M / unlock RESOURCE (held in the node). ' +
+          'fault set|clear|ls (on the node\'s own devices: eio, latency, stall, torn), lock RESOURCE --mode M / unlock RESOURCE (held in the node), ' +
+          'mount VOL / umount VOL (an ocfs2 volume of this cluster into a free slot, or out of it). ' +
           `A node that is stopped, fenced or gone is reported in one line within ${CTL_ANSWER_TIMEOUT_MS / 1000} s (plus the lock timeout for lock).`,
       )
       .argument('<cluster>', 'cluster image')
       .argument('<node>', 'node number')
-      .argument('<command>', 'status | leave | fault | lock | unlock | a command a later layer registered')
-      .argument('[args...]', 'fault: set | clear [ID] | ls; lock/unlock: RESOURCE')
+      .argument('<command>', 'status | leave | fault | lock | unlock | mount | umount | a command a later layer registered')
+      .argument('[args...]', 'fault: set | clear [ID] | ls; lock/unlock: RESOURCE; mount/umount: VOLUME')
       .option('--json', 'print the answer as JSON', false)
       .option('--mode <mode>', 'lock: NL | CR | CW | PR | PW | EX', 'EX')
       .option('--timeout <duration>', 'lock: give up waiting after this long (default: the cluster\'s lock timeout)')
@@ -130,6 +141,18 @@ export function register(program: Command): void {
         await send({ cmd: 'unlock', resource });
         if (o.json) printJson({ node: nodeId, resource, released: true });
         else process.stdout.write(`Node ${nodeId} released ${resource}.\n`);
+        return;
+      }
+      case 'mount':
+      case 'umount': {
+        // A relative image path is the caller's, not the node's.
+        const volume = volumeKey(arg(0, 'VOLUME (an image, nbd://… or VG/LV)'));
+        // A mount waits for the superblock and journal locks, and probes its heartbeat slot.
+        const boundMs = 2 * (await readClusterImage(cluster)).timing.lockTimeoutMs + CTL_ANSWER_TIMEOUT_MS;
+        const ans = await send({ cmd: command, args: [volume] }, boundMs);
+        const m = (command === 'mount' ? ans.mounted : ans.unmounted) as MountStatus;
+        if (o.json) printJson({ node: nodeId, ...m, mounted: command === 'mount' });
+        else process.stdout.write(command === 'mount' ? `Node ${nodeId} mounted ${m.volume} in slot ${m.slot}${m.replayed ? ' (its dirty journal was replayed)' : ''}.\n` : `Node ${nodeId} unmounted ${m.volume} (slot ${m.slot} freed).\n`);
         return;
       }
       default: {
