@@ -16,6 +16,7 @@ import { type ReservationStoreSpec, defaultLockDir } from '../disk/reservations.
 import { assert, FormatError, SanboxError } from '../errors.js';
 import { describeDevice } from '../disk/signature-probe.js';
 import { readStable } from '../disk/stable-read.js';
+import type { SlotTable } from '../disk/own-slots.js';
 import {
   BLOCK_BYTES,
   CLUSTER_NAME_BYTES,
@@ -214,6 +215,18 @@ export function clusterTag(info: ClusterImageInfo): number {
 export function clusterHeartbeatRegion(info: ClusterImageInfo, device: BlockDevice): HeartbeatRegion {
   const hb = info.regions.get('heartbeat')!;
   return { name: `${info.path}:heartbeat`, device, offsetBytes: hb.payloadOffsetBytes, blockBytes: info.header.sectorSizeBytes, slotCount: info.config.nodeCount };
+}
+
+/**
+ * The image's tables of per-node slots, each written only by its own node (src/disk/own-slots.ts):
+ * heartbeat slots and node-record sectors, all O2NM_MAX_NODES of each as planRegions sized them.
+ */
+export function clusterSlotTables(info: ClusterImageInfo): SlotTable[] {
+  const s = info.header.sectorSizeBytes;
+  return [
+    { what: 'heartbeat', offsetBytes: info.regions.get('heartbeat')!.payloadOffsetBytes, slotBytes: s, slotCount: O2NM_MAX_NODES },
+    { what: 'node records', offsetBytes: nodeRecordOffset(info, 0), slotBytes: s, slotCount: O2NM_MAX_NODES },
+  ];
 }
 
 /** Node records are one per sector (single-writer sectors), the record at the sector's start. */

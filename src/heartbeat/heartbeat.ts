@@ -10,6 +10,7 @@ import type { BlockDevice } from '../disk/device.js';
 import type { SelfFencingGate } from '../disk/fence-gate.js';
 import { assert, FormatError, SanboxError, isSanboxError } from '../errors.js';
 import { readStable } from '../disk/stable-read.js';
+import type { SlotTable } from '../disk/own-slots.js';
 import { decodeO2hbBlock, encodeO2hbBlock, hex64, O2NM_MAX_NODES, parseO2hbBlock, type DecodedO2hbBlock } from '../format/o2hb-block.js';
 import type { MembershipService } from './membership.js';
 import type { Timing } from './timing.js';
@@ -63,6 +64,15 @@ export async function readSlots(region: HeartbeatRegion, buf?: Buffer, opts: { s
     out.push(opts.stable === true && !block.cksumValid ? await readSlotStable(region, n, sector) : block);
   }
   return out;
+}
+
+/**
+ * The region as a table of per-node slots, for the own-slot guard (src/disk/own-slots.ts): all
+ * O2NM_MAX_NODES slots an o2hb region has (the cluster image's and an ocfs2 heartbeat file's are
+ * sized so), not just the ones this cluster reads.
+ */
+export function slotTableOf(region: HeartbeatRegion): SlotTable {
+  return { what: region.name, offsetBytes: region.offsetBytes, slotBytes: region.blockBytes, slotCount: O2NM_MAX_NODES };
 }
 
 /** Byte offset of node `nodeId`'s slot on the region's device. */

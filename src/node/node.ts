@@ -30,13 +30,14 @@ import { Lockspace } from '../dlm/lock-manager.js';
 import { heartbeatRegion } from '../fs/heartbeat-region.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
-import { clusterHeartbeatRegion, clusterTag, openRegion, readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { clusterHeartbeatRegion, clusterSlotTables, clusterTag, openRegion, readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { Fencer, type FencePolicy } from '../heartbeat/fencer.js';
-import { Heartbeat, newGeneration, probeSlot, type HeartbeatRegion } from '../heartbeat/heartbeat.js';
+import { Heartbeat, newGeneration, probeSlot, type HeartbeatRegion, slotTableOf } from '../heartbeat/heartbeat.js';
 import { MembershipService } from '../heartbeat/membership.js';
 import type { Timing } from '../heartbeat/timing.js';
 import { registerNodeCommands } from './commands.js';
 import { ControlServer } from './control.js';
+import { ownSlotsOnly } from '../disk/own-slots.js';
 import { DeviceProvider, type DeviceStatus } from './provider.js';
 
 export interface StartNodeOptions {
@@ -212,7 +213,8 @@ async function openHomes(
   timing: Timing,
   cleanups: (() => Promise<void> | void)[],
 ): Promise<{ device: BlockDevice; regions: HeartbeatRegion[]; volumeDevices: BlockDevice[] }> {
-  const device = await provider.open(info.path, { spec: reservationSpec(info) });
+  // Every write through these devices is checked: this node touches only its own heartbeat slots and node record.
+  const device = ownSlotsOnly(await provider.open(info.path, { spec: reservationSpec(info) }), n, clusterSlotTables(info));
   cleanups.push(() => device.close());
   const regions = [clusterHeartbeatRegion(info, device)];
   await probeSlot(regions[0]!, n, timing);
@@ -220,7 +222,8 @@ async function openHomes(
   for (const vol of volumes) {
     const vdev = await provider.open(vol);
     cleanups.push(() => vdev.close());
-    const vregion = await volumeHeartbeatRegion(vol, vdev, info.config.nodeCount);
+    const found = await volumeHeartbeatRegion(vol, vdev, info.config.nodeCount);
+    const vregion: HeartbeatRegion = { ...found, device: ownSlotsOnly(found.device, n, [slotTableOf(found)]) };
     await probeSlot(vregion, n, timing);
     regions.push(vregion);
     volumeDevices.push(vdev);
