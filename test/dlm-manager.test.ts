@@ -380,3 +380,57 @@ test('a conversion that is compatible on arrival is granted in place, ahead of a
   await lb.unlock();
   await lc.unlock();
 });
+
+test('wake-ups: a release hints only the waiters of its resource; with every hint lost a waiter still gets the lock within the poll bound', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'h.img');
+  const regionBytes = lockspaceRegionBytes(512, NODES, 64);
+  createImage(img, { sizeBytes: regionBytes, sectorSizeBytes: 512 });
+  const cluster = new FakeCluster();
+  const disks: FileDisk[] = [];
+  const opened: Lockspace[] = [];
+  t.teardown(async () => {
+    for (const ls of opened) await ls.close();
+    for (const d of disks) d.closeSync();
+  });
+  const open = async (nodeId: number, hintDir: string | undefined) => {
+    const d = FileDisk.open(img, { guard: 'none' });
+    disks.push(d);
+    const ls = await Lockspace.open(viewOf(d, 0, regionBytes), { membership: cluster.member(nodeId, BigInt(nodeId + 1)), hintDir });
+    opened.push(ls);
+    return ls;
+  };
+  const hints = path.join(dir, 'hints');
+  // Hints on: the waiter on 'a' is woken by the holder's release; a waiter on 'b' is not touched.
+  const a0 = await open(0, hints);
+  const a1 = await open(1, hints);
+  const a2 = await open(2, hints);
+  const held = await a0.lock('a', Mode.EX);
+  const heldB = await a0.lock('b', Mode.EX);
+  const waiting = a1.lock('a', Mode.EX, { timeoutMs: 5000 });
+  const other = a2.lock('b', Mode.EX, { timeoutMs: 5000 });
+  await new Promise((r) => setTimeout(r, 300)); // both waiters past their doorway, watching
+  const wakeupsOther = a2.wakeups;
+  await held.unlock();
+  await (await waiting).unlock();
+  t.true(a0.hintsSent >= 1, 'the release touched the hint of its row');
+  const rowsA = [bucketOf(a0.layout.header, Buffer.from('a')), bucketOf(a0.layout.header, Buffer.from('a')) + 1];
+  const rowsB = [bucketOf(a0.layout.header, Buffer.from('b')), bucketOf(a0.layout.header, Buffer.from('b')) + 1];
+  if (!rowsA.some((r) => rowsB.includes(r))) t.is(a2.wakeups, wakeupsOther, 'the waiter of another resource was not woken');
+  await heldB.unlock();
+  await (await other).unlock();
+
+  // Every hint lost (no hint directory, no watch): the waiter polls, at least every pollMaxMs.
+  const POLL_MAX_MS = 50;
+  const p3 = await open(3, undefined);
+  const h = await a0.lock('lost', Mode.EX); // the holder's hint goes nowhere: p3 watches nothing
+  const w = p3.lock('lost', Mode.EX, { timeoutMs: 5000 });
+  await new Promise((r) => setTimeout(r, 400)); // the waiter's backoff has reached its bound
+  const releasedAt = performance.now();
+  await h.unlock();
+  await (await w).unlock();
+  const waitedMs = performance.now() - releasedAt;
+  t.log(`granted ${waitedMs.toFixed(1)} ms after the release with no hint (bound ${POLL_MAX_MS} ms + one read)`);
+  // The bound plus slack for a loaded machine's timer lag; an unbounded wait would run to 5 s.
+  t.true(waitedMs < POLL_MAX_MS + 250, `${waitedMs} ms`);
+});
