@@ -11,6 +11,7 @@ import test, { type ExecutionContext } from 'ava';
 import { openDevice } from '../src/disk/open.js';
 import { heartbeatRegion } from '../src/fs/heartbeat-region.js';
 import type { NodeStatus } from '../src/node/node.js';
+import type { ClusterStatus } from '../src/node/status.js';
 import { clusterInit, isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { debugfs, fsckOk, realMkfs } from './helpers/ocfs2-oracle.js';
 import { runSanbox, tempDir, waitFor } from './helpers/tmp.js';
@@ -59,6 +60,12 @@ async function status(t: ExecutionContext, img: string, node: number): Promise<N
   return JSON.parse(r.stdout) as NodeStatus;
 }
 
+async function clusterStatus(t: ExecutionContext, img: string, vol: string): Promise<ClusterStatus> {
+  const r = await runSanbox(t, ['cluster', 'status', img, '--volume', vol, '--json']);
+  t.is(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as ClusterStatus;
+}
+
 const joined = (p: NodeProc, peers: number[]) => Promise.all(peers.map((q) => p.waitLine(isEvent('up', q), 15_000, `node ${q} up`)));
 
 test('two nodes mount into different slots (SUPER/journal META locks by ocfs2\'s names); a third is refused in one line with nothing written; after umount fsck -fn is clean and the slot map empty', async (t) => {
@@ -77,6 +84,10 @@ test('two nodes mount into different slots (SUPER/journal META locks by ocfs2\'s
   t.deepEqual([...(await slotMap(vol))], [[0, 1], [1, 2]], 'debugfs.ocfs2 slotmap');
   t.true(await journalDirty(vol, 0));
   t.true(await journalDirty(vol, 1));
+  // cluster status names which node has the volume in which slot.
+  const cs = await clusterStatus(t, img, vol);
+  t.deepEqual(cs.mounts, [{ volume: vol, slot: 0, node: 1, journalDirty: true }, { volume: vol, slot: 1, node: 2, journalDirty: true }]);
+  t.deepEqual([1, 2].map((n) => cs.slots[n]!.state), ['up', 'up']);
 
   // Each node holds its own journal's META lock EX, named as debugfs.ocfs2 encodes it.
   for (const [node, slot] of [[1, 0], [2, 1]] as const) {
@@ -165,6 +176,9 @@ test('a node killed -9 while mounted leaves its slot and DIRTY journal; after it
   await n2.waitLine(isEvent('fenced', 1), 20_000, 'node 1 fenced');
   t.deepEqual([...(await slotMap(vol))], [[0, 1]], 'the dead node\'s slot stays taken');
   t.true(await journalDirty(vol, 0), 'its journal stays DIRTY');
+  const cs = await clusterStatus(t, img, vol);
+  t.deepEqual(cs.mounts, [{ volume: vol, slot: 0, node: 1, journalDirty: true }]);
+  t.is(cs.slots[1]!.state, 'fenced');
 
   const rec = await runSanbox(t, ['recover', vol, '--observe-ms', '1000', '--json'], { timeoutMs: 30_000 });
   t.is(rec.code, 0, rec.stderr);

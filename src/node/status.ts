@@ -10,6 +10,10 @@
 // clock from the last seq change, which is what membership itself uses.
 
 import { openDevice } from '../disk/open.js';
+import { openJournal } from '../fs/journal-reader.js';
+import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
+import { readSlotMap } from '../fs/slot-map-reader.js';
+import { openTarget } from '../volume/resolve.js';
 import { nodeKey } from '../disk/reservations.js';
 import { decodeReservationCopies, RESERVATIONS_PAYLOAD_BYTES, type ReservationState } from '../format/reservations.js';
 import type { BlockDevice } from '../disk/device.js';
@@ -45,6 +49,39 @@ export interface ClusterStatus {
    */
   quorum: { quorate: boolean; base: number[]; alive: number[] };
   slots: SlotStatus[];
+  /** With `--volume`: which node has each named volume mounted in which slot (its slot map). */
+  mounts?: VolumeMount[];
+}
+
+/** One valid slot map entry of an ocfs2 volume: node `node` has it mounted in `slot`. */
+export interface VolumeMount {
+  volume: string;
+  slot: number;
+  node: number;
+  /** The slot's journal is DIRTY (in use, or its node died mounted and it awaits recovery). */
+  journalDirty: boolean;
+}
+
+/**
+ * Which node has each volume mounted in which slot, from the volumes' slot maps (as
+ * mounted.ocfs2 -f reads them, not from heartbeat) and journal flags; reads only.
+ */
+export async function readVolumeMounts(volumes: string[], devices?: string[]): Promise<VolumeMount[]> {
+  const out: VolumeMount[] = [];
+  for (const volume of volumes) {
+    const dev = await openTarget(volume, { readOnly: true, guard: 'none', ...(devices !== undefined ? { devices } : {}) });
+    try {
+      const vol = await Ocfs2Volume.open(dev);
+      const map = await readSlotMap(vol);
+      for (const [slot, e] of map.slots.entries()) {
+        if (e.nodeNum === undefined) continue;
+        out.push({ volume, slot, node: e.nodeNum, journalDirty: (await openJournal(vol, slot)).dirty });
+      }
+    } finally {
+      await dev.close();
+    }
+  }
+  return out;
 }
 
 /** Seq values above this are wall-clock milliseconds (sanbox), between the bounds seconds (kernel). */

@@ -8,7 +8,7 @@ import { FENCE_POLICIES, type FencePolicy } from '../../src/heartbeat/fencer.js'
 import { deriveTiming, presetTiming, TIMING_PRESETS } from '../../src/heartbeat/timing.js';
 import { runNode } from '../../src/node/run.js';
 import { deviceList } from '../../src/volume/devices.js';
-import { StatusReader, type ClusterStatus } from '../../src/node/status.js';
+import { readVolumeMounts, StatusReader, type ClusterStatus } from '../../src/node/status.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
 import { printFields, printJson, printTable } from '../output.js';
 
@@ -49,6 +49,22 @@ function printReport(s: ClusterStatus): void {
     ['Join/NBD', `join probe ${t.joinProbeMs} ms, NBD I/O timeout ${t.nbdIoTimeoutMs} ms`],
   ]);
   printStatus(s);
+  printMounts(s);
+}
+
+function printMounts(s: ClusterStatus): void {
+  if (s.mounts === undefined) return;
+  process.stdout.write('\nMounts (from the volumes\' slot maps):\n');
+  if (s.mounts.length === 0) process.stdout.write(' none\n');
+  else {
+    printTable(s.mounts, [
+      { header: 'Volume', value: (m) => m.volume },
+      { header: 'Slot', value: (m) => m.slot, align: 'right' },
+      { header: 'Node', value: (m) => m.node, align: 'right' },
+      { header: 'Node state', value: (m) => s.slots[m.node]?.state ?? 'not a node of this cluster' },
+      { header: 'Journal', value: (m) => (m.journalDirty ? 'dirty' : 'clean') },
+    ]);
+  }
 }
 
 export function register(program: Command): void {
@@ -133,16 +149,23 @@ export function register(program: Command): void {
 
   cluster
     .command('status')
-    .description('show every node slot of a cluster image: node, name, pid, seq, generation, state (up, dead, fenced, free) and the age of its last heartbeat; reads only')
+    .description('show every node slot of a cluster image: node, name, pid, seq, generation, state (up, dead, fenced, free) and the age of its last heartbeat; with --volume, which node has each volume mounted in which slot; reads only')
     .argument('<image>', 'cluster image')
     .option('--json', 'print as JSON (one object per refresh with --watch)', false)
     .option('--watch [ms]', 'refresh until interrupted (default: every heartbeat interval)')
     .option('--count <n>', 'with --watch: stop after n refreshes')
-    .action(async (image: string, o: { json: boolean; watch?: string | boolean; count?: string }) => {
+    .option('--volume <volume...>', 'also show which node has each of these ocfs2 volumes (image, nbd://… or VG/LV) mounted in which slot, from its slot map')
+    .option('--devices <list>', 'comma-separated devices where VG/LV volumes find their PVs (also SANBOX_DEVICES)')
+    .action(async (image: string, o: { json: boolean; watch?: string | boolean; count?: string; volume?: string[]; devices?: string }) => {
       const reader = await StatusReader.open(image);
+      const read = async (lastChange?: Map<number, { seq: bigint; atMs: number }>): Promise<ClusterStatus> => {
+        const s = await reader.read(lastChange);
+        if (o.volume !== undefined) s.mounts = await readVolumeMounts(o.volume, deviceList([], o.devices));
+        return s;
+      };
       try {
         if (o.watch === undefined) {
-          const s = await reader.read();
+          const s = await read();
           if (o.json) printJson(s);
           else printReport(s);
           return;
@@ -155,13 +178,16 @@ export function register(program: Command): void {
         // On a terminal the view is redrawn in place (like crm_mon); piped, frames are appended.
         const redraw = process.stdout.isTTY === true && !o.json;
         for (let i = 0; i < count && !stop; i++) {
-          const s = await reader.read(lastChange);
+          const s = await read(lastChange);
           if (o.json) process.stdout.write(JSON.stringify(s) + '\n');
           else {
             if (redraw) process.stdout.write(CLEAR_SCREEN);
             process.stdout.write(`--- ${new Date().toISOString()} ${s.cluster}\n`);
             if (redraw) printReport(s);
-            else printStatus(s);
+            else {
+              printStatus(s);
+              printMounts(s);
+            }
           }
           if (i + 1 < count) await new Promise((r) => setTimeout(r, everyMs));
         }
