@@ -24,8 +24,8 @@ interface Fixture {
   fromLoops: (text: string) => string;
 }
 
-/** 3 sanbox PVs (one with 2 metadata copies, one not 1 MiB-aligned), a VG with linear, striped and multi-segment LVs, attached to loop devices. */
-async function fixture(t: ExecutionContext): Promise<Fixture> {
+/** 3 PVs (one with 2 metadata copies, one not 1 MiB-aligned), a VG with linear, striped and multi-segment LVs, made by sanbox (or by `byLvm2`), attached to loop devices. */
+async function fixture(t: ExecutionContext, byLvm2?: (loops: string[], vg: string) => Promise<void>): Promise<Fixture> {
   const dir = tempDir(t);
   const imgs = ['a', 'b', 'c'].map((n) => path.join(dir, `${n}.img`));
   const sizes = [64 * MiB, 48 * MiB, 40 * MiB + 7 * 512];
@@ -35,16 +35,20 @@ async function fixture(t: ExecutionContext): Promise<Fixture> {
     const r = await sanboxCli(t, args, { SANBOX_DEVICES: imgs.join(',') });
     t.is(r.code, 0, `sanbox ${args.join(' ')}: ${r.stderr}`);
   };
-  await ok(['pvcreate', imgs[0]!, imgs[2]!]);
-  await ok(['pvcreate', '--metadatacopies', '2', imgs[1]!]);
-  await ok(['vgcreate', '-s', '2m', vg, imgs[0]!, imgs[1]!]);
-  await ok(['lvcreate', '-n', 'lin', '-L', '10m', vg]);
-  await ok(['lvcreate', '-n', 'str', '-l', '6', '-i', '2', '-I', '128k', vg]);
-  await ok(['lvcreate', '-n', 'span', '-l', '30', vg]);
-  await ok(['lvextend', '-l', '+4', `${vg}/lin`]);
-  await ok(['lvcreate', '-n', 'with-dash', '-L', '2m', vg]);
+  if (!byLvm2) {
+    await ok(['pvcreate', imgs[0]!, imgs[2]!]);
+    await ok(['pvcreate', '--metadatacopies', '2', imgs[1]!]);
+    await ok(['vgcreate', '-s', '2m', vg, imgs[0]!, imgs[1]!]);
+    await ok(['lvcreate', '-n', 'lin', '-L', '10m', vg]);
+    await ok(['lvcreate', '-n', 'str', '-l', '6', '-i', '2', '-I', '128k', vg]);
+    await ok(['lvcreate', '-n', 'span', '-l', '30', vg]);
+    await ok(['lvextend', '-l', '+4', `${vg}/lin`]);
+    await ok(['lvcreate', '-n', 'with-dash', '-L', '2m', vg]);
+  }
   const loops: string[] = [];
   for (const img of imgs) loops.push(await attachLoop(t, img));
+  // Or the same kind of VG made by the real tools on the loop devices.
+  await byLvm2?.(loops, vg);
   // sanbox sees each image through a link named like its loop device, so sorting by PV name
   // (lvm2's default for pvs) gives the same order on both sides.
   fs.mkdirSync(path.join(dir, 'dev'));
@@ -119,8 +123,8 @@ test('lvs VG/LV and pvs IMG report just those, as lvm2 does', async (t) => {
   t.is(notPv.stderr, `sanbox: ${blank}: not an LVM physical volume (no label in sectors 0-3)\n`);
 });
 
-test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, in the same order and in the same text, for 16 -o lists', async (t) => {
-  const f = await fixture(t);
+/** Every list of LISTS run by lvm2 and by sanbox on the fixture: the same rows, fields, values and JSON text. */
+async function sameReports(t: ExecutionContext, f: Fixture): Promise<void> {
   for (const { cmd, key, args } of LISTS) {
     const what = `${cmd} ${args.join(' ')}`;
     const target = cmd === 'pvs' ? [] : [f.vg];
@@ -137,6 +141,30 @@ test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, 
     // And the JSON text itself, indentation and separators included, is lvm2's.
     t.is(myText, theirText, `${what}: the JSON text`);
   }
+}
+
+test('pvs/vgs/lvs: the real lvm2 and sanbox give the same JSON, field by field, in the same order and in the same text, for 16 -o lists', async (t) => {
+  await sameReports(t, await fixture(t));
+});
+
+test('the same 16 lists on a VG lvm2 made (2 metadata copies, lvm2\'s own tags and read-ahead): sanbox reports what lvm2 reports', async (t) => {
+  const f = await fixture(t, async (loops, vg) => {
+    const steps: [string, string[]][] = [
+      ['pvcreate', ['--metadatacopies', '2', loops[0]!, loops[1]!]],
+      ['pvcreate', [loops[2]!]],
+      ['vgcreate', ['-s', '2m', '--addtag', 'made-by-lvm2', vg, loops[0]!, loops[1]!]],
+      ['lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-L', '10m', '-n', 'lin', '--addtag', 'x', vg]],
+      ['lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-l', '6', '-i', '2', '-I', '128k', '-n', 'str', vg]],
+      ['lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-l', '30', '-n', 'span', vg]],
+      ['lvextend', ['--driverloaded', 'n', '-l', '+4', `${vg}/lin`]],
+      ['lvchange', ['--driverloaded', 'n', '-r', '512', `${vg}/span`]],
+    ];
+    for (const [cmd, args] of steps) {
+      const r = await lvm(cmd, loops, args);
+      t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+    }
+  });
+  await sameReports(t, f);
 });
 
 test('--units (binary, SI, sectors, bytes, human), --nosuffix, --separator [--aligned], --noheadings and --binary print what lvm2 prints', async (t) => {
