@@ -274,8 +274,11 @@ function validateRule(rule: FaultRule, where: string): void {
 export function readControlFile(path: string): FaultRule[] {
   let text: string;
   try {
+    // Reading a FIFO (or a device) would block until a writer comes: only regular files are read.
+    if (fs.existsSync(path) && !fs.statSync(path).isFile()) throw new DiskError('EINVAL', `${path}: cannot read fault control file: not a regular file`);
     text = fs.readFileSync(path, 'utf8');
   } catch (err) {
+    if (err instanceof DiskError) throw err;
     throw new DiskError('EINVAL', `${path}: cannot read fault control file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
   }
   let parsed: unknown;

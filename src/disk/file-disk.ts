@@ -48,6 +48,7 @@ export class FileDisk implements SyncBlockDevice {
   }
 
   static open(path: string, opts: OpenOptions = {}): FileDisk {
+    if (path.trim() === '') throw new DiskError('EINVAL', 'an empty device name ("") was given', { device: path });
     const readOnly = opts.readOnly ?? false;
     let st: fs.Stats;
     try {
@@ -291,6 +292,7 @@ export interface DiskInfo {
 }
 
 export function diskInfo(path: string): DiskInfo {
+  if (path.trim() === '') throw new DiskError('EINVAL', 'an empty device name ("") was given', { device: path });
   let st: fs.Stats;
   try {
     st = fs.statSync(path);

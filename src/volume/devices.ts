@@ -5,6 +5,7 @@
 
 import path from 'node:path';
 import { openDevice, schemeOf, type BlockDevice } from '../disk/index.js';
+import { UsageError } from '../errors.js';
 import { devicesFromFile } from './devices-file.js';
 
 export const DEVICES_ENV = 'SANBOX_DEVICES';
@@ -35,6 +36,8 @@ export function deviceList(named: string[], devicesOption?: string[] | string, e
 
 /** Files become absolute paths (so the text's `device` hint is useful); URLs stay as they are. */
 export function normalizeSpec(spec: string): string {
+  // path.resolve('') is the working directory: an empty argument must not name it.
+  if (spec.trim() === '') throw new UsageError('an empty device name ("") was given');
   return schemeOf(spec) === undefined ? path.resolve(spec) : spec;
 }
 

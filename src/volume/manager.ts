@@ -96,7 +96,12 @@ export async function pvCreate(specs: string[], opts: PvCreateOptions): Promise<
     for (const sc of s.scan) {
       if (sc.pv) throw new SanboxError('EEXIST', `${sc.dev.name}: already an LVM physical volume ${sc.pv.label.pvId}${pvInUse(sc.pv) ? ` in VG ${pvInUse(sc.pv)}` : ''} (label at offset ${sc.pv.label.sector * LABEL_SECTOR_BYTES}); pvremove it first`, { device: sc.dev.name, offsetBytes: sc.pv.label.sector * LABEL_SECTOR_BYTES });
       await checkBlank(sc.dev, opts.force ?? false);
-      layouts.push(planPvLayout({ ...opts, deviceSizeBytes: sc.dev.sizeBytes }));
+      try {
+        layouts.push(planPvLayout({ ...opts, deviceSizeBytes: sc.dev.sizeBytes }));
+      } catch (err) {
+        if (!(err instanceof SanboxError)) throw err;
+        throw new SanboxError(err.code, `${sc.dev.name}: ${err.message}`, { device: sc.dev.name });
+      }
     }
     const out = [];
     for (const [i, sc] of s.scan.entries()) {

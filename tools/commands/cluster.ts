@@ -116,6 +116,8 @@ export function register(program: Command): void {
       if (nodeCount > 255) throw new UsageError(`--nodes must be at most 255 (o2hb node numbers 0..254), not ${nodeCount}`);
       const names = typeof o.nodeNames === 'string' ? o.nodeNames.split(',') : undefined;
       if (names !== undefined && names.length !== nodeCount) throw new UsageError(`--node-names lists ${names.length} names for ${nodeCount} nodes`);
+      const dup = names?.find((n, i) => names.indexOf(n) !== i);
+      if (dup !== undefined) throw new UsageError(`--node-names names '${dup}' twice; each node needs its own name`);
       const info = await initClusterImage(image, {
         clusterName: String(o.name),
         nodeCount,

@@ -9,6 +9,8 @@ import { parseDurationMs, parseSizeBytes } from '../../src/units.js';
 import { printJson, printTable } from '../output.js';
 
 function currentRules(control: string): FaultRule[] {
+  if (control.trim() === '') throw new UsageError('an empty control file name ("") was given');
+  // A control file not written yet holds no rules (processes may start before it exists).
   return fs.existsSync(control) ? readControlFile(control) : [];
 }
 
@@ -55,6 +57,8 @@ export function ruleFromOptions(o: Record<string, unknown>): FaultRule {
   if (count !== undefined) rule.count = count;
   const latency = text('latency');
   if (latency !== undefined) rule.latencyMs = parseDurationMs(latency, 'ms');
+  // A latency rule without a latency would silently add none.
+  if (rule.action === 'latency' && latency === undefined) throw new UsageError('--action latency needs --latency DURATION (e.g. 50ms)');
   const torn = int('torn-sectors', text('tornSectors'));
   if (torn !== undefined) rule.tornSectors = torn;
   return rule;

@@ -367,7 +367,8 @@ export function register(program: Command): void {
     .option('--devices <list>', DEVICES_HELP)
     .option('--json', 'print as JSON', false)
     .action(async (target: string, slotText: string, o: { devices?: string; json: boolean }) => {
-      const slot = Number(slotText);
+      // Number('') and Number(' ') are 0: only digits are a slot number.
+      const slot = /^\d+$/.test(slotText) ? Number(slotText) : NaN;
       if (!Number.isInteger(slot) || slot < 0) throw new UsageError(`slot must be a non-negative integer, not '${slotText}'`);
       await withVolume(target, o.devices, async (vol) => {
         const j = await readJournal(vol, slot);
