@@ -23,6 +23,7 @@ import { parseDirEntries, type DirEntry } from '../format/ocfs2/dir-entry.js';
 import { EXTENT_BLOCK_LIST_OFFSET, OCFS2_MAX_PATH_DEPTH, parseExtentBlock, parseExtentList, type ExtentRec } from '../format/ocfs2/extent-list.js';
 import { geometryOf, hasSuperSignature, parseSuperblock, type Geometry, type Superblock } from '../format/ocfs2/superblock.js';
 import { inlineDataArea } from '../format/ocfs2/system-payloads.js';
+import { parseChainList, parseGroupDesc } from '../format/ocfs2/chain-list.js';
 import type { Where } from '../format/where.js';
 
 /** Bound on extent blocks visited while mapping one file: a corrupt tree cannot spin forever. */
@@ -261,6 +262,25 @@ export class Ocfs2Volume {
     }
     this.systemDirCache = map;
     return map;
+  }
+
+  /**
+   * What fsck.ocfs2 reads before anything else (its pass 0 and journal lookup): the root and
+   * system directories, every system inode, and the first group descriptor of every chain of the
+   * chain allocators. A volume failing here is one fsck refuses outright (exit 8), so a reader
+   * must not present it as healthy (issue 15). Reads only; bounded by the system directory's size.
+   */
+  async checkSystemFiles(): Promise<void> {
+    await this.readInode(this.sb.rootBlkno, this.where(OCFS2_SUPER_BLOCK_BLKNO));
+    for (const blkno of (await this.systemDir()).values()) {
+      const ino = await this.readInode(blkno, this.where(this.sb.systemDirBlkno));
+      if (!(ino.inode.flags & InodeFlag.CHAIN)) continue;
+      for (const rec of parseChainList(ino.block, this.where(blkno)).recs) {
+        if (rec.blkno === 0) continue;
+        const block = await this.readBlocks(rec.blkno, 1, 'group descriptor', this.where(blkno));
+        parseGroupDesc(this.checked(block, BlockCheckOffset.GROUP_DESC, rec.blkno), this.where(rec.blkno), { blkno: rec.blkno, fsGeneration: this.sb.inode.fsGeneration });
+      }
+    }
   }
 
   /** A system inode by name (`heartbeat`, `journal:0003`, …). */

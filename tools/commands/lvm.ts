@@ -136,7 +136,7 @@ export function register(program: Command): void {
     .option('--dataalignment <size>', 'alignment of the first extent (default unit KiB)', '1m')
     .option('-f, --force', 'overwrite a filesystem, cluster image or other signature on the device (never a PV)', false)
     .action(async (images: string[], o: { metadatasize?: string; metadatacopies: string; dataalignment: string; force: boolean }) => {
-      const copies = Number(o.metadatacopies);
+      const copies = /^\d+$/.test(o.metadatacopies) ? Number(o.metadatacopies) : NaN;
       if (![0, 1, 2].includes(copies)) throw new UsageError(`--metadatacopies must be 0, 1 or 2, not '${o.metadatacopies}'`);
       const done = await pvCreate(images.map(normalizeSpec), {
         metadataCopies: copies,

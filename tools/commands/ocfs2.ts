@@ -29,7 +29,10 @@ async function openForRead(spec: string, devices?: string): Promise<BlockDevice>
 async function withVolume<T>(spec: string, devices: string | undefined, fn: (vol: Ocfs2Volume) => Promise<T>): Promise<T> {
   const dev = await openForRead(spec, devices);
   try {
-    return await fn(await Ocfs2Volume.open(dev));
+    const vol = await Ocfs2Volume.open(dev);
+    // A volume fsck.ocfs2 would refuse outright is not reported as if it were healthy.
+    await vol.checkSystemFiles();
+    return await fn(vol);
   } finally {
     await dev.close();
   }
