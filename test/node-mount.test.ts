@@ -197,3 +197,33 @@ test('a node killed -9 while mounted leaves its slot and DIRTY journal; after it
   for (const p of [back, n2, n0]) await p.exited;
   t.deepEqual([...(await slotMap(vol))], []);
 });
+
+test('a node killed -9 while mounted and restarted after it was fenced takes its own slot again, replays its dirty journal (recovery generation + 1) and unmounts clean', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'mcl']);
+  const vol = await mkfs(dir, 'mcl', 2);
+  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
+  const n2 = spawnNode(t, img, 2, ['--mount', vol]);
+  const n0 = spawnNode(t, img, 0);
+  await n1.waitLine((l) => /^mounted /.test(l.msg ?? ''), 15_000, 'node 1 mounted');
+  await n2.waitLine((l) => /^mounted /.test(l.msg ?? ''), 15_000, 'node 2 mounted');
+  await Promise.all([joined(n2, [0, 1]), joined(n0, [1, 2])]);
+  const slotOf1 = [...(await slotMap(vol))].find(([, node]) => node === 1)![0];
+
+  n1.child.kill('SIGKILL');
+  await n1.exited;
+  await n2.waitLine(isEvent('fenced', 1), 20_000, 'node 1 fenced');
+  t.true(await journalDirty(vol, slotOf1));
+
+  const back = spawnNode(t, img, 1, ['--mount', vol]);
+  await back.waitLine((l) => new RegExp(`^mounted .* in slot ${slotOf1} \\(its journal was dirty and was replayed\\)$`).test(l.msg ?? ''), 20_000, 'node 1 mounted again in its own slot');
+  t.regex(await debugfs(vol, `stat //journal:000${slotOf1}`), /Recovery Generation: 1\b/);
+  t.true(await journalDirty(vol, slotOf1), 'DIRTY again: in use');
+  for (const p of [back, n2, n0]) p.child.kill('SIGTERM');
+  for (const p of [back, n2, n0]) t.is((await p.exited).code, 0, p.stderr());
+  t.deepEqual([...(await slotMap(vol))], []);
+  t.false(await journalDirty(vol, slotOf1));
+  const fsck = await fsckOk(vol);
+  t.true(fsck.ok, fsck.out);
+});
