@@ -152,9 +152,10 @@ export const VG_FIELDS: FieldDef<VgSubject>[] = [
   { name: 'vg_mda_copies', heading: '#VMdaCps', type: 'string', value: (s) => (s.vg.metadataCopies ? String(s.vg.metadataCopies) : 'unmanaged') },
 ];
 
-/** The layout word of lv_layout for the segment types sanbox knows. */
+/** lv_layout: linear or striped for the types sanbox maps; lvm2 says "unknown" for an error LV, and so does sanbox for every other type. */
 function layout(lv: LvModel): string {
-  return lv.segments.some((s) => s.type === 'striped' && s.stripeCount > 1) ? 'striped' : 'linear';
+  if (lv.segments.some((s) => s.type !== 'striped')) return 'unknown';
+  return lv.segments.some((s) => s.stripeCount > 1) ? 'striped' : 'linear';
 }
 
 export const LV_FIELDS: FieldDef<LvSubject>[] = [

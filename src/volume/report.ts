@@ -106,7 +106,9 @@ export interface LvRow {
 export function lvAttr(lv: LvModel): string {
   // volume type, permissions, allocation policy, fixed minor, state (not activated: sanbox has no
   // device-mapper), open, target type, zero, health, skip.
-  return `-${lv.status.includes('WRITE') ? 'w' : 'r'}i-------`;
+  // Error and zero segments make a virtual LV: 'v' as volume and target type (lvm2 2.03.16).
+  const v = lv.segments.some((s) => s.type === 'error' || s.type === 'zero') ? 'v' : '-';
+  return `${v}${lv.status.includes('WRITE') ? 'w' : 'r'}i---${v}---`;
 }
 
 /** Hidden LVs (no VISIBLE: raid images, lock LVs, …) are listed only with `all`, as in lvm2. */
