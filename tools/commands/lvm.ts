@@ -14,7 +14,7 @@ import { openDevice, schemeOf } from '../../src/disk/index.js';
 import { entryLine } from '../../src/format/devices-file.js';
 import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
 import { addDevice, delDevice, DEVICES_FILE_ENV, devicesFilePath, readDevicesFile, writeDevicesFile } from '../../src/volume/devices-file.js';
-import { applyLvChange, applyVgChange, parseReadAhead, parseTag, type LvChange, type VgChange } from '../../src/volume/change.js';
+import { applyLvChange, applyVgChange, parseReadAhead, parseTag, type LvChange, type TagChange, type VgChange } from '../../src/volume/change.js';
 import { claimLv, describeClaim, type LvClaim } from '../../src/volume/lv-contents.js';
 import { readPv } from '../../src/volume/pv.js';
 import { createNotes, resizeNotes } from '../../src/volume/size-notes.js';
@@ -239,43 +239,35 @@ export function register(program: Command): void {
     });
 
   const activation = 'sanbox maps no LV in the kernel (no device-mapper): there is nothing to activate; commands open VG/LV by name (mkfs, fsinfo, node --volume), and lvdisplay --maps gives a losetup line';
-  program
+  const vgchange = program
     .command('vgchange')
     .description('change what sanbox can change in a volume group: tags, the maximum numbers of LVs and PVs')
     .argument('<vg>', 'volume group name')
-    .option('--addtag <tag>', 'add a tag (repeatable)', collect, [])
-    .option('--deltag <tag>', 'remove a tag (repeatable)', collect, [])
     .option('-l, --logicalvolume <n>', 'maximum number of logical volumes (0: unlimited)')
-    .option('-p, --maxphysicalvolumes <n>', 'maximum number of physical volumes (0: unlimited)')
-    .option('-a, --activate <y|n>', 'refused: sanbox activates nothing in the kernel')
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (vg: string, o: { addtag: string[]; deltag: string[]; logicalvolume?: string; maxphysicalvolumes?: string; activate?: string; devices?: string }) => {
+    .option('-p, --maxphysicalvolumes <n>', 'maximum number of physical volumes (0: unlimited)');
+  changeOptions(vgchange).action(async (vg: string, o: { addtag: string[]; deltag: string[]; logicalvolume?: string; maxphysicalvolumes?: string; activate?: string; devices?: string }) => {
       if (o.activate !== undefined) throw new UsageError(`vgchange -a: ${activation}`);
       const change: VgChange = {};
-      if (o.addtag.length || o.deltag.length) change.tags = { add: o.addtag.map(parseTag), del: o.deltag.map(parseTag) };
+      change.tags = tagChange(o);
       if (o.logicalvolume !== undefined) change.maxLv = parseCount(o.logicalvolume, '-l');
       if (o.maxphysicalvolumes !== undefined) change.maxPv = parseCount(o.maxphysicalvolumes, '-p');
-      if (Object.keys(change).length === 0) throw new UsageError('vgchange: nothing to change (--addtag, --deltag, -l, -p)');
+      if (Object.values(change).every((v) => v === undefined)) throw new UsageError('vgchange: nothing to change (--addtag, --deltag, -l, -p)');
       await vgModify(devicesOf([], o), vg, context(), (model) => applyVgChange(model, change));
       say(`Volume group "${vg}" successfully changed`);
     });
 
-  program
+  const lvchange = program
     .command('lvchange')
     .description('change what sanbox can change in a logical volume: tags and read-ahead')
     .argument('<vg/lv>', 'logical volume')
-    .option('--addtag <tag>', 'add a tag (repeatable)', collect, [])
-    .option('--deltag <tag>', 'remove a tag (repeatable)', collect, [])
-    .option('-r, --readahead <sectors>', 'read-ahead: auto, none or a number of 512-byte sectors (rounded down to a multiple of 8)')
-    .option('-a, --activate <y|n>', 'refused: sanbox activates nothing in the kernel')
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (spec: string, o: { addtag: string[]; deltag: string[]; readahead?: string; activate?: string; devices?: string }) => {
+    .option('-r, --readahead <sectors>', 'read-ahead: auto, none or a number of 512-byte sectors (rounded down to a multiple of 8)');
+  changeOptions(lvchange).action(async (spec: string, o: { addtag: string[]; deltag: string[]; readahead?: string; activate?: string; devices?: string }) => {
       if (o.activate !== undefined) throw new UsageError(`lvchange -a: ${activation}`);
       const { vg, lv } = splitLvPath(spec);
       const change: LvChange = {};
-      if (o.addtag.length || o.deltag.length) change.tags = { add: o.addtag.map(parseTag), del: o.deltag.map(parseTag) };
+      change.tags = tagChange(o);
       if (o.readahead !== undefined) change.readAhead = parseReadAhead(o.readahead);
-      if (Object.keys(change).length === 0) throw new UsageError('lvchange: nothing to change (--addtag, --deltag, -r)');
+      if (Object.values(change).every((v) => v === undefined)) throw new UsageError('lvchange: nothing to change (--addtag, --deltag, -r)');
       let notes: string[] = [];
       await vgModify(devicesOf([], o), vg, context(), (model) => void (notes = applyLvChange(model, lv, change)));
       for (const n of notes) say(n);
@@ -554,4 +546,17 @@ async function peekVg(devices: string[], vg: string): Promise<{ extentBytes: num
 function parseCount(text: string, flag: string): number {
   if (!/^\d{1,9}$/.test(text)) throw new UsageError(`${flag} takes a number, not '${text}'`);
   return Number(text);
+}
+
+/** The options vgchange and lvchange share: tags, the refused -a, the device list. */
+function changeOptions(c: Command): Command {
+  return c
+    .option('--addtag <tag>', 'add a tag (repeatable)', collect, [])
+    .option('--deltag <tag>', 'remove a tag (repeatable)', collect, [])
+    .option('-a, --activate <y|n>', 'refused: sanbox activates nothing in the kernel')
+    .option('--devices <list>', DEVICES_HELP);
+}
+
+function tagChange(o: { addtag: string[]; deltag: string[] }): TagChange | undefined {
+  return o.addtag.length || o.deltag.length ? { add: o.addtag.map(parseTag), del: o.deltag.map(parseTag) } : undefined;
 }
