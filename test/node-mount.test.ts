@@ -14,7 +14,10 @@ import type { NodeStatus } from '../src/node/node.js';
 import type { ClusterStatus } from '../src/node/status.js';
 import { clusterInit, isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { debugfs, fsckOk, realMkfs } from './helpers/ocfs2-oracle.js';
-import { runSanbox, tempDir, waitFor } from './helpers/tmp.js';
+import { ownLockDir, runSanbox, tempDir, waitFor } from './helpers/tmp.js';
+
+ownLockDir(test);
+// Serial: each test runs three or four node processes with 100 ms heartbeats, and the machine is shared.
 
 /** Features sanbox writes, as mkfs.ocfs2 names them (the max-compat level plus these). */
 const SANBOX_FEATURES = 'sparse,inline-data,extended-slotmap,unwritten';
@@ -68,7 +71,7 @@ async function clusterStatus(t: ExecutionContext, img: string, vol: string): Pro
 
 const joined = (p: NodeProc, peers: number[]) => Promise.all(peers.map((q) => p.waitLine(isEvent('up', q), 15_000, `node ${q} up`)));
 
-test('two nodes mount into different slots (SUPER/journal META locks by ocfs2\'s names); a third is refused in one line with nothing written; after umount fsck -fn is clean and the slot map empty', async (t) => {
+test.serial('two nodes mount into different slots (SUPER/journal META locks by ocfs2\'s names); a third is refused in one line with nothing written; after umount fsck -fn is clean and the slot map empty', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
   await clusterInit(t, [img, '--nodes', '4', '--name', 'mcl']);
@@ -129,7 +132,7 @@ test('two nodes mount into different slots (SUPER/journal META locks by ocfs2\'s
   t.notRegex(await debugfs(vol, 'hb'), /^\s+\d+:\s+\d+\s+[0-9a-f]{16}\s+(?!0{16})[0-9a-f]{16}/m);
 });
 
-test('a volume of another cluster, or with a feature sanbox does not write, is refused in one line naming why, nothing written', async (t) => {
+test.serial('a volume of another cluster, or with a feature sanbox does not write, is refused in one line naming why, nothing written', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
   await clusterInit(t, [img, '--nodes', '2', '--name', 'mcl']);
@@ -160,7 +163,7 @@ test('a volume of another cluster, or with a feature sanbox does not write, is r
   t.true(fs.readFileSync(featured).equals(before[1]!), 'featured volume unchanged (not even a heartbeat)');
 });
 
-test('a node killed -9 while mounted leaves its slot and DIRTY journal; after it is fenced, sanbox recover frees them and fsck -fn is clean', async (t) => {
+test.serial('a node killed -9 while mounted leaves its slot and DIRTY journal; after it is fenced, sanbox recover frees them and fsck -fn is clean', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
   await clusterInit(t, [img, '--nodes', '3', '--name', 'mcl']);
@@ -198,7 +201,7 @@ test('a node killed -9 while mounted leaves its slot and DIRTY journal; after it
   t.deepEqual([...(await slotMap(vol))], []);
 });
 
-test('a node killed -9 while mounted and restarted after it was fenced takes its own slot again, replays its dirty journal (recovery generation + 1) and unmounts clean', async (t) => {
+test.serial('a node killed -9 while mounted and restarted after it was fenced takes its own slot again, replays its dirty journal (recovery generation + 1) and unmounts clean', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
   await clusterInit(t, [img, '--nodes', '3', '--name', 'mcl']);
@@ -226,4 +229,37 @@ test('a node killed -9 while mounted and restarted after it was fenced takes its
   t.false(await journalDirty(vol, slotOf1));
   const fsck = await fsckOk(vol);
   t.true(fsck.ok, fsck.out);
+});
+
+test.serial('a volume on VG/LV mounts and unmounts through the node\'s provider (every PV with the node\'s fence gate); cluster status --volume VG/LV shows the slots', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  const pv = path.join(dir, 'pv.img');
+  for (const args of [
+    ['disk', 'create', pv, '--size', '200M'],
+    ['pvcreate', pv],
+    ['vgcreate', 'vgm', pv],
+    ['lvcreate', 'vgm', '-n', 'lvm', '-L', '128M', '--devices', pv],
+    ['mkfs', 'vgm/lvm', '--slots', '2', '--devices', pv, '--cluster-stack', 'o2cb', '--cluster-name', 'mlv'],
+  ]) {
+    const r = await runSanbox(t, args);
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'mlv']);
+  const n0 = spawnNode(t, img, 0, ['--mount', 'vgm/lvm', '--devices', pv]);
+  const n1 = spawnNode(t, img, 1, ['--devices', pv]);
+  await n0.waitLine((l) => /^mounted vgm\/lvm in slot 0$/.test(l.msg ?? ''), 15_000, 'node 0 mounted');
+  await joined(n1, [0]);
+  const m1 = await ctl(t, img, 1, 'mount', 'vgm/lvm');
+  t.is(m1.code, 0, m1.stderr);
+  const statusOf = async (): Promise<ClusterStatus> => {
+    const r = await runSanbox(t, ['cluster', 'status', img, '--volume', 'vgm/lvm', '--devices', pv, '--json']);
+    t.is(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as ClusterStatus;
+  };
+  t.deepEqual((await statusOf()).mounts, [{ volume: 'vgm/lvm', slot: 0, node: 0, journalDirty: true }, { volume: 'vgm/lvm', slot: 1, node: 1, journalDirty: true }]);
+  t.true((await status(t, img, 1)).devices.some((d) => d.name === pv), 'node 1 opened the PV through its provider');
+  for (const p of [n0, n1]) p.child.kill('SIGTERM');
+  for (const p of [n0, n1]) t.is((await p.exited).code, 0, p.stderr());
+  t.deepEqual((await statusOf()).mounts, []);
 });
