@@ -153,6 +153,23 @@ test.serial('a volume of another cluster, or with a feature sanbox does not writ
   t.is(r.code, 1);
   t.regex(r.stderr, /featured\.img: cannot mount: feature .*xattr.* is one sanbox does not write/);
   t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  // Volumes of no cluster: made with -M local, or without a cluster stack.
+  const local = path.join(dir, 'local.img');
+  const plain = path.join(dir, 'plain.img');
+  for (const [v, extra] of [[local, ['-M', 'local']], [plain, []]] as const) {
+    for (const args of [['disk', 'create', v, '--size', '64M'], ['mkfs', v, '--slots', '2', ...extra]]) {
+      const made = await runSanbox(t, args);
+      t.is(made.code, 0, made.stderr);
+    }
+  }
+  const beforeNoCluster = [fs.readFileSync(local), fs.readFileSync(plain)];
+  const rl = await ctl(t, img, 1, 'mount', local);
+  t.regex(rl.stderr, /local\.img: cannot mount: it is a local \(-M local\) volume, not a cluster volume/);
+  const rp = await ctl(t, img, 1, 'mount', plain);
+  t.regex(rp.stderr, /plain\.img: cannot mount: it records no cluster stack and name \(feature clusterinfo\); make it with --cluster-stack=o2cb --cluster-name=mcl/);
+  t.deepEqual([rl.code, rp.code], [1, 1]);
+  t.true(fs.readFileSync(local).equals(beforeNoCluster[0]!) && fs.readFileSync(plain).equals(beforeNoCluster[1]!), 'nothing written to either');
+  t.deepEqual((await status(t, img, 1)).mounts, []);
   const r2 = await ctl(t, img, 1, 'umount', featured);
   t.is(r2.code, 1);
   t.regex(r2.stderr, /does not have it mounted/);

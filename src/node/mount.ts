@@ -85,10 +85,18 @@ export class NodeMounts {
         const { slot, reused } = await chooseSlot(vol, node.nodeId);
         journalLock = await this.lockTimed(await journalLockResource(vol, slot), Mode.EX);
         if (!reused) await writeSlotEntry(vol, slot, node.nodeId);
-        // Own slot dirty: a previous incarnation of this node died mounted. Replay it as the kernel
-        // does at mount (its allocators too; recovery generation + 1); the slot stays ours.
-        const rec = await recoverSlot(vol, slot, { observeMs: 0, clearSlot: false });
-        await writeJournalInode(vol, await openJournal(vol, slot), { dirty: true });
+        let rec;
+        try {
+          // Own slot dirty: a previous incarnation of this node died mounted. Replay it as the
+          // kernel does at mount (its allocators too; recovery generation + 1); the slot stays ours.
+          rec = await recoverSlot(vol, slot, { observeMs: 0, clearSlot: false });
+          await writeJournalInode(vol, await openJournal(vol, slot), { dirty: true });
+        } catch (err) {
+          // A slot this mount claimed and did not get to use goes back (best effort: a fenced
+          // node's write is refused, and the slot then waits for recovery like any dead node's).
+          if (!reused) await writeSlotEntry(vol, slot, undefined).catch(() => undefined);
+          throw err;
+        }
         const status: MountStatus = { volume: key, uuid: vol.sb.uuid.toString('hex').toUpperCase(), slot, replayed: rec.dirty, mountedAt: new Date().toISOString() };
         this.mounted.set(key, { status, journalLock });
         node.mounts.set(key, status);
