@@ -11,6 +11,9 @@ import { describeDevice } from '../disk/signature-probe.js';
 import { BlockCheckOffset, verifyBlockCheck } from '../format/ocfs2/block-check.js';
 import {
   DynFeature,
+  GLOBAL_SYSTEM_FILES,
+  SLOT_SYSTEM_FILES,
+  slotFileName,
   FeatureIncompat,
   InodeFlag,
   OCFS2_MAX_BLOCKSIZE_BITS,
@@ -272,7 +275,16 @@ export class Ocfs2Volume {
    */
   async checkSystemFiles(): Promise<void> {
     await this.readInode(this.sb.rootBlkno, this.where(OCFS2_SUPER_BLOCK_BLKNO));
-    for (const blkno of (await this.systemDir()).values()) {
+    const dir = await this.systemDir();
+    // Every system file the kernel and fsck look up by name must be there (a flipped bit in a
+    // directory entry's name hides one: fsck then stops in pass 0).
+    const slots = Array.from({ length: this.sb.maxSlots }, (_, i) => i);
+    for (const name of [...GLOBAL_SYSTEM_FILES, ...SLOT_SYSTEM_FILES.flatMap((n) => slots.map((i) => slotFileName(n, i)))]) {
+      if (!dir.has(name)) {
+        throw new FormatError(`${this.dev.name}: system file '${name}' is missing from the system directory (inode ${this.sb.systemDirBlkno})`, { device: this.dev.name, offsetBytes: this.where(this.sb.systemDirBlkno).offsetBytes! });
+      }
+    }
+    for (const blkno of dir.values()) {
       const ino = await this.readInode(blkno, this.where(this.sb.systemDirBlkno));
       if (!(ino.inode.flags & InodeFlag.CHAIN)) continue;
       for (const rec of parseChainList(ino.block, this.where(blkno)).recs) {
