@@ -21,7 +21,7 @@ import type { Lock } from '../dlm/lock-manager.js';
 import { openJournal, writeJournalInode } from '../fs/journal-reader.js';
 import { authorizeVolume, chooseSlot, journalLockResource, superLockResource, writeSlotEntry } from '../fs/mount-rules.js';
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
-import { recoverSlot } from '../fs/recover.js';
+import { recoverSlot, type SlotRecovery } from '../fs/recover.js';
 import type { ControlServer } from './control.js';
 import { volumeKey, type MountStatus, type RunningNode } from './node.js';
 
@@ -85,7 +85,7 @@ export class NodeMounts {
         const { slot, reused } = await chooseSlot(vol, node.nodeId);
         journalLock = await this.lockTimed(await journalLockResource(vol, slot), Mode.EX);
         if (!reused) await writeSlotEntry(vol, slot, node.nodeId);
-        let rec;
+        let rec: SlotRecovery;
         try {
           // Own slot dirty: a previous incarnation of this node died mounted. Replay it as the
           // kernel does at mount (its allocators too; recovery generation + 1); the slot stays ours.

@@ -462,8 +462,9 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
           left = true;
           // heartbeat.stop(true) is the clean leave; the rest unwinds the join.
           cleanups.splice(cleanups.length - 1, 1);
+          // Volumes opened for a mount and not closed by its umount (the provider's close below is the backstop).
+          for (const h of homes.values()) if (!h.pinned) await (await h.device.catch(() => undefined))?.close().catch(() => undefined);
           await undo();
-          for (const h of homes.values()) if (!h.pinned) await (await h.device.catch(() => undefined))?.close();
           await control?.close();
         })();
         return stopping;
