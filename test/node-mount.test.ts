@@ -13,6 +13,7 @@ import { heartbeatRegion } from '../src/fs/heartbeat-region.js';
 import type { NodeStatus } from '../src/node/node.js';
 import type { ClusterStatus } from '../src/node/status.js';
 import { clusterInit, isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
+import { startNbdkit } from './helpers/nbdkit.js';
 import { debugfs, fsckOk, realMkfs } from './helpers/ocfs2-oracle.js';
 import { ownLockDir, runSanbox, tempDir, waitFor } from './helpers/tmp.js';
 
@@ -279,4 +280,29 @@ test.serial('a volume on VG/LV mounts and unmounts through the node\'s provider 
   for (const p of [n0, n1]) p.child.kill('SIGTERM');
   for (const p of [n0, n1]) t.is((await p.exited).code, 0, p.stderr());
   t.deepEqual((await statusOf()).mounts, []);
+});
+
+test.serial('a volume served over nbd:// (nbdkit) mounts into two slots and unmounts; debugfs and fsck judge the file behind the export', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'mcl']);
+  const vol = await mkfs(dir, 'mcl', 2);
+  const srv = await startNbdkit({ dir });
+  t.teardown(() => srv.stop());
+  const uri = srv.uri('v.img');
+  const n1 = spawnNode(t, img, 1, ['--mount', uri]);
+  const n2 = spawnNode(t, img, 2);
+  await n1.waitLine((l) => /^mounted .* in slot 0$/.test(l.msg ?? ''), 15_000, 'node 1 mounted over NBD');
+  await joined(n2, [1]);
+  const m2 = await ctl(t, img, 2, 'mount', uri);
+  t.is(m2.code, 0, m2.stderr);
+  t.deepEqual([...(await slotMap(vol))], [[0, 1], [1, 2]]);
+  t.deepEqual((await status(t, img, 2)).mounts.map((m) => [m.volume, m.slot]), [[uri, 1]]);
+  for (const p of [n1, n2]) p.child.kill('SIGTERM');
+  for (const p of [n1, n2]) t.is((await p.exited).code, 0, p.stderr());
+  t.deepEqual([...(await slotMap(vol))], []);
+  t.false(await journalDirty(vol, 0));
+  t.false(await journalDirty(vol, 1));
+  const fsck = await fsckOk(vol);
+  t.true(fsck.ok, fsck.out);
 });
