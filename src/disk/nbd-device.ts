@@ -6,7 +6,11 @@
 //   other's completed writes at once. (Whether the *server* caches is the server's business; nbdkit's
 //   file plugin reads and writes one file, which all its connections share through the page cache.)
 // - Requests are pipelined: up to INFLIGHT_MAX requests (INFLIGHT_BYTES_MAX bytes) are on the wire
-//   at once, each with its own cookie; replies may come back in any order.
+//   at once, each with its own cookie; replies may come back in any order. At most NBD_WAITERS_MAX
+//   more wait for room; past that a request is refused (EAGAIN) rather than queued without bound.
+// - The hot path is built for line rate (issue 16; docs/nbd.md, "Where the time went"): the data of
+//   a READ reply is received by the kernel straight into the caller's buffer (net's `onread`), one
+//   watchdog timer covers every request's timeout, and the requests of one tick leave in one writev.
 // - Every request has a timeout. A timeout, a lost connection or a protocol violation is final:
 //   every outstanding request fails, later I/O fails with the same reason, and there is no silent
 //   reconnect. That is what makes fencing at the server work: a node whose connection was cut
