@@ -60,7 +60,13 @@ function prepare(file: string, w: Workload): void {
   fs.closeSync(fd);
 }
 
-/** Ops per second of one variant, from the median per-op time of tinybench samples. */
+/**
+ * Ops per second of one variant. `depth` workers keep the queue full for the whole measurement,
+ * as fio does; a tinybench sample is the time the next `opsPerSample` completions take. (Draining
+ * the queue at the end of every sample would add a stall per sample that fio never sees: with
+ * qemu-nbd, the last replies of a drained queue waited ~40 ms, as Nagle's algorithm on the server
+ * waits for a delayed ACK.)
+ */
 async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promise<number> {
   const offsets = makeOffsets(w, IMAGE_BYTES, OFFSETS_COUNT);
   let cursor = 0;
@@ -69,21 +75,36 @@ async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promis
     cursor = (cursor + 1) % OFFSETS_COUNT;
     return o;
   };
-  const buffers = Array.from({ length: depth }, () => Buffer.alloc(w.blockBytes, 0x5a));
   const opsPerWorker = Math.max(1, Math.min(OPS_PER_SAMPLE, Math.floor(BYTES_PER_SAMPLE / (w.blockBytes * depth))));
   const opsPerSample = opsPerWorker * depth;
+  let completed = 0;
+  let sampleDone: { atOps: number; resolve: () => void } | undefined;
+  let stop = false;
+  const workers = Array.from({ length: depth }, async () => {
+    const buf = Buffer.alloc(w.blockBytes, 0x5a);
+    while (!stop) {
+      await (w.op === 'read' ? dev.read(buf, next()) : dev.write(buf, next()));
+      completed++;
+      if (sampleDone !== undefined && completed >= sampleDone.atOps) {
+        const done = sampleDone;
+        sampleDone = undefined;
+        done.resolve();
+      }
+    }
+  });
   const bench = new Bench({ name: w.name, time: timeMs, warmupTime: 100, iterations: SAMPLES_MIN });
   bench.add(`${depth}`, async () => {
     const t0 = performance.now();
-    await Promise.all(
-      buffers.map(async (buf) => {
-        for (let i = 0; i < opsPerWorker; i++) await (w.op === 'read' ? dev.read(buf, next()) : dev.write(buf, next()));
-      }),
-    );
+    await new Promise<void>((resolve) => (sampleDone = { atOps: completed + opsPerSample, resolve }));
     const ms = performance.now() - t0;
     return { overriddenDuration: ms / opsPerSample, overriddenIterationCost: ms };
   });
-  await bench.run();
+  try {
+    await bench.run();
+  } finally {
+    stop = true;
+    await Promise.all(workers);
+  }
   const r = bench.tasks[0]!.result;
   if (r.state !== 'completed') throw new Error(`${w.name} QD${depth}: ${r.state}`);
   // The mean, as fio reports a mean over its run: a median of samples would hide our stalls.
