@@ -147,3 +147,16 @@ test('block devices report their real size; a loop device and its backing file a
   const r = await runCliInProcess(['disk', 'info', dir]);
   t.regex(r.stderr, /not a disk \(a directory; a disk is a regular file or a block device\)/);
 });
+
+test('cluster init that fails half-way (an I/O error on the header) leaves no image behind, so a retry works', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  const control = path.join(dir, 'faults.json');
+  writeControlFile(control, [{ op: 'write', action: 'eio', device: 'c.img', offsetBytes: 0, lengthBytes: 512 }]);
+  const r = await sanboxCli(t, ['cluster', 'init', img, '--nodes', '2', '--name', 'retry'], { SANBOX_FAULTS: control });
+  t.is(r.code, 1);
+  t.is(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
+  t.deepEqual(fs.readdirSync(dir).sort(), ['faults.json']);
+  const again = await runCliInProcess(['cluster', 'init', img, '--nodes', '2', '--name', 'retry']);
+  t.is(again.code, 0, again.stderr);
+});

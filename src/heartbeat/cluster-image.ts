@@ -3,6 +3,8 @@
 // manager's lockspace: openRegion(IMG, 'lockspace') → a BlockDevice view of that region's payload.
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { sidecarPath } from '../disk/sector-size.js';
 import os from 'node:os';
 import path from 'node:path';
 import { openDevice, schemeOf } from '../disk/open.js';
@@ -98,6 +100,7 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
   const regionHeaders = regions.map((r) =>
     encodeRegionHeader({ name: r.name, version: REGION_VERSIONS[r.name as RegionName], payloadBytes: r.sizeBytes - BLOCK_BYTES, clusterUuid: uuid }),
   );
+  const isNew = !isNbdSpec(imagePath) && !fs.existsSync(imagePath);
   const dev = await createTarget(imagePath, imageSizeBytes, sectorSizeBytes, opts.force);
   try {
     await dev.write(headerBuf, 0);
@@ -107,9 +110,14 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
     configBuf.copy(padded);
     await dev.write(padded, cfg.offsetBytes + BLOCK_BYTES);
     await dev.flush();
-  } finally {
+  } catch (err) {
     await dev.close();
+    // A half-written new image (ENOSPC, EIO) would block every retry with "already exists":
+    // one this call created is removed, with its sidecar (issue 15).
+    if (isNew) for (const f of [imagePath, sidecarPath(imagePath)]) fs.rmSync(f, { force: true });
+    throw err;
   }
+  await dev.close();
   return readClusterImage(imagePath);
 }
 

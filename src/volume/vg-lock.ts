@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fsExt from 'fs-ext';
 import { SanboxError } from '../errors.js';
+import { isValidLvmName } from '../format/lvm/vg-text.js';
 
 /** Where the lock files live; SANBOX_LOCK_DIR overrides (tests, or several hosts' worth). */
 export const LOCK_DIR_ENV = 'SANBOX_LOCK_DIR';
@@ -57,7 +58,11 @@ export async function withLocks<T>(names: string[], fn: () => Promise<T>, waitMs
   }
 }
 
-export const vgLockName = (vg: string): string => `V_${vg}`;
+/** The lock file of a VG; a name that is not a valid VG name never reaches the file system. */
+export function vgLockName(vg: string): string {
+  if (!isValidLvmName(vg)) throw new SanboxError('EINVAL', `invalid VG name '${vg}' (letters, digits, + _ . -; not starting with -; at most 127)`);
+  return `V_${vg}`;
+}
 
 /**
  * The in-use guard of a logical volume, as src/disk's guard is for an image: a process using the
