@@ -274,6 +274,9 @@ export class Ocfs2Volume {
    * must not present it as healthy (issue 15). Reads only; bounded by the system directory's size.
    */
   async checkSystemFiles(): Promise<void> {
+    const knownIncompat = Object.values(FeatureIncompat).reduce((m: number, bit: number) => m | bit, 0);
+    const unknown = (this.sb.featureIncompat & ~knownIncompat) >>> 0;
+    if (unknown !== 0) formatFail(this.where(OCFS2_SUPER_BLOCK_BLKNO, 0xe0), 0, `s_feature_incompat has feature bits this reader does not know: 0x${unknown.toString(16)} (fsck.ocfs2 refuses them too)`);
     await this.readInode(this.sb.rootBlkno, this.where(OCFS2_SUPER_BLOCK_BLKNO));
     const dir = await this.systemDir();
     // Every system file the kernel and fsck look up by name must be there (a flipped bit in a

@@ -39,7 +39,9 @@
 // fs generation (i_fs_generation), which every other metadata block must repeat.
 
 import {
+  FeatureCompat,
   FeatureIncompat,
+  FeatureRoCompat,
   OCFS2_CLUSTER_NAME_LEN,
   OCFS2_MAJOR_REV_LEVEL,
   OCFS2_MAX_BLOCKSIZE_BITS,
@@ -140,6 +142,18 @@ export function parseSuperblock(block: Buffer, where: Where, blockSizeBytes: num
   }
   if (sb.clusterSizeBits < OCFS2_MIN_CLUSTERSIZE_BITS || sb.clusterSizeBits > OCFS2_MAX_CLUSTERSIZE_BITS) {
     formatFail(where, 0xfc, `s_clustersize_bits ${sb.clusterSizeBits} is outside ${OCFS2_MIN_CLUSTERSIZE_BITS}..${OCFS2_MAX_CLUSTERSIZE_BITS}`);
+  }
+  // fsck.ocfs2 refuses a compat or ro_compat bit it does not know ("Unsupported feature(s)",
+  // exit 8): so does the parser. Unknown incompat bits are refused by the namespace reader
+  // (src/fs/namespace.ts), which names them.
+  const mask = (bits: Record<string, number>): number => Object.values(bits).reduce((m, bit) => m | bit, 0);
+  const features: [number, string, number, number][] = [
+    [0xdc, 's_feature_compat', sb.featureCompat, mask(FeatureCompat)],
+    [0xe4, 's_feature_ro_compat', sb.featureRoCompat, mask(FeatureRoCompat)],
+  ];
+  for (const [rel, name, v, known] of features) {
+    const unknown = (v & ~known) >>> 0;
+    if (unknown !== 0) formatFail(where, rel, `${name} has feature bits this reader does not know: 0x${unknown.toString(16)}`);
   }
   if (sb.maxSlots === 0 || sb.maxSlots > OCFS2_MAX_SLOTS) formatFail(where, 0x100, `s_max_slots ${sb.maxSlots} is outside 1..${OCFS2_MAX_SLOTS}`);
   if (sb.rootBlkno === 0) formatFail(where, 0xe8, 's_root_blkno is 0');
