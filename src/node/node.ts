@@ -199,6 +199,12 @@ async function volumeHeartbeatRegion(spec: string, dev: BlockDevice, nodeCount: 
   };
 }
 
+/** A volume's heartbeat region whose writes are checked: node n touches only its own slot there. */
+async function ownVolumeRegion(spec: string, dev: BlockDevice, nodeCount: number, n: number): Promise<HeartbeatRegion> {
+  const found = await volumeHeartbeatRegion(spec, dev, nodeCount);
+  return { ...found, device: ownSlotsOnly(found.device, n, [slotTableOf(found)]) };
+}
+
 /**
  * The devices a node writes its heartbeat to, each through the provider: the cluster image (its
  * reservation state is its own region; over nbd:// the target fences) and each volume home (a
@@ -222,8 +228,7 @@ async function openHomes(
   for (const vol of volumes) {
     const vdev = await provider.open(vol);
     cleanups.push(() => vdev.close());
-    const found = await volumeHeartbeatRegion(vol, vdev, info.config.nodeCount);
-    const vregion: HeartbeatRegion = { ...found, device: ownSlotsOnly(found.device, n, [slotTableOf(found)]) };
+    const vregion = await ownVolumeRegion(vol, vdev, info.config.nodeCount, n);
     await probeSlot(vregion, n, timing);
     regions.push(vregion);
     volumeDevices.push(vdev);
@@ -423,7 +428,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       joinVolumeRegion: async (spec) => {
         const h = home(spec);
         if (h.heartbeat !== undefined) return;
-        const region = await volumeHeartbeatRegion(volumeKey(spec), await h.device, info.config.nodeCount);
+        const region = await ownVolumeRegion(volumeKey(spec), await h.device, info.config.nodeCount, n);
         await probeSlot(region, n, timing);
         if (h.heartbeat !== undefined) return;
         h.heartbeat = addHeartbeat(region);
