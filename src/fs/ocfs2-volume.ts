@@ -293,7 +293,10 @@ export class Ocfs2Volume {
       for (const rec of parseChainList(ino.block, this.where(blkno)).recs) {
         if (rec.blkno === 0) continue;
         const block = await this.readBlocks(rec.blkno, 1, 'group descriptor', this.where(blkno));
-        parseGroupDesc(this.checked(block, BlockCheckOffset.GROUP_DESC, rec.blkno), this.where(rec.blkno), { blkno: rec.blkno, fsGeneration: this.sb.inode.fsGeneration });
+        const g = parseGroupDesc(this.checked(block, BlockCheckOffset.GROUP_DESC, rec.blkno), this.where(rec.blkno), { blkno: rec.blkno, fsGeneration: this.sb.inode.fsGeneration });
+        // The links fsck follows first: the group's owner and the next group of the chain.
+        if (g.parentDinode !== blkno) formatFail(this.where(rec.blkno, 0x20), 0, `group descriptor ${rec.blkno} names inode ${g.parentDinode} as its allocator, not ${blkno}`);
+        if (g.nextGroup !== 0) this.checkBlkno(g.nextGroup, `group descriptor ${rec.blkno}'s next group`, this.where(rec.blkno, 0x18));
       }
     }
   }
