@@ -14,35 +14,12 @@ import type { NodeStatus } from '../src/node/node.js';
 import type { ClusterStatus } from '../src/node/status.js';
 import { clusterInit, isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { startNbdkit } from './helpers/nbdkit.js';
-import { debugfs, fsckOk, realMkfs } from './helpers/ocfs2-oracle.js';
+import { journalDirty, mkfs, SANBOX_FEATURES, slotMap } from './helpers/mounted-volume.js';
+import { debugfs, fsckOk } from './helpers/ocfs2-oracle.js';
 import { ownLockDir, runSanbox, tempDir, waitFor } from './helpers/tmp.js';
 
 ownLockDir(test);
 // Serial: each test runs three or four node processes with 100 ms heartbeats, and the machine is shared.
-
-/** Features sanbox writes, as mkfs.ocfs2 names them (the max-compat level plus these). */
-const SANBOX_FEATURES = 'sparse,inline-data,extended-slotmap,unwritten';
-
-/** A 64 MiB volume by the real mkfs.ocfs2 with `slots` slots, of cluster `cluster` on stack o2cb. */
-async function mkfs(dir: string, cluster: string, slots: number, features = `--fs-features=${SANBOX_FEATURES}`, name = 'v.img'): Promise<string> {
-  const vol = path.join(dir, name);
-  const level = features.startsWith('--fs-features') ? ['--fs-feature-level=max-compat'] : [];
-  await realMkfs(vol, 64 * 1024 * 1024, ['-q', '-F', '-N', String(slots), '-b', '4096', '-C', '4096', '-L', 'mnt', '--cluster-stack=o2cb', `--cluster-name=${cluster}`, ...level, features]);
-  return vol;
-}
-
-/** `debugfs.ocfs2 -R slotmap`: slot → node. */
-async function slotMap(vol: string): Promise<Map<number, number>> {
-  const out = await debugfs(vol, 'slotmap');
-  return new Map([...out.matchAll(/^\s+(\d+)\s+(\d+)\s*$/gm)].map((m) => [Number(m[1]), Number(m[2])]));
-}
-
-async function journalDirty(vol: string, slot: number): Promise<boolean> {
-  const out = await debugfs(vol, `stat //journal:${String(slot).padStart(4, '0')}`);
-  const m = /Journal Flags:(.*)/.exec(out);
-  if (m === null) throw new Error(`no journal flags in debugfs stat: ${out}`);
-  return /Dirty/.test(m[1]!);
-}
 
 /** The volume's bytes with its heartbeat region zeroed (live nodes write there every interval). */
 async function bytesBesidesHeartbeat(vol: string): Promise<Buffer> {

@@ -23,6 +23,7 @@ import { authorizeVolume, chooseSlot, journalLockResource, superLockResource, wr
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
 import { recoverSlot, type SlotRecovery } from '../fs/recover.js';
 import type { ControlServer } from './control.js';
+import { DeadSlotRecovery } from './recovery.js';
 import { volumeKey, type MountStatus, type RunningNode } from './node.js';
 
 interface Mounted {
@@ -36,8 +37,12 @@ export class NodeMounts {
   /** One mount or umount at a time per node: each holds the superblock lock of its volume anyway. */
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly node: RunningNode) {
+  /** Survivors' recovery of dead nodes' slots on the volumes mounted here (src/node/recovery.ts). */
+  readonly recovery: DeadSlotRecovery;
+
+  constructor(private readonly node: RunningNode, log: (msg: string) => void = () => {}) {
     node.beforeStop(() => this.umountAll());
+    this.recovery = new DeadSlotRecovery(node, { mountedVolumes: () => [...this.mounted.keys()], serial: (op) => this.serial(op), log });
   }
 
   mount(spec: string): Promise<MountStatus> {
@@ -52,7 +57,8 @@ export class NodeMounts {
     for (const key of [...this.mounted.keys()]) await this.umount(key);
   }
 
-  private serial<T>(op: () => Promise<T>): Promise<T> {
+  /** Runs `op` after every mount, umount and recovery queued before it. */
+  serial<T>(op: () => Promise<T>): Promise<T> {
     const run = this.queue.then(op, op);
     this.queue = run.catch(() => undefined);
     return run;
@@ -144,8 +150,8 @@ function volumeArg(req: Record<string, unknown>): string {
 }
 
 /** Registers `mount VOL` and `umount VOL` on the node's control server; returns the node's mounts. */
-export function registerMountCommands(control: ControlServer, node: RunningNode): NodeMounts {
-  const mounts = new NodeMounts(node);
+export function registerMountCommands(control: ControlServer, node: RunningNode, log?: (msg: string) => void): NodeMounts {
+  const mounts = new NodeMounts(node, log);
   control.handle('mount', async (req) => ({ mounted: await mounts.mount(volumeArg(req)) }));
   control.handle('umount', async (req) => ({ unmounted: await mounts.umount(volumeArg(req)) }));
   return mounts;

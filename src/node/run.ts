@@ -25,7 +25,7 @@ export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'
   let mounts: NodeMounts | undefined;
   const node = await startNode({
     ...opts,
-    commands: [...(opts.commands ?? []), (control, n) => void (mounts = registerMountCommands(control, n))],
+    commands: [...(opts.commands ?? []), (control, n) => void (mounts = registerMountCommands(control, n, out.log))],
     log: out.log,
     onSelfFence: () => {
       exitCode = EXIT_SELF_FENCED;
@@ -33,7 +33,7 @@ export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'
     },
   });
   node.membership.subscribe(out.event);
-  mounts ??= new NodeMounts(node);
+  mounts ??= new NodeMounts(node, out.log);
   for (const vol of opts.mounts ?? []) {
     try {
       const m = await mounts.mount(vol);
