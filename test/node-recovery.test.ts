@@ -10,12 +10,34 @@ import { JournalWriter, Ocfs2Volume } from '../src/fs/index.js';
 import { clusterInit, isEvent, spawnNode, type NodeLogLine, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { journalState, mkfs, slotMap } from './helpers/mounted-volume.js';
 import { fsckOk } from './helpers/ocfs2-oracle.js';
-import { ownLockDir, readFileAt, tempDir } from './helpers/tmp.js';
+import { ownLockDir, readFileAt, runSanbox, tempDir, waitFor } from './helpers/tmp.js';
 
 ownLockDir(test);
 
 const joined = (p: NodeProc, peers: number[]) => Promise.all(peers.map((q) => p.waitLine(isEvent('up', q), 15_000, `node ${q} up`)));
 const mountedLine = (l: NodeLogLine) => /^mounted .* in slot \d+$/.test(l.msg ?? '');
+
+const BS = 4096;
+
+/**
+ * Commits one transaction of two blocks into `slot`'s journal, from this process, while the
+ * slot's node is mounted (as if it had written it and not checkpointed): free data blocks near
+ * the end of the volume (fsck ignores their bytes) get the contents fill('a') and fill('b').
+ */
+async function plantTransaction(vol: string, slot: number, seed: string): Promise<{ homes: number[]; fill: (s: string) => Buffer }> {
+  const fill = (s: string): Buffer => Buffer.from(crypto.createHash('sha256').update(seed + s).digest('hex').repeat(BS / 64), 'latin1');
+  const dev = await openDevice(vol);
+  try {
+    const v = await Ocfs2Volume.open(dev);
+    if (v.blockSizeBytes !== BS) throw new Error(`block size ${v.blockSizeBytes}`);
+    const homes = [1, 2].map((k) => v.blockCount - 16 * k);
+    const w = await JournalWriter.open(v, slot);
+    await w.append([{ home: homes[0]!, data: fill('a') }, { home: homes[1]!, data: fill('b') }]);
+    return { homes, fill };
+  } finally {
+    await dev.close();
+  }
+}
 
 /** Index of the first line matching pred in a node's log (-1: none). */
 const indexOf = (p: NodeProc, pred: (l: NodeLogLine) => boolean): number => p.lines.findIndex(pred);
@@ -31,21 +53,8 @@ test.serial('node 2 killed -9 with a committed transaction in its journal: exact
   const slot2 = [...(await slotMap(vol))].find(([, node]) => node === 2)![0];
   t.deepEqual(await journalState(vol, slot2), { dirty: true, recoveryGeneration: 0 });
 
-  // A transaction committed in node 2's journal (planted while node 2 is mounted; not checkpointed).
-  const dev = await openDevice(vol);
-  const bs = 4096;
-  const fill = (seed: string): Buffer => Buffer.from(crypto.createHash('sha256').update(seed).digest('hex').repeat(bs / 64), 'latin1');
-  let homes: number[] = [];
-  try {
-    const v = await Ocfs2Volume.open(dev);
-    // Free data blocks near the end of the volume: fsck ignores their bytes.
-    homes = [1, 2].map((k) => v.blockCount - 16 * k);
-    const w = await JournalWriter.open(v, slot2);
-    await w.append([{ home: homes[0]!, data: fill('a') }, { home: homes[1]!, data: fill('b') }]);
-  } finally {
-    await dev.close();
-  }
-  t.notDeepEqual(readFileAt(vol, homes[0]! * bs, bs), fill('a'), 'not at home before the recovery');
+  const { homes, fill } = await plantTransaction(vol, slot2, 'a');
+  t.notDeepEqual(readFileAt(vol, homes[0]! * BS, BS), fill('a'), 'not at home before the recovery');
 
   nodes[2]!.child.kill('SIGKILL');
   await nodes[2]!.exited;
@@ -71,11 +80,63 @@ test.serial('node 2 killed -9 with a committed transaction in its journal: exact
 
   t.deepEqual((await slotMap(vol)).has(slot2), false, 'slot of node 2 freed');
   t.deepEqual(await journalState(vol, slot2), { dirty: false, recoveryGeneration: 1 });
-  t.deepEqual(readFileAt(vol, homes[0]! * bs, bs), fill('a'));
-  t.deepEqual(readFileAt(vol, homes[1]! * bs, bs), fill('b'));
+  t.deepEqual(readFileAt(vol, homes[0]! * BS, BS), fill('a'));
+  t.deepEqual(readFileAt(vol, homes[1]! * BS, BS), fill('b'));
 
   for (const p of survivors) p.child.kill('SIGTERM');
   for (const p of survivors) t.is((await p.exited).code, 0, p.stderr());
+  t.deepEqual([...(await slotMap(vol))], []);
+  const fsck = await fsckOk(vol);
+  t.true(fsck.ok, fsck.out);
+});
+
+test.serial('the recoverer is killed -9 mid-replay (a write stall, then SIGKILL): a node mounting later recovers both the recoverer\'s slot and the half-replayed one, exactly once each, and fsck -fn is clean', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  // Five nodes: three that never mount keep quorum after two deaths.
+  await clusterInit(t, [img, '--nodes', '5', '--name', 'rcl']);
+  const vol = await mkfs(dir, 'rcl', 3);
+  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
+  const n3 = spawnNode(t, img, 3, ['--mount', vol]);
+  const idle = [0, 2, 4].map((n) => spawnNode(t, img, n));
+  await Promise.all([n1, n3].map((p) => p.waitLine(mountedLine, 20_000, `node ${p.nodeId} mounted`)));
+  await Promise.all([n1, n3, ...idle].map((p) => joined(p, [0, 1, 2, 3, 4].filter((q) => q !== p.nodeId))));
+  const slots = new Map([...(await slotMap(vol))].map(([slot, node]) => [node, slot]));
+  const slot1 = slots.get(1)!;
+  const slot3 = slots.get(3)!;
+  const { homes, fill } = await plantTransaction(vol, slot3, 'k');
+
+  // Node 1 (the only mounted survivor) will stall on the second home block of node 3's replay.
+  const stall = await runSanbox(t, ['ctl', img, '1', 'fault', 'set', '--action', 'stall', '--op', 'write', '--device', 'v.img', '--offset', String(homes[1]! * BS), '--length', String(BS), '--id', 'mid-replay'], { timeoutMs: 30_000 });
+  t.is(stall.code, 0, stall.stderr);
+  n3.child.kill('SIGKILL');
+  await n3.exited;
+  await n1.waitLine((l) => new RegExp(`^recovering slot ${slot3} of node 3\\b`).test(l.msg ?? ''), 30_000, 'node 1 starts recovering node 3');
+  await waitFor(() => readFileAt(vol, homes[0]! * BS, BS).equals(fill('a')), 15_000, 'the first home block replayed');
+  t.notDeepEqual(readFileAt(vol, homes[1]! * BS, BS), fill('b'), 'the second is not: the recoverer is stalled mid-replay');
+  t.deepEqual(await journalState(vol, slot3), { dirty: true, recoveryGeneration: 0 });
+  n1.child.kill('SIGKILL');
+  await n1.exited;
+  t.false(n1.lines.some((l) => /^recovered /.test(l.msg ?? '')));
+
+  // Node 2 mounts: it waits for the superblock lock the dead recoverer held until node 1 is fenced,
+  // then recovers both dead slots (ocfs2's recovery of dead nodes found at mount).
+  const n2 = idle[1]!;
+  const m = await runSanbox(t, ['ctl', img, '2', 'mount', vol], { timeoutMs: 60_000 });
+  t.is(m.code, 0, m.stderr);
+  const recovered = (node: number, slot: number, tx: number) => (l: NodeLogLine) => new RegExp(`^recovered slot ${slot} of node ${node}: ${tx} transactions`).test(l.msg ?? '');
+  await n2.waitLine(recovered(3, slot3, 1), 30_000, 'node 2 recovers node 3\'s slot');
+  await n2.waitLine(recovered(1, slot1, 0), 30_000, 'node 2 recovers node 1\'s slot');
+  t.true(indexOf(n2, isEvent('fenced', 1)) < indexOf(n2, recovered(3, slot3, 1)), 'after node 1 was fenced');
+  t.is(n2.lines.filter((l) => /^recovered slot/.test(l.msg ?? '')).length, 2, 'each slot once');
+  t.deepEqual(readFileAt(vol, homes[0]! * BS, BS), fill('a'));
+  t.deepEqual(readFileAt(vol, homes[1]! * BS, BS), fill('b'));
+  t.deepEqual(await journalState(vol, slot3), { dirty: false, recoveryGeneration: 1 }, 'the interrupted recovery completed once: generation + 1, not + 2');
+  t.deepEqual(await journalState(vol, slot1), { dirty: false, recoveryGeneration: 1 }, 'the dead recoverer\'s own (empty, DIRTY) journal is recovered too');
+  t.deepEqual([...(await slotMap(vol))].filter(([, node]) => node !== 2), [], 'only node 2 holds a slot');
+
+  for (const p of idle) p.child.kill('SIGTERM');
+  for (const p of idle) t.is((await p.exited).code, 0, p.stderr());
   t.deepEqual([...(await slotMap(vol))], []);
   const fsck = await fsckOk(vol);
   t.true(fsck.ok, fsck.out);

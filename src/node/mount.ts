@@ -40,7 +40,7 @@ export class NodeMounts {
   /** Survivors' recovery of dead nodes' slots on the volumes mounted here (src/node/recovery.ts). */
   readonly recovery: DeadSlotRecovery;
 
-  constructor(private readonly node: RunningNode, log: (msg: string) => void = () => {}) {
+  constructor(private readonly node: RunningNode, private readonly log: (msg: string) => void = () => {}) {
     node.beforeStop(() => this.umountAll());
     this.recovery = new DeadSlotRecovery(node, { mountedVolumes: () => [...this.mounted.keys()], serial: (op) => this.serial(op), log });
   }
@@ -106,6 +106,8 @@ export class NodeMounts {
         const status: MountStatus = { volume: key, uuid: vol.sb.uuid.toString('hex').toUpperCase(), slot, replayed: rec.dirty, mountedAt: new Date().toISOString() };
         this.mounted.set(key, { status, journalLock });
         node.mounts.set(key, status);
+        // Slots of nodes that died before this mount: queued behind this mount in the same queue.
+        this.recovery.afterMount(key).catch((err: unknown) => this.log(`${key}: cannot look for dead nodes' slots: ${err instanceof Error ? err.message : String(err)}`));
         return status;
       } catch (err) {
         await journalLock?.unlock().catch(() => undefined);

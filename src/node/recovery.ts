@@ -43,8 +43,8 @@ interface Death {
   /** Its slot when it died (undefined: it held none, e.g. another survivor recovered it already). */
   slot: number | undefined;
   recoveryGeneration: number;
-  /** Monotonic (performance.now()) time of the "down" event. */
-  deathAtMs: number;
+  /** Monotonic (performance.now()) time of the "down" event; undefined: dead before we mounted. */
+  deathAtMs: number | undefined;
 }
 
 export interface RecoveryHooks {
@@ -56,7 +56,7 @@ export interface RecoveryHooks {
 }
 
 export type RecoveryOutcome =
-  | { kind: 'recovered'; slot: number; transactions: number; homeBlocks: number; afterDeathMs: number; recoveryGeneration: number }
+  | { kind: 'recovered'; slot: number; transactions: number; homeBlocks: number; afterDeathMs: number | undefined; recoveryGeneration: number }
   | { kind: 'skipped'; slot: number | undefined; reason: string };
 
 /** Subscribes to the node's membership and recovers dead nodes' slots on every mounted volume. */
@@ -86,15 +86,41 @@ export class DeadSlotRecovery {
       const noted = this.deaths.get(key);
       this.deaths.delete(key);
       if (noted === undefined) return;
-      void noted.then((deaths) => {
-        for (const d of deaths) {
-          this.hooks.serial(() => this.recover(d)).catch((err: unknown) => this.hooks.log(`recovery of slot ${d.slot} of node ${d.nodeId} on ${d.volume} failed: ${errText(err)}`));
-        }
-      });
+      void noted.then((deaths) => deaths.forEach((d) => this.queue(d)));
     } else if (ev.kind === 'up' || ev.kind === 'left') {
       // A clean leave unmounted first; a node back up is another incarnation.
       this.deaths.delete(key);
     }
+  }
+
+  /**
+   * Called once a mount of `volume` is done (in the mount queue): the slots of nodes already dead
+   * are recovered as ocfs2's mount does (ocfs2_mark_dead_nodes) — a fenced one now (queued after
+   * the mount), a dead one not yet fenced once its "fenced" event comes. Slots of live nodes and
+   * of nodes this membership never saw are left (`sanbox recover` handles the latter offline).
+   */
+  async afterMount(volume: string): Promise<void> {
+    const vol = await Ocfs2Volume.open(await this.node.volumeDevice(volume));
+    const map = await readSlotMap(vol);
+    const members = this.node.membership.members();
+    for (const [slot, entry] of map.slots.entries()) {
+      const m = members.find((x) => x.nodeId === entry.nodeNum);
+      if (m === undefined || m.nodeId === this.node.nodeId || (m.state !== 'fenced' && m.state !== 'dead')) continue;
+      const j = await openJournal(vol, slot);
+      const d: Death = { volume, nodeId: m.nodeId, generation: m.generation, slot, recoveryGeneration: j.recoveryGeneration, deathAtMs: undefined };
+      if (m.state === 'fenced') {
+        this.queue(d);
+        continue;
+      }
+      const key = `${m.nodeId}:${m.generation}`;
+      const before = this.deaths.get(key) ?? Promise.resolve([]);
+      // Once fenced, recovered with the deaths noted at "down" (on other volumes).
+      this.deaths.set(key, before.then((ds) => [...ds.filter((x) => x.volume !== volume), d]));
+    }
+  }
+
+  private queue(d: Death): void {
+    this.hooks.serial(() => this.recover(d)).catch((err: unknown) => this.hooks.log(`recovery of slot ${d.slot} of node ${d.nodeId} on ${d.volume} failed: ${errText(err)}`));
   }
 
   /** Reads, for each mounted volume, the dead node's slot and its recovery generation (reads only). */
@@ -145,10 +171,10 @@ export class DeadSlotRecovery {
       const vol = await Ocfs2Volume.open(dev);
       const holder = (await readSlotMap(vol)).slots[d.slot]?.nodeNum;
       const j = await openJournal(vol, d.slot);
-      if (holder !== d.nodeId) {
-        out = { kind: 'skipped', slot: d.slot, reason: `slot ${d.slot} no longer belongs to node ${d.nodeId} (${holder === undefined ? 'free' : `node ${holder}`})` };
-      } else if (j.recoveryGeneration !== d.recoveryGeneration) {
+      if (j.recoveryGeneration !== d.recoveryGeneration) {
         out = { kind: 'skipped', slot: d.slot, reason: `recovery generation of slot ${d.slot} moved from ${d.recoveryGeneration} to ${j.recoveryGeneration}: another node recovered it` };
+      } else if (holder !== d.nodeId) {
+        out = { kind: 'skipped', slot: d.slot, reason: `slot ${d.slot} no longer belongs to node ${d.nodeId} (${holder === undefined ? 'free' : `node ${holder}`})` };
       } else {
         const ls = await this.node.lockspace();
         const journalLock = await ls.lock(await journalLockResource(vol, d.slot), Mode.EX, { timeoutMs: this.node.info.timing.lockTimeoutMs });
@@ -161,7 +187,7 @@ export class DeadSlotRecovery {
             kind: 'recovered', slot: d.slot,
             transactions: rec.replay?.transactions.length ?? 0,
             homeBlocks: rec.replay?.blocksWritten ?? 0,
-            afterDeathMs: Math.round(performance.now() - d.deathAtMs),
+            afterDeathMs: d.deathAtMs === undefined ? undefined : Math.round(performance.now() - d.deathAtMs),
             recoveryGeneration: rec.recoveryGenerationAfter,
           };
         } finally {
@@ -172,7 +198,7 @@ export class DeadSlotRecovery {
       await superLock.unlock().catch(() => undefined);
     }
     this.hooks.log(out.kind === 'recovered'
-      ? `recovered slot ${out.slot} of node ${d.nodeId}: ${out.transactions} transactions, ${out.homeBlocks} home blocks, ${out.afterDeathMs} ms after the death (recovery generation ${out.recoveryGeneration}) on ${d.volume}`
+      ? `recovered slot ${out.slot} of node ${d.nodeId}: ${out.transactions} transactions, ${out.homeBlocks} home blocks, ${out.afterDeathMs === undefined ? 'dead before this node mounted' : `${out.afterDeathMs} ms after the death`} (recovery generation ${out.recoveryGeneration}) on ${d.volume}`
       : `skipped recovery of slot ${out.slot} of node ${d.nodeId} on ${d.volume}: ${out.reason}`);
     return out;
   }
