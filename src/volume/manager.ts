@@ -149,7 +149,15 @@ function orphanPvs(s: LvmSession, specs: string[]): PvState[] {
   });
 }
 
-export async function vgCreate(specs: string[], pvSpecs: string[], name: string, extentSizeSectors: number, ctx: CommitContext): Promise<VgModel> {
+/** `prepare` may shape the new VG (container.ts mirrors a container kind into it) and write beside it, before the commit. */
+export async function vgCreate(
+  specs: string[],
+  pvSpecs: string[],
+  name: string,
+  extentSizeSectors: number,
+  ctx: CommitContext,
+  prepare?: (vg: VgModel, pvs: PvState[]) => Promise<void>,
+): Promise<VgModel> {
   checkName('VG', name);
   if (!Number.isSafeInteger(extentSizeSectors) || extentSizeSectors < 8 || (extentSizeSectors & (extentSizeSectors - 1)) !== 0) {
     throw new SanboxError('EINVAL', `extent size must be a power of 2 of at least 4 KiB, not ${extentSizeSectors * LVM_SECTOR_BYTES} bytes`);
@@ -178,6 +186,7 @@ export async function vgCreate(specs: string[], pvSpecs: string[], name: string,
         lvs: [],
         extra: [],
       };
+      if (prepare) await prepare(vg, pvs);
       await commitVg({ next: vg, pvByKey: new Map(vg.pvs.map((p, i) => [p.key, pvs[i]!])), baseSeqno: 0 }, ctx);
       return vg;
     }),
@@ -194,6 +203,7 @@ async function changeVg(
   const h = s.vg(name);
   assertChangeable(h);
   if (!h.vg.status.includes('WRITE')) throw new SanboxError('EINVAL', `volume group ${name} is read-only`);
+  if (h.vg.status.includes('EXPORTED')) throw new SanboxError('EINVAL', `volume group ${name} is exported (a deported container); vgimport it first`);
   if (h.vg.systemId || (h.vg.lockType && h.vg.lockType !== 'none')) {
     throw new SanboxError('EINVAL', `volume group ${name} is ${h.vg.systemId ? `owned by system ${h.vg.systemId}` : `shared (lock_type ${h.vg.lockType})`}; sanbox does not change it without that lock`);
   }

@@ -17,6 +17,8 @@ import { addDevice, delDevice, DEVICES_FILE_ENV, devicesFilePath, readDevicesFil
 import { applyLvChange, applyVgChange, parseReadAhead, parseTag, type LvChange, type TagChange, type VgChange } from '../../src/volume/change.js';
 import { claimLv, describeClaim, type LvClaim } from '../../src/volume/lv-contents.js';
 import { readPv } from '../../src/volume/pv.js';
+import { clusterOfImage, containerChange, containerCreate, CONTAINER_KINDS, parseContainerKind, systemIdOf, type ContainerRequest } from '../../src/volume/container.js';
+import type { ContainerRecord } from '../../src/format/container.js';
 import { createNotes, resizeNotes } from '../../src/volume/size-notes.js';
 import {
   commitContext,
@@ -177,14 +179,40 @@ export function register(program: Command): void {
     .argument('<vg>', 'volume group name')
     .argument('<images...>', 'PV image files')
     .option('-s, --physicalextentsize <size>', 'extent size, a power of 2 (default unit MiB)', '4m')
+    .option('--container <kind>', `make it a cluster container: ${CONTAINER_KINDS.join(', ')}`)
+    .option('--owner <node>', "a private container's owner node")
+    .option('--cluster <img>', 'the cluster image the container belongs to')
     .option('--devices <list>', DEVICES_HELP)
-    .action(async (vg: string, images: string[], o: { physicalextentsize: string; devices?: string }) => {
+    .action(async (vg: string, images: string[], o: ContainerOpts & { physicalextentsize: string; devices?: string }) => {
       const bytes = parseSizeBytes(o.physicalextentsize, 'm');
       if (bytes === 0 || bytes % LVM_SECTOR_BYTES !== 0) throw new UsageError(`-s: extent size '${o.physicalextentsize}' must be a positive multiple of 512 bytes`);
       const pvs = images.map(normalizeSpec);
-      await vgCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES, context());
-      say(`Volume group "${vg}" successfully created`);
+      const req = await containerRequest(o);
+      if (req) {
+        const r = await containerCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES, req, context());
+        say(`Volume group "${vg}" successfully created as a ${describeContainer(r)}`);
+      } else {
+        if (o.owner !== undefined || o.cluster !== undefined) throw new UsageError('vgcreate: --owner and --cluster go with --container');
+        await vgCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES, context());
+        say(`Volume group "${vg}" successfully created`);
+      }
     });
+
+  for (const [cmd, kind, from, what] of [
+    ['vgexport', 'deported', ['local', 'private', 'shared'], 'deport a container: no node may use it (lvm2: an exported VG)'],
+    ['vgimport', 'local', ['deported'], 'import a deported container: it becomes local'],
+  ] as const) {
+    program
+      .command(cmd)
+      .description(what)
+      .argument('<vg>', 'volume group name')
+      .option('--devices <list>', DEVICES_HELP)
+      .action(async (vg: string, o: { devices?: string }) => {
+        const why = cmd === 'vgexport' ? 'it is already exported' : 'only an exported (deported) one is imported';
+        await containerChange(devicesOf([], o), vg, { kind }, context(), { kinds: [...from], why });
+        say(`Volume group "${vg}" successfully ${cmd === 'vgexport' ? 'exported' : 'imported'}`);
+      });
+  }
 
   program
     .command('vgextend')
@@ -244,9 +272,19 @@ export function register(program: Command): void {
     .description('change what sanbox can change in a volume group: tags, the maximum numbers of LVs and PVs')
     .argument('<vg>', 'volume group name')
     .option('-l, --logicalvolume <n>', 'maximum number of logical volumes (0: unlimited)')
-    .option('-p, --maxphysicalvolumes <n>', 'maximum number of physical volumes (0: unlimited)');
-  changeOptions(vgchange).action(async (vg: string, o: { addtag: string[]; deltag: string[]; logicalvolume?: string; maxphysicalvolumes?: string; activate?: string; devices?: string }) => {
+    .option('-p, --maxphysicalvolumes <n>', 'maximum number of physical volumes (0: unlimited)')
+    .option('--container <kind>', `change the container kind: ${CONTAINER_KINDS.join(', ')}`)
+    .option('--owner <node>', "change a private container's owner node")
+    .option('--cluster <img>', 'the cluster image the container belongs to');
+  changeOptions(vgchange).action(async (vg: string, o: ContainerOpts & { addtag: string[]; deltag: string[]; logicalvolume?: string; maxphysicalvolumes?: string; activate?: string; devices?: string }) => {
       if (o.activate !== undefined) throw new UsageError(`vgchange -a: ${activation}`);
+      const req = await containerRequest(o);
+      if (req) {
+        if (o.addtag.length || o.deltag.length || o.logicalvolume !== undefined || o.maxphysicalvolumes !== undefined) throw new UsageError('vgchange: a container change goes alone (no tags, -l, -p)');
+        const r = await containerChange(devicesOf([], o), vg, req, context());
+        say(`Volume group "${vg}" is now a ${describeContainer(r)}`);
+        return;
+      }
       const change: VgChange = {};
       change.tags = tagChange(o);
       if (o.logicalvolume !== undefined) change.maxLv = parseCount(o.logicalvolume, '-l');
@@ -540,6 +578,35 @@ async function peekVg(devices: string[], vg: string): Promise<{ extentBytes: num
     const h = findVg(s.scan, vg);
     return { extentBytes: h.vg.extentSizeSectors * LVM_SECTOR_BYTES, lvs: h.vg.lvs.map((l) => ({ name: l.name, extents: lvExtentCount(l) })) };
   });
+}
+
+interface ContainerOpts {
+  container?: string;
+  owner?: string;
+  cluster?: string;
+}
+
+/** --container/--owner/--cluster as a request; undefined when neither --container nor --owner is given. */
+async function containerRequest(o: ContainerOpts): Promise<ContainerRequest | undefined> {
+  if (o.container === undefined && o.owner === undefined) return undefined;
+  const req: ContainerRequest = {};
+  if (o.container !== undefined) {
+    if (!(CONTAINER_KINDS as readonly string[]).includes(o.container)) throw new UsageError(`--container: unknown kind '${o.container}' (one of ${CONTAINER_KINDS.join(', ')})`);
+    req.kind = parseContainerKind(o.container);
+  }
+  if (o.owner !== undefined) {
+    if (!/^\d{1,5}$/.test(o.owner)) throw new UsageError(`--owner takes a node number, not '${o.owner}'`);
+    req.ownerNode = Number(o.owner);
+  }
+  if (o.cluster !== undefined) req.cluster = await clusterOfImage(o.cluster);
+  return req;
+}
+
+function describeContainer(r: ContainerRecord): string {
+  const where = r.clusterName ? ` of cluster ${r.clusterName}` : '';
+  if (r.kind === 'private') return `private container${where} owned by node ${r.ownerNode} (system ID ${systemIdOf(r.clusterName, r.ownerNode!)})`;
+  if (r.kind === 'shared') return `shared container${where} (lock type ${r.lockType})`;
+  return `${r.kind} container${where}`;
 }
 
 /** A non-negative count for -l/-p. */
