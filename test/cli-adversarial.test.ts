@@ -405,7 +405,10 @@ test.serial('corrupted images made by sanbox and by the real tools: no crash, on
       const m = path.join(f.dir, `ocfs2-mutant-${path.basename(base)}-${i}.img`);
       mutant(rand, base, m, 0, 64 * 1024);
       const fsck = await runTool('fsck.ocfs2', ['-fn', m]);
-      const fsckRefuses = fsck.code >= 8;
+      // Refused (exit 8) before its pass 1: damage in what every reader reads (superblock, system
+      // directory and inodes, allocator chains, journals). Damage fsck finds only in pass 1 or
+      // later lies in blocks the superblock readers do not read; it is not judged here.
+      const fsckRefuses = fsck.code >= 8 && !/^Pass 1:/m.test(fsck.stdout + fsck.stderr);
       if (fsckRefuses) fsckRejected++;
       for (const argv of [['fsinfo', m], ['slotmap', m], ['hb', m], ['logdump', m, '0'], ['ls', m, '/']]) {
         const r = await judge(t, 'ocfs2 mutant', { argv, images: [m], expect: 'any' });
@@ -420,7 +423,7 @@ test.serial('corrupted images made by sanbox and by the real tools: no crash, on
     for (const argv of [['cluster', 'status', m], ['cluster', 'status', m, '--json'], ['dlm', 'ls', m]]) await judge(t, 'cluster mutant', { argv, images: [m], expect: 'any' });
   }
   noProblems(t);
-  t.log(`${tally.cases - start} commands on corrupted images; lvm2 rejected ${lvmRejected} of ${2 * LVM_MUTANTS_PER_BASE} LVM mutants, fsck.ocfs2 refused (exit 8) ${fsckRejected} of ${2 * OCFS2_MUTANTS_PER_BASE} ocfs2 mutants`);
+  t.log(`${tally.cases - start} commands on corrupted images; lvm2 rejected ${lvmRejected} of ${2 * LVM_MUTANTS_PER_BASE} LVM mutants, fsck.ocfs2 refused (exit 8, before pass 1) ${fsckRejected} of ${2 * OCFS2_MUTANTS_PER_BASE} ocfs2 mutants`);
 });
 
 test.serial('devices another process holds are never written, by any path (image or loop device)', async (t) => {
