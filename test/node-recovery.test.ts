@@ -10,6 +10,7 @@ import { JournalWriter, Ocfs2Volume } from '../src/fs/index.js';
 import { clusterInit, isEvent, spawnNode, type NodeLogLine, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { journalState, mkfs, slotMap } from './helpers/mounted-volume.js';
 import { fsckOk } from './helpers/ocfs2-oracle.js';
+import type { NodeStatus } from '../src/node/node.js';
 import { ownLockDir, readFileAt, runSanbox, tempDir, waitFor } from './helpers/tmp.js';
 
 ownLockDir(test);
@@ -138,6 +139,59 @@ test.serial('the recoverer is killed -9 mid-replay (a write stall, then SIGKILL)
   for (const p of idle) p.child.kill('SIGTERM');
   for (const p of idle) t.is((await p.exited).code, 0, p.stderr());
   t.deepEqual([...(await slotMap(vol))], []);
+  const fsck = await fsckOk(vol);
+  t.true(fsck.ok, fsck.out);
+});
+
+test.serial('two mounted survivors, the one that wins the superblock lock is killed -9 mid-replay: the other completes the recovery exactly once and then recovers the dead recoverer\'s slot', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '5', '--name', 'rcl']);
+  const vol = await mkfs(dir, 'rcl', 3);
+  const mounted = [1, 2, 3].map((n) => spawnNode(t, img, n, ['--mount', vol]));
+  const idle = [0, 4].map((n) => spawnNode(t, img, n));
+  await Promise.all(mounted.map((p) => p.waitLine(mountedLine, 20_000, `node ${p.nodeId} mounted`)));
+  await Promise.all([...mounted, ...idle].map((p) => joined(p, [0, 1, 2, 3, 4].filter((q) => q !== p.nodeId))));
+  const slots = new Map([...(await slotMap(vol))].map(([slot, node]) => [node, slot]));
+  const slot3 = slots.get(3)!;
+  const { homes, fill } = await plantTransaction(vol, slot3, 'w');
+
+  // Both survivors stall on the second home block; only the one holding the superblock lock gets there.
+  for (const n of [1, 2]) {
+    const r = await runSanbox(t, ['ctl', img, String(n), 'fault', 'set', '--action', 'stall', '--op', 'write', '--device', 'v.img', '--offset', String(homes[1]! * BS), '--length', String(BS), '--id', 'mid-replay'], { timeoutMs: 30_000 });
+    t.is(r.code, 0, r.stderr);
+  }
+  mounted[2]!.child.kill('SIGKILL');
+  await mounted[2]!.exited;
+  await waitFor(() => readFileAt(vol, homes[0]! * BS, BS).equals(fill('a')), 30_000, 'the first home block replayed');
+  const holdsSuper = async (n: number): Promise<boolean> => {
+    const r = await runSanbox(t, ['ctl', img, String(n), 'status', '--json'], { timeoutMs: 30_000 });
+    t.is(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as NodeStatus).locks.some((l) => l.resource.includes(':S000000') && l.state === 'granted');
+  };
+  const holders: number[] = [];
+  for (const n of [1, 2]) if (await holdsSuper(n)) holders.push(n);
+  t.is(holders.length, 1, `exactly one survivor holds the superblock lock: ${JSON.stringify(holders)}`);
+  const first = mounted.find((p) => p.nodeId === holders[0])!;
+  const second = mounted.find((p) => p.nodeId !== holders[0] && p.nodeId !== 3)!;
+  const cleared = await runSanbox(t, ['ctl', img, String(second.nodeId), 'fault', 'clear', 'mid-replay'], { timeoutMs: 30_000 });
+  t.is(cleared.code, 0, cleared.stderr);
+  t.notDeepEqual(readFileAt(vol, homes[1]! * BS, BS), fill('b'), 'stalled mid-replay');
+  first.child.kill('SIGKILL');
+  await first.exited;
+
+  const recovered = (node: number, tx: number) => (l: NodeLogLine) => new RegExp(`^recovered slot ${slots.get(node)!} of node ${node}: ${tx} transactions, ${tx * 2} home blocks, \\d+ ms after the death`).test(l.msg ?? '');
+  await second.waitLine(recovered(3, 1), 40_000, 'the second survivor completes node 3\'s recovery');
+  await second.waitLine(recovered(first.nodeId, 0), 40_000, 'and recovers the dead recoverer\'s slot');
+  t.true(indexOf(second, isEvent('fenced', first.nodeId)) < indexOf(second, recovered(3, 1)), 'only after the recoverer was fenced');
+  t.is(second.lines.filter((l) => /^recovered slot/.test(l.msg ?? '')).length, 2, 'each slot once');
+  t.deepEqual(readFileAt(vol, homes[1]! * BS, BS), fill('b'));
+  t.deepEqual(await journalState(vol, slot3), { dirty: false, recoveryGeneration: 1 }, 'completed once: + 1, not + 2');
+  t.deepEqual(await journalState(vol, slots.get(first.nodeId)!), { dirty: false, recoveryGeneration: 1 });
+  t.deepEqual([...(await slotMap(vol))], [[slots.get(second.nodeId)!, second.nodeId]]);
+
+  for (const p of [second, ...idle]) p.child.kill('SIGTERM');
+  for (const p of [second, ...idle]) t.is((await p.exited).code, 0, p.stderr());
   const fsck = await fsckOk(vol);
   t.true(fsck.ok, fsck.out);
 });
