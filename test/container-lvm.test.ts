@@ -63,6 +63,12 @@ async function vgsRow(t: ExecutionContext, l: Lab, systemId: string | undefined,
   return { row: rows.find((x) => x.vg_name === l.vg), r };
 }
 
+/** sanbox's own vgs row for the VG (same fields): it must say what the real vgs says. */
+async function sanboxRow(t: ExecutionContext, l: Lab): Promise<Record<string, string> | undefined> {
+  const out = await ok(t, ['vgs', '--reportformat', 'json', '-o', 'vg_name,vg_systemid,vg_lock_type,vg_exported', l.vg], l.imgs);
+  return (JSON.parse(out) as { report: { vg: Record<string, string>[] }[] }).report[0]!.vg[0];
+}
+
 /** pvck of every PV is clean; vgck as `systemId` is clean. */
 async function clean(t: ExecutionContext, l: Lab, systemId: string | undefined, pvsOnly = false): Promise<void> {
   for (const loop of l.loops) {
@@ -86,7 +92,9 @@ test('private, shared, deported and back: the real vgs/pvs/vgck/pvck agree after
   // An LV made while local: sanbox's own LV commands leave owned and shared VGs to the lock work of item 2.
   await ok(t, ['lvcreate', '-n', 'lv0', '-L', '8m', l.vg], l.imgs);
   await ok(t, ['vgchange', l.vg, '--container', 'private', '--owner', '1', '--cluster', l.cluster], l.imgs);
-  t.deepEqual((await vgsRow(t, l, 'lab-node1')).row, { vg_name: l.vg, vg_systemid: 'lab-node1', vg_lock_type: '', vg_exported: '' });
+  const privateRow = { vg_name: l.vg, vg_systemid: 'lab-node1', vg_lock_type: '', vg_exported: '' };
+  t.deepEqual((await vgsRow(t, l, 'lab-node1')).row, privateRow);
+  t.deepEqual(await sanboxRow(t, l), privateRow);
   await clean(t, l, 'lab-node1');
 
   // A host with another system ID, or none (lvm2's default), treats it as foreign.
@@ -118,10 +126,13 @@ test('private, shared, deported and back: the real vgs/pvs/vgck/pvck agree after
     t.notRegex(dump.stdout, /system_id/);
   }
   await clean(t, l, undefined, true);
+  t.deepEqual(await sanboxRow(t, l), { vg_name: l.vg, vg_systemid: '', vg_lock_type: 'dlm', vg_exported: '' });
 
   // Deported: exported VG and PVs; lvm2's vgck refuses an exported VG by name.
   await ok(t, ['vgexport', l.vg], l.imgs);
-  t.deepEqual((await vgsRow(t, l, undefined)).row, { vg_name: l.vg, vg_systemid: '', vg_lock_type: '', vg_exported: 'exported' });
+  const exportedRow = { vg_name: l.vg, vg_systemid: '', vg_lock_type: '', vg_exported: 'exported' };
+  t.deepEqual((await vgsRow(t, l, undefined)).row, exportedRow);
+  t.deepEqual(await sanboxRow(t, l), exportedRow);
   const pvAttrs = await asHost('pvs', loops, undefined, ['--noheadings', '-o', 'pv_attr']);
   t.deepEqual(pvAttrs.stdout.trim().split(/\s+/), ['ax-', 'ax-']);
   const ck = await asHost('vgck', l.loops, undefined, [l.vg]);
@@ -194,4 +205,26 @@ test('bad input: one-line errors, every byte of the images unchanged', async (t)
   }
   t.deepEqual(sha(l.imgs), before);
   await clean(t, l, 'lab-node1');
+});
+
+test('vgextend and vgreduce keep the member list: the new PV carries both copies, a leaving one is not read', async (t) => {
+  const l = await lab(t);
+  await ok(t, ['vgcreate', '--container', 'local', l.vg, l.imgs[0]!], l.imgs);
+  await ok(t, ['vgextend', l.vg, l.imgs[1]!], l.imgs);
+  const members = async (): Promise<{ seq: number | undefined; pvs: number | undefined; bad: number }> =>
+    withSession(l.imgs, { readOnly: true, guard: 'none' }, async (s) => {
+      const h = s.vg(l.vg);
+      const st = await containerOf(h);
+      t.deepEqual(st.record?.pvUuids, h.vg.pvs.map((p) => p.id));
+      t.true(st.inSync);
+      return { seq: st.record?.sequence, pvs: st.record?.pvUuids.length, bad: st.badCopies.length };
+    });
+  t.deepEqual(await members(), { seq: 2, pvs: 2, bad: 0 });
+  await ok(t, ['vgreduce', l.vg, l.imgs[0]!], l.imgs);
+  t.deepEqual(await members(), { seq: 3, pvs: 1, bad: 0 });
+  // Only the remaining PV holds the VG now; its copies alone must carry the record.
+  await withSession([l.imgs[1]!], { readOnly: true, guard: 'none' }, async (s) => {
+    t.is((await containerOf(s.vg(l.vg))).record?.sequence, 3);
+  });
+  await clean(t, l, undefined);
 });

@@ -115,6 +115,8 @@ export async function readContainerCopies(pvs: readonly PvState[]): Promise<Cont
       const buf = Buffer.alloc(CONTAINER_RECORD_BYTES);
       await pv.dev.read(buf, offsetBytes);
       const device = pv.dev.name;
+      // All zero: never written (a PV that joined the VG later, or a VG that was never a container).
+      if (buf.every((b) => b === 0)) continue;
       try {
         const record = decodeContainer(buf, { device, offsetBytes });
         // A copy on a PV that is not one of its members is a leftover (vgreduce, pvcreate keeps 2048..): not this VG's.
@@ -199,6 +201,26 @@ export function nextRecord(vg: VgModel, current: ContainerRecord | undefined, re
     clusterUuid: cluster ? Buffer.from(cluster.uuid) : Buffer.alloc(16),
     pvUuids: vg.pvs.map((p) => p.id),
   };
+}
+
+/**
+ * After vgextend/vgreduce: a container's record lists its member PVs, so it is rewritten (next
+ * sequence) on the VG's PVs when they changed. The kind does not change, so a crash half-way
+ * leaves copies that all say the same kind. Nothing happens to a VG with no record.
+ */
+export async function syncContainerMembers(specs: string[], name: string): Promise<ContainerRecord | undefined> {
+  return withLocks([vgLockName(name)], () =>
+    withSession(specs, {}, async (s) => {
+      const h = s.vg(name);
+      const { record } = await containerOf(h);
+      if (!record) return undefined;
+      const ids = h.vg.pvs.map((p) => p.id);
+      if (ids.length === record.pvUuids.length && ids.every((id, i) => record.pvUuids[i] === id)) return record;
+      const next = nextRecord(h.vg, record, {});
+      await writeContainer([...h.pvByKey.values()], next);
+      return next;
+    }),
+  );
 }
 
 /** vgcreate --container KIND: the record on the new PVs, then the VG's first commit mirroring it. */

@@ -17,7 +17,7 @@ import { addDevice, delDevice, DEVICES_FILE_ENV, devicesFilePath, readDevicesFil
 import { applyLvChange, applyVgChange, parseReadAhead, parseTag, type LvChange, type TagChange, type VgChange } from '../../src/volume/change.js';
 import { claimLv, describeClaim, type LvClaim } from '../../src/volume/lv-contents.js';
 import { readPv } from '../../src/volume/pv.js';
-import { clusterOfImage, containerChange, containerCreate, CONTAINER_KINDS, parseContainerKind, systemIdOf, type ContainerRequest } from '../../src/volume/container.js';
+import { clusterOfImage, containerChange, containerCreate, CONTAINER_KINDS, parseContainerKind, syncContainerMembers, systemIdOf, type ContainerRequest } from '../../src/volume/container.js';
 import type { ContainerRecord } from '../../src/format/container.js';
 import { createNotes, resizeNotes } from '../../src/volume/size-notes.js';
 import {
@@ -223,6 +223,7 @@ export function register(program: Command): void {
     .action(async (vg: string, images: string[], o: { devices?: string }) => {
       const pvs = images.map(normalizeSpec);
       await vgExtend(devicesOf(pvs, o), vg, pvs, context());
+      await syncContainerMembers(devicesOf(pvs, o), vg);
       say(`Volume group "${vg}" successfully extended`);
     });
 
@@ -235,6 +236,7 @@ export function register(program: Command): void {
     .action(async (vg: string, images: string[], o: { devices?: string }) => {
       const pvs = images.map(normalizeSpec);
       await vgReduce(devicesOf(pvs, o), vg, pvs, context());
+      await syncContainerMembers(devicesOf(pvs, o), vg);
       for (const p of pvs) say(`Removed "${p}" from volume group "${vg}"`);
     });
 
