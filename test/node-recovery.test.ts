@@ -4,7 +4,7 @@
 
 import crypto from 'node:crypto';
 import path from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { openDevice } from '../src/disk/open.js';
 import { JournalWriter, Ocfs2Volume } from '../src/fs/index.js';
 import { clusterInit, isEvent, spawnNode, type NodeLogLine, type NodeProc } from './helpers/heartbeat-nodes.js';
@@ -40,18 +40,35 @@ async function plantTransaction(vol: string, slot: number, seed: string): Promis
   }
 }
 
+/**
+ * A cluster of `nodeCount` node processes on a 3-slot real-mkfs.ocfs2 volume; the nodes in
+ * `mountIds` mount it at start. Resolves once every node sees every other up. `slots`: node → slot.
+ */
+async function startCluster(t: ExecutionContext, nodeCount: number, mountIds: number[]): Promise<{ img: string; vol: string; procs: NodeProc[]; slots: Map<number, number> }> {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', String(nodeCount), '--name', 'rcl']);
+  const vol = await mkfs(dir, 'rcl', 3);
+  const ids = [...Array(nodeCount).keys()];
+  const procs = ids.map((n) => spawnNode(t, img, n, mountIds.includes(n) ? ['--mount', vol] : []));
+  await Promise.all(mountIds.map((n) => procs[n]!.waitLine(mountedLine, 20_000, `node ${n} mounted`)));
+  await Promise.all(procs.map((p) => joined(p, ids.filter((q) => q !== p.nodeId))));
+  const slots = new Map([...(await slotMap(vol))].map(([slot, node]) => [node, slot]));
+  return { img, vol, procs, slots };
+}
+
+/** Stalls node n's writes to the volume's block `home` (a fault rule set through `ctl`). */
+async function stallWrites(t: ExecutionContext, img: string, n: number, home: number): Promise<void> {
+  const r = await runSanbox(t, ['ctl', img, String(n), 'fault', 'set', '--action', 'stall', '--op', 'write', '--device', 'v.img', '--offset', String(home * BS), '--length', String(BS), '--id', 'mid-replay'], { timeoutMs: 30_000 });
+  t.is(r.code, 0, r.stderr);
+}
+
 /** Index of the first line matching pred in a node's log (-1: none). */
 const indexOf = (p: NodeProc, pred: (l: NodeLogLine) => boolean): number => p.lines.findIndex(pred);
 
 test.serial('node 2 killed -9 with a committed transaction in its journal: exactly one survivor recovers its slot after it is fenced, the other skips; slot freed, journal clean, recovery generation + 1, home blocks hold the transaction, fsck -fn clean', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  await clusterInit(t, [img, '--nodes', '3', '--name', 'rcl']);
-  const vol = await mkfs(dir, 'rcl', 3);
-  const nodes = [0, 1, 2].map((n) => spawnNode(t, img, n, ['--mount', vol]));
-  await Promise.all(nodes.map((p) => p.waitLine(mountedLine, 20_000, `node ${p.nodeId} mounted`)));
-  await Promise.all(nodes.map((p) => joined(p, [0, 1, 2].filter((q) => q !== p.nodeId))));
-  const slot2 = [...(await slotMap(vol))].find(([, node]) => node === 2)![0];
+  const { vol, procs: nodes, slots } = await startCluster(t, 3, [0, 1, 2]);
+  const slot2 = slots.get(2)!;
   t.deepEqual(await journalState(vol, slot2), { dirty: true, recoveryGeneration: 0 });
 
   const { homes, fill } = await plantTransaction(vol, slot2, 'a');
@@ -92,24 +109,16 @@ test.serial('node 2 killed -9 with a committed transaction in its journal: exact
 });
 
 test.serial('the recoverer is killed -9 mid-replay (a write stall, then SIGKILL): a node mounting later recovers both the recoverer\'s slot and the half-replayed one, exactly once each, and fsck -fn is clean', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
   // Five nodes: three that never mount keep quorum after two deaths.
-  await clusterInit(t, [img, '--nodes', '5', '--name', 'rcl']);
-  const vol = await mkfs(dir, 'rcl', 3);
-  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
-  const n3 = spawnNode(t, img, 3, ['--mount', vol]);
-  const idle = [0, 2, 4].map((n) => spawnNode(t, img, n));
-  await Promise.all([n1, n3].map((p) => p.waitLine(mountedLine, 20_000, `node ${p.nodeId} mounted`)));
-  await Promise.all([n1, n3, ...idle].map((p) => joined(p, [0, 1, 2, 3, 4].filter((q) => q !== p.nodeId))));
-  const slots = new Map([...(await slotMap(vol))].map(([slot, node]) => [node, slot]));
+  const { img, vol, procs, slots } = await startCluster(t, 5, [1, 3]);
+  const [n1, n3] = [procs[1]!, procs[3]!];
+  const idle = [procs[0]!, procs[2]!, procs[4]!];
   const slot1 = slots.get(1)!;
   const slot3 = slots.get(3)!;
   const { homes, fill } = await plantTransaction(vol, slot3, 'k');
 
   // Node 1 (the only mounted survivor) will stall on the second home block of node 3's replay.
-  const stall = await runSanbox(t, ['ctl', img, '1', 'fault', 'set', '--action', 'stall', '--op', 'write', '--device', 'v.img', '--offset', String(homes[1]! * BS), '--length', String(BS), '--id', 'mid-replay'], { timeoutMs: 30_000 });
-  t.is(stall.code, 0, stall.stderr);
+  await stallWrites(t, img, 1, homes[1]!);
   n3.child.kill('SIGKILL');
   await n3.exited;
   await n1.waitLine((l) => new RegExp(`^recovering slot ${slot3} of node 3\\b`).test(l.msg ?? ''), 30_000, 'node 1 starts recovering node 3');
@@ -144,23 +153,14 @@ test.serial('the recoverer is killed -9 mid-replay (a write stall, then SIGKILL)
 });
 
 test.serial('two mounted survivors, the one that wins the superblock lock is killed -9 mid-replay: the other completes the recovery exactly once and then recovers the dead recoverer\'s slot', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  await clusterInit(t, [img, '--nodes', '5', '--name', 'rcl']);
-  const vol = await mkfs(dir, 'rcl', 3);
-  const mounted = [1, 2, 3].map((n) => spawnNode(t, img, n, ['--mount', vol]));
-  const idle = [0, 4].map((n) => spawnNode(t, img, n));
-  await Promise.all(mounted.map((p) => p.waitLine(mountedLine, 20_000, `node ${p.nodeId} mounted`)));
-  await Promise.all([...mounted, ...idle].map((p) => joined(p, [0, 1, 2, 3, 4].filter((q) => q !== p.nodeId))));
-  const slots = new Map([...(await slotMap(vol))].map(([slot, node]) => [node, slot]));
+  const { img, vol, procs, slots } = await startCluster(t, 5, [1, 2, 3]);
+  const mounted = [procs[1]!, procs[2]!, procs[3]!];
+  const idle = [procs[0]!, procs[4]!];
   const slot3 = slots.get(3)!;
   const { homes, fill } = await plantTransaction(vol, slot3, 'w');
 
   // Both survivors stall on the second home block; only the one holding the superblock lock gets there.
-  for (const n of [1, 2]) {
-    const r = await runSanbox(t, ['ctl', img, String(n), 'fault', 'set', '--action', 'stall', '--op', 'write', '--device', 'v.img', '--offset', String(homes[1]! * BS), '--length', String(BS), '--id', 'mid-replay'], { timeoutMs: 30_000 });
-    t.is(r.code, 0, r.stderr);
-  }
+  for (const n of [1, 2]) await stallWrites(t, img, n, homes[1]!);
   mounted[2]!.child.kill('SIGKILL');
   await mounted[2]!.exited;
   await waitFor(() => readFileAt(vol, homes[0]! * BS, BS).equals(fill('a')), 30_000, 'the first home block replayed');
