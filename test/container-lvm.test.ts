@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CONTAINER_PRIMARY_OFFSET_BYTES } from '../src/format/container.js';
-import { containerOf } from '../src/volume/container.js';
+import { containerOf, nextRecord, writeContainer } from '../src/volume/container.js';
 import { withSession } from '../src/volume/manager.js';
 import { attachLoop, LVM_CONFIG, lvm, runTool, sanboxCli, warnings, type ToolResult } from './helpers/lvm-real.js';
 import { ownLockDir, tempDir } from './helpers/tmp.js';
@@ -227,4 +227,30 @@ test('vgextend and vgreduce keep the member list: the new PV carries both copies
     t.is((await containerOf(s.vg(l.vg))).record?.sequence, 3);
   });
   await clean(t, l, undefined);
+});
+
+test('a change that stopped after the records and before the LVM commit: reported out of sync, the rerun makes both agree', async (t) => {
+  const l = await lab(t);
+  const pvs = l.imgs.slice(0, 2);
+  await ok(t, ['vgcreate', '--container', 'private', '--owner', '1', '--cluster', l.cluster, l.vg, ...pvs], l.imgs);
+  // The crash point: the new record (owner 2) on every PV, the LVM commit never made.
+  await withSession(pvs, { guard: 'none' }, async (s) => {
+    const h = s.vg(l.vg);
+    const st = await containerOf(h);
+    await writeContainer([...h.pvByKey.values()], nextRecord(h.vg, st.record, { ownerNode: 2 }));
+  });
+  await withSession(pvs, { readOnly: true, guard: 'none' }, async (s) => {
+    const st = await containerOf(s.vg(l.vg));
+    t.deepEqual([st.record?.ownerNode, st.lvmKind, st.inSync], [2, 'private', false]);
+  });
+  // The LVM metadata is the old, whole commit: the real tools see owner 1 and find nothing wrong.
+  t.is((await vgsRow(t, l, 'lab-node1')).row?.vg_systemid, 'lab-node1');
+  await clean(t, l, 'lab-node1');
+  await ok(t, ['vgchange', l.vg, '--owner', '2'], l.imgs);
+  await withSession(pvs, { readOnly: true, guard: 'none' }, async (s) => {
+    const st = await containerOf(s.vg(l.vg));
+    t.deepEqual([st.record?.ownerNode, st.record?.sequence, st.inSync], [2, 3, true]);
+  });
+  t.is((await vgsRow(t, l, 'lab-node2')).row?.vg_systemid, 'lab-node2');
+  await clean(t, l, 'lab-node2');
 });
