@@ -114,11 +114,19 @@ export async function bootKernel(t: ExecutionContext, opts: BootOptions): Promis
   return parseConsole(text.replace(/\r/g, ''), Date.now() - started);
 }
 
+/**
+ * A kernel message printed while the script was in the middle of a line lands inside that line
+ * ("SANBOX-OUT crash[    3.684433] virtio_blk ...\ning"): the kernel does not know where the tty's
+ * cursor is. Such messages (printk time stamp, not at a line start) are cut out before the
+ * script's lines are parsed, which joins the split line again.
+ */
+const MID_LINE_KERNEL_MESSAGE = /(?<=[^\n])\[\s*\d+\.\d{6}\] [^\n]*\n/g;
+
 function parseConsole(text: string, elapsedMs: number): KernelRun {
   const out = new Map<string, string>();
   const errors: string[] = [];
   let scriptExit: number | undefined;
-  for (const line of text.split('\n')) {
+  for (const line of text.replace(MID_LINE_KERNEL_MESSAGE, '').split('\n')) {
     let m = /SANBOX-OUT (\S+) ?(.*)$/.exec(line);
     if (m) out.set(m[1]!, m[2]!.trim());
     m = /SANBOX-ERROR (.*)$/.exec(line);
