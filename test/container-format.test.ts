@@ -37,6 +37,7 @@ test('round trip of every kind', (t) => {
     { kind: 'private', ownerNode: 254 },
     { kind: 'shared', ownerNode: undefined, lockType: 'dlm' },
     { kind: 'deported', ownerNode: undefined },
+    { kind: 'deported', ownerNode: undefined, clusterName: '', clusterUuid: Buffer.alloc(16) },
     { pvUuids: Array.from({ length: CONTAINER_PVS_MAX }, (_, i) => `${i}`.padStart(32, 'x')) },
   ];
   for (const k of kinds) {

@@ -13,6 +13,7 @@ import { containerOf, nextRecord, writeContainer } from '../src/volume/container
 import { withSession } from '../src/volume/manager.js';
 import { attachLoop, LVM_CONFIG, lvm, runTool, sanboxCli, warnings, type ToolResult } from './helpers/lvm-real.js';
 import { ownLockDir, tempDir } from './helpers/tmp.js';
+import { acquireLvGuard } from '../src/volume/vg-lock.js';
 
 ownLockDir(test);
 
@@ -253,4 +254,21 @@ test('a change that stopped after the records and before the LVM commit: reporte
   });
   t.is((await vgsRow(t, l, 'lab-node2')).row?.vg_systemid, 'lab-node2');
   await clean(t, l, 'lab-node2');
+});
+
+test('vgexport of a VG with an LV in use here is refused, nothing written; once let go it is deported', async (t) => {
+  const l = await lab(t);
+  await ok(t, ['vgcreate', l.vg, l.imgs[0]!], l.imgs);
+  await ok(t, ['lvcreate', '-n', 'lv0', '-L', '8m', l.vg], l.imgs);
+  const lvId = await withSession(l.imgs, { readOnly: true, guard: 'none' }, async (s) => s.vg(l.vg).vg.lvs[0]!.id);
+  const release = acquireLvGuard(`${l.vg}/lv0`, lvId, 'shared'); // what a process using the LV holds
+  t.teardown(release);
+  const before = sha(l.imgs);
+  const r = await run(t, ['vgexport', l.vg], l.imgs);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /^sanbox: \S+\/lv0: device busy: logical volume in use by another process\n$/);
+  t.deepEqual(sha(l.imgs), before);
+  release();
+  await ok(t, ['vgexport', l.vg], l.imgs);
+  t.is((await vgsRow(t, l, undefined)).row?.vg_exported, 'exported');
 });

@@ -23,7 +23,7 @@
 // | 0x01C | 4    | pvCount      | number of member PV uuids that follow (≤ CONTAINER_PVS_MAX)       |
 // | 0x020 | 128  | vgName       | NUL-padded                                                        |
 // | 0x0A0 | 32   | vgUuid       | the VG's LVM id, 32 chars without dashes                          |
-// | 0x0C0 | 64   | clusterName  | NUL-padded; empty for a container of no cluster (local)          |
+// | 0x0C0 | 64   | clusterName  | NUL-padded; required for private and shared; may be empty for local and deported (a VG of no cluster) |
 // | 0x100 | 16   | clusterUuid  | the cluster image's uuid; zero when clusterName is empty          |
 // | 0x110 | 32×n | pvUuids      | member PV ids, 32 chars each, in VG order                         |
 // | 0x3FC | 4    | crc          | crc32Zlib of bytes 0x000-0x3FB                                    |
@@ -87,7 +87,7 @@ function checkRecord(r: ContainerRecord): void {
   if (r.pvUuids.length < 1 || r.pvUuids.length > CONTAINER_PVS_MAX) bad(`${r.pvUuids.length} member PVs; 1..${CONTAINER_PVS_MAX} fit in the record`);
   for (const id of r.pvUuids) if (!ID_RE.test(id)) bad(`PV uuid '${id}' is not 32 letters and digits`);
   if (r.clusterUuid.length !== CLUSTER_UUID_BYTES) bad(`cluster uuid must be ${CLUSTER_UUID_BYTES} bytes`);
-  if (r.kind !== 'local' && r.clusterName === '') bad(`a ${r.kind} container belongs to a cluster: it needs the cluster name`);
+  if ((r.kind === 'private' || r.kind === 'shared') && r.clusterName === '') bad(`a ${r.kind} container belongs to a cluster: it needs the cluster name`);
   if (r.clusterName === '' && r.clusterUuid.some((b) => b !== 0)) bad('a cluster uuid without a cluster name');
   for (const [text, what] of [[r.vgName, 'VG name'], [r.clusterName, 'cluster name']] as const) if (!/^[\x21-\x7e]*$/.test(text)) bad(`${what} '${text}' is not printable ASCII`);
   if (r.vgName === '') bad('VG name is empty');
@@ -155,7 +155,7 @@ export function decodeContainer(buf: Buffer, where: Where = {}): ContainerRecord
   };
   const vgUuid = id(0xa0, 'VG uuid');
   const clusterName = text(0xc0, CLUSTER_NAME_BYTES, 'cluster name');
-  if (kind !== 'local' && clusterName === '') fail(0xc0, `a ${kind} container names no cluster`);
+  if ((kind === 'private' || kind === 'shared') && clusterName === '') fail(0xc0, `a ${kind} container names no cluster`);
   const clusterUuid = Buffer.from(buf.subarray(0x100, 0x110));
   if (clusterName === '' && clusterUuid.some((b) => b !== 0)) fail(0x100, 'cluster uuid is set but no cluster is named');
   const pvUuids: string[] = [];

@@ -36,7 +36,7 @@ import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import { readClusterImage } from '../heartbeat/cluster-image.js';
 import { vgCreate, withSession } from './manager.js';
 import type { PvState } from './pv.js';
-import { vgLockName, withLocks } from './vg-lock.js';
+import { acquireLvGuard, vgLockName, withLocks } from './vg-lock.js';
 import { assertChangeable, commitVg, type CommitContext, type VgHandle } from './vg.js';
 
 /** lvm2's lock_args of a dlm VG and of its LVs (lvm2.md §5.8, §7.4). */
@@ -253,8 +253,16 @@ export async function containerChange(specs: string[], name: string, req: Contai
       const next: VgModel = structuredClone(h.vg);
       next.seqno = h.vg.seqno + 1;
       mirrorContainer(next, r);
-      await writeContainer([...h.pvByKey.values()], r);
-      await commitVg({ next, pvByKey: h.pvByKey, baseSeqno: h.vg.seqno }, ctx);
+      // Deporting a VG whose LV a process here has open is refused, as lvm2's vgexport refuses
+      // active LVs (host-local: the cluster-wide activation locks are item 2's).
+      const guards: (() => void)[] = [];
+      try {
+        if (r.kind === 'deported') for (const lv of h.vg.lvs) guards.push(acquireLvGuard(`${name}/${lv.name}`, lv.id, 'exclusive'));
+        await writeContainer([...h.pvByKey.values()], r);
+        await commitVg({ next, pvByKey: h.pvByKey, baseSeqno: h.vg.seqno }, ctx);
+      } finally {
+        for (const g of guards) g();
+      }
       return r;
     }),
   );
