@@ -119,6 +119,12 @@ export class DeadSlotRecovery {
     }
   }
 
+  /** Node d.nodeId runs again in another incarnation than the dead one. */
+  private backUp(d: Death): boolean {
+    const m = this.node.membership.members().find((x) => x.nodeId === d.nodeId);
+    return m !== undefined && m.state === 'up' && m.generation !== d.generation;
+  }
+
   private queue(d: Death): void {
     this.hooks.serial(() => this.recover(d)).catch((err: unknown) => this.hooks.log(`recovery of slot ${d.slot} of node ${d.nodeId} on ${d.volume} failed: ${errText(err)}`));
   }
@@ -175,6 +181,10 @@ export class DeadSlotRecovery {
         out = { kind: 'skipped', slot: d.slot, reason: `recovery generation of slot ${d.slot} moved from ${d.recoveryGeneration} to ${j.recoveryGeneration}: another node recovered it` };
       } else if (holder !== d.nodeId) {
         out = { kind: 'skipped', slot: d.slot, reason: `slot ${d.slot} no longer belongs to node ${d.nodeId} (${holder === undefined ? 'free' : `node ${holder}`})` };
+      } else if (this.backUp(d)) {
+        // A new incarnation of the node owns the slot again (its mount replays its own journal,
+        // and once mounted it holds the journal lock a recovery would wait on in vain).
+        out = { kind: 'skipped', slot: d.slot, reason: `node ${d.nodeId} is back (a new incarnation) and takes its own slot` };
       } else {
         const ls = await this.node.lockspace();
         const journalLock = await ls.lock(await journalLockResource(vol, d.slot), Mode.EX, { timeoutMs: this.node.info.timing.lockTimeoutMs });
