@@ -26,7 +26,7 @@ import { Bench } from 'tinybench';
 import { Mode } from '../src/dlm/compat-matrix.js';
 import { Lockspace } from '../src/dlm/lock-manager.js';
 import { initClusterImage, openRegion } from '../src/heartbeat/cluster-image.js';
-import { presetTiming } from '../src/heartbeat/timing.js';
+import { presetTiming } from '../src/timing.js';
 import { startNode, type RunningNode } from '../src/node/node.js';
 import { arg, median } from './common.js';
 

@@ -17,7 +17,7 @@ import { Bench } from 'tinybench';
 import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
 import { initClusterImage } from '../src/heartbeat/cluster-image.js';
 import { readSlots } from '../src/heartbeat/heartbeat.js';
-import { presetTiming } from '../src/heartbeat/timing.js';
+import { presetTiming } from '../src/timing.js';
 import type { MembershipEvent } from '../src/heartbeat/membership-api.js';
 import { startNode } from '../src/node/node.js';
 import { arg } from './common.js';

@@ -8,7 +8,7 @@ import { openDevice } from '../src/disk/open.js';
 import { checkOwnSlots, ownSlotsOnly, type SlotTable } from '../src/disk/own-slots.js';
 import { isSyncDevice } from '../src/disk/device.js';
 import { clusterSlotTables, initClusterImage, nodeRecordOffset } from '../src/heartbeat/cluster-image.js';
-import { presetTiming } from '../src/heartbeat/timing.js';
+import { presetTiming } from '../src/timing.js';
 import { readFileAt, tempDir } from './helpers/tmp.js';
 
 const table: SlotTable = { what: 'heartbeat', offsetBytes: 4096, slotBytes: 512, slotCount: 4 };

@@ -10,7 +10,7 @@ import { openDevice } from '../src/disk/open.js';
 import { readStable, readStableSync, retryTorn, TORN_READ_PAUSE_MS_TOTAL, TORN_READ_RETRIES_MAX } from '../src/disk/stable-read.js';
 import { decodeNodeRecord, NODE_RECORD_BYTES } from '../src/format/node-record.js';
 import { initClusterImage, nodeRecordOffset, readNodeRecords } from '../src/heartbeat/cluster-image.js';
-import { presetTiming } from '../src/heartbeat/timing.js';
+import { presetTiming } from '../src/timing.js';
 import { readSlots } from '../src/heartbeat/heartbeat.js';
 import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
 import { collect, REPO_ROOT, spawnChild, tempDir, waitFor } from './helpers/tmp.js';

@@ -16,7 +16,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { checkHistory, mode, readHistory, summary, type Ev } from './helpers/dlm-history.js';
 import { initClusterImage } from '../src/heartbeat/cluster-image.js';
-import { presetTiming } from '../src/heartbeat/timing.js';
+import { presetTiming } from '../src/timing.js';
 import { collect, exited, REPO_ROOT, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
 
 const WORKER = path.join(REPO_ROOT, 'dist/test/helpers/dlm-worker.js');

@@ -11,7 +11,7 @@ import { isRunning, powerFence, readProcStat, selfIdentity } from '../src/disk/p
 import { gateLockPath, LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
 import { DiskError } from '../src/errors.js';
 import { clusterTag, initClusterImage, readClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
-import { presetTiming } from '../src/heartbeat/timing.js';
+import { presetTiming } from '../src/timing.js';
 import { Fencer } from '../src/heartbeat/fencer.js';
 import { REPO_ROOT, spawnChild, tempDir, waitFor, collect, exited } from './helpers/tmp.js';
 

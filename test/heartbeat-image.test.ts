@@ -9,7 +9,7 @@ import { BLOCK_BYTES, decodeClusterHeader, decodeConfig, decodeRegionHeader, enc
 import { decodeNodeRecord, encodeNodeRecord } from '../src/format/node-record.js';
 import { decodeReservationCopies, decodeReservations, emptyReservations, encodeReservations } from '../src/format/reservations.js';
 import { initClusterImage, openRegion, readClusterImage } from '../src/heartbeat/cluster-image.js';
-import { presetTiming } from '../src/heartbeat/timing.js';
+import { presetTiming } from '../src/timing.js';
 import { runSanbox, spawnChild, tempDir, SANBOX_BIN, waitFor, collect } from './helpers/tmp.js';
 import { fuzzRandom, type FuzzRandom } from './helpers/fuzz.js';
 

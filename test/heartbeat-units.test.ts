@@ -8,7 +8,7 @@ import { Fencer } from '../src/heartbeat/fencer.js';
 import { SlotTracker } from '../src/heartbeat/liveness.js';
 import { MembershipService } from '../src/heartbeat/membership.js';
 import { hasQuorum } from '../src/heartbeat/quorum.js';
-import { deriveTiming, presetTiming } from '../src/heartbeat/timing.js';
+import { deriveTiming, presetTiming } from '../src/timing.js';
 import type { MembershipEvent } from '../src/heartbeat/membership-api.js';
 
 const blk = (nodeId: number, seq: bigint, generation: bigint, deadMs: number) => decodeO2hbBlock(encodeO2hbBlock({ seq, nodeId, generation, deadMs }, 512));

@@ -1,4 +1,4 @@
-// One timing file: every timing value a node uses is derived in src/heartbeat/timing.ts from the
+// One timing file: every timing value a node uses is derived in src/timing.ts from the
 // preset's three inputs, recorded in the cluster image's config region (an older image without the
 // record gets them derived), and shown by `cluster status`.
 
@@ -6,7 +6,7 @@ import test from 'ava';
 import path from 'node:path';
 import { FormatError } from '../src/errors.js';
 import { decodeConfig, DERIVED_TIMING_MAX, encodeConfig, type ClusterConfig } from '../src/format/cluster-image.js';
-import { DERIVED_TIMING_FIELDS, deriveTiming, presetTiming, recordedTiming, timingFromRecord, TIMING_PRESETS } from '../src/heartbeat/timing.js';
+import { DERIVED_TIMING_FIELDS, deriveTiming, presetTiming, recordedTiming, timingFromRecord, TIMING_PRESETS } from '../src/timing.js';
 import { shadowingRule, type FaultRule } from '../src/disk/fault-device.js';
 import { runToolWith } from './helpers/run-tool.js';
 import { runSanbox, SANBOX_BIN, tempDir } from './helpers/tmp.js';

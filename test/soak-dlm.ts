@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initClusterImage } from '../src/heartbeat/cluster-image.js';
-import { deriveTiming } from '../src/heartbeat/timing.js';
+import { deriveTiming } from '../src/timing.js';
 import { checkHistory, readHistory, summary } from './helpers/dlm-history.js';
 
 const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers/dlm-worker.js');

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import { DiskError } from '../errors.js';
 import { checkRange, isSyncDevice, type BlockDevice, type SectorSize, type SyncBlockDevice } from './device.js';
 import { sleepMs, sleepSyncMs } from './sleep.js';
+import { FAULT_CONTROL_POLL_MS } from '../timing.js';
 
 export type FaultOp = 'read' | 'write' | 'any';
 export type FaultAction = 'eio' | 'latency' | 'stall' | 'torn';
@@ -33,9 +34,6 @@ export interface FaultRule {
   /** For 'torn': how many leading sectors of the write land. Default: half of them. */
   tornSectors?: number;
 }
-
-/** How often a stalled operation or the control file is rechecked. */
-const CONTROL_POLL_MS = 10;
 
 
 interface RuleState {
@@ -89,7 +87,7 @@ export class FaultDevice implements SyncBlockDevice {
   private reloadControl(force = false): void {
     if (this.controlFile === undefined) return;
     const now = Date.now();
-    if (!force && now - this.controlCheckedAtMs < CONTROL_POLL_MS) return;
+    if (!force && now - this.controlCheckedAtMs < FAULT_CONTROL_POLL_MS) return;
     this.controlCheckedAtMs = now;
     // The file is replaced by rename, so inode + mtime + size identify a version of it.
     let stamp: string;
@@ -193,7 +191,7 @@ export class FaultDevice implements SyncBlockDevice {
         return;
       case 'stall':
         // Blocks the calling thread, as a hung device does; only the control file can release it.
-        while (this.stillInstalled(rule.id)) sleepSyncMs(CONTROL_POLL_MS);
+        while (this.stillInstalled(rule.id)) sleepSyncMs(FAULT_CONTROL_POLL_MS);
         return;
       case 'torn':
         return; // reads are not torn
@@ -208,7 +206,7 @@ export class FaultDevice implements SyncBlockDevice {
         await sleepMs(rule.latencyMs ?? 0);
         return;
       case 'stall':
-        while (this.stillInstalled(rule.id)) await sleepMs(CONTROL_POLL_MS);
+        while (this.stillInstalled(rule.id)) await sleepMs(FAULT_CONTROL_POLL_MS);
         return;
       case 'torn':
         return;

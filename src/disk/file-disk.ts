@@ -12,6 +12,7 @@ import { blockDeviceSizeBytes, InUseGuard, probeInUse, type GuardMode } from './
 import { readRecordedSectorSize, sidecarPath, writeRecordedSectorSize } from './sector-size.js';
 import { fileKind, systemError } from './system-error.js';
 import { OPEN_GATE, type WriteGate } from './write-gate.js';
+import { BLOCKDEV_TIMEOUT_MS, PUNCH_HOLE_TIMEOUT_MS } from '../timing.js';
 
 /** Discards at least this long are punched out of the file (freeing blocks); shorter ones are zeroed. */
 const PUNCH_HOLE_MIN_BYTES = 1024 * 1024;
@@ -19,9 +20,6 @@ const PUNCH_HOLE_MIN_BYTES = 1024 * 1024;
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** Bound on retries when the kernel transfers fewer bytes than asked without an error. */
 const SHORT_IO_RETRIES_MAX = 16;
-/** Bounds on the util-linux helpers we spawn (fallocate --punch-hole, blockdev --getsize64); a hung one counts as failed. */
-const PUNCH_HOLE_TIMEOUT_MS = 10_000;
-const BLOCKDEV_TIMEOUT_MS = 5000;
 
 export interface OpenOptions {
   readOnly?: boolean;

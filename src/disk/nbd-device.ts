@@ -32,11 +32,11 @@ import { parseDurationMs } from '../units.js';
 import { checkRange, checkWritable, type BlockDevice, type SectorSize } from './device.js';
 import type { OpenOptions } from './file-disk.js';
 import { OPEN_GATE, type WriteGate } from './write-gate.js';
+import { LOCAL_TIMING, NBD_CONNECT_TIMEOUT_MS_DEFAULT } from '../timing.js';
+export { NBD_CONNECT_TIMEOUT_MS_DEFAULT };
 
-/** Default I/O timeout: loopback requests take ~50 µs; a server that is silent this long is gone. */
-export const NBD_IO_TIMEOUT_MS_DEFAULT = 10_000;
-/** Default bound on connecting and negotiating. */
-export const NBD_CONNECT_TIMEOUT_MS_DEFAULT = 5_000;
+/** Default I/O timeout (the local preset's nbdIoTimeoutMs): loopback requests take ~50 µs; a server silent this long is gone. */
+export const NBD_IO_TIMEOUT_MS_DEFAULT = LOCAL_TIMING.nbdIoTimeoutMs;
 /** Requests on the wire at once. nbdkit serves 16 in parallel by default; more just queue there. */
 const INFLIGHT_MAX = 64;
 /** Bytes of request data on the wire at once, so a big write cannot buffer unbounded memory. */

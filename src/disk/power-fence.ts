@@ -5,9 +5,10 @@
 
 import fs from 'node:fs';
 import { SanboxError } from '../errors.js';
+import { LOCAL_TIMING } from '../timing.js';
 
 /** How often the fencer looks for the victim to be gone, unless told (timing.powerFencePollMs). */
-const POLL_MS_DEFAULT = 5;
+const POLL_MS_DEFAULT = LOCAL_TIMING.powerFencePollMs;
 /** Bound on the /proc entries one group scan looks at (a machine has at most pid_max processes; 4M on 64-bit Linux). */
 const PROC_ENTRIES_MAX = 4_194_304;
 

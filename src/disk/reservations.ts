@@ -25,6 +25,7 @@ import { isSyncDevice, type BlockDevice, type SyncBlockDevice } from './device.j
 import { openFileDevice, schemeOf } from './open.js';
 import { sleepSyncMs } from './sleep.js';
 import { readStable, readStableSync } from './stable-read.js';
+import { LOCAL_TIMING, PR_LOCK_RETRY_MS } from '../timing.js';
 import {
   decodeReservationCopies,
   decodeReservations,
@@ -42,11 +43,9 @@ import {
  * Bound on waiting for another PR command to finish (they take well under a millisecond), unless
  * the caller passes its cluster's timing.reservationLockWaitMs.
  */
-export const PR_LOCK_WAIT_MS = 5000;
+export const PR_LOCK_WAIT_MS = LOCAL_TIMING.reservationLockWaitMs;
 /** Where updateSeq sits in a reservations record (src/format/reservations.ts). */
 const UPDATE_SEQ_OFFSET = 0x10;
-/** Retry period of non-blocking lock attempts. */
-const LOCK_RETRY_MS = 1;
 
 export { PR_TYPES };
 
@@ -255,7 +254,7 @@ export class LockFile {
     for (;;) {
       if (this.tryLock(mode)) return true;
       if (performance.now() - t0 >= waitMs) return false;
-      await new Promise((r) => setTimeout(r, LOCK_RETRY_MS));
+      await new Promise((r) => setTimeout(r, PR_LOCK_RETRY_MS));
     }
   }
 
@@ -265,7 +264,7 @@ export class LockFile {
     for (;;) {
       if (this.tryLock(mode)) return true;
       if (performance.now() - t0 >= waitMs) return false;
-      sleepSyncMs(LOCK_RETRY_MS);
+      sleepSyncMs(PR_LOCK_RETRY_MS);
     }
   }
 

@@ -14,7 +14,7 @@ import { sleepMs, sleepSyncMs } from './sleep.js';
  * Re-reads of one record before its FormatError is reported. One sector write lasts microseconds
  * on a file and one round trip over NBD; the pauses before the re-reads grow 1, 2, … 8 ms
  * (TORN_READ_PAUSE_MS_TOTAL = 36 ms in all), which outlasts any write in flight by orders of
- * magnitude while staying well below the local preset's 100 ms heartbeat interval (src/heartbeat/timing.ts).
+ * magnitude while staying well below the local preset's 100 ms heartbeat interval (src/timing.ts).
  */
 export const TORN_READ_RETRIES_MAX = 8;
 

@@ -51,13 +51,14 @@ import { compatible, isDownConversion, isMode, Mode, modeName, writesLvb } from 
 import { blockedMode, decide, nextTicket, type LockView } from './grant-rule.js';
 import { resolveLvb, type FencedHold, type LvbState } from './lvb-rule.js';
 import { Waker } from './wakeup.js';
+import { LOCAL_TIMING } from '../timing.js';
 
-/** Default bound on a lock request (the CLI's --timeout default is the same). */
-export const LOCK_TIMEOUT_MS_DEFAULT = 10_000;
+/** Default bound on a lock request, the local preset's lockTimeoutMs (the CLI's --timeout default is the same). */
+export const LOCK_TIMEOUT_MS_DEFAULT = LOCAL_TIMING.lockTimeoutMs;
 /** Poll backoff: first re-read after POLL_MIN_MS, doubling to POLL_MAX_MS while nothing changes.
  * POLL_MAX_MS bounds the hand-off latency when no hint arrives (NBD, lost hints): the stated bound. */
-export const POLL_MIN_MS = 1;
-export const POLL_MAX_MS = 50;
+export const POLL_MIN_MS = LOCAL_TIMING.lockPollMinMs;
+export const POLL_MAX_MS = LOCAL_TIMING.lockPollMaxMs;
 export { LOCKS_PER_NODE_DEFAULT } from '../format/lockspace.js';
 /** Windows whose blocking notices one pass of the loop checks; the rest wait for the next pass
  * (round robin), so a node holding thousands of locks with basts costs a bounded pass. */

@@ -48,7 +48,7 @@
 // | 0x060  | 16   | timingPreset     | "local", "o2cb" or "custom"                         |
 // | 0x070  | 256  | runDir           | where node control sockets live                     |
 // | 0x170  | 4    | derivedCount     | how many derived timing values follow (0: none)     |
-// | 0x174  | 4×k  | derivedTiming    | u32 each, in src/heartbeat/timing.ts's DERIVED_TIMING_FIELDS order |
+// | 0x174  | 4×k  | derivedTiming    | u32 each, in src/timing.ts's DERIVED_TIMING_FIELDS order |
 // | …      | –    | reserved         | zero up to the CRC (room for DERIVED_TIMING_MAX values) |
 // | 0x1FC  | 4    | crc32            | CRC-32 of the whole record with this field zeroed   |
 // | 0x200  | 64×n | nodeNames        | per node number, UTF-8, NUL-padded ("" = unnamed)   |
@@ -125,7 +125,7 @@ export interface ClusterConfig {
   runDir: string;
   /** nodeNames[n] for n in 0..nodeCount-1; "" when unnamed. */
   nodeNames: string[];
-  /** Derived timing values as recorded (src/heartbeat/timing.ts gives them names); [] for an older image. */
+  /** Derived timing values as recorded (src/timing.ts gives them names); [] for an older image. */
   derivedTiming?: number[];
 }
 

@@ -23,14 +23,8 @@ import { writeSlotEntry } from './mount-rules.js';
 import type { Ocfs2Volume } from './ocfs2-volume.js';
 import { replayJournal, type ReplayResult } from './replay.js';
 import { readSlotMap } from './slot-map-reader.js';
-
-/**
- * Default liveness window: two rounds of the kernel's o2hb (O2HB_REGION_TIMEOUT_MS = 2000 ms,
- * reference/ocfs2.md §4.6) plus margin, so a live kernel node is seen writing at least once.
- */
-export const LIVENESS_OBSERVE_MS_DEFAULT = 4500;
-/** How often the heartbeat block is reread within the window. */
-const LIVENESS_POLL_MS = 250;
+import { LIVENESS_OBSERVE_MS_DEFAULT, LIVENESS_POLL_MS } from '../timing.js';
+export { LIVENESS_OBSERVE_MS_DEFAULT };
 
 export interface SlotRecovery {
   slot: number;

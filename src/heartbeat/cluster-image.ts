@@ -40,7 +40,7 @@ import { LOCKS_PER_NODE_MAX } from '../format/lockspace.js';
 import { decodeNodeRecord, encodeNodeRecord, NODE_RECORD_BYTES, type NodeRecord } from '../format/node-record.js';
 import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import type { HeartbeatRegion } from './heartbeat.js';
-import { recordedTiming, timingFromRecord, type Timing } from './timing.js';
+import { recordedTiming, timingFromRecord, type Timing } from '../timing.js';
 
 export interface InitOptions {
   clusterName: string;

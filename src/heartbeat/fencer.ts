@@ -12,7 +12,7 @@ import { bootId, killGroup, powerFence, type ProcessIdentity } from '../disk/pow
 import { nodeKey, type PersistentReservations } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
-import type { Timing } from './timing.js';
+import type { Timing } from '../timing.js';
 
 export type FencePolicy = 'disk' | 'power' | 'both';
 export const FENCE_POLICIES: readonly FencePolicy[] = ['disk', 'power', 'both'];

@@ -3,7 +3,7 @@
 // and write our block (seq increases, generation fixed for this join, dead_ms = our dead time).
 // A watchdog, independent of the loop, fences this node (stops all its I/O through its gate) when
 // no heartbeat write has succeeded for selfFenceMs — before peers can declare it dead
-// (src/heartbeat/timing.ts, docs/heartbeat.md).
+// (src/timing.ts, docs/heartbeat.md).
 
 import crypto from 'node:crypto';
 import type { BlockDevice } from '../disk/device.js';
@@ -13,7 +13,8 @@ import { readStable } from '../disk/stable-read.js';
 import type { SlotTable } from '../disk/own-slots.js';
 import { decodeO2hbBlock, encodeO2hbBlock, hex64, O2NM_MAX_NODES, parseO2hbBlock, type DecodedO2hbBlock } from '../format/o2hb-block.js';
 import type { MembershipService } from './membership.js';
-import type { Timing } from './timing.js';
+import type { Timing } from '../timing.js';
+import { JOIN_PROBE_MS_MAX, JOIN_PROBE_POLL_MS_MIN } from '../timing.js';
 
 export interface HeartbeatRegion {
   /** For messages and as the membership's region key, e.g. `cluster.img:heartbeat`. */
@@ -28,10 +29,6 @@ export interface HeartbeatRegion {
   slotCount: number;
 }
 
-/** The join probe watches at most this long: more than the kernel's 2 s seq step (ocfs2.md §4.4). */
-const JOIN_PROBE_MS_MAX = 3000;
-/** Shortest pause between two reads of the slot during the join probe. */
-const JOIN_PROBE_POLL_MS_MIN = 5;
 
 export interface HeartbeatStats {
   rounds: number;

@@ -8,7 +8,7 @@ import type { Membership, MembershipEvent, MemberView } from './membership-api.j
 import type { Fencer } from './fencer.js';
 import { SlotTracker, type DownReason } from './liveness.js';
 import { hasQuorum } from './quorum.js';
-import type { Timing } from './timing.js';
+import type { Timing } from '../timing.js';
 import type { DecodedO2hbBlock } from '../format/o2hb-block.js';
 
 

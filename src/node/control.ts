@@ -10,11 +10,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { SanboxError } from '../errors.js';
+import { CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from '../timing.js';
+export { CONTROL_REQUEST_TIMEOUT_MS_DEFAULT };
 
 /** Bound on one request line, so a confused client cannot make a node buffer without limit. */
 const REQUEST_BYTES_MAX = 64 * 1024;
-/** Default bound on one control request (connect, send, answer): a live node answers in milliseconds. */
-export const CONTROL_REQUEST_TIMEOUT_MS_DEFAULT = 5000;
 
 /** Bound on requests a connection may have unanswered at once (a client pipelining without limit). */
 const PENDING_REQUESTS_MAX = 16;

@@ -8,12 +8,9 @@ import { readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-im
 import { ControlClient, controlSocketPath, CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from './control.js';
 import { slotLockHeld } from './node.js';
 import { StatusReader } from './status.js';
+import { CTL_CONNECT_TIMEOUT_MS } from '../timing.js';
+export { CTL_CONNECT_TIMEOUT_MS };
 
-/**
- * Bound on connecting to a node's socket. A live node accepts at once (the kernel does, even while
- * the node's event loop is busy); a stopped (SIGSTOP) node is caught by the request's bound.
- */
-export const CTL_CONNECT_TIMEOUT_MS = 1000;
 /** Bound on a request's answer (a lock request adds its own lock timeout to this). */
 export const CTL_ANSWER_TIMEOUT_MS = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT;
 

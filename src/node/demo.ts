@@ -9,14 +9,11 @@ import { createImage, openDevice } from '../disk/index.js';
 import { mkfs, Ocfs2Volume, readHeartbeat } from '../fs/index.js';
 import type { HeartbeatSlot } from '../fs/heartbeat-reader.js';
 import { initClusterImage } from '../heartbeat/cluster-image.js';
-import { presetTiming, type Timing } from '../heartbeat/timing.js';
+import { presetTiming, type Timing } from '../timing.js';
 import { launchNode, stopAll, type LaunchedNode } from './launcher.js';
 import { StatusReader, type ClusterStatus } from './status.js';
+import { DEMO_FENCE_MARGIN_MS, DEMO_READY_TIMEOUT_MS, DEMO_SEE_EACH_OTHER_TIMEOUT_MS } from '../timing.js';
 
-/** Bounds on each demo step (the local preset declares death in ~2 s). */
-const READY_TIMEOUT_MS = 10_000;
-const SEE_EACH_OTHER_TIMEOUT_MS = 10_000;
-const FENCE_MARGIN_MS = 10_000;
 /** The demo's shared ocfs2 volume: sparse, so it costs a few MiB of real blocks. */
 const VOLUME_BYTES = 1024 ** 3;
 /** Node counts the demo runs with: two make a cluster, 16 keep one machine responsive. */
@@ -104,11 +101,11 @@ export async function runDemo(o: { dir: string; nodeCount: number }, obs: DemoOb
   const t0 = Date.now();
   try {
     for (let i = 0; i < nodeCount; i++) nodes.push(launchNode({ clusterImage: image, nodeId: i, extraArgs: ['--volume', volume] }));
-    await Promise.all(nodes.map((n) => n.waitEvent((e) => e.msg?.startsWith('ready') === true, READY_TIMEOUT_MS, 'ready')));
+    await Promise.all(nodes.map((n) => n.waitEvent((e) => e.msg?.startsWith('ready') === true, DEMO_READY_TIMEOUT_MS, 'ready')));
     // Everyone sees everyone else up.
     await Promise.all(
       nodes.flatMap((n) =>
-        nodes.filter((p) => p !== n).map((p) => n.waitEvent((e) => e.event === 'up' && e.peer === p.nodeId, SEE_EACH_OTHER_TIMEOUT_MS, `up event for node ${p.nodeId}`)),
+        nodes.filter((p) => p !== n).map((p) => n.waitEvent((e) => e.event === 'up' && e.peer === p.nodeId, DEMO_SEE_EACH_OTHER_TIMEOUT_MS, `up event for node ${p.nodeId}`)),
       ),
     );
     const allUpMs = Date.now() - t0;
@@ -125,10 +122,10 @@ export async function runDemo(o: { dir: string; nodeCount: number }, obs: DemoOb
     victim.child.kill('SIGKILL');
     obs.step(`3. kill -9 node ${victim.nodeId} (pid ${victim.pid}).`);
     const downs = await Promise.all(
-      survivors.map((n) => n.waitEvent((e) => e.event === 'down' && e.peer === victim.nodeId && e.receivedAtMs >= killedAt, info.timing.deadMs + FENCE_MARGIN_MS, `down event for node ${victim.nodeId}`)),
+      survivors.map((n) => n.waitEvent((e) => e.event === 'down' && e.peer === victim.nodeId && e.receivedAtMs >= killedAt, info.timing.deadMs + DEMO_FENCE_MARGIN_MS, `down event for node ${victim.nodeId}`)),
     );
     const fenced = await Promise.any(
-      survivors.map((n) => n.waitEvent((e) => e.event === 'fenced' && e.peer === victim.nodeId && e.receivedAtMs >= killedAt, info.timing.deadMs + FENCE_MARGIN_MS, `fenced event for node ${victim.nodeId}`)),
+      survivors.map((n) => n.waitEvent((e) => e.event === 'fenced' && e.peer === victim.nodeId && e.receivedAtMs >= killedAt, info.timing.deadMs + DEMO_FENCE_MARGIN_MS, `fenced event for node ${victim.nodeId}`)),
     );
     const downMs = downs.map((e) => e.receivedAtMs - killedAt);
     const fencedMs = fenced.receivedAtMs - killedAt;
@@ -139,7 +136,7 @@ export async function runDemo(o: { dir: string; nodeCount: number }, obs: DemoOb
     const codes = survivors.map((n) => n.child.exitCode);
     const clean = codes.every((c) => c === 0);
     obs.step(`5. Survivors left the cluster ${clean ? 'cleanly' : `with exit codes ${codes.join(', ')}`}.`);
-    const pass = clean && volumeSlots === nodeCount && Math.max(...downMs) <= info.timing.deadMs + FENCE_MARGIN_MS;
+    const pass = clean && volumeSlots === nodeCount && Math.max(...downMs) <= info.timing.deadMs + DEMO_FENCE_MARGIN_MS;
     return { image, volume, volumeUuid, volumeHeartbeatSlots: volumeSlots, nodes: nodeCount, timing: info.timing, allUpMs, victim: victim.nodeId, downMs, fencedMs, fencedBy: fenced.node, survivorsLeftCleanly: clean, verdict: pass ? 'PASS' : 'FAIL' };
   } finally {
     process.removeListener('SIGINT', onSignal);

@@ -7,14 +7,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SanboxError } from '../errors.js';
 import type { MembershipEvent } from '../heartbeat/membership-api.js';
+import { LAUNCHER_EVENT_POLL_MS, LEAVE_TIMEOUT_MS } from '../timing.js';
 
 /** bin/sanbox.js, from dist/src/node/launcher.js. */
 export const SANBOX_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/sanbox.js');
 
-/** How long a node may take to leave after SIGTERM before it is killed. */
-const LEAVE_TIMEOUT_MS = 5000;
-/** How often waitEvent looks at the collected event lines. */
-const EVENT_POLL_MS = 10;
 
 export interface NodeEventLine {
   t: string;
@@ -82,7 +79,7 @@ export class LaunchedNode {
       if (hit) return hit;
       if (Date.now() > deadline) throw new SanboxError('EINVAL', `node ${this.nodeId}: no ${what} within ${timeoutMs} ms${this.stderr ? `; stderr: ${this.stderr.trim()}` : ''}`);
       if (!this.running) throw new SanboxError('EINVAL', `node ${this.nodeId} exited before ${what}${this.stderr ? `: ${this.stderr.trim()}` : ''}`);
-      await new Promise((r) => setTimeout(r, EVENT_POLL_MS));
+      await new Promise((r) => setTimeout(r, LAUNCHER_EVENT_POLL_MS));
     }
   }
 }

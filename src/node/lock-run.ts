@@ -20,6 +20,7 @@ import { SanboxError } from '../errors.js';
 import { readClusterImage } from '../heartbeat/cluster-image.js';
 import { connectNode, CTL_ANSWER_TIMEOUT_MS } from './ctl.js';
 import { slotLockHeld, startNode, type RunningNode } from './node.js';
+import { COMMAND_STOP_POLL_MS, COMMAND_STOP_WAIT_MS } from '../timing.js';
 
 /** Exit status when the lock could not be had (timeout, NOQUEUE conflict), as flock(1) uses 1. */
 export const EXIT_NOT_LOCKED = 1;
@@ -28,9 +29,6 @@ export const EXIT_FENCED = 3;
 /** Signals a caller sends sanbox lock that are passed on to the command's group. */
 const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
-/** Bound on the command's shell stopping itself before exec (a fork and a kill(2): milliseconds). */
-const COMMAND_STOP_WAIT_MS = 5000;
-const COMMAND_STOP_POLL_MS = 1;
 
 export interface LockRunOptions {
   clusterImage: string;

@@ -34,7 +34,7 @@ import { clusterHeartbeatRegion, clusterSlotTables, clusterTag, openRegion, read
 import { Fencer, type FencePolicy } from '../heartbeat/fencer.js';
 import { Heartbeat, newGeneration, probeSlot, type HeartbeatRegion, slotTableOf } from '../heartbeat/heartbeat.js';
 import { MembershipService } from '../heartbeat/membership.js';
-import type { Timing } from '../heartbeat/timing.js';
+import type { Timing } from '../timing.js';
 import { registerNodeCommands } from './commands.js';
 import { ControlServer } from './control.js';
 import { ownSlotsOnly } from '../disk/own-slots.js';

@@ -19,7 +19,7 @@ import type { NbdOpenOptions } from '../disk/nbd-device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type ReservationStoreSpec } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
-import type { Timing } from '../heartbeat/timing.js';
+import type { Timing } from '../timing.js';
 import { deviceList } from '../volume/devices.js';
 import { isLvSpec } from '../volume/resolve.js';
 import { openLv } from '../volume/manager.js';

@@ -22,7 +22,7 @@ import type { NodeState } from '../heartbeat/membership-api.js';
 import { clusterHeartbeatRegion, clusterTag, readClusterImageFrom, readNodeRecords, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { readSlots } from '../heartbeat/heartbeat.js';
 import { hasQuorum } from '../heartbeat/quorum.js';
-import type { Timing } from '../heartbeat/timing.js';
+import type { Timing } from '../timing.js';
 
 export interface SlotStatus {
   node: number;
@@ -41,7 +41,7 @@ export interface ClusterStatus {
   image: string;
   cluster: string;
   nodes: number;
-  /** Every timing value of the cluster, as recorded in its config region (src/heartbeat/timing.ts). */
+  /** Every timing value of the cluster, as recorded in its config region (src/timing.ts). */
   timing: Timing;
   /**
    * Quorum as the disk shows it (docs/heartbeat.md, "One rule"): base = the slots up or dead (not

@@ -11,9 +11,8 @@ import { execFile } from 'node:child_process';
 import { SanboxError } from '../errors.js';
 import { fioRw, type Workload } from './workloads.js';
 import type { LatencyStats } from './measure.js';
+import { FIO_SLACK_MS } from '../timing.js';
 
-/** fio's own runs are bounded: the workload's time plus this for start-up and the JSON. */
-const FIO_SLACK_MS = 30_000;
 /** fio's JSON can be large with many percentiles; more than this is a failure, not output. */
 const FIO_OUTPUT_MAX_BYTES = 16 * 1024 * 1024;
 

@@ -11,6 +11,7 @@
 import { isSyncDevice, type BlockDevice } from '../disk/index.js';
 import { assert } from '../errors.js';
 import { makeOffsets, type Workload } from './workloads.js';
+import { PROGRESS_INTERVAL_MS, TIMELINE_BUCKET_MIN_MS } from '../timing.js';
 
 /** Offsets drawn per workload run; reused round-robin, so the draw costs nothing while timing. */
 const OFFSETS_COUNT = 1 << 20;
@@ -18,8 +19,6 @@ const OFFSETS_COUNT = 1 << 20;
 export const LATENCY_SAMPLES_MAX = 1 << 21;
 /** Timeline points per run: throughput over time is shown as this many buckets at most. */
 const TIMELINE_POINTS_MAX = 50;
-/** The timeline's finest bucket. */
-const TIMELINE_BUCKET_MIN_MS = 20;
 /** Histogram bins per doubling of latency (bin edges grow by 2^(1/4), about 19%). */
 const HISTOGRAM_BINS_PER_OCTAVE = 4;
 
@@ -155,7 +154,7 @@ export async function measureWorkload(dev: BlockDevice, w: Workload, opts: Measu
     samples.add((end - begin) * 1000);
     const b = Math.floor((end - t0) / bucketMs);
     bucketOps[b] = (bucketOps[b] ?? 0) + 1;
-    if (opts.onProgress && end - lastProgressMs > 100) {
+    if (opts.onProgress && end - lastProgressMs > PROGRESS_INTERVAL_MS) {
       lastProgressMs = end;
       opts.onProgress(Math.min(1, (end - t0) / opts.durationMs));
     }

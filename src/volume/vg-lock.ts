@@ -10,13 +10,11 @@ import path from 'node:path';
 import fsExt from 'fs-ext';
 import { SanboxError } from '../errors.js';
 import { isValidLvmName } from '../format/lvm/vg-text.js';
+import { VG_LOCK_POLL_MS, VG_LOCK_WAIT_MS } from '../timing.js';
+export { VG_LOCK_WAIT_MS };
 
 /** Where the lock files live; SANBOX_LOCK_DIR overrides (tests, or several hosts' worth). */
 export const LOCK_DIR_ENV = 'SANBOX_LOCK_DIR';
-/** How long a command waits for another one's metadata change before giving up. */
-export const VG_LOCK_WAIT_MS = 30_000;
-/** Poll interval of the non-blocking flock (a blocking flock would freeze the event loop). */
-const VG_LOCK_POLL_MS = 5;
 export const ORPHAN_LOCK = 'P_orphans';
 
 export function lockDir(): string {

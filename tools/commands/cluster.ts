@@ -5,7 +5,7 @@ import { SanboxError, UsageError } from '../../src/errors.js';
 import { initClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { LOCKS_PER_NODE_DEFAULT } from '../../src/format/lockspace.js';
 import { FENCE_POLICIES, type FencePolicy } from '../../src/heartbeat/fencer.js';
-import { deriveTiming, presetTiming, TIMING_PRESETS } from '../../src/heartbeat/timing.js';
+import { deriveTiming, presetTiming, TIMING_PRESETS } from '../../src/timing.js';
 import { runNode } from '../../src/node/run.js';
 import { deviceList } from '../../src/volume/devices.js';
 import { readVolumeMounts, StatusReader, type ClusterStatus } from '../../src/node/status.js';

@@ -1,5 +1,6 @@
-// Every heartbeat timing value, derived from three named inputs in this one file (as sanlock's
-// timeouts.c does). docs/heartbeat.md explains the inequality that makes self-fencing safe.
+// Every timing value of sanbox, in this one file (as sanlock's timeouts.c): the heartbeat and
+// protocol values derived from three named inputs, and at the end the fixed bounds on local work.
+// docs/heartbeat.md explains the inequality that makes self-fencing safe.
 //
 // Inputs:
 //   intervalMs     — a node writes its heartbeat block and reads all blocks once per interval.
@@ -43,7 +44,7 @@
 //
 // Safety (docs/heartbeat.md): selfFenceMs + watchdogMs < deadMs; see checkTiming below.
 
-import { SanboxError } from '../errors.js';
+import { SanboxError } from './errors.js';
 
 export interface TimingInputs {
   intervalMs: number;
@@ -179,3 +180,68 @@ export function checkTiming(t: Timing): void {
   if (t.lockPollMinMs > t.lockPollMaxMs) bad(`lock poll ${t.lockPollMinMs}..${t.lockPollMaxMs} ms is an empty range`);
   if (!(t.ioTimeoutMs + t.intervalMs <= t.selfFenceMs)) bad(`I/O timeout ${t.ioTimeoutMs} ms + interval ${t.intervalMs} ms exceeds the self-fence deadline ${t.selfFenceMs} ms`);
 }
+
+/**
+ * What library code uses when no cluster image tells it the cluster's timing (a lockspace or NBD
+ * device opened outside a node, tests, benchmarks): the local preset's derived values. A node
+ * passes its cluster's recorded values instead.
+ */
+export const LOCAL_TIMING: Timing = deriveTiming(TIMING_PRESETS.local, 'local');
+
+// ---------------------------------------------------------------------------------------------
+// Fixed bounds. These do not scale with a cluster's heartbeat: they bound local work (a spawned
+// helper, a control connection, a demo step, a poll of a local file) or follow a fixed fact of the
+// real systems. Each says where it comes from.
+
+/** The join probe watches at most this long: more than the kernel's 2 s seq step (ocfs2.md §4.4). */
+export const JOIN_PROBE_MS_MAX = 3000;
+/** Shortest pause between two reads of the slot during the join probe. */
+export const JOIN_PROBE_POLL_MS_MIN = 5;
+
+/**
+ * How long `recover` watches a slot's o2hb block before calling its node gone: two of the
+ * kernel's 2 s heartbeat steps (O2HB_REGION_TIMEOUT_MS, reference/ocfs2.md §4.6) plus margin, so a
+ * live kernel node is seen writing at least once.
+ */
+export const LIVENESS_OBSERVE_MS_DEFAULT = 4500;
+/** How often the heartbeat block is reread within that window. */
+export const LIVENESS_POLL_MS = 250;
+
+/** Default bound on one control request (connect, send, answer): a live node answers in milliseconds. */
+export const CONTROL_REQUEST_TIMEOUT_MS_DEFAULT = 5000;
+/**
+ * Bound on connecting to a node's control socket: a live node accepts at once (even when its
+ * event loop is busy); a stopped (SIGSTOP) node is caught by the request's bound.
+ */
+export const CTL_CONNECT_TIMEOUT_MS = 1000;
+/** How long a launched node may take to leave after SIGTERM before it is killed. */
+export const LEAVE_TIMEOUT_MS = 5000;
+/** How often the launcher looks at the event lines it collected. */
+export const LAUNCHER_EVENT_POLL_MS = 10;
+/** Bounds on the demo's steps (the local preset declares death in ~2 s; these allow a loaded machine). */
+export const DEMO_READY_TIMEOUT_MS = 10_000;
+export const DEMO_SEE_EACH_OTHER_TIMEOUT_MS = 10_000;
+export const DEMO_FENCE_MARGIN_MS = 10_000;
+/** Bound on a `sanbox lock` command's shell stopping itself before exec (a fork and a kill(2): milliseconds), and its poll. */
+export const COMMAND_STOP_WAIT_MS = 5000;
+export const COMMAND_STOP_POLL_MS = 1;
+
+/** How often a stalled operation or a fault control file is rechecked. */
+export const FAULT_CONTROL_POLL_MS = 10;
+/** Default bound on connecting to and negotiating with an NBD server (loopback: about a millisecond). */
+export const NBD_CONNECT_TIMEOUT_MS_DEFAULT = 5_000;
+/** Retry period of the reservation store's non-blocking lock attempts. */
+export const PR_LOCK_RETRY_MS = 1;
+/** Bounds on the util-linux helpers we spawn (fallocate --punch-hole, blockdev --getsize64); a hung one counts as failed. */
+export const PUNCH_HOLE_TIMEOUT_MS = 10_000;
+export const BLOCKDEV_TIMEOUT_MS = 5000;
+/** How long an LVM command waits for another one's metadata change on this host before giving up. */
+export const VG_LOCK_WAIT_MS = 30_000;
+/** Poll interval of the VG lock's non-blocking flock (a blocking flock would freeze the event loop). */
+export const VG_LOCK_POLL_MS = 5;
+/** fio's runs in `sanbox bench` are bounded: the workload's time plus this for start-up and its JSON. */
+export const FIO_SLACK_MS = 30_000;
+/** The finest bucket of `sanbox bench`'s throughput timeline. */
+export const TIMELINE_BUCKET_MIN_MS = 20;
+/** How often `sanbox bench` reports progress while a workload runs. */
+export const PROGRESS_INTERVAL_MS = 100;
