@@ -63,14 +63,10 @@ export type RecoveryOutcome =
 export class DeadSlotRecovery {
   /** Deaths noted at "down", by `${nodeId}:${generation}`; each resolves once the slot and generation are read. */
   private readonly deaths = new Map<string, Promise<Death[]>>();
-  private readonly unsubscribe: () => void;
 
   constructor(private readonly node: RunningNode, private readonly hooks: RecoveryHooks) {
-    this.unsubscribe = node.membership.subscribe((ev) => this.onEvent(ev));
-  }
-
-  stop(): void {
-    this.unsubscribe();
+    // For the node's life: its membership stops emitting when the node stops.
+    node.membership.subscribe((ev) => this.onEvent(ev));
   }
 
   private onEvent(ev: MembershipEvent): void {
@@ -87,8 +83,8 @@ export class DeadSlotRecovery {
       this.deaths.delete(key);
       if (noted === undefined) return;
       void noted.then((deaths) => deaths.forEach((d) => this.queue(d)));
-    } else if (ev.kind === 'up' || ev.kind === 'left') {
-      // A clean leave unmounted first; a node back up is another incarnation.
+    } else if (ev.kind === 'left') {
+      // A clean leave: it unmounted first, nothing to recover.
       this.deaths.delete(key);
     }
   }
