@@ -160,3 +160,23 @@ test('cluster init that fails half-way (an I/O error on the header) leaves no im
   const again = await runCliInProcess(['cluster', 'init', img, '--nodes', '2', '--name', 'retry']);
   t.is(again.code, 0, again.stderr);
 });
+
+test('cluster init --force over an existing image that fails half-way leaves the old image and its sidecar untouched', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  const first = await runCliInProcess(['cluster', 'init', img, '--nodes', '2', '--name', 'old']);
+  t.is(first.code, 0, first.stderr);
+  const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+  const before = { image: sha(img), sidecar: sha(`${img}.sanbox.json`), size: fs.statSync(img).size };
+  const control = path.join(dir, 'faults.json');
+  // The rebuilt image fails on its config region's write, after its header and region headers landed.
+  writeControlFile(control, [{ op: 'write', action: 'eio', device: 'c.img', afterOps: 3 }]);
+  const r = await sanboxCli(t, ['cluster', 'init', img, '--nodes', '4', '--name', 'new', '--force'], { SANBOX_FAULTS: control });
+  t.is(r.code, 1, r.stdout);
+  t.is(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
+  t.deepEqual({ image: sha(img), sidecar: sha(`${img}.sanbox.json`), size: fs.statSync(img).size }, before);
+  t.deepEqual(fs.readdirSync(dir).sort(), ['c.img', 'c.img.sanbox.json', 'faults.json'], 'no temporary image left behind');
+  const status = await runCliInProcess(['cluster', 'status', img, '--json']);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /"old"/);
+});

@@ -224,6 +224,42 @@ export interface CreateOptions {
  * leaves whatever was there untouched and no half-made file behind to block a retry.
  */
 export function createImage(path: string, opts: CreateOptions): void {
+  const plan = planCreate(path, opts);
+  try {
+    plan.makeTemp();
+    plan.commit();
+  } finally {
+    plan.cleanUp();
+  }
+}
+
+/**
+ * Like createImage, and `fill` writes the new image's contents before anyone can see them: the
+ * image is built beside `path` (fill gets that temporary path, which it opens, writes, flushes and
+ * closes itself, so the opener's fault injection applies) and renamed into place only after fill
+ * succeeded, so a failure anywhere (ENOSPC, EIO, a bad value) leaves what was at `path` untouched
+ * (issue 15).
+ */
+export async function createImageWith(path: string, opts: CreateOptions, fill: (tmpPath: string) => Promise<void>): Promise<void> {
+  const plan = planCreate(path, opts);
+  try {
+    plan.makeTemp();
+    await fill(plan.tmp);
+    plan.commit();
+  } finally {
+    plan.cleanUp();
+  }
+}
+
+interface CreatePlan {
+  tmp: string;
+  makeTemp(): void;
+  commit(): void;
+  cleanUp(): void;
+}
+
+/** The checks of a create (sector size, size, what is at `path`, force, in use) and its three steps. */
+function planCreate(path: string, opts: CreateOptions): CreatePlan {
   const sectorSizeBytes = opts.sectorSizeBytes ?? 512;
   if (!SECTOR_SIZES.includes(sectorSizeBytes)) {
     throw new DiskError('EINVAL', `${path}: sector size must be 512 or 4096, not ${sectorSizeBytes}`, { device: path });
@@ -247,31 +283,41 @@ export function createImage(path: string, opts: CreateOptions): void {
   }
   const guard = exists ? InUseGuard.acquire(path, 'exclusive') : undefined;
   const tmp = tempBeside(path);
-  try {
-    try {
-      // 'wx': a fresh name of our own; the image gets its size before anyone can see it.
-      const fd = fs.openSync(tmp, 'wx');
+  let sidecarTmp: string | undefined;
+  return {
+    tmp,
+    makeTemp(): void {
       try {
-        fs.ftruncateSync(fd, opts.sizeBytes);
-      } finally {
-        fs.closeSync(fd);
+        // 'wx': a fresh name of our own; the image gets its size before anyone can see it.
+        const fd = fs.openSync(tmp, 'wx');
+        try {
+          fs.ftruncateSync(fd, opts.sizeBytes);
+        } finally {
+          fs.closeSync(fd);
+        }
+      } catch (err) {
+        throw systemError(path, `create a ${opts.sizeBytes}-byte image`, err);
       }
-    } catch (err) {
-      throw systemError(path, `create a ${opts.sizeBytes}-byte image`, err);
-    }
-    const sidecarTmp = writeRecordedSectorSize(tmp, sectorSizeBytes, { commit: false });
-    if (!exists && fs.existsSync(path)) throw new DiskError('EEXIST', `${path}: already exists (created by another process meanwhile)`, { device: path });
-    try {
-      fs.renameSync(tmp, path);
-      fs.renameSync(sidecarTmp, sidecarPath(path));
-    } catch (err) {
-      throw systemError(path, 'put the new image in place', err);
-    }
-  } finally {
-    fs.rmSync(tmp, { force: true });
-    fs.rmSync(sidecarPath(tmp), { force: true });
-    guard?.release();
-  }
+      // The temporary image's own sidecar, so it opens with its sector size while it is filled.
+      writeRecordedSectorSize(tmp, sectorSizeBytes);
+      sidecarTmp = sidecarPath(tmp);
+    },
+    commit(): void {
+      if (sidecarTmp === undefined) throw new Error(`${path}: commit before the temporary image was made`);
+      if (!exists && fs.existsSync(path)) throw new DiskError('EEXIST', `${path}: already exists (created by another process meanwhile)`, { device: path });
+      try {
+        fs.renameSync(tmp, path);
+        fs.renameSync(sidecarTmp, sidecarPath(path));
+      } catch (err) {
+        throw systemError(path, 'put the new image in place', err);
+      }
+    },
+    cleanUp(): void {
+      fs.rmSync(tmp, { force: true });
+      fs.rmSync(sidecarPath(tmp), { force: true });
+      guard?.release();
+    },
+  };
 }
 
 /** A temporary name in the same directory (so rename is atomic). */

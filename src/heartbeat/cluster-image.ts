@@ -3,12 +3,10 @@
 // manager's lockspace: openRegion(IMG, 'lockspace') → a BlockDevice view of that region's payload.
 
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import { sidecarPath } from '../disk/sector-size.js';
 import os from 'node:os';
 import path from 'node:path';
 import { openDevice, schemeOf } from '../disk/open.js';
-import { createImage } from '../disk/file-disk.js';
+import { createImageWith } from '../disk/file-disk.js';
 import { isNbdSpec } from '../disk/nbd-device.js';
 import { initExport } from '../disk/nbd-image.js';
 import { type BlockDevice, type SectorSize } from '../disk/device.js';
@@ -100,9 +98,7 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
   const regionHeaders = regions.map((r) =>
     encodeRegionHeader({ name: r.name, version: REGION_VERSIONS[r.name as RegionName], payloadBytes: r.sizeBytes - BLOCK_BYTES, clusterUuid: uuid }),
   );
-  const isNew = !isNbdSpec(imagePath) && !fs.existsSync(imagePath);
-  const dev = await createTarget(imagePath, imageSizeBytes, sectorSizeBytes, opts.force);
-  try {
+  const fill = async (dev: BlockDevice): Promise<void> => {
     await dev.write(headerBuf, 0);
     for (let i = 0; i < regions.length; i++) await dev.write(regionHeaders[i]!, regions[i]!.offsetBytes);
     const cfg = regions.find((r) => r.name === 'config')!;
@@ -110,26 +106,28 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
     configBuf.copy(padded);
     await dev.write(padded, cfg.offsetBytes + BLOCK_BYTES);
     await dev.flush();
-  } catch (err) {
-    await dev.close();
-    // A half-written new image (ENOSPC, EIO) would block every retry with "already exists":
-    // one this call created is removed, with its sidecar (issue 15).
-    if (isNew) for (const f of [imagePath, sidecarPath(imagePath)]) fs.rmSync(f, { force: true });
-    throw err;
+  };
+  if (isNbdSpec(imagePath)) {
+    // An export cannot be built beside and renamed: it is checked, zeroed and written in place.
+    const dev = await initExport(imagePath, { sizeBytes: imageSizeBytes, sectorSizeBytes, force: opts.force });
+    try {
+      await fill(dev);
+    } finally {
+      await dev.close();
+    }
+  } else {
+    // Built beside the target and renamed into place: ENOSPC or EIO half-way leaves what was at
+    // imagePath (an older image, or nothing) untouched, and never blocks a retry (issue 15).
+    await createImageWith(imagePath, { sizeBytes: imageSizeBytes, sectorSizeBytes, force: opts.force }, async (tmpPath) => {
+      const dev = await openDevice(tmpPath, { guard: 'none' });
+      try {
+        await fill(dev);
+      } finally {
+        await dev.close();
+      }
+    });
   }
-  await dev.close();
   return readClusterImage(imagePath);
-}
-
-/**
- * The zeroed device a new cluster image is written to. A local image is created (createImage
- * refuses an existing image without force, and one in use even with force); an NBD export is
- * checked to be large enough and free of data (unless forced), then zeroed (src/disk/nbd-image.ts).
- */
-async function createTarget(imagePath: string, sizeBytes: number, sectorSizeBytes: SectorSize, force: boolean | undefined): Promise<BlockDevice> {
-  if (isNbdSpec(imagePath)) return initExport(imagePath, { sizeBytes, sectorSizeBytes, force });
-  createImage(imagePath, { sizeBytes, sectorSizeBytes, force });
-  return openDevice(imagePath, { guard: 'exclusive' });
 }
 
 /** Reads and validates header, region headers and config. Opens the image without an in-use guard. */
