@@ -10,6 +10,7 @@ import { runNode } from '../../src/node/run.js';
 import { deviceList } from '../../src/volume/devices.js';
 import { readVolumeMounts, StatusReader, type ClusterStatus } from '../../src/node/status.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
+import { CLUSTER_OPTION, CLUSTER_OPTION_HELP, clusterImage } from '../image-arg.js';
 import { printFields, printJson, printTable } from '../output.js';
 
 function positiveInt(v: string, what: string): number {
@@ -152,13 +153,15 @@ export function register(program: Command): void {
   cluster
     .command('status')
     .description('show every node slot of a cluster image: node, name, pid, seq, generation, state (up, dead, fenced, free) and the age of its last heartbeat; with --volume, which node has each volume mounted in which slot; reads only')
-    .argument('<image>', 'cluster image')
+    .argument('[image]', 'cluster image (or --cluster IMAGE)')
+    .option(CLUSTER_OPTION, CLUSTER_OPTION_HELP)
     .option('--json', 'print as JSON (one object per refresh with --watch)', false)
     .option('--watch [ms]', 'refresh until interrupted (default: every heartbeat interval)')
     .option('--count <n>', 'with --watch: stop after n refreshes')
     .option('--volume <volume...>', 'also show which node has each of these ocfs2 volumes (image, nbd://… or VG/LV) mounted in which slot, from its slot map')
     .option('--devices <list>', 'comma-separated devices where VG/LV volumes find their PVs (also SANBOX_DEVICES)')
-    .action(async (image: string, o: { json: boolean; watch?: string | boolean; count?: string; volume?: string[]; devices?: string }) => {
+    .action(async (positional: string | undefined, o: { cluster?: string; json: boolean; watch?: string | boolean; count?: string; volume?: string[]; devices?: string }) => {
+      const image = clusterImage(positional, o.cluster);
       const reader = await StatusReader.open(image);
       const read = async (lastChange?: Map<number, { seq: bigint; atMs: number }>): Promise<ClusterStatus> => {
         const s = await reader.read(lastChange);
@@ -203,7 +206,8 @@ export function register(program: Command): void {
     .description(
       'run one cluster node in the foreground: joins the cluster image as node N, writes its heartbeat, logs membership events (up, down, fenced) and fences dead peers; stops cleanly on SIGINT/SIGTERM or a "leave" on its control socket; exits 3 if it fences itself',
     )
-    .requiredOption('--cluster <image>', 'cluster image')
+    .argument('[image]', 'cluster image (or --cluster IMAGE)')
+    .option(CLUSTER_OPTION, CLUSTER_OPTION_HELP)
     .requiredOption('--node <n>', 'node number')
     .option('--name <name>', 'node name shown by cluster status')
     .option('--fence <policy>', `fence agents for dead peers: ${FENCE_POLICIES.join(' | ')} (both: SIGKILL the recorded pid, then preempt its reservation key; disk: preempt only, escalating to power when the victim is stuck inside a write)`, 'both')
@@ -211,12 +215,13 @@ export function register(program: Command): void {
     .option('--mount <volume...>', 'mount these ocfs2 volumes (image files, nbd:// exports or VG/LV) into a slot once joined: the volume must be of this cluster (--cluster-stack=o2cb --cluster-name=NAME) with features sanbox writes; unmounted at a clean stop (also: ctl NODE mount|umount VOL)')
     .option('--devices <list>', 'comma-separated devices where VG/LV volumes find their PVs (also SANBOX_DEVICES); every PV gets this node\'s fence gate')
     .option('--json', 'log events as JSON lines', false)
-    .action(async (o: { cluster: string; node: string; name?: string; fence: string; volume?: string[]; mount?: string[]; devices?: string; json: boolean }) => {
+    .action(async (positional: string | undefined, o: { cluster?: string; node: string; name?: string; fence: string; volume?: string[]; mount?: string[]; devices?: string; json: boolean }) => {
       if (!FENCE_POLICIES.includes(o.fence as FencePolicy)) throw new UsageError(`--fence must be one of ${FENCE_POLICIES.join(', ')}, not '${o.fence}'`);
+      const image = clusterImage(positional, o.cluster);
       const nodeId = nonNegativeInt(o.node, '--node');
       const stamp = (): string => new Date().toISOString();
       const exitCode = await runNode(
-        { clusterImage: o.cluster, nodeId, name: o.name, fencePolicy: o.fence as FencePolicy, volumes: o.volume, mounts: o.mount, devices: deviceList([], o.devices) },
+        { clusterImage: image, nodeId, name: o.name, fencePolicy: o.fence as FencePolicy, volumes: o.volume, mounts: o.mount, devices: deviceList([], o.devices) },
         {
           log: (msg) => {
             if (o.json) process.stdout.write(JSON.stringify({ t: stamp(), node: nodeId, msg }) + '\n');

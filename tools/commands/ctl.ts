@@ -1,4 +1,4 @@
-// `sanbox ctl CLUSTER NODE COMMAND [ARGS]`: drive a running node through its control socket
+// `sanbox ctl CLUSTER NODE COMMAND [ARGS]` (or `ctl --cluster CLUSTER NODE …`): drive a running node through its control socket
 // (src/node/ctl.ts). Commands: status, leave, fault set|clear|ls, lock, unlock; any other command
 // name is sent as is with its arguments ({"cmd": NAME, "args": [...]}), for commands that later
 // layers register in the node.
@@ -10,6 +10,7 @@ import { CTL_ANSWER_TIMEOUT_MS, ctlRequest } from '../../src/node/ctl.js';
 import { readClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { UsageError } from '../../src/errors.js';
 import { parseDurationMs } from '../../src/units.js';
+import { CLUSTER_OPTION, CLUSTER_OPTION_HELP, clusterImage } from '../image-arg.js';
 import { printFields, printJson, printTable } from '../output.js';
 import { addRuleOptions, printRules, ruleFromOptions } from './fault.js';
 
@@ -70,6 +71,7 @@ interface CtlOptions extends Record<string, unknown> {
   mode: string;
   timeout?: string;
   noqueue: boolean;
+  cluster?: string;
 }
 
 export function register(program: Command): void {
@@ -82,15 +84,23 @@ export function register(program: Command): void {
           'mount VOL / umount VOL (an ocfs2 volume of this cluster into a free slot, or out of it). ' +
           `A node that is stopped, fenced or gone is reported in one line within ${CTL_ANSWER_TIMEOUT_MS / 1000} s (plus the lock timeout for lock).`,
       )
-      .argument('<cluster>', 'cluster image')
-      .argument('<node>', 'node number')
-      .argument('<command>', 'status | leave | fault | lock | unlock | mount | umount | a command a later layer registered')
-      .argument('[args...]', 'fault: set | clear [ID] | ls; lock/unlock: RESOURCE; mount/umount: VOLUME')
+      .usage('[options] [IMAGE] NODE COMMAND [ARGS...]')
+      .argument(
+        '<operands...>',
+        'IMAGE: the cluster image (or --cluster IMAGE); NODE: node number; COMMAND: status | leave | fault | lock | unlock | mount | umount | a command a later layer registered; ' +
+          'ARGS: fault: set | clear [ID] | ls; lock/unlock: RESOURCE; mount/umount: VOLUME',
+      )
+      .option(CLUSTER_OPTION, CLUSTER_OPTION_HELP)
       .option('--json', 'print the answer as JSON', false)
       .option('--mode <mode>', 'lock: NL | CR | CW | PR | PW | EX', 'EX')
       .option('--timeout <duration>', 'lock: give up waiting after this long (default: the cluster\'s lock timeout)')
       .option('-n, --noqueue', 'lock: fail at once if the lock is held in a conflicting mode', false),
-  ).action(async (cluster: string, nodeText: string, command: string, args: string[], o: CtlOptions) => {
+  ).action(async (operands: string[], o: CtlOptions) => {
+    // With --cluster the image may be left out: then the first operand is the node number.
+    const imageGiven = o.cluster === undefined || !/^\d+$/.test(operands[0] ?? '');
+    const cluster = clusterImage(imageGiven ? operands[0] : undefined, o.cluster);
+    const [nodeText, command, ...args] = imageGiven ? operands.slice(1) : operands;
+    if (nodeText === undefined || command === undefined) throw new UsageError('ctl: missing NODE or COMMAND (usage: ctl [IMAGE] NODE COMMAND [ARGS...])');
     const nodeId = nodeNumber(nodeText);
     const send = (req: Record<string, unknown>, timeoutMs?: number) => ctlRequest(cluster, nodeId, req, timeoutMs);
     const arg = (i: number, what: string): string => {

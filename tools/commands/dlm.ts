@@ -10,6 +10,7 @@ import { openRegion, readClusterImage, readNodeRecords } from '../../src/heartbe
 import { runLocked } from '../../src/node/lock-run.js';
 import { openDevice } from '../../src/disk/open.js';
 import { parseDurationMs } from '../../src/units.js';
+import { CLUSTER_OPTION, CLUSTER_OPTION_HELP, clusterImage } from '../image-arg.js';
 import { printJson, printTable } from '../output.js';
 
 function nodeNumber(text: string): number {
@@ -24,6 +25,31 @@ function lockMode(text: string): Mode {
   return m;
 }
 
+/** The arguments the program was started with (the root command's), to find where `--` was. */
+function rawArgsOf(cmd: Command): readonly string[] {
+  let root = cmd;
+  while (root.parent !== null) root = root.parent;
+  // Commander keeps them on the root as rawArgs (set by parse/parseAsync) but leaves them out of its types.
+  const raw = (root as unknown as { rawArgs?: unknown }).rawArgs;
+  return Array.isArray(raw) ? (raw as string[]) : [];
+}
+
+/**
+ * `lock`'s operands: [IMAGE] RESOURCE COMMAND.... The image is there positionally when two operands
+ * come before `--`, or, without `--`, when --cluster is not given.
+ */
+function lockOperands(operands: string[], option: string | undefined, rawArgs: readonly string[]): { image: string; resource: string; command: string[] } {
+  const dash = rawArgs.indexOf('--');
+  // Commander moves everything after `--` to the operands and drops the `--` itself.
+  const before = dash >= 0 ? operands.length - (rawArgs.length - dash - 1) : option === undefined ? 2 : 1;
+  if (before !== 1 && before !== 2) throw new UsageError(`lock: expected [IMAGE] RESOURCE before --, not ${before} operands`);
+  const image = clusterImage(before === 2 ? operands[0] : undefined, option);
+  const resource = operands[before - 1];
+  const command = operands.slice(before);
+  if (resource === undefined || command.length === 0) throw new UsageError('lock: missing RESOURCE or COMMAND (usage: lock [IMAGE] RESOURCE -- COMMAND [ARGS...])');
+  return { image, resource, command };
+}
+
 export function register(program: Command): void {
   program
     .command('lock')
@@ -33,18 +59,19 @@ export function register(program: Command): void {
         'COMMAND runs in a process group of its own that lives and dies with the node: if the node loses the lock (fenced, gone) the group is killed (exit status 3), and a fencer kills it with the node. ' +
         'Exits with COMMAND\'s status; 1 if the lock could not be had within --timeout (or at once with --noqueue).',
     )
-    .requiredOption('--cluster <image>', 'cluster image (sanbox cluster init)')
+    .usage('[options] [IMAGE] RESOURCE -- COMMAND [ARGS...]')
+    .option(CLUSTER_OPTION, CLUSTER_OPTION_HELP)
     .requiredOption('--node <n>', 'node number to join as')
     .option('--mode <mode>', `lock mode: ${MODE_NAMES.join(' | ')}`, 'EX')
     .option('--timeout <duration>', 'give up waiting after this long (500ms, 10s, 2m; default: the cluster\'s lock timeout, 5 dead times: 10s with the local preset)')
     .option('-n, --noqueue', 'fail at once instead of waiting if the lock is held in a conflicting mode (DLM NOQUEUE)', false)
     .option('--verbose', 'log the node\'s membership events and lock timing on stderr', false)
-    .argument('<resource>', 'resource name, 1..64 bytes')
-    .argument('<command...>', 'command to run (put it after --)')
-    .action(async (resource: string, command: string[], o: { cluster: string; node: string; mode: string; timeout?: string; noqueue: boolean; verbose: boolean }) => {
+    .argument('<operands...>', 'IMAGE: the cluster image (or --cluster IMAGE); RESOURCE: resource name, 1..64 bytes; COMMAND: the command to run (put it after --)')
+    .action(async (operands: string[], o: { cluster?: string; node: string; mode: string; timeout?: string; noqueue: boolean; verbose: boolean }, cmd: Command) => {
       const nodeId = nodeNumber(o.node);
+      const { image, resource, command } = lockOperands(operands, o.cluster, rawArgsOf(cmd));
       const status = await runLocked({
-        clusterImage: o.cluster,
+        clusterImage: image,
         nodeId,
         resource,
         mode: lockMode(o.mode),
@@ -66,9 +93,11 @@ export function register(program: Command): void {
       'list the resources of the lockspace on a cluster image, with the granted, converting and waiting locks of each node, queue tickets, and the value block. ' +
         'Read-only and lock-free: it shows the records as they are on disk (a record of a node whose current incarnation differs is marked stale).',
     )
-    .argument('<image>', 'cluster image')
+    .argument('[image]', 'cluster image (or --cluster IMAGE)')
+    .option(CLUSTER_OPTION, CLUSTER_OPTION_HELP)
     .option('--json', 'print as JSON', false)
-    .action(async (image: string, o: { json: boolean }) => {
+    .action(async (positional: string | undefined, o: { json: boolean; cluster?: string }) => {
+      const image = clusterImage(positional, o.cluster);
       const info = await readClusterImage(image);
       const dev = await openDevice(image, { readOnly: true, guard: 'none' });
       let snap: LockspaceSnapshot;

@@ -1,0 +1,20 @@
+// One argument style for images: every command takes its image positionally; commands that nodes
+// use (node, lock, ctl, dlm ls, cluster status) also take `--cluster IMG`, the form `sanbox node`
+// and `sanbox lock` were first written with. Both given must name the same image.
+
+import { UsageError } from '../src/errors.js';
+
+/** The option that names a cluster image, added to every command that takes one positionally too. */
+export const CLUSTER_OPTION = '--cluster <image>';
+export const CLUSTER_OPTION_HELP = 'cluster image (the same as giving it positionally)';
+
+/** The image from the positional argument and/or `--cluster`; a usage error if neither or both, differing. */
+export function clusterImage(positional: string | undefined, option: string | undefined): string {
+  if (positional !== undefined && option !== undefined && positional !== option) {
+    throw new UsageError(`the cluster image is given twice, differently: '${positional}' and --cluster '${option}'`);
+  }
+  const image = positional ?? option;
+  if (image === undefined) throw new UsageError('missing the cluster image (IMAGE or --cluster IMAGE)');
+  return image;
+}
+
