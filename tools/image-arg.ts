@@ -14,7 +14,7 @@ export function clusterImage(positional: string | undefined, option: string | un
     throw new UsageError(`the cluster image is given twice, differently: '${positional}' and --cluster '${option}'`);
   }
   const image = positional ?? option;
-  if (image === undefined) throw new UsageError('missing the cluster image (IMAGE or --cluster IMAGE)');
+  if (image === undefined) throw new UsageError("missing required argument 'image' (or --cluster IMAGE)");
   return image;
 }
 
