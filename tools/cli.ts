@@ -1,11 +1,24 @@
 // The `sanbox` command line as a function: builds the commands, runs one command line, and turns
-// every failure into one line on stderr with exit 1 (2 for usage errors, commander's included).
+// every failure into one line on stderr with exit 1 (2 for usage errors, commander's included; 3 fenced).
 // No side effects on import: tools/sanbox.ts runs it as a program, tests may run it in-process.
 
 import { Command, CommanderError } from 'commander';
 import { isSanboxError, UsageError } from '../src/errors.js';
 import { commandGroups } from './commands/index.js';
 import { explainErrno } from '../src/disk/system-error.js';
+import { EXIT_SELF_FENCED } from '../src/node/run.js';
+
+/**
+ * Exit statuses, the same for the same kind of error in every command (README "Exit status").
+ * `lock` also passes on its command's status (126 not executable, 127 not found, as a shell does).
+ */
+export const EXIT_OK = 0;
+/** An operational failure: a bad or foreign image, I/O, a busy device, a lock not had in time. */
+export const EXIT_FAILURE = 1;
+/** A usage error: bad or missing arguments, options in conflict (commander's own included). */
+export const EXIT_USAGE = 2;
+/** This node was fenced (or fenced itself), or a lock held for a command was lost: the status `node` and `lock` exit with. */
+export const EXIT_FENCED = EXIT_SELF_FENCED;
 
 export function buildProgram(): Command {
   const program = new Command('sanbox')
@@ -36,12 +49,12 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return 0;
+    return EXIT_OK;
   } catch (err) {
     if (err instanceof CommanderError) {
       // help and version exit 0; everything else commander reports is a usage error.
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
-      return 2;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT_OK;
+      return EXIT_USAGE;
     }
     // The environment's usual failures (a system call's errno, with the path it failed on) are
     // one line saying what failed and where, not an "unexpected" error.
@@ -50,9 +63,10 @@ export async function main(argv: string[]): Promise<number> {
     // An error that is not one of ours is a bug or an unexpected system failure: say so.
     const hint = isSanboxError(err) || sys !== undefined || process.env.SANBOX_DEBUG ? '' : ' (unexpected error; SANBOX_DEBUG=1 shows where)';
     process.stderr.write(`sanbox: ${msg}${hint}\n`);
-    if (err instanceof UsageError) return 2;
+    if (err instanceof UsageError) return EXIT_USAGE;
+    if (isSanboxError(err) && err.code === 'EFENCED') return EXIT_FENCED;
     if (!isSanboxError(err) && process.env.SANBOX_DEBUG) process.stderr.write(`${(err as Error).stack ?? ''}\n`);
-    return 1;
+    return EXIT_FAILURE;
   }
 }
 

@@ -8,6 +8,7 @@
 // stalled inside a write (it holds its gate, so the preempt cannot complete); 'power' kills only;
 // 'both' kills and preempts.
 
+import { hex64 } from '../format/where.js';
 import { bootId, killGroup, powerFence, type ProcessIdentity } from '../disk/power-fence.js';
 import { nodeKey, type PersistentReservations } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
@@ -49,7 +50,7 @@ export class Fencer {
     const rec = await this.d.readNodeRecord(nodeId);
     if (rec === null || rec.generation !== generation) {
       // The record belongs to another incarnation (or none): there is no pid of this one to kill.
-      if (required) throw new SanboxError('EFENCED', `power fence of node ${nodeId}: no node record for generation ${generation.toString(16)}`);
+      if (required) throw new SanboxError('EFENCED', `power fence of node ${nodeId}: no node record for generation ${hex64(generation)}`);
       steps.push('power:no-record');
       return;
     }

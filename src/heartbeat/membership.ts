@@ -4,6 +4,7 @@
 // node events, keeps the quorum base, and fences dead nodes (with quorum) before reporting them
 // fenced — only then may their locks or journals be taken.
 
+import { hex64 } from '../format/where.js';
 import type { Membership, MembershipEvent, MemberView } from './membership-api.js';
 import type { Fencer } from './fencer.js';
 import { SlotTracker, type DownReason } from './liveness.js';
@@ -102,14 +103,14 @@ export class MembershipService implements Membership {
       if (d.fenced || d.fencing) return;
       // Declared dead but not fenced (no quorum, or the fence kept failing): nothing of it was
       // recovered, so it may simply be alive again (a stopped process that resumed).
-      this.o.log(`node ${nodeId} (generation ${generation.toString(16)}) moves again before it was fenced`);
+      this.o.log(`node ${nodeId} (generation ${hex64(generation)}) moves again before it was fenced`);
       this.dead.delete(nodeId);
     } else if (d !== undefined && d.fenced) {
       this.dead.delete(nodeId);
     }
     this.up.set(nodeId, generation);
     this.base.add(nodeId);
-    this.o.log(`node ${nodeId} up (generation ${generation.toString(16)})`);
+    this.o.log(`node ${nodeId} up (generation ${hex64(generation)})`);
     this.emit({ kind: 'up', nodeId, generation, atMs });
   }
 
@@ -117,7 +118,7 @@ export class MembershipService implements Membership {
     if (this.up.get(nodeId) !== generation || this.liveInAnyRegion(nodeId)) return;
     this.up.delete(nodeId);
     this.dead.set(nodeId, { generation, reason, atMs, fenced: false, fencing: false, nextTryMs: 0, failures: 0, lastError: undefined });
-    this.o.log(`node ${nodeId} down (generation ${generation.toString(16)}, ${reason})`);
+    this.o.log(`node ${nodeId} down (generation ${hex64(generation)}, ${reason})`);
     this.emit({ kind: 'down', nodeId, generation, atMs });
   }
 
@@ -133,7 +134,7 @@ export class MembershipService implements Membership {
     if (d !== undefined && d.generation === generation) return;
     this.dead.set(nodeId, { generation, reason: 'stale', atMs, fenced: false, fencing: false, nextTryMs: 0, failures: 0, lastError: undefined });
     this.base.add(nodeId);
-    this.o.log(`node ${nodeId} down (generation ${generation.toString(16)}, stale: its block has not changed since we started watching)`);
+    this.o.log(`node ${nodeId} down (generation ${hex64(generation)}, stale: its block has not changed since we started watching)`);
     this.emit({ kind: 'down', nodeId, generation, atMs });
   }
 
@@ -162,10 +163,10 @@ export class MembershipService implements Membership {
         // A clean leave is "left" everywhere (logs, events, status), never "fenced": its key is
         // recorded as fenced only so that no late write of it can land.
         if (d.reason === 'left') {
-          this.o.log(`node ${nodeId} left (generation ${d.generation.toString(16)}): ${steps.join(', ') || 'nothing to record'}`);
+          this.o.log(`node ${nodeId} left (generation ${hex64(d.generation)}): ${steps.join(', ') || 'nothing to record'}`);
           this.emit({ kind: 'left', nodeId, generation: d.generation, atMs: this.now() });
         } else {
-          this.o.log(`node ${nodeId} fenced (generation ${d.generation.toString(16)}): ${steps.join(', ') || 'no fence agent'}`);
+          this.o.log(`node ${nodeId} fenced (generation ${hex64(d.generation)}): ${steps.join(', ') || 'no fence agent'}`);
           this.emit({ kind: 'fenced', nodeId, generation: d.generation, atMs: this.now() });
         }
       } catch (err) {

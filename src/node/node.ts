@@ -16,6 +16,7 @@
 // register this incarnation's reservation key (and create the WERO reservation if none exists),
 // write the node record (pid + start time + boot id, for the power fence), then heartbeat.
 
+import { hex64 } from '../format/where.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -383,12 +384,12 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         nodeId: n,
         name,
         pid: process.pid,
-        generation: generation.toString(16),
+        generation: hex64(generation),
         key: key.toString(16),
         state: left ? 'left' : fencedReason !== null ? 'fenced' : 'up',
         fenced: fencedReason,
         quorum: membership.hasQuorum(),
-        members: membership.members().map((m) => ({ nodeId: m.nodeId, state: m.state, generation: m.generation.toString(16) })),
+        members: membership.members().map((m) => ({ nodeId: m.nodeId, state: m.state, generation: hex64(m.generation) })),
         heartbeat: heartbeat.stats,
         regions: heartbeats.map((h) => h.regionName),
         maxGaps: membership.maxGaps(),
@@ -480,7 +481,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       registerNodeCommands(control, node);
       for (const register of opts.commands ?? []) register(control, node);
     }
-    log(`node ${n} (${name}) joined cluster '${info.config.clusterName}': generation ${generation.toString(16)}, key 0x${key.toString(16)}, pid ${process.pid}`);
+    log(`node ${n} (${name}) joined cluster '${info.config.clusterName}': generation ${hex64(generation)}, key 0x${key.toString(16)}, pid ${process.pid}`);
     return node;
   } catch (err) {
     await undo();

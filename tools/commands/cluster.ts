@@ -1,5 +1,6 @@
 // `sanbox cluster init|status` and `sanbox node`: thin shells over src/heartbeat and src/node.
 
+import { hex64 } from '../../src/format/where.js';
 import type { Command } from 'commander';
 import { SanboxError, UsageError } from '../../src/errors.js';
 import { initClusterImage } from '../../src/heartbeat/cluster-image.js';
@@ -228,7 +229,7 @@ export function register(program: Command): void {
             else process.stdout.write(`${stamp()} node${nodeId}: ${msg}\n`);
           },
           event: (ev) => {
-            if (o.json) process.stdout.write(JSON.stringify({ t: stamp(), node: nodeId, event: ev.kind, peer: ev.nodeId, generation: ev.generation.toString(16) }) + '\n');
+            if (o.json) process.stdout.write(JSON.stringify({ t: stamp(), node: nodeId, event: ev.kind, peer: ev.nodeId, generation: hex64(ev.generation) }) + '\n');
           },
         },
       );

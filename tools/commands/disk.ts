@@ -6,7 +6,7 @@ import { isNbdSpec, nbdDiskInfo } from '../../src/disk/nbd-device.js';
 import { createNbdDisk } from '../../src/disk/nbd-image.js';
 import { UsageError } from '../../src/errors.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
-import { printFields, printJson } from '../output.js';
+import { printFields, printJson, sizeField } from '../output.js';
 
 export function register(program: Command): void {
   const disk = program.command('disk').description('create and inspect emulated shared disks (sparse image files)');
@@ -54,9 +54,9 @@ export function register(program: Command): void {
       }
       printFields([
         ['Disk', info.path],
-        ['Size', `${formatSize(info.sizeBytes)} (${info.sizeBytes} bytes)`],
+        ['Size', sizeField(info.sizeBytes)],
         ['Sector size', `${info.sectorSizeBytes}${info.sectorSizeRecorded ? '' : ' (not recorded; default)'}`],
-        ['Allocated', `${formatSize(info.allocatedBytes)} (${info.allocatedBytes} bytes)`],
+        ['Allocated', sizeField(info.allocatedBytes)],
         ['In use', info.inUse ? `yes${info.holderPids.length ? ` (pid ${info.holderPids.join(', ')})` : ''}` : 'no'],
       ]);
     });
@@ -72,7 +72,7 @@ async function printNbdInfo(spec: string, json: boolean): Promise<void> {
   const yesNo = (b: boolean): string => (b ? 'yes' : 'no');
   printFields([
     ['Disk', spec],
-    ['Size', `${formatSize(info.sizeBytes)} (${info.sizeBytes} bytes)`],
+    ['Size', sizeField(info.sizeBytes)],
     ['Sector size', `${info.sectorSizeBytes}${info.blockSize ? ` (server minimum block size ${info.blockSize.minimumBytes})` : ' (server sent no block size; default)'}`],
     ['Read-only', yesNo(info.serverReadOnly)],
     ['Flush / FUA', `${yesNo(info.canFlush)} / ${yesNo(info.canFua)}`],

@@ -6,6 +6,7 @@ import { MODE_NAMES, modeName, parseMode, type Mode } from '../../src/dlm/compat
 import { readSnapshot, resourceLabel, type LockspaceSnapshot } from '../../src/dlm/lock-manager.js';
 import { resolveLvb } from '../../src/dlm/lvb-rule.js';
 import { UsageError } from '../../src/errors.js';
+import { hex64 } from '../../src/format/where.js';
 import { openRegion, readClusterImage, readNodeRecords } from '../../src/heartbeat/cluster-image.js';
 import { runLocked } from '../../src/node/lock-run.js';
 import { openDevice } from '../../src/disk/open.js';
@@ -132,7 +133,7 @@ export function register(program: Command): void {
             ticket: l.ticket.toString(),
             claim: l.claim,
             pid: l.pid,
-            generation: l.generation.toString(16),
+            generation: hex64(l.generation),
             row: l.row,
             entry: l.entry,
             stale: stale(l.nodeId, l.generation),
@@ -147,7 +148,7 @@ export function register(program: Command): void {
           };
         });
       if (o.json) {
-        printJson({ lockspace: snap.header, nodes: snap.nodes.map((n) => ({ ...n, generation: n.generation.toString(16), current: !stale(n.nodeId, n.generation) })), resources: out });
+        printJson({ lockspace: snap.header, nodes: snap.nodes.map((n) => ({ ...n, generation: hex64(n.generation), current: !stale(n.nodeId, n.generation) })), resources: out });
         return;
       }
       if (out.length === 0) {

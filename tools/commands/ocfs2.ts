@@ -16,7 +16,7 @@ import { DEFAULT_LEVEL_UNWRITTEN, defaultSlots, FEATURE_LEVELS, FS_TYPES, parseJ
 import { isLvSpec, openTarget } from '../../src/volume/resolve.js';
 import { deviceList } from '../../src/volume/devices.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
-import { printFields, printJson, printTable } from '../output.js';
+import { printFields, printJson, printTable, sizeField } from '../output.js';
 
 const DEVICES_HELP = 'image files holding the PVs when TARGET is VG/LV (comma-separated; default SANBOX_DEVICES)';
 /** Interval between progress lines when stderr is not a terminal. */
@@ -292,7 +292,7 @@ export function register(program: Command): void {
           ['Generation', `${info.generation} (${hex(info.generation)})`],
           ['FS Generation', `${info.fsGeneration} (${hex(info.fsGeneration)})`],
           ['Clusters', info.clusters],
-          ['Volume Size', `${formatSize(info.volumeSizeBytes)} (${info.volumeSizeBytes} bytes)`],
+          ['Volume Size', sizeField(info.volumeSizeBytes)],
         ]);
         if (files) {
           process.stdout.write('\n');
