@@ -4,6 +4,7 @@
 
 import type { MembershipEvent } from '../heartbeat/membership-api.js';
 import { NodeMounts, registerMountCommands } from './mount.js';
+import { registerFsCommands } from './fs-commands.js';
 import { startNode, type StartNodeOptions } from './node.js';
 
 /** Exit status of a node that fenced itself (its I/O is stopped; its peers fence it). */
@@ -25,7 +26,10 @@ export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'
   let mounts: NodeMounts | undefined;
   const node = await startNode({
     ...opts,
-    commands: [...(opts.commands ?? []), (control, n) => void (mounts = registerMountCommands(control, n, out.log))],
+    commands: [...(opts.commands ?? []), (control, n) => {
+      mounts = registerMountCommands(control, n, out.log);
+      registerFsCommands(control, n, mounts);
+    }],
     log: out.log,
     onSelfFence: () => {
       exitCode = EXIT_SELF_FENCED;

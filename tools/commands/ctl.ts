@@ -3,7 +3,9 @@
 // name is sent as is with its arguments ({"cmd": NAME, "args": [...]}), for commands that later
 // layers register in the node.
 
+import fs from 'node:fs';
 import type { Command } from 'commander';
+import { FS_SUBCOMMANDS } from '../../src/node/fs-commands.js';
 import type { DeviceStatus, FaultRuleStatus } from '../../src/node/provider.js';
 import { volumeKey, type MountStatus, type NodeStatus } from '../../src/node/node.js';
 import { CTL_ANSWER_TIMEOUT_MS, ctlRequest } from '../../src/node/ctl.js';
@@ -82,13 +84,14 @@ export function register(program: Command): void {
         'drive a running node through its control socket: status (membership as it sees it, devices with gate state, locks, I/O counters), leave, ' +
           'fault set|clear|ls (on the node\'s own devices: eio, latency, stall, torn), lock RESOURCE --mode M / unlock RESOURCE (held in the node), ' +
           'mount VOL / umount VOL (an ocfs2 volume of this cluster into a free slot, or out of it). ' +
+          'fs mkdir|put|get|rm|ls VOL PATH [LOCALFILE] (files on a mounted volume, through the slot\'s journal). ' +
           `A node that is stopped, fenced or gone is reported in one line within ${CTL_ANSWER_TIMEOUT_MS / 1000} s (plus the lock timeout for lock).`,
       )
       .usage('[options] [IMAGE] NODE COMMAND [ARGS...]')
       .argument(
         '<operands...>',
-        'IMAGE: the cluster image (or --cluster IMAGE); NODE: node number; COMMAND: status | leave | fault | lock | unlock | mount | umount | a command a later layer registered; ' +
-          'ARGS: fault: set | clear [ID] | ls; lock/unlock: RESOURCE; mount/umount: VOLUME',
+        'IMAGE: the cluster image (or --cluster IMAGE); NODE: node number; COMMAND: status | leave | fault | lock | unlock | mount | umount | fs | a command a later layer registered; ' +
+          'ARGS: fault: set | clear [ID] | ls; lock/unlock: RESOURCE; mount/umount: VOLUME; fs: mkdir|put|get|rm|ls VOLUME PATH [LOCALFILE]',
       )
       .option(CLUSTER_OPTION, CLUSTER_OPTION_HELP)
       .option('--json', 'print the answer as JSON', false)
@@ -163,6 +166,40 @@ export function register(program: Command): void {
         const m = (command === 'mount' ? ans.mounted : ans.unmounted) as MountStatus;
         if (o.json) printJson({ node: nodeId, ...m, mounted: command === 'mount' });
         else process.stdout.write(command === 'mount' ? `Node ${nodeId} mounted ${m.volume} in slot ${m.slot}${m.replayed ? ' (its dirty journal was replayed)' : ''}.\n` : `Node ${nodeId} unmounted ${m.volume} (slot ${m.slot} freed).\n`);
+        return;
+      }
+      case 'fs': {
+        const sub = arg(0, `one of ${FS_SUBCOMMANDS.join(', ')}`);
+        if (!(FS_SUBCOMMANDS as readonly string[]).includes(sub)) throw new UsageError(`ctl fs: expected ${FS_SUBCOMMANDS.join(', ')}, not '${sub}'`);
+        const volume = volumeKey(arg(1, 'VOLUME'));
+        const target = arg(2, 'PATH on the volume');
+        const local = args[3];
+        if (sub === 'put' && local === undefined) throw new UsageError('ctl fs put: missing LOCALFILE');
+        const extra = sub === 'put' ? { dataBase64: (await fs.promises.readFile(local!)).toString('base64') } : {};
+        // A change waits for a directory's, an inode's and an allocator's locks in turn.
+        const boundMs = 3 * (await readClusterImage(cluster)).timing.lockTimeoutMs + CTL_ANSWER_TIMEOUT_MS;
+        const ans = await send({ cmd: 'fs', args: [sub, volume, target], ...extra }, boundMs);
+        if (sub === 'get') {
+          const data = Buffer.from(String(ans.dataBase64), 'base64');
+          if (local !== undefined) await fs.promises.writeFile(local, data);
+          else process.stdout.write(data);
+        } else if (sub === 'ls') {
+          const entries = ans.entries as { name: string; inode: number; mode: number; links: number; sizeBytes: string }[];
+          if (o.json) printJson(entries);
+          else {
+            printTable(entries, [
+              { header: 'Inode', value: (e) => e.inode, align: 'right' },
+              { header: 'Mode', value: (e) => `0${e.mode.toString(8)}` },
+              { header: 'Links', value: (e) => e.links, align: 'right' },
+              { header: 'Size', value: (e) => e.sizeBytes, align: 'right' },
+              { header: 'Name', value: (e) => e.name },
+            ]);
+          }
+        } else {
+          const done = ans.done as { path: string; inode: number; sequence: number };
+          if (o.json) printJson({ node: nodeId, op: sub, ...done });
+          else process.stdout.write(`Node ${nodeId}: ${sub} ${done.path} (inode ${done.inode}, journal transaction ${done.sequence}).\n`);
+        }
         return;
       }
       default: {

@@ -1,0 +1,350 @@
+// File operations on a mounted ocfs2 volume through the node's own slot journal (issue 17 item 2,
+// the first slice): mkdir, put (create or replace a whole file as inline data), get, ls, rm.
+//
+// Each change is built from blocks read under the cluster locks, logged as ONE JBD2 transaction in
+// the slot's journal (JournalWriter: descriptor, copies, commit, flushed — the operation is
+// acknowledged only after that), then checkpointed: the same blocks written to their homes,
+// flushed, and the log emptied (s_start 0, s_sequence next), as the kernel's checkpoint leaves it.
+// Before a lock is released the home blocks are current, so the next holder reads them from disk.
+//
+// Locks, by ocfs2's names (reference/ocfs2.md §6): the META lock of every inode changed, EX (the
+// directory, the new or removed inode, the inode allocator of the slot the bit belongs to), PR of
+// every inode read. Order: directory, then the child, then the allocator — the same in every
+// operation, so two nodes never wait on each other in a cycle.
+//
+// Limits of this slice, refused by name rather than done half: file data only as inline data
+// (the volume needs inline-data; a file bigger than an inode's inline area is refused, ENOSPC);
+// directories only inline (a full inline directory is refused, ENOSPC; the kernel would expand it
+// into an extent block); rm and replace only of inline files.
+
+import { randomInt } from 'node:crypto';
+import { SanboxError } from '../errors.js';
+import { CHAIN_REC_BYTES, CHAIN_RECS_OFFSET, GROUP_DESC_BITMAP_OFFSET, parseChainList, parseGroupDesc } from '../format/ocfs2/chain-list.js';
+import { DirFileType, DynFeature, FeatureIncompat, InodeFlag, OCFS2_INVALID_SLOT, S_IFDIR, S_IFREG, slotFileName } from '../format/ocfs2/constants.js';
+import { blankDinode, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
+import { encodeDirEntries, OCFS2_MAX_FILENAME_LEN } from '../format/ocfs2/dir-entry.js';
+import { encodeInlineData, inlineDataArea, inlineDataCapacity } from '../format/ocfs2/system-payloads.js';
+import { openJournal, writeLogStart } from './journal-reader.js';
+import { JournalWriter, type LoggedBlock } from './journal-writer.js';
+import { lookupPath, listPath, readFileChunks, type ListEntry } from './namespace.js';
+import { LockType, ocfs2LockName, volumeLockResource } from './mount-rules.js';
+import { Ocfs2Volume, type InodeBlock } from './ocfs2-volume.js';
+import type { BlockDevice } from '../disk/device.js';
+
+/** i_used (u32) of an allocator inode's id1.bitmap1 (reference/ocfs2.md §2). */
+const ALLOC_I_USED_OFFSET = 0xb8;
+/** bg_free_bits_count (u16) in a group descriptor. */
+const GROUP_FREE_BITS_OFFSET = 0x0c;
+/** Regular files and directories this slice creates: rw-r--r-- and rwxr-xr-x, owned by root. */
+const FILE_MODE = S_IFREG | 0o644;
+const DIR_MODE = S_IFDIR | 0o755;
+
+export type LockMode = 'EX' | 'PR';
+/** Takes a cluster lock by resource name; resolves to its release. */
+export type ClusterLocker = (resource: string, mode: LockMode) => Promise<() => Promise<void>>;
+
+export interface FileOpResult {
+  path: string;
+  inode: number;
+  /** The JBD2 transaction that carried the change. */
+  sequence: number;
+}
+
+/** Locks held by one operation, released in reverse order. */
+class Held {
+  private readonly releases: (() => Promise<void>)[] = [];
+  constructor(private readonly vol: Ocfs2Volume, private readonly locker: ClusterLocker) {}
+  async inode(blkno: number, generation: number, mode: LockMode): Promise<void> {
+    this.releases.push(await this.locker(volumeLockResource(this.vol, ocfs2LockName(LockType.META, blkno, generation)), mode));
+  }
+  /** Releases the lock taken last (an allocator found full). */
+  async releaseLast(): Promise<void> {
+    await this.releases.pop()?.().catch(() => undefined);
+  }
+  async release(): Promise<void> {
+    for (const r of this.releases.reverse()) await r().catch(() => undefined);
+  }
+}
+
+function splitPath(dev: string, path: string): { parent: string; name: string } {
+  const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+  const name = parts.pop();
+  if (name === undefined) throw new SanboxError('EINVAL', `${dev}: '${path}' names the root directory`);
+  if (name === '..' || Buffer.byteLength(name) > OCFS2_MAX_FILENAME_LEN) throw new SanboxError('EINVAL', `${dev}: '${name}' is not a name a directory entry can hold`);
+  return { parent: `/${parts.join('/')}`, name };
+}
+
+const isDir = (i: InodeBlock): boolean => (i.inode.mode & 0o170000) === S_IFDIR;
+const isInline = (i: InodeBlock): boolean => (i.inode.dynFeatures & DynFeature.INLINE_DATA) !== 0;
+
+/** The operations of one node on one mounted volume, in its slot. One at a time (the caller serialises). */
+export class FileOps {
+  constructor(private readonly dev: BlockDevice, private readonly slot: number, private readonly locker: ClusterLocker) {}
+
+  private async open(): Promise<Ocfs2Volume> {
+    const vol = await Ocfs2Volume.open(this.dev);
+    // Mount refused metaecc already; every block here is written without a block check.
+    if (vol.metaEcc) throw new SanboxError('EINVAL', `${this.dev.name}: metaecc volumes are not writable by sanbox`);
+    return vol;
+  }
+
+  /** Resolves `path` and runs `op` under PR of the inode found (re-read under the lock). */
+  private async readLocked<T>(path: string, op: (vol: Ocfs2Volume, ino: InodeBlock) => Promise<T>): Promise<T> {
+    const vol = await this.open();
+    const found = await lookupPath(vol, path);
+    const held = new Held(vol, this.locker);
+    try {
+      await held.inode(found.blkno, found.inode.generation, 'PR');
+      return await op(vol, await vol.readInode(found.blkno));
+    } finally {
+      await held.release();
+    }
+  }
+
+  ls(path: string): Promise<ListEntry[]> {
+    return this.readLocked(path, (vol) => listPath(vol, path));
+  }
+
+  get(path: string): Promise<Buffer> {
+    return this.readLocked(path, async (vol, ino) => {
+      const chunks: Buffer[] = [];
+      for await (const c of readFileChunks(vol, ino)) chunks.push(c);
+      return Buffer.concat(chunks);
+    });
+  }
+
+  mkdir(path: string): Promise<FileOpResult> {
+    return this.create(path, undefined);
+  }
+
+  /** Creates or replaces the whole file at `path` with `data`. */
+  put(path: string, data: Buffer): Promise<FileOpResult> {
+    return this.create(path, data);
+  }
+
+  private async create(path: string, data: Buffer | undefined): Promise<FileOpResult> {
+    const vol = await this.open();
+    const name = this.dev.name;
+    const { parent, name: leaf } = splitPath(name, path);
+    if (!(vol.sb.featureIncompat & FeatureIncompat.INLINE_DATA)) throw new SanboxError('EINVAL', `${name}: the volume has no inline-data feature; sanbox writes files only as inline data so far`, { device: name });
+    const cap = inlineDataCapacity(vol.blockSizeBytes);
+    if (data !== undefined && data.length > cap) throw new SanboxError('ENOSPC', `${name}: ${path}: ${data.length} bytes exceed the ${cap}-byte inline area; files in clusters are not written by sanbox yet`, { device: name });
+    const dir0 = await lookupPath(vol, parent);
+    const held = new Held(vol, this.locker);
+    try {
+      await held.inode(dir0.blkno, dir0.inode.generation, 'EX');
+      const dir = await vol.readInode(dir0.blkno);
+      if (!isDir(dir)) throw new SanboxError('EINVAL', `${name}: ${parent} is not a directory`, { device: name });
+      const entries = await vol.readDir(dir);
+      const existing = entries.find((e) => e.name === leaf);
+      const now = Date.now();
+      if (existing !== undefined) {
+        if (data === undefined) throw new SanboxError('EEXIST', `${name}: ${path} exists`, { device: name });
+        const old0 = await vol.readInode(existing.inode);
+        await held.inode(old0.blkno, old0.inode.generation, 'EX');
+        const old = await vol.readInode(existing.inode);
+        if (isDir(old)) throw new SanboxError('EINVAL', `${name}: ${path} is a directory`, { device: name });
+        if (!isInline(old)) throw new SanboxError('EINVAL', `${name}: ${path} keeps its data in clusters; sanbox replaces only inline files so far`, { device: name });
+        const block = Buffer.from(old.block);
+        fillInline(block, data, cap);
+        setTimes(block, now, { size: BigInt(data.length) });
+        const seq = await this.commit(vol, [{ home: old.blkno, data: block }]);
+        return { path, inode: old.blkno, sequence: seq };
+      }
+      // A new inode: a bit of this slot's inode allocator, the entry in the (inline) directory.
+      const { alloc, slot, groupBlock, bit, blkno } = await this.allocateInode(vol, held);
+      const generation = randomInt(1, 0x1_0000_0000);
+      await held.inode(blkno, generation, 'EX');
+      const ino = Buffer.alloc(vol.blockSizeBytes);
+      const sec = BigInt(Math.floor(now / 1000));
+      encodeDinodeHeader(ino, blankDinode({
+        generation, suballocSlot: slot, suballocBit: bit, blkno, fsGeneration: vol.sb.inode.fsGeneration,
+        mode: data === undefined ? DIR_MODE : FILE_MODE, linksCount: data === undefined ? 2 : 1, flags: InodeFlag.VALID,
+        sizeBytes: data === undefined ? BigInt(cap) : BigInt(data.length), dynFeatures: DynFeature.INLINE_DATA,
+        atime: sec, ctime: sec, mtime: sec, atimeNsec: (now % 1000) * 1e6, ctimeNsec: (now % 1000) * 1e6, mtimeNsec: (now % 1000) * 1e6,
+      }));
+      if (data === undefined) encodeInlineData(ino, encodeDirEntries([{ inode: blkno, name: '.', fileType: DirFileType.DIR }, { inode: dir.blkno, name: '..', fileType: DirFileType.DIR }], cap));
+      else fillInline(ino, data, cap);
+      const dirBlock = withEntries(vol, dir, [...entries, { inode: blkno, name: leaf, fileType: data === undefined ? DirFileType.DIR : DirFileType.REG, recLen: 0, offset: 0 }]);
+      setTimes(dirBlock, now, data === undefined ? { links: dir.inode.linksCount + 1 } : {});
+      const seq = await this.commit(vol, [{ home: blkno, data: ino }, { home: dir.blkno, data: dirBlock }, groupBlock, alloc.changed]);
+      return { path, inode: blkno, sequence: seq };
+    } finally {
+      await held.release();
+    }
+  }
+
+  /** Removes a file or an empty directory (inline ones). */
+  async rm(path: string): Promise<FileOpResult> {
+    const vol = await this.open();
+    const name = this.dev.name;
+    const { parent, name: leaf } = splitPath(name, path);
+    const dir0 = await lookupPath(vol, parent);
+    const held = new Held(vol, this.locker);
+    try {
+      await held.inode(dir0.blkno, dir0.inode.generation, 'EX');
+      const dir = await vol.readInode(dir0.blkno);
+      const entries = await vol.readDir(dir);
+      const hit = entries.find((e) => e.name === leaf);
+      if (hit === undefined || leaf === '.') throw new SanboxError('ENOENT', `${name}: ${path}: no such file or directory`, { device: name });
+      const v0 = await vol.readInode(hit.inode);
+      await held.inode(v0.blkno, v0.inode.generation, 'EX');
+      const victim = await vol.readInode(hit.inode);
+      if (victim.inode.flags & InodeFlag.SYSTEM) throw new SanboxError('EINVAL', `${name}: ${path} is a system inode`, { device: name });
+      if (!isInline(victim)) throw new SanboxError('EINVAL', `${name}: ${path} keeps its data in clusters; sanbox removes only inline files and directories so far`, { device: name });
+      if (isDir(victim) && (await vol.readDir(victim)).some((e) => e.name !== '.' && e.name !== '..')) throw new SanboxError('EINVAL', `${name}: ${path} is not empty`, { device: name });
+      const alloc = await this.allocatorLocked(vol, held, victim.inode.suballocSlot);
+      const groupBlock = await freeBit(vol, alloc, victim);
+      const now = Date.now();
+      const dirBlock = withEntries(vol, dir, entries.filter((e) => e !== hit));
+      setTimes(dirBlock, now, isDir(victim) ? { links: dir.inode.linksCount - 1 } : {});
+      // The freed inode as the kernel leaves it (ocfs2_remove_inode): not VALID, dtime set, no links.
+      const dead = Buffer.from(victim.block);
+      dead.writeUInt32LE((victim.inode.flags & ~(InodeFlag.VALID | InodeFlag.ORPHANED)) >>> 0, 0x2c);
+      dead.writeUInt16LE(0, 0x2a); // i_links_count
+      dead.writeBigUInt64LE(BigInt(Math.floor(now / 1000)), 0x48); // i_dtime
+      const seq = await this.commit(vol, [{ home: dir.blkno, data: dirBlock }, { home: victim.blkno, data: dead }, groupBlock, alloc.changed]);
+      return { path, inode: victim.blkno, sequence: seq };
+    } finally {
+      await held.release();
+    }
+  }
+
+  /**
+   * A free inode: from this slot's inode allocator, else — as the kernel's inode stealing does —
+   * from the other slots' in turn (mkfs.ocfs2 gives only slot 0 a group; growing an allocator with
+   * a group from the global bitmap is not done here). A full allocator's lock is released before
+   * the next is taken, so two nodes never hold one each while waiting for the other's.
+   */
+  private async allocateInode(vol: Ocfs2Volume, held: Held): Promise<{ alloc: Allocator; slot: number } & Awaited<ReturnType<typeof takeBit>>> {
+    const slots = vol.sb.maxSlots;
+    for (let k = 0; k < slots; k++) {
+      const slot = (this.slot + k) % slots;
+      const alloc = await this.allocatorLocked(vol, held, slot);
+      const total = alloc.ino.inode.id1b;
+      const used = alloc.ino.inode.id1a;
+      if (used < total) return { alloc, slot, ...(await takeBit(vol, alloc)) };
+      await held.releaseLast();
+    }
+    throw new SanboxError('ENOSPC', `${vol.dev.name}: no slot's inode allocator has a free inode (growing one from the global bitmap is not done by sanbox yet)`, { device: vol.dev.name });
+  }
+
+  /** The inode allocator of `slot` (the global one for OCFS2_INVALID_SLOT), read under its META lock EX. */
+  private async allocatorLocked(vol: Ocfs2Volume, held: Held, slot: number): Promise<Allocator> {
+    const sysName = slot === OCFS2_INVALID_SLOT ? 'global_inode_alloc' : slotFileName('inode_alloc', slot);
+    const a0 = await vol.systemInode(sysName);
+    await held.inode(a0.blkno, a0.inode.generation, 'EX');
+    const a = await vol.readInode(a0.blkno);
+    return { ino: a, changed: { home: a.blkno, data: Buffer.from(a.block) } };
+  }
+
+  /** One transaction, durable, then checkpointed to the home blocks and the log emptied. */
+  private async commit(vol: Ocfs2Volume, blocks: LoggedBlock[]): Promise<number> {
+    const homes = new Set(blocks.map((b) => b.home));
+    if (homes.size !== blocks.length) throw new Error(`internal: a block is logged twice in one transaction`);
+    const writer = await JournalWriter.open(vol, this.slot);
+    const tx = await writer.append(blocks);
+    const bs = vol.blockSizeBytes;
+    for (const b of blocks) await vol.dev.write(b.data, b.home * bs);
+    await vol.dev.flush();
+    await writeLogStart(vol, await openJournal(vol, this.slot), 0, (tx.sequence + 1) >>> 0);
+    return tx.sequence;
+  }
+}
+
+interface Allocator {
+  ino: InodeBlock;
+  /** The allocator inode's block with the changes made so far. */
+  changed: LoggedBlock;
+}
+
+/** The groups of an allocator inode, chain by chain. */
+async function* groups(vol: Ocfs2Volume, alloc: Allocator): AsyncGenerator<{ chain: number; block: Buffer; blkno: number }> {
+  const list = parseChainList(alloc.ino.block, vol.where(alloc.ino.blkno));
+  for (const [chain, rec] of list.recs.entries()) {
+    let blkno = rec.blkno;
+    for (let hops = 0; blkno !== 0; hops++) {
+      if (hops > rec.total) throw new SanboxError('EFORMAT', `${vol.dev.name}: chain ${chain} of inode ${alloc.ino.blkno} loops`, { device: vol.dev.name });
+      const block = await vol.readBlocks(blkno, 1);
+      const g = parseGroupDesc(block, vol.where(blkno), { blkno, fsGeneration: vol.sb.inode.fsGeneration });
+      yield { chain, block: Buffer.from(block), blkno };
+      blkno = g.nextGroup;
+    }
+  }
+}
+
+function adjustAllocator(alloc: Allocator, chain: number, delta: number): void {
+  const b = alloc.changed.data;
+  b.writeUInt32LE((b.readUInt32LE(ALLOC_I_USED_OFFSET) + delta) >>> 0, ALLOC_I_USED_OFFSET);
+  const freeAt = CHAIN_RECS_OFFSET + chain * CHAIN_REC_BYTES;
+  b.writeUInt32LE((b.readUInt32LE(freeAt) - delta) >>> 0, freeAt);
+}
+
+/** Sets the first clear bit of the allocator; the inode block it stands for. */
+async function takeBit(vol: Ocfs2Volume, alloc: Allocator): Promise<{ groupBlock: LoggedBlock; bit: number; blkno: number }> {
+  for await (const g of groups(vol, alloc)) {
+    const bits = g.block.readUInt16LE(0x0a);
+    if (g.block.readUInt16LE(GROUP_FREE_BITS_OFFSET) === 0) continue;
+    for (let bit = 0; bit < bits; bit++) {
+      const at = GROUP_DESC_BITMAP_OFFSET + (bit >>> 3);
+      if (g.block[at]! & (1 << (bit & 7))) continue;
+      g.block[at]! |= 1 << (bit & 7);
+      g.block.writeUInt16LE(g.block.readUInt16LE(GROUP_FREE_BITS_OFFSET) - 1, GROUP_FREE_BITS_OFFSET);
+      adjustAllocator(alloc, g.chain, 1);
+      // An inode allocator's bit is one block, counted from the group descriptor's own block.
+      return { groupBlock: { home: g.blkno, data: g.block }, bit, blkno: g.blkno + bit };
+    }
+  }
+  throw new SanboxError('ENOSPC', `${vol.dev.name}: inode allocator ${alloc.ino.blkno} has no free inode (growing it is not done by sanbox yet)`, { device: vol.dev.name });
+}
+
+/** Clears the bit of `victim` in the allocator that holds it. */
+async function freeBit(vol: Ocfs2Volume, alloc: Allocator, victim: InodeBlock): Promise<LoggedBlock> {
+  for await (const g of groups(vol, alloc)) {
+    const bit = victim.blkno - g.blkno;
+    if (bit < 0 || bit >= g.block.readUInt16LE(0x0a)) continue;
+    if (bit !== victim.inode.suballocBit) break;
+    const at = GROUP_DESC_BITMAP_OFFSET + (bit >>> 3);
+    if (!(g.block[at]! & (1 << (bit & 7)))) break;
+    g.block[at]! &= ~(1 << (bit & 7));
+    g.block.writeUInt16LE(g.block.readUInt16LE(GROUP_FREE_BITS_OFFSET) + 1, GROUP_FREE_BITS_OFFSET);
+    adjustAllocator(alloc, g.chain, -1);
+    return { home: g.blkno, data: g.block };
+  }
+  throw new SanboxError('EFORMAT', `${vol.dev.name}: inode ${victim.blkno} (suballoc slot ${victim.inode.suballocSlot} bit ${victim.inode.suballocBit}) has no set bit in allocator ${alloc.ino.blkno}`, { device: vol.dev.name, offsetBytes: vol.where(victim.blkno).offsetBytes });
+}
+
+/** Inline data of a regular file: id_count is the whole area, the bytes past the data zero. */
+function fillInline(block: Buffer, data: Buffer, cap: number): void {
+  const area = Buffer.alloc(cap);
+  data.copy(area);
+  encodeInlineData(block, area);
+}
+
+/** A copy of an inline directory's block with exactly these entries, repacked. */
+function withEntries(vol: Ocfs2Volume, dir: InodeBlock, entries: { inode: number; name: string; fileType: number }[]): Buffer {
+  if (!isInline(dir)) throw new SanboxError('EINVAL', `${vol.dev.name}: directory ${dir.blkno} keeps its entries in blocks; sanbox changes only inline directories so far`, { device: vol.dev.name });
+  const area = inlineDataArea(dir.block, vol.where(dir.blkno));
+  let packed: Buffer;
+  try {
+    packed = encodeDirEntries(entries, area.end - area.start);
+  } catch (err) {
+    if (err instanceof RangeError) throw new SanboxError('ENOSPC', `${vol.dev.name}: directory ${dir.blkno} is full (its inline area holds no more entries; expanding it is not done by sanbox yet)`, { device: vol.dev.name });
+    throw err;
+  }
+  const block = Buffer.from(dir.block);
+  packed.copy(block, area.start);
+  return block;
+}
+
+/** ctime/mtime now; optionally i_size and i_links_count. */
+function setTimes(block: Buffer, nowMs: number, change: { size?: bigint; links?: number }): void {
+  const sec = BigInt(Math.floor(nowMs / 1000));
+  const nsec = (nowMs % 1000) * 1e6;
+  block.writeBigUInt64LE(sec, 0x38); // i_ctime
+  block.writeBigUInt64LE(sec, 0x40); // i_mtime
+  block.writeUInt32LE(nsec, 0x68); // i_ctime_nsec
+  block.writeUInt32LE(nsec, 0x6c); // i_mtime_nsec
+  if (change.size !== undefined) block.writeBigUInt64LE(change.size, 0x20); // i_size
+  if (change.links !== undefined) block.writeUInt16LE(change.links, 0x2a); // i_links_count
+}

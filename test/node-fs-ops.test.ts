@@ -1,0 +1,117 @@
+// File operations through the slot journal (issue 17 item 2, first slice), with separate
+// `sanbox node` processes mounted on a volume made by the REAL mkfs.ocfs2, driven by
+// `sanbox ctl C N fs …`, judged by the REAL fsck.ocfs2 -fn and debugfs.ocfs2 (ls -l, cat, logdump):
+// mkdir, put (create and replace, inline data), rm of a file and of an empty directory, get and
+// ls through the node; two nodes putting into one directory at the same time lose no entry.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import test, { type ExecutionContext } from 'ava';
+import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
+import { mkfs } from './helpers/mounted-volume.js';
+import { debugfs, fsckOk } from './helpers/ocfs2-oracle.js';
+import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
+
+ownLockDir(test);
+
+/** Files each node puts into /shared concurrently. */
+const FILES_PER_NODE = 8;
+
+async function ctl(t: ExecutionContext, img: string, node: number, ...args: string[]) {
+  return runSanbox(t, ['ctl', img, String(node), ...args], { timeoutMs: 60_000 });
+}
+
+async function ok(t: ExecutionContext, img: string, node: number, ...args: string[]): Promise<string> {
+  const r = await ctl(t, img, node, ...args);
+  t.is(r.code, 0, `ctl ${node} ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** `debugfs.ocfs2 -R "ls -l DIR"`: name → size, without '.' and '..'. */
+async function debugfsLs(vol: string, dir: string): Promise<Map<string, number>> {
+  const out = await debugfs(vol, `ls -l ${dir}`);
+  const m = new Map<string, number>();
+  for (const line of out.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 9) continue;
+    const name = f.slice(8).join(' ');
+    if (name !== '.' && name !== '..') m.set(name, Number(f[5]));
+  }
+  return m;
+}
+
+const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+
+test.serial('two mounted nodes mkdir, put, replace, rm and get through their slot journals; after umount fsck -fn is clean and debugfs shows exactly the files with their content; concurrent puts into one directory lose no entry', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'fcl']);
+  const vol = await mkfs(dir, 'fcl', 2);
+  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
+  await n1.waitLine((l) => /^mounted .* in slot 0$/.test(l.msg ?? ''), 20_000, 'node 1 mounted');
+  const n2 = spawnNode(t, img, 2);
+  await Promise.all([n1.waitLine(isEvent('up', 2), 20_000, 'node 2 up'), n2.waitLine(isEvent('up', 1), 20_000, 'node 1 up')]);
+  await ok(t, img, 2, 'mount', vol);
+
+  const local = (name: string, content: string): string => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, content);
+    return p;
+  };
+  const expected = new Map<string, string>();
+  // Node 1: a directory, a file in the root, replaced; a file removed again; an empty dir removed.
+  t.regex(await ok(t, img, 1, 'fs', 'mkdir', vol, '/shared'), /^Node 1: mkdir \/shared \(inode \d+, journal transaction \d+\)\.\n$/);
+  await ok(t, img, 1, 'fs', 'put', vol, '/a.txt', local('a1', 'first version\n'));
+  await ok(t, img, 2, 'fs', 'put', vol, '/a.txt', local('a2', 'second version, by node 2\n'));
+  expected.set('/a.txt', 'second version, by node 2\n');
+  await ok(t, img, 1, 'fs', 'put', vol, '/gone.txt', local('g', 'not for long'));
+  await ok(t, img, 2, 'fs', 'rm', vol, '/gone.txt');
+  await ok(t, img, 2, 'fs', 'mkdir', vol, '/empty');
+  await ok(t, img, 1, 'fs', 'rm', vol, '/empty');
+  await ok(t, img, 2, 'fs', 'put', vol, '/empty.txt', local('e', ''));
+  expected.set('/empty.txt', '');
+
+  // Both nodes put into /shared at the same time.
+  const puts: Promise<string>[] = [];
+  for (let i = 0; i < FILES_PER_NODE; i++) {
+    for (const node of [1, 2]) {
+      const content = `node ${node} file ${i} ${'x'.repeat(i * 37)}\n`;
+      expected.set(`/shared/n${node}-${i}`, content);
+      puts.push(ok(t, img, node, 'fs', 'put', vol, `/shared/n${node}-${i}`, local(`s${node}-${i}`, content)));
+    }
+  }
+  await Promise.all(puts);
+
+  // get and ls through the nodes (each node reads what the other wrote).
+  const got = path.join(dir, 'got');
+  await ok(t, img, 1, 'fs', 'get', vol, '/shared/n2-3', got);
+  t.is(fs.readFileSync(got, 'utf8'), expected.get('/shared/n2-3')!);
+  t.is(await ok(t, img, 2, 'fs', 'get', vol, '/a.txt'), expected.get('/a.txt')!);
+  const ls = JSON.parse(await ok(t, img, 2, 'fs', 'ls', vol, '/shared', '--json')) as { name: string; sizeBytes: string }[];
+  t.deepEqual(ls.map((e) => e.name).filter((n) => n !== '.' && n !== '..').sort(), [...expected.keys()].filter((k) => k.startsWith('/shared/')).map((k) => k.slice(8)).sort());
+  const missing = await ctl(t, img, 1, 'fs', 'get', vol, '/gone.txt');
+  t.is(missing.code, 1);
+  t.regex(missing.stderr, /\/gone\.txt: no such file or directory/);
+
+  // Every change went through node 1's journal: debugfs.ocfs2 logdump shows its transactions' blocks.
+  t.regex(await debugfs(vol, 'logdump 0'), /Commit Block/);
+
+  await ok(t, img, 2, 'umount', vol);
+  await ok(t, img, 1, 'umount', vol);
+  n1.child.kill('SIGTERM');
+  n2.child.kill('SIGTERM');
+  await Promise.all([n1.exited, n2.exited]);
+
+  const fsck = await fsckOk(vol);
+  t.true(fsck.ok, fsck.out);
+  const root = await debugfsLs(vol, '/');
+  t.deepEqual([...root.keys()].sort(), ['a.txt', 'empty.txt', 'lost+found', 'shared']);
+  const shared = await debugfsLs(vol, '/shared');
+  t.is(shared.size, 2 * FILES_PER_NODE, 'no entry lost to the concurrent puts');
+  for (const [p, content] of expected) {
+    t.is(sha(await debugfs(vol, `cat ${p}`)), sha(content), `debugfs cat ${p}`);
+    const size = (p.startsWith('/shared/') ? shared : root).get(path.basename(p));
+    t.is(size, Buffer.byteLength(content), `debugfs ls -l size of ${p}`);
+  }
+});
