@@ -2,6 +2,7 @@
 // k/K m/M g/G t/T p/P e/E binary units (LVM treats both cases as powers of 1024 for input),
 // default MiB when no suffix is given is the caller's choice (`defaultUnit`).
 
+import { formatReportSize } from './volume/units-format.js';
 import { UsageError } from './errors.js';
 
 const BINARY: Record<string, number> = { b: 1, s: 512, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50, e: 2 ** 60 };
@@ -25,14 +26,11 @@ export function parseDurationMs(text: string, defaultUnit: 'ms' | 's' = 's'): nu
   return Math.round(Number(m[1]) * DURATION_MS[m[2] ?? defaultUnit]!);
 }
 
-/** LVM-style human size: two decimals, binary units, lower-case suffix as `pvs` prints (e.g. 1.00g). */
+/**
+ * A human size as lvm2's reports print it (`pvs`, `lvs`: 1.00g, <1.50g, 0.50k, 0): one formatter for
+ * every size sanbox prints (src/volume/units-format.ts). lvm2 pads a bare zero to line up with the
+ * unit letters of a column; outside a column the padding is dropped.
+ */
 export function formatSize(bytes: number): string {
-  const units = ['b', 'k', 'm', 'g', 't', 'p', 'e'];
-  let i = 0;
-  let v = bytes;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${bytes}b` : `${v.toFixed(2)}${units[i]}`;
+  return formatReportSize(bytes).trimEnd();
 }

@@ -1,7 +1,7 @@
 // Output helpers shared by every command: LVM-style borderless tables (cli-table3) and JSON.
 
 import Table from 'cli-table3';
-import { formatReportSize } from '../src/volume/units-format.js';
+import { formatSize } from '../src/units.js';
 
 export interface Column<Row> {
   header: string;
@@ -38,6 +38,5 @@ export function printFields(fields: [string, string | number | boolean][], out: 
 
 /** A size in a report: as lvm2's reports print it (1.00g, <1.50g, 0), then the exact bytes; --json keeps the bytes. */
 export function sizeField(bytes: number): string {
-  // lvm2 pads a zero ("0 ") to line up with the unit letters of a column; a field needs no padding.
-  return `${formatReportSize(bytes).trimEnd()} (${bytes} bytes)`;
+  return `${formatSize(bytes)} (${bytes} bytes)`;
 }

@@ -12,4 +12,6 @@ for (const stream of [process.stdout, process.stderr]) {
 
 // Run when executed (bin/sanbox.js imports this module).
 const code = await main(process.argv.slice(2));
-process.exitCode = code;
+// An action may have set a failure status of its own after printing its report (demo's FAIL
+// verdict, exit 1); a successful return must not clear it.
+if (code !== 0 || process.exitCode === undefined) process.exitCode = code;
