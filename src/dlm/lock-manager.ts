@@ -13,6 +13,7 @@
 //   await lock.unlock({ lvb: newValue });   // a PW/EX holder writes the value block
 //   await ls.close();
 
+import { hex64 } from '../format/where.js';
 import type { BlockDevice } from '../disk/device.js';
 import { readStable } from '../disk/stable-read.js';
 import { assert, FormatError, SanboxError } from '../errors.js';
@@ -336,7 +337,7 @@ export class Lockspace {
     // openers of one incarnation; a different one must be fenced or gone (startNode's join: slot
     // lock, slot probe, new fence key), which membership reports for every incarnation but ours.
     if (prev !== undefined && prev.generation !== this.generation) {
-      assert(!this.membership.members().some((m) => m.nodeId === this.nodeId && m.generation === prev.generation && m.state === 'up'), `node ${this.nodeId}'s previous incarnation ${prev.generation.toString(16)} is still up while ${this.generation.toString(16)} opens the lockspace`);
+      assert(!this.membership.members().some((m) => m.nodeId === this.nodeId && m.generation === prev.generation && m.state === 'up'), `node ${this.nodeId}'s previous incarnation ${hex64(prev.generation)} is still up while ${hex64(this.generation)} opens the lockspace`);
     }
     this.writeSeq = prev?.seq ?? 0n;
     this.writeSeq++;
