@@ -149,13 +149,16 @@ async function holder(kind: 'hold' | 'rss', args: string[]): Promise<void> {
 interface Child {
   c: ReturnType<typeof spawn>;
   out: () => string;
+  closed: Promise<void>;
 }
 
 function spawnWorker(args: string[]): Child {
   const c = spawn(process.execPath, ['--expose-gc', SELF, '--worker', ...args, '--duration-ms', String(durationMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  return { c, out: () => out };
+  // 'close', not 'exit': a large last line (every hand-off latency) may still be in the pipe at exit.
+  const closed = new Promise<void>((resolve) => c.once('close', () => resolve()));
+  return { c, out: () => out, closed };
 }
 
 async function waitFor(children: Child[], word: string, boundMs: number): Promise<void> {
@@ -178,8 +181,7 @@ function lastJson<T>(ch: Child): Promise<T> {
         reject(err as Error);
       }
     };
-    if (ch.c.exitCode !== null) done();
-    else ch.c.once('exit', done);
+    void ch.closed.then(done);
   });
 }
 
