@@ -38,6 +38,8 @@ test('the kernel mounts a volume a sanbox node changed through its journal and s
     ['/d/one.bin', Buffer.from(Array.from({ length: 3000 }, (_, i) => (i * 7) & 0xff))],
     ['/d/sub/empty', Buffer.alloc(0)],
     ['/d/replaced.txt', Buffer.from('the second version\n')],
+    // Beyond the inline area: clusters of the global bitmap; replaced, so the first clusters are freed.
+    ['/d/big.bin', Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 13 + (i >> 9)) & 0xff))],
   ]);
   await ok(t, img, 1, 'fs', 'mkdir', vol, '/d');
   await ok(t, img, 1, 'fs', 'mkdir', vol, '/d/sub');
@@ -49,6 +51,9 @@ test('the kernel mounts a volume a sanbox node changed through its journal and s
   };
   await put('/d/replaced.txt', Buffer.from('the first version, longer than the second\n'));
   await put('/gone.txt', Buffer.from('removed before the kernel looks'));
+  await put('/d/big.bin', Buffer.alloc(70_000, 0x5a));
+  await put('/gone-big.bin', Buffer.alloc(40_000, 0x33));
+  await ok(t, img, 1, 'fs', 'rm', vol, '/gone-big.bin');
   for (const [p, data] of files) await put(p, data);
   await ok(t, img, 1, 'fs', 'rm', vol, '/gone.txt');
   await ok(t, img, 1, 'fs', 'rm', vol, '/gone-dir');
@@ -69,7 +74,7 @@ test('the kernel mounts a volume a sanbox node changed through its journal and s
   t.deepEqual(run.errors, [], tail(run.console));
   t.is(run.scriptExit, 0, tail(run.console));
   t.is(run.out.get('ls-root'), 'd lost+found top.txt', tail(run.console));
-  t.is(run.out.get('ls-d'), 'one.bin replaced.txt sub');
+  t.is(run.out.get('ls-d'), 'big.bin one.bin replaced.txt sub');
   t.is(run.out.get('ls-sub'), 'empty');
   names.forEach((p, i) => t.is(run.out.get(`sha${i}`), createHash('sha256').update(files.get(p)!).digest('hex'), `sha256 of ${p} in the kernel`));
   const fsck = await fsckOk(vol);

@@ -41,6 +41,19 @@ async function debugfsLs(vol: string, dir: string): Promise<Map<string, number>>
   return m;
 }
 
+/** Text of about `bytes` bytes, different per `tag` and per line. */
+const big = (tag: string, bytes: number): string => Array.from({ length: Math.ceil(bytes / 20) }, (_, i) => `${tag} ${i}`.padEnd(19, '.') + '\n').join('').slice(0, bytes);
+
+/** The global bitmap's used clusters, as debugfs.ocfs2 reads them (fsck -n does not compare them with the files). */
+async function bitmapUsed(vol: string): Promise<number> {
+  const m = /Bitmap Total: \d+\s+Used: (\d+)/.exec(await debugfs(vol, 'stat //global_bitmap'));
+  if (m === null) throw new Error('debugfs shows no global bitmap counts');
+  return Number(m[1]);
+}
+
+/** Bytes a 4K-block inode holds inline (the rest of the block after the inline-data header). */
+const INLINE_BYTES_MAX = 4096 - 0xc8;
+
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
 test.serial('two mounted nodes mkdir, put, replace, rm and get through their slot journals; after umount fsck -fn is clean and debugfs shows exactly the files with their content; concurrent puts into one directory lose no entry', async (t) => {
@@ -48,6 +61,7 @@ test.serial('two mounted nodes mkdir, put, replace, rm and get through their slo
   const img = path.join(dir, 'c.img');
   await clusterInit(t, [img, '--nodes', '3', '--name', 'fcl']);
   const vol = await mkfs(dir, 'fcl', 2);
+  const usedAtMkfs = await bitmapUsed(vol);
   const n1 = spawnNode(t, img, 1, ['--mount', vol]);
   await n1.waitLine((l) => /^mounted .* in slot 0$/.test(l.msg ?? ''), 20_000, 'node 1 mounted');
   const n2 = spawnNode(t, img, 2);
@@ -71,12 +85,25 @@ test.serial('two mounted nodes mkdir, put, replace, rm and get through their slo
   await ok(t, img, 1, 'fs', 'rm', vol, '/empty');
   await ok(t, img, 2, 'fs', 'put', vol, '/empty.txt', local('e', ''));
   expected.set('/empty.txt', '');
+  // Beyond the inline area: clusters of the global bitmap, data written before the commit.
+  await ok(t, img, 1, 'fs', 'put', vol, '/big.txt', local('b1', big('first', 9000)));
+  await ok(t, img, 2, 'fs', 'put', vol, '/big.txt', local('b2', big('second', 30_000)));
+  expected.set('/big.txt', big('second', 30_000));
+  await ok(t, img, 1, 'fs', 'put', vol, '/shrunk.txt', local('s1', big('large', 20_000)));
+  await ok(t, img, 2, 'fs', 'put', vol, '/shrunk.txt', local('s2', 'inline again\n'));
+  expected.set('/shrunk.txt', 'inline again\n');
+  await ok(t, img, 1, 'fs', 'put', vol, '/grown.txt', local('g1', 'inline first\n'));
+  await ok(t, img, 1, 'fs', 'put', vol, '/grown.txt', local('g2', big('grown', 12_345)));
+  expected.set('/grown.txt', big('grown', 12_345));
+  await ok(t, img, 2, 'fs', 'put', vol, '/big-gone.txt', local('bg', big('gone', 50_000)));
+  await ok(t, img, 1, 'fs', 'rm', vol, '/big-gone.txt');
 
   // Both nodes put into /shared at the same time.
   const puts: Promise<string>[] = [];
   for (let i = 0; i < FILES_PER_NODE; i++) {
     for (const node of [1, 2]) {
-      const content = `node ${node} file ${i} ${'x'.repeat(i * 37)}\n`;
+      // Every other file is bigger than an inode's inline area: both nodes take clusters at once.
+      const content = i % 2 === 0 ? `node ${node} file ${i} ${'x'.repeat(i * 37)}\n` : big(`n${node}-${i}`, 5000 * i);
       expected.set(`/shared/n${node}-${i}`, content);
       puts.push(ok(t, img, node, 'fs', 'put', vol, `/shared/n${node}-${i}`, local(`s${node}-${i}`, content)));
     }
@@ -106,9 +133,12 @@ test.serial('two mounted nodes mkdir, put, replace, rm and get through their slo
   const fsck = await fsckOk(vol);
   t.true(fsck.ok, fsck.out);
   const root = await debugfsLs(vol, '/');
-  t.deepEqual([...root.keys()].sort(), ['a.txt', 'empty.txt', 'lost+found', 'shared']);
+  t.deepEqual([...root.keys()].sort(), ['a.txt', 'big.txt', 'empty.txt', 'grown.txt', 'lost+found', 'shared', 'shrunk.txt']);
   const shared = await debugfsLs(vol, '/shared');
   t.is(shared.size, 2 * FILES_PER_NODE, 'no entry lost to the concurrent puts');
+  // Exactly the clusters of the files that live are in use: replaced and removed files' were freed.
+  const clustersOf = (c: string): number => (Buffer.byteLength(c) > INLINE_BYTES_MAX ? Math.ceil(Buffer.byteLength(c) / 4096) : 0);
+  t.is(await bitmapUsed(vol), usedAtMkfs + [...expected.values()].reduce((n, c) => n + clustersOf(c), 0), 'global bitmap used clusters');
   for (const [p, content] of expected) {
     t.is(sha(await debugfs(vol, `cat ${p}`)), sha(content), `debugfs cat ${p}`);
     const size = (p.startsWith('/shared/') ? shared : root).get(path.basename(p));

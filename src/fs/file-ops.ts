@@ -12,16 +12,23 @@
 // every inode read. Order: directory, then the child, then the allocator — the same in every
 // operation, so two nodes never wait on each other in a cycle.
 //
-// Limits of this slice, refused by name rather than done half: file data only as inline data
-// (the volume needs inline-data; a file bigger than an inode's inline area is refused, ENOSPC);
-// directories only inline (a full inline directory is refused, ENOSPC; the kernel would expand it
-// into an extent block); rm and replace only of inline files.
+// File data: inline when the volume has inline-data and it fits, else clusters of the global
+// bitmap (src/fs/cluster-alloc.ts) in the inode's own extent list, written home and flushed
+// before the commit that points at them (ordered mode). Limits of this slice, refused by name
+// rather than done half: no slot local alloc (clusters come from the global bitmap, as the kernel
+// does with local alloc off); at most one inode's worth of extent records per file (243 at 4K);
+// directories only inline (a full inline directory is refused, ENOSPC; the kernel would expand
+// it into an extent block); inode allocators are not grown (a free inode is taken from this
+// slot's allocator, else stolen from another slot's, as the kernel does); rm of directories only
+// inline ones, and of files only those whose extents sit in the inode.
 
 import { randomInt } from 'node:crypto';
 import { SanboxError } from '../errors.js';
-import { CHAIN_REC_BYTES, CHAIN_RECS_OFFSET, GROUP_DESC_BITMAP_OFFSET, parseChainList, parseGroupDesc } from '../format/ocfs2/chain-list.js';
+import { GROUP_DESC_BITMAP_OFFSET, parseChainList, parseGroupDesc } from '../format/ocfs2/chain-list.js';
+import { encodeExtentList, inodeExtentCapacity, parseExtentList } from '../format/ocfs2/extent-list.js';
+import { adjustAllocatorInode, ClusterBitmap, GROUP_FREE_BITS_OFFSET, type ClusterRun } from './cluster-alloc.js';
 import { DirFileType, DynFeature, FeatureIncompat, InodeFlag, OCFS2_INVALID_SLOT, S_IFDIR, S_IFREG, slotFileName } from '../format/ocfs2/constants.js';
-import { blankDinode, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
+import { blankDinode, DINODE_ID2_OFFSET, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
 import { encodeDirEntries, OCFS2_MAX_FILENAME_LEN } from '../format/ocfs2/dir-entry.js';
 import { encodeInlineData, inlineDataArea, inlineDataCapacity } from '../format/ocfs2/system-payloads.js';
 import { openJournal, writeLogStart } from './journal-reader.js';
@@ -31,10 +38,10 @@ import { LockType, ocfs2LockName, volumeLockResource } from './mount-rules.js';
 import { Ocfs2Volume, type InodeBlock } from './ocfs2-volume.js';
 import type { BlockDevice } from '../disk/device.js';
 
-/** i_used (u32) of an allocator inode's id1.bitmap1 (reference/ocfs2.md §2). */
-const ALLOC_I_USED_OFFSET = 0xb8;
-/** bg_free_bits_count (u16) in a group descriptor. */
-const GROUP_FREE_BITS_OFFSET = 0x0c;
+/** Dinode fields this module changes in place (src/format/ocfs2/dinode.ts). */
+const CLUSTERS_OFFSET = 0x14;
+const SIZE_OFFSET = 0x20;
+const DYN_FEATURES_OFFSET = 0x76;
 /** Regular files and directories this slice creates: rw-r--r-- and rwxr-xr-x, owned by root. */
 const FILE_MODE = S_IFREG | 0o644;
 const DIR_MODE = S_IFDIR | 0o755;
@@ -126,9 +133,8 @@ export class FileOps {
     const vol = await this.open();
     const name = this.dev.name;
     const { parent, name: leaf } = splitPath(name, path);
-    if (!(vol.sb.featureIncompat & FeatureIncompat.INLINE_DATA)) throw new SanboxError('EINVAL', `${name}: the volume has no inline-data feature; sanbox writes files only as inline data so far`, { device: name });
     const cap = inlineDataCapacity(vol.blockSizeBytes);
-    if (data !== undefined && data.length > cap) throw new SanboxError('ENOSPC', `${name}: ${path}: ${data.length} bytes exceed the ${cap}-byte inline area; files in clusters are not written by sanbox yet`, { device: name });
+    if (data === undefined && !hasInline(vol)) throw new SanboxError('EINVAL', `${name}: the volume has no inline-data feature; sanbox makes only inline directories so far`, { device: name });
     const dir0 = await lookupPath(vol, parent);
     const held = new Held(vol, this.locker);
     try {
@@ -144,11 +150,10 @@ export class FileOps {
         await held.inode(old0.blkno, old0.inode.generation, 'EX');
         const old = await vol.readInode(existing.inode);
         if (isDir(old)) throw new SanboxError('EINVAL', `${name}: ${path} is a directory`, { device: name });
-        if (!isInline(old)) throw new SanboxError('EINVAL', `${name}: ${path} keeps its data in clusters; sanbox replaces only inline files so far`, { device: name });
         const block = Buffer.from(old.block);
-        fillInline(block, data, cap);
-        setTimes(block, now, { size: BigInt(data.length) });
-        const seq = await this.commit(vol, [{ home: old.blkno, data: block }]);
+        const bitmapBlocks = await this.setBody(vol, held, block, data, old);
+        setTimes(block, now, {});
+        const seq = await this.commit(vol, [{ home: old.blkno, data: block }, ...bitmapBlocks]);
         return { path, inode: old.blkno, sequence: seq };
       }
       // A new inode: a bit of this slot's inode allocator, the entry in the (inline) directory.
@@ -163,11 +168,12 @@ export class FileOps {
         sizeBytes: data === undefined ? BigInt(cap) : BigInt(data.length), dynFeatures: DynFeature.INLINE_DATA,
         atime: sec, ctime: sec, mtime: sec, atimeNsec: (now % 1000) * 1e6, ctimeNsec: (now % 1000) * 1e6, mtimeNsec: (now % 1000) * 1e6,
       }));
+      let bitmapBlocks: LoggedBlock[] = [];
       if (data === undefined) encodeInlineData(ino, encodeDirEntries([{ inode: blkno, name: '.', fileType: DirFileType.DIR }, { inode: dir.blkno, name: '..', fileType: DirFileType.DIR }], cap));
-      else fillInline(ino, data, cap);
+      else bitmapBlocks = await this.setBody(vol, held, ino, data, undefined);
       const dirBlock = withEntries(vol, dir, [...entries, { inode: blkno, name: leaf, fileType: data === undefined ? DirFileType.DIR : DirFileType.REG, recLen: 0, offset: 0 }]);
       setTimes(dirBlock, now, data === undefined ? { links: dir.inode.linksCount + 1 } : {});
-      const seq = await this.commit(vol, [{ home: blkno, data: ino }, { home: dir.blkno, data: dirBlock }, groupBlock, alloc.changed]);
+      const seq = await this.commit(vol, [{ home: blkno, data: ino }, { home: dir.blkno, data: dirBlock }, groupBlock, alloc.changed, ...bitmapBlocks]);
       return { path, inode: blkno, sequence: seq };
     } finally {
       await held.release();
@@ -191,10 +197,16 @@ export class FileOps {
       await held.inode(v0.blkno, v0.inode.generation, 'EX');
       const victim = await vol.readInode(hit.inode);
       if (victim.inode.flags & InodeFlag.SYSTEM) throw new SanboxError('EINVAL', `${name}: ${path} is a system inode`, { device: name });
-      if (!isInline(victim)) throw new SanboxError('EINVAL', `${name}: ${path} keeps its data in clusters; sanbox removes only inline files and directories so far`, { device: name });
+      if (isDir(victim) && !isInline(victim)) throw new SanboxError('EINVAL', `${name}: ${path} keeps its entries in blocks; sanbox removes only inline directories so far`, { device: name });
       if (isDir(victim) && (await vol.readDir(victim)).some((e) => e.name !== '.' && e.name !== '..')) throw new SanboxError('EINVAL', `${name}: ${path} is not empty`, { device: name });
       const alloc = await this.allocatorLocked(vol, held, victim.inode.suballocSlot);
       const groupBlock = await freeBit(vol, alloc, victim);
+      const bitmapBlocks: LoggedBlock[] = [];
+      if (!isInline(victim)) {
+        const bitmap = await this.globalBitmapLocked(vol, held);
+        for (const run of leafRuns(vol, victim)) await bitmap.free(run);
+        bitmapBlocks.push(...bitmap.blocks());
+      }
       const now = Date.now();
       const dirBlock = withEntries(vol, dir, entries.filter((e) => e !== hit));
       setTimes(dirBlock, now, isDir(victim) ? { links: dir.inode.linksCount - 1 } : {});
@@ -203,11 +215,67 @@ export class FileOps {
       dead.writeUInt32LE((victim.inode.flags & ~(InodeFlag.VALID | InodeFlag.ORPHANED)) >>> 0, 0x2c);
       dead.writeUInt16LE(0, 0x2a); // i_links_count
       dead.writeBigUInt64LE(BigInt(Math.floor(now / 1000)), 0x48); // i_dtime
-      const seq = await this.commit(vol, [{ home: dir.blkno, data: dirBlock }, { home: victim.blkno, data: dead }, groupBlock, alloc.changed]);
+      const seq = await this.commit(vol, [{ home: dir.blkno, data: dirBlock }, { home: victim.blkno, data: dead }, groupBlock, alloc.changed, ...bitmapBlocks]);
       return { path, inode: victim.blkno, sequence: seq };
     } finally {
       await held.release();
     }
+  }
+
+  /** The global bitmap, read under its META lock EX (taken after any inode allocator's). */
+  private async globalBitmapLocked(vol: Ocfs2Volume, held: Held): Promise<ClusterBitmap> {
+    const b0 = await vol.systemInode('global_bitmap');
+    await held.inode(b0.blkno, b0.inode.generation, 'EX');
+    return new ClusterBitmap(vol, await vol.readInode(b0.blkno));
+  }
+
+  /**
+   * A regular file's content in its inode block `block`: inline data when the volume has the
+   * feature and it fits, else clusters of the global bitmap in the inode's own extent list. The
+   * clusters' data is written home and flushed here, before the transaction that points at them
+   * commits (ordered mode). A replaced file's (`old`) clusters are freed in the same transaction,
+   * after the new ones were taken, so no cluster is reused before the commit that frees it.
+   * Returns the bitmap's changed blocks for the transaction.
+   */
+  private async setBody(vol: Ocfs2Volume, held: Held, block: Buffer, data: Buffer, old: InodeBlock | undefined): Promise<LoggedBlock[]> {
+    const cap = inlineDataCapacity(vol.blockSizeBytes);
+    const inline = hasInline(vol) && data.length <= cap;
+    const oldRuns = old !== undefined && !isInline(old) ? leafRuns(vol, old) : [];
+    const bitmap = !inline || oldRuns.length > 0 ? await this.globalBitmapLocked(vol, held) : undefined;
+    const dyn = block.readUInt16LE(DYN_FEATURES_OFFSET);
+    if (inline) {
+      fillInline(block, data, cap);
+      block.writeUInt16LE(dyn | DynFeature.INLINE_DATA, DYN_FEATURES_OFFSET);
+      block.writeUInt32LE(0, CLUSTERS_OFFSET);
+    } else {
+      const cs = vol.geometry.clusterSizeBytes;
+      const bpc = vol.geometry.blocksPerCluster;
+      const clusters = Math.ceil(data.length / cs);
+      const runs = clusters === 0 ? [] : await bitmap!.take(clusters, inodeExtentCapacity(vol.blockSizeBytes));
+      // Ordered: the data reaches its home (the tail of the last cluster zeroed) before the commit.
+      let cpos = 0;
+      for (const r of runs) {
+        const chunk = Buffer.alloc(r.clusters * cs);
+        data.copy(chunk, 0, cpos * cs, Math.min(data.length, (cpos + r.clusters) * cs));
+        await vol.dev.write(chunk, r.cluster * cs);
+        cpos += r.clusters;
+      }
+      await vol.dev.flush();
+      block.writeUInt16LE(dyn & ~DynFeature.INLINE_DATA, DYN_FEATURES_OFFSET);
+      block.writeUInt32LE(clusters, CLUSTERS_OFFSET);
+      let at = 0;
+      encodeExtentList(block, DINODE_ID2_OFFSET, {
+        treeDepth: 0, count: inodeExtentCapacity(vol.blockSizeBytes), nextFreeRec: runs.length,
+        recs: runs.map((r) => {
+          const rec = { cpos: at, clusters: r.clusters, flags: 0, blkno: r.cluster * bpc };
+          at += r.clusters;
+          return rec;
+        }),
+      });
+    }
+    block.writeBigUInt64LE(BigInt(data.length), SIZE_OFFSET);
+    for (const r of oldRuns) await bitmap!.free(r);
+    return bitmap?.blocks() ?? [];
   }
 
   /**
@@ -273,12 +341,6 @@ async function* groups(vol: Ocfs2Volume, alloc: Allocator): AsyncGenerator<{ cha
   }
 }
 
-function adjustAllocator(alloc: Allocator, chain: number, delta: number): void {
-  const b = alloc.changed.data;
-  b.writeUInt32LE((b.readUInt32LE(ALLOC_I_USED_OFFSET) + delta) >>> 0, ALLOC_I_USED_OFFSET);
-  const freeAt = CHAIN_RECS_OFFSET + chain * CHAIN_REC_BYTES;
-  b.writeUInt32LE((b.readUInt32LE(freeAt) - delta) >>> 0, freeAt);
-}
 
 /** Sets the first clear bit of the allocator; the inode block it stands for. */
 async function takeBit(vol: Ocfs2Volume, alloc: Allocator): Promise<{ groupBlock: LoggedBlock; bit: number; blkno: number }> {
@@ -290,7 +352,7 @@ async function takeBit(vol: Ocfs2Volume, alloc: Allocator): Promise<{ groupBlock
       if (g.block[at]! & (1 << (bit & 7))) continue;
       g.block[at]! |= 1 << (bit & 7);
       g.block.writeUInt16LE(g.block.readUInt16LE(GROUP_FREE_BITS_OFFSET) - 1, GROUP_FREE_BITS_OFFSET);
-      adjustAllocator(alloc, g.chain, 1);
+      adjustAllocatorInode(alloc.changed.data, g.chain, 1);
       // An inode allocator's bit is one block, counted from the group descriptor's own block.
       return { groupBlock: { home: g.blkno, data: g.block }, bit, blkno: g.blkno + bit };
     }
@@ -308,14 +370,25 @@ async function freeBit(vol: Ocfs2Volume, alloc: Allocator, victim: InodeBlock): 
     if (!(g.block[at]! & (1 << (bit & 7)))) break;
     g.block[at]! &= ~(1 << (bit & 7));
     g.block.writeUInt16LE(g.block.readUInt16LE(GROUP_FREE_BITS_OFFSET) + 1, GROUP_FREE_BITS_OFFSET);
-    adjustAllocator(alloc, g.chain, -1);
+    adjustAllocatorInode(alloc.changed.data, g.chain, -1);
     return { home: g.blkno, data: g.block };
   }
   throw new SanboxError('EFORMAT', `${vol.dev.name}: inode ${victim.blkno} (suballoc slot ${victim.inode.suballocSlot} bit ${victim.inode.suballocBit}) has no set bit in allocator ${alloc.ino.blkno}`, { device: vol.dev.name, offsetBytes: vol.where(victim.blkno).offsetBytes });
 }
 
+/** The clusters of a file whose extents all sit in its inode (tree depth 0). */
+function leafRuns(vol: Ocfs2Volume, ino: InodeBlock): ClusterRun[] {
+  const list = parseExtentList(ino.block, DINODE_ID2_OFFSET, vol.where(ino.blkno));
+  if (list.treeDepth !== 0) throw new SanboxError('EINVAL', `${vol.dev.name}: inode ${ino.blkno} has an extent tree of depth ${list.treeDepth}; sanbox frees only extents kept in the inode so far`, { device: vol.dev.name });
+  const bpc = vol.geometry.blocksPerCluster;
+  return list.recs.filter((r) => r.clusters > 0).map((r) => ({ cluster: r.blkno / bpc, clusters: r.clusters }));
+}
+
+const hasInline = (vol: Ocfs2Volume): boolean => (vol.sb.featureIncompat & FeatureIncompat.INLINE_DATA) !== 0;
+
 /** Inline data of a regular file: id_count is the whole area, the bytes past the data zero. */
 function fillInline(block: Buffer, data: Buffer, cap: number): void {
+  block.fill(0, DINODE_ID2_OFFSET);
   const area = Buffer.alloc(cap);
   data.copy(area);
   encodeInlineData(block, area);

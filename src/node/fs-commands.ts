@@ -1,10 +1,14 @@
 // `sanbox ctl C N fs mkdir|put|get|rm|ls VOL PATH [LOCALFILE]` in the node: the file operations
 // of src/fs/file-ops.ts on a volume this node has mounted, in its slot, under its cluster locks.
 // One operation at a time per node, queued with its mounts and recoveries (the slot's journal has
-// one writer). File contents travel base64 in the request and the answer: the client reads and
-// writes LOCALFILE, never the node.
+// one writer). File contents: `localFile` (an absolute path; the control socket is a local one, so
+// client and node share the file system, and a file may be larger than a control request), or
+// base64 in the request (`dataBase64`) and in the answer of a get without `localFile`.
 
+import fs from 'node:fs';
+import path from 'node:path';
 import { Mode } from '../dlm/compat-matrix.js';
+import { SMALL_FILE_BYTES_MAX } from '../fs/ocfs2-volume.js';
 import { SanboxError } from '../errors.js';
 import { FileOps, type ClusterLocker } from '../fs/file-ops.js';
 import type { ControlServer } from './control.js';
@@ -32,6 +36,25 @@ async function opsFor(node: RunningNode, spec: string): Promise<FileOps> {
   return new FileOps(await node.volumeDevice(key), m.slot, locker);
 }
 
+function localFile(req: Record<string, unknown>): string | undefined {
+  const v = req.localFile;
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !path.isAbsolute(v)) throw new SanboxError('EINVAL', 'fs: "localFile" must be an absolute path');
+  return v;
+}
+
+/** A put's content: the local file (at most SMALL_FILE_BYTES_MAX) or the request's base64. */
+async function putData(req: Record<string, unknown>): Promise<Buffer> {
+  const local = localFile(req);
+  if (local !== undefined) {
+    const st = await fs.promises.stat(local);
+    if (st.size > SMALL_FILE_BYTES_MAX) throw new SanboxError('EINVAL', `fs put: ${local} is ${st.size} bytes; sanbox puts files of at most ${SMALL_FILE_BYTES_MAX} bytes`);
+    return fs.promises.readFile(local);
+  }
+  if (typeof req.dataBase64 !== 'string') throw new SanboxError('EINVAL', 'fs put: give "localFile" or "dataBase64"');
+  return Buffer.from(req.dataBase64, 'base64');
+}
+
 /** Registers `fs` on the node's control server: {cmd: 'fs', args: [SUB, VOL, PATH], dataBase64?}. */
 export function registerFsCommands(control: ControlServer, node: RunningNode, mounts: NodeMounts): void {
   control.handle('fs', async (req) => {
@@ -45,15 +68,17 @@ export function registerFsCommands(control: ControlServer, node: RunningNode, mo
       switch (sub) {
         case 'mkdir':
           return { done: await ops.mkdir(path) };
-        case 'put': {
-          const data = req.dataBase64;
-          if (typeof data !== 'string') throw new SanboxError('EINVAL', 'fs put: "dataBase64" must be a string');
-          return { done: await ops.put(path, Buffer.from(data, 'base64')) };
-        }
+        case 'put':
+          return { done: await ops.put(path, await putData(req)) };
         case 'rm':
           return { done: await ops.rm(path) };
-        case 'get':
-          return { dataBase64: (await ops.get(path)).toString('base64') };
+        case 'get': {
+          const data = await ops.get(path);
+          const local = localFile(req);
+          if (local === undefined) return { dataBase64: data.toString('base64') };
+          await fs.promises.writeFile(local, data);
+          return { localFile: local, sizeBytes: data.length };
+        }
         case 'ls':
           return { entries: (await ops.ls(path)).map((e) => ({ ...e, sizeBytes: e.sizeBytes.toString(), mtimeSec: e.mtimeSec.toString() })) };
       }

@@ -3,7 +3,7 @@
 // name is sent as is with its arguments ({"cmd": NAME, "args": [...]}), for commands that later
 // layers register in the node.
 
-import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { FS_SUBCOMMANDS } from '../../src/node/fs-commands.js';
 import type { DeviceStatus, FaultRuleStatus } from '../../src/node/provider.js';
@@ -175,14 +175,13 @@ export function register(program: Command): void {
         const target = arg(2, 'PATH on the volume');
         const local = args[3];
         if (sub === 'put' && local === undefined) throw new UsageError('ctl fs put: missing LOCALFILE');
-        const extra = sub === 'put' ? { dataBase64: (await fs.promises.readFile(local!)).toString('base64') } : {};
+        // The node reads and writes LOCALFILE itself (same host); a relative path is the caller's.
+        const extra = local !== undefined && (sub === 'put' || sub === 'get') ? { localFile: path.resolve(local) } : {};
         // A change waits for a directory's, an inode's and an allocator's locks in turn.
         const boundMs = 3 * (await readClusterImage(cluster)).timing.lockTimeoutMs + CTL_ANSWER_TIMEOUT_MS;
         const ans = await send({ cmd: 'fs', args: [sub, volume, target], ...extra }, boundMs);
         if (sub === 'get') {
-          const data = Buffer.from(String(ans.dataBase64), 'base64');
-          if (local !== undefined) await fs.promises.writeFile(local, data);
-          else process.stdout.write(data);
+          if (local === undefined) process.stdout.write(Buffer.from(String(ans.dataBase64), 'base64'));
         } else if (sub === 'ls') {
           const entries = ans.entries as { name: string; inode: number; mode: number; links: number; sizeBytes: string }[];
           if (o.json) printJson(entries);
