@@ -42,6 +42,21 @@ export function adjustAllocatorInode(block: Buffer, chain: number, delta: number
   block.writeUInt32LE((block.readUInt32LE(freeAt) - delta) >>> 0, freeAt);
 }
 
+/** The groups of an allocator inode, chain by chain (a chain longer than its c_total is a loop). */
+export async function* allocatorGroups(vol: Ocfs2Volume, ino: InodeBlock): AsyncGenerator<{ chain: number; block: Buffer; blkno: number; bits: number }> {
+  const list = parseChainList(ino.block, vol.where(ino.blkno));
+  for (const [chain, rec] of list.recs.entries()) {
+    let blkno = rec.blkno;
+    for (let hops = 0; blkno !== 0; hops++) {
+      if (hops > rec.total) throw new SanboxError('EFORMAT', `${vol.dev.name}: chain ${chain} of inode ${ino.blkno} loops`, { device: vol.dev.name, offsetBytes: vol.where(ino.blkno).offsetBytes });
+      const block = Buffer.from(await vol.readBlocks(blkno, 1));
+      const g = parseGroupDesc(block, vol.where(blkno), { blkno, fsGeneration: vol.sb.inode.fsGeneration });
+      yield { chain, block, blkno, bits: g.bits };
+      blkno = g.nextGroup;
+    }
+  }
+}
+
 export class ClusterBitmap {
   private groups: Group[] | undefined;
   private readonly inodeBlock: Buffer;
@@ -56,16 +71,8 @@ export class ClusterBitmap {
     const vol = this.vol;
     const bpc = vol.geometry.blocksPerCluster;
     const out: Group[] = [];
-    const list = parseChainList(this.ino.block, vol.where(this.ino.blkno));
-    for (const [chain, rec] of list.recs.entries()) {
-      let blkno = rec.blkno;
-      for (let hops = 0; blkno !== 0; hops++) {
-        if (hops > rec.total) throw new SanboxError('EFORMAT', `${vol.dev.name}: chain ${chain} of the global bitmap loops`, { device: vol.dev.name });
-        const block = Buffer.from(await vol.readBlocks(blkno, 1));
-        const g = parseGroupDesc(block, vol.where(blkno), { blkno, fsGeneration: vol.sb.inode.fsGeneration });
-        out.push({ chain, blkno, block, bits: g.bits, startCluster: blkno === vol.sb.firstClusterGroup ? 0 : Math.floor(blkno / bpc) });
-        blkno = g.nextGroup;
-      }
+    for await (const g of allocatorGroups(vol, this.ino)) {
+      out.push({ ...g, startCluster: g.blkno === vol.sb.firstClusterGroup ? 0 : Math.floor(g.blkno / bpc) });
     }
     out.sort((a, b) => a.startCluster - b.startCluster);
     this.groups = out;

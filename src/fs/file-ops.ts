@@ -1,5 +1,5 @@
 // File operations on a mounted ocfs2 volume through the node's own slot journal (issue 17 item 2,
-// the first slice): mkdir, put (create or replace a whole file as inline data), get, ls, rm.
+// the first slice): mkdir, put (create or replace a whole file), get, ls, rm.
 //
 // Each change is built from blocks read under the cluster locks, logged as ONE JBD2 transaction in
 // the slot's journal (JournalWriter: descriptor, copies, commit, flushed — the operation is
@@ -9,8 +9,9 @@
 //
 // Locks, by ocfs2's names (reference/ocfs2.md §6): the META lock of every inode changed, EX (the
 // directory, the new or removed inode, the inode allocator of the slot the bit belongs to), PR of
-// every inode read. Order: directory, then the child, then the allocator — the same in every
-// operation, so two nodes never wait on each other in a cycle.
+// every inode read; the global bitmap's EX while taking or freeing clusters. Order: directory,
+// child, inode allocator, global bitmap — the same in every operation, so two nodes never wait on
+// each other in a cycle.
 //
 // File data: inline when the volume has inline-data and it fits, else clusters of the global
 // bitmap (src/fs/cluster-alloc.ts) in the inode's own extent list, written home and flushed
@@ -24,9 +25,9 @@
 
 import { randomInt } from 'node:crypto';
 import { SanboxError } from '../errors.js';
-import { GROUP_DESC_BITMAP_OFFSET, parseChainList, parseGroupDesc } from '../format/ocfs2/chain-list.js';
+import { GROUP_DESC_BITMAP_OFFSET } from '../format/ocfs2/chain-list.js';
 import { encodeExtentList, inodeExtentCapacity, parseExtentList } from '../format/ocfs2/extent-list.js';
-import { adjustAllocatorInode, ClusterBitmap, GROUP_FREE_BITS_OFFSET, type ClusterRun } from './cluster-alloc.js';
+import { adjustAllocatorInode, allocatorGroups, ClusterBitmap, GROUP_FREE_BITS_OFFSET, type ClusterRun } from './cluster-alloc.js';
 import { DirFileType, DynFeature, FeatureIncompat, InodeFlag, OCFS2_INVALID_SLOT, S_IFDIR, S_IFREG, slotFileName } from '../format/ocfs2/constants.js';
 import { blankDinode, DINODE_ID2_OFFSET, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
 import { encodeDirEntries, OCFS2_MAX_FILENAME_LEN } from '../format/ocfs2/dir-entry.js';
@@ -326,26 +327,12 @@ interface Allocator {
   changed: LoggedBlock;
 }
 
-/** The groups of an allocator inode, chain by chain. */
-async function* groups(vol: Ocfs2Volume, alloc: Allocator): AsyncGenerator<{ chain: number; block: Buffer; blkno: number }> {
-  const list = parseChainList(alloc.ino.block, vol.where(alloc.ino.blkno));
-  for (const [chain, rec] of list.recs.entries()) {
-    let blkno = rec.blkno;
-    for (let hops = 0; blkno !== 0; hops++) {
-      if (hops > rec.total) throw new SanboxError('EFORMAT', `${vol.dev.name}: chain ${chain} of inode ${alloc.ino.blkno} loops`, { device: vol.dev.name });
-      const block = await vol.readBlocks(blkno, 1);
-      const g = parseGroupDesc(block, vol.where(blkno), { blkno, fsGeneration: vol.sb.inode.fsGeneration });
-      yield { chain, block: Buffer.from(block), blkno };
-      blkno = g.nextGroup;
-    }
-  }
-}
 
 
 /** Sets the first clear bit of the allocator; the inode block it stands for. */
 async function takeBit(vol: Ocfs2Volume, alloc: Allocator): Promise<{ groupBlock: LoggedBlock; bit: number; blkno: number }> {
-  for await (const g of groups(vol, alloc)) {
-    const bits = g.block.readUInt16LE(0x0a);
+  for await (const g of allocatorGroups(vol, alloc.ino)) {
+    const bits = g.bits;
     if (g.block.readUInt16LE(GROUP_FREE_BITS_OFFSET) === 0) continue;
     for (let bit = 0; bit < bits; bit++) {
       const at = GROUP_DESC_BITMAP_OFFSET + (bit >>> 3);
@@ -362,9 +349,9 @@ async function takeBit(vol: Ocfs2Volume, alloc: Allocator): Promise<{ groupBlock
 
 /** Clears the bit of `victim` in the allocator that holds it. */
 async function freeBit(vol: Ocfs2Volume, alloc: Allocator, victim: InodeBlock): Promise<LoggedBlock> {
-  for await (const g of groups(vol, alloc)) {
+  for await (const g of allocatorGroups(vol, alloc.ino)) {
     const bit = victim.blkno - g.blkno;
-    if (bit < 0 || bit >= g.block.readUInt16LE(0x0a)) continue;
+    if (bit < 0 || bit >= g.bits) continue;
     if (bit !== victim.inode.suballocBit) break;
     const at = GROUP_DESC_BITMAP_OFFSET + (bit >>> 3);
     if (!(g.block[at]! & (1 << (bit & 7)))) break;
