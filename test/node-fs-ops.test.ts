@@ -125,6 +125,12 @@ test.serial('two mounted nodes mkdir, put, replace, rm and get through their slo
   t.regex(await debugfs(vol, 'logdump 0'), /Commit Block/);
 
   await ok(t, img, 2, 'umount', vol);
+  // Refusals: a volume the node has not mounted (one line, exit 1); a bad subcommand (usage, exit 2).
+  const unmounted = await ctl(t, img, 2, 'fs', 'put', vol, '/late.txt', local('late', 'late'));
+  t.is(unmounted.code, 1);
+  t.regex(unmounted.stderr, /^sanbox: .*does not have it mounted\n$/);
+  const bad = await ctl(t, img, 1, 'fs', 'chmod', vol, '/a.txt');
+  t.is(bad.code, 2, bad.stderr);
   await ok(t, img, 1, 'umount', vol);
   n1.child.kill('SIGTERM');
   n2.child.kill('SIGTERM');
