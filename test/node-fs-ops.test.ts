@@ -151,3 +151,52 @@ test.serial('two mounted nodes mkdir, put, replace, rm and get through their slo
     t.is(size, Buffer.byteLength(content), `debugfs ls -l size of ${p}`);
   }
 });
+
+test.serial('a node killed -9 while it puts files: after it is fenced the survivor recovers its slot; every put it acknowledged is there whole, none half, fsck -fn clean', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'kcl']);
+  const vol = await mkfs(dir, 'kcl', 2);
+  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
+  await n1.waitLine((l) => /^mounted .* in slot 0$/.test(l.msg ?? ''), 20_000, 'node 1 mounted');
+  const n2 = spawnNode(t, img, 2, ['--mount', vol]);
+  await n2.waitLine((l) => /^mounted .* in slot 1$/.test(l.msg ?? ''), 20_000, 'node 2 mounted');
+
+  // Node 2 puts files one after another (inline and clustered in turn) until it is killed.
+  const acked = new Map<string, string>();
+  const tried = new Map<string, string>();
+  let stop = false;
+  const writer = (async () => {
+    for (let i = 0; !stop; i++) {
+      const name = `f${i}`;
+      const content = i % 2 === 0 ? `inline ${i}\n` : big(`c${i}`, 6000 + 100 * i);
+      tried.set(name, content);
+      const p = path.join(dir, `k${i}`);
+      fs.writeFileSync(p, content);
+      const r = await ctl(t, img, 2, 'fs', 'put', vol, `/${name}`, p);
+      if (r.code === 0) acked.set(name, content);
+      else break;
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 2500 + Math.floor(Math.random() * 1000)));
+  n2.child.kill('SIGKILL');
+  stop = true;
+  await writer;
+  t.true(acked.size >= 2, `node 2 acknowledged ${acked.size} puts before it was killed`);
+  await n1.waitLine((l) => /^recovered slot 1 of node 2: \d+ transactions/.test(l.msg ?? ''), 40_000, 'node 1 recovers slot 1');
+  await ok(t, img, 1, 'umount', vol);
+  n1.child.kill('SIGTERM');
+  await n1.exited;
+
+  const fsck = await fsckOk(vol);
+  t.true(fsck.ok, fsck.out);
+  const root = await debugfsLs(vol, '/');
+  for (const [name, content] of tried) {
+    if (!root.has(name)) {
+      t.false(acked.has(name), `acknowledged ${name} is missing`);
+      continue;
+    }
+    t.is(sha(await debugfs(vol, `cat /${name}`)), sha(content), `${name} whole`);
+  }
+  t.log(`${acked.size} puts acknowledged, ${tried.size} tried, ${[...tried.keys()].filter((n) => root.has(n)).length} present`);
+});
