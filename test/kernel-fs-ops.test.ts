@@ -8,8 +8,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { clusterInit, spawnNode } from './helpers/heartbeat-nodes.js';
-import { mkfs } from './helpers/mounted-volume.js';
+import { clusterInit } from './helpers/heartbeat-nodes.js';
+import { mkfs, spawnMounted } from './helpers/mounted-volume.js';
 import { fsckOk, hasTool } from './helpers/ocfs2-oracle.js';
 import { bootKernel, hasQemu, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
 import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
@@ -30,8 +30,7 @@ test('the kernel mounts a volume a sanbox node changed through its journal and s
   const img = path.join(dir, 'c.img');
   await clusterInit(t, [img, '--nodes', '2', '--name', 'kern']);
   const vol = await mkfs(dir, 'kern', 2);
-  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
-  await n1.waitLine((l) => /^mounted .* in slot 0$/.test(l.msg ?? ''), 20_000, 'node 1 mounted');
+  const n1 = await spawnMounted(t, img, 1, vol, 0);
 
   const files = new Map<string, Buffer>([
     ['/top.txt', Buffer.from('written by sanbox node 1\n')],

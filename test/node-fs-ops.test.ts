@@ -9,7 +9,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
-import { mkfs } from './helpers/mounted-volume.js';
+import { mkfs, spawnMounted } from './helpers/mounted-volume.js';
 import { debugfs, fsckOk } from './helpers/ocfs2-oracle.js';
 import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
 
@@ -62,8 +62,7 @@ test.serial('two mounted nodes mkdir, put, replace, rm and get through their slo
   await clusterInit(t, [img, '--nodes', '3', '--name', 'fcl']);
   const vol = await mkfs(dir, 'fcl', 2);
   const usedAtMkfs = await bitmapUsed(vol);
-  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
-  await n1.waitLine((l) => /^mounted .* in slot 0$/.test(l.msg ?? ''), 20_000, 'node 1 mounted');
+  const n1 = await spawnMounted(t, img, 1, vol, 0);
   const n2 = spawnNode(t, img, 2);
   await Promise.all([n1.waitLine(isEvent('up', 2), 20_000, 'node 2 up'), n2.waitLine(isEvent('up', 1), 20_000, 'node 1 up')]);
   await ok(t, img, 2, 'mount', vol);
@@ -157,10 +156,8 @@ test.serial('a node killed -9 while it puts files: after it is fenced the surviv
   const img = path.join(dir, 'c.img');
   await clusterInit(t, [img, '--nodes', '3', '--name', 'kcl']);
   const vol = await mkfs(dir, 'kcl', 2);
-  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
-  await n1.waitLine((l) => /^mounted .* in slot 0$/.test(l.msg ?? ''), 20_000, 'node 1 mounted');
-  const n2 = spawnNode(t, img, 2, ['--mount', vol]);
-  await n2.waitLine((l) => /^mounted .* in slot 1$/.test(l.msg ?? ''), 20_000, 'node 2 mounted');
+  const n1 = await spawnMounted(t, img, 1, vol, 0);
+  const n2 = await spawnMounted(t, img, 2, vol, 1);
 
   // Node 2 puts files one after another (inline and clustered in turn) until it is killed.
   const acked = new Map<string, string>();

@@ -2,7 +2,12 @@
 // the REAL debugfs.ocfs2 (slot map, journal flags).
 
 import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { spawnNode, type NodeProc } from './heartbeat-nodes.js';
 import { debugfs, realMkfs } from './ocfs2-oracle.js';
+
+/** A node's mount: heartbeat region joined, superblock and journal locks, maybe a replay (generous under shared CPUs). */
+const MOUNT_WAIT_MS = 20_000;
 
 /** Features sanbox writes, as mkfs.ocfs2 names them (the max-compat level plus these). */
 export const SANBOX_FEATURES = 'sparse,inline-data,extended-slotmap,unwritten';
@@ -32,4 +37,11 @@ export async function journalState(vol: string, slot: number): Promise<{ dirty: 
 
 export async function journalDirty(vol: string, slot: number): Promise<boolean> {
   return (await journalState(vol, slot)).dirty;
+}
+
+/** Starts `sanbox node` NODE with `--mount VOL` and waits until it reports the mount in `slot`. */
+export async function spawnMounted(t: ExecutionContext, img: string, node: number, vol: string, slot: number): Promise<NodeProc> {
+  const p = spawnNode(t, img, node, ['--mount', vol]);
+  await p.waitLine((l) => new RegExp(`^mounted .* in slot ${slot}$`).test(l.msg ?? ''), MOUNT_WAIT_MS, `node ${node} mounted in slot ${slot}`);
+  return p;
 }
