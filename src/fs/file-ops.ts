@@ -65,6 +65,20 @@ class Held {
   async inode(blkno: number, generation: number, mode: LockMode): Promise<void> {
     this.releases.push(await this.locker(volumeLockResource(this.vol, ocfs2LockName(LockType.META, blkno, generation)), mode));
   }
+  /**
+   * Locks an inode found before its lock was held, and reads it again under the lock. The lock
+   * name carries the generation seen: if the inode was freed (or freed and reused) meanwhile,
+   * the operation is refused (EAGAIN, nothing written) rather than done on another inode.
+   */
+  async lockInode(seen: InodeBlock, mode: LockMode): Promise<InodeBlock> {
+    await this.inode(seen.blkno, seen.inode.generation, mode);
+    const now = await this.vol.readInode(seen.blkno);
+    if (now.inode.generation !== seen.inode.generation || !(now.inode.flags & InodeFlag.VALID)) {
+      throw new SanboxError('EAGAIN', `${this.vol.dev.name}: inode ${seen.blkno} changed while its lock was awaited; try again`, { device: this.vol.dev.name });
+    }
+    return now;
+  }
+
   /** Releases the lock taken last (an allocator found full). */
   async releaseLast(): Promise<void> {
     await this.releases.pop()?.().catch(() => undefined);
@@ -102,8 +116,7 @@ export class FileOps {
     const found = await lookupPath(vol, path);
     const held = new Held(vol, this.locker);
     try {
-      await held.inode(found.blkno, found.inode.generation, 'PR');
-      return await op(vol, await vol.readInode(found.blkno));
+      return await op(vol, await held.lockInode(found, 'PR'));
     } finally {
       await held.release();
     }
@@ -139,17 +152,14 @@ export class FileOps {
     const dir0 = await lookupPath(vol, parent);
     const held = new Held(vol, this.locker);
     try {
-      await held.inode(dir0.blkno, dir0.inode.generation, 'EX');
-      const dir = await vol.readInode(dir0.blkno);
+      const dir = await held.lockInode(dir0, 'EX');
       if (!isDir(dir)) throw new SanboxError('EINVAL', `${name}: ${parent} is not a directory`, { device: name });
       const entries = await vol.readDir(dir);
       const existing = entries.find((e) => e.name === leaf);
       const now = Date.now();
       if (existing !== undefined) {
         if (data === undefined) throw new SanboxError('EEXIST', `${name}: ${path} exists`, { device: name });
-        const old0 = await vol.readInode(existing.inode);
-        await held.inode(old0.blkno, old0.inode.generation, 'EX');
-        const old = await vol.readInode(existing.inode);
+        const old = await held.lockInode(await vol.readInode(existing.inode), 'EX');
         if (isDir(old)) throw new SanboxError('EINVAL', `${name}: ${path} is a directory`, { device: name });
         const block = Buffer.from(old.block);
         const bitmapBlocks = await this.setBody(vol, held, block, data, old);
@@ -189,14 +199,12 @@ export class FileOps {
     const dir0 = await lookupPath(vol, parent);
     const held = new Held(vol, this.locker);
     try {
-      await held.inode(dir0.blkno, dir0.inode.generation, 'EX');
-      const dir = await vol.readInode(dir0.blkno);
+      const dir = await held.lockInode(dir0, 'EX');
+      if (!isDir(dir)) throw new SanboxError('EINVAL', `${name}: ${parent} is not a directory`, { device: name });
       const entries = await vol.readDir(dir);
       const hit = entries.find((e) => e.name === leaf);
       if (hit === undefined || leaf === '.') throw new SanboxError('ENOENT', `${name}: ${path}: no such file or directory`, { device: name });
-      const v0 = await vol.readInode(hit.inode);
-      await held.inode(v0.blkno, v0.inode.generation, 'EX');
-      const victim = await vol.readInode(hit.inode);
+      const victim = await held.lockInode(await vol.readInode(hit.inode), 'EX');
       if (victim.inode.flags & InodeFlag.SYSTEM) throw new SanboxError('EINVAL', `${name}: ${path} is a system inode`, { device: name });
       if (isDir(victim) && !isInline(victim)) throw new SanboxError('EINVAL', `${name}: ${path} keeps its entries in blocks; sanbox removes only inline directories so far`, { device: name });
       if (isDir(victim) && (await vol.readDir(victim)).some((e) => e.name !== '.' && e.name !== '..')) throw new SanboxError('EINVAL', `${name}: ${path} is not empty`, { device: name });
@@ -226,8 +234,7 @@ export class FileOps {
   /** The global bitmap, read under its META lock EX (taken after any inode allocator's). */
   private async globalBitmapLocked(vol: Ocfs2Volume, held: Held): Promise<ClusterBitmap> {
     const b0 = await vol.systemInode('global_bitmap');
-    await held.inode(b0.blkno, b0.inode.generation, 'EX');
-    return new ClusterBitmap(vol, await vol.readInode(b0.blkno));
+    return new ClusterBitmap(vol, await held.lockInode(b0, 'EX'));
   }
 
   /**
@@ -302,8 +309,7 @@ export class FileOps {
   private async allocatorLocked(vol: Ocfs2Volume, held: Held, slot: number): Promise<Allocator> {
     const sysName = slot === OCFS2_INVALID_SLOT ? 'global_inode_alloc' : slotFileName('inode_alloc', slot);
     const a0 = await vol.systemInode(sysName);
-    await held.inode(a0.blkno, a0.inode.generation, 'EX');
-    const a = await vol.readInode(a0.blkno);
+    const a = await held.lockInode(a0, 'EX');
     return { ino: a, changed: { home: a.blkno, data: Buffer.from(a.block) } };
   }
 
