@@ -30,7 +30,7 @@ import { encodeExtentList, inodeExtentCapacity, parseExtentList } from '../forma
 import { adjustAllocatorInode, allocatorGroups, ClusterBitmap, GROUP_FREE_BITS_OFFSET, type ClusterRun } from './cluster-alloc.js';
 import { DirFileType, DynFeature, FeatureIncompat, InodeFlag, OCFS2_INVALID_SLOT, S_IFDIR, S_IFREG, slotFileName } from '../format/ocfs2/constants.js';
 import { blankDinode, DINODE_ID2_OFFSET, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
-import { encodeDirEntries, OCFS2_MAX_FILENAME_LEN } from '../format/ocfs2/dir-entry.js';
+import { encodeDirEntries, OCFS2_MAX_FILENAME_LEN, type DirEntry } from '../format/ocfs2/dir-entry.js';
 import { encodeInlineData, inlineDataArea, inlineDataCapacity } from '../format/ocfs2/system-payloads.js';
 import { openJournal, writeLogStart } from './journal-reader.js';
 import { JournalWriter, type LoggedBlock } from './journal-writer.js';
@@ -77,6 +77,13 @@ class Held {
       throw new SanboxError('EAGAIN', `${this.vol.dev.name}: inode ${seen.blkno} changed while its lock was awaited; try again`, { device: this.vol.dev.name });
     }
     return now;
+  }
+
+  /** Looks up the directory `path`, locks it EX (read again under the lock) and reads its entries. */
+  async lockDirectory(path: string): Promise<{ dir: InodeBlock; entries: DirEntry[] }> {
+    const dir = await this.lockInode(await lookupPath(this.vol, path), 'EX');
+    if (!isDir(dir)) throw new SanboxError('EINVAL', `${this.vol.dev.name}: ${path} is not a directory`, { device: this.vol.dev.name });
+    return { dir, entries: await this.vol.readDir(dir) };
   }
 
   /** Releases the lock taken last (an allocator found full). */
@@ -149,12 +156,9 @@ export class FileOps {
     const { parent, name: leaf } = splitPath(name, path);
     const cap = inlineDataCapacity(vol.blockSizeBytes);
     if (data === undefined && !hasInline(vol)) throw new SanboxError('EINVAL', `${name}: the volume has no inline-data feature; sanbox makes only inline directories so far`, { device: name });
-    const dir0 = await lookupPath(vol, parent);
     const held = new Held(vol, this.locker);
     try {
-      const dir = await held.lockInode(dir0, 'EX');
-      if (!isDir(dir)) throw new SanboxError('EINVAL', `${name}: ${parent} is not a directory`, { device: name });
-      const entries = await vol.readDir(dir);
+      const { dir, entries } = await held.lockDirectory(parent);
       const existing = entries.find((e) => e.name === leaf);
       const now = Date.now();
       if (existing !== undefined) {
@@ -196,12 +200,9 @@ export class FileOps {
     const vol = await this.open();
     const name = this.dev.name;
     const { parent, name: leaf } = splitPath(name, path);
-    const dir0 = await lookupPath(vol, parent);
     const held = new Held(vol, this.locker);
     try {
-      const dir = await held.lockInode(dir0, 'EX');
-      if (!isDir(dir)) throw new SanboxError('EINVAL', `${name}: ${parent} is not a directory`, { device: name });
-      const entries = await vol.readDir(dir);
+      const { dir, entries } = await held.lockDirectory(parent);
       const hit = entries.find((e) => e.name === leaf);
       if (hit === undefined || leaf === '.') throw new SanboxError('ENOENT', `${name}: ${path}: no such file or directory`, { device: name });
       const victim = await held.lockInode(await vol.readInode(hit.inode), 'EX');
