@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { clusterInit, isEvent, statusJson, spawnNode } from './helpers/heartbeat-nodes.js';
-import { runSanbox, tempDir } from './helpers/tmp.js';
+import { tempDir } from './helpers/tmp.js';
 
 /** Every byte node `n` owns on the image: its heartbeat slot and its node-record sector. */
 async function ownedBytes(img: string, n: number): Promise<Buffer> {

@@ -7,7 +7,7 @@ import os from 'node:os';
 import { controlRequest, controlSocketPath } from '../src/node/control.js';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
-import { runSanbox, spawnChild, tempDir } from './helpers/tmp.js';
+import { spawnChild, tempDir } from './helpers/tmp.js';
 
 const RUN_MS = 60_000;
 

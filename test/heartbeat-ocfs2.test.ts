@@ -12,7 +12,7 @@ import { PersistentReservations, sidecarStoreSpec } from '../src/disk/reservatio
 import { decodeO2hbBlock, encodeO2hbBlock, hex32, hex64 } from '../src/format/o2hb-block.js';
 import { heartbeatRegion } from '../src/fs/heartbeat-region.js';
 import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
-import { runSanbox, tempDir } from './helpers/tmp.js';
+import { tempDir } from './helpers/tmp.js';
 
 function mkfs(dir: string): string {
   const vol = path.join(dir, 'vol.img');

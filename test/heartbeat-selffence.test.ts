@@ -8,7 +8,7 @@ import { writeControlFile } from '../src/disk/fault-device.js';
 import { encodeO2hbBlock } from '../src/format/o2hb-block.js';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
-import { runSanbox, tempDir } from './helpers/tmp.js';
+import { tempDir } from './helpers/tmp.js';
 
 for (const action of ['stall', 'eio'] as const) {
   test(`heartbeat writes that ${action === 'stall' ? 'never finish' : 'fail with EIO'}: the node fences itself before the others declare it dead`, async (t) => {

@@ -10,7 +10,7 @@ import { deriveTiming, presetTiming, TIMING_PRESETS } from '../../src/timing.js'
 import { runNode } from '../../src/node/run.js';
 import { deviceList } from '../../src/volume/devices.js';
 import { readVolumeMounts, StatusReader, type ClusterStatus } from '../../src/node/status.js';
-import { formatSize, parseSizeBytes } from '../../src/units.js';
+import { parseSizeBytes } from '../../src/units.js';
 import { CLUSTER_OPTION, CLUSTER_OPTION_HELP, clusterImage } from '../image-arg.js';
 import { printFields, printJson, printTable } from '../output.js';
 

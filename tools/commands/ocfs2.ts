@@ -3,7 +3,7 @@
 // same words where it has them, and all take --json.
 
 import type { Command } from 'commander';
-import { openDevice, type BlockDevice } from '../../src/disk/index.js';
+import type { BlockDevice } from '../../src/disk/index.js';
 import { FormatError, SanboxError, UsageError } from '../../src/errors.js';
 import { COMPAT_NAMES, DynFeature, featureNames, INCOMPAT_NAMES, InodeFlag, OCFS2_MAX_SLOTS, RO_COMPAT_NAMES } from '../../src/format/ocfs2/constants.js';
 import { inodeFlagNames } from '../../src/format/ocfs2/dinode.js';
@@ -13,7 +13,7 @@ import { Jbd2BlockType, jbd2BlockTypeName, jbd2CompatNames, jbd2IncompatNames } 
 import { tagFlagNames } from '../../src/format/jbd2/log-blocks.js';
 import { mkfs, Ocfs2Volume, readHeartbeat, readJournal, readSlotMap, type JournalDump } from '../../src/fs/index.js';
 import { DEFAULT_LEVEL_UNWRITTEN, defaultSlots, FEATURE_LEVELS, FS_TYPES, parseJournalOptions, resolveFeatures, type FeatureLevel, type FsType, type JournalOptions, type Ocfs2Features } from '../../src/fs/mkfs-options.js';
-import { isLvSpec, openTarget } from '../../src/volume/resolve.js';
+import { openTarget } from '../../src/volume/resolve.js';
 import { deviceList } from '../../src/volume/devices.js';
 import { formatSize, parseSizeBytes } from '../../src/units.js';
 import { printFields, printJson, printTable, sizeField } from '../output.js';
