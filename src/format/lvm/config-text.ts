@@ -193,16 +193,3 @@ export function formatEntries(entries: ConfigEntry[]): string {
   }
   return out;
 }
-
-// Lookups (first match wins, as in lvm2).
-export function findEntry(sec: ConfigSection, key: string): ConfigEntry | undefined {
-  return sec.entries.find((e) => e.key === key);
-}
-export function findSection(sec: ConfigSection, key: string): ConfigSection | undefined {
-  const e = sec.entries.find((x) => x.key === key && 'section' in x);
-  return e && 'section' in e ? e.section : undefined;
-}
-export function findValue(sec: ConfigSection, key: string): ConfigValue | undefined {
-  const e = sec.entries.find((x) => x.key === key && 'value' in x);
-  return e && 'value' in e ? e.value : undefined;
-}
