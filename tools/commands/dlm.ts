@@ -2,14 +2,10 @@
 // (the lockspace as it is on disk): thin shells over src/dlm.
 
 import type { Command } from 'commander';
-import { MODE_NAMES, modeName, parseMode, type Mode } from '../../src/dlm/compat-matrix.js';
-import { readSnapshot, resourceLabel, type LockspaceSnapshot } from '../../src/dlm/lock-manager.js';
-import { resolveLvb } from '../../src/dlm/lvb-rule.js';
+import { MODE_NAMES, parseMode, type Mode } from '../../src/dlm/compat-matrix.js';
+import { readLockspaceView } from '../../src/dlm/lockspace-view.js';
 import { UsageError } from '../../src/errors.js';
-import { hex64 } from '../../src/format/where.js';
-import { openRegion, readClusterImage, readNodeRecords } from '../../src/heartbeat/cluster-image.js';
 import { runLocked } from '../../src/node/lock-run.js';
-import { openDevice } from '../../src/disk/open.js';
 import { parseDurationMs } from '../../src/units.js';
 import { CLUSTER_OPTION, CLUSTER_OPTION_HELP, clusterImage } from '../image-arg.js';
 import { printJson, printTable } from '../output.js';
@@ -99,60 +95,14 @@ export function register(program: Command): void {
     .option('--json', 'print as JSON', false)
     .action(async (positional: string | undefined, o: { json: boolean; cluster?: string }) => {
       const image = clusterImage(positional, o.cluster);
-      const info = await readClusterImage(image);
-      const dev = await openDevice(image, { readOnly: true, guard: 'none' });
-      let snap: LockspaceSnapshot;
-      let currentGen: (bigint | null)[];
-      try {
-        const region = await openRegion(dev, 'lockspace');
-        snap = await readSnapshot(region);
-        currentGen = (await readNodeRecords(dev, info)).map((r) => r?.generation ?? null);
-      } finally {
-        await dev.close();
-      }
-      const resources = new Map<string, { name: Buffer; locks: LockspaceSnapshot['locks']; lvbs: LockspaceSnapshot['lvbs'] }>();
-      const entry = (name: Buffer) => {
-        const k = name.toString('hex');
-        let e = resources.get(k);
-        if (e === undefined) resources.set(k, (e = { name, locks: [], lvbs: [] }));
-        return e;
-      };
-      for (const l of snap.locks) entry(l.resource).locks.push(l);
-      for (const v of snap.lvbs) entry(v.resource).lvbs.push(v);
-      const stale = (nodeId: number, gen: bigint) => currentGen[nodeId] !== gen;
-      const mn = (m: number | null) => (m === null ? '-' : modeName(m as Mode));
-      const out = [...resources.values()]
-        .sort((a, b) => Buffer.compare(a.name, b.name))
-        .map((r) => {
-          const lvb = resolveLvb(r.lvbs, [], snap.header.lvbLenBytes);
-          const lock = (l: LockspaceSnapshot['locks'][number]) => ({
-            node: l.nodeId,
-            lockId: l.lockId,
-            granted: mn(l.grantedMode),
-            requested: mn(l.requestedMode),
-            ticket: l.ticket.toString(),
-            claim: l.claim,
-            pid: l.pid,
-            generation: hex64(l.generation),
-            row: l.row,
-            entry: l.entry,
-            stale: stale(l.nodeId, l.generation),
-          });
-          const byTicket = (a: { ticket: bigint }, b: { ticket: bigint }) => (a.ticket < b.ticket ? -1 : a.ticket > b.ticket ? 1 : 0);
-          return {
-            resource: resourceLabel(r.name),
-            granted: r.locks.filter((l) => l.state === 'granted').map(lock),
-            converting: r.locks.filter((l) => l.state === 'converting').sort(byTicket).map(lock),
-            waiting: r.locks.filter((l) => l.state === 'waiting').sort(byTicket).map(lock),
-            lvb: r.lvbs.length === 0 ? null : { seq: lvb.valueSeq.toString(), valid: lvb.valid, value: lvb.value.toString('hex'), text: printable(lvb.value) },
-          };
-        });
+      const view = await readLockspaceView(image);
+      const out = view.resources;
       if (o.json) {
-        printJson({ lockspace: snap.header, nodes: snap.nodes.map((n) => ({ ...n, generation: hex64(n.generation), current: !stale(n.nodeId, n.generation) })), resources: out });
+        printJson(view);
         return;
       }
       if (out.length === 0) {
-        process.stdout.write(`Lockspace "${snap.header.name}" on ${image}: no resources.\n`);
+        process.stdout.write(`Lockspace "${view.lockspace.name}" on ${image}: no resources.\n`);
         return;
       }
       const rows = out.flatMap((r) =>
@@ -183,9 +133,3 @@ export function register(program: Command): void {
       }
     });
 }
-
-function printable(b: Buffer): string {
-  const trimmed = b.subarray(0, b.length - (b.toString('latin1').match(/\0*$/)?.[0].length ?? 0));
-  return /^[\x20-\x7e]*$/.test(trimmed.toString('latin1')) ? trimmed.toString('latin1') : `0x${b.toString('hex')}`;
-}
-
