@@ -8,8 +8,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { openDevice, schemeOf } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { DEVICES_FILE_MAX_BYTES, DEVICES_FILE_VERSION, encodeDevicesFile, parseDevicesFile, type DeviceEntry, type DevicesFile } from '../format/devices-file.js';
+import { readPv } from './pv.js';
 
 export const DEVICES_FILE_ENV = 'SANBOX_DEVICESFILE';
 
@@ -54,6 +56,21 @@ export function writeDevicesFile(file: string, contents: DevicesFile, createdBy:
 export function devicesFromFile(env: NodeJS.ProcessEnv = process.env): string[] {
   const file = devicesFilePath(env);
   return file === undefined ? [] : readDevicesFile(file).entries.map((e) => e.devName);
+}
+
+/**
+ * The devices file entry for `spec` (an absolute path or a URL, already normalized): opening it
+ * validates the device (it exists, is a disk, has a size); its PV label, if any, gives the PVID.
+ */
+export async function deviceEntryFor(spec: string): Promise<DeviceEntry> {
+  const dev = await openDevice(spec, { readOnly: true, guard: 'none' });
+  let pvId: string | undefined;
+  try {
+    pvId = (await readPv(dev, { withoutText: true }))?.label.pvId;
+  } finally {
+    await dev.close();
+  }
+  return { idType: schemeOf(spec) === undefined ? 'loop_file' : 'devname', idName: spec, devName: spec, pvId };
 }
 
 /** Adds or updates the entry for `spec` (an absolute path or a URL). */

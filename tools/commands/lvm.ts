@@ -10,13 +10,11 @@ import { dashId } from '../../src/format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, lvExtentCount } from '../../src/format/lvm/vg-model.js';
 import { parseSizeBytes } from '../../src/units.js';
 import path from 'node:path';
-import { openDevice, schemeOf } from '../../src/disk/index.js';
 import { entryLine } from '../../src/format/devices-file.js';
 import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
-import { addDevice, delDevice, DEVICES_FILE_ENV, devicesFilePath, readDevicesFile, writeDevicesFile } from '../../src/volume/devices-file.js';
+import { addDevice, delDevice, deviceEntryFor, DEVICES_FILE_ENV, devicesFilePath, readDevicesFile, writeDevicesFile } from '../../src/volume/devices-file.js';
 import { applyLvChange, applyVgChange, parseReadAhead, parseTag, type LvChange, type TagChange, type VgChange } from '../../src/volume/change.js';
 import { claimLv, describeClaim, type LvClaim } from '../../src/volume/lv-contents.js';
-import { readPv } from '../../src/volume/pv.js';
 import { clusterOfImage, containerChange, containerCreate, CONTAINER_KINDS, parseContainerKind, syncContainerMembers, systemIdOf, type ContainerRequest } from '../../src/volume/container.js';
 import type { ContainerRecord } from '../../src/format/container.js';
 import { createNotes, resizeNotes } from '../../src/volume/size-notes.js';
@@ -105,15 +103,9 @@ export function register(program: Command): void {
       if (o.adddev !== undefined) {
         const spec = normalizeSpec(o.adddev);
         if (/\s/.test(spec)) throw new UsageError(`'${spec}': the devices file cannot name a path with white space`);
-        // Opening validates the device (it exists, is a disk, has a size); the label gives the PVID.
-        const dev = await openDevice(spec, { readOnly: true, guard: 'none' });
-        let pvId: string | undefined;
-        try {
-          pvId = (await readPv(dev, { withoutText: true }))?.label.pvId;
-        } finally {
-          await dev.close();
-        }
-        contents = addDevice(contents, { idType: schemeOf(spec) === undefined ? 'loop_file' : 'devname', idName: spec, devName: spec, pvId });
+        const entry = await deviceEntryFor(spec);
+        const pvId = entry.pvId;
+        contents = addDevice(contents, entry);
         writeDevicesFile(file, contents, createdBy);
         say(`Added ${spec} to the devices file ${file}${pvId ? ` (PV ${dashId(pvId)})` : ''}.`);
         return;
