@@ -18,9 +18,6 @@ import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, typ
 import { acquireLvGuard, ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
 import { assertChangeable, commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
 
-/** vgcreate's default extent size: 4 MiB = 8192 sectors. */
-export const DEFAULT_EXTENT_SIZE_SECTORS = 8192;
-
 export function newId(): string {
   return idFromRandom(crypto.randomBytes(32));
 }
