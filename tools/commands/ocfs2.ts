@@ -5,8 +5,8 @@
 import type { Command } from 'commander';
 import type { BlockDevice } from '../../src/disk/index.js';
 import { FormatError, SanboxError, UsageError } from '../../src/errors.js';
-import { COMPAT_NAMES, DynFeature, featureNames, INCOMPAT_NAMES, InodeFlag, OCFS2_MAX_SLOTS, RO_COMPAT_NAMES } from '../../src/format/ocfs2/constants.js';
-import { inodeFlagNames } from '../../src/format/ocfs2/dinode.js';
+import { COMPAT_NAMES, featureNames, INCOMPAT_NAMES, OCFS2_MAX_SLOTS, RO_COMPAT_NAMES } from '../../src/format/ocfs2/constants.js';
+import { systemFiles } from '../../src/fs/system-files.js';
 import { hasClusterInfo, uuidHex } from '../../src/format/ocfs2/superblock.js';
 import { hex32, hex64 } from '../../src/format/o2hb-block.js';
 import { Jbd2BlockType, jbd2BlockTypeName, jbd2CompatNames, jbd2IncompatNames } from '../../src/format/jbd2/superblock.js';
@@ -379,28 +379,6 @@ export function register(program: Command): void {
         else printJournal(j);
       });
     });
-}
-
-interface SystemFileRow {
-  name: string;
-  inode: number;
-  flags: string[];
-  sizeBytes: string;
-  clusters: number;
-  inline: boolean;
-  extents: { cpos: number; clusters: number; blkno: number; flags: number }[];
-}
-
-async function systemFiles(vol: Ocfs2Volume): Promise<SystemFileRow[]> {
-  const rows: SystemFileRow[] = [];
-  for (const [name, blkno] of await vol.systemDir()) {
-    const ino = await vol.readInode(blkno);
-    const inline = (ino.inode.dynFeatures & DynFeature.INLINE_DATA) !== 0;
-    const chain = (ino.inode.flags & (InodeFlag.CHAIN | InodeFlag.LOCAL_ALLOC | InodeFlag.DEALLOC)) !== 0;
-    const extents = inline || chain ? [] : (await vol.extents(ino)).map((e) => ({ cpos: e.cpos, clusters: e.clusters, blkno: e.blkno, flags: e.flags }));
-    rows.push({ name, inode: blkno, flags: inodeFlagNames(ino.inode.flags), sizeBytes: ino.inode.sizeBytes.toString(), clusters: ino.inode.clusters, inline, extents });
-  }
-  return rows;
 }
 
 function journalJson(j: JournalDump): unknown {
