@@ -14,6 +14,18 @@ export { CTL_CONNECT_TIMEOUT_MS };
 /** Bound on a request's answer (a lock request adds its own lock timeout to this). */
 export const CTL_ANSWER_TIMEOUT_MS = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT;
 
+/**
+ * Lock waits a command sits through before the node answers: a mount or unmount waits for the
+ * superblock and journal locks (and a mount probes its heartbeat slot); a file change waits for a
+ * directory's, an inode's and an allocator's locks in turn.
+ */
+const LOCK_WAITS = { mount: 2, umount: 2, fs: 3 } as const;
+
+/** Bound on the answer to `cmd` when each lock wait may take up to `lockTimeoutMs`. */
+export function answerBoundMs(cmd: keyof typeof LOCK_WAITS, lockTimeoutMs: number): number {
+  return LOCK_WAITS[cmd] * lockTimeoutMs + CTL_ANSWER_TIMEOUT_MS;
+}
+
 export class NodeUnreachableError extends SanboxError {}
 
 /** "node 2 (node2) of cluster 'demo' is fenced" from the slot's state as read from the image. */

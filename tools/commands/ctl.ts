@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { FS_SUBCOMMANDS } from '../../src/node/fs-commands.js';
 import type { DeviceStatus, FaultRuleStatus } from '../../src/node/provider.js';
 import { volumeKey, type MountStatus, type NodeStatus } from '../../src/node/node.js';
-import { CTL_ANSWER_TIMEOUT_MS, ctlRequest } from '../../src/node/ctl.js';
+import { answerBoundMs, CTL_ANSWER_TIMEOUT_MS, ctlRequest } from '../../src/node/ctl.js';
 import { readClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { UsageError } from '../../src/errors.js';
 import { parseDurationMs } from '../../src/units.js';
@@ -160,8 +160,7 @@ export function register(program: Command): void {
       case 'umount': {
         // A relative image path is the caller's, not the node's.
         const volume = volumeKey(arg(0, 'VOLUME (an image, nbd://… or VG/LV)'));
-        // A mount waits for the superblock and journal locks, and probes its heartbeat slot.
-        const boundMs = 2 * (await readClusterImage(cluster)).timing.lockTimeoutMs + CTL_ANSWER_TIMEOUT_MS;
+        const boundMs = answerBoundMs(command, (await readClusterImage(cluster)).timing.lockTimeoutMs);
         const ans = await send({ cmd: command, args: [volume] }, boundMs);
         const m = (command === 'mount' ? ans.mounted : ans.unmounted) as MountStatus;
         if (o.json) printJson({ node: nodeId, ...m, mounted: command === 'mount' });
@@ -177,8 +176,7 @@ export function register(program: Command): void {
         if (sub === 'put' && local === undefined) throw new UsageError('ctl fs put: missing LOCALFILE');
         // The node reads and writes LOCALFILE itself (same host); a relative path is the caller's.
         const extra = local !== undefined && (sub === 'put' || sub === 'get') ? { localFile: path.resolve(local) } : {};
-        // A change waits for a directory's, an inode's and an allocator's locks in turn.
-        const boundMs = 3 * (await readClusterImage(cluster)).timing.lockTimeoutMs + CTL_ANSWER_TIMEOUT_MS;
+        const boundMs = answerBoundMs('fs', (await readClusterImage(cluster)).timing.lockTimeoutMs);
         const ans = await send({ cmd: 'fs', args: [sub, volume, target], ...extra }, boundMs);
         if (sub === 'get') {
           if (local === undefined) process.stdout.write(Buffer.from(String(ans.dataBase64), 'base64'));
