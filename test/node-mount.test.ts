@@ -158,7 +158,11 @@ test.serial('a volume of another cluster, or with a feature sanbox does not writ
   t.true(fs.readFileSync(featured).equals(before[1]!), 'featured volume unchanged (not even a heartbeat)');
 });
 
-test.serial('a node killed -9 while mounted leaves its slot and DIRTY journal; after it is fenced, sanbox recover frees them and fsck -fn is clean', async (t) => {
+/**
+ * Three nodes of cluster 'mcl' on a fresh volume, node 1 with it mounted; node 1 is killed -9 and
+ * waited for until node 2 reports it fenced. Returns the survivors and node 1's slot.
+ */
+async function mountedNodeKilled(t: ExecutionContext) {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
   await clusterInit(t, [img, '--nodes', '3', '--name', 'mcl']);
@@ -168,10 +172,16 @@ test.serial('a node killed -9 while mounted leaves its slot and DIRTY journal; a
   const n0 = spawnNode(t, img, 0);
   await n1.waitLine((l) => /^mounted /.test(l.msg ?? ''), 15_000, 'node 1 mounted');
   await Promise.all([joined(n2, [0, 1]), joined(n0, [1, 2])]);
+  const slotOf1 = [...(await slotMap(vol))].find(([, node]) => node === 1)![0];
 
   n1.child.kill('SIGKILL');
   await n1.exited;
   await n2.waitLine(isEvent('fenced', 1), 20_000, 'node 1 fenced');
+  return { img, vol, n2, n0, slotOf1 };
+}
+
+test.serial('a node killed -9 while mounted leaves its slot and DIRTY journal; after it is fenced, sanbox recover frees them and fsck -fn is clean', async (t) => {
+  const { img, vol, n2, n0 } = await mountedNodeKilled(t);
   t.deepEqual([...(await slotMap(vol))], [[0, 1]], 'the dead node\'s slot stays taken');
   t.true(await journalDirty(vol, 0), 'its journal stays DIRTY');
   const cs = await clusterStatus(t, img, vol);
@@ -197,20 +207,7 @@ test.serial('a node killed -9 while mounted leaves its slot and DIRTY journal; a
 });
 
 test.serial('a node killed -9 while mounted (no survivor has the volume mounted, so none recovers it) and restarted after it was fenced takes its own slot again, replays its dirty journal (recovery generation + 1) and unmounts clean', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  await clusterInit(t, [img, '--nodes', '3', '--name', 'mcl']);
-  const vol = await mkfs(dir, 'mcl', 2);
-  const n1 = spawnNode(t, img, 1, ['--mount', vol]);
-  const n2 = spawnNode(t, img, 2);
-  const n0 = spawnNode(t, img, 0);
-  await n1.waitLine((l) => /^mounted /.test(l.msg ?? ''), 15_000, 'node 1 mounted');
-  await Promise.all([joined(n2, [0, 1]), joined(n0, [1, 2])]);
-  const slotOf1 = [...(await slotMap(vol))].find(([, node]) => node === 1)![0];
-
-  n1.child.kill('SIGKILL');
-  await n1.exited;
-  await n2.waitLine(isEvent('fenced', 1), 20_000, 'node 1 fenced');
+  const { img, vol, n2, n0, slotOf1 } = await mountedNodeKilled(t);
   t.true(await journalDirty(vol, slotOf1));
 
   const back = spawnNode(t, img, 1, ['--mount', vol]);
