@@ -11,55 +11,10 @@ import { Mode } from '../src/dlm/compat-matrix.js';
 import { defaultHeader, DlmError, Lockspace, readSnapshot } from '../src/dlm/lock-manager.js';
 import { DiskError, FormatError } from '../src/errors.js';
 import { bucketOf, lockCellOffset, LOCK_ENTRIES_PER_CELL, lockspaceLayout, lockspaceRegionBytes } from '../src/format/lockspace.js';
-import type { Membership, MembershipEvent, MemberView } from '../src/heartbeat/membership-api.js';
 import { tempDir } from './helpers/tmp.js';
+import { FakeCluster, NODES, REGION_BYTES, REGION_OFFSET, setupLockspaces } from './helpers/fake-lockspaces.js';
 
-const NODES = 4;
-const REGION_OFFSET = 1024 * 1024;
-const REGION_BYTES = 1024 * 1024;
-
-class FakeCluster {
-  fenced = new Set<string>();
-  listeners = new Set<(ev: MembershipEvent) => void>();
-  fence(nodeId: number, generation: bigint): void {
-    this.fenced.add(`${nodeId}:${generation}`);
-    for (const l of this.listeners) l({ kind: 'fenced', nodeId, generation, atMs: performance.now() });
-  }
-  member(nodeId: number, generation: bigint): Membership {
-    return {
-      localNodeId: nodeId,
-      localGeneration: generation,
-      members: (): MemberView[] => Array.from({ length: NODES }, (_, n) => ({ nodeId: n, generation: n === nodeId ? generation : 0n, state: 'up' })),
-      hasQuorum: () => true,
-      isFenced: (n, g) => this.fenced.has(`${n}:${g}`),
-      subscribe: (l) => {
-        this.listeners.add(l);
-        return () => this.listeners.delete(l);
-      },
-    };
-  }
-}
-
-async function setup(t: import('ava').ExecutionContext) {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  createImage(img, { sizeBytes: 4 * 1024 * 1024, sectorSizeBytes: 512 });
-  const cluster = new FakeCluster();
-  const opened: Lockspace[] = [];
-  const disks: FileDisk[] = [];
-  const open = async (nodeId: number, generation = BigInt(nodeId + 1) * 1000n) => {
-    const disk = FileDisk.open(img, { guard: 'none' });
-    disks.push(disk);
-    const ls = await Lockspace.open(viewOf(disk, REGION_OFFSET, REGION_BYTES), { membership: cluster.member(nodeId, generation), watchPath: img });
-    opened.push(ls);
-    return ls;
-  };
-  t.teardown(async () => {
-    for (const ls of opened) await ls.close().catch(() => undefined);
-    for (const d of disks) d.closeSync();
-  });
-  return { img, cluster, open };
-}
+const setup = setupLockspaces;
 
 const isCode = (code: string) => (e: unknown) => e instanceof DlmError && e.code === code;
 
