@@ -10,11 +10,34 @@
 //   - this node fenced itself (selfFence: its heartbeat failed, or it saw its key preempted), or
 //   - its key is recorded as preempted, or
 //   - a registrants-only reservation exists and its key is not registered.
+//
+// The gate lease (issue 16: the cost per write). Taking the gate is three flocks (intent shared,
+// gate shared, intent released) and letting go a fourth; a lock+unlock writes three sectors back
+// to back. So the gate, once taken, stays held SHARED for a short lease: until the event loop next
+// turns (setImmediate), and never longer than GATE_LEASE_MS_MAX. Writes inside the lease still
+// check the reservation state (one pread of both copies' updateSeq), but take no lock.
+// Why a fenced node still never writes after its fence is visible: a fence becomes visible when
+// the fencer writes the preempt, which it does holding gate-N EXCLUSIVELY. A lease holds gate-N
+// SHARED for its whole life, so no preempt can be written while a lease is held: every write of a
+// lease happens before the preempt is written, or in a later lease, whose check runs after the
+// lease took the gate, hence after the preempt was written (and its updateSeq changed), and
+// refuses. A fencer waits for a lease as it waits for a write in progress: a live writer lets go
+// within GATE_LEASE_MS_MAX plus one write, since the check at entry ends an older lease before it
+// writes, and does not take the gate again while the fencer holds the intent lock; a stopped
+// writer (SIGSTOP inside a lease) is escalated to the power fence after fenceGateWaitMs, exactly
+// like one stopped inside a write.
 
 import { DiskError } from '../errors.js';
 import { PR_TYPES } from '../format/reservations.js';
 import { gateIntentPath, gateLockPath, LockFile, type ReservationStore } from './reservations.js';
 import type { WriteGate } from './write-gate.js';
+
+/**
+ * Longest a gate lease lasts (above). Far below the fencer's wait for a gate (fenceGateWaitMs =
+ * ioTimeoutMs: 500 ms with the local preset, 10 s with o2cb's), so a fence of a live writer never
+ * escalates because of a lease; long enough for a lock+unlock's three writes (about 50 µs).
+ */
+export const GATE_LEASE_MS_MAX = 2;
 
 /** Reservation types under which only registered initiators may write (SPC; locking.md §4.1). */
 const REGISTRANTS_ONLY_WRITE = new Set<number>([
@@ -28,7 +51,14 @@ export class FenceGate implements WriteGate {
   private readonly lock: LockFile;
   private readonly intent: LockFile;
   private selfFenced: string | undefined;
-  private held = false;
+  /** When the current lease took the gate (performance.now()); undefined: the gate is not held. */
+  private leaseSinceMs: number | undefined;
+  private endScheduled = false;
+  /** Between enter and leave; `endAtLeave`: the lease's turn ended during that write. */
+  private inWrite = false;
+  private endAtLeave = false;
+  /** Times the gate was taken (each a lease): for tests and the benchmark's syscall count. */
+  leases = 0;
   /** Writes refused so far (for status and tests). */
   refusedWrites = 0;
   /**
@@ -61,20 +91,10 @@ export class FenceGate implements WriteGate {
 
   enter(deviceName: string, offsetBytes: number): void {
     if (this.selfFenced !== undefined) this.refuse(deviceName, offsetBytes, `node ${this.nodeId} has fenced itself (${this.selfFenced})`);
-    // A fencer announces itself on the intent lock before it waits for the gate: do not start a
-    // write while one does (see src/disk/reservations.ts).
-    if (!this.intent.lockSync('sh', this.lockWaitMs)) {
-      throw new DiskError('EIO', `${deviceName}: write at offset ${offsetBytes}: node ${this.nodeId} is being fenced (gate busy for ${this.lockWaitMs} ms)`, { device: deviceName, offsetBytes });
-    }
-    let gotGate: boolean;
-    try {
-      gotGate = this.lock.lockSync('sh', this.lockWaitMs);
-    } finally {
-      this.intent.unlock();
-    }
-    if (!gotGate) {
-      throw new DiskError('EIO', `${deviceName}: write at offset ${offsetBytes}: fence gate of node ${this.nodeId} busy for ${this.lockWaitMs} ms`, { device: deviceName, offsetBytes });
-    }
+    // A lease older than its bound ends here, before this write: a fencer waiting on the gate gets
+    // it now, and this write takes the gate afresh (through the intent lock, which the fencer holds).
+    if (this.leaseSinceMs !== undefined && performance.now() - this.leaseSinceMs > GATE_LEASE_MS_MAX) this.endLease();
+    if (this.leaseSinceMs === undefined) this.takeGate(deviceName, offsetBytes);
     let reason: string | undefined;
     try {
       const [seqA, seqB] = this.store.readUpdateSeqs();
@@ -89,25 +109,65 @@ export class FenceGate implements WriteGate {
         this.cached = { seqA, seqB, reason };
       }
     } catch (err) {
-      this.lock.unlock();
+      this.endLease();
       throw err;
     }
     if (reason !== undefined) {
-      this.lock.unlock();
+      this.endLease();
       // A preempted key never comes back: make the refusal permanent and cheap.
       this.selfFence(reason);
       this.refuse(deviceName, offsetBytes, reason);
     }
-    this.held = true;
+    this.inWrite = true;
   }
 
-  leave(): void {
-    if (!this.held) return;
-    this.held = false;
+  /** Takes gate-N shared (through the intent lock) and starts a lease, ended at the next turn of the event loop. */
+  private takeGate(deviceName: string, offsetBytes: number): void {
+    // A fencer announces itself on the intent lock before it waits for the gate: do not start a
+    // write while one does (see src/disk/reservations.ts).
+    if (!this.intent.lockSync('sh', this.lockWaitMs)) {
+      throw new DiskError('EIO', `${deviceName}: write at offset ${offsetBytes}: node ${this.nodeId} is being fenced (gate busy for ${this.lockWaitMs} ms)`, { device: deviceName, offsetBytes });
+    }
+    let gotGate: boolean;
+    try {
+      gotGate = this.lock.lockSync('sh', this.lockWaitMs);
+    } finally {
+      this.intent.unlock();
+    }
+    if (!gotGate) {
+      throw new DiskError('EIO', `${deviceName}: write at offset ${offsetBytes}: fence gate of node ${this.nodeId} busy for ${this.lockWaitMs} ms`, { device: deviceName, offsetBytes });
+    }
+    this.leaseSinceMs = performance.now();
+    this.leases++;
+    // A FileDisk write is synchronous (enter, pwrite, leave in one call), so when this runs no
+    // write is between its check and its pwrite; a caller that spans turns between enter and leave
+    // keeps the gate until its leave.
+    if (!this.endScheduled) {
+      this.endScheduled = true;
+      setImmediate(() => {
+        this.endScheduled = false;
+        if (this.inWrite) this.endAtLeave = true;
+        else this.endLease();
+      });
+    }
+  }
+
+  private endLease(): void {
+    if (this.leaseSinceMs === undefined) return;
+    this.leaseSinceMs = undefined;
     try {
       this.lock.unlock();
     } catch {
-      // leave() must not throw (WriteGate contract); closing the fd at exit releases the lock anyway.
+      // Must not throw (leave() and timers call this); closing the fd at exit releases the lock anyway.
+    }
+  }
+
+  /** The write is done; the gate stays held until its lease ends (above). */
+  leave(): void {
+    this.inWrite = false;
+    if (this.endAtLeave) {
+      this.endAtLeave = false;
+      this.endLease();
     }
   }
 
@@ -117,6 +177,7 @@ export class FenceGate implements WriteGate {
   }
 
   close(): void {
+    this.endLease();
     this.lock.close();
     this.intent.close();
   }

@@ -164,20 +164,19 @@ export class ReservationStore {
     }
   }
 
-  private readonly seqBuf = Buffer.alloc(8);
+  /** Both copies' updateSeq fields and the bytes between them: one pread for the fence gate's probe. */
+  private readonly seqBuf = Buffer.alloc(RESERVATIONS_RECORD_BYTES + 8);
   /**
    * The updateSeq field of both copies, as raw (unvalidated) values: a cheap "has anything been
-   * written since?" probe for the fence gate. Equal values mean neither copy was rewritten.
+   * written since?" probe for the fence gate. Equal values mean neither copy was rewritten. One
+   * read spans both fields (copy B's sits RESERVATIONS_RECORD_BYTES after copy A's): one syscall
+   * per gated write instead of two.
    */
   readUpdateSeqs(): [bigint, bigint] {
     const dev = this.liveDev();
-    const out: bigint[] = [];
-    for (let i = 0; i < 2; i++) {
-      this.seqBuf.fill(0);
-      dev.readSync(this.seqBuf, this.spec.stateOffsetBytes + i * RESERVATIONS_RECORD_BYTES + UPDATE_SEQ_OFFSET);
-      out.push(this.seqBuf.readBigUInt64LE(0));
-    }
-    return [out[0]!, out[1]!];
+    this.seqBuf.fill(0);
+    dev.readSync(this.seqBuf, this.spec.stateOffsetBytes + UPDATE_SEQ_OFFSET);
+    return [this.seqBuf.readBigUInt64LE(0), this.seqBuf.readBigUInt64LE(RESERVATIONS_RECORD_BYTES)];
   }
 
   /** Writes `next` into the copy not holding `current`, then makes it durable. */

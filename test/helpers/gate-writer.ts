@@ -2,9 +2,11 @@
 // into sector N of the lockspace region as fast as it can, every write through a FenceGate. With
 // WINDOW_MS > 0 it sleeps that long after the gate check and before the pwrite, so a SIGSTOP
 // almost surely lands "between check and write". Prints `ready <key hex>` and, when a write is
-// refused, `fenced <last counter that landed>` and exits 3.
+// refused, `fenced <last counter that landed>` and exits 3. With WINDOW_MS = burst it writes back
+// to back in one synchronous loop that never yields to the event loop (its gate lease then ends
+// only by its time bound, GATE_LEASE_MS_MAX), for at most BURST_MS.
 //
-// usage: node gate-writer.js IMAGE NODE WINDOW_MS
+// usage: node gate-writer.js IMAGE NODE WINDOW_MS|burst
 
 import { FenceGate } from '../../src/disk/fence-gate.js';
 import { FileDisk } from '../../src/disk/file-disk.js';
@@ -14,7 +16,10 @@ import { clusterTag, readClusterImage, reservationSpec } from '../../src/heartbe
 
 const [image, nodeArg, windowArg] = process.argv.slice(2);
 const nodeId = Number(nodeArg);
-const windowMs = Number(windowArg ?? '0');
+const burst = windowArg === 'burst';
+const windowMs = burst ? 0 : Number(windowArg ?? '0');
+/** A burst's bound: the test fences the writer well within it. */
+const BURST_MS = 20_000;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 const info = await readClusterImage(image!);
@@ -38,7 +43,7 @@ const buf = Buffer.alloc(512);
 let counter = 0n;
 let landed = 0n;
 process.stdout.write(`ready ${key.toString(16)}\n`);
-const loop = (): void => {
+const writeOne = (): void => {
   counter++;
   buf.writeBigUInt64LE(counter, 0);
   try {
@@ -51,6 +56,15 @@ const loop = (): void => {
     }
     throw err;
   }
+};
+if (burst) {
+  const end = performance.now() + BURST_MS;
+  while (performance.now() < end) writeOne();
+  process.stdout.write('burst ended unfenced\n');
+  process.exit(4);
+}
+const loop = (): void => {
+  writeOne();
   setImmediate(loop);
 };
 loop();
