@@ -188,6 +188,30 @@ export function checkTiming(t: Timing): void {
  */
 export const LOCAL_TIMING: Timing = deriveTiming(TIMING_PRESETS.local, 'local');
 
+/**
+ * Bound on a layout change's lock-out (lvextend, lvreduce, lvremove, each pvmove chunk run with
+ * --cluster; src/volume/lockout.ts): from the changer's request for the LV locks EX to holding
+ * them. Each node doing I/O through the LV sees the blocking notice within one poll of its lock
+ * manager (lockPollMaxMs; a wake-up hint is sooner), drains its in-flight I/O — a write finishes
+ * or fails within ioTimeoutMs, the bound the fence gate holds every write to — and releases with
+ * one cell write; the changer sees the release within another lockPollMaxMs. The second
+ * ioTimeoutMs is margin for a loaded machine (the local preset: 2 × 50 + 2 × 500 = 1100 ms).
+ * lvmlockd has no such bound: it fails at once (our --nowait).
+ */
+export function layoutLockoutBoundMs(t: Timing): number {
+  return 2 * t.lockPollMaxMs + 2 * t.ioTimeoutMs;
+}
+
+/**
+ * Bound on the whole change once the changer holds the VG lock: the lock-out above, then the
+ * commit — lvm2's protocol (lvm2.md §4.3) writes the text, the precommit header and the commit
+ * header in every metadata area, each a write within ioTimeoutMs on a healthy disk, and reads the
+ * VG before and after (one more each).
+ */
+export function layoutChangeBoundMs(t: Timing): number {
+  return layoutLockoutBoundMs(t) + 5 * t.ioTimeoutMs;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixed bounds. These do not scale with a cluster's heartbeat: they bound local work (a spawned
 // helper, a control connection, a demo step, a poll of a local file) or follow a fixed fact of the

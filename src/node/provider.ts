@@ -23,6 +23,7 @@ import type { Timing } from '../timing.js';
 import { deviceList } from '../volume/devices.js';
 import { isLvSpec } from '../volume/resolve.js';
 import { openLv } from '../volume/manager.js';
+import type { LvDevice } from '../volume/lv-device.js';
 
 /** Where a device's reservation state lives: a region of the device itself, a sidecar file, or nowhere (nbd://). */
 export type ReservationPlace = { spec: ReservationStoreSpec } | 'sidecar' | 'remote';
@@ -145,10 +146,7 @@ export class DeviceProvider {
     if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
     if (isLvSpec(spec)) {
       const [vg, lv] = spec.split('/') as [string, string];
-      const pvs = deviceList([], this.o.devices);
-      if (pvs.length === 0) throw new SanboxError('ENOENT', `${spec}: no devices to find volume group ${vg} on; set SANBOX_DEVICES (or pass the device list)`, { device: spec });
-      // Every PV (and every other device scanned for the VG) comes through open() below.
-      return openLv(pvs, vg, lv, { guard: 'shared', open: (pv) => this.open(pv) });
+      return this.openLv(vg, lv);
     }
     const name = place === 'remote' ? spec : path.resolve(spec);
     let pr: PersistentReservations | null = null;
@@ -193,6 +191,15 @@ export class DeviceProvider {
     this.entries.push(entry);
     if (this.fencedReason !== undefined) gate.selfFence(this.fencedReason);
     return new CountedDevice(faults, io, () => this.release(entry));
+  }
+
+  /** Opens VG/LV over PVs from the node's device list, every one of them through open() (gated). */
+  async openLv(vg: string, lv: string): Promise<LvDevice> {
+    if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${vg}/${lv}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: `${vg}/${lv}` });
+    const pvs = deviceList([], this.o.devices);
+    if (pvs.length === 0) throw new SanboxError('ENOENT', `${vg}/${lv}: no devices to find volume group ${vg} on; set SANBOX_DEVICES (or pass the device list)`, { device: `${vg}/${lv}` });
+    // Every PV (and every other device scanned for the VG) comes through open().
+    return openLv(pvs, vg, lv, { guard: 'shared', open: (pv) => this.open(pv) });
   }
 
   /** Unregisters this node's key from a device it closes (a clean leave of that device). */

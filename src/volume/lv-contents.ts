@@ -18,14 +18,19 @@ export interface LvClaim {
   release: () => void;
 }
 
-export async function claimLv(specs: string[], vgName: string, lvName: string): Promise<LvClaim> {
+/**
+ * `guard: false` when the change runs under the cluster lock-out (src/volume/lockout.ts): nodes
+ * doing I/O through the LV hold its in-use guard shared, and are made to let go by the lock
+ * instead of refusing the change.
+ */
+export async function claimLv(specs: string[], vgName: string, lvName: string, guard = true): Promise<LvClaim> {
   const lvId = await withSession(specs, { readOnly: true, guard: 'none' }, async (s) => {
     const lv = s.vg(vgName).vg.lvs.find((l) => l.name === lvName);
     return lv?.id;
   });
   // An LV that does not exist has nothing to protect: the change itself reports it.
   if (lvId === undefined) return { signatures: [], release: () => undefined };
-  const release = acquireLvGuard(`${vgName}/${lvName}`, lvId, 'exclusive');
+  const release = guard ? acquireLvGuard(`${vgName}/${lvName}`, lvId, 'exclusive') : () => undefined;
   let dev;
   try {
     dev = await openLv(specs, vgName, lvName, { readOnly: true, guard: 'none' });

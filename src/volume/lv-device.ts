@@ -4,7 +4,8 @@
 // round-robin over k areas of extent_count/k PEs each (lvm2.md §5.5).
 //
 // The device carries a layout generation (the VG seqno it was built from): a layout change under
-// a cluster lock (later work) builds a new map, and I/O can check it still uses the current one.
+// the cluster's lock-out (src/volume/locked-lv.ts) builds a new map, swapped in only while no I/O
+// is in flight.
 
 import { checkRange, checkWritable, isSyncDevice, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
@@ -21,6 +22,8 @@ interface MappedSegment {
 export interface LvLayout {
   /** The VG seqno the map was built from. */
   generation: number;
+  /** The LV's uuid (dashed), the name of its cluster lock. */
+  lvId: string;
   segments: MappedSegment[];
   sizeBytes: number;
 }
@@ -49,7 +52,7 @@ export function mapLv(vg: VgModel, lv: LvModel, pvDevs: Map<string, BlockDevice>
     });
   }
   const sizeBytes = segments.reduce((n, s) => n + s.lengthBytes, 0);
-  return { generation: vg.seqno, segments, sizeBytes };
+  return { generation: vg.seqno, lvId: lv.id, segments, sizeBytes };
 }
 
 /** One piece of a request: which area, where in it, and where in the caller's buffer. */
@@ -117,22 +120,32 @@ export class LvDevice implements BlockDevice {
     return this.layout.generation;
   }
 
-  /** Swaps in a newer layout (same or larger size); later work does this under the VG lock. */
-  swapLayout(next: LvLayout): void {
+  /**
+   * Swaps in a newer layout. A live swap (I/O may be in flight) may only keep or grow the size;
+   * `drained` (the caller holds every I/O back, as the lock-out does) also allows a shrink and
+   * moved extents.
+   */
+  swapLayout(next: LvLayout, drained = false): void {
     if (next.generation < this.layout.generation) throw new SanboxError('EINVAL', `${this.name}: layout generation ${next.generation} is older than ${this.layout.generation}`);
-    if (next.sizeBytes < this.sizeBytes) throw new SanboxError('EINVAL', `${this.name}: a live layout swap cannot shrink the device`);
+    if (next.lvId !== this.layout.lvId) throw new SanboxError('EINVAL', `${this.name}: layout of LV ${next.lvId} offered for LV ${this.layout.lvId}`);
+    if (!drained && next.sizeBytes < this.sizeBytes) throw new SanboxError('EINVAL', `${this.name}: a live layout swap cannot shrink the device`);
     this.layout = next;
   }
 
   /**
    * Re-reads the VG from the PV devices and swaps in the new layout when its generation moved.
-   * Later work calls this under the VG lock when the cluster says the seqno changed.
+   * The lock-out (locked-lv.ts) calls this with `drained` after a change, holding the LV's lock.
    */
-  async refresh(): Promise<number> {
+  async refresh(drained = false): Promise<number> {
     if (!this.reader) throw new SanboxError('EINVAL', `${this.name}: this LV device cannot re-read its metadata`);
     const next = await this.reader();
-    if (next.generation !== this.layout.generation) this.swapLayout(next);
+    if (next.generation !== this.layout.generation) this.swapLayout(next, drained);
     return this.layout.generation;
+  }
+
+  /** The LV's uuid (dashed). */
+  get lvId(): string {
+    return this.layout.lvId;
   }
 
   protected live(offsetBytes: number): void {
@@ -230,9 +243,9 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice {
     this.runCloseHooks();
   }
 
-  override swapLayout(next: LvLayout): void {
+  override swapLayout(next: LvLayout, drained = false): void {
     if (!next.segments.every((s) => s.areas.every(isSyncDevice))) throw new SanboxError('EINVAL', `${this.name}: a synchronous LV needs synchronous PV devices`);
-    super.swapLayout(next);
+    super.swapLayout(next, drained);
   }
 }
 

@@ -41,6 +41,7 @@ import { hostRanges, losetupCommand, lvDisplay, pvDisplay, vgDisplay } from '../
 import type { ReportName } from '../../src/volume/report-fields.js';
 import { parseUnits } from '../../src/volume/units-format.js';
 import { ctime, findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
+import { lockedOutChange } from '../../src/node/lvm-cluster.js';
 import { confirm } from '../confirm.js';
 import { printJson } from '../output.js';
 
@@ -423,18 +424,21 @@ export function register(program: Command): void {
       .option('--devices <list>', DEVICES_HELP);
     if (mode === 'extend') c.option('-i, --stripes <n>', 'stripes for the new segment').option('-I, --stripesize <size>', 'stripe size (KiB)');
     if (mode === 'reduce') c.option('-y, --yes', 'answer yes: reduce it even if it holds a filesystem', false);
-    c.action(async (spec: string, o: { size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string; yes?: boolean }) => {
+    lockoutFlags(c);
+    c.action(async (spec: string, o: { size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string; yes?: boolean } & LockoutFlags) => {
       const { vg, lv } = splitLvPath(spec);
       const req = parseSizeRequest(o, true);
       if ((mode === 'extend' && req.sign === '-') || (mode === 'reduce' && req.sign === '+')) throw new UsageError(`lv${mode} takes ${mode === 'extend' ? '+' : '-'}SIZE or an absolute size`);
+      const cluster = lockoutRequest(o);
       const devices = devicesOf([], o);
       const before = await peekVg(devices, vg);
-      // Reducing cuts the end off whatever the LV holds: claim it (refused while open) and ask.
-      const claim = mode === 'reduce' ? await claimLv(devices, vg, lv) : undefined;
+      // Reducing cuts the end off whatever the LV holds: claim it (refused while open, unless the
+      // cluster lock-out makes the nodes that have it open let go) and ask.
+      const claim = mode === 'reduce' ? await claimLv(devices, vg, lv, cluster === undefined) : undefined;
       try {
         const held = claim && describeClaim(claim);
         if (held !== undefined) await confirm(`Do you really want to reduce ${vg}/${lv}, which holds ${held}? THIS MAY DESTROY YOUR DATA.`, `${vg}/${lv} holds ${held}; reducing it may destroy that`, o.yes === true);
-        const out = await lvResize(devices, vg, lv, req, mode, parseStripes(o), context());
+        const out = await maybeLockedOut(cluster, devices, vg, [lv], () => lvResize(devices, vg, lv, req, mode, parseStripes(o), context()));
         const from = before.lvs.find((l) => l.name === lv)?.extents ?? 0;
         for (const n of resizeNotes(`${vg}/${lv}`, before.extentBytes, req, from, lvExtentCount(out))) say(n);
       } finally {
@@ -461,25 +465,26 @@ export function register(program: Command): void {
       say(`Renamed "${lv}" to "${to.lv}" in volume group "${vg}"`);
     });
 
-  program
+  const lvremove = program
     .command('lvremove')
     .description('remove a logical volume, freeing its extents. One that holds a filesystem: asks on a terminal, else needs -y; refused while open')
     .argument('<vg/lv>', 'logical volume')
     .option('-y, --yes', 'answer yes: remove it even if it holds a filesystem', false)
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (spec: string, o: { yes: boolean; devices?: string }) => {
-      const { vg, lv } = splitLvPath(spec);
-      const devices = devicesOf([], o);
-      const claim = await claimLv(devices, vg, lv);
-      try {
-        const held = describeClaim(claim);
-        if (held !== undefined) await confirm(`Do you really want to remove ${vg}/${lv}, which holds ${held}?`, `${vg}/${lv} holds ${held}; removing it destroys that`, o.yes);
-        await lvRemove(devices, vg, lv, context());
-      } finally {
-        claim.release();
-      }
-      say(`Logical volume "${lv}" successfully removed.`);
-    });
+    .option('--devices <list>', DEVICES_HELP);
+  lockoutFlags(lvremove).action(async (spec: string, o: { yes: boolean; devices?: string } & LockoutFlags) => {
+    const { vg, lv } = splitLvPath(spec);
+    const cluster = lockoutRequest(o);
+    const devices = devicesOf([], o);
+    const claim = await claimLv(devices, vg, lv, cluster === undefined);
+    try {
+      const held = describeClaim(claim);
+      if (held !== undefined) await confirm(`Do you really want to remove ${vg}/${lv}, which holds ${held}?`, `${vg}/${lv} holds ${held}; removing it destroys that`, o.yes);
+      await maybeLockedOut(cluster, devices, vg, [lv], () => lvRemove(devices, vg, lv, context()));
+    } finally {
+      claim.release();
+    }
+    say(`Logical volume "${lv}" successfully removed.`);
+  });
 
   reportOptions(
     program
@@ -564,6 +569,40 @@ function selectVgs(scan: Parameters<typeof vgModels>[0], names: string[]): VgHan
     }
   }
   return handles;
+}
+
+interface LockoutFlags {
+  cluster?: string;
+  node?: string;
+  nowait?: boolean;
+}
+
+/** --cluster C --node N [--nowait]: run the change as node N, locking out the nodes doing I/O through the LV. */
+function lockoutFlags(c: Command): Command {
+  return c
+    .option('--cluster <img>', 'run the change as a node of this cluster: nodes doing I/O through the LV let go first (docs/containers.md)')
+    .option('--node <n>', 'the node number to run the change as (with --cluster)')
+    .option('--nowait', 'with --cluster: fail at once, naming the nodes, if any node uses the LV (lvmlockd behaviour)', false);
+}
+
+function lockoutRequest(o: LockoutFlags): LockoutRequest | undefined {
+  if (o.cluster === undefined) {
+    if (o.node !== undefined || o.nowait === true) throw new UsageError('--node and --nowait go with --cluster');
+    return undefined;
+  }
+  if (o.node === undefined) throw new UsageError('--cluster needs --node N (the node to run the change as)');
+  if (!/^\d{1,4}$/.test(o.node)) throw new UsageError(`--node must be a node number (0, 1, …), not '${o.node}'`);
+  return { clusterImage: o.cluster, nodeId: Number(o.node), nowait: o.nowait === true };
+}
+
+type LockoutRequest = { clusterImage: string; nodeId: number; nowait: boolean };
+
+/** Runs the change locked out when --cluster was given (and says what the lock-out cost), else as it is. */
+async function maybeLockedOut<T>(cluster: LockoutRequest | undefined, devices: string[], vg: string, lvs: string[], change: () => Promise<T>): Promise<T> {
+  if (cluster === undefined) return change();
+  const { result, report } = await lockedOutChange({ ...cluster, devices, vg, lvs }, change);
+  say(`Locked out ${report.holders.length ? report.holders.map((n) => `node ${n}`).join(', ') : 'no node'} in ${report.lockoutMs.toFixed(0)} ms; change done in ${report.changeMs.toFixed(0)} ms at seqno ${report.seqno}.`);
+  return result;
 }
 
 /** The VG's extent size and LVs, read before a change for the messages that describe it. */

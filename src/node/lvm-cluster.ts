@@ -1,0 +1,70 @@
+// LVM layout changes run as a cluster node (`lvextend|lvreduce|lvremove|pvmove --cluster C --node N`):
+// the command joins as node N for its lifetime, as `sanbox lock` does (lock-run.ts), takes the
+// lock-out (src/volume/lockout.ts) through the node's lockspace, commits, and leaves.
+
+import { SanboxError } from '../errors.js';
+import type { Lockspace } from '../dlm/lock-manager.js';
+import { readClusterImage } from '../heartbeat/cluster-image.js';
+import { layoutLockoutBoundMs, type Timing } from '../timing.js';
+import type { VgModel } from '../format/lvm/vg-model.js';
+import { withLayoutLockout, type LockoutOptions, type LockoutReport } from '../volume/lockout.js';
+import { splitLvPath, withSession } from '../volume/manager.js';
+import { slotLockHeld, startNode, type RunningNode } from './node.js';
+import type { Mode } from '../dlm/compat-matrix.js';
+import { LockedLv } from '../volume/locked-lv.js';
+
+export interface ClusterNodeOptions {
+  clusterImage: string;
+  nodeId: number;
+  log?: (msg: string) => void;
+}
+
+/** Joins the cluster as node N, runs `fn` with its lockspace and timing, and leaves. */
+export async function asClusterNode<T>(o: ClusterNodeOptions, fn: (ls: Lockspace, timing: Timing, nodeId: number) => Promise<T>): Promise<T> {
+  const info = await readClusterImage(o.clusterImage);
+  if (slotLockHeld(info, o.nodeId)) {
+    throw new SanboxError('EBUSY', `node ${o.nodeId} of cluster ${info.config.clusterName} runs on this host; run the change as another node number (through the running node: later work, sanbox ctl … lvm)`);
+  }
+  const node = await startNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, control: false, ...(o.log !== undefined ? { log: o.log } : {}) });
+  try {
+    return await fn(await node.lockspace(), node.info.timing, o.nodeId);
+  } finally {
+    await node.stop().catch(() => undefined);
+  }
+}
+
+/** The lock-out options of a change run as a node of a cluster with `timing`. */
+export function lockoutOptions(timing: Timing, nowait: boolean, log?: (msg: string) => void): LockoutOptions {
+  return { nowait, boundMs: layoutLockoutBoundMs(timing), vgTimeoutMs: timing.lockTimeoutMs, ...(log !== undefined ? { log } : {}) };
+}
+
+export interface LockedOutChangeOptions extends ClusterNodeOptions {
+  nowait: boolean;
+  /** The devices the VG is found on (the command's device list). */
+  devices: string[];
+  vg: string;
+  /** The LVs whose layout the change touches. */
+  lvs: string[];
+}
+
+/** Runs `change` as node N, locked out (VG EX, then each LV's lock EX); returns its result and what the lock-out cost. */
+export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: () => Promise<T>): Promise<{ result: T; report: LockoutReport }> {
+  const readVg = (): Promise<VgModel> => withSession(o.devices, { readOnly: true, guard: 'none' }, async (s) => s.vg(o.vg).vg);
+  const affected = (vg: VgModel): { name: string; id: string }[] =>
+    o.lvs.map((name) => {
+      const lv = vg.lvs.find((l) => l.name === name);
+      if (lv === undefined) throw new SanboxError('ENOENT', `logical volume ${o.vg}/${name} not found`);
+      return { name, id: lv.id };
+    });
+  return asClusterNode(o, (ls, timing, nodeId) => withLayoutLockout(ls, nodeId, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), change));
+}
+
+/**
+ * VG/LV for I/O in running node `node`: the LV's lock held in `mode` (PR beside other nodes, EX
+ * alone) and given up to any layout change, which this device then follows (src/volume/locked-lv.ts).
+ */
+export async function openLockedLv(node: RunningNode, spec: string, mode: Mode.PR | Mode.EX, log?: (msg: string) => void): Promise<LockedLv> {
+  const { vg, lv } = splitLvPath(spec);
+  const ls = await node.lockspace();
+  return LockedLv.open(ls, vg, () => node.provider.openLv(vg, lv), { mode, lockTimeoutMs: node.info.timing.lockTimeoutMs, ...(log !== undefined ? { log } : {}) });
+}

@@ -1,0 +1,231 @@
+// I/O through a logical volume under its cluster lock, so that no write ever lands through a
+// stale layout (issue 18 item 3; locking.md §5: EVMS corrupted data because a layout change
+// reached the other nodes without locking them out first).
+//
+// A node doing I/O through an LV holds the LV's lock (PR for I/O under a shared container, EX for
+// exclusive use) with a blocking callback, and a layout snapshot tagged with its generation (the
+// VG seqno it was read at). A changer (lockout.ts) takes the VG lock EX, then asks for the LV lock
+// EX; the lock manager calls our bast, and we:
+//   1. stop admitting I/O (new requests wait),
+//   2. wait for the I/O in flight to finish (every request was admitted under the old layout),
+//   3. release the LV lock — only now can the changer have it and commit,
+//   4. ask for the VG lock PR (queued behind the changer's EX), re-read the layout at the new
+//      generation, take the LV lock again, release the VG lock, and admit I/O again.
+// The layout is swapped only in step 4, with nothing in flight; so every write that reaches a PV
+// went through the layout of the generation under which this node held the LV lock, and no change
+// commits while anyone holds the LV lock. A request past the (new) end fails with LvRangeError;
+// on a removed LV every request fails with ENOENT.
+//
+// Lock order everywhere: the VG lock before the LV lock (changers and holders alike), so no cycle.
+
+import { assert, SanboxError } from '../errors.js';
+import { Mode, modeName } from '../dlm/compat-matrix.js';
+import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
+import type { BlockDevice, SectorSize } from '../disk/device.js';
+import type { LvDevice } from './lv-device.js';
+import { lvLockResource, vgLockResource } from './lock-names.js';
+
+/** A request past the end of the LV's current layout. */
+export class LvRangeError extends SanboxError {
+  constructor(lv: string, offsetBytes: number, lengthBytes: number, sizeBytes: number, generation: number) {
+    super('EBOUNDS', `${lv}: ${lengthBytes} bytes at offset ${offsetBytes} are past the end of the logical volume (size ${sizeBytes} bytes at VG seqno ${generation})`, { device: lv, offsetBytes });
+  }
+}
+
+export interface LockedLvOptions {
+  /** PR: I/O beside other nodes (a shared container); EX: this node alone. */
+  mode: Mode.PR | Mode.EX;
+  /** Bound on each lock wait (the cluster's lockTimeoutMs): a lock-out that never ends fails I/O. */
+  lockTimeoutMs: number;
+  log?: (msg: string) => void;
+}
+
+/** One lock-out as this node saw it: how long I/O was held back, and the generations. */
+export interface LockoutPause {
+  pausedMs: number;
+  fromGeneration: number;
+  toGeneration: number;
+}
+
+type State = 'running' | 'paused' | 'failed';
+
+export class LockedLv implements BlockDevice {
+  readonly name: string;
+  readonly sectorSizeBytes: SectorSize;
+  readonly readOnly: boolean;
+  /** Every lock-out this device went through, oldest first (tests, bench). */
+  readonly pauses: LockoutPause[] = [];
+  private state: State = 'running';
+  private failure: SanboxError | undefined;
+  private inflight = 0;
+  private onDrained: (() => void) | undefined;
+  private resumed: Promise<void> = Promise.resolve();
+  private letGoCycle: Promise<void> | undefined;
+  /** A blocking notice on the re-taken lock that came while the let-go cycle was still finishing. */
+  private blockedAgain = false;
+  private closed = false;
+
+  private constructor(
+    private readonly ls: Lockspace,
+    private readonly lv: LvDevice,
+    private readonly vgName: string,
+    private lvLock: Lock,
+    private readonly o: LockedLvOptions,
+  ) {
+    this.name = lv.name;
+    this.sectorSizeBytes = lv.sectorSizeBytes;
+    this.readOnly = lv.readOnly;
+  }
+
+  /**
+   * Takes the VG lock PR, opens the LV (`openLv` reads its layout), takes the LV lock in `o.mode`
+   * with the blocking callback, and lets the VG lock go.
+   */
+  static async open(ls: Lockspace, vgName: string, openLv: () => Promise<LvDevice>, o: LockedLvOptions): Promise<LockedLv> {
+    const vgLock = await ls.lock(vgLockResource(vgName), Mode.PR, { timeoutMs: o.lockTimeoutMs });
+    try {
+      const lv = await openLv();
+      try {
+        let self: LockedLv | undefined;
+        const lvLock = await ls.lock(lvLockResource(vgName, lv.lvId), o.mode, { timeoutMs: o.lockTimeoutMs, bast: () => self?.blocked() });
+        self = new LockedLv(ls, lv, vgName, lvLock, o);
+        return self;
+      } catch (err) {
+        await lv.close();
+        throw err;
+      }
+    } finally {
+      await vgLock.unlock().catch(() => undefined);
+    }
+  }
+
+  get sizeBytes(): number {
+    return this.lv.sizeBytes;
+  }
+
+  /** The VG seqno of the layout in use. */
+  get generation(): number {
+    return this.lv.generation;
+  }
+
+  get lvId(): string {
+    return this.lv.lvId;
+  }
+
+  /** The bast: another node wants the LV lock in a conflicting mode. */
+  private blocked(): void {
+    if (this.state === 'failed' || this.closed) return;
+    if (this.letGoCycle !== undefined) {
+      this.blockedAgain = true;
+      return;
+    }
+    this.letGoCycle = this.letGo().finally(() => {
+      this.letGoCycle = undefined;
+      if (this.blockedAgain) {
+        this.blockedAgain = false;
+        this.blocked();
+      }
+    });
+  }
+
+  private async letGo(): Promise<void> {
+    const t0 = performance.now();
+    const from = this.lv.generation;
+    let resume!: () => void;
+    this.resumed = new Promise<void>((r) => (resume = r));
+    this.state = 'paused';
+    try {
+      if (this.inflight > 0) await new Promise<void>((r) => (this.onDrained = r));
+      this.o.log?.(`${this.name}: node asked to let go of its layout (generation ${from}); ${this.inflight} I/O in flight, releasing ${modeName(this.o.mode)}`);
+      await this.lvLock.unlock();
+      const vgLock = await this.ls.lock(vgLockResource(this.vgName), Mode.PR, { timeoutMs: this.o.lockTimeoutMs });
+      try {
+        try {
+          await this.lv.refresh(true);
+        } catch (err) {
+          if (err instanceof SanboxError && err.code === 'ENOENT') {
+            this.fail(new SanboxError('ENOENT', `${this.name}: the logical volume was removed by another node (it was at VG seqno ${from})`, { device: this.name }));
+            return;
+          }
+          throw err;
+        }
+        // A notice from here on is about the lock taken now (the old one's notices are moot).
+        this.blockedAgain = false;
+        this.lvLock = await this.ls.lock(lvLockResource(this.vgName, this.lv.lvId), this.o.mode, { timeoutMs: this.o.lockTimeoutMs, bast: () => this.blocked() });
+      } finally {
+        await vgLock.unlock().catch(() => undefined);
+      }
+      if (this.state === 'paused') this.state = 'running';
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      this.fail(new SanboxError(err instanceof DlmError && err.code === 'EFENCED' ? 'EFENCED' : 'EIO', `${this.name}: could not take the logical volume back after a layout change: ${why}`, { device: this.name, cause: err }));
+    } finally {
+      this.pauses.push({ pausedMs: performance.now() - t0, fromGeneration: from, toGeneration: this.lv.generation });
+      resume();
+    }
+  }
+
+  private fail(err: SanboxError): void {
+    this.state = 'failed';
+    this.failure ??= err;
+  }
+
+  /** Waits out a lock-out; then checks the request against the current layout and counts it in flight. */
+  private async admit(offsetBytes: number, lengthBytes: number): Promise<void> {
+    while (this.state === 'paused') await this.resumed;
+    if (this.closed) throw new SanboxError('ECLOSED', `${this.name}: device is closed`, { device: this.name, offsetBytes });
+    if (this.state === 'failed') throw this.failure!;
+    if (this.lvLock.lost !== undefined) throw new SanboxError('EFENCED', `${this.name}: the logical volume's lock was lost: ${this.lvLock.lost}`, { device: this.name, offsetBytes });
+    if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + lengthBytes > this.lv.sizeBytes) {
+      throw new LvRangeError(this.name, offsetBytes, lengthBytes, this.lv.sizeBytes, this.lv.generation);
+    }
+    this.inflight++;
+  }
+
+  private done(generation: number): void {
+    // The layout is only swapped with nothing in flight (letGo waits for the drain).
+    assert(this.lv.generation === generation, `${this.name}: layout changed from generation ${generation} to ${this.lv.generation} under an I/O in flight`);
+    this.inflight--;
+    if (this.inflight === 0 && this.onDrained !== undefined) {
+      const d = this.onDrained;
+      this.onDrained = undefined;
+      d();
+    }
+  }
+
+  private async io(offsetBytes: number, lengthBytes: number, op: () => Promise<void>): Promise<void> {
+    await this.admit(offsetBytes, lengthBytes);
+    const generation = this.lv.generation;
+    try {
+      await op();
+    } finally {
+      this.done(generation);
+    }
+  }
+
+  read(buf: Buffer, offsetBytes: number): Promise<void> {
+    return this.io(offsetBytes, buf.length, () => this.lv.read(buf, offsetBytes));
+  }
+
+  write(buf: Buffer, offsetBytes: number): Promise<void> {
+    return this.io(offsetBytes, buf.length, () => this.lv.write(buf, offsetBytes));
+  }
+
+  discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    return this.io(offsetBytes, lengthBytes, () => this.lv.discard(offsetBytes, lengthBytes));
+  }
+
+  flush(): Promise<void> {
+    return this.lv.flush();
+  }
+
+  /** Drains, releases the LV lock (if held) and closes the LV. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.letGoCycle;
+    if (this.inflight > 0) await new Promise<void>((r) => (this.onDrained = r));
+    if (!this.lvLock.released && this.lvLock.lost === undefined) await this.lvLock.unlock().catch(() => undefined);
+    await this.lv.close();
+  }
+}

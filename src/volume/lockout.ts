@@ -1,0 +1,128 @@
+// The changer's side of the lock-out (issue 18 item 3): a change to LVs' layouts (lvextend,
+// lvreduce, lvremove, a pvmove chunk) by any node takes the VG lock EX, then the lock of every LV
+// it changes EX. Nodes doing I/O through those LVs hold their LV lock PR or EX (locked-lv.ts); the
+// request makes the lock manager send them a blocking notice, they drain and release, and the
+// changer's grant means no node does I/O through the old layout any more. The change commits
+// (new seqno) while the changer holds both; it then releases the LV locks and the VG lock, writing
+// the new seqno into the VG lock's value block as lvmlockd does (lvm2.md §7.6), and the holders
+// re-read the layout (they queued for the VG lock behind the changer).
+//
+// With `nowait` the change fails at once, naming the holders (lvmlockd's behaviour: "LV locked by
+// other host"). Otherwise the LV locks must be had within `boundMs` (src/timing.ts
+// layoutLockoutBoundMs), else the change fails naming who did not let go, with nothing written.
+
+import { SanboxError } from '../errors.js';
+import { Mode, modeName } from '../dlm/compat-matrix.js';
+import { DlmError, resourceLabel, type Lock, type Lockspace } from '../dlm/lock-manager.js';
+import type { VgModel } from '../format/lvm/vg-model.js';
+import { lvLockResource, vgLockResource, vgValueBlock } from './lock-names.js';
+
+export interface LockoutOptions {
+  /** Fail at once if a node holds an LV lock (or the VG lock), naming it. */
+  nowait: boolean;
+  /** Bound on the lock-out: the LV locks are granted within this, or the change fails. */
+  boundMs: number;
+  /** Bound on waiting for the VG lock (another changer ahead of us). */
+  vgTimeoutMs: number;
+  log?: (msg: string) => void;
+}
+
+/** What the lock-out of one change cost. */
+export interface LockoutReport {
+  /** Nodes that held an LV lock when the change asked for it (they let go). */
+  holders: number[];
+  /** From asking for the LV locks to holding them all. */
+  lockoutMs: number;
+  /** From holding the VG lock to releasing it (lock-out, commit, release). */
+  changeMs: number;
+  /** The VG seqno after the change. */
+  seqno: number;
+}
+
+/** A node's hold on a lock, as the lockspace shows it. */
+export interface LockHolder {
+  nodeId: number;
+  mode: string;
+}
+
+/** Who holds (granted) each of `resources`, other than `selfNode`. */
+export async function lockHolders(ls: Lockspace, resources: string[], selfNode: number): Promise<Map<string, LockHolder[]>> {
+  const snap = await ls.snapshot();
+  const out = new Map<string, LockHolder[]>(resources.map((r) => [r, []]));
+  for (const l of snap.locks) {
+    const name = resourceLabel(l.resource);
+    const list = out.get(name);
+    if (list !== undefined && l.grantedMode !== null && l.nodeId !== selfNode) list.push({ nodeId: l.nodeId, mode: modeName(l.grantedMode) });
+  }
+  return out;
+}
+
+function describe(holders: LockHolder[]): string {
+  return holders.map((h) => `node ${h.nodeId} (${h.mode})`).join(', ');
+}
+
+/**
+ * Runs `change` (which reads, edits and commits the VG) locked out: VG lock EX, then EX on the
+ * lock of each LV `affected` names (given the VG read under the VG lock), then the change.
+ * `readVg` reads the VG's metadata (before, for the LV uuids; after, for the new seqno).
+ */
+export async function withLayoutLockout<T>(
+  ls: Lockspace,
+  selfNode: number,
+  vgName: string,
+  affected: (vg: VgModel) => { name: string; id: string }[],
+  readVg: () => Promise<VgModel>,
+  o: LockoutOptions,
+  change: () => Promise<T>,
+): Promise<{ result: T; report: LockoutReport }> {
+  const vgRes = vgLockResource(vgName);
+  let vgLock: Lock;
+  try {
+    vgLock = await ls.lock(vgRes, Mode.EX, { timeoutMs: o.vgTimeoutMs, noqueue: o.nowait });
+  } catch (err) {
+    if (err instanceof DlmError && (err.code === 'EAGAIN' || err.code === 'ETIMEDOUT')) {
+      const h = (await lockHolders(ls, [vgRes], selfNode)).get(vgRes)!;
+      throw new SanboxError('EBUSY', `volume group ${vgName} is being changed by ${h.length ? describe(h) : 'another node'}${err.code === 'EAGAIN' ? ' (--nowait)' : `; its lock was not had within ${o.vgTimeoutMs} ms`}`);
+    }
+    throw err;
+  }
+  const t0 = performance.now();
+  const lvLocks: Lock[] = [];
+  let seqno: number | undefined;
+  let out: { result: T; report: LockoutReport };
+  try {
+    const lvs = affected(await readVg());
+    const resources = lvs.map((lv) => lvLockResource(vgName, lv.id));
+    const held = await lockHolders(ls, resources, selfNode);
+    const holders = [...new Set([...held.values()].flat().map((h) => h.nodeId))].sort((a, b) => a - b);
+    if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
+    const tLock = performance.now();
+    for (const [i, lv] of lvs.entries()) {
+      const leftMs = Math.max(0, o.boundMs - (performance.now() - tLock));
+      try {
+        lvLocks.push(await ls.lock(resources[i]!, Mode.EX, { timeoutMs: leftMs, noqueue: o.nowait }));
+      } catch (err) {
+        if (err instanceof DlmError && (err.code === 'EAGAIN' || err.code === 'ETIMEDOUT')) {
+          const h = (await lockHolders(ls, [resources[i]!], selfNode)).get(resources[i]!)!;
+          const who = h.length ? describe(h) : 'another node';
+          throw new SanboxError(
+            'EBUSY',
+            err.code === 'EAGAIN'
+              ? `${vgName}/${lv.name} is in use by ${who}; not changed (--nowait)`
+              : `${vgName}/${lv.name} is in use by ${who}, which did not let go within ${o.boundMs} ms; not changed`,
+          );
+        }
+        throw err;
+      }
+    }
+    const lockoutMs = performance.now() - tLock;
+    const result = await change();
+    seqno = (await readVg()).seqno;
+    out = { result, report: { holders, lockoutMs, changeMs: 0, seqno } };
+  } finally {
+    for (const l of lvLocks.reverse()) await l.unlock().catch(() => undefined);
+    await vgLock.unlock(seqno !== undefined ? { lvb: vgValueBlock(seqno, vgLock.lvb.length) } : {}).catch(() => undefined);
+  }
+  out.report.changeMs = performance.now() - t0;
+  return out;
+}
