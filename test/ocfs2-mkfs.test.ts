@@ -198,7 +198,8 @@ test('system files match the real mkfs.ocfs2 of the same geometry: type, flags, 
     t.deepEqual(await facts(ours, file), await facts(real, file), file);
   }
   // Allocators differ only in how much they hold: our system inodes and lost+found all live in
-  // global_inode_alloc's one group, and we leave per-slot allocators empty for the kernel to grow.
+  // global_inode_alloc's one group; like mkfs.ocfs2 we give slot 0's inode allocator one group
+  // (without lost+found in it) and leave the other per-slot allocators empty for the kernel to grow.
   for (const file of ['//global_inode_alloc', '//extent_alloc:0000', '//inode_alloc:0001']) {
     const [a, b] = [await facts(ours, file), await facts(real, file)];
     t.deepEqual({ ...a, size: '', clusters: '' }, { ...b, size: '', clusters: '' }, file);

@@ -9,6 +9,8 @@
 //   heartbeat         256 fs blocks, one extent (o2hb needs a single extent, reference §4.1)
 //   journal:0000..    one per slot, JBD2 superblock in its block 0, the rest zero
 //   slot_map          one cluster
+//   inode_alloc:0000  one group (its descriptor in its first block), as mkfs.ocfs2 gives slot 0;
+//                     every other slot's allocators start empty, for the kernel to grow
 //   directory blocks  for directories too big for inline data (the system dir at small blocks)
 // Global bitmap groups i ≥ 1 keep their descriptor in their own first cluster, and backup
 // superblocks (1 GiB << 2i) sit in their own cluster; the allocator steps around both.
@@ -323,6 +325,26 @@ export function planMkfs(p: MkfsParams): MkfsPlan {
   for (let s = 0; s < p.slots; s++) {
     const sfx = (k: string): string => `${k}:${String(s).padStart(4, '0')}`;
     for (const k of ['extent_alloc', 'inode_alloc']) {
+      if (s === 0 && k === 'inode_alloc') {
+        // Slot 0's inode allocator gets one group, as mkfs.ocfs2's does (which also puts
+        // lost+found there): inodes for the first files without growing an allocator. Bit 0 is
+        // the group descriptor's own block.
+        const groupCluster = allocContig(subCpg, 'the first inode group');
+        const groupBlkno = groupCluster * bpc;
+        const bits = subCpg * bpc;
+        const b = mkInode(sfx(k), {
+          flags: InodeFlag.VALID | InodeFlag.SYSTEM | InodeFlag.BITMAP | InodeFlag.CHAIN,
+          clusters: subCpg, sizeBytes: BigInt(subCpg * cs), id1a: 1, id1b: bits,
+        });
+        encodeChainList(b, { clustersPerGroup: subCpg, bitsPerCluster: bpc, count: chainListCapacity(bs), recs: [{ free: bits - 1, total: bits, blkno: groupBlkno }] });
+        const bitmap = Buffer.alloc(groupBitmapCapacityBytes(bs));
+        setBits(bitmap, 0, 1);
+        blocks.set(groupBlkno, encodeGroupDesc({
+          sizeBytes: bitmap.length, bits, freeBits: bits - 1, chain: 0, generation: p.fsGeneration,
+          nextGroup: 0, parentDinode: blknoOf.get(sfx(k))!, blkno: groupBlkno, bitmap,
+        }, bs));
+        continue;
+      }
       const b = mkInode(sfx(k), { flags: InodeFlag.VALID | InodeFlag.SYSTEM | InodeFlag.BITMAP | InodeFlag.CHAIN });
       encodeChainList(b, { clustersPerGroup: subCpg, bitsPerCluster: bpc, count: chainListCapacity(bs), recs: [] });
     }

@@ -48,7 +48,12 @@ export interface RecoverOptions {
   dryRun?: boolean;
   /** Free the slot in the slot map (a survivor's recovery does; an own-slot mount does not). */
   clearSlot?: boolean;
+  /** Called as each step of the write order is durable (a node reports where its recovery's time goes). */
+  onPhase?: (phase: RecoveryPhase) => void;
 }
+
+/** The steps of the write order above, in order. */
+export type RecoveryPhase = 'replayed' | 'allocators' | 'clean' | 'slotFreed';
 
 /** Recovers one slot (nothing to do when its journal is clean). */
 export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverOptions = {}): Promise<SlotRecovery> {
@@ -66,15 +71,19 @@ export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverO
     await refuseIfAlive(vol, slot, nodeNum, opts.observeMs ?? LIVENESS_OBSERVE_MS_DEFAULT);
   }
   out.replay = await replayJournal(vol, slot, { dryRun: opts.dryRun });
+  opts.onPhase?.('replayed');
   out.allocators = await recoverAllocators(vol, slot, { dryRun: opts.dryRun });
+  opts.onPhase?.('allocators');
   out.recoveryGenerationAfter = (j.recoveryGeneration + 1) >>> 0;
   if (opts.dryRun) return out;
 
   await writeJournalInode(vol, j, { dirty: false, recoveryGeneration: out.recoveryGenerationAfter });
+  opts.onPhase?.('clean');
 
   if ((opts.clearSlot ?? true) && nodeNum !== undefined) {
     await writeSlotEntry(vol, slot, undefined);
     out.slotCleared = true;
+    opts.onPhase?.('slotFreed');
   }
   return out;
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SanboxError } from '../errors.js';
 import type { MembershipEvent } from '../heartbeat/membership-api.js';
+import type { RecoveryOutcome } from './recovery.js';
 import { LAUNCHER_EVENT_POLL_MS, LEAVE_TIMEOUT_MS } from '../timing.js';
 
 /** bin/sanbox.js, from dist/src/node/launcher.js. */
@@ -19,6 +20,8 @@ export interface NodeEventLine {
   event?: MembershipEvent['kind'];
   peer?: number;
   msg?: string;
+  /** A recovery's outcome, on the line that reports it (src/node/recovery.ts). */
+  recovery?: RecoveryOutcome;
   /** Observer's wall clock when the line arrived. */
   receivedAtMs: number;
 }
@@ -78,7 +81,11 @@ export class LaunchedNode {
       const hit = this.events.find(pred);
       if (hit) return hit;
       if (Date.now() > deadline) throw new SanboxError('EINVAL', `node ${this.nodeId}: no ${what} within ${timeoutMs} ms${this.stderr ? `; stderr: ${this.stderr.trim()}` : ''}`);
-      if (!this.running) throw new SanboxError('EINVAL', `node ${this.nodeId} exited before ${what}${this.stderr ? `: ${this.stderr.trim()}` : ''}`);
+      if (!this.running) {
+        const last = this.events.filter((e) => e.msg !== undefined).at(-1)?.msg;
+        const how = this.child.exitCode !== null ? `with status ${this.child.exitCode}` : `on ${this.child.signalCode}`;
+        throw new SanboxError('EINVAL', `node ${this.nodeId} exited ${how} before ${what}${last !== undefined ? ` (it last said: ${last})` : ''}${this.stderr ? `: ${this.stderr.trim()}` : ''}`);
+      }
       await new Promise((r) => setTimeout(r, LAUNCHER_EVENT_POLL_MS));
     }
   }

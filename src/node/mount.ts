@@ -23,7 +23,10 @@ import { authorizeVolume, chooseSlot, journalLockResource, superLockResource, wr
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
 import { recoverSlot, type SlotRecovery } from '../fs/recover.js';
 import type { ControlServer } from './control.js';
-import { DeadSlotRecovery } from './recovery.js';
+import { DeadSlotRecovery, type RecoveryHooks } from './recovery.js';
+
+/** A node's log line, with the structured facts of the message when it has some. */
+type NodeLog = RecoveryHooks['log'];
 import { volumeKey, type MountStatus, type RunningNode } from './node.js';
 
 interface Mounted {
@@ -40,7 +43,7 @@ export class NodeMounts {
   /** Survivors' recovery of dead nodes' slots on the volumes mounted here (src/node/recovery.ts). */
   readonly recovery: DeadSlotRecovery;
 
-  constructor(private readonly node: RunningNode, private readonly log: (msg: string) => void = () => {}) {
+  constructor(private readonly node: RunningNode, private readonly log: NodeLog = () => {}) {
     node.beforeStop(() => this.umountAll());
     this.recovery = new DeadSlotRecovery(node, { mountedVolumes: () => [...this.mounted.keys()], serial: (op) => this.serial(op), log });
   }
@@ -152,7 +155,7 @@ function volumeArg(req: Record<string, unknown>): string {
 }
 
 /** Registers `mount VOL` and `umount VOL` on the node's control server; returns the node's mounts. */
-export function registerMountCommands(control: ControlServer, node: RunningNode, log?: (msg: string) => void): NodeMounts {
+export function registerMountCommands(control: ControlServer, node: RunningNode, log?: NodeLog): NodeMounts {
   const mounts = new NodeMounts(node, log);
   control.handle('mount', async (req) => ({ mounted: await mounts.mount(volumeArg(req)) }));
   control.handle('umount', async (req) => ({ unmounted: await mounts.umount(volumeArg(req)) }));

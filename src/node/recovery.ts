@@ -24,7 +24,7 @@ import type { MembershipEvent } from '../heartbeat/membership-api.js';
 import { openJournal } from '../fs/journal-reader.js';
 import { journalLockResource, superLockResource, writeSlotEntry } from '../fs/mount-rules.js';
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
-import { recoverSlot } from '../fs/recover.js';
+import { recoverSlot, type RecoveryPhase } from '../fs/recover.js';
 import { readSlotMap } from '../fs/slot-map-reader.js';
 import type { RunningNode } from './node.js';
 
@@ -45,6 +45,9 @@ interface Death {
   recoveryGeneration: number;
   /** Monotonic (performance.now()) time of the "down" event; undefined: dead before we mounted. */
   deathAtMs: number | undefined;
+  /** Wall-clock (Date.now()) times of the "down" and "fenced" events, reported with the recovery. */
+  downAtEpochMs?: number;
+  fencedAtEpochMs?: number;
 }
 
 export interface RecoveryHooks {
@@ -52,12 +55,38 @@ export interface RecoveryHooks {
   mountedVolumes(): string[];
   /** Runs `op` in the node's mount/umount queue. */
   serial<T>(op: () => Promise<T>): Promise<T>;
-  log(msg: string): void;
+  /** `data` carries the structured facts of the message (a recovery's outcome), for --json. */
+  log(msg: string, data?: Record<string, unknown>): void;
+}
+
+/**
+ * Wall-clock times (Date.now()) of one recovery's steps: another process on the same host (the
+ * demo, bench:fs) sets them beside the time it killed the node, and sees where failover time goes.
+ * `down` and `fenced` are undefined for a node that died before this one mounted.
+ */
+export interface RecoveryTimesEpochMs {
+  down: number | undefined;
+  fenced: number | undefined;
+  superLock: number;
+  journalLock: number;
+  replayed: number;
+  allocators: number;
+  clean: number;
+  slotFreed: number;
+}
+
+/** One replayed transaction: its JBD2 sequence number and the home blocks it wrote. */
+export interface ReplayedTransactionReport {
+  sequence: number;
+  homeBlocks: number[];
 }
 
 export type RecoveryOutcome =
-  | { kind: 'recovered'; slot: number; transactions: number; homeBlocks: number; afterDeathMs: number | undefined; recoveryGeneration: number }
-  | { kind: 'skipped'; slot: number | undefined; reason: string };
+  | {
+      kind: 'recovered'; node: number; slot: number; transactions: number; homeBlocks: number; afterDeathMs: number | undefined; recoveryGeneration: number;
+      replayed: ReplayedTransactionReport[]; times: RecoveryTimesEpochMs;
+    }
+  | { kind: 'skipped'; node: number; slot: number | undefined; reason: string };
 
 /** Subscribes to the node's membership and recovers dead nodes' slots on every mounted volume. */
 export class DeadSlotRecovery {
@@ -73,7 +102,8 @@ export class DeadSlotRecovery {
     if (ev.nodeId === this.node.nodeId) return;
     const key = `${ev.nodeId}:${ev.generation}`;
     if (ev.kind === 'down') {
-      const noted = this.noteDeath(ev).catch((err: unknown) => {
+      const downAtEpochMs = Date.now();
+      const noted = this.noteDeath(ev).then((ds) => ds.map((d) => ({ ...d, downAtEpochMs }))).catch((err: unknown) => {
         this.hooks.log(`recovery of node ${ev.nodeId}: cannot read its slot: ${errText(err)}`);
         return [];
       });
@@ -82,7 +112,8 @@ export class DeadSlotRecovery {
       const noted = this.deaths.get(key);
       this.deaths.delete(key);
       if (noted === undefined) return;
-      void noted.then((deaths) => deaths.forEach((d) => this.queue(d)));
+      const fencedAtEpochMs = Date.now();
+      void noted.then((deaths) => deaths.forEach((d) => this.queue({ ...d, fencedAtEpochMs })));
     } else if (ev.kind === 'left') {
       // A clean leave: it unmounted first, nothing to recover.
       this.deaths.delete(key);
@@ -158,8 +189,9 @@ export class DeadSlotRecovery {
     if (!this.hooks.mountedVolumes().includes(d.volume)) return undefined;
     if (!this.node.membership.isFenced(d.nodeId, d.generation)) throw new SanboxError('EINVAL', `node ${d.nodeId} is not fenced: its journal must not be recovered`);
     if (d.slot === undefined) {
-      this.hooks.log(`skipped recovery of node ${d.nodeId} on ${d.volume}: it held no slot there when it died (recovered already, or never mounted)`);
-      return { kind: 'skipped', slot: undefined, reason: 'no slot' };
+      const out: RecoveryOutcome = { kind: 'skipped', node: d.nodeId, slot: undefined, reason: 'no slot' };
+      this.hooks.log(`skipped recovery of node ${d.nodeId} on ${d.volume}: it held no slot there when it died (recovered already, or never mounted)`, { recovery: out });
+      return out;
     }
     return this.recoverSlotOf({ ...d, slot: d.slot });
   }
@@ -168,29 +200,40 @@ export class DeadSlotRecovery {
     const dev = await this.node.volumeDevice(d.volume);
     this.hooks.log(`recovering slot ${d.slot} of node ${d.nodeId} on ${d.volume} (fenced; recovery generation ${d.recoveryGeneration})`);
     const superLock = await this.superLock(await Ocfs2Volume.open(dev), d);
+    const superLockAt = Date.now();
     let out: RecoveryOutcome & { slot: number };
     try {
       const vol = await Ocfs2Volume.open(dev);
       const holder = (await readSlotMap(vol)).slots[d.slot]?.nodeNum;
       const j = await openJournal(vol, d.slot);
       if (j.recoveryGeneration !== d.recoveryGeneration) {
-        out = { kind: 'skipped', slot: d.slot, reason: `recovery generation of slot ${d.slot} moved from ${d.recoveryGeneration} to ${j.recoveryGeneration}: another node recovered it` };
+        out = { kind: 'skipped', node: d.nodeId, slot: d.slot, reason: `recovery generation of slot ${d.slot} moved from ${d.recoveryGeneration} to ${j.recoveryGeneration}: another node recovered it` };
       } else if (holder !== d.nodeId) {
-        out = { kind: 'skipped', slot: d.slot, reason: `slot ${d.slot} no longer belongs to node ${d.nodeId} (${holder === undefined ? 'free' : `node ${holder}`})` };
+        out = { kind: 'skipped', node: d.nodeId, slot: d.slot, reason: `slot ${d.slot} no longer belongs to node ${d.nodeId} (${holder === undefined ? 'free' : `node ${holder}`})` };
       } else if (this.backUp(d)) {
         // A new incarnation of the node owns the slot again (its mount replays its own journal,
         // and once mounted it holds the journal lock a recovery would wait on in vain).
-        out = { kind: 'skipped', slot: d.slot, reason: `node ${d.nodeId} is back (a new incarnation) and takes its own slot` };
+        out = { kind: 'skipped', node: d.nodeId, slot: d.slot, reason: `node ${d.nodeId} is back (a new incarnation) and takes its own slot` };
       } else {
         const ls = await this.node.lockspace();
         const journalLock = await ls.lock(await journalLockResource(vol, d.slot), Mode.EX, { timeoutMs: this.node.info.timing.lockTimeoutMs });
         try {
-          const rec = await recoverSlot(vol, d.slot, { observeMs: 0, clearSlot: true });
+          const journalLockAt = Date.now();
+          const phaseAt = new Map<RecoveryPhase, number>();
+          const rec = await recoverSlot(vol, d.slot, { observeMs: 0, clearSlot: true, onPhase: (p) => phaseAt.set(p, Date.now()) });
           // A journal left clean (the node died inside its umount, between DIRTY cleared and the
           // slot freed) is not replayed, but the slot is still freed, as ocfs2_recover_node does.
           if (!rec.slotCleared) await writeSlotEntry(vol, d.slot, undefined);
+          const slotFreed = Date.now();
+          // Steps a clean journal skipped took no time: they count as done when the slot was freed.
+          const at = (p: RecoveryPhase): number => phaseAt.get(p) ?? slotFreed;
           out = {
-            kind: 'recovered', slot: d.slot,
+            kind: 'recovered', node: d.nodeId, slot: d.slot,
+            replayed: (rec.replay?.transactions ?? []).map((tx) => ({ sequence: tx.sequence, homeBlocks: tx.homeBlocks })),
+            times: {
+              down: d.downAtEpochMs, fenced: d.fencedAtEpochMs, superLock: superLockAt, journalLock: journalLockAt,
+              replayed: at('replayed'), allocators: at('allocators'), clean: at('clean'), slotFreed,
+            },
             transactions: rec.replay?.transactions.length ?? 0,
             homeBlocks: rec.replay?.blocksWritten ?? 0,
             afterDeathMs: d.deathAtMs === undefined ? undefined : Math.round(performance.now() - d.deathAtMs),
@@ -205,7 +248,7 @@ export class DeadSlotRecovery {
     }
     this.hooks.log(out.kind === 'recovered'
       ? `recovered slot ${out.slot} of node ${d.nodeId}: ${out.transactions} transactions, ${out.homeBlocks} home blocks, ${out.afterDeathMs === undefined ? 'dead before this node mounted' : `${out.afterDeathMs} ms after the death`} (recovery generation ${out.recoveryGeneration}) on ${d.volume}`
-      : `skipped recovery of slot ${out.slot} of node ${d.nodeId} on ${d.volume}: ${out.reason}`);
+      : `skipped recovery of slot ${out.slot} of node ${d.nodeId} on ${d.volume}: ${out.reason}`, { recovery: out });
     return out;
   }
 }

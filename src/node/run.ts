@@ -13,7 +13,8 @@ export const EXIT_SELF_FENCED = 3;
 const LEAVE_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
 
 export interface NodeLoopOutput {
-  log(msg: string): void;
+  /** `data`: the message's structured facts (a recovery's outcome), printed with it under --json. */
+  log(msg: string, data?: Record<string, unknown>): void;
   event(ev: MembershipEvent): void;
 }
 

@@ -224,8 +224,8 @@ export function register(program: Command): void {
       const exitCode = await runNode(
         { clusterImage: image, nodeId, name: o.name, fencePolicy: o.fence as FencePolicy, volumes: o.volume, mounts: o.mount, devices: deviceList([], o.devices) },
         {
-          log: (msg) => {
-            if (o.json) process.stdout.write(JSON.stringify({ t: stamp(), node: nodeId, msg }) + '\n');
+          log: (msg, data) => {
+            if (o.json) process.stdout.write(JSON.stringify({ t: stamp(), node: nodeId, msg, ...data }) + '\n');
             else process.stdout.write(`${stamp()} node${nodeId}: ${msg}\n`);
           },
           event: (ev) => {

@@ -16,7 +16,7 @@ export function register(program: Command): void {
   program
     .command('demo')
     .description(
-      'run a local demo cluster: create a cluster image, start N node processes that heartbeat through it, kill one with SIGKILL, watch the others declare it dead and fence it, and print a verdict',
+      'run a local demo cluster: create a cluster image and an ocfs2 volume, start N node processes that heartbeat through both and mount the volume, write files through their slot journals, kill one with SIGKILL while a put is in flight, watch the others declare it dead, fence it and replay its journal, check every acknowledged file by sha256, and print a verdict',
     )
     .option('--dir <dir>', 'where the demo images go (replaced if they exist)', 'sanbox-demo')
     .option('--nodes <n>', `number of node processes (${DEMO_NODES_MIN}-${DEMO_NODES_MAX})`, '3')
@@ -43,6 +43,17 @@ export function register(program: Command): void {
               { header: 'Age', value: (x) => (x.ageMs === null || x.state === 'free' ? '' : `${(x.ageMs / 1000).toFixed(1)}s`), align: 'right' },
             ]);
           },
+          files: (files) => {
+            if (o.json) return;
+            printTable(files, [
+              { header: 'Path', value: (f) => f.path },
+              { header: 'Node', value: (f) => f.node, align: 'right' },
+              { header: 'Bytes', value: (f) => f.sizeBytes, align: 'right' },
+              { header: 'Acked', value: (f) => (f.acknowledged ? `tx ${f.sequence}` : 'no') },
+              { header: 'sha256', value: (f) => f.sha256.slice(0, 16) },
+              { header: 'After recovery', value: (f) => (!f.acknowledged && f.afterRecovery === 'intact' ? 'whole' : (f.afterRecovery ?? '')) },
+            ]);
+          },
           volumeHeartbeat: (slots) => {
             if (o.json) return;
             printTable(slots, [
@@ -58,9 +69,12 @@ export function register(program: Command): void {
       );
       if (o.json) printJson(r);
       else {
+        const acked = r.files.filter((f) => f.acknowledged);
+        const rec = r.recovery === undefined ? 'not recovered' : `slot ${r.recovery.slot} recovered by node ${r.recovery.by} in ${r.recovery.afterKillMs.slotFreed} ms`;
         process.stdout.write(
-          `Verdict: ${r.verdict} — ${r.nodes} nodes up in ${r.allUpMs} ms; node ${r.victim} killed, declared dead in ≤${Math.max(...r.downMs)} ms, fenced in ${r.fencedMs} ms.\n`,
+          `Verdict: ${r.verdict} — ${r.nodes} nodes up in ${r.allUpMs} ms; node ${r.victim} killed mid-put, declared dead in ≤${Math.max(...r.downMs)} ms, fenced in ${r.fencedMs} ms, ${rec}; ${acked.filter((f) => f.afterRecovery === 'intact').length}/${acked.length} acknowledged files intact.\n`,
         );
+        for (const f of r.failures) process.stdout.write(`  FAIL: ${f}\n`);
       }
       if (r.verdict !== 'PASS') process.exitCode = 1;
     });
