@@ -36,6 +36,14 @@
 //                     holder's death, its fencing and a few queued holders (10 s local).
 //   nbdIoTimeoutMs  = 5 × deadMs                             an NBD request outstanding this long
 //                     is failed; heartbeat writes have their own, tighter ioTimeoutMs (10 s local).
+//   quorumHoldMs    = 5 × deadMs                             how long a node without quorum holds
+//                     (queues) I/O to volumes of shared and private containers and to the ocfs2
+//                     volumes it mounted, counted from the loss, before failing it with EIO
+//                     (src/disk/quorum-hold.ts; dm-multipath's no_path_retry). Quorum comes back
+//                     only when peers are seen up again: a peer stalled past the dead time fences
+//                     itself when it resumes, so the minority waits for restarted peers to join,
+//                     which takes their start, join probe and a few heartbeat rounds — well inside
+//                     five dead times (10 s local, 310 s o2cb).
 //
 // The derived values are recorded in the cluster image's config region (src/format/cluster-image.ts,
 // `derived timing`, in the order of DERIVED_TIMING_FIELDS), so every node of a cluster uses the
@@ -67,6 +75,7 @@ export interface Timing extends TimingInputs {
   lockPollMaxMs: number;
   lockTimeoutMs: number;
   nbdIoTimeoutMs: number;
+  quorumHoldMs: number;
   /** o2hb: a slot is live after this many observed seq changes (O2HB_LIVE_THRESHOLD is 2; we count changes after our first read). */
   liveChanges: number;
 }
@@ -110,6 +119,7 @@ export function deriveTiming(inputs: TimingInputs, preset = 'custom'): Timing {
     lockPollMaxMs: Math.max(1, Math.floor(inputs.intervalMs / 2)),
     lockTimeoutMs: 5 * inputs.intervalMs * inputs.deadThreshold,
     nbdIoTimeoutMs: 5 * inputs.intervalMs * inputs.deadThreshold,
+    quorumHoldMs: 5 * inputs.intervalMs * inputs.deadThreshold,
     liveChanges: 1,
   };
   checkTiming(t);
@@ -131,6 +141,7 @@ export const DERIVED_TIMING_FIELDS = [
   'lockPollMaxMs',
   'lockTimeoutMs',
   'nbdIoTimeoutMs',
+  'quorumHoldMs',
 ] as const satisfies readonly (keyof Timing)[];
 
 /** The values to record for `t`, in DERIVED_TIMING_FIELDS order. */

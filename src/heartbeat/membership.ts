@@ -159,7 +159,9 @@ export class MembershipService implements Membership {
         d.fenced = true;
         this.fencedKeys.add(`${nodeId}:${d.generation}`);
         if (this.up.get(nodeId) === d.generation) this.up.delete(nodeId);
-        this.base.delete(nodeId);
+        // A new incarnation seen up before its old one was fenced stays in the base: it counts
+        // for quorum like any live member.
+        if (!this.up.has(nodeId)) this.base.delete(nodeId);
         // A clean leave is "left" everywhere (logs, events, status), never "fenced": its key is
         // recorded as fenced only so that no late write of it can land.
         if (d.reason === 'left') {

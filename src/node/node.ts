@@ -40,6 +40,7 @@ import { registerNodeCommands } from './commands.js';
 import { ControlServer } from './control.js';
 import { ownSlotsOnly } from '../disk/own-slots.js';
 import { DeviceProvider, type DeviceStatus } from './provider.js';
+import type { QuorumHoldStatus } from '../disk/quorum-hold.js';
 
 export interface StartNodeOptions {
   clusterImage: string;
@@ -91,7 +92,8 @@ export interface RunningNode {
   /**
    * An ocfs2 volume's device (file, nbd:// or VG/LV), opened through the provider once per volume
    * and shared by its heartbeat and its mount (a second open would register, and at close
-   * unregister, this node's key under the first).
+   * unregister, this node's key under the first). This is the view for data I/O: held while the
+   * node has no quorum (provider.ioView); the volume's heartbeat writes the device under it.
    */
   volumeDevice(spec: string): Promise<BlockDevice>;
   /** Starts heartbeating in the volume's heartbeat region (nothing if it does already). */
@@ -138,6 +140,8 @@ export interface NodeStatus {
   devices: DeviceStatus[];
   locks: { resource: string; lockId: number; mode: string | null; state: 'granted' | 'waiting'; lost: string | null }[];
   mounts: MountStatus[];
+  /** Data I/O held for quorum (src/disk/quorum-hold.ts); null in a node that follows no quorum. */
+  ioHold: QuorumHoldStatus | null;
 }
 
 /** The key a volume is known by: an image file by its absolute path; nbd:// and VG/LV as given. */
@@ -350,21 +354,30 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       log,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
+    // Without quorum, data I/O to cluster volumes waits (src/disk/quorum-hold.ts); heartbeat and lockspace I/O do not.
+    provider.holdWithoutQuorum(membership, log);
     const { heartbeats, add: addHeartbeat } = makeHeartbeats(regions, { nodeId: n, generation, timing, membership, provider, log }, opts.onSelfFence);
     const heartbeat = heartbeats[0]!;
-    // Volume homes by volumeKey: the device, and its heartbeat while the node is in its region.
-    const homes = new Map<string, { device: Promise<BlockDevice>; heartbeat: Heartbeat | undefined; pinned: boolean }>();
-    (opts.volumes ?? []).forEach((v, i) => homes.set(volumeKey(v), { device: Promise.resolve(volumeDevices[i]!), heartbeat: heartbeats[i + 1], pinned: true }));
-    const home = (spec: string) => {
+    // Volume homes by volumeKey: the device, its view for data I/O (held without quorum; the
+    // heartbeat writes the device itself), and its heartbeat while the node is in its region.
+    type Home = { device: Promise<BlockDevice>; io: Promise<BlockDevice> | undefined; heartbeat: Heartbeat | undefined; pinned: boolean };
+    const homes = new Map<string, Home>();
+    (opts.volumes ?? []).forEach((v, i) => homes.set(volumeKey(v), { device: Promise.resolve(volumeDevices[i]!), io: undefined, heartbeat: heartbeats[i + 1], pinned: true }));
+    const home = (spec: string): Home => {
       const k = volumeKey(spec);
       let h = homes.get(k);
       if (h === undefined) {
-        h = { device: provider.open(spec), heartbeat: undefined, pinned: false };
+        h = { device: provider.open(spec), io: undefined, heartbeat: undefined, pinned: false };
         homes.set(k, h);
         // A failed open is forgotten, so the next try opens again.
         h.device.catch(() => homes.delete(k));
       }
       return h;
+    };
+    const ioOf = (spec: string): Promise<BlockDevice> => {
+      const h = home(spec);
+      h.io ??= h.device.then((d) => provider.ioView(spec, d));
+      return h.io;
     };
     const mounts = new Map<string, MountStatus>();
     const stopHooks: (() => Promise<void>)[] = [];
@@ -396,6 +409,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         devices: provider.status(),
         locks: lockStatus(lockspaceNow),
         mounts: [...mounts.values()],
+        ioHold: provider.holdStatus(),
       };
     };
     let lockspaceNow: Lockspace | undefined;
@@ -425,7 +439,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       },
       status,
       mounts,
-      volumeDevice: (spec) => home(spec).device,
+      volumeDevice: (spec) => ioOf(spec),
       joinVolumeRegion: async (spec) => {
         const h = home(spec);
         if (h.heartbeat !== undefined) return;

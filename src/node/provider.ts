@@ -24,6 +24,8 @@ import { deviceList } from '../volume/devices.js';
 import { isLvSpec } from '../volume/resolve.js';
 import { openLv } from '../volume/manager.js';
 import type { LvDevice } from '../volume/lv-device.js';
+import { assertNodeMayUse, heldWithoutQuorum, readContainerUse, type ContainerUse } from '../volume/container.js';
+import { QuorumHeldDevice, QuorumHold, type QuorumHoldStatus, type QuorumSource } from '../disk/quorum-hold.js';
 
 /** Where a device's reservation state lives: a region of the device itself, a sidecar file, or nowhere (nbd://). */
 export type ReservationPlace = { spec: ReservationStoreSpec } | 'sidecar' | 'remote';
@@ -133,6 +135,7 @@ export class DeviceProvider {
   private rules: FaultRule[] = [];
   private ruleSeq = 0;
   private fencedReason: string | undefined;
+  private hold: QuorumHold | undefined;
 
   constructor(private readonly o: ProviderOptions) {}
 
@@ -193,13 +196,62 @@ export class DeviceProvider {
     return new CountedDevice(faults, io, () => this.release(entry));
   }
 
-  /** Opens VG/LV over PVs from the node's device list, every one of them through open() (gated). */
+  /**
+   * Opens VG/LV over PVs from the node's device list, every one of them through open() (gated);
+   * refused (nothing opened) when the VG's container does not let this node use it: a private
+   * container of another node, a deported one.
+   */
   async openLv(vg: string, lv: string): Promise<LvDevice> {
-    if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${vg}/${lv}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: `${vg}/${lv}` });
+    return (await this.openLvOf(`${vg}/${lv}`)).dev;
+  }
+
+  private async openLvOf(spec: string): Promise<{ dev: LvDevice; use: ContainerUse }> {
+    const [vg, lv] = spec.split('/') as [string, string];
+    if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
     const pvs = deviceList([], this.o.devices);
-    if (pvs.length === 0) throw new SanboxError('ENOENT', `${vg}/${lv}: no devices to find volume group ${vg} on; set SANBOX_DEVICES (or pass the device list)`, { device: `${vg}/${lv}` });
+    if (pvs.length === 0) throw new SanboxError('ENOENT', `${spec}: no devices to find volume group ${vg} on; set SANBOX_DEVICES (or pass the device list)`, { device: spec });
+    const use = await readContainerUse(pvs, vg);
+    assertNodeMayUse(use, this.o.nodeId);
     // Every PV (and every other device scanned for the VG) comes through open().
-    return openLv(pvs, vg, lv, { guard: 'shared', open: (pv) => this.open(pv) });
+    return { dev: await openLv(pvs, vg, lv, { guard: 'shared', open: (pv) => this.open(pv) }), use };
+  }
+
+  /**
+   * Holds I/O of the devices wrapped by held() while `source` (the node's membership) has no
+   * quorum, for at most timing.quorumHoldMs (src/disk/quorum-hold.ts). Set once, at the join.
+   */
+  holdWithoutQuorum(source: QuorumSource, log?: (msg: string) => void): void {
+    if (this.hold !== undefined) throw new SanboxError('EINVAL', `node ${this.o.nodeId}: its I/O already follows a quorum`);
+    this.hold = new QuorumHold(source, { nodeId: this.o.nodeId, holdMs: this.o.timing.quorumHoldMs, ...(log !== undefined ? { log } : {}) });
+  }
+
+  /** `dev` with its I/O held while this node has no quorum (as is, when no quorum is followed). */
+  held(dev: BlockDevice): BlockDevice {
+    return this.hold === undefined ? dev : new QuorumHeldDevice(dev, this.hold);
+  }
+
+  /**
+   * The view of an open volume for data I/O (a mount's, an LV's users'): held while the node has
+   * no quorum when it is `VG/LV` of a shared or private container or an ocfs2 volume on an image
+   * or nbd:// export (a cluster file system); a local container's LV is not held. Its heartbeat
+   * keeps using `dev` itself: a node must go on heartbeating for quorum to come back.
+   */
+  async ioView(spec: string, dev: BlockDevice): Promise<BlockDevice> {
+    if (!isLvSpec(spec)) return this.held(dev);
+    const [vg] = spec.split('/') as [string, string];
+    return heldWithoutQuorum(await readContainerUse(deviceList([], this.o.devices), vg)) ? this.held(dev) : dev;
+  }
+
+  /** `VG/LV` (or any device) opened for data I/O: open() and then ioView(). */
+  async openVolume(spec: string): Promise<BlockDevice> {
+    if (!isLvSpec(spec)) return this.held(await this.open(spec));
+    const { dev, use } = await this.openLvOf(spec);
+    return heldWithoutQuorum(use) ? this.held(dev) : dev;
+  }
+
+  /** Whether this node's cluster I/O is held now, since when, and how much. */
+  holdStatus(): QuorumHoldStatus | null {
+    return this.hold?.status() ?? null;
   }
 
   /** Unregisters this node's key from a device it closes (a clean leave of that device). */
@@ -207,8 +259,10 @@ export class DeviceProvider {
     const i = this.entries.indexOf(e);
     if (i < 0) return;
     this.entries.splice(i, 1);
-    // A fenced node leaves its key as it is: a preempted key stays preempted.
-    if (e.pr !== null && this.fencedReason === undefined) await e.pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
+    // A fenced node leaves its key as it is: a preempted key stays preempted. A device opened
+    // more than once (a PV scanned for each of several LVs) keeps the key while one is open.
+    const stillOpen = this.entries.some((o) => o.name === e.name);
+    if (e.pr !== null && this.fencedReason === undefined && !stillOpen) await e.pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
     e.pr?.close();
     e.gate.close();
   }
@@ -285,6 +339,7 @@ export class DeviceProvider {
 
   /** Closes every device still open (the owners close theirs first; this is the backstop). */
   async close(): Promise<void> {
+    this.hold?.close();
     for (const e of [...this.entries].reverse()) await this.release(e);
   }
 }

@@ -267,3 +267,45 @@ export async function containerChange(specs: string[], name: string, req: Contai
     }),
   );
 }
+
+/** What a node needs to know of a VG's container before it does I/O through its LVs. */
+export interface ContainerUse {
+  vgName: string;
+  kind: ContainerKind;
+  /** A private container's owner node. */
+  ownerNode: number | undefined;
+}
+
+/** The owner node a private container's system ID names (systemIdOf's `<cluster>-node<N>`). */
+function ownerOfSystemId(systemId: string | undefined): number | undefined {
+  const m = /-node(\d{1,5})$/.exec(systemId ?? '');
+  return m === null ? undefined : Number(m[1]);
+}
+
+/** The container of a VG as it is now (its record, else what the LVM metadata mirrors); reads only. */
+export async function readContainerUse(specs: string[], vgName: string): Promise<ContainerUse> {
+  return withSession(specs, { readOnly: true, guard: 'none' }, async (s) => {
+    const h = s.vg(vgName);
+    const { record, lvmKind } = await containerOf(h);
+    const kind = record?.kind ?? lvmKind;
+    // A VG whose metadata mixes kinds (owned and shared at once) is none sanbox writes: refuse it.
+    if (kind === undefined) throw new SanboxError('EINVAL', `volume group ${vgName}: its LVM metadata matches no container kind (system ID ${h.vg.systemId ?? 'none'}, lock type ${h.vg.lockType ?? 'none'}, status ${h.vg.status.join(' ')})`);
+    return { vgName, kind, ownerNode: kind === 'private' ? (record?.ownerNode ?? ownerOfSystemId(h.vg.systemId)) : undefined };
+  });
+}
+
+/**
+ * Refuses I/O that a node may not do in a container (EVMS CSM's rules, reference/locking.md §5.2):
+ * nobody uses a deported container, and only its owner uses a private one.
+ */
+export function assertNodeMayUse(c: ContainerUse, nodeId: number): void {
+  if (c.kind === 'deported') throw new SanboxError('EINVAL', `volume group ${c.vgName} is a deported container: no node may use it (vgimport it first)`);
+  if (c.kind === 'private' && c.ownerNode !== nodeId) {
+    throw new SanboxError('EINVAL', `volume group ${c.vgName} is a private container owned by node ${c.ownerNode ?? '?'}: node ${nodeId} may not use it (the owner changes with vgchange --owner)`);
+  }
+}
+
+/** I/O to volumes of shared and private containers is held while the node has no quorum; local ones are not. */
+export function heldWithoutQuorum(c: ContainerUse): boolean {
+  return c.kind === 'shared' || c.kind === 'private';
+}

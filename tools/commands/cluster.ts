@@ -49,6 +49,7 @@ function printReport(s: ClusterStatus): void {
     ['Fencing', `self-fence after ${t.selfFenceMs} ms, gate wait ${t.fenceGateWaitMs} ms, power fence wait ${t.powerFenceWaitMs} ms (poll ${t.powerFencePollMs} ms), retry ≤ ${t.fenceRetryMsMax} ms`],
     ['Locks', `timeout ${t.lockTimeoutMs} ms, poll ${t.lockPollMinMs}..${t.lockPollMaxMs} ms, reservation lock wait ${t.reservationLockWaitMs} ms`],
     ['Join/NBD', `join probe ${t.joinProbeMs} ms, NBD I/O timeout ${t.nbdIoTimeoutMs} ms`],
+    ['Quorum loss', `I/O to shared and private containers held ≤ ${t.quorumHoldMs} ms, then EIO`],
   ]);
   printStatus(s);
   printMounts(s);

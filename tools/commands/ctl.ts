@@ -21,12 +21,23 @@ function nodeNumber(text: string): number {
   return Number(text);
 }
 
+/** The quorum hold of a node's cluster volumes in one line ("I/O held: no quorum since …"). */
+function ioHoldLine(h: NodeStatus['ioHold']): string {
+  if (h === null) return 'open (this node follows no quorum)';
+  const counts = `${h.released} released, ${h.failed} failed with EIO so far`;
+  if (h.state === 'open') return `open (quorum; ${counts})`;
+  if (h.state === 'fenced') return `refused: the node fenced itself (${counts})`;
+  if (h.state === 'held') return `I/O held: no quorum since ${h.since}: ${h.waiting} waiting, EIO after ${h.holdMs} ms (${counts})`;
+  return `I/O failing (EIO): no quorum since ${h.since}, held the limit of ${h.holdMs} ms (${counts})`;
+}
+
 function printNodeStatus(s: NodeStatus): void {
   printFields([
     ['Node', `${s.nodeId} (${s.name}), pid ${s.pid}`],
     ['Cluster', s.cluster],
     ['State', s.fenced === null ? s.state : `${s.state}: ${s.fenced}`],
     ['Quorum', s.quorum ? 'yes' : 'NO'],
+    ['Cluster I/O', ioHoldLine(s.ioHold)],
     ['Generation', s.generation],
   ]);
   process.stdout.write('\nMembership as this node sees it:\n');
