@@ -108,13 +108,14 @@ test('private, shared, deported and back: the real vgs/pvs/vgck/pvck agree after
     t.is((await vgsRow(t, l, other, ['--foreign'])).row?.vg_systemid, 'lab-node1');
   }
 
-  // The owner moves (EVMS's failover reassignment; the fencing rule is item 5's).
-  await ok(t, ['vgchange', l.vg, '--owner', '2'], l.imgs);
+  // The owner moves (EVMS's failover reassignment). No node runs, so node 1's slot is free: the
+  // failover rule (test/container-failover.test.ts) lets the change through.
+  await ok(t, ['vgchange', l.vg, '--owner', '2', '--cluster', l.cluster], l.imgs);
   t.is((await vgsRow(t, l, 'lab-node2')).row?.vg_systemid, 'lab-node2');
   await clean(t, l, 'lab-node2');
 
   // Shared: lock_type dlm. Without lvmlockd lvm2 refuses it with its own message.
-  await ok(t, ['vgchange', l.vg, '--container', 'shared'], l.imgs);
+  await ok(t, ['vgchange', l.vg, '--container', 'shared', '--cluster', l.cluster], l.imgs);
   const refused = await asHost('vgck', l.loops, undefined, [l.vg]);
   t.not(refused.code, 0);
   t.regex(refused.stderr, new RegExp(`Cannot access VG ${l.vg} with lock type dlm that requires lvmlockd`));
@@ -158,7 +159,7 @@ test('a torn primary copy is never trusted: the backup is read, and the next cha
   const l = await lab(t);
   const pvs = l.imgs.slice(0, 2);
   await ok(t, ['vgcreate', '--container', 'private', '--owner', '0', '--cluster', l.cluster, l.vg, ...pvs], l.imgs);
-  await ok(t, ['vgchange', l.vg, '--owner', '1'], l.imgs);
+  await ok(t, ['vgchange', l.vg, '--owner', '1', '--cluster', l.cluster], l.imgs);
   // A change that tore: the primary copies half written (first sector new garbage), the LVM commit not reached.
   for (const img of pvs) {
     const fd = fs.openSync(img, 'r+');
@@ -197,6 +198,12 @@ test('bad input: one-line errors, every byte of the images unchanged', async (t)
     [['vgchange', l.vg, '--container', 'shared', '--owner', '1'], /--owner goes with a private container/, 1],
     [['vgimport', l.vg], /only an exported \(deported\) one is imported/, 1],
     [['vgcreate', '--container', 'private', '--cluster', l.cluster, uniq('nv'), l.imgs[1]!], /needs its owner/, 1],
+    // The failover rule's input (item 5): whose liveness to read, who asks, and no override.
+    [['vgchange', l.vg, '--owner', '2'], new RegExp(`volume group ${l.vg} is a private container owned by node 1: taking it from its owner needs the cluster image \\(--cluster IMG\\)`), 1],
+    [['vgexport', l.vg], /owned by node 1: taking it from its owner needs the cluster image/, 1],
+    [['vgchange', l.vg, '--owner', 'self', '--cluster', l.cluster], /--owner self needs --node N/, 2],
+    [['vgchange', l.vg, '--owner', '2', '--node', 'two', '--cluster', l.cluster], /--node takes a node number, not 'two'/, 2],
+    [['vgchange', l.vg, '--owner', '2', '--force', '--cluster', l.cluster], /unknown option '--force'/, 2],
   ];
   for (const [args, re, code] of cases) {
     const r = await run(t, args, l.imgs);

@@ -237,9 +237,19 @@ export async function containerCreate(specs: string[], pvSpecs: string[], name: 
 
 /**
  * vgchange --container/--owner, vgexport, vgimport: the new record, then the LVM commit. `expect`
- * refuses a change from the wrong kind (vgimport of a VG that is not deported) before anything is written.
+ * refuses a change from the wrong kind (vgimport of a VG that is not deported) before anything is
+ * written; so does `authorize` (called under the VG lock with the state read there and the next
+ * record: the failover rule of src/node/failover.ts, which refuses taking a private container from
+ * an owner that is alive or not fenced yet).
  */
-export async function containerChange(specs: string[], name: string, req: ContainerRequest, ctx: CommitContext, expect?: { kinds: ContainerKind[]; why: string }): Promise<ContainerRecord> {
+export async function containerChange(
+  specs: string[],
+  name: string,
+  req: ContainerRequest,
+  ctx: CommitContext,
+  expect?: { kinds: ContainerKind[]; why: string },
+  authorize?: (state: ContainerState, next: ContainerRecord) => Promise<void>,
+): Promise<ContainerRecord> {
   return withLocks([vgLockName(name)], () =>
     withSession(specs, {}, async (s) => {
       const h = s.vg(name);
@@ -250,6 +260,7 @@ export async function containerChange(specs: string[], name: string, req: Contai
         throw new SanboxError('EINVAL', `volume group ${name} is ${currentKind ?? 'of no container kind'}: ${expect.why}`);
       }
       const r = nextRecord(h.vg, state.record, req);
+      await authorize?.(state, r);
       const next: VgModel = structuredClone(h.vg);
       next.seqno = h.vg.seqno + 1;
       mirrorContainer(next, r);

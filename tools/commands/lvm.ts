@@ -15,7 +15,8 @@ import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
 import { addDevice, delDevice, deviceEntryFor, DEVICES_FILE_ENV, devicesFilePath, readDevicesFile, writeDevicesFile } from '../../src/volume/devices-file.js';
 import { applyLvChange, applyVgChange, parseReadAhead, parseTag, type LvChange, type TagChange, type VgChange } from '../../src/volume/change.js';
 import { claimLv, describeClaim, type LvClaim } from '../../src/volume/lv-contents.js';
-import { clusterOfImage, containerChange, containerCreate, CONTAINER_KINDS, parseContainerKind, syncContainerMembers, systemIdOf, type ContainerRequest } from '../../src/volume/container.js';
+import { changeContainer } from '../../src/node/failover.js';
+import { clusterOfImage, containerCreate, CONTAINER_KINDS, parseContainerKind, syncContainerMembers, systemIdOf, type ContainerRequest } from '../../src/volume/container.js';
 import type { ContainerRecord } from '../../src/format/container.js';
 import { createNotes, resizeNotes } from '../../src/volume/size-notes.js';
 import {
@@ -200,9 +201,11 @@ export function register(program: Command): void {
       .description(what)
       .argument('<vg>', 'volume group name')
       .option('--devices <list>', DEVICES_HELP)
-      .action(async (vg: string, o: { devices?: string }) => {
+      .option('--cluster <img>', "the cluster image: deporting a private container reads there whether its owner is alive or fenced")
+      .option('--node <n>', NODE_HELP)
+      .action(async (vg: string, o: { devices?: string; cluster?: string; node?: string }) => {
         const why = cmd === 'vgexport' ? 'it is already exported' : 'only an exported (deported) one is imported';
-        await containerChange(devicesOf([], o), vg, { kind }, context(), { kinds: [...from], why });
+        await changeContainer(devicesOf([], o), vg, { kind }, context(), { expect: { kinds: [...from], why }, clusterImage: o.cluster, requester: nodeOption(o.node) });
         say(`Volume group "${vg}" successfully ${cmd === 'vgexport' ? 'exported' : 'imported'}`);
       });
   }
@@ -269,14 +272,15 @@ export function register(program: Command): void {
     .option('-l, --logicalvolume <n>', 'maximum number of logical volumes (0: unlimited)')
     .option('-p, --maxphysicalvolumes <n>', 'maximum number of physical volumes (0: unlimited)')
     .option('--container <kind>', `change the container kind: ${CONTAINER_KINDS.join(', ')}`)
-    .option('--owner <node>', "change a private container's owner node")
-    .option('--cluster <img>', 'the cluster image the container belongs to');
+    .option('--owner <node>', "change a private container's owner node (self: the --node making the change); taking it from its owner needs the owner fenced, or its consent: docs/containers.md")
+    .option('--cluster <img>', 'the cluster image the container belongs to')
+    .option('--node <n>', NODE_HELP);
   changeOptions(vgchange).action(async (vg: string, o: ContainerOpts & { addtag: string[]; deltag: string[]; logicalvolume?: string; maxphysicalvolumes?: string; activate?: string; devices?: string }) => {
       if (o.activate !== undefined) throw new UsageError(`vgchange -a: ${activation}`);
       const req = await containerRequest(o);
       if (req) {
         if (o.addtag.length || o.deltag.length || o.logicalvolume !== undefined || o.maxphysicalvolumes !== undefined) throw new UsageError('vgchange: a container change goes alone (no tags, -l, -p)');
-        const r = await containerChange(devicesOf([], o), vg, req, context());
+        const r = await changeContainer(devicesOf([], o), vg, req, context(), { clusterImage: o.cluster, requester: nodeOption(o.node) });
         say(`Volume group "${vg}" is now a ${describeContainer(r)}`);
         return;
       }
@@ -617,6 +621,16 @@ interface ContainerOpts {
   container?: string;
   owner?: string;
   cluster?: string;
+  node?: string;
+}
+
+const NODE_HELP = "the node making the change: a private container's owner consents to losing it by making the change as itself";
+
+/** --node N: a node number, or undefined when not given. */
+function nodeOption(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d{1,5}$/.test(text)) throw new UsageError(`--node takes a node number, not '${text}'`);
+  return Number(text);
 }
 
 /** --container/--owner/--cluster as a request; undefined when neither --container nor --owner is given. */
@@ -627,8 +641,12 @@ async function containerRequest(o: ContainerOpts): Promise<ContainerRequest | un
     if (!(CONTAINER_KINDS as readonly string[]).includes(o.container)) throw new UsageError(`--container: unknown kind '${o.container}' (one of ${CONTAINER_KINDS.join(', ')})`);
     req.kind = parseContainerKind(o.container);
   }
-  if (o.owner !== undefined) {
-    if (!/^\d{1,5}$/.test(o.owner)) throw new UsageError(`--owner takes a node number, not '${o.owner}'`);
+  if (o.owner === 'self') {
+    const self = nodeOption(o.node);
+    if (self === undefined) throw new UsageError('--owner self needs --node N (the node taking the container)');
+    req.ownerNode = self;
+  } else if (o.owner !== undefined) {
+    if (!/^\d{1,5}$/.test(o.owner)) throw new UsageError(`--owner takes a node number or self, not '${o.owner}'`);
     req.ownerNode = Number(o.owner);
   }
   if (o.cluster !== undefined) req.cluster = await clusterOfImage(o.cluster);

@@ -1,0 +1,95 @@
+// Ownership failover of private containers (issue 18 item 5; EVMS CSM's failover, reference/
+// locking.md §5.2): a change that takes a private container from its owner node — a new owner, or
+// another kind — is allowed only when the owner can no longer write to it, or agrees:
+//
+//   owner fenced  (its incarnation's key is recorded as preempted in the cluster image)  → allowed
+//   owner left    (it stopped heartbeating cleanly), or free (its slot was never used)     → allowed
+//   owner up      and the change is made as the owner (--node OWNER): its consent          → allowed
+//   owner up      otherwise: a takeover of a live owner's container                        → refused
+//   owner dead    but not fenced yet (nobody with quorum has fenced it)                    → refused
+//
+// A dead owner that is not fenced may be stalled, not dead, and write again when it resumes; only
+// its fence makes that impossible (ARCHITECTURE.md, "Nothing is recovered before it is fenced").
+// So the refusal waits for the fence, and nothing overrides it: there is no --force for this.
+// What the owner's slot says is read from the cluster image (src/node/status.ts), the same facts
+// `cluster status` prints.
+
+import { SanboxError } from '../errors.js';
+import type { ContainerRecord } from '../format/container.js';
+import { clusterOfImage, containerChange, type ContainerKind, type ContainerRequest, type ContainerState } from '../volume/container.js';
+import type { CommitContext } from '../volume/vg.js';
+import { StatusReader, type SlotStatus } from './status.js';
+
+export interface OwnerChangeContext {
+  /** The cluster image (--cluster), where the owner's liveness and fence are read. */
+  clusterImage: string | undefined;
+  /** The node the change is made as (--node); the owner's consent is a change made as the owner. */
+  requester: number | undefined;
+}
+
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+
+/** The owner whose private container `next` takes away, or undefined when it takes none. */
+export function ownerTakenFrom(state: ContainerState, next: ContainerRecord): number | undefined {
+  const kind = state.record?.kind ?? state.lvmKind;
+  const owner = state.record?.ownerNode;
+  if (kind !== 'private' || owner === undefined) return undefined;
+  return next.kind === 'private' && next.ownerNode === owner ? undefined : owner;
+}
+
+/** Why taking VG `vgName` from its owner (slot `owner`) is refused now, or undefined when it is allowed. */
+export function ownerChangeRefusal(vgName: string, owner: SlotStatus, requester: number | undefined): string | undefined {
+  const last = owner.ageMs === null ? 'last heartbeat at an unknown time' : `last heartbeat ${seconds(owner.ageMs)} ago`;
+  switch (owner.state) {
+    case 'fenced':
+    case 'left':
+    case 'free':
+      return undefined;
+    case 'up':
+      if (requester === owner.node) return undefined;
+      return `volume group ${vgName}: its owner node ${owner.node} is alive (${last}): a takeover without its consent is refused; make the change as node ${owner.node} (--node ${owner.node}), or stop node ${owner.node} first`;
+    case 'dead':
+      return `volume group ${vgName}: its owner node ${owner.node} is not fenced yet: ${last}, dead after ${seconds(owner.deadMs)}; a node with quorum must fence it before its container is taken over (cluster status shows it fenced then)`;
+  }
+}
+
+/**
+ * Refuses (SanboxError, nothing written) a container change that takes a private container from an
+ * owner who may still write to it; called under the VG lock, before anything is written.
+ */
+export async function authorizeOwnerChange(vgName: string, state: ContainerState, next: ContainerRecord, ctx: OwnerChangeContext): Promise<void> {
+  const owner = ownerTakenFrom(state, next);
+  if (owner === undefined) return;
+  const record = state.record!;
+  if (ctx.clusterImage === undefined) {
+    throw new SanboxError('EINVAL', `volume group ${vgName} is a private container owned by node ${owner}: taking it from its owner needs the cluster image (--cluster IMG), where node ${owner}'s heartbeat and fence are read`);
+  }
+  const cluster = await clusterOfImage(ctx.clusterImage);
+  if (record.clusterName !== '' && !cluster.uuid.equals(record.clusterUuid)) {
+    throw new SanboxError('EINVAL', `volume group ${vgName} belongs to cluster '${record.clusterName}', and ${ctx.clusterImage} is the image of another cluster ('${cluster.name}')`, { device: ctx.clusterImage });
+  }
+  const reader = await StatusReader.open(ctx.clusterImage);
+  let slot: SlotStatus | undefined;
+  try {
+    slot = (await reader.read()).slots[owner];
+  } finally {
+    await reader.close();
+  }
+  if (slot === undefined) throw new SanboxError('EINVAL', `volume group ${vgName}: its owner node ${owner} is not a node of cluster '${cluster.name}'`, { device: ctx.clusterImage });
+  const refusal = ownerChangeRefusal(vgName, slot, ctx.requester);
+  if (refusal !== undefined) throw new SanboxError('EBUSY', refusal);
+}
+
+/**
+ * A container change (vgchange --container/--owner, vgexport, vgimport) under the failover rule:
+ * containerChange with authorizeOwnerChange as its check.
+ */
+export function changeContainer(
+  specs: string[],
+  name: string,
+  req: ContainerRequest,
+  commit: CommitContext,
+  ctx: OwnerChangeContext & { expect?: { kinds: ContainerKind[]; why: string } },
+): Promise<ContainerRecord> {
+  return containerChange(specs, name, req, commit, ctx.expect, (state, next) => authorizeOwnerChange(name, state, next, ctx));
+}
