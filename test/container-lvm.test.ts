@@ -11,7 +11,7 @@ import path from 'node:path';
 import { CONTAINER_PRIMARY_OFFSET_BYTES } from '../src/format/container.js';
 import { containerOf, nextRecord, writeContainer } from '../src/volume/container.js';
 import { withSession } from '../src/volume/manager.js';
-import { attachLoop, LVM_CONFIG, lvm, runTool, sanboxCli, warnings, type ToolResult } from './helpers/lvm-real.js';
+import { attachLoop, LVM_CONFIG, lvm, lvmAsHost, runTool, sanboxCli, warnings, type ToolResult } from './helpers/lvm-real.js';
 import { ownLockDir, tempDir } from './helpers/tmp.js';
 import { acquireLvGuard } from '../src/volume/vg-lock.js';
 
@@ -51,11 +51,7 @@ async function ok(t: ExecutionContext, args: string[], imgs: string[]): Promise<
   return r.stdout;
 }
 
-/** An lvm2 command as a host whose system ID is `systemId` (undefined: lvm2's default, none). */
-function asHost(cmd: string, loops: string[], systemId: string | undefined, args: string[]): Promise<ToolResult> {
-  const sid = systemId === undefined ? '' : ` global/system_id_source="lvmlocal" local/system_id="${systemId}"`;
-  return runTool(cmd, ['--devices', loops.join(','), '--config', LVM_CONFIG + sid, ...args]);
-}
+const asHost = lvmAsHost;
 
 /** vgs -o vg_name,vg_systemid,vg_lock_type,vg_exported as that host; the VG's row (or undefined). */
 async function vgsRow(t: ExecutionContext, l: Lab, systemId: string | undefined, extra: string[] = []): Promise<{ row: Record<string, string> | undefined; r: ToolResult }> {

@@ -16,7 +16,7 @@
 
 import { SanboxError } from '../errors.js';
 import type { ContainerRecord } from '../format/container.js';
-import { clusterOfImage, containerChange, type ContainerKind, type ContainerRequest, type ContainerState } from '../volume/container.js';
+import { clusterOfImage, containerChange, ownerTakenFrom, type ContainerKind, type ContainerRequest, type ContainerState } from '../volume/container.js';
 import type { CommitContext } from '../volume/vg.js';
 import { StatusReader, type SlotStatus } from './status.js';
 
@@ -28,14 +28,6 @@ export interface OwnerChangeContext {
 }
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
-
-/** The owner whose private container `next` takes away, or undefined when it takes none. */
-export function ownerTakenFrom(state: ContainerState, next: ContainerRecord): number | undefined {
-  const kind = state.record?.kind ?? state.lvmKind;
-  const owner = state.record?.ownerNode;
-  if (kind !== 'private' || owner === undefined) return undefined;
-  return next.kind === 'private' && next.ownerNode === owner ? undefined : owner;
-}
 
 /** Why taking VG `vgName` from its owner (slot `owner`) is refused now, or undefined when it is allowed. */
 export function ownerChangeRefusal(vgName: string, owner: SlotStatus, requester: number | undefined): string | undefined {

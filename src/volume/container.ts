@@ -223,6 +223,14 @@ export async function syncContainerMembers(specs: string[], name: string): Promi
   );
 }
 
+/** The owner node whose private container `next` takes away (a new owner, or another kind), or undefined. */
+export function ownerTakenFrom(state: ContainerState, next: ContainerRecord): number | undefined {
+  const kind = state.record?.kind ?? state.lvmKind;
+  const owner = state.record?.ownerNode;
+  if (kind !== 'private' || owner === undefined) return undefined;
+  return next.kind === 'private' && next.ownerNode === owner ? undefined : owner;
+}
+
 /** vgcreate --container KIND: the record on the new PVs, then the VG's first commit mirroring it. */
 export async function containerCreate(specs: string[], pvSpecs: string[], name: string, extentSizeSectors: number, req: ContainerRequest, ctx: CommitContext): Promise<ContainerRecord> {
   let out: ContainerRecord | undefined;
@@ -265,10 +273,12 @@ export async function containerChange(
       next.seqno = h.vg.seqno + 1;
       mirrorContainer(next, r);
       // Deporting a VG whose LV a process here has open is refused, as lvm2's vgexport refuses
-      // active LVs (host-local: the cluster-wide activation locks are item 2's).
+      // active LVs; so is taking a private container from its owner while a process here (the
+      // owner giving it away, or a fenced owner's process still alive) has one of its LVs open
+      // (host-local: the cluster-wide activation locks are item 2's).
       const guards: (() => void)[] = [];
       try {
-        if (r.kind === 'deported') for (const lv of h.vg.lvs) guards.push(acquireLvGuard(`${name}/${lv.name}`, lv.id, 'exclusive'));
+        if (r.kind === 'deported' || ownerTakenFrom(state, r) !== undefined) for (const lv of h.vg.lvs) guards.push(acquireLvGuard(`${name}/${lv.name}`, lv.id, 'exclusive'));
         await writeContainer([...h.pvByKey.values()], r);
         await commitVg({ next, pvByKey: h.pvByKey, baseSeqno: h.vg.seqno }, ctx);
       } finally {

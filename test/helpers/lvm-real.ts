@@ -68,6 +68,12 @@ export function lvm(cmd: string, devs: string[], args: string[]): Promise<ToolRe
   return runTool(cmd, ['--devices', devs.join(','), '--config', LVM_CONFIG, ...args]);
 }
 
+/** An lvm command restricted to `devs` as a host whose system ID is `systemId` (undefined: lvm2's default, none). */
+export function lvmAsHost(cmd: string, devs: string[], systemId: string | undefined, args: string[]): Promise<ToolResult> {
+  const sid = systemId === undefined ? '' : ` global/system_id_source="lvmlocal" local/system_id="${systemId}"`;
+  return runTool(cmd, ['--devices', devs.join(','), '--config', LVM_CONFIG + sid, ...args]);
+}
+
 /** A JSON report (`pvs`, `vgs`, `lvs`) in bytes: the rows of its first report. */
 export async function lvmReport(t: ExecutionContext, cmd: 'pvs' | 'vgs' | 'lvs', devs: string[], fields: string[], extra: string[] = []): Promise<Record<string, string>[]> {
   const args = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', fields.join(','), ...extra];

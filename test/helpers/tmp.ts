@@ -83,6 +83,15 @@ export async function waitFor(pred: () => boolean, timeoutMs: number, what: stri
   }
 }
 
+/** Waits until the async `pred()` is true, polling; throws after timeoutMs. */
+export async function waitForAsync(pred: () => Promise<boolean>, timeoutMs: number, what: string, pollMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
 export interface RunResult {
   code: number | null;
   stdout: string;

@@ -5,6 +5,7 @@
 //   open NAME SPEC            open SPEC (VG/LV) for data I/O as the provider gives it (openVolume)
 //   write ID NAME OFFSET      write 4 KiB at OFFSET: the byte ID repeated, then flush
 //   read ID NAME OFFSET       read 4 KiB at OFFSET
+//   close NAME                close it (answer id close:NAME)
 //
 // Every answer and event is a JSON line on stdout:
 //   {"ev":"joined"}, {"ev":"quorum","quorate":bool,"up":[…]} on every membership change,
@@ -54,6 +55,12 @@ async function main(): Promise<void> {
     if (cmd === 'open') {
       void run(`open:${a}`, async () => {
         devs.set(a!, await node.provider.openVolume(b!));
+        return {};
+      });
+    } else if (cmd === 'close') {
+      void run(`close:${a}`, async () => {
+        await dev(a!).close();
+        devs.delete(a!);
         return {};
       });
     } else if (cmd === 'write') {

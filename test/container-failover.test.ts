@@ -1,0 +1,129 @@
+// Ownership failover of a private container (issue 18 item 5), with separate OS processes on one
+// cluster image of 3 nodes: node 0 a `sanbox node`, node 2 a real node doing I/O through its
+// provider (test/helpers/volume-io-node.ts), the container changes made by `sanbox vgchange`
+// processes, the result judged by the real `vgs`/`vgck`/`pvck` on a loop device.
+//
+//   owner 2 alive: node 0 taking it is refused naming node 2; node 2 hands it over (its consent);
+//   owner 0 alive: node 2 cannot open its LV, and taking it is refused naming node 0;
+//   node 0 killed -9: node 2, alone with the dead node 0 (the two-node tie-break gives the lower
+//   node 0 the quorum), cannot fence it, so the takeover is refused "not fenced yet" with the
+//   heartbeat age and the dead time, and nothing is written;
+//   node 1 starts: node 2 has quorum, fences node 0, and the takeover goes through: the real vgs
+//   shows system ID flab-node2, vgck and pvck are clean, and node 2 writes through the LV.
+
+import test, { type ExecutionContext } from 'ava';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { answered, spawnIoNode } from './helpers/io-node.js';
+import { clusterInit, spawnNode, statusJson } from './helpers/heartbeat-nodes.js';
+import { attachLoop, lvm, lvmAsHost, warnings } from './helpers/lvm-real.js';
+import { exited, ownLockDir, runSanbox, tempDir, waitForAsync } from './helpers/tmp.js';
+
+ownLockDir(test);
+
+const MiB = 1024 * 1024;
+const JOIN_BOUND_MS = 20_000;
+/** Bound on the cluster image showing node 0 dead (local preset: 2 s) or fenced after node 1 joins. */
+const STATE_BOUND_MS = 15_000;
+
+async function sanbox(t: ExecutionContext, args: string[], pv: string): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  return runSanbox(t, args, { env: { SANBOX_DEVICES: pv } });
+}
+
+async function ok(t: ExecutionContext, args: string[], pv: string): Promise<void> {
+  const r = await sanbox(t, args, pv);
+  t.is(r.code, 0, `sanbox ${args.join(' ')}: ${r.stderr}`);
+}
+
+/** A refused change: exit 1, one line matching `re`, the PV image byte for byte as before. */
+async function refused(t: ExecutionContext, args: string[], pv: string, re: RegExp): Promise<string> {
+  const before = crypto.createHash('sha256').update(fs.readFileSync(pv)).digest('hex');
+  const r = await sanbox(t, args, pv);
+  t.is(r.code, 1, `sanbox ${args.join(' ')} must be refused: ${r.stdout}${r.stderr}`);
+  t.regex(r.stderr, re);
+  t.is(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+  t.is(crypto.createHash('sha256').update(fs.readFileSync(pv)).digest('hex'), before, 'nothing written');
+  return r.stderr.trim();
+}
+
+/** The VG's system ID as the real vgs shows it to a host with system ID `host` (undefined: foreign there); vgck and pvck clean. */
+async function realSystemId(t: ExecutionContext, loop: string, host: string): Promise<string | undefined> {
+  const r = await lvmAsHost('vgs', [loop], host, ['--reportformat', 'json', '-o', 'vg_name,vg_systemid']);
+  t.is(r.code, 0, r.stderr);
+  const rows = (JSON.parse(r.stdout) as { report: { vg: Record<string, string>[] }[] }).report[0]!.vg;
+  const systemId = rows.find((x) => x.vg_name === 'vgf')?.vg_systemid;
+  if (systemId === undefined) return undefined;
+  const ck = await lvmAsHost('vgck', [loop], host, ['vgf']);
+  t.is(ck.code, 0, `vgck as ${host}: ${ck.stderr}`);
+  t.deepEqual(warnings(ck.stderr), []);
+  const p = await lvm('pvck', [loop], [loop]);
+  t.is(p.code, 0, `pvck: ${p.stderr}`);
+  return systemId;
+}
+
+test('private takeover: refused while the owner lives (unless it consents) and before its fence; done after it, and the new owner writes', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'flab']);
+  const pv = path.join(dir, 'pv.img');
+  fs.writeFileSync(pv, '');
+  fs.truncateSync(pv, 64 * MiB);
+  await ok(t, ['pvcreate', pv], pv);
+  await ok(t, ['vgcreate', 'vgf', pv], pv);
+  await ok(t, ['lvcreate', '-n', 'lv', '-L', '8M', 'vgf'], pv);
+  await ok(t, ['vgchange', 'vgf', '--container', 'private', '--owner', '2', '--cluster', img], pv);
+  const loop = await attachLoop(t, pv);
+  const change = (owner: string, node: number): string[] => ['vgchange', 'vgf', '--owner', owner, '--node', String(node), '--cluster', img];
+
+  const n0 = spawnNode(t, img, 0);
+  const w = spawnIoNode(t, img, 2, [pv]);
+  await w.wait((e) => e.ev === 'quorum' && (e.up ?? []).includes(0), JOIN_BOUND_MS, 'node 2 to see node 0 up');
+  w.send('open a vgf/lv');
+  t.is((await answered(w, 'open:a', 10_000)).ev, 'done', 'the owner opens its LV');
+  w.send('write 1 a 0');
+  t.is((await answered(w, '1', 5000)).ev, 'done');
+
+  // A live owner's container is not taken without its consent.
+  t.log(await refused(t, change('self', 0), pv, /^sanbox: volume group vgf: its owner node 2 is alive \(last heartbeat \d+\.\d s ago\): a takeover without its consent is refused; make the change as node 2 \(--node 2\)/));
+  // Its consent: the change made as the owner — refused while it still has the LV open, done once it let go.
+  t.log(await refused(t, change('0', 2), pv, /^sanbox: vgf\/lv: device busy: logical volume in use by another process/));
+  w.send('close a');
+  t.is((await answered(w, 'close:a', 5000)).ev, 'done');
+  await ok(t, change('0', 2), pv);
+  t.is(await realSystemId(t, loop, 'flab-node0'), 'flab-node0');
+
+  // Node 2 no longer owns it: it may not open the LV, nor take it from live node 0.
+  w.send('open b vgf/lv');
+  const notOwner = await answered(w, 'open:b', 10_000);
+  t.is(notOwner.ev, 'failed');
+  t.regex(notOwner.msg ?? '', /volume group vgf is a private container owned by node 0: node 2 may not use it/);
+  t.log(await refused(t, change('self', 2), pv, /^sanbox: volume group vgf: its owner node 0 is alive .*make the change as node 0/));
+
+  // The owner dies. Node 2 alone with dead node 0 has no quorum (the two-node tie-break keeps the
+  // lower node): it cannot fence node 0, so the takeover waits.
+  n0.child.kill('SIGKILL');
+  await exited(n0.child, 5000);
+  await waitForAsync(async () => (await statusJson(t, img)).slots[0]!.state === 'dead', STATE_BOUND_MS, 'cluster status to show node 0 dead');
+  const notYet = await refused(t, change('self', 2), pv, /^sanbox: volume group vgf: its owner node 0 is not fenced yet: last heartbeat \d+\.\d s ago, dead after 2\.0 s; a node with quorum must fence it/);
+  t.log(notYet);
+  t.is(await realSystemId(t, loop, 'flab-node0'), 'flab-node0', 'the metadata still names node 0');
+
+  // A third node brings quorum; node 2 fences node 0; now the takeover goes through.
+  spawnNode(t, img, 1);
+  await w.wait((e) => e.ev === 'log' && /^node 0 fenced/.test(e.msg ?? ''), STATE_BOUND_MS, 'node 2 to fence node 0');
+  t.is((await statusJson(t, img)).slots[0]!.state, 'fenced');
+  await ok(t, change('self', 2), pv);
+  t.is(await realSystemId(t, loop, 'flab-node2'), 'flab-node2', 'the real vgs names the new owner');
+  t.is(await realSystemId(t, loop, 'flab-node0'), undefined, 'to the old owner the VG is foreign now');
+
+  // The new owner does I/O.
+  w.send('open c vgf/lv');
+  t.is((await answered(w, 'open:c', 10_000)).ev, 'done');
+  w.send('write 7 c 4096');
+  t.is((await answered(w, '7', 5000)).ev, 'done');
+  w.send('read 8 c 0');
+  t.is((await answered(w, '8', 5000)).byte, 1, 'what the first owner wrote is there');
+  w.send('read 9 c 4096');
+  t.is((await answered(w, '9', 5000)).byte, 7);
+});
