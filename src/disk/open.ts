@@ -4,8 +4,11 @@
 //
 // SANBOX_FAULTS=/path/control.json wraps every device this process opens in a FaultDevice driven
 // by that file: that is how a test injects faults into a node process it spawned.
+// SANBOX_CRASH_AT=SIDE-OP:K makes the process SIGKILL itself at its K-th write or flush
+// (src/disk/crash-point.ts): the crash tests' kill -9 at an exact I/O. Both are inert when unset.
 
 import { type BlockDevice } from './device.js';
+import { wrapCrashPoint } from './crash-point.js';
 import { FaultDevice } from './fault-device.js';
 import { FileDisk, type OpenOptions } from './file-disk.js';
 import { openNbdDevice } from './nbd-device.js';
@@ -47,7 +50,7 @@ export function openFileDevice(path: string, opts: OpenOptions = {}): FileDisk |
 
 function wrapFaults(dev: BlockDevice): BlockDevice {
   const control = process.env[FAULTS_ENV];
-  return control ? new FaultDevice(dev, control) : dev;
+  return wrapCrashPoint(control ? new FaultDevice(dev, control) : dev);
 }
 
 // nbd://HOST:PORT/EXPORT and nbd+unix:///EXPORT?socket=PATH: a disk served by an NBD server.

@@ -65,10 +65,20 @@ export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverO
     recoveryGenerationBefore: j.recoveryGeneration, recoveryGenerationAfter: j.recoveryGeneration,
     slotCleared: false, orphans: await orphanCount(vol, slot), dryRun: opts.dryRun ?? false,
   };
+  const freeSlot = (opts.clearSlot ?? true) && nodeNum !== undefined;
   // The kernel decides by DIRTY alone (a clean journal's log is wiped, never replayed, §5.11).
-  if (!j.dirty) return out;
+  // A clean journal whose slot still names a node (it died inside its mount before DIRTY was set,
+  // or inside its umount after DIRTY was cleared, or a recoverer died between marking clean and
+  // freeing the slot) is not replayed, but its slot is freed, as ocfs2_recover_node does after
+  // ocfs2_replay_journal found nothing to do.
+  if (!j.dirty && !freeSlot) return out;
   if (nodeNum !== undefined && (opts.observeMs ?? LIVENESS_OBSERVE_MS_DEFAULT) > 0) {
     await refuseIfAlive(vol, slot, nodeNum, opts.observeMs ?? LIVENESS_OBSERVE_MS_DEFAULT);
+  }
+  if (!j.dirty) {
+    if (!opts.dryRun) await writeSlotEntry(vol, slot, undefined);
+    out.slotCleared = !opts.dryRun;
+    return out;
   }
   out.replay = await replayJournal(vol, slot, { dryRun: opts.dryRun });
   opts.onPhase?.('replayed');
@@ -80,7 +90,7 @@ export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverO
   await writeJournalInode(vol, j, { dirty: false, recoveryGeneration: out.recoveryGenerationAfter });
   opts.onPhase?.('clean');
 
-  if ((opts.clearSlot ?? true) && nodeNum !== undefined) {
+  if (freeSlot) {
     await writeSlotEntry(vol, slot, undefined);
     out.slotCleared = true;
     opts.onPhase?.('slotFreed');

@@ -42,7 +42,8 @@ function dateString(sec: bigint): string {
 
 function printRecovery(r: SlotRecovery): void {
   if (!r.dirty) {
-    process.stdout.write(`slot ${r.slot}: journal clean, nothing to recover\n`);
+    const freed = r.slotCleared ? `; slot ${r.slot} still named node ${r.nodeNum}: freed in the slot map` : r.dryRun && r.nodeNum !== undefined ? `; slot ${r.slot} names node ${r.nodeNum}: would be freed [dry run: nothing written]` : ', nothing to recover';
+    process.stdout.write(`slot ${r.slot}: journal clean${freed}\n`);
     return;
   }
   const rp = r.replay!;
