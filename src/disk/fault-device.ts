@@ -213,14 +213,39 @@ export class FaultDevice implements SyncBlockDevice {
     }
   }
 
-  async read(buf: Buffer, offsetBytes: number): Promise<void> {
+  /** No rule and no control file: nothing to match (the fast path of every node's device). */
+  private get ruleless(): boolean {
+    return this.states.length === 0 && this.controlFile === undefined;
+  }
+
+  read(buf: Buffer, offsetBytes: number): Promise<void> {
+    if (!this.ruleless) return this.readRuled(buf, offsetBytes);
+    try {
+      checkRange(this, offsetBytes, buf.length);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return this.inner.read(buf, offsetBytes);
+  }
+
+  write(buf: Buffer, offsetBytes: number): Promise<void> {
+    if (!this.ruleless) return this.writeRuled(buf, offsetBytes);
+    try {
+      checkRange(this, offsetBytes, buf.length);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return this.inner.write(buf, offsetBytes);
+  }
+
+  private async readRuled(buf: Buffer, offsetBytes: number): Promise<void> {
     checkRange(this, offsetBytes, buf.length);
     const rule = this.match('read', offsetBytes, buf.length);
     if (rule) await this.apply(rule, 'read', offsetBytes, buf.length);
     await this.inner.read(buf, offsetBytes);
   }
 
-  async write(buf: Buffer, offsetBytes: number): Promise<void> {
+  private async writeRuled(buf: Buffer, offsetBytes: number): Promise<void> {
     checkRange(this, offsetBytes, buf.length);
     const rule = this.match('write', offsetBytes, buf.length);
     if (rule?.action === 'torn') {

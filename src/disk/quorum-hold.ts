@@ -62,8 +62,12 @@ export interface QuorumHoldStatus {
 }
 
 export class QuorumHold {
-  /** The fast path: quorate and not fenced. */
-  private passing = true;
+  /** The fast path: quorate and not fenced (read by every held device before each I/O). */
+  private open = true;
+
+  get passing(): boolean {
+    return this.open;
+  }
   private fencedReason: string | undefined;
   private lostAtMs: number | undefined;
   private lostAtWall: Date | undefined;
@@ -92,7 +96,7 @@ export class QuorumHold {
       if (this.fencedReason !== undefined) return;
       // For good: a node that fenced itself never does I/O again.
       this.fencedReason = fenced;
-      this.passing = false;
+      this.open = false;
       this.lostAtMs = undefined;
       this.lostAtWall = undefined;
       clearTimeout(this.timer);
@@ -106,7 +110,7 @@ export class QuorumHold {
       this.lostAtMs = undefined;
       this.lostAtWall = undefined;
       this.expired = false;
-      this.passing = true;
+      this.open = true;
       clearTimeout(this.timer);
       const ws = this.waiters.splice(0);
       this.o.log?.(`node ${this.o.nodeId} has quorum again after ${heldMs} ms: ${ws.length} held I/O proceed`);
@@ -117,7 +121,7 @@ export class QuorumHold {
     if (this.lostAtMs !== undefined) return;
     this.lostAtMs = this.now();
     this.lostAtWall = new Date();
-    this.passing = false;
+    this.open = false;
     this.o.log?.(`node ${this.o.nodeId} has no quorum: I/O to cluster volumes is held for up to ${this.o.holdMs} ms`);
     // Not unref'd: a held I/O is work in progress, and this timer is what bounds it.
     this.timer = setTimeout(() => this.expire(), this.o.holdMs);
@@ -129,7 +133,7 @@ export class QuorumHold {
    * hold has run out already or the node fenced itself.
    */
   admit(device: string, what: string, offsetBytes?: number): Promise<void> | undefined {
-    if (this.passing) return undefined;
+    if (this.open) return undefined;
     if (this.fencedReason !== undefined) throw this.fencedError(device, what, offsetBytes, this.fencedReason);
     if (this.expired) {
       this.failed++;
@@ -203,7 +207,7 @@ export class QuorumHeldDevice implements BlockDevice {
     return this.inner.sizeBytes;
   }
 
-  /** Runs `op` once the hold admits it; a refusal is a rejected promise, never a throw. */
+  /** Runs `op` once the hold admits it; a refusal is a rejected promise, never a throw. Not on the fast path. */
   private gated(what: string, offsetBytes: number | undefined, op: () => Promise<void>): Promise<void> {
     let w: Promise<void> | undefined;
     try {
@@ -215,10 +219,12 @@ export class QuorumHeldDevice implements BlockDevice {
   }
 
   read(buf: Buffer, offsetBytes: number): Promise<void> {
+    if (this.hold.passing) return this.inner.read(buf, offsetBytes);
     return this.gated('read', offsetBytes, () => this.inner.read(buf, offsetBytes));
   }
 
   write(buf: Buffer, offsetBytes: number): Promise<void> {
+    if (this.hold.passing) return this.inner.write(buf, offsetBytes);
     return this.gated('write', offsetBytes, () => this.inner.write(buf, offsetBytes));
   }
 

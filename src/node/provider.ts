@@ -86,12 +86,18 @@ class CountedDevice implements BlockDevice {
     this.readOnly = inner.readOnly;
   }
 
-  private async count<T>(p: () => Promise<T>): Promise<T> {
+  /** Counts a failed operation; one promise per I/O (this sits on every I/O of a node). */
+  private readonly failed = (err: unknown): never => {
+    this.io.errors++;
+    throw err;
+  };
+
+  private count(op: () => Promise<void>): Promise<void> {
     try {
-      return await p();
+      return op().catch(this.failed);
     } catch (err) {
       this.io.errors++;
-      throw err;
+      return Promise.reject(err as Error);
     }
   }
 

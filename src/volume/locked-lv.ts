@@ -170,9 +170,8 @@ export class LockedLv implements BlockDevice {
     this.failure ??= err;
   }
 
-  /** Waits out a lock-out; then checks the request against the current layout and counts it in flight. */
-  private async admit(offsetBytes: number, lengthBytes: number): Promise<void> {
-    while (this.state === 'paused') await this.resumed;
+  /** Checks a request against the current layout (not paused) and counts it in flight. */
+  private admit(offsetBytes: number, lengthBytes: number): void {
     if (this.closed) throw new SanboxError('ECLOSED', `${this.name}: device is closed`, { device: this.name, offsetBytes });
     if (this.state === 'failed') throw this.failure!;
     if (this.lvLock.lost !== undefined) throw new SanboxError('EFENCED', `${this.name}: the logical volume's lock was lost: ${this.lvLock.lost}`, { device: this.name, offsetBytes });
@@ -193,14 +192,33 @@ export class LockedLv implements BlockDevice {
     }
   }
 
-  private async io(offsetBytes: number, lengthBytes: number, op: () => Promise<void>): Promise<void> {
-    await this.admit(offsetBytes, lengthBytes);
+  /**
+   * Waits out a lock-out, then runs `op` counted in flight. Written with then() rather than
+   * async/await: this is on every I/O, and the running case takes one promise instead of several
+   * microtask hops (bench:lvm, "cluster").
+   */
+  private io(offsetBytes: number, lengthBytes: number, op: () => Promise<void>): Promise<void> {
+    if (this.state === 'paused') return this.resumed.then(() => this.io(offsetBytes, lengthBytes, op));
+    let p: Promise<void>;
     const generation = this.lv.generation;
     try {
-      await op();
-    } finally {
-      this.done(generation);
+      this.admit(offsetBytes, lengthBytes);
+    } catch (err) {
+      return Promise.reject(err as Error);
     }
+    try {
+      p = op();
+    } catch (err) {
+      this.done(generation);
+      return Promise.reject(err as Error);
+    }
+    return p.then(
+      () => this.done(generation),
+      (err: unknown) => {
+        this.done(generation);
+        throw err;
+      },
+    );
   }
 
   read(buf: Buffer, offsetBytes: number): Promise<void> {
