@@ -10,13 +10,19 @@
 // completes and the data is there. A second loss (which needs the restarted nodes to count in
 // the quorum base) held past timing.quorumHoldMs fails the held write with EIO, and new I/O fails
 // at once.
+//
+// The same for a mounted ocfs2 volume: node 2 runs `sanbox node --mount`, and its `ctl fs put`
+// (a transaction in its slot journal, then the file's blocks) is held while it has no quorum and
+// completes when quorum is back; its heartbeat in the volume goes on meanwhile (it is not held),
+// so it neither fences itself nor is declared dead.
 
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { answered, spawnIoNode, type IoNode } from './helpers/io-node.js';
-import { clusterInit, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
-import { exited, ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
+import { clusterInit, isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
+import { mkfs, spawnMounted } from './helpers/mounted-volume.js';
+import { collect, exited, ownLockDir, runSanbox, spawnChild, SANBOX_BIN, tempDir } from './helpers/tmp.js';
 
 ownLockDir(test);
 
@@ -78,7 +84,7 @@ async function stall(peers: NodeProc[], w: IoNode): Promise<number> {
   return (await w.wait(quorate(false, at), LOSS_BOUND_MS, 'node 2 to lose quorum')).atMs;
 }
 
-test('no quorum: shared and private I/O held (local not), completes when quorum is back; a second loss past the hold fails it with EIO', async (t) => {
+test.serial('no quorum: shared and private I/O held (local not), completes when quorum is back; a second loss past the hold fails it with EIO', async (t) => {
   const { img, pvs, holdMs } = await lab(t);
   t.log(`quorumHoldMs ${holdMs}`);
   const w = spawnIoNode(t, img, 2, pvs);
@@ -140,4 +146,36 @@ test('no quorum: shared and private I/O held (local not), completes when quorum 
   w.send('write 9 l 4096');
   t.is((await answered(w, '9', 5000)).ev, 'done', 'the local container still is not held');
   for (const p of peers) p.child.kill('SIGKILL');
+});
+
+test.serial('no quorum: a file put on a mounted ocfs2 volume is held (the node keeps heartbeating in the volume) and completes when quorum is back', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'qmnt']);
+  const vol = await mkfs(dir, 'qmnt', 4);
+  const n2 = await spawnMounted(t, img, 2, vol, 0);
+  let peers = [0, 1].map((n) => spawnNode(t, img, n));
+  for (const n of [0, 1]) await n2.waitLine(isEvent('up', n), JOIN_BOUND_MS, `node 2 to see node ${n} up`);
+  const at = Date.now();
+  for (const p of peers) p.child.kill('SIGSTOP');
+  await n2.waitLine((l) => l.atMs >= at && /^node 2 has no quorum: I\/O to cluster volumes is held/.test(l.msg ?? ''), LOSS_BOUND_MS, 'node 2 to lose quorum');
+  const local = path.join(dir, 'payload');
+  const payload = 'written while node 2 had no quorum\n'.repeat(200);
+  fs.writeFileSync(local, payload);
+  const put = spawnChild(t, process.execPath, [SANBOX_BIN, 'ctl', img, '2', 'fs', 'put', vol, '/held.txt', local]);
+  const putIo = collect(put);
+  await new Promise((r) => setTimeout(r, HELD_WATCH_MS));
+  t.is(put.exitCode, null, `the put is held, not done or failed: ${putIo.err()}`);
+  t.regex(await ctlStatus(t, img), /Cluster I\/O:\s+I\/O held: no quorum since \S+: [1-9]\d* waiting/);
+  for (const p of peers) p.child.kill('SIGCONT');
+  for (const p of peers) t.is((await exited(p.child, SELF_FENCE_EXIT_BOUND_MS)).code, 3, `node ${p.nodeId} fenced itself after SIGCONT`);
+  const back = Date.now();
+  peers = [0, 1].map((n) => spawnNode(t, img, n));
+  const done = await exited(put, 30_000);
+  t.is(done.code, 0, `the held put completes once quorum is back: ${putIo.err()}`);
+  t.true(Date.now() >= back);
+  const get = await runSanbox(t, ['ctl', img, '2', 'fs', 'get', vol, '/held.txt']);
+  t.is(get.code, 0, get.stderr);
+  t.is(get.stdout, payload);
+  t.false(n2.lines.some((l) => /SELF-FENCED/.test(l.msg ?? '')), 'node 2 never fenced itself: its volume heartbeat was not held');
 });
