@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { openDevice } from '../src/disk/index.js';
 import { encodeCommit, encodeRevoke } from '../src/format/jbd2/log-blocks.js';
-import { JBD2_MAGIC } from '../src/format/jbd2/superblock.js';
+import { encodeJbd2Superblock, JBD2_CRC32C_CHKSUM, JBD2_MAGIC, Jbd2FeatureIncompat } from '../src/format/jbd2/superblock.js';
 import { SanboxError } from '../src/errors.js';
 import { heartbeatRegionOf, JournalWriter, Ocfs2Volume, openJournal, readSlotMap, replayJournal, tagsPerDescriptor } from '../src/fs/index.js';
 import { fuzzRandom } from './helpers/fuzz.js';
@@ -155,6 +155,35 @@ test('a journal with a bad block: recover stops before writing anything', async 
   t.regex(r.stderr, /vol\.img: journal descriptor tag \d+ runs past the end of the block.* at (byte )?offset \d+/);
   t.is(r.stderr.trim().split('\n').length, 1, 'one line');
   t.is(crypto.createHash('sha256').update(fs.readFileSync(img)).digest('hex'), before, 'nothing written');
+});
+
+test('a journal with a bad checksum (descriptor or commit of a committed transaction) or a bad magic in its superblock: recover refuses in one line naming device, slot or offset and the reason, and writes nothing', async (t) => {
+  for (const damage of ['descriptor', 'commit', 'superblock magic'] as const) {
+    const { img } = await volume(t);
+    await withVol(img, async (vol) => {
+      // A csum v3 journal (ocfs2 itself never makes one; JBD2's own checksums are under test here).
+      const j0 = await openJournal(vol, 0);
+      const sbBlock = await vol.readBlocks(j0.phys(0), 1);
+      encodeJbd2Superblock({ ...j0.superblock, featureIncompat: j0.superblock.featureIncompat | Jbd2FeatureIncompat.CSUM_V3, checksumType: JBD2_CRC32C_CHKSUM }).copy(sbBlock);
+      await vol.dev.write(sbBlock, j0.phys(0) * BS);
+      const w = await JournalWriter.open(vol, 0);
+      await w.markDirty();
+      await w.append([{ home: HOME[0]!, data: data('first') }]);
+      const t2 = await w.append([{ home: HOME[1]!, data: data('second') }]);
+      const j = await openJournal(vol, 0);
+      const [logBlock, byte] = damage === 'descriptor' ? [t2.firstLogBlock, BS - 1] : damage === 'commit' ? [t2.commitLogBlock, 0x40] : [0, 0];
+      const b = await vol.readBlocks(j.phys(logBlock), 1);
+      b[byte]! ^= 0xff;
+      await vol.dev.write(b, j.phys(logBlock) * BS);
+      await vol.dev.flush();
+    });
+    const before = crypto.createHash('sha256').update(fs.readFileSync(img)).digest('hex');
+    const r = await runSanbox(t, ['recover', img, '--observe-ms', '0']);
+    t.is(r.code, 1, `${damage}: ${r.stdout}`);
+    t.is(r.stderr.trim().split('\n').length, 1, `${damage}: one line: ${r.stderr}`);
+    t.regex(r.stderr, damage === 'superblock magic' ? /vol\.img: .*magic.* at (byte )?offset \d+/ : new RegExp(`vol\\.img: journal:0 transaction \\d+'s ${damage} block \\(log block \\d+\\) has a bad checksum; nothing replayed \\(at byte offset \\d+\\)`), damage);
+    t.is(crypto.createHash('sha256').update(fs.readFileSync(img)).digest('hex'), before, `${damage}: nothing written`);
+  }
 });
 
 test('recover refuses a slot whose node still heartbeats on the volume, and writes nothing', async (t) => {

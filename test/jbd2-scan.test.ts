@@ -64,18 +64,36 @@ test('a sequence gap or an unknown block type ends the log; an empty log scans n
   t.is(s.transactions.length, 0);
 });
 
-test('checksum v3: a commit with a bad checksum ends the log', async (t) => {
-  const { sb, blocks } = log(32, Jbd2FeatureIncompat.CSUM_V3);
-  sb.start = 1;
-  sb.sequence = 3;
-  blocks[1] = encodeDescriptor(3, [{ blocknr: 9 }], sb);
-  blocks[3] = encodeCommit(3, sb);
-  blocks[4] = encodeDescriptor(4, [{ blocknr: 10 }], sb);
-  blocks[6] = encodeCommit(4, sb);
-  blocks[6]![0x30] ^= 1;
-  const s = await scanJournal(sb, reader(blocks));
-  t.deepEqual(s.transactions.map((x) => x.sequence), [3]);
-  t.regex(s.stopReason, /commit with a bad checksum/);
+test('checksum v3 (the kernel\'s PASS_SCAN): a bad commit checksum, or a bad descriptor/revoke checksum its commit confirms, makes the log corrupt; with an older commit time it is a stale block that ends the log', async (t) => {
+  const scanWith = async (damage: 'commit' | 'descriptor' | 'revoke' | 'torn-descriptor', commitSec: bigint) => {
+    const { sb, blocks } = log(32, Jbd2FeatureIncompat.CSUM_V3);
+    sb.start = 1;
+    sb.sequence = 3;
+    blocks[1] = encodeDescriptor(3, [{ blocknr: 9 }], sb);
+    blocks[3] = encodeCommit(3, sb, 100n);
+    blocks[4] = encodeDescriptor(4, [{ blocknr: 10 }], sb);
+    blocks[6] = encodeRevoke(4, [11], sb);
+    blocks[7] = encodeCommit(4, sb, commitSec);
+    if (damage === 'commit') blocks[7]![0x40] ^= 1;
+    if (damage === 'descriptor' || damage === 'torn-descriptor') blocks[4]![BS - 1] ^= 1;
+    if (damage === 'revoke') blocks[6]![BS - 1] ^= 1;
+    if (damage === 'torn-descriptor') blocks[7] = Buffer.alloc(BS);
+    return scanJournal(sb, reader(blocks), { device: 'j', offsetOf: (l) => l * BS });
+  };
+  for (const [damage, at] of [['commit', 7], ['descriptor', 4], ['revoke', 6]] as const) {
+    const s = await scanWith(damage, 200n);
+    t.deepEqual(s.transactions.map((x) => x.sequence), [3], damage);
+    t.deepEqual(s.corrupt, { reason: `transaction 4's ${damage} block (log block ${at}) has a bad checksum`, logBlock: at, offsetBytes: at * BS }, damage);
+    const stale = await scanWith(damage, 50n);
+    t.deepEqual(stale.transactions.map((x) => x.sequence), [3], `stale ${damage}`);
+    t.is(stale.corrupt, undefined, `stale ${damage}`);
+    t.regex(stale.stopReason, new RegExp(`stale ${damage} block with a bad checksum`));
+  }
+  // A bad descriptor with no commit after it: a torn tail, the ordinary end of the log.
+  const torn = await scanWith('torn-descriptor', 200n);
+  t.deepEqual(torn.transactions.map((x) => x.sequence), [3]);
+  t.is(torn.corrupt, undefined);
+  t.regex(torn.stopReason, /without the JBD2 magic/);
 });
 
 test('a log whose blocks all chain into one another is scanned at most once round', async (t) => {

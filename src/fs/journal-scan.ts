@@ -3,6 +3,14 @@
 // block lacks the magic, carries another sequence, or has an unknown type. Each commit closes a
 // transaction; a trailing transaction without a commit is not part of the log. The result is what
 // a replay would apply: transactions [s_sequence, end). This pass reads only; replay is elsewhere.
+//
+// Checksums (csum v2/v3 journals; fs/jbd2/recovery.c do_one_pass, PASS_SCAN): a descriptor or
+// revoke block whose tail checksum fails is not the end yet — its transaction's commit decides: a
+// commit time older than the previous commit's means a stale block of an earlier pass round the log
+// (the log ends there); otherwise the transaction is corrupt (the kernel fails with EFSBADCRC). A
+// commit whose own checksum fails likewise ends the log when it is older, else it is a failed
+// commit (the kernel refuses the journal: "journal transaction N is corrupt"). A corrupt log is
+// reported in `corrupt`; replay refuses it before writing anything.
 
 import { decodeJbd2Header, isJbd2Block, parseCommit, parseDescriptor, parseRevoke } from '../format/jbd2/log-blocks.js';
 import { Jbd2BlockType, type Jbd2Superblock } from '../format/jbd2/superblock.js';
@@ -38,6 +46,8 @@ export interface JournalScan {
   /** Why the scan stopped, for the report. */
   stopReason: string;
   stopBlock: number;
+  /** A committed transaction with a bad checksum (not a stale block): replay must refuse the log. */
+  corrupt?: { reason: string; logBlock: number; offsetBytes: number };
 }
 
 /** Reads one log block (logical block number within the journal). */
@@ -50,6 +60,11 @@ export async function scanJournal(sb: Jbd2Superblock, read: LogBlockReader, wher
   let block = Math.max(sb.start, sb.first);
   let expected = sb.sequence >>> 0;
   let open: ScannedTransaction | undefined;
+  /** h_commit_sec of the last good commit (the kernel's last_trans_commit_time). */
+  let lastCommitSec = 0n;
+  /** A descriptor or revoke block of the open transaction whose tail checksum failed. */
+  let badBlock: { what: string; block: number } | undefined;
+  const offsetOf = (b: number): number => where.offsetOf?.(b) ?? 0;
   // A log can hold at most maxLen blocks; more steps than that means we went round the circle.
   const logBlocks = sb.maxLen - sb.first;
   let steps = 0;
@@ -72,10 +87,7 @@ export async function scanJournal(sb: Jbd2Superblock, read: LogBlockReader, wher
     open ??= { sequence: expected, tags: [], descriptorBlocks: [], homeBlocks: [], revokeBlocks: [], revokedHomeBlocks: [], commitBlock: -1 };
     if (h.blockType === Jbd2BlockType.DESCRIPTOR) {
       const d = parseDescriptor(buf, sb, w);
-      if (d.tailValid === false) {
-        scan.stopReason = 'descriptor with a bad checksum';
-        break;
-      }
+      if (d.tailValid === false) badBlock ??= { what: 'descriptor', block };
       open.descriptorBlocks.push(block);
       steps += 1 + d.tags.length;
       block = next(block);
@@ -88,13 +100,21 @@ export async function scanJournal(sb: Jbd2Superblock, read: LogBlockReader, wher
     }
     if (h.blockType === Jbd2BlockType.COMMIT) {
       const c = parseCommit(buf, sb, w);
-      if (c.checksumValid === false) {
-        scan.stopReason = 'commit with a bad checksum';
+      const bad = badBlock ?? (c.checksumValid === false ? { what: 'commit', block } : undefined);
+      if (bad !== undefined) {
+        if (c.commitSec < lastCommitSec) {
+          scan.stopReason = `stale ${bad.what} block with a bad checksum (its commit time is older than the last transaction's)`;
+        } else {
+          scan.stopReason = `${bad.what} block of transaction ${expected} with a bad checksum`;
+          scan.corrupt = { reason: `transaction ${expected}'s ${bad.what} block (log block ${bad.block}) has a bad checksum`, logBlock: bad.block, offsetBytes: offsetOf(bad.block) };
+        }
         break;
       }
+      lastCommitSec = c.commitSec;
       open.commitBlock = block;
       scan.transactions.push(open);
       open = undefined;
+      badBlock = undefined;
       expected = (expected + 1) >>> 0;
       steps++;
       block = next(block);
@@ -102,6 +122,7 @@ export async function scanJournal(sb: Jbd2Superblock, read: LogBlockReader, wher
     }
     if (h.blockType === Jbd2BlockType.REVOKE) {
       const r = parseRevoke(buf, sb, w);
+      if (r.tailValid === false) badBlock ??= { what: 'revoke', block };
       open.revokeBlocks.push(block);
       open.revokedHomeBlocks.push(...r.blocks);
       steps++;

@@ -12,7 +12,8 @@
 //
 // Everything is read and validated before the first write: a journal with a bad block (a read
 // error, a descriptor whose tags run off the block, a tag naming a block outside the volume)
-// stops the replay with nothing written. The ocfs2 side of marking clean (DIRTY flag, recovery
+// stops the replay with nothing written, and so does a committed transaction with a bad checksum
+// (journal-scan.ts `corrupt`). The ocfs2 side of marking clean (DIRTY flag, recovery
 // generation) is recover.ts's, which orders the writes so an interrupted recovery can be rerun.
 //
 // This is the one replay: `sanbox recover` uses it offline, a node's mount (own dirty slot) and a
@@ -79,6 +80,9 @@ export async function replayJournal(vol: Ocfs2Volume, slot: number, opts: Replay
     stopReason: scan.stopReason,
   };
   if (!scan.needsRecovery) return result;
+  if (scan.corrupt !== undefined) {
+    throw new FormatError(`${vol.dev.name}: journal:${slot} ${scan.corrupt.reason}; nothing replayed (at byte offset ${scan.corrupt.offsetBytes})`, { device: vol.dev.name, offsetBytes: scan.corrupt.offsetBytes });
+  }
 
   const writes = await planWrites(vol, j, scan, result);
   result.nextSequence = (scan.endSequence + 1) >>> 0;
