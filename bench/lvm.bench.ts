@@ -120,7 +120,7 @@ else {
  * I/O through an LV with cluster locking (issue 18's benchmark): a node joined in this process
  * (heartbeat, membership, fencing) holds the LV's lock EX with its layout generation
  * (openLockedLv), every PV opened through its provider (fence gate on every write) and the quorum
- * hold on every I/O (the VG is a shared container). Beside it, in the same run: the same I/O
+ * hold on every I/O (the VG is a shared container, so openLockedLv gives the LV the node's hold). Beside it, in the same run: the same I/O
  * through the same LV without any of that (openTarget), and on the PV image directly at the LV's
  * bytes. Promise path, queue depth 1 throughout. The goal: ≥ 0.95 of the unlocked LV for 4 KiB
  * random I/O.
@@ -155,7 +155,7 @@ async function clusterLockingBench(): Promise<{ workload: string; device: string
   };
   const devs: [string, BlockDevice][] = [
     ['LV, no cluster locking (baseline)', await openTarget('vgcl/lv', { devices: [pv] })],
-    [`${CLUSTER_LOCKED}: LV lock EX, fence + quorum gates`, node.provider.held(locked)],
+    [`${CLUSTER_LOCKED}: LV lock EX, fence + quorum gates`, locked],
     ['PV directly, same bytes', atLv],
   ];
   const out: { workload: string; device: string; opsPerSec: number; ratio: number }[] = [];

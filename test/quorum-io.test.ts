@@ -91,7 +91,9 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
   await w.wait((e) => e.ev === 'joined', JOIN_BOUND_MS, 'node 2 to join');
   let peers = await startPeers(t, img, w, 0);
   for (const k of ['s', 'p', 'l']) w.send(`open ${k} vg${k}/lv`);
-  for (const k of ['s', 'p', 'l']) t.is((await answered(w, `open:${k}`, 10_000)).ev, 'done', `open vg${k}/lv`);
+  // The shared LV once more, under its LV lock with lock-out (as a node doing I/O for lvmlockd-style users).
+  w.send('openlocked k vgs/lv');
+  for (const k of ['s', 'p', 'l', 'k']) t.is((await answered(w, `open:${k}`, 10_000)).ev, 'done', `open ${k}`);
   w.send('write 1 s 0');
   w.send('write 2 p 0');
   for (const id of ['1', '2']) t.is((await answered(w, id, 5000)).ev, 'done');
@@ -102,13 +104,15 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
   w.send('write 3 s 4096');
   w.send('read 4 p 0');
   w.send('write 5 l 0');
+  w.send('write 11 k 12288');
   const local = await answered(w, '5', 5000);
   t.is(local.ev, 'done', 'a local container is not held');
   await new Promise((r) => setTimeout(r, HELD_WATCH_MS));
   t.is(w.answer('3'), undefined, 'the shared write is held: neither done nor failed');
   t.is(w.answer('4'), undefined, 'the private read is held');
+  t.is(w.answer('11'), undefined, 'the write through the LV-locked device is held');
   const held = await ctlStatus(t, img);
-  t.regex(held, /Cluster I\/O:\s+I\/O held: no quorum since \d{4}-\d\d-\d\dT\S+: 2 waiting, EIO after \d+ ms/);
+  t.regex(held, /Cluster I\/O:\s+I\/O held: no quorum since \d{4}-\d\d-\d\dT\S+: 3 waiting, EIO after \d+ ms/);
   t.regex(held, /Quorum:\s+NO/);
 
   // The stalled nodes, resumed, fence themselves: they were stopped past their self-fence deadline.
@@ -121,11 +125,12 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
   t.is(w3.ev, 'done', `held write: ${w3.msg}`);
   t.is(r4.ev, 'done', `held read: ${r4.msg}`);
   t.is(r4.byte, 2, 'the held read read what was written before the loss');
+  t.is((await answered(w, '11', 5000)).ev, 'done', 'the LV-locked write completes too');
   t.true(w3.atMs - lostAt < holdMs, `completed ${w3.atMs - lostAt} ms after the loss, inside the hold`);
   t.true(w3.atMs >= restartAt, 'completed only after the peers came back');
   w.send('read 6 s 4096');
   t.is((await answered(w, '6', 5000)).byte, 3, 'the held write landed');
-  t.regex(await ctlStatus(t, img), /Cluster I\/O:\s+open \(quorum; 2 released, 0 failed/);
+  t.regex(await ctlStatus(t, img), /Cluster I\/O:\s+open \(quorum; 3 released, 0 failed/);
 
   // Phase 2: the restarted nodes count in the quorum base: stalling them takes quorum again, and
   // this time the hold runs out.
@@ -142,7 +147,7 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
   w.send('read 8 p 0');
   const r8 = await answered(w, '8', 2000);
   t.is(r8.code, 'EIO', 'after the hold ran out, new I/O fails at once');
-  t.regex(await ctlStatus(t, img), /Cluster I\/O:\s+I\/O failing \(EIO\): no quorum since \S+, held the limit of \d+ ms \(2 released, 2 failed/);
+  t.regex(await ctlStatus(t, img), /Cluster I\/O:\s+I\/O failing \(EIO\): no quorum since \S+, held the limit of \d+ ms \(3 released, 2 failed/);
   w.send('write 9 l 4096');
   t.is((await answered(w, '9', 5000)).ev, 'done', 'the local container still is not held');
   for (const p of peers) p.child.kill('SIGKILL');

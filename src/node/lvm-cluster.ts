@@ -66,5 +66,7 @@ export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: () =
 export async function openLockedLv(node: RunningNode, spec: string, mode: Mode.PR | Mode.EX, log?: (msg: string) => void): Promise<LockedLv> {
   const { vg, lv } = splitLvPath(spec);
   const ls = await node.lockspace();
-  return LockedLv.open(ls, vg, () => node.provider.openLv(vg, lv), { mode, lockTimeoutMs: node.info.timing.lockTimeoutMs, ...(log !== undefined ? { log } : {}) });
+  // I/O to an LV of a shared or private container waits for quorum (issue 18 item 6).
+  const hold = await node.provider.quorumHoldFor(vg);
+  return LockedLv.open(ls, vg, () => node.provider.openLv(vg, lv), { mode, lockTimeoutMs: node.info.timing.lockTimeoutMs, ...(log !== undefined ? { log } : {}), ...(hold !== undefined ? { hold } : {}) });
 }

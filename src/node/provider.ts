@@ -245,7 +245,13 @@ export class DeviceProvider {
   async ioView(spec: string, dev: BlockDevice): Promise<BlockDevice> {
     if (!isLvSpec(spec)) return this.held(dev);
     const [vg] = spec.split('/') as [string, string];
-    return heldWithoutQuorum(await readContainerUse(deviceList([], this.o.devices), vg)) ? this.held(dev) : dev;
+    return (await this.quorumHoldFor(vg)) !== undefined ? this.held(dev) : dev;
+  }
+
+  /** The hold for I/O to LVs of VG `vg`: the node's quorum hold for a shared or private container, else none. */
+  async quorumHoldFor(vg: string): Promise<QuorumHold | undefined> {
+    if (this.hold === undefined) return undefined;
+    return heldWithoutQuorum(await readContainerUse(deviceList([], this.o.devices), vg)) ? this.hold : undefined;
   }
 
   /** `VG/LV` (or any device) opened for data I/O: open() and then ioView(). */

@@ -18,6 +18,7 @@
 //
 // Lock order everywhere: the VG lock before the LV lock (changers and holders alike), so no cycle.
 
+import type { QuorumHold } from '../disk/quorum-hold.js';
 import { assert, SanboxError } from '../errors.js';
 import { Mode, modeName } from '../dlm/compat-matrix.js';
 import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
@@ -38,6 +39,12 @@ export interface LockedLvOptions {
   /** Bound on each lock wait (the cluster's lockTimeoutMs): a lock-out that never ends fails I/O. */
   lockTimeoutMs: number;
   log?: (msg: string) => void;
+  /**
+   * The node's quorum hold (src/disk/quorum-hold.ts) for an LV of a shared or private container:
+   * its I/O waits for quorum before it is admitted here, so a held request is not in flight and
+   * never holds up a lock-out's drain.
+   */
+  hold?: QuorumHold;
 }
 
 /** One lock-out as this node saw it: how long I/O was held back, and the generations. */
@@ -197,8 +204,18 @@ export class LockedLv implements BlockDevice {
    * async/await: this is on every I/O, and the running case takes one promise instead of several
    * microtask hops (bench:lvm, "cluster").
    */
-  private io(offsetBytes: number, lengthBytes: number, op: () => Promise<void>): Promise<void> {
-    if (this.state === 'paused') return this.resumed.then(() => this.io(offsetBytes, lengthBytes, op));
+  private io(what: string, offsetBytes: number, lengthBytes: number, op: () => Promise<void>): Promise<void> {
+    const hold = this.o.hold;
+    if (hold !== undefined && !hold.passing) {
+      let w: Promise<void> | undefined;
+      try {
+        w = hold.admit(this.name, what, offsetBytes);
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
+      if (w !== undefined) return w.then(() => this.io(what, offsetBytes, lengthBytes, op));
+    }
+    if (this.state === 'paused') return this.resumed.then(() => this.io(what, offsetBytes, lengthBytes, op));
     let p: Promise<void>;
     const generation = this.lv.generation;
     try {
@@ -222,15 +239,15 @@ export class LockedLv implements BlockDevice {
   }
 
   read(buf: Buffer, offsetBytes: number): Promise<void> {
-    return this.io(offsetBytes, buf.length, () => this.lv.read(buf, offsetBytes));
+    return this.io('read', offsetBytes, buf.length, () => this.lv.read(buf, offsetBytes));
   }
 
   write(buf: Buffer, offsetBytes: number): Promise<void> {
-    return this.io(offsetBytes, buf.length, () => this.lv.write(buf, offsetBytes));
+    return this.io('write', offsetBytes, buf.length, () => this.lv.write(buf, offsetBytes));
   }
 
   discard(offsetBytes: number, lengthBytes: number): Promise<void> {
-    return this.io(offsetBytes, lengthBytes, () => this.lv.discard(offsetBytes, lengthBytes));
+    return this.io('discard', offsetBytes, lengthBytes, () => this.lv.discard(offsetBytes, lengthBytes));
   }
 
   flush(): Promise<void> {

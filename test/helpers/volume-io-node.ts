@@ -3,6 +3,7 @@
 // through its device provider (fence gate, quorum hold) as told on stdin, one command a line:
 //
 //   open NAME SPEC            open SPEC (VG/LV) for data I/O as the provider gives it (openVolume)
+//   openlocked NAME SPEC      open VG/LV under its LV lock (PR) with lock-out (openLockedLv)
 //   write ID NAME OFFSET      write 4 KiB at OFFSET: the byte ID repeated, then flush
 //   read ID NAME OFFSET       read 4 KiB at OFFSET
 //   close NAME                close it (answer id close:NAME)
@@ -18,6 +19,8 @@ import readline from 'node:readline';
 import type { BlockDevice } from '../../src/disk/device.js';
 import { SanboxError } from '../../src/errors.js';
 import { startNode } from '../../src/node/node.js';
+import { openLockedLv } from '../../src/node/lvm-cluster.js';
+import { Mode } from '../../src/dlm/compat-matrix.js';
 
 const [img, nodeText] = process.argv.slice(2);
 const IO_BYTES = 4096;
@@ -55,6 +58,11 @@ async function main(): Promise<void> {
     if (cmd === 'open') {
       void run(`open:${a}`, async () => {
         devs.set(a!, await node.provider.openVolume(b!));
+        return {};
+      });
+    } else if (cmd === 'openlocked') {
+      void run(`open:${a}`, async () => {
+        devs.set(a!, await openLockedLv(node, b!, Mode.PR));
         return {};
       });
     } else if (cmd === 'close') {
