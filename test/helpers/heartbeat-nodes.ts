@@ -2,7 +2,7 @@
 
 import type { ChildProcess } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
-import { runSanbox, SANBOX_BIN, spawnChild } from './tmp.js';
+import { followJsonLines, runSanbox, SANBOX_BIN, spawnChild } from './tmp.js';
 
 export interface NodeLogLine {
   t: string;
@@ -29,50 +29,9 @@ export function spawnNode(t: ExecutionContext, image: string, nodeId: number, ex
   const child = spawnChild(t, process.execPath, [SANBOX_BIN, 'node', '--cluster', image, '--node', String(nodeId), '--json', ...extra], {
     env: { ...process.env, ...env },
   });
-  const lines: NodeLogLine[] = [];
-  const waiters = new Set<() => void>();
-  let buf = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (d: string) => {
-    buf += d;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const raw = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        const l = JSON.parse(raw) as NodeLogLine;
-        l.atMs = Date.parse(l.t);
-        lines.push(l);
-      } catch {
-        // not a log line
-      }
-    }
-    for (const w of [...waiters]) w();
-  });
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => (err += d));
+  const { lines, waitLine, stderr } = followJsonLines<NodeLogLine>(child, `node ${nodeId}`, (l) => (l.atMs = Date.parse(l.t)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const waitLine = (pred: (l: NodeLogLine) => boolean, timeoutMs: number, what: string): Promise<NodeLogLine> =>
-    new Promise((resolve, reject) => {
-      const check = (): boolean => {
-        const l = lines.find(pred);
-        if (l !== undefined) {
-          waiters.delete(onData);
-          clearTimeout(timer);
-          resolve(l);
-          return true;
-        }
-        return false;
-      };
-      const onData = (): void => void check();
-      const timer = setTimeout(() => {
-        waiters.delete(onData);
-        reject(new Error(`node ${nodeId}: timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${err}; log:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`));
-      }, timeoutMs);
-      if (!check()) waiters.add(onData);
-    });
-  return { nodeId, child, lines, stderr: () => err, waitLine, exited };
+  return { nodeId, child, lines, stderr, waitLine, exited };
 }
 
 export const isEvent = (kind: 'up' | 'down' | 'fenced' | 'left', peer: number) => (l: NodeLogLine) => l.event === kind && l.peer === peer;

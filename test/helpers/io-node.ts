@@ -3,7 +3,7 @@
 
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { REPO_ROOT, spawnChild } from './tmp.js';
+import { followJsonLines, REPO_ROOT, spawnChild } from './tmp.js';
 
 const WORKER = path.join(REPO_ROOT, 'dist/test/helpers/volume-io-node.js');
 
@@ -33,40 +33,7 @@ export function spawnIoNode(t: ExecutionContext, image: string, nodeId: number, 
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, SANBOX_DEVICES: devices.join(','), SANBOX_DEVICESFILE: '' },
   });
-  const events: IoEvent[] = [];
-  const waiters = new Set<() => void>();
-  let buf = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (d: string) => {
-    buf += d;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      events.push(JSON.parse(buf.slice(0, nl)) as IoEvent);
-      buf = buf.slice(nl + 1);
-    }
-    for (const w of [...waiters]) w();
-  });
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => (err += d));
-  const wait = (pred: (e: IoEvent) => boolean, timeoutMs: number, what: string): Promise<IoEvent> =>
-    new Promise((resolve, reject) => {
-      const check = (): boolean => {
-        const e = events.find(pred);
-        if (e === undefined) return false;
-        waiters.delete(onData);
-        clearTimeout(timer);
-        resolve(e);
-        return true;
-      };
-      const onData = (): void => void check();
-      const timer = setTimeout(() => {
-        waiters.delete(onData);
-        const log = events.map((e) => JSON.stringify(e)).join('\n');
-        reject(new Error(`io node ${nodeId}: timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${err}; events:\n${log}`));
-      }, timeoutMs);
-      if (!check()) waiters.add(onData);
-    });
+  const { lines: events, waitLine: wait } = followJsonLines<IoEvent>(child, `io node ${nodeId}`);
   return {
     events,
     send: (line) => void child.stdin!.write(line + '\n'),

@@ -74,6 +74,58 @@ export function collect(child: ChildProcess): { out: () => string; err: () => st
   return { out: () => out, err: () => err };
 }
 
+/** A child's stdout as JSON lines (other lines skipped), and a bounded wait for one matching a predicate. */
+export interface JsonLines<T> {
+  lines: T[];
+  /** The first line matching `pred`, already seen or to come; rejects after timeoutMs with the child's log. */
+  waitLine(pred: (l: T) => boolean, timeoutMs: number, what: string): Promise<T>;
+  stderr: () => string;
+}
+
+export function followJsonLines<T>(child: ChildProcess, who: string, decorate: (l: T) => void = () => {}): JsonLines<T> {
+  const lines: T[] = [];
+  const waiters = new Set<() => void>();
+  let buf = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (d: string) => {
+    buf += d;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const raw = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        const l = JSON.parse(raw) as T;
+        decorate(l);
+        lines.push(l);
+      } catch {
+        // not a JSON line
+      }
+    }
+    for (const w of [...waiters]) w();
+  });
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => (err += d));
+  const waitLine = (pred: (l: T) => boolean, timeoutMs: number, what: string): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const l = lines.find(pred);
+        if (l === undefined) return false;
+        waiters.delete(onData);
+        clearTimeout(timer);
+        resolve(l);
+        return true;
+      };
+      const onData = (): void => void check();
+      const timer = setTimeout(() => {
+        waiters.delete(onData);
+        reject(new Error(`${who}: timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${err}; log:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`));
+      }, timeoutMs);
+      if (!check()) waiters.add(onData);
+    });
+  return { lines, waitLine, stderr: () => err };
+}
+
 /** Waits until `pred()` is true, polling; throws after timeoutMs. */
 export async function waitFor(pred: () => boolean, timeoutMs: number, what: string, pollMs = 10): Promise<void> {
   const deadline = Date.now() + timeoutMs;
