@@ -43,6 +43,8 @@ const VICTIM = 4;
 const CLUSTER_NODES = 5;
 /** Bound on a mount, a join, or one failover (far above the 2 s dead time). */
 const WAIT_MS = 30_000;
+/** How long the idle nodes' heartbeat I/O is sampled, to subtract it from the puts' I/O. */
+const IDLE_SAMPLE_MS = 1000;
 /** A put's transaction at 4K blocks: the inode, the directory, the group descriptor, the allocator inode, a bitmap block. */
 const PUT_TX_BLOCKS = 5;
 
@@ -62,6 +64,8 @@ const o2cb = presetTiming('o2cb');
 // ---- 1. create+write through node processes, and on the host ----
 
 interface Run {
+  /** Volume I/O per file of the nodes (heartbeat I/O subtracted), from their `ctl status` counters. */
+  ioPerFile?: { reads: number; writes: number; flushes: number };
   nodes: number;
   shared: boolean;
   sizeBytes: number;
@@ -130,8 +134,34 @@ async function hostRuns(contents: Map<number, Buffer>): Promise<Run[]> {
   return out;
 }
 
+type Io = { reads: number; writes: number; flushes: number };
+
+/** The volume device's I/O counters of one node (what `sanbox ctl C N status` shows). */
+async function volumeIo(c: NodeConnection, volume: string): Promise<Io> {
+  const st = (await c.request({ cmd: 'status' })).status as { devices: { name: string; io: Io }[] };
+  const d = st.devices.find((x) => x.name === volume);
+  if (d === undefined) throw new Error(`no device ${volume} in the node's status`);
+  return { reads: d.io.reads, writes: d.io.writes, flushes: d.io.flushes };
+}
+
+async function totalIo(conns: NodeConnection[], volume: string): Promise<Io> {
+  const all = await Promise.all(conns.map((c) => volumeIo(c, volume)));
+  return { reads: all.reduce((a, x) => a + x.reads, 0), writes: all.reduce((a, x) => a + x.writes, 0), flushes: all.reduce((a, x) => a + x.flushes, 0) };
+}
+
+/** Volume I/O per ms of idle nodes (their heartbeat), to subtract from a measured run. */
+async function idleIoPerMs(conns: NodeConnection[], volume: string): Promise<Io> {
+  const a = await totalIo(conns, volume);
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, IDLE_SAMPLE_MS));
+  const b = await totalIo(conns, volume);
+  const ms = performance.now() - t0;
+  return { reads: (b.reads - a.reads) / ms, writes: (b.writes - a.writes) / ms, flushes: (b.flushes - a.flushes) / ms };
+}
+
 async function sanboxRuns(conns: NodeConnection[], volume: string, localFiles: Map<number, string>): Promise<Run[]> {
   const out: Run[] = [];
+  const idle = await idleIoPerMs(conns, volume);
   const answerMs = answerBoundMs('fs', timing.lockTimeoutMs);
   const req = (c: NodeConnection, sub: string, p: string, extra: Record<string, unknown> = {}) => c.request({ cmd: 'fs', args: [sub, volume, p], ...extra }, answerMs);
   let n = 0;
@@ -143,8 +173,12 @@ async function sanboxRuns(conns: NodeConnection[], volume: string, localFiles: M
         if (shared) await req(conns[0]!, 'mkdir', base);
         else for (let w = 0; w < nodes; w++) await req(conns[w]!, 'mkdir', dirOf(w));
         const per = FILES_PER_WRITER[size]!;
+        const io0 = await totalIo(conns, volume);
         const r = await timedLoops(nodes, per, (w, i) => req(conns[w]!, 'put', `${dirOf(w)}/n${w}-f${i}`, { localFile: local }).then(() => undefined));
-        out.push(runOf(nodes, shared, size, per, r));
+        const io1 = await totalIo(conns, volume);
+        const files = nodes * per;
+        const perFile = (k: keyof Io): number => (io1[k] - io0[k] - idle[k] * r.wallMs) / files;
+        out.push({ ...runOf(nodes, shared, size, per, r), ioPerFile: { reads: perFile('reads'), writes: perFile('writes'), flushes: perFile('flushes') } });
       }
     }
   }
@@ -168,7 +202,7 @@ async function commitLatency(): Promise<CommitResult> {
   fs.writeFileSync(rawFile, Buffer.alloc(MiB));
   const fd = fs.openSync(rawFile, 'r+');
   try {
-    await mkfs(dev, { slots: 2, label: 'commit', clusterStack: 'o2cb', clusterName: 'bench' });
+    await mkfs(dev, { slots: 2, label: 'commit', clusterStack: 'o2cb', clusterName: 'bench', blockSizeBytes: 4 * KiB });
     const vol = await Ocfs2Volume.open(dev);
     const bs = vol.blockSizeBytes;
     // Home blocks well inside the volume; the journal is clean, so every open starts an empty log.
@@ -265,7 +299,7 @@ await initClusterImage(image, { clusterName: 'bench', nodeCount: CLUSTER_NODES, 
 createImage(volume, { sizeBytes: 2 * 1024 * MiB, force: true });
 {
   const dev = await openDevice(volume, { guard: 'exclusive' });
-  await mkfs(dev, { slots: CLUSTER_NODES, label: 'bench', clusterStack: 'o2cb', clusterName: 'bench' });
+  await mkfs(dev, { slots: CLUSTER_NODES, label: 'bench', clusterStack: 'o2cb', clusterName: 'bench', blockSizeBytes: 4 * KiB });
   await dev.close();
 }
 const contents = new Map([4 * KiB, MiB].map((s) => [s, randomBytes(s)]));
@@ -311,10 +345,10 @@ try {
   else {
     const f1 = (x: number): string => x.toFixed(1);
     say(`\nCreate+write, files/s (latency p50/p95 ms) — sanbox: node processes over their control sockets; host: node:fs open+write+fsync(file)+fsync(dir)`);
-    say(`  size   nodes  directory  sanbox files/s  (p50/p95 ms)     host files/s  (p50/p95 ms)    sanbox/host`);
+    say(`  size   nodes  directory  sanbox files/s  (p50/p95 ms)     host files/s  (p50/p95 ms)    sanbox/host  sanbox volume I/O per file`);
     for (const [i, s] of sanbox.entries()) {
       const h = host[i]!;
-      say(`  ${(s.sizeBytes >= MiB ? '1 MiB' : '4 KiB').padEnd(6)} ${String(s.nodes).padStart(5)}  ${(s.shared ? 'shared' : 'own').padEnd(9)}  ${f1(s.filesPerS).padStart(14)}  (${f1(s.latencyMs.p50)}/${f1(s.latencyMs.p95)})`.padEnd(66) + `${f1(h.filesPerS).padStart(12)}  (${f1(h.latencyMs.p50)}/${f1(h.latencyMs.p95)})`.padEnd(30) + `${(s.filesPerS / h.filesPerS).toFixed(2)}×`);
+      say(`  ${(s.sizeBytes >= MiB ? '1 MiB' : '4 KiB').padEnd(6)} ${String(s.nodes).padStart(5)}  ${(s.shared ? 'shared' : 'own').padEnd(9)}  ${f1(s.filesPerS).padStart(14)}  (${f1(s.latencyMs.p50)}/${f1(s.latencyMs.p95)})`.padEnd(66) + `${f1(h.filesPerS).padStart(12)}  (${f1(h.latencyMs.p50)}/${f1(h.latencyMs.p95)})`.padEnd(30) + `${(s.filesPerS / h.filesPerS).toFixed(2)}×`.padEnd(13) + `${f1(s.ioPerFile!.reads)} reads, ${f1(s.ioPerFile!.writes)} writes, ${f1(s.ioPerFile!.flushes)} flushes`);
     }
     say(`\nCommit latency (tinybench p50, this process)`);
     say(`  bare pwrite 4 KiB + fdatasync (baseline)         ${f1(commit.baselineUs).padStart(8)} µs`);

@@ -35,6 +35,8 @@ export interface IoCounters {
   writes: number;
   readBytes: number;
   writtenBytes: number;
+  /** Flushes (fdatasync, NBD FLUSH): what a durable commit costs (bench:fs counts them per put). */
+  flushes: number;
   errors: number;
   /** Writes the fence gate refused. */
   refused: number;
@@ -114,6 +116,7 @@ class CountedDevice implements BlockDevice {
   }
 
   flush(): Promise<void> {
+    this.io.flushes++;
     return this.count(() => this.inner.flush());
   }
 
@@ -159,7 +162,7 @@ export class DeviceProvider {
     }
     const name = place === 'remote' ? spec : path.resolve(spec);
     let pr: PersistentReservations | null = null;
-    const io: IoCounters = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, errors: 0, refused: 0 };
+    const io: IoCounters = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, flushes: 0, errors: 0, refused: 0 };
     let gate: SelfFencingGate;
     // An nbd:// device's request timeout is the cluster's (a ?timeout= in the URI wins).
     const nbdOpts = (uri: string): NbdOpenOptions => (!/[?&]timeout=/.test(uri) ? { ioTimeoutMs: this.o.timing.nbdIoTimeoutMs } : {});

@@ -53,6 +53,7 @@ function printNodeStatus(s: NodeStatus): void {
     { header: 'Reservations', value: (d) => d.reservations },
     { header: 'Reads', value: (d) => d.io.reads, align: 'right' },
     { header: 'Writes', value: (d) => d.io.writes, align: 'right' },
+    { header: 'Flushes', value: (d) => d.io.flushes, align: 'right' },
     { header: 'Errors', value: (d) => d.io.errors, align: 'right' },
     { header: 'Refused', value: (d) => d.io.refused, align: 'right' },
   ]);
