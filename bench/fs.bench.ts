@@ -29,6 +29,7 @@ import { initClusterImage } from '../src/heartbeat/cluster-image.js';
 import { answerBoundMs, connectNode, type NodeConnection } from '../src/node/ctl.js';
 import { launchNode, stopAll, type LaunchedNode } from '../src/node/launcher.js';
 import type { RecoveryOutcome } from '../src/node/recovery.js';
+import { quantile } from '../src/perf/measure.js';
 import { presetTiming } from '../src/timing.js';
 import { arg, median } from './common.js';
 
@@ -52,10 +53,8 @@ const trials = Number(arg('trials', '20'));
 const asJson = process.argv.includes('--json');
 const say = (s: string): void => void (asJson ? process.stderr : process.stdout).write(s + '\n');
 
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
-};
+/** The p-th percentile (nearest rank, as the other benches and fio report them). */
+const pct = (xs: number[], p: number): number => quantile(Float64Array.from(xs).sort(), p / 100);
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-bench-fs-'));
 const timing = presetTiming('local');

@@ -24,7 +24,7 @@ async function dumpSha256(vol: string, volPath: string, dir: string): Promise<st
   return createHash('sha256').update(fs.readFileSync(out)).digest('hex');
 }
 
-test('sanbox demo: nodes mount the volume and write files, one is killed mid-put, exactly one survivor replays its journal after the fence, every acknowledged file is intact (judged by debugfs.ocfs2 and fsck.ocfs2)', async (t) => {
+test.serial('sanbox demo: nodes mount the volume and write files, one is killed mid-put, exactly one survivor replays its journal after the fence, every acknowledged file is intact (judged by debugfs.ocfs2 and fsck.ocfs2)', async (t) => {
   const dir = tempDir(t);
   const r = await runSanbox(t, ['demo', '--dir', dir, '--nodes', '3', '--json'], { timeoutMs: 60_000 });
   t.is(r.code, 0, r.stderr);
@@ -99,7 +99,7 @@ test('sanbox demo: nodes mount the volume and write files, one is killed mid-put
   );
 });
 
-test('sanbox demo prints the recovery (transactions replayed, ms after the kill), the files read back, and the verdict', async (t) => {
+test.serial('sanbox demo prints the recovery (transactions replayed, ms after the kill), the files read back, and the verdict', async (t) => {
   const r = await runSanbox(t, ['demo', '--dir', tempDir(t), '--nodes', '2'], { timeoutMs: 60_000 });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /^   kill -9 node 1 \(pid \d+\) with that put in flight\.$/m);
