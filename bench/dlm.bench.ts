@@ -9,7 +9,10 @@
 //      mutex between the same number of processes, and the hand-off latency p50 of both;
 //   4. lock+unlock on independent resources (4 processes, one resource each) vs 4x the rate of one
 //      process measured the same way in the same run; flock's same ratio is the machine's ceiling;
-//   5. resident memory of a node process holding 4096 locks, vs the same node holding none.
+//   5. resident memory of a node process holding 4096 locks, vs the same node holding none;
+//   6. syscalls per uncontended EX lock+unlock, counted by strace in a node process (the one
+//      measure here that does not depend on how loaded the machine is).
+// It ends with the targets of issue 16, each with its goal and met/missed.
 // For 3 and 4 every holder, inside its critical section, reads and writes a shared "last owner"
 // word and the time it lets go, so hand-offs (acquisitions by a different process than the
 // previous holder) and their latency are counted the same way for both.
@@ -26,11 +29,18 @@ import { Bench } from 'tinybench';
 import { Mode } from '../src/dlm/compat-matrix.js';
 import { Lockspace } from '../src/dlm/lock-manager.js';
 import { initClusterImage, openRegion } from '../src/heartbeat/cluster-image.js';
-import { presetTiming } from '../src/timing.js';
+import { deriveTiming } from '../src/timing.js';
 import { startNode, type RunningNode } from '../src/node/node.js';
-import { arg, median } from './common.js';
+import { arg, median, SYSCALL_MARK_END, SYSCALL_MARK_START, syscallsPerOp, targetTable, type TargetRow } from './common.js';
 
 const SELF = fileURLToPath(import.meta.url);
+/**
+ * The local preset's heartbeat interval (so the lock manager polls as it does there: lockPollMaxMs
+ * is half the interval) with a 10 s dead time: on a shared, loaded machine a bench node starved of
+ * CPU for the local preset's 2 s would be declared dead and fenced (power fence: killed) mid-run.
+ * Liveness timing does not enter the cost of a lock.
+ */
+const BENCH_TIMING = deriveTiming({ intervalMs: 100, deadThreshold: 100, ioTimeoutMs: 2000 }, 'bench');
 const NODES = 9; // 8 bench workers + this process
 const HANDOFF_PROCS = [2, 4, 8];
 const INDEPENDENT_PROCS = 4;
@@ -38,11 +48,37 @@ const SCALE_CONFIGURED = [1, 8, 32];
 const SCALE_RUNNING_MAX = 8;
 const SCALE_HELD = [0, 4000];
 const RSS_LOCKS = 4096;
+/**
+ * Uncontended lock+unlocks each worker does before the clock starts (on a resource of its own):
+ * without them a worker's first second is mostly JIT compilation, which weighs most on the
+ * workers that get the fewest operations in (4 processes sharing 2 CPUs).
+ */
+const WARMUP_OPS = 2000;
+/** Operations counted under strace (after as many unstraced ones to warm up). */
+const SYSCALL_OPS = 2000;
 
 const durationMs = Number(arg('duration-ms', '1500'));
 const asJson = process.argv.includes('--json');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * An uncontended lock+unlock never leaves the microtask queue (its I/O is synchronous), so a loop
+ * of them starves the node's own timers, its heartbeat first: after selfFenceMs (1.7 s local) the
+ * node fences itself. Every loop here lets the event loop turn at least every YIELD_EVERY_MS
+ * (by time, not by count: on a loaded machine 64 cold lock requests took over a second).
+ */
+const YIELD_EVERY_MS = 5;
+let lastYieldMs = performance.now();
+function maybeYield(): Promise<void> | undefined {
+  if (performance.now() - lastYieldMs < YIELD_EVERY_MS) return undefined;
+  return new Promise((r) =>
+    setImmediate(() => {
+      lastYieldMs = performance.now();
+      r();
+    }),
+  );
+}
+
 /** A clock shared by every process on the machine (ms, sub-µs resolution). */
 const wallMs = () => performance.timeOrigin + performance.now();
 
@@ -68,8 +104,16 @@ class Shared {
   }
 }
 
+/**
+ * A worker's result goes to the file named by `--result`, not to stdout: a line of every hand-off
+ * latency can be far larger than a pipe's buffer, and the worker exits right after it.
+ */
+function emitResult(r: unknown): void {
+  fs.writeFileSync(arg('result', ''), JSON.stringify(r));
+}
+
 async function openNode(img: string, id: number): Promise<{ node: RunningNode; ls: Lockspace }> {
-  const node = await startNode({ clusterImage: img, nodeId: id, control: false });
+  const node = await startNode({ clusterImage: img, nodeId: id, control: false, ...(process.env.SANBOX_BENCH_LOG ? { log: (m: string) => process.stderr.write(`[node ${id} pid ${process.pid}] ${m}\n`) } : {}) });
   const ls = await Lockspace.open(await openRegion(node.device, 'lockspace'), { membership: node.membership, hintDir: path.join(node.info.config.runDir, 'dlm') });
   return { node, ls };
 }
@@ -79,11 +123,13 @@ async function openNode(img: string, id: number): Promise<{ node: RunningNode; l
 //   --worker dlm|flock TARGET ID RESOURCE OWNERFILE GOFILE   contend (or not) on RESOURCE
 //   --worker hold IMG ID COUNT STOPFILE                      join, hold COUNT locks, wait
 //   --worker rss IMG ID COUNT                                report RSS holding 0, then COUNT locks
+//   --worker syscalls IMG ID COUNT MARKDIR                   COUNT lock+unlocks between two markers
 
 async function worker(): Promise<void> {
   const i = process.argv.indexOf('--worker');
   const kind = process.argv[i + 1];
   if (kind === 'hold' || kind === 'rss') return holder(kind, process.argv.slice(i + 2));
+  if (kind === 'syscalls') return syscallWorker(process.argv.slice(i + 2));
   const [target, idText, resource, ownerFile, goFile] = process.argv.slice(i + 2);
   const id = Number(idText);
   const shared = new Shared(fs.openSync(ownerFile!, 'r+'), id);
@@ -99,6 +145,10 @@ async function worker(): Promise<void> {
   };
   if (kind === 'flock') {
     const fd = fs.openSync(target!, 'r');
+    for (let k = 0; k < WARMUP_OPS; k++) {
+      fsExt.flockSync(fd, 'ex');
+      fsExt.flockSync(fd, 'un');
+    }
     await waitGo();
     const end = performance.now() + durationMs;
     while (performance.now() < end) {
@@ -106,11 +156,16 @@ async function worker(): Promise<void> {
       count(shared.enter());
       shared.leave();
       fsExt.flockSync(fd, 'un');
+      await maybeYield(); // as the lock manager's loop does
     }
-    process.stdout.write(JSON.stringify({ acquisitions, handoffMs }) + '\n');
+    emitResult({ acquisitions, handoffMs });
     return;
   }
   const { node, ls } = await openNode(target!, id);
+  for (let k = 0; k < WARMUP_OPS; k++) {
+    await (await ls.lock(`warm-${id}`, Mode.EX)).unlock();
+    await maybeYield();
+  }
   await waitGo();
   const end = performance.now() + durationMs;
   while (performance.now() < end) {
@@ -118,8 +173,9 @@ async function worker(): Promise<void> {
     count(shared.enter());
     shared.leave();
     await lock.unlock();
+    await maybeYield();
   }
-  process.stdout.write(JSON.stringify({ acquisitions, handoffMs, stats: ls.stats, wakeups: ls.wakeups }) + '\n');
+  emitResult({ acquisitions, handoffMs, stats: ls.stats, wakeups: ls.wakeups });
   await ls.close();
   await node.stop();
 }
@@ -131,15 +187,37 @@ async function holder(kind: 'hold' | 'rss', args: string[]): Promise<void> {
   const { node, ls } = await openNode(img!, id);
   const rssIdle = process.memoryUsage().rss;
   const held = [];
-  for (let k = 0; k < n; k++) held.push(await ls.lock(`held-${id}-${k}`, Mode.EX, { timeoutMs: 10_000 }));
+  for (let k = 0; k < n; k++) {
+    held.push(await ls.lock(`held-${id}-${k}`, Mode.EX, { timeoutMs: 10_000 }));
+    await maybeYield();
+  }
   if (kind === 'rss') {
     (globalThis as { gc?: () => void }).gc?.();
     await sleep(200);
-    process.stdout.write(JSON.stringify({ rssIdle, rssHolding: process.memoryUsage().rss, locks: held.length }) + '\n');
+    emitResult({ rssIdle, rssHolding: process.memoryUsage().rss, locks: held.length });
   } else {
     process.stdout.write('ready\n');
     while (!fs.existsSync(stopFile!)) await sleep(20);
   }
+  await ls.close();
+  await node.stop();
+}
+
+/** Uncontended lock+unlocks between two marker syscalls, for strace (syscallsPerOp). */
+async function syscallWorker(args: string[]): Promise<void> {
+  const [img, idText, countText, markDir] = args;
+  const { node, ls } = await openNode(img!, Number(idText));
+  const n = Number(countText);
+  const run = async () => {
+    for (let k = 0; k < n; k++) {
+      await (await ls.lock('syscalls', Mode.EX)).unlock();
+      await maybeYield();
+    }
+  };
+  await run();
+  fs.existsSync(path.join(markDir!, SYSCALL_MARK_START));
+  await run();
+  fs.existsSync(path.join(markDir!, SYSCALL_MARK_END));
   await ls.close();
   await node.stop();
 }
@@ -150,15 +228,19 @@ interface Child {
   c: ReturnType<typeof spawn>;
   out: () => string;
   closed: Promise<void>;
+  /** The file the worker writes its result to (emitResult). */
+  result: string;
 }
 
+let resultSeq = 0;
+
 function spawnWorker(args: string[]): Child {
-  const c = spawn(process.execPath, ['--expose-gc', SELF, '--worker', ...args, '--duration-ms', String(durationMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const result = path.join(os.tmpdir(), `sanbox-bench-dlm-result-${process.pid}-${resultSeq++}.json`);
+  const c = spawn(process.execPath, ['--expose-gc', SELF, '--worker', ...args, '--duration-ms', String(durationMs), '--result', result], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  // 'close', not 'exit': a large last line (every hand-off latency) may still be in the pipe at exit.
   const closed = new Promise<void>((resolve) => c.once('close', () => resolve()));
-  return { c, out: () => out, closed };
+  return { c, out: () => out, closed, result };
 }
 
 async function waitFor(children: Child[], word: string, boundMs: number): Promise<void> {
@@ -173,12 +255,13 @@ async function waitFor(children: Child[], word: string, boundMs: number): Promis
 function lastJson<T>(ch: Child): Promise<T> {
   return new Promise((resolve, reject) => {
     const done = () => {
-      const line = ch.out().trim().split('\n').pop() ?? '';
       if (ch.c.exitCode !== 0) return reject(new Error(`bench worker exited ${ch.c.exitCode}`));
       try {
-        resolve(JSON.parse(line) as T);
+        resolve(JSON.parse(fs.readFileSync(ch.result, 'utf8')) as T);
       } catch (err) {
         reject(err as Error);
+      } finally {
+        fs.rmSync(ch.result, { force: true });
       }
     };
     void ch.closed.then(done);
@@ -194,14 +277,16 @@ interface PhaseResult {
 
 async function phase(kind: 'dlm' | 'flock', procs: number, dir: string, img: string, sharedResource: boolean): Promise<PhaseResult> {
   const tag = `${kind}-${procs}-${sharedResource}-${Math.random().toString(36).slice(2, 8)}`;
-  const ownerFile = path.join(dir, `owner-${tag}`);
-  fs.writeFileSync(ownerFile, Buffer.alloc(4096));
+  // On independent resources each process has its own "last owner" word: one shared file would
+  // add contention (its inode lock, its page) that belongs to the benchmark, not to the lock.
+  const ownerFileOf = (id: number) => path.join(dir, sharedResource ? `owner-${tag}` : `owner-${tag}-${id}`);
   const goFile = path.join(dir, `go-${tag}`);
   const children = Array.from({ length: procs }, (_, i) => {
     const id = i + 1; // node 0 is this process
     const target = kind === 'dlm' ? img : path.join(dir, sharedResource ? `flock-shared-${tag}` : `flock-${tag}-${id}`);
     if (kind === 'flock') fs.writeFileSync(target, '');
-    return spawnWorker([kind, target, String(id), sharedResource ? 'hot' : `res-${id}`, ownerFile, goFile]);
+    if (!fs.existsSync(ownerFileOf(id))) fs.writeFileSync(ownerFileOf(id), Buffer.alloc(4096));
+    return spawnWorker([kind, target, String(id), sharedResource ? 'hot' : `res-${id}`, ownerFileOf(id), goFile]);
   });
   await waitFor(children, 'ready', 30_000);
   // Let every node see every other up before the clock starts.
@@ -221,7 +306,7 @@ async function phase(kind: 'dlm' | 'flock', procs: number, dir: string, img: str
 /** p50 of an uncontended EX lock+unlock by node 0 with `configured` nodes, some running and holding locks. */
 async function scaleCase(dir: string, configured: number, heldByOthers: number): Promise<{ configured: number; running: number; heldByOthers: number; p50Us: number; windowReads: number }> {
   const img = path.join(dir, `scale-${configured}-${heldByOthers}.img`);
-  await initClusterImage(img, { clusterName: 'scale', nodeCount: configured, timing: presetTiming('local'), runDir: path.join(dir, `run-scale-${configured}-${heldByOthers}`) });
+  await initClusterImage(img, { clusterName: 'scale', nodeCount: configured, timing: BENCH_TIMING, runDir: path.join(dir, `run-scale-${configured}-${heldByOthers}`) });
   const running = Math.min(SCALE_RUNNING_MAX, configured);
   const stopFile = path.join(dir, `stop-${configured}-${heldByOthers}`);
   const others = running - 1;
@@ -235,18 +320,25 @@ async function scaleCase(dir: string, configured: number, heldByOthers: number):
     // Alone in the cluster, "locks held by others" are this node's own (there is no other node).
     const own = others === 0 ? heldByOthers : 0;
     const mine = [];
-    for (let k = 0; k < own; k++) mine.push(await ls.lock(`own-${k}`, Mode.EX));
+    for (let k = 0; k < own; k++) {
+      mine.push(await ls.lock(`own-${k}`, Mode.EX));
+      await maybeYield();
+    }
     const bench = new Bench({ time: durationMs, warmupTime: 200 });
     bench.add('lock+unlock', async () => {
       const l = await ls.lock('scale-probe', Mode.EX);
       await l.unlock();
+      await maybeYield();
     });
     await bench.run();
     const t = bench.tasks[0]!.result as { latency: { p50: number } };
     // I/O per operation, counted over a fixed number of them (tinybench's warm-up is not in its count).
     const reads = ls.stats.windowReads;
     const COUNTED_OPS = 200;
-    for (let k = 0; k < COUNTED_OPS; k++) await (await ls.lock('scale-probe', Mode.EX)).unlock();
+    for (let k = 0; k < COUNTED_OPS; k++) {
+      await (await ls.lock('scale-probe', Mode.EX)).unlock();
+      await maybeYield();
+    }
     const perOp = (ls.stats.windowReads - reads) / COUNTED_OPS;
     await ls.close();
     await node.stop();
@@ -258,13 +350,20 @@ async function scaleCase(dir: string, configured: number, heldByOthers: number):
   }
 }
 
+const startedMs = performance.now();
+/** One line per phase on stderr, so a long run shows where it is. */
+function progress(phase: string): void {
+  process.stderr.write(`[${((performance.now() - startedMs) / 1000).toFixed(0).padStart(3)} s] ${phase}\n`);
+}
+
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-bench-dlm-'));
   const img = path.join(dir, 'cluster.img');
-  await initClusterImage(img, { clusterName: 'bench', nodeCount: NODES, timing: presetTiming('local'), runDir: path.join(dir, 'run') });
+  await initClusterImage(img, { clusterName: 'bench', nodeCount: NODES, timing: BENCH_TIMING, runDir: path.join(dir, 'run') });
   const report: Record<string, unknown> = {};
   try {
     // 1. Uncontended latency.
+    progress('uncontended latency');
     const { node, ls } = await openNode(img, 0);
     const flockFile = path.join(dir, 'flock-latency');
     fs.writeFileSync(flockFile, '');
@@ -280,35 +379,46 @@ async function main(): Promise<void> {
       sanlockOk = false;
       process.stderr.write(`sanlock direct init failed, skipping that baseline LOUDLY: ${(err as Error).message}\n`);
     }
+    // The node runs only while its own task does: the baselines' loops are synchronous and would
+    // starve its heartbeat (a node silent for selfFenceMs fences itself, and its peers kill it).
     const bench = new Bench({ name: 'uncontended lock+unlock', time: durationMs, warmupTime: 200 });
     bench.add('sanbox dlm EX lock+unlock (node on a cluster image)', async () => {
       const l = await ls.lock('uncontended', Mode.EX);
       await l.unlock();
+      await maybeYield();
     });
-    bench.add('flock(2) LOCK_EX+LOCK_UN (baseline)', () => {
+    await bench.run();
+    report.dlmCountersDuringLatency = { ...ls.stats };
+    await ls.close();
+    await node.stop();
+    const baselines = new Bench({ name: 'baselines', time: durationMs, warmupTime: 200 });
+    baselines.add('flock(2) LOCK_EX+LOCK_UN (baseline)', () => {
       fsExt.flockSync(flockFd, 'ex');
       fsExt.flockSync(flockFd, 'un');
     });
     if (sanlockOk) {
-      bench.add('sanlock direct acquire+release (baseline, 2 spawns)', () => {
+      baselines.add('sanlock direct acquire+release (baseline, 2 spawns)', () => {
         execFileSync('sanlock', ['direct', 'acquire', '-r', slSpec, '-i', '1', '-g', '1'], { stdio: 'pipe' });
         execFileSync('sanlock', ['direct', 'release', '-r', slSpec, '-i', '1', '-g', '1'], { stdio: 'pipe' });
       });
     }
-    await bench.run();
+    await baselines.run();
     type Lat = { latency: { p50: number; mean: number; samplesCount: number } };
-    report.latency = bench.tasks.map((t) => ({ name: t.name, p50Us: (t.result as Lat).latency.p50 * 1000, meanUs: (t.result as Lat).latency.mean * 1000, samples: (t.result as Lat).latency.samplesCount }));
-    report.dlmCountersDuringLatency = { ...ls.stats };
-    await ls.close();
-    await node.stop();
+    const tasks = [...bench.tasks, ...baselines.tasks];
+    for (const t of tasks) if ((t.result as { error?: unknown }).error !== undefined) throw new Error(`benchmark task "${t.name}" failed: ${String((t.result as { error?: unknown }).error)}`);
+    report.latency = tasks.map((t) => ({ name: t.name, p50Us: (t.result as Lat).latency.p50 * 1000, meanUs: (t.result as Lat).latency.mean * 1000, samples: (t.result as Lat).latency.samplesCount }));
     fs.closeSync(flockFd);
+    progress('syscalls per lock+unlock (strace)');
+    report.syscalls = syscallsPerOp([SELF, '--worker', 'syscalls', img, '1', String(SYSCALL_OPS), dir], dir, SYSCALL_OPS) ?? null;
 
     // 2. Cost against cluster size and locks held elsewhere.
+    progress('1/8/32 nodes, 0/4000 locks held elsewhere');
     const scale = [];
     for (const configured of SCALE_CONFIGURED) for (const held of SCALE_HELD) scale.push(await scaleCase(dir, configured, held));
     report.scale = scale;
 
     // 3. Hand-off rate and latency on one resource.
+    progress('hand-offs');
     const handoff: Record<string, unknown>[] = [];
     for (const n of HANDOFF_PROCS) {
       const d = await phase('dlm', n, dir, img, true);
@@ -318,6 +428,7 @@ async function main(): Promise<void> {
     report.handoff = handoff;
 
     // 4. Independent resources, against 4x one process.
+    progress('independent resources');
     report.independent = {
       processes: INDEPENDENT_PROCS,
       dlm: await phase('dlm', INDEPENDENT_PROCS, dir, img, false),
@@ -327,6 +438,7 @@ async function main(): Promise<void> {
     };
 
     // 5. Memory of a node holding 4096 locks.
+    progress('memory');
     report.memory = await lastJson<{ rssIdle: number; rssHolding: number; locks: number }>(spawnWorker(['rss', img, '1', String(RSS_LOCKS)]));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -366,7 +478,21 @@ function printReport(report: Record<string, unknown>): void {
   w(`\n4. Independent resources (target >= 0.7x of ${ind.processes}x one process)\n  dlm ${ind.processes} processes ${ind.dlm.acquisitionsPerS.toFixed(0)} lock+unlock/s, 1 process ${ind.dlmOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.toFixed(2)}x\n  flock ${ind.processes} processes ${ind.flock.acquisitionsPerS.toFixed(0)}/s, 1 process ${ind.flockOne.acquisitionsPerS.toFixed(0)}/s: ratio ${rf.toFixed(2)}x (the machine's ceiling for ${ind.processes} processes on ${os.cpus().length} CPUs)\n`);
   const mem = report.memory as { rssIdle: number; rssHolding: number; locks: number };
   w(`\n5. Memory: a node process holding ${mem.locks} locks: RSS ${(mem.rssHolding / 2 ** 20).toFixed(1)} MiB (${(mem.rssIdle / 2 ** 20).toFixed(1)} MiB holding none: ${(((mem.rssHolding - mem.rssIdle) / mem.locks) / 1024).toFixed(2)} KiB per lock)\n`);
+  const sc = report.syscalls as { total: number; byName: Record<string, number> } | null;
+  const scText = sc === null ? 'not counted (strace is not installed)' : `${sc.total.toFixed(1)} (${Object.entries(sc.byName).sort((a, b) => b[1] - a[1]).filter(([, v]) => v >= 0.05).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`;
+  w(`\n6. Syscalls per uncontended EX lock+unlock, every thread of a node process (strace -f over ${SYSCALL_OPS} operations): ${scText}\n`);
   w('\n  sanlock direct: no hand-off or multi-process rows — another host id cannot acquire (-241) and direct release never frees (reference/locking.md §1.13).\n');
+  const hand = report.handoff as { processes: number; dlm: PhaseResult; flock: PhaseResult }[];
+  const rows: TargetRow[] = [
+    { target: 'uncontended EX lock+unlock p50', measured: `${ours.p50Us.toFixed(1)} µs`, goal: '<= 50 µs', met: ours.p50Us <= 50, note: `${(ours.p50Us / lat[1]!.p50Us).toFixed(0)}x flock(2)` },
+    { target: 'best-to-worst over 1/8/32 nodes, 0/4000 held elsewhere', measured: `${(Math.max(...p50s) / Math.min(...p50s)).toFixed(2)}x`, goal: '<= 1.5x', met: Math.max(...p50s) / Math.min(...p50s) <= 1.5 },
+    ...hand.map((h) => {
+      const x = h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS);
+      return { target: `EX hand-offs/s vs a flock mutex, ${h.processes} processes`, measured: `${x.toFixed(2)}x`, goal: '>= 0.5x', met: x >= 0.5, note: `hand-off p50 ${h.dlm.handoffP50Us === null ? '-' : `${h.dlm.handoffP50Us.toFixed(0)} µs`}` };
+    }),
+    { target: `${ind.processes} processes on independent resources vs ${ind.processes}x one`, measured: `${r.toFixed(2)}x`, goal: '>= 0.7x', met: r >= 0.7, note: `flock's own ratio here: ${rf.toFixed(2)}x (the ceiling of ${ind.processes} processes on ${os.cpus().length} CPUs)` },
+  ];
+  w(targetTable(`Targets of issue 16 (load average ${os.loadavg()[0]!.toFixed(1)} at the end; timings on a loaded machine are shares of a CPU)`, rows));
 }
 
 if (process.argv.includes('--worker')) {

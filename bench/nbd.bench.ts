@@ -12,6 +12,9 @@
 // sequential ones it is filled with data first (so nbdcopy, which skips holes, copies it all). The
 // image is prepared in place (truncated, not replaced), because qemu-nbd keeps its file open.
 //
+// It ends with the target of issue 16 for every workload, server and queue depth: sanbox's client
+// at >= 0.9x fio-nbd, met or missed.
+//
 // Usage: npm run bench:nbd [-- --rounds N --time-ms MS --json]
 
 import { execFileSync } from 'node:child_process';
@@ -23,7 +26,7 @@ import { FileDisk } from '../src/disk/index.js';
 import { NbdDevice } from '../src/disk/nbd-device.js';
 import type { BlockDevice } from '../src/disk/device.js';
 import { NBD_SERVER_KINDS, startNbdServer, type NbdServer, type NbdServerKind } from '../test/helpers/nbdkit.js';
-import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, WORKLOADS, type Workload } from './common.js';
+import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, targetTable, WORKLOADS, type TargetRow, type Workload } from './common.js';
 
 const MiB = 1024 * 1024;
 /** Smaller than the disk benchmark's 1 GiB: every variant re-prepares the image, and the network path is the subject here. */
@@ -40,6 +43,8 @@ const QUEUE_DEPTH = 16;
 const OFFSETS_COUNT = 1 << 16;
 
 const DEPTHS = [1, QUEUE_DEPTH] as const;
+/** Issue 16: sanbox's NBD client at least this fraction of fio's nbd engine, every workload, both depths. */
+const TARGET_VS_FIO = 0.9;
 
 const rounds = Number(arg('rounds', '1'));
 const timeMs = Number(arg('time-ms', '700'));
@@ -260,6 +265,16 @@ async function main(): Promise<void> {
       };
     }),
   );
+  const targets: TargetRow[] = rows.flatMap((r) =>
+    ([[1, r.nbdVsFioQd1], [QUEUE_DEPTH, r.nbdVsFioQd]] as const).map(([depth, x]) => ({
+      target: `${r.workload}, ${r.server}, QD${depth}: sanbox / fio-nbd`,
+      measured: Number.isFinite(x) ? `${x.toFixed(2)}x` : '-',
+      goal: `>= ${TARGET_VS_FIO}x`,
+      met: Number.isFinite(x) ? x >= TARGET_VS_FIO : null,
+      ...(haveFio ? {} : { note: 'fio nbd engine missing' }),
+    })),
+  );
+  process.stdout.write(targetTable(`Targets of issue 16 (load average ${os.loadavg()[0]!.toFixed(1)} at the end; ${rounds} round(s) of ${timeMs} ms; a ratio is the median of per-round back-to-back pairs)`, targets));
 }
 
 await main();
