@@ -15,116 +15,21 @@
 // naming the holder with the metadata unchanged.
 
 import test, { type ExecutionContext } from 'ava';
-import type { ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import { LOCAL_TIMING, layoutChangeBoundMs } from '../src/timing.js';
-import { openLv, withSession } from '../src/volume/manager.js';
-import { clusterInit } from './helpers/heartbeat-nodes.js';
-import { decodeLvBlock, hasWriterMagic, LV_BLOCK_BYTES } from './helpers/lv-blocks.js';
-import { attachLoop, lvm, sanboxCli, warnings } from './helpers/lvm-real.js';
-import { exited, ownLockDir, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+import { readClusterImage } from '../src/heartbeat/cluster-image.js';
+import { layoutChangeBoundMs } from '../src/timing.js';
+import { ackedWritesKept, lvSizeBytes, makeLab, MiB, noBlockOf, realToolsClean, startWriter, vgSeqno as seqno, WRITER_READY_MS, type Lab, type Writer } from './helpers/lv-lab.js';
+import { sanboxCli } from './helpers/lvm-real.js';
+import { ownLockDir, waitFor } from './helpers/tmp.js';
 
 ownLockDir(test);
 
-const MiB = 1024 * 1024;
-const WRITER = path.join(path.dirname(new URL(import.meta.url).pathname), 'helpers/lv-writer.js');
-/** Bound on a writer becoming ready (joining the cluster, taking the locks) and on it leaving. */
-const WRITER_READY_MS = 20_000;
-const WRITER_EXIT_MS = 20_000;
 /** Writes of A wanted before the change, and after B's writes began. */
 const WRITES_BEFORE = 40;
 const ATTEMPTS_AFTER = 60;
 
-interface WriterEvent {
-  ev: 'ready' | 'ok' | 'err' | 'swept' | 'done';
-  seq?: number;
-  off?: number;
-  gen?: number;
-  size?: number;
-  t?: number;
-  code?: string;
-  msg?: string;
-  pauses?: { pausedMs: number; fromGeneration: number; toGeneration: number }[];
-}
-
-class Writer {
-  events: WriterEvent[] = [];
-  stderr = '';
-  private buf = '';
-  constructor(readonly child: ChildProcess) {
-    child.stdout!.on('data', (d: Buffer) => {
-      this.buf += d.toString();
-      let nl;
-      while ((nl = this.buf.indexOf('\n')) >= 0) {
-        this.events.push(JSON.parse(this.buf.slice(0, nl)) as WriterEvent);
-        this.buf = this.buf.slice(nl + 1);
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-  }
-  count(ev: WriterEvent['ev']): number {
-    return this.events.filter((e) => e.ev === ev).length;
-  }
-  async stop(t: ExecutionContext): Promise<void> {
-    this.child.kill('SIGTERM');
-    const r = await exited(this.child, WRITER_EXIT_MS);
-    t.is(r.code, 0, `writer exit: ${this.stderr.slice(-2000)}`);
-  }
-}
-
-function startWriter(t: ExecutionContext, l: Lab, node: number, lv: string, tag: string, fromBytes: number, toBytes: number, order: 'random' | 'sweep' = 'random'): Writer {
-  const child = spawnChild(t, process.execPath, [WRITER, l.cluster, String(node), `${l.vg}/${lv}`, l.pv, tag, String(fromBytes), String(toBytes), 'pr', '4', '2', order], {
-    env: { ...process.env, SANBOX_DEVICESFILE: '' },
-  });
-  return new Writer(child);
-}
-
-interface Lab {
-  dir: string;
-  cluster: string;
-  pv: string;
-  vg: string;
-}
-
 /** One 24 MiB PV, 1 MiB extents: LV1 8 MiB, LV2 the rest, so LV2 can only grow into what LV1 frees. */
-async function lab(t: ExecutionContext): Promise<Lab> {
-  const dir = tempDir(t);
-  const l: Lab = { dir, cluster: path.join(dir, 'c.img'), pv: path.join(dir, 'pv.img'), vg: `lko${process.pid % 100000}${Math.floor(Math.random() * 1000)}` };
-  await clusterInit(t, [l.cluster, '--nodes', '4', '--name', 'lockout']);
-  for (const args of [
-    ['disk', 'create', l.pv, '--size', '24M'],
-    ['pvcreate', l.pv],
-    ['vgcreate', '-s', '1m', l.vg, l.pv],
-    ['lvcreate', '-n', 'lv1', '-L', '8m', l.vg, '--devices', l.pv],
-    ['lvcreate', '-n', 'lv2', '-l', '100%FREE', l.vg, '--devices', l.pv],
-  ]) {
-    const r = await sanboxCli(t, args);
-    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-  }
-  return l;
-}
-
-async function seqno(l: Lab): Promise<number> {
-  return withSession([l.pv], { readOnly: true, guard: 'none' }, async (s) => s.vg(l.vg).vg.seqno);
-}
-
-/** LV `lv`'s bytes (read through sanbox's LV mapping over the PV file, no locks). */
-async function readLv(l: Lab, lv: string): Promise<Buffer> {
-  const dev = await openLv([l.pv], l.vg, lv, { readOnly: true, guard: 'none' });
-  try {
-    const buf = Buffer.alloc(dev.sizeBytes);
-    await dev.read(buf, 0);
-    return buf;
-  } finally {
-    await dev.close();
-  }
-}
-
-async function lvSizeBytes(l: Lab, lv: string): Promise<number> {
-  const dev = await openLv([l.pv], l.vg, lv, { readOnly: true, guard: 'none' });
-  const n = dev.sizeBytes;
-  await dev.close();
-  return n;
+function lab(t: ExecutionContext): Promise<Lab> {
+  return makeLab(t, 1, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-l', '100%FREE']]);
 }
 
 /** "Locked out node 1 in 12 ms; change done in 40 ms at seqno 5." → its numbers. */
@@ -135,38 +40,6 @@ function lockoutLine(t: ExecutionContext, stdout: string): { nodes: number[]; ch
     return { nodes: [], changeMs: Infinity };
   }
   return { nodes: [...m[1]!.matchAll(/node (\d+)/g)].map((x) => Number(x[1])), changeMs: Number(m[3]) };
-}
-
-async function realToolsClean(t: ExecutionContext, l: Lab): Promise<void> {
-  const loop = await attachLoop(t, l.pv);
-  const p = await lvm('pvck', [loop], [loop]);
-  t.is(p.code, 0, `pvck: ${p.stderr}`);
-  t.deepEqual(warnings(p.stderr), [], 'pvck warnings');
-  const v = await lvm('vgck', [loop], [l.vg]);
-  t.is(v.code, 0, `vgck: ${v.stderr}`);
-  t.deepEqual(warnings(v.stderr), [], 'vgck warnings');
-}
-
-/** No block (and no 512-byte-aligned piece of one) of writer `tag` anywhere in LV `lv`. */
-async function noBlockOf(t: ExecutionContext, l: Lab, lv: string, tag: string): Promise<void> {
-  const bytes = await readLv(l, lv);
-  const found: number[] = [];
-  for (let off = 0; off < bytes.length; off += LV_BLOCK_BYTES) if (hasWriterMagic(bytes.subarray(off, off + LV_BLOCK_BYTES), tag)) found.push(off);
-  t.deepEqual(found, [], `blocks of ${tag} in ${lv}`);
-}
-
-/** Every write A acknowledged inside [0, keptBytes) of LV1 is on disk (the last one of each offset). */
-async function ackedWritesKept(t: ExecutionContext, l: Lab, a: Writer, keptBytes: number): Promise<void> {
-  const last = new Map<number, number>();
-  for (const e of a.events) if (e.ev === 'ok' && e.off! < keptBytes) last.set(e.off!, Math.max(last.get(e.off!) ?? 0, e.seq!));
-  const bytes = await readLv(l, 'lv1');
-  const lost: string[] = [];
-  for (const [off, seq] of last) {
-    const b = decodeLvBlock(bytes.subarray(off, off + LV_BLOCK_BYTES));
-    if (b === undefined || b.tag !== 'A' || b.seq !== seq || b.offsetBytes !== off) lost.push(`offset ${off}: acknowledged seq ${seq}, on disk ${b ? `${b.tag} seq ${b.seq}` : 'no block'}`);
-  }
-  t.true(last.size > 0, 'A acknowledged writes inside the kept range');
-  t.deepEqual(lost, [], 'acknowledged writes lost');
 }
 
 /**
@@ -180,16 +53,16 @@ async function scenario(t: ExecutionContext, l: Lab, change: string[], lostBytes
   await waitFor(() => a.count('ok') >= WRITES_BEFORE || a.child.exitCode !== null, WRITER_READY_MS, `A's first ${WRITES_BEFORE} writes (${a.stderr.slice(-500)})`);
   t.true(a.count('ok') >= WRITES_BEFORE, `A wrote: ${a.stderr.slice(-1000)}`);
 
-  const r = await sanboxCli(t, [...change, '--cluster', l.cluster, '--node', '2', '--devices', l.pv]);
+  const r = await sanboxCli(t, [...change, '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
   t.is(r.code, 0, `${change.join(' ')}: ${r.stderr}`);
   const lo = lockoutLine(t, r.stdout);
   t.deepEqual(lo.nodes, [1], 'B locked out node 1 (A)');
-  const boundMs = layoutChangeBoundMs(LOCAL_TIMING);
+  const boundMs = layoutChangeBoundMs((await readClusterImage(l.cluster)).timing);
   t.true(lo.changeMs <= boundMs, `B's change took ${lo.changeMs} ms; bound ${boundMs} ms`);
   const genAfter = await seqno(l);
   t.true(genAfter > genBefore);
 
-  const grow = await sanboxCli(t, ['lvextend', `${l.vg}/lv2`, '-L', `+${lostBytes / MiB}m`, '--cluster', l.cluster, '--node', '2', '--devices', l.pv]);
+  const grow = await sanboxCli(t, ['lvextend', `${l.vg}/lv2`, '-L', `+${lostBytes / MiB}m`, '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
   t.is(grow.code, 0, `lvextend lv2: ${grow.stderr}`);
   const lv2After = await lvSizeBytes(l, 'lv2');
   t.is(lv2After, lv2Before + lostBytes);
@@ -217,10 +90,10 @@ test('lvreduce of LV1 while node A writes its end: A lets go and resumes at the 
   // Acknowledged at the old generation means admitted before A let go: it came before every failure.
   const firstFailT = past[0]!.t!;
   t.true(ok.filter((e) => e.gen === genBefore).every((e) => e.t! <= firstFailT), 'no old-generation write acknowledged after the change');
-  const pauses = a.events.find((e) => e.ev === 'done')!.pauses!;
+  const pauses = a.pauses;
   t.true(pauses.some((p) => p.fromGeneration === genBefore && p.toGeneration === genAfter), `A's pauses: ${JSON.stringify(pauses)}`);
   await noBlockOf(t, l, 'lv2', 'A');
-  await ackedWritesKept(t, l, a, 4 * MiB);
+  await ackedWritesKept(t, l, 'lv1', a, 'A', 4 * MiB);
   await realToolsClean(t, l);
 });
 
@@ -247,15 +120,15 @@ test('--nowait: a change of an LV another node writes through fails at once nami
     ['lvremove', `${l.vg}/lv1`, '-y'],
     ['lvextend', `${l.vg}/lv1`, '-L', '+1m'],
   ]) {
-    const r = await sanboxCli(t, [...change, '--cluster', l.cluster, '--node', '2', '--nowait', '--devices', l.pv]);
+    const r = await sanboxCli(t, [...change, '--cluster', l.cluster, '--node', '2', '--nowait', '--devices', l.pvs.join(',')]);
     t.is(r.code, 1, `${change[0]}: ${r.stdout}`);
     t.regex(r.stderr, new RegExp(`^sanbox: ${l.vg}/lv1 is in use by node 1 \\(PR\\); not changed \\(--nowait\\)\\n$`));
   }
   t.is(await seqno(l), before);
-  const usage = await sanboxCli(t, ['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y', '--node', '2', '--devices', l.pv]);
+  const usage = await sanboxCli(t, ['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y', '--node', '2', '--devices', l.pvs.join(',')]);
   t.is(usage.code, 2, 'usage error: --node without --cluster');
   await a.stop(t);
   t.is(a.count('err'), 0);
-  t.deepEqual(a.events.find((e) => e.ev === 'done')!.pauses, [], 'A never paused: nobody locked it out');
+  t.deepEqual(a.pauses, [], 'A never paused: nobody locked it out');
   await realToolsClean(t, l);
 });

@@ -980,6 +980,17 @@ export class Lockspace {
     return true;
   }
 
+  /**
+   * Who else holds `resource` (granted, any mode) as one read of its window shows it; fenced
+   * incarnations are left out. For messages naming the holders (a --nowait conflict, a lock-out).
+   */
+  async holders(resource: string | Buffer): Promise<{ nodeId: number; mode: Mode }[]> {
+    const res = toResource(resource);
+    const bucket = bucketOf(this.layout.header, res);
+    const { views } = this.liveOthers(await this.readWindow(bucket), bucket, res, -1);
+    return views.filter((v) => v.nodeId !== this.nodeId && v.grantedMode !== null).map((v) => ({ nodeId: v.nodeId, mode: v.grantedMode! }));
+  }
+
   /** Locks this node holds or requests (for status displays). */
   heldLocks(): Lock[] {
     return [...this.lockObjs.values()];

@@ -12,6 +12,7 @@ import { splitLvPath, withSession } from '../volume/manager.js';
 import { slotLockHeld, startNode, type RunningNode } from './node.js';
 import type { Mode } from '../dlm/compat-matrix.js';
 import { LockedLv } from '../volume/locked-lv.js';
+import type { ChunkGuard } from '../volume/pvmove.js';
 
 export interface ClusterNodeOptions {
   clusterImage: string;
@@ -48,15 +49,19 @@ export interface LockedOutChangeOptions extends ClusterNodeOptions {
 }
 
 /** Runs `change` as node N, locked out (VG EX, then each LV's lock EX); returns its result and what the lock-out cost. */
+function vgReader(devices: string[], vg: string): () => Promise<VgModel> {
+  return () => withSession(devices, { readOnly: true, guard: 'none' }, async (s) => s.vg(vg).vg);
+}
+
 export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: () => Promise<T>): Promise<{ result: T; report: LockoutReport }> {
-  const readVg = (): Promise<VgModel> => withSession(o.devices, { readOnly: true, guard: 'none' }, async (s) => s.vg(o.vg).vg);
+  const readVg = vgReader(o.devices, o.vg);
   const affected = (vg: VgModel): { name: string; id: string }[] =>
     o.lvs.map((name) => {
       const lv = vg.lvs.find((l) => l.name === name);
       if (lv === undefined) throw new SanboxError('ENOENT', `logical volume ${o.vg}/${name} not found`);
       return { name, id: lv.id };
     });
-  return asClusterNode(o, (ls, timing, nodeId) => withLayoutLockout(ls, nodeId, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), change));
+  return asClusterNode(o, (ls, timing) => withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), change));
 }
 
 /**
@@ -69,4 +74,23 @@ export async function openLockedLv(node: RunningNode, spec: string, mode: Mode.P
   // I/O to an LV of a shared or private container waits for quorum (issue 18 item 6).
   const hold = await node.provider.quorumHoldFor(vg);
   return LockedLv.open(ls, vg, () => node.provider.openLv(vg, lv), { mode, lockTimeoutMs: node.info.timing.lockTimeoutMs, ...(log !== undefined ? { log } : {}), ...(hold !== undefined ? { hold } : {}) });
+}
+
+/**
+ * Runs `run` as node N with a chunk guard that locks each step out (pvmove: every chunk its own
+ * lock-out, so writers wait for one chunk at a time); `onChunk` hears what each lock-out cost.
+ */
+export async function asLockingOutNode<T>(
+  o: ClusterNodeOptions & { nowait: boolean; devices: string[]; vg: string },
+  run: (guard: ChunkGuard) => Promise<T>,
+  onLockout?: (r: LockoutReport) => void,
+): Promise<T> {
+  const readVg = vgReader(o.devices, o.vg);
+  return asClusterNode(o, (ls, timing) =>
+    run(async (affected, step) => {
+      const { result, report } = await withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), step);
+      onLockout?.(report);
+      return result;
+    }),
+  );
 }

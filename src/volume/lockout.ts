@@ -13,7 +13,7 @@
 
 import { SanboxError } from '../errors.js';
 import { Mode, modeName } from '../dlm/compat-matrix.js';
-import { DlmError, resourceLabel, type Lock, type Lockspace } from '../dlm/lock-manager.js';
+import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
 import { lvLockResource, vgLockResource, vgValueBlock } from './lock-names.js';
 
@@ -45,15 +45,10 @@ export interface LockHolder {
   mode: string;
 }
 
-/** Who holds (granted) each of `resources`, other than `selfNode`. */
-export async function lockHolders(ls: Lockspace, resources: string[], selfNode: number): Promise<Map<string, LockHolder[]>> {
-  const snap = await ls.snapshot();
-  const out = new Map<string, LockHolder[]>(resources.map((r) => [r, []]));
-  for (const l of snap.locks) {
-    const name = resourceLabel(l.resource);
-    const list = out.get(name);
-    if (list !== undefined && l.grantedMode !== null && l.nodeId !== selfNode) list.push({ nodeId: l.nodeId, mode: modeName(l.grantedMode) });
-  }
+/** Who holds (granted) each of `resources`, other than this node. */
+export async function lockHolders(ls: Lockspace, resources: string[]): Promise<Map<string, LockHolder[]>> {
+  const out = new Map<string, LockHolder[]>();
+  for (const r of resources) out.set(r, (await ls.holders(r)).map((h) => ({ nodeId: h.nodeId, mode: modeName(h.mode) })));
   return out;
 }
 
@@ -68,7 +63,6 @@ function describe(holders: LockHolder[]): string {
  */
 export async function withLayoutLockout<T>(
   ls: Lockspace,
-  selfNode: number,
   vgName: string,
   affected: (vg: VgModel) => { name: string; id: string }[],
   readVg: () => Promise<VgModel>,
@@ -81,7 +75,7 @@ export async function withLayoutLockout<T>(
     vgLock = await ls.lock(vgRes, Mode.EX, { timeoutMs: o.vgTimeoutMs, noqueue: o.nowait });
   } catch (err) {
     if (err instanceof DlmError && (err.code === 'EAGAIN' || err.code === 'ETIMEDOUT')) {
-      const h = (await lockHolders(ls, [vgRes], selfNode)).get(vgRes)!;
+      const h = (await lockHolders(ls, [vgRes])).get(vgRes)!;
       throw new SanboxError('EBUSY', `volume group ${vgName} is being changed by ${h.length ? describe(h) : 'another node'}${err.code === 'EAGAIN' ? ' (--nowait)' : `; its lock was not had within ${o.vgTimeoutMs} ms`}`);
     }
     throw err;
@@ -93,7 +87,7 @@ export async function withLayoutLockout<T>(
   try {
     const lvs = affected(await readVg());
     const resources = lvs.map((lv) => lvLockResource(vgName, lv.id));
-    const held = await lockHolders(ls, resources, selfNode);
+    const held = await lockHolders(ls, resources);
     const holders = [...new Set([...held.values()].flat().map((h) => h.nodeId))].sort((a, b) => a - b);
     if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
     const tLock = performance.now();
@@ -103,7 +97,7 @@ export async function withLayoutLockout<T>(
         lvLocks.push(await ls.lock(resources[i]!, Mode.EX, { timeoutMs: leftMs, noqueue: o.nowait }));
       } catch (err) {
         if (err instanceof DlmError && (err.code === 'EAGAIN' || err.code === 'ETIMEDOUT')) {
-          const h = (await lockHolders(ls, [resources[i]!], selfNode)).get(resources[i]!)!;
+          const h = (await lockHolders(ls, [resources[i]!])).get(resources[i]!)!;
           const who = h.length ? describe(h) : 'another node';
           throw new SanboxError(
             'EBUSY',

@@ -190,12 +190,14 @@ export async function vgCreate(
   );
 }
 
+type ChangeResult = { pvByKey?: Map<string, PvState>; leaving?: PvState[] } | void;
+
 /** Applies `change` to a copy of the VG and commits it. The change may add PVs (`joining`). */
 async function changeVg(
   s: LvmSession,
   name: string,
   ctx: CommitContext,
-  change: (vg: VgModel, h: VgHandle) => { pvByKey?: Map<string, PvState>; leaving?: PvState[] } | void,
+  change: (vg: VgModel, h: VgHandle) => ChangeResult | Promise<ChangeResult>,
 ): Promise<VgModel> {
   const h = s.vg(name);
   assertChangeable(h);
@@ -205,7 +207,7 @@ async function changeVg(
     throw new SanboxError('EINVAL', `volume group ${name} is ${h.vg.systemId ? `owned by system ${h.vg.systemId}` : `shared (lock_type ${h.vg.lockType})`}; sanbox does not change it without that lock`);
   }
   const next: VgModel = structuredClone(h.vg);
-  const r = change(next, h) ?? {};
+  const r = (await change(next, h)) ?? {};
   next.seqno = h.vg.seqno + 1;
   checkNoOverlap(next);
   await commitVg({ next, pvByKey: r.pvByKey ?? h.pvByKey, leaving: r.leaving, baseSeqno: h.vg.seqno }, ctx);
@@ -395,6 +397,14 @@ export async function lvResize(specs: string[], vgName: string, lvName: string, 
 /** vgchange/lvchange: applies `change` to a copy of the VG's model and commits it as the next seqno. */
 export async function vgModify(specs: string[], vgName: string, ctx: CommitContext, change: (vg: VgModel) => void): Promise<VgModel> {
   return withLocks([vgLockName(vgName)], () => withSession(specs, {}, (s) => changeVg(s, vgName, ctx, (vg) => void change(vg))));
+}
+
+/**
+ * Like vgModify, for a change that does I/O before its commit (pvmove copies an extent): `change`
+ * gets the copy to edit and the VG's open PVs (keyed like the text), and may throw to commit nothing.
+ */
+export async function vgModifyWithIo(specs: string[], vgName: string, ctx: CommitContext, change: (vg: VgModel, h: VgHandle) => Promise<void>): Promise<VgModel> {
+  return withLocks([vgLockName(vgName)], () => withSession(specs, {}, (s) => changeVg(s, vgName, ctx, (vg, h) => change(vg, h))));
 }
 
 export async function lvRename(specs: string[], vgName: string, from: string, to: string, ctx: CommitContext): Promise<void> {

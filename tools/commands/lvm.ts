@@ -42,7 +42,8 @@ import { hostRanges, losetupCommand, lvDisplay, pvDisplay, vgDisplay } from '../
 import type { ReportName } from '../../src/volume/report-fields.js';
 import { parseUnits } from '../../src/volume/units-format.js';
 import { ctime, findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
-import { lockedOutChange } from '../../src/node/lvm-cluster.js';
+import { asLockingOutNode, lockedOutChange } from '../../src/node/lvm-cluster.js';
+import { localGuard, pvMove, pvMoveAbort, resolveMoves, type ChunkGuard } from '../../src/volume/pvmove.js';
 import { confirm } from '../confirm.js';
 import { printJson } from '../output.js';
 
@@ -468,6 +469,43 @@ export function register(program: Command): void {
       await lvRename(devicesOf([], o), vg, lv, to.lv, context());
       say(`Renamed "${lv}" to "${to.lv}" in volume group "${vg}"`);
     });
+
+  const pvmove = program
+    .command('pvmove')
+    .description('move LVs\' extents off a PV in chunks, while nodes write to them (with --cluster: each chunk under the lock-out); with no PV: resume the moves in progress; --abort: stop them (moved extents stay at the destination)')
+    .argument('[src]', 'the PV to move extents off')
+    .argument('[dst]', 'the PV to move them to (default: any other PV of the VG with free extents)')
+    .option('-n, --name <lv>', 'move only this LV\'s extents')
+    .option('--abort', 'stop the moves in progress (of SRC, or all); moved extents stay where they went, as lvm2\'s abort of a non-atomic move', false)
+    .option('--devices <list>', DEVICES_HELP);
+  lockoutFlags(pvmove).action(async (srcArg: string | undefined, dstArg: string | undefined, o: { name?: string; abort: boolean; devices?: string } & LockoutFlags) => {
+    const cluster = lockoutRequest(o);
+    const [src, dst] = [srcArg, dstArg].map((x) => (x === undefined ? undefined : normalizeSpec(x)));
+    if (o.abort && dst !== undefined) throw new UsageError('pvmove --abort takes at most the source PV');
+    const devices = devicesOf([src, dst].filter((x): x is string => x !== undefined), o);
+    const moves = await resolveMoves(devices, src, o.abort ? undefined : dst, o.abort ? undefined : o.name);
+    for (const m of moves) {
+      let maxLockoutMs = 0;
+      const holders = new Set<number>();
+      const run = async (guard: ChunkGuard): Promise<void> => {
+        if (o.abort) {
+          await pvMoveAbort(devices, m, context(), guard);
+          say(`Aborted the move of ${m.lv ?? 'every LV'} off PV ${m.srcPvId} in ${m.vg}; moved extents stay at the destination.`);
+          return;
+        }
+        const chunks = await pvMove(devices, m, context(), guard, (c, total) => say(`${c.from}: Moved: ${(((total - c.left) * 100) / Math.max(1, total)).toFixed(2)}% (${m.vg}/${c.lv} LE ${c.le} to ${c.to}, seqno ${c.seqno})`));
+        say(`${chunks} extents of ${m.lv ?? 'the LVs'} moved off PV ${m.srcPvId} in ${m.vg}.`);
+      };
+      if (cluster === undefined) await run(localGuard(devices, m.vg));
+      else {
+        await asLockingOutNode({ ...cluster, devices, vg: m.vg }, run, (r) => {
+          maxLockoutMs = Math.max(maxLockoutMs, r.lockoutMs);
+          for (const h of r.holders) holders.add(h);
+        });
+        say(`Locked out ${holders.size ? [...holders].sort((a, b) => a - b).map((n) => `node ${n}`).join(', ') : 'no node'}; the longest lock-out took ${maxLockoutMs.toFixed(0)} ms.`);
+      }
+    }
+  });
 
   const lvremove = program
     .command('lvremove')
