@@ -91,6 +91,10 @@ export async function withLayoutLockout<T>(
     const holders = [...new Set([...held.values()].flat().map((h) => h.nodeId))].sort((a, b) => a - b);
     if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
     const tLock = performance.now();
+    // --nowait must not disturb the holders: a NOQUEUE request that reached the queue would send
+    // them a blocking notice (and they would let go for nothing), so a held lock fails here.
+    const firstHeld = o.nowait ? lvs.findIndex((_, i) => held.get(resources[i]!)!.length > 0) : -1;
+    if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
     for (const [i, lv] of lvs.entries()) {
       const leftMs = Math.max(0, o.boundMs - (performance.now() - tLock));
       try {
