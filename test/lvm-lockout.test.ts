@@ -32,6 +32,14 @@ function lab(t: ExecutionContext): Promise<Lab> {
   return makeLab(t, 1, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-l', '100%FREE']]);
 }
 
+/** The seqno in the VG lock's value block, as `sanbox dlm ls --json` shows it ({u16 version, u16 flags, u32 seqno} LE). */
+async function vgLockSeqno(t: ExecutionContext, l: Lab): Promise<number | undefined> {
+  const r = await sanboxCli(t, ['dlm', 'ls', l.cluster, '--json']);
+  t.is(r.code, 0, r.stderr);
+  const res = (JSON.parse(r.stdout) as { resources: { resource: string; lvb: { value: string } | null }[] }).resources.find((x) => x.resource === `lvm_${l.vg}:VGLK`);
+  return res?.lvb ? Buffer.from(res.lvb.value, 'hex').readUInt32LE(4) : undefined;
+}
+
 /** "Locked out node 1 in 12 ms; change done in 40 ms at seqno 5." → its numbers. */
 function lockoutLine(t: ExecutionContext, stdout: string): { nodes: number[]; changeMs: number } {
   const m = /Locked out (.*) in (\d+) ms; change done in (\d+) ms at seqno (\d+)\./.exec(stdout);
@@ -61,6 +69,7 @@ async function scenario(t: ExecutionContext, l: Lab, change: string[], lostBytes
   t.true(lo.changeMs <= boundMs, `B's change took ${lo.changeMs} ms; bound ${boundMs} ms`);
   const genAfter = await seqno(l);
   t.true(genAfter > genBefore);
+  t.is(await vgLockSeqno(t, l), genAfter, "the VG lock's value block (lvmlockd's val_blk) holds the new seqno");
 
   const grow = await sanboxCli(t, ['lvextend', `${l.vg}/lv2`, '-L', `+${lostBytes / MiB}m`, '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
   t.is(grow.code, 0, `lvextend lv2: ${grow.stderr}`);

@@ -24,7 +24,7 @@ import { Mode, modeName } from '../dlm/compat-matrix.js';
 import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
 import type { BlockDevice, SectorSize } from '../disk/device.js';
 import type { LvDevice } from './lv-device.js';
-import { lvLockResource, vgLockResource } from './lock-names.js';
+import { lvLockResource, vgLockResource } from './lvm-locks.js';
 
 /** A request past the end of the LV's current layout. */
 export class LvRangeError extends SanboxError {

@@ -12,10 +12,10 @@
 // layoutLockoutBoundMs), else the change fails naming who did not let go, with nothing written.
 
 import { SanboxError } from '../errors.js';
-import { Mode, modeName } from '../dlm/compat-matrix.js';
+import { Mode } from '../dlm/compat-matrix.js';
 import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
-import { lvLockResource, vgLockResource, vgValueBlock } from './lock-names.js';
+import { holdersOf, lvLockResource, vgLockResource, withVgLock } from './lvm-locks.js';
 
 export interface LockoutOptions {
   /** Fail at once if a node holds an LV lock (or the VG lock), naming it. */
@@ -48,7 +48,7 @@ export interface LockHolder {
 /** Who holds (granted) each of `resources`, other than this node. */
 export async function lockHolders(ls: Lockspace, resources: string[]): Promise<Map<string, LockHolder[]>> {
   const out = new Map<string, LockHolder[]>();
-  for (const r of resources) out.set(r, (await ls.holders(r)).map((h) => ({ nodeId: h.nodeId, mode: modeName(h.mode) })));
+  for (const r of resources) out.set(r, await holdersOf(ls, r));
   return out;
 }
 
@@ -69,58 +69,60 @@ export async function withLayoutLockout<T>(
   o: LockoutOptions,
   change: () => Promise<T>,
 ): Promise<{ result: T; report: LockoutReport }> {
-  const vgRes = vgLockResource(vgName);
-  let vgLock: Lock;
+  let entered = false;
   try {
-    vgLock = await ls.lock(vgRes, Mode.EX, { timeoutMs: o.vgTimeoutMs, noqueue: o.nowait });
+    return await withVgLock(
+      ls,
+      vgName,
+      'ex',
+      async (hold) => {
+        entered = true;
+        const t0 = performance.now();
+        const lvs = affected(await readVg());
+        const resources = lvs.map((lv) => lvLockResource(vgName, lv.id));
+        const held = await lockHolders(ls, resources);
+        const holders = [...new Set([...held.values()].flat().map((h) => h.nodeId))].sort((a, b) => a - b);
+        // --nowait must not disturb the holders: a NOQUEUE request that reached the queue would
+        // send them a blocking notice (and they would let go for nothing), so a held lock fails here.
+        const firstHeld = o.nowait ? lvs.findIndex((_, i) => held.get(resources[i]!)!.length > 0) : -1;
+        if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
+        if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
+        const tLock = performance.now();
+        const lvLocks: Lock[] = [];
+        try {
+          for (const [i, lv] of lvs.entries()) lvLocks.push(await lockOut(ls, vgName, lv.name, resources[i]!, o, Math.max(0, o.boundMs - (performance.now() - tLock))));
+          const lockoutMs = performance.now() - tLock;
+          const result = await change();
+          const seqno = (await readVg()).seqno;
+          // The new seqno goes into the VG lock's value block at release (lvmlockd's val_blk).
+          hold.committed(seqno);
+          return { result, report: { holders, lockoutMs, changeMs: performance.now() - t0, seqno } };
+        } finally {
+          for (const l of lvLocks.reverse()) await l.unlock().catch(() => undefined);
+        }
+      },
+      { timeoutMs: o.vgTimeoutMs },
+    );
   } catch (err) {
-    if (err instanceof DlmError && (err.code === 'EAGAIN' || err.code === 'ETIMEDOUT')) {
-      const h = (await lockHolders(ls, [vgRes])).get(vgRes)!;
-      throw new SanboxError('EBUSY', `volume group ${vgName} is being changed by ${h.length ? describe(h) : 'another node'}${err.code === 'EAGAIN' ? ' (--nowait)' : `; its lock was not had within ${o.vgTimeoutMs} ms`}`);
+    if (!entered && err instanceof DlmError && err.code === 'ETIMEDOUT') {
+      const h = (await lockHolders(ls, [vgLockResource(vgName)])).get(vgLockResource(vgName))!;
+      throw new SanboxError('EBUSY', `volume group ${vgName} is being changed by ${h.length ? describe(h) : 'another node'}; its lock was not had within ${o.vgTimeoutMs} ms`);
     }
     throw err;
   }
-  const t0 = performance.now();
-  const lvLocks: Lock[] = [];
-  let seqno: number | undefined;
-  let out: { result: T; report: LockoutReport };
+}
+
+/** The LV lock EX within `leftMs` (NOQUEUE with --nowait), or a one-line refusal naming the holders. */
+async function lockOut(ls: Lockspace, vgName: string, lvName: string, resource: string, o: LockoutOptions, leftMs: number): Promise<Lock> {
   try {
-    const lvs = affected(await readVg());
-    const resources = lvs.map((lv) => lvLockResource(vgName, lv.id));
-    const held = await lockHolders(ls, resources);
-    const holders = [...new Set([...held.values()].flat().map((h) => h.nodeId))].sort((a, b) => a - b);
-    if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
-    const tLock = performance.now();
-    // --nowait must not disturb the holders: a NOQUEUE request that reached the queue would send
-    // them a blocking notice (and they would let go for nothing), so a held lock fails here.
-    const firstHeld = o.nowait ? lvs.findIndex((_, i) => held.get(resources[i]!)!.length > 0) : -1;
-    if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
-    for (const [i, lv] of lvs.entries()) {
-      const leftMs = Math.max(0, o.boundMs - (performance.now() - tLock));
-      try {
-        lvLocks.push(await ls.lock(resources[i]!, Mode.EX, { timeoutMs: leftMs, noqueue: o.nowait }));
-      } catch (err) {
-        if (err instanceof DlmError && (err.code === 'EAGAIN' || err.code === 'ETIMEDOUT')) {
-          const h = (await lockHolders(ls, [resources[i]!])).get(resources[i]!)!;
-          const who = h.length ? describe(h) : 'another node';
-          throw new SanboxError(
-            'EBUSY',
-            err.code === 'EAGAIN'
-              ? `${vgName}/${lv.name} is in use by ${who}; not changed (--nowait)`
-              : `${vgName}/${lv.name} is in use by ${who}, which did not let go within ${o.boundMs} ms; not changed`,
-          );
-        }
-        throw err;
-      }
-    }
-    const lockoutMs = performance.now() - tLock;
-    const result = await change();
-    seqno = (await readVg()).seqno;
-    out = { result, report: { holders, lockoutMs, changeMs: 0, seqno } };
-  } finally {
-    for (const l of lvLocks.reverse()) await l.unlock().catch(() => undefined);
-    await vgLock.unlock(seqno !== undefined ? { lvb: vgValueBlock(seqno, vgLock.lvb.length) } : {}).catch(() => undefined);
+    return await ls.lock(resource, Mode.EX, { timeoutMs: leftMs, noqueue: o.nowait });
+  } catch (err) {
+    if (!(err instanceof DlmError) || (err.code !== 'EAGAIN' && err.code !== 'ETIMEDOUT')) throw err;
+    const h = (await lockHolders(ls, [resource])).get(resource)!;
+    const who = h.length ? describe(h) : 'another node';
+    throw new SanboxError(
+      'EBUSY',
+      err.code === 'EAGAIN' ? `${vgName}/${lvName} is in use by ${who}; not changed (--nowait)` : `${vgName}/${lvName} is in use by ${who}, which did not let go within ${o.boundMs} ms; not changed`,
+    );
   }
-  out.report.changeMs = performance.now() - t0;
-  return out;
 }

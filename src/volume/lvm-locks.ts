@@ -83,10 +83,13 @@ export interface LockService {
   lock(resource: string, mode: Mode, opts?: LockOptions): Promise<HeldLock>;
   /** For messages naming who holds a resource. */
   snapshot?(): Promise<LockspaceSnapshot>;
+  /** The same from one read of the resource's window, fenced holders left out (src/dlm's Lockspace.holders); preferred. */
+  holders?(resource: string): Promise<{ nodeId: number; mode: Mode }[]>;
 }
 
 /** Nodes other than `self` that hold `resource` granted (for a one-line refusal naming them). */
 export async function holdersOf(ls: LockService, resource: string, self = ls.nodeId): Promise<{ nodeId: number; mode: string }[]> {
+  if (ls.holders !== undefined) return (await ls.holders(resource)).filter((h) => h.nodeId !== self).map((h) => ({ nodeId: h.nodeId, mode: modeName(h.mode) }));
   if (ls.snapshot === undefined) return [];
   const snap = await ls.snapshot();
   const want = Buffer.from(resource);
