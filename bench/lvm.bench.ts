@@ -3,7 +3,10 @@
 // the cost of one VG metadata commit (text + header on every mda, flushed) beside a bare
 // 512-byte write + flush; and 4 KiB random I/O through an LV with cluster locking (a node's LV
 // lock, fence and quorum gates) beside the same LV without it and the PV directly
-// (clusterLockingBench). Prints ops/s and the ratio to the baseline.
+// (clusterLockingBench). Prints ops/s and the ratio to the baseline. Then the time a layout change
+// (lvextend/lvreduce run as a node, locking out the writers) takes with 4 node processes writing,
+// beside the same change without the lock-out, and the longest I/O pause a writer saw beside its
+// longest gap between writes while nothing changed (layoutChangeBench).
 //
 // Usage: npm run bench:lvm [-- --time-ms MS --json]
 
@@ -12,14 +15,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { Bench } from 'tinybench';
 import { createImage, FileDisk, type BlockDevice } from '../src/disk/index.js';
-import { commitContext, lvCreate, lvRename, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
+import { commitContext, lvCreate, lvRename, lvResize, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
 import { openTarget } from '../src/volume/resolve.js';
 import { arg } from './common.js';
 import { Mode } from '../src/dlm/compat-matrix.js';
 import { initClusterImage } from '../src/heartbeat/cluster-image.js';
-import { openLockedLv } from '../src/node/lvm-cluster.js';
+import { asLockingOutNode, openLockedLv } from '../src/node/lvm-cluster.js';
 import { startNode } from '../src/node/node.js';
-import { presetTiming } from '../src/timing.js';
+import { layoutChangeBoundMs, presetTiming } from '../src/timing.js';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { VgModel } from '../src/format/lvm/vg-model.js';
 import { clusterOfImage, containerChange } from '../src/volume/container.js';
 
 const MiB = 1024 * 1024;
@@ -32,6 +38,13 @@ const OPS_PER_SAMPLE = 32;
 const CLUSTER_LOCKED = 'LV, cluster-locked';
 /** Issue 18's goal for 4 KiB random I/O through a cluster-locked LV, against the same LV without locking. */
 const CLUSTER_GOAL_RATIO = 0.95;
+
+/** layoutChangeBench: node processes writing through the LV while layouts change, and the changes measured. */
+const LAYOUT_WRITERS = 4;
+const LAYOUT_CHANGES = 10;
+/** How long the writers write with nothing changing: the pause baseline's window. */
+const LAYOUT_QUIET_MS = 2000;
+const LV_WRITER = path.join(path.dirname(fileURLToPath(import.meta.url)), '../test/helpers/lv-writer.js');
 
 const timeMs = Number(arg('time-ms', '500'));
 const asJson = process.argv.includes('--json');
@@ -106,14 +119,16 @@ const base = opsPerSec(bench.tasks[0]!, 1);
 for (const task of bench.tasks) results.push({ workload: 'metadata', device: task.name, opsPerSec: Math.round(opsPerSec(task, 1)), ratio: opsPerSec(task, 1) / base });
 
 results.push(...(await clusterLockingBench()));
+const layout = await layoutChangeBench();
 
-if (asJson) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+if (asJson) process.stdout.write(JSON.stringify({ results, layout }, null, 2) + '\n');
 else {
   process.stdout.write(`${'workload'.padEnd(30)}${'device'.padEnd(54)}${'ops/s'.padStart(10)}  vs baseline\n`);
   for (const r of results) process.stdout.write(`${r.workload.padEnd(30)}${r.device.padEnd(54)}${String(r.opsPerSec).padStart(10)}  ${r.ratio.toFixed(2)}x\n`);
   for (const r of results.filter((x) => x.device.startsWith(CLUSTER_LOCKED))) {
     process.stdout.write(`goal: ${r.workload} through the cluster-locked LV ≥ ${CLUSTER_GOAL_RATIO} of the LV without locking: ${r.ratio.toFixed(2)}x, ${r.ratio >= CLUSTER_GOAL_RATIO ? 'met' : 'missed'}\n`);
   }
+  printLayout(layout);
 }
 
 /**
@@ -176,4 +191,100 @@ async function clusterLockingBench(): Promise<{ workload: string; device: string
     await node.stop();
   }
   return out;
+}
+
+// ---- layout changes with writers (issue 18's "time a layout change takes, and the longest I/O pause") ----
+
+
+interface LayoutResult {
+  writers: number;
+  changes: number;
+  /** lvextend/lvreduce by one extent as a node with the lock-out: VG lock granted → released. */
+  lockedOutMs: { median: number; max: number };
+  /** The same changes without any cluster locking (the commit alone), same writers running. */
+  unlockedMs: { median: number; max: number };
+  /** The bound the lock-out holds itself to (src/timing.ts layoutChangeBoundMs). */
+  boundMs: number;
+  /** The longest time a writer had I/O held back by a lock-out. */
+  longestPauseMs: number;
+  /** Baseline: the longest gap between two acknowledged writes of a writer while nothing changed. */
+  quietLongestGapMs: number;
+}
+
+function stats(xs: number[]): { median: number; max: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  return { median: s[Math.floor(s.length / 2)] ?? NaN, max: s[s.length - 1] ?? NaN };
+}
+
+async function layoutChangeBench(): Promise<LayoutResult> {
+  const ldir = path.join(dir, 'layout');
+  fs.mkdirSync(ldir);
+  const img = path.join(ldir, 'cluster.img');
+  const timing = presetTiming('local');
+  await initClusterImage(img, { clusterName: 'benchlayout', nodeCount: LAYOUT_WRITERS + 1, timing, runDir: path.join(ldir, 'run') });
+  const pv = path.join(ldir, 'pv.img');
+  createImage(pv, { sizeBytes: IMAGE_BYTES, sectorSizeBytes: 512 });
+  await pvCreate([pv], {});
+  await vgCreate([pv], [pv], 'vglay', 8192, ctx());
+  await lvCreate([pv], 'vglay', 'data', { size: { kind: 'extents', sign: '', extents: LV_EXTENTS } }, ctx());
+  const writers = Array.from({ length: LAYOUT_WRITERS }, (_, n) => {
+    const child = spawn(process.execPath, [LV_WRITER, img, String(n), 'vglay/data', pv, `W${n}`, '0', String(spanBytes), 'pr', '1', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const events: { ev: string; t?: number; pauses?: { pausedMs: number }[] }[] = [];
+    let buf = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        events.push(JSON.parse(buf.slice(0, nl)) as (typeof events)[number]);
+        buf = buf.slice(nl + 1);
+      }
+    });
+    return { child, events };
+  });
+  const closed = writers.map((w) => new Promise<void>((r) => w.child.once('close', () => r())));
+  try {
+    const readyBy = performance.now() + 30_000;
+    while (writers.some((w) => !w.events.some((e) => e.ev === 'ok'))) {
+      if (performance.now() > readyBy || writers.some((w) => w.child.exitCode !== null)) throw new Error('bench:lvm: the writer nodes did not start writing');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // Baseline for pauses: the longest gap between acknowledged writes while nothing changes.
+    const quietFrom = writers.map((w) => w.events.length);
+    await new Promise((r) => setTimeout(r, LAYOUT_QUIET_MS));
+    let quietLongestGapMs = 0;
+    for (const [i, w] of writers.entries()) {
+      const ts = w.events.slice(quietFrom[i]).filter((e) => e.ev === 'ok').map((e) => e.t!);
+      for (let k = 1; k < ts.length; k++) quietLongestGapMs = Math.max(quietLongestGapMs, ts[k]! - ts[k - 1]!);
+    }
+    const resize = (mode: 'extend' | 'reduce'): Promise<unknown> => lvResize([pv], 'vglay', 'data', { kind: 'extents', sign: mode === 'extend' ? '+' : '-', extents: 1 }, mode, {}, ctx());
+    const unlocked: number[] = [];
+    for (let k = 0; k < LAYOUT_CHANGES; k++) {
+      const t0 = performance.now();
+      await resize(k % 2 === 0 ? 'extend' : 'reduce');
+      unlocked.push(performance.now() - t0);
+    }
+    const locked: number[] = [];
+    await asLockingOutNode(
+      { clusterImage: img, nodeId: LAYOUT_WRITERS, nowait: false, devices: [pv], vg: 'vglay' },
+      async (guard) => {
+        const data = (vg: VgModel): { name: string; id: string }[] => [{ name: 'data', id: vg.lvs.find((l) => l.name === 'data')!.id }];
+        for (let k = 0; k < LAYOUT_CHANGES; k++) await guard(data, () => resize(k % 2 === 0 ? 'extend' : 'reduce'));
+      },
+      (r) => locked.push(r.changeMs),
+    );
+    for (const w of writers) w.child.kill('SIGTERM');
+    await Promise.all(closed);
+    const longestPauseMs = Math.max(0, ...writers.flatMap((w) => (w.events.find((e) => e.ev === 'done')?.pauses ?? []).map((p) => p.pausedMs)));
+    return { writers: LAYOUT_WRITERS, changes: LAYOUT_CHANGES, lockedOutMs: stats(locked), unlockedMs: stats(unlocked), boundMs: layoutChangeBoundMs(timing), longestPauseMs, quietLongestGapMs };
+  } finally {
+    for (const w of writers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
+  }
+}
+
+function printLayout(r: LayoutResult): void {
+  const f = (x: number): string => `${x.toFixed(1)} ms`;
+  process.stdout.write(`\nlayout change (lvextend/lvreduce by 1 extent) with ${r.writers} node processes writing 4 KiB blocks through the LV:\n`);
+  process.stdout.write(`  locked out (VG lock → writers drained → commit → released): median ${f(r.lockedOutMs.median)}, max ${f(r.lockedOutMs.max)} (bound ${r.boundMs} ms)\n`);
+  process.stdout.write(`  without cluster locking (baseline, the commit alone):       median ${f(r.unlockedMs.median)}, max ${f(r.unlockedMs.max)}\n`);
+  process.stdout.write(`  longest I/O pause a writer saw: ${f(r.longestPauseMs)}; longest gap between its writes with nothing changing (baseline): ${f(r.quietLongestGapMs)}\n`);
 }
