@@ -7,8 +7,30 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { openDevice } from '../disk/index.js';
+import { sleepMs } from '../disk/sleep.js';
 import { SanboxError } from '../errors.js';
+import { readJournal } from '../fs/journal-reader.js';
+import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
 import { answerBoundMs, connectNode, type NodeConnection } from './ctl.js';
+
+/** How often the journal is looked at for a held put's committed transaction. */
+const JOURNAL_POLL_MS = 20;
+
+/** Reads the volume (read-only, no guard: its nodes have it open) with `op`. */
+async function withVolume<T>(volume: string, op: (vol: Ocfs2Volume) => Promise<T>): Promise<T> {
+  const dev = await openDevice(volume, { guard: 'none', readOnly: true });
+  try {
+    return await op(await Ocfs2Volume.open(dev));
+  } finally {
+    await dev.close();
+  }
+}
+
+/** The committed transactions in `slot`'s journal, as a replay would find them (reads only). */
+export function committedInJournal(volume: string, slot: number): Promise<number[]> {
+  return withVolume(volume, async (vol) => (await readJournal(vol, slot)).scan.transactions.map((t) => t.sequence));
+}
 
 export const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -85,6 +107,27 @@ export class DemoFiles {
   /** Installs a fault rule in the node (what `sanbox ctl C N fault set` sends). */
   async fault(rule: Record<string, unknown>): Promise<void> {
     await this.conn.request({ cmd: 'fault-set', ...rule });
+  }
+
+  /**
+   * Puts a new file into the directory whose inode is `o.dirInode`, with a fault rule in the node
+   * that holds the write of that directory's block back home (a create writes the new inode home
+   * first, then the directory): resolves once the put's transaction is committed in slot
+   * `o.slot`'s journal, the node sitting in its checkpoint, the put not acknowledged.
+   */
+  async putHeldAfterCommit(volPath: string, sizeBytes: number, o: { slot: number; dirInode: number; timeoutMs: number }): Promise<{ put: { file: DemoFile; acked: Promise<DemoFile> }; committedSequence: number }> {
+    const blockBytes = await withVolume(this.volume, async (vol) => vol.blockSizeBytes);
+    await this.fault({ action: 'stall', op: 'write', device: this.volume, offsetBytes: o.dirInode * blockBytes, lengthBytes: blockBytes });
+    const before = await committedInJournal(this.volume, o.slot);
+    const put = this.put(volPath, sizeBytes);
+    put.acked.catch(() => undefined); // the caller kills the node before it answers (and checks that)
+    let committed = before;
+    for (const deadline = Date.now() + o.timeoutMs; committed.length <= before.length; ) {
+      if (Date.now() > deadline) throw new SanboxError('ETIMEDOUT', `node ${this.nodeId}'s put of ${volPath} did not commit within ${o.timeoutMs} ms`);
+      await sleepMs(JOURNAL_POLL_MS);
+      committed = await committedInJournal(this.volume, o.slot);
+    }
+    return { put, committedSequence: committed.at(-1)! };
   }
 
   /**

@@ -15,8 +15,6 @@ import type { HeartbeatSlot } from '../fs/heartbeat-reader.js';
 import { initClusterImage } from '../heartbeat/cluster-image.js';
 import { presetTiming, type Timing } from '../timing.js';
 import { launchNode, stopAll, type LaunchedNode } from './launcher.js';
-import { readJournal } from '../fs/journal-reader.js';
-import { sleepMs } from '../disk/sleep.js';
 import { DemoFiles, type DemoFile } from './demo-files.js';
 import type { ReplayedTransactionReport } from './recovery.js';
 import { readVolumeMounts, StatusReader, type ClusterStatus, type VolumeMount } from './status.js';
@@ -36,8 +34,6 @@ const NODE_FILES: readonly { name: string; sizeBytes: number }[] = [
 const SHARED_FILE_BYTES = 4096;
 /** The put the victim has in flight when it is killed. */
 const IN_FLIGHT_BYTES = 256 * 1024;
-/** How often the demo looks at the victim's journal for the held put's committed transaction. */
-const JOURNAL_POLL_MS = 20;
 /** Node counts the demo runs with: two make a cluster, 16 keep one machine responsive. */
 export const DEMO_NODES_MIN = 2;
 export const DEMO_NODES_MAX = 16;
@@ -70,26 +66,6 @@ async function clusterStatus(image: string): Promise<ClusterStatus> {
     return await reader.read();
   } finally {
     await reader.close();
-  }
-}
-
-/** The committed transactions in `slot`'s journal, as a replay would find them (reads only). */
-async function committedInJournal(volume: string, slot: number): Promise<number[]> {
-  const dev = await openDevice(volume, { guard: 'none', readOnly: true });
-  try {
-    return (await readJournal(await Ocfs2Volume.open(dev), slot)).scan.transactions.map((t) => t.sequence);
-  } finally {
-    await dev.close();
-  }
-}
-
-/** The volume's block size (the demo's fault rule holds one block). */
-async function volumeBlockBytes(volume: string): Promise<number> {
-  const dev = await openDevice(volume, { guard: 'none', readOnly: true });
-  try {
-    return (await Ocfs2Volume.open(dev)).blockSizeBytes;
-  } finally {
-    await dev.close();
   }
 }
 
@@ -224,21 +200,10 @@ export async function runDemo(o: { dir: string; nodeCount: number }, obs: DemoOb
     const victimFiles = clients[nodeCount - 1]!;
     const victimSlot = mounts.find((m) => m.node === victim.nodeId)?.slot;
     if (victimSlot === undefined) throw new Error(`node ${victim.nodeId} is not in the volume's slot map`);
-    const blockBytes = await volumeBlockBytes(volume);
     const heldBlock = dirInodes[nodeCount - 1]!;
-    await victimFiles.fault({ id: 'demo-hold', action: 'stall', op: 'write', device: volume, offsetBytes: heldBlock * blockBytes, lengthBytes: blockBytes });
-    const before = await committedInJournal(volume, victimSlot);
     const inFlightPath = `/node${victim.nodeId}/inflight.bin`;
-    const inFlight = victimFiles.put(inFlightPath, IN_FLIGHT_BYTES);
+    const { put: inFlight, committedSequence } = await victimFiles.putHeldAfterCommit(inFlightPath, IN_FLIGHT_BYTES, { slot: victimSlot, dirInode: heldBlock, timeoutMs: DEMO_READY_TIMEOUT_MS });
     files.push(inFlight.file);
-    inFlight.acked.catch(() => undefined); // the node is killed before it answers (checked below)
-    let committed: number[] = before;
-    for (const deadline = Date.now() + DEMO_READY_TIMEOUT_MS; committed.length <= before.length; ) {
-      if (Date.now() > deadline) throw new Error(`node ${victim.nodeId}'s put of ${inFlightPath} did not commit within ${DEMO_READY_TIMEOUT_MS} ms`);
-      await sleepMs(JOURNAL_POLL_MS);
-      committed = await committedInJournal(volume, victimSlot);
-    }
-    const committedSequence = committed[committed.length - 1]!;
     obs.step(`4. Node ${victim.nodeId} puts ${inFlightPath} (${IN_FLIGHT_BYTES / 1024} KiB); a fault rule in the node holds its write of block ${heldBlock} (the directory) back`);
     obs.step(`   home, so transaction ${committedSequence} is committed in slot ${victimSlot}'s journal but only partly written home, and the put is not acknowledged.`);
     const survivors = nodes.slice(0, -1);
