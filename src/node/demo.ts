@@ -193,9 +193,9 @@ export async function runDemo(o: { dir: string; nodeCount: number }, obs: DemoOb
     const seqs = (n: number): string => range(files.filter((f) => f.node === n && f.sequence !== undefined).map((f) => f.sequence!));
     obs.step(`3. The nodes put ${files.length} files at once (${NODE_FILES.map((f) => f.name).join(', ')} in their own directories, one each in /shared), every one acknowledged after its JBD2 commit was durable: transactions ${clients.map((c) => `${seqs(c.nodeId)} (node ${c.nodeId})`).join(', ')}.`);
 
-    // The victim puts one more file; its first home-block write after the commit that is not the
-    // new inode — its directory's block — is held by a fault rule, so it is killed with the
-    // transaction committed in its journal and only partly written home.
+    // The victim puts one more file with the write of its directory's block back home held by a
+    // fault rule (the new inode's block goes home first), so it is killed with the transaction
+    // committed in its journal and only partly written home.
     const victim = nodes[nodeCount - 1]!;
     const victimFiles = clients[nodeCount - 1]!;
     const victimSlot = mounts.find((m) => m.node === victim.nodeId)?.slot;
