@@ -12,7 +12,7 @@
 
 import test, { type ExecutionContext } from 'ava';
 import { withSession } from '../src/volume/manager.js';
-import { ackedWritesKept, makeLab, MiB, realToolsClean, startWriter, WRITER_READY_MS, type Lab, type Writer } from './helpers/lv-lab.js';
+import { ackedWritesKept, makeLab, MiB, realToolsClean, startWriter, vgSeqno, WRITER_READY_MS, type Lab, type Writer } from './helpers/lv-lab.js';
 import { sanboxCli } from './helpers/lvm-real.js';
 import { exited, ownLockDir, runSanbox, SANBOX_BIN, spawnChild, waitFor } from './helpers/tmp.js';
 
@@ -148,5 +148,29 @@ test('pvmove --abort after a killed mover: the record goes, moved extents stay o
   t.true(p.les.includes(src) && p.les.includes(dst), p.les.join(' '));
   t.true(p.les.filter((x) => x === dst).length >= 3, 'the moved extents stayed moved');
   await ackedWritesKept(t, l, 'lv', a, 'A', LV_MIB * MiB);
+  await realToolsClean(t, l);
+});
+
+test('bad pvmove requests: one line, the right exit status, the metadata unchanged; without --cluster a move runs as a plain command', async (t) => {
+  const l = await lab(t);
+  const [src, dst] = l.pvs as [string, string];
+  const devs = ['--devices', l.pvs.join(',')];
+  const before = await vgSeqno(l);
+  for (const [args, code, re] of [
+    [['pvmove', src, src], 1, /the source and destination are the same PV/],
+    [['pvmove', src, dst, '-n', 'nope'], 1, new RegExp(`logical volume ${l.vg}/nope not found`)],
+    [['pvmove', l.cluster], 1, /not in the device list|not an LVM physical volume/],
+    [['pvmove', '--abort', src, dst], 2, /pvmove --abort takes at most the source PV/],
+    [['pvmove', src, dst, '--node', '1'], 2, /--node and --nowait go with --cluster/],
+    [['pvmove'], 1, /no pvmove in progress on these devices/],
+  ] as [string[], number, RegExp][]) {
+    const r = await sanboxCli(t, [...args, ...devs]);
+    t.is(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, new RegExp(`^sanbox: .*${re.source}.*\\n$`), args.join(' '));
+  }
+  t.is(await vgSeqno(l), before, 'nothing written');
+  const r = await sanboxCli(t, ['pvmove', src, dst, '-n', 'lv', ...devs]);
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(new Set((await placement(l, 'lv')).les), new Set([dst]));
   await realToolsClean(t, l);
 });
