@@ -105,7 +105,7 @@ test('cluster init: output, refusals (exists, bad values, in use), o2cb preset a
   const j = JSON.parse(r.stdout) as { timing: { deadMs: number; selfFenceMs: number }; regions: { name: string }[] };
   t.is(j.timing.deadMs, 62_000);
   t.is(j.timing.selfFenceMs, 60_000);
-  t.deepEqual(j.regions.map((x) => x.name), ['config', 'heartbeat', 'nodes', 'reservations', 'lockspace']);
+  t.deepEqual(j.regions.map((x) => x.name), ['config', 'heartbeat', 'nodes', 'reservations', 'lockspace', 'devices']);
   const again = await runSanbox(t, ['cluster', 'init', img, '--nodes', '3', '--name', 'prod']);
   t.is(again.code, 1);
   t.regex(again.stderr, /already exists/);

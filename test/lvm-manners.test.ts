@@ -189,7 +189,7 @@ test('vgchange/lvchange: tags, max LVs/PVs and read-ahead set by sanbox are what
   const refused: [string[], number, RegExp][] = [
     [['vgchange', '-l', '1', vg], 1, new RegExp(`^sanbox: max LVs 1 is less than the current number 2 of LVs for ${vg}\\n$`)],
     [['vgchange', '-p', '1', vg], 1, new RegExp(`^sanbox: max PVs 1 is less than the current number 2 of PVs for ${vg}\\n$`)],
-    [['vgchange', '-a', 'y', vg], 2, /^sanbox: vgchange -a: sanbox maps no LV in the kernel \(no device-mapper\): there is nothing to activate; .*\n$/],
+    [['vgchange', '-a', 'y', vg], 2, /^sanbox: vgchange -a: sanbox maps no LV in the kernel \(no device-mapper\); an LV is activated in a running node, which holds its LV lock: lvchange -aey\|-asy\|-an VG\/LV --cluster IMG --node N .*\n$/],
     [['lvchange', '-a', 'y', `${vg}/l1`], 2, /^sanbox: lvchange -a: sanbox maps no LV in the kernel/],
     [['lvchange', '--addtag', 'b a d', `${vg}/l1`], 2, /^sanbox: invalid tag 'b a d' \(letters, digits and _ \+ \. - \/ = ! : & #, at most 1024\)\n$/],
     [['lvchange', '-r', 'fast', `${vg}/l1`], 2, /^sanbox: invalid read ahead 'fast' \(auto, none or a number of sectors\)\n$/],

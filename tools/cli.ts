@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { isSanboxError, UsageError } from '../src/errors.js';
 import { commandGroups } from './commands/index.js';
+import { ctlLvmArgv } from './commands/ctl.js';
 import { explainErrno } from '../src/disk/system-error.js';
 import { EXIT_SELF_FENCED } from '../src/node/run.js';
 
@@ -48,7 +49,8 @@ function systemFailure(err: unknown): string | undefined {
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    // `ctl IMAGE N lvm CMD ARGS` is the LVM command CMD run as running node N.
+    await program.parseAsync(ctlLvmArgv(argv) ?? argv, { from: 'user' });
     return EXIT_OK;
   } catch (err) {
     if (err instanceof CommanderError) {

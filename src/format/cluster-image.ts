@@ -66,6 +66,7 @@ import { O2NM_MAX_NODES } from './o2hb-block.js';
 import { isSectorSize, SECTOR_SIZES, type SectorSize } from './sector-size.js';
 import { RESERVATIONS_PAYLOAD_BYTES } from './reservations.js';
 import { lockspaceRegionBytes, LOCKS_PER_NODE_DEFAULT } from './lockspace.js';
+import { DEVICE_LIST_PAYLOAD_BYTES } from './device-list.js';
 
 export const CLUSTER_MAGIC = 'SBXCLUST';
 export const CLUSTER_VERSION = 1;
@@ -90,7 +91,19 @@ export const REGION_VERSIONS = {
   reservations: 1, // SCSI-3 PR emulation state (src/format/reservations.ts)
   lockspace: 1, // owned by the lock manager (src/dlm); sanbox cluster init only reserves it
 } as const;
-export type RegionName = keyof typeof REGION_VERSIONS;
+/**
+ * Regions added after images were made without them: new images have them, a reader opens an
+ * image that lacks one (and checks the version of one it has).
+ */
+export const OPTIONAL_REGION_VERSIONS = {
+  devices: 1, // the cluster's LVM device list (src/format/device-list.ts)
+} as const;
+export type RegionName = keyof typeof REGION_VERSIONS | keyof typeof OPTIONAL_REGION_VERSIONS;
+
+/** The payload version of a region sanbox defines, required or optional. */
+export function regionVersion(name: RegionName): number {
+  return name in REGION_VERSIONS ? REGION_VERSIONS[name as keyof typeof REGION_VERSIONS] : OPTIONAL_REGION_VERSIONS[name as keyof typeof OPTIONAL_REGION_VERSIONS];
+}
 
 export type { Where } from './where.js';
 
@@ -345,6 +358,8 @@ export function planRegions(input: LayoutInput): { regions: RegionEntry[]; image
     ['nodes', O2NM_MAX_NODES * input.sectorSizeBytes],
     ['reservations', RESERVATIONS_PAYLOAD_BYTES],
     ['lockspace', lockspaceBytes],
+    // Appended last, so the regions before it sit where they sat in images made without it.
+    ['devices', DEVICE_LIST_PAYLOAD_BYTES],
   ];
   const regions: RegionEntry[] = [];
   let off = BLOCK_BYTES;

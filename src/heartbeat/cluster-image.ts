@@ -29,6 +29,8 @@ import {
   encodeRegionHeader,
   planRegions,
   REGION_VERSIONS,
+  OPTIONAL_REGION_VERSIONS,
+  regionVersion,
   type ClusterConfig,
   type ClusterHeader,
   type RegionEntry,
@@ -96,7 +98,7 @@ export async function initClusterImage(imagePath: string, opts: InitOptions): Pr
   const headerBuf = encodeClusterHeader(header);
   const configBuf = encodeConfig(config);
   const regionHeaders = regions.map((r) =>
-    encodeRegionHeader({ name: r.name, version: REGION_VERSIONS[r.name as RegionName], payloadBytes: r.sizeBytes - BLOCK_BYTES, clusterUuid: uuid }),
+    encodeRegionHeader({ name: r.name, version: regionVersion(r.name as RegionName), payloadBytes: r.sizeBytes - BLOCK_BYTES, clusterUuid: uuid }),
   );
   const fill = async (dev: BlockDevice): Promise<void> => {
     await dev.write(headerBuf, 0);
@@ -160,8 +162,9 @@ export async function readClusterImageFrom(dev: BlockDevice, imagePath: string):
     checkRegionHeader(dev.name, r, rh.name, rh.payloadBytes, rh.clusterUuid, header.clusterUuid);
     regions.set(r.name, { payloadOffsetBytes: r.offsetBytes + BLOCK_BYTES, payloadBytes: rh.payloadBytes, version: rh.version });
   }
-  for (const [name, version] of Object.entries(REGION_VERSIONS)) {
+  for (const [name, version] of [...Object.entries(REGION_VERSIONS), ...Object.entries(OPTIONAL_REGION_VERSIONS)]) {
     const r = regions.get(name);
+    if (r === undefined && name in OPTIONAL_REGION_VERSIONS) continue;
     if (r === undefined) throw new SanboxError('EFORMAT', `${dev.name}: cluster image has no '${name}' region`, { device: dev.name, offsetBytes: 0 });
     if (r.version !== version) {
       throw new SanboxError('EFORMAT', `${dev.name}: region '${name}' has version ${r.version}; this sanbox reads version ${version}`, { device: dev.name, offsetBytes: r.payloadOffsetBytes - BLOCK_BYTES });

@@ -93,14 +93,18 @@ export function registerNodeCommands(control: ControlServer, node: RunningNode):
         void lock.unlock().catch(() => undefined);
       });
     }
-    return { resource, mode: modeName(mode), lockId: lock.lockId };
+    // The value block as granted (an LVM command reads the VG lock's val_blk from it).
+    return { resource, mode: modeName(mode), lockId: lock.lockId, lvb: lock.lvb.toString('hex'), lvbValid: lock.lvbValid };
   });
   control.handle('unlock', async (req) => {
     const resource = str(req, 'resource')!;
     const lock = held.get(resource);
     if (lock === undefined) throw new SanboxError('EINVAL', `node ${node.nodeId} holds no lock on ${resource} for its control channel`);
+    const lvbHex = str(req, 'lvb', false);
+    if (lvbHex !== undefined && !/^([0-9a-f]{2})+$/i.test(lvbHex)) throw new SanboxError('EINVAL', '"lvb" must be hex bytes');
     held.delete(resource);
-    await lock.unlock();
+    // A new value block is written when the lock is held PW or EX (DLM VALBLK): an LVM command's new VG seqno.
+    await lock.unlock(lvbHex === undefined ? {} : { lvb: Buffer.from(lvbHex, 'hex') });
     return { resource, released: true };
   });
 }

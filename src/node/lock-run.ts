@@ -128,8 +128,7 @@ async function runAsNode(o: Required<LockRunOptions>): Promise<number> {
     lostReason ??= reason;
     onLost?.();
   };
-  const node = await startNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, control: false, log: o.log, onSelfFence: (r) => lose(`fenced: ${r}`) });
-  try {
+  return withJoinedNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, log: o.log, onSelfFence: (r) => lose(`fenced: ${r}`) }, async (node) => {
     const ls = await node.lockspace();
     o.log(`joined in ${(performance.now() - t0).toFixed(0)} ms; requesting ${modeName(o.mode)} on ${o.resource}`);
     let lock: Lock;
@@ -167,6 +166,17 @@ async function runAsNode(o: Required<LockRunOptions>): Promise<number> {
     await recordGroup(node, null);
     await lock.unlock();
     return status;
+  });
+}
+
+/**
+ * Joins as node N for the length of `fn` (no control socket: the node lives only for this
+ * command), then leaves. `sanbox lock` and the LVM commands given --cluster C --node N use it.
+ */
+export async function withJoinedNode<T>(o: { clusterImage: string; nodeId: number; log: (msg: string) => void; onSelfFence?: (reason: string) => void }, fn: (node: RunningNode) => Promise<T>): Promise<T> {
+  const node = await startNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, control: false, log: o.log, onSelfFence: o.onSelfFence });
+  try {
+    return await fn(node);
   } finally {
     await node.stop().catch(() => undefined);
   }

@@ -13,6 +13,7 @@ import { slotLockHeld, startNode, type RunningNode } from './node.js';
 import type { Mode } from '../dlm/compat-matrix.js';
 import { LockedLv } from '../volume/locked-lv.js';
 import type { ChunkGuard } from '../volume/pvmove.js';
+import type { LvmCluster } from '../volume/lvm-cluster.js';
 
 export interface ClusterNodeOptions {
   clusterImage: string;
@@ -21,14 +22,14 @@ export interface ClusterNodeOptions {
 }
 
 /** Joins the cluster as node N, runs `fn` with its lockspace and timing, and leaves. */
-export async function asClusterNode<T>(o: ClusterNodeOptions, fn: (ls: Lockspace, timing: Timing, nodeId: number) => Promise<T>): Promise<T> {
+export async function asClusterNode<T>(o: ClusterNodeOptions, fn: (ls: Lockspace, timing: Timing, nodeId: number, clusterName: string) => Promise<T>): Promise<T> {
   const info = await readClusterImage(o.clusterImage);
   if (slotLockHeld(info, o.nodeId)) {
     throw new SanboxError('EBUSY', `node ${o.nodeId} of cluster ${info.config.clusterName} runs on this host; run the change as another node number (through the running node: later work, sanbox ctl … lvm)`);
   }
   const node = await startNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, control: false, ...(o.log !== undefined ? { log: o.log } : {}) });
   try {
-    return await fn(await node.lockspace(), node.info.timing, o.nodeId);
+    return await fn(await node.lockspace(), node.info.timing, o.nodeId, node.info.config.clusterName);
   } finally {
     await node.stop().catch(() => undefined);
   }
@@ -53,7 +54,7 @@ function vgReader(devices: string[], vg: string): () => Promise<VgModel> {
   return () => withSession(devices, { readOnly: true, guard: 'none' }, async (s) => s.vg(vg).vg);
 }
 
-export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: () => Promise<T>): Promise<{ result: T; report: LockoutReport }> {
+export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: (held: LvmCluster) => Promise<T>): Promise<{ result: T; report: LockoutReport }> {
   const readVg = vgReader(o.devices, o.vg);
   const affected = (vg: VgModel): { name: string; id: string }[] =>
     o.lvs.map((name) => {
@@ -61,7 +62,13 @@ export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: () =
       if (lv === undefined) throw new SanboxError('ENOENT', `logical volume ${o.vg}/${name} not found`);
       return { name, id: lv.id };
     });
-  return asClusterNode(o, (ls, timing) => withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), change));
+  return asClusterNode(o, (ls, timing, nodeId, clusterName) =>
+    // The change commits as this node under the lock-out's VG lock (held already: vgLockHeld), so
+    // it may change a shared or private VG and finds PVs in the cluster's device list.
+    withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), () =>
+      change({ locks: ls, nodeId, clusterName, image: o.clusterImage, lockTimeoutMs: timing.lockTimeoutMs, timing, vgLockHeld: o.vg }),
+    ),
+  );
 }
 
 /**

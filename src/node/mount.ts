@@ -28,10 +28,14 @@ import { DeadSlotRecovery, type RecoveryHooks } from './recovery.js';
 /** A node's log line, with the structured facts of the message when it has some. */
 type NodeLog = RecoveryHooks['log'];
 import { volumeKey, type MountStatus, type RunningNode } from './node.js';
+import type { NodeActivations } from './activation.js';
+import { isLvSpec } from '../volume/resolve.js';
 
 interface Mounted {
   status: MountStatus;
   journalLock: Lock;
+  /** The mount activated its LV (VG/LV not active before): umount deactivates it. */
+  activated: boolean;
 }
 
 /** The mounts of one node, and the mount/umount operations on it. */
@@ -43,7 +47,12 @@ export class NodeMounts {
   /** Survivors' recovery of dead nodes' slots on the volumes mounted here (src/node/recovery.ts). */
   readonly recovery: DeadSlotRecovery;
 
-  constructor(private readonly node: RunningNode, private readonly log: NodeLog = () => {}) {
+  constructor(
+    private readonly node: RunningNode,
+    private readonly log: NodeLog = () => {},
+    /** A VG/LV volume is activated under its LV lock before the mount touches it (issue 18 item 8). */
+    private readonly activations?: NodeActivations,
+  ) {
     node.beforeStop(() => this.umountAll());
     this.recovery = new DeadSlotRecovery(node, { mountedVolumes: () => [...this.mounted.keys()], serial: (op) => this.serial(op), log });
   }
@@ -76,6 +85,11 @@ export class NodeMounts {
     const node = this.node;
     const done = this.mounted.get(key);
     if (done !== undefined) throw new SanboxError('EBUSY', `${key}: node ${node.nodeId} has it mounted already (slot ${done.status.slot})`, { device: key });
+    // An LV is activated first, under its LV lock: EX, or shared in a shared container so that
+    // several nodes mount the same ocfs2 on it. A refusal (another node has it exclusively, a
+    // private container of another owner, a deported one) stops the mount before it reads a byte.
+    const activated = isLvSpec(key) && this.activations !== undefined && this.activations.modeOf(key) === undefined;
+    if (activated) await this.activations!.activate(key, 'auto');
     try {
       // Authorize: reads only.
       const dev = await node.volumeDevice(key);
@@ -107,7 +121,7 @@ export class NodeMounts {
           throw err;
         }
         const status: MountStatus = { volume: key, uuid: vol.sb.uuid.toString('hex').toUpperCase(), slot, replayed: rec.dirty, mountedAt: new Date().toISOString() };
-        this.mounted.set(key, { status, journalLock });
+        this.mounted.set(key, { status, journalLock, activated });
         node.mounts.set(key, status);
         // Slots of nodes that died before this mount: queued behind this mount in the same queue.
         this.recovery.afterMount(key).catch((err: unknown) => this.log(`${key}: cannot look for dead nodes' slots: ${err instanceof Error ? err.message : String(err)}`));
@@ -121,6 +135,7 @@ export class NodeMounts {
     } catch (err) {
       // Closes the device and leaves the region this mount joined (a --volume home stays).
       await node.leaveVolumeRegion(key).catch(() => undefined);
+      if (activated) await this.activations!.deactivate(key).catch(() => undefined);
       throw err;
     }
   }
@@ -143,6 +158,7 @@ export class NodeMounts {
     node.mounts.delete(key);
     await m.journalLock.unlock().catch(() => undefined);
     await node.leaveVolumeRegion(key);
+    if (m.activated) await this.activations!.deactivate(key);
     return m.status;
   }
 }
@@ -155,8 +171,8 @@ function volumeArg(req: Record<string, unknown>): string {
 }
 
 /** Registers `mount VOL` and `umount VOL` on the node's control server; returns the node's mounts. */
-export function registerMountCommands(control: ControlServer, node: RunningNode, log?: NodeLog): NodeMounts {
-  const mounts = new NodeMounts(node, log);
+export function registerMountCommands(control: ControlServer, node: RunningNode, log?: NodeLog, activations?: NodeActivations): NodeMounts {
+  const mounts = new NodeMounts(node, log, activations);
   control.handle('mount', async (req) => ({ mounted: await mounts.mount(volumeArg(req)) }));
   control.handle('umount', async (req) => ({ unmounted: await mounts.umount(volumeArg(req)) }));
   return mounts;

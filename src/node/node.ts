@@ -24,6 +24,7 @@ import type { BlockDevice } from '../disk/device.js';
 import type { SelfFencingGate } from '../disk/fence-gate.js';
 import { schemeOf } from '../disk/open.js';
 import { isLvSpec } from '../volume/resolve.js';
+import { clusterDeviceSpecs } from '../volume/lvm-cluster.js';
 import { selfIdentity } from '../disk/power-fence.js';
 import { LockFile, nodeKey, ReservationStore } from '../disk/reservations.js';
 import { modeName } from '../dlm/compat-matrix.js';
@@ -105,6 +106,8 @@ export interface RunningNode {
   leaveVolumeRegion(spec: string): Promise<void>;
   /** Volumes mounted in this node, by volume (the mount layer keeps it; status shows it). */
   readonly mounts: Map<string, MountStatus>;
+  /** LVs activated in this node, by VG/LV (the activation layer, src/node/activation.ts, keeps it; status shows it). */
+  readonly activations: Map<string, ActivationStatus>;
   /** Runs `fn` at a clean stop before the lockspace closes (a mount's umount); not on a fenced node. */
   beforeStop(fn: () => Promise<void>): void;
   /** Clean leave. Idempotent. */
@@ -119,6 +122,18 @@ export interface MountStatus {
   /** The own journal was dirty at mount and was replayed. */
   replayed: boolean;
   mountedAt: string;
+}
+
+/** One LV activated in a node: its LV lock held persistently (lvm2.md §7.2), its device open through the provider. */
+export interface ActivationStatus {
+  /** VG/LV. */
+  lv: string;
+  lvUuid: string;
+  /** 'ex' (-aey), 'sh' (-asy), or 'local' (a local VG: no cluster lock). */
+  mode: 'ex' | 'sh' | 'local';
+  /** The LV lock's resource, when one is held. */
+  lock: string | null;
+  activatedAt: string;
 }
 
 /** What `ctl status` answers: membership as this node sees it, devices, locks, I/O. */
@@ -142,6 +157,7 @@ export interface NodeStatus {
   mounts: MountStatus[];
   /** Data I/O held for quorum (src/disk/quorum-hold.ts); null in a node that follows no quorum. */
   ioHold: QuorumHoldStatus | null;
+  activations: ActivationStatus[];
 }
 
 /** The key a volume is known by: an image file by its absolute path; nbd:// and VG/LV as given. */
@@ -328,10 +344,14 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const tag = clusterTag(info);
     const generation = freshGeneration(info, n, remote);
     const key = nodeKey(tag, n, generation);
-    const provider = new DeviceProvider({ nodeId: n, key, timing, devices: opts.devices });
+    // The cluster's device list is read through the node's own (fenced) handle on the image, once it is open.
+    let imageDevice: BlockDevice | undefined;
+    const clusterDevices = async (): Promise<string[]> => (imageDevice === undefined ? [] : clusterDeviceSpecs({ image: imageDevice }));
+    const provider = new DeviceProvider({ nodeId: n, key, timing, devices: opts.devices, clusterDevices });
     cleanups.push(() => provider.close());
 
     const { device, regions, volumeDevices } = await openHomes(provider, info, opts.volumes ?? [], n, timing, cleanups);
+    imageDevice = device;
     const name = opts.name ?? (info.config.nodeNames[n] || `node${n}`);
     const record = nodeRecordFor(n, generation, key, name);
     await writeNodeRecord(device, info, record, n);
@@ -380,6 +400,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       return h.io;
     };
     const mounts = new Map<string, MountStatus>();
+    const activations = new Map<string, ActivationStatus>();
     const stopHooks: (() => Promise<void>)[] = [];
     cleanups.push(async () => {
       for (const h of heartbeats) await h.stop(false);
@@ -410,6 +431,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         locks: lockStatus(lockspaceNow),
         mounts: [...mounts.values()],
         ioHold: provider.holdStatus(),
+        activations: [...activations.values()],
       };
     };
     let lockspaceNow: Lockspace | undefined;
@@ -439,6 +461,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       },
       status,
       mounts,
+      activations,
       volumeDevice: (spec) => ioOf(spec),
       joinVolumeRegion: async (spec) => {
         const h = home(spec);

@@ -26,6 +26,7 @@ import { openLv } from '../volume/manager.js';
 import type { LvDevice } from '../volume/lv-device.js';
 import { assertNodeMayUse, heldWithoutQuorum, readContainerUse, type ContainerUse } from '../volume/container.js';
 import { QuorumHeldDevice, QuorumHold, type QuorumHoldStatus, type QuorumSource } from '../disk/quorum-hold.js';
+import { mergeSpecs } from '../volume/lvm-cluster.js';
 
 /** Where a device's reservation state lives: a region of the device itself, a sidecar file, or nowhere (nbd://). */
 export type ReservationPlace = { spec: ReservationStoreSpec } | 'sidecar' | 'remote';
@@ -137,6 +138,8 @@ export interface ProviderOptions {
   timing: Timing;
   /** SANBOX_DEVICES-style list where `VG/LV` specs find their PVs (default: SANBOX_DEVICES). */
   devices?: string[];
+  /** The cluster's device list (src/volume/cluster-devices.ts), read at each open of a `VG/LV`: PVs other nodes added. */
+  clusterDevices?: () => Promise<string[]>;
 }
 
 export class DeviceProvider {
@@ -217,7 +220,7 @@ export class DeviceProvider {
   private async openLvOf(spec: string): Promise<{ dev: LvDevice; use: ContainerUse }> {
     const [vg, lv] = spec.split('/') as [string, string];
     if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
-    const pvs = deviceList([], this.o.devices);
+    const pvs = await this.lvmDevices();
     if (pvs.length === 0) throw new SanboxError('ENOENT', `${spec}: no devices to find volume group ${vg} on; set SANBOX_DEVICES (or pass the device list)`, { device: spec });
     const use = await readContainerUse(pvs, vg);
     assertNodeMayUse(use, this.o.nodeId);
@@ -254,7 +257,7 @@ export class DeviceProvider {
   /** The hold for I/O to LVs of VG `vg`: the node's quorum hold for a shared or private container, else none. */
   async quorumHoldFor(vg: string): Promise<QuorumHold | undefined> {
     if (this.hold === undefined) return undefined;
-    return heldWithoutQuorum(await readContainerUse(deviceList([], this.o.devices), vg)) ? this.hold : undefined;
+    return heldWithoutQuorum(await readContainerUse(await this.lvmDevices(), vg)) ? this.hold : undefined;
   }
 
   /** `VG/LV` (or any device) opened for data I/O: open() and then ioView(). */
@@ -267,6 +270,11 @@ export class DeviceProvider {
   /** Whether this node's cluster I/O is held now, since when, and how much. */
   holdStatus(): QuorumHoldStatus | null {
     return this.hold?.status() ?? null;
+  }
+
+  /** Where this node looks for PVs: its own list (--devices, else SANBOX_DEVICES), then the cluster's device list. */
+  async lvmDevices(extra: string[] = []): Promise<string[]> {
+    return mergeSpecs(mergeSpecs(deviceList([], this.o.devices), extra), (await this.o.clusterDevices?.()) ?? []);
   }
 
   /** Unregisters this node's key from a device it closes (a clean leave of that device). */

@@ -4,6 +4,7 @@
 
 import type { MembershipEvent } from '../heartbeat/membership-api.js';
 import { NodeMounts, registerMountCommands } from './mount.js';
+import { NodeActivations, registerActivationCommands } from './activation.js';
 import { registerFsCommands } from './fs-commands.js';
 import { startNode, type StartNodeOptions } from './node.js';
 
@@ -25,10 +26,12 @@ export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
   let mounts: NodeMounts | undefined;
+  let activations: NodeActivations | undefined;
   const node = await startNode({
     ...opts,
     commands: [...(opts.commands ?? []), (control, n) => {
-      mounts = registerMountCommands(control, n, out.log);
+      activations = registerActivationCommands(control, n);
+      mounts = registerMountCommands(control, n, out.log, activations);
       registerFsCommands(control, n, mounts);
     }],
     log: out.log,
@@ -38,7 +41,8 @@ export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'
     },
   });
   node.membership.subscribe(out.event);
-  mounts ??= new NodeMounts(node, out.log);
+  activations ??= new NodeActivations(node);
+  mounts ??= new NodeMounts(node, out.log, activations);
   for (const vol of opts.mounts ?? []) {
     try {
       const m = await mounts.mount(vol);

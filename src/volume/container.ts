@@ -34,14 +34,14 @@ import type { VgModel } from '../format/lvm/vg-model.js';
 import { isValidLvmName } from '../format/lvm/vg-text.js';
 import { O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import { readClusterImage } from '../heartbeat/cluster-image.js';
-import { vgCreate, withSession } from './manager.js';
+import { lockedVg, vgCreate, withSession, type LvmContext } from './manager.js';
+import { withVgChangeLocks, type LvmCluster } from './lvm-cluster.js';
 import type { PvState } from './pv.js';
-import { acquireLvGuard, vgLockName, withLocks } from './vg-lock.js';
+import { acquireLvGuard } from './vg-lock.js';
+import { DLM_LV_LOCK_ARGS, dlmVgLockArgs, lockLv } from './lvm-locks.js';
 import { assertChangeable, commitVg, type CommitContext, type VgHandle } from './vg.js';
 
 /** lvm2's lock_args of a dlm VG and of its LVs (lvm2.md §5.8, §7.4). */
-const DLM_VG_LOCK_ARGS_VERSION = '1.0.0';
-const DLM_LV_LOCK_ARGS = 'dlm';
 
 export { CONTAINER_KINDS, type ContainerKind };
 
@@ -76,7 +76,7 @@ export function mirrorContainer(vg: VgModel, r: ContainerRecord): void {
   const exported = r.kind === 'deported';
   vg.systemId = r.kind === 'private' ? systemIdOf(r.clusterName, r.ownerNode!) : undefined;
   vg.lockType = r.kind === 'shared' ? r.lockType : undefined;
-  vg.lockArgs = r.kind === 'shared' ? `${DLM_VG_LOCK_ARGS_VERSION}:${r.clusterName}` : undefined;
+  vg.lockArgs = r.kind === 'shared' ? dlmVgLockArgs(r.clusterName) : undefined;
   for (const lv of vg.lvs) lv.lockArgs = r.kind === 'shared' ? DLM_LV_LOCK_ARGS : undefined;
   const setExported = (status: string[]): string[] => [...status.filter((s) => s !== 'EXPORTED'), ...(exported ? ['EXPORTED'] : [])];
   vg.status = setExported(vg.status);
@@ -208,10 +208,10 @@ export function nextRecord(vg: VgModel, current: ContainerRecord | undefined, re
  * sequence) on the VG's PVs when they changed. The kind does not change, so a crash half-way
  * leaves copies that all say the same kind. Nothing happens to a VG with no record.
  */
-export async function syncContainerMembers(specs: string[], name: string): Promise<ContainerRecord | undefined> {
-  return withLocks([vgLockName(name)], () =>
-    withSession(specs, {}, async (s) => {
-      const h = s.vg(name);
+export async function syncContainerMembers(specs: string[], name: string, cluster?: LvmCluster): Promise<ContainerRecord | undefined> {
+  return withVgChangeLocks(cluster, specs, { vg: name, global: false }, (hold) =>
+    withSession(hold.devices, {}, async (s) => {
+      const h = lockedVg(s, hold, name);
       const { record } = await containerOf(h);
       if (!record) return undefined;
       const ids = h.vg.pvs.map((p) => p.id);
@@ -232,7 +232,7 @@ export function ownerTakenFrom(state: ContainerState, next: ContainerRecord): nu
 }
 
 /** vgcreate --container KIND: the record on the new PVs, then the VG's first commit mirroring it. */
-export async function containerCreate(specs: string[], pvSpecs: string[], name: string, extentSizeSectors: number, req: ContainerRequest, ctx: CommitContext): Promise<ContainerRecord> {
+export async function containerCreate(specs: string[], pvSpecs: string[], name: string, extentSizeSectors: number, req: ContainerRequest, ctx: LvmContext): Promise<ContainerRecord> {
   let out: ContainerRecord | undefined;
   await vgCreate(specs, pvSpecs, name, extentSizeSectors, ctx, async (vg, pvs) => {
     const r = nextRecord(vg, undefined, req);
@@ -254,13 +254,13 @@ export async function containerChange(
   specs: string[],
   name: string,
   req: ContainerRequest,
-  ctx: CommitContext,
+  ctx: LvmContext,
   expect?: { kinds: ContainerKind[]; why: string },
   authorize?: (state: ContainerState, next: ContainerRecord) => Promise<void>,
 ): Promise<ContainerRecord> {
-  return withLocks([vgLockName(name)], () =>
-    withSession(specs, {}, async (s) => {
-      const h = s.vg(name);
+  return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: false }, (hold) =>
+    withSession(hold.devices, {}, async (s) => {
+      const h = lockedVg(s, hold, name);
       assertChangeable(h, 'change the container of');
       const state = await containerOf(h);
       const currentKind = state.record?.kind ?? state.lvmKind;
@@ -278,9 +278,19 @@ export async function containerChange(
       // (host-local: the cluster-wide activation locks are item 2's).
       const guards: (() => void)[] = [];
       try {
-        if (r.kind === 'deported' || ownerTakenFrom(state, r) !== undefined) for (const lv of h.vg.lvs) guards.push(acquireLvGuard(`${name}/${lv.name}`, lv.id, 'exclusive'));
+        const lettingGo = r.kind === 'deported' || ownerTakenFrom(state, r) !== undefined;
+        if (lettingGo) for (const lv of h.vg.lvs) guards.push(acquireLvGuard(`${name}/${lv.name}`, lv.id, 'exclusive'));
+        // Cluster-wide: no node may have one of its LVs active (its LV lock, taken here ex at once
+        // and let go after the commit, as lvm2 proves an LV inactive; a conflict names the holder).
+        if (lettingGo && hold.cluster !== undefined) {
+          for (const lv of h.vg.lvs) {
+            const l = await lockLv(hold.cluster.locks, name, { name: lv.name, uuid: lv.id }, 'ex', { what: `${r.kind === 'deported' ? 'deporting' : 'changing the owner of'} volume group ${name} (an active LV)` });
+            guards.push(() => void l.unlock().catch(() => undefined));
+          }
+        }
         await writeContainer([...h.pvByKey.values()], r);
         await commitVg({ next, pvByKey: h.pvByKey, baseSeqno: h.vg.seqno }, ctx);
+        await hold.committed(next, [...new Set(h.pvByKey.values())]);
       } finally {
         for (const g of guards) g();
       }

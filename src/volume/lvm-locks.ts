@@ -34,6 +34,13 @@ export function dlmMode(m: LvmMode): Mode {
 }
 
 export const GLOBAL_LOCK = 'lvm_global:GLLK';
+
+/** lock_args lvmlockd's dlm back end writes (reference/lvm2.md §7.4): every LV of a shared VG has this. */
+export const DLM_LV_LOCK_ARGS = 'dlm';
+/** A shared VG's lock_args: the args version, then the dlm cluster name. */
+export function dlmVgLockArgs(clusterName: string): string {
+  return `1.0.0:${clusterName}`;
+}
 const LOCKSPACE_PREFIX = 'lvm_';
 const VG_LOCK_SUFFIX = ':VGLK';
 /** A dashed LV uuid is 38 characters (6-4-4-4-4-4-6, reference/lvm2.md §6). */
@@ -176,14 +183,14 @@ export class LvLockConflict extends SanboxError {
  * Takes an LV lock (activation) and returns it held: the caller keeps it until deactivation. A
  * conflict fails at once (no queueing), naming the nodes that hold it.
  */
-export async function lockLv(ls: LockService, vg: string, lv: { name: string; uuid: string }, mode: LvmMode, opts: Pick<LockWait, 'signal'> = {}): Promise<HeldLock> {
+export async function lockLv(ls: LockService, vg: string, lv: { name: string; uuid: string }, mode: LvmMode, opts: Pick<LockWait, 'signal'> & { what?: string } = {}): Promise<HeldLock> {
   const resource = lvLockResource(vg, lv.uuid);
   try {
-    return await ls.lock(resource, dlmMode(mode), { noqueue: true, ...opts });
+    return await ls.lock(resource, dlmMode(mode), { noqueue: true, ...(opts.signal !== undefined ? { signal: opts.signal } : {}) });
   } catch (err) {
     if (!(err instanceof SanboxError) || err.code !== 'EAGAIN') throw err;
     const holders = await holdersOf(ls, resource).catch(() => []);
     const who = holders.length ? holders.map((h) => `node ${h.nodeId} (${h.mode === 'EX' ? 'exclusive' : 'shared'})`).join(', ') : 'another node';
-    throw new LvLockConflict(`${vg}/${lv.name}: LV locked by ${who}; ${mode === 'ex' ? 'exclusive' : 'shared'} activation refused on node ${ls.nodeId}`, holders);
+    throw new LvLockConflict(`${vg}/${lv.name}: LV locked by ${who}; ${opts.what ?? `${mode === 'ex' ? 'exclusive' : 'shared'} activation`} refused on node ${ls.nodeId}`, holders);
   }
 }

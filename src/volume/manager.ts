@@ -15,12 +15,20 @@ import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSeg
 import { openAll, type OpenAllOptions } from './devices.js';
 import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.js';
 import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
-import { acquireLvGuard, ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
+import { acquireLvGuard } from './vg-lock.js';
+import { DLM_LV_LOCK_ARGS, withGlobalLock, withVgLock, type VgLockHold } from './lvm-locks.js';
+import { checkAgainstValue, checkClusterOwnsVg, clusterDeviceSpecs, mergeSpecs, withOrphanLocks, withVgChangeLocks, type LvmCluster, type VgChangeHold } from './lvm-cluster.js';
 import { assertChangeable, commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
 
 export function newId(): string {
   return idFromRandom(crypto.randomBytes(32));
 }
+
+/**
+ * What a change runs with: the metadata trailer's facts and, for a command run as a node of a
+ * cluster (--cluster C --node N), that node's cluster locks (src/volume/lvm-cluster.ts).
+ */
+export type LvmContext = CommitContext & { cluster?: LvmCluster };
 
 /** The trailer context for a command line (the caller passes its argv). */
 export function commitContext(commandLine: string): CommitContext {
@@ -78,6 +86,43 @@ export async function withSession<T>(specs: string[], opts: { readOnly?: boolean
   }
 }
 
+/**
+ * A report's session. With a cluster (lvm2.md §7.3): the global lock sh, then the lock sh of each
+ * shared or private VG the scan found, held while `fn` reads. A VG whose lock value says a newer
+ * seqno than the scan (made before the locks) showed is read again, from the command's devices
+ * plus the cluster's device list as it is under the locks (§7.6).
+ */
+export async function withReportSession<T>(specs: string[], cluster: LvmCluster | undefined, fn: (s: LvmSession) => Promise<T>): Promise<T> {
+  const opts = { readOnly: true, guard: 'none' as const };
+  if (cluster === undefined) return withSession(specs, opts, fn);
+  const wait = { timeoutMs: cluster.lockTimeoutMs };
+  return withGlobalLock(cluster.locks, 'sh', async () => {
+    let s = await LvmSession.open(mergeSpecs(specs, await clusterDeviceSpecs(cluster)), opts);
+    try {
+      const seqnoOf = (name: string): number | undefined => (s.vgNames().includes(name) ? s.vg(name).vg.seqno : undefined);
+      const clustered = s.vgNames().filter((n) => {
+        const vg = s.vg(n).vg;
+        return vg.systemId !== undefined || (vg.lockType !== undefined && vg.lockType !== 'none');
+      });
+      const holds: VgLockHold[] = [];
+      const underLocks = async (i: number): Promise<T> => {
+        if (i < clustered.length) return withVgLock(cluster.locks, clustered[i]!, 'sh', (h) => (holds.push(h), underLocks(i + 1)), wait);
+        if (holds.some((h) => h.valueInvalid || (h.value !== undefined && !h.value.removed && (seqnoOf(h.vg) ?? 0) < h.value.seqno))) {
+          await s.close();
+          s = await LvmSession.open(mergeSpecs(specs, await clusterDeviceSpecs(cluster)), opts);
+          for (const h of holds) checkAgainstValue(h.vg, s.vgNames().includes(h.vg) ? s.vg(h.vg).vg : undefined, h, cluster);
+        }
+        return fn(s);
+      };
+      // Sorted, so two reports never wait for each other's locks in opposite orders.
+      clustered.sort();
+      return await underLocks(0);
+    } finally {
+      await s.close();
+    }
+  }, wait);
+}
+
 // ---- PVs ----
 
 export interface PvCreateOptions extends Omit<PvLayoutOptions, 'deviceSizeBytes'> {
@@ -86,9 +131,9 @@ export interface PvCreateOptions extends Omit<PvLayoutOptions, 'deviceSizeBytes'
 }
 
 /** pvcreate: every device must be blank (no PV, no known signature) and not in use elsewhere. */
-export async function pvCreate(specs: string[], opts: PvCreateOptions): Promise<{ device: string; pvId: string }[]> {
+export async function pvCreate(specs: string[], opts: PvCreateOptions, cluster?: LvmCluster): Promise<{ device: string; pvId: string }[]> {
   // Exclusive: formatting a device another process has open is refused (EBUSY).
-  return withSession(specs, { guard: 'exclusive' }, async (s) => {
+  return withOrphanLocks(cluster, () => withSession(specs, { guard: 'exclusive' }, async (s) => {
     const layouts = [];
     for (const sc of s.scan) {
       if (sc.pv) throw new SanboxError('EEXIST', `${sc.dev.name}: already an LVM physical volume ${sc.pv.label.pvId}${pvInUse(sc.pv) ? ` in VG ${pvInUse(sc.pv)}` : ''} (label at offset ${sc.pv.label.sector * LABEL_SECTOR_BYTES}); pvremove it first`, { device: sc.dev.name, offsetBytes: sc.pv.label.sector * LABEL_SECTOR_BYTES });
@@ -107,11 +152,11 @@ export async function pvCreate(specs: string[], opts: PvCreateOptions): Promise<
       out.push({ device: sc.dev.name, pvId });
     }
     return out;
-  });
+  }));
 }
 
-export async function pvRemove(specs: string[]): Promise<void> {
-  await withLocks([ORPHAN_LOCK], () =>
+export async function pvRemove(specs: string[], cluster?: LvmCluster): Promise<void> {
+  await withOrphanLocks(cluster, () =>
     withSession(specs, { guard: 'exclusive' }, async (s) => {
       const pvs = specs.map((spec) => s.pvOn(spec));
       for (const pv of pvs) {
@@ -152,16 +197,18 @@ export async function vgCreate(
   pvSpecs: string[],
   name: string,
   extentSizeSectors: number,
-  ctx: CommitContext,
+  ctx: LvmContext,
   prepare?: (vg: VgModel, pvs: PvState[]) => Promise<void>,
 ): Promise<VgModel> {
   checkName('VG', name);
   if (!Number.isSafeInteger(extentSizeSectors) || extentSizeSectors < 8 || (extentSizeSectors & (extentSizeSectors - 1)) !== 0) {
     throw new SanboxError('EINVAL', `extent size must be a power of 2 of at least 4 KiB, not ${extentSizeSectors * LVM_SECTOR_BYTES} bytes`);
   }
-  return withLocks([vgLockName(name), ORPHAN_LOCK], () =>
-    withSession(specs, {}, async (s) => {
+  return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: true }, (hold) =>
+    withSession(hold.devices, {}, async (s) => {
       if (s.vgNames().includes(name)) throw new SanboxError('EEXIST', `volume group "${name}" already exists`);
+      // A VG of that name committed by another node on PVs not reachable here is one too.
+      hold.checkScanned(undefined);
       const pvs = orphanPvs(s, pvSpecs);
       const vg: VgModel = {
         name,
@@ -185,6 +232,7 @@ export async function vgCreate(
       };
       if (prepare) await prepare(vg, pvs);
       await commitVg({ next: vg, pvByKey: new Map(vg.pvs.map((p, i) => [p.key, pvs[i]!])), baseSeqno: 0 }, ctx);
+      await hold.committed(vg, pvs);
       return vg;
     }),
   );
@@ -195,30 +243,45 @@ type ChangeResult = { pvByKey?: Map<string, PvState>; leaving?: PvState[] } | vo
 /** Applies `change` to a copy of the VG and commits it. The change may add PVs (`joining`). */
 async function changeVg(
   s: LvmSession,
+  hold: VgChangeHold,
   name: string,
   ctx: CommitContext,
   change: (vg: VgModel, h: VgHandle) => ChangeResult | Promise<ChangeResult>,
 ): Promise<VgModel> {
-  const h = s.vg(name);
+  const h = lockedVg(s, hold, name);
   assertChangeable(h);
   if (!h.vg.status.includes('WRITE')) throw new SanboxError('EINVAL', `volume group ${name} is read-only`);
   if (h.vg.status.includes('EXPORTED')) throw new SanboxError('EINVAL', `volume group ${name} is exported (a deported container); vgimport it first`);
   if (h.vg.systemId || (h.vg.lockType && h.vg.lockType !== 'none')) {
-    throw new SanboxError('EINVAL', `volume group ${name} is ${h.vg.systemId ? `owned by system ${h.vg.systemId}` : `shared (lock_type ${h.vg.lockType})`}; sanbox does not change it without that lock`);
+    if (hold.cluster === undefined) {
+      throw new SanboxError('EINVAL', `volume group ${name} is ${h.vg.systemId ? `owned by system ${h.vg.systemId}` : `shared (lock_type ${h.vg.lockType})`}; sanbox does not change it without that lock (run the command as a node: --cluster IMG --node N)`);
+    }
+    // Any node of the container's cluster may administer it (issue 18 item 1), under the VG lock.
+    checkClusterOwnsVg(h.vg, hold.cluster);
   }
   const next: VgModel = structuredClone(h.vg);
   const r = (await change(next, h)) ?? {};
   next.seqno = h.vg.seqno + 1;
   checkNoOverlap(next);
-  await commitVg({ next, pvByKey: r.pvByKey ?? h.pvByKey, leaving: r.leaving, baseSeqno: h.vg.seqno }, ctx);
+  const pvByKey = r.pvByKey ?? h.pvByKey;
+  await commitVg({ next, pvByKey, leaving: r.leaving, baseSeqno: h.vg.seqno }, ctx);
+  await hold.committed(next, [...new Set(pvByKey.values())], r.leaving);
   return next;
 }
 
-export async function vgExtend(specs: string[], name: string, pvSpecs: string[], ctx: CommitContext): Promise<VgModel> {
-  return withLocks([vgLockName(name), ORPHAN_LOCK], () =>
-    withSession(specs, {}, (s) => {
+/** The VG `name` as scanned under its lock, checked against what the lock's value block says. */
+export function lockedVg(s: LvmSession, hold: VgChangeHold, name: string): VgHandle {
+  if (!s.vgNames().includes(name)) hold.checkScanned(undefined);
+  const h = s.vg(name);
+  hold.checkScanned(h.vg);
+  return h;
+}
+
+export async function vgExtend(specs: string[], name: string, pvSpecs: string[], ctx: LvmContext): Promise<VgModel> {
+  return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: true }, (hold) =>
+    withSession(hold.devices, {}, (s) => {
       const pvs = orphanPvs(s, pvSpecs);
-      return changeVg(s, name, ctx, (vg, h) => {
+      return changeVg(s, hold, name, ctx, (vg, h) => {
         const pvByKey = new Map(h.pvByKey);
         let n = vg.pvs.length;
         if (vg.maxPv > 0 && vg.pvs.length + pvs.length > vg.maxPv) throw new SanboxError('EINVAL', `volume group ${name} may hold at most ${vg.maxPv} physical volumes (max_pv)`);
@@ -244,10 +307,10 @@ function renumberPvs(vg: VgModel, pvByKey: Map<string, PvState>): Map<string, Pv
   return out;
 }
 
-export async function vgReduce(specs: string[], name: string, pvSpecs: string[], ctx: CommitContext): Promise<VgModel> {
-  return withLocks([vgLockName(name), ORPHAN_LOCK], () =>
-    withSession(specs, {}, (s) =>
-      changeVg(s, name, ctx, (vg, h) => {
+export async function vgReduce(specs: string[], name: string, pvSpecs: string[], ctx: LvmContext): Promise<VgModel> {
+  return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: true }, (hold) =>
+    withSession(hold.devices, {}, (s) =>
+      changeVg(s, hold, name, ctx, (vg, h) => {
         const leaving: PvState[] = [];
         for (const spec of pvSpecs) {
           const pv = s.pvOn(spec);
@@ -269,16 +332,18 @@ export async function vgReduce(specs: string[], name: string, pvSpecs: string[],
 }
 
 /** vgremove: every PV becomes an orphan. Refused while LVs exist unless `force`. */
-export async function vgRemove(specs: string[], name: string, force: boolean, ctx: CommitContext): Promise<void> {
-  await withLocks([vgLockName(name), ORPHAN_LOCK], () =>
-    withSession(specs, {}, async (s) => {
-      const h = s.vg(name);
+export async function vgRemove(specs: string[], name: string, force: boolean, ctx: LvmContext): Promise<void> {
+  await withVgChangeLocks(ctx.cluster, specs, { vg: name, global: true }, (hold) =>
+    withSession(hold.devices, {}, async (s) => {
+      const h = lockedVg(s, hold, name);
       assertChangeable(h, 'remove');
       if (h.vg.lvs.length && !force) {
         throw new SanboxError('EBUSY', `volume group ${name} still holds logical volumes ${h.vg.lvs.map((l) => l.name).join(', ')}; remove them or use --force`);
       }
-      if (h.vg.lvs.length) await changeVg(s, name, ctx, (vg) => void (vg.lvs = []));
-      for (const pv of new Set(h.pvByKey.values())) await orphanPv(pv);
+      if (h.vg.lvs.length) await changeVg(s, hold, name, ctx, (vg) => void (vg.lvs = []));
+      const pvs = [...new Set(h.pvByKey.values())];
+      for (const pv of pvs) await orphanPv(pv);
+      await hold.removedVg(pvs);
     }),
   );
 }
@@ -323,12 +388,12 @@ function checkStripes(vg: VgModel, o: AllocOptions): void {
   }
 }
 
-export async function lvCreate(specs: string[], vgName: string, lvName: string, o: LvCreateOptions, ctx: CommitContext): Promise<LvModel> {
+export async function lvCreate(specs: string[], vgName: string, lvName: string, o: LvCreateOptions, ctx: LvmContext): Promise<LvModel> {
   checkName('LV', lvName);
   let created: LvModel | undefined;
-  await withLocks([vgLockName(vgName)], () =>
-    withSession(specs, {}, (s) =>
-      changeVg(s, vgName, ctx, (vg) => {
+  await withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) =>
+    withSession(hold.devices, {}, (s) =>
+      changeVg(s, hold, vgName, ctx, (vg) => {
         if (vg.lvs.some((l) => l.name === lvName)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${lvName} already exists`);
         const visible = vg.lvs.filter((l) => l.status.includes('VISIBLE')).length;
         if (vg.maxLv > 0 && visible >= vg.maxLv) throw new SanboxError('EINVAL', `volume group ${vgName} already holds its maximum of ${vg.maxLv} logical volumes (max_lv)`);
@@ -344,7 +409,8 @@ export async function lvCreate(specs: string[], vgName: string, lvName: string, 
           tags: [],
           creationTime: Math.floor(ctx.nowMs / 1000),
           creationHost: ctx.creationHost,
-          lockArgs: undefined,
+          // lvmlockd's dlm back end gives every LV of a shared VG lock_args "dlm" (lvm2.md §7.4).
+          lockArgs: vg.lockType === 'dlm' ? DLM_LV_LOCK_ARGS : undefined,
           readAhead: undefined,
           segments: [],
           extra: [],
@@ -364,11 +430,11 @@ function findLv(vg: VgModel, name: string): LvModel {
   return lv;
 }
 
-export async function lvResize(specs: string[], vgName: string, lvName: string, size: SizeRequest, mode: 'extend' | 'reduce', o: AllocOptions, ctx: CommitContext): Promise<LvModel> {
+export async function lvResize(specs: string[], vgName: string, lvName: string, size: SizeRequest, mode: 'extend' | 'reduce', o: AllocOptions, ctx: LvmContext): Promise<LvModel> {
   let out: LvModel | undefined;
-  await withLocks([vgLockName(vgName)], () =>
-    withSession(specs, {}, (s) =>
-      changeVg(s, vgName, ctx, (vg) => {
+  await withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) =>
+    withSession(hold.devices, {}, (s) =>
+      changeVg(s, hold, vgName, ctx, (vg) => {
         const lv = findLv(vg, lvName);
         const cur = lvExtentCount(lv);
         const n = requestExtents(vg, size);
@@ -395,23 +461,23 @@ export async function lvResize(specs: string[], vgName: string, lvName: string, 
 }
 
 /** vgchange/lvchange: applies `change` to a copy of the VG's model and commits it as the next seqno. */
-export async function vgModify(specs: string[], vgName: string, ctx: CommitContext, change: (vg: VgModel) => void): Promise<VgModel> {
-  return withLocks([vgLockName(vgName)], () => withSession(specs, {}, (s) => changeVg(s, vgName, ctx, (vg) => void change(vg))));
+export async function vgModify(specs: string[], vgName: string, ctx: LvmContext, change: (vg: VgModel) => void): Promise<VgModel> {
+  return withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) => withSession(hold.devices, {}, (s) => changeVg(s, hold, vgName, ctx, (vg) => void change(vg))));
 }
 
 /**
  * Like vgModify, for a change that does I/O before its commit (pvmove copies an extent): `change`
  * gets the copy to edit and the VG's open PVs (keyed like the text), and may throw to commit nothing.
  */
-export async function vgModifyWithIo(specs: string[], vgName: string, ctx: CommitContext, change: (vg: VgModel, h: VgHandle) => Promise<void>): Promise<VgModel> {
-  return withLocks([vgLockName(vgName)], () => withSession(specs, {}, (s) => changeVg(s, vgName, ctx, (vg, h) => change(vg, h))));
+export async function vgModifyWithIo(specs: string[], vgName: string, ctx: LvmContext, change: (vg: VgModel, h: VgHandle) => Promise<void>): Promise<VgModel> {
+  return withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) => withSession(hold.devices, {}, (s) => changeVg(s, hold, vgName, ctx, (vg, h) => change(vg, h))));
 }
 
-export async function lvRename(specs: string[], vgName: string, from: string, to: string, ctx: CommitContext): Promise<void> {
+export async function lvRename(specs: string[], vgName: string, from: string, to: string, ctx: LvmContext): Promise<void> {
   checkName('LV', to);
-  await withLocks([vgLockName(vgName)], () =>
-    withSession(specs, {}, (s) =>
-      changeVg(s, vgName, ctx, (vg) => {
+  await withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) =>
+    withSession(hold.devices, {}, (s) =>
+      changeVg(s, hold, vgName, ctx, (vg) => {
         const lv = findLv(vg, from);
         if (vg.lvs.some((l) => l.name === to)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${to} already exists`);
         lv.name = to;
@@ -420,10 +486,10 @@ export async function lvRename(specs: string[], vgName: string, from: string, to
   );
 }
 
-export async function lvRemove(specs: string[], vgName: string, lvName: string, ctx: CommitContext): Promise<void> {
-  await withLocks([vgLockName(vgName)], () =>
-    withSession(specs, {}, (s) =>
-      changeVg(s, vgName, ctx, (vg) => {
+export async function lvRemove(specs: string[], vgName: string, lvName: string, ctx: LvmContext): Promise<void> {
+  await withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) =>
+    withSession(hold.devices, {}, (s) =>
+      changeVg(s, hold, vgName, ctx, (vg) => {
         findLv(vg, lvName);
         vg.lvs = vg.lvs.filter((l) => l.name !== lvName);
       }),

@@ -16,6 +16,36 @@ import { CLUSTER_OPTION, CLUSTER_OPTION_HELP, clusterImage } from '../image-arg.
 import { printFields, printJson, printTable } from '../output.js';
 import { addRuleOptions, printRules, ruleFromOptions } from './fault.js';
 
+/**
+ * `ctl [IMAGE] NODE lvm LVMCOMMAND ARGS…` is the LVM command run as that node, which must be
+ * running (lvmlockd's split: the command here, its locks in the node, src/node/lvm-node.ts):
+ * the command line `LVMCOMMAND ARGS… --cluster IMAGE --node NODE --ctl`. Rewritten before parsing,
+ * so the LVM command's own options (-n, -L, …) are never taken for ctl's. Undefined for any other
+ * command line.
+ */
+export function ctlLvmArgv(argv: string[]): string[] | undefined {
+  if (argv[0] !== 'ctl') return undefined;
+  const at = argv.indexOf('lvm');
+  if (at < 0) return undefined;
+  const operands: string[] = [];
+  let cluster: string | undefined;
+  for (let i = 1; i < at; i++) {
+    const a = argv[i]!;
+    if (a === '--cluster') cluster = argv[++i];
+    else if (a.startsWith('--cluster=')) cluster = a.slice('--cluster='.length);
+    else if (a.startsWith('-')) return undefined; // ctl's own options come after its COMMAND; let ctl report it
+    else operands.push(a);
+  }
+  // ctl [IMAGE] NODE lvm: 'lvm' must be the COMMAND operand, not an image or node named lvm.
+  if (operands.length !== (cluster === undefined ? 2 : /^\d+$/.test(operands[0] ?? '') ? 1 : 2)) return undefined;
+  const image = clusterImage(operands.length === 2 ? operands[0] : undefined, cluster);
+  const nodeText = operands[operands.length - 1]!;
+  nodeNumber(nodeText);
+  const rest = argv.slice(at + 1);
+  if (rest.length === 0 || rest[0]!.startsWith('-')) throw new UsageError('ctl lvm: missing the LVM command (usage: ctl IMAGE NODE lvm vgs|lvs|lvcreate|lvextend|lvreduce|lvremove|lvchange|vgextend|… ARGS)');
+  return [...rest, '--cluster', image, '--node', nodeText, '--ctl'];
+}
+
 function nodeNumber(text: string): number {
   if (!/^\d+$/.test(text)) throw new UsageError(`NODE must be a node number (0, 1, …), not '${text}'`);
   return Number(text);
@@ -67,6 +97,16 @@ function printNodeStatus(s: NodeStatus): void {
       { header: 'Since', value: (m) => m.mountedAt },
     ]);
   }
+  process.stdout.write('\nActive LVs:\n');
+  if ((s.activations ?? []).length === 0) process.stdout.write(' none\n');
+  else {
+    printTable(s.activations, [
+      { header: 'LV', value: (a) => a.lv },
+      { header: 'Mode', value: (a) => a.mode },
+      { header: 'LV lock', value: (a) => a.lock ?? '-' },
+      { header: 'Since', value: (a) => a.activatedAt },
+    ]);
+  }
   process.stdout.write('\nLocks:\n');
   if (s.locks.length === 0) process.stdout.write(' none\n');
   else {
@@ -102,8 +142,8 @@ export function register(program: Command): void {
       .usage('[options] [IMAGE] NODE COMMAND [ARGS...]')
       .argument(
         '<operands...>',
-        'IMAGE: the cluster image (or --cluster IMAGE); NODE: node number; COMMAND: status | leave | fault | lock | unlock | mount | umount | fs | a command a later layer registered; ' +
-          'ARGS: fault: set | clear [ID] | ls; lock/unlock: RESOURCE; mount/umount: VOLUME; fs: mkdir|put|get|rm|ls VOLUME PATH [LOCALFILE]',
+        'IMAGE: the cluster image (or --cluster IMAGE); NODE: node number; COMMAND: status | leave | fault | lock | unlock | mount | umount | fs | lvm | a command a later layer registered; ' +
+          'ARGS: fault: set | clear [ID] | ls; lock/unlock: RESOURCE; mount/umount: VOLUME; fs: mkdir|put|get|rm|ls VOLUME PATH [LOCALFILE]; lvm: an LVM command and its arguments (vgs, lvs, lvcreate, lvchange -aey VG/LV, …), run as the node',
       )
       .option(CLUSTER_OPTION, CLUSTER_OPTION_HELP)
       .option('--json', 'print the answer as JSON', false)

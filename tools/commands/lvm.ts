@@ -4,7 +4,7 @@
 // Devices: sanbox has no /dev to scan. A command looks at the images named on its command line,
 // plus `--devices a.img,b.img`, plus the environment variable SANBOX_DEVICES (same form).
 
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { SanboxError, UsageError } from '../../src/errors.js';
 import { dashId } from '../../src/format/lvm/uuid.js';
 import { LVM_SECTOR_BYTES, lvExtentCount } from '../../src/format/lvm/vg-model.js';
@@ -33,7 +33,9 @@ import {
   vgReduce,
   vgModify,
   vgRemove,
+  withReportSession,
   withSession,
+  type LvmContext,
   type SizeRequest,
 } from '../../src/volume/manager.js';
 import { lvRows, pvRows, segRows, vgRow } from '../../src/volume/report.js';
@@ -46,17 +48,55 @@ import { asLockingOutNode, lockedOutChange } from '../../src/node/lvm-cluster.js
 import { localGuard, pvMove, pvMoveAbort, resolveMoves, type ChunkGuard } from '../../src/volume/pvmove.js';
 import { confirm } from '../confirm.js';
 import { printJson } from '../output.js';
+import { changeActivation, withLvmNode } from '../../src/node/lvm-node.js';
+import { clusterDeviceSpecs, mergeSpecs, type LvmCluster } from '../../src/volume/lvm-cluster.js';
 
 const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES; else the devices file, see lvmdevices)';
 
-function context(): ReturnType<typeof commitContext> {
-  return commitContext(['sanbox', ...process.argv.slice(2)].join(' '));
+function context(cluster?: LvmCluster): LvmContext {
+  return { ...commitContext(['sanbox', ...process.argv.slice(2)].join(' ')), cluster };
 }
+
+const NO_DEVICES = 'no devices to look at: name image files, pass --devices a.img,b.img, set SANBOX_DEVICES, or add them with sanbox lvmdevices --adddev';
 
 function devicesOf(named: string[], opts: { devices?: string }): string[] {
   const list = deviceList(named, opts.devices);
-  if (list.length === 0) throw new UsageError('no devices to look at: name image files, pass --devices a.img,b.img, set SANBOX_DEVICES, or add them with sanbox lvmdevices --adddev');
+  if (list.length === 0) throw new UsageError(NO_DEVICES);
   return list;
+}
+
+/** The command's devices and, run as a node, the cluster's device list (the PVs other nodes added). */
+async function devicesFor(named: string[], opts: { devices?: string }, cluster: LvmCluster | undefined): Promise<string[]> {
+  if (cluster === undefined) return devicesOf(named, opts);
+  const list = mergeSpecs(deviceList(named, opts.devices), await clusterDeviceSpecs(cluster));
+  if (list.length === 0) throw new UsageError(`${NO_DEVICES}; the cluster's device list is empty too`);
+  return list;
+}
+
+/** --node N (with --cluster IMG): the command runs as node N, taking the cluster locks (docs/containers.md). */
+interface NodeOpts {
+  cluster?: string;
+  node?: string;
+  /** Set by `sanbox ctl IMG N lvm …`: node N must be running. */
+  ctl?: boolean;
+}
+
+function nodeOptions(c: Command, withCluster = true): Command {
+  if (withCluster) c.option('--cluster <img>', 'the cluster image of --node');
+  return c
+    .option('--node <n>', 'run as node N of the cluster --cluster IMG: take the global, VG and LV locks as lvmlockd does (through node N if it runs, else joining as N for the command)')
+    .addOption(new Option('--ctl', 'node N must be running (sanbox ctl IMG N lvm …)').hideHelp());
+}
+
+/** Runs `fn` as node N when --node is given, else as before (host-local locks only). */
+async function asNode<T>(o: NodeOpts, fn: (cluster: LvmCluster | undefined) => Promise<T>): Promise<T> {
+  if (o.node === undefined) {
+    if (o.ctl) throw new UsageError('--ctl goes with --node N');
+    return fn(undefined);
+  }
+  if (!/^\d{1,3}$/.test(o.node)) throw new UsageError(`--node takes a node number, not '${o.node}'`);
+  if (o.cluster === undefined) throw new UsageError('--node N goes with --cluster IMG (the cluster node N belongs to)');
+  return withLvmNode({ clusterImage: o.cluster, nodeId: Number(o.node), requireRunning: o.ctl === true }, fn);
 }
 
 /** `-L [+|-]SIZE` (default unit MiB) or `-l [+|-]N[%VG|%FREE]`. */
@@ -124,15 +164,15 @@ export function register(program: Command): void {
       for (const e of contents.entries) say(`Device ${e.devName} ${entryLine(e)}`);
     });
 
-  program
+  nodeOptions(program
     .command('pvcreate')
     .description('make image files LVM2 physical volumes (label in sector 1, metadata area at 4 KiB, data at the alignment); refuses a device holding a PV or a filesystem, or in use')
     .argument('<images...>', 'image files')
     .option('--metadatasize <size>', 'size of each metadata area (default unit MiB; default: up to the data alignment)')
     .option('--metadatacopies <n>', 'metadata areas per PV: 1 (at the start) or 2 (also at the end)', '1')
     .option('--dataalignment <size>', 'alignment of the first extent (default unit KiB)', '1m')
-    .option('-f, --force', 'overwrite a filesystem, cluster image or other signature on the device (never a PV)', false)
-    .action(async (images: string[], o: { metadatasize?: string; metadatacopies: string; dataalignment: string; force: boolean }) => {
+    .option('-f, --force', 'overwrite a filesystem, cluster image or other signature on the device (never a PV)', false))
+    .action(async (images: string[], o: NodeOpts & { metadatasize?: string; metadatacopies: string; dataalignment: string; force: boolean }) => asNode(o, async (cluster) => {
       const copies = /^\d+$/.test(o.metadatacopies) ? Number(o.metadatacopies) : NaN;
       if (![0, 1, 2].includes(copies)) throw new UsageError(`--metadatacopies must be 0, 1 or 2, not '${o.metadatacopies}'`);
       const done = await pvCreate(images.map(normalizeSpec), {
@@ -140,35 +180,35 @@ export function register(program: Command): void {
         metadataSizeBytes: o.metadatasize === undefined ? undefined : parseSizeBytes(o.metadatasize, 'm'),
         dataAlignmentBytes: parseSizeBytes(o.dataalignment, 'k'),
         force: o.force,
-      });
+      }, cluster);
       for (const d of done) say(`Physical volume "${d.device}" successfully created.`);
-    });
+    }));
 
-  program
+  nodeOptions(program
     .command('pvremove')
     .description('wipe the LVM label and metadata-area headers of PVs that belong to no VG')
-    .argument('<images...>', 'image files')
-    .action(async (images: string[]) => {
+    .argument('<images...>', 'image files'))
+    .action(async (images: string[], o: NodeOpts) => asNode(o, async (cluster) => {
       const specs = images.map(normalizeSpec);
-      await pvRemove(specs);
+      await pvRemove(specs, cluster);
       for (const s of specs) say(`Labels on physical volume "${s}" successfully wiped.`);
-    });
+    }));
 
   reportOptions(
     program
       .command('pvs')
       .description('list physical volumes (lvm2\'s report: default columns PV, VG, Fmt, Attr, PSize, PFree)')
       .argument('[images...]', 'image files (default: --devices / SANBOX_DEVICES)')
-  ).action(async (images: string[], o: ReportCliOptions & { devices?: string; json: boolean }) => {
+  ).action(async (images: string[], o: ReportCliOptions & NodeOpts & { devices?: string; json: boolean }) => asNode(o, async (cluster) => {
     if (o.json) {
-      const rows = await withSession(devicesOf(images, o), { readOnly: true, guard: 'none' }, async (s) => pvRows(s.scan));
+      const rows = await withReportSession(await devicesFor(images, o, cluster), cluster, async (s) => pvRows(s.scan));
       return printJson({ pv: rows });
     }
     const named = images.map(normalizeSpec);
-    await lvmReport('pvs', devicesOf(named, o), named, false, o);
-  });
+    await lvmReport('pvs', await devicesFor(named, o, cluster), named, false, o, cluster);
+  }));
 
-  program
+  const vgcreate = program
     .command('vgcreate')
     .description('create a volume group on orphan PVs (seqno 1 written to every metadata area)')
     .argument('<vg>', 'volume group name')
@@ -177,75 +217,74 @@ export function register(program: Command): void {
     .option('--container <kind>', `make it a cluster container: ${CONTAINER_KINDS.join(', ')}`)
     .option('--owner <node>', "a private container's owner node")
     .option('--cluster <img>', 'the cluster image the container belongs to')
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (vg: string, images: string[], o: ContainerOpts & { physicalextentsize: string; devices?: string }) => {
+    .option('--devices <list>', DEVICES_HELP);
+  nodeOptions(vgcreate, false).action(async (vg: string, images: string[], o: ContainerOpts & NodeOpts & { physicalextentsize: string; devices?: string }) => asNode(o, async (cluster) => {
       const bytes = parseSizeBytes(o.physicalextentsize, 'm');
       if (bytes === 0 || bytes % LVM_SECTOR_BYTES !== 0) throw new UsageError(`-s: extent size '${o.physicalextentsize}' must be a positive multiple of 512 bytes`);
       const pvs = images.map(normalizeSpec);
       const req = await containerRequest(o);
       if (req) {
-        const r = await containerCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES, req, context());
+        const r = await containerCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES, req, context(cluster));
         say(`Volume group "${vg}" successfully created as a ${describeContainer(r)}`);
       } else {
-        if (o.owner !== undefined || o.cluster !== undefined) throw new UsageError('vgcreate: --owner and --cluster go with --container');
-        await vgCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES, context());
+        if (o.owner !== undefined || (o.cluster !== undefined && cluster === undefined)) throw new UsageError('vgcreate: --owner and --cluster go with --container (or --cluster with --node)');
+        await vgCreate(devicesOf(pvs, o), pvs, vg, bytes / LVM_SECTOR_BYTES, context(cluster));
         say(`Volume group "${vg}" successfully created`);
       }
-    });
+    }));
 
   for (const [cmd, kind, from, what] of [
     ['vgexport', 'deported', ['local', 'private', 'shared'], 'deport a container: no node may use it (lvm2: an exported VG)'],
     ['vgimport', 'local', ['deported'], 'import a deported container: it becomes local'],
   ] as const) {
-    program
+    nodeOptions(program
       .command(cmd)
       .description(what)
       .argument('<vg>', 'volume group name')
       .option('--devices <list>', DEVICES_HELP)
-      .option('--cluster <img>', "the cluster image: deporting a private container reads there whether its owner is alive or fenced")
-      .option('--node <n>', NODE_HELP)
-      .action(async (vg: string, o: { devices?: string; cluster?: string; node?: string }) => {
+      .option('--cluster <img>', "the cluster image: deporting a private container reads there whether its owner is alive or fenced; with --node, the command runs as that node"), false)
+      .action(async (vg: string, o: NodeOpts & { devices?: string }) => asNode(o, async (cluster) => {
         const why = cmd === 'vgexport' ? 'it is already exported' : 'only an exported (deported) one is imported';
-        await changeContainer(devicesOf([], o), vg, { kind }, context(), { expect: { kinds: [...from], why }, clusterImage: o.cluster, requester: nodeOption(o.node) });
+        await changeContainer(await devicesFor([], o, cluster), vg, { kind }, context(cluster), { expect: { kinds: [...from], why }, clusterImage: o.cluster, requester: nodeOption(o.node) });
         say(`Volume group "${vg}" successfully ${cmd === 'vgexport' ? 'exported' : 'imported'}`);
-      });
+      }));
   }
 
-  program
+  nodeOptions(program
     .command('vgextend')
     .description('add orphan PVs to a volume group')
     .argument('<vg>', 'volume group name')
     .argument('<images...>', 'PV image files to add')
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (vg: string, images: string[], o: { devices?: string }) => {
+    .option('--devices <list>', DEVICES_HELP))
+    .action(async (vg: string, images: string[], o: NodeOpts & { devices?: string }) => asNode(o, async (cluster) => {
       const pvs = images.map(normalizeSpec);
-      await vgExtend(devicesOf(pvs, o), vg, pvs, context());
-      await syncContainerMembers(devicesOf(pvs, o), vg);
+      await vgExtend(devicesOf(pvs, o), vg, pvs, context(cluster));
+      await syncContainerMembers(devicesOf(pvs, o), vg, cluster);
       say(`Volume group "${vg}" successfully extended`);
-    });
+    }));
 
-  program
+  nodeOptions(program
     .command('vgreduce')
     .description('remove unused PVs from a volume group (they become orphans)')
     .argument('<vg>', 'volume group name')
     .argument('<images...>', 'PV image files to remove')
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (vg: string, images: string[], o: { devices?: string }) => {
+    .option('--devices <list>', DEVICES_HELP))
+    .action(async (vg: string, images: string[], o: NodeOpts & { devices?: string }) => asNode(o, async (cluster) => {
       const pvs = images.map(normalizeSpec);
-      await vgReduce(devicesOf(pvs, o), vg, pvs, context());
-      await syncContainerMembers(devicesOf(pvs, o), vg);
+      await vgReduce(devicesOf(pvs, o), vg, pvs, context(cluster));
+      await syncContainerMembers(devicesOf(pvs, o), vg, cluster);
       for (const p of pvs) say(`Removed "${p}" from volume group "${vg}"`);
-    });
+    }));
 
-  program
+  nodeOptions(program
     .command('vgremove')
     .description('remove a volume group; its PVs become orphans. With LVs: asks on a terminal, else needs -y or -f; refused while one of its LVs is open')
     .argument('<vg>', 'volume group name')
     .option('-f, --force', 'also remove its logical volumes, without asking', false)
     .option('-y, --yes', 'answer yes: remove the VG with its logical volumes', false)
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (vg: string, o: { force: boolean; yes: boolean; devices?: string }) => {
-      const devices = devicesOf([], o);
+    .option('--devices <list>', DEVICES_HELP))
+    .action(async (vg: string, o: NodeOpts & { force: boolean; yes: boolean; devices?: string }) => asNode(o, async (cluster) => {
+      const devices = await devicesFor([], o, cluster);
       const { lvs } = await peekVg(devices, vg);
       const claims: LvClaim[] = [];
       try {
@@ -258,14 +297,14 @@ export function register(program: Command): void {
           const what = `volume group "${vg}" contains ${lvs.length} logical volume${lvs.length > 1 ? 's' : ''}: ${held.join(', ')}`;
           await confirm(`Do you really want to remove volume group "${vg}" containing ${lvs.length} logical volumes?`, `${what}; removing it removes them`, o.force || o.yes);
         }
-        await vgRemove(devices, vg, true, context());
+        await vgRemove(devices, vg, true, context(cluster));
       } finally {
         for (const c of claims) c.release();
       }
       say(`Volume group "${vg}" successfully removed`);
-    });
+    }));
 
-  const activation = 'sanbox maps no LV in the kernel (no device-mapper): there is nothing to activate; commands open VG/LV by name (mkfs, fsinfo, node --volume), and lvdisplay --maps gives a losetup line';
+  const activation = 'sanbox maps no LV in the kernel (no device-mapper); an LV is activated in a running node, which holds its LV lock: lvchange -aey|-asy|-an VG/LV --cluster IMG --node N (or sanbox ctl IMG N lvm lvchange …)';
   const vgchange = program
     .command('vgchange')
     .description('change what sanbox can change in a volume group: tags, the maximum numbers of LVs and PVs')
@@ -274,14 +313,13 @@ export function register(program: Command): void {
     .option('-p, --maxphysicalvolumes <n>', 'maximum number of physical volumes (0: unlimited)')
     .option('--container <kind>', `change the container kind: ${CONTAINER_KINDS.join(', ')}`)
     .option('--owner <node>', "change a private container's owner node (self: the --node making the change); taking it from its owner needs the owner fenced, or its consent: docs/containers.md")
-    .option('--cluster <img>', 'the cluster image the container belongs to')
-    .option('--node <n>', NODE_HELP);
-  changeOptions(vgchange).action(async (vg: string, o: ContainerOpts & { addtag: string[]; deltag: string[]; logicalvolume?: string; maxphysicalvolumes?: string; activate?: string; devices?: string }) => {
+    .option('--cluster <img>', 'the cluster image the container belongs to');
+  nodeOptions(changeOptions(vgchange), false).action(async (vg: string, o: ContainerOpts & NodeOpts & { addtag: string[]; deltag: string[]; logicalvolume?: string; maxphysicalvolumes?: string; activate?: string; devices?: string }) => asNode(o, async (cluster) => {
       if (o.activate !== undefined) throw new UsageError(`vgchange -a: ${activation}`);
       const req = await containerRequest(o);
       if (req) {
         if (o.addtag.length || o.deltag.length || o.logicalvolume !== undefined || o.maxphysicalvolumes !== undefined) throw new UsageError('vgchange: a container change goes alone (no tags, -l, -p)');
-        const r = await changeContainer(devicesOf([], o), vg, req, context(), { clusterImage: o.cluster, requester: nodeOption(o.node) });
+        const r = await changeContainer(await devicesFor([], o, cluster), vg, req, context(cluster), { clusterImage: o.cluster, requester: nodeOption(o.node) });
         say(`Volume group "${vg}" is now a ${describeContainer(r)}`);
         return;
       }
@@ -290,40 +328,55 @@ export function register(program: Command): void {
       if (o.logicalvolume !== undefined) change.maxLv = parseCount(o.logicalvolume, '-l');
       if (o.maxphysicalvolumes !== undefined) change.maxPv = parseCount(o.maxphysicalvolumes, '-p');
       if (Object.values(change).every((v) => v === undefined)) throw new UsageError('vgchange: nothing to change (--addtag, --deltag, -l, -p)');
-      await vgModify(devicesOf([], o), vg, context(), (model) => applyVgChange(model, change));
+      await vgModify(await devicesFor([], o, cluster), vg, context(cluster), (model) => applyVgChange(model, change));
       say(`Volume group "${vg}" successfully changed`);
-    });
+    }));
 
   const lvchange = program
     .command('lvchange')
     .description('change what sanbox can change in a logical volume: tags and read-ahead')
     .argument('<vg/lv>', 'logical volume')
     .option('-r, --readahead <sectors>', 'read-ahead: auto, none or a number of 512-byte sectors (rounded down to a multiple of 8)');
-  changeOptions(lvchange).action(async (spec: string, o: { addtag: string[]; deltag: string[]; readahead?: string; activate?: string; devices?: string }) => {
-      if (o.activate !== undefined) throw new UsageError(`lvchange -a: ${activation}`);
+  nodeOptions(changeOptions(lvchange)).action(async (spec: string, o: NodeOpts & { addtag: string[]; deltag: string[]; readahead?: string; activate?: string; devices?: string }) => {
+      if (o.activate !== undefined) {
+        const mode = ACTIVATION_MODES[o.activate];
+        if (mode === undefined) throw new UsageError(`lvchange -a: '${o.activate}' is not one of ${Object.keys(ACTIVATION_MODES).join(', ')} (y is ey, exclusive)`);
+        if (o.node === undefined || o.cluster === undefined) throw new UsageError(`lvchange -a: ${activation}`);
+        if (o.addtag.length || o.deltag.length || o.readahead !== undefined) throw new UsageError('lvchange: -a goes alone (no tags, -r)');
+        splitLvPath(spec);
+        const nodeId = Number(o.node);
+        if (!/^\d{1,3}$/.test(o.node)) throw new UsageError(`--node takes a node number, not '${o.node}'`);
+        const a = await changeActivation({ clusterImage: o.cluster, nodeId, lv: spec, mode, devices: deviceList([], o.devices) });
+        const how = a.mode === 'ex' ? 'exclusively' : a.mode === 'sh' ? 'shared' : 'locally (a local VG: no cluster lock)';
+        say(mode === 'un' ? `Logical volume ${spec} deactivated on node ${nodeId}.` : `Logical volume ${spec} activated ${how} on node ${nodeId}${a.lock ? ` (LV lock ${a.lock})` : ''}.`);
+        return;
+      }
+      return asNode(o, (cluster) => changeLv(spec, o, cluster));
+    });
+  async function changeLv(spec: string, o: { addtag: string[]; deltag: string[]; readahead?: string; devices?: string }, cluster: LvmCluster | undefined): Promise<void> {
       const { vg, lv } = splitLvPath(spec);
       const change: LvChange = {};
       change.tags = tagChange(o);
       if (o.readahead !== undefined) change.readAhead = parseReadAhead(o.readahead);
       if (Object.values(change).every((v) => v === undefined)) throw new UsageError('lvchange: nothing to change (--addtag, --deltag, -r)');
       let notes: string[] = [];
-      await vgModify(devicesOf([], o), vg, context(), (model) => void (notes = applyLvChange(model, lv, change)));
+      await vgModify(await devicesFor([], o, cluster), vg, context(cluster), (model) => void (notes = applyLvChange(model, lv, change)));
       for (const n of notes) say(n);
       say(`Logical volume ${vg}/${lv} changed.`);
-    });
+  }
 
   reportOptions(
     program
       .command('vgs')
       .description('list volume groups (lvm2\'s report: default columns VG, #PV, #LV, #SN, Attr, VSize, VFree)')
       .argument('[vgs...]', 'volume group names (default: all found)')
-  ).action(async (names: string[], o: ReportCliOptions & { devices?: string; json: boolean }) => {
+  ).action(async (names: string[], o: ReportCliOptions & NodeOpts & { devices?: string; json: boolean }) => asNode(o, async (cluster) => {
     if (o.json) {
-      const rows = await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => selectVgs(s.scan, names).map((h) => vgRow(h.vg, h.missing.length > 0)));
+      const rows = await withReportSession(await devicesFor([], o, cluster), cluster, async (s) => selectVgs(s.scan, names).map((h) => vgRow(h.vg, h.missing.length > 0)));
       return printJson({ vg: rows });
     }
-    await lvmReport('vgs', devicesOf([], o), names, false, o);
-  });
+    await lvmReport('vgs', await devicesFor([], o, cluster), names, false, o, cluster);
+  }));
 
   program
     .command('vgdisplay')
@@ -399,7 +452,7 @@ export function register(program: Command): void {
       for (const x of shown) process.stdout.write(lvDisplay(x.subject, { maps: o.maps, pvName: x.pvName, hosts: x.hosts }));
     });
 
-  program
+  const lvcreate = program
     .command('lvcreate')
     .description('create a linear or striped logical volume (allocation never overlaps, spans PVs when needed)')
     .argument('<vg>', 'volume group')
@@ -408,16 +461,16 @@ export function register(program: Command): void {
     .option('-l, --extents <n>', 'size in extents: N, N%VG or N%FREE')
     .option('-i, --stripes <n>', 'number of stripes (one PV each)')
     .option('-I, --stripesize <size>', 'stripe size (default unit KiB; default 64k)')
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (vg: string, o: { name: string; size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string }) => {
+    .option('--devices <list>', DEVICES_HELP);
+  nodeOptions(lvcreate).action(async (vg: string, o: NodeOpts & { name: string; size?: string; extents?: string; stripes?: string; stripesize?: string; devices?: string }) => asNode(o, async (cluster) => {
       const size = parseSizeRequest(o, false);
-      const devices = devicesOf([], o);
+      const devices = await devicesFor([], o, cluster);
       const stripes = parseStripes(o);
       const before = await peekVg(devices, vg);
-      const lv = await lvCreate(devices, vg, o.name, { size, ...stripes }, context());
+      const lv = await lvCreate(devices, vg, o.name, { size, ...stripes }, context(cluster));
       for (const n of createNotes(before.extentBytes, size, stripes.stripes ?? 1, lvExtentCount(lv))) say(n);
       say(`Logical volume "${o.name}" created.`);
-    });
+    }));
 
   for (const mode of ['extend', 'reduce'] as const) {
     const c = program
@@ -435,7 +488,7 @@ export function register(program: Command): void {
       const req = parseSizeRequest(o, true);
       if ((mode === 'extend' && req.sign === '-') || (mode === 'reduce' && req.sign === '+')) throw new UsageError(`lv${mode} takes ${mode === 'extend' ? '+' : '-'}SIZE or an absolute size`);
       const cluster = lockoutRequest(o);
-      const devices = devicesOf([], o);
+      const devices = await lockoutDevices(o, cluster);
       const before = await peekVg(devices, vg);
       // Reducing cuts the end off whatever the LV holds: claim it (refused while open, unless the
       // cluster lock-out makes the nodes that have it open let go) and ask.
@@ -443,7 +496,7 @@ export function register(program: Command): void {
       try {
         const held = claim && describeClaim(claim);
         if (held !== undefined) await confirm(`Do you really want to reduce ${vg}/${lv}, which holds ${held}? THIS MAY DESTROY YOUR DATA.`, `${vg}/${lv} holds ${held}; reducing it may destroy that`, o.yes === true);
-        const out = await maybeLockedOut(cluster, devices, vg, [lv], () => lvResize(devices, vg, lv, req, mode, parseStripes(o), context()));
+        const out = await maybeLockedOut(cluster, devices, vg, [lv], (held) => lvResize(devices, vg, lv, req, mode, parseStripes(o), context(held)));
         const from = before.lvs.find((l) => l.name === lv)?.extents ?? 0;
         for (const n of resizeNotes(`${vg}/${lv}`, before.extentBytes, req, from, lvExtentCount(out))) say(n);
       } finally {
@@ -453,22 +506,22 @@ export function register(program: Command): void {
     });
   }
 
-  program
+  nodeOptions(program
     .command('lvrename')
     .description('rename a logical volume: lvrename VG/OLD NEW, or lvrename VG OLD NEW')
     .argument('<a>', 'VG/OLD or VG')
     .argument('<b>', 'NEW or OLD')
     .argument('[c]', 'NEW')
-    .option('--devices <list>', DEVICES_HELP)
-    .action(async (a: string, b: string, c: string | undefined, o: { devices?: string }) => {
+    .option('--devices <list>', DEVICES_HELP))
+    .action(async (a: string, b: string, c: string | undefined, o: NodeOpts & { devices?: string }) => asNode(o, async (cluster) => {
       const { vg, lv } = c === undefined ? splitLvPath(a) : { vg: a, lv: b };
       const target = c ?? b;
       // lvrename renames within one VG; a VG/NEW naming another VG is a mistake, not a move.
       const to = target.includes('/') ? splitLvPath(target) : { vg, lv: target };
       if (to.vg !== vg) throw new UsageError(`lvrename: '${target}' is in volume group ${to.vg}, but ${lv} is in ${vg}; an LV cannot be renamed into another volume group`);
-      await lvRename(devicesOf([], o), vg, lv, to.lv, context());
+      await lvRename(await devicesFor([], o, cluster), vg, lv, to.lv, context(cluster));
       say(`Renamed "${lv}" to "${to.lv}" in volume group "${vg}"`);
-    });
+    }));
 
   const pvmove = program
     .command('pvmove')
@@ -516,12 +569,12 @@ export function register(program: Command): void {
   lockoutFlags(lvremove).action(async (spec: string, o: { yes: boolean; devices?: string } & LockoutFlags) => {
     const { vg, lv } = splitLvPath(spec);
     const cluster = lockoutRequest(o);
-    const devices = devicesOf([], o);
+    const devices = await lockoutDevices(o, cluster);
     const claim = await claimLv(devices, vg, lv, cluster === undefined);
     try {
       const held = describeClaim(claim);
       if (held !== undefined) await confirm(`Do you really want to remove ${vg}/${lv}, which holds ${held}?`, `${vg}/${lv} holds ${held}; removing it destroys that`, o.yes);
-      await maybeLockedOut(cluster, devices, vg, [lv], () => lvRemove(devices, vg, lv, context()));
+      await maybeLockedOut(cluster, devices, vg, [lv], (h) => lvRemove(devices, vg, lv, context(h)));
     } finally {
       claim.release();
     }
@@ -535,17 +588,20 @@ export function register(program: Command): void {
       .argument('[targets...]', 'VG or VG/LV names (default: every LV found)')
       .option('--segments', 'one row per segment', false)
       .option('-a, --all', 'include hidden LVs (raid images, lock LVs, …)', false)
-  ).action(async (names: string[], o: ReportCliOptions & { segments: boolean; all: boolean; devices?: string; json: boolean }) => {
-    if (!o.json) return lvmReport(o.segments ? 'segs' : 'lvs', devicesOf([], o), names, o.all, o);
-    await withSession(devicesOf([], o), { readOnly: true, guard: 'none' }, async (s) => {
+  ).action(async (names: string[], o: ReportCliOptions & NodeOpts & { segments: boolean; all: boolean; devices?: string; json: boolean }) => asNode(o, async (cluster) => {
+    if (!o.json) return lvmReport(o.segments ? 'segs' : 'lvs', await devicesFor([], o, cluster), names, o.all, o, cluster);
+    await withReportSession(await devicesFor([], o, cluster), cluster, async (s) => {
       const vgs = selectVgs(s.scan, [...new Set(names.map((n) => n.split('/')[0]!))]);
       // Rows of the LVs named as VG/LV, or of every LV of the VGs named.
       const wanted = (r: { vg_name: string; lv_name: string }): boolean => names.length === 0 || names.includes(r.vg_name) || names.includes(`${r.vg_name}/${r.lv_name}`);
       if (o.segments) return printJson({ seg: vgs.flatMap((h) => segRows(h.vg, (key) => h.pvByKey.get(key)?.dev.name ?? key, o.all)).filter(wanted) });
       printJson({ lv: vgs.flatMap((h) => lvRows(h.vg, o.all)).filter(wanted) });
     });
-  });
+  }));
 }
+
+/** lvchange -a VALUE: lvm2's activation values sanbox takes (y is exclusive, as with lvmlockd). */
+const ACTIVATION_MODES: Record<string, 'ex' | 'sh' | 'un'> = { y: 'ex', ey: 'ex', sy: 'sh', n: 'un' };
 
 interface ReportCliOptions {
   options: string[];
@@ -563,7 +619,7 @@ const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
 /** lvm2's reporting options, shared by pvs, vgs and lvs (with sanbox's --devices and --json). */
 function reportOptions(c: Command): Command {
-  return c
+  return nodeOptions(c)
     .option('--devices <list>', DEVICES_HELP)
     .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)
     .option('-o, --options <fields>', "lvm2 field names, comma-separated; '+f' adds to the defaults, '-f' drops one; 'help' lists them", collect, [])
@@ -578,11 +634,11 @@ function reportOptions(c: Command): Command {
 }
 
 /** Runs an lvm2-style report over the devices and prints it. */
-async function lvmReport(report: ReportName, devices: string[], names: string[], all: boolean, o: ReportCliOptions): Promise<void> {
+async function lvmReport(report: ReportName, devices: string[], names: string[], all: boolean, o: ReportCliOptions, cluster: LvmCluster | undefined): Promise<void> {
   if (o.reportformat !== 'basic' && o.reportformat !== 'json') throw new UsageError(`invalid --reportformat '${o.reportformat}' (basic or json)`);
   if (o.options.some((x) => x === 'help' || x === '?')) return void process.stdout.write(fieldHelp(report));
   const req = { options: o.options, sort: o.sort, units: parseUnits(o.units ?? 'r'), suffix: !o.nosuffix, binary: o.binary };
-  const r = await withSession(devices, { readOnly: true, guard: 'none' }, async (s) => {
+  const r = await withReportSession(devices, cluster, async (s) => {
     // pvs shows the VG fields of every VG its PVs belong to; vgs and lvs only the VGs named
     // (lvs also takes VG/LV, as lvm2 does).
     const vgNames = [...new Set(names.map((n) => n.split('/')[0]!))];
@@ -617,6 +673,7 @@ interface LockoutFlags {
   cluster?: string;
   node?: string;
   nowait?: boolean;
+  ctl?: boolean;
 }
 
 /** --cluster C --node N [--nowait]: run the change as node N, locking out the nodes doing I/O through the LV. */
@@ -624,10 +681,12 @@ function lockoutFlags(c: Command): Command {
   return c
     .option('--cluster <img>', 'run the change as a node of this cluster: nodes doing I/O through the LV let go first (docs/containers.md)')
     .option('--node <n>', 'the node number to run the change as (with --cluster)')
-    .option('--nowait', 'with --cluster: fail at once, naming the nodes, if any node uses the LV (lvmlockd behaviour)', false);
+    .option('--nowait', 'with --cluster: fail at once, naming the nodes, if any node uses the LV (lvmlockd behaviour)', false)
+    .addOption(new Option('--ctl', 'node N must be running (sanbox ctl IMG N lvm …)').hideHelp());
 }
 
 function lockoutRequest(o: LockoutFlags): LockoutRequest | undefined {
+  if (o.ctl) throw new UsageError('a layout change (lvextend, lvreduce, lvremove, pvmove) joins as its node for the lock-out: run it as sanbox COMMAND … --cluster IMG --node N with a node number that is not running here, not through ctl');
   if (o.cluster === undefined) {
     if (o.node !== undefined || o.nowait === true) throw new UsageError('--node and --nowait go with --cluster');
     return undefined;
@@ -639,9 +698,20 @@ function lockoutRequest(o: LockoutFlags): LockoutRequest | undefined {
 
 type LockoutRequest = { clusterImage: string; nodeId: number; nowait: boolean };
 
-/** Runs the change locked out when --cluster was given (and says what the lock-out cost), else as it is. */
-async function maybeLockedOut<T>(cluster: LockoutRequest | undefined, devices: string[], vg: string, lvs: string[], change: () => Promise<T>): Promise<T> {
-  if (cluster === undefined) return change();
+/** The command's devices and, with --cluster, the cluster's device list. */
+async function lockoutDevices(o: { devices?: string }, cluster: LockoutRequest | undefined): Promise<string[]> {
+  if (cluster === undefined) return devicesOf([], o);
+  const list = mergeSpecs(deviceList([], o.devices), await clusterDeviceSpecs({ image: cluster.clusterImage }));
+  if (list.length === 0) throw new UsageError(`${NO_DEVICES}; the cluster's device list is empty too`);
+  return list;
+}
+
+/**
+ * Runs the change locked out when --cluster was given (and says what the lock-out cost), else as
+ * it is. `change` gets the node's cluster context it commits with (the lock-out's VG lock held).
+ */
+async function maybeLockedOut<T>(cluster: LockoutRequest | undefined, devices: string[], vg: string, lvs: string[], change: (held: LvmCluster | undefined) => Promise<T>): Promise<T> {
+  if (cluster === undefined) return change(undefined);
   const { result, report } = await lockedOutChange({ ...cluster, devices, vg, lvs }, change);
   say(`Locked out ${report.holders.length ? report.holders.map((n) => `node ${n}`).join(', ') : 'no node'} in ${report.lockoutMs.toFixed(0)} ms; change done in ${report.changeMs.toFixed(0)} ms at seqno ${report.seqno}.`);
   return result;

@@ -1,0 +1,118 @@
+// An LVM command run as node N of a cluster (`--cluster C --node N`, and `sanbox ctl C N lvm …`),
+// in lvmlockd's split (reference/lvm2.md §7.1): the command reads and writes the metadata in its
+// own process, and its locks belong to node N:
+//   - node N runs here: the locks are taken by node N, through its control channel, tied to this
+//     connection (the node releases them if this process goes away), as lvm commands ask lvmlockd;
+//   - node N is not running: this process joins as node N for the command (src/node/lock-run.ts's
+//     withJoinedNode, as `sanbox lock` does), heartbeating and fenceable, and leaves after it.
+// Activation is different: an active LV's lock is held persistently by a running node, so
+// activation is always asked of the running node (src/node/activation.ts).
+
+import { modeName, type Mode } from '../dlm/compat-matrix.js';
+import { DlmError, readSnapshot, type LockOptions, type LockspaceSnapshot, type ReleaseOptions } from '../dlm/lock-manager.js';
+import { SanboxError } from '../errors.js';
+import { openRegion, readClusterImage } from '../heartbeat/cluster-image.js';
+import type { HeldLock, LockService, LvmMode } from '../volume/lvm-locks.js';
+import type { LvmCluster } from '../volume/lvm-cluster.js';
+import { connectNode, CTL_ANSWER_TIMEOUT_MS, ctlRequest, type NodeConnection } from './ctl.js';
+import { withJoinedNode } from './lock-run.js';
+import type { ActivationStatus } from './node.js';
+import { slotLockHeld } from './node.js';
+
+/** Locks of a running node, asked for through its control channel (`lock`/`unlock`, scope connection). */
+class ControlLocks implements LockService {
+  constructor(
+    private readonly c: NodeConnection,
+    readonly nodeId: number,
+    private readonly defaultTimeoutMs: number,
+    private readonly image: string,
+  ) {}
+
+  async lock(resource: string, mode: Mode, opts: LockOptions = {}): Promise<HeldLock> {
+    const timeoutMs = opts.timeoutMs ?? this.defaultTimeoutMs;
+    let ans: Record<string, unknown>;
+    try {
+      ans = await this.c.request({ cmd: 'lock', resource, mode: modeName(mode), timeoutMs, noqueue: opts.noqueue === true, scope: 'connection' }, timeoutMs + CTL_ANSWER_TIMEOUT_MS);
+    } catch (err) {
+      // The node's answer is text: its lock manager's refusals keep their DLM codes here, so a
+      // caller tells "would block" and "timed out" from other failures as with a local lockspace.
+      const msg = (err as Error).message;
+      if (/would block \(NOQUEUE\)/.test(msg)) throw new DlmError('EAGAIN', msg);
+      if (/ timed out/.test(msg)) throw new DlmError('ETIMEDOUT', msg);
+      throw err;
+    }
+    const lvb = typeof ans.lvb === 'string' ? Buffer.from(ans.lvb, 'hex') : Buffer.alloc(0);
+    const c = this.c;
+    let held: Mode | null = mode;
+    return {
+      get mode() {
+        return held;
+      },
+      lvb,
+      lvbValid: ans.lvbValid !== false,
+      async unlock(o: ReleaseOptions = {}) {
+        await c.request({ cmd: 'unlock', resource, ...(o.lvb !== undefined ? { lvb: o.lvb.toString('hex') } : {}) });
+        held = null;
+      },
+    };
+  }
+
+  /** Who holds what, read from the cluster image's lockspace region (for messages naming holders). */
+  async snapshot(): Promise<LockspaceSnapshot> {
+    const region = await openRegion(this.image, 'lockspace', { readOnly: true, guard: 'none' });
+    try {
+      return await readSnapshot(region);
+    } finally {
+      await region.closeAll();
+    }
+  }
+}
+
+export interface LvmNodeOptions {
+  clusterImage: string;
+  nodeId: number;
+  /** `sanbox ctl C N lvm …`: node N must be running (a stopped one is the usual one-line ctl error). */
+  requireRunning?: boolean;
+  log?: (msg: string) => void;
+}
+
+/** Runs `fn` as node N: through the running node's control channel, or joined for the command. */
+export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster) => Promise<T>): Promise<T> {
+  const info = await readClusterImage(o.clusterImage);
+  if (!Number.isInteger(o.nodeId) || o.nodeId < 0 || o.nodeId >= info.config.nodeCount) {
+    throw new SanboxError('EINVAL', `${o.clusterImage}: cluster '${info.config.clusterName}' has nodes 0..${info.config.nodeCount - 1}, not ${o.nodeId}`);
+  }
+  const base = { nodeId: o.nodeId, clusterName: info.config.clusterName, lockTimeoutMs: info.timing.lockTimeoutMs, timing: info.timing };
+  if (o.requireRunning || slotLockHeld(info, o.nodeId)) {
+    const c = await connectNode(o.clusterImage, o.nodeId);
+    try {
+      return await fn({ ...base, locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs, info.path), image: info.path });
+    } finally {
+      c.close();
+    }
+  }
+  let fenced: string | undefined;
+  const out = await withJoinedNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, log: o.log ?? (() => {}), onSelfFence: (r) => (fenced = r) }, async (node) =>
+    fn({ ...base, locks: await node.lockspace(), image: node.device }),
+  );
+  if (fenced !== undefined) throw new SanboxError('EFENCED', `node ${o.nodeId} was fenced while the command ran (${fenced}); check the VG with vgs`);
+  return out;
+}
+
+/**
+ * `lvchange -a…` as node N: asked of the running node, which holds the LV lock until -an. A node
+ * that is not running cannot hold it: one line saying so.
+ */
+export async function changeActivation(o: LvmNodeOptions & { lv: string; mode: LvmMode | 'un'; devices?: string[] }): Promise<ActivationStatus> {
+  const info = await readClusterImage(o.clusterImage);
+  if (!slotLockHeld(info, o.nodeId)) {
+    throw new SanboxError('EINVAL', `${o.lv}: activation needs node ${o.nodeId} of cluster '${info.config.clusterName}' running (it holds the LV lock until deactivation): start it with sanbox node, then lvchange through it`);
+  }
+  // An LV lock conflict fails at once; the VG lock read before it may wait up to the lock timeout.
+  const boundMs = info.timing.lockTimeoutMs + CTL_ANSWER_TIMEOUT_MS;
+  const ans =
+    o.mode === 'un'
+      ? await ctlRequest(o.clusterImage, o.nodeId, { cmd: 'lv-deactivate', lv: o.lv }, boundMs)
+      : await ctlRequest(o.clusterImage, o.nodeId, { cmd: 'lv-activate', lv: o.lv, mode: o.mode, devices: o.devices ?? [] }, boundMs);
+  return (ans.activated ?? ans.deactivated) as ActivationStatus;
+}

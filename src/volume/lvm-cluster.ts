@@ -1,0 +1,156 @@
+// An LVM command run as a node of a cluster (`--cluster C --node N`, or `ctl C N lvm …`): which
+// cluster locks it takes around its read-modify-commit, and how it keeps the cluster's device list
+// (src/volume/cluster-devices.ts) in step. The lock names and modes are lvm-locks.ts's; the table
+// of what each command takes is lvm2.md §7.3's:
+//
+//   vgcreate, vgremove, vgextend, vgreduce   GL ex, then VG ex
+//   any other metadata change               VG ex
+//   reports                                 GL sh, then VG sh on each shared or private VG read
+//
+// The host-local flock (vg-lock.ts) is taken too, first, as without a cluster: it keeps two
+// commands of this host apart even when one runs without --cluster. With a cluster, the cluster
+// locks are taken for every VG a change names: the container kind is known only from metadata,
+// and metadata read before the VG lock is not to be trusted (a kind change may be in flight).
+//
+// After an ex change the VG lock's value block gets the new seqno (lvmlockd's val_blk). Devices
+// are scanned under the lock, from the command's own list plus the cluster's device list read
+// after the lock was granted, so a PV another node added is found; if the scan still shows an
+// older seqno than the value block, a PV of the VG is reachable from nowhere here, and the command
+// stops rather than commit over metadata it cannot see.
+
+import fs from 'node:fs';
+import type { BlockDevice } from '../disk/device.js';
+import { schemeOf } from '../disk/open.js';
+import { SanboxError } from '../errors.js';
+import type { VgModel } from '../format/lvm/vg-model.js';
+import { listedName, readClusterDevices, updateClusterDevices, withVgPvs } from './cluster-devices.js';
+import { dlmVgLockArgs, withGlobalLock, withVgLock, type LockService, type VgLockHold } from './lvm-locks.js';
+import type { PvState } from './pv.js';
+import type { Timing } from '../timing.js';
+import { ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
+
+/** The node an LVM command runs as, and where its cluster's shared state is. */
+export interface LvmCluster {
+  /** Node N's locks: taken in this process (joined for the command) or in node N (its control channel). */
+  readonly locks: LockService;
+  readonly nodeId: number;
+  readonly clusterName: string;
+  /** The cluster image (a path, or the joined node's fenced device of it): the device list lives there. */
+  readonly image: string | BlockDevice;
+  /** Bound on each wait for the global and VG locks (the cluster's lock timeout). */
+  readonly lockTimeoutMs: number;
+  /** The cluster's timing (the lock-out's bound derives from it). */
+  readonly timing: Timing;
+  /**
+   * The VG whose lock the caller holds ex already (a layout change's lock-out, src/volume/lockout.ts,
+   * which writes the value block itself): a change of that VG takes no cluster lock again.
+   */
+  readonly vgLockHeld?: string;
+}
+
+/** The devices the cluster lists, by their listed names ([] for an image without the list). */
+export async function clusterDeviceSpecs(cluster: Pick<LvmCluster, 'image'>): Promise<string[]> {
+  // A listed image file that is gone (deleted with its PV) is skipped, as lvm2 skips a devices-file
+  // entry whose device is missing; the VG it belonged to then shows the PV missing.
+  return ((await readClusterDevices(cluster.image)) ?? []).map((e) => e.device).filter((d) => schemeOf(d) !== undefined || fs.existsSync(d));
+}
+
+/** `a` then every spec of `b` not already in `a` (by listed name). */
+export function mergeSpecs(a: string[], b: string[]): string[] {
+  const seen = new Set(a.map(listedName));
+  return [...a, ...b.filter((s) => !seen.has(listedName(s)))];
+}
+
+/** What a change under the VG (and maybe global) lock sees and reports. */
+export interface VgChangeHold {
+  readonly cluster: LvmCluster | undefined;
+  /** The devices to scan: the command's, then the cluster's device list as read under the lock. */
+  readonly devices: string[];
+  /** Throws if the scanned VG is older than the VG lock's value says (a PV is reachable from nowhere here). */
+  checkScanned(vg: VgModel | undefined): void;
+  /** After a commit: the seqno into the value block; the VG's PVs into the device list (GL ex holders). */
+  committed(vg: VgModel, pvs: PvState[], leaving?: PvState[]): Promise<void>;
+  /** After vgremove: VBF_REMOVED into the value block; its PVs listed as orphans. */
+  removedVg(pvs: PvState[]): Promise<void>;
+}
+
+function pvRef(pv: PvState): { device: string; pvUuid: string } {
+  return { device: listedName(pv.dev.name), pvUuid: pv.label.pvId };
+}
+
+/** A shared or private VG of another cluster (or of none that we know) is not ours to change. */
+export function checkClusterOwnsVg(vg: VgModel, cluster: LvmCluster): void {
+  const ours = vg.systemId !== undefined ? vg.systemId.startsWith(`${cluster.clusterName}-node`) : vg.lockArgs === dlmVgLockArgs(cluster.clusterName);
+  if (!ours) {
+    const what = vg.systemId !== undefined ? `owned by system ${vg.systemId}` : `shared with lock args ${vg.lockArgs ?? '(none)'}`;
+    throw new SanboxError('EINVAL', `volume group ${vg.name} is ${what}, not a container of cluster '${cluster.clusterName}'; node ${cluster.nodeId} does not change it`);
+  }
+}
+
+/**
+ * Runs `fn` holding the host flock of `vg` (and of the orphan PVs with `global`), and, with a
+ * cluster, the global lock ex (with `global`) and the VG lock ex.
+ */
+export async function withVgChangeLocks<T>(cluster: LvmCluster | undefined, specs: string[], plan: { vg: string; global: boolean }, fn: (hold: VgChangeHold) => Promise<T>): Promise<T> {
+  const host = [vgLockName(plan.vg), ...(plan.global ? [ORPHAN_LOCK] : [])];
+  if (cluster === undefined) {
+    return withLocks(host, () =>
+      fn({
+        cluster: undefined,
+        devices: specs,
+        checkScanned: () => undefined,
+        committed: async () => undefined,
+        removedVg: async () => undefined,
+      }),
+    );
+  }
+  const wait = { timeoutMs: cluster.lockTimeoutMs };
+  if (cluster.vgLockHeld !== undefined) {
+    if (cluster.vgLockHeld !== plan.vg || plan.global) throw new SanboxError('EINVAL', `a change of ${plan.vg}${plan.global ? ' under the global lock' : ''} inside the lock-out of ${cluster.vgLockHeld}`);
+    // The holder's value block: no check against it here (the lock-out read the VG under it) and no write.
+    const held: VgLockHold = { vg: plan.vg, mode: 'ex', value: undefined, valueInvalid: false, committed: () => undefined, removed: () => undefined };
+    return withLocks(host, () => withHeldVg(cluster, specs, plan, held, fn));
+  }
+  const underVg = (vgHold: VgLockHold): Promise<T> => withHeldVg(cluster, specs, plan, vgHold, fn);
+  return withLocks(host, () =>
+    plan.global ? withGlobalLock(cluster.locks, 'ex', () => withVgLock(cluster.locks, plan.vg, 'ex', underVg, wait), wait) : withVgLock(cluster.locks, plan.vg, 'ex', underVg, wait),
+  );
+}
+
+async function withHeldVg<T>(cluster: LvmCluster, specs: string[], plan: { vg: string; global: boolean }, vgHold: VgLockHold, fn: (hold: VgChangeHold) => Promise<T>): Promise<T> {
+  const devices = mergeSpecs(specs, await clusterDeviceSpecs(cluster));
+  const listChange = async (change: Parameters<typeof updateClusterDevices>[1]): Promise<void> => {
+    // Only a global-lock holder changes which PVs a VG has, and so the list (lvm2.md §7.3).
+    if (plan.global) await updateClusterDevices(cluster.image, change);
+  };
+  return fn({
+    cluster,
+    devices,
+    checkScanned: (vg) => checkAgainstValue(plan.vg, vg, vgHold, cluster),
+    committed: async (vg, pvs, leaving = []) => {
+      await listChange((entries) => withVgPvs(entries, vg.name, pvs.map(pvRef), leaving.map(pvRef)));
+      vgHold.committed(vg.seqno);
+    },
+    removedVg: async (pvs) => {
+      await listChange((entries) => withVgPvs(entries, plan.vg, [], pvs.map(pvRef)));
+      vgHold.removed();
+    },
+  });
+}
+
+/** The VG read under the lock must be at least as new as the seqno the value block carries. */
+export function checkAgainstValue(name: string, vg: VgModel | undefined, hold: Pick<VgLockHold, 'value'>, cluster: LvmCluster): void {
+  const v = hold.value;
+  if (v === undefined || v.removed) return;
+  const seen = vg?.seqno;
+  if (seen !== undefined && seen >= v.seqno) return;
+  throw new SanboxError(
+    'ENOENT',
+    `volume group ${name}: its VG lock says seqno ${v.seqno} was committed, but the devices node ${cluster.nodeId} can reach show ${seen === undefined ? 'no such VG' : `seqno ${seen}`}: a PV of it is missing from the cluster's device list and from --devices; nothing was changed`,
+  );
+}
+
+/** pvcreate, pvremove: the host's orphan-PV flock and, with a cluster, the global lock ex. */
+export async function withOrphanLocks<T>(cluster: LvmCluster | undefined, fn: () => Promise<T>): Promise<T> {
+  return withLocks([ORPHAN_LOCK], () => (cluster === undefined ? fn() : withGlobalLock(cluster.locks, 'ex', fn, { timeoutMs: cluster.lockTimeoutMs })));
+}
