@@ -14,7 +14,7 @@ import { CRASH_AT_ENV, CrashPointDevice, formatCrashPoint, parseCrashPoint, wrap
 import type { BlockDevice } from '../src/disk/device.js';
 import { DiskError } from '../src/errors.js';
 import { CI_SCRIPT, describeOp } from './helpers/crash-script.js';
-import { forEachLimit, killAll, makeTemplate, reference, runPoint, runRecoveryPoints, writerPoints, type PointResult } from './helpers/crash-harness.js';
+import { check, CRASH_BLOCK_BYTES, forEachLimit, killAll, makeTemplate, reference, runPoint, runRecoveryPoints, writerPoints, type PointResult } from './helpers/crash-harness.js';
 import { tempDir } from './helpers/tmp.js';
 
 /** Points run at once: each is three short processes and a fsck (two cores). */
@@ -45,6 +45,16 @@ test('kill -9 of a writer process at every I/O of a script of file operations, a
   const templateBytes = fs.readFileSync(tpl.img);
   t.log(`script: ${CI_SCRIPT.map(describeOp).join('; ')}`);
   t.log(`${ref.ios.length} I/Os (${ref.ios.filter((io) => io.kind === 'flush').length} flushes), ${ref.allowed.size} blocks the operations and recovery may change`);
+
+  // The checks can fail: the finished reference image passes them; the same image taken for a
+  // crash after 2 acknowledgements, or with one block outside the allowed set changed, does not.
+  t.deepEqual(await check(tpl, ref, ref.img, CI_SCRIPT.length, true, templateBytes), [], 'the reference run passes the checks');
+  t.regex((await check(tpl, ref, ref.img, 2, false, templateBytes)).join(' '), /tree and allocators after 2 acknowledged operation\(s\) are neither state 2 nor state 3/);
+  const outside = [...Array(templateBytes.length / CRASH_BLOCK_BYTES).keys()].reverse().find((b) => !ref.allowed.has(b))!;
+  const fd = fs.openSync(ref.img, 'r+');
+  fs.writeSync(fd, Buffer.alloc(CRASH_BLOCK_BYTES, 0x5a), 0, CRASH_BLOCK_BYTES, outside * CRASH_BLOCK_BYTES);
+  fs.closeSync(fd);
+  t.regex((await check(tpl, ref, ref.img, CI_SCRIPT.length, true, templateBytes)).join(' '), new RegExp(`blocks outside the allowed set changed: ${outside}`));
 
   const results: PointResult[] = [];
   const started = performance.now();

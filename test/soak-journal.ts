@@ -5,7 +5,8 @@
 // script (mount and umount included), and `sanbox recover` is killed before and after each of its
 // own I/Os while it recovers one committed-but-not-checkpointed transaction. Every point is checked
 // (acknowledged operations whole, the one in flight whole or absent, no block outside the changed
-// set, journal clean and slot free, the REAL fsck.ocfs2 -fn clean). Rounds run until --points
+// set, the allocators as the reference run left them, journal clean and slot free, the REAL
+// fsck.ocfs2 -fn clean). Rounds run until --points
 // processes were killed. Prints every violation and a summary; exits 1 if there was any.
 //
 // Usage: npm run soak:journal [-- --points 1000 --ops 10 --seed N --parallel 2]
@@ -32,6 +33,7 @@ const PARALLEL = Math.max(1, arg('parallel', 2));
 
 async function main(): Promise<number> {
   process.on('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-soak-journal-'));
   const started = performance.now();
   process.stdout.write(`journal crash soak: ${OPS_PER_ROUND} operations per round, until ${POINTS_TARGET} killed processes; seed ${SEED} (replay: --seed ${SEED})\n`);

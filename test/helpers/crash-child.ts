@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const ops = JSON.parse(fs.readFileSync(scriptFile, 'utf8')) as ScriptOp[];
   const dev = await openDevice(vol);
   try {
-    await mountAndRun(dev, Number(slotArg), Number(nodeArg), ops, (i) => fs.writeSync(1, `ack ${i}\n`));
+    await mountAndRun(dev, Number(slotArg), Number(nodeArg), ops, (i) => void fs.writeSync(1, `ack ${i}\n`));
   } finally {
     await dev.close();
   }

@@ -6,8 +6,9 @@
 //      between the images at two successive acknowledgements;
 //   2. for a crash point, copies the template volume, runs the script in a separate process
 //      (crash-child.ts) that SIGKILLs itself at that I/O, recovers the volume with `sanbox
-//      recover` (another process), and checks: the tree is the model's after the acknowledged
-//      operations or after one more (the one in flight: whole or absent, never half); no block
+//      recover` (another process), and checks: the tree (and the allocators' bitmaps and counts)
+//      are the reference run's after the acknowledged operations or after one more (the one in
+//      flight: whole or absent, never half); no block
 //      outside the allowed set differs from the template; the journal is clean and the slot
 //      free; the REAL fsck.ocfs2 -fn is clean;
 //   3. for a crash point inside a recovery, kills `sanbox recover` itself there, runs it again,
@@ -24,7 +25,7 @@ import { openJournal } from '../../src/fs/journal-reader.js';
 import { Ocfs2Volume } from '../../src/fs/ocfs2-volume.js';
 import { readSlotMap } from '../../src/fs/slot-map-reader.js';
 import { slotFileName } from '../../src/format/ocfs2/constants.js';
-import { applyOp, mountAndRun, readTree, treeKey, type ScriptOp, type Tree } from './crash-script.js';
+import { applyOp, mountAndRun, readTree, stateKey, treeKey, type ScriptOp, type Tree } from './crash-script.js';
 import { fsckOk, realMkfs } from './ocfs2-oracle.js';
 import { SANBOX_BIN } from './tmp.js';
 
@@ -70,8 +71,10 @@ export interface IoRecord {
 export interface Reference {
   ops: ScriptOp[];
   scriptFile: string;
-  /** states[i]: the tree after the first i operations were acknowledged. */
+  /** states[i]: the tree after the first i operations were acknowledged (the model). */
   states: Tree[];
+  /** keys[i]: the reference run's tree and allocators (stateKey) at acknowledgement i (0: mounted). */
+  keys: string[];
   ios: IoRecord[];
   /** Blocks some operation (or the mount, umount, recovery) may change. */
   allowed: Set<number>;
@@ -113,7 +116,7 @@ async function systemFileBlocks(vol: Ocfs2Volume, name: string): Promise<number[
 }
 
 /** Runs the script without a crash (same library path as the child): the I/O sequence, the trees, the allowed blocks. */
-export async function reference(tpl: Template, ops: ScriptOp[], name = 'reference'): Promise<Reference> {
+export async function reference(tpl: Template, ops: ScriptOp[], name = 'reference'): Promise<Reference & { img: string }> {
   const img = path.join(tpl.dir, `${name}.img`);
   const scriptFile = path.join(tpl.dir, `${name}.json`);
   fs.writeFileSync(scriptFile, JSON.stringify(ops));
@@ -129,10 +132,12 @@ export async function reference(tpl: Template, ops: ScriptOp[], name = 'referenc
     prev = now;
   };
   let current = -1;
+  const keys: string[] = [];
   await withDevice(img, async (dev) => {
-    const at = (i: number): void => {
+    const at = async (i: number): Promise<void> => {
       snapshot();
       current = i;
+      keys.push(await stateKey(dev));
     };
     await mountAndRun(recording(dev, ios, () => current), CRASH_SLOT, CRASH_NODE, ops, (i) => at(i + 1), () => at(0));
     // The blocks a recovery may write beyond the operations': the slot's journal (log and
@@ -143,9 +148,10 @@ export async function reference(tpl: Template, ops: ScriptOp[], name = 'referenc
     for (const f of ['local_alloc', 'truncate_log'] as const) allowed.add((await vol.systemInode(slotFileName(f, CRASH_SLOT))).blkno);
   });
   snapshot();
-  const got = await withDevice(img, readTree, true);
-  if (treeKey(got) !== treeKey(states.at(-1)!)) throw new Error(`the reference run's tree ${treeKey(got)} is not the model's ${treeKey(states.at(-1)!)}`);
-  return { ops, scriptFile, states, ios, allowed };
+  // The reference run's trees are the model's (keys[i] starts with treeKey of states[i]).
+  const wrong = keys.findIndex((k, i) => !k.startsWith(`${treeKey(states[i]!)} |`));
+  if (wrong >= 0 || keys.length !== states.length) throw new Error(`the reference run's state ${wrong} is not the model's: ${keys[wrong]} vs ${treeKey(states[wrong] ?? new Map())}`);
+  return { ops, scriptFile, states, keys, ios, allowed, img };
 }
 
 /** Children of the harness still running: killed by killAll (a test's teardown, the soak's exit). */
@@ -200,12 +206,13 @@ export interface PointResult {
 }
 
 /** The checks after a recovery: tree, untouched blocks, journal clean and slot free, fsck. */
-async function check(tpl: Template, ref: Reference, img: string, acks: number, finished: boolean, templateBytes: Buffer): Promise<string[]> {
+export async function check(tpl: Template, ref: Reference, img: string, acks: number, finished: boolean, templateBytes: Buffer): Promise<string[]> {
   const v: string[] = [];
-  const tree = treeKey(await withDevice(img, readTree, true));
-  const ok = finished ? [ref.states.length - 1] : [acks, acks + 1].filter((i) => i < ref.states.length);
-  if (!ok.some((i) => treeKey(ref.states[i]!) === tree)) {
-    v.push(`tree after ${acks} acknowledged operation(s)${finished ? ' (the writer finished)' : ''} is neither ${ok.map((i) => `state ${i}`).join(' nor ')}: ${tree}`);
+  // Tree and allocators both as after `acks` operations or after one more: never a mix.
+  const state = await withDevice(img, stateKey, true);
+  const ok = finished ? [ref.keys.length - 1] : [acks, acks + 1].filter((i) => i < ref.keys.length);
+  if (!ok.some((i) => ref.keys[i] === state)) {
+    v.push(`tree and allocators after ${acks} acknowledged operation(s)${finished ? ' (the writer finished)' : ''} are neither state ${ok.join(' nor state ')}: ${state}`);
   }
   const bad = diffBlocks(templateBytes, fs.readFileSync(img)).filter((b) => !ref.allowed.has(b));
   if (bad.length > 0) v.push(`blocks outside the allowed set changed: ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` (+${bad.length - 8})` : ''}`);

@@ -12,7 +12,9 @@ import { writeSlotEntry } from '../../src/fs/mount-rules.js';
 import { Ocfs2Volume } from '../../src/fs/ocfs2-volume.js';
 import { recoverSlot } from '../../src/fs/recover.js';
 import { readSlotMap } from '../../src/fs/slot-map-reader.js';
-import { S_IFDIR } from '../../src/format/ocfs2/constants.js';
+import { InodeFlag, S_IFDIR } from '../../src/format/ocfs2/constants.js';
+import { DINODE_ID2_OFFSET } from '../../src/format/ocfs2/dinode.js';
+import { allocatorGroups } from '../../src/fs/cluster-alloc.js';
 
 export type ScriptOp =
   | { kind: 'mkdir'; path: string }
@@ -104,19 +106,19 @@ const noLocks: ClusterLocker = () => Promise.resolve(() => Promise.resolve());
  * calls and order of src/node/mount.ts), runs `ops` one by one calling `onAck(i)` after op i was
  * acknowledged by the library (its commit durable), and unmounts (DIRTY cleared, slot freed).
  */
-export async function mountAndRun(dev: BlockDevice, slot: number, nodeNum: number, ops: ScriptOp[], onAck: (i: number) => void, onMounted: () => void = () => {}): Promise<void> {
+export async function mountAndRun(dev: BlockDevice, slot: number, nodeNum: number, ops: ScriptOp[], onAck: (i: number) => void | Promise<void>, onMounted: () => void | Promise<void> = () => {}): Promise<void> {
   let vol = await Ocfs2Volume.open(dev);
   const reused = (await readSlotMap(vol)).slots[slot]?.nodeNum === nodeNum;
   if (!reused) await writeSlotEntry(vol, slot, nodeNum);
   await recoverSlot(vol, slot, { observeMs: 0, clearSlot: false });
   await writeJournalInode(vol, await openJournal(vol, slot), { dirty: true });
-  onMounted();
+  await onMounted();
   const fsOps = new FileOps(dev, slot, noLocks);
   for (const [i, op] of ops.entries()) {
     if (op.kind === 'mkdir') await fsOps.mkdir(op.path);
     else if (op.kind === 'put') await fsOps.put(op.path, contentOf(op));
     else await fsOps.rm(op.path);
-    onAck(i);
+    await onAck(i);
   }
   vol = await Ocfs2Volume.open(dev);
   await writeJournalInode(vol, await openJournal(vol, slot), { dirty: false });
@@ -143,6 +145,30 @@ export async function readTree(dev: BlockDevice): Promise<Tree> {
   };
   await walk(vol.sb.rootBlkno, '');
   return tree;
+}
+
+/**
+ * The allocators as one comparable string: for every chain allocator of the volume (global bitmap,
+ * inode and extent allocators) its i_used/i_total, its chain list and every group descriptor's
+ * bytes (bitmap and free count). fsck.ocfs2 -n does not compare these with the files, so the crash
+ * tests compare them with the reference run's at the same acknowledgement.
+ */
+export async function allocatorKey(dev: BlockDevice): Promise<string> {
+  const vol = await Ocfs2Volume.open(dev);
+  const parts: string[] = [];
+  for (const [name, blkno] of [...(await vol.systemDir())].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const ino = await vol.readInode(blkno);
+    if (!(ino.inode.flags & InodeFlag.CHAIN)) continue;
+    const h = createHash('sha256').update(ino.block.subarray(DINODE_ID2_OFFSET));
+    for await (const g of allocatorGroups(vol, ino)) h.update(g.block);
+    parts.push(`${name}:${ino.inode.id1a}/${ino.inode.id1b}:${h.digest('hex').slice(0, 12)}`);
+  }
+  return parts.join(' ');
+}
+
+/** What a crash point is judged by: the tree and the allocators. */
+export async function stateKey(dev: BlockDevice): Promise<string> {
+  return `${treeKey(await readTree(dev))} | ${await allocatorKey(dev)}`;
 }
 
 /** A tree as one comparable string (sorted paths). */
