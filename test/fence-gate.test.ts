@@ -117,7 +117,8 @@ test('the gate refuses writes of a preempted key and of an unregistered writer u
   t.true(g0.refusedWrites >= 1);
 });
 
-test('a preempt waits for a writer holding its gate, and gives up (for the power fence) after the bound', async (t) => {
+/** Nodes 0 and 1 registered, `reserver` holding the WERO reservation, and node 0's gate. */
+async function twoRegistered(t: import('ava').ExecutionContext, reserver: 0 | 1) {
   const img = await cluster(t);
   const info = await readClusterImage(img);
   const pr = new PersistentReservations(reservationSpec(info));
@@ -126,9 +127,14 @@ test('a preempt waits for a writer holding its gate, and gives up (for the power
   const k1 = nodeKey(7, 1, 1n);
   await pr.register(0, k0, 100);
   await pr.register(1, k1, 100);
-  await pr.reserve(0, k0);
+  await pr.reserve(reserver, reserver === 0 ? k0 : k1);
   const g0 = new FenceGate(pr.store, 0, k0, 200);
   t.teardown(() => g0.close());
+  return { img, info, pr, k0, k1, g0 };
+}
+
+test('a preempt waits for a writer holding its gate, and gives up (for the power fence) after the bound', async (t) => {
+  const { img, pr, k0, k1, g0 } = await twoRegistered(t, 0);
   g0.enter(img, 0); // node 0 is "inside a write"
   const t0 = performance.now();
   t.is(await pr.preemptAndAbort(1, k1, 0, k0, 150), null);
@@ -138,7 +144,11 @@ test('a preempt waits for a writer holding its gate, and gives up (for the power
   t.is((await pr.preemptAndAbort(1, k1, 0, k0, 150))?.outcome, 'preempted');
 });
 
-test('atomic fence: a writer process stopped between its check and its pwrite; no write that starts after the preempt lands', async (t) => {
+/**
+ * A cluster whose node 0 is a registered fencer holding the WERO reservation, and a gate-writer
+ * process (test/helpers/gate-writer.ts) writing as node 2 with the given WINDOW_MS argument.
+ */
+async function fencerAndWriter(t: import('ava').ExecutionContext, windowArg: string) {
   const img = await cluster(t);
   const info = await readClusterImage(img);
   const pr = new PersistentReservations(reservationSpec(info));
@@ -146,8 +156,7 @@ test('atomic fence: a writer process stopped between its check and its pwrite; n
   const fencerKey = nodeKey(clusterTag(info), 0, 99n);
   await pr.register(0, fencerKey, 100);
   await pr.reserve(0, fencerKey);
-  // The writer sleeps 40 ms inside the gate on every write: a SIGSTOP lands inside it ~all the time.
-  const child = spawnChild(t, process.execPath, [GATE_WRITER, img, '2', '40']);
+  const child = spawnChild(t, process.execPath, [GATE_WRITER, img, '2', windowArg]);
   const io = collect(child);
   await waitFor(() => /ready ([0-9a-f]+)/.test(io.out()), 10_000, 'writer ready');
   const victimKey = BigInt('0x' + /ready ([0-9a-f]+)/.exec(io.out())![1]);
@@ -159,6 +168,20 @@ test('atomic fence: a writer process stopped between its check and its pwrite; n
     fs.closeSync(fd);
     return b.readBigUInt64LE(0);
   };
+  /** After a preempt: the writer exits 3, and no write lands after `atPreempt`, the counter at the preempt. */
+  const nothingLandsAfter = async (atPreempt: bigint): Promise<void> => {
+    const { code } = await exited(child, 5000);
+    t.is(code, 3, io.out() + io.err());
+    await new Promise((r) => setTimeout(r, 200));
+    t.is(readCounter(), atPreempt, 'no write after the preempt landed');
+    t.is(BigInt(/fenced (\d+)/.exec(io.out())![1]!), atPreempt, 'the writer saw exactly the writes that landed');
+  };
+  return { info, pr, fencerKey, child, victimKey, readCounter, nothingLandsAfter };
+}
+
+test('atomic fence: a writer process stopped between its check and its pwrite; no write that starts after the preempt lands', async (t) => {
+  // The writer sleeps 40 ms inside the gate on every write: a SIGSTOP lands inside it ~all the time.
+  const { info, pr, fencerKey, child, victimKey, readCounter, nothingLandsAfter } = await fencerAndWriter(t, '40');
   await waitFor(() => readCounter() > 3n, 5000, 'writes landing');
   // Stop the writer until it is caught holding its gate (between check and pwrite): probe the
   // gate lock with a non-blocking exclusive attempt; a bounded number of tries.
@@ -173,28 +196,13 @@ test('atomic fence: a writer process stopped between its check and its pwrite; n
   child.kill('SIGCONT');
   const res = await preempt;
   t.is(res?.outcome, 'preempted');
-  const atPreempt = readCounter();
-  const { code } = await exited(child, 5000);
-  t.is(code, 3, io.err());
   // ...the write it had checked may land (it started before the preempt), nothing after it.
-  await new Promise((r) => setTimeout(r, 200));
-  t.is(readCounter(), atPreempt);
-  t.is(BigInt(/fenced (\d+)/.exec(io.out())![1]!), atPreempt, 'the writer saw exactly the writes that landed');
+  await nothingLandsAfter(readCounter());
   t.true(heldUp, 'the preempt waited for the stopped writer');
 });
 
 test('gate lease: writes of one event-loop turn take the gate once, each is still checked, and the gate is free at the next turn', async (t) => {
-  const img = await cluster(t);
-  const info = await readClusterImage(img);
-  const pr = new PersistentReservations(reservationSpec(info));
-  t.teardown(() => pr.close());
-  const k0 = nodeKey(7, 0, 1n);
-  const k1 = nodeKey(7, 1, 1n);
-  await pr.register(0, k0, 100);
-  await pr.register(1, k1, 100);
-  await pr.reserve(1, k1);
-  const g0 = new FenceGate(pr.store, 0, k0, 200);
-  t.teardown(() => g0.close());
+  const { img, info, pr, k0, g0 } = await twoRegistered(t, 1);
   const d0 = FileDisk.open(img, { gate: g0 });
   t.teardown(() => d0.close());
   const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 0));
@@ -220,37 +228,14 @@ test('gate lease: writes of one event-loop turn take the gate once, each is stil
 });
 
 test('gate lease: a writer writing back to back without ever yielding still lets a preempt in, and nothing it starts afterwards lands', async (t) => {
-  const img = await cluster(t);
-  const info = await readClusterImage(img);
-  const pr = new PersistentReservations(reservationSpec(info));
-  t.teardown(() => pr.close());
-  const fencerKey = nodeKey(clusterTag(info), 0, 99n);
-  await pr.register(0, fencerKey, 100);
-  await pr.reserve(0, fencerKey);
-  const child = spawnChild(t, process.execPath, [GATE_WRITER, img, '2', 'burst']);
-  const io = collect(child);
-  await waitFor(() => /ready ([0-9a-f]+)/.test(io.out()), 10_000, 'writer ready');
-  const victimKey = BigInt('0x' + /ready ([0-9a-f]+)/.exec(io.out())![1]);
-  const sector = info.regions.get('lockspace')!.payloadOffsetBytes + 2 * 512;
-  const readCounter = (): bigint => {
-    const b = Buffer.alloc(8);
-    const fd = fs.openSync(img, 'r');
-    fs.readSync(fd, b, 0, 8, sector);
-    fs.closeSync(fd);
-    return b.readBigUInt64LE(0);
-  };
+  const { pr, fencerKey, victimKey, readCounter, nothingLandsAfter } = await fencerAndWriter(t, 'burst');
   await waitFor(() => readCounter() > 1000n, 5000, 'writes landing');
   // The writer never yields, so only the lease's time bound lets go of the gate. The wait here
   // (a loaded machine may deschedule the writer inside a lease) is far above that bound; a gate
   // held for the whole burst would make this null.
   const res = await pr.preemptAndAbort(0, fencerKey, 2, victimKey, 5000);
   t.is(res?.outcome, 'preempted');
-  const atPreempt = readCounter();
-  const { code } = await exited(child, 5000);
-  t.is(code, 3, io.out() + io.err());
-  await new Promise((r) => setTimeout(r, 100));
-  t.is(readCounter(), atPreempt, 'no write after the preempt landed');
-  t.is(BigInt(/fenced (\d+)/.exec(io.out())![1]!), atPreempt, 'the writer saw exactly the writes that landed');
+  await nothingLandsAfter(readCounter());
 });
 
 test('power fence: kills by pid + start time, refuses a stale start time, waits until gone', async (t) => {
