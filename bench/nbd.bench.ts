@@ -12,6 +12,8 @@
 // sequential ones it is filled with data first (so nbdcopy, which skips holes, copies it all). The
 // image is prepared in place (truncated, not replaced), because qemu-nbd keeps its file open.
 //
+// Also counted, independently of the machine's load: the client's syscalls per 4 KiB read at QD1
+// (strace of a client process; the server is not traced).
 // It ends with the target of issue 16 for every workload, server and queue depth: sanbox's client
 // at >= 0.9x fio-nbd, met or missed.
 //
@@ -26,7 +28,8 @@ import { FileDisk } from '../src/disk/index.js';
 import { NbdDevice } from '../src/disk/nbd-device.js';
 import type { BlockDevice } from '../src/disk/device.js';
 import { NBD_SERVER_KINDS, startNbdServer, type NbdServer, type NbdServerKind } from '../test/helpers/nbdkit.js';
-import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, targetTable, WORKLOADS, type TargetRow, type Workload } from './common.js';
+import { fileURLToPath } from 'node:url';
+import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, SYSCALL_MARK_END, SYSCALL_MARK_START, syscallsPerOp, targetTable, WORKLOADS, type TargetRow, type Workload } from './common.js';
 
 const MiB = 1024 * 1024;
 /** Smaller than the disk benchmark's 1 GiB: every variant re-prepares the image, and the network path is the subject here. */
@@ -46,7 +49,13 @@ const DEPTHS = [1, QUEUE_DEPTH] as const;
 /** Issue 16: sanbox's NBD client at least this fraction of fio's nbd engine, every workload, both depths. */
 const TARGET_VS_FIO = 0.9;
 
-const rounds = Number(arg('rounds', '1'));
+/** Requests counted under strace (after as many untraced ones). */
+const SYSCALL_OPS = 2000;
+const SELF = fileURLToPath(import.meta.url);
+
+// Two rounds by default: one cell moves by more than the gap being measured between two runs on a
+// shared machine, and the median of paired ratios needs more than one pair (about 2.5 minutes).
+const rounds = Number(arg('rounds', '2'));
 const timeMs = Number(arg('time-ms', '700'));
 const asJson = process.argv.includes('--json');
 
@@ -160,6 +169,7 @@ async function main(): Promise<void> {
   const add = (m: Map<string, number[]>, k: string, v: number): void => void (m.get(k) ?? m.set(k, []).get(k)!).push(v);
   const push = (w: Workload, k: Measure, v: number): void => add(samples, `${w.name}|${k}`, v);
   const servers: NbdServer[] = [];
+  const syscalls: Partial<Record<NbdServerKind, { total: number; byName: Record<string, number> } | null>> = {};
   // qemu-nbd does not exit with its parent: stop the servers if the run is interrupted.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
@@ -170,6 +180,9 @@ async function main(): Promise<void> {
   try {
     prepare(img, WORKLOADS[0]!);
     for (const kind of NBD_SERVER_KINDS) servers.push(await startNbdServer(kind, img));
+    for (const srv of servers) {
+      syscalls[srv.kind] = syscallsPerOp([SELF, '--syscall-worker', srv.uri(EXPORT), String(SYSCALL_OPS), dir], dir, SYSCALL_OPS) ?? null;
+    }
     if (haveNbdcopy) prepare(source, WORKLOADS[3]!); // a data-filled local source for the nbdcopy write
     for (let round = 1; round <= rounds; round++) {
       for (const w of WORKLOADS) {
@@ -239,7 +252,7 @@ async function main(): Promise<void> {
     }),
   );
   if (asJson) {
-    process.stdout.write(JSON.stringify({ rounds, timeMs, queueDepth: QUEUE_DEPTH, imageBytes: IMAGE_BYTES, fio: haveFio, nbdcopy: haveNbdcopy, rows }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ rounds, timeMs, queueDepth: QUEUE_DEPTH, imageBytes: IMAGE_BYTES, fio: haveFio, nbdcopy: haveNbdcopy, rows, syscallsPer4KiBReadQd1: syscalls }, null, 2) + '\n');
     return;
   }
   const fmt = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
@@ -265,6 +278,10 @@ async function main(): Promise<void> {
       };
     }),
   );
+  for (const [kind, sc] of Object.entries(syscalls)) {
+    const text = sc === null || sc === undefined ? 'not counted (strace is not installed)' : `${sc.total.toFixed(1)} (${Object.entries(sc.byName).sort((a, b) => b[1] - a[1]).filter(([, v]) => v >= 0.05).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`;
+    process.stdout.write(`Client syscalls per 4 KiB read at QD1 against ${kind}, every thread of the client (strace -f over ${SYSCALL_OPS} requests): ${text}\n`);
+  }
   const targets: TargetRow[] = rows.flatMap((r) =>
     ([[1, r.nbdVsFioQd1], [QUEUE_DEPTH, r.nbdVsFioQd]] as const).map(([depth, x]) => ({
       target: `${r.workload}, ${r.server}, QD${depth}: sanbox / fio-nbd`,
@@ -277,4 +294,21 @@ async function main(): Promise<void> {
   process.stdout.write(targetTable(`Targets of issue 16 (load average ${os.loadavg()[0]!.toFixed(1)} at the end; ${rounds} round(s) of ${timeMs} ms; a ratio is the median of per-round back-to-back pairs)`, targets));
 }
 
-await main();
+/** Worker (this file re-executed under strace): COUNT 4 KiB reads at QD1 from URI between two markers. */
+async function syscallWorker(uri: string, count: number, markDir: string): Promise<void> {
+  const dev = await NbdDevice.open(uri);
+  const buf = Buffer.alloc(4096);
+  const offsets = makeOffsets(WORKLOADS[0]!, IMAGE_BYTES, OFFSETS_COUNT);
+  const run = async () => {
+    for (let k = 0; k < count; k++) await dev.read(buf, offsets[k % OFFSETS_COUNT]!);
+  };
+  await run();
+  fs.existsSync(path.join(markDir, SYSCALL_MARK_START));
+  await run();
+  fs.existsSync(path.join(markDir, SYSCALL_MARK_END));
+  await dev.close();
+}
+
+const w = process.argv.indexOf('--syscall-worker');
+if (w >= 0) await syscallWorker(process.argv[w + 1]!, Number(process.argv[w + 2]), process.argv[w + 3]!);
+else await main();
