@@ -85,19 +85,24 @@ export async function openLockedLv(node: RunningNode, spec: string, mode: Mode.P
 
 /**
  * Runs `run` as node N with a chunk guard that locks each step out (pvmove: every chunk its own
- * lock-out, so writers wait for one chunk at a time); `onChunk` hears what each lock-out cost.
+ * lock-out, so writers wait for one chunk at a time) and the node as the steps' LVM cluster
+ * context (their commits run under the lock-out's VG lock: vgLockHeld); `onLockout` hears what
+ * each lock-out cost.
  */
 export async function asLockingOutNode<T>(
   o: ClusterNodeOptions & { nowait: boolean; devices: string[]; vg: string },
-  run: (guard: ChunkGuard) => Promise<T>,
+  run: (guard: ChunkGuard, held: LvmCluster) => Promise<T>,
   onLockout?: (r: LockoutReport) => void,
 ): Promise<T> {
   const readVg = vgReader(o.devices, o.vg);
-  return asClusterNode(o, (ls, timing) =>
-    run(async (affected, step) => {
-      const { result, report } = await withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), step);
-      onLockout?.(report);
-      return result;
-    }),
+  return asClusterNode(o, (ls, timing, nodeId, clusterName) =>
+    run(
+      async (affected, step) => {
+        const { result, report } = await withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), step);
+        onLockout?.(report);
+        return result;
+      },
+      { locks: ls, nodeId, clusterName, image: o.clusterImage, lockTimeoutMs: timing.lockTimeoutMs, timing, vgLockHeld: o.vg },
+    ),
   );
 }

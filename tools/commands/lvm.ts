@@ -540,13 +540,13 @@ export function register(program: Command): void {
     for (const m of moves) {
       let maxLockoutMs = 0;
       const holders = new Set<number>();
-      const run = async (guard: ChunkGuard): Promise<void> => {
+      const run = async (guard: ChunkGuard, held?: LvmCluster): Promise<void> => {
         if (o.abort) {
-          await pvMoveAbort(devices, m, context(), guard);
+          await pvMoveAbort(devices, m, context(held), guard);
           say(`Aborted the move of ${m.lv ?? 'every LV'} off PV ${m.srcPvId} in ${m.vg}; moved extents stay at the destination.`);
           return;
         }
-        const chunks = await pvMove(devices, m, context(), guard, (c, total) => say(`${c.from}: Moved: ${(((total - c.left) * 100) / Math.max(1, total)).toFixed(2)}% (${m.vg}/${c.lv} LE ${c.le} to ${c.to}, seqno ${c.seqno})`));
+        const chunks = await pvMove(devices, m, context(held), guard, (c, total) => say(`${c.from}: Moved: ${(((total - c.left) * 100) / Math.max(1, total)).toFixed(2)}% (${m.vg}/${c.lv} LE ${c.le} to ${c.to}, seqno ${c.seqno})`));
         say(`${chunks} extents of ${m.lv ?? 'the LVs'} moved off PV ${m.srcPvId} in ${m.vg}.`);
       };
       if (cluster === undefined) await run(localGuard(devices, m.vg));
