@@ -146,6 +146,9 @@ test('activation in running nodes: -aey holds the LV lock EX, another node\'s -a
   t.deepEqual(s1.activations.map((a) => [a.lv, a.mode]), [['vga/lv0', 'ex']]);
   t.true(s1.locks.some((k) => k.resource === s1.activations[0]!.lock && k.mode === 'EX'));
   t.true(s1.devices.some((d) => d.name === l.pvs[0] && d.gate === 'open'), 'the LV\'s PV is open through the provider, with its fence gate');
+  // cluster status reads the same from the lockspace on the image (names from the cluster's device list).
+  const cs = JSON.parse(await ok(t, ['cluster', 'status', l.img, '--json'])) as { activeLvs: { lv: string; node: number; mode: string }[] };
+  t.deepEqual(cs.activeLvs.map((a) => [a.lv, a.node, a.mode]), [['vga/lv0', 1, 'ex']]);
   // The same LVM command through a running node (ctl lvm) reads the VG under its locks.
   t.regex(await ok(t, ['ctl', l.img, '2', 'lvm', 'lvs', 'vga']), /lv0\s+vga/);
   t.regex(await ok(t, ['ctl', l.img, '1', 'lvm', 'lvchange', '-an', 'vga/lv0']), /deactivated on node 1/);

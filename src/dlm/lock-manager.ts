@@ -1091,6 +1091,11 @@ async function readOrFormat(device: BlockDevice, opts: LockspaceOptions): Promis
   return formatLockspace(device, header);
 }
 
+/** False while no node has opened (and so formatted) the lockspace region. */
+export async function lockspaceFormatted(device: BlockDevice): Promise<boolean> {
+  return (await readHeader(device)) !== undefined;
+}
+
 /** Reads every cell of a lockspace (torn sectors are retried, then reported). */
 export async function readSnapshot(device: BlockDevice): Promise<LockspaceSnapshot> {
   const header = await readHeader(device);

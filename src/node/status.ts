@@ -9,7 +9,14 @@
 // the kernel writes wall-clock seconds); with --watch the age is also measured on our monotonic
 // clock from the last seq change, which is what membership itself uses.
 
-import { openDevice } from '../disk/open.js';
+import fs from 'node:fs';
+import { openDevice, schemeOf } from '../disk/open.js';
+import { Mode } from '../dlm/compat-matrix.js';
+import { lockspaceFormatted, readSnapshot, resourceLabel } from '../dlm/lock-manager.js';
+import { dashId } from '../format/lvm/uuid.js';
+import { readClusterDevices } from '../volume/cluster-devices.js';
+import { parseLvLockResource } from '../volume/lvm-locks.js';
+import { withSession } from '../volume/manager.js';
 import { openJournal } from '../fs/journal-reader.js';
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
 import { readSlotMap } from '../fs/slot-map-reader.js';
@@ -19,7 +26,7 @@ import { decodeReservationCopies, RESERVATIONS_PAYLOAD_BYTES, type ReservationSt
 import type { BlockDevice } from '../disk/device.js';
 import { hex64 } from '../format/o2hb-block.js';
 import type { NodeState } from '../heartbeat/membership-api.js';
-import { clusterHeartbeatRegion, clusterTag, readClusterImageFrom, readNodeRecords, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { clusterHeartbeatRegion, clusterTag, openRegion, readClusterImageFrom, readNodeRecords, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { readSlots } from '../heartbeat/heartbeat.js';
 import { hasQuorum } from '../heartbeat/quorum.js';
 import type { Timing } from '../timing.js';
@@ -51,6 +58,47 @@ export interface ClusterStatus {
   slots: SlotStatus[];
   /** With `--volume`: which node has each named volume mounted in which slot (its slot map). */
   mounts?: VolumeMount[];
+  /** LVs active on nodes: their LV locks granted in the lockspace (lvmlockd's activation locks). */
+  activeLvs: ActiveLv[];
+}
+
+/** An LV lock granted to a node, as the lockspace on the cluster image shows it. */
+export interface ActiveLv {
+  node: number;
+  /** VG/LV when the cluster's device list finds the VG, else the lock's VG name and the LV uuid. */
+  lv: string;
+  lvUuid: string;
+  /** sh (PR: shared activation, or I/O beside others) or ex (EX). */
+  mode: 'sh' | 'ex';
+  lock: string;
+}
+
+/** The LV locks granted in the lockspace, named through the VGs on the cluster's device list. */
+async function readActiveLvs(dev: BlockDevice): Promise<ActiveLv[]> {
+  const region = await openRegion(dev, 'lockspace');
+  // No node has joined yet: no lock at all.
+  if (!(await lockspaceFormatted(region))) return [];
+  const snap = await readSnapshot(region);
+  const held = snap.locks.flatMap((l) => {
+    const r = l.grantedMode === null ? undefined : parseLvLockResource(resourceLabel(l.resource));
+    return r === undefined ? [] : [{ node: l.nodeId, lock: resourceLabel(l.resource), mode: (l.grantedMode === Mode.EX ? 'ex' : 'sh') as ActiveLv['mode'], ...r }];
+  });
+  if (held.length === 0) return [];
+  // Names: the LVs of the VGs on the cluster's device list (best effort: an unreadable VG keeps the uuid).
+  const names = new Map<string, string>();
+  const specs = ((await readClusterDevices(dev).catch(() => undefined)) ?? []).map((e) => e.device).filter((d) => schemeOf(d) !== undefined || fs.existsSync(d));
+  if (specs.length > 0) {
+    await withSession(specs, { readOnly: true, guard: 'none' }, async (s) => {
+      for (const vg of s.vgNames()) {
+        try {
+          for (const lv of s.vg(vg).vg.lvs) names.set(dashId(lv.id), `${vg}/${lv.name}`);
+        } catch {
+          // a VG that does not read cleanly here: its LVs keep their uuids
+        }
+      }
+    }).catch(() => undefined);
+  }
+  return held.map((h) => ({ node: h.node, lv: names.get(h.lvUuid) ?? `${h.vgPrefix}/${h.lvUuid}`, lvUuid: h.lvUuid, mode: h.mode, lock: h.lock }));
 }
 
 /** One valid slot map entry of an ocfs2 volume: node `node` has it mounted in `slot`. */
@@ -169,6 +217,7 @@ export class StatusReader {
       timing: info.timing,
       quorum: quorumOf(slots),
       slots,
+      activeLvs: await readActiveLvs(dev),
     };
   }
 

@@ -76,6 +76,18 @@ export function lvLockResource(vg: string, lvUuid: string): string {
   return `${lockspaceOf(vg, VG_NAME_IN_LV_LOCK_MAX)}:${dashed}`;
 }
 
+/** lvm2's uuid alphabet, dashed 6-4-4-4-4-4-6 (reference/lvm2.md §6). */
+const DASHED_UUID_RE = /^[0-9A-Za-z!#]{6}-(?:[0-9A-Za-z!#]{4}-){5}[0-9A-Za-z!#]{6}$/;
+
+/** An LV lock's resource taken apart: the VG name as the resource keeps it (maybe cut) and the dashed LV uuid; undefined for any other resource. */
+export function parseLvLockResource(resource: string): { vgPrefix: string; lvUuid: string } | undefined {
+  if (!resource.startsWith(LOCKSPACE_PREFIX)) return undefined;
+  const colon = resource.lastIndexOf(':');
+  const lvUuid = resource.slice(colon + 1);
+  if (colon < 0 || !DASHED_UUID_RE.test(lvUuid)) return undefined;
+  return { vgPrefix: resource.slice(LOCKSPACE_PREFIX.length, colon), lvUuid };
+}
+
 /** What a held lock offers (src/dlm's Lock has this shape; so may a lock held through a node's control channel). */
 export interface HeldLock {
   readonly mode: Mode | null;

@@ -53,6 +53,18 @@ function printReport(s: ClusterStatus): void {
   ]);
   printStatus(s);
   printMounts(s);
+  printActiveLvs(s);
+}
+
+function printActiveLvs(s: ClusterStatus): void {
+  if (s.activeLvs.length === 0) return;
+  process.stdout.write('\nActive LVs (LV locks granted in the lockspace):\n');
+  printTable(s.activeLvs, [
+    { header: 'LV', value: (a) => a.lv },
+    { header: 'Node', value: (a) => a.node, align: 'right' },
+    { header: 'Mode', value: (a) => a.mode },
+    { header: 'Node state', value: (a) => s.slots[a.node]?.state ?? '?' },
+  ]);
 }
 
 function printMounts(s: ClusterStatus): void {
