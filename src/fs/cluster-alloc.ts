@@ -115,6 +115,25 @@ export class ClusterBitmap {
     throw new SanboxError('ENOSPC', `${this.vol.dev.name}: the global bitmap has fewer than ${clusters} free clusters`, { device: this.vol.dev.name });
   }
 
+  /** `clusters` contiguous clusters inside one group, first fit (a suballocator's new group). */
+  async takeContiguous(clusters: number): Promise<ClusterRun> {
+    for (const g of await this.load()) {
+      if (g.block.readUInt16LE(GROUP_FREE_BITS_OFFSET) < clusters) continue;
+      let start = 0;
+      for (let bit = 0; bit < g.bits; bit++) {
+        if (bitSet(g.block, bit)) {
+          start = bit + 1;
+          continue;
+        }
+        if (bit - start + 1 === clusters) {
+          this.mark(g, start, clusters, true);
+          return { cluster: g.startCluster + start, clusters };
+        }
+      }
+    }
+    throw new SanboxError('ENOSPC', `${this.vol.dev.name}: the global bitmap has no ${clusters} contiguous free clusters (for an allocator's new group)`, { device: this.vol.dev.name });
+  }
+
   /** Frees a run taken earlier (by any node). */
   async free(run: ClusterRun): Promise<void> {
     let c = run.cluster;

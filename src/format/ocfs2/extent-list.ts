@@ -126,3 +126,17 @@ export function parseExtentBlock(block: Buffer, where: Where, expect: { blkno: n
     list: parseExtentList(block, EXTENT_BLOCK_LIST_OFFSET, where),
   };
 }
+
+/** An extent block (`EXBLK01`) of `blockSizeBytes` holding `list`; the block check stays zero (no metaecc). */
+export function encodeExtentBlock(eb: ExtentBlock & { suballocLoc: number }, blockSizeBytes: number): Buffer {
+  const block = Buffer.alloc(blockSizeBytes);
+  block.write(OCFS2_EXTENT_BLOCK_SIGNATURE, 0, 'latin1');
+  block.writeUInt16LE(eb.suballocSlot, 0x10);
+  block.writeUInt16LE(eb.suballocBit, 0x12);
+  block.writeUInt32LE(eb.fsGeneration >>> 0, 0x14);
+  block.writeBigUInt64LE(BigInt(eb.blkno), 0x18);
+  block.writeBigUInt64LE(BigInt(eb.suballocLoc), 0x20);
+  block.writeBigUInt64LE(BigInt(eb.nextLeafBlk), 0x28);
+  encodeExtentList(block, EXTENT_BLOCK_LIST_OFFSET, eb.list);
+  return block;
+}
