@@ -187,3 +187,31 @@ for (const [what, features] of [['with inline data', undefined], ['without inlin
     t.true(after.ok, after.out);
   });
 }
+
+test('a lookup searches every directory of the path under its META lock PR, one after another, before the target is locked', async (t) => {
+  const dir = tempDir(t);
+  const vol = await baseVolume(dir);
+  const dev = await openDevice(vol);
+  t.teardown(() => dev.close());
+  const setup = new FileOps(dev, 0, noLocks);
+  await setup.mkdir('/d');
+  await setup.mkdir('/d/sub');
+  await setup.put('/d/sub/f', Buffer.from('f\n'));
+  const events: string[] = [];
+  // Lock names carry the inode's block number as 16 hex digits (reference/ocfs2.md §6).
+  const blknoOf = (resource: string): number => Number.parseInt(/M0{6}([0-9a-f]{16})/.exec(resource)![1]!, 16);
+  const recording: ClusterLocker = (resource, mode) => {
+    events.push(`lock ${blknoOf(resource)} ${mode}`);
+    return Promise.resolve(() => {
+      events.push(`unlock ${blknoOf(resource)}`);
+      return Promise.resolve();
+    });
+  };
+  const ino = async (p: string): Promise<number> => (await setup.ls(p)).find((e) => e.name === '.' || p.endsWith(e.name))!.inode;
+  const [root, d, sub, f] = [await ino('/'), await ino('/d'), await ino('/d/sub'), await ino('/d/sub/f')];
+  t.is((await new FileOps(dev, 0, recording).get('/d/sub/f')).toString(), 'f\n');
+  t.deepEqual(events, [`lock ${root} PR`, `unlock ${root}`, `lock ${d} PR`, `unlock ${d}`, `lock ${sub} PR`, `unlock ${sub}`, `lock ${f} PR`, `unlock ${f}`]);
+  events.length = 0;
+  await new FileOps(dev, 0, recording).put('/d/sub/g', Buffer.from('g\n'));
+  t.deepEqual(events.slice(0, 5), [`lock ${root} PR`, `unlock ${root}`, `lock ${d} PR`, `unlock ${d}`, `lock ${sub} EX`], 'a change locks the parent EX after PR on every directory above it');
+});

@@ -8,21 +8,26 @@
 // Before a lock is released the home blocks are current, so the next holder reads them from disk.
 //
 // Locks, by ocfs2's names (reference/ocfs2.md §6): the META lock of every inode changed, EX (the
-// directory, the new or removed inode, the inode allocator of the slot the bit belongs to), PR of
-// every inode read; the global bitmap's EX while taking or freeing clusters. Order: directory,
-// child, inode allocator, global bitmap — the same in every operation, so two nodes never wait on
-// each other in a cycle.
+// directory, the new or removed inode, the inode allocator of the slot the bit belongs to, the
+// extent allocators of the extent blocks taken or freed), PR of every inode read; the global
+// bitmap's EX while taking or freeing clusters. A path is resolved with each directory on the way
+// searched under its META lock PR, taken and released in turn (ocfs2's lookup). Order:
+// directory, child, inode allocator, extent allocators (ascending slot), global bitmap — the
+// same in every operation, so two nodes never wait on each other in a cycle.
 //
 // File data: inline when the volume has inline-data and it fits, else clusters of the global
-// bitmap (src/fs/cluster-alloc.ts) in the inode's own extent list, written home and flushed
-// before the commit that points at them (ordered mode). Directories: inline while their entries
-// fit the inode, then expanded into directory blocks that grow one block at a time, in the same
-// transaction as the entry that needed the room (src/fs/dir-ops.ts); without inline-data a new
-// directory starts as one block. Limits of this slice, refused by name rather than done half: no
+// bitmap (src/fs/cluster-alloc.ts) written home and flushed before the commit that points at
+// them (ordered mode), in the inode's extent list or, past its 243 records (4K), leaf extent
+// blocks from this slot's extent_alloc under a depth-1 list (src/fs/extent-tree.ts). Directories:
+// inline while their entries fit the inode, then expanded into directory blocks that grow one
+// block at a time, in the same transaction as the entry that needed the room (src/fs/dir-ops.ts);
+// without inline-data a new directory starts as one block. A new inode comes from this slot's
+// inode allocator, else another slot's (the kernel's stealing), else this slot's allocator grows
+// by a group (src/fs/suballoc.ts). Orphan recovery of a dead slot frees the inodes of its
+// orphan_dir (recoverOrphans). Limits of this slice, refused by name rather than done half: no
 // slot local alloc (clusters come from the global bitmap, as the kernel does with local alloc
-// off); at most one inode's worth of extent records per file (243 at 4K); inode allocators are
-// not grown (a free inode is taken from this slot's allocator, else stolen from another slot's,
-// as the kernel does); rm of files only those whose extents sit in the inode.
+// off); extent trees deeper than 1 (more than 243 × 252 runs at 4K); growing a directory whose
+// own extents need an extent block (more than 243 runs).
 
 import { randomInt } from 'node:crypto';
 import { SanboxError } from '../errors.js';
@@ -36,7 +41,7 @@ import { openJournal, writeLogStart } from './journal-reader.js';
 import { maxLeafRecords, treeBlocks, writeExtentTree, type ExtentBlockRef } from './extent-tree.js';
 import { Suballocator, type TakenBit } from './suballoc.js';
 import { JournalWriter, type LoggedBlock } from './journal-writer.js';
-import { lookupPath, listPath, readFileChunks, type ListEntry } from './namespace.js';
+import { lookupPath, listInode, readFileChunks, type ListEntry } from './namespace.js';
 import { LockType, ocfs2LockName, volumeLockResource } from './mount-rules.js';
 import { Ocfs2Volume, type InodeBlock } from './ocfs2-volume.js';
 import type { BlockDevice } from '../disk/device.js';
@@ -83,9 +88,25 @@ class Held {
     return now;
   }
 
+  /** Resolves `path` with every directory on the way searched under its META lock PR (taken and released in turn). */
+  lookup(path: string): Promise<InodeBlock> {
+    return lookupPath(this.vol, path, async (dir) => {
+      const one = new Held(this.vol, this.locker);
+      try {
+        return { dir: await one.lockInode(dir, 'PR'), release: () => one.release() };
+      } catch (err) {
+        await one.release();
+        throw err;
+      }
+    });
+  }
+
   /** Looks up the directory `path`, locks it EX (read again under the lock) and reads its entries. */
   async lockDirectory(path: string): Promise<DirView> {
-    const dir = await this.lockInode(await lookupPath(this.vol, path), 'EX');
+    return this.lockDirectoryInode(await this.lookup(path), path);
+  }
+  async lockDirectoryInode(seen: InodeBlock, path: string): Promise<DirView> {
+    const dir = await this.lockInode(seen, 'EX');
     if (!isDir(dir)) throw new SanboxError('EINVAL', `${this.vol.dev.name}: ${path} is not a directory`, { device: this.vol.dev.name });
     return readDirView(this.vol, dir);
   }
@@ -164,17 +185,16 @@ export class FileOps {
   /** Resolves `path` and runs `op` under PR of the inode found (re-read under the lock). */
   private async readLocked<T>(path: string, op: (vol: Ocfs2Volume, ino: InodeBlock) => Promise<T>): Promise<T> {
     const vol = await this.open();
-    const found = await lookupPath(vol, path);
     const held = new Held(vol, this.locker);
     try {
-      return await op(vol, await held.lockInode(found, 'PR'));
+      return await op(vol, await held.lockInode(await held.lookup(path), 'PR'));
     } finally {
       await held.release();
     }
   }
 
   ls(path: string): Promise<ListEntry[]> {
-    return this.readLocked(path, (vol) => listPath(vol, path));
+    return this.readLocked(path, (vol, ino) => listInode(vol, ino, path));
   }
 
   get(path: string): Promise<Buffer> {
@@ -257,16 +277,55 @@ export class FileOps {
       const now = Date.now();
       const change = removeEntry(vol, view, hit);
       setTimes(change.inode, now, isDir(victim) ? { links: dir.inode.linksCount - 1 } : {});
-      // The freed inode as the kernel leaves it (ocfs2_remove_inode): not VALID, dtime set, no links.
-      const dead = Buffer.from(victim.block);
-      dead.writeUInt32LE((victim.inode.flags & ~(InodeFlag.VALID | InodeFlag.ORPHANED)) >>> 0, 0x2c);
-      dead.writeUInt16LE(0, 0x2a); // i_links_count
-      dead.writeBigUInt64LE(BigInt(Math.floor(now / 1000)), 0x48); // i_dtime
-      const seq = await this.commit(vol, [{ home: dir.blkno, data: change.inode }, ...change.blocks, { home: victim.blkno, data: dead }, ...(await held.allocatorBlocks())]);
+      const seq = await this.commit(vol, [{ home: dir.blkno, data: change.inode }, ...change.blocks, { home: victim.blkno, data: freedInode(victim, now) }, ...(await held.allocatorBlocks())]);
       return { path, inode: victim.blkno, sequence: seq };
     } finally {
       await held.release();
     }
+  }
+
+  /**
+   * Orphan recovery of slot `slot` (ocfs2_recover_orphans, reference/ocfs2.md §6): every inode
+   * named in orphan_dir:N — unlinked while open on the node that died — is freed as rm frees
+   * one (its clusters and extent blocks back, its allocator bit cleared, the inode not VALID) and
+   * its entry removed, one journal transaction per inode. Locks as rm: the orphan directory EX,
+   * the inode EX, its allocators, the global bitmap. Returns the inodes freed.
+   */
+  async recoverOrphans(slot: number): Promise<number[]> {
+    const vol = await this.open();
+    const orphanDir = slotFileName('orphan_dir', slot);
+    const first = await readDirView(vol, await vol.systemInode(orphanDir));
+    const freed: number[] = [];
+    for (const name of first.entries.map((e) => e.name).filter((n) => n !== '.' && n !== '..')) {
+      const held = new Held(vol, this.locker);
+      try {
+        const view = await held.lockDirectoryInode(await vol.systemInode(orphanDir), `//${orphanDir}`);
+        const hit = view.entries.find((e) => e.name === name);
+        if (hit === undefined) continue; // another node's orphan scan freed it meanwhile
+        const seen = await vol.readInode(hit.inode);
+        const now = Date.now();
+        const blocks: LoggedBlock[] = [];
+        let dirLinks = view.dir.inode.linksCount;
+        if (seen.inode.flags & InodeFlag.VALID) {
+          const victim = await held.lockInode(seen, 'EX');
+          if (victim.inode.linksCount !== 0 && !isDir(victim)) throw new SanboxError('EFORMAT', `${vol.dev.name}: orphan inode ${victim.blkno} in ${orphanDir} still has ${victim.inode.linksCount} links`, { device: vol.dev.name, offsetBytes: vol.where(victim.blkno, 0x2a).offsetBytes });
+          await (await held.inodeAllocator(victim.inode.suballocSlot)).free(victim.blkno, victim.inode.suballocBit, 'inode');
+          if (!isInline(victim)) await this.freeTree(vol, held, victim);
+          // An orphaned directory counted as a link of the orphan directory (ocfs2_orphan_add).
+          if (isDir(victim)) dirLinks--;
+          blocks.push({ home: victim.blkno, data: freedInode(victim, now) });
+        } else {
+          await held.inode(seen.blkno, seen.inode.generation, 'EX');
+        }
+        const change = removeEntry(vol, view, hit);
+        setTimes(change.inode, now, { links: dirLinks });
+        await this.commit(vol, [{ home: view.dir.blkno, data: change.inode }, ...change.blocks, ...blocks, ...(await held.allocatorBlocks())]);
+        freed.push(hit.inode);
+      } finally {
+        await held.release();
+      }
+    }
+    return freed;
   }
 
   /**
@@ -364,6 +423,15 @@ export class FileOps {
     await writeLogStart(vol, await openJournal(vol, this.slot), 0, (tx.sequence + 1) >>> 0);
     return tx.sequence;
   }
+}
+
+/** The freed inode as the kernel leaves it (ocfs2_remove_inode): not VALID nor ORPHANED, dtime set, no links. */
+function freedInode(victim: InodeBlock, nowMs: number): Buffer {
+  const dead = Buffer.from(victim.block);
+  dead.writeUInt32LE((victim.inode.flags & ~(InodeFlag.VALID | InodeFlag.ORPHANED)) >>> 0, 0x2c);
+  dead.writeUInt16LE(0, 0x2a); // i_links_count
+  dead.writeBigUInt64LE(BigInt(Math.floor(nowMs / 1000)), 0x48); // i_dtime
+  return dead;
 }
 
 /** Inline data of a regular file: id_count is the whole area, the bytes past the data zero. */

@@ -47,8 +47,18 @@ function isDir(ino: InodeBlock): boolean {
   return (ino.inode.mode & 0o170000) === S_IFDIR;
 }
 
-/** The inode at an absolute path ("/" is the root directory). */
-export async function lookupPath(vol: Ocfs2Volume, path: string): Promise<InodeBlock> {
+/**
+ * Holds a directory while its entries are searched for one component: resolves to the directory
+ * as read again under the hold, and the hold's release (a node's PR META lock, src/fs/file-ops.ts).
+ */
+export type DirectoryHold = (dir: InodeBlock) => Promise<{ dir: InodeBlock; release: () => Promise<void> }>;
+
+/**
+ * The inode at an absolute path ("/" is the root directory). With `hold`, each directory on the
+ * way is searched under it (ocfs2 looks a name up under the parent's META lock PR), so a
+ * concurrent rename or rmdir by another node cannot show a half-changed directory.
+ */
+export async function lookupPath(vol: Ocfs2Volume, path: string, hold?: DirectoryHold): Promise<InodeBlock> {
   checkReadableFeatures(vol);
   const parts = path.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.length > PATH_COMPONENTS_MAX) throw new SanboxError('EINVAL', `${vol.dev.name}: path has more than ${PATH_COMPONENTS_MAX} components`, { device: vol.dev.name });
@@ -56,7 +66,17 @@ export async function lookupPath(vol: Ocfs2Volume, path: string): Promise<InodeB
   let walked = '';
   for (const part of parts) {
     if (!isDir(cur)) throw new SanboxError('ENOENT', `${vol.dev.name}: ${walked || '/'} is not a directory`, { device: vol.dev.name });
-    const hit = (await vol.readDir(cur)).find((e) => e.inode !== 0 && e.name === part);
+    let entries: Awaited<ReturnType<Ocfs2Volume['readDir']>>;
+    if (hold === undefined) entries = await vol.readDir(cur);
+    else {
+      const held = await hold(cur);
+      try {
+        entries = await vol.readDir(held.dir);
+      } finally {
+        await held.release();
+      }
+    }
+    const hit = entries.find((e) => e.inode !== 0 && e.name === part);
     walked += `/${part}`;
     if (!hit) throw new SanboxError('ENOENT', `${vol.dev.name}: ${walked}: no such file or directory`, { device: vol.dev.name });
     cur = await vol.readInode(hit.inode);
@@ -66,7 +86,11 @@ export async function lookupPath(vol: Ocfs2Volume, path: string): Promise<InodeB
 
 /** `ls -l` of a directory (every live entry, '.' and '..' included, in on-disk order) or of one file. */
 export async function listPath(vol: Ocfs2Volume, path: string): Promise<ListEntry[]> {
-  const ino = await lookupPath(vol, path);
+  return listInode(vol, await lookupPath(vol, path), path);
+}
+
+/** `ls -l` of the inode found at `path` (a directory's entries, or the file itself). */
+export async function listInode(vol: Ocfs2Volume, ino: InodeBlock, path: string): Promise<ListEntry[]> {
   const entryOf = (name: string, fileType: number, i: InodeBlock): ListEntry => ({
     name, inode: i.blkno, fileType, mode: i.inode.mode, links: i.inode.linksCount, uid: i.inode.uid, gid: i.inode.gid, sizeBytes: i.inode.sizeBytes, mtimeSec: i.inode.mtime,
   });

@@ -12,11 +12,16 @@
 //
 // Refused while the slot's node still heartbeats on the volume: its o2hb block is watched for a
 // bounded window and any change of sequence or generation means it is alive.
-// Not done here (a node's online recovery does it under cluster locks): the orphan directory.
+// Then, as the kernel's recovery completion does, the orphan directory: every inode in it is
+// freed and its entry removed (src/fs/file-ops.ts recoverOrphans), one transaction each, through
+// a slot journal — the recovering node's own (under its cluster locks, src/node/recovery.ts), or
+// offline the recovered slot's journal, DIRTY while the orphans are processed so a crash in the
+// middle leaves a journal the next recovery (or a mount of that slot) replays.
 
 import { SanboxError } from '../errors.js';
 import { slotFileName } from '../format/ocfs2/constants.js';
 import { recoverAllocators, type AllocRecovery } from './alloc-recovery.js';
+import { FileOps, type ClusterLocker } from './file-ops.js';
 import { readHeartbeat } from './heartbeat-reader.js';
 import { openJournal, writeJournalInode } from './journal-reader.js';
 import { writeSlotEntry } from './mount-rules.js';
@@ -37,8 +42,10 @@ export interface SlotRecovery {
   recoveryGenerationBefore: number;
   recoveryGenerationAfter: number;
   slotCleared: boolean;
-  /** Entries in the slot's orphan directory (left for a node's online recovery). */
+  /** Entries in the slot's orphan directory once its journal is replayed. */
   orphans: number;
+  /** Orphan inodes freed (their entries removed). */
+  orphansFreed: number[];
   dryRun: boolean;
 }
 
@@ -50,6 +57,12 @@ export interface RecoverOptions {
   clearSlot?: boolean;
   /** Called as each step of the write order is durable (a node reports where its recovery's time goes). */
   onPhase?: (phase: RecoveryPhase) => void;
+  /**
+   * Frees the orphan directory's inodes once the slot is recovered: a node passes its own
+   * FileOps (its journal, its locks); `'offline'` uses the slot's own journal without cluster
+   * locks (nothing else may have the volume open); undefined leaves them (an own-slot mount).
+   */
+  orphans?: 'offline' | ((slot: number) => Promise<number[]>);
 }
 
 /** The steps of the write order above, in order. */
@@ -63,7 +76,7 @@ export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverO
   const out: SlotRecovery = {
     slot, nodeNum, dirty: j.dirty, replay: undefined, allocators: undefined,
     recoveryGenerationBefore: j.recoveryGeneration, recoveryGenerationAfter: j.recoveryGeneration,
-    slotCleared: false, orphans: await orphanCount(vol, slot), dryRun: opts.dryRun ?? false,
+    slotCleared: false, orphans: await orphanCount(vol, slot), orphansFreed: [], dryRun: opts.dryRun ?? false,
   };
   const freeSlot = (opts.clearSlot ?? true) && nodeNum !== undefined;
   // The kernel decides by DIRTY alone (a clean journal's log is wiped, never replayed, §5.11).
@@ -82,6 +95,8 @@ export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverO
   }
   out.replay = await replayJournal(vol, slot, { dryRun: opts.dryRun });
   opts.onPhase?.('replayed');
+  // The replay may have changed the orphan directory (a dry run reports what the home blocks hold).
+  if (!opts.dryRun) out.orphans = await orphanCount(vol, slot);
   out.allocators = await recoverAllocators(vol, slot, { dryRun: opts.dryRun });
   opts.onPhase?.('allocators');
   out.recoveryGenerationAfter = (j.recoveryGeneration + 1) >>> 0;
@@ -95,7 +110,19 @@ export async function recoverSlot(vol: Ocfs2Volume, slot: number, opts: RecoverO
     out.slotCleared = true;
     opts.onPhase?.('slotFreed');
   }
+  if (out.orphans > 0 && opts.orphans !== undefined) out.orphansFreed = opts.orphans === 'offline' ? await recoverOrphansOffline(vol, slot) : await opts.orphans(slot);
   return out;
+}
+
+/** One process, nothing else has the volume open (the caller's exclusive guard): no cluster to lock against. */
+const NO_CLUSTER_LOCKS: ClusterLocker = () => Promise.resolve(() => Promise.resolve());
+
+/** The orphans of a recovered slot through its own journal, DIRTY while they are processed. */
+async function recoverOrphansOffline(vol: Ocfs2Volume, slot: number): Promise<number[]> {
+  await writeJournalInode(vol, await openJournal(vol, slot), { dirty: true });
+  const freed = await new FileOps(vol.dev, slot, NO_CLUSTER_LOCKS).recoverOrphans(slot);
+  await writeJournalInode(vol, await openJournal(vol, slot), { dirty: false });
+  return freed;
 }
 
 /** Every dirty slot of the volume (or just `slot`), in slot order. */

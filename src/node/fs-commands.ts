@@ -7,10 +7,10 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { Mode } from '../dlm/compat-matrix.js';
 import { SMALL_FILE_BYTES_MAX } from '../fs/ocfs2-volume.js';
 import { SanboxError } from '../errors.js';
-import { FileOps, type ClusterLocker } from '../fs/file-ops.js';
+import { FileOps } from '../fs/file-ops.js';
+import { clusterLocker } from './cluster-locker.js';
 import type { ControlServer } from './control.js';
 import type { NodeMounts } from './mount.js';
 import { volumeKey, type RunningNode } from './node.js';
@@ -28,12 +28,7 @@ async function opsFor(node: RunningNode, spec: string): Promise<FileOps> {
   const key = volumeKey(spec);
   const m = node.mounts.get(key);
   if (m === undefined) throw new SanboxError('EINVAL', `${key}: node ${node.nodeId} does not have it mounted`, { device: key });
-  const locker: ClusterLocker = async (resource, mode) => {
-    const ls = await node.lockspace();
-    const lock = await ls.lock(resource, mode === 'EX' ? Mode.EX : Mode.PR, { timeoutMs: node.info.timing.lockTimeoutMs });
-    return () => lock.unlock();
-  };
-  return new FileOps(await node.volumeDevice(key), m.slot, locker);
+  return new FileOps(await node.volumeDevice(key), m.slot, clusterLocker(node));
 }
 
 function localFile(req: Record<string, unknown>): string | undefined {

@@ -10,7 +10,8 @@
 //            (recovered and maybe reused) or its recovery generation moved (someone else
 //            recovered it since we learned of the death); the slot's journal META lock EX (free:
 //            the lockspace ignores a fenced incarnation's locks); replay, allocators, mark clean
-//            (recovery generation + 1), free the slot (src/fs/recover.ts); release both locks.
+//            (recovery generation + 1), free the slot, free its orphan directory's inodes through
+//            our own journal (src/fs/recover.ts); release both locks.
 //
 // Every survivor runs this and exactly one does the work: the others find the generation moved
 // under the superblock lock. A recoverer that dies mid-way holds the superblock lock until it is
@@ -25,6 +26,8 @@ import { openJournal } from '../fs/journal-reader.js';
 import { journalLockResource, superLockResource, writeSlotEntry } from '../fs/mount-rules.js';
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
 import { recoverSlot, type RecoveryPhase } from '../fs/recover.js';
+import { FileOps } from '../fs/file-ops.js';
+import { clusterLocker } from './cluster-locker.js';
 import { readSlotMap } from '../fs/slot-map-reader.js';
 import type { RunningNode } from './node.js';
 
@@ -220,7 +223,10 @@ export class DeadSlotRecovery {
         try {
           const journalLockAt = Date.now();
           const phaseAt = new Map<RecoveryPhase, number>();
-          const rec = await recoverSlot(vol, d.slot, { observeMs: 0, clearSlot: true, onPhase: (p) => phaseAt.set(p, Date.now()) });
+          // After the slot is freed, its orphans, through this node's own journal under its cluster locks (ocfs2_recover_orphans).
+          const own = this.node.mounts.get(d.volume)?.slot;
+          const orphans = own === undefined ? undefined : (slot: number) => new FileOps(dev, own, clusterLocker(this.node)).recoverOrphans(slot);
+          const rec = await recoverSlot(vol, d.slot, { observeMs: 0, clearSlot: true, onPhase: (p) => phaseAt.set(p, Date.now()), ...(orphans ? { orphans } : {}) });
           // A journal left clean (the node died inside its umount, between DIRTY cleared and the
           // slot freed) is not replayed, but the slot is still freed, as ocfs2_recover_node does.
           if (!rec.slotCleared) await writeSlotEntry(vol, d.slot, undefined);

@@ -58,7 +58,7 @@ function printRecovery(r: SlotRecovery): void {
   if (a?.localAlloc) process.stdout.write(`  local alloc: window of ${a.localAlloc.windowClusters} clusters at ${a.localAlloc.windowStartCluster}, ${a.localAlloc.usedClusters} used, ${a.localAlloc.freedClusters} returned to the global bitmap\n`);
   if (a && a.truncateLog.length) process.stdout.write(`  truncate log: ${a.truncateLog.length} record(s) replayed\n`);
   process.stdout.write(`  journal: s_start 0, s_sequence ${rp.nextSequence}, DIRTY cleared, recovery generation ${r.recoveryGenerationBefore} -> ${r.recoveryGenerationAfter}${r.slotCleared ? `; slot ${r.slot} freed in the slot map` : ''}\n`);
-  if (r.orphans > 0) process.stdout.write(`  orphan directory: ${r.orphans} entr${r.orphans === 1 ? 'y' : 'ies'} left for the next mount (not processed offline)\n`);
+  if (r.orphans > 0) process.stdout.write(`  orphan directory: ${r.orphansFreed.length} of ${r.orphans} orphan inode(s) freed${r.orphansFreed.length ? ` (${r.orphansFreed.join(' ')})` : ''}\n`);
 }
 
 export function register(program: Command): void {
@@ -107,8 +107,8 @@ export function register(program: Command): void {
     .command('recover')
     .description(
       'replay the dirty journals of an unmounted ocfs2 volume as the kernel does at mount (scan, revoke, replay; stop at the first bad commit), ' +
-        'recover the slots\' local alloc and truncate log, mark the journals clean (s_start 0, s_sequence end+1, DIRTY cleared, recovery generation +1) ' +
-        'and free the slots. Refused while a slot\'s node still heartbeats on the volume. A journal with a bad block stops it before anything is written.',
+        'recover the slots\' local alloc and truncate log, mark the journals clean (s_start 0, s_sequence end+1, DIRTY cleared, recovery generation +1), ' +
+        'free the slots and free the inodes in their orphan directories. Refused while a slot\'s node still heartbeats on the volume. A journal with a bad block stops it before anything is written.',
     )
     .argument('<target>', 'image file, nbd://… or VG/LV')
     .option('--slot <n>', 'recover only this slot')
@@ -126,7 +126,7 @@ export function register(program: Command): void {
       await withVolume(dev, async (vol) => {
         // The same features stop recovery: a volume mid-resize/tunefs or a heartbeat device is no file system to replay into.
         checkReadableFeatures(vol);
-        const results = await recoverVolume(vol, { ...(slot !== undefined ? { slot } : {}), observeMs, dryRun: o.dryRun });
+        const results = await recoverVolume(vol, { ...(slot !== undefined ? { slot } : {}), observeMs, dryRun: o.dryRun, orphans: 'offline' });
         if (o.json) printJson(results);
         else for (const r of results) printRecovery(r);
       });
