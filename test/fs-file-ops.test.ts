@@ -16,7 +16,7 @@ import { openJournal, writeJournalInode } from '../src/fs/journal-reader.js';
 import { Ocfs2Volume } from '../src/fs/ocfs2-volume.js';
 import { recoverSlot } from '../src/fs/recover.js';
 import { mkfs } from './helpers/mounted-volume.js';
-import { debugfs, fsckOk } from './helpers/ocfs2-oracle.js';
+import { debugfs, debugfsNames, fsckOk } from './helpers/ocfs2-oracle.js';
 import { tempDir } from './helpers/tmp.js';
 
 /** One process, one operation at a time: no cluster to lock against. */
@@ -138,11 +138,6 @@ test('bad requests are refused by name and write nothing', async (t) => {
   const fsck = await fsckOk(vol);
   t.true(fsck.ok, fsck.out);
 });
-
-/** `debugfs.ocfs2 -R "ls -l DIR"`: the names, '.' and '..' left out. */
-async function debugfsNames(vol: string, dir: string): Promise<string[]> {
-  return (await debugfs(vol, `ls -l ${dir}`)).split('\n').map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 9).map((f) => f.slice(8).join(' ')).filter((n) => n !== '.' && n !== '..');
-}
 
 for (const [what, features] of [['with inline data', undefined], ['without inline data (directories start as one block)', '--fs-features=sparse,extended-slotmap,unwritten']] as const) {
   test(`a directory ${what} grows into blocks as entries are added (a full inline area is expanded into a block in one transaction), entries are removed from blocks, and debugfs ls -l and fsck -fn agree`, async (t) => {

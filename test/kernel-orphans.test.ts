@@ -9,20 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { bootKernel, kernelTestVolume, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
-import { debugfs, fsckOk } from './helpers/ocfs2-oracle.js';
+import { allocatorUsed, debugfs, debugfsNames, fsckOk } from './helpers/ocfs2-oracle.js';
 import { runSanbox } from './helpers/tmp.js';
-
-/** `debugfs.ocfs2 -R "stat //NAME"`: an allocator's used bits. */
-async function used(img: string, name: string): Promise<number> {
-  const m = /Bitmap Total: \d+\s+Used: (\d+)/.exec(await debugfs(img, `stat //${name}`));
-  if (m === null) throw new Error(`debugfs shows no bitmap counts for //${name}`);
-  return Number(m[1]);
-}
-
-/** Names in `debugfs.ocfs2 -R "ls -l DIR"`, '.' and '..' left out. */
-async function names(img: string, dir: string): Promise<string[]> {
-  return (await debugfs(img, `ls -l ${dir}`)).split('\n').map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 9).map((f) => f.slice(8).join(' ')).filter((n) => n !== '.' && n !== '..');
-}
 
 test('files unlinked while open on a kernel node that crashed: sanbox recover frees the orphans as the kernel does; orphan dir empty, fsck -fn clean, same allocator counts as the kernel\'s own recovery', async (t) => {
   t.timeout(300_000);
@@ -53,9 +41,9 @@ test('files unlinked while open on a kernel node that crashed: sanbox recover fr
   t.true(slot0.dirty);
   t.is(slot0.orphans, 2, 'two orphans after the replay');
   t.is(slot0.orphansFreed.length, 2, 'both freed');
-  t.deepEqual(await names(img, '//orphan_dir:0000'), [], 'the orphan directory is empty');
+  t.deepEqual(await debugfsNames(img, '//orphan_dir:0000'), [], 'the orphan directory is empty');
   for (const ino of slot0.orphansFreed) t.notRegex(await debugfs(img, `stat <${ino}>`), /Flags: Valid/, `inode ${ino} freed`);
-  t.deepEqual((await names(img, '/')).sort(), ['keep.txt', 'lost+found']);
+  t.deepEqual((await debugfsNames(img, '/')).sort(), ['keep.txt', 'lost+found']);
   const fsck = await fsckOk(img);
   t.true(fsck.ok, fsck.out);
   t.notRegex(/Journal Flags:(.*)/.exec(await debugfs(img, 'stat //journal:0000'))?.[1] ?? 'none', /Dirty/, 'the journal is clean again');
@@ -76,8 +64,8 @@ test('files unlinked while open on a kernel node that crashed: sanbox recover fr
   t.is(run2.scriptExit, 0, tail(run2.console));
   t.is(run2.out.get('keep'), 'kept');
   t.is(run2.out.get('ls'), 'keep.txt lost+found');
-  t.deepEqual(await names(kernelCopy, '//orphan_dir:0000'), [], 'the kernel emptied the orphan directory of its copy too');
-  for (const name of ['global_bitmap', 'inode_alloc:0000']) t.is(await used(img, name), await used(kernelCopy, name), `${name} used: sanbox's recovery = the kernel's`);
+  t.deepEqual(await debugfsNames(kernelCopy, '//orphan_dir:0000'), [], 'the kernel emptied the orphan directory of its copy too');
+  for (const name of ['global_bitmap', 'inode_alloc:0000']) t.is(await allocatorUsed(img, name), await allocatorUsed(kernelCopy, name), `${name} used: sanbox's recovery = the kernel's`);
   const after = await fsckOk(img);
   t.true(after.ok, after.out);
 });

@@ -115,3 +115,15 @@ export function parseLogdump(out: string): { sb: Map<string, string>; blocks: De
   }
   return { sb, blocks };
 }
+
+/** The names `debugfs.ocfs2 -R "ls -l DIR"` lists, '.' and '..' left out, in its order. */
+export async function debugfsNames(img: string, dir: string): Promise<string[]> {
+  return (await debugfs(img, `ls -l ${dir}`)).split('\n').map((l) => l.trim().split(/\s+/)).filter((f) => f.length >= 9).map((f) => f.slice(8).join(' ')).filter((n) => n !== '.' && n !== '..');
+}
+
+/** An allocator's used bits (`debugfs.ocfs2 -R "stat //NAME"`: global_bitmap, inode_alloc:0000, …). */
+export async function allocatorUsed(img: string, name: string): Promise<number> {
+  const m = /Bitmap Total: \d+\s+Used: (\d+)/.exec(await debugfs(img, `stat //${name}`));
+  if (m === null) throw new Error(`debugfs shows no bitmap counts for //${name}`);
+  return Number(m[1]);
+}
