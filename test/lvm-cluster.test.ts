@@ -151,7 +151,10 @@ test('activation in running nodes: -aey holds the LV lock EX, another node\'s -a
   t.deepEqual(cs.activeLvs.map((a) => [a.lv, a.node, a.mode]), [['vga/lv0', 1, 'ex']]);
   // The same LVM command through a running node (ctl lvm) reads the VG under its locks.
   t.regex(await ok(t, ['ctl', l.img, '2', 'lvm', 'lvs', 'vga']), /lv0\s+vga/);
+  // A layout change through running node 2 (the lock-out): refused at once with --nowait while node 1 has it active.
+  await refused(t, ['ctl', l.img, '2', 'lvm', 'lvextend', '--nowait', '-L', '+4M', 'vga/lv0'], /vga\/lv0 is in use by node 1 \(EX\); not changed \(--nowait\)$/);
   t.regex(await ok(t, ['ctl', l.img, '1', 'lvm', 'lvchange', '-an', 'vga/lv0']), /deactivated on node 1/);
+  t.regex(await ok(t, ['ctl', l.img, '2', 'lvm', 'lvextend', '-L', '+4M', 'vga/lv0']), /successfully resized/);
   t.deepEqual((await status(t, l, 1)).activations, []);
   // Shared activation by both.
   await ok(t, ['ctl', l.img, '1', 'lvm', 'lvchange', '-asy', 'vga/lv0']);

@@ -1,15 +1,15 @@
 // LVM layout changes run as a cluster node (`lvextend|lvreduce|lvremove|pvmove --cluster C --node N`):
-// the command joins as node N for its lifetime, as `sanbox lock` does (lock-run.ts), takes the
-// lock-out (src/volume/lockout.ts) through the node's lockspace, commits, and leaves.
+// the command runs as node N (through running node N, or joined as N for its lifetime:
+// src/node/lvm-node.ts), takes the lock-out (src/volume/lockout.ts) through the node's locks, commits.
 
 import { SanboxError } from '../errors.js';
-import type { Lockspace } from '../dlm/lock-manager.js';
-import { readClusterImage } from '../heartbeat/cluster-image.js';
 import { layoutLockoutBoundMs, type Timing } from '../timing.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
 import { withLayoutLockout, type LockoutOptions, type LockoutReport } from '../volume/lockout.js';
 import { splitLvPath, withSession } from '../volume/manager.js';
-import { slotLockHeld, startNode, type RunningNode } from './node.js';
+import type { RunningNode } from './node.js';
+import { withLvmNode } from './lvm-node.js';
+import type { LockService } from '../volume/lvm-locks.js';
 import type { Mode } from '../dlm/compat-matrix.js';
 import { LockedLv } from '../volume/locked-lv.js';
 import type { ChunkGuard } from '../volume/pvmove.js';
@@ -18,21 +18,17 @@ import type { LvmCluster } from '../volume/lvm-cluster.js';
 export interface ClusterNodeOptions {
   clusterImage: string;
   nodeId: number;
+  /** `sanbox ctl C N lvm …`: node N must be running. */
+  requireRunning?: boolean;
   log?: (msg: string) => void;
 }
 
-/** Joins the cluster as node N, runs `fn` with its lockspace and timing, and leaves. */
-export async function asClusterNode<T>(o: ClusterNodeOptions, fn: (ls: Lockspace, timing: Timing, nodeId: number, clusterName: string) => Promise<T>): Promise<T> {
-  const info = await readClusterImage(o.clusterImage);
-  if (slotLockHeld(info, o.nodeId)) {
-    throw new SanboxError('EBUSY', `node ${o.nodeId} of cluster ${info.config.clusterName} runs on this host; run the change as another node number (through the running node: later work, sanbox ctl … lvm)`);
-  }
-  const node = await startNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, control: false, ...(o.log !== undefined ? { log: o.log } : {}) });
-  try {
-    return await fn(await node.lockspace(), node.info.timing, o.nodeId, node.info.config.clusterName);
-  } finally {
-    await node.stop().catch(() => undefined);
-  }
+/**
+ * Runs `fn` as node N with its locks and timing: through running node N's control channel, or
+ * joined as N for the command (src/node/lvm-node.ts).
+ */
+export async function asClusterNode<T>(o: ClusterNodeOptions, fn: (ls: LockService, timing: Timing, nodeId: number, clusterName: string) => Promise<T>): Promise<T> {
+  return withLvmNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, requireRunning: o.requireRunning === true, ...(o.log !== undefined ? { log: o.log } : {}) }, (c) => fn(c.locks, c.timing, c.nodeId, c.clusterName));
 }
 
 /** The lock-out options of a change run as a node of a cluster with `timing`. */

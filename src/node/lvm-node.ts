@@ -29,7 +29,8 @@ class ControlLocks implements LockService {
   ) {}
 
   async lock(resource: string, mode: Mode, opts: LockOptions = {}): Promise<HeldLock> {
-    const timeoutMs = opts.timeoutMs ?? this.defaultTimeoutMs;
+    // Whole milliseconds on the wire (a caller's remaining budget is fractional).
+    const timeoutMs = Math.max(0, Math.floor(opts.timeoutMs ?? this.defaultTimeoutMs));
     let ans: Record<string, unknown>;
     try {
       ans = await this.c.request({ cmd: 'lock', resource, mode: modeName(mode), timeoutMs, noqueue: opts.noqueue === true, scope: 'connection' }, timeoutMs + CTL_ANSWER_TIMEOUT_MS);

@@ -13,9 +13,9 @@
 
 import { SanboxError } from '../errors.js';
 import { Mode } from '../dlm/compat-matrix.js';
-import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
+import { DlmError } from '../dlm/lock-manager.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
-import { holdersOf, lvLockResource, vgLockResource, withVgLock } from './lvm-locks.js';
+import { holdersOf, lvLockResource, vgLockResource, withVgLock, type HeldLock, type LockService } from './lvm-locks.js';
 
 export interface LockoutOptions {
   /** Fail at once if a node holds an LV lock (or the VG lock), naming it. */
@@ -46,7 +46,7 @@ export interface LockHolder {
 }
 
 /** Who holds (granted) each of `resources`, other than this node. */
-export async function lockHolders(ls: Lockspace, resources: string[]): Promise<Map<string, LockHolder[]>> {
+export async function lockHolders(ls: LockService, resources: string[]): Promise<Map<string, LockHolder[]>> {
   const out = new Map<string, LockHolder[]>();
   for (const r of resources) out.set(r, await holdersOf(ls, r));
   return out;
@@ -62,7 +62,7 @@ function describe(holders: LockHolder[]): string {
  * `readVg` reads the VG's metadata (before, for the LV uuids; after, for the new seqno).
  */
 export async function withLayoutLockout<T>(
-  ls: Lockspace,
+  ls: LockService,
   vgName: string,
   affected: (vg: VgModel) => { name: string; id: string }[],
   readVg: () => Promise<VgModel>,
@@ -88,7 +88,7 @@ export async function withLayoutLockout<T>(
         if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
         if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
         const tLock = performance.now();
-        const lvLocks: Lock[] = [];
+        const lvLocks: HeldLock[] = [];
         try {
           for (const [i, lv] of lvs.entries()) lvLocks.push(await lockOut(ls, vgName, lv.name, resources[i]!, o, Math.max(0, o.boundMs - (performance.now() - tLock))));
           const lockoutMs = performance.now() - tLock;
@@ -113,7 +113,7 @@ export async function withLayoutLockout<T>(
 }
 
 /** The LV lock EX within `leftMs` (NOQUEUE with --nowait), or a one-line refusal naming the holders. */
-async function lockOut(ls: Lockspace, vgName: string, lvName: string, resource: string, o: LockoutOptions, leftMs: number): Promise<Lock> {
+async function lockOut(ls: LockService, vgName: string, lvName: string, resource: string, o: LockoutOptions, leftMs: number): Promise<HeldLock> {
   try {
     return await ls.lock(resource, Mode.EX, { timeoutMs: leftMs, noqueue: o.nowait });
   } catch (err) {

@@ -686,17 +686,16 @@ function lockoutFlags(c: Command): Command {
 }
 
 function lockoutRequest(o: LockoutFlags): LockoutRequest | undefined {
-  if (o.ctl) throw new UsageError('a layout change (lvextend, lvreduce, lvremove, pvmove) joins as its node for the lock-out: run it as sanbox COMMAND … --cluster IMG --node N with a node number that is not running here, not through ctl');
   if (o.cluster === undefined) {
     if (o.node !== undefined || o.nowait === true) throw new UsageError('--node and --nowait go with --cluster');
     return undefined;
   }
   if (o.node === undefined) throw new UsageError('--cluster needs --node N (the node to run the change as)');
   if (!/^\d{1,4}$/.test(o.node)) throw new UsageError(`--node must be a node number (0, 1, …), not '${o.node}'`);
-  return { clusterImage: o.cluster, nodeId: Number(o.node), nowait: o.nowait === true };
+  return { clusterImage: o.cluster, nodeId: Number(o.node), nowait: o.nowait === true, requireRunning: o.ctl === true };
 }
 
-type LockoutRequest = { clusterImage: string; nodeId: number; nowait: boolean };
+type LockoutRequest = { clusterImage: string; nodeId: number; nowait: boolean; requireRunning: boolean };
 
 /** The command's devices and, with --cluster, the cluster's device list. */
 async function lockoutDevices(o: { devices?: string }, cluster: LockoutRequest | undefined): Promise<string[]> {
