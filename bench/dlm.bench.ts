@@ -445,7 +445,7 @@ async function main(): Promise<void> {
   }
 
   if (asJson) {
-    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ ...report, targets: targetRows(report), loadAverage: os.loadavg()[0] }, null, 2) + '\n');
     return;
   }
   printReport(report);
@@ -482,8 +482,19 @@ function printReport(report: Record<string, unknown>): void {
   const scText = sc === null ? 'not counted (strace is not installed)' : `${sc.total.toFixed(1)} (${Object.entries(sc.byName).sort((a, b) => b[1] - a[1]).filter(([, v]) => v >= 0.05).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`;
   w(`\n6. Syscalls per uncontended EX lock+unlock, every thread of a node process (strace -f over ${SYSCALL_OPS} operations): ${scText}\n`);
   w('\n  sanlock direct: no hand-off or multi-process rows — another host id cannot acquire (-241) and direct release never frees (reference/locking.md §1.13).\n');
+  w(targetTable(`Targets of issue 16 (load average ${os.loadavg()[0]!.toFixed(1)} at the end; timings on a loaded machine are shares of a CPU)`, targetRows(report)));
+}
+
+/** The issue's targets from a report: goal, measured, met (printed last, and in --json). */
+function targetRows(report: Record<string, unknown>): TargetRow[] {
+  const lat = report.latency as { name: string; p50Us: number }[];
+  const ours = lat[0]!;
+  const p50s = (report.scale as { p50Us: number }[]).map((s) => s.p50Us);
+  const ind = report.independent as { processes: number; dlm: PhaseResult; dlmOne: PhaseResult; flock: PhaseResult; flockOne: PhaseResult };
+  const r = ind.dlm.acquisitionsPerS / (ind.processes * ind.dlmOne.acquisitionsPerS);
+  const rf = ind.flock.acquisitionsPerS / (ind.processes * ind.flockOne.acquisitionsPerS);
   const hand = report.handoff as { processes: number; dlm: PhaseResult; flock: PhaseResult }[];
-  const rows: TargetRow[] = [
+  return [
     { target: 'uncontended EX lock+unlock p50', measured: `${ours.p50Us.toFixed(1)} µs`, goal: '<= 50 µs', met: ours.p50Us <= 50, note: `${(ours.p50Us / lat[1]!.p50Us).toFixed(0)}x flock(2)` },
     { target: 'best-to-worst over 1/8/32 nodes, 0/4000 held elsewhere', measured: `${(Math.max(...p50s) / Math.min(...p50s)).toFixed(2)}x`, goal: '<= 1.5x', met: Math.max(...p50s) / Math.min(...p50s) <= 1.5 },
     ...hand.map((h) => {
@@ -492,7 +503,6 @@ function printReport(report: Record<string, unknown>): void {
     }),
     { target: `${ind.processes} processes on independent resources vs ${ind.processes}x one`, measured: `${r.toFixed(2)}x`, goal: '>= 0.7x', met: r >= 0.7, note: `flock's own ratio here: ${rf.toFixed(2)}x (the ceiling of ${ind.processes} processes on ${os.cpus().length} CPUs)` },
   ];
-  w(targetTable(`Targets of issue 16 (load average ${os.loadavg()[0]!.toFixed(1)} at the end; timings on a loaded machine are shares of a CPU)`, rows));
 }
 
 if (process.argv.includes('--worker')) {
