@@ -21,11 +21,12 @@
 // SHARED for its whole life, so no preempt can be written while a lease is held: every write of a
 // lease happens before the preempt is written, or in a later lease, whose check runs after the
 // lease took the gate, hence after the preempt was written (and its updateSeq changed), and
-// refuses. A fencer waits for a lease as it waits for a write in progress: a live writer lets go
-// within GATE_LEASE_MS_MAX plus one write, since the check at entry ends an older lease before it
-// writes, and does not take the gate again while the fencer holds the intent lock; a stopped
-// writer (SIGSTOP inside a lease) is escalated to the power fence after fenceGateWaitMs, exactly
-// like one stopped inside a write.
+// refuses. A fencer waits for a lease as it waits for a write in progress: a writer lets go at the
+// end of its event-loop turn, or at its next write once the lease is older than GATE_LEASE_MS_MAX
+// (the check at entry ends an older lease before it writes), and does not take the gate again
+// while the fencer holds the intent lock. A writer stopped inside a lease (SIGSTOP), or one that
+// blocks its event loop after a write without writing again, holds the gate for that long, and is
+// escalated to the power fence after fenceGateWaitMs, exactly like one stopped inside a write.
 
 import { DiskError } from '../errors.js';
 import { PR_TYPES } from '../format/reservations.js';
