@@ -16,7 +16,7 @@ import { openJournal, writeJournalInode } from '../src/fs/journal-reader.js';
 import { Ocfs2Volume } from '../src/fs/ocfs2-volume.js';
 import { recoverSlot } from '../src/fs/recover.js';
 import { mkfs } from './helpers/mounted-volume.js';
-import { debugfs, debugfsNames, fsckOk } from './helpers/ocfs2-oracle.js';
+import { allocatorUsed, debugfs, debugfsNames, fsckOk } from './helpers/ocfs2-oracle.js';
 import { tempDir } from './helpers/tmp.js';
 
 /** One process, one operation at a time: no cluster to lock against. */
@@ -209,4 +209,39 @@ test('a lookup searches every directory of the path under its META lock PR, one 
   events.length = 0;
   await new FileOps(dev, 0, recording).put('/d/sub/g', Buffer.from('g\n'));
   t.deepEqual(events.slice(0, 5), [`lock ${root} PR`, `unlock ${root}`, `lock ${d} PR`, `unlock ${d}`, `lock ${sub} EX`], 'a change locks the parent EX after PR on every directory above it');
+});
+
+test('local alloc: a node takes a window of the global bitmap once (under its lock), then puts take clusters from it without the global lock; releasing it returns the unused bits; debugfs shows the window, fsck -fn clean', async (t) => {
+  const dir = tempDir(t);
+  const vol = await baseVolume(dir);
+  const usedAtStart = await allocatorUsed(vol, 'global_bitmap');
+  const dev = await openDevice(vol);
+  let closed = false;
+  t.teardown(() => (closed ? undefined : dev.close()));
+  const v = await Ocfs2Volume.open(dev);
+  const bitmapInode = (await v.systemInode('global_bitmap')).blkno;
+  const locked: number[] = [];
+  const recording: ClusterLocker = (resource) => {
+    locked.push(Number.parseInt(/M0{6}([0-9a-f]{16})/.exec(resource)![1]!, 16));
+    return Promise.resolve(() => Promise.resolve());
+  };
+  const ops = new FileOps(dev, 0, recording, { localAlloc: true });
+  await ops.put('/one.bin', Buffer.alloc(50_000, 1));
+  t.true(locked.includes(bitmapInode), 'the first put takes the window under the global bitmap lock');
+  locked.length = 0;
+  await ops.put('/two.bin', Buffer.alloc(50_000, 2));
+  t.false(locked.includes(bitmapInode), 'the second put takes its clusters from the window alone');
+  const la = await debugfs(vol, 'stat //local_alloc:0000');
+  t.regex(la, /Bitmap Total: 2048\s+Used: 26\s/, 'an 8 MiB window of 4 KiB clusters, 2 × 13 clusters handed out');
+  t.regex(la, /Local Bitmap Offset: [1-9]\d*/);
+  t.is(await allocatorUsed(vol, 'global_bitmap'), usedAtStart + 2048, 'the whole window is used in the global bitmap');
+  await ops.rm('/two.bin');
+  t.is(await new FileOps(dev, 0, recording).releaseLocalAlloc(), 2048 - 26, 'the bits never handed out go back');
+  await dev.close();
+  closed = true;
+  t.regex(await debugfs(vol, 'stat //local_alloc:0000'), /Bitmap Total: 0\s+Used: 0\s/);
+  t.is(await allocatorUsed(vol, 'global_bitmap'), usedAtStart + 13, 'only /one.bin\'s clusters stay used');
+  t.is(await debugfs(vol, 'cat /one.bin'), Buffer.alloc(50_000, 1).toString());
+  const fsck = await fsckOk(vol);
+  t.true(fsck.ok, fsck.out);
 });

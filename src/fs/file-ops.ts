@@ -31,7 +31,8 @@
 
 import { randomInt } from 'node:crypto';
 import { SanboxError } from '../errors.js';
-import { ClusterBitmap } from './cluster-alloc.js';
+import { ClusterBitmap, type ClusterRun } from './cluster-alloc.js';
+import { LocalAlloc } from './local-alloc.js';
 import { DirFileType, DynFeature, InodeFlag, OCFS2_INVALID_SLOT, S_IFDIR, S_IFREG, slotFileName } from '../format/ocfs2/constants.js';
 import { blankDinode, DINODE_ID2_OFFSET, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
 import { OCFS2_MAX_FILENAME_LEN } from '../format/ocfs2/dir-entry.js';
@@ -144,9 +145,16 @@ class Held {
   extentAllocator(slot: number): Promise<Suballocator> {
     return this.suballocator(slotFileName('extent_alloc', slot), slot);
   }
-  /** Every allocator block the operation changed: suballocators' groups and inodes, the global bitmap's. */
+  private local: Promise<LocalAlloc> | undefined;
+  /** The slot's local alloc (no cluster lock: only its own node uses it). */
+  localAlloc(slot: number): Promise<LocalAlloc> {
+    this.local ??= LocalAlloc.open(this.vol, slot);
+    return this.local;
+  }
+
+  /** Every allocator block the operation changed: local alloc, suballocators' groups and inodes, the global bitmap's. */
   async allocatorBlocks(): Promise<LoggedBlock[]> {
-    const out = [...this.subs.values()].flatMap((a) => a.blocks());
+    const out = [...(this.local === undefined ? [] : (await this.local).blocks()), ...[...this.subs.values()].flatMap((a) => a.blocks())];
     return this.bitmapHeld === undefined ? out : [...out, ...(await this.bitmapHeld).blocks()];
   }
 
@@ -171,9 +179,14 @@ function splitPath(dev: string, path: string): { parent: string; name: string } 
 const isDir = (i: InodeBlock): boolean => (i.inode.mode & 0o170000) === S_IFDIR;
 const isInline = isInlineInode;
 
+export interface FileOpsOptions {
+  /** Take file clusters from the slot's local alloc window (a mounted node does; offline tools and recovery do not). */
+  localAlloc?: boolean;
+}
+
 /** The operations of one node on one mounted volume, in its slot. One at a time (the caller serialises). */
 export class FileOps {
-  constructor(private readonly dev: BlockDevice, private readonly slot: number, private readonly locker: ClusterLocker) {}
+  constructor(private readonly dev: BlockDevice, private readonly slot: number, private readonly locker: ClusterLocker, private readonly opts: FileOpsOptions = {}) {}
 
   private async open(): Promise<Ocfs2Volume> {
     const vol = await Ocfs2Volume.open(this.dev);
@@ -344,7 +357,6 @@ export class FileOps {
     const oldTree = old !== undefined && !isInline(old) ? await treeBlocks(vol, old) : [];
     // Locks in order: extent allocators (ours when the data takes clusters, those of the old tree's blocks), then the bitmap.
     await held.extentAllocators([...oldTree.map((b) => b.slot), ...(inline ? [] : [this.slot])]);
-    const bitmap = !inline || (old !== undefined && !isInline(old)) ? await held.bitmap() : undefined;
     const dyn = block.readUInt16LE(DYN_FEATURES_OFFSET);
     let ebs: LoggedBlock[] = [];
     if (inline) {
@@ -356,7 +368,7 @@ export class FileOps {
       const cs = vol.geometry.clusterSizeBytes;
       const bpc = vol.geometry.blocksPerCluster;
       const clusters = Math.ceil(data.length / cs);
-      const runs = clusters === 0 ? [] : await bitmap!.take(clusters, maxLeafRecords(vol.blockSizeBytes));
+      const runs = clusters === 0 ? [] : await this.takeClusters(vol, held, clusters);
       // Ordered: the data reaches its home (the tail of the last cluster zeroed) before the commit.
       let cpos = 0;
       const recs = runs.map((r) => {
@@ -379,6 +391,42 @@ export class FileOps {
     block.writeBigUInt64LE(BigInt(data.length), SIZE_OFFSET);
     if (old !== undefined && !isInline(old)) await this.freeTree(vol, held, old, oldTree);
     return ebs;
+  }
+
+  /**
+   * `clusters` clusters for a file: from this node's local alloc window when it is on (a window
+   * of the global bitmap taken under its lock once, src/fs/local-alloc.ts), sliding the window
+   * when it has too few; else, or for more than a window holds, from the global bitmap.
+   */
+  private async takeClusters(vol: Ocfs2Volume, held: Held, clusters: number): Promise<ClusterRun[]> {
+    const maxRuns = maxLeafRecords(vol.blockSizeBytes);
+    if (this.opts.localAlloc) {
+      const la = await held.localAlloc(this.slot);
+      if (clusters <= la.windowClusters()) {
+        const fromWindow = la.take(clusters, maxRuns) ?? ((await la.slide(await held.bitmap(), clusters)) ? la.take(clusters, maxRuns) : undefined);
+        if (fromWindow !== undefined) return fromWindow;
+      }
+    }
+    return (await held.bitmap()).take(clusters, maxRuns);
+  }
+
+  /**
+   * Returns this slot's local alloc window to the global bitmap (its bits never handed out) and
+   * empties it, in one transaction: what the kernel does at umount (ocfs2_shutdown_local_alloc).
+   * Returns the clusters given back (0: the window was empty, nothing written).
+   */
+  async releaseLocalAlloc(): Promise<number> {
+    const vol = await this.open();
+    const held = new Held(vol, this.locker);
+    try {
+      const la = await held.localAlloc(this.slot);
+      if (la.total === 0) return 0;
+      const freed = await la.release(await held.bitmap());
+      await this.commit(vol, await held.allocatorBlocks());
+      return freed;
+    } finally {
+      await held.release();
+    }
   }
 
   /** Frees an inode's clusters and extent blocks (locking the blocks' extent allocators, then the bitmap). */

@@ -28,7 +28,8 @@ async function opsFor(node: RunningNode, spec: string): Promise<FileOps> {
   const key = volumeKey(spec);
   const m = node.mounts.get(key);
   if (m === undefined) throw new SanboxError('EINVAL', `${key}: node ${node.nodeId} does not have it mounted`, { device: key });
-  return new FileOps(await node.volumeDevice(key), m.slot, clusterLocker(node));
+  // A mounted node takes its files' clusters from its slot's local alloc window, as the kernel does.
+  return new FileOps(await node.volumeDevice(key), m.slot, clusterLocker(node), { localAlloc: true });
 }
 
 function localFile(req: Record<string, unknown>): string | undefined {

@@ -22,6 +22,8 @@ import { openJournal, writeJournalInode } from '../fs/journal-reader.js';
 import { authorizeVolume, chooseSlot, journalLockResource, superLockResource, writeSlotEntry } from '../fs/mount-rules.js';
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
 import { recoverSlot, type SlotRecovery } from '../fs/recover.js';
+import { FileOps } from '../fs/file-ops.js';
+import { clusterLocker } from './cluster-locker.js';
 import type { ControlServer } from './control.js';
 import { DeadSlotRecovery, type RecoveryHooks } from './recovery.js';
 
@@ -145,6 +147,10 @@ export class NodeMounts {
     const m = this.mounted.get(key);
     if (m === undefined) throw new SanboxError('EINVAL', `${key}: node ${node.nodeId} does not have it mounted`, { device: key });
     const dev = await node.volumeDevice(key);
+    // The local alloc window goes back to the global bitmap first, through the journal while it is
+    // still DIRTY (ocfs2_shutdown_local_alloc): a clean journal beside a window is refused at mount.
+    const returned = await new FileOps(dev, m.status.slot, clusterLocker(node)).releaseLocalAlloc();
+    if (returned > 0) this.log(`${key}: local alloc window returned (${returned} unused clusters)`);
     const vol0 = await Ocfs2Volume.open(dev);
     const superLock = await this.lockTimed(superLockResource(vol0), Mode.EX);
     try {
