@@ -24,10 +24,13 @@
 // without inline-data a new directory starts as one block. A new inode comes from this slot's
 // inode allocator, else another slot's (the kernel's stealing), else this slot's allocator grows
 // by a group (src/fs/suballoc.ts). Orphan recovery of a dead slot frees the inodes of its
-// orphan_dir (recoverOrphans). Limits of this slice, refused by name rather than done half: no
-// slot local alloc (clusters come from the global bitmap, as the kernel does with local alloc
-// off); extent trees deeper than 1 (more than 243 × 252 runs at 4K); growing a directory whose
-// own extents need an extent block (more than 243 runs).
+// orphan_dir (recoverOrphans). A mounted node ({ localAlloc: true }) takes file clusters from its
+// slot's local alloc window (src/fs/local-alloc.ts: taken from the global bitmap under its lock
+// once, then used without it; returned at umount by releaseLocalAlloc); offline tools and
+// in-process users take them from the global bitmap, as the kernel does with local alloc off.
+// Limits of this slice, refused by name rather than done half: extent trees deeper than 1 (more
+// than 243 × 252 runs at 4K); growing a directory whose own extents need an extent block (more
+// than 243 runs).
 
 import { randomInt } from 'node:crypto';
 import { SanboxError } from '../errors.js';
