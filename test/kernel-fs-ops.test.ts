@@ -10,7 +10,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { clusterInit } from './helpers/heartbeat-nodes.js';
 import { mkfs, spawnMounted } from './helpers/mounted-volume.js';
-import { fsckOk, hasTool } from './helpers/ocfs2-oracle.js';
+import { debugfs, fsckOk, hasTool } from './helpers/ocfs2-oracle.js';
 import { bootKernel, hasQemu, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
 import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
 
@@ -56,7 +56,11 @@ test('the kernel mounts a volume a sanbox node changed through its journal and s
   for (const [p, data] of files) await put(p, data);
   await ok(t, img, 1, 'fs', 'rm', vol, '/gone.txt');
   await ok(t, img, 1, 'fs', 'rm', vol, '/gone-dir');
+  // The node took its files' clusters from a local alloc window of its slot (8 MiB of 4 KiB clusters) ...
+  t.regex(await debugfs(vol, 'stat //local_alloc:0000'), /Bitmap Total: 2048\s+Used: [1-9]\d*\s/, 'a mounted node allocates from its local alloc window');
   await ok(t, img, 1, 'umount', vol);
+  // ... and gave it back at umount: the kernel refuses a clean journal beside a window.
+  t.regex(await debugfs(vol, 'stat //local_alloc:0000'), /Bitmap Total: 0\s+Used: 0\s/, 'umount returned the window');
   n1.child.kill('SIGTERM');
   await n1.exited;
 
