@@ -27,8 +27,8 @@ export interface ClusterNodeOptions {
  * Runs `fn` as node N with its locks and timing: through running node N's control channel, or
  * joined as N for the command (src/node/lvm-node.ts).
  */
-export async function asClusterNode<T>(o: ClusterNodeOptions, fn: (ls: LockService, timing: Timing, nodeId: number, clusterName: string) => Promise<T>): Promise<T> {
-  return withLvmNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, requireRunning: o.requireRunning === true, ...(o.log !== undefined ? { log: o.log } : {}) }, (c) => fn(c.locks, c.timing, c.nodeId, c.clusterName));
+export async function asClusterNode<T>(o: ClusterNodeOptions, fn: (ls: LockService, timing: Timing, nodeId: number, clusterName: string, cluster: LvmCluster) => Promise<T>): Promise<T> {
+  return withLvmNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, requireRunning: o.requireRunning === true, ...(o.log !== undefined ? { log: o.log } : {}) }, (c) => fn(c.locks, c.timing, c.nodeId, c.clusterName, c));
 }
 
 /** The lock-out options of a change run as a node of a cluster with `timing`. */
@@ -58,11 +58,11 @@ export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: (hel
       if (lv === undefined) throw new SanboxError('ENOENT', `logical volume ${o.vg}/${name} not found`);
       return { name, id: lv.id };
     });
-  return asClusterNode(o, (ls, timing, nodeId, clusterName) =>
+  return asClusterNode(o, (ls, timing, _nodeId, _clusterName, cluster) =>
     // The change commits as this node under the lock-out's VG lock (held already: vgLockHeld), so
     // it may change a shared or private VG and finds PVs in the cluster's device list.
     withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), () =>
-      change({ locks: ls, nodeId, clusterName, image: o.clusterImage, lockTimeoutMs: timing.lockTimeoutMs, timing, vgLockHeld: o.vg }),
+      change({ ...cluster, vgLockHeld: o.vg }),
     ),
   );
 }
@@ -91,14 +91,14 @@ export async function asLockingOutNode<T>(
   onLockout?: (r: LockoutReport) => void,
 ): Promise<T> {
   const readVg = vgReader(o.devices, o.vg);
-  return asClusterNode(o, (ls, timing, nodeId, clusterName) =>
+  return asClusterNode(o, (ls, timing, _nodeId, _clusterName, cluster) =>
     run(
       async (affected, step) => {
         const { result, report } = await withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), step);
         onLockout?.(report);
         return result;
       },
-      { locks: ls, nodeId, clusterName, image: o.clusterImage, lockTimeoutMs: timing.lockTimeoutMs, timing, vgLockHeld: o.vg },
+      { ...cluster, vgLockHeld: o.vg },
     ),
   );
 }

@@ -94,7 +94,8 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
   }
   let fenced: string | undefined;
   const out = await withJoinedNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, log: o.log ?? (() => {}), onSelfFence: (r) => (fenced = r) }, async (node) =>
-    fn({ ...base, locks: await node.lockspace(), image: node.device }),
+    // Every device the command writes goes through the node's provider: its fence gate covers them.
+    fn({ ...base, locks: await node.lockspace(), image: node.device, open: (spec) => node.provider.open(spec) }),
   );
   if (fenced !== undefined) throw new SanboxError('EFENCED', `node ${o.nodeId} was fenced while the command ran (${fenced}); check the VG with vgs`);
   return out;

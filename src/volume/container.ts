@@ -210,7 +210,7 @@ export function nextRecord(vg: VgModel, current: ContainerRecord | undefined, re
  */
 export async function syncContainerMembers(specs: string[], name: string, cluster?: LvmCluster): Promise<ContainerRecord | undefined> {
   return withVgChangeLocks(cluster, specs, { vg: name, global: false }, (hold) =>
-    withSession(hold.devices, {}, async (s) => {
+    withSession(hold.devices, hold.openOptions, async (s) => {
       const h = lockedVg(s, hold, name);
       const { record } = await containerOf(h);
       if (!record) return undefined;
@@ -259,7 +259,7 @@ export async function containerChange(
   authorize?: (state: ContainerState, next: ContainerRecord) => Promise<void>,
 ): Promise<ContainerRecord> {
   return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: false }, (hold) =>
-    withSession(hold.devices, {}, async (s) => {
+    withSession(hold.devices, hold.openOptions, async (s) => {
       const h = lockedVg(s, hold, name);
       assertChangeable(h, 'change the container of');
       const state = await containerOf(h);

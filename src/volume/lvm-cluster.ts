@@ -26,6 +26,7 @@ import type { VgModel } from '../format/lvm/vg-model.js';
 import { listedName, readClusterDevices, updateClusterDevices, withVgPvs } from './cluster-devices.js';
 import { dlmVgLockArgs, withGlobalLock, withVgLock, type LockService, type VgLockHold } from './lvm-locks.js';
 import type { PvState } from './pv.js';
+import type { OpenAllOptions } from './devices.js';
 import type { Timing } from '../timing.js';
 import { ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
 
@@ -46,6 +47,11 @@ export interface LvmCluster {
    * which writes the value block itself): a change of that VG takes no cluster lock again.
    */
   readonly vgLockHeld?: string;
+  /**
+   * Opens a device for the change (the joined node's provider): the metadata writes then pass
+   * node N's fence gate, so a fenced node's command writes nothing more. Default: openDevice.
+   */
+  readonly open?: (spec: string) => Promise<BlockDevice>;
 }
 
 /** The devices the cluster lists, by their listed names ([] for an image without the list). */
@@ -66,6 +72,8 @@ export interface VgChangeHold {
   readonly cluster: LvmCluster | undefined;
   /** The devices to scan: the command's, then the cluster's device list as read under the lock. */
   readonly devices: string[];
+  /** How to open them (through the node's provider when it is in this process). */
+  readonly openOptions: OpenAllOptions;
   /** Throws if the scanned VG is older than the VG lock's value says (a PV is reachable from nowhere here). */
   checkScanned(vg: VgModel | undefined): void;
   /** After a commit: the seqno into the value block; the VG's PVs into the device list (GL ex holders). */
@@ -98,6 +106,7 @@ export async function withVgChangeLocks<T>(cluster: LvmCluster | undefined, spec
       fn({
         cluster: undefined,
         devices: specs,
+        openOptions: {},
         checkScanned: () => undefined,
         committed: async () => undefined,
         removedVg: async () => undefined,
@@ -126,6 +135,7 @@ async function withHeldVg<T>(cluster: LvmCluster, specs: string[], plan: { vg: s
   return fn({
     cluster,
     devices,
+    openOptions: cluster.open !== undefined ? { open: cluster.open } : {},
     checkScanned: (vg) => checkAgainstValue(plan.vg, vg, vgHold, cluster),
     committed: async (vg, pvs, leaving = []) => {
       await listChange((entries) => withVgPvs(entries, vg.name, pvs.map(pvRef), leaving.map(pvRef)));

@@ -205,7 +205,7 @@ export async function vgCreate(
     throw new SanboxError('EINVAL', `extent size must be a power of 2 of at least 4 KiB, not ${extentSizeSectors * LVM_SECTOR_BYTES} bytes`);
   }
   return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: true }, (hold) =>
-    withSession(hold.devices, {}, async (s) => {
+    withSession(hold.devices, hold.openOptions, async (s) => {
       if (s.vgNames().includes(name)) throw new SanboxError('EEXIST', `volume group "${name}" already exists`);
       // A VG of that name committed by another node on PVs not reachable here is one too.
       hold.checkScanned(undefined);
@@ -279,7 +279,7 @@ export function lockedVg(s: LvmSession, hold: VgChangeHold, name: string): VgHan
 
 export async function vgExtend(specs: string[], name: string, pvSpecs: string[], ctx: LvmContext): Promise<VgModel> {
   return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: true }, (hold) =>
-    withSession(hold.devices, {}, (s) => {
+    withSession(hold.devices, hold.openOptions, (s) => {
       const pvs = orphanPvs(s, pvSpecs);
       return changeVg(s, hold, name, ctx, (vg, h) => {
         const pvByKey = new Map(h.pvByKey);
@@ -309,7 +309,7 @@ function renumberPvs(vg: VgModel, pvByKey: Map<string, PvState>): Map<string, Pv
 
 export async function vgReduce(specs: string[], name: string, pvSpecs: string[], ctx: LvmContext): Promise<VgModel> {
   return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: true }, (hold) =>
-    withSession(hold.devices, {}, (s) =>
+    withSession(hold.devices, hold.openOptions, (s) =>
       changeVg(s, hold, name, ctx, (vg, h) => {
         const leaving: PvState[] = [];
         for (const spec of pvSpecs) {
@@ -334,7 +334,7 @@ export async function vgReduce(specs: string[], name: string, pvSpecs: string[],
 /** vgremove: every PV becomes an orphan. Refused while LVs exist unless `force`. */
 export async function vgRemove(specs: string[], name: string, force: boolean, ctx: LvmContext): Promise<void> {
   await withVgChangeLocks(ctx.cluster, specs, { vg: name, global: true }, (hold) =>
-    withSession(hold.devices, {}, async (s) => {
+    withSession(hold.devices, hold.openOptions, async (s) => {
       const h = lockedVg(s, hold, name);
       assertChangeable(h, 'remove');
       if (h.vg.lvs.length && !force) {
@@ -392,7 +392,7 @@ export async function lvCreate(specs: string[], vgName: string, lvName: string, 
   checkName('LV', lvName);
   let created: LvModel | undefined;
   await withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) =>
-    withSession(hold.devices, {}, (s) =>
+    withSession(hold.devices, hold.openOptions, (s) =>
       changeVg(s, hold, vgName, ctx, (vg) => {
         if (vg.lvs.some((l) => l.name === lvName)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${lvName} already exists`);
         const visible = vg.lvs.filter((l) => l.status.includes('VISIBLE')).length;
@@ -433,7 +433,7 @@ function findLv(vg: VgModel, name: string): LvModel {
 export async function lvResize(specs: string[], vgName: string, lvName: string, size: SizeRequest, mode: 'extend' | 'reduce', o: AllocOptions, ctx: LvmContext): Promise<LvModel> {
   let out: LvModel | undefined;
   await withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) =>
-    withSession(hold.devices, {}, (s) =>
+    withSession(hold.devices, hold.openOptions, (s) =>
       changeVg(s, hold, vgName, ctx, (vg) => {
         const lv = findLv(vg, lvName);
         const cur = lvExtentCount(lv);
@@ -462,7 +462,7 @@ export async function lvResize(specs: string[], vgName: string, lvName: string, 
 
 /** vgchange/lvchange: applies `change` to a copy of the VG's model and commits it as the next seqno. */
 export async function vgModify(specs: string[], vgName: string, ctx: LvmContext, change: (vg: VgModel) => void): Promise<VgModel> {
-  return withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) => withSession(hold.devices, {}, (s) => changeVg(s, hold, vgName, ctx, (vg) => void change(vg))));
+  return withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) => withSession(hold.devices, hold.openOptions, (s) => changeVg(s, hold, vgName, ctx, (vg) => void change(vg))));
 }
 
 /**
@@ -470,13 +470,13 @@ export async function vgModify(specs: string[], vgName: string, ctx: LvmContext,
  * gets the copy to edit and the VG's open PVs (keyed like the text), and may throw to commit nothing.
  */
 export async function vgModifyWithIo(specs: string[], vgName: string, ctx: LvmContext, change: (vg: VgModel, h: VgHandle) => Promise<void>): Promise<VgModel> {
-  return withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) => withSession(hold.devices, {}, (s) => changeVg(s, hold, vgName, ctx, (vg, h) => change(vg, h))));
+  return withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) => withSession(hold.devices, hold.openOptions, (s) => changeVg(s, hold, vgName, ctx, (vg, h) => change(vg, h))));
 }
 
 export async function lvRename(specs: string[], vgName: string, from: string, to: string, ctx: LvmContext): Promise<void> {
   checkName('LV', to);
   await withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) =>
-    withSession(hold.devices, {}, (s) =>
+    withSession(hold.devices, hold.openOptions, (s) =>
       changeVg(s, hold, vgName, ctx, (vg) => {
         const lv = findLv(vg, from);
         if (vg.lvs.some((l) => l.name === to)) throw new SanboxError('EEXIST', `logical volume ${vgName}/${to} already exists`);
@@ -488,7 +488,7 @@ export async function lvRename(specs: string[], vgName: string, from: string, to
 
 export async function lvRemove(specs: string[], vgName: string, lvName: string, ctx: LvmContext): Promise<void> {
   await withVgChangeLocks(ctx.cluster, specs, { vg: vgName, global: false }, (hold) =>
-    withSession(hold.devices, {}, (s) =>
+    withSession(hold.devices, hold.openOptions, (s) =>
       changeVg(s, hold, vgName, ctx, (vg) => {
         findLv(vg, lvName);
         vg.lvs = vg.lvs.filter((l) => l.name !== lvName);
