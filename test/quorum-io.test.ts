@@ -93,7 +93,10 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
   for (const k of ['s', 'p', 'l']) w.send(`open ${k} vg${k}/lv`);
   // The shared LV once more, under its LV lock with lock-out (as a node doing I/O for lvmlockd-style users).
   w.send('openlocked k vgs/lv');
-  for (const k of ['s', 'p', 'l', 'k']) t.is((await answered(w, `open:${k}`, 10_000)).ev, 'done', `open ${k}`);
+  for (const k of ['s', 'p', 'l', 'k']) {
+    const a = await answered(w, `open:${k}`, 10_000);
+    t.is(a.ev, 'done', `open ${k}: ${a.msg}`);
+  }
   w.send('write 1 s 0');
   w.send('write 2 p 0');
   for (const id of ['1', '2']) t.is((await answered(w, id, 5000)).ev, 'done');
@@ -117,7 +120,7 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
 
   // The stalled nodes, resumed, fence themselves: they were stopped past their self-fence deadline.
   for (const p of peers) p.child.kill('SIGCONT');
-  for (const p of peers) t.is((await exited(p.child, SELF_FENCE_EXIT_BOUND_MS)).code, 3, `node ${p.nodeId} fenced itself after SIGCONT`);
+  for (const p of peers) t.is((await exited(p.child, SELF_FENCE_EXIT_BOUND_MS)).code, 3, `node ${p.nodeId} fenced itself after SIGCONT: ${p.stderr()} ${p.lines.slice(-3).map((l) => l.msg).join(' | ')}`);
   t.is(w.answer('3'), undefined, 'still held: no peer came back');
   const restartAt = Date.now();
   peers = await startPeers(t, img, w, restartAt);
@@ -173,7 +176,7 @@ test.serial('no quorum: a file put on a mounted ocfs2 volume is held (the node k
   t.is(put.exitCode, null, `the put is held, not done or failed: ${putIo.err()}`);
   t.regex(await ctlStatus(t, img), /Cluster I\/O:\s+I\/O held: no quorum since \S+: [1-9]\d* waiting/);
   for (const p of peers) p.child.kill('SIGCONT');
-  for (const p of peers) t.is((await exited(p.child, SELF_FENCE_EXIT_BOUND_MS)).code, 3, `node ${p.nodeId} fenced itself after SIGCONT`);
+  for (const p of peers) t.is((await exited(p.child, SELF_FENCE_EXIT_BOUND_MS)).code, 3, `node ${p.nodeId} fenced itself after SIGCONT: ${p.stderr()} ${p.lines.slice(-3).map((l) => l.msg).join(' | ')}`);
   const back = Date.now();
   peers = [0, 1].map((n) => spawnNode(t, img, n));
   const done = await exited(put, 30_000);

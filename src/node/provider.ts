@@ -148,6 +148,7 @@ export class DeviceProvider {
   private ruleSeq = 0;
   private fencedReason: string | undefined;
   private hold: QuorumHold | undefined;
+  private opening: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: ProviderOptions) {}
 
@@ -163,6 +164,23 @@ export class DeviceProvider {
       const [vg, lv] = spec.split('/') as [string, string];
       return this.openLv(vg, lv);
     }
+    return this.oneAtATime(() => this.openDevice(spec, place));
+  }
+
+  /**
+   * Runs device opens of this node one after the other. Each registers the node's key under the
+   * device's gate lock, held across the reservation command's file I/O: concurrent opens of the
+   * same PV (LVs of several VGs opened at once each scan every device) would wait on each other's
+   * gate inside one process, and under load past fenceGateWaitMs, which reads as "a previous
+   * incarnation is stalled inside a write". Opens are rare; serializing them costs nothing.
+   */
+  private oneAtATime<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.opening.then(fn, fn);
+    this.opening = run.catch(() => undefined);
+    return run;
+  }
+
+  private async openDevice(spec: string, place: ReservationPlace): Promise<BlockDevice> {
     const name = place === 'remote' ? spec : path.resolve(spec);
     let pr: PersistentReservations | null = null;
     const io: IoCounters = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, flushes: 0, errors: 0, refused: 0 };
@@ -282,12 +300,15 @@ export class DeviceProvider {
     const i = this.entries.indexOf(e);
     if (i < 0) return;
     this.entries.splice(i, 1);
-    // A fenced node leaves its key as it is: a preempted key stays preempted. A device opened
-    // more than once (a PV scanned for each of several LVs) keeps the key while one is open.
-    const stillOpen = this.entries.some((o) => o.name === e.name);
-    if (e.pr !== null && this.fencedReason === undefined && !stillOpen) await e.pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
-    e.pr?.close();
-    e.gate.close();
+    // In turn with the opens: an open of the same device registering meanwhile must be seen below.
+    await this.oneAtATime(async () => {
+      // A fenced node leaves its key as it is: a preempted key stays preempted. A device opened
+      // more than once (a PV scanned for each of several LVs) keeps the key while one is open.
+      const stillOpen = this.entries.some((o) => o.name === e.name);
+      if (e.pr !== null && this.fencedReason === undefined && !stillOpen) await e.pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
+      e.pr?.close();
+      e.gate.close();
+    });
   }
 
   /** Every device's reservations (the cluster image's first): a fencer preempts on all of them. */
