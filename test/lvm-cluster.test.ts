@@ -185,13 +185,17 @@ test('container rules: a non-owner activates nothing in a private container (nam
   await refused(t, ['vgexport', 'vgp', ...as(l, 0)], /its owner node 2 is alive .* make the change as node 2/);
   await refused(t, ['vgexport', 'vgp', ...as(l, 2)], /vgp\/lv0: (LV locked by another node; deporting volume group vgp \(an active LV\) refused on node 2|device busy: logical volume in use by another process)$/);
   await ok(t, ['ctl', l.img, '2', 'lvm', 'lvchange', '-an', 'vgp/lv0']);
+  // The real vgck, as a host with the owner's system ID, finds the private VG clean.
+  const loop0 = await attachLoop(t, l.pvs[0]!);
+  const ck = await runTool('vgck', ['--devices', loop0, '--config', `${LVM_CONFIG} global/system_id_source="lvmlocal" local/system_id="lab-node2"`, 'vgp']);
+  t.is(ck.code, 0, `vgck: ${ck.stderr}`);
+  t.deepEqual(warnings(ck.stderr), []);
   await ok(t, ['vgexport', 'vgp', ...as(l, 2)]);
   const deported = fs.readFileSync(l.pvs[0]!);
   await refused(t, ['ctl', l.img, '2', 'lvm', 'lvchange', '-aey', 'vgp/lv0'], /volume group vgp is a deported container \(exported\): no node activates its logical volumes; vgimport it first$/);
   t.true(fs.readFileSync(l.pvs[0]!).equals(deported));
-  const loop = await attachLoop(t, l.pvs[0]!);
-  await pvckClean(t, [loop]);
-  const vgs = await runTool('vgs', ['--devices', loop, '--config', LVM_CONFIG, '--noheadings', '-o', 'vg_name,vg_exported', 'vgp']);
+  await pvckClean(t, [loop0]);
+  const vgs = await runTool('vgs', ['--devices', loop0, '--config', LVM_CONFIG, '--noheadings', '-o', 'vg_name,vg_exported', 'vgp']);
   t.regex(vgs.stdout, /vgp\s+exported/);
 });
 
