@@ -1,0 +1,136 @@
+// pvmove killed at every write and flush it issues (SANBOX_CRASH_AT=before-io:K@pv, a real
+// kill -9 of the mover right before its K-th I/O on a PV: the state on disk is exactly what the
+// first K−1 I/Os left), for K = 1 until a run finishes. After each crash: the real vgck and pvck
+// accept the metadata (a crash between the two PVs' commits leaves lvm2's own "highest seqno wins"
+// warning, nothing else); every block of the LV reads back as written (through whichever map is on
+// disk); `pvmove` again (resume, or a fresh start when the crash came before the move was
+// recorded) finishes, the LV ends on the destination with every block intact, vgck clean.
+
+import test, { type ExecutionContext } from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CRASH_AT_ENV } from '../src/disk/crash-point.js';
+import { openLv, withSession } from '../src/volume/manager.js';
+import { decodeLvBlock, encodeLvBlock, LV_BLOCK_BYTES } from './helpers/lv-blocks.js';
+import { attachLoop, detachLoop, lvm, sanboxCli, warnings } from './helpers/lvm-real.js';
+import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
+
+ownLockDir(test);
+
+const MiB = 1024 * 1024;
+/** One extent, one chunk: crashes fall in the record's commit, the chunk's copy and commit, and the record's removal. */
+const LV_MIB = 1;
+/** More I/Os than a 1-extent move issues: a run that is never killed ends the enumeration well before this. */
+const CRASH_POINTS_MAX = 200;
+
+async function fillLv(pvs: string[], vg: string): Promise<void> {
+  const dev = await openLv(pvs, vg, 'lv', { guard: 'none' });
+  try {
+    for (let off = 0; off < dev.sizeBytes; off += LV_BLOCK_BYTES) await dev.write(encodeLvBlock({ tag: 'P', nodeId: 0, seq: off / LV_BLOCK_BYTES + 1, offsetBytes: off }), off);
+    await dev.flush();
+  } finally {
+    await dev.close();
+  }
+}
+
+/** Blocks of the LV that do not read back as written (offsets). */
+async function badBlocks(pvs: string[], vg: string): Promise<number[]> {
+  const dev = await openLv(pvs, vg, 'lv', { readOnly: true, guard: 'none' });
+  try {
+    const buf = Buffer.alloc(dev.sizeBytes);
+    await dev.read(buf, 0);
+    const bad: number[] = [];
+    for (let off = 0; off < buf.length; off += LV_BLOCK_BYTES) {
+      const b = decodeLvBlock(buf.subarray(off, off + LV_BLOCK_BYTES));
+      if (b === undefined || b.tag !== 'P' || b.offsetBytes !== off || b.seq !== off / LV_BLOCK_BYTES + 1) bad.push(off);
+    }
+    return bad;
+  } finally {
+    await dev.close();
+  }
+}
+
+async function state(pvs: string[], vg: string): Promise<{ les: string[]; moving: boolean }> {
+  return withSession(pvs, { readOnly: true, guard: 'none' }, async (s) => {
+    const h = s.vg(vg);
+    const les: string[] = [];
+    for (const seg of h.vg.lvs.find((l) => l.name === 'lv')!.segments) for (let i = 0; i < seg.extentCount; i++) les.push(path.basename(h.pvByKey.get(seg.stripes[0]!.pv)!.dev.name));
+    return { les, moving: h.vg.tags.some((x) => x.startsWith('sanbox_pvmove:')) };
+  });
+}
+
+/**
+ * A crash between the commits of the two PVs' metadata areas leaves them one seqno apart; lvm2
+ * itself reads the highest and says so (lvm2.md §4.3 item 8), and the next commit rewrites both.
+ * Those two warnings, with seqnos one apart, are what lvm2 prints for its own interrupted commit.
+ */
+const HALF_COMMIT = [/^ {2}WARNING: ignoring metadata seqno (\d+) on \/dev\/loop\d+ for seqno (\d+) on \/dev\/loop\d+ for VG \S+\.$/, /^ {2}WARNING: Inconsistent metadata found for VG \S+\.$/];
+
+function halfCommit(line: string): boolean {
+  const m = HALF_COMMIT[0]!.exec(line);
+  return (m !== null && Number(m[2]) === Number(m[1]) + 1) || HALF_COMMIT[1]!.test(line);
+}
+
+async function toolsClean(t: ExecutionContext, pvs: string[], vg: string, what: string, allowHalfCommit = false): Promise<void> {
+  const loops = [];
+  for (const p of pvs) loops.push(await attachLoop(t, p));
+  try {
+    for (const loop of loops) {
+      const p = await lvm('pvck', loops, [loop]);
+      t.is(p.code, 0, `${what}: pvck ${loop}: ${p.stderr}`);
+      t.deepEqual(warnings(p.stderr).filter((l) => !(allowHalfCommit && halfCommit(l))), [], `${what}: pvck ${loop}`);
+    }
+    const v = await lvm('vgck', loops, [vg]);
+    t.is(v.code, 0, `${what}: vgck: ${v.stderr}`);
+    t.deepEqual(warnings(v.stderr).filter((l) => !(allowHalfCommit && halfCommit(l))), [], `${what}: vgck`);
+  } finally {
+    for (const l of loops) await detachLoop(l);
+  }
+}
+
+test('pvmove killed before each of its writes and flushes: vgck/pvck clean, every block intact, pvmove again finishes', async (t) => {
+  // Each point is two sanbox runs and two rounds of the real tools: a few seconds on a loaded machine.
+  t.timeout(540_000);
+  const dir = tempDir(t);
+  const pristine = ['pv0.img', 'pv1.img'].map((f) => path.join(dir, `pristine-${f}`));
+  const vg = `pc${process.pid % 100000}${Math.floor(Math.random() * 1000)}`;
+  for (const args of [
+    ...pristine.map((p) => ['disk', 'create', p, '--size', '16M']),
+    ['pvcreate', ...pristine],
+    ['vgcreate', '-s', '1m', vg, ...pristine],
+    ['lvcreate', '-n', 'lv', '-L', `${LV_MIB}m`, vg, '--devices', pristine.join(',')],
+  ]) {
+    const r = await sanboxCli(t, args);
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  await fillLv(pristine, vg);
+  t.deepEqual((await state(pristine, vg)).les, ['pristine-pv0.img']);
+  const pvs = ['pv0.img', 'pv1.img'].map((f) => path.join(dir, f));
+  let finished = false;
+  let points = 0;
+  for (let k = 1; k <= CRASH_POINTS_MAX && !finished; k++) {
+    for (const [i, p] of pvs.entries()) fs.copyFileSync(pristine[i]!, p);
+    for (const [i, p] of pvs.entries()) if (fs.existsSync(`${pristine[i]}.sanbox.json`)) fs.copyFileSync(`${pristine[i]}.sanbox.json`, `${p}.sanbox.json`);
+    const devs = ['--devices', pvs.join(',')];
+    const r = await runSanbox(t, ['pvmove', pvs[0]!, pvs[1]!, ...devs], { env: { [CRASH_AT_ENV]: `before-io:${k}@pv` } });
+    if (r.code === 0) {
+      finished = true;
+      t.deepEqual((await state(pvs, vg)).les, ['pv1.img'], 'an uncrashed run moves everything');
+      break;
+    }
+    points++;
+    t.is(r.code, null, `crash point ${k}: killed, not failed: ${r.stderr}`);
+    await toolsClean(t, pvs, vg, `after the crash before I/O ${k}`, true);
+    t.deepEqual(await badBlocks(pvs, vg), [], `after the crash before I/O ${k}: blocks intact`);
+    const st = await state(pvs, vg);
+    const again = await sanboxCli(t, st.moving ? ['pvmove', ...devs] : ['pvmove', pvs[0]!, pvs[1]!, ...devs]);
+    t.is(again.code, 0, `resume after crash point ${k}: ${again.stderr}`);
+    const end = await state(pvs, vg);
+    t.deepEqual(end, { les: ['pv1.img'], moving: false }, `after crash point ${k} and pvmove again`);
+    t.deepEqual(await badBlocks(pvs, vg), [], `after crash point ${k} and pvmove again: blocks intact`);
+    await toolsClean(t, pvs, vg, `after crash point ${k} and pvmove again`);
+  }
+  t.true(finished, `a run with no crash point reached finished the move (after ${points} crash points)`);
+  t.true(points >= 10, `crash points enumerated: ${points}`);
+  t.log(`${points} crash points`);
+});
