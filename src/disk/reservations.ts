@@ -402,7 +402,11 @@ export class PersistentReservations {
         if (cur.reservationKey === victimKey) next.reservationKey = byKey;
         // SPC bumps PRgeneration only for a successful preempt; an absent key is a conflict there.
         if (present) next.prGeneration = (cur.prGeneration + 1) >>> 0;
-        return { next, result: { outcome: present ? ('preempted' as const) : ('absent' as const), prGeneration: next.prGeneration } };
+        // Every survivor fences a dead node; after the first, the state already says so and is
+        // not written (nor flushed) again — each rewrite was a flush under this lock, on the
+        // failover's path (bench:fs measured fences of up to 1 s behind such flushes).
+        const unchanged = !present && cur.preempted[victimNode] === victimKey && cur.reservationKey !== victimKey;
+        return { next: unchanged ? null : next, result: { outcome: present ? ('preempted' as const) : ('absent' as const), prGeneration: next.prGeneration } };
       }),
     );
     return res === false ? null : res;
