@@ -227,6 +227,7 @@ export class DeadSlotRecovery {
           const own = this.node.mounts.get(d.volume)?.slot;
           const orphans = own === undefined ? undefined : (slot: number) => new FileOps(dev, own, clusterLocker(this.node)).recoverOrphans(slot);
           const rec = await recoverSlot(vol, d.slot, { observeMs: 0, clearSlot: true, onPhase: (p) => phaseAt.set(p, Date.now()), ...(orphans ? { orphans } : {}) });
+          if (rec.orphansFreed.length > 0) this.hooks.log(`freed ${rec.orphansFreed.length} orphan inode(s) of slot ${d.slot} on ${d.volume}: ${rec.orphansFreed.join(' ')}`);
           // A journal left clean (the node died inside its umount, between DIRTY cleared and the
           // slot freed) is not replayed, but the slot is still freed, as ocfs2_recover_node does.
           if (!rec.slotCleared) await writeSlotEntry(vol, d.slot, undefined);
