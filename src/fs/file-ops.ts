@@ -37,7 +37,7 @@ import { SanboxError } from '../errors.js';
 import { ClusterBitmap, type ClusterRun } from './cluster-alloc.js';
 import { LocalAlloc } from './local-alloc.js';
 import { DirFileType, DynFeature, InodeFlag, OCFS2_INVALID_SLOT, S_IFDIR, S_IFREG, slotFileName } from '../format/ocfs2/constants.js';
-import { blankDinode, DINODE_ID2_OFFSET, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
+import { blankDinode, decodeDinodeHeader, DINODE_ID2_OFFSET, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
 import { OCFS2_MAX_FILENAME_LEN } from '../format/ocfs2/dir-entry.js';
 import { encodeInlineData, inlineDataCapacity } from '../format/ocfs2/system-payloads.js';
 import { addEntry, hasInlineFeature, isInlineInode, newDirBody, readDirView, removeEntry, type BitmapSource, type DirView } from './dir-ops.js';
@@ -85,11 +85,12 @@ class Held {
    */
   async lockInode(seen: InodeBlock, mode: LockMode): Promise<InodeBlock> {
     await this.inode(seen.blkno, seen.inode.generation, mode);
-    const now = await this.vol.readInode(seen.blkno);
-    if (now.inode.generation !== seen.inode.generation || !(now.inode.flags & InodeFlag.VALID)) {
+    // Freed (not VALID) or reused meanwhile: refused before the full parse, which rejects a freed inode as corrupt.
+    const raw = decodeDinodeHeader(await this.vol.readBlocks(seen.blkno, 1, 'inode reference'));
+    if (raw.generation !== seen.inode.generation || !(raw.flags & InodeFlag.VALID)) {
       throw new SanboxError('EAGAIN', `${this.vol.dev.name}: inode ${seen.blkno} changed while its lock was awaited; try again`, { device: this.vol.dev.name });
     }
-    return now;
+    return this.vol.readInode(seen.blkno);
   }
 
   /** Resolves `path` with every directory on the way searched under its META lock PR (taken and released in turn). */

@@ -66,20 +66,22 @@ export async function lookupPath(vol: Ocfs2Volume, path: string, hold?: Director
   let walked = '';
   for (const part of parts) {
     if (!isDir(cur)) throw new SanboxError('ENOENT', `${vol.dev.name}: ${walked || '/'} is not a directory`, { device: vol.dev.name });
-    let entries: Awaited<ReturnType<Ocfs2Volume['readDir']>>;
-    if (hold === undefined) entries = await vol.readDir(cur);
+    walked += `/${part}`;
+    const step = async (d: InodeBlock): Promise<InodeBlock> => {
+      const hit = (await vol.readDir(d)).find((e) => e.inode !== 0 && e.name === part);
+      if (!hit) throw new SanboxError('ENOENT', `${vol.dev.name}: ${walked}: no such file or directory`, { device: vol.dev.name });
+      return vol.readInode(hit.inode);
+    };
+    if (hold === undefined) cur = await step(cur);
     else {
+      // The child is read while the parent is held: an rm of it needs the parent's EX first.
       const held = await hold(cur);
       try {
-        entries = await vol.readDir(held.dir);
+        cur = await step(held.dir);
       } finally {
         await held.release();
       }
     }
-    const hit = entries.find((e) => e.inode !== 0 && e.name === part);
-    walked += `/${part}`;
-    if (!hit) throw new SanboxError('ENOENT', `${vol.dev.name}: ${walked}: no such file or directory`, { device: vol.dev.name });
-    cur = await vol.readInode(hit.inode);
   }
   return cur;
 }
