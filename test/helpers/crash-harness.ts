@@ -206,7 +206,7 @@ export interface PointResult {
 }
 
 /** The checks after a recovery: tree, untouched blocks, journal clean and slot free, fsck. */
-export async function check(tpl: Template, ref: Reference, img: string, acks: number, finished: boolean, templateBytes: Buffer): Promise<string[]> {
+export async function check(ref: Reference, img: string, acks: number, finished: boolean, templateBytes: Buffer): Promise<string[]> {
   const v: string[] = [];
   // Tree and allocators both as after `acks` operations or after one more: never a mix.
   const state = await withDevice(img, stateKey, true);
@@ -248,7 +248,7 @@ export async function runPoint(tpl: Template, ref: Reference, point: CrashPoint,
     if (w.violations.length > 0) return { what, acks: w.acks, killed: w.killed, violations: w.violations };
     const rec = await recover(img);
     if (rec.code !== 0) return { what, acks: w.acks, killed: w.killed, violations: [`sanbox recover failed (exit ${rec.code}): ${rec.stderr.trim()}`] };
-    return { what, acks: w.acks, killed: w.killed, violations: await check(tpl, ref, img, w.acks, !w.killed, templateBytes) };
+    return { what, acks: w.acks, killed: w.killed, violations: await check(ref, img, w.acks, !w.killed, templateBytes) };
   } finally {
     fs.rmSync(img, { force: true });
   }
@@ -285,7 +285,7 @@ export async function runRecoveryPoints(tpl: Template, ref: Reference, writerPoi
           break;
         }
         const second = await recover(work);
-        const violations = second.code === 0 ? await check(tpl, ref, work, w.acks, false, templateBytes) : [`second sanbox recover failed (exit ${second.code}): ${second.stderr.trim()}`];
+        const violations = second.code === 0 ? await check(ref, work, w.acks, false, templateBytes) : [`second sanbox recover failed (exit ${second.code}): ${second.stderr.trim()}`];
         if (!fs.readFileSync(work).equals(wholeBytes)) violations.push('the recovery interrupted and run again differs from an uninterrupted one');
         onResult({ what, acks: w.acks, killed, violations });
       }
