@@ -47,6 +47,9 @@ async function refused(t: ExecutionContext, args: string[], pv: string, re: RegE
   return r.stderr.trim();
 }
 
+/** `vgchange VG --owner OWNER` made as node NODE of the cluster IMG. */
+const ownerChange = (vg: string, img: string, owner: string, node: number): string[] => ['vgchange', vg, '--owner', owner, '--node', String(node), '--cluster', img];
+
 /** The VG's system ID as the real vgs shows it to a host with system ID `host` (undefined: foreign there); vgck and pvck clean. */
 async function realSystemId(t: ExecutionContext, loop: string, host: string): Promise<string | undefined> {
   const r = await lvmAsHost('vgs', [loop], host, ['--reportformat', 'json', '-o', 'vg_name,vg_systemid']);
@@ -74,7 +77,7 @@ test('private takeover: refused while the owner lives (unless it consents) and b
   await ok(t, ['lvcreate', '-n', 'lv', '-L', '8M', 'vgf'], pv);
   await ok(t, ['vgchange', 'vgf', '--container', 'private', '--owner', '2', '--cluster', img], pv);
   const loop = await attachLoop(t, pv);
-  const change = (owner: string, node: number): string[] => ['vgchange', 'vgf', '--owner', owner, '--node', String(node), '--cluster', img];
+  const change = (owner: string, node: number): string[] => ownerChange('vgf', img, owner, node);
 
   const n0 = spawnNode(t, img, 0);
   const w = spawnIoNode(t, img, 2, [pv]);
@@ -126,4 +129,24 @@ test('private takeover: refused while the owner lives (unless it consents) and b
   t.is((await answered(w, '8', 5000)).byte, 1, 'what the first owner wrote is there');
   w.send('read 9 c 4096');
   t.is((await answered(w, '9', 5000)).byte, 7);
+});
+
+test('a container change on a VG another node is changing waits for its VG lock, then fails in one line naming the VG and the node; nothing written', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'blab']);
+  const pv = path.join(dir, 'pv.img');
+  fs.writeFileSync(pv, '');
+  fs.truncateSync(pv, 64 * MiB);
+  await ok(t, ['pvcreate', pv], pv);
+  await ok(t, ['vgcreate', 'vgf', pv], pv);
+  await ok(t, ['vgchange', 'vgf', '--container', 'private', '--owner', '1', '--cluster', img], pv);
+  const n1 = spawnNode(t, img, 1);
+  await n1.waitLine((l) => /^ready/.test(l.msg ?? ''), JOIN_BOUND_MS, 'node 1 ready');
+  // Node 1 is in the middle of a change of vgf: it holds the VG lock exclusively (lvmlockd's VGLK).
+  const held = await runSanbox(t, ['ctl', img, '1', 'lock', 'lvm_vgf:VGLK', '--mode', 'EX']);
+  t.is(held.code, 0, held.stderr);
+  const t0 = Date.now();
+  const msg = await refused(t, ownerChange('vgf', img, '0', 2), pv, /^sanbox: volume group vgf is being changed by node 1: its VG lock lvm_vgf:VGLK is held EX; node 2 did not get it exclusive within \d+ ms/);
+  t.log(`${msg} (after ${Date.now() - t0} ms)`);
 });

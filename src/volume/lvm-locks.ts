@@ -132,6 +132,21 @@ export async function withGlobalLock<T>(ls: LockService, mode: LvmMode, fn: () =
   }
 }
 
+/**
+ * A VG lock not had (timed out, or NOQUEUE): one line naming the VG and the nodes holding its lock
+ * (issue 18's bad input: a command on a VG another node is changing). Other errors pass through.
+ */
+async function vgLockBusy(ls: LockService, vg: string, resource: string, mode: LvmMode, wait: LockWait, err: unknown): Promise<never> {
+  if (!(err instanceof SanboxError) || (err.code !== 'ETIMEDOUT' && err.code !== 'EAGAIN')) throw err;
+  const holders = await holdersOf(ls, resource).catch(() => []);
+  if (holders.length === 0) throw err;
+  const changing = holders.some((h) => h.mode === 'EX' || h.mode === 'PW');
+  const who = holders.map((h) => `node ${h.nodeId}`).join(', ');
+  const modes = [...new Set(holders.map((h) => h.mode))].join('/');
+  const within = err.code === 'ETIMEDOUT' && wait.timeoutMs !== undefined ? ` within ${wait.timeoutMs} ms` : ' at once';
+  throw new SanboxError(err.code, `volume group ${vg} is being ${changing ? 'changed' : 'read'} by ${who}: its VG lock ${resource} is held ${modes}; node ${ls.nodeId} did not get it ${mode === 'ex' ? 'exclusive' : 'shared'}${within}`, { cause: err });
+}
+
 /** What `fn` of withVgLock sees and says. */
 export interface VgLockHold {
   readonly vg: string;
@@ -152,7 +167,7 @@ export interface VgLockHold {
  */
 export async function withVgLock<T>(ls: LockService, vg: string, mode: LvmMode, fn: (hold: VgLockHold) => Promise<T>, wait: LockWait = {}): Promise<T> {
   const resource = vgLockResource(vg);
-  const lock = await ls.lock(resource, dlmMode(mode), wait);
+  const lock = await ls.lock(resource, dlmMode(mode), wait).catch((err: unknown) => vgLockBusy(ls, vg, resource, mode, wait, err));
   let next: ValBlk | undefined;
   let released = false;
   try {
