@@ -113,7 +113,7 @@ test('control socket: status and leave over JSON lines; cluster status --watch',
   t.deepEqual(st.status.members.map((m) => m.state), ['up', 'up']);
   const nope = await controlRequest(sock, { cmd: 'nope' });
   t.false(nope.ok);
-  t.regex(String(nope.error), /^unknown command 'nope' \(known: status, leave, .*lock, unlock, mount, umount(, [a-z]+)*\)$/);
+  t.regex(String(nope.error), /^unknown command 'nope' \(known: status, leave, .*lock, unlock, ([a-z-]+, )*mount, umount(, [a-z-]+)*\)$/);
   const watch = await runSanbox(t, ['cluster', 'status', img, '--watch', '50', '--count', '3', '--json']);
   t.is(watch.code, 0, watch.stderr);
   const frames = watch.stdout.trim().split('\n').map((l) => JSON.parse(l) as { slots: { state: string; ageMs: number }[] });
