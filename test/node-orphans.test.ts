@@ -3,8 +3,10 @@
 // (its entry gone from its directory, an entry named by its block number in 16 hex digits in
 // orphan_dir:0001, i_flags ORPHANED, i_orphaned_slot 1, no links). Node 2 (a separate process)
 // mounts into slot 1 and is killed -9; node 1, after the fence, recovers slot 1 and frees the
-// orphan through its own journal under its cluster locks. Judges: debugfs.ocfs2 (orphan dir empty,
-// inode not valid, global bitmap back to its count before the file) and fsck.ocfs2 -fn (clean).
+// orphan through its own journal under its cluster locks. And a node whose own slot holds an
+// orphan, killed -9 and restarted with no survivor: its mount replays its slot and frees it.
+// Judges: debugfs.ocfs2 (orphan dir empty, inode not valid, global bitmap back to its count
+// before the file) and fsck.ocfs2 -fn (clean).
 
 import path from 'node:path';
 import test from 'ava';
@@ -13,7 +15,7 @@ import { DirFileType, InodeFlag, slotFileName } from '../src/format/ocfs2/consta
 import { addEntry, readDirView, removeEntry } from '../src/fs/dir-ops.js';
 import { FileOps, type ClusterLocker } from '../src/fs/file-ops.js';
 import { Ocfs2Volume } from '../src/fs/ocfs2-volume.js';
-import { clusterInit, isEvent } from './helpers/heartbeat-nodes.js';
+import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
 import { mkfs, spawnMounted } from './helpers/mounted-volume.js';
 import { allocatorUsed, debugfs, debugfsNames, fsckOk } from './helpers/ocfs2-oracle.js';
 import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
@@ -81,6 +83,31 @@ test('a node killed -9 with an orphan in its slot\'s orphan directory: the survi
   t.deepEqual(await debugfsNames(vol, '//orphan_dir:0001'), [], 'the orphan directory is empty');
   t.notRegex(await debugfs(vol, `stat <${victim}>`), /Flags: Valid/, 'the orphan inode is freed');
   t.is(await allocatorUsed(vol, 'global_bitmap'), usedBefore, 'its clusters are back in the global bitmap');
+  const fsck = await fsckOk(vol);
+  t.true(fsck.ok, fsck.out);
+});
+
+test('a node killed -9 with an orphan in its own slot, restarted: its mount replays its own journal and frees the orphan; fsck -fn clean', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', 'own']);
+  const vol = await mkfs(dir, 'own', 2);
+  const usedBefore = await allocatorUsed(vol, 'global_bitmap');
+  const victim = await orphanOf(vol, 0);
+  const first = await spawnMounted(t, img, 2, vol, 0);
+  first.child.kill('SIGKILL');
+  await first.exited;
+  // Its restart replays its own dirty slot at mount ("mounted … (its journal was dirty and was replayed)").
+  const again = spawnNode(t, img, 2, ['--mount', vol]);
+  const freed = await again.waitLine((l) => /orphan inode\(s\) of own slot 0|orphans of own slot 0 left/.test(l.msg ?? ''), 20_000, 'node 2 frees its own slot\'s orphan at mount');
+  t.regex(freed.msg!, new RegExp(`freed 1 orphan inode\\(s\\) of own slot 0: ${victim}$`));
+  await again.waitLine((l) => /^mounted .* in slot 0 \(its journal was dirty and was replayed\)$/.test(l.msg ?? ''), 20_000, 'node 2 mounted again');
+  const um = await runSanbox(t, ['ctl', img, '2', 'umount', vol], { timeoutMs: 60_000 });
+  t.is(um.code, 0, um.stderr);
+  again.child.kill('SIGTERM');
+  await again.exited;
+  t.deepEqual(await debugfsNames(vol, '//orphan_dir:0000'), []);
+  t.is(await allocatorUsed(vol, 'global_bitmap'), usedBefore, 'the orphan\'s clusters are back');
   const fsck = await fsckOk(vol);
   t.true(fsck.ok, fsck.out);
 });

@@ -116,6 +116,15 @@ export class NodeMounts {
           // kernel does at mount (its allocators too; recovery generation + 1); the slot stays ours.
           rec = await recoverSlot(vol, slot, { observeMs: 0, clearSlot: false });
           await writeJournalInode(vol, await openJournal(vol, slot), { dirty: true });
+          // Then, as the kernel's mount recovery completion does, the orphans of our own slot
+          // (unlinked while open when that incarnation died), through our journal, DIRTY again now.
+          // A failure leaves them for a later recovery; the mount stands.
+          if (rec.dirty && rec.orphans > 0) {
+            await new FileOps(dev, slot, clusterLocker(node)).recoverOrphans(slot).then(
+              (freed) => this.log(`${key}: freed ${freed.length} orphan inode(s) of own slot ${slot}: ${freed.join(' ')}`),
+              (err: unknown) => this.log(`${key}: orphans of own slot ${slot} left: ${err instanceof Error ? err.message : String(err)}`),
+            );
+          }
         } catch (err) {
           // A slot this mount claimed and did not get to use goes back (best effort: a fenced
           // node's write is refused, and the slot then waits for recovery like any dead node's).
