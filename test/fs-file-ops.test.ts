@@ -67,7 +67,44 @@ async function fileState(vol: string, name: string, want: string): Promise<State
   return (await debugfs(vol, `cat /${name}`)) === want ? 'whole' : 'half';
 }
 
-const OPS: [string, (ops: FileOps) => Promise<unknown>, (vol: string) => Promise<State>][] = [
+/** Entries of 40 bytes (27-byte names) that fill a 4K inode's inline directory: (3896 − 32) / 40. */
+const INLINE_DIR_ENTRIES_MAX = 96;
+const longName = (i: number): string => `file-with-a-longish-name-${String(i).padStart(2, '0')}`;
+
+/** baseVolume, and /full: an inline directory with room for no more entry. */
+async function fullDirVolume(dir: string): Promise<string> {
+  const vol = await baseVolume(dir);
+  const dev = await openDevice(vol);
+  try {
+    const ops = new FileOps(dev, 0, noLocks);
+    await ops.mkdir('/full');
+    for (let i = 0; i < INLINE_DIR_ENTRIES_MAX; i++) await ops.put(`/full/${longName(i)}`, Buffer.from(`${i}\n`));
+  } finally {
+    await dev.close();
+  }
+  if (/InlineData/.test(await debugfs(vol, 'stat /full')) === false) throw new Error('/full was expanded already');
+  return vol;
+}
+
+/** baseVolume with the free space cut into single clusters (one-cluster files, every other one removed). */
+async function fragmentedVolume(dir: string): Promise<string> {
+  const vol = await baseVolume(dir);
+  const dev = await openDevice(vol);
+  try {
+    const ops = new FileOps(dev, 0, noLocks);
+    await ops.mkdir('/frag');
+    for (let i = 0; i < 600; i++) await ops.put(`/frag/f${i}`, Buffer.alloc(4096, i & 0xff));
+    for (let i = 0; i < 600; i += 2) await ops.rm(`/frag/f${i}`);
+  } finally {
+    await dev.close();
+  }
+  return vol;
+}
+
+/** 260 clusters where only single free clusters are left: more runs than the inode holds (depth 1). */
+const DEEP = Buffer.from(Array.from({ length: 260 * 4096 }, (_, i) => (i * 7 + (i >> 12)) & 0xff));
+
+const OPS: [string, (ops: FileOps) => Promise<unknown>, (vol: string) => Promise<State>, ((dir: string) => Promise<string>)?][] = [
   ['put of a 20000-byte file (clusters)', (o) => o.put('/big.txt', BIG), (v) => fileState(v, 'big.txt', BIG.toString())],
   ['put of an inline file', (o) => o.put('/small.txt', Buffer.from('small\n')), (v) => fileState(v, 'small.txt', 'small\n')],
   ['replacing an inline file by clusters', (o) => o.put('/keep.txt', BIG), async (v) => {
@@ -76,13 +113,28 @@ const OPS: [string, (ops: FileOps) => Promise<unknown>, (vol: string) => Promise
   }],
   ['mkdir', (o) => o.mkdir('/dir'), async (v) => (/\sdir\n/.test(await debugfs(v, 'ls -l /')) ? 'whole' : 'absent')],
   ['rm', (o) => o.rm('/keep.txt'), async (v) => (/keep\.txt/.test(await debugfs(v, 'ls -l /')) ? 'absent' : 'whole')],
+  ['a put that expands a full inline directory into a block', (o) => o.put(`/full/${longName(INLINE_DIR_ENTRIES_MAX)}`, Buffer.from('new\n')), async (v) => {
+    const names = await debugfsNames(v, '/full');
+    const inline = /InlineData/.test(await debugfs(v, 'stat /full'));
+    if (names.length === INLINE_DIR_ENTRIES_MAX && inline) return 'absent';
+    const whole = names.length === INLINE_DIR_ENTRIES_MAX + 1 && !inline && (await debugfs(v, `cat /full/${longName(INLINE_DIR_ENTRIES_MAX)}`)) === 'new\n';
+    return whole ? 'whole' : 'half';
+  }, fullDirVolume],
+  ['a put whose extents need leaf extent blocks (tree depth 1)', (o) => o.put('/deep.bin', DEEP), async (v) => {
+    if (!/\sdeep\.bin\n/.test(await debugfs(v, 'ls -l /'))) return 'absent';
+    const dumped = `${v}.deep`;
+    await debugfs(v, `dump /deep.bin ${dumped}`);
+    const same = fs.readFileSync(dumped).equals(DEEP) && /Tree Depth: 1/.test(await debugfs(v, 'stat /deep.bin'));
+    fs.rmSync(dumped, { force: true });
+    return same ? 'whole' : 'half';
+  }, fragmentedVolume],
 ];
 
-for (const [what, op, visible] of OPS) {
+for (const [what, op, visible, makeBase] of OPS) {
   test(`a crash at every flush of ${what}: after the slot's recovery the change is whole or absent (whole whenever it was acknowledged) and fsck -fn is clean`, async (t) => {
     t.timeout(300_000);
     const dir = tempDir(t);
-    const base = await baseVolume(dir);
+    const base = await (makeBase ?? baseVolume)(dir);
     const work = path.join(dir, 'work.img');
     let completedAt: number | undefined;
     for (let k = 0; completedAt === undefined; k++) {
