@@ -227,6 +227,21 @@ test('gate lease: writes of one event-loop turn take the gate once, each is stil
   t.regex(e?.message ?? '', /node 0 .* not registered/);
 });
 
+test('gate lease: a PR command of the same process on its own gate ends that process\'s lease first instead of waiting for it', async (t) => {
+  const { img, pr, k0, g0 } = await twoRegistered(t, 1);
+  const d0 = FileDisk.open(img, { gate: g0 });
+  t.teardown(() => d0.close());
+  const sec = Buffer.alloc(512);
+  d0.writeSync(sec, 512); // a lease on gate-0 in this process
+  // Node 0 registers again (as the provider does for every device it opens) while it holds the
+  // lease, with no time to wait at all: only a lease ended at once lets the command in. (Waiting a
+  // turn instead would hold the intent lock meanwhile, and this process's next write would wait
+  // for that intent lock synchronously.)
+  t.true(await pr.register(0, k0, 0), 'the register got gate-0 at its first attempt');
+  d0.writeSync(sec, 512);
+  t.is(g0.leases, 2, 'the write after the command took the gate afresh');
+});
+
 test('gate lease: a writer writing back to back without ever yielding still lets a preempt in, and nothing it starts afterwards lands', async (t) => {
   const { pr, fencerKey, victimKey, readCounter, nothingLandsAfter } = await fencerAndWriter(t, 'burst');
   await waitFor(() => readCounter() > 1000n, 5000, 'writes landing');

@@ -27,10 +27,13 @@
 // while the fencer holds the intent lock. A writer stopped inside a lease (SIGSTOP), or one that
 // blocks its event loop after a write without writing again, holds the gate for that long, and is
 // escalated to the power fence after fenceGateWaitMs, exactly like one stopped inside a write.
+// A PR command of this same process on gate-N (a node registering on a device it opens) does not
+// wait for the turn: it ends this process's leases on gate-N first (reservations.ts,
+// registerLocalLease), since waiting would hold the intent lock that our next write waits for.
 
 import { DiskError } from '../errors.js';
 import { PR_TYPES } from '../format/reservations.js';
-import { gateIntentPath, gateLockPath, LockFile, type ReservationStore } from './reservations.js';
+import { gateIntentPath, gateLockPath, LockFile, registerLocalLease, type ReservationStore } from './reservations.js';
 import type { WriteGate } from './write-gate.js';
 
 /**
@@ -58,6 +61,8 @@ export class FenceGate implements WriteGate {
   /** Between enter and leave; `endAtLeave`: the lease's turn ended during that write. */
   private inWrite = false;
   private endAtLeave = false;
+  /** Takes the current lease out of this process's registry (reservations.ts registerLocalLease). */
+  private unregisterLease: (() => void) | undefined;
   /** Times the gate was taken (each a lease): for tests and the benchmark's syscall count. */
   leases = 0;
   /** Writes refused so far (for status and tests). */
@@ -140,6 +145,7 @@ export class FenceGate implements WriteGate {
     }
     this.leaseSinceMs = performance.now();
     this.leases++;
+    this.unregisterLease = registerLocalLease(this.lock.path, this.endSoon);
     // A FileDisk write is synchronous (enter, pwrite, leave in one call), so when this runs no
     // write is between its check and its pwrite; a caller that spans turns between enter and leave
     // keeps the gate until its leave.
@@ -147,15 +153,22 @@ export class FenceGate implements WriteGate {
       this.endScheduled = true;
       setImmediate(() => {
         this.endScheduled = false;
-        if (this.inWrite) this.endAtLeave = true;
-        else this.endLease();
+        this.endSoon();
       });
     }
   }
 
+  /** Ends the lease now, or when the write in progress leaves (the turn's end, or a PR command of this process: reservations.ts). */
+  private readonly endSoon = (): void => {
+    if (this.inWrite) this.endAtLeave = true;
+    else this.endLease();
+  };
+
   private endLease(): void {
     if (this.leaseSinceMs === undefined) return;
     this.leaseSinceMs = undefined;
+    this.unregisterLease?.();
+    this.unregisterLease = undefined;
     try {
       this.lock.unlock();
     } catch {

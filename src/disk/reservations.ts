@@ -277,6 +277,32 @@ export class LockFile {
   }
 }
 
+/**
+ * Gate leases held in this process (src/disk/fence-gate.ts), by gate lock path. A fence gate keeps
+ * gate-N shared for the rest of an event-loop turn; a PR command of this same process that needs
+ * gate-N exclusively (a node registering its key on a device it opens while it already writes
+ * through another handle of the same reservations) ends them first. Otherwise it would wait a
+ * turn holding the intent lock, and this process's next write, its heartbeat's included, would
+ * wait for that intent lock synchronously: the event loop blocked up to the gate's wait bound.
+ */
+const localLeases = new Map<string, Set<() => void>>();
+
+/** Registers a lease's way to end it early; returns the function that unregisters it. */
+export function registerLocalLease(gatePath: string, end: () => void): () => void {
+  let set = localLeases.get(gatePath);
+  if (set === undefined) localLeases.set(gatePath, (set = new Set()));
+  set.add(end);
+  return () => {
+    set.delete(end);
+    if (set.size === 0 && localLeases.get(gatePath) === set) localLeases.delete(gatePath);
+  };
+}
+
+/** Ends every lease this process holds on `gatePath` (a write in progress ends its lease when it leaves). */
+export function endLocalLeases(gatePath: string): void {
+  for (const end of [...(localLeases.get(gatePath) ?? [])]) end();
+}
+
 export function gateLockPath(lockDir: string, nodeId: number): string {
   return path.join(lockDir, `gate-${nodeId}.lock`);
 }
@@ -455,6 +481,9 @@ export class PersistentReservations {
     try {
       if (!(await intent.lock('ex', gateWaitMs))) return false;
       try {
+        // This process's own gate leases on gate-N end first (in the same synchronous step as the
+        // first attempt below, so no write of ours starts a new one in between).
+        endLocalLeases(gate.path);
         if (!(await gate.lock('ex', Math.max(0, gateWaitMs - (performance.now() - t0))))) return false;
         try {
           return await fn();
