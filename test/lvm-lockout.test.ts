@@ -19,6 +19,7 @@ import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { layoutChangeBoundMs } from '../src/timing.js';
 import { ackedWritesKept, lvSizeBytes, makeLab, MiB, noBlockOf, realToolsClean, startWriter, vgSeqno as seqno, WRITER_READY_MS, type Lab, type Writer } from './helpers/lv-lab.js';
 import { sanboxCli } from './helpers/lvm-real.js';
+import { spawnNode } from './helpers/heartbeat-nodes.js';
 import { ownLockDir, waitFor } from './helpers/tmp.js';
 
 ownLockDir(test);
@@ -54,14 +55,14 @@ function lockoutLine(t: ExecutionContext, stdout: string): { nodes: number[]; ch
  * A writes over [3 MiB, 8 MiB) of LV1; B runs `change` (as node 2) and then grows LV2 by what LV1
  * lost and writes LV2's new part. Returns A's writer and the generation after B's change.
  */
-async function scenario(t: ExecutionContext, l: Lab, change: string[], lostBytes: number): Promise<{ a: Writer; genBefore: number; genAfter: number }> {
+async function scenario(t: ExecutionContext, l: Lab, change: string[], lostBytes: number, changer = 2): Promise<{ a: Writer; genBefore: number; genAfter: number }> {
   const genBefore = await seqno(l);
   const lv2Before = await lvSizeBytes(l, 'lv2');
   const a = startWriter(t, l, 1, 'lv1', 'A', 3 * MiB, 8 * MiB);
   await waitFor(() => a.count('ok') >= WRITES_BEFORE || a.child.exitCode !== null, WRITER_READY_MS, `A's first ${WRITES_BEFORE} writes (${a.stderr.slice(-500)})`);
   t.true(a.count('ok') >= WRITES_BEFORE, `A wrote: ${a.stderr.slice(-1000)}`);
 
-  const r = await sanboxCli(t, [...change, '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
+  const r = await sanboxCli(t, [...change, '--cluster', l.cluster, '--node', String(changer), '--devices', l.pvs.join(',')]);
   t.is(r.code, 0, `${change.join(' ')}: ${r.stderr}`);
   const lo = lockoutLine(t, r.stdout);
   t.deepEqual(lo.nodes, [1], 'B locked out node 1 (A)');
@@ -71,7 +72,7 @@ async function scenario(t: ExecutionContext, l: Lab, change: string[], lostBytes
   t.true(genAfter > genBefore);
   t.is(await vgLockSeqno(t, l), genAfter, "the VG lock's value block (lvmlockd's val_blk) holds the new seqno");
 
-  const grow = await sanboxCli(t, ['lvextend', `${l.vg}/lv2`, '-L', `+${lostBytes / MiB}m`, '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
+  const grow = await sanboxCli(t, ['lvextend', `${l.vg}/lv2`, '-L', `+${lostBytes / MiB}m`, '--cluster', l.cluster, '--node', String(changer), '--devices', l.pvs.join(',')]);
   t.is(grow.code, 0, `lvextend lv2: ${grow.stderr}`);
   const lv2After = await lvSizeBytes(l, 'lv2');
   t.is(lv2After, lv2Before + lostBytes);
@@ -116,6 +117,21 @@ test('lvremove of LV1 while node A writes it: A lets go, every later write fails
   t.regex(errs[0]!.msg!, new RegExp(`${l.vg}/lv1: the logical volume was removed by another node`));
   t.true(Math.max(...ok.map((e) => e.t!)) <= errs[0]!.t!, 'no write acknowledged after the removal');
   await noBlockOf(t, l, 'lv2', 'A');
+  await realToolsClean(t, l);
+});
+
+test('the change made through a running node (node 3 runs here: its control channel takes the locks): A is locked out the same way', async (t) => {
+  const l = await lab(t);
+  const b = spawnNode(t, l.cluster, 3);
+  await b.waitLine((x) => /^ready/.test(x.msg ?? ''), WRITER_READY_MS, 'node 3 ready');
+  const { a, genBefore, genAfter } = await scenario(t, l, ['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y'], 4 * MiB, 3);
+  const ok = a.events.filter((e) => e.ev === 'ok');
+  t.true(ok.some((e) => e.gen === genBefore) && ok.some((e) => e.gen === genAfter), 'A wrote before and after');
+  t.true(ok.every((e) => e.gen === genBefore || e.off! < 4 * MiB), 'no write past the new end acknowledged after the change');
+  t.true(a.pauses.some((p) => p.fromGeneration === genBefore && p.toGeneration === genAfter), JSON.stringify(a.pauses));
+  await noBlockOf(t, l, 'lv2', 'A');
+  await ackedWritesKept(t, l, 'lv1', a, 'A', 4 * MiB);
+  b.child.kill('SIGTERM');
   await realToolsClean(t, l);
 });
 
