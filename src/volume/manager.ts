@@ -87,20 +87,22 @@ export async function withSession<T>(specs: string[], opts: { readOnly?: boolean
 }
 
 /**
- * A report's session. With a cluster (lvm2.md §7.3): the global lock sh, then the lock sh of each
- * shared or private VG the scan found, held while `fn` reads. A VG whose lock value says a newer
- * seqno than the scan (made before the locks) showed is read again, from the command's devices
- * plus the cluster's device list as it is under the locks (§7.6).
+ * A report's session. With a cluster (lvm2.md §7.3): the global lock sh (not for a report of named
+ * VGs: lvm2's `vgs VG`/`lvs VG` take none), then the lock sh of each shared or private VG the scan
+ * found (of the named ones), held while `fn` reads. A VG whose lock value says a newer seqno than
+ * the scan (made before the locks) showed is read again, from the command's devices plus the
+ * cluster's device list as it is under the locks (§7.6).
  */
-export async function withReportSession<T>(specs: string[], cluster: LvmCluster | undefined, fn: (s: LvmSession) => Promise<T>): Promise<T> {
+export async function withReportSession<T>(specs: string[], cluster: LvmCluster | undefined, fn: (s: LvmSession) => Promise<T>, vgNames: string[] = []): Promise<T> {
   const opts = { readOnly: true, guard: 'none' as const };
   if (cluster === undefined) return withSession(specs, opts, fn);
   const wait = { timeoutMs: cluster.lockTimeoutMs };
-  return withGlobalLock(cluster.locks, 'sh', async () => {
+  const read = async (): Promise<T> => {
     let s = await LvmSession.open(mergeSpecs(specs, await clusterDeviceSpecs(cluster)), opts);
     try {
       const seqnoOf = (name: string): number | undefined => (s.vgNames().includes(name) ? s.vg(name).vg.seqno : undefined);
       const clustered = s.vgNames().filter((n) => {
+        if (vgNames.length > 0 && !vgNames.includes(n)) return false;
         const vg = s.vg(n).vg;
         return vg.systemId !== undefined || (vg.lockType !== undefined && vg.lockType !== 'none');
       });
@@ -120,7 +122,8 @@ export async function withReportSession<T>(specs: string[], cluster: LvmCluster 
     } finally {
       await s.close();
     }
-  }, wait);
+  };
+  return vgNames.length > 0 ? read() : withGlobalLock(cluster.locks, 'sh', read, wait);
 }
 
 // ---- PVs ----

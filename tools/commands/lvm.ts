@@ -372,7 +372,7 @@ export function register(program: Command): void {
       .argument('[vgs...]', 'volume group names (default: all found)')
   ).action(async (names: string[], o: ReportCliOptions & NodeOpts & { devices?: string; json: boolean }) => asNode(o, async (cluster) => {
     if (o.json) {
-      const rows = await withReportSession(await devicesFor([], o, cluster), cluster, async (s) => selectVgs(s.scan, names).map((h) => vgRow(h.vg, h.missing.length > 0)));
+      const rows = await withReportSession(await devicesFor([], o, cluster), cluster, async (s) => selectVgs(s.scan, names).map((h) => vgRow(h.vg, h.missing.length > 0)), names);
       return printJson({ vg: rows });
     }
     await lvmReport('vgs', await devicesFor([], o, cluster), names, false, o, cluster);
@@ -596,7 +596,7 @@ export function register(program: Command): void {
       const wanted = (r: { vg_name: string; lv_name: string }): boolean => names.length === 0 || names.includes(r.vg_name) || names.includes(`${r.vg_name}/${r.lv_name}`);
       if (o.segments) return printJson({ seg: vgs.flatMap((h) => segRows(h.vg, (key) => h.pvByKey.get(key)?.dev.name ?? key, o.all)).filter(wanted) });
       printJson({ lv: vgs.flatMap((h) => lvRows(h.vg, o.all)).filter(wanted) });
-    });
+    }, [...new Set(names.map((n) => n.split('/')[0]!))]);
   }));
 }
 
@@ -651,7 +651,7 @@ async function lvmReport(report: ReportName, devices: string[], names: string[],
     const pvs = report === 'pvs' && names.length ? new Set(names) : undefined;
     for (const n of pvs ?? []) if (!s.scan.some((x) => x.dev.name === n && x.pv)) throw new SanboxError('EINVAL', `${n}: not an LVM physical volume (no label in sectors 0-3)`, { device: n });
     return buildReport(report, { scan: s.scan, vgs, all, lvs, pvs }, req);
-  });
+  }, report === 'pvs' ? [] : [...new Set(names.map((n) => n.split('/')[0]!))]);
   process.stdout.write(o.reportformat === 'json' ? renderJson(r) : renderText(r, { headings: !o.noheadings, separator: o.separator, aligned: o.aligned }));
 }
 
