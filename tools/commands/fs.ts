@@ -58,7 +58,8 @@ function printRecovery(r: SlotRecovery): void {
   if (a?.localAlloc) process.stdout.write(`  local alloc: window of ${a.localAlloc.windowClusters} clusters at ${a.localAlloc.windowStartCluster}, ${a.localAlloc.usedClusters} used, ${a.localAlloc.freedClusters} returned to the global bitmap\n`);
   if (a && a.truncateLog.length) process.stdout.write(`  truncate log: ${a.truncateLog.length} record(s) replayed\n`);
   process.stdout.write(`  journal: s_start 0, s_sequence ${rp.nextSequence}, DIRTY cleared, recovery generation ${r.recoveryGenerationBefore} -> ${r.recoveryGenerationAfter}${r.slotCleared ? `; slot ${r.slot} freed in the slot map` : ''}\n`);
-  if (r.orphans > 0) process.stdout.write(`  orphan directory: ${r.orphansFreed.length} of ${r.orphans} orphan inode(s) freed${r.orphansFreed.length ? ` (${r.orphansFreed.join(' ')})` : ''}\n`);
+  if (r.orphans > 0 && r.dryRun) process.stdout.write(`  orphan directory: ${r.orphans} orphan inode(s) to free\n`);
+  else if (r.orphans > 0) process.stdout.write(`  orphan directory: ${r.orphansFreed.length} of ${r.orphans} orphan inode(s) freed${r.orphansFreed.length ? ` (${r.orphansFreed.join(' ')})` : ''}\n`);
 }
 
 export function register(program: Command): void {
