@@ -16,6 +16,7 @@
 
 import test, { type ExecutionContext } from 'ava';
 import { readClusterImage } from '../src/heartbeat/cluster-image.js';
+import type { ActivationStatus } from '../src/node/node.js';
 import { layoutChangeBoundMs } from '../src/timing.js';
 import { ackedWritesKept, lvSizeBytes, makeLab, MiB, noBlockOf, realToolsClean, startWriter, vgSeqno as seqno, WRITER_READY_MS, type Lab, type Writer } from './helpers/lv-lab.js';
 import { sanboxCli } from './helpers/lvm-real.js';
@@ -155,5 +156,65 @@ test('--nowait: a change of an LV another node writes through fails at once nami
   await a.stop(t);
   t.is(a.count('err'), 0);
   t.deepEqual(a.pauses, [], 'A never paused: nobody locked it out');
+  await realToolsClean(t, l);
+});
+
+/** Node `node`'s activations as `sanbox ctl C N status --json` shows them. */
+async function activationsOf(t: ExecutionContext, l: Lab, node: number): Promise<ActivationStatus[]> {
+  const r = await sanboxCli(t, ['ctl', l.cluster, String(node), 'status', '--json']);
+  t.is(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { activations: ActivationStatus[] }).activations;
+}
+
+test('an LV activated with `ctl … lvm lvchange -aey` gives way to another node\'s lvextend: the change completes within the bound, the activation survives at the new seqno, its writes go on into the new extents; a conflicting activation is still refused at once', async (t) => {
+  // LV1 8 MiB of a 24 MiB PV; A writes [4 MiB, 16 MiB): past the end until B grows LV1 to 16 MiB.
+  const l = await makeLab(t, 1, 24, [['-n', 'lv1', '-L', '8m']]);
+  // A shared container: activation takes the LV lock (a local VG's takes none).
+  const shared = await sanboxCli(t, ['vgchange', '--container', 'shared', l.vg, '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
+  t.is(shared.code, 0, shared.stderr);
+  const genBefore = await seqno(l);
+  const a = startWriter(t, l, 1, 'lv1', 'A', 4 * MiB, 16 * MiB, 'random', 'activated');
+  await waitFor(() => a.count('listening') === 1 || a.child.exitCode !== null, WRITER_READY_MS, `node 1 listening (${a.stderr.slice(-500)})`);
+  const act = await sanboxCli(t, ['ctl', l.cluster, '1', 'lvm', 'lvchange', '-aey', `${l.vg}/lv1`]);
+  t.is(act.code, 0, act.stderr);
+  t.regex(act.stdout, new RegExp(`Logical volume ${l.vg}/lv1 activated exclusively on node 1`));
+  await waitFor(() => a.count('ok') >= WRITES_BEFORE || a.child.exitCode !== null, WRITER_READY_MS, `A's first ${WRITES_BEFORE} writes (${a.stderr.slice(-500)})`);
+  t.true(a.events.filter((e) => e.ev === 'err').every((e) => e.code === 'EBOUNDS' && e.off! >= 8 * MiB), 'before the change only writes past 8 MiB fail');
+
+  // Another node's activation conflicts: refused at once naming node 1, and A does not let go for it.
+  const b = spawnNode(t, l.cluster, 2, ['--devices', l.pvs.join(',')]);
+  await b.waitLine((x) => /^ready/.test(x.msg ?? ''), WRITER_READY_MS, 'node 2 ready');
+  const conflict = await sanboxCli(t, ['ctl', l.cluster, '2', 'lvm', 'lvchange', '-aey', `${l.vg}/lv1`]);
+  t.is(conflict.code, 1);
+  t.regex(conflict.stderr, new RegExp(`${l.vg}/lv1: LV locked by node 1 \\(exclusive\\); exclusive activation refused on node 2\\n$`));
+  t.is((await activationsOf(t, l, 1))[0]?.lockouts, 0, 'a refused activation locks nobody out');
+
+  const r = await sanboxCli(t, ['lvextend', `${l.vg}/lv1`, '-L', '16m', '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
+  t.is(r.code, 0, `lvextend: ${r.stderr}`);
+  const lo = lockoutLine(t, r.stdout);
+  t.deepEqual(lo.nodes, [1], 'B locked out node 1 (A)');
+  const boundMs = layoutChangeBoundMs((await readClusterImage(l.cluster)).timing);
+  t.true(lo.changeMs <= boundMs, `B's change took ${lo.changeMs} ms; bound ${boundMs} ms`);
+  const genAfter = await seqno(l);
+  t.true(genAfter > genBefore);
+
+  const acts = await activationsOf(t, l, 1);
+  t.is(acts.length, 1, JSON.stringify(acts));
+  t.like(acts[0], { lv: `${l.vg}/lv1`, mode: 'ex', seqno: genAfter, lockouts: 1, failed: null });
+  const okAt = a.count('ok');
+  await waitFor(() => a.events.some((e) => e.ev === 'ok' && e.gen === genAfter && e.off! >= 8 * MiB) || a.child.exitCode !== null, WRITER_READY_MS, `A's writes into the new extents (${a.stderr.slice(-500)})`);
+  await waitFor(() => a.count('ok') >= okAt + WRITES_BEFORE || a.child.exitCode !== null, WRITER_READY_MS, 'A writes on');
+  await a.stop(t);
+  b.child.kill('SIGTERM');
+  const ok = a.events.filter((e) => e.ev === 'ok');
+  t.true(ok.some((e) => e.gen === genBefore), 'A wrote before the change');
+  t.true(ok.some((e) => e.gen === genAfter && e.off! >= 8 * MiB), 'A wrote into the new extents at the new seqno');
+  // A write past 8 MiB is admitted only under the new layout: none was acknowledged before the change.
+  t.true(ok.every((e) => e.off! < 8 * MiB || e.gen === genAfter), 'no write past the old end acknowledged at the old seqno');
+  t.true(a.events.filter((e) => e.ev === 'err').every((e) => e.code === 'EBOUNDS'), JSON.stringify(a.events.filter((e) => e.ev === 'err' && e.code !== 'EBOUNDS').slice(0, 3)));
+  await ackedWritesKept(t, l, 'lv1', a, 'A', 16 * MiB);
+  // The real tools read a shared (lock_type dlm) VG only through lvmlockd: back to local first.
+  const local = await sanboxCli(t, ['vgchange', '--container', 'local', l.vg, '--cluster', l.cluster, '--node', '0', '--devices', l.pvs.join(',')]);
+  t.is(local.code, 0, local.stderr);
   await realToolsClean(t, l);
 });

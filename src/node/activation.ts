@@ -2,8 +2,16 @@
 // item 2): as lvmlockd does it (reference/lvm2.md §7.2-7.3), the VG lock sh while the VG is read,
 // then the LV lock — EX for exclusive, PR for shared activation — taken at once or refused (no
 // queueing: a conflict names the holder nodes) and held by the node until deactivation, its stop,
-// or its fencing. The LV's device is opened through the node's provider (fence gate, fault rules,
-// I/O counters), so an active LV is one the node can be fenced off.
+// or its fencing.
+//
+// In a shared or private container the activation IS a LockedLv (src/volume/locked-lv.ts): the
+// LV lock is held with its blocking callback, and the device the node serves for VG/LV (to the
+// mount hook's ocfs2 volume, to any I/O through the node) is that LockedLv. So a layout change by
+// any node (lvextend, lvreduce, lvremove, pvmove) makes the activation drain, let go, re-read the
+// layout at the new seqno and resume, instead of waiting out the change's bound; a conflicting
+// *activation* asks with NOQUEUE, which no holder hears, and is refused. Its PVs are opened
+// through the node's provider (fence gate, fault rules, I/O counters), so an active LV is one the
+// node can be fenced off. A local VG's activation takes no lock and serves the LV as opened.
 //
 // Who may activate (EVMS's container rules, reference/locking.md §5.2):
 //   local     this node, without a cluster lock (a local VG is this host's)
@@ -13,8 +21,10 @@
 // Every refusal is one line and changes nothing: activation writes no metadata.
 
 import { SanboxError } from '../errors.js';
-import type { HeldLock, LvmMode } from '../volume/lvm-locks.js';
-import { lockLv, lvLockResource, withVgLock } from '../volume/lvm-locks.js';
+import { Mode } from '../dlm/compat-matrix.js';
+import type { LvmMode } from '../volume/lvm-locks.js';
+import { lvLockConflict, lvLockResource, withVgLock } from '../volume/lvm-locks.js';
+import { LockedLv } from '../volume/locked-lv.js';
 import { checkAgainstValue, type LvmCluster } from '../volume/lvm-cluster.js';
 import { containerOf } from '../volume/container.js';
 import { splitLvPath, withSession } from '../volume/manager.js';
@@ -37,7 +47,6 @@ async function kindOf(h: Parameters<typeof containerOf>[0]): Promise<{ kind: 'lo
 
 interface Active {
   status: ActivationStatus;
-  lock: HeldLock | undefined;
 }
 
 /** The activations of one node. One activation change at a time. */
@@ -88,8 +97,10 @@ export class NodeActivations {
       throw new SanboxError('EBUSY', `${spec}: node ${node.nodeId} has it active ${cur.status.mode === 'ex' ? 'exclusively' : 'shared'} already; deactivate it (lvchange -an) first`);
     }
     const cluster = await this.cluster();
+    const ls = await node.lockspace();
     const scanDevices = await node.provider.lvmDevices(devices);
-    // lvm2 2.03.16 reads the VG under its lock sh for activation (lvm2.md §7.3).
+    // lvm2 2.03.16 reads the VG under its lock sh for activation (lvm2.md §7.3); the LV's layout
+    // is read and its lock taken under that same VG lock, so no change commits in between.
     const held = await withVgLock(cluster.locks, vgName, 'sh', (hold) =>
       withSession(scanDevices, { readOnly: true, guard: 'none' }, async (s) => {
         checkAgainstValue(vgName, s.vgNames().includes(vgName) ? s.vg(vgName).vg : undefined, hold, cluster);
@@ -103,25 +114,46 @@ export class NodeActivations {
         if (kind === 'private' && owner !== node.nodeId) {
           throw new SanboxError('EINVAL', `${spec}: volume group ${vgName} is a private container owned by node ${owner ?? '?'} (system ID ${h.vg.systemId}); node ${node.nodeId} may not activate it${mode === 'sh' ? ' (not even shared)' : ''}`);
         }
-        if (kind === 'local') return { lv, mode, lock: undefined };
-        return { lv, mode, lock: await lockLv(cluster.locks, vgName, { name: lvName, uuid: lv.id }, mode) };
+        if (kind === 'local') return { lv, mode, locked: undefined };
+        // The activation IS the LV's I/O device under its lock (src/volume/locked-lv.ts): it lets
+        // go on a layout change's blocking notice and follows the change. A conflicting
+        // activation is refused at once (NOQUEUE), naming the holders.
+        const locked = await LockedLv.open(ls, vgName, () => node.provider.openLv(vgName, lvName), { mode: mode === 'ex' ? Mode.EX : Mode.PR, lockTimeoutMs: cluster.lockTimeoutMs, noqueue: true, vgLockHeld: true }).catch(async (err: unknown) => {
+          throw await lvLockConflict(cluster.locks, vgName, { name: lvName, uuid: lv.id }, mode, err);
+        });
+        return { lv, mode, locked };
       }),
     { timeoutMs: cluster.lockTimeoutMs });
+    const locked = held.locked;
     try {
+      if (locked !== undefined) node.serveVolume(spec, locked);
       // Opened (and kept) through the provider: the node's fence gate covers every write to it.
       await node.volumeDevice(spec);
     } catch (err) {
-      await held.lock?.unlock().catch(() => undefined);
+      await locked?.close().catch(() => undefined);
       throw err;
     }
-    const status: ActivationStatus = {
+    const base = {
       lv: spec,
       lvUuid: held.lv.id,
-      mode: held.lock === undefined ? 'local' : held.mode,
-      lock: held.lock === undefined ? null : lvLockResource(vgName, held.lv.id),
+      mode: locked === undefined ? ('local' as const) : held.mode,
+      lock: locked === undefined ? null : lvLockResource(vgName, held.lv.id),
       activatedAt: new Date().toISOString(),
     };
-    this.active.set(spec, { status, lock: held.lock });
+    // Read at each `ctl status`: the activation follows layout changes.
+    const status: ActivationStatus = {
+      ...base,
+      get seqno() {
+        return locked?.generation ?? null;
+      },
+      get lockouts() {
+        return locked?.pauses.length ?? 0;
+      },
+      get failed() {
+        return locked?.failure?.message ?? null;
+      },
+    };
+    this.active.set(spec, { status });
     node.activations.set(spec, status);
     return status;
   }
@@ -133,9 +165,9 @@ export class NodeActivations {
     if (node.mounts.has(spec)) throw new SanboxError('EBUSY', `${spec}: node ${node.nodeId} has it mounted; umount it first`);
     this.active.delete(spec);
     node.activations.delete(spec);
-    // Closes the LV's device (unless the node heartbeats on it for its whole life: --volume).
+    // Closes the LV's device — for a cluster VG the activation's LockedLv: it drains and releases
+    // the LV lock (unless the node heartbeats on it for its whole life: --volume).
     await node.leaveVolumeRegion(spec).catch(() => undefined);
-    await a.lock?.unlock().catch(() => undefined);
     return a.status;
   }
 }

@@ -97,6 +97,13 @@ export interface RunningNode {
    * node has no quorum (provider.ioView); the volume's heartbeat writes the device under it.
    */
   volumeDevice(spec: string): Promise<BlockDevice>;
+  /**
+   * Makes `dev` volume `spec`'s device from now on (an activated LV: src/node/activation.ts serves
+   * its LockedLv, so the mount and every other user of the volume do their I/O under the LV lock
+   * and follow layout changes). Its data view is provider.ioView over it; leaveVolumeRegion closes
+   * it. Refused when the node has the volume open already.
+   */
+  serveVolume(spec: string, dev: BlockDevice): void;
   /** Starts heartbeating in the volume's heartbeat region (nothing if it does already). */
   joinVolumeRegion(spec: string): Promise<void>;
   /**
@@ -134,6 +141,12 @@ export interface ActivationStatus {
   /** The LV lock's resource, when one is held. */
   lock: string | null;
   activatedAt: string;
+  /** The VG seqno of the layout the node does I/O through (it follows every layout change); null for a local VG. */
+  seqno: number | null;
+  /** Layout changes of other nodes this activation let go for (drained, re-read, resumed). */
+  lockouts: number;
+  /** Why I/O through it fails for good (the LV was removed by another node), else null. */
+  failed: string | null;
 }
 
 /** What `ctl status` answers: membership as this node sees it, devices, locks, I/O. */
@@ -463,6 +476,14 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       mounts,
       activations,
       volumeDevice: (spec) => ioOf(spec),
+      serveVolume: (spec, dev) => {
+        const k = volumeKey(spec);
+        const open = homes.get(k);
+        if (open !== undefined) {
+          throw new SanboxError('EBUSY', `${k}: node ${n} has it open already${open.pinned ? ' (it heartbeats there from its start: --volume)' : ''}; its device cannot be put under the logical volume's lock now`, { device: k });
+        }
+        homes.set(k, { device: Promise.resolve(dev), io: undefined, heartbeat: undefined, pinned: false });
+      },
       joinVolumeRegion: async (spec) => {
         const h = home(spec);
         if (h.heartbeat !== undefined) return;

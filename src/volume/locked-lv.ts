@@ -45,6 +45,16 @@ export interface LockedLvOptions {
    * never holds up a lock-out's drain.
    */
   hold?: QuorumHold;
+  /**
+   * The first take of the LV lock fails at once on a conflict (DlmError EAGAIN) instead of
+   * queueing: an activation (lvchange -aey|-asy) is refused when another node's activation
+   * conflicts, as lvmlockd refuses it. A NOQUEUE request writes nothing, so the holders get no
+   * blocking notice: only a layout change (which queues) makes them let go. The re-takes after a
+   * lock-out queue as always.
+   */
+  noqueue?: boolean;
+  /** The caller holds the VG lock (PR or stronger) across open(): open() takes none of its own. */
+  vgLockHeld?: boolean;
 }
 
 /** One lock-out as this node saw it: how long I/O was held back, and the generations. */
@@ -63,7 +73,7 @@ export class LockedLv implements BlockDevice {
   /** Every lock-out this device went through, oldest first (tests, bench). */
   readonly pauses: LockoutPause[] = [];
   private state: State = 'running';
-  private failure: SanboxError | undefined;
+  private failedWith: SanboxError | undefined;
   private inflight = 0;
   private onDrained: (() => void) | undefined;
   private resumed: Promise<void> = Promise.resolve();
@@ -89,12 +99,13 @@ export class LockedLv implements BlockDevice {
    * with the blocking callback, and lets the VG lock go.
    */
   static async open(ls: Lockspace, vgName: string, openLv: () => Promise<LvDevice>, o: LockedLvOptions): Promise<LockedLv> {
-    const vgLock = await ls.lock(vgLockResource(vgName), Mode.PR, { timeoutMs: o.lockTimeoutMs });
+    const vgLock = o.vgLockHeld === true ? undefined : await ls.lock(vgLockResource(vgName), Mode.PR, { timeoutMs: o.lockTimeoutMs });
     try {
       const lv = await openLv();
       try {
         let self: LockedLv | undefined;
-        const lvLock = await ls.lock(lvLockResource(vgName, lv.lvId), o.mode, { timeoutMs: o.lockTimeoutMs, bast: () => self?.blocked() });
+        const wait = o.noqueue === true ? { noqueue: true } : { timeoutMs: o.lockTimeoutMs };
+        const lvLock = await ls.lock(lvLockResource(vgName, lv.lvId), o.mode, { ...wait, bast: () => self?.blocked() });
         self = new LockedLv(ls, lv, vgName, lvLock, o);
         return self;
       } catch (err) {
@@ -102,8 +113,13 @@ export class LockedLv implements BlockDevice {
         throw err;
       }
     } finally {
-      await vgLock.unlock().catch(() => undefined);
+      await vgLock?.unlock().catch(() => undefined);
     }
+  }
+
+  /** Why I/O fails for good (the LV was removed, the lock could not be re-taken), if it does. */
+  get failure(): SanboxError | undefined {
+    return this.state === 'failed' ? this.failedWith : undefined;
   }
 
   get sizeBytes(): number {
@@ -174,13 +190,13 @@ export class LockedLv implements BlockDevice {
 
   private fail(err: SanboxError): void {
     this.state = 'failed';
-    this.failure ??= err;
+    this.failedWith ??= err;
   }
 
   /** Checks a request against the current layout (not paused) and counts it in flight. */
   private admit(offsetBytes: number, lengthBytes: number): void {
     if (this.closed) throw new SanboxError('ECLOSED', `${this.name}: device is closed`, { device: this.name, offsetBytes });
-    if (this.state === 'failed') throw this.failure!;
+    if (this.state === 'failed') throw this.failedWith!;
     if (this.lvLock.lost !== undefined) throw new SanboxError('EFENCED', `${this.name}: the logical volume's lock was lost: ${this.lvLock.lost}`, { device: this.name, offsetBytes });
     if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + lengthBytes > this.lv.sizeBytes) {
       throw new LvRangeError(this.name, offsetBytes, lengthBytes, this.lv.sizeBytes, this.lv.generation);

@@ -215,9 +215,17 @@ export async function lockLv(ls: LockService, vg: string, lv: { name: string; uu
   try {
     return await ls.lock(resource, dlmMode(mode), { noqueue: true, ...(opts.signal !== undefined ? { signal: opts.signal } : {}) });
   } catch (err) {
-    if (!(err instanceof SanboxError) || err.code !== 'EAGAIN') throw err;
-    const holders = await holdersOf(ls, resource).catch(() => []);
-    const who = holders.length ? holders.map((h) => `node ${h.nodeId} (${h.mode === 'EX' ? 'exclusive' : 'shared'})`).join(', ') : 'another node';
-    throw new LvLockConflict(`${vg}/${lv.name}: LV locked by ${who}; ${opts.what ?? `${mode === 'ex' ? 'exclusive' : 'shared'} activation`} refused on node ${ls.nodeId}`, holders);
+    throw await lvLockConflict(ls, vg, lv, mode, err, opts.what);
   }
+}
+
+/**
+ * What a NOQUEUE take of an LV lock that failed with `err` means: EAGAIN becomes the one-line
+ * conflict naming the holder nodes; any other error is returned as is.
+ */
+export async function lvLockConflict(ls: LockService, vg: string, lv: { name: string; uuid: string }, mode: LvmMode, err: unknown, what?: string): Promise<unknown> {
+  if (!(err instanceof SanboxError) || err.code !== 'EAGAIN') return err;
+  const holders = await holdersOf(ls, lvLockResource(vg, lv.uuid)).catch(() => []);
+  const who = holders.length ? holders.map((h) => `node ${h.nodeId} (${h.mode === 'EX' ? 'exclusive' : 'shared'})`).join(', ') : 'another node';
+  return new LvLockConflict(`${vg}/${lv.name}: LV locked by ${who}; ${what ?? `${mode === 'ex' ? 'exclusive' : 'shared'} activation`} refused on node ${ls.nodeId}`, holders);
 }

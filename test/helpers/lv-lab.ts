@@ -20,7 +20,7 @@ const WRITER_EXIT_MS = 20_000;
 const WRITER_PAUSE_MS = 10;
 
 export interface WriterEvent {
-  ev: 'ready' | 'ok' | 'err' | 'swept' | 'done';
+  ev: 'listening' | 'ready' | 'ok' | 'err' | 'swept' | 'done';
   seq?: number;
   off?: number;
   gen?: number;
@@ -90,9 +90,12 @@ export async function makeLab(t: ExecutionContext, pvCount: number, pvMiB: numbe
   return l;
 }
 
-/** lv-writer as node `node` on `lv`, writing [fromBytes, toBytes) (PR). */
-export function startWriter(t: ExecutionContext, l: Lab, node: number, lv: string, tag: string, fromBytes: number, toBytes: number, order: 'random' | 'sweep' = 'random'): Writer {
-  const child = spawnChild(t, process.execPath, [WRITER, l.cluster, String(node), `${l.vg}/${lv}`, l.pvs.join(','), tag, String(fromBytes), String(toBytes), 'pr', '4', String(WRITER_PAUSE_MS), order], {
+/**
+ * lv-writer as node `node` on `lv`, writing [fromBytes, toBytes): under its own LV lock (PR), or
+ * (`activated`) through the device of an activation made through the writer node's control channel.
+ */
+export function startWriter(t: ExecutionContext, l: Lab, node: number, lv: string, tag: string, fromBytes: number, toBytes: number, order: 'random' | 'sweep' = 'random', mode: 'pr' | 'activated' = 'pr'): Writer {
+  const child = spawnChild(t, process.execPath, [WRITER, l.cluster, String(node), `${l.vg}/${lv}`, l.pvs.join(','), tag, String(fromBytes), String(toBytes), mode, '4', String(WRITER_PAUSE_MS), order], {
     env: { ...process.env, SANBOX_DEVICESFILE: '' },
   });
   return new Writer(child);

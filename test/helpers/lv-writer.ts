@@ -11,12 +11,22 @@
 // Exits 0 after SIGTERM; 1 on an unexpected error. A write that fails with a code other than
 // EBOUNDS (past the end) or ENOENT (LV removed) ends the writer with status 1.
 //
-// usage: node lv-writer.js CLUSTER NODE VG/LV DEVICES TAG FROM TO [pr|ex] [CONCURRENCY] [PAUSE_MS] [random|sweep]
+// Mode `activated`: the writer opens no LV of its own; it runs the node with its control channel
+// (lv-activate/lv-deactivate registered), prints {"ev":"listening"}, waits for the LV to be
+// activated through it (`sanbox ctl C N lvm lvchange -aey VG/LV`) and writes through the device
+// the node serves for the activation (node.volumeDevice); "gen" is the activation's seqno and
+// "done" carries no pauses (ask `ctl status` for the activation's lock-outs).
+//
+// usage: node lv-writer.js CLUSTER NODE VG/LV DEVICES TAG FROM TO [pr|ex|activated] [CONCURRENCY] [PAUSE_MS] [random|sweep]
 
 import { Mode } from '../../src/dlm/compat-matrix.js';
 import { SanboxError } from '../../src/errors.js';
 import { openLockedLv } from '../../src/node/lvm-cluster.js';
-import { startNode } from '../../src/node/node.js';
+import { startNode, type RunningNode } from '../../src/node/node.js';
+import { registerActivationCommands } from '../../src/node/activation.js';
+import type { ControlServer } from '../../src/node/control.js';
+import type { BlockDevice } from '../../src/disk/device.js';
+import type { LockoutPause } from '../../src/volume/locked-lv.js';
 import { encodeLvBlock, LV_BLOCK_BYTES } from './lv-blocks.js';
 
 const [cluster, nodeArg, spec, devices, tag, fromArg, toArg, modeArg = 'pr', concArg = '4', pauseArg = '2', order = 'random'] = process.argv.slice(2);
@@ -27,10 +37,39 @@ const concurrency = Number(concArg);
 const pauseMs = Number(pauseArg);
 const out = (o: object): void => void process.stdout.write(JSON.stringify(o) + '\n');
 
-const node = await startNode({ clusterImage: cluster!, nodeId, control: false, devices: devices!.split(','), log: (m) => process.stderr.write(`${m}\n`) });
-const dev = await openLockedLv(node, spec!, modeArg === 'ex' ? Mode.EX : Mode.PR, (m) => process.stderr.write(`${m}\n`));
+/** Bound on the wait for the activation through the control channel (mode `activated`). */
+const ACTIVATION_WAIT_MS = 60_000;
+const activated = modeArg === 'activated';
+const log = (m: string): void => void process.stderr.write(`${m}\n`);
+const node = await startNode({
+  clusterImage: cluster!,
+  nodeId,
+  control: activated,
+  devices: devices!.split(','),
+  log,
+  ...(activated ? { commands: [(c: ControlServer, n: RunningNode) => void registerActivationCommands(c, n)] } : {}),
+});
+
+/** The activation's device, once `lvchange -aey|-asy` through the control channel made it. */
+async function activatedDevice(): Promise<{ dev: BlockDevice; generation: () => number; pauses: () => LockoutPause[] }> {
+  out({ ev: 'listening' });
+  const until = Date.now() + ACTIVATION_WAIT_MS;
+  while (!node.activations.has(spec!)) {
+    if (Date.now() > until) throw new Error(`${spec} not activated within ${ACTIVATION_WAIT_MS} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { dev: await node.volumeDevice(spec!), generation: () => node.activations.get(spec!)?.seqno ?? -1, pauses: () => [] };
+}
+
+async function ownDevice(): Promise<{ dev: BlockDevice; generation: () => number; pauses: () => LockoutPause[] }> {
+  const locked = await openLockedLv(node, spec!, modeArg === 'ex' ? Mode.EX : Mode.PR, log);
+  return { dev: locked, generation: () => locked.generation, pauses: () => locked.pauses };
+}
+
+const io = activated ? await activatedDevice() : await ownDevice();
+const dev = io.dev;
 const t0 = performance.now();
-out({ ev: 'ready', gen: dev.generation, size: dev.sizeBytes });
+out({ ev: 'ready', gen: io.generation(), size: dev.sizeBytes });
 
 let stopping = false;
 process.on('SIGTERM', () => (stopping = true));
@@ -57,7 +96,7 @@ async function one(off: number): Promise<void> {
   const s = ++seq;
   try {
     await dev.write(encodeLvBlock({ tag: tag!, nodeId, seq: s, offsetBytes: off }), off);
-    out({ ev: 'ok', seq: s, off, gen: dev.generation, t: performance.now() - t0 });
+    out({ ev: 'ok', seq: s, off, gen: io.generation(), t: performance.now() - t0 });
   } catch (err) {
     const code = err instanceof SanboxError ? err.code : 'UNKNOWN';
     out({ ev: 'err', code, off, seq: s, t: performance.now() - t0, msg: (err as Error).message });
@@ -73,9 +112,10 @@ while (!stopping && failed === undefined) {
   }
   if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
 }
-await dev.close();
+// An activation's device is the node's: its stop deactivates (drains, lets the LV lock go).
+if (!activated) await dev.close();
 await node.stop();
-out({ ev: 'done', pauses: dev.pauses });
+out({ ev: 'done', pauses: io.pauses() });
 if (failed !== undefined) {
   process.stderr.write(`lv-writer: ${(failed as Error).message}\n`);
   process.exit(1);
