@@ -42,6 +42,20 @@ test('fenced, left and free owners may be taken over by anyone; a live one only 
   }
 });
 
+test('an owner whose heartbeat block fails its checksum is of unknown state: no takeover, whatever the slot reads', (t) => {
+  for (const s of ['fenced', 'left', 'free', 'dead', 'up'] as const) {
+    for (const requester of [2, undefined]) {
+      t.is(
+        ownerChangeRefusal('vg0', { ...slot(s), seq: '17', checksumOk: false }, requester),
+        'volume group vg0: the heartbeat block of its owner node 1 fails its checksum: whether node 1 is alive is unknown, so a takeover is refused',
+        `${s}, requester ${requester}`,
+      );
+    }
+  }
+  // A slot never written (all zero) fails the checksum too, and is free.
+  t.is(ownerChangeRefusal('vg0', { ...slot('free'), seq: '0', generation: '0', checksumOk: false }, 2), undefined);
+});
+
 test('what takes a private container from its owner: a new owner or another kind; nothing else does', (t) => {
   const rec = (kind: ContainerRecord['kind'], ownerNode?: number): ContainerRecord => ({
     sequence: 1,

@@ -227,6 +227,29 @@ test('gate lease: writes of one event-loop turn take the gate once, each is stil
   t.regex(e?.message ?? '', /node 0 .* not registered/);
 });
 
+test('gate lease: writes in flight across turns are counted; no lease ends (not by age, not by a second write) while any is in flight', async (t) => {
+  const { info, g0 } = await twoRegistered(t, 1);
+  const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 0));
+  t.teardown(() => probe.close());
+  const heldAfter = async (what: string): Promise<void> => {
+    await new Promise((r) => setTimeout(r, GATE_LEASE_MS_MAX * 5));
+    t.false(probe.tryLock('ex'), what);
+  };
+  // Two writes of a device whose writes span turns: enter, (turns pass), enter, (turns pass), leave, leave.
+  g0.enter('dev', 0);
+  await heldAfter('a write in flight keeps the lease past its turn');
+  // The lease is now older than its bound: the second write's entry must not end it under the first.
+  g0.enter('dev', 512);
+  t.is(g0.leases, 1, 'the second write joined the lease');
+  await heldAfter('two writes in flight');
+  g0.leave();
+  await heldAfter('one write still in flight');
+  g0.leave();
+  t.true(probe.tryLock('ex'), 'the last leave ends the lease');
+  probe.unlock();
+  t.throws(() => g0.leave(), { message: /leave without enter/ });
+});
+
 test('gate lease: a PR command of the same process on its own gate ends that process\'s lease first instead of waiting for it', async (t) => {
   const { img, pr, k0, g0 } = await twoRegistered(t, 1);
   const d0 = FileDisk.open(img, { gate: g0 });

@@ -31,7 +31,7 @@
 // wait for the turn: it ends this process's leases on gate-N first (reservations.ts,
 // registerLocalLease), since waiting would hold the intent lock that our next write waits for.
 
-import { DiskError } from '../errors.js';
+import { assert, DiskError } from '../errors.js';
 import { PR_TYPES } from '../format/reservations.js';
 import { gateIntentPath, gateLockPath, LockFile, registerLocalLease, type ReservationStore } from './reservations.js';
 import type { WriteGate } from './write-gate.js';
@@ -58,8 +58,11 @@ export class FenceGate implements WriteGate {
   /** When the current lease took the gate (performance.now()); undefined: the gate is not held. */
   private leaseSinceMs: number | undefined;
   private endScheduled = false;
-  /** Between enter and leave; `endAtLeave`: the lease's turn ended during that write. */
-  private inWrite = false;
+  /**
+   * Writes between enter and leave. More than one when a caller's write spans turns (an async
+   * device); no lease ends while any is in flight (`endAtLeave`: its end waits for the last leave).
+   */
+  private writesInFlight = 0;
   private endAtLeave = false;
   /** Takes the current lease out of this process's registry (reservations.ts registerLocalLease). */
   private unregisterLease: (() => void) | undefined;
@@ -99,7 +102,8 @@ export class FenceGate implements WriteGate {
     if (this.selfFenced !== undefined) this.refuse(deviceName, offsetBytes, `node ${this.nodeId} has fenced itself (${this.selfFenced})`);
     // A lease older than its bound ends here, before this write: a fencer waiting on the gate gets
     // it now, and this write takes the gate afresh (through the intent lock, which the fencer holds).
-    if (this.leaseSinceMs !== undefined && performance.now() - this.leaseSinceMs > GATE_LEASE_MS_MAX) this.endLease();
+    // Never while another write is in flight: that write's check and pwrite must stay inside one lease.
+    if (this.leaseSinceMs !== undefined && this.writesInFlight === 0 && performance.now() - this.leaseSinceMs > GATE_LEASE_MS_MAX) this.endLease();
     if (this.leaseSinceMs === undefined) this.takeGate(deviceName, offsetBytes);
     let reason: string | undefined;
     try {
@@ -115,16 +119,16 @@ export class FenceGate implements WriteGate {
         this.cached = { seqA, seqB, reason };
       }
     } catch (err) {
-      this.endLease();
+      this.endSoon();
       throw err;
     }
     if (reason !== undefined) {
-      this.endLease();
+      this.endSoon();
       // A preempted key never comes back: make the refusal permanent and cheap.
       this.selfFence(reason);
       this.refuse(deviceName, offsetBytes, reason);
     }
-    this.inWrite = true;
+    this.writesInFlight++;
   }
 
   /** Takes gate-N shared (through the intent lock) and starts a lease, ended at the next turn of the event loop. */
@@ -147,8 +151,8 @@ export class FenceGate implements WriteGate {
     this.leases++;
     this.unregisterLease = registerLocalLease(this.lock.path, this.endSoon);
     // A FileDisk write is synchronous (enter, pwrite, leave in one call), so when this runs no
-    // write is between its check and its pwrite; a caller that spans turns between enter and leave
-    // keeps the gate until its leave.
+    // write is between its check and its pwrite; writes that span turns between enter and leave
+    // keep the gate until the last of them leaves (writesInFlight).
     if (!this.endScheduled) {
       this.endScheduled = true;
       setImmediate(() => {
@@ -160,7 +164,7 @@ export class FenceGate implements WriteGate {
 
   /** Ends the lease now, or when the write in progress leaves (the turn's end, or a PR command of this process: reservations.ts). */
   private readonly endSoon = (): void => {
-    if (this.inWrite) this.endAtLeave = true;
+    if (this.writesInFlight > 0) this.endAtLeave = true;
     else this.endLease();
   };
 
@@ -178,8 +182,9 @@ export class FenceGate implements WriteGate {
 
   /** The write is done; the gate stays held until its lease ends (above). */
   leave(): void {
-    this.inWrite = false;
-    if (this.endAtLeave) {
+    assert(this.writesInFlight > 0, `fence gate of node ${this.nodeId}: leave without enter`);
+    this.writesInFlight--;
+    if (this.writesInFlight === 0 && this.endAtLeave) {
       this.endAtLeave = false;
       this.endLease();
     }

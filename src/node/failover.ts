@@ -31,6 +31,11 @@ const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
 /** Why taking VG `vgName` from its owner (slot `owner`) is refused now, or undefined when it is allowed. */
 export function ownerChangeRefusal(vgName: string, owner: SlotStatus, requester: number | undefined): string | undefined {
+  // A block that fails its checksum (a torn or damaged sector; the reader retried it) says nothing
+  // about its node: the owner may be alive. Only an all-zero slot, never written, is free.
+  if (!owner.checksumOk && !(BigInt(owner.seq) === 0n && BigInt(`0x${owner.generation}`) === 0n)) {
+    return `volume group ${vgName}: the heartbeat block of its owner node ${owner.node} fails its checksum: whether node ${owner.node} is alive is unknown, so a takeover is refused`;
+  }
   const last = owner.ageMs === null ? 'last heartbeat at an unknown time' : `last heartbeat ${seconds(owner.ageMs)} ago`;
   switch (owner.state) {
     case 'fenced':

@@ -210,6 +210,12 @@ export class DeviceProvider {
       }
       const target = place === 'remote' || schemeOf(spec) !== undefined ? spec : name;
       inner = await openDevice(target, { guard: 'shared', gate, ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
+      // The FenceGate's check and the pwrite are atomic only because a write runs in one call; a
+      // data device whose writes span turns would let a lease end between them (fence-gate.ts).
+      if (gate instanceof FenceGate && !isSyncDevice(inner)) {
+        await inner.close();
+        throw new SanboxError('EINVAL', `${name}: its reservation state is a local file but the device is not written synchronously: the fence gate cannot guard it`, { device: name });
+      }
     } catch (err) {
       if (pr !== null) {
         await pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
