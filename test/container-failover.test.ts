@@ -5,20 +5,27 @@
 //
 //   owner 2 alive: node 0 taking it is refused naming node 2; node 2 hands it over (its consent);
 //   owner 0 alive: node 2 cannot open its LV, and taking it is refused naming node 0;
-//   node 0 killed -9: node 2, alone with the dead node 0 (the two-node tie-break gives the lower
-//   node 0 the quorum), cannot fence it, so the takeover is refused "not fenced yet" with the
-//   heartbeat age and the dead time, and nothing is written;
-//   node 1 starts: node 2 has quorum, fences node 0, and the takeover goes through: the real vgs
-//   shows system ID flab-node2, vgck and pvck are clean, and node 2 writes through the LV.
+//   node 0 (a real node too, every node fencing with --fence disk: preempt, no kill) writes vgf/lv
+//   in a loop and is stopped (SIGSTOP): node 2, alone with the stalled node 0 (the two-node
+//   tie-break gives the lower node 0 the quorum), cannot fence it, so the takeover is refused
+//   "not fenced yet" with the heartbeat age and the dead time, and nothing is written;
+//   node 1 starts: node 2 has quorum, fences node 0 (on the devices the survivors have open: not
+//   node 0's PV), and the takeover goes through, preempting node 0's key on the PV itself: the real
+//   vgs shows system ID flab-node2, vgck and pvck are clean; node 0 resumed (SIGCONT) gets its next
+//   write refused (EFENCED) and not one byte of the PV changes after the takeover; node 2 writes
+//   through the LV.
 
 import test, { type ExecutionContext } from 'ava';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { answered, spawnIoNode } from './helpers/io-node.js';
+import { answered, spawnIoNode, type IoNode } from './helpers/io-node.js';
+import { readProcStat } from '../src/disk/power-fence.js';
+import { defaultLockDir, gateLockPath, LockFile } from '../src/disk/reservations.js';
 import { clusterInit, spawnNode, statusJson } from './helpers/heartbeat-nodes.js';
 import { attachLoop, lvm, lvmAsHost, warnings } from './helpers/lvm-real.js';
-import { exited, ownLockDir, runSanbox, tempDir, waitForAsync } from './helpers/tmp.js';
+import { LOCK_DIR_ENV } from '../src/volume/vg-lock.js';
+import { ownLockDir, runSanbox, tempDir, waitFor, waitForAsync } from './helpers/tmp.js';
 
 ownLockDir(test);
 
@@ -26,6 +33,38 @@ const MiB = 1024 * 1024;
 const JOIN_BOUND_MS = 20_000;
 /** Bound on the cluster image showing node 0 dead (local preset: 2 s) or fenced after node 1 joins. */
 const STATE_BOUND_MS = 15_000;
+
+/** Where node 0 loops its writes in vgf/lv: clear of the blocks node 2 checks (0 and 4096). */
+const LOOP_OFFSET_BYTES = 65536;
+
+const sha256 = (file: string): string => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+/** Stop-and-probe rounds before giving up on catching the writer outside its gate. */
+const STOP_TRIES_MAX = 50;
+
+/**
+ * Stops the io node (SIGSTOP) between two writes, not inside its fence gate on `pv`: a node stopped
+ * inside it is the power fence's case (it blocks every preempt), not this test's. Probes the gate
+ * with a non-blocking exclusive attempt; when it is held, resumes the node briefly and tries again.
+ */
+async function stopOutsideGate(n: IoNode, pv: string): Promise<boolean> {
+  const probe = new LockFile(gateLockPath(defaultLockDir(pv), 0));
+  try {
+    for (let i = 0; i < STOP_TRIES_MAX; i++) {
+      n.signal('SIGSTOP');
+      await waitFor(() => readProcStat(n.pid)?.state === 'T', 2000, 'io node stopped');
+      if (probe.tryLock('ex')) {
+        probe.unlock();
+        return true;
+      }
+      n.signal('SIGCONT');
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    return false;
+  } finally {
+    probe.close();
+  }
+}
 
 async function sanbox(t: ExecutionContext, args: string[], pv: string): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return runSanbox(t, args, { env: { SANBOX_DEVICES: pv } });
@@ -38,12 +77,12 @@ async function ok(t: ExecutionContext, args: string[], pv: string): Promise<void
 
 /** A refused change: exit 1, one line matching `re`, the PV image byte for byte as before. */
 async function refused(t: ExecutionContext, args: string[], pv: string, re: RegExp): Promise<string> {
-  const before = crypto.createHash('sha256').update(fs.readFileSync(pv)).digest('hex');
+  const before = sha256(pv);
   const r = await sanbox(t, args, pv);
   t.is(r.code, 1, `sanbox ${args.join(' ')} must be refused: ${r.stdout}${r.stderr}`);
   t.regex(r.stderr, re);
   t.is(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
-  t.is(crypto.createHash('sha256').update(fs.readFileSync(pv)).digest('hex'), before, 'nothing written');
+  t.is(sha256(pv), before, 'nothing written');
   return r.stderr.trim();
 }
 
@@ -79,8 +118,11 @@ test('private takeover: refused while the owner lives (unless it consents) and b
   const loop = await attachLoop(t, pv);
   const change = (owner: string, node: number): string[] => ownerChange('vgf', img, owner, node);
 
-  const n0 = spawnNode(t, img, 0);
-  const w = spawnIoNode(t, img, 2, [pv]);
+  // Node 0 runs as on another host: its own host-local lock directory (the in-use guards of its
+  // LVs), so a takeover on this host is not held up by node 0's open LV; what stops node 0 is the fence.
+  const otherHost = tempDir(t);
+  const w0 = spawnIoNode(t, img, 0, [pv], { fence: 'disk', env: { [LOCK_DIR_ENV]: otherHost } });
+  const w = spawnIoNode(t, img, 2, [pv], { fence: 'disk' });
   await w.wait((e) => e.ev === 'quorum' && (e.up ?? []).includes(0), JOIN_BOUND_MS, 'node 2 to see node 0 up');
   w.send('open a vgf/lv');
   t.is((await answered(w, 'open:a', 10_000)).ev, 'done', 'the owner opens its LV');
@@ -103,22 +145,33 @@ test('private takeover: refused while the owner lives (unless it consents) and b
   t.regex(notOwner.msg ?? '', /volume group vgf is a private container owned by node 0: node 2 may not use it/);
   t.log(await refused(t, change('self', 2), pv, /^sanbox: volume group vgf: its owner node 0 is alive .*make the change as node 0/));
 
-  // The owner dies. Node 2 alone with dead node 0 has no quorum (the two-node tie-break keeps the
-  // lower node): it cannot fence node 0, so the takeover waits.
-  n0.child.kill('SIGKILL');
-  await exited(n0.child, 5000);
+  // The owner writes its LV, then stalls (SIGSTOP). Node 2 alone with stalled node 0 has no quorum
+  // (the two-node tie-break keeps the lower node): it cannot fence node 0, so the takeover waits.
+  w0.send('open v vgf/lv');
+  t.is((await answered(w0, 'open:v', 10_000)).ev, 'done', 'the new owner opens its LV');
+  w0.send(`loop v ${LOOP_OFFSET_BYTES}`);
+  t.is((await answered(w0, 'loop:v', 5000)).ev, 'done', 'the owner writes');
+  t.true(await stopOutsideGate(w0, pv), 'node 0 stopped outside its fence gate on the PV');
   await waitForAsync(async () => (await statusJson(t, img)).slots[0]!.state === 'dead', STATE_BOUND_MS, 'cluster status to show node 0 dead');
   const notYet = await refused(t, change('self', 2), pv, /^sanbox: volume group vgf: its owner node 0 is not fenced yet: last heartbeat \d+\.\d s ago, dead after 2\.0 s; a node with quorum must fence it/);
   t.log(notYet);
   t.is(await realSystemId(t, loop, 'flab-node0'), 'flab-node0', 'the metadata still names node 0');
 
   // A third node brings quorum; node 2 fences node 0; now the takeover goes through.
-  spawnNode(t, img, 1);
+  spawnNode(t, img, 1, ['--fence', 'disk']);
   await w.wait((e) => e.ev === 'log' && /^node 0 fenced/.test(e.msg ?? ''), STATE_BOUND_MS, 'node 2 to fence node 0');
   t.is((await statusJson(t, img)).slots[0]!.state, 'fenced');
   await ok(t, change('self', 2), pv);
   t.is(await realSystemId(t, loop, 'flab-node2'), 'flab-node2', 'the real vgs names the new owner');
   t.is(await realSystemId(t, loop, 'flab-node0'), undefined, 'to the old owner the VG is foreign now');
+
+  // The stalled old owner resumes: its next write is refused, and nothing it writes lands.
+  const afterTakeover = sha256(pv);
+  w0.signal('SIGCONT');
+  const stopped = await w0.wait((e) => e.ev === 'failed' && e.id === 'loop:v', STATE_BOUND_MS, "the old owner's write loop to fail");
+  t.is(stopped.code, 'EFENCED', stopped.msg);
+  t.log(`old owner resumed: ${stopped.msg}`);
+  t.is(sha256(pv), afterTakeover, 'no write of the old owner landed after the takeover');
 
   // The new owner does I/O.
   w.send('open c vgf/lv');

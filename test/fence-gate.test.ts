@@ -133,6 +133,26 @@ async function twoRegistered(t: import('ava').ExecutionContext, reserver: 0 | 1)
   return { img, info, pr, k0, k1, g0 };
 }
 
+test('a preempt for the cluster (a takeover: no key of its own on the device) refuses the victim\'s next write, releases its reservation, and is idempotent', async (t) => {
+  const { img, pr, k0, g0 } = await twoRegistered(t, 0);
+  const d0 = FileDisk.open(img, { gate: g0 });
+  t.teardown(() => d0.close());
+  const sec = Buffer.alloc(512);
+  d0.writeSync(sec, 512);
+  const r = await pr.preemptForCluster(0, k0, 200);
+  t.is(r?.outcome, 'preempted');
+  const s = pr.readState();
+  t.is(s.preempted[0], k0);
+  t.is(s.registered[0], 0n);
+  t.is(s.reservationKey, 0n, 'the victim held the reservation: released, nobody took it');
+  t.is(s.reservationType, PR_TYPES.none);
+  const e = t.throws(() => d0.writeSync(sec, 512));
+  t.regex(e?.message ?? '', /node 0 key .* was preempted \(fenced\)/);
+  const again = await pr.preemptForCluster(0, k0, 200);
+  t.is(again?.outcome, 'absent');
+  t.is(pr.readState().prGeneration, s.prGeneration, 'a second preempt writes nothing');
+});
+
 test('a preempt waits for a writer holding its gate, and gives up (for the power fence) after the bound', async (t) => {
   const { img, pr, k0, k1, g0 } = await twoRegistered(t, 0);
   g0.enter(img, 0); // node 0 is "inside a write"

@@ -413,19 +413,38 @@ export class PersistentReservations {
    */
   async preemptAndAbort(byNode: number, byKey: bigint, victimNode: number, victimKey: bigint, gateWaitMs: number): Promise<PreemptResult | null> {
     this.checkNode(byNode);
-    this.checkNode(victimNode);
     if (byNode === victimNode) throw new SanboxError('EINVAL', `node ${byNode} cannot preempt its own key`);
+    return this.preemptUnderGate({ node: byNode, key: byKey }, victimNode, victimKey, gateWaitMs);
+  }
+
+  /**
+   * PREEMPT AND ABORT of `victimKey` on behalf of the cluster, by an agent that is not an
+   * initiator of this device (a container takeover, src/node/failover.ts: the taker has no key
+   * here). Like preemptAndAbort it changes the state under gate-victim held exclusively, so when
+   * it resolves no later write of the victim can land; a reservation the victim held is released
+   * (nobody registered takes it over; the next opener reserves). Idempotent. Null: the victim held
+   * its gate longer than gateWaitMs.
+   */
+  async preemptForCluster(victimNode: number, victimKey: bigint, gateWaitMs: number): Promise<PreemptResult | null> {
+    return this.preemptUnderGate(undefined, victimNode, victimKey, gateWaitMs);
+  }
+
+  private async preemptUnderGate(by: { node: number; key: bigint } | undefined, victimNode: number, victimKey: bigint, gateWaitMs: number): Promise<PreemptResult | null> {
+    this.checkNode(victimNode);
     const res = await this.withGate(victimNode, gateWaitMs, () =>
       this.command('preempt and abort', async (cur) => {
-        if (cur.registered[byNode] !== byKey) {
-          throw new SanboxError('EFENCED', `${this.spec.deviceName}: preempt: fencer node ${byNode} key 0x${byKey.toString(16)} is not registered (reservation conflict)`);
+        if (by !== undefined && cur.registered[by.node] !== by.key) {
+          throw new SanboxError('EFENCED', `${this.spec.deviceName}: preempt: fencer node ${by.node} key 0x${by.key.toString(16)} is not registered (reservation conflict)`);
         }
         const next = cloneState(cur);
         const present = cur.registered[victimNode] === victimKey;
         // Recorded even if absent, so "this incarnation was fenced" is visible to every reader.
         next.preempted[victimNode] = victimKey;
         if (present) next.registered[victimNode] = 0n;
-        if (cur.reservationKey === victimKey) next.reservationKey = byKey;
+        if (cur.reservationKey === victimKey) {
+          next.reservationKey = by?.key ?? 0n;
+          if (by === undefined) next.reservationType = PR_TYPES.none;
+        }
         // SPC bumps PRgeneration only for a successful preempt; an absent key is a conflict there.
         if (present) next.prGeneration = (cur.prGeneration + 1) >>> 0;
         // Every survivor fences a dead node; after the first, the state already says so and is

@@ -217,7 +217,12 @@ export function reservationSpec(info: ClusterImageInfo): ReservationStoreSpec {
 
 /** The cluster's 16-bit tag in every node's reservation key (nodeKey): the first two bytes of its UUID, little-endian. */
 export function clusterTag(info: ClusterImageInfo): number {
-  return info.header.clusterUuid.readUInt16LE(0);
+  return clusterTagOfUuid(info.header.clusterUuid);
+}
+
+/** The reservation-key tag of the cluster with this uuid (the top 16 bits of every node key, reservations.ts nodeKey). */
+export function clusterTagOfUuid(uuid: Buffer): number {
+  return uuid.readUInt16LE(0);
 }
 
 /** The image's heartbeat region on `device` (the image, opened by the caller): one slot per node, a sector each. */

@@ -2,7 +2,8 @@
 // locking.md §5.2): a change that takes a private container from its owner node — a new owner, or
 // another kind — is allowed only when the owner can no longer write to it, or agrees:
 //
-//   owner fenced  (its incarnation's key is recorded as preempted in the cluster image)  → allowed
+//   owner fenced  (its incarnation's key is recorded as preempted in the cluster image)  → allowed,
+//                 once the taker has preempted that key on every PV of the container too
 //   owner left    (it stopped heartbeating cleanly), or free (its slot was never used)     → allowed
 //   owner up      and the change is made as the owner (--node OWNER): its consent          → allowed
 //   owner up      otherwise: a takeover of a live owner's container                        → refused
@@ -14,7 +15,11 @@
 // What the owner's slot says is read from the cluster image (src/node/status.ts), the same facts
 // `cluster status` prints.
 
+import path from 'node:path';
+import { nodeKey, PersistentReservations, sidecarStoreSpec } from '../disk/reservations.js';
+import { schemeOf } from '../disk/open.js';
 import { SanboxError } from '../errors.js';
+import { clusterTagOfUuid } from '../heartbeat/cluster-image.js';
 import type { ContainerRecord } from '../format/container.js';
 import { clusterOfImage, containerChange, ownerTakenFrom, type ContainerKind, type ContainerRequest, type ContainerState } from '../volume/container.js';
 import type { CommitContext } from '../volume/vg.js';
@@ -51,10 +56,11 @@ export function ownerChangeRefusal(vgName: string, owner: SlotStatus, requester:
 }
 
 /**
- * Refuses (SanboxError, nothing written) a container change that takes a private container from an
- * owner who may still write to it; called under the VG lock, before anything is written.
+ * Refuses (SanboxError, nothing written to the VG) a container change that takes a private
+ * container from an owner who may still write to it; a fenced owner's key is preempted on every
+ * PV of the container (`pvNames`) first. Called under the VG lock, before anything is written.
  */
-export async function authorizeOwnerChange(vgName: string, state: ContainerState, next: ContainerRecord, ctx: OwnerChangeContext): Promise<void> {
+export async function authorizeOwnerChange(vgName: string, state: ContainerState, next: ContainerRecord, pvNames: readonly string[], ctx: OwnerChangeContext): Promise<void> {
   const owner = ownerTakenFrom(state, next);
   if (owner === undefined) return;
   const record = state.record!;
@@ -67,14 +73,45 @@ export async function authorizeOwnerChange(vgName: string, state: ContainerState
   }
   const reader = await StatusReader.open(ctx.clusterImage);
   let slot: SlotStatus | undefined;
+  let fenceGateWaitMs: number;
   try {
-    slot = (await reader.read()).slots[owner];
+    const status = await reader.read();
+    slot = status.slots[owner];
+    fenceGateWaitMs = status.timing.fenceGateWaitMs;
   } finally {
     await reader.close();
   }
   if (slot === undefined) throw new SanboxError('EINVAL', `volume group ${vgName}: its owner node ${owner} is not a node of cluster '${cluster.name}'`, { device: ctx.clusterImage });
   const refusal = ownerChangeRefusal(vgName, slot, ctx.requester);
   if (refusal !== undefined) throw new SanboxError('EBUSY', refusal);
+  if (slot.state === 'fenced') await preemptOnContainer(vgName, slot, clusterTagOfUuid(cluster.uuid), pvNames, fenceGateWaitMs);
+}
+
+/**
+ * A fenced owner's key preempted on every PV of its container. The fence that `cluster status`
+ * shows was done by a survivor on the devices IT had open (src/heartbeat/fencer.ts); nobody but
+ * the owner opens a private container's PVs, so there the owner's gate may never have seen a
+ * preempt, and a stalled owner that resumes could write to a VG that has a new owner. So the
+ * taker preempts it there itself (idempotent: a PV already preempted is not rewritten), under the
+ * VG lock and before the new owner is committed; a PV it cannot preempt refuses the takeover.
+ */
+async function preemptOnContainer(vgName: string, owner: SlotStatus, tag: number, pvNames: readonly string[], gateWaitMs: number): Promise<void> {
+  const key = nodeKey(tag, owner.node, BigInt(`0x${owner.generation}`));
+  for (const name of pvNames) {
+    if (schemeOf(name) !== undefined) {
+      // Over NBD the target keeps the reservations and cuts a fenced node off; no gate of ours there.
+      throw new SanboxError('EBUSY', `volume group ${vgName}: its PV ${name} is a network disk: node ${owner.node}'s key cannot be preempted there by sanbox, so the takeover is refused`, { device: name });
+    }
+    const pr = new PersistentReservations(sidecarStoreSpec(path.resolve(name)));
+    try {
+      const r = await pr.preemptForCluster(owner.node, key, gateWaitMs);
+      if (r === null) {
+        throw new SanboxError('EBUSY', `volume group ${vgName}: fenced node ${owner.node} holds its fence gate on PV ${name} (stalled inside a write) for ${gateWaitMs} ms: its key cannot be preempted there, so the takeover is refused; kill its process and retry`, { device: name });
+      }
+    } finally {
+      pr.close();
+    }
+  }
 }
 
 /**
@@ -88,5 +125,5 @@ export function changeContainer(
   commit: CommitContext,
   ctx: OwnerChangeContext & { expect?: { kinds: ContainerKind[]; why: string } },
 ): Promise<ContainerRecord> {
-  return containerChange(specs, name, req, commit, ctx.expect, (state, next) => authorizeOwnerChange(name, state, next, ctx));
+  return containerChange(specs, name, req, commit, ctx.expect, (state, next, pvNames) => authorizeOwnerChange(name, state, next, pvNames, ctx));
 }

@@ -256,7 +256,7 @@ export async function containerChange(
   req: ContainerRequest,
   ctx: LvmContext,
   expect?: { kinds: ContainerKind[]; why: string },
-  authorize?: (state: ContainerState, next: ContainerRecord) => Promise<void>,
+  authorize?: (state: ContainerState, next: ContainerRecord, pvNames: string[]) => Promise<void>,
 ): Promise<ContainerRecord> {
   return withVgChangeLocks(ctx.cluster, specs, { vg: name, global: false }, (hold) =>
     withSession(hold.devices, hold.openOptions, async (s) => {
@@ -268,7 +268,7 @@ export async function containerChange(
         throw new SanboxError('EINVAL', `volume group ${name} is ${currentKind ?? 'of no container kind'}: ${expect.why}`);
       }
       const r = nextRecord(h.vg, state.record, req);
-      await authorize?.(state, r);
+      await authorize?.(state, r, [...new Set(h.pvByKey.values())].map((pv) => pv.dev.name));
       const next: VgModel = structuredClone(h.vg);
       next.seqno = h.vg.seqno + 1;
       mirrorContainer(next, r);

@@ -26,12 +26,16 @@ export interface IoNode {
   /** The answer to command `id` (done or failed), if there is one yet. */
   answer(id: string): IoEvent | undefined;
   kill(): void;
+  /** Sends a signal to the process (SIGSTOP/SIGCONT: a stalled node). */
+  signal(sig: NodeJS.Signals): void;
+  readonly pid: number;
 }
 
-export function spawnIoNode(t: ExecutionContext, image: string, nodeId: number, devices: string[]): IoNode {
-  const child = spawnChild(t, process.execPath, [WORKER, image, String(nodeId)], {
+/** `fence`: the node's fence policy (default the node's, 'both'); `env`: more environment (e.g. another host's lock directory). */
+export function spawnIoNode(t: ExecutionContext, image: string, nodeId: number, devices: string[], opts: { fence?: 'disk' | 'power' | 'both'; env?: NodeJS.ProcessEnv } = {}): IoNode {
+  const child = spawnChild(t, process.execPath, [WORKER, image, String(nodeId), ...(opts.fence !== undefined ? [opts.fence] : [])], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, SANBOX_DEVICES: devices.join(','), SANBOX_DEVICESFILE: '' },
+    env: { ...process.env, SANBOX_DEVICES: devices.join(','), SANBOX_DEVICESFILE: '', ...opts.env },
   });
   const { lines: events, waitLine: wait } = followJsonLines<IoEvent>(child, `io node ${nodeId}`);
   return {
@@ -40,6 +44,8 @@ export function spawnIoNode(t: ExecutionContext, image: string, nodeId: number, 
     wait,
     answer: (id) => events.find((e) => (e.ev === 'done' || e.ev === 'failed') && e.id === id),
     kill: () => void child.kill('SIGKILL'),
+    signal: (sig) => void child.kill(sig),
+    pid: child.pid!,
   };
 }
 

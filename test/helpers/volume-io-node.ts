@@ -7,13 +7,16 @@
 //   write ID NAME OFFSET      write 4 KiB at OFFSET: the byte ID repeated, then flush
 //   read ID NAME OFFSET       read 4 KiB at OFFSET
 //   close NAME                close it (answer id close:NAME)
+//   loop NAME OFFSET          write 4 KiB at OFFSET every LOOP_GAP_MS (a counter), until a write
+//                             fails: answers done loop:NAME after the first, failed loop:NAME at the end
 //
 // Every answer and event is a JSON line on stdout:
 //   {"ev":"joined"}, {"ev":"quorum","quorate":bool,"up":[…]} on every membership change,
 //   {"ev":"done","id":…,"byte":first byte (reads)}, {"ev":"failed","id":…,"code":…,"msg":…},
 //   {"ev":"opened","name":…}. Commands run concurrently: a held write does not stop a later one.
 //
-// Usage: node volume-io-node.js IMG NODE   (PVs of VG/LV specs from SANBOX_DEVICES)
+// Usage: node volume-io-node.js IMG NODE [FENCE]   (PVs of VG/LV specs from SANBOX_DEVICES; FENCE:
+// the node's fence policy, default the node's)
 
 import readline from 'node:readline';
 import type { BlockDevice } from '../../src/disk/device.js';
@@ -21,16 +24,20 @@ import { SanboxError } from '../../src/errors.js';
 import { startNode } from '../../src/node/node.js';
 import { openLockedLv } from '../../src/node/lvm-cluster.js';
 import { Mode } from '../../src/dlm/compat-matrix.js';
+import type { FencePolicy } from '../../src/heartbeat/fencer.js';
 
-const [img, nodeText] = process.argv.slice(2);
+const [img, nodeText, fenceText] = process.argv.slice(2);
 const IO_BYTES = 4096;
+/** Gap between a loop's writes: a writer that is outside its fence gate most of the time, as a real one is. */
+const LOOP_GAP_MS = 5;
 
 function say(ev: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify({ ...ev, atMs: Date.now() }) + '\n');
 }
 
 async function main(): Promise<void> {
-  const node = await startNode({ clusterImage: img!, nodeId: Number(nodeText), log: (msg) => say({ ev: 'log', msg }) });
+  const fencePolicy = fenceText === undefined ? undefined : (fenceText as FencePolicy);
+  const node = await startNode({ clusterImage: img!, nodeId: Number(nodeText), log: (msg) => say({ ev: 'log', msg }), ...(fencePolicy !== undefined ? { fencePolicy } : {}) });
   const quorum = (): void => {
     const up = node.membership.members().filter((m) => m.state === 'up').map((m) => m.nodeId);
     say({ ev: 'quorum', quorate: node.membership.hasQuorum(), up });
@@ -77,6 +84,17 @@ async function main(): Promise<void> {
         await d.write(Buffer.alloc(IO_BYTES, Number(a) & 0xff), Number(c));
         await d.flush();
         return {};
+      });
+    } else if (cmd === 'loop') {
+      void run(`loop:${a}`, async () => {
+        const d = dev(a!);
+        for (let n = 1; ; n++) {
+          const buf = Buffer.alloc(IO_BYTES);
+          buf.writeUInt32LE(n, 0);
+          await d.write(buf, Number(b));
+          if (n === 1) say({ ev: 'done', id: `loop:${a}` });
+          await new Promise((r) => setTimeout(r, LOOP_GAP_MS));
+        }
       });
     } else if (cmd === 'read') {
       void run(a!, async () => {
