@@ -218,6 +218,49 @@ test('a PV one node adds is used by another running node with nothing edited by 
   await pvckClean(t, [await attachLoop(t, l.pvs[0]!), await attachLoop(t, l.pvs[1]!)]);
 });
 
+test('a mounted ocfs2 on VG/LV: another node\'s lvextend locks the mount out, which drains, follows the new seqno and goes on (files put before and after read back); lvreduce and lvremove are refused naming the node that has it mounted, nothing changed', async (t) => {
+  const l = await lab(t, 1);
+  await ok(t, ['pvcreate', l.pvs[0]!, ...as(l, 0)]);
+  await ok(t, ['vgcreate', '--container', 'shared', 'vgm', l.pvs[0]!, ...as(l, 0)]);
+  await ok(t, ['lvcreate', '-n', 'fs', '-L', '40M', 'vgm', ...as(l, 0)]);
+  const mk = await sanboxCli(t, ['mkfs', 'vgm/fs', '--slots', '2', '--cluster-stack', 'o2cb', '--cluster-name', 'lab', '--devices', l.pvs[0]!]);
+  t.is(mk.code, 0, mk.stderr);
+  const n1 = await nodeUp(t, l, 1);
+  await ok(t, ['ctl', l.img, '1', 'mount', 'vgm/fs']);
+  const before = path.join(l.dir, 'before.txt');
+  const after = path.join(l.dir, 'after.txt');
+  fs.writeFileSync(before, 'written before the lvextend\n'.repeat(500));
+  fs.writeFileSync(after, 'written after the lvextend\n'.repeat(500));
+  await ok(t, ['ctl', l.img, '1', 'fs', 'put', 'vgm/fs', '/before.txt', before]);
+  const seq0 = (await status(t, l, 1)).activations[0]!.seqno!;
+
+  // Node 0 (joined for the command) grows the LV under node 1's mount.
+  t.regex(await ok(t, ['lvextend', 'vgm/fs', '-L', '+8M', ...as(l, 0)]), /Locked out node 1 in \d+ ms; change done in \d+ ms at seqno \d+\./);
+  const s = await status(t, l, 1);
+  t.is(s.state, 'up', 'node 1 was not fenced');
+  t.deepEqual(s.mounts.map((m) => m.volume), ['vgm/fs'], 'the mount survived');
+  t.like(s.activations[0], { lv: 'vgm/fs', mode: 'sh', lockouts: 1, failed: null });
+  t.true(s.activations[0]!.seqno! > seq0, `seqno ${s.activations[0]!.seqno} after ${seq0}`);
+  await ok(t, ['ctl', l.img, '1', 'fs', 'put', 'vgm/fs', '/after.txt', after]);
+  for (const [name, local] of [['before.txt', before], ['after.txt', after]] as const) {
+    const got = path.join(l.dir, `got-${name}`);
+    await ok(t, ['ctl', l.img, '1', 'fs', 'get', 'vgm/fs', `/${name}`, got]);
+    t.true(fs.readFileSync(got).equals(fs.readFileSync(local)), name);
+  }
+
+  // Shrinking or removing it would cut the disk from under the file system: refused up front.
+  const seq1 = s.activations[0]!.seqno!;
+  await refused(t, ['lvreduce', 'vgm/fs', '-L', '40M', '-y', ...as(l, 0)], /^sanbox: vgm\/fs is in use: the ocfs2 volume on it is mounted by node 1 \(slot \d\); umount it there before you reduce it$/);
+  await refused(t, ['lvremove', 'vgm/fs', '-y', ...as(l, 0)], /^sanbox: vgm\/fs is in use: the ocfs2 volume on it is mounted by node 1 \(slot \d\); umount it there before you remove it$/);
+  const s2 = await status(t, l, 1);
+  t.like(s2.activations[0], { seqno: seq1, lockouts: 1 }, 'nothing changed, nobody locked out');
+  await ok(t, ['ctl', l.img, '1', 'umount', 'vgm/fs']);
+  await ok(t, ['lvremove', 'vgm/fs', '-y', ...as(l, 0)]);
+  n1.child.kill('SIGTERM');
+  const loop = await attachLoop(t, l.pvs[0]!);
+  await pvckClean(t, [loop]);
+});
+
 test('mount on VG/LV: prepare activates the LV under its lock (shared in a shared container, so two nodes mount one ocfs2), umount deactivates; an exclusive activation elsewhere stops the mount before it touches the volume', async (t) => {
   const l = await lab(t, 1);
   await ok(t, ['pvcreate', l.pvs[0]!, ...as(l, 0)]);

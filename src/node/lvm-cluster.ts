@@ -2,7 +2,8 @@
 // the command runs as node N (through running node N, or joined as N for its lifetime:
 // src/node/lvm-node.ts), takes the lock-out (src/volume/lockout.ts) through the node's locks, commits.
 
-import { SanboxError } from '../errors.js';
+import { FormatError, SanboxError } from '../errors.js';
+import { readVolumeMounts, type VolumeMount } from './status.js';
 import { layoutLockoutBoundMs, type Timing } from '../timing.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
 import { withLayoutLockout, type LockoutOptions, type LockoutReport } from '../volume/lockout.js';
@@ -43,6 +44,31 @@ export interface LockedOutChangeOptions extends ClusterNodeOptions {
   vg: string;
   /** The LVs whose layout the change touches. */
   lvs: string[];
+  /**
+   * The change destroys data at the end of the LVs or all of it (lvreduce, lvremove: the verb
+   * for the message): refused while a node has an ocfs2 volume on one of them mounted, rather
+   * than cutting the disk from under a file system. (lvextend and pvmove are not: a mounted
+   * volume's node lets go, follows the change and resumes.)
+   */
+  refuseMounted?: string;
+}
+
+/**
+ * Refuses to `verb` VG/LV while its ocfs2 volume's slot map names a node (mounted there, or that
+ * node died mounted and its slot awaits recovery): one line naming the nodes, as lvm2 says an
+ * open LV is "in use". An LV holding no ocfs2 has no mount to protect.
+ */
+export async function refuseIfMounted(devices: string[], vg: string, lv: string, verb: string): Promise<void> {
+  let mounts: VolumeMount[];
+  try {
+    mounts = await readVolumeMounts([`${vg}/${lv}`], devices);
+  } catch (err) {
+    if (err instanceof FormatError) return;
+    throw err;
+  }
+  if (mounts.length > 0) {
+    throw new SanboxError('EBUSY', `${vg}/${lv} is in use: the ocfs2 volume on it is mounted by ${mounts.map((m) => `node ${m.node} (slot ${m.slot})`).join(', ')}; umount it there before you ${verb} it`, { device: `${vg}/${lv}` });
+  }
 }
 
 /** Runs `change` as node N, locked out (VG EX, then each LV's lock EX); returns its result and what the lock-out cost. */
@@ -58,10 +84,14 @@ export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: (hel
       if (lv === undefined) throw new SanboxError('ENOENT', `logical volume ${o.vg}/${name} not found`);
       return { name, id: lv.id };
     });
+  const verb = o.refuseMounted;
+  const refuse = verb === undefined ? undefined : async (lvs: { name: string }[]): Promise<void> => {
+    for (const lv of lvs) await refuseIfMounted(o.devices, o.vg, lv.name, verb);
+  };
   return asClusterNode(o, (ls, timing, _nodeId, _clusterName, cluster) =>
     // The change commits as this node under the lock-out's VG lock (held already: vgLockHeld), so
     // it may change a shared or private VG and finds PVs in the cluster's device list.
-    withLayoutLockout(ls, o.vg, affected, readVg, lockoutOptions(timing, o.nowait, o.log), () =>
+    withLayoutLockout(ls, o.vg, affected, readVg, { ...lockoutOptions(timing, o.nowait, o.log), ...(refuse !== undefined ? { vet: refuse } : {}) }, () =>
       change({ ...cluster, vgLockHeld: o.vg }),
     ),
   );

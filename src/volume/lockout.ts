@@ -25,6 +25,12 @@ export interface LockoutOptions {
   /** Bound on waiting for the VG lock (another changer ahead of us). */
   vgTimeoutMs: number;
   log?: (msg: string) => void;
+  /**
+   * Checked under the VG lock EX, before any holder is asked to let go (no activation or mount
+   * can begin meanwhile: both read the VG under its lock): a throw refuses the change, nothing
+   * disturbed. lvreduce/lvremove refuse an LV with a mounted ocfs2 on it here.
+   */
+  vet?: (lvs: { name: string; id: string }[]) => Promise<void>;
 }
 
 /** What the lock-out of one change cost. */
@@ -79,6 +85,7 @@ export async function withLayoutLockout<T>(
         entered = true;
         const t0 = performance.now();
         const lvs = affected(await readVg());
+        await o.vet?.(lvs);
         const resources = lvs.map((lv) => lvLockResource(vgName, lv.id));
         const held = await lockHolders(ls, resources);
         const holders = [...new Set([...held.values()].flat().map((h) => h.nodeId))].sort((a, b) => a - b);

@@ -496,7 +496,7 @@ export function register(program: Command): void {
       try {
         const held = claim && describeClaim(claim);
         if (held !== undefined) await confirm(`Do you really want to reduce ${vg}/${lv}, which holds ${held}? THIS MAY DESTROY YOUR DATA.`, `${vg}/${lv} holds ${held}; reducing it may destroy that`, o.yes === true);
-        const out = await maybeLockedOut(cluster, devices, vg, [lv], (held) => lvResize(devices, vg, lv, req, mode, parseStripes(o), context(held)));
+        const out = await maybeLockedOut(cluster, devices, vg, [lv], (held) => lvResize(devices, vg, lv, req, mode, parseStripes(o), context(held)), mode === 'reduce' ? 'reduce' : undefined);
         const from = before.lvs.find((l) => l.name === lv)?.extents ?? 0;
         for (const n of resizeNotes(`${vg}/${lv}`, before.extentBytes, req, from, lvExtentCount(out))) say(n);
       } finally {
@@ -574,7 +574,7 @@ export function register(program: Command): void {
     try {
       const held = describeClaim(claim);
       if (held !== undefined) await confirm(`Do you really want to remove ${vg}/${lv}, which holds ${held}?`, `${vg}/${lv} holds ${held}; removing it destroys that`, o.yes);
-      await maybeLockedOut(cluster, devices, vg, [lv], (h) => lvRemove(devices, vg, lv, context(h)));
+      await maybeLockedOut(cluster, devices, vg, [lv], (h) => lvRemove(devices, vg, lv, context(h)), 'remove');
     } finally {
       claim.release();
     }
@@ -709,9 +709,9 @@ async function lockoutDevices(o: { devices?: string }, cluster: LockoutRequest |
  * Runs the change locked out when --cluster was given (and says what the lock-out cost), else as
  * it is. `change` gets the node's cluster context it commits with (the lock-out's VG lock held).
  */
-async function maybeLockedOut<T>(cluster: LockoutRequest | undefined, devices: string[], vg: string, lvs: string[], change: (held: LvmCluster | undefined) => Promise<T>): Promise<T> {
+async function maybeLockedOut<T>(cluster: LockoutRequest | undefined, devices: string[], vg: string, lvs: string[], change: (held: LvmCluster | undefined) => Promise<T>, refuseMounted?: string): Promise<T> {
   if (cluster === undefined) return change(undefined);
-  const { result, report } = await lockedOutChange({ ...cluster, devices, vg, lvs }, change);
+  const { result, report } = await lockedOutChange({ ...cluster, devices, vg, lvs, ...(refuseMounted !== undefined ? { refuseMounted } : {}) }, change);
   say(`Locked out ${report.holders.length ? report.holders.map((n) => `node ${n}`).join(', ') : 'no node'} in ${report.lockoutMs.toFixed(0)} ms; change done in ${report.changeMs.toFixed(0)} ms at seqno ${report.seqno}.`);
   return result;
 }
