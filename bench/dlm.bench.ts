@@ -137,7 +137,7 @@ async function worker(): Promise<void> {
   const handoffMs: number[] = [];
   const waitGo = async () => {
     process.stdout.write('ready\n');
-    while (!fs.existsSync(goFile!)) await sleep(2);
+    await waitForFile(goFile!, 2);
   };
   const count = (lat: number | undefined) => {
     acquisitions++;
@@ -197,10 +197,27 @@ async function holder(kind: 'hold' | 'rss', args: string[]): Promise<void> {
     emitResult({ rssIdle, rssHolding: process.memoryUsage().rss, locks: held.length });
   } else {
     process.stdout.write('ready\n');
-    while (!fs.existsSync(stopFile!)) await sleep(20);
+    await waitForFile(stopFile!, 20);
   }
   await ls.close();
   await node.stop();
+}
+
+/**
+ * A worker waits for its parent's go or stop file at most this long: a parent that died (killed,
+ * or a node of it fenced and killed) would otherwise leave its workers waiting forever.
+ */
+const WORKER_WAIT_MS_MAX = 10 * 60_000;
+
+async function waitForFile(file: string, pollMs: number): Promise<void> {
+  const deadline = performance.now() + WORKER_WAIT_MS_MAX;
+  while (!fs.existsSync(file)) {
+    if (performance.now() > deadline) {
+      process.stderr.write(`bench worker ${process.pid}: no ${path.basename(file)} within ${WORKER_WAIT_MS_MAX / 1000} s; its parent is gone\n`);
+      process.exit(1);
+    }
+    await sleep(pollMs);
+  }
 }
 
 /** Uncontended lock+unlocks between two marker syscalls, for strace (syscallsPerOp). */
