@@ -49,6 +49,7 @@ test('a mounted node killed -9 at exact flushes of a put (data home, commit, che
 
   for (const [r, round] of ROUNDS.entries()) {
     const recoveredBefore = survivor.lines.filter((l) => /^recovered slot 1 of node 1:/.test(l.msg ?? '')).length;
+    const linesBefore = survivor.lines.length;
     const node = spawnNode(t, img, 1, ['--mount', vol], { [CRASH_AT_ENV]: round.crashAt });
     await node.waitLine((l) => /^mounted .* in slot 1$/.test(l.msg ?? ''), MOUNT_WAIT_MS, `node 1 (round ${r}) mounted in slot 1`);
     const puts = [
@@ -66,6 +67,11 @@ test('a mounted node killed -9 at exact flushes of a put (data home, commit, che
     t.is(died.signal, 'SIGKILL', `round ${r}: node 1 died at ${round.crashAt}: ${node.stderr()}`);
     t.is(acked, 1, `round ${r}: the inline put was acknowledged, the clustered one was not`);
     await survivor.waitLine(() => survivor.lines.filter((l) => /^recovered slot 1 of node 1:/.test(l.msg ?? '')).length > recoveredBefore, RECOVERY_WAIT_MS, `round ${r}: node 0 recovers slot 1`);
+    // Nothing of node 1 is recovered before it is fenced: the survivor logs the fence first.
+    const thisRound = survivor.lines.slice(linesBefore).map((l) => l.msg ?? '');
+    const fencedAt = thisRound.findIndex((m) => /^node 1 fenced/.test(m));
+    const recoveredAt = thisRound.findIndex((m) => /^recovered slot 1 of node 1:/.test(m));
+    t.true(fencedAt >= 0 && fencedAt < recoveredAt, `round ${r}: "node 1 fenced" (line ${fencedAt}) is logged before "recovered slot 1" (line ${recoveredAt})`);
 
     // Node 0 reads through its own mount what the recovery left.
     const got = path.join(dir, `got-${r}`);

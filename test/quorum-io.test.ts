@@ -172,16 +172,21 @@ test.serial('no quorum: a file put on a mounted ocfs2 volume is held (the node k
   fs.writeFileSync(local, payload);
   const put = spawnChild(t, process.execPath, [SANBOX_BIN, 'ctl', img, '2', 'fs', 'put', vol, '/held.txt', local]);
   const putIo = collect(put);
+  let putExitAtMs: number | undefined;
+  put.once('exit', () => (putExitAtMs = Date.now()));
   await new Promise((r) => setTimeout(r, HELD_WATCH_MS));
   t.is(put.exitCode, null, `the put is held, not done or failed: ${putIo.err()}`);
   t.regex(await ctlStatus(t, img), /Cluster I\/O:\s+I\/O held: no quorum since \S+: [1-9]\d* waiting/);
+  t.is(put.exitCode, null, `right before quorum can come back the put is still held: ${putIo.err()}`);
   for (const p of peers) p.child.kill('SIGCONT');
   for (const p of peers) t.is((await exited(p.child, SELF_FENCE_EXIT_BOUND_MS)).code, 3, `node ${p.nodeId} fenced itself after SIGCONT: ${p.stderr()} ${p.lines.slice(-3).map((l) => l.msg).join(' | ')}`);
+  // The SIGCONTed peers fenced themselves: still no quorum, so the put is still held.
+  t.is(put.exitCode, null, `the put is still held while the peers are gone: ${putIo.err()}`);
   const back = Date.now();
   peers = [0, 1].map((n) => spawnNode(t, img, n));
   const done = await exited(put, 30_000);
   t.is(done.code, 0, `the held put completes once quorum is back: ${putIo.err()}`);
-  t.true(Date.now() >= back);
+  t.true(putExitAtMs !== undefined && putExitAtMs >= back, `the put exited at ${putExitAtMs}, after the peers came back at ${back}`);
   const get = await runSanbox(t, ['ctl', img, '2', 'fs', 'get', vol, '/held.txt']);
   t.is(get.code, 0, get.stderr);
   t.is(get.stdout, payload);

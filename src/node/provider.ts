@@ -209,13 +209,14 @@ export class DeviceProvider {
         await pr.reserve(this.o.nodeId, this.o.key, PR_TYPES.writeExclusiveRegistrantsOnly);
       }
       const target = place === 'remote' || schemeOf(spec) !== undefined ? spec : name;
-      inner = await openDevice(target, { guard: 'shared', gate, ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
-      // The FenceGate's check and the pwrite are atomic only because a write runs in one call; a
-      // data device whose writes span turns would let a lease end between them (fence-gate.ts).
-      if (gate instanceof FenceGate && !isSyncDevice(inner)) {
-        await inner.close();
-        throw new SanboxError('EINVAL', `${name}: its reservation state is a local file but the device is not written synchronously: the fence gate cannot guard it`, { device: name });
+      // The FenceGate relies on its check and the pwrite running in one synchronous call, which a
+      // local file's device (FileDisk) does; an nbd:// device's writes span turns between the gate's
+      // enter and leave (fence-gate.ts). Decided by the device that calls the gate, not by wrappers
+      // above it (a crash point's has no synchronous form, yet the FileDisk under it gates each write).
+      if (gate instanceof FenceGate && schemeOf(target) !== undefined) {
+        throw new SanboxError('EINVAL', `${name}: its reservation state is a local file but its data goes over ${target}, whose writes are not synchronous: the fence gate cannot guard it`, { device: name });
       }
+      inner = await openDevice(target, { guard: 'shared', gate, ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
     } catch (err) {
       if (pr !== null) {
         await pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
