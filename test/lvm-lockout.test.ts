@@ -22,6 +22,7 @@ import { ackedWritesKept, lvSizeBytes, makeLab, MiB, noBlockOf, realToolsClean, 
 import { sanboxCli } from './helpers/lvm-real.js';
 import { spawnNode } from './helpers/heartbeat-nodes.js';
 import { ownLockDir, waitFor } from './helpers/tmp.js';
+import { answered, spawnIoNode } from './helpers/io-node.js';
 
 ownLockDir(test);
 
@@ -216,5 +217,41 @@ test('an LV activated with `ctl … lvm lvchange -aey` gives way to another node
   // The real tools read a shared (lock_type dlm) VG only through lvmlockd: back to local first.
   const local = await sanboxCli(t, ['vgchange', '--container', 'local', l.vg, '--cluster', l.cluster, '--node', '0', '--devices', l.pvs.join(',')]);
   t.is(local.code, 0, local.stderr);
+  await realToolsClean(t, l);
+});
+
+test('a node with the LV open without its LV lock (a plain provider device, as `node --volume VG/LV` opens it) makes every --cluster layout change refuse naming its pid, nothing changed; opened under the lock it is locked out instead', async (t) => {
+  const l = await makeLab(t, 2, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-L', '4m']]);
+  const n = spawnIoNode(t, l.cluster, 1, l.pvs);
+  await n.wait((e) => e.ev === 'joined', WRITER_READY_MS, 'node 1 joined');
+  n.send(`open v ${l.vg}/lv1`);
+  t.is((await answered(n, 'open:v', WRITER_READY_MS)).ev, 'done');
+  n.send('write w1 v 0');
+  t.is((await answered(n, 'w1', WRITER_READY_MS)).ev, 'done');
+  const before = await seqno(l);
+  const cluster = ['--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')];
+  for (const change of [
+    ['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y'],
+    ['lvremove', `${l.vg}/lv1`, '-y'],
+    ['lvextend', `${l.vg}/lv1`, '-L', '+1m'],
+    ['pvmove', l.pvs[0]!, l.pvs[1]!],
+  ]) {
+    const r = await sanboxCli(t, [...change, ...cluster]);
+    t.is(r.code, 1, `${change[0]}: ${r.stdout}`);
+    t.regex(r.stderr, new RegExp(`^sanbox: ${l.vg}/lv1: in use by another process \\(pid ${n.pid}\\) without the logical volume's cluster lock, which a layout change cannot lock out; not changed[^\\n]*\\n$`), change[0]!);
+    // pvmove records the move (a VG tag, resumable) before its first chunk, as without a cluster; no extent moved.
+    if (change[0] === 'pvmove') t.notRegex(r.stdout, /Moved:/);
+    else t.is(await seqno(l), before, `${change[0]}: nothing committed`);
+  }
+  t.is((await sanboxCli(t, ['pvmove', '--abort', ...cluster])).code, 0);
+  n.send('close v');
+  t.is((await answered(n, 'close:v', WRITER_READY_MS)).ev, 'done');
+  n.send(`openlocked v ${l.vg}/lv1`);
+  t.is((await answered(n, 'open:v', WRITER_READY_MS)).ev, 'done');
+  const r = await sanboxCli(t, ['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y', ...cluster]);
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(lockoutLine(t, r.stdout).nodes, [1], 'node 1, holding the LV lock, was locked out');
+  n.send('write w2 v 8192');
+  t.is((await answered(n, 'w2', WRITER_READY_MS)).ev, 'done', 'node 1 writes on at the new generation');
   await realToolsClean(t, l);
 });

@@ -161,8 +161,8 @@ export class DeviceProvider {
   async open(spec: string, place: ReservationPlace = schemeOf(spec) !== undefined ? 'remote' : 'sidecar'): Promise<BlockDevice> {
     if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
     if (isLvSpec(spec)) {
-      const [vg, lv] = spec.split('/') as [string, string];
-      return this.openLv(vg, lv);
+      // A plain opener: it holds no LV lock, so a cluster layout change refuses while it is open.
+      return (await this.openLvOf(spec, 'shared')).dev;
     }
     return this.oneAtATime(() => this.openDevice(spec, place));
   }
@@ -237,12 +237,16 @@ export class DeviceProvider {
    * Opens VG/LV over PVs from the node's device list, every one of them through open() (gated);
    * refused (nothing opened) when the VG's container does not let this node use it: a private
    * container of another node, a deported one.
+   * This is the opening of a LockedLv (src/volume/locked-lv.ts): the caller holds the LV's cluster
+   * lock while the device is open, so it registers in the LV's in-use guard as lock-holding and a
+   * cluster layout change locks it out through that lock (vg-lock.ts LvGuardMode). Any other use
+   * opens through open() or openVolume(), as a plain opener.
    */
   async openLv(vg: string, lv: string): Promise<LvDevice> {
-    return (await this.openLvOf(`${vg}/${lv}`)).dev;
+    return (await this.openLvOf(`${vg}/${lv}`, 'locked')).dev;
   }
 
-  private async openLvOf(spec: string): Promise<{ dev: LvDevice; use: ContainerUse }> {
+  private async openLvOf(spec: string, guard: 'shared' | 'locked'): Promise<{ dev: LvDevice; use: ContainerUse }> {
     const [vg, lv] = spec.split('/') as [string, string];
     if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
     const pvs = await this.lvmDevices();
@@ -250,7 +254,7 @@ export class DeviceProvider {
     const use = await readContainerUse(pvs, vg);
     assertNodeMayUse(use, this.o.nodeId);
     // Every PV (and every other device scanned for the VG) comes through open().
-    return { dev: await openLv(pvs, vg, lv, { guard: 'shared', open: (pv) => this.open(pv) }), use };
+    return { dev: await openLv(pvs, vg, lv, { guard, open: (pv) => this.open(pv) }), use };
   }
 
   /**
@@ -288,7 +292,7 @@ export class DeviceProvider {
   /** `VG/LV` (or any device) opened for data I/O: open() and then ioView(). */
   async openVolume(spec: string): Promise<BlockDevice> {
     if (!isLvSpec(spec)) return this.held(await this.open(spec));
-    const { dev, use } = await this.openLvOf(spec);
+    const { dev, use } = await this.openLvOf(spec, 'shared');
     return heldWithoutQuorum(use) ? this.held(dev) : dev;
   }
 

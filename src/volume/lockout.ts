@@ -15,6 +15,7 @@ import { SanboxError } from '../errors.js';
 import { Mode } from '../dlm/compat-matrix.js';
 import { DlmError } from '../dlm/lock-manager.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
+import { acquireLvGuard } from './vg-lock.js';
 import { holdersOf, lvLockResource, vgLockResource, withVgLock, type HeldLock, type LockService } from './lvm-locks.js';
 
 export interface LockoutOptions {
@@ -76,6 +77,7 @@ export async function withLayoutLockout<T>(
   change: () => Promise<T>,
 ): Promise<{ result: T; report: LockoutReport }> {
   let entered = false;
+  let releaseClaims = (): void => undefined;
   try {
     return await withVgLock(
       ls,
@@ -116,6 +118,8 @@ export async function withLayoutLockout<T>(
       throw new SanboxError('EBUSY', `volume group ${vgName} is being changed by ${h.length ? describe(h) : 'another node'}; its lock was not had within ${o.vgTimeoutMs} ms`);
     }
     throw err;
+  } finally {
+    releaseClaims();
   }
 }
 

@@ -15,7 +15,7 @@ import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSeg
 import { openAll, type OpenAllOptions } from './devices.js';
 import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.js';
 import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
-import { acquireLvGuard } from './vg-lock.js';
+import { acquireLvGuard, type LvGuardMode } from './vg-lock.js';
 import { DLM_LV_LOCK_ARGS, withGlobalLock, withVgLock, type VgLockHold } from './lvm-locks.js';
 import { checkAgainstValue, checkClusterOwnsVg, clusterDeviceSpecs, mergeSpecs, withOrphanLocks, withVgChangeLocks, type LvmCluster, type VgChangeHold } from './lvm-cluster.js';
 import { assertChangeable, commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
@@ -505,7 +505,8 @@ export async function openLv(
   specs: string[],
   vgName: string,
   lvName: string,
-  opts: OpenAllOptions = {},
+  /** `guard`: how this opener registers in the LV's in-use guard (vg-lock.ts LvGuardMode); plain `shared` by default. */
+  opts: Omit<OpenAllOptions, 'guard'> & { guard?: LvGuardMode | 'none' } = {},
 ): Promise<LvDevice> {
   const s = await LvmSession.open(specs, { readOnly: opts.readOnly ?? false, ...(opts.open !== undefined ? { open: opts.open } : {}) });
   let release: (() => void) | undefined;

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fsExt from 'fs-ext';
 import { SanboxError } from '../errors.js';
+import { lockHolders as flockHolders } from '../disk/in-use-guard.js';
 import { isValidLvmName } from '../format/lvm/vg-text.js';
 import { VG_LOCK_POLL_MS, VG_LOCK_WAIT_MS } from '../timing.js';
 export { VG_LOCK_WAIT_MS };
@@ -63,27 +64,58 @@ export function vgLockName(vg: string): string {
 }
 
 /**
- * The in-use guard of a logical volume, as src/disk's guard is for an image: a process using the
- * LV holds a shared flock on `<lock dir>/L_<lv uuid>`; a destructive tool (mkfs) takes it
- * exclusively and is refused with "device busy" while anyone else has the LV open. Host-local,
- * like the image guard. Returns the release function.
+ * How a process holds a logical volume's in-use guard (host-local, like the image guard):
+ *   shared     a plain opener: it holds no LV lock, so a cluster layout change cannot lock it out
+ *   locked     an opener holding the LV's cluster lock (src/volume/locked-lv.ts): a layout change
+ *              locks it out through that lock
+ *   exclusive  a change without the cluster (lvreduce, mkfs): refused while anyone has the LV open
+ *   lockout    a cluster layout change (src/volume/lockout.ts): refused while a plain opener has
+ *              the LV open; lock-holding openers are left to the LV lock
+ * Two flock files per LV: `L_<uuid>` (every opener shared; `exclusive` takes it exclusively) and
+ * `P_<uuid>` (plain openers shared; `lockout` takes it exclusively). So a lock-out never meets a
+ * writer it cannot stop (review finding 1: the node's fixed `--volume VG/LV` device and local
+ * activations hold no LV lock).
  */
-export function acquireLvGuard(lvName: string, lvUuid: string, mode: 'shared' | 'exclusive'): () => void {
+export type LvGuardMode = 'shared' | 'locked' | 'exclusive' | 'lockout';
+
+/** Takes the LV's in-use guard in `mode` without waiting, or throws EBUSY naming the openers. Returns the release function. */
+export function acquireLvGuard(lvName: string, lvUuid: string, mode: LvGuardMode): () => void {
   const dir = lockDir();
   fs.mkdirSync(dir, { recursive: true });
-  const fd = fs.openSync(path.join(dir, `L_${lvUuid}`), 'a');
+  const files: [string, 'shnb' | 'exnb'][] =
+    mode === 'shared' ? [[`L_${lvUuid}`, 'shnb'], [`P_${lvUuid}`, 'shnb']]
+    : mode === 'locked' ? [[`L_${lvUuid}`, 'shnb']]
+    : mode === 'exclusive' ? [[`L_${lvUuid}`, 'exnb']]
+    : [[`P_${lvUuid}`, 'exnb']];
+  const fds: number[] = [];
   try {
-    fsExt.flockSync(fd, mode === 'shared' ? 'shnb' : 'exnb');
+    for (const [name, how] of files) fds.push(flockOne(path.join(dir, name), how, lvName, mode));
   } catch (err) {
-    fs.closeSync(fd);
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EAGAIN' || code === 'EWOULDBLOCK') throw new SanboxError('EBUSY', `${lvName}: device busy: logical volume in use by another process`, { device: lvName });
+    for (const fd of fds) fs.closeSync(fd);
     throw err;
   }
   let released = false;
   return () => {
     if (released) return;
     released = true;
-    fs.closeSync(fd);
+    for (const fd of fds) fs.closeSync(fd);
   };
+}
+
+function flockOne(file: string, how: 'shnb' | 'exnb', lvName: string, mode: LvGuardMode): number {
+  const fd = fs.openSync(file, 'a');
+  try {
+    fsExt.flockSync(fd, how);
+  } catch (err) {
+    fs.closeSync(fd);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK') throw err;
+    const pids = flockHolders(file);
+    const who = `another process${pids.length ? ` (pid ${pids.join(', ')})` : ''}`;
+    if (mode === 'lockout') {
+      throw new SanboxError('EBUSY', `${lvName}: in use by ${who} without the logical volume's cluster lock, which a layout change cannot lock out; not changed (close it, or open it under the lock)`, { device: lvName });
+    }
+    throw new SanboxError('EBUSY', `${lvName}: device busy: logical volume in use by ${who}`, { device: lvName });
+  }
+  return fd;
 }
