@@ -95,6 +95,12 @@ export async function withLayoutLockout<T>(
         // send them a blocking notice (and they would let go for nothing), so a held lock fails here.
         const firstHeld = o.nowait ? lvs.findIndex((_, i) => held.get(resources[i]!)!.length > 0) : -1;
         if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
+        // A process on this host with the LV open but not under its LV lock would go on writing
+        // through the old layout: refused, naming it (review finding 1). Held past the commit,
+        // so no plain opener opens meanwhile.
+        const claims: (() => void)[] = [];
+        releaseClaims = () => claims.forEach((r) => r());
+        for (const lv of lvs) claims.push(acquireLvGuard(`${vgName}/${lv.name}`, lv.id, 'lockout'));
         if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
         const tLock = performance.now();
         const lvLocks: HeldLock[] = [];

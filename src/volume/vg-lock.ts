@@ -110,12 +110,12 @@ function flockOne(file: string, how: 'shnb' | 'exnb', lvName: string, mode: LvGu
     fs.closeSync(fd);
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK') throw err;
-    const pids = flockHolders(file);
-    const who = `another process${pids.length ? ` (pid ${pids.join(', ')})` : ''}`;
     if (mode === 'lockout') {
+      const pids = flockHolders(file);
+      const who = `another process${pids.length ? ` (pid ${pids.join(', ')})` : ''}`;
       throw new SanboxError('EBUSY', `${lvName}: in use by ${who} without the logical volume's cluster lock, which a layout change cannot lock out; not changed (close it, or open it under the lock)`, { device: lvName });
     }
-    throw new SanboxError('EBUSY', `${lvName}: device busy: logical volume in use by ${who}`, { device: lvName });
+    throw new SanboxError('EBUSY', `${lvName}: device busy: logical volume in use by another process`, { device: lvName });
   }
   return fd;
 }
