@@ -134,12 +134,17 @@ export class ReservationStore {
     }
   }
 
-  /** write()'s promise form. */
-  async writeAsync(current: ReservationState, next: ReservationState): Promise<void> {
+  /** write()'s promise form; `flush` false leaves the flush to the caller (flushAsync). */
+  async writeAsync(current: ReservationState, next: ReservationState, flush = true): Promise<void> {
     const dev = this.liveAsync();
     const { rec, off } = this.encodeNext(current, next);
     await dev.write(rec, off);
-    await dev.flush();
+    if (flush) await dev.flush();
+  }
+
+  /** Makes the last writeAsync durable. */
+  async flushAsync(): Promise<void> {
+    await this.liveAsync().flush();
   }
 
   /**
@@ -338,14 +343,14 @@ export class PersistentReservations {
   }
 
   /** Runs one PR OUT command under pr.lock; `fn` returns the new state or null for "no change". */
-  private async command<T>(what: string, fn: (cur: ReservationState) => Promise<{ next: ReservationState | null; result: T }>): Promise<T> {
+  private async command<T>(what: string, fn: (cur: ReservationState) => Promise<{ next: ReservationState | null; result: T }>, flush = true): Promise<T> {
     if (!(await this.prLock.lock('ex', this.lockWaitMs))) {
       throw new SanboxError('EBUSY', `${this.spec.deviceName}: ${what}: another reservation command held the lock for ${this.lockWaitMs} ms`, { device: this.spec.deviceName });
     }
     try {
       const cur = await this.store.readAsync();
       const { next, result } = await fn(cur);
-      if (next !== null) await this.store.writeAsync(cur, next);
+      if (next !== null) await this.store.writeAsync(cur, next, flush);
       return result;
     } finally {
       this.prLock.unlock();
@@ -361,14 +366,21 @@ export class PersistentReservations {
   async register(nodeId: number, key: bigint, gateWaitMs: number): Promise<boolean> {
     this.checkNode(nodeId);
     if (key === 0n) throw new SanboxError('EINVAL', 'a reservation key must be non-zero');
-    return this.withGate(nodeId, gateWaitMs, () =>
+    // The new key counts for every checker as soon as it is written (they read the same state);
+    // the flush that makes it durable comes after gate-N is let go. A node registering on one
+    // more of its own devices holds its own intent lock while it waits here, and every write it
+    // makes meanwhile (its heartbeat's included) waits for that lock synchronously: an fdatasync
+    // under it took hundreds of ms on a loaded host and nodes fenced themselves.
+    const done = await this.withGate(nodeId, gateWaitMs, () =>
       this.command('register', async (cur) => {
         const next = cloneState(cur);
         next.registered[nodeId] = key;
         next.prGeneration = (cur.prGeneration + 1) >>> 0;
         return { next, result: true };
-      }),
+      }, false),
     );
+    if (done) await this.store.flushAsync();
+    return done;
   }
 
   /** REGISTER with service-action key 0: removes our own registration (clean leave). */
