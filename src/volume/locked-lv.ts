@@ -266,8 +266,13 @@ export class LockedLv implements BlockDevice {
     return this.io('discard', offsetBytes, lengthBytes, () => this.lv.discard(offsetBytes, lengthBytes));
   }
 
+  /**
+   * Through io() like the rest (review finding 7): a flush is held without quorum, waits out a
+   * lock-out, and is counted in flight, so a layout change never commits under a flush of the
+   * old layout's PVs.
+   */
   flush(): Promise<void> {
-    return this.lv.flush();
+    return this.io('flush', 0, 0, () => this.lv.flush());
   }
 
   /** Drains, releases the LV lock (if held) and closes the LV. */
