@@ -26,6 +26,8 @@ export interface WriterEvent {
   gen?: number;
   size?: number;
   t?: number;
+  /** Wall-clock ms (Date.now()) of an ok/err: comparable with the test's own clock. */
+  at?: number;
   code?: string;
   msg?: string;
   pauses?: { pausedMs: number; fromGeneration: number; toGeneration: number }[];

@@ -4,8 +4,8 @@
 // offset is the one on disk) or in order from FROM to TO over and over (ORDER sweep), CONCURRENCY
 // requests at a time, pausing PAUSE_MS between rounds. One JSON line per event on stdout:
 //   {"ev":"ready","gen":G,"size":S}
-//   {"ev":"ok","seq":N,"off":O,"gen":G,"t":MS}       an acknowledged write (t: ms since ready)
-//   {"ev":"err","code":C,"off":O,"t":MS,"msg":M}     a refused write
+//   {"ev":"ok","seq":N,"off":O,"gen":G,"t":MS,"at":W} an acknowledged write (t: ms since ready; at: wall-clock ms)
+//   {"ev":"err","code":C,"off":O,"t":MS,"at":W,"msg":M} a refused write
 //   {"ev":"swept","t":MS}                             (sweep) every block of [FROM, TO) written once more
 //   {"ev":"done","pauses":[…]}                        after SIGTERM: drained, closed, left
 // Exits 0 after SIGTERM; 1 on an unexpected error. A write that fails with a code other than
@@ -96,10 +96,10 @@ async function one(off: number): Promise<void> {
   const s = ++seq;
   try {
     await dev.write(encodeLvBlock({ tag: tag!, nodeId, seq: s, offsetBytes: off }), off);
-    out({ ev: 'ok', seq: s, off, gen: io.generation(), t: performance.now() - t0 });
+    out({ ev: 'ok', seq: s, off, gen: io.generation(), t: performance.now() - t0, at: Date.now() });
   } catch (err) {
     const code = err instanceof SanboxError ? err.code : 'UNKNOWN';
-    out({ ev: 'err', code, off, seq: s, t: performance.now() - t0, msg: (err as Error).message });
+    out({ ev: 'err', code, off, seq: s, t: performance.now() - t0, at: Date.now(), msg: (err as Error).message });
     if (code !== 'EBOUNDS' && code !== 'ENOENT') failed = err;
   }
 }
