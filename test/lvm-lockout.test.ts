@@ -163,6 +163,12 @@ test('--nowait: a change of an LV another node writes through fails at once nami
   t.is(await seqno(l), before);
   const usage = await sanboxCli(t, ['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y', '--node', '2', '--devices', l.pvs.join(',')]);
   t.is(usage.code, 2, 'usage error: --node without --cluster');
+  // One --node rule for every LVM command (src/format/o2hb-block.ts O2NM_MAX_NODES): 255 is no node number.
+  for (const args of [['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y'], ['pvmove', l.pvs[0]!], ['lvchange', '-aey', `${l.vg}/lv1`], ['vgs']]) {
+    const bad = await sanboxCli(t, [...args, '--cluster', l.cluster, '--node', '255', '--devices', l.pvs.join(',')]);
+    t.is(bad.code, 2, `${args[0]} --node 255: ${bad.stderr}`);
+    t.regex(bad.stderr, /^sanbox: --node takes a node number, not '255' \(0\.\.254\)\n$/, args[0]!);
+  }
   await a.stop(t);
   t.is(a.count('err'), 0);
   t.deepEqual(a.pauses, [], 'A never paused: nobody locked it out');

@@ -3,6 +3,7 @@
 // and `sanbox lock` were first written with. Both given must name the same image.
 
 import { UsageError } from '../src/errors.js';
+import { isNodeId, O2NM_MAX_NODES } from '../src/format/o2hb-block.js';
 
 /** The option that names a cluster image, added to every command that takes one positionally too. */
 export const CLUSTER_OPTION = '--cluster <image>';
@@ -18,3 +19,10 @@ export function clusterImage(positional: string | undefined, option: string | un
   return image;
 }
 
+
+/** `--node N`: a node number 0..254 (O2NM_MAX_NODES, src/format/o2hb-block.ts); anything else is a usage error. */
+export function nodeNumberArg(text: string, flag = '--node'): number {
+  const n = /^\d{1,3}$/.test(text) ? Number(text) : NaN;
+  if (!isNodeId(n)) throw new UsageError(`${flag} takes a node number, not '${text}' (0..${O2NM_MAX_NODES - 1})`);
+  return n;
+}

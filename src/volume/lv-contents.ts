@@ -20,8 +20,9 @@ export interface LvClaim {
 
 /**
  * `guard: false` when the change runs under the cluster lock-out (src/volume/lockout.ts): nodes
- * doing I/O through the LV hold its in-use guard shared, and are made to let go by the lock
- * instead of refusing the change.
+ * doing I/O through the LV under its LV lock are made to let go by the lock instead of refusing
+ * the change. That is safe whatever the caller passes: the lock-out itself takes the LV's guard
+ * in 'lockout' mode (vg-lock.ts), refusing while a process here has the LV open without the lock.
  */
 export async function claimLv(specs: string[], vgName: string, lvName: string, guard = true): Promise<LvClaim> {
   const lvId = await withSession(specs, { readOnly: true, guard: 'none' }, async (s) => {

@@ -21,12 +21,12 @@
 import fs from 'node:fs';
 import type { BlockDevice } from '../disk/device.js';
 import { schemeOf } from '../disk/open.js';
-import { SanboxError } from '../errors.js';
+import { SanboxError, UsageError } from '../errors.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
 import { listedName, readClusterDevices, updateClusterDevices, withVgPvs } from './cluster-devices.js';
 import { dlmVgLockArgs, withGlobalLock, withVgLock, type LockService, type VgLockHold } from './lvm-locks.js';
 import type { PvState } from './pv.js';
-import type { OpenAllOptions } from './devices.js';
+import { deviceList, type OpenAllOptions } from './devices.js';
 import type { Timing } from '../timing.js';
 import { ORPHAN_LOCK, vgLockName, withLocks } from './vg-lock.js';
 
@@ -60,6 +60,22 @@ export async function clusterDeviceSpecs(cluster: Pick<LvmCluster, 'image'>): Pr
   // entry whose device is missing; the VG it belonged to then shows the PV missing.
   return ((await readClusterDevices(cluster.image)) ?? []).map((e) => e.device).filter((d) => schemeOf(d) !== undefined || fs.existsSync(d));
 }
+
+/**
+ * The devices an LVM command looks at: those it names, --devices (else SANBOX_DEVICES) and, run as
+ * a node of the cluster image `clusterImage`, the cluster's device list (the PVs other nodes
+ * added). One policy for every command, local or --cluster (review finding 9). Throws a
+ * UsageError saying where devices come from when there are none.
+ */
+export async function commandDevices(named: string[], devicesOption: string | undefined, clusterImage: string | BlockDevice | undefined): Promise<string[]> {
+  const own = deviceList(named, devicesOption);
+  const list = clusterImage === undefined ? own : mergeSpecs(own, await clusterDeviceSpecs({ image: clusterImage }));
+  if (list.length === 0) throw new UsageError(`${NO_DEVICES}${clusterImage !== undefined ? "; the cluster's device list is empty too" : ''}`);
+  return list;
+}
+
+/** Why an LVM command has nothing to look at, and where devices come from. */
+export const NO_DEVICES = 'no devices to look at: name image files, pass --devices a.img,b.img, set SANBOX_DEVICES, or add them with sanbox lvmdevices --adddev';
 
 /** `a` then every spec of `b` not already in `a` (by listed name). */
 export function mergeSpecs(a: string[], b: string[]): string[] {

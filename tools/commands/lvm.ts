@@ -49,7 +49,8 @@ import { localGuard, pvMove, pvMoveAbort, resolveMoves, type ChunkGuard } from '
 import { confirm } from '../confirm.js';
 import { printJson } from '../output.js';
 import { changeActivation, withLvmNode } from '../../src/node/lvm-node.js';
-import { clusterDeviceSpecs, mergeSpecs, type LvmCluster } from '../../src/volume/lvm-cluster.js';
+import { nodeNumberArg } from '../image-arg.js';
+import { commandDevices, NO_DEVICES, type LvmCluster } from '../../src/volume/lvm-cluster.js';
 
 const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES; else the devices file, see lvmdevices)';
 
@@ -57,7 +58,6 @@ function context(cluster?: LvmCluster): LvmContext {
   return { ...commitContext(['sanbox', ...process.argv.slice(2)].join(' ')), cluster };
 }
 
-const NO_DEVICES = 'no devices to look at: name image files, pass --devices a.img,b.img, set SANBOX_DEVICES, or add them with sanbox lvmdevices --adddev';
 
 function devicesOf(named: string[], opts: { devices?: string }): string[] {
   const list = deviceList(named, opts.devices);
@@ -66,11 +66,8 @@ function devicesOf(named: string[], opts: { devices?: string }): string[] {
 }
 
 /** The command's devices and, run as a node, the cluster's device list (the PVs other nodes added). */
-async function devicesFor(named: string[], opts: { devices?: string }, cluster: LvmCluster | undefined): Promise<string[]> {
-  if (cluster === undefined) return devicesOf(named, opts);
-  const list = mergeSpecs(deviceList(named, opts.devices), await clusterDeviceSpecs(cluster));
-  if (list.length === 0) throw new UsageError(`${NO_DEVICES}; the cluster's device list is empty too`);
-  return list;
+function devicesFor(named: string[], opts: { devices?: string }, cluster: LvmCluster | undefined): Promise<string[]> {
+  return commandDevices(named, opts.devices, cluster?.image);
 }
 
 /** --node N (with --cluster IMG): the command runs as node N, taking the cluster locks (docs/containers.md). */
@@ -94,9 +91,9 @@ async function asNode<T>(o: NodeOpts, fn: (cluster: LvmCluster | undefined) => P
     if (o.ctl) throw new UsageError('--ctl goes with --node N');
     return fn(undefined);
   }
-  if (!/^\d{1,3}$/.test(o.node)) throw new UsageError(`--node takes a node number, not '${o.node}'`);
+  const nodeId = nodeNumberArg(o.node);
   if (o.cluster === undefined) throw new UsageError('--node N goes with --cluster IMG (the cluster node N belongs to)');
-  return withLvmNode({ clusterImage: o.cluster, nodeId: Number(o.node), requireRunning: o.ctl === true }, fn);
+  return withLvmNode({ clusterImage: o.cluster, nodeId, requireRunning: o.ctl === true }, fn);
 }
 
 /** `-L [+|-]SIZE` (default unit MiB) or `-l [+|-]N[%VG|%FREE]`. */
@@ -344,8 +341,7 @@ export function register(program: Command): void {
         if (o.node === undefined || o.cluster === undefined) throw new UsageError(`lvchange -a: ${activation}`);
         if (o.addtag.length || o.deltag.length || o.readahead !== undefined) throw new UsageError('lvchange: -a goes alone (no tags, -r)');
         splitLvPath(spec);
-        const nodeId = Number(o.node);
-        if (!/^\d{1,3}$/.test(o.node)) throw new UsageError(`--node takes a node number, not '${o.node}'`);
+        const nodeId = nodeNumberArg(o.node);
         const a = await changeActivation({ clusterImage: o.cluster, nodeId, lv: spec, mode, devices: deviceList([], o.devices) });
         const how = a.mode === 'ex' ? 'exclusively' : a.mode === 'sh' ? 'shared' : 'locally (a local VG: no cluster lock)';
         say(mode === 'un' ? `Logical volume ${spec} deactivated on node ${nodeId}.` : `Logical volume ${spec} activated ${how} on node ${nodeId}${a.lock ? ` (LV lock ${a.lock})` : ''}.`);
@@ -535,7 +531,7 @@ export function register(program: Command): void {
     const cluster = lockoutRequest(o);
     const [src, dst] = [srcArg, dstArg].map((x) => (x === undefined ? undefined : normalizeSpec(x)));
     if (o.abort && dst !== undefined) throw new UsageError('pvmove --abort takes at most the source PV');
-    const devices = devicesOf([src, dst].filter((x): x is string => x !== undefined), o);
+    const devices = await commandDevices([src, dst].filter((x): x is string => x !== undefined), o.devices, cluster?.clusterImage);
     const moves = await resolveMoves(devices, src, o.abort ? undefined : dst, o.abort ? undefined : o.name);
     for (const m of moves) {
       let maxLockoutMs = 0;
@@ -691,18 +687,14 @@ function lockoutRequest(o: LockoutFlags): LockoutRequest | undefined {
     return undefined;
   }
   if (o.node === undefined) throw new UsageError('--cluster needs --node N (the node to run the change as)');
-  if (!/^\d{1,4}$/.test(o.node)) throw new UsageError(`--node must be a node number (0, 1, …), not '${o.node}'`);
-  return { clusterImage: o.cluster, nodeId: Number(o.node), nowait: o.nowait === true, requireRunning: o.ctl === true };
+  return { clusterImage: o.cluster, nodeId: nodeNumberArg(o.node), nowait: o.nowait === true, requireRunning: o.ctl === true };
 }
 
 type LockoutRequest = { clusterImage: string; nodeId: number; nowait: boolean; requireRunning: boolean };
 
 /** The command's devices and, with --cluster, the cluster's device list. */
-async function lockoutDevices(o: { devices?: string }, cluster: LockoutRequest | undefined): Promise<string[]> {
-  if (cluster === undefined) return devicesOf([], o);
-  const list = mergeSpecs(deviceList([], o.devices), await clusterDeviceSpecs({ image: cluster.clusterImage }));
-  if (list.length === 0) throw new UsageError(`${NO_DEVICES}; the cluster's device list is empty too`);
-  return list;
+function lockoutDevices(o: { devices?: string }, cluster: LockoutRequest | undefined): Promise<string[]> {
+  return commandDevices([], o.devices, cluster?.clusterImage);
 }
 
 /**
