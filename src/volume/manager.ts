@@ -517,16 +517,25 @@ export async function openLv(
     const guard = opts.guard ?? 'shared';
     if (guard !== 'none') release = acquireLvGuard(`${vgName}/${lvName}`, lv.id, guard);
     const pvDevs = new Map([...h.pvByKey].map(([k, pv]) => [k, pv.dev]));
-    const layout = mapLv(h.vg, lv, pvDevs);
-    const used = new Set(h.pvByKey.values());
-    // Devices that are not PVs of this VG are not needed by the LV.
-    for (const sc of s.scan) if (!sc.pv || !used.has(sc.pv)) await sc.dev.close();
+    let layout = mapLv(h.vg, lv, pvDevs);
     const devs = [...pvDevs.values()];
     // Re-reading uses only these devices: a PV added to the VG later is not reachable from here.
     const reader = async (): Promise<LvLayout> => {
       const h2 = findVg(await scanDevices(devs), vgName);
       return mapLv(h2.vg, findLv(h2.vg, lvName), new Map([...h2.pvByKey].map(([k, pv]) => [k, pv.dev])));
     };
+    if (guard === 'shared' || guard === 'exclusive') {
+      // The layout above was read before the guard was had: a change that held the guard then
+      // may have committed since. Read again with the guard held (no change on this host commits
+      // now); an LV removed or replaced meanwhile fails the open. A 'locked' opener reads under
+      // the VG lock, which no change holds meanwhile.
+      const fresh = await reader();
+      if (fresh.lvId !== layout.lvId) throw new SanboxError('ENOENT', `${vgName}/${lvName}: the logical volume was replaced while it was being opened`, { device: `${vgName}/${lvName}` });
+      layout = fresh;
+    }
+    const used = new Set(h.pvByKey.values());
+    // Devices that are not PVs of this VG are not needed by the LV.
+    for (const sc of s.scan) if (!sc.pv || !used.has(sc.pv)) await sc.dev.close();
     const dev = makeLvDevice(`${vgName}/${lvName}`, layout, devs, devs, reader);
     if (release !== undefined) dev.onClose(release);
     return dev;
