@@ -90,6 +90,21 @@ async function refused(t: ExecutionContext, args: string[], pv: string, re: RegE
 const ownerChange = (vg: string, img: string, owner: string, node: number): string[] => ['vgchange', vg, '--owner', owner, '--node', String(node), '--cluster', img];
 
 /** The VG's system ID as the real vgs shows it to a host with system ID `host` (undefined: foreign there); vgck and pvck clean. */
+/** A cluster image and one 64 MiB PV holding VG vgf, made a private container owned by `owner`. */
+async function privateVgLab(t: ExecutionContext, clusterName: string, owner: number, withLv: boolean): Promise<{ img: string; pv: string }> {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '3', '--name', clusterName]);
+  const pv = path.join(dir, 'pv.img');
+  fs.writeFileSync(pv, '');
+  fs.truncateSync(pv, 64 * MiB);
+  await ok(t, ['pvcreate', pv], pv);
+  await ok(t, ['vgcreate', 'vgf', pv], pv);
+  if (withLv) await ok(t, ['lvcreate', '-n', 'lv', '-L', '8M', 'vgf'], pv);
+  await ok(t, ['vgchange', 'vgf', '--container', 'private', '--owner', String(owner), '--cluster', img], pv);
+  return { img, pv };
+}
+
 async function realSystemId(t: ExecutionContext, loop: string, host: string): Promise<string | undefined> {
   const r = await lvmAsHost('vgs', [loop], host, ['--reportformat', 'json', '-o', 'vg_name,vg_systemid']);
   t.is(r.code, 0, r.stderr);
@@ -105,16 +120,7 @@ async function realSystemId(t: ExecutionContext, loop: string, host: string): Pr
 }
 
 test('private takeover: refused while the owner lives (unless it consents) and before its fence; done after it, and the new owner writes', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  await clusterInit(t, [img, '--nodes', '3', '--name', 'flab']);
-  const pv = path.join(dir, 'pv.img');
-  fs.writeFileSync(pv, '');
-  fs.truncateSync(pv, 64 * MiB);
-  await ok(t, ['pvcreate', pv], pv);
-  await ok(t, ['vgcreate', 'vgf', pv], pv);
-  await ok(t, ['lvcreate', '-n', 'lv', '-L', '8M', 'vgf'], pv);
-  await ok(t, ['vgchange', 'vgf', '--container', 'private', '--owner', '2', '--cluster', img], pv);
+  const { img, pv } = await privateVgLab(t, 'flab', 2, true);
   const loop = await attachLoop(t, pv);
   const change = (owner: string, node: number): string[] => ownerChange('vgf', img, owner, node);
 
@@ -185,15 +191,7 @@ test('private takeover: refused while the owner lives (unless it consents) and b
 });
 
 test('a container change on a VG another node is changing waits for its VG lock, then fails in one line naming the VG and the node; nothing written', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  await clusterInit(t, [img, '--nodes', '3', '--name', 'blab']);
-  const pv = path.join(dir, 'pv.img');
-  fs.writeFileSync(pv, '');
-  fs.truncateSync(pv, 64 * MiB);
-  await ok(t, ['pvcreate', pv], pv);
-  await ok(t, ['vgcreate', 'vgf', pv], pv);
-  await ok(t, ['vgchange', 'vgf', '--container', 'private', '--owner', '1', '--cluster', img], pv);
+  const { img, pv } = await privateVgLab(t, 'blab', 1, false);
   const n1 = spawnNode(t, img, 1);
   await n1.waitLine((l) => /^ready/.test(l.msg ?? ''), JOIN_BOUND_MS, 'node 1 ready');
   // Node 1 is in the middle of a change of vgf: it holds the VG lock exclusively (lvmlockd's VGLK).
