@@ -191,6 +191,40 @@ test('blocking notification tells the holder which mode is blocked, once per mod
   await lc.unlock();
 });
 
+test('a NOQUEUE request that would block writes nothing (no claim a holder could take as a blocking notice)', async (t) => {
+  const { open, img, cluster } = await setup(t);
+  const a = await open(0);
+  const disk = FileDisk.open(img, { guard: 'none' });
+  t.teardown(() => disk.close());
+  const view = viewOf(disk, REGION_OFFSET, REGION_BYTES);
+  let writes = 0;
+  // Counts node 1's writes to the lockspace: a claim on disk is what a holder's pump sees as a waiter.
+  const counted = new Proxy(view, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof v !== 'function') return v;
+      const f = v as (...args: unknown[]) => unknown;
+      return (...args: unknown[]) => {
+        if (prop === 'write' || prop === 'writeSync') writes++;
+        return f.apply(target, args);
+      };
+    },
+  });
+  const b = await Lockspace.open(counted, { membership: cluster.member(1, 2000n), watchPath: img });
+  t.teardown(() => b.close());
+  const basts: Mode[] = [];
+  const la = await a.lock('nq', Mode.EX, { bast: (m) => basts.push(m) });
+  const before = writes;
+  for (let i = 0; i < 5; i++) await t.throwsAsync(b.lock('nq', Mode.EX, { noqueue: true }), { code: 'EAGAIN' } as never);
+  t.is(writes - before, 0, 'a NOQUEUE request that cannot be granted writes no record');
+  await new Promise((r) => setTimeout(r, 100));
+  t.deepEqual(basts, [], 'the holder got no blocking notice');
+  await la.unlock();
+  const lb = await b.lock('nq', Mode.EX, { noqueue: true });
+  t.true(writes - before > 0, 'a grantable NOQUEUE request does write');
+  await lb.unlock();
+});
+
 test('a corrupt record of another node is never trusted: the request times out naming the sector', async (t) => {
   const { open, img } = await setup(t);
   const a = await open(0);

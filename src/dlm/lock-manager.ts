@@ -871,7 +871,13 @@ export class Lockspace {
         resource: lock.resource,
       };
       const d = decide(toView(rec, this.nodeId, lock.slot), others, { arriving: true });
-      if (w.noqueue && d.action !== 'claim') return this.withdraw(w, new DlmError('EAGAIN', `lock ${modeName(w.mode)} on ${lock.name} would block (NOQUEUE)`));
+      // NOQUEUE writes nothing unless it could be granted on this read: the rule lets the head of a
+      // queue claim while held modes still block it, and a claim on disk is a blocking notice to
+      // the holders — one that let go for it (an LV activation, src/volume/locked-lv.ts) would
+      // hand the lock to a request that was meant to fail at once.
+      if (w.noqueue && (d.action !== 'claim' || decide(toView({ ...rec, claim: true }, this.nodeId, lock.slot), others).action !== 'grant')) {
+        return this.withdraw(w, new DlmError('EAGAIN', `lock ${modeName(w.mode)} on ${lock.name} would block (NOQUEUE)`));
+      }
       rec.claim = d.action === 'claim';
       await this.writeEntry(lock.row, lock.entry, rec, false);
       w.phase = 'check';
