@@ -6,7 +6,7 @@
 
 import test from 'ava';
 import { SanboxError } from '../src/errors.js';
-import type { LvModel, VgModel } from '../src/format/lvm/vg-model.js';
+import { newVgModel, type LvModel, type VgModel } from '../src/format/lvm/vg-model.js';
 import { allocateSegments, checkNoOverlap } from '../src/volume/allocator.js';
 import { moveTag, movesOf, nextChunk, remapExtent, type MoveRecord } from '../src/volume/pvmove.js';
 import { fuzzSeed, prng } from './helpers/fuzz.js';
@@ -29,26 +29,7 @@ function pvModel(i: number, peCount: number): VgModel['pvs'][number] {
 }
 
 function vgModel(peCounts: number[]): VgModel {
-  return {
-    name: 'vgp',
-    id: 'VG'.padEnd(32, 'x'),
-    seqno: 1,
-    format: 'lvm2',
-    status: ['RESIZEABLE', 'READ', 'WRITE'],
-    flags: [],
-    tags: [],
-    systemId: undefined,
-    lockType: undefined,
-    lockArgs: undefined,
-    extentSizeSectors: 2048,
-    maxLv: 0,
-    maxPv: 0,
-    allocationPolicy: undefined,
-    metadataCopies: 0,
-    pvs: peCounts.map((n, i) => pvModel(i, n)),
-    lvs: [],
-    extra: [],
-  };
+  return newVgModel({ name: 'vgp', id: 'VG'.padEnd(32, 'x'), extentSizeSectors: 2048, pvs: peCounts.map((n, i) => pvModel(i, n)) });
 }
 
 function addLv(vg: VgModel, name: string, extents: number): LvModel {

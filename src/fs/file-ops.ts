@@ -231,13 +231,24 @@ export class FileOps {
     return this.create(path, data);
   }
 
-  private async create(path: string, data: Buffer | undefined): Promise<FileOpResult> {
+  /**
+   * Runs `fn` with `path`'s parent directory locked EX (and the path to it PR), every lock this
+   * operation took released afterwards: the common frame of create and rm.
+   */
+  private async inParent<T>(path: string, fn: (o: { vol: Ocfs2Volume; name: string; leaf: string; held: Held; view: DirView }) => Promise<T>): Promise<T> {
     const vol = await this.open();
     const name = this.dev.name;
     const { parent, name: leaf } = splitPath(name, path);
     const held = new Held(vol, this.locker);
     try {
-      const view = await held.lockDirectory(parent);
+      return await fn({ vol, name, leaf, held, view: await held.lockDirectory(parent) });
+    } finally {
+      await held.release();
+    }
+  }
+
+  private create(path: string, data: Buffer | undefined): Promise<FileOpResult> {
+    return this.inParent(path, async ({ vol, name, leaf, held, view }) => {
       const { dir } = view;
       const existing = view.entries.find((e) => e.name === leaf);
       const now = Date.now();
@@ -269,19 +280,12 @@ export class FileOps {
       setTimes(change.inode, now, data === undefined ? { links: dir.inode.linksCount + 1 } : {});
       const seq = await this.commit(vol, [{ home: blkno, data: ino }, ...bodyBlocks, { home: dir.blkno, data: change.inode }, ...change.blocks, ...(await held.allocatorBlocks())]);
       return { path, inode: blkno, sequence: seq };
-    } finally {
-      await held.release();
-    }
+    });
   }
 
   /** Removes a file or an empty directory. */
-  async rm(path: string): Promise<FileOpResult> {
-    const vol = await this.open();
-    const name = this.dev.name;
-    const { parent, name: leaf } = splitPath(name, path);
-    const held = new Held(vol, this.locker);
-    try {
-      const view = await held.lockDirectory(parent);
+  rm(path: string): Promise<FileOpResult> {
+    return this.inParent(path, async ({ vol, name, leaf, held, view }) => {
       const { dir } = view;
       const hit = view.entries.find((e) => e.name === leaf);
       if (hit === undefined || leaf === '.') throw new SanboxError('ENOENT', `${name}: ${path}: no such file or directory`, { device: name });
@@ -296,9 +300,7 @@ export class FileOps {
       setTimes(change.inode, now, isDir(victim) ? { links: dir.inode.linksCount - 1 } : {});
       const seq = await this.commit(vol, [{ home: dir.blkno, data: change.inode }, ...change.blocks, { home: victim.blkno, data: freedInode(victim, now) }, ...(await held.allocatorBlocks())]);
       return { path, inode: victim.blkno, sequence: seq };
-    } finally {
-      await held.release();
-    }
+    });
   }
 
   /**

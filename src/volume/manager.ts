@@ -8,7 +8,7 @@ import type { BlockDevice } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { LABEL_SECTOR_BYTES } from '../format/lvm/label.js';
 import { idFromRandom } from '../format/lvm/uuid.js';
-import { LVM_SECTOR_BYTES, lvExtentCount, vgTotalExtents, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
+import { LVM_SECTOR_BYTES, lvExtentCount, newVgModel, vgTotalExtents, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
 import { reservedLvName } from '../format/lvm/vg-check.js';
 import { isValidLvmName } from '../format/lvm/vg-text.js';
 import { allocateSegments, checkNoOverlap, freeExtents, mergeSegments, reduceSegments, roundToStripes, STRIPE_SIZE_MIN_SECTORS, type AllocOptions } from './allocator.js';
@@ -213,26 +213,7 @@ export async function vgCreate(
       // A VG of that name committed by another node on PVs not reachable here is one too.
       hold.checkScanned(undefined);
       const pvs = orphanPvs(s, pvSpecs);
-      const vg: VgModel = {
-        name,
-        id: newId(),
-        seqno: 1,
-        format: 'lvm2',
-        status: ['RESIZEABLE', 'READ', 'WRITE'],
-        flags: [],
-        tags: [],
-        systemId: undefined,
-        lockType: undefined,
-        lockArgs: undefined,
-        extentSizeSectors,
-        maxLv: 0,
-        maxPv: 0,
-        allocationPolicy: undefined,
-        metadataCopies: 0,
-        pvs: pvs.map((pv, i) => pvEntry(pv, `pv${i}`, extentSizeSectors)),
-        lvs: [],
-        extra: [],
-      };
+      const vg = newVgModel({ name, id: newId(), extentSizeSectors, pvs: pvs.map((pv, i) => pvEntry(pv, `pv${i}`, extentSizeSectors)) });
       if (prepare) await prepare(vg, pvs);
       await commitVg({ next: vg, pvByKey: new Map(vg.pvs.map((p, i) => [p.key, pvs[i]!])), baseSeqno: 0 }, ctx);
       await hold.committed(vg, pvs);

@@ -95,6 +95,30 @@ export interface TextTrailer {
   generator: string;
 }
 
+/** A VG as vgcreate first commits it: seqno 1, resizeable and writable, no LVs, no cluster keys. */
+export function newVgModel(o: { name: string; id: string; extentSizeSectors: number; pvs: PvModel[] }): VgModel {
+  return {
+    name: o.name,
+    id: o.id,
+    seqno: 1,
+    format: 'lvm2',
+    status: ['RESIZEABLE', 'READ', 'WRITE'],
+    flags: [],
+    tags: [],
+    systemId: undefined,
+    lockType: undefined,
+    lockArgs: undefined,
+    extentSizeSectors: o.extentSizeSectors,
+    maxLv: 0,
+    maxPv: 0,
+    allocationPolicy: undefined,
+    metadataCopies: 0,
+    pvs: o.pvs,
+    lvs: [],
+    extra: [],
+  };
+}
+
 export function vgExtentBytes(vg: VgModel): number {
   return vg.extentSizeSectors * LVM_SECTOR_BYTES;
 }
