@@ -15,7 +15,7 @@
 
 import { SanboxError } from '../errors.js';
 import { DirFileType, DynFeature, FeatureIncompat } from '../format/ocfs2/constants.js';
-import { DINODE_ID2_OFFSET } from '../format/ocfs2/dinode.js';
+import { DINODE_ID2_OFFSET, DINODE_CLUSTERS_OFFSET, DINODE_SIZE_OFFSET, DINODE_DYN_FEATURES_OFFSET } from '../format/ocfs2/dinode.js';
 import { encodeDirEntries, parseDirEntries, type DirEntry } from '../format/ocfs2/dir-entry.js';
 import { encodeExtentList, inodeExtentCapacity, parseExtentList, type ExtentRec } from '../format/ocfs2/extent-list.js';
 import { encodeInlineData, inlineDataArea, inlineDataCapacity } from '../format/ocfs2/system-payloads.js';
@@ -24,10 +24,6 @@ import type { ClusterBitmap } from './cluster-alloc.js';
 import type { LoggedBlock } from './journal-writer.js';
 import { SMALL_FILE_BYTES_MAX, type InodeBlock, type Ocfs2Volume } from './ocfs2-volume.js';
 
-/** Dinode fields changed here (src/format/ocfs2/dinode.ts). */
-const CLUSTERS_OFFSET = 0x14;
-const SIZE_OFFSET = 0x20;
-const DYN_FEATURES_OFFSET = 0x76;
 /** A leaf extent's e_leaf_clusters is a u16: a directory's run is extended only below it. */
 const LEAF_EXTENT_CLUSTERS_MAX = 0xffff;
 
@@ -69,12 +65,12 @@ export async function readDirView(vol: Ocfs2Volume, dir: InodeBlock): Promise<Di
   const bs = vol.blockSizeBytes;
   const extents = await vol.extents(dir);
   const size = Number(dir.inode.sizeBytes);
-  if (size % bs !== 0) formatFail(vol.where(dir.blkno, SIZE_OFFSET), 0, `directory ${dir.blkno} i_size ${size} is not a whole number of ${bs}-byte blocks`);
-  if (size > SMALL_FILE_BYTES_MAX) formatFail(vol.where(dir.blkno, SIZE_OFFSET), 0, `directory ${dir.blkno} i_size ${size} is too large`);
+  if (size % bs !== 0) formatFail(vol.where(dir.blkno, DINODE_SIZE_OFFSET), 0, `directory ${dir.blkno} i_size ${size} is not a whole number of ${bs}-byte blocks`);
+  if (size > SMALL_FILE_BYTES_MAX) formatFail(vol.where(dir.blkno, DINODE_SIZE_OFFSET), 0, `directory ${dir.blkno} i_size ${size} is too large`);
   const blocks: DirBlock[] = [];
   for (let lblk = 0; lblk < size / bs; lblk++) {
     const pblk = vol.mapBlock(extents, lblk);
-    if (pblk === undefined) formatFail(vol.where(dir.blkno, SIZE_OFFSET), 0, `directory ${dir.blkno} has a hole at block ${lblk} inside its i_size`);
+    if (pblk === undefined) formatFail(vol.where(dir.blkno, DINODE_SIZE_OFFSET), 0, `directory ${dir.blkno} has a hole at block ${lblk} inside its i_size`);
     const b = await vol.readBlocks(pblk, 1, `block ${lblk} of directory ${dir.blkno}`);
     blocks.push({ lblk, pblk, entries: parseDirEntries(b, 0, bs, vol.where(pblk)) });
   }
@@ -125,8 +121,8 @@ export async function newDirBody(vol: Ocfs2Volume, ino: Buffer, self: number, pa
   if (hasInlineFeature(vol)) {
     const cap = inlineDataCapacity(bs);
     encodeInlineData(ino, encodeDirEntries(dots, cap));
-    ino.writeUInt16LE(ino.readUInt16LE(DYN_FEATURES_OFFSET) | DynFeature.INLINE_DATA, DYN_FEATURES_OFFSET);
-    ino.writeBigUInt64LE(BigInt(cap), SIZE_OFFSET);
+    ino.writeUInt16LE(ino.readUInt16LE(DINODE_DYN_FEATURES_OFFSET) | DynFeature.INLINE_DATA, DINODE_DYN_FEATURES_OFFSET);
+    ino.writeBigUInt64LE(BigInt(cap), DINODE_SIZE_OFFSET);
     return [];
   }
   const [run] = await (await bitmap()).take(1, 1);
@@ -134,9 +130,9 @@ export async function newDirBody(vol: Ocfs2Volume, ino: Buffer, self: number, pa
   ino.fill(0, DINODE_ID2_OFFSET);
   const cap = inodeExtentCapacity(bs);
   encodeExtentList(ino, DINODE_ID2_OFFSET, { treeDepth: 0, count: cap, nextFreeRec: 1, recs: [{ cpos: 0, clusters: 1, flags: 0, blkno: pblk }] });
-  ino.writeUInt16LE(ino.readUInt16LE(DYN_FEATURES_OFFSET) & ~DynFeature.INLINE_DATA, DYN_FEATURES_OFFSET);
-  ino.writeUInt32LE(1, CLUSTERS_OFFSET);
-  ino.writeBigUInt64LE(BigInt(bs), SIZE_OFFSET);
+  ino.writeUInt16LE(ino.readUInt16LE(DINODE_DYN_FEATURES_OFFSET) & ~DynFeature.INLINE_DATA, DINODE_DYN_FEATURES_OFFSET);
+  ino.writeUInt32LE(1, DINODE_CLUSTERS_OFFSET);
+  ino.writeBigUInt64LE(BigInt(bs), DINODE_SIZE_OFFSET);
   return [{ home: pblk, data: encodeDirEntries(dots, bs) }];
 }
 
@@ -164,9 +160,9 @@ export async function addEntry(vol: Ocfs2Volume, view: DirView, entry: NewEntry,
     changed.set(pblk, first);
     blocks = [{ lblk: 0, pblk, entries: view.entries }];
     inode.fill(0, DINODE_ID2_OFFSET);
-    inode.writeUInt16LE(inode.readUInt16LE(DYN_FEATURES_OFFSET) & ~DynFeature.INLINE_DATA, DYN_FEATURES_OFFSET);
-    inode.writeUInt32LE(1, CLUSTERS_OFFSET);
-    inode.writeBigUInt64LE(BigInt(bs), SIZE_OFFSET);
+    inode.writeUInt16LE(inode.readUInt16LE(DINODE_DYN_FEATURES_OFFSET) & ~DynFeature.INLINE_DATA, DINODE_DYN_FEATURES_OFFSET);
+    inode.writeUInt32LE(1, DINODE_CLUSTERS_OFFSET);
+    inode.writeBigUInt64LE(BigInt(bs), DINODE_SIZE_OFFSET);
     recs = [{ cpos: 0, clusters: 1, flags: 0, blkno: pblk }];
     encodeExtentList(inode, DINODE_ID2_OFFSET, { treeDepth: 0, count: inodeExtentCapacity(bs), nextFreeRec: 1, recs });
   } else {
@@ -179,8 +175,8 @@ export async function addEntry(vol: Ocfs2Volume, view: DirView, entry: NewEntry,
     return { inode, blocks: [...changed].map(([home, d]) => ({ home, data: d })) };
   }
   // Every block is full: one more block, inside the last cluster while i_size has not reached its end.
-  const sizeBytes = Number(inode.readBigUInt64LE(SIZE_OFFSET));
-  const clusters = inode.readUInt32LE(CLUSTERS_OFFSET);
+  const sizeBytes = Number(inode.readBigUInt64LE(DINODE_SIZE_OFFSET));
+  const clusters = inode.readUInt32LE(DINODE_CLUSTERS_OFFSET);
   const lblk = sizeBytes / bs;
   let pblk: number;
   if (lblk < clusters * bpc) {
@@ -191,9 +187,9 @@ export async function addEntry(vol: Ocfs2Volume, view: DirView, entry: NewEntry,
     const [run] = await (await bitmap()).take(1, 1);
     pblk = run!.cluster * bpc;
     appendCluster(vol, dir, inode, recs, clusters, pblk);
-    inode.writeUInt32LE(clusters + 1, CLUSTERS_OFFSET);
+    inode.writeUInt32LE(clusters + 1, DINODE_CLUSTERS_OFFSET);
   }
-  inode.writeBigUInt64LE(BigInt(sizeBytes + bs), SIZE_OFFSET);
+  inode.writeBigUInt64LE(BigInt(sizeBytes + bs), DINODE_SIZE_OFFSET);
   changed.set(pblk, encodeDirEntries([entry], bs));
   return { inode, blocks: [...changed].map(([home, d]) => ({ home, data: d })) };
 }

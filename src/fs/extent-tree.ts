@@ -7,15 +7,13 @@
 // caller logs the blocks handed back in its transaction.
 
 import { SanboxError } from '../errors.js';
-import { DINODE_ID2_OFFSET } from '../format/ocfs2/dinode.js';
+import { DINODE_ID2_OFFSET, DINODE_LAST_EB_BLK_OFFSET } from '../format/ocfs2/dinode.js';
 import { encodeExtentBlock, encodeExtentList, EXTENT_BLOCK_LIST_OFFSET, extentBlockCapacity, inodeExtentCapacity, parseExtentBlock, parseExtentList, type ExtentRec } from '../format/ocfs2/extent-list.js';
 import type { Where } from '../format/where.js';
 import type { LoggedBlock } from './journal-writer.js';
 import type { InodeBlock, Ocfs2Volume } from './ocfs2-volume.js';
 import type { TakenBit } from './suballoc.js';
 
-/** i_last_eb_blk (u64) in the dinode: the rightmost leaf extent block, 0 for a tree of depth 0. */
-const LAST_EB_BLK_OFFSET = 0x58;
 /** Trees sanbox writes: the inode's list, or one level of leaf blocks below it. */
 const WRITTEN_TREE_DEPTH_MAX = 1;
 
@@ -59,7 +57,7 @@ export async function writeExtentTree(vol: Ocfs2Volume, inode: Buffer, slot: num
   const inodeCap = inodeExtentCapacity(bs);
   if (recs.length <= inodeCap) {
     encodeExtentList(inode, DINODE_ID2_OFFSET, { treeDepth: 0, count: inodeCap, nextFreeRec: recs.length, recs });
-    inode.writeBigUInt64LE(0n, LAST_EB_BLK_OFFSET);
+    inode.writeBigUInt64LE(0n, DINODE_LAST_EB_BLK_OFFSET);
     return [];
   }
   const leafCap = extentBlockCapacity(bs);
@@ -84,6 +82,6 @@ export async function writeExtentTree(vol: Ocfs2Volume, inode: Buffer, slot: num
     return { cpos: leaf[0]!.cpos, clusters: last.cpos + last.clusters - leaf[0]!.cpos, flags: 0, blkno: bits[i]!.blkno };
   });
   encodeExtentList(inode, DINODE_ID2_OFFSET, { treeDepth: 1, count: inodeCap, nextFreeRec: interior.length, recs: interior });
-  inode.writeBigUInt64LE(BigInt(bits[bits.length - 1]!.blkno), LAST_EB_BLK_OFFSET);
+  inode.writeBigUInt64LE(BigInt(bits[bits.length - 1]!.blkno), DINODE_LAST_EB_BLK_OFFSET);
   return blocks;
 }

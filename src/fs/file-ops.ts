@@ -37,7 +37,7 @@ import { SanboxError } from '../errors.js';
 import { ClusterBitmap, type ClusterRun } from './cluster-alloc.js';
 import { LocalAlloc } from './local-alloc.js';
 import { DirFileType, DynFeature, InodeFlag, OCFS2_INVALID_SLOT, S_IFDIR, S_IFREG, slotFileName } from '../format/ocfs2/constants.js';
-import { blankDinode, decodeDinodeHeader, DINODE_ID2_OFFSET, encodeDinodeHeader } from '../format/ocfs2/dinode.js';
+import { blankDinode, decodeDinodeHeader, DINODE_ID2_OFFSET, encodeDinodeHeader, DINODE_CLUSTERS_OFFSET, DINODE_SIZE_OFFSET, DINODE_DYN_FEATURES_OFFSET, DINODE_LAST_EB_BLK_OFFSET } from '../format/ocfs2/dinode.js';
 import { OCFS2_MAX_FILENAME_LEN } from '../format/ocfs2/dir-entry.js';
 import { encodeInlineData, inlineDataCapacity } from '../format/ocfs2/system-payloads.js';
 import { addEntry, hasInlineFeature, isInlineInode, newDirBody, readDirView, removeEntry, type BitmapSource, type DirView } from './dir-ops.js';
@@ -50,12 +50,6 @@ import { LockType, ocfs2LockName, volumeLockResource } from './mount-rules.js';
 import { Ocfs2Volume, type InodeBlock } from './ocfs2-volume.js';
 import type { BlockDevice } from '../disk/device.js';
 
-/** Dinode fields this module changes in place (src/format/ocfs2/dinode.ts). */
-const CLUSTERS_OFFSET = 0x14;
-const SIZE_OFFSET = 0x20;
-const DYN_FEATURES_OFFSET = 0x76;
-/** i_last_eb_blk: 0 once the file's extents sit in the inode again. */
-const LAST_EB_BLK_OFFSET = 0x58;
 /** Regular files and directories this slice creates: rw-r--r-- and rwxr-xr-x, owned by root. */
 const FILE_MODE = S_IFREG | 0o644;
 const DIR_MODE = S_IFDIR | 0o755;
@@ -363,13 +357,13 @@ export class FileOps {
     const oldTree = old !== undefined && !isInline(old) ? await treeBlocks(vol, old) : [];
     // Locks in order: extent allocators (ours when the data takes clusters, those of the old tree's blocks), then the bitmap.
     await held.extentAllocators([...oldTree.map((b) => b.slot), ...(inline ? [] : [this.slot])]);
-    const dyn = block.readUInt16LE(DYN_FEATURES_OFFSET);
+    const dyn = block.readUInt16LE(DINODE_DYN_FEATURES_OFFSET);
     let ebs: LoggedBlock[] = [];
     if (inline) {
       fillInline(block, data, cap);
-      block.writeUInt16LE(dyn | DynFeature.INLINE_DATA, DYN_FEATURES_OFFSET);
-      block.writeUInt32LE(0, CLUSTERS_OFFSET);
-      block.writeBigUInt64LE(0n, LAST_EB_BLK_OFFSET);
+      block.writeUInt16LE(dyn | DynFeature.INLINE_DATA, DINODE_DYN_FEATURES_OFFSET);
+      block.writeUInt32LE(0, DINODE_CLUSTERS_OFFSET);
+      block.writeBigUInt64LE(0n, DINODE_LAST_EB_BLK_OFFSET); // 0: the extents sit in the inode again
     } else {
       const cs = vol.geometry.clusterSizeBytes;
       const bpc = vol.geometry.blocksPerCluster;
@@ -388,13 +382,13 @@ export class FileOps {
         await vol.dev.write(chunk, (r.blkno / bpc) * cs);
       }
       await vol.dev.flush();
-      block.writeUInt16LE(dyn & ~DynFeature.INLINE_DATA, DYN_FEATURES_OFFSET);
-      block.writeUInt32LE(clusters, CLUSTERS_OFFSET);
+      block.writeUInt16LE(dyn & ~DynFeature.INLINE_DATA, DINODE_DYN_FEATURES_OFFSET);
+      block.writeUInt32LE(clusters, DINODE_CLUSTERS_OFFSET);
       block.fill(0, DINODE_ID2_OFFSET);
       const ext = await held.extentAllocator(this.slot);
       ebs = await writeExtentTree(vol, block, this.slot, recs, () => ext.takeOrGrow(held.bitmap));
     }
-    block.writeBigUInt64LE(BigInt(data.length), SIZE_OFFSET);
+    block.writeBigUInt64LE(BigInt(data.length), DINODE_SIZE_OFFSET);
     if (old !== undefined && !isInline(old)) await this.freeTree(vol, held, old, oldTree);
     return ebs;
   }

@@ -14,10 +14,9 @@ import { encodeGroupDesc, GROUP_DESC_BITMAP_OFFSET, groupBitmapCapacityBytes, pa
 import { adjustAllocatorInode, allocatorGroups, GROUP_FREE_BITS_OFFSET, type ClusterBitmap } from './cluster-alloc.js';
 import type { LoggedBlock } from './journal-writer.js';
 import type { InodeBlock, Ocfs2Volume } from './ocfs2-volume.js';
+import { DINODE_CLUSTERS_OFFSET, DINODE_SIZE_OFFSET } from '../format/ocfs2/dinode.js';
 
 /** Allocator inode fields changed by a new group (src/format/ocfs2/dinode.ts): i_clusters, i_size, i_total. */
-const CLUSTERS_OFFSET = 0x14;
-const SIZE_OFFSET = 0x20;
 const ALLOC_I_TOTAL_OFFSET = 0xbc;
 
 interface Group {
@@ -129,9 +128,9 @@ export class Suballocator {
     const ib = this.inodeBlock;
     ib.writeUInt32LE(ib.readUInt32LE(0xb8) + 1, 0xb8); // i_used: the descriptor
     ib.writeUInt32LE(ib.readUInt32LE(ALLOC_I_TOTAL_OFFSET) + bits, ALLOC_I_TOTAL_OFFSET);
-    const clusters = ib.readUInt32LE(CLUSTERS_OFFSET) + cpg;
-    ib.writeUInt32LE(clusters, CLUSTERS_OFFSET);
-    ib.writeBigUInt64LE(BigInt(clusters) * BigInt(vol.geometry.clusterSizeBytes), SIZE_OFFSET);
+    const clusters = ib.readUInt32LE(DINODE_CLUSTERS_OFFSET) + cpg;
+    ib.writeUInt32LE(clusters, DINODE_CLUSTERS_OFFSET);
+    ib.writeBigUInt64LE(BigInt(clusters) * BigInt(vol.geometry.clusterSizeBytes), DINODE_SIZE_OFFSET);
     groups.unshift({ chain, blkno, block, bits });
     this.changed.add(blkno);
   }

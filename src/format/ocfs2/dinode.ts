@@ -42,6 +42,12 @@ import { formatFail, hex32, needBytes, readU64Safe, type Where } from '../where.
 
 /** i_flags (le32): InodeFlag bits; readers name this offset when a required flag is missing. */
 export const DINODE_FLAGS_OFFSET = 0x2c;
+/** i_clusters (le32), i_size (le64), i_last_eb_blk (le64: the rightmost leaf extent block, 0 at
+ *  depth 0), i_dyn_features (le16): the fields the fs operations change in place. */
+export const DINODE_CLUSTERS_OFFSET = 0x14;
+export const DINODE_SIZE_OFFSET = 0x20;
+export const DINODE_LAST_EB_BLK_OFFSET = 0x58;
+export const DINODE_DYN_FEATURES_OFFSET = 0x76;
 export const DINODE_ID1_OFFSET = 0xb8;
 export const DINODE_ID2_OFFSET = 0xc0;
 export const DINODE_CHECK_OFFSET = 0x80;
