@@ -55,6 +55,17 @@ function lockoutLine(t: ExecutionContext, stdout: string): { nodes: number[]; ch
   return { nodes: [...m[1]!.matchAll(/node (\d+)/g)].map((x) => Number(x[1])), changeMs: Number(m[3]) };
 }
 
+/** B's change printed that it locked out node 1 (A) within the bound and moved the VG on; the new seqno. */
+async function lockedOutA(t: ExecutionContext, l: Lab, stdout: string, genBefore: number): Promise<number> {
+  const lo = lockoutLine(t, stdout);
+  t.deepEqual(lo.nodes, [1], 'B locked out node 1 (A)');
+  const boundMs = layoutChangeBoundMs((await readClusterImage(l.cluster)).timing);
+  t.true(lo.changeMs <= boundMs, `B's change took ${lo.changeMs} ms; bound ${boundMs} ms`);
+  const genAfter = await seqno(l);
+  t.true(genAfter > genBefore);
+  return genAfter;
+}
+
 /**
  * A writes over [3 MiB, 8 MiB) of LV1; B runs `change` (as node 2) and then grows LV2 by what LV1
  * lost and writes LV2's new part. Returns A's writer and the generation after B's change.
@@ -70,12 +81,7 @@ async function scenario(t: ExecutionContext, l: Lab, change: string[], lostBytes
   // B's commit came before its command exited: a bound on the commit time in the writers' clock (wall ms).
   const changeDoneMs = Date.now();
   t.is(r.code, 0, `${change.join(' ')}: ${r.stderr}`);
-  const lo = lockoutLine(t, r.stdout);
-  t.deepEqual(lo.nodes, [1], 'B locked out node 1 (A)');
-  const boundMs = layoutChangeBoundMs((await readClusterImage(l.cluster)).timing);
-  t.true(lo.changeMs <= boundMs, `B's change took ${lo.changeMs} ms; bound ${boundMs} ms`);
-  const genAfter = await seqno(l);
-  t.true(genAfter > genBefore);
+  const genAfter = await lockedOutA(t, l, r.stdout, genBefore);
   t.is(await vgLockSeqno(t, l), genAfter, "the VG lock's value block (lvmlockd's val_blk) holds the new seqno");
 
   const grow = await sanboxCli(t, ['lvextend', `${l.vg}/lv2`, '-L', `+${lostBytes / MiB}m`, '--cluster', l.cluster, '--node', String(changer), '--devices', l.pvs.join(',')]);
@@ -207,12 +213,7 @@ test('an LV activated with `ctl … lvm lvchange -aey` gives way to another node
 
   const r = await sanboxCli(t, ['lvextend', `${l.vg}/lv1`, '-L', '16m', '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
   t.is(r.code, 0, `lvextend: ${r.stderr}`);
-  const lo = lockoutLine(t, r.stdout);
-  t.deepEqual(lo.nodes, [1], 'B locked out node 1 (A)');
-  const boundMs = layoutChangeBoundMs((await readClusterImage(l.cluster)).timing);
-  t.true(lo.changeMs <= boundMs, `B's change took ${lo.changeMs} ms; bound ${boundMs} ms`);
-  const genAfter = await seqno(l);
-  t.true(genAfter > genBefore);
+  const genAfter = await lockedOutA(t, l, r.stdout, genBefore);
 
   const acts = await activationsOf(t, l, 1);
   t.is(acts.length, 1, JSON.stringify(acts));
