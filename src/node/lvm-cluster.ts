@@ -13,7 +13,8 @@ import { withLvmNode } from './lvm-node.js';
 import type { LockService } from '../volume/lvm-locks.js';
 import type { Mode } from '../dlm/compat-matrix.js';
 import { LockedLv } from '../volume/locked-lv.js';
-import type { ChunkGuard } from '../volume/pvmove.js';
+import { localGuard, pvMove, pvMoveAbort, type ChunkDone, type ChunkGuard, type MoveRecord } from '../volume/pvmove.js';
+import type { LvmContext } from '../volume/manager.js';
 import type { LvmCluster } from '../volume/lvm-cluster.js';
 
 export interface ClusterNodeOptions {
@@ -131,4 +132,42 @@ export async function asLockingOutNode<T>(
       { ...cluster, vgLockHeld: o.vg },
     ),
   );
+}
+
+/** How one pvmove went: the extents it moved (0 for an abort) and, as a node, whom it locked out. */
+export interface PvMoveDone {
+  move: MoveRecord;
+  aborted: boolean;
+  chunks: number;
+  /** As a node (--cluster): the nodes that let go for some chunk, and the longest lock-out. */
+  lockedOut?: { holders: number[]; maxLockoutMs: number };
+}
+
+/**
+ * pvmove's moves (or --abort of them), one after another. Without a cluster each chunk runs under
+ * the host guard (src/volume/pvmove.ts localGuard); as node N every chunk is its own lock-out.
+ */
+export async function runPvMoves(
+  o: { devices: string[]; moves: MoveRecord[]; abort: boolean; cluster?: ClusterNodeOptions & { nowait: boolean }; context: (held?: LvmCluster) => LvmContext },
+  progress: (m: MoveRecord, c: ChunkDone, total: number) => void,
+  done: (d: PvMoveDone) => void,
+): Promise<void> {
+  for (const m of o.moves) {
+    const run = async (guard: ChunkGuard, held?: LvmCluster): Promise<number> => {
+      if (!o.abort) return pvMove(o.devices, m, o.context(held), guard, (c, total) => progress(m, c, total));
+      await pvMoveAbort(o.devices, m, o.context(held), guard);
+      return 0;
+    };
+    if (o.cluster === undefined) {
+      done({ move: m, aborted: o.abort, chunks: await run(localGuard(o.devices, m.vg)) });
+      continue;
+    }
+    let maxLockoutMs = 0;
+    const holders = new Set<number>();
+    const chunks = await asLockingOutNode({ ...o.cluster, devices: o.devices, vg: m.vg }, run, (r) => {
+      maxLockoutMs = Math.max(maxLockoutMs, r.lockoutMs);
+      for (const h of r.holders) holders.add(h);
+    });
+    done({ move: m, aborted: o.abort, chunks, lockedOut: { holders: [...holders].sort((a, b) => a - b), maxLockoutMs } });
+  }
 }

@@ -44,8 +44,8 @@ import { hostRanges, losetupCommand, lvDisplay, pvDisplay, vgDisplay } from '../
 import type { ReportName } from '../../src/volume/report-fields.js';
 import { parseUnits } from '../../src/volume/units-format.js';
 import { ctime, findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
-import { asLockingOutNode, lockedOutChange } from '../../src/node/lvm-cluster.js';
-import { localGuard, pvMove, pvMoveAbort, resolveMoves, type ChunkGuard } from '../../src/volume/pvmove.js';
+import { lockedOutChange, runPvMoves } from '../../src/node/lvm-cluster.js';
+import { resolveMoves } from '../../src/volume/pvmove.js';
 import { confirm } from '../confirm.js';
 import { printJson } from '../output.js';
 import { changeActivation, withLvmNode } from '../../src/node/lvm-node.js';
@@ -533,27 +533,16 @@ export function register(program: Command): void {
     if (o.abort && dst !== undefined) throw new UsageError('pvmove --abort takes at most the source PV');
     const devices = await commandDevices([src, dst].filter((x): x is string => x !== undefined), o.devices, cluster?.clusterImage);
     const moves = await resolveMoves(devices, src, o.abort ? undefined : dst, o.abort ? undefined : o.name);
-    for (const m of moves) {
-      let maxLockoutMs = 0;
-      const holders = new Set<number>();
-      const run = async (guard: ChunkGuard, held?: LvmCluster): Promise<void> => {
-        if (o.abort) {
-          await pvMoveAbort(devices, m, context(held), guard);
-          say(`Aborted the move of ${m.lv ?? 'every LV'} off PV ${m.srcPvId} in ${m.vg}; moved extents stay at the destination.`);
-          return;
-        }
-        const chunks = await pvMove(devices, m, context(held), guard, (c, total) => say(`${c.from}: Moved: ${(((total - c.left) * 100) / Math.max(1, total)).toFixed(2)}% (${m.vg}/${c.lv} LE ${c.le} to ${c.to}, seqno ${c.seqno})`));
-        say(`${chunks} extents of ${m.lv ?? 'the LVs'} moved off PV ${m.srcPvId} in ${m.vg}.`);
-      };
-      if (cluster === undefined) await run(localGuard(devices, m.vg));
-      else {
-        await asLockingOutNode({ ...cluster, devices, vg: m.vg }, run, (r) => {
-          maxLockoutMs = Math.max(maxLockoutMs, r.lockoutMs);
-          for (const h of r.holders) holders.add(h);
-        });
-        say(`Locked out ${holders.size ? [...holders].sort((a, b) => a - b).map((n) => `node ${n}`).join(', ') : 'no node'}; the longest lock-out took ${maxLockoutMs.toFixed(0)} ms.`);
-      }
-    }
+    await runPvMoves(
+      { devices, moves, abort: o.abort, ...(cluster !== undefined ? { cluster } : {}), context },
+      (m, c, total) => say(`${c.from}: Moved: ${(((total - c.left) * 100) / Math.max(1, total)).toFixed(2)}% (${m.vg}/${c.lv} LE ${c.le} to ${c.to}, seqno ${c.seqno})`),
+      (d) => {
+        const m = d.move;
+        if (d.aborted) say(`Aborted the move of ${m.lv ?? 'every LV'} off PV ${m.srcPvId} in ${m.vg}; moved extents stay at the destination.`);
+        else say(`${d.chunks} extents of ${m.lv ?? 'the LVs'} moved off PV ${m.srcPvId} in ${m.vg}.`);
+        if (d.lockedOut !== undefined) say(`Locked out ${d.lockedOut.holders.length ? d.lockedOut.holders.map((n) => `node ${n}`).join(', ') : 'no node'}; the longest lock-out took ${d.lockedOut.maxLockoutMs.toFixed(0)} ms.`);
+      },
+    );
   });
 
   const lvremove = program
