@@ -316,38 +316,55 @@ test('power fence: kills by pid + start time, refuses a stale start time, waits 
   await t.throwsAsync(powerFence({ ...victim, bootId: Buffer.alloc(16, 1) }, 100), { message: /another machine/ });
 });
 
-test('disk fence of a victim stopped inside its gate escalates to the power fence after the bounded wait, then preempts', async (t) => {
-  const img = await cluster(t);
-  const info = await readClusterImage(img);
-  const pr = new PersistentReservations(reservationSpec(info));
-  t.teardown(() => pr.close());
-  const tag = clusterTag(info);
-  const fencerKey = nodeKey(tag, 0, 1n);
-  await pr.register(0, fencerKey, 100);
-  const child = spawnChild(t, process.execPath, [GATE_WRITER, img, '2', '40']);
-  const io = collect(child);
-  await waitFor(() => /ready/.test(io.out()), 10_000, 'writer ready');
-  const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 2));
-  t.teardown(() => probe.close());
-  t.true(await stopInsideGate(child, probe), 'the writer was stopped inside its gate');
-  const st = readProcStat(child.pid!)!;
-  const logs: string[] = [];
-  const timing = { ...presetTiming('local'), fenceGateWaitMs: 200 };
-  const fencer = new Fencer({
-    selfNodeId: 0,
-    selfKey: fencerKey,
-    clusterTag: tag,
-    reservations: [pr],
-    // The writer's key generation is its pid (gate-writer.ts); its identity is read from /proc.
-    readNodeRecord: async () => ({ nodeId: 2, generation: BigInt(child.pid!), pid: child.pid!, pidStartTicks: st.startTicks, bootId: selfIdentity().bootId, joinedAtMs: 0, prKey: 0n, name: '', hostname: '' }),
-    timing,
-    policy: 'disk',
-    log: (m) => logs.push(m),
+for (const selfFencedMidway of [false, true]) {
+  test(selfFencedMidway
+    ? 'a fencer that fences itself while it waits on a victim stopped inside its gate neither kills nor preempts it'
+    : 'disk fence of a victim stopped inside its gate escalates to the power fence after the bounded wait, then preempts', async (t) => {
+    const img = await cluster(t);
+    const info = await readClusterImage(img);
+    const pr = new PersistentReservations(reservationSpec(info));
+    t.teardown(() => pr.close());
+    const tag = clusterTag(info);
+    const fencerKey = nodeKey(tag, 0, 1n);
+    await pr.register(0, fencerKey, 100);
+    const child = spawnChild(t, process.execPath, [GATE_WRITER, img, '2', '40']);
+    const io = collect(child);
+    await waitFor(() => /ready/.test(io.out()), 10_000, 'writer ready');
+    const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 2));
+    t.teardown(() => probe.close());
+    t.true(await stopInsideGate(child, probe), 'the writer was stopped inside its gate');
+    const st = readProcStat(child.pid!)!;
+    const logs: string[] = [];
+    const timing = { ...presetTiming('local'), fenceGateWaitMs: 200 };
+    // The fencer itself resumes from a stop past its self-fence deadline while it waits on the gate.
+    let selfFenced: string | undefined;
+    const fencer = new Fencer({
+      selfNodeId: 0,
+      selfKey: fencerKey,
+      clusterTag: tag,
+      reservations: [pr],
+      // The writer's key generation is its pid (gate-writer.ts); its identity is read from /proc.
+      readNodeRecord: async () => ({ nodeId: 2, generation: BigInt(child.pid!), pid: child.pid!, pidStartTicks: st.startTicks, bootId: selfIdentity().bootId, joinedAtMs: 0, prKey: 0n, name: '', hostname: '' }),
+      timing,
+      policy: 'disk',
+      log: (m) => {
+        logs.push(m);
+        if (selfFencedMidway && /escalating/.test(m)) selfFenced = 'no heartbeat write has succeeded for 4000 ms';
+      },
+      selfFencedReason: () => selfFenced,
+    });
+    if (selfFencedMidway) {
+      await t.throwsAsync(fencer.fence(2, BigInt(child.pid!)), { message: /not fencing node 2: this node fenced itself/ });
+      t.is(child.signalCode, null, 'the victim was not killed');
+      t.not(readProcStat(child.pid!), null, 'the victim is still there');
+      t.not(pr.readState().registered[2], 0n, 'the victim was not preempted');
+      return;
+    }
+    const out = await fencer.fence(2, BigInt(child.pid!));
+    t.log(out.steps.join(', '));
+    t.regex(logs.join('\n'), /stalled inside a write for 200 ms; escalating to the power fence/);
+    t.deepEqual(out.steps.map((s) => s.split('(')[0]), ['power:killed', 'preempt:preempted']);
+    t.is((await exited(child, 2000)).signal, 'SIGKILL');
+    t.is(pr.readState().registered[2], 0n);
   });
-  const out = await fencer.fence(2, BigInt(child.pid!));
-  t.log(out.steps.join(', '));
-  t.regex(logs.join('\n'), /stalled inside a write for 200 ms; escalating to the power fence/);
-  t.deepEqual(out.steps.map((s) => s.split('(')[0]), ['power:killed', 'preempt:preempted']);
-  t.is((await exited(child, 2000)).signal, 'SIGKILL');
-  t.is(pr.readState().registered[2], 0n);
-});
+}

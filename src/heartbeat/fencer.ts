@@ -37,10 +37,22 @@ export interface FencerDeps {
   timing: Timing;
   policy: FencePolicy;
   log(msg: string): void;
+  /**
+   * Why this node may no longer fence anyone (it fenced itself), or undefined. Checked before every
+   * kill and every preempt: a node that resumes from a stop past its self-fence deadline has lost
+   * the quorum that entitled it to fence, and must not kill or preempt a peer on stale evidence.
+   */
+  selfFencedReason?(): string | undefined;
 }
 
 export class Fencer {
   constructor(private readonly d: FencerDeps) {}
+
+  /** Throws if this node fenced itself since the fence began (see FencerDeps.selfFencedReason). */
+  private mayStillFence(nodeId: number): void {
+    const reason = this.d.selfFencedReason?.();
+    if (reason !== undefined) throw new SanboxError('EFENCED', `not fencing node ${nodeId}: this node fenced itself (${reason})`);
+  }
 
   keyOf(nodeId: number, generation: bigint): bigint {
     return nodeKey(this.d.clusterTag, nodeId, generation);
@@ -55,6 +67,7 @@ export class Fencer {
       return;
     }
     const id: ProcessIdentity = { pid: rec.pid, startTicks: rec.pidStartTicks, bootId: rec.bootId };
+    this.mayStillFence(nodeId);
     const r = await powerFence(id, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
     steps.push(`power:${r.outcome}(pid ${rec.pid})`);
     await this.commands(rec, steps);
@@ -68,6 +81,7 @@ export class Fencer {
    */
   private async commands(rec: NodeRecord, steps: string[]): Promise<void> {
     if (rec.commandPgid === undefined || rec.commandPgid === 0 || !rec.bootId.equals(bootId())) return;
+    this.mayStillFence(rec.nodeId);
     const r = await killGroup({ pid: rec.commandPgid, startTicks: rec.commandStartTicks ?? 0n, bootId: rec.bootId }, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
     steps.push(`commands:${r.outcome}(group ${rec.commandPgid})`);
   }
@@ -95,12 +109,14 @@ export class Fencer {
     if (policy === 'disk' || policy === 'both') {
       if (reservations.length === 0) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: no device has reservations`);
       for (const pr of reservations) {
+        this.mayStillFence(nodeId);
         let r = await pr.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.fenceGateWaitMs);
         if (r === null) {
           // The victim holds its gate: it is stopped or stuck inside a write. Kill it, which drops
           // the gate, then preempt.
           this.d.log(`node ${nodeId} is stalled inside a write for ${this.d.timing.fenceGateWaitMs} ms; escalating to the power fence`);
           await this.power(nodeId, generation, steps, true);
+          this.mayStillFence(nodeId);
           r = await pr.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.powerFenceWaitMs);
           if (r === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId} on ${pr.spec.deviceName}: its gate is still held after the power fence`);
         }

@@ -199,7 +199,9 @@ export class Heartbeat {
     } catch (err) {
       this.o.log(`${r.name}: heartbeat read failed: ${(err as Error).message}`);
     }
-    if (!this.running) return;
+    // Again after the read: a process stopped while its read was in flight gets the completion
+    // before its watchdog runs, and must not judge its peers dead on a view it is too late to act on.
+    if (!this.running || this.checkSelfFence()) return;
     if (blocks !== undefined) {
       if (this.inflight === undefined && this.lastWritten !== undefined) {
         let own = blocks[this.o.nodeId]!;

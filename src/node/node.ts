@@ -385,6 +385,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       // A remote victim stays unfenced (never reported fenced) until the target cuts it off.
       policy: remote && (opts.volumes ?? []).length === 0 ? 'power' : (opts.fencePolicy ?? 'both'),
       log,
+      selfFencedReason: () => membership.selfFencedReason,
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
     // Without quorum, data I/O to cluster volumes waits (src/disk/quorum-hold.ts); heartbeat and lockspace I/O do not.
