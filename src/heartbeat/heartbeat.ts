@@ -176,6 +176,15 @@ export class Heartbeat {
     }, delay);
   }
 
+  /**
+   * Whether this node is past its self-fence deadline (no heartbeat write succeeded for
+   * selfFenceMs); past it, the node fences itself here. The provider asks this before every write
+   * (DeviceProvider.addLease), so a resumed process writes nothing before noticing it is too late.
+   */
+  leaseExpired(): boolean {
+    return this.checkSelfFence();
+  }
+
   private checkSelfFence(): boolean {
     if (!this.running) return this.fencedReason !== undefined;
     const sinceMs = performance.now() - this.lastOkWriteStartMs;

@@ -11,6 +11,7 @@ import type { Lock } from '../dlm/lock-manager.js';
 import { SanboxError } from '../errors.js';
 import type { ControlServer } from './control.js';
 import type { RunningNode } from './node.js';
+import { registerDeviceCommands } from './remote-device.js';
 
 const FAULT_ACTIONS: readonly FaultAction[] = ['eio', 'latency', 'stall', 'torn'];
 const FAULT_OPS: readonly FaultOp[] = ['read', 'write', 'any'];
@@ -51,6 +52,8 @@ export function faultRuleFrom(req: Record<string, unknown>): FaultRule {
 
 export function registerNodeCommands(control: ControlServer, node: RunningNode): void {
   control.handle('status', () => ({ status: node.status() }));
+  // An LVM command run as this node does its device I/O through this node's provider (its fence gate).
+  registerDeviceCommands(control, node);
   control.handle('leave', () => {
     setImmediate(() => void node.stop());
     return { leaving: true };

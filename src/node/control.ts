@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { SanboxError } from '../errors.js';
+import { isSanboxError, SanboxError } from '../errors.js';
 import { CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from '../timing.js';
 export { CONTROL_REQUEST_TIMEOUT_MS_DEFAULT };
 
@@ -114,7 +114,8 @@ export class ControlServer {
     try {
       return { ok: true, ...(await h(r, ctx)) };
     } catch (err) {
-      return { ok: false, error: (err as Error).message };
+      // The code travels with the message, so a client tells a fenced node's refusal (EFENCED) from others.
+      return { ok: false, error: (err as Error).message, ...(isSanboxError(err) ? { code: err.code } : {}) };
     }
   }
 

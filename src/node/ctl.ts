@@ -3,7 +3,7 @@
 // say in one line why, naming the node and what its slot shows (fenced, dead, left, …), within a
 // stated bound: CTL_CONNECT_TIMEOUT_MS to connect plus the request's own bound.
 
-import { SanboxError } from '../errors.js';
+import { SanboxError, type ErrorCode } from '../errors.js';
 import { readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { ControlClient, controlSocketPath, CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from './control.js';
 import { slotLockHeld } from './node.js';
@@ -28,20 +28,32 @@ export function answerBoundMs(cmd: keyof typeof LOCK_WAITS, lockTimeoutMs: numbe
 
 export class NodeUnreachableError extends SanboxError {}
 
-/** "node 2 (node2) of cluster 'demo' is fenced" from the slot's state as read from the image. */
-async function slotSummary(info: ClusterImageInfo, nodeId: number): Promise<string> {
+/** Codes a node's error answer may carry (control.ts) that a caller asking for them gets; anything else is EINVAL. */
+const ANSWER_CODES: ReadonlySet<string> = new Set<ErrorCode>(['EFENCED', 'EIO', 'EBUSY', 'ENOENT', 'EBOUNDS', 'ECLOSED', 'ETIMEDOUT', 'EAGAIN', 'EFORMAT', 'ESHORT', 'EALIGN']);
+
+function answerCode(ans: Record<string, unknown>): ErrorCode {
+  return typeof ans.code === 'string' && ANSWER_CODES.has(ans.code) ? (ans.code as ErrorCode) : 'EINVAL';
+}
+
+/** The state node N's slot shows now (up, dead, fenced, left, free), or undefined if it cannot be read. */
+export async function slotState(info: ClusterImageInfo, nodeId: number): Promise<string | undefined> {
   try {
     const r = await StatusReader.open(info.path);
     try {
-      const s = (await r.read()).slots[nodeId];
-      if (s === undefined) return '';
-      return s.state === 'free' ? ' (its slot is free: it never joined)' : s.state === 'left' ? ' (it left the cluster)' : ` (its slot says ${s.state})`;
+      return (await r.read()).slots[nodeId]?.state;
     } finally {
       await r.close();
     }
   } catch {
-    return '';
+    return undefined;
   }
+}
+
+/** "node 2 (node2) of cluster 'demo' is fenced" from the slot's state as read from the image. */
+async function slotSummary(info: ClusterImageInfo, nodeId: number): Promise<string> {
+  const state = await slotState(info, nodeId);
+  if (state === undefined) return '';
+  return state === 'free' ? ' (its slot is free: it never joined)' : state === 'left' ? ' (it left the cluster)' : ` (its slot says ${state})`;
 }
 
 function nodeLabel(info: ClusterImageInfo, nodeId: number): string {
@@ -52,8 +64,11 @@ function nodeLabel(info: ClusterImageInfo, nodeId: number): string {
 export interface NodeConnection {
   info: ClusterImageInfo;
   client: ControlClient;
-  /** One request; failures become one-line NodeUnreachableErrors naming the node. */
-  request(req: Record<string, unknown>, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /**
+   * One request; failures become one-line NodeUnreachableErrors naming the node. An error answer is
+   * EINVAL, or with `keepCode` the code the node's error carried (EFENCED for a fenced gate's refusal).
+   */
+  request(req: Record<string, unknown>, timeoutMs?: number, keepCode?: boolean): Promise<Record<string, unknown>>;
   close(): void;
 }
 
@@ -77,14 +92,14 @@ export async function connectNode(image: string, nodeId: number): Promise<NodeCo
   return {
     info,
     client,
-    request: async (req, timeoutMs = CTL_ANSWER_TIMEOUT_MS) => {
+    request: async (req, timeoutMs = CTL_ANSWER_TIMEOUT_MS, keepCode = false) => {
       let ans: Record<string, unknown>;
       try {
         ans = await client.request(req, timeoutMs);
       } catch (err) {
         throw new NodeUnreachableError('EIO', `${nodeLabel(info, nodeId)} gave no answer to '${String(req.cmd)}'${await slotSummary(info, nodeId)}: ${(err as Error).message}`);
       }
-      if (ans.ok !== true) throw new SanboxError('EINVAL', `${nodeLabel(info, nodeId)}: ${String(ans.cmd ?? req.cmd)}: ${String(ans.error)}`);
+      if (ans.ok !== true) throw new SanboxError(keepCode ? answerCode(ans) : 'EINVAL', `${nodeLabel(info, nodeId)}: ${String(ans.cmd ?? req.cmd)}: ${String(ans.error)}`);
       return ans;
     },
     close: () => client.close(),

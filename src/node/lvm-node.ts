@@ -1,8 +1,10 @@
 // An LVM command run as node N of a cluster (`--cluster C --node N`, and `sanbox ctl C N lvm …`),
-// in lvmlockd's split (reference/lvm2.md §7.1): the command reads and writes the metadata in its
-// own process, and its locks belong to node N:
+// in lvmlockd's split (reference/lvm2.md §7.1): the command reads the metadata and computes the
+// change in its own process, and its locks and its writes belong to node N:
 //   - node N runs here: the locks are taken by node N, through its control channel, tied to this
 //     connection (the node releases them if this process goes away), as lvm commands ask lvmlockd;
+//     and every device is opened, read and written by node N through its provider, over a second
+//     connection (src/node/remote-device.ts), so node N's fence gate covers the command's writes;
 //   - node N is not running: this process joins as node N for the command (src/node/lock-run.ts's
 //     withJoinedNode, as `sanbox lock` does), heartbeating and fenceable, and leaves after it.
 // Activation is different: an active LV's lock is held persistently by a running node, so
@@ -11,10 +13,11 @@
 import { modeName, type Mode } from '../dlm/compat-matrix.js';
 import { DlmError, readSnapshot, type LockOptions, type LockspaceSnapshot, type ReleaseOptions } from '../dlm/lock-manager.js';
 import { SanboxError } from '../errors.js';
-import { openRegion, readClusterImage } from '../heartbeat/cluster-image.js';
+import { openRegion, readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import type { HeldLock, LockService, LvmMode } from '../volume/lvm-locks.js';
 import type { LvmCluster } from '../volume/lvm-cluster.js';
-import { connectNode, CTL_ANSWER_TIMEOUT_MS, ctlRequest, type NodeConnection } from './ctl.js';
+import { connectNode, CTL_ANSWER_TIMEOUT_MS, ctlRequest, slotState, type NodeConnection } from './ctl.js';
+import { NodeDevices } from './remote-device.js';
 import { withJoinedNode } from './lock-run.js';
 import type { ActivationStatus } from './node.js';
 import { slotLockHeld } from './node.js';
@@ -86,19 +89,49 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
   const base = { nodeId: o.nodeId, clusterName: info.config.clusterName, lockTimeoutMs: info.timing.lockTimeoutMs, timing: info.timing };
   if (o.requireRunning || slotLockHeld(info, o.nodeId)) {
     const c = await connectNode(o.clusterImage, o.nodeId);
+    let io: NodeDevices | undefined;
     try {
-      return await fn({ ...base, locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs, info.path), image: info.path });
+      // Every device the command opens — the PVs and the cluster image (its device list) — is
+      // opened and written by node N (src/node/remote-device.ts): N's fence gate covers them.
+      io = new NodeDevices(await connectNode(o.clusterImage, o.nodeId));
+      const devices = io;
+      return await fn({ ...base, locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs, info.path), image: await devices.open(info.path), open: (spec) => devices.open(spec) });
+    } catch (err) {
+      throw await fencedMeanwhile(info, o.nodeId, err);
     } finally {
+      io?.close();
       c.close();
     }
   }
   let fenced: string | undefined;
-  const out = await withJoinedNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, log: o.log ?? (() => {}), onSelfFence: (r) => (fenced = r) }, async (node) =>
-    // Every device the command writes goes through the node's provider: its fence gate covers them.
-    fn({ ...base, locks: await node.lockspace(), image: node.device, open: (spec) => node.provider.open(spec) }),
-  );
-  if (fenced !== undefined) throw new SanboxError('EFENCED', `node ${o.nodeId} was fenced while the command ran (${fenced}); check the VG with vgs`);
+  let out: T;
+  try {
+    out = await withJoinedNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, log: o.log ?? (() => {}), onSelfFence: (r) => (fenced = r) }, async (node) =>
+      // Every device the command writes goes through the node's provider: its fence gate (and the
+      // node's heartbeat lease, provider.ts addLease) covers them.
+      fn({ ...base, locks: await node.lockspace(), image: node.device, open: (spec) => node.provider.open(spec) }),
+    );
+  } catch (err) {
+    if (fenced === undefined) throw err;
+    throw fencedError(o.nodeId, `${fenced}; ${(err as Error).message}`, err);
+  }
+  if (fenced !== undefined) throw fencedError(o.nodeId, fenced);
   return out;
+}
+
+/** One line: node N was fenced while the command ran, so what it had not written by then was refused. */
+function fencedError(nodeId: number, why: string, cause?: unknown): SanboxError {
+  return new SanboxError('EFENCED', `node ${nodeId} was fenced while the command ran; its fence gate refused what the command had not written by then: check the VG with vgs (${why})`, { cause });
+}
+
+/**
+ * A command through running node N failed: if N was fenced meanwhile (its gate refused the write,
+ * or N is gone and its slot says fenced), one line saying so; else the error as it was.
+ */
+async function fencedMeanwhile(info: ClusterImageInfo, nodeId: number, err: unknown): Promise<unknown> {
+  const refused = err instanceof SanboxError && err.code === 'EFENCED';
+  if (!refused && (await slotState(info, nodeId)) !== 'fenced') return err;
+  return fencedError(nodeId, (err as Error).message, err);
 }
 
 /**

@@ -308,6 +308,8 @@ function makeHeartbeats(
   const add = (region: HeartbeatRegion): Heartbeat => {
     const h = new Heartbeat({ region, nodeId: o.nodeId, generation: o.generation, timing: o.timing, membership: o.membership, gate: o.provider.gate, log: o.log, onSelfFence });
     heartbeats.push(h);
+    // Every write of this node checks this heartbeat's self-fence deadline first (provider.ts addLease).
+    o.provider.addLease(() => h.leaseExpired());
     return h;
   };
   for (const region of regions) add(region);

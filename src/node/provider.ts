@@ -18,7 +18,8 @@ import { isSyncDevice, type BlockDevice } from '../disk/device.js';
 import type { NbdOpenOptions } from '../disk/nbd-device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type ReservationStoreSpec } from '../disk/reservations.js';
-import { SanboxError } from '../errors.js';
+import { DiskError, SanboxError } from '../errors.js';
+import type { WriteGate } from '../disk/write-gate.js';
 import type { Timing } from '../timing.js';
 import { deviceList } from '../volume/devices.js';
 import { isLvSpec } from '../volume/resolve.js';
@@ -149,8 +150,32 @@ export class DeviceProvider {
   private fencedReason: string | undefined;
   private hold: QuorumHold | undefined;
   private opening: Promise<unknown> = Promise.resolve();
+  /** The node's heartbeat leases (addLease): each says whether its self-fence deadline has passed. */
+  private readonly leases: (() => boolean)[] = [];
 
   constructor(private readonly o: ProviderOptions) {}
+
+  /**
+   * Makes every write of this node check `expired` (a heartbeat's self-fence deadline: true once
+   * no heartbeat write has succeeded for selfFenceMs, having fenced the node) right before it
+   * reaches the disk. Why in the write path and not only in the heartbeat's watchdog: a process
+   * resumed after a stop (SIGSTOP, a long pause) may run a queued write — a control request that
+   * arrived meanwhile, the continuation of a stalled command — before its watchdog timer runs, and
+   * the survivors' fence may not have reached this device's reservations (a fencer preempts only
+   * on the devices it has open: a PV only this node opened keeps this node's key). Since
+   * selfFenceMs is below the dead time, a write that passes this check starts before any peer can
+   * have declared the node dead (docs/containers.md, "Changes through a running node").
+   */
+  addLease(expired: () => boolean): void {
+    this.leases.push(expired);
+  }
+
+  /** Whether this node's heartbeat lease has run out (its self-fence happens inside the check). */
+  private leaseExpired(): boolean {
+    let out = false;
+    for (const expired of this.leases) out = expired() || out;
+    return out;
+  }
 
   /**
    * Opens `spec` for this node: registers the node's key in the device's reservation state (after
@@ -216,7 +241,7 @@ export class DeviceProvider {
       if (gate instanceof FenceGate && schemeOf(target) !== undefined) {
         throw new SanboxError('EINVAL', `${name}: its reservation state is a local file but its data goes over ${target}, whose writes are not synchronous: the fence gate cannot guard it`, { device: name });
       }
-      inner = await openDevice(target, { guard: 'shared', gate, ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
+      inner = await openDevice(target, { guard: 'shared', gate: new LeasedGate(gate, () => this.leaseExpired()), ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
     } catch (err) {
       if (pr !== null) {
         await pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
@@ -424,4 +449,28 @@ class ProviderGate implements SelfFencingGate {
     return this.p.fenced;
   }
   close(): void {}
+}
+
+/**
+ * A device's gate with the node's heartbeat lease checked after the gate's own check, right before
+ * the write (DeviceProvider.addLease): a write of a node past its self-fence deadline is refused
+ * (EFENCED) even where its key was never preempted. The gate's own refusals and state are its own.
+ */
+class LeasedGate implements WriteGate {
+  constructor(
+    private readonly gate: SelfFencingGate,
+    private readonly leaseExpired: () => boolean,
+  ) {}
+
+  enter(deviceName: string, offsetBytes: number): void {
+    this.gate.enter(deviceName, offsetBytes);
+    if (!this.leaseExpired()) return;
+    this.gate.leave();
+    // The lease check fenced the node (every gate of it refuses from now on); this write is refused too.
+    throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: ${this.gate.fencedReason ?? 'the node is past its self-fence deadline'}`, { device: deviceName, offsetBytes });
+  }
+
+  leave(): void {
+    this.gate.leave();
+  }
 }

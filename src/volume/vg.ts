@@ -10,6 +10,7 @@
 // A crash in the middle of step 2 leaves some mdas one seqno behind; readers take the highest
 // seqno (as lvm2 does) and the next commit rewrites every mda.
 
+import { pauseAt } from '../disk/pause-point.js';
 import type { BlockDevice } from '../disk/index.js';
 import { assert, FormatError, SanboxError } from '../errors.js';
 import { LABEL_SECTOR_BYTES, PV_EXT_USED } from '../format/lvm/label.js';
@@ -233,6 +234,8 @@ export async function commitVg(plan: CommitPlan, ctx: CommitContext): Promise<st
   } catch (err) {
     throw new SanboxError(err instanceof SanboxError ? err.code : 'EIO', `${(err as Error).message}; ${before}`, { cause: err, device: (err as SanboxError).device, offsetBytes: (err as SanboxError).offsetBytes });
   }
+
+  pauseAt('vg-commit', `before the commit point of volume group ${next.name} seqno ${next.seqno}`);
 
   // 2. commit: raw_locn[0] switches to the new copy, one sector write per mda. lvm2 passes
   // through a precommit slot (raw_locn[1]) first; sanbox does not, so a crash at any point leaves

@@ -1,0 +1,29 @@
+// Pause points for the stall tests (issue 18, the fenced-changer test): a process started with
+// SANBOX_PAUSE_AT=POINT stops itself (SIGSTOP) when it reaches POINT, after one line on stderr
+// saying so (`sanbox: SANBOX_PAUSE_AT=vg-commit: pid 1234 stops …`), so a test can stall it at an
+// exact step without strace, do things to the cluster meanwhile (fence its node, change the VG as
+// another node), then SIGCONT it and see what it does. Read here only; unset, it does nothing.
+//
+//   vg-commit   in commitVg (src/volume/vg.ts), after the new metadata text is written and checked
+//               against a competing commit, right before the first mda header switches to it:
+//               the commit point of an LVM metadata change. The VG lock (and a lock-out's LV
+//               locks) are held then.
+
+import { DiskError } from '../errors.js';
+
+export const PAUSE_AT_ENV = 'SANBOX_PAUSE_AT';
+
+export const PAUSE_POINTS = ['vg-commit'] as const;
+export type PausePoint = (typeof PAUSE_POINTS)[number];
+
+/** Stops this process at `point` when SANBOX_PAUSE_AT names it; `what` goes into the stderr line. */
+export function pauseAt(point: PausePoint, what: string, env: NodeJS.ProcessEnv = process.env): void {
+  const want = env[PAUSE_AT_ENV];
+  if (want === undefined || want === '') return;
+  // A typo must not silently run the test without its stall.
+  if (!(PAUSE_POINTS as readonly string[]).includes(want)) throw new DiskError('EINVAL', `${PAUSE_AT_ENV}='${want}' is not a pause point (${PAUSE_POINTS.join(', ')})`);
+  if (want !== point) return;
+  process.stderr.write(`sanbox: ${PAUSE_AT_ENV}=${point}: pid ${process.pid} stops ${what}\n`);
+  // The kernel stops the process before kill returns; it goes on from here at SIGCONT.
+  process.kill(process.pid, 'SIGSTOP');
+}

@@ -1,0 +1,227 @@
+// Device I/O of a command through a running node (issue 18, review finding: `ctl … lvm` wrote its
+// PVs without any fence gate). An LVM command run as running node N (`sanbox ctl C N lvm …`, or
+// `--cluster C --node N` while N runs) reads and computes its metadata in its own process, as lvm2
+// commands do beside lvmlockd, but it opens every device through node N: the node opens it with
+// its device provider (src/node/provider.ts) and does each read, write, flush and discard itself.
+// So every byte the command writes passes node N's fence gate, fault rules and counters — the
+// same gate N's own data I/O passes — and once N is fenced nothing the command still sends lands:
+// N's gate refuses it (EFENCED, also when N resumes from a stall past its self-fence deadline:
+// provider.ts's lease check), or N is gone and the connection with it (a power fence, an exit
+// after a self-fence). A stalled command holds nothing N would wait for: it can only ask.
+//
+// Protocol (JSON lines on N's control socket, one connection per command, requests one at a time):
+//   dev-open {spec}                                → {handle, name, sizeBytes, sectorSizeBytes, readOnly}
+//   dev-read {handle, offsetBytes, lengthBytes}    → {data: base64}      (≤ DEV_READ_BYTES_MAX)
+//   dev-write {handle, offsetBytes, data: base64}  → {}                  (≤ DEV_WRITE_BYTES_MAX)
+//   dev-flush {handle}, dev-discard {handle, offsetBytes, lengthBytes}, dev-close {handle}
+// Devices are tied to the connection: the node closes what the client left open when it goes.
+// The cluster image is not opened again: a spec naming it gets the node's own gated device of it
+// (a second open would register the node's key on it twice), which dev-close leaves open.
+
+import path from 'node:path';
+import { checkRange, checkWritable, isSectorSize, type BlockDevice, type SectorSize } from '../disk/device.js';
+import { schemeOf } from '../disk/open.js';
+import { DiskError, SanboxError } from '../errors.js';
+import { isLvSpec } from '../volume/resolve.js';
+import type { ControlContext, ControlServer } from './control.js';
+import type { NodeConnection } from './ctl.js';
+import { CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from '../timing.js';
+import type { RunningNode } from './node.js';
+
+/**
+ * Bytes one dev-write carries: base64 makes 4 characters of 3 bytes, and a request line is at most
+ * 64 KiB (control.ts REQUEST_BYTES_MAX), so 32 KiB (43,692 characters) fits with room for the rest.
+ */
+export const DEV_WRITE_BYTES_MAX = 32 * 1024;
+
+/** Bytes one dev-read returns: 1 MiB is 1.4 MB of base64, inside a 4 MiB answer line (control.ts ANSWER_BYTES_MAX). */
+export const DEV_READ_BYTES_MAX = 1024 * 1024;
+
+/** Devices one connection may have open at once: an LVM command opens each device of its list once. */
+export const DEV_HANDLES_MAX = 256;
+
+function handleArg(req: Record<string, unknown>): number {
+  const h = req.handle;
+  if (typeof h !== 'number' || !Number.isSafeInteger(h) || h < 1) throw new SanboxError('EINVAL', '"handle" must be a positive integer');
+  return h;
+}
+
+function bytesArg(req: Record<string, unknown>, k: string, max = Number.MAX_SAFE_INTEGER): number {
+  const v = req[k];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max) throw new SanboxError('EINVAL', `"${k}" must be an integer from 0 to ${max}`);
+  return v;
+}
+
+/** Registers the dev-* commands on a node's control channel. */
+export function registerDeviceCommands(control: ControlServer, node: RunningNode): void {
+  const byConnection = new Map<ControlContext, { next: number; open: Map<number, { dev: BlockDevice; own: boolean }> }>();
+  const imagePath = path.resolve(node.info.path);
+  const table = (ctx: ControlContext): { next: number; open: Map<number, { dev: BlockDevice; own: boolean }> } => {
+    let t = byConnection.get(ctx);
+    if (t === undefined) {
+      const created = { next: 1, open: new Map<number, { dev: BlockDevice; own: boolean }>() };
+      t = created;
+      byConnection.set(ctx, created);
+      ctx.onClose(() => {
+        byConnection.delete(ctx);
+        for (const e of created.open.values()) if (e.own) void e.dev.close().catch(() => undefined);
+        created.open.clear();
+      });
+    }
+    return t;
+  };
+  const deviceOf = (req: Record<string, unknown>, ctx: ControlContext): BlockDevice => {
+    const h = handleArg(req);
+    const e = byConnection.get(ctx)?.open.get(h);
+    if (e === undefined) throw new SanboxError('EINVAL', `no device open as handle ${h} on this connection`);
+    return e.dev;
+  };
+
+  control.handle('dev-open', async (req, ctx) => {
+    const spec = req.spec;
+    if (typeof spec !== 'string' || spec.length === 0) throw new SanboxError('EINVAL', '"spec" must be a non-empty string');
+    // An LVM command opens disks and image files; an LV is opened by the node for its own users only.
+    if (isLvSpec(spec)) throw new SanboxError('EINVAL', `${spec}: dev-open opens a disk or image file, not a logical volume`);
+    const t = table(ctx);
+    if (t.open.size >= DEV_HANDLES_MAX) throw new SanboxError('EINVAL', `node ${node.nodeId}: ${DEV_HANDLES_MAX} devices open on this connection already`);
+    const isImage = schemeOf(spec) === undefined && path.resolve(spec) === imagePath;
+    const dev = isImage ? node.device : await node.provider.open(spec);
+    const handle = t.next++;
+    t.open.set(handle, { dev, own: !isImage });
+    return { handle, name: dev.name, sizeBytes: dev.sizeBytes, sectorSizeBytes: dev.sectorSizeBytes, readOnly: dev.readOnly };
+  });
+  control.handle('dev-read', async (req, ctx) => {
+    const dev = deviceOf(req, ctx);
+    const buf = Buffer.alloc(bytesArg(req, 'lengthBytes', DEV_READ_BYTES_MAX));
+    await dev.read(buf, bytesArg(req, 'offsetBytes'));
+    return { data: buf.toString('base64') };
+  });
+  control.handle('dev-write', async (req, ctx) => {
+    const dev = deviceOf(req, ctx);
+    if (typeof req.data !== 'string') throw new SanboxError('EINVAL', '"data" must be base64');
+    const buf = Buffer.from(req.data, 'base64');
+    if (buf.length > DEV_WRITE_BYTES_MAX) throw new SanboxError('EINVAL', `"data" is ${buf.length} bytes, more than ${DEV_WRITE_BYTES_MAX}`);
+    await dev.write(buf, bytesArg(req, 'offsetBytes'));
+    return {};
+  });
+  control.handle('dev-flush', async (req, ctx) => {
+    await deviceOf(req, ctx).flush();
+    return {};
+  });
+  control.handle('dev-discard', async (req, ctx) => {
+    await deviceOf(req, ctx).discard(bytesArg(req, 'offsetBytes'), bytesArg(req, 'lengthBytes'));
+    return {};
+  });
+  control.handle('dev-close', async (req, ctx) => {
+    const h = handleArg(req);
+    const t = byConnection.get(ctx);
+    const e = t?.open.get(h);
+    if (e === undefined) throw new SanboxError('EINVAL', `no device open as handle ${h} on this connection`);
+    t!.open.delete(h);
+    if (e.own) await e.dev.close();
+    return {};
+  });
+}
+
+/** A node's error answer as a typed error: its code kept (EFENCED above all), the device named. */
+function answerError(name: string, err: unknown): Error {
+  if (!(err instanceof SanboxError)) return err as Error;
+  return new DiskError(err.code, err.message, { device: name, cause: err });
+}
+
+/**
+ * Opens devices through a running node over `conn` (a connection of their own: requests are
+ * answered one at a time, in order). Every device's I/O is done by the node, through its provider.
+ */
+export class NodeDevices {
+  private queue: Promise<unknown> = Promise.resolve();
+  /**
+   * Bound on one answer: the node may wait out a fencer on its gate (fenceGateWaitMs) and then do
+   * the I/O (ioTimeoutMs), or register its key on a device it opens under the same gate.
+   */
+  private readonly answerBoundMs: number;
+
+  constructor(private readonly conn: NodeConnection) {
+    const t = conn.info.timing;
+    this.answerBoundMs = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT + t.fenceGateWaitMs + 2 * t.ioTimeoutMs;
+  }
+
+  /** One request after the previous one's answer (the control channel answers in order only one at a time). */
+  call(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const run = this.queue.then(() => this.conn.request(req, this.answerBoundMs, true));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async open(spec: string): Promise<BlockDevice> {
+    const ans = await this.call({ cmd: 'dev-open', spec });
+    const { handle, name, sizeBytes, sectorSizeBytes, readOnly } = ans;
+    if (typeof handle !== 'number' || typeof name !== 'string' || typeof sizeBytes !== 'number' || typeof sectorSizeBytes !== 'number' || !isSectorSize(sectorSizeBytes)) {
+      throw new SanboxError('EIO', `${spec}: the node answered dev-open without a device`);
+    }
+    return new NodeDevice(this, handle, name, sizeBytes, sectorSizeBytes, readOnly === true);
+  }
+
+  close(): void {
+    this.conn.close();
+  }
+}
+
+/** One device opened through a running node (NodeDevices.open): each I/O is a request to the node. */
+class NodeDevice implements BlockDevice {
+  private closed = false;
+
+  constructor(
+    private readonly node: NodeDevices,
+    private readonly handle: number,
+    readonly name: string,
+    readonly sizeBytes: number,
+    readonly sectorSizeBytes: SectorSize,
+    readonly readOnly: boolean,
+  ) {}
+
+  private async call(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (this.closed) throw new DiskError('ECLOSED', `${this.name}: device is closed`, { device: this.name });
+    try {
+      return await this.node.call({ ...req, handle: this.handle });
+    } catch (err) {
+      throw answerError(this.name, err);
+    }
+  }
+
+  async read(buf: Buffer, offsetBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, buf.length);
+    for (let done = 0; done < buf.length; ) {
+      const lengthBytes = Math.min(DEV_READ_BYTES_MAX, buf.length - done);
+      const ans = await this.call({ cmd: 'dev-read', offsetBytes: offsetBytes + done, lengthBytes });
+      const data = typeof ans.data === 'string' ? Buffer.from(ans.data, 'base64') : Buffer.alloc(0);
+      if (data.length !== lengthBytes) throw new DiskError('ESHORT', `${this.name}: read at offset ${offsetBytes + done} returned ${data.length} of ${lengthBytes} bytes through the node`, { device: this.name, offsetBytes: offsetBytes + done });
+      data.copy(buf, done);
+      done += lengthBytes;
+    }
+  }
+
+  async write(buf: Buffer, offsetBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, buf.length);
+    checkWritable(this, offsetBytes);
+    for (let done = 0; done < buf.length; done += DEV_WRITE_BYTES_MAX) {
+      const piece = buf.subarray(done, Math.min(buf.length, done + DEV_WRITE_BYTES_MAX));
+      await this.call({ cmd: 'dev-write', offsetBytes: offsetBytes + done, data: piece.toString('base64') });
+    }
+  }
+
+  async flush(): Promise<void> {
+    await this.call({ cmd: 'dev-flush' });
+  }
+
+  async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, lengthBytes);
+    await this.call({ cmd: 'dev-discard', offsetBytes, lengthBytes });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.call({ cmd: 'dev-close' }).catch(() => undefined);
+    this.closed = true;
+  }
+}

@@ -1,0 +1,109 @@
+// Issue 18, review finding (HIGH): a layout change run as node N must write its PVs only through
+// node N's fence gate, so a change that stalls and outlives N's fence commits nothing. Separate OS
+// processes on the same images, nodes with the disk fence only (no kill: the stalled process stays
+// alive and resumes, the hard case):
+//   1. through running node 1 (`sanbox ctl C 1 lvm lvreduce …`): the command process stops itself
+//      at the commit point (SANBOX_PAUSE_AT=vg-commit, src/disk/pause-point.ts), holding the VG
+//      lock and the LV's lock through node 1; node 1 is stopped too (SIGSTOP), declared dead and
+//      fenced by nodes 0 and 2, which release its locks;
+//   2. joined as node 1 (`sanbox lvreduce --cluster C --node 1`, node 1 not running): the command
+//      is node 1's incarnation itself; it stops at the commit point and is fenced the same way.
+// Then node 2 makes its own layout change (lvextend of another LV) and succeeds, and the stalled
+// process resumes (in 1., the command before its node, so its commit request waits in node 1's
+// socket and node 1 meets it before its watchdog has run). Checked: the stalled command fails
+// with one line saying node 1 was fenced (EFENCED, exit status 3); the VG holds node 2's change
+// and not node 1's (sanbox's reading of the PVs, and the real `lvs`), one seqno past the start;
+// the real `pvck` and `vgck` are clean.
+
+import test, { type ExecutionContext } from 'ava';
+import type { ChildProcess } from 'node:child_process';
+import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
+import { lvSizeBytes, makeLab, MiB, realToolsClean, vgSeqno, type Lab } from './helpers/lv-lab.js';
+import { lvmReport, sanboxCli } from './helpers/lvm-real.js';
+import { collect, exited, ownLockDir, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+import { LOCK_DIR_ENV } from '../src/volume/vg-lock.js';
+import { readProcStat } from '../src/disk/power-fence.js';
+
+ownLockDir(test);
+
+/** Bound on the nodes seeing each other, and on a stalled node being declared dead and fenced (the lab's 5 s dead time, with room). */
+const UP_MS = 20_000;
+const FENCED_MS = 30_000;
+/** Bound on the stalled command reaching its pause point, and on it exiting once resumed. */
+const PAUSE_MS = 30_000;
+const EXIT_MS = 30_000;
+
+/** lv1 8 MiB (node 1 tries to shrink it to 4), lv2 4 MiB (node 2 grows it to 6); the rest of the 24 MiB PV free. */
+function lab(t: ExecutionContext): Promise<Lab> {
+  return makeLab(t, 1, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-L', '4m']], 3);
+}
+
+/** `sanbox ARGS…` with SANBOX_PAUSE_AT=vg-commit, as a child the test signals; resolves once it stopped itself there. */
+async function stalledChange(t: ExecutionContext, args: string[]): Promise<{ child: ChildProcess; err: () => string }> {
+  const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, SANBOX_DEVICESFILE: '', SANBOX_PAUSE_AT: 'vg-commit' } });
+  const io = collect(child);
+  await waitFor(() => /SANBOX_PAUSE_AT=vg-commit: pid \d+ stops/.test(io.err()) || child.exitCode !== null, PAUSE_MS, `${args.join(' ')} to reach its commit point`);
+  t.is(child.exitCode, null, `the change reached its commit point: ${io.err()}`);
+  await waitFor(() => readProcStat(child.pid!)?.state === 'T', PAUSE_MS, 'the command to be stopped');
+  return { child, err: io.err };
+}
+
+/** Nodes 0 and 2 declared node 1 dead and fenced it. */
+async function fencedByPeers(nodes: NodeProc[]): Promise<void> {
+  await Promise.all(nodes.map((n) => n.waitLine(isEvent('fenced', 1), FENCED_MS, `node ${n.nodeId} to fence node 1`)));
+}
+
+/**
+ * Node 2 grows lv2 by 2 MiB (through its control channel: the VG lock node 1 held was released by
+ * the fence), as from another host: its own host-local lock directory (SANBOX_LOCK_DIR), since the
+ * stalled process still holds this host's VG flock (lvm2's local file locking, src/volume/vg-lock.ts).
+ */
+async function node2Change(t: ExecutionContext, l: Lab): Promise<void> {
+  const r = await sanboxCli(t, ['ctl', l.cluster, '2', 'lvm', 'lvextend', '-L', '6m', `${l.vg}/lv2`, '--devices', l.pvs.join(',')], { [LOCK_DIR_ENV]: tempDir(t) });
+  t.is(r.code, 0, `node 2's lvextend: ${r.stderr}`);
+}
+
+/** The stalled command failed in one line naming the fence; the VG is node 2's change only, as sanbox and the real tools read it. */
+async function onlyNode2Changed(t: ExecutionContext, l: Lab, stalled: { child: ChildProcess; err: () => string }, seqnoBefore: number): Promise<void> {
+  const r = await exited(stalled.child, EXIT_MS);
+  const lines = stalled.err().trim().split('\n').filter((x) => !/SANBOX_PAUSE_AT/.test(x));
+  t.is(r.code, 3, `the stalled change exits as fenced: ${stalled.err()}`);
+  t.is(lines.length, 1, `one line: ${stalled.err()}`);
+  t.regex(lines[0] ?? '', /node 1 (was fenced|has fenced itself)|refused: node 1/, 'the line says node 1 was fenced');
+  t.is(await vgSeqno(l), seqnoBefore + 1, "one commit: node 2's");
+  t.is(await lvSizeBytes(l, 'lv1'), 8 * MiB, "node 1's reduce did not land");
+  t.is(await lvSizeBytes(l, 'lv2'), 6 * MiB, "node 2's extend did");
+  const loops = await realToolsClean(t, l);
+  const rows = await lvmReport(t, 'lvs', loops, ['lv_name', 'lv_size'], [l.vg]);
+  t.deepEqual(Object.fromEntries(rows.map((x) => [x.lv_name, Number(x.lv_size)])), { lv1: 8 * MiB, lv2: 6 * MiB }, 'the real lvs');
+}
+
+test.serial('a change through running node 1, stalled at its commit point past node 1\'s fence, commits nothing', async (t) => {
+  const l = await lab(t);
+  const nodes = [0, 1, 2].map((n) => spawnNode(t, l.cluster, n, ['--fence', 'disk']));
+  await Promise.all([1, 2].map((p) => nodes[0]!.waitLine(isEvent('up', p), UP_MS, `node ${p} up`)));
+  const seqnoBefore = await vgSeqno(l);
+  const stalled = await stalledChange(t, ['ctl', l.cluster, '1', 'lvm', 'lvreduce', '-y', '-L', '4m', `${l.vg}/lv1`, '--devices', l.pvs.join(',')]);
+  nodes[1]!.child.kill('SIGSTOP');
+  await fencedByPeers([nodes[0]!, nodes[2]!]);
+  await node2Change(t, l);
+  // The command first: its commit request waits in node 1's socket until node 1 runs again.
+  stalled.child.kill('SIGCONT');
+  await new Promise((r) => setTimeout(r, 300));
+  nodes[1]!.child.kill('SIGCONT');
+  await onlyNode2Changed(t, l, stalled, seqnoBefore);
+  const n1 = await exited(nodes[1]!.child, EXIT_MS);
+  t.is(n1.code, 3, 'node 1 fenced itself when it resumed');
+});
+
+test.serial('a change joined as node 1, stalled at its commit point past its fence, commits nothing', async (t) => {
+  const l = await lab(t);
+  const nodes = [0, 2].map((n) => spawnNode(t, l.cluster, n, ['--fence', 'disk']));
+  await nodes[0]!.waitLine(isEvent('up', 2), UP_MS, 'node 2 up');
+  const seqnoBefore = await vgSeqno(l);
+  const stalled = await stalledChange(t, ['lvreduce', '-y', '-L', '4m', `${l.vg}/lv1`, '--devices', l.pvs.join(','), '--cluster', l.cluster, '--node', '1']);
+  await fencedByPeers(nodes);
+  await node2Change(t, l);
+  stalled.child.kill('SIGCONT');
+  await onlyNode2Changed(t, l, stalled, seqnoBefore);
+});
