@@ -75,9 +75,22 @@ export const SPIN_MS = 0.2;
 export const BAST_WINDOWS_PER_PASS_MAX = 32;
 /** Encode buffers kept for reuse (more than a few lock-cell writes in flight at once is rare). */
 const CELL_BUFS_KEPT = 8;
-/** Own-column reads at open: whole rows while a row is at most this big, else one sector per row. */
-const OPEN_SCAN_CHUNK_BYTES = 1024 * 1024;
-const OPEN_SCAN_ROW_BYTES_MAX = 16 * 1024;
+/** Chunk of `readSnapshot` (dlm ls): it reads the whole region. */
+const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Largest read of the open scan (our column, every row), one page. Long or sequential reads let
+ * the kernel's readahead fill the page cache of the lock area with large folios (up to
+ * read_ahead_kb: 8 MiB on the benchmark machine), and every 512-byte write of a lock cell in a
+ * large folio then costs in proportion to the folio (ext4 walks each of its blocks): measured
+ * 1.1 µs -> 5.9 µs per pwrite after the old 1 MiB-chunk scan (Linux 6.18, ext4), for every node
+ * of the cluster until the pages are evicted — a cost that grew with the nodes configured (rows
+ * are N sectors), the largest term of the best-to-worst spread of issue 16. So the scan reads at
+ * most a page at a time, in a scattered order (OPEN_SCAN_STRIDE_MIN), which readahead treats as
+ * random reads: single-page folios.
+ */
+const OPEN_SCAN_READ_BYTES_MAX = 4096;
+/** The scan visits read groups k * stride mod groups, stride coprime with groups and at least this (far apart, so no read follows its neighbour). */
+const OPEN_SCAN_STRIDE_MIN = 61;
 
 export class DlmError extends SanboxError {}
 
@@ -373,24 +386,28 @@ export class Lockspace {
     }
   }
 
-  /** Our column of the lock area, row by row (chunked whole-row reads while rows are small). */
+  /**
+   * Our column of the lock area, every row once, in a scattered order of page-sized reads (whole
+   * rows while rows are smaller than a page, else our sector of each row): OPEN_SCAN_READ_BYTES_MAX.
+   */
   private async *ownColumn(): AsyncGenerator<{ row: number; sector: Buffer; offsetBytes: number }> {
     const { layout } = this;
     const s = layout.sectorSizeBytes;
-    const rowsPerRead = layout.rowBytes <= OPEN_SCAN_ROW_BYTES_MAX ? Math.max(1, Math.floor(OPEN_SCAN_CHUNK_BYTES / layout.rowBytes)) : 0;
-    if (rowsPerRead === 0) {
-      const one = Buffer.alloc(s);
-      for (let row = 0; row < layout.rows; row++) {
-        const off = lockCellOffset(layout, row, this.nodeId);
-        await this.device.read(one, off);
-        yield { row, sector: one, offsetBytes: off };
+    const rowsPerRead = layout.rowBytes <= OPEN_SCAN_READ_BYTES_MAX ? Math.floor(OPEN_SCAN_READ_BYTES_MAX / layout.rowBytes) : 0;
+    const groups = rowsPerRead === 0 ? layout.rows : Math.ceil(layout.rows / rowsPerRead);
+    const stride = scatterStride(groups);
+    const buf = Buffer.alloc(rowsPerRead === 0 ? s : rowsPerRead * layout.rowBytes);
+    for (let k = 0; k < groups; k++) {
+      const g = (k * stride) % groups;
+      if (rowsPerRead === 0) {
+        const off = lockCellOffset(layout, g, this.nodeId);
+        await this.device.read(buf, off);
+        yield { row: g, sector: buf, offsetBytes: off };
+        continue;
       }
-      return;
-    }
-    const chunk = Buffer.alloc(rowsPerRead * layout.rowBytes);
-    for (let first = 0; first < layout.rows; first += rowsPerRead) {
+      const first = g * rowsPerRead;
       const rows = Math.min(rowsPerRead, layout.rows - first);
-      const view = chunk.subarray(0, rows * layout.rowBytes);
+      const view = buf.subarray(0, rows * layout.rowBytes);
       await this.device.read(view, lockCellOffset(layout, first, 0));
       for (let i = 0; i < rows; i++) {
         const a = i * layout.rowBytes + this.nodeId * s;
@@ -1072,6 +1089,14 @@ export class Lockspace {
   }
 }
 
+/** A stride coprime with `n`, at least OPEN_SCAN_STRIDE_MIN when n allows: k * stride mod n visits 0..n-1 once each. */
+export function scatterStride(n: number): number {
+  assert(Number.isInteger(n) && n >= 1, `scatter over ${n} items`);
+  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+  for (let st = Math.min(OPEN_SCAN_STRIDE_MIN, n); st < n; st++) if (gcd(st, n) === 1) return st;
+  return 1;
+}
+
 function toView(e: LockEntry, nodeId: number, slot: number): LockView {
   return {
     nodeId,
@@ -1145,7 +1170,7 @@ export async function readSnapshot(device: BlockDevice): Promise<LockspaceSnapsh
     const nh = await readStable(device, Buffer.alloc(s), off, (b) => decodeNodeHeader(b, n, { device: device.name, offsetBytes: off }));
     if (nh !== undefined) snap.nodes.push(nh);
   }
-  const rowsPerRead = Math.max(1, Math.floor(OPEN_SCAN_CHUNK_BYTES / layout.rowBytes));
+  const rowsPerRead = Math.max(1, Math.floor(SNAPSHOT_CHUNK_BYTES / layout.rowBytes));
   const chunk = Buffer.alloc(rowsPerRead * layout.rowBytes);
   for (const area of ['lock', 'lvb'] as const) {
     const base = area === 'lock' ? layout.lockAreaOffsetBytes : layout.lvbAreaOffsetBytes;
