@@ -49,7 +49,7 @@ import {
 import type { Membership } from '../heartbeat/membership-api.js';
 import { CellWindows } from './cell-window.js';
 import { compatible, isDownConversion, isMode, Mode, modeName, writesLvb } from './compat-matrix.js';
-import { blockedMode, decide, nextTicket, type LockView } from './grant-rule.js';
+import { blockedMode, decide, nextTicket, precedes, sameLock, type LockView } from './grant-rule.js';
 import { resolveLvb, type FencedHold, type LvbState } from './lvb-rule.js';
 import { Waker } from './wakeup.js';
 import { LOCAL_TIMING } from '../timing.js';
@@ -70,6 +70,23 @@ export { LOCKS_PER_NODE_DEFAULT } from '../format/lockspace.js';
  * held no longer than that. Decisions are unchanged (every one is still taken on a disk read).
  */
 export const SPIN_MS = 0.2;
+/**
+ * Queued locks that may be ahead of a request without CLAIM that still spins, if it is the last
+ * in its queue (spinsWhileWaiting): the head and the one right behind it spin. The second one
+ * spins so that it sees the head's grant at once and claims while the head holds, and then the
+ * release on its next read: two processes taking turns on a resource hand it over without an
+ * inotify wake-up (before, the request that arrived while the head had not yet seen the release
+ * slept, and paid a wake-up AND a claim round trip per hand-off: 0.26-0.33x a flock mutex). The
+ * rest sleep: with 8 processes on 2 CPUs, every waiter spinning made hand-offs 3x slower (the
+ * holder lost its CPU to them), and spinning second requests of busy queues starved nodes'
+ * heartbeats on a loaded machine (self-fenced in dlm-multiprocess).
+ */
+export const SPIN_QUEUE_AHEAD_MAX = 1;
+/**
+ * A spinning pump lets the event loop turn (setImmediate) at least this often: timers (the
+ * heartbeat) and I/O callbacks run meanwhile, as the spin may go on while the queue keeps moving.
+ */
+export const SPIN_TURN_MS = 1;
 /** Windows whose blocking notices one pass of the loop checks; the rest wait for the next pass
  * (round robin), so a node holding thousands of locks with basts costs a bounded pass. */
 export const BAST_WINDOWS_PER_PASS_MAX = 32;
@@ -78,19 +95,23 @@ const CELL_BUFS_KEPT = 8;
 /** Chunk of `readSnapshot` (dlm ls): it reads the whole region. */
 const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 /**
- * Largest read of the open scan (our column, every row), one page. Long or sequential reads let
- * the kernel's readahead fill the page cache of the lock area with large folios (up to
- * read_ahead_kb: 8 MiB on the benchmark machine), and every 512-byte write of a lock cell in a
- * large folio then costs in proportion to the folio (ext4 walks each of its blocks): measured
- * 1.1 µs -> 5.9 µs per pwrite after the old 1 MiB-chunk scan (Linux 6.18, ext4), for every node
- * of the cluster until the pages are evicted — a cost that grew with the nodes configured (rows
- * are N sectors), the largest term of the best-to-worst spread of issue 16. So the scan reads at
- * most a page at a time, in a scattered order (OPEN_SCAN_STRIDE_MIN), which readahead treats as
- * random reads: single-page folios.
+ * The open scan (our column, every row) reads whole rows in chunks of this size while a row is at
+ * most OPEN_SCAN_ROW_BYTES_MAX, else our sector of each row, and it goes from the last row DOWN
+ * to the first. Ascending reads let the kernel's readahead fill the page cache of the lock area
+ * with large folios (up to read_ahead_kb: 8 MiB on the benchmark machine), and every 512-byte
+ * write of a lock cell in a large folio then costs in proportion to the folio (ext4 walks each of
+ * its blocks): measured 1.1 µs -> 5.9 µs per pwrite after the old ascending 1 MiB-chunk scan
+ * (Linux 6.18, ext4), for every node of the cluster until the pages are evicted — a cost that
+ * grew with the nodes configured (rows are N sectors): the largest term of issue 16's
+ * best-to-worst spread. A read whose preceding page is not cached is a "random" read to
+ * readahead, which then reads just what was asked, in single pages; descending, the page before
+ * each chunk is one the scan has not read yet.
  */
-const OPEN_SCAN_READ_BYTES_MAX = 4096;
-/** The scan visits read groups k * stride mod groups, stride coprime with groups and at least this (far apart, so no read follows its neighbour). */
-const OPEN_SCAN_STRIDE_MIN = 61;
+const OPEN_SCAN_CHUNK_BYTES = 256 * 1024;
+/** Rows longer than a page: only our sector of each row is read (one page per row, not the whole row). */
+const OPEN_SCAN_ROW_BYTES_MAX = 4096;
+/** The open scan lets the event loop turn (the heartbeat's timers) at least this often. */
+const OPEN_SCAN_TURN_MS = 5;
 
 export class DlmError extends SanboxError {}
 
@@ -150,6 +171,8 @@ type Waiting = {
   lock: Lock;
   mode: Mode;
   phase: 'doorway' | 'check';
+  /** Whether it spins though it has no CLAIM (spinsWhileWaiting), as of its last decision. */
+  spins: boolean;
   noqueue: boolean;
   deadlineMs: number;
   signal: AbortSignal | undefined;
@@ -185,6 +208,9 @@ export class Lock {
   bast: ((mode: Mode) => void) | undefined;
   busy = false;
   released = false;
+  /** When this lock's window was last read (performance.now()), and whether that read saw another live entry on the resource (mayHaveWaiters). */
+  readAtMs = -Infinity;
+  othersSeen = true;
 
   constructor(
     private readonly ls: Lockspace,
@@ -386,33 +412,33 @@ export class Lockspace {
     }
   }
 
-  /**
-   * Our column of the lock area, every row once, in a scattered order of page-sized reads (whole
-   * rows while rows are smaller than a page, else our sector of each row): OPEN_SCAN_READ_BYTES_MAX.
-   */
+  /** Our column of the lock area, every row once, last row first (OPEN_SCAN_CHUNK_BYTES says why). */
   private async *ownColumn(): AsyncGenerator<{ row: number; sector: Buffer; offsetBytes: number }> {
     const { layout } = this;
     const s = layout.sectorSizeBytes;
-    const rowsPerRead = layout.rowBytes <= OPEN_SCAN_READ_BYTES_MAX ? Math.floor(OPEN_SCAN_READ_BYTES_MAX / layout.rowBytes) : 0;
-    const groups = rowsPerRead === 0 ? layout.rows : Math.ceil(layout.rows / rowsPerRead);
-    const stride = scatterStride(groups);
+    const rowsPerRead = layout.rowBytes <= OPEN_SCAN_ROW_BYTES_MAX ? Math.max(1, Math.floor(OPEN_SCAN_CHUNK_BYTES / layout.rowBytes)) : 0;
     const buf = Buffer.alloc(rowsPerRead === 0 ? s : rowsPerRead * layout.rowBytes);
-    for (let k = 0; k < groups; k++) {
-      const g = (k * stride) % groups;
+    let turnedAtMs = performance.now();
+    for (let end = layout.rows; end > 0; ) {
+      if (performance.now() - turnedAtMs >= OPEN_SCAN_TURN_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        turnedAtMs = performance.now();
+      }
       if (rowsPerRead === 0) {
-        const off = lockCellOffset(layout, g, this.nodeId);
+        end--;
+        const off = lockCellOffset(layout, end, this.nodeId);
         await this.device.read(buf, off);
-        yield { row: g, sector: buf, offsetBytes: off };
+        yield { row: end, sector: buf, offsetBytes: off };
         continue;
       }
-      const first = g * rowsPerRead;
-      const rows = Math.min(rowsPerRead, layout.rows - first);
-      const view = buf.subarray(0, rows * layout.rowBytes);
+      const first = Math.max(0, end - rowsPerRead);
+      const view = buf.subarray(0, (end - first) * layout.rowBytes);
       await this.device.read(view, lockCellOffset(layout, first, 0));
-      for (let i = 0; i < rows; i++) {
+      for (let i = 0; i < end - first; i++) {
         const a = i * layout.rowBytes + this.nodeId * s;
         yield { row: first + i, sector: view.subarray(a, a + s), offsetBytes: lockCellOffset(layout, first + i, this.nodeId) };
       }
+      end = first;
     }
   }
 
@@ -485,8 +511,9 @@ export class Lockspace {
   // -------------------------------------------------------------------------------------------
   // Writing our own cells
 
-  /** Writes our entry at `slot` (undefined frees it); `wakes`: the change may unblock others. */
-  private async writeEntry(row: number, index: number, entry: LockEntry | undefined, wakes: boolean): Promise<void> {
+  /** Writes the lock's entry (undefined frees it); `wakes`: the change may unblock others. */
+  private async writeEntry(lock: Lock, entry: LockEntry | undefined, wakes: boolean): Promise<void> {
+    const { row, entry: index } = lock;
     const entries = [...(this.ownLocks.get(row) ?? emptyLockEntries())];
     entries[index] = entry;
     this.writeSeq++;
@@ -500,7 +527,11 @@ export class Lockspace {
     }
     if (entries.some((e) => e !== undefined)) this.ownLocks.set(row, entries);
     else this.ownLocks.delete(row);
-    if (wakes) this.waker.hintRow(row);
+    if (wakes) {
+      // Our own waiters (other locks of this process) learn it at once; other processes' through the hint.
+      if (this.waiting.size > 0) this.waker.poke();
+      this.waker.hintRow(row, mayHaveWaiters(lock, performance.now()));
+    }
   }
 
   private ownEntry(lock: Lock): LockEntry | undefined {
@@ -668,7 +699,7 @@ export class Lockspace {
         const cur = this.ownEntry(lock)!;
         // lvbSeqAtGrant follows our own value writes, so if we die holding PW the invalidation
         // covers exactly the values up to the one we last wrote.
-        await this.writeEntry(lock.row, lock.entry, { ...cur, state: 'granted', grantedMode: mode, requestedMode: null, claim: false, lvbSeqAtGrant: lock.lvbSeq }, true);
+        await this.writeEntry(lock, { ...cur, state: 'granted', grantedMode: mode, requestedMode: null, claim: false, lvbSeqAtGrant: lock.lvbSeq }, true);
         lock.mode = mode;
         lock.lastBast = null;
       } finally {
@@ -685,7 +716,7 @@ export class Lockspace {
     lock.busy = true;
     try {
       await this.releaseLvb(lock, opts, null);
-      await this.writeEntry(lock.row, lock.entry, undefined, true);
+      await this.writeEntry(lock, undefined, true);
     } finally {
       lock.busy = false;
     }
@@ -736,6 +767,7 @@ export class Lockspace {
         lock,
         mode,
         phase: 'doorway',
+        spins: false,
         noqueue: opts.noqueue ?? false,
         deadlineMs: performance.now() + timeoutMs,
         signal: opts.signal,
@@ -793,6 +825,8 @@ export class Lockspace {
     let sleepMs = this.pollMinMs;
     /** End of the current spin (SPIN_MS after the last pass that saw a change); undefined: none started. */
     let spinUntilMs: number | undefined;
+    /** When the event loop last turned during this pump (SPIN_TURN_MS). */
+    let turnedAtMs = performance.now();
     while (!this.closed && (this.waiting.size > 0 || this.wantsBasts())) {
       const byBucket = new Map<number, Waiting[]>();
       for (const w of this.waiting) {
@@ -841,10 +875,14 @@ export class Lockspace {
       }
       if (wrote) continue;
       const now = performance.now();
-      if (this.headWaiting()) {
+      if (this.nearHeadWaiting()) {
         spinUntilMs ??= now + SPIN_MS;
         if (now < spinUntilMs) {
           this.stats.spins++;
+          if (now - turnedAtMs >= SPIN_TURN_MS) {
+            await new Promise<void>((resolve) => setImmediate(resolve));
+            turnedAtMs = performance.now();
+          }
           continue;
         }
       }
@@ -852,17 +890,19 @@ export class Lockspace {
       for (const w of this.waiting) untilMs = Math.min(untilMs, Math.max(0, w.deadlineMs - now));
       this.stats.waits++;
       await this.waker.wait(untilMs);
+      turnedAtMs = performance.now();
       sleepMs = Math.min(this.pollMaxMs, sleepMs * 2);
     }
   }
 
   /**
    * Whether one of our waiting requests is at the head of its queue (it holds its CLAIM and waits
-   * only for held modes to go): the one request per resource that spins (SPIN_MS). Requests behind
-   * it sleep, so waiters beyond the CPUs do not take the CPU from the holder they wait for.
+   * only for held modes to go) or right behind the head (SPIN_QUEUE_AHEAD_MAX): the requests that
+   * spin (SPIN_MS). Requests further back sleep, so waiters beyond the CPUs do not take the CPU
+   * from the holder they wait for.
    */
-  private headWaiting(): boolean {
-    for (const w of this.waiting) if (w.phase === 'check' && this.ownEntry(w.lock)?.claim === true) return true;
+  private nearHeadWaiting(): boolean {
+    for (const w of this.waiting) if (w.phase === 'check' && (w.spins || this.ownEntry(w.lock)?.claim === true)) return true;
     return false;
   }
 
@@ -870,6 +910,7 @@ export class Lockspace {
   private async advance(w: Waiting, cells: readonly (LockCell | undefined)[]): Promise<boolean> {
     const { lock } = w;
     const { views: others, fenced } = this.liveOthers(cells, lock.bucket, lock.resource, lock.slot);
+    noteRead(lock, others.length > 0);
     const newlyWatched = others.length > 0 && this.watchWindow(lock);
     if (w.phase === 'doorway') {
       // Bakery doorway: our queue position is one past every ticket on the resource. We also set
@@ -896,7 +937,7 @@ export class Lockspace {
         return this.withdraw(w, new DlmError('EAGAIN', `lock ${modeName(w.mode)} on ${lock.name} would block (NOQUEUE)`));
       }
       rec.claim = d.action === 'claim';
-      await this.writeEntry(lock.row, lock.entry, rec, false);
+      await this.writeEntry(lock, rec, false);
       w.phase = 'check';
       w.trace?.('queued');
       return true;
@@ -920,7 +961,7 @@ export class Lockspace {
         }
         const lvb = await this.readLvb(lock.bucket, lock.resource, fenced);
         w.trace?.('granting');
-        await this.writeEntry(lock.row, lock.entry, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq }, false);
+        await this.writeEntry(lock, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq }, false);
         lock.mode = w.mode;
         lock.lvb = lvb.value;
         lock.lvbValid = lvb.valid;
@@ -932,10 +973,10 @@ export class Lockspace {
         return true;
       }
       case 'claim':
-        await this.writeEntry(lock.row, lock.entry, { ...me, claim: true }, false);
+        await this.writeEntry(lock, { ...me, claim: true }, false);
         return true;
       case 'deadlock': {
-        await this.writeEntry(lock.row, lock.entry, { ...me, state: 'granted', requestedMode: null, claim: false }, true);
+        await this.writeEntry(lock, { ...me, state: 'granted', requestedMode: null, claim: false }, true);
         this.waiting.delete(w);
         const other = d.with;
         w.reject(new DlmError('EDEADLK', `conversion of ${lock.name} to ${modeName(w.mode)} cancelled: conversion deadlock with node ${other.nodeId}'s conversion ${modeName(other.grantedMode!)}->${modeName(other.requestedMode!)}`));
@@ -943,9 +984,10 @@ export class Lockspace {
       }
       case 'wait': {
         if (w.noqueue) return this.withdraw(w, new DlmError('EAGAIN', `lock ${modeName(w.mode)} on ${lock.name} would block (NOQUEUE)`));
+        w.spins = spinsWhileWaiting(toView(me, this.nodeId, lock.slot), others);
         let wrote = false;
         if (d.dropClaim) {
-          await this.writeEntry(lock.row, lock.entry, { ...me, claim: false }, true);
+          await this.writeEntry(lock, { ...me, claim: false }, true);
           wrote = true;
         }
         if (this.isDue(w)) return this.withdraw(w, this.dueError(w));
@@ -979,9 +1021,9 @@ export class Lockspace {
     try {
       const cur = this.ownEntry(w.lock);
       if (w.kind === 'lock') {
-        if (cur !== undefined) await this.writeEntry(w.lock.row, w.lock.entry, undefined, true);
+        if (cur !== undefined) await this.writeEntry(w.lock, undefined, true);
       } else if (cur !== undefined && cur.state === 'converting') {
-        await this.writeEntry(w.lock.row, w.lock.entry, { ...cur, state: 'granted', requestedMode: null, claim: false }, true);
+        await this.writeEntry(w.lock, { ...cur, state: 'granted', requestedMode: null, claim: false }, true);
       }
     } finally {
       w.reject(err);
@@ -1010,6 +1052,7 @@ export class Lockspace {
       const me = this.ownEntry(lock);
       if (me === undefined || lock.bast === undefined || lock.mode === null) continue;
       const { views } = this.liveOthers(cells, lock.bucket, lock.resource, lock.slot);
+      noteRead(lock, views.length > 0);
       for (const o of views) {
         // Invariant, checked from what other nodes wrote: our granted mode and their claims agree.
         assert(o.grantedMode === null || compatible(lock.mode, o.grantedMode), `node ${this.nodeId} holds ${modeName(lock.mode)} on ${lock.name} while node ${o.nodeId} holds ${modeName(o.grantedMode!)}`);
@@ -1075,7 +1118,7 @@ export class Lockspace {
         this.writeSeq++;
         await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries: emptyLockEntries() }, this.layout.sectorSizeBytes), lockCellOffset(this.layout, row, this.nodeId));
         this.ownLocks.delete(row);
-        this.waker.hintRow(row);
+        this.waker.hintRow(row, true);
       }
     } catch (err) {
       this.log(`releasing locks on close failed: ${(err as Error).message}`);
@@ -1089,12 +1132,37 @@ export class Lockspace {
   }
 }
 
-/** A stride coprime with `n`, at least OPEN_SCAN_STRIDE_MIN when n allows: k * stride mod n visits 0..n-1 once each. */
-export function scatterStride(n: number): number {
-  assert(Number.isInteger(n) && n >= 1, `scatter over ${n} items`);
-  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
-  for (let st = Math.min(OPEN_SCAN_STRIDE_MIN, n); st < n; st++) if (gcd(st, n) === 1) return st;
-  return 1;
+function noteRead(lock: Lock, othersSeen: boolean): void {
+  lock.readAtMs = performance.now();
+  lock.othersSeen = othersSeen;
+}
+
+/**
+ * Whether a write of `lock` that may unblock others needs to send the hint (wakeup.ts). Not when
+ * the lock's last read of its window, less than SPIN_MS ago, saw no other entry on the resource:
+ * a request that arrived since began its doorway after that read, and it spins for SPIN_MS after
+ * its doorway write (it is at the head or right behind it: nothing else was queued), so it is
+ * still reading the disk when this write lands. That saves the hint's syscall on every
+ * uncontended release. If it lost its CPU meanwhile and missed the write, its first sleep is
+ * pollMinMs (a quiet pass after a write of its own). Correctness never depends on it.
+ */
+function mayHaveWaiters(lock: Lock, nowMs: number): boolean {
+  return lock.othersSeen || nowMs - lock.readAtMs >= SPIN_MS;
+}
+
+/**
+ * Whether a waiting request without CLAIM spins (SPIN_QUEUE_AHEAD_MAX): it is second in its
+ * queue and last (nobody queued behind it: the pair of processes taking turns). A longer queue's
+ * second request sleeps: its spin would take a CPU from the holder for as long as the queue moves.
+ */
+function spinsWhileWaiting(me: LockView, others: readonly LockView[]): boolean {
+  let ahead = 0;
+  for (const o of others) {
+    if (o.state === 'granted' || sameLock(o, me)) continue;
+    if (!precedes(o, me)) return false;
+    ahead++;
+  }
+  return ahead <= SPIN_QUEUE_AHEAD_MAX;
 }
 
 function toView(e: LockEntry, nodeId: number, slot: number): LockView {

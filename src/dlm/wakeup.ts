@@ -19,12 +19,16 @@ import path from 'node:path';
  * per-user kernel resource: fs.inotify.max_user_watches, 8192 by default on older kernels). */
 export const HINT_WATCHES_MAX = 256;
 
+/** Rows whose hint file this process knows exists (forgotten all at once beyond this: a stat each brings them back). */
+export const HINT_FILES_KNOWN_MAX = 4096;
+
 export class Waker {
   private wake: (() => void) | undefined;
   private pending = false;
   private watcher: fs.FSWatcher | undefined;
   private readonly rowWatchers = new Map<number, fs.FSWatcher>();
   private hintDirReady = false;
+  private readonly knownFiles = new Set<number>();
   wakeups = 0;
   hintsSent = 0;
 
@@ -86,20 +90,28 @@ export class Waker {
   }
 
   /**
-   * Tells waiters on `row` that it changed. A waiter creates the file before it starts watching and
-   * before the read on which it decides to wait, so no file means nobody waits there now. (A stat
-   * first: an ENOENT from utimes costs an exception, several times a stat.)
+   * Tells waiters on `row` that it changed, unless the caller knows nobody can be waiting for it
+   * there (`mayHaveWaiters` false: lock-manager.ts, mayHaveWaiters). A waiter creates the file
+   * before it starts watching and before the read on which it decides to wait, so no file means
+   * nobody waits there now. Files are never removed while waiters run, so a file seen once is
+   * remembered (HINT_FILES_KNOWN_MAX) and touched without a stat first. (A stat rather than
+   * utimes on a missing file: an ENOENT from utimes costs an exception, several times a stat.)
    */
-  hintRow(row: number): void {
-    if (this.hintDir === undefined) return;
+  hintRow(row: number, mayHaveWaiters: boolean): void {
+    if (this.hintDir === undefined || !mayHaveWaiters) return;
     const p = this.hintPath(row);
-    if (!fs.existsSync(p)) return;
+    if (!this.knownFiles.has(row)) {
+      if (!fs.existsSync(p)) return;
+      if (this.knownFiles.size >= HINT_FILES_KNOWN_MAX) this.knownFiles.clear();
+      this.knownFiles.add(row);
+    }
     try {
       const now = new Date();
       fs.utimesSync(p, now, now);
       this.hintsSent++;
     } catch {
       // Removed meanwhile, or not ours to touch: the waiter's poll bound covers it.
+      this.knownFiles.delete(row);
     }
   }
 
