@@ -9,7 +9,10 @@
 //      mutex between the same number of processes, and the hand-off latency p50 of both;
 //   4. lock+unlock on independent resources (4 processes, one resource each) vs 4x the rate of one
 //      process measured the same way in the same run; flock's same ratio is the machine's ceiling;
-//   5. resident memory of a node process holding 4096 locks, vs the same node holding none;
+//   5. resident memory of a node process holding 4096 locks, vs the same node holding none after
+//      the same number of lock+unlocks (V8's young generation grows under a burst of requests
+//      whether or not they are held, and the window caches fill: costs of being busy, not of
+//      holding), and the live heap per held lock (after a full GC);
 //   6. syscalls per uncontended EX lock+unlock, counted by strace in a node process (the one
 //      measure here that does not depend on how loaded the machine is).
 // It ends with the targets of issue 16, each with its goal and met/missed.
@@ -122,7 +125,7 @@ async function openNode(img: string, id: number): Promise<{ node: RunningNode; l
 // Worker modes (this file re-executed):
 //   --worker dlm|flock TARGET ID RESOURCE OWNERFILE GOFILE   contend (or not) on RESOURCE
 //   --worker hold IMG ID COUNT STOPFILE                      join, hold COUNT locks, wait
-//   --worker rss IMG ID COUNT                                report RSS holding 0, then COUNT locks
+//   --worker rss IMG ID COUNT                                report memory idle, after COUNT lock+unlocks, holding COUNT locks
 //   --worker syscalls IMG ID COUNT MARKDIR                   COUNT lock+unlocks between two markers
 
 async function worker(): Promise<void> {
@@ -180,21 +183,49 @@ async function worker(): Promise<void> {
   await node.stop();
 }
 
+interface MemorySample {
+  rss: number;
+  /** V8 heap in use plus array buffers, after a full GC: what stays live. */
+  liveBytes: number;
+}
+
+interface MemoryResult {
+  rssIdle: number;
+  /** After as many lock+unlocks of distinct resources as it then holds, holding none. */
+  busy: MemorySample | undefined;
+  holding: MemorySample;
+  locks: number;
+}
+
+async function memorySample(): Promise<MemorySample> {
+  (globalThis as { gc?: () => void }).gc?.();
+  await sleep(200);
+  const m = process.memoryUsage();
+  return { rss: m.rss, liveBytes: m.heapUsed + m.arrayBuffers };
+}
+
 async function holder(kind: 'hold' | 'rss', args: string[]): Promise<void> {
   const [img, idText, countText, stopFile] = args;
   const id = Number(idText);
   const n = Number(countText);
   const { node, ls } = await openNode(img!, id);
   const rssIdle = process.memoryUsage().rss;
+  let busy: MemorySample | undefined;
+  if (kind === 'rss') {
+    for (let k = 0; k < n; k++) {
+      await (await ls.lock(`churn-${id}-${k}`, Mode.EX, { timeoutMs: 10_000 })).unlock();
+      await maybeYield();
+    }
+    busy = await memorySample();
+  }
   const held = [];
   for (let k = 0; k < n; k++) {
     held.push(await ls.lock(`held-${id}-${k}`, Mode.EX, { timeoutMs: 10_000 }));
     await maybeYield();
   }
   if (kind === 'rss') {
-    (globalThis as { gc?: () => void }).gc?.();
-    await sleep(200);
-    emitResult({ rssIdle, rssHolding: process.memoryUsage().rss, locks: held.length });
+    const holding = await memorySample();
+    emitResult({ rssIdle, busy, holding, locks: held.length } satisfies MemoryResult);
   } else {
     process.stdout.write('ready\n');
     await waitForFile(stopFile!, 20);
@@ -456,7 +487,7 @@ async function main(): Promise<void> {
 
     // 5. Memory of a node holding 4096 locks.
     progress('memory');
-    report.memory = await lastJson<{ rssIdle: number; rssHolding: number; locks: number }>(spawnWorker(['rss', img, '1', String(RSS_LOCKS)]));
+    report.memory = await lastJson<MemoryResult>(spawnWorker(['rss', img, '1', String(RSS_LOCKS)]));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -493,8 +524,11 @@ function printReport(report: Record<string, unknown>): void {
   const r = ind.dlm.acquisitionsPerS / (ind.processes * ind.dlmOne.acquisitionsPerS);
   const rf = ind.flock.acquisitionsPerS / (ind.processes * ind.flockOne.acquisitionsPerS);
   w(`\n4. Independent resources (target >= 0.7x of ${ind.processes}x one process)\n  dlm ${ind.processes} processes ${ind.dlm.acquisitionsPerS.toFixed(0)} lock+unlock/s, 1 process ${ind.dlmOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.toFixed(2)}x\n  flock ${ind.processes} processes ${ind.flock.acquisitionsPerS.toFixed(0)}/s, 1 process ${ind.flockOne.acquisitionsPerS.toFixed(0)}/s: ratio ${rf.toFixed(2)}x (the machine's ceiling for ${ind.processes} processes on ${os.cpus().length} CPUs)\n`);
-  const mem = report.memory as { rssIdle: number; rssHolding: number; locks: number };
-  w(`\n5. Memory: a node process holding ${mem.locks} locks: RSS ${(mem.rssHolding / 2 ** 20).toFixed(1)} MiB (${(mem.rssIdle / 2 ** 20).toFixed(1)} MiB holding none: ${(((mem.rssHolding - mem.rssIdle) / mem.locks) / 1024).toFixed(2)} KiB per lock)\n`);
+  const mem = report.memory as MemoryResult;
+  const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+  const perLockKiB = (a: number, b: number) => ((b - a) / mem.locks / 1024).toFixed(2);
+  w(`\n5. Memory: a node process holding ${mem.locks} locks: RSS ${mib(mem.holding.rss)} MiB (${mib(mem.rssIdle)} MiB idle: ${perLockKiB(mem.rssIdle, mem.holding.rss)} KiB per lock`);
+  w(mem.busy === undefined ? ')\n' : `; ${mib(mem.busy.rss)} MiB holding none after ${mem.locks} lock+unlocks: ${perLockKiB(mem.busy.rss, mem.holding.rss)} KiB per held lock; live heap ${perLockKiB(mem.busy.liveBytes, mem.holding.liveBytes)} KiB per held lock)\n`);
   const sc = report.syscalls as { total: number; byName: Record<string, number> } | null;
   const scText = sc === null ? 'not counted (strace is not installed)' : `${sc.total.toFixed(1)} (${Object.entries(sc.byName).sort((a, b) => b[1] - a[1]).filter(([, v]) => v >= 0.05).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`;
   w(`\n6. Syscalls per uncontended EX lock+unlock, every thread of a node process (strace -f over ${SYSCALL_OPS} operations): ${scText}\n`);
