@@ -94,6 +94,10 @@ test('options and requests have the layout of the spec', (t) => {
   t.is(r.readBigUInt64BE(8), 0x0102030405060708n);
   t.is(r.readBigUInt64BE(16), BigInt(2 ** 40 + 512));
   t.is(r.readUInt32BE(24), 4096);
+  // The largest offset a request can carry (2^53-1) round-trips through the two 32-bit halves.
+  const top = P.encodeRequest({ flags: 0, type: P.Cmd.READ, cookie: 1n, offsetBytes: Number.MAX_SAFE_INTEGER, lengthBytes: 512 });
+  t.is(top.readBigUInt64BE(16), BigInt(Number.MAX_SAFE_INTEGER));
+  t.throws(() => P.encodeRequest({ flags: 0, type: 0, cookie: 1n, offsetBytes: 2 ** 53, lengthBytes: 0 }), { instanceOf: FormatError });
   t.throws(() => P.encodeRequest({ flags: 0, type: 0, cookie: 1n, offsetBytes: 0, lengthBytes: 2 ** 32 }), { instanceOf: FormatError });
   t.throws(() => P.encodeGoOption(P.Opt.GO, 'x'.repeat(4097), []), { instanceOf: FormatError });
 });
@@ -190,6 +194,11 @@ test('reply decoder rejects what the spec forbids, naming the stream offset', (t
   const over = errorPayload(5, 'abc');
   over.writeUInt16BE(200, 4);
   expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.ERROR, 1, over)), /overruns/);
+  // Offsets are u64 on the wire; one past 2^53-1 cannot be a byte offset here (data, hole, error chunks).
+  const past = Buffer.from('0020000000000000', 'hex');
+  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.OFFSET_DATA, 1, Buffer.concat([past, Buffer.alloc(1)]))), /data offset 9007199254740992 is larger than 2\^53-1.*stream byte 20/);
+  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.OFFSET_HOLE, 1, Buffer.concat([past, Buffer.from([0, 0, 0, 1])]))), /hole offset 9007199254740992 is larger/);
+  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.ERROR_OFFSET, 1, Buffer.concat([errorPayload(5, 'x'), past]))), /error offset 9007199254740992 is larger/);
   const hdr = chunk(1n, P.ReplyType.OFFSET_DATA, 1, Buffer.alloc(0));
   hdr.writeUInt32BE(1 << 20, 16);
   expectFormat(t, () => mk().push(hdr), /exceeds/);

@@ -329,6 +329,8 @@ export class NbdDevice implements BlockDevice {
     if (buf.length === 0) return Promise.resolve();
     const a = this.alignBytes;
     if (offsetBytes % a !== 0 || buf.length % a !== 0) return this.readWidened(buf, offsetBytes);
+    // One request (the common case): no closure and no view of the buffer to allocate.
+    if (buf.length <= this.payloadMaxBytes) return this.request(P.Cmd.READ, 0, offsetBytes, buf.length, undefined, buf);
     return splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.READ, 0, offsetBytes + done, len, undefined, buf.subarray(done, done + len)));
   }
 
@@ -358,7 +360,9 @@ export class NbdDevice implements BlockDevice {
     if (fua && !this.info.canFua) return this.writeThenFlush(buf, offsetBytes);
     const flags = fua ? P.CmdFlag.FUA : 0;
     return this.gated(offsetBytes, () =>
-      splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len))),
+      buf.length <= this.payloadMaxBytes
+        ? this.request(P.Cmd.WRITE, flags, offsetBytes, buf.length, buf)
+        : splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len))),
     );
   }
 
@@ -636,7 +640,7 @@ export class NbdDevice implements BlockDevice {
     if (p.type !== P.Cmd.READ || p.target === undefined) this.protocolError(`content chunk in the reply to ${CMD_NAMES[p.type]}`);
     if (offsetBytes === undefined) return p.target; // a simple reply: the decoder asked for the READ's length
     const at = this.chunkAt(p, offsetBytes, lengthBytes);
-    return p.target.subarray(at, at + lengthBytes);
+    return at === 0 && lengthBytes === p.target.length ? p.target : p.target.subarray(at, at + lengthBytes);
   }
 
   /** Where a chunk starts in its READ's buffer; a chunk outside the request is a protocol error. */
