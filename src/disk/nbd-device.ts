@@ -10,7 +10,10 @@
 //   more wait for room; past that a request is refused (EAGAIN) rather than queued without bound.
 // - The hot path is built for line rate (issue 16; docs/nbd.md, "Where the time went"): the data of
 //   a READ reply is received by the kernel straight into the caller's buffer (net's `onread`), one
-//   watchdog timer covers every request's timeout, and the requests of one tick leave in one writev.
+//   watchdog timer covers every request's timeout, a request alone on the wire (QD1) is written at
+//   once while the requests of a busy tick leave together in one writev, and a one-request call
+//   allocates as little as it can (docs/nbd.md, "Small requests at QD1": garbage was most of the
+//   client's own cost per request).
 // - Every request has a timeout. A timeout, a lost connection or a protocol violation is final:
 //   every outstanding request fails, later I/O fails with the same reason, and there is no silent
 //   reconnect. That is what makes fencing at the server work: a node whose connection was cut
