@@ -531,7 +531,7 @@ export class NbdDevice implements BlockDevice {
       return Promise.reject(this.dead !== undefined ? this.deadError(type, offsetBytes, lengthBytes) : this.shutdownError(offsetBytes));
     }
     const cookie = this.nextCookie++;
-    const header = P.encodeRequest({ flags, type, cookie, offsetBytes, lengthBytes });
+    const request: P.Request = { flags, type, cookie, offsetBytes, lengthBytes };
     return new Promise<void>((resolve, reject) => {
       // Nothing else on the wire (QD1, or the first request of a burst): no reply can wake another
       // caller in this tick, so there is nothing to batch with; send now rather than a tick later.
@@ -539,26 +539,27 @@ export class NbdDevice implements BlockDevice {
       const p: Pending = { cookie, type, offsetBytes, lengthBytes, target, coveredBytes: 0, error: undefined, costBytes, sentAtMs: performance.now(), resolve, reject };
       this.pending.set(cookie, p);
       this.armWatchdog();
-      if (alone) this.sendNow(header, payload);
-      else this.sendCorked(header, payload);
+      if (alone) this.sendNow(request, payload);
+      else this.sendCorked(P.encodeRequest(request), payload);
     });
   }
 
   /**
-   * One request out at once, in one write: a small payload is copied behind its header (cheaper
-   * than a writev), a large one leaves with it through cork/uncork (one writev, no copy).
+   * One request out at once, in one write: a small payload is copied behind its header into one
+   * buffer (cheaper than a writev), a large one leaves with it through cork/uncork (one writev, no copy).
    */
-  private sendNow(header: Buffer, payload: Buffer | undefined): void {
-    if (payload === undefined) {
-      this.socket.write(header);
-    } else if (payload.length <= SEND_COPY_MAX_BYTES) {
-      this.socket.write(Buffer.concat([header, payload], header.length + payload.length));
-    } else {
+  private sendNow(request: P.Request, payload: Buffer | undefined): void {
+    if (payload !== undefined && payload.length > SEND_COPY_MAX_BYTES) {
       this.socket.cork();
-      this.socket.write(header);
+      this.socket.write(P.encodeRequest(request));
       this.socket.write(payload);
       this.socket.uncork();
+      return;
     }
+    const msg = Buffer.allocUnsafe(P.REQUEST_HEADER_BYTES + (payload?.length ?? 0));
+    P.encodeRequestInto(msg, 0, request);
+    payload?.copy(msg, P.REQUEST_HEADER_BYTES);
+    this.socket.write(msg);
   }
 
   /** Requests issued in one tick (a batch of replies wakes many callers) leave in one writev at its end. */

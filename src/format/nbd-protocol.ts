@@ -437,7 +437,9 @@ export class ReplyDecoder {
   private continuePlacing(d: { dest: Buffer; filledBytes: number; event: ReplyEvent }): ReplyEvent | undefined {
     const want = d.dest.length - d.filledBytes;
     if (want > 0 && this.bufferedBytes > 0) {
-      for (const piece of this.takePieces(Math.min(want, this.bufferedBytes))) d.filledBytes += piece.copy(d.dest, d.filledBytes);
+      const n = Math.min(want, this.bufferedBytes);
+      this.consume(n, d.dest, d.filledBytes);
+      d.filledBytes += n;
     }
     if (d.filledBytes < d.dest.length) return undefined;
     this.placing = undefined;
@@ -566,17 +568,25 @@ export class ReplyDecoder {
 
   /** Drops the first n buffered bytes (n <= bufferedBytes); the parsed header they were is not needed again. */
   private skip(n: number): void {
+    this.consume(n, undefined, 0);
+  }
+
+  /** Removes the first n buffered bytes (n <= bufferedBytes), copying them to `dest` at `atBytes` if given; allocates nothing for whole chunks. */
+  private consume(n: number, dest: Buffer | undefined, atBytes: number): void {
     this.streamOffsetBytes += n;
     this.bufferedBytes -= n;
-    let left = n;
-    while (left > 0) {
+    let done = 0;
+    while (done < n) {
       const c = this.chunks[0]!;
+      const left = n - done;
       if (c.length <= left) {
+        if (dest !== undefined) c.copy(dest, atBytes + done);
         this.chunks.shift();
-        left -= c.length;
+        done += c.length;
       } else {
+        if (dest !== undefined) c.copy(dest, atBytes + done, 0, left);
         this.chunks[0] = c.subarray(left);
-        left = 0;
+        done = n;
       }
     }
   }
