@@ -16,36 +16,24 @@
 // the real `pvck` and `vgck` are clean.
 
 import test, { type ExecutionContext } from 'ava';
-import type { ChildProcess } from 'node:child_process';
 import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { lvSizeBytes, makeLab, MiB, realToolsClean, vgSeqno, type Lab } from './helpers/lv-lab.js';
 import { lvmReport, sanboxCli } from './helpers/lvm-real.js';
-import { collect, exited, ownLockDir, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
+import { exited, ownLockDir, tempDir } from './helpers/tmp.js';
+import { errorLines, pausedCommand, type PausedCommand } from './helpers/paused-command.js';
 import { LOCK_DIR_ENV } from '../src/volume/vg-lock.js';
-import { readProcStat } from '../src/disk/power-fence.js';
 
 ownLockDir(test);
 
 /** Bound on the nodes seeing each other, and on a stalled node being declared dead and fenced (the lab's 5 s dead time, with room). */
 const UP_MS = 20_000;
 const FENCED_MS = 30_000;
-/** Bound on the stalled command reaching its pause point, and on it exiting once resumed. */
-const PAUSE_MS = 30_000;
+/** Bound on the stalled command exiting once resumed. */
 const EXIT_MS = 30_000;
 
 /** lv1 8 MiB (node 1 tries to shrink it to 4), lv2 4 MiB (node 2 grows it to 6); the rest of the 24 MiB PV free. */
 function lab(t: ExecutionContext): Promise<Lab> {
   return makeLab(t, 1, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-L', '4m']], 3);
-}
-
-/** `sanbox ARGS…` with SANBOX_PAUSE_AT=vg-commit, as a child the test signals; resolves once it stopped itself there. */
-async function stalledChange(t: ExecutionContext, args: string[]): Promise<{ child: ChildProcess; err: () => string }> {
-  const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, SANBOX_DEVICESFILE: '', SANBOX_PAUSE_AT: 'vg-commit' } });
-  const io = collect(child);
-  await waitFor(() => /SANBOX_PAUSE_AT=vg-commit: pid \d+ stops/.test(io.err()) || child.exitCode !== null, PAUSE_MS, `${args.join(' ')} to reach its commit point`);
-  t.is(child.exitCode, null, `the change reached its commit point: ${io.err()}`);
-  await waitFor(() => readProcStat(child.pid!)?.state === 'T', PAUSE_MS, 'the command to be stopped');
-  return { child, err: io.err };
 }
 
 /** Nodes 0 and 2 declared node 1 dead and fenced it. */
@@ -64,9 +52,9 @@ async function node2Change(t: ExecutionContext, l: Lab): Promise<void> {
 }
 
 /** The stalled command failed in one line naming the fence; the VG is node 2's change only, as sanbox and the real tools read it. */
-async function onlyNode2Changed(t: ExecutionContext, l: Lab, stalled: { child: ChildProcess; err: () => string }, seqnoBefore: number): Promise<void> {
+async function onlyNode2Changed(t: ExecutionContext, l: Lab, stalled: PausedCommand, seqnoBefore: number): Promise<void> {
   const r = await exited(stalled.child, EXIT_MS);
-  const lines = stalled.err().trim().split('\n').filter((x) => !/SANBOX_PAUSE_AT/.test(x));
+  const lines = errorLines(stalled);
   t.is(r.code, 3, `the stalled change exits as fenced: ${stalled.err()}`);
   t.is(lines.length, 1, `one line: ${stalled.err()}`);
   t.regex(lines[0] ?? '', /node 1 (was fenced|has fenced itself)|refused: node 1/, 'the line says node 1 was fenced');
@@ -83,7 +71,7 @@ test.serial('a change through running node 1, stalled at its commit point past n
   const nodes = [0, 1, 2].map((n) => spawnNode(t, l.cluster, n, ['--fence', 'disk']));
   await Promise.all([1, 2].map((p) => nodes[0]!.waitLine(isEvent('up', p), UP_MS, `node ${p} up`)));
   const seqnoBefore = await vgSeqno(l);
-  const stalled = await stalledChange(t, ['ctl', l.cluster, '1', 'lvm', 'lvreduce', '-y', '-L', '4m', `${l.vg}/lv1`, '--devices', l.pvs.join(',')]);
+  const stalled = await pausedCommand(t, ['ctl', l.cluster, '1', 'lvm', 'lvreduce', '-y', '-L', '4m', `${l.vg}/lv1`, '--devices', l.pvs.join(',')], 'vg-commit');
   nodes[1]!.child.kill('SIGSTOP');
   await fencedByPeers([nodes[0]!, nodes[2]!]);
   await node2Change(t, l);
@@ -101,7 +89,7 @@ test.serial('a change joined as node 1, stalled at its commit point past its fen
   const nodes = [0, 2].map((n) => spawnNode(t, l.cluster, n, ['--fence', 'disk']));
   await nodes[0]!.waitLine(isEvent('up', 2), UP_MS, 'node 2 up');
   const seqnoBefore = await vgSeqno(l);
-  const stalled = await stalledChange(t, ['lvreduce', '-y', '-L', '4m', `${l.vg}/lv1`, '--devices', l.pvs.join(','), '--cluster', l.cluster, '--node', '1']);
+  const stalled = await pausedCommand(t, ['lvreduce', '-y', '-L', '4m', `${l.vg}/lv1`, '--devices', l.pvs.join(','), '--cluster', l.cluster, '--node', '1'], 'vg-commit');
   await fencedByPeers(nodes);
   await node2Change(t, l);
   stalled.child.kill('SIGCONT');

@@ -8,12 +8,15 @@
 //               against a competing commit, right before the first mda header switches to it:
 //               the commit point of an LVM metadata change. The VG lock (and a lock-out's LV
 //               locks) are held then.
+//   lockout-vetted  in withLayoutLockout (src/volume/lockout.ts), after the change's vet (lvreduce's
+//               and lvremove's "LV is mounted" check, which holds the volume's superblock lock PR
+//               from there on) and before the LV locks are asked for: the VG lock EX is held.
 
 import { DiskError } from '../errors.js';
 
 export const PAUSE_AT_ENV = 'SANBOX_PAUSE_AT';
 
-export const PAUSE_POINTS = ['vg-commit'] as const;
+export const PAUSE_POINTS = ['vg-commit', 'lockout-vetted'] as const;
 export type PausePoint = (typeof PAUSE_POINTS)[number];
 
 /** Stops this process at `point` when SANBOX_PAUSE_AT names it; `what` goes into the stderr line. */

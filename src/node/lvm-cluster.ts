@@ -3,7 +3,10 @@
 // src/node/lvm-node.ts), takes the lock-out (src/volume/lockout.ts) through the node's locks, commits.
 
 import { FormatError, SanboxError } from '../errors.js';
-import { readVolumeMounts, type VolumeMount } from './status.js';
+import { readVolumeMounts } from './status.js';
+import { openTarget } from '../volume/resolve.js';
+import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
+import { superLockResource } from '../fs/mount-rules.js';
 import { layoutLockoutBoundMs, type Timing } from '../timing.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
 import { withLayoutLockout, type LockoutOptions, type LockoutReport } from '../volume/lockout.js';
@@ -11,7 +14,8 @@ import { splitLvPath, withSession } from '../volume/manager.js';
 import type { RunningNode } from './node.js';
 import { withLvmNode } from './lvm-node.js';
 import type { LockService } from '../volume/lvm-locks.js';
-import type { Mode } from '../dlm/compat-matrix.js';
+import { Mode } from '../dlm/compat-matrix.js';
+import { DlmError } from '../dlm/lock-manager.js';
 import { LockedLv } from '../volume/locked-lv.js';
 import { localGuard, pvMove, pvMoveAbort, type ChunkDone, type ChunkGuard, type MoveRecord } from '../volume/pvmove.js';
 import type { LvmContext } from '../volume/manager.js';
@@ -58,18 +62,52 @@ export interface LockedOutChangeOptions extends ClusterNodeOptions {
  * Refuses to `verb` VG/LV while its ocfs2 volume's slot map names a node (mounted there, or that
  * node died mounted and its slot awaits recovery): one line naming the nodes, as lvm2 says an
  * open LV is "in use". An LV holding no ocfs2 has no mount to protect.
+ *
+ * The slot map is read under the volume's superblock lock (ocfs2's SUPER lock, the one a mount
+ * holds EX while it reads the slot map and writes its entry, reference/ocfs2.md §6 "Mount order"),
+ * taken PR, and on success that lock stays held — the caller releases it (the returned function)
+ * once the change has committed. So the check and the change are one step for mounts: a mount that
+ * wrote its entry before is seen and refuses the change, and one that comes later waits for the
+ * lock and reads the volume as the change left it (a shorter device than its superblock says is
+ * refused at mount; a removed LV fails its activation). Why this lock and not the LV's activation
+ * lock: the mount already takes it, in the kernel's order, and the activation lock cannot say
+ * "mounted" (a shared activation without a mount is only a reader or writer, which the lock-out
+ * handles). Lock order: the VG lock, the superblock lock, the LV locks; a mount holds its LV's
+ * activation and then waits for the superblock lock, and it needs neither the VG lock nor the LV
+ * lock again until it lets go of the superblock lock, so the two never wait for each other.
  */
-export async function refuseIfMounted(devices: string[], vg: string, lv: string, verb: string): Promise<void> {
-  let mounts: VolumeMount[];
+export async function refuseIfMounted(ls: LockService, lockTimeoutMs: number, devices: string[], vg: string, lv: string, verb: string): Promise<() => Promise<void>> {
+  const spec = `${vg}/${lv}`;
+  let resource: string;
+  const dev = await openTarget(spec, { readOnly: true, guard: 'none', devices });
   try {
-    mounts = await readVolumeMounts([`${vg}/${lv}`], devices);
+    // The lock's name needs the volume's uuid, which mkfs fixed: read without the lock.
+    resource = superLockResource(await Ocfs2Volume.open(dev));
   } catch (err) {
-    if (err instanceof FormatError) return;
+    if (err instanceof FormatError) return async () => undefined;
+    throw err;
+  } finally {
+    await dev.close();
+  }
+  const lock = await ls.lock(resource, Mode.PR, { timeoutMs: lockTimeoutMs }).catch((err: unknown) => {
+    if (err instanceof DlmError && err.code === 'ETIMEDOUT') {
+      throw new SanboxError('EBUSY', `${spec}: its ocfs2 volume is being mounted, unmounted or recovered (its superblock lock ${resource} was not had within ${lockTimeoutMs} ms); not changed`, { device: spec });
+    }
+    throw err;
+  });
+  try {
+    const mounts = await readVolumeMounts([spec], devices);
+    if (mounts.length > 0) {
+      throw new SanboxError('EBUSY', `${spec} is in use: the ocfs2 volume on it is mounted by ${mounts.map((m) => `node ${m.node} (slot ${m.slot})`).join(', ')}; umount it there before you ${verb} it`, { device: spec });
+    }
+  } catch (err) {
+    await lock.unlock().catch(() => undefined);
+    if (err instanceof FormatError) return async () => undefined;
     throw err;
   }
-  if (mounts.length > 0) {
-    throw new SanboxError('EBUSY', `${vg}/${lv} is in use: the ocfs2 volume on it is mounted by ${mounts.map((m) => `node ${m.node} (slot ${m.slot})`).join(', ')}; umount it there before you ${verb} it`, { device: `${vg}/${lv}` });
-  }
+  return async () => {
+    await lock.unlock();
+  };
 }
 
 /** Runs `change` as node N, locked out (VG EX, then each LV's lock EX); returns its result and what the lock-out cost. */
@@ -86,16 +124,28 @@ export async function lockedOutChange<T>(o: LockedOutChangeOptions, change: (hel
       return { name, id: lv.id };
     });
   const verb = o.refuseMounted;
-  const refuse = verb === undefined ? undefined : async (lvs: { name: string }[]): Promise<void> => {
-    for (const lv of lvs) await refuseIfMounted(o.devices, o.vg, lv.name, verb);
-  };
-  return asClusterNode(o, (ls, timing, _nodeId, _clusterName, cluster) =>
+  return asClusterNode(o, (ls, timing, _nodeId, _clusterName, cluster) => {
+    // Each LV's check holds its volume's superblock lock until the change has committed (refuseIfMounted).
+    const refuse = verb === undefined ? undefined : async (lvs: { name: string }[]): Promise<() => Promise<void>> => {
+      const held: (() => Promise<void>)[] = [];
+      const releaseAll = async (): Promise<void> => {
+        for (const r of held.reverse()) await r().catch(() => undefined);
+      };
+      try {
+        for (const lv of lvs) held.push(await refuseIfMounted(ls, timing.lockTimeoutMs, o.devices, o.vg, lv.name, verb));
+      } catch (err) {
+        await releaseAll();
+        throw err;
+      }
+      return releaseAll;
+    };
+    return (
     // The change commits as this node under the lock-out's VG lock (held already: vgLockHeld), so
     // it may change a shared or private VG and finds PVs in the cluster's device list.
     withLayoutLockout(ls, o.vg, affected, readVg, { ...lockoutOptions(timing, o.nowait, o.log), ...(refuse !== undefined ? { vet: refuse } : {}) }, () =>
       change({ ...cluster, vgLockHeld: o.vg }),
-    ),
-  );
+    ));
+  });
 }
 
 /**

@@ -11,6 +11,7 @@
 // other host"). Otherwise the LV locks must be had within `boundMs` (src/timing.ts
 // layoutLockoutBoundMs), else the change fails naming who did not let go, with nothing written.
 
+import { pauseAt } from '../disk/pause-point.js';
 import { SanboxError } from '../errors.js';
 import { Mode } from '../dlm/compat-matrix.js';
 import { DlmError } from '../dlm/lock-manager.js';
@@ -27,11 +28,13 @@ export interface LockoutOptions {
   vgTimeoutMs: number;
   log?: (msg: string) => void;
   /**
-   * Checked under the VG lock EX, before any holder is asked to let go (no activation or mount
-   * can begin meanwhile: both read the VG under its lock): a throw refuses the change, nothing
-   * disturbed. lvreduce/lvremove refuse an LV with a mounted ocfs2 on it here.
+   * Checked under the VG lock EX, before any holder is asked to let go (no activation can begin
+   * meanwhile: it reads the VG under its lock): a throw refuses the change, nothing disturbed.
+   * What it returns is released once the change has committed (or failed), before the VG lock:
+   * lvreduce/lvremove refuse an LV with a mounted ocfs2 on it here, and hold the volume's
+   * superblock lock from the check to the commit, so no mount begins in between.
    */
-  vet?: (lvs: { name: string; id: string }[]) => Promise<void>;
+  vet?: (lvs: { name: string; id: string }[]) => Promise<(() => Promise<void>) | void>;
 }
 
 /** What the lock-out of one change cost. */
@@ -87,33 +90,40 @@ export async function withLayoutLockout<T>(
         entered = true;
         const t0 = performance.now();
         const lvs = affected(await readVg());
-        await o.vet?.(lvs);
-        const resources = lvs.map((lv) => lvLockResource(vgName, lv.id));
-        const held = await lockHolders(ls, resources);
-        const holders = [...new Set([...held.values()].flat().map((h) => h.nodeId))].sort((a, b) => a - b);
-        // --nowait must not disturb the holders: a NOQUEUE request that reached the queue would
-        // send them a blocking notice (and they would let go for nothing), so a held lock fails here.
-        const firstHeld = o.nowait ? lvs.findIndex((_, i) => held.get(resources[i]!)!.length > 0) : -1;
-        if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
-        // A process on this host with the LV open but not under its LV lock would go on writing
-        // through the old layout: refused, naming it (review finding 1). Held past the commit,
-        // so no plain opener opens meanwhile.
-        const claims: (() => void)[] = [];
-        releaseClaims = () => claims.forEach((r) => r());
-        for (const lv of lvs) claims.push(acquireLvGuard(`${vgName}/${lv.name}`, lv.id, 'lockout'));
-        if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
-        const tLock = performance.now();
-        const lvLocks: HeldLock[] = [];
+        const releaseVet = await o.vet?.(lvs);
         try {
-          for (const [i, lv] of lvs.entries()) lvLocks.push(await lockOut(ls, vgName, lv.name, resources[i]!, o, Math.max(0, o.boundMs - (performance.now() - tLock))));
-          const lockoutMs = performance.now() - tLock;
-          const result = await change();
-          const seqno = (await readVg()).seqno;
-          // The new seqno goes into the VG lock's value block at release (lvmlockd's val_blk).
-          hold.committed(seqno);
-          return { result, report: { holders, lockoutMs, changeMs: performance.now() - t0, seqno } };
+          pauseAt('lockout-vetted', `after the checks of the change to ${vgName}/${lvs.map((l) => l.name).join(',')} and before its lock-out`);
+          const resources = lvs.map((lv) => lvLockResource(vgName, lv.id));
+          const held = await lockHolders(ls, resources);
+          const holders = [...new Set([...held.values()].flat().map((h) => h.nodeId))].sort((a, b) => a - b);
+          // --nowait must not disturb the holders: a NOQUEUE request that reached the queue would
+          // send them a blocking notice (and they would let go for nothing), so a held lock fails here.
+          const firstHeld = o.nowait ? lvs.findIndex((_, i) => held.get(resources[i]!)!.length > 0) : -1;
+          if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
+          // A process on this host with the LV open but not under its LV lock would go on writing
+          // through the old layout: refused, naming it (review finding 1). Held past the commit,
+          // so no plain opener opens meanwhile.
+          const claims: (() => void)[] = [];
+          releaseClaims = () => claims.forEach((r) => r());
+          for (const lv of lvs) claims.push(acquireLvGuard(`${vgName}/${lv.name}`, lv.id, 'lockout'));
+          if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
+          const tLock = performance.now();
+          const lvLocks: HeldLock[] = [];
+          try {
+            for (const [i, lv] of lvs.entries()) lvLocks.push(await lockOut(ls, vgName, lv.name, resources[i]!, o, Math.max(0, o.boundMs - (performance.now() - tLock))));
+            const lockoutMs = performance.now() - tLock;
+            const result = await change();
+            const seqno = (await readVg()).seqno;
+            // The new seqno goes into the VG lock's value block at release (lvmlockd's val_blk).
+            hold.committed(seqno);
+            return { result, report: { holders, lockoutMs, changeMs: performance.now() - t0, seqno } };
+          } finally {
+            for (const l of lvLocks.reverse()) await l.unlock().catch(() => undefined);
+          }
         } finally {
-          for (const l of lvLocks.reverse()) await l.unlock().catch(() => undefined);
+          // After the commit (or the failure) and before the VG lock goes: what the vet held (a
+          // volume's superblock lock) is let go; a mount waiting for it then sees the new layout.
+          await releaseVet?.().catch(() => undefined);
         }
       },
       { timeoutMs: o.vgTimeoutMs },
