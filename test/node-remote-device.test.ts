@@ -1,0 +1,101 @@
+// Device I/O through a running node (src/node/remote-device.ts), as an LVM command run as that node
+// does it: a separate `sanbox node` process opens the device with its provider and does every read
+// and write itself. Checked: bytes written in pieces (a write larger than one request) read back,
+// through the node and from the file; the node's status lists the device with its gate and
+// counters (its I/O, not the client's); its fault rules apply to that I/O (the error keeps its
+// code); the cluster image is the node's own device, not opened twice; bad requests are one-line
+// error answers and the node stays up; a closed connection closes the devices it opened.
+
+import test from 'ava';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { connectNode } from '../src/node/ctl.js';
+import { DEV_READ_BYTES_MAX, DEV_WRITE_BYTES_MAX, NodeDevices } from '../src/node/remote-device.js';
+import { isSanboxError } from '../src/errors.js';
+import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
+import { readFileAt, runSanbox, tempDir, waitForAsync } from './helpers/tmp.js';
+
+const UP_MS = 10_000;
+/** Bound on the node closing a device after its client's connection went. */
+const CLOSED_MS = 5000;
+
+interface Status {
+  state: string;
+  devices: { name: string; gate: string; io: { reads: number; writes: number; errors: number } }[];
+}
+
+async function status(t: import('ava').ExecutionContext, img: string): Promise<Status> {
+  const r = await runSanbox(t, ['ctl', img, '0', 'status', '--json']);
+  t.is(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Status;
+}
+
+test('a client reads and writes a device through a running node: the node\'s provider does the I/O (gate, counters, fault rules); bad requests are one-line errors; the connection\'s devices close with it', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  const pv = path.join(dir, 'pv.img');
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
+  t.is((await runSanbox(t, ['disk', 'create', pv, '--size', '16M'])).code, 0);
+  const node = spawnNode(t, img, 0);
+  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+
+  const io = new NodeDevices(await connectNode(img, 0));
+  t.teardown(() => io.close());
+  const dev = await io.open(pv);
+  t.is(dev.sizeBytes, 16 * 1024 * 1024);
+  // Larger than one request in both directions: split into pieces on the way.
+  const data = crypto.randomBytes(DEV_READ_BYTES_MAX + 3 * DEV_WRITE_BYTES_MAX);
+  await dev.write(data, 4096);
+  await dev.flush();
+  const back = Buffer.alloc(data.length);
+  await dev.read(back, 4096);
+  t.true(back.equals(data), 'read back through the node');
+  t.true(readFileAt(pv, 4096, data.length).equals(data), 'on the file');
+
+  const s = await status(t, img);
+  const entry = s.devices.find((d) => d.name === pv);
+  t.truthy(entry, `the node lists the device: ${s.devices.map((d) => d.name).join(', ')}`);
+  t.is(entry!.gate, 'open');
+  t.true(entry!.io.writes >= Math.ceil(data.length / DEV_WRITE_BYTES_MAX), `the node did the writes (${entry!.io.writes})`);
+  // The cluster image is the node's own device of it, not a second open (one entry, one key registration).
+  await (await io.open(img)).close();
+  t.is((await status(t, img)).devices.filter((d) => d.name === img).length, 1);
+
+  // The node's fault rules apply to the I/O it does for the client; the code comes back.
+  t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'set', '--action', 'eio', '--op', 'write', '--device', 'pv.img', '--id', 'x'])).code, 0);
+  const err = await t.throwsAsync(dev.write(Buffer.alloc(512), 0));
+  t.true(isSanboxError(err) && err.code === 'EIO', `EIO from the node's fault rule: ${err?.message}`);
+  t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'clear'])).code, 0);
+
+  // Bad requests: one-line error answers, the node stays up.
+  const raw = await connectNode(img, 0);
+  t.teardown(() => raw.close());
+  for (const [req, re] of [
+    [{ cmd: 'dev-write', handle: 99, offsetBytes: 0, data: '' }, /no device open as handle 99 on this connection/],
+    [{ cmd: 'dev-open', spec: 'vg/lv' }, /dev-open opens a disk or image file, not a logical volume/],
+    [{ cmd: 'dev-open', spec: '' }, /"spec" must be a non-empty string/],
+    // Handle 1 is the other connection's device: handles are per connection.
+    [{ cmd: 'dev-read', handle: 1, offsetBytes: 0, lengthBytes: 512 }, /no device open as handle 1 on this connection/],
+    [{ cmd: 'dev-write', handle: 'x', offsetBytes: 0, data: '' }, /"handle" must be a positive integer/],
+  ] as const) {
+    const e = await t.throwsAsync(raw.request(req));
+    t.regex(e?.message ?? '', re);
+    t.false((e?.message ?? '').includes('\n'), 'one line');
+  }
+  const h = (await raw.request({ cmd: 'dev-open', spec: pv })).handle;
+  const tooBig = await t.throwsAsync(raw.request({ cmd: 'dev-write', handle: h, offsetBytes: 0, data: Buffer.alloc(DEV_WRITE_BYTES_MAX + 3).toString('base64') }));
+  t.regex(tooBig?.message ?? '', /"data" is \d+ bytes, more than/);
+  const longRead = await t.throwsAsync(raw.request({ cmd: 'dev-read', handle: h, offsetBytes: 0, lengthBytes: DEV_READ_BYTES_MAX + 1 }));
+  t.regex(longRead?.message ?? '', /"lengthBytes" must be an integer from 0 to/);
+  const past = await t.throwsAsync(raw.request({ cmd: 'dev-write', handle: h, offsetBytes: 16 * 1024 * 1024, data: Buffer.alloc(512).toString('base64') }));
+  t.regex(past?.message ?? '', /beyond end of device/);
+  t.is((await status(t, img)).state, 'up');
+
+  // Closing the connections closes their devices in the node.
+  raw.close();
+  io.close();
+  await waitForAsync(async () => !(await status(t, img)).devices.some((d) => d.name === pv), CLOSED_MS, 'the node to close the device');
+  t.pass();
+  fs.rmSync(pv, { force: true });
+});
