@@ -14,7 +14,8 @@ import { connectNode } from '../src/node/ctl.js';
 import { DEV_READ_BYTES_MAX, DEV_WRITE_BYTES_MAX, NodeDevices } from '../src/node/remote-device.js';
 import { isSanboxError } from '../src/errors.js';
 import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
-import { readFileAt, runSanbox, tempDir, waitForAsync } from './helpers/tmp.js';
+import { readFileAt, runSanbox, spawnChild, tempDir, waitForAsync } from './helpers/tmp.js';
+import { probeInUse } from '../src/disk/in-use-guard.js';
 
 const UP_MS = 10_000;
 /** Bound on the node closing a device after its client's connection went. */
@@ -98,4 +99,34 @@ test('a client reads and writes a device through a running node: the node\'s pro
   await waitForAsync(async () => !(await status(t, img)).devices.some((d) => d.name === pv), CLOSED_MS, 'the node to close the device');
   t.pass();
   fs.rmSync(pv, { force: true });
+});
+
+test('pvcreate and pvremove as a running node write through it (its fault rule fails them), and refuse a device another process has open', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  const [pvA, pvB] = [path.join(dir, 'a.img'), path.join(dir, 'b.img')];
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
+  for (const p of [pvA, pvB]) t.is((await runSanbox(t, ['disk', 'create', p, '--size', '16M'])).code, 0);
+  const node = spawnNode(t, img, 0);
+  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+  // A fault rule of node 0 on a.img's writes: the command's writes are node 0's, so they fail.
+  t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'set', '--action', 'eio', '--op', 'write', '--device', 'a.img', '--id', 'x'])).code, 0);
+  const failed = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvcreate', pvA]);
+  t.is(failed.code, 1, failed.stderr);
+  t.regex(failed.stderr, /injected|EIO|I\/O error/i);
+  t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'clear'])).code, 0);
+  const made = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvcreate', pvA]);
+  t.is(made.code, 0, made.stderr);
+  t.is((await runSanbox(t, ['pvs', pvA, '--noheadings', '-o', 'pv_name'])).stdout.trim(), pvA);
+  // Another process holds b.img (a shared flock, as every sanbox opener does): refused, nothing written.
+  const holder = spawnChild(t, 'flock', ['-s', pvB, 'sleep', '60']);
+  await waitForAsync(async () => probeInUse(pvB).inUse, CLOSED_MS, 'flock to hold b.img');
+  const busy = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvcreate', pvB]);
+  t.is(busy.code, 1);
+  t.regex(busy.stderr, /b\.img.*busy/);
+  t.true(readFileAt(pvB, 0, 4096).equals(Buffer.alloc(4096)), 'b.img untouched');
+  holder.kill('SIGKILL');
+  const removed = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvremove', pvA]);
+  t.is(removed.code, 0, removed.stderr);
+  t.not((await runSanbox(t, ['pvs', pvA])).code, 0, 'no PV left on a.img');
 });

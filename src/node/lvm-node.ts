@@ -95,7 +95,15 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
       // opened and written by node N (src/node/remote-device.ts): N's fence gate covers them.
       io = new NodeDevices(await connectNode(o.clusterImage, o.nodeId));
       const devices = io;
-      return await fn({ ...base, locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs, info.path), image: await devices.open(info.path), open: (spec) => devices.open(spec) });
+      const status = (await c.request({ cmd: 'status' })).status as { pid?: unknown } | undefined;
+      const openerPid = typeof status?.pid === 'number' ? status.pid : undefined;
+      return await fn({
+        ...base,
+        locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs, info.path),
+        image: await devices.open(info.path),
+        open: (spec) => devices.open(spec),
+        ...(openerPid !== undefined ? { openerPid } : {}),
+      });
     } catch (err) {
       throw await fencedMeanwhile(info, o.nodeId, err);
     } finally {
@@ -109,7 +117,7 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
     out = await withJoinedNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, log: o.log ?? (() => {}), onSelfFence: (r) => (fenced = r) }, async (node) =>
       // Every device the command writes goes through the node's provider: its fence gate (and the
       // node's heartbeat lease, provider.ts addLease) covers them.
-      fn({ ...base, locks: await node.lockspace(), image: node.device, open: (spec) => node.provider.open(spec) }),
+      fn({ ...base, locks: await node.lockspace(), image: node.device, open: (spec) => node.provider.open(spec), openerPid: process.pid }),
     );
   } catch (err) {
     if (fenced === undefined) throw err;

@@ -19,6 +19,8 @@
 // stops rather than commit over metadata it cannot see.
 
 import fs from 'node:fs';
+import path from 'node:path';
+import { InUseGuard, lockHolders } from '../disk/in-use-guard.js';
 import type { BlockDevice } from '../disk/device.js';
 import { schemeOf } from '../disk/open.js';
 import { SanboxError, UsageError } from '../errors.js';
@@ -52,6 +54,8 @@ export interface LvmCluster {
    * node N's fence gate, so a fenced node's command writes nothing more. Default: openDevice.
    */
   readonly open?: (spec: string) => Promise<BlockDevice>;
+  /** The process that holds what `open` opened (node N's: the running node, or this joined process). */
+  readonly openerPid?: number;
 }
 
 /** The devices the cluster lists, by their listed names ([] for an image without the list). */
@@ -179,4 +183,30 @@ export function checkAgainstValue(name: string, vg: VgModel | undefined, hold: P
 /** pvcreate, pvremove: the host's orphan-PV flock and, with a cluster, the global lock ex. */
 export async function withOrphanLocks<T>(cluster: LvmCluster | undefined, fn: () => Promise<T>): Promise<T> {
   return withLocks([ORPHAN_LOCK], () => (cluster === undefined ? fn() : withGlobalLock(cluster.locks, 'ex', fn, { timeoutMs: cluster.lockTimeoutMs })));
+}
+
+/**
+ * How pvcreate and pvremove open their devices: they need them to themselves (a device another
+ * process has open is neither formatted nor wiped). Without a node: the in-use guard, exclusively.
+ * As node N every write must pass N's fence gate, so the devices are opened through N (`open`),
+ * which holds them shared; so nobody may have one open before (the guard probed exclusively and
+ * let go), and once N holds it, nobody but N (the flock holders, /proc/locks). A device that fails
+ * either check is closed again, nothing written (one line naming the holders).
+ */
+export function exclusiveOpenOptions(cluster: LvmCluster | undefined): OpenAllOptions {
+  const open = cluster?.open;
+  if (cluster === undefined || open === undefined) return { guard: 'exclusive' };
+  return {
+    open: async (spec) => {
+      const file = schemeOf(spec) === undefined ? path.resolve(spec) : undefined;
+      if (file !== undefined) InUseGuard.acquire(file, 'exclusive').release();
+      const dev = await open(spec);
+      const others = file === undefined ? [] : lockHolders(file).filter((pid) => pid !== cluster.openerPid);
+      if (others.length > 0) {
+        await dev.close();
+        throw new SanboxError('EBUSY', `${spec}: device busy: opened by another process (pid ${others.join(', ')}) while node ${cluster.nodeId} opened it; nothing written`, { device: spec });
+      }
+      return dev;
+    },
+  };
 }

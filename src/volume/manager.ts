@@ -17,7 +17,7 @@ import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.j
 import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
 import { acquireLvGuard, type LvGuardMode } from './vg-lock.js';
 import { DLM_LV_LOCK_ARGS, withGlobalLock, withVgLock, type VgLockHold } from './lvm-locks.js';
-import { checkAgainstValue, checkClusterOwnsVg, clusterDeviceSpecs, mergeSpecs, withOrphanLocks, withVgChangeLocks, type LvmCluster, type VgChangeHold } from './lvm-cluster.js';
+import { checkAgainstValue, checkClusterOwnsVg, clusterDeviceSpecs, exclusiveOpenOptions, mergeSpecs, withOrphanLocks, withVgChangeLocks, type LvmCluster, type VgChangeHold } from './lvm-cluster.js';
 import { assertChangeable, commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
 
 export function newId(): string {
@@ -77,7 +77,7 @@ export class LvmSession {
   }
 }
 
-export async function withSession<T>(specs: string[], opts: { readOnly?: boolean; guard?: 'shared' | 'exclusive' | 'none' }, fn: (s: LvmSession) => Promise<T>): Promise<T> {
+export async function withSession<T>(specs: string[], opts: OpenAllOptions, fn: (s: LvmSession) => Promise<T>): Promise<T> {
   const s = await LvmSession.open(specs, opts);
   try {
     return await fn(s);
@@ -136,7 +136,7 @@ export interface PvCreateOptions extends Omit<PvLayoutOptions, 'deviceSizeBytes'
 /** pvcreate: every device must be blank (no PV, no known signature) and not in use elsewhere. */
 export async function pvCreate(specs: string[], opts: PvCreateOptions, cluster?: LvmCluster): Promise<{ device: string; pvId: string }[]> {
   // Exclusive: formatting a device another process has open is refused (EBUSY).
-  return withOrphanLocks(cluster, () => withSession(specs, { guard: 'exclusive' }, async (s) => {
+  return withOrphanLocks(cluster, () => withSession(specs, exclusiveOpenOptions(cluster), async (s) => {
     const layouts = [];
     for (const sc of s.scan) {
       if (sc.pv) throw new SanboxError('EEXIST', `${sc.dev.name}: already an LVM physical volume ${sc.pv.label.pvId}${pvInUse(sc.pv) ? ` in VG ${pvInUse(sc.pv)}` : ''} (label at offset ${sc.pv.label.sector * LABEL_SECTOR_BYTES}); pvremove it first`, { device: sc.dev.name, offsetBytes: sc.pv.label.sector * LABEL_SECTOR_BYTES });
@@ -160,7 +160,7 @@ export async function pvCreate(specs: string[], opts: PvCreateOptions, cluster?:
 
 export async function pvRemove(specs: string[], cluster?: LvmCluster): Promise<void> {
   await withOrphanLocks(cluster, () =>
-    withSession(specs, { guard: 'exclusive' }, async (s) => {
+    withSession(specs, exclusiveOpenOptions(cluster), async (s) => {
       const pvs = specs.map((spec) => s.pvOn(spec));
       for (const pv of pvs) {
         const vg = pvInUse(pv);
