@@ -221,7 +221,7 @@ test('atomic fence: a writer process stopped between its check and its pwrite; n
   t.true(heldUp, 'the preempt waited for the stopped writer');
 });
 
-test('gate lease: writes of one event-loop turn take the gate once, each is still checked, and the gate is free at the next turn', async (t) => {
+test('gate lease: writes of one event-loop turn take the gate once, a registered key is checked once per lease, and the gate is free at the next turn', async (t) => {
   const { img, info, pr, k0, g0 } = await twoRegistered(t, 1);
   const d0 = FileDisk.open(img, { gate: g0 });
   t.teardown(() => d0.close());
@@ -235,12 +235,14 @@ test('gate lease: writes of one event-loop turn take the gate once, each is stil
   // Unless the machine stalled us past the lease bound, one turn's writes share one lease.
   if (burstMs < GATE_LEASE_MS_MAX) t.is(g0.leases, 1);
   else t.true(g0.leases >= 1 && g0.leases <= WRITES);
+  t.is(g0.checks, g0.leases, 'one check per lease: the registered key vouches for the rest of it');
   t.false(probe.tryLock('ex'), 'the lease holds the gate within the turn');
   await new Promise((r) => setImmediate(r));
   t.true(probe.tryLock('ex'), 'the lease ended at the next turn');
   probe.unlock();
-  // A write inside a lease is still checked: a change of the state seen by the check is honoured
-  // at once (here node 0 unregisters itself under node 1's WERO reservation, in the same turn).
+  // A change of this key's registration is honoured at once, inside the turn: it is made under
+  // the gate, so it ends the lease first (here node 0 unregisters itself under node 1's WERO
+  // reservation), and the next write's fresh lease checks again.
   d0.writeSync(sec, 512);
   await pr.unregister(0, k0);
   const e = t.throws(() => d0.writeSync(sec, 512));
@@ -268,6 +270,78 @@ test('gate lease: writes in flight across turns are counted; no lease ends (not 
   t.true(probe.tryLock('ex'), 'the last leave ends the lease');
   probe.unlock();
   t.throws(() => g0.leave(), { message: /leave without enter/ });
+});
+
+test('vouched lease: a registered writer\'s later writes in a lease skip the check; a preempt waits for the lease, and the first write after it is refused', async (t) => {
+  const { pr, k0, k1, g0 } = await twoRegistered(t, 1);
+  // Two writes in flight keep one lease across turns (an async device's writes).
+  g0.enter('dev', 0);
+  g0.enter('dev', 512);
+  t.is(g0.checks, 1, 'the second write of the vouched lease made no check');
+  let preempted = false;
+  const preempt = pr.preemptAndAbort(1, k1, 0, k0, 5000).then((r) => {
+    preempted = true;
+    return r;
+  });
+  await new Promise((r) => setTimeout(r, GATE_LEASE_MS_MAX * 20));
+  t.false(preempted, 'the preempt waits for the writes of the lease');
+  g0.leave();
+  g0.leave();
+  t.is((await preempt)?.outcome, 'preempted');
+  // The next write takes a new lease; a lease is vouched for only by a check made inside it.
+  t.throws(() => g0.enter('dev', 1024), { message: /key 0x[0-9a-f]+ was preempted/ });
+  t.is(g0.checks, 2);
+});
+
+test('vouched lease: the writer unregistering itself waits for its lease (a change of its registration is made under its gate), and its next write is refused', async (t) => {
+  const { pr, k0, g0 } = await twoRegistered(t, 1);
+  g0.enter('dev', 0);
+  g0.enter('dev', 512);
+  let done = false;
+  const unregister = pr.unregister(0, k0, 5000).then(() => (done = true));
+  await new Promise((r) => setTimeout(r, GATE_LEASE_MS_MAX * 20));
+  t.false(done, 'the unregister waits for the writes of the vouched lease');
+  g0.leave();
+  g0.leave();
+  await unregister;
+  t.is(pr.readState().registered[0], 0n);
+  t.throws(() => g0.enter('dev', 1024), { message: /node 0 .* not registered/ });
+});
+
+test('PR CLEAR takes every registered node\'s gate: it waits for a vouched lease, then drops every registration and the reservation', async (t) => {
+  const { pr, g0 } = await twoRegistered(t, 1);
+  g0.enter('dev', 0);
+  let done = false;
+  const clear = pr.clear(5000).then(() => (done = true));
+  await new Promise((r) => setTimeout(r, GATE_LEASE_MS_MAX * 20));
+  t.false(done, 'the clear waits for the write of the vouched lease');
+  g0.leave();
+  await clear;
+  const s = pr.readState();
+  t.deepEqual([s.registered[0], s.registered[1], s.reservationKey, s.reservationType], [0n, 0n, 0n, PR_TYPES.none]);
+});
+
+test('vouched lease: an unregistered writer is checked on every write, so a reservation made inside its lease refuses its next write', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'plain.img');
+  fs.writeFileSync(img, Buffer.alloc(1 << 20));
+  const pr = new PersistentReservations(sidecarStoreSpec(img));
+  t.teardown(() => pr.close());
+  const k0 = nodeKey(3, 0, 1n);
+  const k1 = nodeKey(3, 1, 1n);
+  const g0 = new FenceGate(pr.store, 0, k0, 200);
+  t.teardown(() => g0.close());
+  // No reservation: node 0 may write unregistered, but nothing vouches for its lease.
+  g0.enter('dev', 0);
+  g0.enter('dev', 512);
+  t.is(g0.checks, 2, 'each write of an unregistered key is checked');
+  // Node 1 registers and reserves (neither takes node 0's gate) while node 0's lease is held.
+  await pr.register(1, k1, 100);
+  await pr.reserve(1, k1);
+  t.throws(() => g0.enter('dev', 1024), { message: /node 0 .* not registered/ });
+  t.is(g0.leases, 1, 'the refusal came inside the same lease');
+  g0.leave();
+  g0.leave();
 });
 
 test('gate lease: a PR command of the same process on its own gate ends that process\'s lease first instead of waiting for it', async (t) => {

@@ -14,8 +14,10 @@
 // The gate lease (issue 16: the cost per write). Taking the gate is three flocks (intent shared,
 // gate shared, intent released) and letting go a fourth; a lock+unlock writes three sectors back
 // to back. So the gate, once taken, stays held SHARED for a short lease: until the event loop next
-// turns (setImmediate), and never longer than GATE_LEASE_MS_MAX. Writes inside the lease still
-// check the reservation state (one pread of both copies' updateSeq), but take no lock.
+// turns (setImmediate), and never longer than GATE_LEASE_MS_MAX. Writes inside the lease take no
+// lock; the first write of a lease checks the reservation state (one pread of both copies'
+// updateSeq, and the whole state when one changed), and so does every later write of the lease
+// unless the lease is vouched for (below).
 // Why a fenced node still never writes after its fence is visible: a fence becomes visible when
 // the fencer writes the preempt, which it does holding gate-N EXCLUSIVELY. A lease holds gate-N
 // SHARED for its whole life, so no preempt can be written while a lease is held: every write of a
@@ -30,6 +32,21 @@
 // A PR command of this same process on gate-N (a node registering on a device it opens) does not
 // wait for the turn: it ends this process's leases on gate-N first (reservations.ts,
 // registerLocalLease), since waiting would hold the intent lock that our next write waits for.
+//
+// The vouched lease (issue 18: a cluster-locked LV's writes at ≥ 0.95 of an unlocked one's; the
+// probe's pread was a third of a 4 KiB write). When a check made inside a lease finds this key
+// registered and not preempted, the rest of that lease's writes skip the check: its verdict cannot
+// change before the lease ends. Why: while the key is registered, the only things that can refuse
+// it are its own entries (registered[N] no longer this key, preempted[N] = this key); a
+// reservation's type matters only to an unregistered key. Every command that writes N's entries
+// holds gate-N EXCLUSIVELY while it does (reservations.ts: register, unregister, preempt, and
+// clear, which takes every registered node's gate), and the lease holds gate-N SHARED from before
+// that check to its end, so no such write falls inside the lease. The one writer of N's entries
+// without gate-N is markFenced, the record of a power fence: it runs after the victim process was
+// killed (fencer.ts), so no lease of that process is left. A later lease checks afresh, after it
+// took the gate, hence after any such command completed — the argument above, unchanged. A key
+// found unregistered is never vouched for: each of its writes is checked, so a reservation made
+// meanwhile by another node (which takes no gate of ours) refuses the next one.
 
 import { assert, DiskError } from '../errors.js';
 import { PR_TYPES } from '../format/reservations.js';
@@ -68,6 +85,10 @@ export class FenceGate implements WriteGate {
   private unregisterLease: (() => void) | undefined;
   /** Times the gate was taken (each a lease): for tests and the benchmark's syscall count. */
   leases = 0;
+  /** Reservation-state checks made (a probe of updateSeq, or the cached verdict's re-read): a vouched lease's writes make none. */
+  checks = 0;
+  /** The current lease was vouched for: a check inside it found this key registered and not preempted (header). */
+  private vouched = false;
   /** Writes refused so far (for status and tests). */
   refusedWrites = 0;
   /**
@@ -76,7 +97,7 @@ export class FenceGate implements WriteGate {
    * held exclusively, which excludes this check, and it rewrites a copy (new updateSeq) that is
    * complete before the fencer releases the gate. So the common case reads 16 bytes, not 16 KiB.
    */
-  private cached: { seqA: bigint; seqB: bigint; reason: string | undefined } | undefined;
+  private cached: { seqA: bigint; seqB: bigint; reason: string | undefined; registered: boolean } | undefined;
 
   constructor(
     private readonly store: ReservationStore,
@@ -105,19 +126,27 @@ export class FenceGate implements WriteGate {
     // Never while another write is in flight: that write's check and pwrite must stay inside one lease.
     if (this.leaseSinceMs !== undefined && this.writesInFlight === 0 && performance.now() - this.leaseSinceMs > GATE_LEASE_MS_MAX) this.endLease();
     if (this.leaseSinceMs === undefined) this.takeGate(deviceName, offsetBytes);
+    else if (this.vouched) {
+      // Checked inside this lease, registered: nothing can refuse this key before the lease ends (header).
+      this.writesInFlight++;
+      return;
+    }
     let reason: string | undefined;
     try {
+      this.checks++;
       const [seqA, seqB] = this.store.readUpdateSeqs();
-      if (this.cached !== undefined && this.cached.seqA === seqA && this.cached.seqB === seqB) {
-        reason = this.cached.reason;
-      } else {
+      if (this.cached === undefined || this.cached.seqA !== seqA || this.cached.seqB !== seqB) {
         const s = this.store.read();
-        if (s.preempted[this.nodeId] === this.key) reason = `node ${this.nodeId} key 0x${this.key.toString(16)} was preempted (fenced)`;
+        let why: string | undefined;
+        if (s.preempted[this.nodeId] === this.key) why = `node ${this.nodeId} key 0x${this.key.toString(16)} was preempted (fenced)`;
         else if (REGISTRANTS_ONLY_WRITE.has(s.reservationType) && s.registered[this.nodeId] !== this.key) {
-          reason = `node ${this.nodeId} key 0x${this.key.toString(16)} is not registered (reservation conflict)`;
+          why = `node ${this.nodeId} key 0x${this.key.toString(16)} is not registered (reservation conflict)`;
         }
-        this.cached = { seqA, seqB, reason };
+        this.cached = { seqA, seqB, reason: why, registered: s.registered[this.nodeId] === this.key };
       }
+      reason = this.cached.reason;
+      // The lease holds the gate since before this check (takeGate above, or a write before).
+      this.vouched = reason === undefined && this.cached.registered;
     } catch (err) {
       this.endSoon();
       throw err;
@@ -171,6 +200,7 @@ export class FenceGate implements WriteGate {
   private endLease(): void {
     if (this.leaseSinceMs === undefined) return;
     this.leaseSinceMs = undefined;
+    this.vouched = false;
     this.unregisterLease?.();
     this.unregisterLease = undefined;
     try {

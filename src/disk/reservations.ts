@@ -383,21 +383,28 @@ export class PersistentReservations {
     return done;
   }
 
-  /** REGISTER with service-action key 0: removes our own registration (clean leave). */
-  async unregister(nodeId: number, key: bigint): Promise<void> {
+  /**
+   * REGISTER with service-action key 0: removes our own registration (clean leave). Under gate-N
+   * exclusively, like every change of N's registration: a gate lease of N vouched for by its
+   * registration (fence-gate.ts) ends first. EBUSY if a write of N held the gate past gateWaitMs.
+   */
+  async unregister(nodeId: number, key: bigint, gateWaitMs = this.lockWaitMs): Promise<void> {
     this.checkNode(nodeId);
-    await this.command('unregister', async (cur) => {
-      if (cur.registered[nodeId] !== key) return { next: null, result: undefined };
-      const next = cloneState(cur);
-      next.registered[nodeId] = 0n;
-      next.prGeneration = (cur.prGeneration + 1) >>> 0;
-      if (cur.reservationKey === key) {
-        // The holder left: SPC releases a reservation whose holder unregisters.
-        next.reservationKey = 0n;
-        next.reservationType = PR_TYPES.none;
-      }
-      return { next, result: undefined };
-    });
+    const done = await this.withGate(nodeId, gateWaitMs, () =>
+      this.command('unregister', async (cur) => {
+        if (cur.registered[nodeId] !== key) return { next: null, result: true };
+        const next = cloneState(cur);
+        next.registered[nodeId] = 0n;
+        next.prGeneration = (cur.prGeneration + 1) >>> 0;
+        if (cur.reservationKey === key) {
+          // The holder left: SPC releases a reservation whose holder unregisters.
+          next.reservationKey = 0n;
+          next.reservationType = PR_TYPES.none;
+        }
+        return { next, result: true };
+      }),
+    );
+    if (done === false) throw new SanboxError('EBUSY', `${this.spec.deviceName}: unregister: node ${nodeId} held its fence gate for ${gateWaitMs} ms (a write of it is stalled)`, { device: this.spec.deviceName });
   }
 
   /** RESERVE: creates a reservation held by `key` unless one exists. Does not bump PRgeneration. */
@@ -484,14 +491,26 @@ export class PersistentReservations {
     });
   }
 
-  /** CLEAR: drops every registration and the reservation. */
-  async clear(): Promise<void> {
-    await this.command('clear', async (cur) => {
-      const next = emptyReservations();
-      next.preempted = [...cur.preempted];
-      next.prGeneration = (cur.prGeneration + 1) >>> 0;
-      return { next, result: undefined };
-    });
+  /**
+   * CLEAR: drops every registration and the reservation. Holds the gate of every registered node
+   * (in node order, so two clears cannot deadlock) while it does, as every change of a node's
+   * registration does. EBUSY if a node registered meanwhile or a writer held its gate past gateWaitMs.
+   */
+  async clear(gateWaitMs = this.lockWaitMs): Promise<void> {
+    const nodes = this.store.read().registered.flatMap((k, n) => (k !== 0n ? [n] : []));
+    const underGates = async (i: number): Promise<boolean> => {
+      if (i < nodes.length) return (await this.withGate(nodes[i]!, gateWaitMs, () => underGates(i + 1))) === true;
+      return this.command('clear', async (cur) => {
+        if (cur.registered.some((k, n) => k !== 0n && !nodes.includes(n))) return { next: null, result: false };
+        const next = emptyReservations();
+        next.preempted = [...cur.preempted];
+        next.prGeneration = (cur.prGeneration + 1) >>> 0;
+        return { next, result: true };
+      });
+    };
+    if (!(await underGates(0))) {
+      throw new SanboxError('EBUSY', `${this.spec.deviceName}: clear: a node registered meanwhile, or a writer held its fence gate past ${gateWaitMs} ms; try again`, { device: this.spec.deviceName });
+    }
   }
 
   /** PR IN READ KEYS + READ RESERVATION. */
