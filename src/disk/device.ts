@@ -39,6 +39,25 @@ export function isSyncDevice(dev: BlockDevice): dev is SyncBlockDevice {
   return (dev as Partial<SyncBlockDevice>).sync === true;
 }
 
+/** The settled promise a promise form hands back when it did its I/O inside the call (FileDisk's way). */
+export const IO_DONE: Promise<void> = Promise.resolve();
+
+/**
+ * A synchronous device whose synchronous form is, for a while, unfit for a caller that must not
+ * block its event loop (a node: its heartbeat runs there): `syncFit` is false while a call would
+ * hold the thread for longer than the I/O, as a fault layer's latency or stall rule does. (Not an
+ * optional member of SyncBlockDevice: that would make a FileDisk no longer a subtype of it, and
+ * viewOf's overloads would pick the promise-only form for it.)
+ */
+export interface SyncFitness {
+  readonly syncFit: boolean;
+}
+
+/** Whether `dev`'s synchronous form may be used now without blocking the thread on an injected fault (a device without `syncFit` always may). */
+export function isSyncFit(dev: BlockDevice): dev is SyncBlockDevice {
+  return (dev as Partial<SyncBlockDevice>).sync === true && (dev as Partial<SyncFitness>).syncFit !== false;
+}
+
 /** Byte-range check shared by all devices: an error naming device, offset and length. */
 export function checkRange(dev: { name: string; sizeBytes: number }, offsetBytes: number, lengthBytes: number): void {
   if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0) {

@@ -8,7 +8,7 @@
 
 import fs from 'node:fs';
 import { DiskError } from '../errors.js';
-import { checkRange, isSyncDevice, type BlockDevice, type SectorSize, type SyncBlockDevice } from './device.js';
+import { checkRange, isSyncDevice, isSyncFit, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from './device.js';
 import { sleepMs, sleepSyncMs } from './sleep.js';
 import { FAULT_CONTROL_POLL_MS } from '../timing.js';
 
@@ -42,7 +42,7 @@ interface RuleState {
   fired: number;
 }
 
-export class FaultDevice implements SyncBlockDevice {
+export class FaultDevice implements SyncBlockDevice, SyncFitness {
   readonly name: string;
   readonly sizeBytes: number;
   readonly sectorSizeBytes: SectorSize;
@@ -164,6 +164,8 @@ export class FaultDevice implements SyncBlockDevice {
   }
 
   readSync(buf: Buffer, offsetBytes: number): void {
+    // No rule: nothing to match; the device below checks the range under the same name and size.
+    if (this.ruleless) return this.innerSync().readSync(buf, offsetBytes);
     checkRange(this, offsetBytes, buf.length);
     const rule = this.match('read', offsetBytes, buf.length);
     if (rule) this.applySync(rule, 'read', offsetBytes, buf.length);
@@ -171,6 +173,7 @@ export class FaultDevice implements SyncBlockDevice {
   }
 
   writeSync(buf: Buffer, offsetBytes: number): void {
+    if (this.ruleless) return this.innerSync().writeSync(buf, offsetBytes);
     checkRange(this, offsetBytes, buf.length);
     const rule = this.match('write', offsetBytes, buf.length);
     if (rule?.action === 'torn') {
@@ -216,6 +219,11 @@ export class FaultDevice implements SyncBlockDevice {
   /** No rule and no control file: nothing to match (the fast path of every node's device). */
   private get ruleless(): boolean {
     return this.states.length === 0 && this.controlFile === undefined;
+  }
+
+  /** The synchronous form sleeps for a latency or stall rule: fit only with no rule (and no control file that may add one). */
+  get syncFit(): boolean {
+    return this.ruleless && isSyncFit(this.inner);
   }
 
   read(buf: Buffer, offsetBytes: number): Promise<void> {

@@ -14,7 +14,7 @@
 // The gate lease (issue 16: the cost per write). Taking the gate is three flocks (intent shared,
 // gate shared, intent released) and letting go a fourth; a lock+unlock writes three sectors back
 // to back. So the gate, once taken, stays held SHARED for a short lease: until the event loop next
-// turns (setImmediate), and never longer than GATE_LEASE_MS_MAX. Writes inside the lease take no
+// turns (setImmediate), and not much longer than GATE_LEASE_MS_MAX. Writes inside the lease take no
 // lock; the first write of a lease checks the reservation state (one pread of both copies'
 // updateSeq, and the whole state when one changed), and so does every later write of the lease
 // unless the lease is vouched for (below).
@@ -24,8 +24,9 @@
 // lease happens before the preempt is written, or in a later lease, whose check runs after the
 // lease took the gate, hence after the preempt was written (and its updateSeq changed), and
 // refuses. A fencer waits for a lease as it waits for a write in progress: a writer lets go at the
-// end of its event-loop turn, or at its next write once the lease is older than GATE_LEASE_MS_MAX
-// (the check at entry ends an older lease before it writes), and does not take the gate again
+// end of its event-loop turn, or once the lease is older than GATE_LEASE_MS_MAX at one of its next
+// GATE_LEASE_CLOCK_EVERY writes (the clock is read at entry of every GATE_LEASE_CLOCK_EVERY-th
+// write of a lease, which ends an older lease before it writes), and does not take the gate again
 // while the fencer holds the intent lock. A writer stopped inside a lease (SIGSTOP), or one that
 // blocks its event loop after a write without writing again, holds the gate for that long, and is
 // escalated to the power fence after fenceGateWaitMs, exactly like one stopped inside a write.
@@ -60,6 +61,14 @@ import type { WriteGate } from './write-gate.js';
  */
 export const GATE_LEASE_MS_MAX = 2;
 
+/**
+ * The lease's age is read from the clock at every this-many-th write of a lease only: a clock
+ * read (~60-100 ns) cost as much as the rest of a vouched write's gate (issue 18, bench:lvm).
+ * A writer that never yields then lets go within this many writes past GATE_LEASE_MS_MAX —
+ * microseconds of 4 KiB writes, still far below fenceGateWaitMs. A power of two (a mask).
+ */
+export const GATE_LEASE_CLOCK_EVERY = 8;
+
 /** Reservation types under which only registered initiators may write (SPC; locking.md §4.1). */
 const REGISTRANTS_ONLY_WRITE = new Set<number>([
   PR_TYPES.writeExclusiveRegistrantsOnly,
@@ -74,6 +83,8 @@ export class FenceGate implements WriteGate {
   private selfFenced: string | undefined;
   /** When the current lease took the gate (performance.now()); undefined: the gate is not held. */
   private leaseSinceMs: number | undefined;
+  /** Writes entered in the current lease when none was in flight (when to read the clock: GATE_LEASE_CLOCK_EVERY). */
+  private leaseWrites = 0;
   private endScheduled = false;
   /**
    * Writes between enter and leave. More than one when a caller's write spans turns (an async
@@ -124,7 +135,7 @@ export class FenceGate implements WriteGate {
     // A lease older than its bound ends here, before this write: a fencer waiting on the gate gets
     // it now, and this write takes the gate afresh (through the intent lock, which the fencer holds).
     // Never while another write is in flight: that write's check and pwrite must stay inside one lease.
-    if (this.leaseSinceMs !== undefined && this.writesInFlight === 0 && performance.now() - this.leaseSinceMs > GATE_LEASE_MS_MAX) this.endLease();
+    if (this.leaseSinceMs !== undefined && this.writesInFlight === 0 && (++this.leaseWrites & (GATE_LEASE_CLOCK_EVERY - 1)) === 0 && performance.now() - this.leaseSinceMs > GATE_LEASE_MS_MAX) this.endLease();
     if (this.leaseSinceMs === undefined) this.takeGate(deviceName, offsetBytes);
     else if (this.vouched) {
       // Checked inside this lease, registered: nothing can refuse this key before the lease ends (header).
@@ -177,6 +188,7 @@ export class FenceGate implements WriteGate {
       throw new DiskError('EIO', `${deviceName}: write at offset ${offsetBytes}: fence gate of node ${this.nodeId} busy for ${this.lockWaitMs} ms`, { device: deviceName, offsetBytes });
     }
     this.leaseSinceMs = performance.now();
+    this.leaseWrites = 0;
     this.leases++;
     this.unregisterLease = registerLocalLease(this.lock.path, this.endSoon);
     // A FileDisk write is synchronous (enter, pwrite, leave in one call), so when this runs no

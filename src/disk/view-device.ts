@@ -3,7 +3,7 @@
 // nothing done through a view can reach outside it.
 
 import { DiskError } from '../errors.js';
-import { checkRange, isSyncDevice, type BlockDevice, type SectorSize, type SyncBlockDevice } from './device.js';
+import { checkRange, isSyncDevice, isSyncFit, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from './device.js';
 
 class View implements BlockDevice {
   readonly name: string;
@@ -41,7 +41,7 @@ class View implements BlockDevice {
   async close(): Promise<void> {}
 }
 
-class SyncView extends View implements SyncBlockDevice {
+class SyncView extends View implements SyncBlockDevice, SyncFitness {
   readonly sync = true as const;
   constructor(
     private readonly syncParent: SyncBlockDevice,
@@ -67,6 +67,9 @@ class SyncView extends View implements SyncBlockDevice {
     this.syncParent.discardSync(this.startBytes + offsetBytes, lengthBytes);
   }
   closeSync(): void {}
+  get syncFit(): boolean {
+    return isSyncFit(this.syncParent);
+  }
 }
 
 /** A view over `parent`; synchronous when the parent is. The window must be sector-aligned. */

@@ -7,7 +7,7 @@
 // the cluster's lock-out (src/volume/locked-lv.ts) builds a new map, swapped in only while no I/O
 // is in flight.
 
-import { checkRange, checkWritable, isSyncDevice, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice } from '../disk/index.js';
+import { checkRange, checkWritable, IO_DONE, isSyncDevice, isSyncFit, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { LVM_SECTOR_BYTES, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
 
@@ -206,9 +206,40 @@ export class LvDevice implements BlockDevice {
   }
 }
 
-/** The synchronous form, when every PV device has one (local files): same mapping, no promises. */
-export class SyncLvDevice extends LvDevice implements SyncBlockDevice {
+/**
+ * The synchronous form, when every PV device has one (local files): same mapping, no promises.
+ * Its promise read and write do the synchronous form inside the call, as FileDisk's do (one
+ * promise per I/O instead of one per layer), unless a PV's synchronous form could block the
+ * thread on an injected fault now (syncFit).
+ */
+export class SyncLvDevice extends LvDevice implements SyncBlockDevice, SyncFitness {
   readonly sync = true as const;
+
+  /** Every PV device's synchronous form is fit now (no fault rule on any: src/disk/device.ts). */
+  get syncFit(): boolean {
+    for (const d of this.pvDevs) if (!isSyncFit(d)) return false;
+    return true;
+  }
+
+  override read(buf: Buffer, offsetBytes: number): Promise<void> {
+    if (!this.syncFit) return super.read(buf, offsetBytes);
+    try {
+      this.readSync(buf, offsetBytes);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return IO_DONE;
+  }
+
+  override write(buf: Buffer, offsetBytes: number): Promise<void> {
+    if (!this.syncFit) return super.write(buf, offsetBytes);
+    try {
+      this.writeSync(buf, offsetBytes);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return IO_DONE;
+  }
 
   readSync(buf: Buffer, offsetBytes: number): void {
     this.live(offsetBytes);
