@@ -83,12 +83,17 @@ test('PR emulation: register, reserve (WERO), preempt-and-abort, keys and PRgene
   t.is(after.updateSeq, before.updateSeq - 1n);
 });
 
-test('the gate refuses writes of a preempted key and of an unregistered writer under WERO; a sidecar serves a plain disk', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'plain.img');
+/** A plain 1 MiB disk with its reservations in a sidecar, nobody registered. */
+function plainDisk(t: import('ava').ExecutionContext): { img: string; pr: PersistentReservations } {
+  const img = path.join(tempDir(t), 'plain.img');
   fs.writeFileSync(img, Buffer.alloc(1 << 20));
   const pr = new PersistentReservations(sidecarStoreSpec(img));
   t.teardown(() => pr.close());
+  return { img, pr };
+}
+
+test('the gate refuses writes of a preempted key and of an unregistered writer under WERO; a sidecar serves a plain disk', async (t) => {
+  const { img, pr } = plainDisk(t);
   const k0 = nodeKey(1, 0, 1n);
   const k1 = nodeKey(1, 1, 2n);
   const g0 = new FenceGate(pr.store, 0, k0, 200);
@@ -322,11 +327,7 @@ test('PR CLEAR takes every registered node\'s gate: it waits for a vouched lease
 });
 
 test('vouched lease: an unregistered writer is checked on every write, so a reservation made inside its lease refuses its next write', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'plain.img');
-  fs.writeFileSync(img, Buffer.alloc(1 << 20));
-  const pr = new PersistentReservations(sidecarStoreSpec(img));
-  t.teardown(() => pr.close());
+  const { pr } = plainDisk(t);
   const k0 = nodeKey(3, 0, 1n);
   const k1 = nodeKey(3, 1, 1n);
   const g0 = new FenceGate(pr.store, 0, k0, 200);
