@@ -8,7 +8,7 @@
 
 import fs from 'node:fs';
 import { DiskError } from '../errors.js';
-import { checkRange, isSyncDevice, isSyncFit, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from './device.js';
+import { checkRange, isSyncDevice, isSyncFit, syncFitChanged, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from './device.js';
 import { sleepMs, sleepSyncMs } from './sleep.js';
 import { FAULT_CONTROL_POLL_MS } from '../timing.js';
 
@@ -68,16 +68,19 @@ export class FaultDevice implements SyncBlockDevice, SyncFitness {
     validateRule(rule, this.name);
     const id = rule.id ?? `r${Math.random().toString(36).slice(2, 10)}`;
     this.states.push({ rule: { ...rule, id }, seenOps: 0, fired: 0 });
+    syncFitChanged();
     return id;
   }
 
   /** Removes a rule (and so releases operations it stalls). */
   release(id: string): void {
     this.states = this.states.filter((s) => s.rule.id !== id);
+    syncFitChanged();
   }
 
   clear(): void {
     this.states = [];
+    syncFitChanged();
   }
 
   get rules(): FaultRule[] {
@@ -116,6 +119,7 @@ export class FaultDevice implements SyncBlockDevice, SyncFitness {
       const withId = { ...rule, id: rule.id ?? `file${i}` };
       return old.get(JSON.stringify(withId)) ?? { rule: withId, seenOps: 0, fired: 0 };
     });
+    syncFitChanged();
   }
 
   /** The first rule that fires for this operation (counting it against every matching rule). */
@@ -221,7 +225,7 @@ export class FaultDevice implements SyncBlockDevice, SyncFitness {
     return this.states.length === 0 && this.controlFile === undefined;
   }
 
-  /** The synchronous form sleeps for a latency or stall rule: fit only with no rule (and no control file that may add one). */
+  /** The synchronous form sleeps for a latency or stall rule: fit only with no rule (and no control file that may add one). Every change of the rules calls syncFitChanged. */
   get syncFit(): boolean {
     return this.ruleless && isSyncFit(this.inner);
   }

@@ -7,7 +7,7 @@
 // the cluster's lock-out (src/volume/locked-lv.ts) builds a new map, swapped in only while no I/O
 // is in flight.
 
-import { checkRange, checkWritable, IO_DONE, isSyncDevice, isSyncFit, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
+import { checkRange, checkWritable, IO_DONE, isSyncDevice, isSyncFit, syncFitEpoch, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { LVM_SECTOR_BYTES, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
 
@@ -215,10 +215,18 @@ export class LvDevice implements BlockDevice {
 export class SyncLvDevice extends LvDevice implements SyncBlockDevice, SyncFitness {
   readonly sync = true as const;
 
-  /** Every PV device's synchronous form is fit now (no fault rule on any: src/disk/device.ts). */
+  /** The epoch fitVerdict was taken at (src/disk/device.ts syncFitEpoch); -1: never. */
+  private fitEpoch = -1;
+  private fitVerdict = false;
+
+  /** Every PV device's synchronous form is fit now (no fault rule on any: src/disk/device.ts), re-walked only when a rule changed. */
   get syncFit(): boolean {
-    for (const d of this.pvDevs) if (!isSyncFit(d)) return false;
-    return true;
+    const epoch = syncFitEpoch();
+    if (epoch !== this.fitEpoch) {
+      this.fitVerdict = this.pvDevs.every(isSyncFit);
+      this.fitEpoch = epoch;
+    }
+    return this.fitVerdict;
   }
 
   override read(buf: Buffer, offsetBytes: number): Promise<void> {
