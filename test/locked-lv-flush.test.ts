@@ -6,9 +6,9 @@
 import test from 'ava';
 import type { QuorumHold } from '../src/disk/quorum-hold.js';
 import { Mode } from '../src/dlm/compat-matrix.js';
-import type { Lockspace } from '../src/dlm/lock-manager.js';
 import type { LvDevice } from '../src/volume/lv-device.js';
 import { LockedLv } from '../src/volume/locked-lv.js';
+import { fakeLockspace } from './helpers/fake-lockspaces.js';
 
 interface Deferred {
   promise: Promise<void>;
@@ -22,20 +22,6 @@ function deferred(): Deferred {
 const ticks = async (n = 20): Promise<void> => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
-
-/** A lock service that grants at once and records unlocks and the LV lock's blocking callback. */
-function fakeLockspace(log: string[]): { ls: Lockspace; bast: () => (() => void) | undefined } {
-  let lvBast: (() => void) | undefined;
-  const ls = {
-    lock: async (resource: string, _mode: Mode, o: { bast?: () => void }) => {
-      if (resource.endsWith('VGLK')) log.push(`lock ${resource}`);
-      else lvBast = o.bast;
-      const l = { lost: undefined, released: false, unlock: async () => void log.push(`unlock ${resource.endsWith('VGLK') ? 'vg' : 'lv'}`) };
-      return l;
-    },
-  };
-  return { ls: ls as unknown as Lockspace, bast: () => lvBast };
-}
 
 /** An LV whose flush finishes when the test says so. */
 function fakeLv(log: string[], flushDone: Deferred): LvDevice {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { createImage, FileDisk } from '../../src/disk/index.js';
 import { viewOf } from '../../src/disk/view-device.js';
 import { Lockspace } from '../../src/dlm/lock-manager.js';
+import type { Mode } from '../../src/dlm/compat-matrix.js';
 import type { Membership, MembershipEvent, MemberView } from '../../src/heartbeat/membership-api.js';
 import { tempDir } from './tmp.js';
 
@@ -56,3 +57,16 @@ export async function setupLockspaces(t: ExecutionContext) {
   return { img, cluster, open };
 }
 
+/** A lock service that grants at once and records unlocks and the LV lock's blocking callback. */
+export function fakeLockspace(log: string[]): { ls: Lockspace; bast: () => (() => void) | undefined } {
+  let lvBast: (() => void) | undefined;
+  const ls = {
+    lock: async (resource: string, _mode: Mode, o: { bast?: () => void }) => {
+      if (resource.endsWith('VGLK')) log.push(`lock ${resource}`);
+      else lvBast = o.bast;
+      const l = { lost: undefined, released: false, unlock: async () => void log.push(`unlock ${resource.endsWith('VGLK') ? 'vg' : 'lv'}`) };
+      return l;
+    },
+  };
+  return { ls: ls as unknown as Lockspace, bast: () => lvBast };
+}
