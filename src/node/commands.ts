@@ -52,8 +52,6 @@ export function faultRuleFrom(req: Record<string, unknown>): FaultRule {
 
 export function registerNodeCommands(control: ControlServer, node: RunningNode): void {
   control.handle('status', () => ({ status: node.status() }));
-  // An LVM command run as this node does its device I/O through this node's provider (its fence gate).
-  registerDeviceCommands(control, node);
   control.handle('leave', () => {
     setImmediate(() => void node.stop());
     return { leaving: true };
@@ -110,4 +108,7 @@ export function registerNodeCommands(control: ControlServer, node: RunningNode):
     await lock.unlock(lvbHex === undefined ? {} : { lvb: Buffer.from(lvbHex, 'hex') });
     return { resource, released: true };
   });
+
+  // An LVM command run as this node does its device I/O through this node's provider (its fence gate).
+  registerDeviceCommands(control, node);
 }
