@@ -295,6 +295,43 @@ test('server errors come back as errors naming the operation and the errno; the 
   }
 });
 
+test('every write passes the write gate: left once it settles (success or server error); a fenced write rejects, is not sent, and leaves nothing held', async (t) => {
+  const dir = tempDir(t);
+  const file = image(dir, 'g.img', MiB);
+  const trigger = path.join(tempDir(t), 'fail-now');
+  const srv = await server(t, { dir, filters: ['--filter=error'], filterParams: ['error-pwrite=ENOSPC', 'error-pwrite-rate=100%', `error-pwrite-file=${trigger}`] });
+  const gate = { fenced: false, entered: 0, left: 0 };
+  const dev = await open(t, srv.uri('g.img'), {
+    gate: {
+      enter(deviceName: string, offsetBytes: number): void {
+        if (gate.fenced) throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: fenced`, { device: deviceName, offsetBytes });
+        gate.entered++;
+      },
+      leave(): void {
+        gate.left++;
+      },
+    },
+  });
+  const w = dev.write(Buffer.alloc(512, 1), 0);
+  t.is(gate.entered, 1, 'entered before the request is sent');
+  t.is(gate.left, 0, 'held while the request is on the wire');
+  await w;
+  t.is(gate.left, 1);
+  fs.writeFileSync(trigger, '');
+  await t.throwsAsync(dev.write(Buffer.alloc(512, 2), 512), { instanceOf: NbdError, message: /ENOSPC/ });
+  t.deepEqual([gate.entered, gate.left], [2, 2], 'left after a server error too');
+  fs.rmSync(trigger);
+  gate.fenced = true;
+  let fenced: Promise<void> | undefined;
+  t.notThrows(() => (fenced = dev.write(Buffer.alloc(512, 3), 1024)), 'a refused write rejects; it does not throw');
+  await t.throwsAsync(fenced!, { instanceOf: DiskError, message: /refused: fenced/ });
+  t.deepEqual([gate.entered, gate.left], [2, 2], 'a refused enter is not left');
+  t.is(dev.inflightRequests, 0);
+  await dev.flush();
+  t.is(fs.readFileSync(file)[1024], 0, 'the fenced write was not sent');
+  t.is(fs.readFileSync(file)[0], 1);
+});
+
 test.serial('a server that stops answering: the request times out, and the device stays failed (no reconnect)', async (t) => {
   const dir = tempDir(t);
   image(dir, 's.img', MiB);
