@@ -26,20 +26,20 @@ function optionReply(option: number, replyType: number, data: Buffer = Buffer.al
   return b;
 }
 
-function simpleReply(cookie: bigint, errno: number, data?: Buffer): Buffer {
+function simpleReply(cookie: number, errno: number, data?: Buffer): Buffer {
   const b = Buffer.alloc(P.SIMPLE_REPLY_BYTES);
   b.writeUInt32BE(P.SIMPLE_REPLY_MAGIC, 0);
   b.writeUInt32BE(errno, 4);
-  b.writeBigUInt64BE(cookie, 8);
+  b.writeBigUInt64BE(BigInt(cookie), 8);
   return data ? Buffer.concat([b, data]) : b;
 }
 
-function chunk(cookie: bigint, type: number, flags: number, payload: Buffer): Buffer {
+function chunk(cookie: number, type: number, flags: number, payload: Buffer): Buffer {
   const b = Buffer.alloc(P.STRUCTURED_HEADER_BYTES);
   b.writeUInt32BE(P.STRUCTURED_REPLY_MAGIC, 0);
   b.writeUInt16BE(flags, 4);
   b.writeUInt16BE(type, 6);
-  b.writeBigUInt64BE(cookie, 8);
+  b.writeBigUInt64BE(BigInt(cookie), 8);
   b.writeUInt32BE(payload.length, 16);
   return Buffer.concat([b, payload]);
 }
@@ -86,19 +86,21 @@ test('options and requests have the layout of the spec', (t) => {
   t.is(go.readUInt16BE(27), 0);
   t.is(go.readUInt16BE(29), 3);
   t.is(P.encodeClientFlags(3).readUInt32BE(0), 3);
-  const r = P.encodeRequest({ flags: P.CmdFlag.FUA, type: P.Cmd.WRITE, cookie: 0x0102030405060708n, offsetBytes: 2 ** 40 + 512, lengthBytes: 4096 });
+  const r = P.encodeRequest({ flags: P.CmdFlag.FUA, type: P.Cmd.WRITE, cookie: 0x01020304050607, offsetBytes: 2 ** 40 + 512, lengthBytes: 4096 });
   t.is(r.length, 28);
   t.is(r.readUInt32BE(0), 0x25609513);
   t.is(r.readUInt16BE(4), 1);
   t.is(r.readUInt16BE(6), 1);
-  t.is(r.readBigUInt64BE(8), 0x0102030405060708n);
+  t.is(r.readBigUInt64BE(8), 0x01020304050607n);
   t.is(r.readBigUInt64BE(16), BigInt(2 ** 40 + 512));
   t.is(r.readUInt32BE(24), 4096);
   // The largest offset a request can carry (2^53-1) round-trips through the two 32-bit halves.
-  const top = P.encodeRequest({ flags: 0, type: P.Cmd.READ, cookie: 1n, offsetBytes: Number.MAX_SAFE_INTEGER, lengthBytes: 512 });
+  const top = P.encodeRequest({ flags: 0, type: P.Cmd.READ, cookie: Number.MAX_SAFE_INTEGER, offsetBytes: Number.MAX_SAFE_INTEGER, lengthBytes: 512 });
+  t.is(top.readBigUInt64BE(8), BigInt(Number.MAX_SAFE_INTEGER));
   t.is(top.readBigUInt64BE(16), BigInt(Number.MAX_SAFE_INTEGER));
-  t.throws(() => P.encodeRequest({ flags: 0, type: 0, cookie: 1n, offsetBytes: 2 ** 53, lengthBytes: 0 }), { instanceOf: FormatError });
-  t.throws(() => P.encodeRequest({ flags: 0, type: 0, cookie: 1n, offsetBytes: 0, lengthBytes: 2 ** 32 }), { instanceOf: FormatError });
+  t.throws(() => P.encodeRequest({ flags: 0, type: 0, cookie: 1, offsetBytes: 2 ** 53, lengthBytes: 0 }), { instanceOf: FormatError });
+  t.throws(() => P.encodeRequest({ flags: 0, type: 0, cookie: 2 ** 53, offsetBytes: 0, lengthBytes: 0 }), { instanceOf: FormatError });
+  t.throws(() => P.encodeRequest({ flags: 0, type: 0, cookie: 1, offsetBytes: 0, lengthBytes: 2 ** 32 }), { instanceOf: FormatError });
   t.throws(() => P.encodeGoOption(P.Opt.GO, 'x'.repeat(4097), []), { instanceOf: FormatError });
 });
 
@@ -133,20 +135,20 @@ test('option replies: header checks, export and block-size info, unknown info ig
 });
 
 test('reply decoder: simple and structured replies, split at every byte boundary, decode identically', (t) => {
-  const reads = new Map<bigint, number>([
-    [1n, 8],
-    [2n, 0],
-    [3n, 16],
-    [4n, 4],
-    [5n, 0],
+  const reads = new Map<number, number>([
+    [1, 8],
+    [2, 0],
+    [3, 16],
+    [4, 4],
+    [5, 0],
   ]);
   const stream = Buffer.concat([
-    simpleReply(1n, 0, Buffer.from('ABCDEFGH')),
-    simpleReply(2n, 5),
-    chunk(3n, P.ReplyType.OFFSET_DATA, 0, Buffer.concat([u64(1000), Buffer.from('0123456789')])),
-    chunk(3n, P.ReplyType.OFFSET_HOLE, P.ReplyFlag.DONE, Buffer.concat([u64(1010), Buffer.from([0, 0, 0, 6])])),
-    chunk(4n, P.ReplyType.ERROR_OFFSET, P.ReplyFlag.DONE, errorPayload(5, 'disk on fire', 2048)),
-    chunk(5n, P.ReplyType.NONE, P.ReplyFlag.DONE, Buffer.alloc(0)),
+    simpleReply(1, 0, Buffer.from('ABCDEFGH')),
+    simpleReply(2, 5),
+    chunk(3, P.ReplyType.OFFSET_DATA, 0, Buffer.concat([u64(1000), Buffer.from('0123456789')])),
+    chunk(3, P.ReplyType.OFFSET_HOLE, P.ReplyFlag.DONE, Buffer.concat([u64(1010), Buffer.from([0, 0, 0, 6])])),
+    chunk(4, P.ReplyType.ERROR_OFFSET, P.ReplyFlag.DONE, errorPayload(5, 'disk on fire', 2048)),
+    chunk(5, P.ReplyType.NONE, P.ReplyFlag.DONE, Buffer.alloc(0)),
   ]);
   const decode = (pieces: Buffer[]): P.ReplyEvent[] => {
     const d = new P.ReplyDecoder({ device: DEV, structuredReplies: true, payloadMaxBytes: 1 << 20, simpleDataBytes: (c) => reads.get(c) });
@@ -168,12 +170,12 @@ test('reply decoder: simple and structured replies, split at every byte boundary
   };
   const whole = decode([stream]);
   t.deepEqual(whole, [
-    { kind: 'simple', cookie: 1n, errno: 0, data: 'ABCDEFGH' },
-    { kind: 'simple', cookie: 2n, errno: 5 },
-    { kind: 'data', cookie: 3n, done: false, offsetBytes: 1000, lengthBytes: 10, data: '0123456789' },
-    { kind: 'hole', cookie: 3n, done: true, offsetBytes: 1010, lengthBytes: 6 },
-    { kind: 'error', cookie: 4n, done: true, errno: 5, message: 'disk on fire', offsetBytes: 2048 },
-    { kind: 'none', cookie: 5n, done: true },
+    { kind: 'simple', cookie: 1, errno: 0, data: 'ABCDEFGH' },
+    { kind: 'simple', cookie: 2, errno: 5 },
+    { kind: 'data', cookie: 3, done: false, offsetBytes: 1000, lengthBytes: 10, data: '0123456789' },
+    { kind: 'hole', cookie: 3, done: true, offsetBytes: 1010, lengthBytes: 6 },
+    { kind: 'error', cookie: 4, done: true, errno: 5, message: 'disk on fire', offsetBytes: 2048 },
+    { kind: 'none', cookie: 5, done: true },
   ]);
   for (let cut = 1; cut < stream.length; cut++) {
     t.deepEqual(decode([stream.subarray(0, cut), stream.subarray(cut)]), whole, `split at ${cut}`);
@@ -183,31 +185,36 @@ test('reply decoder: simple and structured replies, split at every byte boundary
 
 test('reply decoder rejects what the spec forbids, naming the stream offset', (t) => {
   const mk = (structured = true) =>
-    new P.ReplyDecoder({ device: DEV, structuredReplies: structured, payloadMaxBytes: 4096 + 8, simpleDataBytes: (c) => (c === 1n ? 0 : undefined) });
-  expectFormat(t, () => mk().push(simpleReply(9n, 0)), /unknown cookie 9.*stream byte 8/);
-  expectFormat(t, () => mk(false).push(chunk(1n, P.ReplyType.NONE, 1, Buffer.alloc(0))), /not negotiated/);
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.NONE, 0, Buffer.alloc(0))), /without the DONE flag/);
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.OFFSET_DATA, 1, u64(0))), /at least 9/);
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.OFFSET_HOLE, 1, Buffer.concat([u64(0), Buffer.alloc(4)]))), /hole of size 0/);
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.BLOCK_STATUS, 1, Buffer.alloc(12))), /unexpected structured reply type 5/);
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.ERROR, 1, errorPayload(0, 'x'))), /error value 0/);
+    new P.ReplyDecoder({ device: DEV, structuredReplies: structured, payloadMaxBytes: 4096 + 8, simpleDataBytes: (c) => (c === 1 ? 0 : undefined) });
+  expectFormat(t, () => mk().push(simpleReply(9, 0)), /unknown cookie 9.*stream byte 8/);
+  // Cookies are safe integers (Request.cookie): one above 2^53-1 is no request of ours, in either reply form.
+  for (const reply of [simpleReply(0, 0), chunk(0, P.ReplyType.NONE, 1, Buffer.alloc(0))]) {
+    reply.fill(0xff, 8, 16);
+    expectFormat(t, () => mk().push(reply), /reply for unknown cookie 18446744073709551615 .*stream byte 8/);
+  }
+  expectFormat(t, () => mk(false).push(chunk(1, P.ReplyType.NONE, 1, Buffer.alloc(0))), /not negotiated/);
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.NONE, 0, Buffer.alloc(0))), /without the DONE flag/);
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.OFFSET_DATA, 1, u64(0))), /at least 9/);
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.OFFSET_HOLE, 1, Buffer.concat([u64(0), Buffer.alloc(4)]))), /hole of size 0/);
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.BLOCK_STATUS, 1, Buffer.alloc(12))), /unexpected structured reply type 5/);
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.ERROR, 1, errorPayload(0, 'x'))), /error value 0/);
   const over = errorPayload(5, 'abc');
   over.writeUInt16BE(200, 4);
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.ERROR, 1, over)), /overruns/);
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.ERROR, 1, over)), /overruns/);
   // Offsets are u64 on the wire; one past 2^53-1 cannot be a byte offset here (data, hole, error chunks).
   const past = Buffer.from('0020000000000000', 'hex');
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.OFFSET_DATA, 1, Buffer.concat([past, Buffer.alloc(1)]))), /data offset 9007199254740992 is larger than 2\^53-1.*stream byte 20/);
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.OFFSET_HOLE, 1, Buffer.concat([past, Buffer.from([0, 0, 0, 1])]))), /hole offset 9007199254740992 is larger/);
-  expectFormat(t, () => mk().push(chunk(1n, P.ReplyType.ERROR_OFFSET, 1, Buffer.concat([errorPayload(5, 'x'), past]))), /error offset 9007199254740992 is larger/);
-  const hdr = chunk(1n, P.ReplyType.OFFSET_DATA, 1, Buffer.alloc(0));
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.OFFSET_DATA, 1, Buffer.concat([past, Buffer.alloc(1)]))), /data offset 9007199254740992 is larger than 2\^53-1.*stream byte 20/);
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.OFFSET_HOLE, 1, Buffer.concat([past, Buffer.from([0, 0, 0, 1])]))), /hole offset 9007199254740992 is larger/);
+  expectFormat(t, () => mk().push(chunk(1, P.ReplyType.ERROR_OFFSET, 1, Buffer.concat([errorPayload(5, 'x'), past]))), /error offset 9007199254740992 is larger/);
+  const hdr = chunk(1, P.ReplyType.OFFSET_DATA, 1, Buffer.alloc(0));
   hdr.writeUInt32BE(1 << 20, 16);
   expectFormat(t, () => mk().push(hdr), /exceeds/);
   // The offset counts from the start of the stream: a bad magic after one good 16-byte reply.
-  const err = t.throws(() => mk().push(Buffer.concat([simpleReply(1n, 0), Buffer.from('garbage!')])), { instanceOf: FormatError });
+  const err = t.throws(() => mk().push(Buffer.concat([simpleReply(1, 0), Buffer.from('garbage!')])), { instanceOf: FormatError });
   t.is(err?.offsetBytes, 16);
   t.regex(err?.message ?? '', /bad reply magic/);
   // An unknown error type (bit 15 set) is still an error, not a protocol violation.
-  const ev = mk().push(chunk(1n, 0x8000 + 77, 1, Buffer.concat([errorPayload(28, 'full'), Buffer.alloc(4)])));
+  const ev = mk().push(chunk(1, 0x8000 + 77, 1, Buffer.concat([errorPayload(28, 'full'), Buffer.alloc(4)])));
   t.like(ev[0], { kind: 'error', errno: 28, message: 'full' });
 });
 
@@ -227,10 +234,10 @@ test('fuzz: random and bit-flipped input gives a result or a FormatError, never 
   const valid = [
     greeting(3),
     optionReply(P.Opt.GO, P.Rep.INFO, exportInfo),
-    simpleReply(1n, 0, Buffer.alloc(8, 7)),
-    chunk(2n, P.ReplyType.OFFSET_DATA, 1, Buffer.concat([u64(0), Buffer.alloc(16, 1)])),
-    chunk(2n, P.ReplyType.OFFSET_HOLE, 1, Buffer.concat([u64(4), Buffer.from([0, 0, 0, 4])])),
-    chunk(2n, P.ReplyType.ERROR_OFFSET, 1, errorPayload(5, 'msg', 9)),
+    simpleReply(1, 0, Buffer.alloc(8, 7)),
+    chunk(2, P.ReplyType.OFFSET_DATA, 1, Buffer.concat([u64(0), Buffer.alloc(16, 1)])),
+    chunk(2, P.ReplyType.OFFSET_HOLE, 1, Buffer.concat([u64(4), Buffer.from([0, 0, 0, 4])])),
+    chunk(2, P.ReplyType.ERROR_OFFSET, 1, errorPayload(5, 'msg', 9)),
   ];
   let results = 0;
   for (let i = 0; i < 4000; i++) {
@@ -246,7 +253,7 @@ test('fuzz: random and bit-flipped input gives a result or a FormatError, never 
         device: DEV,
         structuredReplies: rnd() < 0.8,
         payloadMaxBytes: 4096,
-        simpleDataBytes: (c) => (c < 4n ? Number(c) * 8 : undefined),
+        simpleDataBytes: (c) => (c < 4 ? c * 8 : undefined),
       });
       results += d.push(input).length;
       d.push(randomBytes(8));
@@ -259,10 +266,10 @@ test('reply decoder with a dataTarget: data lands in the caller buffers at every
   // cookie 1: simple READ of 40 bytes; cookie 2: structured, two data chunks out of order and a hole.
   const d1 = Buffer.from('simple reply data, forty bytes long.....');
   const stream = Buffer.concat([
-    simpleReply(1n, 0, d1),
-    chunk(2n, P.ReplyType.OFFSET_DATA, 0, Buffer.concat([u64(5030), Buffer.from('second half')])),
-    chunk(2n, P.ReplyType.OFFSET_HOLE, 0, Buffer.concat([u64(5020), Buffer.from([0, 0, 0, 10])])),
-    chunk(2n, P.ReplyType.OFFSET_DATA, P.ReplyFlag.DONE, Buffer.concat([u64(5000), Buffer.from('the first 20 bytes..')])),
+    simpleReply(1, 0, d1),
+    chunk(2, P.ReplyType.OFFSET_DATA, 0, Buffer.concat([u64(5030), Buffer.from('second half')])),
+    chunk(2, P.ReplyType.OFFSET_HOLE, 0, Buffer.concat([u64(5020), Buffer.from([0, 0, 0, 10])])),
+    chunk(2, P.ReplyType.OFFSET_DATA, P.ReplyFlag.DONE, Buffer.concat([u64(5000), Buffer.from('the first 20 bytes..')])),
   ]);
   const run = (pieces: Buffer[], direct: boolean): { events: string[]; r1: string; r2: string } => {
     const r1 = Buffer.alloc(40);
@@ -271,8 +278,8 @@ test('reply decoder with a dataTarget: data lands in the caller buffers at every
       device: DEV,
       structuredReplies: true,
       payloadMaxBytes: 4096,
-      simpleDataBytes: (c) => (c === 1n ? 40 : undefined),
-      dataTarget: (c, off, len) => (c === 1n ? r1 : r2.subarray(off! - 5000, off! - 5000 + len)),
+      simpleDataBytes: (c) => (c === 1 ? 40 : undefined),
+      dataTarget: (c, off, len) => (c === 1 ? r1 : r2.subarray(off! - 5000, off! - 5000 + len)),
     });
     const events: string[] = [];
     const note = (evs: P.ReplyEvent[]): void => {
@@ -317,6 +324,6 @@ test('reply decoder with a dataTarget: data lands in the caller buffers at every
       throw new FormatError('outside the read');
     },
   });
-  t.throws(() => bad.push(chunk(2n, P.ReplyType.OFFSET_DATA, 1, Buffer.concat([u64(0), Buffer.alloc(4)]))), { message: 'outside the read' });
+  t.throws(() => bad.push(chunk(2, P.ReplyType.OFFSET_DATA, 1, Buffer.concat([u64(0), Buffer.alloc(4)]))), { message: 'outside the read' });
   t.throws(() => bad.pushDirect(4), { message: /pushDirect\(4\) without a matching directBuffer/ });
 });

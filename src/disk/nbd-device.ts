@@ -184,7 +184,7 @@ export interface NbdExportInfo {
 }
 
 interface Pending {
-  cookie: bigint;
+  cookie: number;
   type: number;
   offsetBytes: number;
   lengthBytes: number;
@@ -230,11 +230,12 @@ export class NbdDevice implements BlockDevice {
   private watchdog: NodeJS.Timeout | undefined;
   /** Requests written in this tick go out together when the tick ends (one writev). */
   private corked = false;
-  private readonly pending = new Map<bigint, Pending>();
+  private readonly pending = new Map<number, Pending>();
   /** Pipeline room taken by requests on the wire or about to be sent (bounded by INFLIGHT_MAX/BYTES_MAX). */
   private inflightCount = 0;
   private inflightBytes = 0;
-  private nextCookie = 1n;
+  /** Cookies are request numbers (a safe integer: at a million requests a second, 285 years). */
+  private nextCookie = 1;
   private waiters: { bytes: number; go: () => void; fail: (err: Error) => void }[] = [];
   /** close() waiting for the pipeline to empty. */
   private idleWaiters: (() => void)[] = [];
@@ -638,7 +639,7 @@ export class NbdDevice implements BlockDevice {
   }
 
   /** The decoder's dataTarget: the part of the READ's buffer a data chunk covers, checked to be inside it. */
-  private dataTarget(cookie: bigint, offsetBytes: number | undefined, lengthBytes: number): Buffer {
+  private dataTarget(cookie: number, offsetBytes: number | undefined, lengthBytes: number): Buffer {
     const p = this.pending.get(cookie);
     if (p === undefined) this.protocolError(`reply for unknown cookie ${cookie}`);
     if (p.type !== P.Cmd.READ || p.target === undefined) this.protocolError(`content chunk in the reply to ${CMD_NAMES[p.type]}`);

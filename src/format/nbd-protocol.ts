@@ -307,9 +307,19 @@ function isPowerOf2(n: number): boolean {
 export interface Request {
   flags: number;
   type: number;
-  cookie: bigint;
+  /**
+   * The handle the reply will carry. A number, not a bigint: a client numbers its requests, and a
+   * safe integer never runs out; numbers cost no allocation and hash cheaply as Map keys on the hot
+   * path (issue 16).
+   */
+  cookie: number;
   offsetBytes: number;
   lengthBytes: number;
+}
+
+function writeSafeU64(b: Buffer, at: number, v: number): void {
+  b.writeUInt32BE(Math.floor(v / 0x1_0000_0000), at);
+  b.writeUInt32BE(v % 0x1_0000_0000, at + 4);
 }
 
 /** The 28-byte request header (the data of a WRITE follows it on the wire). */
@@ -321,16 +331,16 @@ export function encodeRequest(r: Request): Buffer {
 
 export function encodeRequestInto(b: Buffer, at: number, r: Request): void {
   if (!Number.isSafeInteger(r.offsetBytes) || r.offsetBytes < 0) throw new FormatError(`NBD request offset ${r.offsetBytes} is invalid`);
+  if (!Number.isSafeInteger(r.cookie) || r.cookie < 0) throw new FormatError(`NBD request cookie ${r.cookie} is invalid`);
   if (!Number.isInteger(r.lengthBytes) || r.lengthBytes < 0 || r.lengthBytes > 0xffffffff) {
     throw new FormatError(`NBD request length ${r.lengthBytes} does not fit 32 bits`);
   }
   b.writeUInt32BE(REQUEST_MAGIC, at);
   b.writeUInt16BE(r.flags, at + 4);
   b.writeUInt16BE(r.type, at + 6);
-  b.writeBigUInt64BE(r.cookie, at + 8);
-  // Two 32-bit halves rather than a BigInt: one allocation fewer per request (a safe integer fits).
-  b.writeUInt32BE(Math.floor(r.offsetBytes / 0x1_0000_0000), at + 16);
-  b.writeUInt32BE(r.offsetBytes % 0x1_0000_0000, at + 20);
+  // Two 32-bit halves rather than BigInts: no allocation per request (a safe integer fits).
+  writeSafeU64(b, at + 8, r.cookie);
+  writeSafeU64(b, at + 16, r.offsetBytes);
   b.writeUInt32BE(r.lengthBytes, at + 24);
 }
 
@@ -341,15 +351,15 @@ export type ReplyEvent =
    * A simple reply; `pieces` (the data, in order) is present for a successful READ, unless the data
    * went to the buffer `dataTarget` gave (`placed`).
    */
-  | { kind: 'simple'; cookie: bigint; errno: number; pieces?: readonly Buffer[]; placed?: true }
+  | { kind: 'simple'; cookie: number; errno: number; pieces?: readonly Buffer[]; placed?: true }
   /**
    * Data is handed over as the received pieces, in order, so a large read is copied only once (into
    * its target); or, if `dataTarget` gave a buffer, it is already there (`placed`, no pieces).
    */
-  | { kind: 'data'; cookie: bigint; done: boolean; offsetBytes: number; pieces: readonly Buffer[]; lengthBytes: number; placed?: true }
-  | { kind: 'hole'; cookie: bigint; done: boolean; offsetBytes: number; lengthBytes: number }
-  | { kind: 'none'; cookie: bigint; done: true }
-  | { kind: 'error'; cookie: bigint; done: boolean; errno: number; message: string; offsetBytes?: number };
+  | { kind: 'data'; cookie: number; done: boolean; offsetBytes: number; pieces: readonly Buffer[]; lengthBytes: number; placed?: true }
+  | { kind: 'hole'; cookie: number; done: boolean; offsetBytes: number; lengthBytes: number }
+  | { kind: 'none'; cookie: number; done: true }
+  | { kind: 'error'; cookie: number; done: boolean; errno: number; message: string; offsetBytes?: number };
 
 export interface ReplyDecoderOptions {
   device: string;
@@ -362,7 +372,7 @@ export interface ReplyDecoderOptions {
    * it answers, 0 for any other command. `undefined` means no such request is outstanding, which is
    * a protocol error (the simple reply format cannot be parsed past an unknown cookie).
    */
-  simpleDataBytes(cookie: bigint): number | undefined;
+  simpleDataBytes(cookie: number): number | undefined;
   /**
    * Where the data of a READ reply goes, asked once its header is parsed (for a structured data
    * chunk: header and offset; `offsetBytes` is undefined for a simple reply). A buffer of exactly
@@ -370,7 +380,7 @@ export interface ReplyDecoderOptions {
    * straight into it (`directBuffer`); undefined hands the data over as pieces. It may throw a
    * FormatError (a chunk outside its request).
    */
-  dataTarget?(cookie: bigint, offsetBytes: number | undefined, lengthBytes: number): Buffer | undefined;
+  dataTarget?(cookie: number, offsetBytes: number | undefined, lengthBytes: number): Buffer | undefined;
 }
 
 /** The pieces of a data event whose data went straight to its target (shared: one allocation fewer per reply). */
@@ -447,7 +457,7 @@ export class ReplyDecoder {
   }
 
   /** Starts receiving `lengthBytes` of data into the caller's buffer, if it gives one. */
-  private place(cookie: bigint, offsetBytes: number | undefined, lengthBytes: number, event: ReplyEvent): boolean {
+  private place(cookie: number, offsetBytes: number | undefined, lengthBytes: number, event: ReplyEvent): boolean {
     const dest = this.opts.dataTarget?.(cookie, offsetBytes, lengthBytes);
     if (dest === undefined) return false;
     if (dest.length !== lengthBytes) throw new Error(`sanbox invariant violated: dataTarget gave ${dest.length} bytes for ${lengthBytes}`);
@@ -458,6 +468,17 @@ export class ReplyDecoder {
   /** Bytes received but not yet part of a complete message. */
   get pendingBytes(): number {
     return this.bufferedBytes;
+  }
+
+  /**
+   * The cookie of the reply whose header is `h` (at byte 8 of both reply forms). A cookie above
+   * 2^53-1 cannot be one a client of this module sent (Request.cookie is a safe integer), so it is
+   * an unknown cookie.
+   */
+  private cookieAt(h: Buffer): number {
+    const high = h.readUInt32BE(8);
+    if (high > SAFE_HIGH_WORD_MAX) this.fail(`reply for unknown cookie ${h.readBigUInt64BE(8)}`, 8);
+    return high * 0x1_0000_0000 + h.readUInt32BE(12);
   }
 
   /** fail() as a value, made once rather than a closure per chunk. */
@@ -477,7 +498,7 @@ export class ReplyDecoder {
       if (this.bufferedBytes < SIMPLE_REPLY_BYTES) return undefined;
       const h = this.peek(SIMPLE_REPLY_BYTES);
       const errno = h.readUInt32BE(4);
-      const cookie = h.readBigUInt64BE(8);
+      const cookie = this.cookieAt(h);
       const dataBytes = this.opts.simpleDataBytes(cookie);
       if (dataBytes === undefined) this.fail(`simple reply for unknown cookie ${cookie}`, 8);
       const follow = errno === 0 ? dataBytes : 0;
@@ -499,7 +520,7 @@ export class ReplyDecoder {
       const h = this.peek(STRUCTURED_HEADER_BYTES);
       const flags = h.readUInt16BE(4);
       const type = h.readUInt16BE(6);
-      const cookie = h.readBigUInt64BE(8);
+      const cookie = this.cookieAt(h);
       const lengthBytes = h.readUInt32BE(16);
       if (lengthBytes > this.opts.payloadMaxBytes) this.fail(`chunk payload of ${lengthBytes} bytes exceeds ${this.opts.payloadMaxBytes}`, 16);
       if (type === ReplyType.OFFSET_DATA && lengthBytes >= 9 && this.opts.dataTarget !== undefined) {
@@ -599,7 +620,7 @@ export class ReplyDecoder {
 function parseChunk(
   flags: number,
   type: number,
-  cookie: bigint,
+  cookie: number,
   lengthBytes: number,
   fail: (what: string, offsetInMessage: number) => never,
 ): (payload: Buffer) => ReplyEvent {
