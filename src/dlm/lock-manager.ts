@@ -195,8 +195,11 @@ export function resourceLabel(b: Buffer): string {
 export class Lock {
   /** Granted mode; null while a new request waits. */
   mode: Mode | null = null;
-  /** The value block read at the last grant (DLM: copied into the caller's LVB). */
-  lvb: Buffer;
+  /**
+   * The value block read at the last grant (DLM: copied into the caller's LVB). Empty until the
+   * first grant, which is before lock() hands the Lock out (one buffer less per lock held).
+   */
+  lvb: Buffer = NO_VALUE_YET;
   /** False when the value block was marked invalid (DLM_SBF_VALNOTVALID). */
   lvbValid = true;
   /** Sequence of the value block this holder knows: the one current at grant, or its own last write. */
@@ -220,10 +223,7 @@ export class Lock {
     readonly entry: number,
     readonly lockId: number,
     readonly resource: Buffer,
-    lvbLenBytes: number,
-  ) {
-    this.lvb = smallZeroed(lvbLenBytes);
-  }
+  ) {}
 
   /** The lock's number within its node (row x entries per cell + entry). */
   get slot(): number {
@@ -243,6 +243,9 @@ export class Lock {
     return this.ls.unlock(this, opts);
   }
 }
+
+/** Lock.lvb before its first grant: zero bytes long, so nothing can be written into it. */
+const NO_VALUE_YET = Buffer.alloc(0);
 
 /**
  * A zeroed small buffer carved from Node's shared pool: thousands of held locks then do not each
@@ -315,6 +318,8 @@ export class Lockspace {
   private readonly pollMaxMs: number;
   private readonly log: (m: string) => void;
   private readonly lvbEntriesPerCell: number;
+  /** The zero value block every value reservation shares (reserveLvb). */
+  private readonly zeroValue: Buffer;
   private pumping = false;
   private closed = false;
   private nextLockId = 1;
@@ -341,6 +346,7 @@ export class Lockspace {
     this.unsubscribe = membership.subscribe(() => this.waker.poke());
     const h = layout.header;
     this.lvbEntriesPerCell = layout.lvbEntriesPerCell;
+    this.zeroValue = Buffer.alloc(h.lvbLenBytes);
     this.ownLocks = new IndexTable(layout.rows);
     this.ownLvbs = new IndexTable(layout.rows);
     this.lockObjs = new IndexTable(layout.rows * LOCK_ENTRIES_PER_CELL);
@@ -581,7 +587,9 @@ export class Lockspace {
   private async reserveLvb(resource: Buffer): Promise<void> {
     const place = await this.lvbPlace(resource);
     const entries = await this.ownLvbCell(place.row);
-    if (!place.existing) entries[place.index] = { resource, valueSeq: null, value: smallZeroed(this.layout.header.lvbLenBytes), invalidSeq: null, reserved: true };
+    // The reservation's value is never written into (writeLvb gives a written value its own
+    // buffer): every reservation shares one zero value.
+    if (!place.existing) entries[place.index] = { resource, valueSeq: null, value: this.zeroValue, invalidSeq: null, reserved: true };
     const e = entries[place.index]!;
     e.holds = (e.holds ?? 0) + 1;
   }
@@ -657,7 +665,7 @@ export class Lockspace {
     if (place === undefined) {
       return Promise.reject(new DlmError('ENOSPC', `${this.device.name}: node ${this.nodeId} has no free lock entry for ${resourceLabel(res)} in rows ${bucket} and ${bucket + 1} (overflow rule: ${LOCK_ENTRIES_PER_CELL} entries per cell, a resource in its bucket or the next; ${this.lockObjs.size} locks held)`, { device: this.device.name }));
     }
-    const lock = new Lock(this, bucket, place.row, place.index, this.nextLockId++, res, this.layout.header.lvbLenBytes);
+    const lock = new Lock(this, bucket, place.row, place.index, this.nextLockId++, res);
     lock.bast = opts.bast;
     this.lockObjs.set(lock.slot, lock);
     this.trackBast(lock);
