@@ -22,6 +22,8 @@ import path from 'node:path';
 import { answered, spawnIoNode, type IoNode } from './helpers/io-node.js';
 import { clusterInit, isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { mkfs, spawnMounted } from './helpers/mounted-volume.js';
+import { parseO2hbBlock } from '../src/format/o2hb-block.js';
+import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { collect, exited, ownLockDir, runSanbox, spawnChild, SANBOX_BIN, tempDir } from './helpers/tmp.js';
 
 ownLockDir(test);
@@ -31,6 +33,8 @@ const MiB = 1024 * 1024;
 const JOIN_BOUND_MS = 20_000;
 const LOSS_BOUND_MS = 10_000;
 const SELF_FENCE_EXIT_BOUND_MS = 10_000;
+/** A block encoded as the SIGSTOP arrives may carry a ms or two past our clock read; the peers stay stopped for seconds. */
+const STOP_SLACK_MS = 500;
 /** How long a held I/O is watched to be neither done nor failed. */
 const HELD_WATCH_MS = 1500;
 
@@ -75,17 +79,26 @@ const quorate = (q: boolean, after = 0) => (e: { ev: string; quorate?: boolean; 
 /**
  * A resumed peer may not go on writing: it fences itself (exit 3), or, when a late heartbeat write
  * of the other resumed peer (issued before the stop, landing after SIGCONT) gave node 2 quorum for a
- * moment, node 2 fences it first (the power fence: SIGKILL). Either way node 2's log or the peer's
- * exit code says which; anything else fails with the peer's whole log.
+ * moment, node 2 fences it first (the power fence: SIGKILL). Either way its last heartbeat block on
+ * disk was written before the stop (seq is the wall-clock ms of the write, src/heartbeat): a block
+ * written after SIGCONT would be a write past the self-fence deadline, whoever stopped it later.
  */
-async function resumedPeerStops(t: ExecutionContext, p: NodeProc, survivorLog: () => string[]): Promise<void> {
+async function resumedPeerStops(t: ExecutionContext, img: string, p: NodeProc, stoppedAtMs: number, survivorLog: () => string[]): Promise<void> {
   const end = await exited(p.child, SELF_FENCE_EXIT_BOUND_MS);
-  if (end.code === 3) {
-    t.pass();
-    return;
-  }
-  const fencedBy2 = survivorLog().some((m) => new RegExp(`^node ${p.nodeId} fenced .*power:killed`).test(m));
   const log = p.lines.map((l) => `${l.t} ${l.event ?? ''} ${l.msg ?? ''}`).join('\n');
+  const info = await readClusterImage(img);
+  const sectorBytes = info.header.sectorSizeBytes;
+  const block = Buffer.alloc(sectorBytes);
+  const fd = fs.openSync(img, 'r');
+  try {
+    fs.readSync(fd, block, 0, sectorBytes, info.regions.get('heartbeat')!.payloadOffsetBytes + p.nodeId * sectorBytes);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const last = parseO2hbBlock(block, { device: img }, p.nodeId);
+  t.true(Number(last.seq) <= stoppedAtMs + STOP_SLACK_MS, `node ${p.nodeId}'s last heartbeat was written ${Number(last.seq) - stoppedAtMs} ms after its SIGSTOP\n${log}`);
+  if (end.code === 3) return;
+  const fencedBy2 = survivorLog().some((m) => new RegExp(`^node ${p.nodeId} fenced .*power:killed`).test(m));
   t.true(end.signal === 'SIGKILL' && fencedBy2, `node ${p.nodeId} after SIGCONT: fenced itself, or was fenced by node 2 (it ended with code ${end.code}, signal ${end.signal}; node 2 fenced it: ${fencedBy2}): ${p.stderr()}\n${log}`);
 }
 
@@ -95,10 +108,11 @@ async function startPeers(t: ExecutionContext, img: string, w: IoNode, after: nu
   return peers;
 }
 
-async function stall(peers: NodeProc[], w: IoNode): Promise<number> {
-  const at = Date.now();
+/** Stops the peers; resolves with when they were stopped and when node 2 saw its quorum go. */
+async function stall(peers: NodeProc[], w: IoNode): Promise<{ stoppedAtMs: number; lostAtMs: number }> {
+  const stoppedAtMs = Date.now();
   for (const p of peers) p.child.kill('SIGSTOP');
-  return (await w.wait(quorate(false, at), LOSS_BOUND_MS, 'node 2 to lose quorum')).atMs;
+  return { stoppedAtMs, lostAtMs: (await w.wait(quorate(false, stoppedAtMs), LOSS_BOUND_MS, 'node 2 to lose quorum')).atMs };
 }
 
 test.serial('no quorum: shared and private I/O held (local not), completes when quorum is back; a second loss past the hold fails it with EIO', async (t) => {
@@ -119,7 +133,7 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
   for (const id of ['1', '2']) t.is((await answered(w, id, 5000)).ev, 'done');
 
   // Phase 1: quorum lost, the I/O held, quorum back, the I/O done.
-  const lostAt = await stall(peers, w);
+  const { stoppedAtMs, lostAtMs: lostAt } = await stall(peers, w);
   t.log(`node 2 lost quorum ${Date.now() - lostAt} ms ago`);
   w.send('write 3 s 4096');
   w.send('read 4 p 0');
@@ -137,7 +151,7 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
 
   // The stalled nodes, resumed, fence themselves: they were stopped past their self-fence deadline.
   for (const p of peers) p.child.kill('SIGCONT');
-  for (const p of peers) await resumedPeerStops(t, p, () => w.events.map((e) => (e.ev === 'log' ? (e.msg ?? '') : '')));
+  for (const p of peers) await resumedPeerStops(t, img, p, stoppedAtMs, () => w.events.map((e) => (e.ev === 'log' ? (e.msg ?? '') : '')));
   t.is(w.answer('3'), undefined, 'still held: no peer came back');
   const restartAt = Date.now();
   peers = await startPeers(t, img, w, restartAt);
@@ -155,7 +169,7 @@ test.serial('no quorum: shared and private I/O held (local not), completes when 
   // Phase 2: the restarted nodes count in the quorum base: stalling them takes quorum again, and
   // this time the hold runs out.
   for (const n of [0, 1]) await w.wait((e) => e.ev === 'log' && new RegExp(`^node ${n} fenced`).test(e.msg ?? ''), 10_000, `node 2 to fence the stalled incarnation of node ${n}`);
-  const lost2 = await stall(peers, w);
+  const { lostAtMs: lost2 } = await stall(peers, w);
   w.send('write 7 s 8192');
   const failed = await answered(w, '7', holdMs + 5000);
   t.is(failed.ev, 'failed');
@@ -196,7 +210,7 @@ test.serial('no quorum: a file put on a mounted ocfs2 volume is held (the node k
   t.regex(await ctlStatus(t, img), /Cluster I\/O:\s+I\/O held: no quorum since \S+: [1-9]\d* waiting/);
   t.is(put.exitCode, null, `right before quorum can come back the put is still held: ${putIo.err()}`);
   for (const p of peers) p.child.kill('SIGCONT');
-  for (const p of peers) await resumedPeerStops(t, p, () => n2.lines.map((l) => l.msg ?? ''));
+  for (const p of peers) await resumedPeerStops(t, img, p, at, () => n2.lines.map((l) => l.msg ?? ''));
   // The SIGCONTed peers fenced themselves: still no quorum, so the put is still held.
   t.is(put.exitCode, null, `the put is still held while the peers are gone: ${putIo.err()}`);
   const back = Date.now();
