@@ -13,6 +13,7 @@
 //               from there on) and before the LV locks are asked for: the VG lock EX is held.
 
 import { DiskError } from '../errors.js';
+import { endAllLocalLeases } from './reservations.js';
 
 export const PAUSE_AT_ENV = 'SANBOX_PAUSE_AT';
 
@@ -26,6 +27,10 @@ export function pauseAt(point: PausePoint, what: string, env: NodeJS.ProcessEnv 
   // A typo must not silently run the test without its stall.
   if (!(PAUSE_POINTS as readonly string[]).includes(want)) throw new DiskError('EINVAL', `${PAUSE_AT_ENV}='${want}' is not a pause point (${PAUSE_POINTS.join(', ')})`);
   if (want !== point) return;
+  // Stopped between writes, not inside a fence-gate lease (which a lease would otherwise stretch
+  // over the stop): a fencer waiting for a stopped lease holder escalates to the power fence and
+  // kills it, a safe outcome but not the one a test stalls a process here to see (it resumes).
+  endAllLocalLeases();
   process.stderr.write(`sanbox: ${PAUSE_AT_ENV}=${point}: pid ${process.pid} stops ${what}\n`);
   // The kernel stops the process before kill returns; it goes on from here at SIGCONT.
   process.kill(process.pid, 'SIGSTOP');

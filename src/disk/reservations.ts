@@ -308,6 +308,11 @@ export function endLocalLeases(gatePath: string): void {
   for (const end of [...(localLeases.get(gatePath) ?? [])]) end();
 }
 
+/** Ends every lease this process holds on any gate (a test's pause point: src/disk/pause-point.ts). */
+export function endAllLocalLeases(): void {
+  for (const gatePath of [...localLeases.keys()]) endLocalLeases(gatePath);
+}
+
 export function gateLockPath(lockDir: string, nodeId: number): string {
   return path.join(lockDir, `gate-${nodeId}.lock`);
 }
