@@ -505,7 +505,11 @@ export class Lockspace {
   private async readLvb(bucket: number, resource: Buffer, fenced: FencedHold[]): Promise<LvbState> {
     const cells = await this.lvbWindows.read(bucket);
     const recs: LvbEntry[] = [];
-    for (const c of cells) for (const e of c?.entries ?? []) if (e !== undefined && e.resource.equals(resource)) recs.push(e);
+    // Most cells of a window are empty (never written): skip them without allocating.
+    for (const c of cells) {
+      if (c === undefined) continue;
+      for (const e of c.entries) if (e !== undefined && e.resource.equals(resource)) recs.push(e);
+    }
     return resolveLvb(recs, fenced, this.layout.header.lvbLenBytes);
   }
 
