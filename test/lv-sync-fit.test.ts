@@ -90,3 +90,49 @@ test('a LockedLv over such an LV takes the promise form while a fault rule is in
   fault.readSync(back, peStartBytes + 8192);
   t.is(back[0], 0xa5, 'no rule: the write ran inside the call');
 });
+
+// A loop of awaited in-call I/O must still let the event loop turn (src/disk/turn-budget.ts): a
+// node's heartbeat and self-fence watchdog are timers on this thread. Without the budget the
+// longest gap between a 2 ms interval's callbacks is the whole loop.
+/** How long each loop of awaited I/O runs. */
+const LOOP_MS = 1500;
+/** The longest gap allowed: SYNC_RUN_BUDGET_MS plus a wide margin for a loaded 2-core machine, still half the loop. */
+const GAP_BOUND_MS = 750;
+
+async function longestTimerGapMs(dev: BlockDevice): Promise<number> {
+  let last = performance.now();
+  let longest = 0;
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 2);
+  const buf = Buffer.alloc(4096, 0x33);
+  const t0 = performance.now();
+  try {
+    for (let i = 0; performance.now() - t0 < LOOP_MS; i++) {
+      const off = (i % 256) * 4096;
+      await dev.write(buf, off);
+      await dev.read(buf, off);
+    }
+  } finally {
+    clearInterval(ticker);
+  }
+  return Math.max(longest, performance.now() - last);
+}
+
+test.serial(`a loop of awaited in-call I/O lets timers run at least every ${GAP_BOUND_MS} ms: on a file disk, an LV and a LockedLv`, async (t) => {
+  const { lv } = await lvOverFaults(t);
+  const { ls } = fakeLockspace([]);
+  const locked = await LockedLv.open(ls, 'vgf', async () => lv, { mode: Mode.EX, lockTimeoutMs: 1000 });
+  t.teardown(() => locked.close());
+  const file = path.join(tempDir(t), 'plain.img');
+  createImage(file, { sizeBytes: 4 * MiB });
+  const disk = FileDisk.open(file, { guard: 'none' });
+  t.teardown(() => disk.close());
+  for (const [what, dev] of [['file disk', disk], ['LV', lv], ['LockedLv', locked]] as const) {
+    const gapMs = await longestTimerGapMs(dev);
+    t.log(`${what}: longest gap between timer callbacks ${gapMs.toFixed(1)} ms over a ${LOOP_MS} ms loop`);
+    t.true(gapMs < GAP_BOUND_MS, `${what}: the loop held the event loop for ${gapMs.toFixed(0)} ms`);
+  }
+});

@@ -13,6 +13,7 @@ import { readRecordedSectorSize, sidecarPath, writeRecordedSectorSize } from './
 import { fileKind, systemError } from './system-error.js';
 import { OPEN_GATE, type WriteGate } from './write-gate.js';
 import { BLOCKDEV_TIMEOUT_MS, PUNCH_HOLE_TIMEOUT_MS } from '../timing.js';
+import { deferToNextTurn, mayRunInCall } from './turn-budget.js';
 
 /** Discards at least this long are punched out of the file (freeing blocks); shorter ones are zeroed. */
 const PUNCH_HOLE_MIN_BYTES = 1024 * 1024;
@@ -169,11 +170,14 @@ export class FileDisk implements SyncBlockDevice {
     this.guard?.release();
   }
 
+  // In the call, unless a run of in-call I/O has held the event loop too long (turn-budget.ts).
   async read(buf: Buffer, offsetBytes: number): Promise<void> {
-    this.readSync(buf, offsetBytes);
+    if (mayRunInCall()) this.readSync(buf, offsetBytes);
+    else await deferToNextTurn(() => this.readSync(buf, offsetBytes));
   }
   async write(buf: Buffer, offsetBytes: number): Promise<void> {
-    this.writeSync(buf, offsetBytes);
+    if (mayRunInCall()) this.writeSync(buf, offsetBytes);
+    else await deferToNextTurn(() => this.writeSync(buf, offsetBytes));
   }
   /**
    * Unlike read and write, the promise form does its fdatasync in the thread pool: a flush can

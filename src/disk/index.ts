@@ -6,3 +6,4 @@ export * from './in-use-guard.js';
 export * from './sector-size.js';
 export * from './write-gate.js';
 export * from './open.js';
+export * from './turn-budget.js';

@@ -22,6 +22,7 @@ import type { QuorumHold } from '../disk/quorum-hold.js';
 import { assert, SanboxError } from '../errors.js';
 import { Mode, modeName } from '../dlm/compat-matrix.js';
 import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
+import { mayRunInCall } from '../disk/turn-budget.js';
 import { IO_DONE, isSyncFit, type BlockDevice, type SectorSize } from '../disk/device.js';
 import type { LvDevice } from './lv-device.js';
 import { lvLockResource, vgLockResource } from './lvm-locks.js';
@@ -248,7 +249,8 @@ export class LockedLv implements BlockDevice {
     const lv = this.lv;
     let p: Promise<void>;
     try {
-      if (buf !== undefined && isSyncFit(lv)) {
+      // In the call while the event loop has turned recently enough (turn-budget.ts); else the promise form.
+      if (buf !== undefined && isSyncFit(lv) && mayRunInCall()) {
         if (what === 'read') lv.readSync(buf, offsetBytes);
         else lv.writeSync(buf, offsetBytes);
         this.done(generation);

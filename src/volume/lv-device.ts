@@ -7,6 +7,7 @@
 // the cluster's lock-out (src/volume/locked-lv.ts) builds a new map, swapped in only while no I/O
 // is in flight.
 
+import { mayRunInCall } from '../disk/turn-budget.js';
 import { checkRange, checkWritable, IO_DONE, isSyncDevice, isSyncFit, syncFitEpoch, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { LVM_SECTOR_BYTES, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
@@ -230,7 +231,8 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice, SyncFitne
   }
 
   override read(buf: Buffer, offsetBytes: number): Promise<void> {
-    if (!this.syncFit) return super.read(buf, offsetBytes);
+    // The promise form over the PVs when a run of in-call I/O has held the event loop too long (turn-budget.ts).
+    if (!this.syncFit || !mayRunInCall()) return super.read(buf, offsetBytes);
     try {
       this.readSync(buf, offsetBytes);
     } catch (err) {
@@ -240,7 +242,8 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice, SyncFitne
   }
 
   override write(buf: Buffer, offsetBytes: number): Promise<void> {
-    if (!this.syncFit) return super.write(buf, offsetBytes);
+    // The promise form over the PVs when a run of in-call I/O has held the event loop too long (turn-budget.ts).
+    if (!this.syncFit || !mayRunInCall()) return super.write(buf, offsetBytes);
     try {
       this.writeSync(buf, offsetBytes);
     } catch (err) {

@@ -1,0 +1,79 @@
+// How long I/O may run inside its call before the event loop must turn.
+//
+// sanbox's local-file I/O runs inside the call (pread/pwrite on the main thread: a page-cache hit
+// costs about a microsecond, less than a trip through the thread pool), and the promise forms of
+// FileDisk, an LV and a cluster-locked LV return an already settled promise. A caller that awaits
+// such I/O in a loop therefore never yields: its awaits resolve as microtasks, and the timers (the
+// heartbeat, the self-fence watchdog, the control channel) wait until the loop ends. A 64 MiB
+// `fs put` held a node's loop for up to 864 ms at load 27 (review, 2026-12-06), half of the local
+// preset's self-fence deadline; since every write of a node checks its heartbeat lease, a node
+// starved past it fences itself on its next write.
+//
+// So the promise forms ask mayRunInCall() first. A ticker (an unref'd interval) marks each turn of
+// the loop; when none was seen for SYNC_RUN_BUDGET_MS, I/O is done in the next timers phase instead
+// (deferToNextTurn), where the overdue heartbeat timer runs before it. The ticker stops itself when
+// no I/O asked for a while, so an idle process is not woken for it.
+
+import { assert } from '../errors.js';
+
+/**
+ * The longest a run of in-call I/O may hold the event loop. Well under the smallest self-fence
+ * margin (timing.ts SELF_FENCE_MARGIN_MS_MIN, 300 ms), and long enough that a loop of page-cache
+ * I/O pays one timer turn (≥ 1 ms) per 30 ms: about 3 % of its throughput, in long runs only.
+ */
+export const SYNC_RUN_BUDGET_MS = 30;
+/** How often the ticker marks a turn of the loop (a third of the budget: an idle loop is never taken for a starved one). */
+const TICK_MS = 10;
+/** The clock is read on every CLOCK_EVERY_OPS-th ask (a clock read is a sizeable part of a 1 µs I/O). */
+const CLOCK_EVERY_OPS = 8;
+/** Ticks without any I/O after which the ticker stops (1 s). */
+const IDLE_TICKS_MAX = 100;
+
+assert(TICK_MS * 2 < SYNC_RUN_BUDGET_MS, 'the ticker must tick at least twice per budget');
+
+let ticker: NodeJS.Timeout | undefined;
+let lastTickMs = 0;
+let asksSinceClock = 0;
+let asksSinceTick = 0;
+let idleTicks = 0;
+let starved = false;
+
+function tick(): void {
+  lastTickMs = performance.now();
+  starved = false;
+  if (asksSinceTick === 0 && ++idleTicks > IDLE_TICKS_MAX) {
+    clearInterval(ticker);
+    ticker = undefined;
+  } else if (asksSinceTick > 0) idleTicks = 0;
+  asksSinceTick = 0;
+}
+
+/** Whether I/O may run inside the call now: false once the loop has not turned for SYNC_RUN_BUDGET_MS. */
+export function mayRunInCall(): boolean {
+  asksSinceTick++;
+  if (ticker === undefined) {
+    tick();
+    ticker = setInterval(tick, TICK_MS);
+    ticker.unref();
+    return true;
+  }
+  if (starved) return false;
+  if (++asksSinceClock < CLOCK_EVERY_OPS) return true;
+  asksSinceClock = 0;
+  starved = performance.now() - lastTickMs > SYNC_RUN_BUDGET_MS;
+  return !starved;
+}
+
+/** Runs `op` in the next timers phase (after timers already due, such as an overdue heartbeat). */
+export function deferToNextTurn(op: () => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    setTimeout(() => {
+      try {
+        op();
+        resolve();
+      } catch (err) {
+        reject(err as Error);
+      }
+    }, 0);
+  });
+}
