@@ -4,13 +4,18 @@
 // through the node and from the file; the node's status lists the device with its gate and
 // counters (its I/O, not the client's); its fault rules apply to that I/O (the error keeps its
 // code); the cluster image is the node's own device, not opened twice; bad requests are one-line
-// error answers and the node stays up; a closed connection closes the devices it opened.
+// error answers and the node stays up; a closed connection closes the devices it opened, also one
+// whose open was in flight when it closed; the image named through a symlinked directory is still
+// the node's own device; relative paths of a command in another directory reach the node resolved.
 
 import test from 'ava';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { connectNode } from '../src/node/ctl.js';
+import { controlSocketPath } from '../src/node/control.js';
+import { readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { DEV_READ_BYTES_MAX, DEV_WRITE_BYTES_MAX, NodeDevices } from '../src/node/remote-device.js';
 import { isSanboxError } from '../src/errors.js';
 import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
@@ -129,4 +134,69 @@ test('pvcreate and pvremove as a running node write through it (its fault rule f
   const removed = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvremove', pvA]);
   t.is(removed.code, 0, removed.stderr);
   t.not((await runSanbox(t, ['pvs', pvA])).code, 0, 'no PV left on a.img');
+});
+
+test('a client that goes while its dev-open is in flight leaves nothing open in the node (the PV is not busy after)', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  const [pv, other] = [path.join(dir, 'a.img'), path.join(dir, 'b.img')];
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
+  for (const p of [pv, other]) t.is((await runSanbox(t, ['disk', 'create', p, '--size', '16M'])).code, 0);
+  const node = spawnNode(t, img, 0);
+  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+
+  // The request reaches the node, then the socket goes at once: the node's open is still in flight
+  // when the connection's closers run.
+  const info = await readClusterImage(img);
+  const sock = net.createConnection(controlSocketPath(info.config.runDir, 0));
+  t.teardown(() => sock.destroy());
+  await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+  await new Promise<void>((resolve, reject) => sock.write(JSON.stringify({ cmd: 'dev-open', spec: pv }) + '\n', (err) => (err ? reject(err) : resolve())));
+  sock.destroy();
+  // The node opens devices one at a time: once another open through it has finished, a.img's has too.
+  const io = new NodeDevices(await connectNode(img, 0));
+  t.teardown(() => io.close());
+  await (await io.open(other)).close();
+  io.close();
+  await waitForAsync(async () => !(await status(t, img)).devices.some((d) => d.name === pv || d.name === other), CLOSED_MS, 'the node to hold no device of the gone clients');
+  const made = await runSanbox(t, ['pvcreate', pv]);
+  t.is(made.code, 0, `a.img is not held by the node: ${made.stderr}`);
+  t.notRegex(made.stderr, /busy/);
+});
+
+test('the cluster image named through a symlinked directory is the node\'s own device, not a second open', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
+  const node = spawnNode(t, img, 0);
+  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+  const via = path.join(dir, 'via');
+  fs.symlinkSync(dir, via);
+  const before = (await status(t, img)).devices.length;
+  const raw = await connectNode(img, 0);
+  t.teardown(() => raw.close());
+  const ans = await raw.request({ cmd: 'dev-open', spec: path.join(via, 'c.img') });
+  t.is(ans.name, img, 'the node\'s device of the image answered');
+  t.is((await status(t, img)).devices.length, before, 'no second device of the image in the node');
+  await raw.request({ cmd: 'dev-close', handle: ans.handle });
+  t.is((await status(t, img)).state, 'up');
+  t.true((await status(t, img)).devices.some((d) => d.name === img), 'dev-close left the node\'s own device open');
+});
+
+test('ctl lvm from another directory with relative paths: the client sends them resolved against its own cwd', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  const pv = path.join(dir, 'a.img');
+  const sub = path.join(dir, 'sub');
+  fs.mkdirSync(sub);
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
+  t.is((await runSanbox(t, ['disk', 'create', pv, '--size', '16M'])).code, 0);
+  // The node's cwd is the test's (the repo), not sub/.
+  const node = spawnNode(t, img, 0);
+  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+  const made = await runSanbox(t, ['ctl', '../c.img', '0', 'lvm', 'pvcreate', '../a.img'], { cwd: sub });
+  t.is(made.code, 0, made.stderr);
+  const pvs = await runSanbox(t, ['ctl', '../c.img', '0', 'lvm', 'pvs', '../a.img', '--noheadings', '-o', 'pv_name'], { cwd: sub });
+  t.is(pvs.code, 0, pvs.stderr);
+  t.is(pvs.stdout.trim(), pv);
 });

@@ -14,10 +14,15 @@
 //   dev-read {handle, offsetBytes, lengthBytes}    → {data: base64}      (≤ DEV_READ_BYTES_MAX)
 //   dev-write {handle, offsetBytes, data: base64}  → {}                  (≤ DEV_WRITE_BYTES_MAX)
 //   dev-flush {handle}, dev-discard {handle, offsetBytes, lengthBytes}, dev-close {handle}
-// Devices are tied to the connection: the node closes what the client left open when it goes.
-// The cluster image is not opened again: a spec naming it gets the node's own gated device of it
-// (a second open would register the node's key on it twice), which dev-close leaves open.
+// Devices are tied to the connection: the node closes what the client left open when it goes, and
+// a device whose open was still in flight then is closed as the open ends (else nothing would).
+// The cluster image is not opened again: a spec naming it — by any path, the file's identity
+// decides (st_dev, st_ino) — gets the node's own gated device of it (a second open would register
+// the node's key on it twice, behind a gate no fencer preempts), which dev-close leaves open.
+// A spec is a path as the node sees it: the client sends a file path absolute (NodeDevices.open),
+// since the node's cwd is not the command's.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import { checkRange, checkWritable, isSectorSize, type BlockDevice, type SectorSize } from '../disk/device.js';
 import { schemeOf } from '../disk/open.js';
@@ -52,10 +57,25 @@ function bytesArg(req: Record<string, unknown>, k: string, max = Number.MAX_SAFE
   return v;
 }
 
+/** Whether two stats are of one file (the same inode of the same filesystem), whatever paths led there. */
+function sameFile(a: fs.Stats, b: fs.Stats): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
 /** Registers the dev-* commands on a node's control channel. */
 export function registerDeviceCommands(control: ControlServer, node: RunningNode): void {
   const byConnection = new Map<ControlContext, { next: number; open: Map<number, { dev: BlockDevice; own: boolean }> }>();
-  const imagePath = path.resolve(node.info.path);
+  // The node holds its image open, so the file (and so its identity) stays while the node runs.
+  const imageStat = fs.statSync(node.info.path);
+  /** Whether a spec names the cluster image: a path to the same file, through any directory or link. */
+  const namesImage = async (spec: string): Promise<boolean> => {
+    if (schemeOf(spec) !== undefined) return false;
+    try {
+      return sameFile(await fs.promises.stat(spec), imageStat);
+    } catch {
+      return false; // no such file here: not the image (the provider's open says what is wrong)
+    }
+  };
   const table = (ctx: ControlContext): { next: number; open: Map<number, { dev: BlockDevice; own: boolean }> } => {
     let t = byConnection.get(ctx);
     if (t === undefined) {
@@ -84,8 +104,15 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
     if (isLvSpec(spec)) throw new SanboxError('EINVAL', `${spec}: dev-open opens a disk or image file, not a logical volume`);
     const t = table(ctx);
     if (t.open.size >= DEV_HANDLES_MAX) throw new SanboxError('EINVAL', `node ${node.nodeId}: ${DEV_HANDLES_MAX} devices open on this connection already`);
-    const isImage = schemeOf(spec) === undefined && path.resolve(spec) === imagePath;
+    const isImage = await namesImage(spec);
     const dev = isImage ? node.device : await node.provider.open(spec);
+    if (byConnection.get(ctx) !== t) {
+      // The client went while the open was in flight: its connection's closers ran already, so
+      // nothing else would close this device (it would stay open, and the node's key registered
+      // on it, until the node exits).
+      if (!isImage) await dev.close();
+      throw new SanboxError('ECANCELED', `${spec}: the client closed its connection while the node opened the device; closed it again`);
+    }
     const handle = t.next++;
     t.open.set(handle, { dev, own: !isImage });
     return { handle, name: dev.name, sizeBytes: dev.sizeBytes, sectorSizeBytes: dev.sectorSizeBytes, readOnly: dev.readOnly };
@@ -154,7 +181,9 @@ export class NodeDevices {
   }
 
   async open(spec: string): Promise<BlockDevice> {
-    const ans = await this.call({ cmd: 'dev-open', spec });
+    // A file path is the command's, relative to its cwd: the node resolves nothing against its own.
+    const sent = schemeOf(spec) === undefined && !isLvSpec(spec) ? path.resolve(spec) : spec;
+    const ans = await this.call({ cmd: 'dev-open', spec: sent });
     const { handle, name, sizeBytes, sectorSizeBytes, readOnly } = ans;
     if (typeof handle !== 'number' || typeof name !== 'string' || typeof sizeBytes !== 'number' || typeof sectorSizeBytes !== 'number' || !isSectorSize(sectorSizeBytes)) {
       throw new SanboxError('EIO', `${spec}: the node answered dev-open without a device`);

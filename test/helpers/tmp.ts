@@ -151,10 +151,10 @@ export interface RunResult {
 }
 
 /** Runs `sanbox ARGS…` as a separate process with a bounded time; resolves after its output is drained. */
-export async function runSanbox(t: ExecutionContext, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export async function runSanbox(t: ExecutionContext, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
   // No devices file unless a test names one: a user's ~/.config/sanbox/system.devices must not
   // change what the tests' LVM commands see.
-  const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, SANBOX_DEVICESFILE: '', ...opts.env } });
+  const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, SANBOX_DEVICESFILE: '', ...opts.env }, ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}) });
   const io = collect(child);
   // 'close' (not 'exit') fires once stdout and stderr are drained, so no output is lost.
   const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
