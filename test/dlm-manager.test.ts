@@ -333,10 +333,17 @@ test('a fenced node: its writes are refused, waiting requests fail with EFENCED 
   t.teardown(() => disk.closeSync());
   let fenced = false;
   const view = viewOf(disk, REGION_OFFSET, REGION_BYTES);
+  const refuse = (off: number) => new DiskError('EFENCED', `${view.name}: write at offset ${off} refused: node 1 was preempted`, { device: view.name, offsetBytes: off });
+  // Both forms, as FileDisk's gate does: the lock manager writes through the synchronous form
+  // where it is fit (src/dlm/in-call-io.ts).
   const gated = Object.assign(Object.create(view) as typeof view, {
     write: async (buf: Buffer, off: number) => {
-      if (fenced) throw new DiskError('EFENCED', `${view.name}: write at offset ${off} refused: node 1 was preempted`, { device: view.name, offsetBytes: off });
+      if (fenced) throw refuse(off);
       return view.write(buf, off);
+    },
+    writeSync: (buf: Buffer, off: number) => {
+      if (fenced) throw refuse(off);
+      view.writeSync(buf, off);
     },
   });
   const cluster = new FakeCluster();

@@ -3,7 +3,7 @@
 // are decoded; a torn or corrupt sector is re-read (src/disk/stable-read.ts) and never trusted.
 // The cache is bounded in bytes, so a node touching many resources keeps a bounded footprint.
 
-import type { BlockDevice } from '../disk/device.js';
+import type { InCallIo } from './in-call-io.js';
 import { readStable } from '../disk/stable-read.js';
 import { RECORD_BYTES, WINDOW_ROWS, type LockspaceLayout } from '../format/lockspace.js';
 import type { Where } from '../format/where.js';
@@ -32,7 +32,7 @@ export class CellWindows<C> {
   private readonly maxWindows: number;
 
   constructor(
-    private readonly device: BlockDevice,
+    private readonly io: InCallIo,
     private readonly layout: LockspaceLayout,
     private readonly areaOffsetBytes: number,
     private readonly decode: CellDecoder<C>,
@@ -73,7 +73,7 @@ export class CellWindows<C> {
     const n = layout.header.maxNodes;
     const offsetBytes = this.areaOffsetBytes + bucket * layout.rowBytes;
     const buf = this.spare;
-    await this.device.read(buf, offsetBytes);
+    await this.io.read(buf, offsetBytes);
     this.stats.windowReads++;
     // Eviction is first-in first-out: refreshing a hit (delete + set) would make V8's Map rehash
     // under churn, at a cost that grows with the cache's size.
@@ -87,8 +87,8 @@ export class CellWindows<C> {
         if (i % n === this.skipNode) continue;
         if (old !== undefined && buf.compare(old, a, a + RECORD_BYTES, a, a + RECORD_BYTES) === 0) continue;
         const expect = { nodeId: i % n, row: bucket + Math.floor(i / n) };
-        const where = { device: this.device.name, offsetBytes: offsetBytes + a };
-        cells[i] = await readStable(this.device, buf.subarray(a, a + s), offsetBytes + a, (b) => this.decode(b, expect, where), {
+        const where = { device: this.io.device.name, offsetBytes: offsetBytes + a };
+        cells[i] = await readStable(this.io.device, buf.subarray(a, a + s), offsetBytes + a, (b) => this.decode(b, expect, where), {
           preRead: true,
           onRetry: () => this.stats.tornRetries++,
         });

@@ -48,6 +48,7 @@ import {
 } from '../format/lockspace.js';
 import type { Membership } from '../heartbeat/membership-api.js';
 import { CellWindows } from './cell-window.js';
+import { InCallIo } from './in-call-io.js';
 import { compatible, isDownConversion, isMode, Mode, modeName, writesLvb } from './compat-matrix.js';
 import { blockedMode, decide, nextTicket, precedes, sameLock, type LockView } from './grant-rule.js';
 import { resolveLvb, type FencedHold, type LvbState } from './lvb-rule.js';
@@ -311,6 +312,8 @@ export class Lockspace {
   /** Locks with a bast callback: the only ones the pump polls for blocking notices (not all held). */
   private readonly bastWanted = new Set<Lock>();
   private readonly waker: Waker;
+  /** The region's reads and writes, inside the call where that is fit (in-call-io.ts). */
+  private readonly io: InCallIo;
   private readonly lockWindows: CellWindows<LockCell>;
   private readonly lvbWindows: CellWindows<LvbCell>;
   private readonly unsubscribe: () => void;
@@ -350,8 +353,9 @@ export class Lockspace {
     this.ownLocks = new IndexTable(layout.rows);
     this.ownLvbs = new IndexTable(layout.rows);
     this.lockObjs = new IndexTable(layout.rows * LOCK_ENTRIES_PER_CELL);
-    this.lockWindows = new CellWindows(device, layout, layout.lockAreaOffsetBytes, decodeLockCell, this.stats, this.nodeId);
-    this.lvbWindows = new CellWindows(device, layout, layout.lvbAreaOffsetBytes, (b, e, w) => decodeLvbCell(b, e, h.lvbLenBytes, w), this.stats, -1);
+    this.io = new InCallIo(device);
+    this.lockWindows = new CellWindows(this.io, layout, layout.lockAreaOffsetBytes, decodeLockCell, this.stats, this.nodeId);
+    this.lvbWindows = new CellWindows(this.io, layout, layout.lvbAreaOffsetBytes, (b, e, w) => decodeLvbCell(b, e, h.lvbLenBytes, w), this.stats, -1);
   }
 
   /**
@@ -378,7 +382,7 @@ export class Lockspace {
   private async write(buf: Buffer, offsetBytes: number): Promise<void> {
     if (this.closed) throw new DlmError('ECLOSED', `${this.device.name}: lockspace is closed`);
     this.stats.writes++;
-    await this.device.write(buf, offsetBytes);
+    await this.io.write(buf, offsetBytes);
   }
 
   private async startClean(): Promise<void> {
@@ -433,13 +437,13 @@ export class Lockspace {
       if (rowsPerRead === 0) {
         end--;
         const off = lockCellOffset(layout, end, this.nodeId);
-        await this.device.read(buf, off);
+        await this.io.read(buf, off);
         yield { row: end, sector: buf, offsetBytes: off };
         continue;
       }
       const first = Math.max(0, end - rowsPerRead);
       const view = buf.subarray(0, (end - first) * layout.rowBytes);
-      await this.device.read(view, lockCellOffset(layout, first, 0));
+      await this.io.read(view, lockCellOffset(layout, first, 0));
       for (let i = 0; i < end - first; i++) {
         const a = i * layout.rowBytes + this.nodeId * s;
         yield { row: first + i, sector: view.subarray(a, a + s), offsetBytes: lockCellOffset(layout, first + i, this.nodeId) };
