@@ -6,7 +6,8 @@
 // code); the cluster image is the node's own device, not opened twice; bad requests are one-line
 // error answers and the node stays up; a closed connection closes the devices it opened, also one
 // whose open was in flight when it closed; the image named through a symlinked directory is still
-// the node's own device; relative paths of a command in another directory reach the node resolved.
+// the node's own device; relative paths of a command in another directory reach the node resolved;
+// a lock on the connection is released only after the writes the client sent before it went.
 
 import test from 'ava';
 import crypto from 'node:crypto';
@@ -37,14 +38,24 @@ async function status(t: import('ava').ExecutionContext, img: string): Promise<S
   return JSON.parse(r.stdout) as Status;
 }
 
-test('a client reads and writes a device through a running node: the node\'s provider does the I/O (gate, counters, fault rules); bad requests are one-line errors; the connection\'s devices close with it', async (t) => {
+/** A cluster image, image files of 16 MiB named `pvNames` beside it, and its nodes 0..nodeCount-1 running, all up. */
+async function nodesUp(t: import('ava').ExecutionContext, pvNames: string[], nodeCount: 1 | 2 = 1): Promise<{ dir: string; img: string; pvs: string[] }> {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
-  const pv = path.join(dir, 'pv.img');
+  const pvs = pvNames.map((n) => path.join(dir, n));
   await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
-  t.is((await runSanbox(t, ['disk', 'create', pv, '--size', '16M'])).code, 0);
-  const node = spawnNode(t, img, 0);
-  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+  for (const p of pvs) t.is((await runSanbox(t, ['disk', 'create', p, '--size', '16M'])).code, 0);
+  const nodes = Array.from({ length: nodeCount }, (_, n) => spawnNode(t, img, n));
+  if (nodeCount === 1) await nodes[0]!.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+  else {
+    await nodes[0]!.waitLine(isEvent('up', 1), UP_MS, 'node 1 up');
+    await nodes[1]!.waitLine(isEvent('up', 0), UP_MS, 'node 0 up');
+  }
+  return { dir, img, pvs };
+}
+
+test('a client reads and writes a device through a running node: the node\'s provider does the I/O (gate, counters, fault rules); bad requests are one-line errors; the connection\'s devices close with it', async (t) => {
+  const { img, pvs: [pv] } = await nodesUp(t, ['pv.img']);
 
   const io = new NodeDevices(await connectNode(img, 0));
   t.teardown(() => io.close());
@@ -107,13 +118,7 @@ test('a client reads and writes a device through a running node: the node\'s pro
 });
 
 test('pvcreate and pvremove as a running node write through it (its fault rule fails them), and refuse a device another process has open', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  const [pvA, pvB] = [path.join(dir, 'a.img'), path.join(dir, 'b.img')];
-  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
-  for (const p of [pvA, pvB]) t.is((await runSanbox(t, ['disk', 'create', p, '--size', '16M'])).code, 0);
-  const node = spawnNode(t, img, 0);
-  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+  const { img, pvs: [pvA, pvB] } = await nodesUp(t, ['a.img', 'b.img']);
   // A fault rule of node 0 on a.img's writes: the command's writes are node 0's, so they fail.
   t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'set', '--action', 'eio', '--op', 'write', '--device', 'a.img', '--id', 'x'])).code, 0);
   const failed = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvcreate', pvA]);
@@ -137,13 +142,7 @@ test('pvcreate and pvremove as a running node write through it (its fault rule f
 });
 
 test('a client that goes while its dev-open is in flight leaves nothing open in the node (the PV is not busy after)', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  const [pv, other] = [path.join(dir, 'a.img'), path.join(dir, 'b.img')];
-  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
-  for (const p of [pv, other]) t.is((await runSanbox(t, ['disk', 'create', p, '--size', '16M'])).code, 0);
-  const node = spawnNode(t, img, 0);
-  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+  const { img, pvs: [pv, other] } = await nodesUp(t, ['a.img', 'b.img']);
 
   // The request reaches the node, then the socket goes at once: the node's open is still in flight
   // when the connection's closers run.
@@ -165,11 +164,7 @@ test('a client that goes while its dev-open is in flight leaves nothing open in 
 });
 
 test('the cluster image named through a symlinked directory is the node\'s own device, not a second open', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
-  const node = spawnNode(t, img, 0);
-  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
+  const { dir, img } = await nodesUp(t, []);
   const via = path.join(dir, 'via');
   fs.symlinkSync(dir, via);
   const before = (await status(t, img)).devices.length;
@@ -184,19 +179,37 @@ test('the cluster image named through a symlinked directory is the node\'s own d
 });
 
 test('ctl lvm from another directory with relative paths: the client sends them resolved against its own cwd', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'c.img');
-  const pv = path.join(dir, 'a.img');
+  // The node's cwd is the test's (the repo), not sub/.
+  const { dir, pvs: [pv] } = await nodesUp(t, ['a.img']);
   const sub = path.join(dir, 'sub');
   fs.mkdirSync(sub);
-  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
-  t.is((await runSanbox(t, ['disk', 'create', pv, '--size', '16M'])).code, 0);
-  // The node's cwd is the test's (the repo), not sub/.
-  const node = spawnNode(t, img, 0);
-  await node.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
   const made = await runSanbox(t, ['ctl', '../c.img', '0', 'lvm', 'pvcreate', '../a.img'], { cwd: sub });
   t.is(made.code, 0, made.stderr);
   const pvs = await runSanbox(t, ['ctl', '../c.img', '0', 'lvm', 'pvs', '../a.img', '--noheadings', '-o', 'pv_name'], { cwd: sub });
   t.is(pvs.code, 0, pvs.stderr);
   t.is(pvs.stdout.trim(), pv);
+});
+
+test('a client that goes with a write in flight: the node releases its connection\'s lock only after that write has landed', async (t) => {
+  const { img, pvs: [pv] } = await nodesUp(t, ['a.img'], 2);
+
+  // As an LVM command through node 0 does it (lvm-node.ts): its lock and its device I/O on one connection.
+  const io = new NodeDevices(await connectNode(img, 0));
+  t.teardown(() => io.close());
+  await io.connection.request({ cmd: 'lock', resource: 'res1', mode: 'EX', scope: 'connection' });
+  const dev = await io.open(pv);
+  // Only a.img's writes stall (not the heartbeat's): the write waits inside node 0 as long as needed.
+  t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'set', '--action', 'stall', '--op', 'write', '--device', 'a.img', '--id', 'hold'])).code, 0);
+  const data = crypto.randomBytes(4096);
+  void dev.write(data, 8192).catch(() => undefined);
+  await waitForAsync(async () => ((await status(t, img)).devices.find((d) => d.name === pv)?.io.writes ?? 0) > 0, CLOSED_MS, 'node 0 to take the write');
+  io.close();
+  // The client is gone, its write is not done: the lock is still node 0's.
+  const busy = await runSanbox(t, ['ctl', img, '1', 'lock', 'res1', '--mode', 'EX', '--timeout', '300ms']);
+  t.is(busy.code, 1, 'node 1 is not granted res1 while the gone client\'s write is in flight');
+  t.true(readFileAt(pv, 8192, data.length).equals(Buffer.alloc(data.length)), 'the write has not landed yet');
+  t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'clear', '--id', 'hold'])).code, 0);
+  const got = await runSanbox(t, ['ctl', img, '1', 'lock', 'res1', '--mode', 'EX', '--timeout', `${CLOSED_MS}ms`]);
+  t.is(got.code, 0, got.stderr);
+  t.true(readFileAt(pv, 8192, data.length).equals(data), 'the write landed before node 1 was granted res1');
 });

@@ -20,7 +20,12 @@ const REQUEST_BYTES_MAX = 64 * 1024;
 const PENDING_REQUESTS_MAX = 16;
 
 export interface ControlContext {
-  /** Runs `fn` when the client's connection closes (at most once per registration). */
+  /**
+   * Runs `fn` when the client's connection has closed and every request it sent has been answered
+   * (at most once per registration). So a lock tied to the connection is released only after the
+   * writes the client sent before it went have landed or failed, as lvmlockd drops a dead
+   * command's locks after its I/O; and state a request set up after the close is still undone.
+   */
   onClose(fn: () => void): void;
 }
 
@@ -73,8 +78,13 @@ export class ControlServer {
     const ctx: ControlContext = { onClose: (fn) => closers.push(fn) };
     sock.setEncoding('utf8');
     sock.on('error', () => sock.destroy());
-    sock.on('close', () => {
+    let closed = false;
+    const runClosers = (): void => {
       for (const fn of closers.splice(0)) fn();
+    };
+    sock.on('close', () => {
+      closed = true;
+      if (pending === 0) runClosers();
     });
     sock.on('data', (chunk: string) => {
       buf += chunk;
@@ -95,6 +105,8 @@ export class ControlServer {
         void this.answer(line, ctx).then((ans) => {
           pending--;
           if (!sock.destroyed) sock.write(JSON.stringify(ans, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString(16) : v)) + '\n');
+          // The client went while this was in flight: its connection's state is undone now.
+          if (closed && pending === 0) runClosers();
         });
       }
     });

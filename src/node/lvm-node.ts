@@ -3,8 +3,9 @@
 // change in its own process, and its locks and its writes belong to node N:
 //   - node N runs here: the locks are taken by node N, through its control channel, tied to this
 //     connection (the node releases them if this process goes away), as lvm commands ask lvmlockd;
-//     and every device is opened, read and written by node N through its provider, over a second
-//     connection (src/node/remote-device.ts), so node N's fence gate covers the command's writes;
+//     and every device is opened, read and written by node N through its provider, over the same
+//     connection (src/node/remote-device.ts), so node N's fence gate covers the command's writes
+//     and N releases the locks of a command that died only after the writes it had sent;
 //   - node N is not running: this process joins as node N for the command (src/node/lock-run.ts's
 //     withJoinedNode, as `sanbox lock` does), heartbeating and fenceable, and leaves after it.
 // Activation is different: an active LV's lock is held persistently by a running node, so
@@ -88,13 +89,13 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
   }
   const base = { nodeId: o.nodeId, clusterName: info.config.clusterName, lockTimeoutMs: info.timing.lockTimeoutMs, timing: info.timing };
   if (o.requireRunning || slotLockHeld(info, o.nodeId)) {
-    const c = await connectNode(o.clusterImage, o.nodeId);
-    let io: NodeDevices | undefined;
+    // Every device the command opens — the PVs and the cluster image (its device list) — is
+    // opened and written by node N (src/node/remote-device.ts): N's fence gate covers them. Its
+    // locks go over the same connection, in the same order: should this process die, N releases
+    // them only after the writes it sent before (remote-device.ts NodeDevices.connection).
+    const devices = new NodeDevices(await connectNode(o.clusterImage, o.nodeId));
+    const c = devices.connection;
     try {
-      // Every device the command opens — the PVs and the cluster image (its device list) — is
-      // opened and written by node N (src/node/remote-device.ts): N's fence gate covers them.
-      io = new NodeDevices(await connectNode(o.clusterImage, o.nodeId));
-      const devices = io;
       const status = (await c.request({ cmd: 'status' })).status as { pid?: unknown } | undefined;
       const openerPid = typeof status?.pid === 'number' ? status.pid : undefined;
       return await fn({
@@ -107,8 +108,7 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
     } catch (err) {
       throw await fencedMeanwhile(info, o.nodeId, err);
     } finally {
-      io?.close();
-      c.close();
+      devices.close();
     }
   }
   let fenced: string | undefined;

@@ -9,7 +9,9 @@
 // provider.ts's lease check), or N is gone and the connection with it (a power fence, an exit
 // after a self-fence). A stalled command holds nothing N would wait for: it can only ask.
 //
-// Protocol (JSON lines on N's control socket, one connection per command, requests one at a time):
+// Protocol (JSON lines on N's control socket, one connection per command — its locks too, so the
+// node releases them only after the writes sent before them: control.ts onClose — requests one at
+// a time):
 //   dev-open {spec}                                → {handle, name, sizeBytes, sectorSizeBytes, readOnly}
 //   dev-read {handle, offsetBytes, lengthBytes}    → {data: base64}      (≤ DEV_READ_BYTES_MAX)
 //   dev-write {handle, offsetBytes, data: base64}  → {}                  (≤ DEV_WRITE_BYTES_MAX)
@@ -29,7 +31,7 @@ import { schemeOf } from '../disk/open.js';
 import { DiskError, SanboxError } from '../errors.js';
 import { isLvSpec } from '../volume/resolve.js';
 import type { ControlContext, ControlServer } from './control.js';
-import type { NodeConnection } from './ctl.js';
+import { CTL_ANSWER_TIMEOUT_MS, type NodeConnection } from './ctl.js';
 import { CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from '../timing.js';
 import type { RunningNode } from './node.js';
 
@@ -173,9 +175,12 @@ export class NodeDevices {
     this.answerBoundMs = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT + t.fenceGateWaitMs + 2 * t.ioTimeoutMs;
   }
 
-  /** One request after the previous one's answer (the control channel answers in order only one at a time). */
-  call(req: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const run = this.queue.then(() => this.conn.request(req, this.answerBoundMs, true));
+  /**
+   * One request after the previous one's answer (the control channel answers in order only one at a
+   * time). Other requests of the command (its locks) go here too: see `connection`.
+   */
+  call(req: Record<string, unknown>, timeoutMs = this.answerBoundMs, keepCode = true): Promise<Record<string, unknown>> {
+    const run = this.queue.then(() => this.conn.request(req, timeoutMs, keepCode));
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -189,6 +194,17 @@ export class NodeDevices {
       throw new SanboxError('EIO', `${spec}: the node answered dev-open without a device`);
     }
     return new NodeDevice(this, handle, name, sizeBytes, sectorSizeBytes, readOnly === true);
+  }
+
+  /**
+   * The connection with its requests in this queue, for the command's locks: a lock tied to the
+   * connection is then released by the node only after every write sent before the client went
+   * has been answered (control.ts onClose), where on a second connection the node could read the
+   * lock connection's close before a write still queued on this one.
+   */
+  get connection(): NodeConnection {
+    // NodeConnection.request's defaults: the usual answer bound, error answers as EINVAL.
+    return { ...this.conn, request: (req, timeoutMs = CTL_ANSWER_TIMEOUT_MS, keepCode = false) => this.call(req, timeoutMs, keepCode) };
   }
 
   close(): void {
