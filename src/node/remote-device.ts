@@ -109,9 +109,9 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
     const isImage = await namesImage(spec);
     const dev = isImage ? node.device : await node.provider.open(spec);
     if (byConnection.get(ctx) !== t) {
-      // The client went while the open was in flight: its connection's closers ran already, so
-      // nothing else would close this device (it would stay open, and the node's key registered
-      // on it, until the node exits).
+      // The connection's closers ran while the open was in flight. control.ts runs them only once
+      // every request is answered, so this is a guard: were it to happen, nothing else would close
+      // this device (it would stay open, the node's key registered on it, until the node exits).
       if (!isImage) await dev.close();
       throw new SanboxError('ECANCELED', `${spec}: the client closed its connection while the node opened the device; closed it again`);
     }
