@@ -11,13 +11,21 @@
 //   lockout-vetted  in withLayoutLockout (src/volume/lockout.ts), after the change's vet (lvreduce's
 //               and lvremove's "LV is mounted" check, which holds the volume's superblock lock PR
 //               from there on) and before the LV locks are asked for: the VG lock EX is held.
+//   lease-checked   in a node's gated write (src/node/provider.ts LeasedGate), after the gate's
+//               check and the heartbeat lease's, right before the pwrite: the process stops INSIDE
+//               its fence gate (it keeps the gate, as a write blocked in the kernel does), on the
+//               first write to the device whose file name SANBOX_PAUSE_DEVICE gives (any device
+//               when unset), once. A fencer then waits for the gate and escalates to the power fence.
 
+import path from 'node:path';
 import { DiskError } from '../errors.js';
 import { endAllLocalLeases } from './reservations.js';
 
 export const PAUSE_AT_ENV = 'SANBOX_PAUSE_AT';
 
-export const PAUSE_POINTS = ['vg-commit', 'lockout-vetted'] as const;
+export const PAUSE_AT_DEVICE_ENV = 'SANBOX_PAUSE_DEVICE';
+
+export const PAUSE_POINTS = ['vg-commit', 'lockout-vetted', 'lease-checked'] as const;
 export type PausePoint = (typeof PAUSE_POINTS)[number];
 
 /** Stops this process at `point` when SANBOX_PAUSE_AT names it; `what` goes into the stderr line. */
@@ -33,5 +41,18 @@ export function pauseAt(point: PausePoint, what: string, env: NodeJS.ProcessEnv 
   endAllLocalLeases();
   process.stderr.write(`sanbox: ${PAUSE_AT_ENV}=${point}: pid ${process.pid} stops ${what}\n`);
   // The kernel stops the process before kill returns; it goes on from here at SIGCONT.
+  process.kill(process.pid, 'SIGSTOP');
+}
+
+// Read once at load: the check below runs on every gated write of a node.
+let insideWriteArmed = process.env[PAUSE_AT_ENV] === 'lease-checked';
+
+/** The 'lease-checked' point (above): stops this process inside a gated write to `deviceName`, keeping its gate. */
+export function pauseInsideWrite(deviceName: string, offsetBytes: number): void {
+  if (!insideWriteArmed) return;
+  const only = process.env[PAUSE_AT_DEVICE_ENV];
+  if (only !== undefined && only !== '' && path.basename(deviceName) !== only) return;
+  insideWriteArmed = false;
+  process.stderr.write(`sanbox: ${PAUSE_AT_ENV}=lease-checked: pid ${process.pid} stops inside its write to ${deviceName} at offset ${offsetBytes}\n`);
   process.kill(process.pid, 'SIGSTOP');
 }

@@ -8,9 +8,12 @@
 // stalled inside a write (it holds its gate, so the preempt cannot complete); 'power' kills only;
 // 'both' kills and preempts.
 
+import fs from 'node:fs';
+import path from 'node:path';
 import { hex64 } from '../format/where.js';
+import { schemeOf } from '../disk/open.js';
 import { bootId, killGroup, powerFence, type ProcessIdentity } from '../disk/power-fence.js';
-import { nodeKey, type PersistentReservations } from '../disk/reservations.js';
+import { nodeKey, PersistentReservations, sidecarStoreSpec, type PreemptResult } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
 import type { Timing } from '../timing.js';
@@ -32,6 +35,13 @@ export interface FencerDeps {
   clusterTag: number;
   /** Every device this cluster's nodes write with a fence gate (the cluster image first); all are preempted. */
   reservations: PersistentReservations[];
+  /**
+   * The cluster's device list as the cluster image holds it now (src/format/device-list.ts), every
+   * listed name, present or not. Each one this node does not have open (not in `reservations`) is
+   * preempted too, through its sidecar reservation state — where a node's provider keeps a PV's —
+   * so a PV only the victim opened (a private container's) gets the fence as well.
+   */
+  clusterDevices?(): Promise<string[]>;
   /** The victim's node record as it is on disk now (pid, start time, boot id, generation). */
   readNodeRecord(nodeId: number): Promise<NodeRecord | null>;
   timing: Timing;
@@ -108,21 +118,67 @@ export class Fencer {
     }
     if (policy === 'disk' || policy === 'both') {
       if (reservations.length === 0) throw new SanboxError('EFENCED', `disk fence of node ${nodeId}: no device has reservations`);
+      const many = reservations.length > 1;
       for (const pr of reservations) {
-        this.mayStillFence(nodeId);
-        let r = await pr.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.fenceGateWaitMs);
-        if (r === null) {
-          // The victim holds its gate: it is stopped or stuck inside a write. Kill it, which drops
-          // the gate, then preempt.
-          this.d.log(`node ${nodeId} is stalled inside a write for ${this.d.timing.fenceGateWaitMs} ms; escalating to the power fence`);
-          await this.power(nodeId, generation, steps, true);
-          this.mayStillFence(nodeId);
-          r = await pr.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, this.d.timing.powerFenceWaitMs);
-          if (r === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId} on ${pr.spec.deviceName}: its gate is still held after the power fence`);
-        }
-        steps.push(`preempt:${r.outcome}(${reservations.length > 1 ? `${pr.spec.deviceName}, ` : ''}key 0x${key.toString(16)}, PRgeneration ${r.prGeneration})`);
+        const r = await this.preempt(pr, nodeId, generation, key, steps, (wait) => pr.preemptAndAbort(this.d.selfNodeId, this.d.selfKey, nodeId, key, wait));
+        steps.push(`preempt:${r.outcome}(${many ? `${pr.spec.deviceName}, ` : ''}key 0x${key.toString(16)}, PRgeneration ${r.prGeneration})`);
       }
+      await this.preemptListed(nodeId, generation, key, steps);
     }
     return { nodeId, generation, steps, durationMs: performance.now() - t0 };
+  }
+
+  /**
+   * One preempt, escalated to the power fence when the victim holds its gate on that device (it is
+   * stopped or stuck inside a write there: the preempt waits for that write to land or the victim
+   * to die, so no write of it lands after the fence is recorded).
+   */
+  private async preempt(pr: PersistentReservations, nodeId: number, generation: bigint, key: bigint, steps: string[], run: (gateWaitMs: number) => Promise<PreemptResult | null>): Promise<PreemptResult> {
+    this.mayStillFence(nodeId);
+    let r = await run(this.d.timing.fenceGateWaitMs);
+    if (r !== null) return r;
+    // The victim holds its gate: it is stopped or stuck inside a write. Kill it, which drops the gate, then preempt.
+    this.d.log(`node ${nodeId} is stalled inside a write to ${pr.spec.deviceName} for ${this.d.timing.fenceGateWaitMs} ms; escalating to the power fence`);
+    await this.power(nodeId, generation, steps, true);
+    this.mayStillFence(nodeId);
+    r = await run(this.d.timing.powerFenceWaitMs);
+    if (r === null) throw new SanboxError('EFENCED', `disk fence of node ${nodeId} on ${pr.spec.deviceName}: its gate is still held after the power fence`);
+    return r;
+  }
+
+  /**
+   * Preempts the victim on every device of the cluster's list this node does not have open. Why:
+   * the victim's heartbeat lease bounds when a write of it STARTS, not when it lands; a pwrite past
+   * its lease check (stopped, throttled in the kernel) lands later. The preempt takes the victim's
+   * gate, so it completes only after such a write landed or the victim died.
+   * Skipped, each for a reason: an nbd:// device (no gate of ours guards it; its target cuts a
+   * fenced node off); a listed file that is gone (nothing can write it: logged); a device with no
+   * reservation state yet (no node ever opened it, so no write of the victim is in flight there —
+   * every open registers the key in that state before its first write, and a later open's write is
+   * refused by the victim's expired lease). The fencer is not an initiator there: it preempts on
+   * behalf of the cluster (preemptForCluster), and closes the state at once.
+   */
+  private async preemptListed(nodeId: number, generation: bigint, key: bigint, steps: string[]): Promise<void> {
+    if (this.d.clusterDevices === undefined) return;
+    const open = new Set(this.d.reservations.map((pr) => pr.spec.statePath));
+    for (const listed of await this.d.clusterDevices()) {
+      if (schemeOf(listed) !== undefined) continue;
+      const spec = sidecarStoreSpec(path.resolve(listed));
+      if (open.has(spec.statePath)) continue;
+      open.add(spec.statePath);
+      if (!fs.existsSync(spec.deviceName)) {
+        this.d.log(`fencing node ${nodeId}: listed device ${listed} is missing; nothing writes it, not preempted there`);
+        steps.push(`preempt:missing(${listed})`);
+        continue;
+      }
+      if (!fs.existsSync(spec.statePath)) continue;
+      const pr = new PersistentReservations(spec, undefined, this.d.timing.reservationLockWaitMs);
+      try {
+        const r = await this.preempt(pr, nodeId, generation, key, steps, (wait) => pr.preemptForCluster(nodeId, key, wait));
+        steps.push(`preempt:${r.outcome}(${spec.deviceName}, key 0x${key.toString(16)}, PRgeneration ${r.prGeneration})`);
+      } finally {
+        pr.close();
+      }
+    }
   }
 }

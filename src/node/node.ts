@@ -25,6 +25,7 @@ import type { SelfFencingGate } from '../disk/fence-gate.js';
 import { schemeOf } from '../disk/open.js';
 import { isLvSpec } from '../volume/resolve.js';
 import { clusterDeviceSpecs } from '../volume/lvm-cluster.js';
+import { readClusterDevices } from '../volume/cluster-devices.js';
 import { selfIdentity } from '../disk/power-fence.js';
 import { LockFile, nodeKey, ReservationStore } from '../disk/reservations.js';
 import { modeName } from '../dlm/compat-matrix.js';
@@ -379,6 +380,8 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       get reservations() {
         return provider.reservations;
       },
+      // Every listed device, present or not (the fencer logs a missing one): read at each fence.
+      clusterDevices: async () => ((await readClusterDevices(device)) ?? []).map((e) => e.device),
       readNodeRecord: async (id) => (await readNodeRecords(device, info))[id] ?? null,
       timing,
       // Over nbd:// no gate of ours refuses a victim's writes (the target does, by cutting it off),

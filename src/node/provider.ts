@@ -28,6 +28,7 @@ import type { LvDevice } from '../volume/lv-device.js';
 import { assertNodeMayUse, heldWithoutQuorum, readContainerUse, type ContainerUse } from '../volume/container.js';
 import { QuorumHeldDevice, QuorumHold, type QuorumHoldStatus, type QuorumSource } from '../disk/quorum-hold.js';
 import { mergeSpecs } from '../volume/lvm-cluster.js';
+import { pauseInsideWrite } from '../disk/pause-point.js';
 
 /** Where a device's reservation state lives: a region of the device itself, a sidecar file, or nowhere (nbd://). */
 export type ReservationPlace = { spec: ReservationStoreSpec } | 'sidecar' | 'remote';
@@ -535,7 +536,10 @@ class LeasedGate implements WriteGate {
 
   enter(deviceName: string, offsetBytes: number): void {
     this.gate.enter(deviceName, offsetBytes);
-    if (!this.leaseExpired()) return;
+    if (!this.leaseExpired()) {
+      pauseInsideWrite(deviceName, offsetBytes);
+      return;
+    }
     this.gate.leave();
     // The lease check fenced the node (every gate of it refuses from now on); this write is refused too.
     throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: ${this.gate.fencedReason ?? 'the node is past its self-fence deadline'}`, { device: deviceName, offsetBytes });

@@ -18,8 +18,8 @@ export interface PausedCommand {
 }
 
 /** `sanbox ARGS…` stopped at `point`; fails the test if it ended before it got there. */
-export async function pausedCommand(t: ExecutionContext, args: string[], point: PausePoint): Promise<PausedCommand> {
-  const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, SANBOX_DEVICESFILE: '', SANBOX_PAUSE_AT: point } });
+export async function pausedCommand(t: ExecutionContext, args: string[], point: PausePoint, env: NodeJS.ProcessEnv = {}): Promise<PausedCommand> {
+  const child = spawnChild(t, process.execPath, [SANBOX_BIN, ...args], { env: { ...process.env, SANBOX_DEVICESFILE: '', ...env, SANBOX_PAUSE_AT: point } });
   const io = collect(child);
   const line = new RegExp(`SANBOX_PAUSE_AT=${point}: pid \\d+ stops`);
   await waitFor(() => line.test(io.err()) || child.exitCode !== null, PAUSE_MS, `${args.join(' ')} to reach ${point}`);
