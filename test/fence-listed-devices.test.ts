@@ -23,6 +23,9 @@ import { pausedCommand } from './helpers/paused-command.js';
 import { sanboxCli } from './helpers/lvm-real.js';
 import { exited, ownLockDir, tempDir } from './helpers/tmp.js';
 import { PAUSE_AT_DEVICE_ENV } from '../src/disk/pause-point.js';
+import { nodeKey, PersistentReservations, sidecarStoreSpec } from '../src/disk/reservations.js';
+import { Fencer } from '../src/heartbeat/fencer.js';
+import { presetTiming } from '../src/timing.js';
 
 ownLockDir(test);
 
@@ -73,4 +76,69 @@ test('a write stopped inside its gate on a PV only the victim opened: the fence 
   const r = await exited(stalled.child, EXIT_MS);
   t.is(r.signal, 'SIGKILL', `the stalled command was killed by the fence: ${JSON.stringify(r)} ${stalled.err()}`);
   t.is(sha(pv), before, "the PV's bytes are what they were before the command: its write did not land");
+});
+
+/** PVs listed besides the image in the cost measurement (a cluster of a few private containers), and rounds of each variant. */
+const LISTED_PVS = 4;
+const ROUNDS = 15;
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+test('the listed devices: preempted where the victim registered, a missing one logged and skipped, one never opened or without the victim key left alone; the cost per fence measured', async (t) => {
+  const dir = tempDir(t);
+  const timing = presetTiming('local');
+  const tag = 0x4242;
+  const file = (name: string): string => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, '');
+    fs.truncateSync(p, MiB);
+    return p;
+  };
+  const image = new PersistentReservations(sidecarStoreSpec(file('c.img')));
+  const pvs = Array.from({ length: LISTED_PVS }, (_, i) => new PersistentReservations(sidecarStoreSpec(file(`pv${i}.img`))));
+  const neverOpened = file('fresh.img');
+  // Another node's PV: its state exists, the victim never registered there.
+  const othersOnly = new PersistentReservations(sidecarStoreSpec(file('other.img')));
+  await othersOnly.register(1, nodeKey(tag, 1, 1n), timing.fenceGateWaitMs);
+  const missing = path.join(dir, 'gone.img');
+  t.teardown(() => [image, othersOnly, ...pvs].forEach((pr) => pr.close()));
+  const fencerKey = nodeKey(tag, 0, 1n);
+  await image.register(0, fencerKey, timing.fenceGateWaitMs);
+  const logs: string[] = [];
+  const fencer = (listed: boolean): Fencer =>
+    new Fencer({
+      selfNodeId: 0,
+      selfKey: fencerKey,
+      clusterTag: tag,
+      reservations: [image],
+      ...(listed ? { clusterDevices: async () => [...pvs.map((p) => p.spec.deviceName), othersOnly.spec.deviceName, neverOpened, missing, 'nbd://localhost/x'] } : {}),
+      readNodeRecord: async () => null,
+      timing,
+      policy: 'disk',
+      log: (m) => logs.push(m),
+    });
+  const variants = { imageOnly: fencer(false), listed: fencer(true) };
+  const ms: Record<keyof typeof variants, number[]> = { imageOnly: [], listed: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const name of ['imageOnly', 'listed'] as const) {
+      // A new incarnation of node 2 each time, registered everywhere a node's provider would have it.
+      const generation = BigInt(2 * round + (name === 'listed' ? 2 : 1));
+      const key = nodeKey(tag, 2, generation);
+      for (const pr of [image, ...pvs]) t.true(await pr.register(2, key, timing.fenceGateWaitMs));
+      const out = await variants[name].fence(2, generation);
+      ms[name].push(out.durationMs);
+      t.is(image.readState().preempted[2], key);
+      for (const pr of pvs) t.is(pr.readState().registered[2] === 0n, name === 'listed', `${pr.spec.deviceName}: preempted only by the listing fencer`);
+      if (name === 'listed' && round === 0) {
+        t.log(out.steps.join(', '));
+        t.deepEqual(out.steps.map((s) => s.split('(')[0]), ['preempt:preempted', ...pvs.map(() => 'preempt:preempted'), 'preempt:missing']);
+        t.regex(logs.join('\n'), /listed device .*gone\.img is missing/);
+        t.false(fs.existsSync(sidecarStoreSpec(neverOpened).statePath), 'no reservation state made for a device nobody opened');
+        t.is(othersOnly.readState().preempted[2], 0n, 'nothing written where the victim was not registered');
+      }
+      // The victim's next incarnation registers afresh (the test's; a node's provider unregisters at close).
+      for (const pr of pvs) if (pr.readState().registered[2] === key) await pr.unregister(2, key);
+    }
+  }
+  t.log(`fence duration, median of ${ROUNDS}: image only ${median(ms.imageOnly).toFixed(2)} ms; image + ${LISTED_PVS} listed PVs ${median(ms.listed).toFixed(2)} ms`);
 });

@@ -138,7 +138,7 @@ export class Fencer {
     let r = await run(this.d.timing.fenceGateWaitMs);
     if (r !== null) return r;
     // The victim holds its gate: it is stopped or stuck inside a write. Kill it, which drops the gate, then preempt.
-    this.d.log(`node ${nodeId} is stalled inside a write to ${pr.spec.deviceName} for ${this.d.timing.fenceGateWaitMs} ms; escalating to the power fence`);
+    this.d.log(`node ${nodeId} (on ${pr.spec.deviceName}) is stalled inside a write for ${this.d.timing.fenceGateWaitMs} ms; escalating to the power fence`);
     await this.power(nodeId, generation, steps, true);
     this.mayStillFence(nodeId);
     r = await run(this.d.timing.powerFenceWaitMs);
@@ -155,7 +155,8 @@ export class Fencer {
    * fenced node off); a listed file that is gone (nothing can write it: logged); a device with no
    * reservation state yet (no node ever opened it, so no write of the victim is in flight there —
    * every open registers the key in that state before its first write, and a later open's write is
-   * refused by the victim's expired lease). The fencer is not an initiator there: it preempts on
+   * refused by the victim's expired lease), or where the victim's key is not registered (the same
+   * argument; it keeps a fence's cost to the PVs the victim had open). The fencer is not an initiator there: it preempts on
    * behalf of the cluster (preemptForCluster), and closes the state at once.
    */
   private async preemptListed(nodeId: number, generation: bigint, key: bigint, steps: string[]): Promise<void> {
@@ -174,6 +175,11 @@ export class Fencer {
       if (!fs.existsSync(spec.statePath)) continue;
       const pr = new PersistentReservations(spec, undefined, this.d.timing.reservationLockWaitMs);
       try {
+        // Not registered there (nor holding its reservation): no write of the victim is in flight on
+        // it (a node's writes come after its open registered it), and one after a later open is
+        // refused by its expired lease. Nothing to write (each preempt is a write and a flush).
+        const cur = pr.readState();
+        if (cur.registered[nodeId] !== key && cur.reservationKey !== key) continue;
         const r = await this.preempt(pr, nodeId, generation, key, steps, (wait) => pr.preemptForCluster(nodeId, key, wait));
         steps.push(`preempt:${r.outcome}(${spec.deviceName}, key 0x${key.toString(16)}, PRgeneration ${r.prGeneration})`);
       } finally {

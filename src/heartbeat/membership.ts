@@ -154,7 +154,8 @@ export class MembershipService implements Membership {
       d.fencing = true;
       try {
         let steps: string[] = [];
-        if (this.o.fencer !== null) steps = (await this.o.fencer.fence(nodeId, d.generation, { leftCleanly: d.reason === 'left' })).steps;
+        let durationMs = 0;
+        if (this.o.fencer !== null) ({ steps, durationMs } = await this.o.fencer.fence(nodeId, d.generation, { leftCleanly: d.reason === 'left' }));
         if (this.stopped) return;
         d.fenced = true;
         this.fencedKeys.add(`${nodeId}:${d.generation}`);
@@ -168,7 +169,7 @@ export class MembershipService implements Membership {
           this.o.log(`node ${nodeId} left (generation ${hex64(d.generation)}): ${steps.join(', ') || 'nothing to record'}`);
           this.emit({ kind: 'left', nodeId, generation: d.generation, atMs: this.now() });
         } else {
-          this.o.log(`node ${nodeId} fenced (generation ${hex64(d.generation)}): ${steps.join(', ') || 'no fence agent'}`);
+          this.o.log(`node ${nodeId} fenced (generation ${hex64(d.generation)}) in ${durationMs.toFixed(1)} ms: ${steps.join(', ') || 'no fence agent'}`);
           this.emit({ kind: 'fenced', nodeId, generation: d.generation, atMs: this.now() });
         }
       } catch (err) {
