@@ -3,8 +3,10 @@
 // could block the thread): the promise layers of a node's device (view, counted provider device,
 // file) cost a promise or two each per I/O, six I/Os per lock+unlock. Anything else (nbd://, a
 // fault rule installed) takes the promise form, as before. The verdict is cached under
-// syncFitEpoch(), which moves whenever any device's fitness may have changed.
+// syncFitEpoch(), which moves whenever any device's fitness may have changed. A run of in-call I/O
+// that has held the event loop too long takes the promise form too (src/disk/turn-budget.ts).
 
+import { mayRunInCall } from '../disk/turn-budget.js';
 import { IO_DONE, isSyncFit, syncFitEpoch, type BlockDevice, type SyncBlockDevice } from '../disk/device.js';
 
 export class InCallIo {
@@ -24,7 +26,7 @@ export class InCallIo {
 
   read(buf: Buffer, offsetBytes: number): Promise<void> {
     const d = this.syncForm();
-    if (d === undefined) return this.device.read(buf, offsetBytes);
+    if (d === undefined || !mayRunInCall()) return this.device.read(buf, offsetBytes);
     try {
       d.readSync(buf, offsetBytes);
     } catch (err) {
@@ -35,7 +37,7 @@ export class InCallIo {
 
   write(buf: Buffer, offsetBytes: number): Promise<void> {
     const d = this.syncForm();
-    if (d === undefined) return this.device.write(buf, offsetBytes);
+    if (d === undefined || !mayRunInCall()) return this.device.write(buf, offsetBytes);
     try {
       d.writeSync(buf, offsetBytes);
     } catch (err) {
