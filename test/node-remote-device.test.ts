@@ -92,6 +92,7 @@ test('a client reads and writes a device through a running node: the node\'s pro
     [{ cmd: 'dev-write', handle: 99, offsetBytes: 0, data: '' }, /no device open as handle 99 on this connection/],
     [{ cmd: 'dev-open', spec: 'vg/lv' }, /dev-open opens a disk or image file, not a logical volume/],
     [{ cmd: 'dev-open', spec: '' }, /"spec" must be a non-empty string/],
+    [{ cmd: 'dev-open', spec: 'pv.img' }, /dev-open takes an absolute path/],
     // Handle 1 is the other connection's device: handles are per connection.
     [{ cmd: 'dev-read', handle: 1, offsetBytes: 0, lengthBytes: 512 }, /no device open as handle 1 on this connection/],
     [{ cmd: 'dev-write', handle: 'x', offsetBytes: 0, data: '' }, /"handle" must be a positive integer/],

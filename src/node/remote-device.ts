@@ -104,6 +104,8 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
     if (typeof spec !== 'string' || spec.length === 0) throw new SanboxError('EINVAL', '"spec" must be a non-empty string');
     // An LVM command opens disks and image files; an LV is opened by the node for its own users only.
     if (isLvSpec(spec)) throw new SanboxError('EINVAL', `${spec}: dev-open opens a disk or image file, not a logical volume`);
+    // Relative to what? The node's cwd is not the client's: a path would name another file, or none.
+    if (schemeOf(spec) === undefined && !path.isAbsolute(spec)) throw new SanboxError('EINVAL', `${spec}: dev-open takes an absolute path (the node's directory is not the client's)`);
     const t = table(ctx);
     if (t.open.size >= DEV_HANDLES_MAX) throw new SanboxError('EINVAL', `node ${node.nodeId}: ${DEV_HANDLES_MAX} devices open on this connection already`);
     const isImage = await namesImage(spec);
