@@ -5,7 +5,7 @@
 // that touches another node's slot is a bug in sanbox and never reaches the disk.
 
 import { assert } from '../errors.js';
-import { isSyncDevice, type BlockDevice, type SectorSize, type SyncBlockDevice } from './device.js';
+import { isSyncDevice, isSyncFit, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from './device.js';
 
 /** Slot n of a table is [offsetBytes + n × slotBytes, + slotBytes) on the device. */
 export interface SlotTable {
@@ -69,7 +69,7 @@ class OwnSlots implements BlockDevice {
   }
 }
 
-class SyncOwnSlots extends OwnSlots implements SyncBlockDevice {
+class SyncOwnSlots extends OwnSlots implements SyncBlockDevice, SyncFitness {
   readonly sync = true as const;
   constructor(
     private readonly syncInner: SyncBlockDevice,
@@ -77,6 +77,10 @@ class SyncOwnSlots extends OwnSlots implements SyncBlockDevice {
     tables: readonly SlotTable[],
   ) {
     super(syncInner, nodeId, tables);
+  }
+  /** Fit as the device below is: a fault rule there (a stall sleeps in the synchronous form) makes this unfit too. */
+  get syncFit(): boolean {
+    return isSyncFit(this.syncInner);
   }
   readSync(buf: Buffer, offsetBytes: number): void {
     this.syncInner.readSync(buf, offsetBytes);
