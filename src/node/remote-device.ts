@@ -68,10 +68,12 @@ function sameFile(a: fs.Stats, b: fs.Stats): boolean {
 export function registerDeviceCommands(control: ControlServer, node: RunningNode): void {
   const byConnection = new Map<ControlContext, { next: number; open: Map<number, { dev: BlockDevice; own: boolean }> }>();
   // The node holds its image open, so the file (and so its identity) stays while the node runs.
-  const imageStat = fs.statSync(node.info.path);
-  /** Whether a spec names the cluster image: a path to the same file, through any directory or link. */
+  // An image served over nbd:// has no identity here but its URI.
+  const imageStat = schemeOf(node.info.path) === undefined ? fs.statSync(node.info.path) : undefined;
+  /** Whether a spec names the cluster image: a path to the same file, through any directory or link; or the image's own URI. */
   const namesImage = async (spec: string): Promise<boolean> => {
-    if (schemeOf(spec) !== undefined) return false;
+    if (schemeOf(spec) !== undefined) return spec === node.info.path;
+    if (imageStat === undefined) return false;
     try {
       return sameFile(await fs.promises.stat(spec), imageStat);
     } catch {
