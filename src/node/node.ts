@@ -295,8 +295,9 @@ function makeHeartbeats(
   regions: HeartbeatRegion[],
   o: { nodeId: number; generation: bigint; timing: Timing; membership: MembershipService; provider: DeviceProvider; log: (msg: string) => void },
   onSelfFenced: ((reason: string) => void) | undefined,
-): { heartbeats: Heartbeat[]; add: (region: HeartbeatRegion) => Heartbeat } {
+): { heartbeats: Heartbeat[]; add: (region: HeartbeatRegion) => Heartbeat; remove: (h: Heartbeat) => void } {
   const heartbeats: Heartbeat[] = [];
+  const leaseRemovers = new Map<Heartbeat, () => void>();
   let reported = false;
   const onSelfFence = (reason: string): void => {
     for (const h of heartbeats) h.selfFence(reason);
@@ -310,11 +311,19 @@ function makeHeartbeats(
     const h = new Heartbeat({ region, nodeId: o.nodeId, generation: o.generation, timing: o.timing, membership: o.membership, gate: o.provider.gate, log: o.log, onSelfFence });
     heartbeats.push(h);
     // Every write of this node checks this heartbeat's self-fence deadline first (provider.ts addLease).
-    o.provider.addLease(() => h.leaseExpired());
+    leaseRemovers.set(h, o.provider.addLease(() => h.leaseExpired()));
     return h;
   };
+  // A stopped heartbeat (a volume's, at umount) no longer vouches for writes: its lease goes with it,
+  // so the per-write check does not grow with every mount a node has ever made.
+  const remove = (h: Heartbeat): void => {
+    const i = heartbeats.indexOf(h);
+    if (i >= 0) heartbeats.splice(i, 1);
+    leaseRemovers.get(h)?.();
+    leaseRemovers.delete(h);
+  };
   for (const region of regions) add(region);
-  return { heartbeats, add };
+  return { heartbeats, add, remove };
 }
 
 function lockStatus(ls: Lockspace | undefined): NodeStatus['locks'] {
@@ -395,7 +404,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
     // Without quorum, data I/O to cluster volumes waits (src/disk/quorum-hold.ts); heartbeat and lockspace I/O do not.
     provider.holdWithoutQuorum(membership, log);
-    const { heartbeats, add: addHeartbeat } = makeHeartbeats(regions, { nodeId: n, generation, timing, membership, provider, log }, opts.onSelfFence);
+    const { heartbeats, add: addHeartbeat, remove: removeHeartbeat } = makeHeartbeats(regions, { nodeId: n, generation, timing, membership, provider, log }, opts.onSelfFence);
     const heartbeat = heartbeats[0]!;
     // Volume homes by volumeKey: the device, its view for data I/O (held without quorum; the
     // heartbeat writes the device itself), and its heartbeat while the node is in its region.
@@ -506,7 +515,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         homes.delete(k);
         if (h.heartbeat !== undefined) {
           await h.heartbeat.stop(true);
-          heartbeats.splice(heartbeats.indexOf(h.heartbeat), 1);
+          removeHeartbeat(h.heartbeat);
           membership.removeRegion(h.heartbeat.regionName);
         }
         await (await h.device).close();

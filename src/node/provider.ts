@@ -235,9 +235,14 @@ export class DeviceProvider {
    * named by neither keeps this node's key, and a listed one keeps it until the fence gets there). Since
    * selfFenceMs is below the dead time, a write that passes this check starts before any peer can
    * have declared the node dead (docs/containers.md, "Changes through a running node").
+   * Returns the lease's removal, for a heartbeat that stopped (a volume's, at umount).
    */
-  addLease(expired: () => boolean): void {
+  addLease(expired: () => boolean): () => void {
     this.leases.push(expired);
+    return () => {
+      const i = this.leases.indexOf(expired);
+      if (i >= 0) this.leases.splice(i, 1);
+    };
   }
 
   /** Whether this node's heartbeat lease has run out (its self-fence happens inside the check). */
