@@ -13,6 +13,7 @@
 //   - the real pvck is clean (lvm2's vgck refuses a shared VG without lvmlockd).
 
 import test, { type ExecutionContext } from 'ava';
+import type { LockspaceView } from '../src/dlm/lockspace-view.js';
 import type { NodeStatus } from '../src/node/node.js';
 import { isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
 import { lvSizeBytes, makeLab, MiB, realToolsClean, type Lab } from './helpers/lv-lab.js';
@@ -56,7 +57,13 @@ test.serial('a mount racing an lvreduce past its mounted check waits for the cha
   let mountDone = false;
   const mount = sanboxCli(t, ['ctl', l.cluster, '1', 'mount', `${l.vg}/fs`]).finally(() => (mountDone = true));
   await new Promise((r) => setTimeout(r, MOUNT_WINDOW_MS));
-  t.false(mountDone, 'the mount did not get its slot between the check and the change (it waits for the superblock lock)');
+  t.false(mountDone, 'the mount did not get its slot between the check and the change');
+  // Not merely slow: node 1's request for the volume's superblock lock is queued behind the changer's PR.
+  const view = JSON.parse(await ok(t, ['dlm', 'ls', l.cluster, '--json'])) as LockspaceView;
+  const superLock = view.resources.find((r) => /^[0-9A-F]{32}:S/.test(r.resource));
+  t.truthy(superLock, `the superblock lock is in the lockspace: ${view.resources.map((r) => r.resource).join(', ')}`);
+  t.true(superLock!.granted.some((g) => g.node === 0 && g.granted === 'PR'), `the changer (node 0) holds it PR: ${JSON.stringify(superLock)}`);
+  t.true([...superLock!.waiting, ...superLock!.converting].some((w) => w.node === 1), `node 1's mount waits for it: ${JSON.stringify(superLock)}`);
   changer.child.kill('SIGCONT');
   const c = await exited(changer.child, EXIT_MS);
   const m = await mount;
