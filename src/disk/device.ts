@@ -43,6 +43,29 @@ export function isSyncDevice(dev: BlockDevice): dev is SyncBlockDevice {
 export const IO_DONE: Promise<void> = Promise.resolve();
 
 /**
+ * `dev`'s synchronous read, done now, as the settled promise a promise form returns: a throw
+ * becomes a rejection, as callers of a promise form expect. No closure: it is on every I/O.
+ */
+export function readInCall(dev: SyncBlockDevice, buf: Buffer, offsetBytes: number): Promise<void> {
+  try {
+    dev.readSync(buf, offsetBytes);
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+  return IO_DONE;
+}
+
+/** `dev`'s synchronous write, done now, as a settled promise (see readInCall). */
+export function writeInCall(dev: SyncBlockDevice, buf: Buffer, offsetBytes: number): Promise<void> {
+  try {
+    dev.writeSync(buf, offsetBytes);
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+  return IO_DONE;
+}
+
+/**
  * A synchronous device whose synchronous form is, for a while, unfit for a caller that must not
  * block its event loop (a node: its heartbeat runs there): `syncFit` is false while a call would
  * hold the thread for longer than the I/O, as a fault layer's latency or stall rule does. (Not an

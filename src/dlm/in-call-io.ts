@@ -7,7 +7,7 @@
 // that has held the event loop too long takes the promise form too (src/disk/turn-budget.ts).
 
 import { mayRunInCall } from '../disk/turn-budget.js';
-import { IO_DONE, isSyncFit, syncFitEpoch, type BlockDevice, type SyncBlockDevice } from '../disk/device.js';
+import { isSyncFit, readInCall, writeInCall, syncFitEpoch, type BlockDevice, type SyncBlockDevice } from '../disk/device.js';
 
 export class InCallIo {
   private fitEpoch = -1;
@@ -27,22 +27,12 @@ export class InCallIo {
   read(buf: Buffer, offsetBytes: number): Promise<void> {
     const d = this.syncForm();
     if (d === undefined || !mayRunInCall()) return this.device.read(buf, offsetBytes);
-    try {
-      d.readSync(buf, offsetBytes);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
-    return IO_DONE;
+    return readInCall(d, buf, offsetBytes);
   }
 
   write(buf: Buffer, offsetBytes: number): Promise<void> {
     const d = this.syncForm();
     if (d === undefined || !mayRunInCall()) return this.device.write(buf, offsetBytes);
-    try {
-      d.writeSync(buf, offsetBytes);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
-    return IO_DONE;
+    return writeInCall(d, buf, offsetBytes);
   }
 }

@@ -8,7 +8,7 @@
 // is in flight.
 
 import { mayRunInCall } from '../disk/turn-budget.js';
-import { checkRange, checkWritable, IO_DONE, isSyncDevice, isSyncFit, syncFitEpoch, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
+import { checkRange, checkWritable, isSyncDevice, isSyncFit, readInCall, syncFitEpoch, viewOf, writeInCall, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { LVM_SECTOR_BYTES, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
 
@@ -233,23 +233,13 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice, SyncFitne
   override read(buf: Buffer, offsetBytes: number): Promise<void> {
     // The promise form over the PVs when a run of in-call I/O has held the event loop too long (turn-budget.ts).
     if (!this.syncFit || !mayRunInCall()) return super.read(buf, offsetBytes);
-    try {
-      this.readSync(buf, offsetBytes);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
-    return IO_DONE;
+    return readInCall(this, buf, offsetBytes);
   }
 
   override write(buf: Buffer, offsetBytes: number): Promise<void> {
     // The promise form over the PVs when a run of in-call I/O has held the event loop too long (turn-budget.ts).
     if (!this.syncFit || !mayRunInCall()) return super.write(buf, offsetBytes);
-    try {
-      this.writeSync(buf, offsetBytes);
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
-    return IO_DONE;
+    return writeInCall(this, buf, offsetBytes);
   }
 
   readSync(buf: Buffer, offsetBytes: number): void {
