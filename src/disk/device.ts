@@ -92,9 +92,14 @@ export function syncFitEpoch(): number {
   return syncFitEpochNow;
 }
 
-/** Whether `dev`'s synchronous form may be used now without blocking the thread on an injected fault (a device without `syncFit` always may). */
+/**
+ * Whether `dev`'s synchronous form may be used now without blocking the thread on an injected
+ * fault. Only a device that says so (`syncFit` true) may: a wrapper that forgot to pass its inner
+ * device's verdict through is taken as unfit (the promise form, never a sleep on the thread), as
+ * the own-slot guard once was, and a stall rule below it hung a node.
+ */
 export function isSyncFit(dev: BlockDevice): dev is SyncBlockDevice {
-  return (dev as Partial<SyncBlockDevice>).sync === true && (dev as Partial<SyncFitness>).syncFit !== false;
+  return (dev as Partial<SyncBlockDevice>).sync === true && (dev as Partial<SyncFitness>).syncFit === true;
 }
 
 /** Byte-range check shared by all devices: an error naming device, offset and length. */

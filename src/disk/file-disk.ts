@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import nodePath from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { DiskError, SanboxError } from '../errors.js';
-import { checkRange, checkWritable, SECTOR_SIZES, type SectorSize, type SyncBlockDevice } from './device.js';
+import { checkRange, checkWritable, SECTOR_SIZES, type SectorSize, type SyncBlockDevice, type SyncFitness } from './device.js';
 import { blockDeviceSizeBytes, InUseGuard, probeInUse, type GuardMode } from './in-use-guard.js';
 import { readRecordedSectorSize, sidecarPath, writeRecordedSectorSize } from './sector-size.js';
 import { fileKind, systemError } from './system-error.js';
@@ -30,8 +30,10 @@ export interface OpenOptions {
   gate?: WriteGate;
 }
 
-export class FileDisk implements SyncBlockDevice {
+export class FileDisk implements SyncBlockDevice, SyncFitness {
   readonly sync = true as const;
+  /** A plain file: its synchronous form never sleeps on an injected fault (device.ts isSyncFit). */
+  readonly syncFit = true as const;
   private fd: number | undefined;
   /** fdatasyncs of the promise form not yet done (close waits for them). */
   private readonly flushesInFlight = new Set<Promise<void>>();
