@@ -481,30 +481,41 @@ test('fuzz: bit flips anywhere in a PV\'s label, mda header and metadata text gi
 test('readers in other processes never see a half-made change while a writer commits repeatedly', async (t) => {
   const imgs = await smallVg(t, 'vgread');
   const devs = ['--devices', imgs.join(',')];
-  // One writer process renames the LV back and forth; this process lists it meanwhile. The writer
-  // starts committing once the reader has made its first scan (a start file), so its start-up does
-  // not use up the window; seeing both names proves the scans overlapped its commits.
-  const startFile = path.join(path.dirname(imgs[0]!), 'start');
+  // One writer process renames the LV back and forth; this process lists it meanwhile, without
+  // pause. The reader's scans share this test process with the file's other tests, so under load
+  // the writer could finish before the reader got a turn: after each commit the writer waits until
+  // the reader has started two more scans (a count in a file), so at least one scan reads each
+  // committed version while the others overlap the commits.
+  const scansFile = path.join(path.dirname(imgs[0]!), 'scans');
+  fs.writeFileSync(scansFile, '0');
   const writer = spawnChild(t, process.execPath, [
     '--input-type=module',
     '-e',
     `import fs from 'node:fs';
      import { commitContext, lvRename } from ${JSON.stringify(path.join(REPO_DIST, 'src/volume/manager.js'))};
      const imgs = ${JSON.stringify(imgs)};
-     for (let waitedMs = 0; !fs.existsSync(${JSON.stringify(startFile)}); waitedMs += 5) {
-       if (waitedMs > 30000) throw new Error('no start signal');
-       await new Promise((r) => setTimeout(r, 5));
-     }
-     for (let i = 0; i < 60; i++) await lvRename(imgs, 'vgread', i % 2 ? 'odd' : 'lv0', i % 2 ? 'lv0' : 'odd', commitContext('writer'));`,
+     const scans = () => Number(fs.readFileSync(${JSON.stringify(scansFile)}, 'utf8') || '0');
+     const scansAfter = async (n) => {
+       for (let waitedMs = 0; scans() < n; waitedMs += 2) {
+         if (waitedMs > 30000) throw new Error('the reader made no scan for 30 s');
+         await new Promise((r) => setTimeout(r, 2));
+       }
+     };
+     await scansAfter(1);
+     for (let i = 0; i < 60; i++) {
+       await lvRename(imgs, 'vgread', i % 2 ? 'odd' : 'lv0', i % 2 ? 'lv0' : 'odd', commitContext('writer'));
+       await scansAfter(scans() + 2);
+     }`,
   ]);
   const wio = collect(writer);
   const seen = new Set<string>();
   let reads = 0;
   // This test process is the reader: it scans the images as fast as it can while the writer runs.
-  while (writer.exitCode === null && reads < 5000) {
+  const readerStartMs = performance.now();
+  while (writer.exitCode === null && performance.now() - readerStartMs < 60_000) {
     const names = await withSession(imgs, { readOnly: true, guard: 'none' }, async (s) => s.vg('vgread').vg.lvs.map((l) => l.name));
     names.forEach((n) => seen.add(n));
-    if (reads++ === 0) fs.writeFileSync(startFile, '');
+    fs.writeFileSync(scansFile, String(++reads));
   }
   const r = await sanboxCli(t, ['lvs', '--json', ...devs]);
   t.is(r.code, 0, r.stderr);
