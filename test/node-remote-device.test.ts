@@ -7,7 +7,8 @@
 // error answers and the node stays up; a closed connection closes the devices it opened, also one
 // whose open was in flight when it closed; the image named through a symlinked directory is still
 // the node's own device; relative paths of a command in another directory reach the node resolved;
-// a lock on the connection is released only after the writes the client sent before it went.
+// a lock on the connection is released only after the writes the client sent before it went; one
+// PV opened through two paths is one device to the node's key count (its file identity).
 
 import test from 'ava';
 import crypto from 'node:crypto';
@@ -22,6 +23,7 @@ import { isSanboxError } from '../src/errors.js';
 import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
 import { readFileAt, runSanbox, spawnChild, tempDir, waitForAsync } from './helpers/tmp.js';
 import { probeInUse } from '../src/disk/in-use-guard.js';
+import { PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
 
 const UP_MS = 10_000;
 /** Bound on the node closing a device after its client's connection went. */
@@ -29,6 +31,7 @@ const CLOSED_MS = 5000;
 
 interface Status {
   state: string;
+  key: string;
   devices: { name: string; gate: string; io: { reads: number; writes: number; errors: number } }[];
 }
 
@@ -213,4 +216,33 @@ test('a client that goes with a write in flight: the node releases its connectio
   const got = await runSanbox(t, ['ctl', img, '1', 'lock', 'res1', '--mode', 'EX', '--timeout', `${CLOSED_MS}ms`]);
   t.is(got.code, 0, got.stderr);
   t.true(readFileAt(pv, 8192, data.length).equals(data), 'the write landed before node 1 was granted res1');
+});
+
+test('one PV opened through two paths (a symlinked directory) on two connections: closing one keeps the node\'s key registered; closing both releases it', async (t) => {
+  const { dir, img, pvs: [pv] } = await nodesUp(t, ['a.img']);
+  fs.symlinkSync(dir, path.join(dir, 'via'));
+  const key = BigInt(`0x${(await status(t, img)).key}`);
+  const c1 = new NodeDevices(await connectNode(img, 0));
+  const c2 = new NodeDevices(await connectNode(img, 0));
+  t.teardown(() => {
+    c1.close();
+    c2.close();
+  });
+  const d1 = await c1.open(pv);
+  const d2 = await c2.open(path.join(dir, 'via', 'a.img'));
+  const state = (): { registered: bigint | undefined; type: number } => {
+    const pr = new PersistentReservations(sidecarStoreSpec(pv!));
+    try {
+      const s = pr.readState();
+      return { registered: s.registered[0], type: s.reservationType };
+    } finally {
+      pr.close();
+    }
+  };
+  t.deepEqual(state(), { registered: key, type: PR_TYPES.writeExclusiveRegistrantsOnly }, 'both open: registered, WERO');
+  await d2.close();
+  t.deepEqual(state(), { registered: key, type: PR_TYPES.writeExclusiveRegistrantsOnly }, 'the other path still open: the key stays (one file, one count)');
+  await d1.write(Buffer.alloc(512, 7), 0);
+  await d1.close();
+  t.not(state().registered, key, 'both closed: the key is unregistered');
 });

@@ -17,6 +17,7 @@ import { FenceGate, SelfFenceGate, type SelfFencingGate } from '../disk/fence-ga
 import { isSyncDevice, isSyncFit, type BlockDevice, type SyncBlockDevice, type SyncFitness } from '../disk/device.js';
 import type { NbdOpenOptions } from '../disk/nbd-device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
+import { deviceIdentity } from '../disk/file-identity.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type ReservationStoreSpec } from '../disk/reservations.js';
 import { DiskError, SanboxError } from '../errors.js';
 import type { WriteGate } from '../disk/write-gate.js';
@@ -66,6 +67,8 @@ export const FAULT_RULES_MAX = 64;
 
 interface Entry {
   name: string;
+  /** The device's file identity (deviceIdentity): opens of it through different paths are counted as one device. */
+  identity: string;
   gate: SelfFencingGate;
   pr: PersistentReservations | null;
   place: DeviceStatus['reservations'];
@@ -301,6 +304,7 @@ export class DeviceProvider {
       gate = isSyncDevice(pr.store.device) ? new FenceGate(pr.store, this.o.nodeId, this.o.key, this.o.timing.ioTimeoutMs) : new SelfFenceGate();
     }
     let inner: BlockDevice | undefined;
+    let identity: string;
     try {
       if (pr !== null) {
         if (!(await pr.register(this.o.nodeId, this.o.key, this.o.timing.fenceGateWaitMs))) {
@@ -316,6 +320,7 @@ export class DeviceProvider {
       if (gate instanceof FenceGate && schemeOf(target) !== undefined) {
         throw new SanboxError('EINVAL', `${name}: its reservation state is a local file but its data goes over ${target}, whose writes are not synchronous: the fence gate cannot guard it`, { device: name });
       }
+      identity = deviceIdentity(target);
       inner = await openDevice(target, { guard: 'shared', gate: new LeasedGate(gate, () => this.leaseExpired()), ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
     } catch (err) {
       if (pr !== null) {
@@ -329,7 +334,7 @@ export class DeviceProvider {
     const syncData = isSyncDevice(inner) && place !== 'remote' && schemeOf(spec) === undefined;
     const faults = new FaultDevice(inner);
     this.install(faults);
-    const entry: Entry = { name: inner.name, gate, pr, place: !(gate instanceof FenceGate) ? 'target' : place === 'sidecar' ? 'sidecar' : 'on-disk', faults, io };
+    const entry: Entry = { name: inner.name, identity, gate, pr, place: !(gate instanceof FenceGate) ? 'target' : place === 'sidecar' ? 'sidecar' : 'on-disk', faults, io };
     this.entries.push(entry);
     if (this.fencedReason !== undefined) gate.selfFence(this.fencedReason);
     const release = (): Promise<void> => this.release(entry);
@@ -417,8 +422,9 @@ export class DeviceProvider {
     // In turn with the opens: an open of the same device registering meanwhile must be seen below.
     await this.oneAtATime(async () => {
       // A fenced node leaves its key as it is: a preempted key stays preempted. A device opened
-      // more than once (a PV scanned for each of several LVs) keeps the key while one is open.
-      const stillOpen = this.entries.some((o) => o.name === e.name);
+      // more than once (a PV scanned for each of several LVs, one file named through two paths)
+      // keeps the key while one is open: counted by file identity, not by the name it was opened as.
+      const stillOpen = this.entries.some((o) => o.identity === e.identity);
       if (e.pr !== null && this.fencedReason === undefined && !stillOpen) await e.pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
       e.pr?.close();
       e.gate.close();

@@ -28,6 +28,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { checkRange, checkWritable, isSectorSize, type BlockDevice, type SectorSize } from '../disk/device.js';
 import { schemeOf } from '../disk/open.js';
+import { sameFile } from '../disk/file-identity.js';
 import { DiskError, SanboxError } from '../errors.js';
 import { isLvSpec } from '../volume/resolve.js';
 import type { ControlContext, ControlServer } from './control.js';
@@ -57,11 +58,6 @@ function bytesArg(req: Record<string, unknown>, k: string, max = Number.MAX_SAFE
   const v = req[k];
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max) throw new SanboxError('EINVAL', `"${k}" must be an integer from 0 to ${max}`);
   return v;
-}
-
-/** Whether two stats are of one file (the same inode of the same filesystem), whatever paths led there. */
-function sameFile(a: fs.Stats, b: fs.Stats): boolean {
-  return a.dev === b.dev && a.ino === b.ino;
 }
 
 /** Registers the dev-* commands on a node's control channel. */
