@@ -20,7 +20,8 @@
 // word and the time it lets go, so hand-offs (acquisitions by a different process than the
 // previous holder) and their latency are counted the same way for both.
 //
-// Usage: npm run bench:dlm [-- --duration-ms 1500 --json]
+// Usage: npm run bench:dlm [-- --duration-ms 1500 --json --only latency,scale,handoff,independent,memory]
+// (--only runs the named sections; the closing table then has only their rows.)
 
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -62,6 +63,11 @@ const SYSCALL_OPS = 2000;
 
 const durationMs = Number(arg('duration-ms', '1500'));
 const asJson = process.argv.includes('--json');
+const SECTIONS = ['latency', 'scale', 'handoff', 'independent', 'memory'] as const;
+type Section = (typeof SECTIONS)[number];
+const only = arg('only', SECTIONS.join(',')).split(',');
+for (const o of only) if (!(SECTIONS as readonly string[]).includes(o)) throw new Error(`--only: unknown section "${o}" (sections: ${SECTIONS.join(', ')})`);
+const runs = (s: Section) => only.includes(s);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
@@ -411,83 +417,93 @@ async function main(): Promise<void> {
   const report: Record<string, unknown> = {};
   try {
     // 1. Uncontended latency.
-    progress('uncontended latency');
-    const { node, ls } = await openNode(img, 0);
-    const flockFile = path.join(dir, 'flock-latency');
-    fs.writeFileSync(flockFile, '');
-    const flockFd = fs.openSync(flockFile, 'r');
-    const slImg = path.join(dir, 'sanlock.img');
-    fs.writeFileSync(slImg, '');
-    fs.truncateSync(slImg, 8 * 1024 * 1024);
-    const slSpec = `LS:RES:${slImg}:0`;
-    let sanlockOk = true;
-    try {
-      execFileSync('sanlock', ['direct', 'init', '-r', slSpec], { stdio: 'pipe' });
-    } catch (err) {
-      sanlockOk = false;
-      process.stderr.write(`sanlock direct init failed, skipping that baseline LOUDLY: ${(err as Error).message}\n`);
-    }
-    // The node runs only while its own task does: the baselines' loops are synchronous and would
-    // starve its heartbeat (a node silent for selfFenceMs fences itself, and its peers kill it).
-    const bench = new Bench({ name: 'uncontended lock+unlock', time: durationMs, warmupTime: 200 });
-    bench.add('sanbox dlm EX lock+unlock (node on a cluster image)', async () => {
-      const l = await ls.lock('uncontended', Mode.EX);
-      await l.unlock();
-      await maybeYield();
-    });
-    await bench.run();
-    report.dlmCountersDuringLatency = { ...ls.stats };
-    await ls.close();
-    await node.stop();
-    const baselines = new Bench({ name: 'baselines', time: durationMs, warmupTime: 200 });
-    baselines.add('flock(2) LOCK_EX+LOCK_UN (baseline)', () => {
-      fsExt.flockSync(flockFd, 'ex');
-      fsExt.flockSync(flockFd, 'un');
-    });
-    if (sanlockOk) {
-      baselines.add('sanlock direct acquire+release (baseline, 2 spawns)', () => {
-        execFileSync('sanlock', ['direct', 'acquire', '-r', slSpec, '-i', '1', '-g', '1'], { stdio: 'pipe' });
-        execFileSync('sanlock', ['direct', 'release', '-r', slSpec, '-i', '1', '-g', '1'], { stdio: 'pipe' });
+    if (runs('latency')) {
+      progress('uncontended latency');
+      const { node, ls } = await openNode(img, 0);
+      const flockFile = path.join(dir, 'flock-latency');
+      fs.writeFileSync(flockFile, '');
+      const flockFd = fs.openSync(flockFile, 'r');
+      const slImg = path.join(dir, 'sanlock.img');
+      fs.writeFileSync(slImg, '');
+      fs.truncateSync(slImg, 8 * 1024 * 1024);
+      const slSpec = `LS:RES:${slImg}:0`;
+      let sanlockOk = true;
+      try {
+        execFileSync('sanlock', ['direct', 'init', '-r', slSpec], { stdio: 'pipe' });
+      } catch (err) {
+        sanlockOk = false;
+        process.stderr.write(`sanlock direct init failed, skipping that baseline LOUDLY: ${(err as Error).message}\n`);
+      }
+      // The node runs only while its own task does: the baselines' loops are synchronous and would
+      // starve its heartbeat (a node silent for selfFenceMs fences itself, and its peers kill it).
+      const bench = new Bench({ name: 'uncontended lock+unlock', time: durationMs, warmupTime: 200 });
+      bench.add('sanbox dlm EX lock+unlock (node on a cluster image)', async () => {
+        const l = await ls.lock('uncontended', Mode.EX);
+        await l.unlock();
+        await maybeYield();
       });
-    }
-    await baselines.run();
-    type Lat = { latency: { p50: number; mean: number; samplesCount: number } };
-    const tasks = [...bench.tasks, ...baselines.tasks];
-    for (const t of tasks) if ((t.result as { error?: unknown }).error !== undefined) throw new Error(`benchmark task "${t.name}" failed: ${String((t.result as { error?: unknown }).error)}`);
-    report.latency = tasks.map((t) => ({ name: t.name, p50Us: (t.result as Lat).latency.p50 * 1000, meanUs: (t.result as Lat).latency.mean * 1000, samples: (t.result as Lat).latency.samplesCount }));
-    fs.closeSync(flockFd);
-    progress('syscalls per lock+unlock (strace)');
-    report.syscalls = syscallsPerOp([SELF, '--worker', 'syscalls', img, '1', String(SYSCALL_OPS), dir], dir, SYSCALL_OPS) ?? null;
+      await bench.run();
+      report.dlmCountersDuringLatency = { ...ls.stats };
+      await ls.close();
+      await node.stop();
+      const baselines = new Bench({ name: 'baselines', time: durationMs, warmupTime: 200 });
+      baselines.add('flock(2) LOCK_EX+LOCK_UN (baseline)', () => {
+        fsExt.flockSync(flockFd, 'ex');
+        fsExt.flockSync(flockFd, 'un');
+      });
+      if (sanlockOk) {
+        baselines.add('sanlock direct acquire+release (baseline, 2 spawns)', () => {
+          execFileSync('sanlock', ['direct', 'acquire', '-r', slSpec, '-i', '1', '-g', '1'], { stdio: 'pipe' });
+          execFileSync('sanlock', ['direct', 'release', '-r', slSpec, '-i', '1', '-g', '1'], { stdio: 'pipe' });
+        });
+      }
+      await baselines.run();
+      type Lat = { latency: { p50: number; mean: number; samplesCount: number } };
+      const tasks = [...bench.tasks, ...baselines.tasks];
+      for (const t of tasks) if ((t.result as { error?: unknown }).error !== undefined) throw new Error(`benchmark task "${t.name}" failed: ${String((t.result as { error?: unknown }).error)}`);
+      report.latency = tasks.map((t) => ({ name: t.name, p50Us: (t.result as Lat).latency.p50 * 1000, meanUs: (t.result as Lat).latency.mean * 1000, samples: (t.result as Lat).latency.samplesCount }));
+      fs.closeSync(flockFd);
+      progress('syscalls per lock+unlock (strace)');
+      report.syscalls = syscallsPerOp([SELF, '--worker', 'syscalls', img, '1', String(SYSCALL_OPS), dir], dir, SYSCALL_OPS) ?? null;
 
+    }
     // 2. Cost against cluster size and locks held elsewhere.
-    progress('1/8/32 nodes, 0/4000 locks held elsewhere');
-    const scale = [];
-    for (const configured of SCALE_CONFIGURED) for (const held of SCALE_HELD) scale.push(await scaleCase(dir, configured, held));
-    report.scale = scale;
+    if (runs('scale')) {
+      progress('1/8/32 nodes, 0/4000 locks held elsewhere');
+      const scale = [];
+      for (const configured of SCALE_CONFIGURED) for (const held of SCALE_HELD) scale.push(await scaleCase(dir, configured, held));
+      report.scale = scale;
+    }
 
     // 3. Hand-off rate and latency on one resource.
-    progress('hand-offs');
-    const handoff: Record<string, unknown>[] = [];
-    for (const n of HANDOFF_PROCS) {
-      const d = await phase('dlm', n, dir, img, true);
-      const f = await phase('flock', n, dir, img, true);
-      handoff.push({ processes: n, dlm: d, flock: f });
+    if (runs('handoff')) {
+      progress('hand-offs');
+      const handoff: Record<string, unknown>[] = [];
+      for (const n of HANDOFF_PROCS) {
+        const d = await phase('dlm', n, dir, img, true);
+        const f = await phase('flock', n, dir, img, true);
+        handoff.push({ processes: n, dlm: d, flock: f });
+      }
+      report.handoff = handoff;
     }
-    report.handoff = handoff;
 
     // 4. Independent resources, against 4x one process.
-    progress('independent resources');
-    report.independent = {
-      processes: INDEPENDENT_PROCS,
-      dlm: await phase('dlm', INDEPENDENT_PROCS, dir, img, false),
-      dlmOne: await phase('dlm', 1, dir, img, false),
-      flock: await phase('flock', INDEPENDENT_PROCS, dir, img, false),
-      flockOne: await phase('flock', 1, dir, img, false),
-    };
+    if (runs('independent')) {
+      progress('independent resources');
+      report.independent = {
+        processes: INDEPENDENT_PROCS,
+        dlm: await phase('dlm', INDEPENDENT_PROCS, dir, img, false),
+        dlmOne: await phase('dlm', 1, dir, img, false),
+        flock: await phase('flock', INDEPENDENT_PROCS, dir, img, false),
+        flockOne: await phase('flock', 1, dir, img, false),
+      };
+    }
 
     // 5. Memory of a node holding 4096 locks.
-    progress('memory');
-    report.memory = await lastJson<MemoryResult>(spawnWorker(['rss', img, '1', String(RSS_LOCKS)]));
+    if (runs('memory')) {
+      progress('memory');
+      report.memory = await lastJson<MemoryResult>(spawnWorker(['rss', img, '1', String(RSS_LOCKS)]));
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -499,61 +515,92 @@ async function main(): Promise<void> {
   printReport(report);
 }
 
+type Latency = { name: string; p50Us: number; meanUs: number; samples: number };
+type ScaleRow = { configured: number; running: number; heldByOthers: number; p50Us: number; windowReads: number };
+type HandoffRow = { processes: number; dlm: PhaseResult; flock: PhaseResult };
+type Independent = { processes: number; dlm: PhaseResult; dlmOne: PhaseResult; flock: PhaseResult; flockOne: PhaseResult };
+
+/** Independent resources: N processes' rate over N x one process's, for the lock and for flock (the machine's ceiling). */
+function independentRatios(ind: Independent): { dlm: number; flock: number } {
+  return {
+    dlm: ind.dlm.acquisitionsPerS / (ind.processes * ind.dlmOne.acquisitionsPerS),
+    flock: ind.flock.acquisitionsPerS / (ind.processes * ind.flockOne.acquisitionsPerS),
+  };
+}
+
 function printReport(report: Record<string, unknown>): void {
   const w = (s: string) => process.stdout.write(s);
-  const lat = report.latency as { name: string; p50Us: number; meanUs: number; samples: number }[];
-  const ours = lat[0]!;
-  w(`\nsanbox dlm benchmark (${os.cpus().length} CPUs, load ${os.loadavg()[0]!.toFixed(1)}, ${durationMs} ms per phase)\n\n1. Uncontended EX lock+unlock latency (tinybench; target p50 <= 50 µs)\n`);
-  for (const l of lat) {
-    const ratio = l === ours ? '' : `  dlm/baseline = ${(ours.p50Us / l.p50Us).toFixed(2)}x`;
-    w(`  ${l.name.padEnd(56)} p50 ${l.p50Us.toFixed(1).padStart(9)} µs  mean ${l.meanUs.toFixed(1).padStart(9)} µs  (${l.samples} samples)${ratio}\n`);
+  w(`\nsanbox dlm benchmark (${os.cpus().length} CPUs, load ${os.loadavg()[0]!.toFixed(1)}, ${durationMs} ms per phase${only.length < SECTIONS.length ? `; sections ${only.join(', ')}` : ''})\n`);
+  const lat = report.latency as Latency[] | undefined;
+  if (lat !== undefined) {
+    const ours = lat[0]!;
+    w('\n1. Uncontended EX lock+unlock latency (tinybench; target p50 <= 50 µs)\n');
+    for (const l of lat) {
+      const ratio = l === ours ? '' : `  dlm/baseline = ${(ours.p50Us / l.p50Us).toFixed(2)}x`;
+      w(`  ${l.name.padEnd(56)} p50 ${l.p50Us.toFixed(1).padStart(9)} µs  mean ${l.meanUs.toFixed(1).padStart(9)} µs  (${l.samples} samples)${ratio}\n`);
+    }
   }
-  const scale = report.scale as { configured: number; running: number; heldByOthers: number; p50Us: number; windowReads: number }[];
-  w('\n2. The same with N nodes configured, up to 8 running, 0 or 4000 locks held by the others (target best-to-worst <= 1.5x)\n');
-  for (const s of scale) w(`  ${String(s.configured).padStart(2)} configured, ${s.running} running, ${String(s.heldByOthers).padStart(4)} held elsewhere: p50 ${s.p50Us.toFixed(1).padStart(7)} µs, ${s.windowReads} window reads per lock+unlock\n`);
-  const p50s = scale.map((s) => s.p50Us);
-  w(`  best-to-worst: ${(Math.max(...p50s) / Math.min(...p50s)).toFixed(2)}x\n`);
-  w('\n3. EX hand-off on one resource (hand-offs = acquisitions by a different process than the previous holder; target dlm/flock >= 0.5x)\n');
-  for (const h of report.handoff as { processes: number; dlm: PhaseResult; flock: PhaseResult }[]) {
-    const p = (x: number | null) => (x === null ? '-' : `${x.toFixed(0)} µs`);
-    w(
-      `  ${String(h.processes).padStart(2)} processes: dlm ${h.dlm.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.dlm.handoffP50Us)}, ${h.dlm.acquisitionsPerS.toFixed(0)} acq/s) | flock ${h.flock.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.flock.handoffP50Us)}, ${h.flock.acquisitionsPerS.toFixed(0)} acq/s) | dlm/flock hand-offs ${(h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS)).toFixed(2)}x | per process dlm ${h.dlm.perProcess.join('/')} flock ${h.flock.perProcess.join('/')}\n`,
-    );
+  const scale = report.scale as ScaleRow[] | undefined;
+  if (scale !== undefined) {
+    w('\n2. The same with N nodes configured, up to 8 running, 0 or 4000 locks held by the others (target best-to-worst <= 1.5x)\n');
+    for (const s of scale) w(`  ${String(s.configured).padStart(2)} configured, ${s.running} running, ${String(s.heldByOthers).padStart(4)} held elsewhere: p50 ${s.p50Us.toFixed(1).padStart(7)} µs, ${s.windowReads} window reads per lock+unlock\n`);
+    const p50s = scale.map((s) => s.p50Us);
+    w(`  best-to-worst: ${(Math.max(...p50s) / Math.min(...p50s)).toFixed(2)}x\n`);
   }
-  const ind = report.independent as { processes: number; dlm: PhaseResult; dlmOne: PhaseResult; flock: PhaseResult; flockOne: PhaseResult };
-  const r = ind.dlm.acquisitionsPerS / (ind.processes * ind.dlmOne.acquisitionsPerS);
-  const rf = ind.flock.acquisitionsPerS / (ind.processes * ind.flockOne.acquisitionsPerS);
-  w(`\n4. Independent resources (target >= 0.7x of ${ind.processes}x one process)\n  dlm ${ind.processes} processes ${ind.dlm.acquisitionsPerS.toFixed(0)} lock+unlock/s, 1 process ${ind.dlmOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.toFixed(2)}x\n  flock ${ind.processes} processes ${ind.flock.acquisitionsPerS.toFixed(0)}/s, 1 process ${ind.flockOne.acquisitionsPerS.toFixed(0)}/s: ratio ${rf.toFixed(2)}x (the machine's ceiling for ${ind.processes} processes on ${os.cpus().length} CPUs)\n`);
-  const mem = report.memory as MemoryResult;
-  const mib = (b: number) => (b / 2 ** 20).toFixed(1);
-  const perLockKiB = (a: number, b: number) => ((b - a) / mem.locks / 1024).toFixed(2);
-  w(`\n5. Memory: a node process holding ${mem.locks} locks: RSS ${mib(mem.holding.rss)} MiB (${mib(mem.rssIdle)} MiB idle: ${perLockKiB(mem.rssIdle, mem.holding.rss)} KiB per lock`);
-  w(mem.busy === undefined ? ')\n' : `; ${mib(mem.busy.rss)} MiB holding none after ${mem.locks} lock+unlocks: ${perLockKiB(mem.busy.rss, mem.holding.rss)} KiB per held lock; live heap ${perLockKiB(mem.busy.liveBytes, mem.holding.liveBytes)} KiB per held lock)\n`);
-  const sc = report.syscalls as { total: number; byName: Record<string, number> } | null;
-  const scText = sc === null ? 'not counted (strace is not installed)' : `${sc.total.toFixed(1)} (${Object.entries(sc.byName).sort((a, b) => b[1] - a[1]).filter(([, v]) => v >= 0.05).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`;
-  w(`\n6. Syscalls per uncontended EX lock+unlock, every thread of a node process (strace -f over ${SYSCALL_OPS} operations): ${scText}\n`);
+  const hand = report.handoff as HandoffRow[] | undefined;
+  if (hand !== undefined) {
+    w('\n3. EX hand-off on one resource (hand-offs = acquisitions by a different process than the previous holder; target dlm/flock >= 0.5x)\n');
+    for (const h of hand) {
+      const p = (x: number | null) => (x === null ? '-' : `${x.toFixed(0)} µs`);
+      w(
+        `  ${String(h.processes).padStart(2)} processes: dlm ${h.dlm.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.dlm.handoffP50Us)}, ${h.dlm.acquisitionsPerS.toFixed(0)} acq/s) | flock ${h.flock.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.flock.handoffP50Us)}, ${h.flock.acquisitionsPerS.toFixed(0)} acq/s) | dlm/flock hand-offs ${(h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS)).toFixed(2)}x | per process dlm ${h.dlm.perProcess.join('/')} flock ${h.flock.perProcess.join('/')}\n`,
+      );
+    }
+  }
+  const ind = report.independent as Independent | undefined;
+  if (ind !== undefined) {
+    const r = independentRatios(ind);
+    w(`\n4. Independent resources (target >= 0.7x of ${ind.processes}x one process)\n  dlm ${ind.processes} processes ${ind.dlm.acquisitionsPerS.toFixed(0)} lock+unlock/s, 1 process ${ind.dlmOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.dlm.toFixed(2)}x\n  flock ${ind.processes} processes ${ind.flock.acquisitionsPerS.toFixed(0)}/s, 1 process ${ind.flockOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.flock.toFixed(2)}x (the machine's ceiling for ${ind.processes} processes on ${os.cpus().length} CPUs)\n  dlm's ratio over flock's: ${(r.dlm / r.flock).toFixed(2)}\n`);
+  }
+  const mem = report.memory as MemoryResult | undefined;
+  if (mem !== undefined) {
+    const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+    const perLockKiB = (a: number, b: number) => ((b - a) / mem.locks / 1024).toFixed(2);
+    w(`\n5. Memory: a node process holding ${mem.locks} locks: RSS ${mib(mem.holding.rss)} MiB (${mib(mem.rssIdle)} MiB idle: ${perLockKiB(mem.rssIdle, mem.holding.rss)} KiB per lock`);
+    w(mem.busy === undefined ? ')\n' : `; ${mib(mem.busy.rss)} MiB holding none after ${mem.locks} lock+unlocks: ${perLockKiB(mem.busy.rss, mem.holding.rss)} KiB per held lock; live heap ${perLockKiB(mem.busy.liveBytes, mem.holding.liveBytes)} KiB per held lock)\n`);
+  }
+  const sc = report.syscalls as { total: number; byName: Record<string, number> } | null | undefined;
+  if (sc !== undefined) {
+    const scText = sc === null ? 'not counted (strace is not installed)' : `${sc.total.toFixed(1)} (${Object.entries(sc.byName).sort((a, b) => b[1] - a[1]).filter(([, v]) => v >= 0.05).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`;
+    w(`\n6. Syscalls per uncontended EX lock+unlock, every thread of a node process (strace -f over ${SYSCALL_OPS} operations): ${scText}\n`);
+  }
   w('\n  sanlock direct: no hand-off or multi-process rows — another host id cannot acquire (-241) and direct release never frees (reference/locking.md §1.13).\n');
   w(targetTable(`Targets of issue 16 (load average ${os.loadavg()[0]!.toFixed(1)} at the end; timings on a loaded machine are shares of a CPU)`, targetRows(report)));
 }
 
-/** The issue's targets from a report: goal, measured, met (printed last, and in --json). */
+/** The issue's targets from a report (the sections that ran): goal, measured, met (printed last, and in --json). */
 function targetRows(report: Record<string, unknown>): TargetRow[] {
-  const lat = report.latency as { name: string; p50Us: number }[];
-  const ours = lat[0]!;
-  const p50s = (report.scale as { p50Us: number }[]).map((s) => s.p50Us);
-  const ind = report.independent as { processes: number; dlm: PhaseResult; dlmOne: PhaseResult; flock: PhaseResult; flockOne: PhaseResult };
-  const r = ind.dlm.acquisitionsPerS / (ind.processes * ind.dlmOne.acquisitionsPerS);
-  const rf = ind.flock.acquisitionsPerS / (ind.processes * ind.flockOne.acquisitionsPerS);
-  const hand = report.handoff as { processes: number; dlm: PhaseResult; flock: PhaseResult }[];
-  return [
-    { target: 'uncontended EX lock+unlock p50', measured: `${ours.p50Us.toFixed(1)} µs`, goal: '<= 50 µs', met: ours.p50Us <= 50, note: `${(ours.p50Us / lat[1]!.p50Us).toFixed(0)}x flock(2)` },
-    { target: 'best-to-worst over 1/8/32 nodes, 0/4000 held elsewhere', measured: `${(Math.max(...p50s) / Math.min(...p50s)).toFixed(2)}x`, goal: '<= 1.5x', met: Math.max(...p50s) / Math.min(...p50s) <= 1.5 },
-    ...hand.map((h) => {
-      const x = h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS);
-      return { target: `EX hand-offs/s vs a flock mutex, ${h.processes} processes`, measured: `${x.toFixed(2)}x`, goal: '>= 0.5x', met: x >= 0.5, note: `hand-off p50 ${h.dlm.handoffP50Us === null ? '-' : `${h.dlm.handoffP50Us.toFixed(0)} µs`}` };
-    }),
-    { target: `${ind.processes} processes on independent resources vs ${ind.processes}x one`, measured: `${r.toFixed(2)}x`, goal: '>= 0.7x', met: r >= 0.7, note: `flock's own ratio here: ${rf.toFixed(2)}x (the ceiling of ${ind.processes} processes on ${os.cpus().length} CPUs)` },
-  ];
+  const rows: TargetRow[] = [];
+  const lat = report.latency as Latency[] | undefined;
+  if (lat !== undefined) {
+    const ours = lat[0]!;
+    rows.push({ target: 'uncontended EX lock+unlock p50', measured: `${ours.p50Us.toFixed(1)} µs`, goal: '<= 50 µs', met: ours.p50Us <= 50, note: `${(ours.p50Us / lat[1]!.p50Us).toFixed(0)}x flock(2)` });
+  }
+  const scale = report.scale as ScaleRow[] | undefined;
+  if (scale !== undefined) {
+    const p50s = scale.map((s) => s.p50Us);
+    rows.push({ target: 'best-to-worst over 1/8/32 nodes, 0/4000 held elsewhere', measured: `${(Math.max(...p50s) / Math.min(...p50s)).toFixed(2)}x`, goal: '<= 1.5x', met: Math.max(...p50s) / Math.min(...p50s) <= 1.5 });
+  }
+  for (const h of (report.handoff as HandoffRow[] | undefined) ?? []) {
+    const x = h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS);
+    rows.push({ target: `EX hand-offs/s vs a flock mutex, ${h.processes} processes`, measured: `${x.toFixed(2)}x`, goal: '>= 0.5x', met: x >= 0.5, note: `hand-off p50 ${h.dlm.handoffP50Us === null ? '-' : `${h.dlm.handoffP50Us.toFixed(0)} µs`}` });
+  }
+  const ind = report.independent as Independent | undefined;
+  if (ind !== undefined) {
+    const r = independentRatios(ind);
+    rows.push({ target: `${ind.processes} processes on independent resources vs ${ind.processes}x one`, measured: `${r.dlm.toFixed(2)}x`, goal: '>= 0.7x', met: r.dlm >= 0.7, note: `flock's own ratio in this run: ${r.flock.toFixed(2)}x (the ceiling of ${ind.processes} processes on ${os.cpus().length} CPUs); dlm/flock ratio ${(r.dlm / r.flock).toFixed(2)}` });
+  }
+  return rows;
 }
 
 if (process.argv.includes('--worker')) {
