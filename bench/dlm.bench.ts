@@ -20,7 +20,7 @@
 // word and the time it lets go, so hand-offs (acquisitions by a different process than the
 // previous holder) and their latency are counted the same way for both.
 //
-// Usage: npm run bench:dlm [-- --duration-ms 1500 --json --only latency,scale,handoff,independent,memory]
+// Usage: npm run bench:dlm [-- --duration-ms 1500 --json --only latency,scale,handoff,independent,memory --handoff-procs 2,4,8]
 // (--only runs the named sections; the closing table then has only their rows.)
 
 import { execFileSync, spawn } from 'node:child_process';
@@ -46,7 +46,7 @@ const SELF = fileURLToPath(import.meta.url);
  */
 const BENCH_TIMING = deriveTiming({ intervalMs: 100, deadThreshold: 100, ioTimeoutMs: 2000 }, 'bench');
 const NODES = 9; // 8 bench workers + this process
-const HANDOFF_PROCS = [2, 4, 8];
+const HANDOFF_PROCS = arg('handoff-procs', '2,4,8').split(',').map(Number);
 const INDEPENDENT_PROCS = 4;
 const SCALE_CONFIGURED = [1, 8, 32];
 const SCALE_RUNNING_MAX = 8;
@@ -176,6 +176,8 @@ async function worker(): Promise<void> {
     await maybeYield();
   }
   await waitGo();
+  const before = { ...ls.stats, wakeups: ls.wakeups, hintsSent: ls.hintsSent };
+  const cpuBefore = process.cpuUsage();
   const end = performance.now() + durationMs;
   while (performance.now() < end) {
     const lock = await ls.lock(resource!, Mode.EX, { timeoutMs: 10_000 });
@@ -184,7 +186,10 @@ async function worker(): Promise<void> {
     await lock.unlock();
     await maybeYield();
   }
-  emitResult({ acquisitions, handoffMs, stats: ls.stats, wakeups: ls.wakeups });
+  const cpu = process.cpuUsage(cpuBefore);
+  const after = { ...ls.stats, wakeups: ls.wakeups, hintsSent: ls.hintsSent };
+  const counters: WorkCounters = { cpuUs: cpu.user + cpu.system, windowReads: after.windowReads - before.windowReads, writes: after.writes - before.writes, sleeps: after.waits - before.waits, spinPasses: after.spins - before.spins, wakeups: after.wakeups - before.wakeups, hintsSent: after.hintsSent - before.hintsSent };
+  emitResult({ acquisitions, handoffMs, counters });
   await ls.close();
   await node.stop();
 }
@@ -322,11 +327,27 @@ function lastJson<T>(ch: Child): Promise<T> {
   });
 }
 
+/** What a lock manager worker did while the clock ran (all its threads' CPU; the lock manager's counters). */
+interface WorkCounters {
+  cpuUs: number;
+  windowReads: number;
+  writes: number;
+  /** Waits on the waker (a sleep until a hint or the poll bound). */
+  sleeps: number;
+  /** Passes of the pump that re-read at once instead of sleeping (SPIN_MS). */
+  spinPasses: number;
+  /** Early wake-ups: hints, new requests, membership events. */
+  wakeups: number;
+  hintsSent: number;
+}
+
 interface PhaseResult {
   acquisitionsPerS: number;
   handoffsPerS: number;
   handoffP50Us: number | null;
   perProcess: number[];
+  /** Lock manager workers: their counters summed over all of them, per acquisition. */
+  perAcquisition?: WorkCounters;
 }
 
 async function phase(kind: 'dlm' | 'flock', procs: number, dir: string, img: string, sharedResource: boolean): Promise<PhaseResult> {
@@ -346,14 +367,21 @@ async function phase(kind: 'dlm' | 'flock', procs: number, dir: string, img: str
   // Let every node see every other up before the clock starts.
   await sleep(kind === 'dlm' ? 400 : 0);
   fs.writeFileSync(goFile, '');
-  const results = await Promise.all(children.map((ch) => lastJson<{ acquisitions: number; handoffMs: number[] }>(ch)));
+  const results = await Promise.all(children.map((ch) => lastJson<{ acquisitions: number; handoffMs: number[]; counters?: WorkCounters }>(ch)));
   const seconds = durationMs / 1000;
   const lat = results.flatMap((r) => r.handoffMs);
+  const acquisitions = results.reduce((a, r) => a + r.acquisitions, 0);
+  let perAcquisition: WorkCounters | undefined;
+  if (kind === 'dlm' && acquisitions > 0) {
+    const sum = (k: keyof WorkCounters) => results.reduce((a, r) => a + r.counters![k], 0) / acquisitions;
+    perAcquisition = { cpuUs: sum('cpuUs'), windowReads: sum('windowReads'), writes: sum('writes'), sleeps: sum('sleeps'), spinPasses: sum('spinPasses'), wakeups: sum('wakeups'), hintsSent: sum('hintsSent') };
+  }
   return {
-    acquisitionsPerS: results.reduce((a, r) => a + r.acquisitions, 0) / seconds,
+    acquisitionsPerS: acquisitions / seconds,
     handoffsPerS: lat.length / seconds,
     handoffP50Us: lat.length > 0 ? median(lat) * 1000 : null,
     perProcess: results.map((r) => r.acquisitions),
+    ...(perAcquisition !== undefined ? { perAcquisition } : {}),
   };
 }
 
@@ -515,6 +543,11 @@ async function main(): Promise<void> {
   printReport(report);
 }
 
+function workText(c: WorkCounters | undefined): string {
+  if (c === undefined) return '-';
+  return `CPU ${c.cpuUs.toFixed(0)} µs, ${c.windowReads.toFixed(2)} window reads, ${c.writes.toFixed(2)} writes, ${c.spinPasses.toFixed(1)} spin passes, ${c.sleeps.toFixed(2)} sleeps, ${c.wakeups.toFixed(2)} early wake-ups, ${c.hintsSent.toFixed(2)} hints sent`;
+}
+
 type Latency = { name: string; p50Us: number; meanUs: number; samples: number };
 type ScaleRow = { configured: number; running: number; heldByOthers: number; p50Us: number; windowReads: number };
 type HandoffRow = { processes: number; dlm: PhaseResult; flock: PhaseResult };
@@ -553,14 +586,15 @@ function printReport(report: Record<string, unknown>): void {
     for (const h of hand) {
       const p = (x: number | null) => (x === null ? '-' : `${x.toFixed(0)} µs`);
       w(
-        `  ${String(h.processes).padStart(2)} processes: dlm ${h.dlm.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.dlm.handoffP50Us)}, ${h.dlm.acquisitionsPerS.toFixed(0)} acq/s) | flock ${h.flock.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.flock.handoffP50Us)}, ${h.flock.acquisitionsPerS.toFixed(0)} acq/s) | dlm/flock hand-offs ${(h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS)).toFixed(2)}x | per process dlm ${h.dlm.perProcess.join('/')} flock ${h.flock.perProcess.join('/')}\n`,
+        `  ${String(h.processes).padStart(2)} processes: dlm ${h.dlm.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.dlm.handoffP50Us)}, ${h.dlm.acquisitionsPerS.toFixed(0)} acq/s) | flock ${h.flock.handoffsPerS.toFixed(0).padStart(6)} hand-offs/s (p50 ${p(h.flock.handoffP50Us)}, ${h.flock.acquisitionsPerS.toFixed(0)} acq/s) | dlm/flock hand-offs ${(h.dlm.handoffsPerS / Math.max(1, h.flock.handoffsPerS)).toFixed(2)}x | per process dlm ${h.dlm.perProcess.join('/')} flock ${h.flock.perProcess.join('/')}\n` +
+          `      dlm, all processes, per acquisition: ${workText(h.dlm.perAcquisition)}\n`,
       );
     }
   }
   const ind = report.independent as Independent | undefined;
   if (ind !== undefined) {
     const r = independentRatios(ind);
-    w(`\n4. Independent resources (target >= 0.7x of ${ind.processes}x one process)\n  dlm ${ind.processes} processes ${ind.dlm.acquisitionsPerS.toFixed(0)} lock+unlock/s, 1 process ${ind.dlmOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.dlm.toFixed(2)}x\n  flock ${ind.processes} processes ${ind.flock.acquisitionsPerS.toFixed(0)}/s, 1 process ${ind.flockOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.flock.toFixed(2)}x (the machine's ceiling for ${ind.processes} processes on ${os.cpus().length} CPUs)\n  dlm's ratio over flock's: ${(r.dlm / r.flock).toFixed(2)}\n`);
+    w(`\n4. Independent resources (target >= 0.7x of ${ind.processes}x one process)\n  dlm ${ind.processes} processes ${ind.dlm.acquisitionsPerS.toFixed(0)} lock+unlock/s, 1 process ${ind.dlmOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.dlm.toFixed(2)}x\n  flock ${ind.processes} processes ${ind.flock.acquisitionsPerS.toFixed(0)}/s, 1 process ${ind.flockOne.acquisitionsPerS.toFixed(0)}/s: ratio ${r.flock.toFixed(2)}x (the machine's ceiling for ${ind.processes} processes on ${os.cpus().length} CPUs)\n  dlm's ratio over flock's: ${(r.dlm / r.flock).toFixed(2)}\n  dlm per lock+unlock, 4 processes: ${workText(ind.dlm.perAcquisition)}; 1 process: ${workText(ind.dlmOne.perAcquisition)}\n`);
   }
   const mem = report.memory as MemoryResult | undefined;
   if (mem !== undefined) {

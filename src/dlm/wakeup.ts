@@ -9,6 +9,14 @@
 // nobody else; an uncontended lock creates no file and no watch. The files live on the
 // local host: across machines (nbd://) no hint arrives and the poll bound applies.
 //
+// Per-node hints (hintDir): the file `${hintDir}/n<node>` is watched by the process of that node
+// once it waits for another node's entry. A writer that knows from its last read of the window who
+// is next in the queue touches only those nodes' files (lock-manager.ts, wakeTargets): a hand-off
+// among 8 processes wakes the one process that can move on, not the 6 that would read, find
+// themselves still queued, and sleep again (the thundering herd that made 8-process hand-offs
+// slower than 4). A writer that cannot know (no queue in its view, or other holders that may have
+// started a conversion since) touches the row's file: everyone waiting on the row wakes.
+//
 // Fallback (watchPath, no hintDir): inotify on the whole image file, as version 1 did: every write
 // to the image by anyone wakes every waiter.
 
@@ -29,6 +37,9 @@ export class Waker {
   private readonly rowWatchers = new Map<number, fs.FSWatcher>();
   private hintDirReady = false;
   private readonly knownFiles = new Set<number>();
+  private nodeWatcher: fs.FSWatcher | undefined;
+  /** Nodes whose hint file this process knows exists. */
+  private readonly knownNodeFiles = new Set<number>();
   wakeups = 0;
   hintsSent = 0;
 
@@ -36,6 +47,8 @@ export class Waker {
     private readonly hintDir: string | undefined,
     watchPath: string | undefined,
     private readonly log: (m: string) => void,
+    /** This process's node: the one whose per-node hint file it watches. */
+    private readonly nodeId: number,
   ) {
     if (hintDir === undefined && watchPath !== undefined) {
       try {
@@ -51,6 +64,76 @@ export class Waker {
     return path.join(this.hintDir!, `r${row}`);
   }
 
+  private nodeHintPath(node: number): string {
+    return path.join(this.hintDir!, `n${node}`);
+  }
+
+  /** Creates `file` (and the hint directory) and watches it; the watcher, or undefined (logged: we poll). */
+  private watchFile(file: string, onError: () => void): fs.FSWatcher | undefined {
+    try {
+      if (!this.hintDirReady) {
+        fs.mkdirSync(this.hintDir!, { recursive: true });
+        this.hintDirReady = true;
+      }
+      fs.closeSync(fs.openSync(file, 'a'));
+      const watcher = fs.watch(file, { persistent: false }, () => this.poke());
+      watcher.on('error', () => {
+        watcher.close();
+        onError();
+      });
+      return watcher;
+    } catch (err) {
+      // Without the hint we still poll; say so.
+      this.log(`cannot watch lock hint ${file} (${(err as Error).message}); polling only`);
+      return undefined;
+    }
+  }
+
+  /** Whether hints sent to this node wake this process (its node file is watched). */
+  get watchingNode(): boolean {
+    return this.nodeWatcher !== undefined;
+  }
+
+  /**
+   * Makes sure a hint sent to this node wakes us; true when that is new (the caller must read
+   * again before it decides to wait, as for watchRow).
+   */
+  watchNode(): boolean {
+    if (this.hintDir === undefined || this.nodeWatcher !== undefined) return false;
+    this.nodeWatcher = this.watchFile(this.nodeHintPath(this.nodeId), () => (this.nodeWatcher = undefined));
+    return this.nodeWatcher !== undefined;
+  }
+
+  /**
+   * Wakes the processes of `nodes` (not ours: the caller pokes its own waiters), if they watch
+   * their file: a waiter creates it before it watches and before the read on which it decides to
+   * wait, so no file means that node waits without hints (polling) or not at all.
+   */
+  hintNodes(nodes: Iterable<number>): void {
+    if (this.hintDir === undefined) return;
+    for (const node of nodes) {
+      if (node === this.nodeId) continue;
+      const p = this.nodeHintPath(node);
+      if (!this.knownNodeFiles.has(node)) {
+        if (!fs.existsSync(p)) continue;
+        this.knownNodeFiles.add(node);
+      }
+      this.touch(p, () => this.knownNodeFiles.delete(node));
+    }
+  }
+
+  /** Sets the file's times (IN_ATTRIB for its watchers). */
+  private touch(file: string, onMissing: () => void): void {
+    try {
+      const now = new Date();
+      fs.utimesSync(file, now, now);
+      this.hintsSent++;
+    } catch {
+      // Removed meanwhile, or not ours to touch: the waiter's poll bound covers it.
+      onMissing();
+    }
+  }
+
   /**
    * Makes sure a change hint for `row` wakes us; true when that is new (the caller must read again
    * before it decides to wait: a hint sent before the watch existed was not seen).
@@ -63,24 +146,9 @@ export class Waker {
       this.rowWatchers.set(row, w);
       return false;
     }
-    try {
-      if (!this.hintDirReady) {
-        fs.mkdirSync(this.hintDir, { recursive: true });
-        this.hintDirReady = true;
-      }
-      const p = this.hintPath(row);
-      fs.closeSync(fs.openSync(p, 'a'));
-      const watcher = fs.watch(p, { persistent: false }, () => this.poke());
-      watcher.on('error', () => {
-        watcher.close();
-        this.rowWatchers.delete(row);
-      });
-      this.rowWatchers.set(row, watcher);
-    } catch (err) {
-      // Without the hint we still poll; say so once per row.
-      this.log(`cannot watch lock hint ${this.hintPath(row)} (${(err as Error).message}); polling only`);
-      return false;
-    }
+    const watcher = this.watchFile(this.hintPath(row), () => this.rowWatchers.delete(row));
+    if (watcher === undefined) return false;
+    this.rowWatchers.set(row, watcher);
     while (this.rowWatchers.size > HINT_WATCHES_MAX) {
       const [oldest, ow] = this.rowWatchers.entries().next().value as [number, fs.FSWatcher];
       ow.close();
@@ -105,14 +173,7 @@ export class Waker {
       if (this.knownFiles.size >= HINT_FILES_KNOWN_MAX) this.knownFiles.clear();
       this.knownFiles.add(row);
     }
-    try {
-      const now = new Date();
-      fs.utimesSync(p, now, now);
-      this.hintsSent++;
-    } catch {
-      // Removed meanwhile, or not ours to touch: the waiter's poll bound covers it.
-      this.knownFiles.delete(row);
-    }
+    this.touch(p, () => this.knownFiles.delete(row));
   }
 
   poke(): void {
@@ -151,5 +212,7 @@ export class Waker {
     this.watcher = undefined;
     for (const w of this.rowWatchers.values()) w.close();
     this.rowWatchers.clear();
+    this.nodeWatcher?.close();
+    this.nodeWatcher = undefined;
   }
 }
