@@ -377,6 +377,56 @@ test('a conversion that is compatible on arrival is granted in place, ahead of a
   await lc.unlock();
 });
 
+test('wake-ups along a queue: a grant wakes only the next request, which claims while the lock is held; the rest of the queue sleeps', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'q.img');
+  const regionBytes = lockspaceRegionBytes(512, NODES, 64);
+  createImage(img, { sizeBytes: regionBytes, sectorSizeBytes: 512 });
+  const cluster = new FakeCluster();
+  const disks: FileDisk[] = [];
+  const opened: Lockspace[] = [];
+  t.teardown(async () => {
+    for (const ls of opened) await ls.close();
+    for (const d of disks) d.closeSync();
+  });
+  const hints = path.join(dir, 'hints');
+  const ls: Lockspace[] = [];
+  for (let n = 0; n < 4; n++) {
+    const d = FileDisk.open(img, { guard: 'none' });
+    disks.push(d);
+    const l = await Lockspace.open(viewOf(d, 0, regionBytes), { membership: cluster.member(n, BigInt(n + 1)), hintDir: hints });
+    opened.push(l);
+    ls.push(l);
+  }
+  const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const claimOf = async (node: number) => (await ls[0]!.snapshot()).locks.find((l) => l.nodeId === node && l.resource.toString() === 'q')?.claim;
+  const h0 = await ls[0]!.lock('q', Mode.EX);
+  // Queue 1, 2, 3 in that order (each past its doorway before the next arrives).
+  const p1 = ls[1]!.lock('q', Mode.EX, { timeoutMs: 5000 });
+  await settle(100);
+  const p2 = ls[2]!.lock('q', Mode.EX, { timeoutMs: 5000 });
+  await settle(100);
+  const p3 = ls[3]!.lock('q', Mode.EX, { timeoutMs: 5000 });
+  await settle(300);
+  t.false(await claimOf(2), 'the second request waits without a claim while the first is queued');
+  // Node 0 read nothing of the queue since its grant: its release wakes the row (all three).
+  await h0.unlock();
+  const h1 = await p1;
+  await settle(200);
+  const w3 = ls[3]!.wakeups;
+  const sent1 = ls[1]!.hintsSent;
+  t.true(sent1 >= 1, 'the grant of node 1 sent a hint');
+  t.true(await claimOf(2), 'woken by node 1\'s grant, node 2 claimed while node 1 holds');
+  // Node 1's release: its deciding read saw the queue (2 then 3), so it wakes node 2 only.
+  await h1.unlock();
+  const h2 = await p2;
+  await settle(200);
+  t.is(ls[3]!.wakeups, w3 + 1, 'node 3 was woken once, by node 2\'s grant, not by node 1\'s grant or release');
+  t.true(await claimOf(3), 'and claimed while node 2 holds');
+  await h2.unlock();
+  await (await p3).unlock();
+});
+
 test('wake-ups: a release hints only the waiters of its resource; with every hint lost a waiter still gets the lock within the poll bound', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'h.img');
