@@ -3,21 +3,27 @@
 // run with libnbd's own clients on the same server: fio's nbd engine (same queue depths) and
 // nbdcopy (the sequential workloads); and the same image as a local file (the sanbox promise path).
 //
-// Fairness: each sanbox figure and its fio figure are measured back to back on a freshly prepared
-// image, their order alternating by round; both are means over the whole measurement (sanbox:
-// tinybench's mean time per op; fio: its IOPS over the run). The table shows the median over rounds
-// of each figure, and for each ratio the median of the rounds' paired ratios (sanbox over the fio
-// run next to it), which cancels most of a shared machine's load drift. Page cache is controlled as in the disk benchmark (reference/baselines.md, trap T1): for
-// the random workloads the sparse image is read once in random 4 KiB order (small folios); for the
-// sequential ones it is filled with data first (so nbdcopy, which skips holes, copies it all). The
-// image is prepared in place (truncated, not replaced), because qemu-nbd keeps its file open.
+// Fairness: every cell (workload, server, queue depth) is measured in several short rounds, each
+// round one sanbox run and one fio run back to back, their order alternating by round. Both clients
+// get exactly the same treatment: the same server process and TCP address, the same image prepared
+// the same way before each run (write workloads) or once for the cell (read workloads, which do not
+// change it), the same warm-up (tinybench's warm-up time; fio's --ramp_time, not counted) and the
+// same measured time, and both report a mean over that time (sanbox: tinybench's mean time per op;
+// fio: its IOPS). Each round gives one paired ratio (sanbox over the fio run next to it), which
+// cancels most of a shared machine's load drift; a cell's ratio is the median of its rounds'
+// ratios, printed with their spread (lowest-highest). No round is dropped. Page cache is controlled
+// as in the disk benchmark (reference/baselines.md, trap T1): for the random workloads the sparse
+// image is read once in random 4 KiB order (small folios); for the sequential ones it is filled with
+// data first (so nbdcopy, which skips holes, copies it all). The image is prepared in place
+// (truncated, not replaced), because qemu-nbd keeps its file open. The local file and nbdcopy
+// columns are references, measured once per workload (and server).
 //
 // Also counted, independently of the machine's load: the client's syscalls per 4 KiB read at QD1
 // (strace of a client process; the server is not traced).
 // It ends with the target of issue 16 for every workload, server and queue depth: sanbox's client
 // at >= 0.9x fio-nbd, met or missed.
 //
-// Usage: npm run bench:nbd [-- --rounds N --time-ms MS --json]
+// Usage: npm run bench:nbd [-- --rounds N --time-ms MS --only randread-4k,write-1m,… --servers nbdkit,qemu-nbd --depths 1,16 --json]
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -29,6 +35,7 @@ import { NbdDevice } from '../src/disk/nbd-device.js';
 import type { BlockDevice } from '../src/disk/device.js';
 import { NBD_SERVER_KINDS, startNbdServer, type NbdServer, type NbdServerKind } from '../test/helpers/nbdkit.js';
 import { fileURLToPath } from 'node:url';
+import { workloadId } from '../src/perf/workloads.js';
 import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, SYSCALL_MARK_END, SYSCALL_MARK_START, syscallsPerOp, targetTable, WORKLOADS, type TargetRow, type Workload } from './common.js';
 
 const MiB = 1024 * 1024;
@@ -53,11 +60,25 @@ const TARGET_VS_FIO = 0.9;
 const SYSCALL_OPS = 2000;
 const SELF = fileURLToPath(import.meta.url);
 
-// Two rounds by default: one cell moves by more than the gap being measured between two runs on a
-// shared machine, and the median of paired ratios needs more than one pair (about 2.5 minutes).
-const rounds = Number(arg('rounds', '2'));
-const timeMs = Number(arg('time-ms', '700'));
+/** Warm-up before each measured run, for both clients alike (tinybench's warmupTime, fio's --ramp_time). */
+const WARMUP_MS = 100;
+
+// Five short rounds per cell by default: on a 2-CPU machine shared by the server, the client and
+// fio, one pair moves by more than the gap being measured, and a median of five paired ratios
+// shrugs off one or two starved pairs without dropping them (about 3.5 minutes in all).
+const rounds = Number(arg('rounds', '5'));
+const timeMs = Number(arg('time-ms', '400'));
+/** A subset of the workloads (their names, comma-separated) and servers, for probing one cell. */
+const only = arg('only', '').split(',').filter((x) => x !== '');
+/** A workload's name on the command line: randread-4k, write-1m, … (workloadId without its queue depth). */
+const cliName = (w: Workload): string => workloadId(w).replace(/-qd\d+$/, '');
+const serverKinds = arg('servers', NBD_SERVER_KINDS.join(',')).split(',') as NbdServerKind[];
 const asJson = process.argv.includes('--json');
+for (const k of serverKinds) if (!NBD_SERVER_KINDS.includes(k)) throw new Error(`--servers: unknown server '${k}' (${NBD_SERVER_KINDS.join(', ')})`);
+const workloads = WORKLOADS.filter((w) => only.length === 0 || only.includes(cliName(w)));
+if (workloads.length === 0) throw new Error(`--only: no workload named ${only.join(', ')} (${WORKLOADS.map(cliName).join(', ')})`);
+const depths = arg('depths', DEPTHS.join(',')).split(',').map(Number) as (typeof DEPTHS)[number][];
+for (const d of depths) if (!DEPTHS.includes(d)) throw new Error(`--depths: ${d} is not one of ${DEPTHS.join(', ')}`);
 
 function prepare(file: string, w: Workload): void {
   const fd = fs.openSync(file, fs.existsSync(file) ? 'r+' : 'w+');
@@ -106,7 +127,7 @@ async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promis
       }
     }
   });
-  const bench = new Bench({ name: w.name, time: timeMs, warmupTime: 100, iterations: SAMPLES_MIN });
+  const bench = new Bench({ name: w.name, time: timeMs, warmupTime: WARMUP_MS, iterations: SAMPLES_MIN });
   bench.add(`${depth}`, async () => {
     const t0 = performance.now();
     await new Promise<void>((resolve) => (sampleDone = { atOps: completed + opsPerSample, resolve }));
@@ -132,7 +153,7 @@ function measureFioNbd(uri: string, w: Workload, depth: number): number {
     'fio',
     [
       `--name=${rw}`, '--ioengine=nbd', `--uri=${uri}`, `--size=${IMAGE_BYTES}`, '--time_based',
-      `--runtime=${Math.max(1, Math.round((timeMs * 2) / 1000))}`, '--norandommap', '--randrepeat=0',
+      `--runtime=${timeMs}ms`, `--ramp_time=${WARMUP_MS}ms`, '--norandommap', '--randrepeat=0',
       `--rw=${rw}`, `--bs=${w.blockBytes}`, `--iodepth=${depth}`, '--output-format=json',
     ],
     { encoding: 'utf8', maxBuffer: 16 << 20 },
@@ -158,6 +179,13 @@ function rate(w: Workload, iops: number): string {
 /** The sample key of one measurement. */
 type Measure = 'local QD1' | `${NbdServerKind} ${'sanbox' | 'fio'} QD${(typeof DEPTHS)[number]}` | `${NbdServerKind} nbdcopy`;
 
+/** The spread of a cell's per-round ratios, as printed: "0.95 (0.88-1.02)". */
+function ratioText(xs: readonly number[]): string {
+  if (xs.length === 0) return '-';
+  const m = median([...xs]).toFixed(2);
+  return xs.length === 1 ? m : `${m} (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})`;
+}
+
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sanbox-nbd-bench-'));
   const img = path.join(dir, EXPORT);
@@ -170,6 +198,7 @@ async function main(): Promise<void> {
   const push = (w: Workload, k: Measure, v: number): void => add(samples, `${w.name}|${k}`, v);
   const servers: NbdServer[] = [];
   const syscalls: Partial<Record<NbdServerKind, { total: number; byName: Record<string, number> } | null>> = {};
+  const loadAtStart = os.loadavg()[0]!;
   // qemu-nbd does not exit with its parent: stop the servers if the run is interrupted.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
@@ -179,87 +208,99 @@ async function main(): Promise<void> {
   }
   try {
     prepare(img, WORKLOADS[0]!);
-    for (const kind of NBD_SERVER_KINDS) servers.push(await startNbdServer(kind, img));
+    for (const kind of serverKinds) servers.push(await startNbdServer(kind, img));
     for (const srv of servers) {
       syscalls[srv.kind] = syscallsPerOp([SELF, '--syscall-worker', srv.uri(EXPORT), String(SYSCALL_OPS), dir], dir, SYSCALL_OPS) ?? null;
     }
-    if (haveNbdcopy) prepare(source, WORKLOADS[3]!); // a data-filled local source for the nbdcopy write
-    for (let round = 1; round <= rounds; round++) {
-      for (const w of WORKLOADS) {
-        prepare(img, w);
-        const local = FileDisk.open(img);
-        try {
-          push(w, 'local QD1', await measureNode(local, w, 1));
-        } finally {
-          await local.close();
-        }
-        for (const srv of servers) {
-          const uri = srv.uri(EXPORT);
-          for (const depth of DEPTHS) {
-            const sanbox = async (): Promise<void> => {
-              prepare(img, w);
-              const dev = await NbdDevice.open(uri);
-              try {
-                push(w, `${srv.kind} sanbox QD${depth}`, await measureNode(dev, w, depth));
-              } finally {
-                await dev.close();
-              }
-            };
-            const fio = async (): Promise<void> => {
-              if (!haveFio) return;
-              prepare(img, w);
-              push(w, `${srv.kind} fio QD${depth}`, measureFioNbd(uri, w, depth));
-            };
+    if (haveNbdcopy && workloads.some((w) => w.pattern === 'sequential' && w.op === 'write')) prepare(source, WORKLOADS[3]!); // a data-filled local source for the nbdcopy write
+    // A write changes the image (a random write fills holes), so each write run gets a freshly
+    // prepared image; a read run leaves it as it was, so a read workload is prepared once.
+    const prepareRun = (w: Workload): void => {
+      if (w.op === 'write') prepare(img, w);
+    };
+    for (const w of workloads) {
+      prepare(img, w);
+      const local = FileDisk.open(img);
+      try {
+        push(w, 'local QD1', await measureNode(local, w, 1));
+      } finally {
+        await local.close();
+      }
+      for (const srv of servers) {
+        const uri = srv.uri(EXPORT);
+        for (const depth of depths) {
+          const sanbox = async (): Promise<void> => {
+            prepareRun(w);
+            const dev = await NbdDevice.open(uri);
+            try {
+              push(w, `${srv.kind} sanbox QD${depth}`, await measureNode(dev, w, depth));
+            } finally {
+              await dev.close();
+            }
+          };
+          const fio = async (): Promise<void> => {
+            prepareRun(w);
+            push(w, `${srv.kind} fio QD${depth}`, measureFioNbd(uri, w, depth));
+          };
+          for (let round = 1; round <= rounds; round++) {
+            if (!haveFio) {
+              await sanbox();
+              continue;
+            }
             for (const run of round % 2 === 1 ? [sanbox, fio] : [fio, sanbox]) await run();
             // The pair's ratio: measured back to back, it cancels most of the machine's load drift.
             const last = (k: Measure): number => samples.get(`${w.name}|${k}`)?.at(-1) ?? NaN;
-            if (haveFio) add(ratios, `${w.name}|${srv.kind} QD${depth}`, last(`${srv.kind} sanbox QD${depth}`) / last(`${srv.kind} fio QD${depth}`));
-          }
-          if (haveNbdcopy && w.pattern === 'sequential') {
-            prepare(img, w);
-            push(w, `${srv.kind} nbdcopy`, measureNbdcopy(uri, w, source));
+            add(ratios, `${w.name}|${srv.kind} QD${depth}`, last(`${srv.kind} sanbox QD${depth}`) / last(`${srv.kind} fio QD${depth}`));
           }
         }
+        if (haveNbdcopy && w.pattern === 'sequential') {
+          prepare(img, w);
+          push(w, `${srv.kind} nbdcopy`, measureNbdcopy(uri, w, source));
+        }
       }
-      if (!asJson) process.stderr.write(`round ${round}/${rounds} done\n`);
+      if (!asJson) process.stderr.write(`${w.name} done (load average ${os.loadavg()[0]!.toFixed(1)})\n`);
     }
   } finally {
     for (const srv of servers) await srv.stop();
     fs.rmSync(dir, { recursive: true, force: true });
     fs.rmSync(source, { force: true });
   }
-  const rows = WORKLOADS.flatMap((w) =>
-    NBD_SERVER_KINDS.map((server) => {
+  const rows = workloads.flatMap((w) =>
+    serverKinds.map((server) => {
       const m = (k: Measure): number => median(samples.get(`${w.name}|${k}`) ?? [NaN]);
+      const r = (depth: number): number[] => ratios.get(`${w.name}|${server} QD${depth}`) ?? [];
       const nbd1 = m(`${server} sanbox QD1`);
-      const nbdQ = m(`${server} sanbox QD${QUEUE_DEPTH}`);
-      const fio1 = m(`${server} fio QD1`);
-      const fioQ = m(`${server} fio QD${QUEUE_DEPTH}`);
       const copy = m(`${server} nbdcopy`);
       return {
         workload: w.name,
         server,
         localIops: m('local QD1'),
         nbdQd1Iops: nbd1,
-        fioNbdQd1Iops: fio1,
-        nbdVsFioQd1: median(ratios.get(`${w.name}|${server} QD1`) ?? [NaN]),
-        nbdQdIops: nbdQ,
-        fioNbdQdIops: fioQ,
-        nbdVsFioQd: median(ratios.get(`${w.name}|${server} QD${QUEUE_DEPTH}`) ?? [NaN]),
+        fioNbdQd1Iops: m(`${server} fio QD1`),
+        nbdVsFioQd1: r(1).length > 0 ? median(r(1)) : NaN,
+        nbdVsFioQd1Rounds: r(1),
+        nbdQdIops: m(`${server} sanbox QD${QUEUE_DEPTH}`),
+        fioNbdQdIops: m(`${server} fio QD${QUEUE_DEPTH}`),
+        nbdVsFioQd: r(QUEUE_DEPTH).length > 0 ? median(r(QUEUE_DEPTH)) : NaN,
+        nbdVsFioQdRounds: r(QUEUE_DEPTH),
         nbdcopyIops: copy,
         nbdVsNbdcopy: nbd1 / copy,
       };
     }),
   );
+  const load = `load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`;
   if (asJson) {
-    process.stdout.write(JSON.stringify({ rounds, timeMs, queueDepth: QUEUE_DEPTH, imageBytes: IMAGE_BYTES, fio: haveFio, nbdcopy: haveNbdcopy, rows, syscallsPer4KiBReadQd1: syscalls }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify({ rounds, timeMs, warmupMs: WARMUP_MS, queueDepth: QUEUE_DEPTH, imageBytes: IMAGE_BYTES, fio: haveFio, nbdcopy: haveNbdcopy, loadAverage: { start: loadAtStart, end: os.loadavg()[0] }, rows, syscallsPer4KiBReadQd1: syscalls }, null, 2) + '\n',
+    );
     return;
   }
   const fmt = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : '-');
   console.log(
-    `\nsanbox NBD benchmark: nbdkit (file plugin) and qemu-nbd on 127.0.0.1, ${IMAGE_BYTES / MiB} MiB image, median of ${rounds} round(s), ${os.cpus().length} CPUs` +
+    `\nsanbox NBD benchmark: ${serverKinds.join(' and ')} on 127.0.0.1 (TCP), ${IMAGE_BYTES / MiB} MiB image, ${rounds} round(s) of ${timeMs} ms per cell after ${WARMUP_MS} ms of warm-up, ${os.cpus().length} CPUs, ${load}` +
       `${haveFio ? '' : ' — fio nbd engine missing'}${haveNbdcopy ? '' : ' — nbdcopy missing'}`,
   );
+  console.log('Rates: the median over the rounds. nbd/fio: the median of the rounds\' paired ratios (lowest-highest round). local and nbdcopy: one run each.');
   console.table(
     rows.map((r) => {
       const w = WORKLOADS.find((x) => x.name === r.workload)!;
@@ -269,10 +310,10 @@ async function main(): Promise<void> {
         'local QD1': rate(w, r.localIops),
         'nbd QD1': rate(w, r.nbdQd1Iops),
         'fio-nbd QD1': rate(w, r.fioNbdQd1Iops),
-        'nbd/fio QD1': fmt(r.nbdVsFioQd1),
+        'nbd/fio QD1': ratioText(r.nbdVsFioQd1Rounds),
         [`nbd QD${QUEUE_DEPTH}`]: rate(w, r.nbdQdIops),
         [`fio-nbd QD${QUEUE_DEPTH}`]: rate(w, r.fioNbdQdIops),
-        [`nbd/fio QD${QUEUE_DEPTH}`]: fmt(r.nbdVsFioQd),
+        [`nbd/fio QD${QUEUE_DEPTH}`]: ratioText(r.nbdVsFioQdRounds),
         nbdcopy: rate(w, r.nbdcopyIops),
         'nbd/nbdcopy': fmt(r.nbdVsNbdcopy),
       };
@@ -283,15 +324,20 @@ async function main(): Promise<void> {
     process.stdout.write(`Client syscalls per 4 KiB read at QD1 against ${kind}, every thread of the client (strace -f over ${SYSCALL_OPS} requests): ${text}\n`);
   }
   const targets: TargetRow[] = rows.flatMap((r) =>
-    ([[1, r.nbdVsFioQd1], [QUEUE_DEPTH, r.nbdVsFioQd]] as const).map(([depth, x]) => ({
-      target: `${r.workload}, ${r.server}, QD${depth}: sanbox / fio-nbd`,
-      measured: Number.isFinite(x) ? `${x.toFixed(2)}x` : '-',
-      goal: `>= ${TARGET_VS_FIO}x`,
-      met: Number.isFinite(x) ? x >= TARGET_VS_FIO : null,
-      ...(haveFio ? {} : { note: 'fio nbd engine missing' }),
-    })),
+    ([[1, r.nbdVsFioQd1Rounds], [QUEUE_DEPTH, r.nbdVsFioQdRounds]] as const)
+      .filter(([depth]) => depths.includes(depth))
+      .map(([depth, xs]) => {
+        const x = xs.length > 0 ? median(xs) : NaN;
+        return {
+          target: `${r.workload}, ${r.server}, QD${depth}: sanbox / fio-nbd`,
+          measured: Number.isFinite(x) ? `${x.toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})` : '-',
+          goal: `>= ${TARGET_VS_FIO}x`,
+          met: Number.isFinite(x) ? x >= TARGET_VS_FIO : null,
+          ...(haveFio ? {} : { note: 'fio nbd engine missing' }),
+        };
+      }),
   );
-  process.stdout.write(targetTable(`Targets of issue 16 (load average ${os.loadavg()[0]!.toFixed(1)} at the end; ${rounds} round(s) of ${timeMs} ms; a ratio is the median of per-round back-to-back pairs)`, targets));
+  process.stdout.write(targetTable(`Targets of issue 16 (${load}; per cell ${rounds} round(s) of ${timeMs} ms; a ratio is the median of the rounds' back-to-back pairs, with the lowest and highest round)`, targets));
 }
 
 /** Worker (this file re-executed under strace): COUNT 4 KiB reads at QD1 from URI between two markers. */
