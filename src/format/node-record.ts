@@ -24,12 +24,17 @@
 // | 0x0C8 | 4    | commandPgid   | process group of the commands the node runs; 0 = none     |
 // | 0x0CC | 4    | reserved      | zero                                                      |
 // | 0x0D0 | 8    | commandStartTicks | start time of that group's leader (as pidStartTicks)  |
-// | 0x0D8 | –    | reserved      | zero up to the CRC                                        |
+// | 0x0D8 | 256  | clients       | NODE_CLIENTS_MAX entries of 16 bytes: pid u32, reserved   |
+// |       |      |               | u32 zero, startTicks u64; pid 0 = an unused entry (all zero) |
+// | 0x1D8 | –    | reserved      | zero up to the CRC                                        |
 // | 0x1FC | 4    | crc32         | CRC-32 of the record with this field zeroed               |
 //
 // An all-zero record means "this node number never joined". commandPgid/commandStartTicks were
 // added in version 1's reserved bytes (a backward-compatible addition: older readers see zeros or
 // ignore them): the power fence kills that group with the node, so whatever a node runs dies with it.
+// The clients table was added the same way: the processes acting as this node through its control
+// channel (`sanbox ctl C N lvm …`, src/node/clients.ts), each by pid and start time on the machine
+// of bootId; the power fence kills them with the node too (src/heartbeat/fencer.ts).
 
 import { FormatError } from '../errors.js';
 import { formatFail, readPaddedString, writePaddedString, type Where } from './where.js';
@@ -41,6 +46,13 @@ export const NODE_RECORD_VERSION = 1;
 export const NODE_RECORD_BYTES = 512;
 const CRC_OFF = NODE_RECORD_BYTES - 4;
 const NAME_BYTES = 64;
+const CLIENTS_OFF = 0xd8;
+const CLIENT_ENTRY_BYTES = 16;
+/**
+ * Clients a record names at most: the room left in the record before its CRC is (0x1FC - 0xD8) /
+ * 16 = 18 entries, rounded down to a power of two, which leaves 36 bytes reserved.
+ */
+export const NODE_CLIENTS_MAX = 16;
 
 export interface NodeRecord {
   nodeId: number;
@@ -55,6 +67,14 @@ export interface NodeRecord {
   /** Process group of the node's commands (0: none), and its leader's start time. */
   commandPgid?: number;
   commandStartTicks?: bigint;
+  /** Processes acting as this node through its control channel (pid and start time; at most NODE_CLIENTS_MAX). */
+  clients?: NodeClient[];
+}
+
+/** A process acting as a node (on the node's machine): pid and /proc/PID/stat start time. */
+export interface NodeClient {
+  pid: number;
+  startTicks: bigint;
 }
 
 export type { Where } from './where.js';
@@ -80,6 +100,14 @@ export function encodeNodeRecord(r: NodeRecord): Buffer {
   if (!Number.isInteger(pgid) || pgid < 0 || pgid > 0xffff_ffff) throw new FormatError(`node record: command process group ${pgid} does not fit`);
   buf.writeUInt32LE(pgid, 0xc8);
   buf.writeBigUInt64LE(r.commandStartTicks ?? 0n, 0xd0);
+  const clients = r.clients ?? [];
+  if (clients.length > NODE_CLIENTS_MAX) throw new FormatError(`node record: ${clients.length} clients, more than ${NODE_CLIENTS_MAX}`);
+  clients.forEach((c, i) => {
+    if (!Number.isInteger(c.pid) || c.pid < 1 || c.pid > 0xffff_ffff) throw new FormatError(`node record: client pid ${c.pid} does not fit`);
+    if (c.startTicks < 0n || c.startTicks > 0xffff_ffff_ffff_ffffn) throw new FormatError(`node record: client start time ${c.startTicks} does not fit`);
+    buf.writeUInt32LE(c.pid, CLIENTS_OFF + i * CLIENT_ENTRY_BYTES);
+    buf.writeBigUInt64LE(c.startTicks, CLIENTS_OFF + i * CLIENT_ENTRY_BYTES + 8);
+  });
   sealCrc32Zlib(buf, CRC_OFF);
   return buf;
 }
@@ -97,6 +125,15 @@ export function decodeNodeRecord(buf: Buffer, expectNodeId: number, where: Where
   const nodeId = buf.readUInt16LE(0x0c);
   if (nodeId !== expectNodeId) bad(`names node ${nodeId}`, 0x0c);
   const joined = buf.readBigUInt64LE(0x38);
+  const clients: NodeClient[] = [];
+  for (let i = 0; i < NODE_CLIENTS_MAX; i++) {
+    const off = CLIENTS_OFF + i * CLIENT_ENTRY_BYTES;
+    const pid = buf.readUInt32LE(off);
+    const startTicks = buf.readBigUInt64LE(off + 8);
+    if (buf.readUInt32LE(off + 4) !== 0) bad(`client entry ${i} has a non-zero reserved field`, off + 4);
+    if (pid === 0 && startTicks !== 0n) bad(`client entry ${i} has a start time but no pid`, off + 8);
+    if (pid !== 0) clients.push({ pid, startTicks });
+  }
   return {
     nodeId,
     generation: buf.readBigUInt64LE(0x10),
@@ -109,5 +146,6 @@ export function decodeNodeRecord(buf: Buffer, expectNodeId: number, where: Where
     hostname: readPaddedString(buf, 0x88, NAME_BYTES),
     commandPgid: buf.readUInt32LE(0xc8),
     commandStartTicks: buf.readBigUInt64LE(0xd0),
+    clients,
   };
 }

@@ -80,7 +80,43 @@ export class Fencer {
     this.mayStillFence(nodeId);
     const r = await powerFence(id, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
     steps.push(`power:${r.outcome}(pid ${rec.pid})`);
-    await this.commands(rec, steps);
+    // The node is gone, so its record is final (only the node writes it): read again, a command
+    // group or a client it recorded while this fence began is in it now.
+    const final = await this.finalRecord(rec);
+    await this.commands(final, steps);
+    await this.clients(final, steps);
+  }
+
+  /** The victim's record as read again after its kill; the one read before if that fails or names another incarnation. */
+  private async finalRecord(before: NodeRecord): Promise<NodeRecord> {
+    try {
+      const rec = await this.d.readNodeRecord(before.nodeId);
+      if (rec !== null && rec.generation === before.generation) return rec;
+    } catch (err) {
+      this.d.log(`fencing node ${before.nodeId}: its record did not read back after the kill (${(err as Error).message}); using the one read before`);
+    }
+    return before;
+  }
+
+  /**
+   * Kills the processes acting as the victim through its control channel (`ctl … lvm`: its
+   * clients, src/node/clients.ts), each named by pid and start time, so a stalled one does not
+   * keep this host's VG flock after its node is gone. Not a condition of the fence: every write of
+   * a client passes through its node, dead now, so a client that cannot be killed (another user's
+   * process) writes nothing more; it is logged, and the fence goes on.
+   */
+  private async clients(rec: NodeRecord, steps: string[]): Promise<void> {
+    if (!rec.bootId.equals(bootId())) return;
+    for (const c of rec.clients ?? []) {
+      this.mayStillFence(rec.nodeId);
+      try {
+        const r = await powerFence({ pid: c.pid, startTicks: c.startTicks, bootId: rec.bootId }, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
+        steps.push(`client:${r.outcome}(pid ${c.pid})`);
+      } catch (err) {
+        this.d.log(`fencing node ${rec.nodeId}: its client pid ${c.pid} was not ended: ${(err as Error).message}`);
+        steps.push(`client:survived(pid ${c.pid})`);
+      }
+    }
   }
 
   /**

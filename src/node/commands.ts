@@ -11,6 +11,7 @@ import type { Lock } from '../dlm/lock-manager.js';
 import { SanboxError } from '../errors.js';
 import type { ControlServer } from './control.js';
 import type { RunningNode } from './node.js';
+import { registerClientCommands } from './clients.js';
 import { registerDeviceCommands } from './remote-device.js';
 
 const FAULT_ACTIONS: readonly FaultAction[] = ['eio', 'latency', 'stall', 'torn'];
@@ -111,4 +112,6 @@ export function registerNodeCommands(control: ControlServer, node: RunningNode):
 
   // An LVM command run as this node does its device I/O through this node's provider (its fence gate).
   registerDeviceCommands(control, node);
+  // ... and is recorded as the node's client, so the power fence kills it with the node.
+  registerClientCommands(control, node);
 }

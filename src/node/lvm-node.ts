@@ -18,6 +18,7 @@ import { openRegion, readClusterImage, type ClusterImageInfo } from '../heartbea
 import type { HeldLock, LockService, LvmMode } from '../volume/lvm-locks.js';
 import type { LvmCluster } from '../volume/lvm-cluster.js';
 import { connectNode, CTL_ANSWER_TIMEOUT_MS, ctlRequest, slotState, type NodeConnection } from './ctl.js';
+import { registerAsClient } from './clients.js';
 import { NodeDevices } from './remote-device.js';
 import { withJoinedNode } from './lock-run.js';
 import type { ActivationStatus } from './node.js';
@@ -96,6 +97,9 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
     const devices = new NodeDevices(await connectNode(o.clusterImage, o.nodeId));
     const c = devices.connection;
     try {
+      // First of all, before the command takes a lock or the host's VG flock: node N's power fence
+      // kills this process with N from now on (src/node/clients.ts).
+      await registerAsClient(c);
       const status = (await c.request({ cmd: 'status' })).status as { pid?: unknown } | undefined;
       const openerPid = typeof status?.pid === 'number' ? status.pid : undefined;
       return await fn({

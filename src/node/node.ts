@@ -32,7 +32,7 @@ import { modeName } from '../dlm/compat-matrix.js';
 import { Lockspace } from '../dlm/lock-manager.js';
 import { heartbeatRegion } from '../fs/heartbeat-region.js';
 import { SanboxError } from '../errors.js';
-import type { NodeRecord } from '../format/node-record.js';
+import type { NodeClient, NodeRecord } from '../format/node-record.js';
 import { clusterHeartbeatRegion, clusterSlotTables, clusterTag, openRegion, readClusterImage, readNodeRecords, reservationSpec, writeNodeRecord, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { Fencer, type FencePolicy } from '../heartbeat/fencer.js';
 import { Heartbeat, newGeneration, probeSlot, type HeartbeatRegion, slotTableOf } from '../heartbeat/heartbeat.js';
@@ -88,6 +88,11 @@ export interface RunningNode {
   readonly provider: DeviceProvider;
   /** Records the process group of a command this node runs (0: none) in its node record, for the fencer. */
   recordCommandGroup(pgid: number, startTicks: bigint): Promise<void>;
+  /**
+   * Records the processes acting as this node through its control channel (src/node/clients.ts)
+   * in its node record, for the power fence: they are killed with the node.
+   */
+  recordClients(clients: NodeClient[]): Promise<void>;
   /** The lockspace on the cluster image, opened on first use (ctl lock, sanbox lock). */
   lockspace(): Promise<Lockspace>;
   status(): NodeStatus;
@@ -380,6 +385,14 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const name = opts.name ?? (info.config.nodeNames[n] || `node${n}`);
     const record = nodeRecordFor(n, generation, key, name);
     await writeNodeRecord(device, info, record, n);
+    // Later changes of the record (a command group, the clients) are written one after the other:
+    // each write encodes the record as it is when it starts, so the last one to land is the newest.
+    let recordWrites: Promise<unknown> = Promise.resolve();
+    const rewriteRecord = (): Promise<void> => {
+      const run = recordWrites.then(() => writeNodeRecord(device, info, record, n));
+      recordWrites = run.catch(() => undefined);
+      return run;
+    };
 
     const fencer = new Fencer({
       selfNodeId: n,
@@ -521,10 +534,14 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         await (await h.device).close();
       },
       beforeStop: (fn) => void stopHooks.push(fn),
-      recordCommandGroup: async (pgid, startTicks) => {
+      recordCommandGroup: (pgid, startTicks) => {
         record.commandPgid = pgid;
         record.commandStartTicks = startTicks;
-        await writeNodeRecord(device, info, record, n);
+        return rewriteRecord();
+      },
+      recordClients: (clients) => {
+        record.clients = [...clients];
+        return rewriteRecord();
       },
       stop: () => {
         stopping ??= (async () => {

@@ -1,0 +1,85 @@
+// Processes acting as a running node (issue 18: a stalled `sanbox ctl C N lvm …` client outlived
+// its node's power fence). An LVM command run through running node N does its device I/O and takes
+// its cluster locks through N (src/node/remote-device.ts, src/node/lvm-node.ts), but it is a process
+// of its own, not in N's command group; and it holds host-local state the node cannot release for
+// it: the host's VG flock (src/volume/vg-lock.ts, lvm2's local file locking). Stalled (SIGSTOP, a
+// hung terminal) it kept that flock after N was fenced, and every later command on this host waited
+// for it until the process ended. So the client tells the node who it is before it takes anything
+// (`client-register`), the node records it in its node record (src/format/node-record.ts, the
+// clients table) beside its command group, and the power fence that kills N kills its clients too
+// (src/heartbeat/fencer.ts). The entry goes when the client's connection closes.
+//
+// Protocol (on the connection the command's locks and I/O use):
+//   client-register {pid, startTicks}  → {pid}
+// Verified by the node: the process runs on this machine with that start time (/proc/PID/stat field
+// 22: a pid reused by another process has another start time, and the fencer's kill checks it again
+// — src/disk/power-fence.ts), and the node may signal it (kill(pid, 0)): a client the fencers could
+// not kill would be recorded for nothing. Node.js has no SO_PEERCRED, so the node cannot check that
+// the pid is its peer's; it need not: the socket's directory is the node user's own (0700), so a
+// client can only name a process its user may signal anyway, and a false name makes the fence kill
+// nothing the claimant could not kill itself. A client whose process exits is removed as its
+// connection closes; one left in the record by a node that died is killed only if that same process
+// (pid and start time) still runs.
+
+import { bootId, isRunning, selfIdentity } from '../disk/power-fence.js';
+import { SanboxError } from '../errors.js';
+import { NODE_CLIENTS_MAX, type NodeClient } from '../format/node-record.js';
+import type { ControlContext, ControlServer } from './control.js';
+import type { NodeConnection } from './ctl.js';
+import type { RunningNode } from './node.js';
+
+/** Why node `nodeId` cannot record `c` as its client, or undefined when it can. */
+export function clientRefusal(c: NodeClient, nodeId: number): string | undefined {
+  if (c.pid === process.pid) return `pid ${c.pid} is node ${nodeId} itself`;
+  if (!isRunning({ pid: c.pid, startTicks: c.startTicks, bootId: bootId() })) return `pid ${c.pid} (start time ${c.startTicks}) is not running on this machine`;
+  try {
+    process.kill(c.pid, 0);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EPERM') return `node ${nodeId} may not signal pid ${c.pid} (another user's process): a fence of node ${nodeId} could not end it`;
+    if (code === 'ESRCH') return `pid ${c.pid} exited`;
+    throw err;
+  }
+  return undefined;
+}
+
+/** Registers `client-register` on a node's control channel. */
+export function registerClientCommands(control: ControlServer, node: RunningNode): void {
+  const clients = new Map<ControlContext, NodeClient>();
+  const rewrite = (): Promise<void> => node.recordClients([...clients.values()]);
+  control.handle('client-register', async (req, ctx) => {
+    const { pid, startTicks } = req;
+    if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid < 1 || pid > 0xffff_ffff) throw new SanboxError('EINVAL', '"pid" must be a positive integer');
+    if (typeof startTicks !== 'string' || !/^\d{1,20}$/.test(startTicks)) throw new SanboxError('EINVAL', '"startTicks" must be a decimal string');
+    if (clients.has(ctx)) throw new SanboxError('EINVAL', `this connection registered pid ${clients.get(ctx)!.pid} already`);
+    if (clients.size >= NODE_CLIENTS_MAX) throw new SanboxError('EBUSY', `node ${node.nodeId} has ${NODE_CLIENTS_MAX} commands running through it already (its node record names at most that many); retry when one has ended`);
+    const c: NodeClient = { pid, startTicks: BigInt(startTicks) };
+    const refusal = clientRefusal(c, node.nodeId);
+    if (refusal !== undefined) throw new SanboxError('EINVAL', `node ${node.nodeId} does not record its client: ${refusal}`);
+    clients.set(ctx, c);
+    ctx.onClose(() => {
+      if (clients.get(ctx) !== c) return;
+      clients.delete(ctx);
+      // A fenced node's write is refused; its record keeps the entry, which a fencer checks by start time.
+      void rewrite().catch(() => undefined);
+    });
+    try {
+      await rewrite();
+    } catch (err) {
+      clients.delete(ctx);
+      throw err;
+    }
+    return { pid };
+  });
+}
+
+/**
+ * Tells node N over `conn` that this process acts as N, before the command takes anything: N's
+ * power fence kills it with N from then on. A node that cannot record it (fenced meanwhile: its
+ * record write is refused) answers with an error, and the command does nothing.
+ */
+export async function registerAsClient(conn: Pick<NodeConnection, 'request'>): Promise<void> {
+  const self = selfIdentity();
+  // keepCode: a fenced node's refusal stays EFENCED (the command's exit status 3).
+  await conn.request({ cmd: 'client-register', pid: self.pid, startTicks: self.startTicks.toString() }, undefined, true);
+}
