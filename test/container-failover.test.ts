@@ -168,6 +168,9 @@ test('private takeover: refused while the owner lives (unless it consents) and b
   await w.wait((e) => e.ev === 'log' && /^node 0 fenced/.test(e.msg ?? ''), STATE_BOUND_MS, 'node 2 to fence node 0');
   t.is((await statusJson(t, img)).slots[0]!.state, 'fenced');
   await ok(t, change('self', 2), pv);
+  // Made through running node 2: node 2 preempted node 0's key on the PV, with its own key, under its fence.
+  const preempt = await w.wait((e) => e.ev === 'log' && /^preempt of node 0's key 0x[0-9a-f]+ on .*pv\.img for a command through node 2: (preempted|absent)/.test(e.msg ?? ''), 5000, "node 2's log of the takeover's preempt");
+  t.log(preempt.msg);
   t.is(await realSystemId(t, loop, 'flab-node2'), 'flab-node2', 'the real vgs names the new owner');
   t.is(await realSystemId(t, loop, 'flab-node0'), undefined, 'to the old owner the VG is foreign now');
 

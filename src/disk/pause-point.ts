@@ -16,6 +16,8 @@
 //               its fence gate (it keeps the gate, as a write blocked in the kernel does), on the
 //               first write to the device whose file name SANBOX_PAUSE_DEVICE gives (any device
 //               when unset), once. A fencer then waits for the gate and escalates to the power fence.
+//   takeover-preempt  in a container takeover (src/node/failover.ts), after the fenced owner's
+//               slot was read under the VG lock EX, right before its key is preempted on the PVs.
 
 import path from 'node:path';
 import { DiskError } from '../errors.js';
@@ -25,7 +27,7 @@ export const PAUSE_AT_ENV = 'SANBOX_PAUSE_AT';
 
 export const PAUSE_AT_DEVICE_ENV = 'SANBOX_PAUSE_DEVICE';
 
-export const PAUSE_POINTS = ['vg-commit', 'lockout-vetted', 'lease-checked'] as const;
+export const PAUSE_POINTS = ['vg-commit', 'lockout-vetted', 'lease-checked', 'takeover-preempt'] as const;
 export type PausePoint = (typeof PAUSE_POINTS)[number];
 
 /** Stops this process at `point` when SANBOX_PAUSE_AT names it; `what` goes into the stderr line. */

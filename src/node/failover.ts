@@ -16,7 +16,8 @@
 // `cluster status` prints.
 
 import path from 'node:path';
-import { nodeKey, PersistentReservations, sidecarStoreSpec } from '../disk/reservations.js';
+import { nodeKey, PersistentReservations, sidecarStoreSpec, type PreemptResult } from '../disk/reservations.js';
+import { pauseAt } from '../disk/pause-point.js';
 import { schemeOf } from '../disk/open.js';
 import { SanboxError } from '../errors.js';
 import { clusterTagOfUuid } from '../heartbeat/cluster-image.js';
@@ -30,6 +31,12 @@ export interface OwnerChangeContext {
   clusterImage: string | undefined;
   /** The node the change is made as (--node); the owner's consent is a change made as the owner. */
   requester: number | undefined;
+  /**
+   * Made through running node N: the fenced owner's key is preempted by N (LvmCluster.preempt),
+   * under N's fence like the change's writes. Unset: preempted by this process on behalf of the
+   * cluster (joined as N, or no node).
+   */
+  preempt?: ((spec: string, victimNode: number, victimKey: bigint) => Promise<PreemptResult | null>) | undefined;
 }
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
@@ -84,7 +91,7 @@ export async function authorizeOwnerChange(vgName: string, state: ContainerState
   if (slot === undefined) throw new SanboxError('EINVAL', `volume group ${vgName}: its owner node ${owner} is not a node of cluster '${cluster.name}'`, { device: ctx.clusterImage });
   const refusal = ownerChangeRefusal(vgName, slot, ctx.requester);
   if (refusal !== undefined) throw new SanboxError('EBUSY', refusal);
-  if (slot.state === 'fenced') await preemptOnContainer(vgName, slot, clusterTagOfUuid(cluster.uuid), pvNames, fenceGateWaitMs);
+  if (slot.state === 'fenced') await preemptOnContainer(vgName, slot, clusterTagOfUuid(cluster.uuid), pvNames, fenceGateWaitMs, ctx.preempt);
 }
 
 /**
@@ -94,22 +101,20 @@ export async function authorizeOwnerChange(vgName: string, state: ContainerState
  * preempt, and a stalled owner that resumes could write to a VG that has a new owner. So the
  * taker preempts it there itself (idempotent: a PV already preempted is not rewritten), under the
  * VG lock and before the new owner is committed; a PV it cannot preempt refuses the takeover.
+ * Through running node N (`viaNode`) the preempt is N's, with N's key and under N's fence, as the
+ * change's writes are (a fenced N's is refused: EFENCED, nothing written); else this process's.
  */
-async function preemptOnContainer(vgName: string, owner: SlotStatus, tag: number, pvNames: readonly string[], gateWaitMs: number): Promise<void> {
+async function preemptOnContainer(vgName: string, owner: SlotStatus, tag: number, pvNames: readonly string[], gateWaitMs: number, viaNode: OwnerChangeContext['preempt']): Promise<void> {
   const key = nodeKey(tag, owner.node, BigInt(`0x${owner.generation}`));
+  pauseAt('takeover-preempt', `before it preempts node ${owner.node}'s key on the PVs of ${vgName}`);
   for (const name of pvNames) {
     if (schemeOf(name) !== undefined) {
       // Over NBD the target keeps the reservations and cuts a fenced node off; no gate of ours there.
       throw new SanboxError('EBUSY', `volume group ${vgName}: its PV ${name} is a network disk: node ${owner.node}'s key cannot be preempted there by sanbox, so the takeover is refused`, { device: name });
     }
-    const pr = new PersistentReservations(sidecarStoreSpec(path.resolve(name)));
-    try {
-      const r = await pr.preemptForCluster(owner.node, key, gateWaitMs);
-      if (r === null) {
-        throw new SanboxError('EBUSY', `volume group ${vgName}: fenced node ${owner.node} holds its fence gate on PV ${name} (stalled inside a write) for ${gateWaitMs} ms: its key cannot be preempted there, so the takeover is refused; kill its process and retry`, { device: name });
-      }
-    } finally {
-      pr.close();
+    const r = viaNode !== undefined ? await viaNode(name, owner.node, key) : await preemptHere(name, owner.node, key, gateWaitMs);
+    if (r === null) {
+      throw new SanboxError('EBUSY', `volume group ${vgName}: fenced node ${owner.node} holds its fence gate on PV ${name} (stalled inside a write) for ${gateWaitMs} ms: its key cannot be preempted there, so the takeover is refused; kill its process and retry`, { device: name });
     }
   }
 }
@@ -126,4 +131,14 @@ export function changeContainer(
   ctx: OwnerChangeContext & { expect?: { kinds: ContainerKind[]; why: string } },
 ): Promise<ContainerRecord> {
   return containerChange(specs, name, req, commit, ctx.expect, (state, next, pvNames) => authorizeOwnerChange(name, state, next, pvNames, ctx));
+}
+
+/** The preempt in this process, on behalf of the cluster (it is no initiator of the PV). */
+async function preemptHere(name: string, victimNode: number, victimKey: bigint, gateWaitMs: number): Promise<PreemptResult | null> {
+  const pr = new PersistentReservations(sidecarStoreSpec(path.resolve(name)));
+  try {
+    return await pr.preemptForCluster(victimNode, victimKey, gateWaitMs);
+  } finally {
+    pr.close();
+  }
 }

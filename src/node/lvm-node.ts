@@ -107,6 +107,7 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
         locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs, info.path),
         image: await devices.open(info.path),
         open: (spec) => devices.open(spec),
+        preempt: (spec, victimNode, victimKey) => devices.preempt(spec, victimNode, victimKey),
         ...(openerPid !== undefined ? { openerPid } : {}),
       });
     } catch (err) {

@@ -76,6 +76,8 @@ export interface RunningNode {
   readonly key: bigint;
   readonly info: ClusterImageInfo;
   readonly membership: MembershipService;
+  /** The node's log (its JSON lines with --json). */
+  readonly log: (msg: string) => void;
   /** The cluster image opened with this node's fence gate: every write through it can be fenced. */
   readonly device: BlockDevice;
   /** The cluster image's heartbeat (first) and one per volume. */
@@ -482,6 +484,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       key,
       info,
       membership,
+      log,
       device,
       heartbeat,
       heartbeats,

@@ -18,7 +18,7 @@ import { isSyncDevice, isSyncFit, type BlockDevice, type SyncBlockDevice, type S
 import type { NbdOpenOptions } from '../disk/nbd-device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
 import { deviceIdentity } from '../disk/file-identity.js';
-import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type ReservationStoreSpec } from '../disk/reservations.js';
+import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type PreemptResult, type ReservationStoreSpec } from '../disk/reservations.js';
 import { DiskError, SanboxError } from '../errors.js';
 import type { WriteGate } from '../disk/write-gate.js';
 import type { Timing } from '../timing.js';
@@ -217,6 +217,8 @@ export interface ProviderOptions {
 
 export class DeviceProvider {
   private readonly entries: Entry[] = [];
+  /** Each device open() returned, to its entry (preemptAs finds a device's reservations here). */
+  private readonly entryOf = new WeakMap<BlockDevice, Entry>();
   private rules: FaultRule[] = [];
   private ruleSeq = 0;
   private fencedReason: string | undefined;
@@ -338,7 +340,32 @@ export class DeviceProvider {
     this.entries.push(entry);
     if (this.fencedReason !== undefined) gate.selfFence(this.fencedReason);
     const release = (): Promise<void> => this.release(entry);
-    return syncData ? new SyncCountedDevice(faults, io, release) : new CountedDevice(faults, io, release);
+    const dev = syncData ? new SyncCountedDevice(faults, io, release) : new CountedDevice(faults, io, release);
+    this.entryOf.set(dev, entry);
+    return dev;
+  }
+
+  /**
+   * PREEMPT AND ABORT of another node's key on `dev` (a device open() returned), issued as this
+   * node with its own key (a container takeover made through this node, src/node/failover.ts), so
+   * it is under this node's fence as its writes are: refused (EFENCED) once this node has fenced
+   * itself or is past its self-fence deadline (the heartbeat lease, checked here as a write checks
+   * it), and by the reservation state itself once this node's key is gone from the device (a
+   * preempting initiator must be registered; checked under the state's lock, so a fencer's preempt
+   * of this node and this preempt are ordered: this one lands before that fence or not at all).
+   * Null: the victim held its gate longer than fenceGateWaitMs (stalled inside a write).
+   */
+  async preemptAs(dev: BlockDevice, victimNode: number, victimKey: bigint): Promise<PreemptResult | null> {
+    const e = this.entryOf.get(dev);
+    if (e === undefined || e.pr === null || !this.entries.includes(e)) {
+      throw new SanboxError('EINVAL', `${dev.name}: not a device node ${this.o.nodeId} has open with a reservation state here: no preempt through it`, { device: dev.name });
+    }
+    const fenced = this.fenced;
+    if (fenced !== undefined) throw new DiskError('EFENCED', `${e.name}: preempt of node ${victimNode}'s key refused: node ${this.o.nodeId} has been fenced (${fenced})`, { device: e.name });
+    if (this.leaseExpired()) {
+      throw new DiskError('EFENCED', `${e.name}: preempt of node ${victimNode}'s key refused: ${this.fenced ?? `node ${this.o.nodeId} is past its self-fence deadline`}`, { device: e.name });
+    }
+    return e.pr.preemptAndAbort(this.o.nodeId, this.o.key, victimNode, victimKey, this.o.timing.fenceGateWaitMs);
   }
 
   /**

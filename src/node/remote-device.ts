@@ -16,6 +16,9 @@
 //   dev-read {handle, offsetBytes, lengthBytes}    → {data: base64}      (≤ DEV_READ_BYTES_MAX)
 //   dev-write {handle, offsetBytes, data: base64}  → {}                  (≤ DEV_WRITE_BYTES_MAX)
 //   dev-flush {handle}, dev-discard {handle, offsetBytes, lengthBytes}, dev-close {handle}
+//   dev-preempt {handle, victimNode, victimKey: hex} → {outcome, prGeneration} or {held: true}
+//     (PREEMPT AND ABORT of a fenced owner's key by node N, with N's key, under N's fence: a
+//     container takeover made through N, src/node/failover.ts; provider.ts preemptAs)
 // Devices are tied to the connection: the node closes what the client left open when it goes, and
 // a device whose open was still in flight then is closed as the open ends (else nothing would).
 // The cluster image is not opened again: a spec naming it — by any path, the file's identity
@@ -30,6 +33,8 @@ import { checkRange, checkWritable, isSectorSize, type BlockDevice, type SectorS
 import { schemeOf } from '../disk/open.js';
 import { sameFile } from '../disk/file-identity.js';
 import { DiskError, SanboxError } from '../errors.js';
+import { isNodeId, O2NM_MAX_NODES } from '../format/o2hb-block.js';
+import type { PreemptResult } from '../disk/reservations.js';
 import { isLvSpec } from '../volume/resolve.js';
 import type { ControlContext, ControlServer } from './control.js';
 import { CTL_ANSWER_TIMEOUT_MS, type NodeConnection } from './ctl.js';
@@ -141,6 +146,23 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
     await deviceOf(req, ctx).discard(bytesArg(req, 'offsetBytes'), bytesArg(req, 'lengthBytes'));
     return {};
   });
+  control.handle('dev-preempt', async (req, ctx) => {
+    const dev = deviceOf(req, ctx);
+    const victimNode = req.victimNode;
+    if (typeof victimNode !== 'number' || !isNodeId(victimNode)) throw new SanboxError('EINVAL', `"victimNode" must be a node number 0..${O2NM_MAX_NODES - 1}`);
+    if (typeof req.victimKey !== 'string' || !/^[0-9a-f]{1,16}$/.test(req.victimKey)) throw new SanboxError('EINVAL', '"victimKey" must be 1 to 16 hex digits');
+    const victimKey = BigInt(`0x${req.victimKey}`);
+    const what = `preempt of node ${victimNode}'s key 0x${req.victimKey} on ${dev.name} for a command through node ${node.nodeId}`;
+    let r: PreemptResult | null;
+    try {
+      r = await node.provider.preemptAs(dev, victimNode, victimKey);
+    } catch (err) {
+      node.log(`${what}: refused: ${(err as Error).message}`);
+      throw err;
+    }
+    node.log(`${what}: ${r === null ? `node ${victimNode} holds its fence gate there (stalled inside a write)` : `${r.outcome}, PRgeneration ${r.prGeneration}`}`);
+    return r === null ? { held: true } : { outcome: r.outcome, prGeneration: r.prGeneration };
+  });
   control.handle('dev-close', async (req, ctx) => {
     const h = handleArg(req);
     const t = byConnection.get(ctx);
@@ -185,7 +207,25 @@ export class NodeDevices {
     return run;
   }
 
-  async open(spec: string): Promise<BlockDevice> {
+  /**
+   * Preempts `victimKey` of `victimNode` on `spec` as node N (dev-preempt): the device opened
+   * through N (registering N's key there, if it is not yet), the preempt, the device closed again.
+   * Null: the victim held its gate on `spec` longer than N's fenceGateWaitMs.
+   */
+  async preempt(spec: string, victimNode: number, victimKey: bigint): Promise<PreemptResult | null> {
+    const dev = await this.open(spec);
+    try {
+      const ans = await dev.call({ cmd: 'dev-preempt', victimNode, victimKey: victimKey.toString(16) });
+      if (ans.held === true) return null;
+      const { outcome, prGeneration } = ans;
+      if ((outcome !== 'preempted' && outcome !== 'absent') || typeof prGeneration !== 'number') throw new SanboxError('EIO', `${spec}: the node answered dev-preempt without an outcome`);
+      return { outcome, prGeneration };
+    } finally {
+      await dev.close();
+    }
+  }
+
+  async open(spec: string): Promise<NodeDevice> {
     // A file path is the command's, relative to its cwd: the node resolves nothing against its own.
     const sent = schemeOf(spec) === undefined && !isLvSpec(spec) ? path.resolve(spec) : spec;
     const ans = await this.call({ cmd: 'dev-open', spec: sent });
@@ -213,7 +253,7 @@ export class NodeDevices {
 }
 
 /** One device opened through a running node (NodeDevices.open): each I/O is a request to the node. */
-class NodeDevice implements BlockDevice {
+export class NodeDevice implements BlockDevice {
   private closed = false;
 
   constructor(
@@ -225,7 +265,8 @@ class NodeDevice implements BlockDevice {
     readonly readOnly: boolean,
   ) {}
 
-  private async call(req: Record<string, unknown>): Promise<Record<string, unknown>> {
+  /** One request about this device (its handle added); the node's error answer as a DiskError naming it. */
+  async call(req: Record<string, unknown>): Promise<Record<string, unknown>> {
     if (this.closed) throw new DiskError('ECLOSED', `${this.name}: device is closed`, { device: this.name });
     try {
       return await this.node.call({ ...req, handle: this.handle });

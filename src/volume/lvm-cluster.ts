@@ -23,6 +23,7 @@ import path from 'node:path';
 import { InUseGuard, lockHolders } from '../disk/in-use-guard.js';
 import type { BlockDevice } from '../disk/device.js';
 import { schemeOf } from '../disk/open.js';
+import type { PreemptResult } from '../disk/reservations.js';
 import { SanboxError, UsageError } from '../errors.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
 import { listedName, readClusterDevices, updateClusterDevices, withVgPvs } from './cluster-devices.js';
@@ -54,6 +55,13 @@ export interface LvmCluster {
    * node N's fence gate, so a fenced node's command writes nothing more. Default: openDevice.
    */
   readonly open?: (spec: string) => Promise<BlockDevice>;
+  /**
+   * Through running node N: a container takeover's preempt of the fenced owner's key on a PV,
+   * issued by node N with its key under its fence (src/node/remote-device.ts dev-preempt), like
+   * every other device write of the command. Unset when joined as N: this process is N's
+   * incarnation and preempts on behalf of the cluster itself (src/node/failover.ts).
+   */
+  readonly preempt?: (spec: string, victimNode: number, victimKey: bigint) => Promise<PreemptResult | null>;
   /** The process that holds what `open` opened (node N's: the running node, or this joined process). */
   readonly openerPid?: number;
 }

@@ -242,7 +242,7 @@ export function register(program: Command): void {
       .option('--cluster <img>', "the cluster image: deporting a private container reads there whether its owner is alive or fenced; with --node, the command runs as that node"), false)
       .action(async (vg: string, o: NodeOpts & { devices?: string }) => asNode(o, async (cluster) => {
         const why = cmd === 'vgexport' ? 'it is already exported' : 'only an exported (deported) one is imported';
-        await changeContainer(await devicesFor([], o, cluster), vg, { kind }, context(cluster), { expect: { kinds: [...from], why }, clusterImage: o.cluster, requester: nodeOption(o.node) });
+        await changeContainer(await devicesFor([], o, cluster), vg, { kind }, context(cluster), { expect: { kinds: [...from], why }, clusterImage: o.cluster, requester: nodeOption(o.node), preempt: cluster?.preempt });
         say(`Volume group "${vg}" successfully ${cmd === 'vgexport' ? 'exported' : 'imported'}`);
       }));
   }
@@ -316,7 +316,7 @@ export function register(program: Command): void {
       const req = await containerRequest(o);
       if (req) {
         if (o.addtag.length || o.deltag.length || o.logicalvolume !== undefined || o.maxphysicalvolumes !== undefined) throw new UsageError('vgchange: a container change goes alone (no tags, -l, -p)');
-        const r = await changeContainer(await devicesFor([], o, cluster), vg, req, context(cluster), { clusterImage: o.cluster, requester: nodeOption(o.node) });
+        const r = await changeContainer(await devicesFor([], o, cluster), vg, req, context(cluster), { clusterImage: o.cluster, requester: nodeOption(o.node), preempt: cluster?.preempt });
         say(`Volume group "${vg}" is now a ${describeContainer(r)}`);
         return;
       }
