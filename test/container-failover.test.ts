@@ -21,11 +21,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { answered, spawnIoNode, type IoNode } from './helpers/io-node.js';
 import { readProcStat } from '../src/disk/power-fence.js';
-import { defaultLockDir, gateLockPath, LockFile } from '../src/disk/reservations.js';
-import { clusterInit, spawnNode, statusJson } from './helpers/heartbeat-nodes.js';
+import { defaultLockDir, gateLockPath, LockFile, PersistentReservations, sidecarStoreSpec } from '../src/disk/reservations.js';
+import type { ReservationState } from '../src/format/reservations.js';
+import { clusterInit, isEvent, spawnNode, statusJson } from './helpers/heartbeat-nodes.js';
+import { errorLines, pausedCommand } from './helpers/paused-command.js';
 import { attachLoop, lvm, lvmAsHost, warnings } from './helpers/lvm-real.js';
 import { LOCK_DIR_ENV } from '../src/volume/vg-lock.js';
-import { ownLockDir, runSanbox, tempDir, waitFor, waitForAsync } from './helpers/tmp.js';
+import { exited, ownLockDir, runSanbox, tempDir, waitFor, waitForAsync } from './helpers/tmp.js';
 
 ownLockDir(test);
 
@@ -90,11 +92,11 @@ async function refused(t: ExecutionContext, args: string[], pv: string, re: RegE
 const ownerChange = (vg: string, img: string, owner: string, node: number): string[] => ['vgchange', vg, '--owner', owner, '--node', String(node), '--cluster', img];
 
 /** The VG's system ID as the real vgs shows it to a host with system ID `host` (undefined: foreign there); vgck and pvck clean. */
-/** A cluster image and one 64 MiB PV holding VG vgf, made a private container owned by `owner`. */
-async function privateVgLab(t: ExecutionContext, clusterName: string, owner: number, withLv: boolean): Promise<{ img: string; pv: string }> {
+/** A cluster image of `nodes` nodes and one 64 MiB PV holding VG vgf, made a private container owned by `owner`. */
+async function privateVgLab(t: ExecutionContext, clusterName: string, owner: number, withLv: boolean, nodes = 3): Promise<{ img: string; pv: string }> {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
-  await clusterInit(t, [img, '--nodes', '3', '--name', clusterName]);
+  await clusterInit(t, [img, '--nodes', String(nodes), '--name', clusterName]);
   const pv = path.join(dir, 'pv.img');
   fs.writeFileSync(pv, '');
   fs.truncateSync(pv, 64 * MiB);
@@ -203,4 +205,73 @@ test('a container change on a VG another node is changing waits for its VG lock,
   const t0 = Date.now();
   const msg = await refused(t, ownerChange('vgf', img, '0', 2), pv, /^sanbox: volume group vgf is being changed by node 1: its VG lock lvm_vgf:VGLK is held EX; node 2 did not get it exclusive within \d+ ms/);
   t.log(`${msg} (after ${Date.now() - t0} ms)`);
+});
+
+/** The PV's reservation state (its sidecar file, where a node's provider keeps it). */
+function reservationsOf(pv: string): ReservationState {
+  const pr = new PersistentReservations(sidecarStoreSpec(pv));
+  try {
+    return pr.readState();
+  } finally {
+    pr.close();
+  }
+}
+
+/** Bound on a stopped command exiting once resumed. */
+const EXIT_MS = 30_000;
+
+test('a takeover through running node N: N preempts the fenced owner\'s key; through a fenced N it fails with exit status 3, nothing written', async (t) => {
+  // Four nodes: the owner 3 dies; 0, 1 and 2 fence it; then 2 is stopped and 0 and 1 (two of the
+  // three left, a quorum) fence 2 while a takeover through it waits at its preempt.
+  const { img, pv } = await privateVgLab(t, 'tlab', 3, true, 4);
+  const loop = await attachLoop(t, pv);
+  const nodes = [0, 1, 2].map((n) => spawnNode(t, img, n, ['--fence', 'disk']));
+  const owner = spawnIoNode(t, img, 3, [pv], { fence: 'disk' });
+  await owner.wait((e) => e.ev === 'quorum' && [0, 1, 2].every((n) => (e.up ?? []).includes(n)), JOIN_BOUND_MS, 'node 3 to see nodes 0-2 up');
+  owner.send('open v vgf/lv');
+  t.is((await answered(owner, 'open:v', 10_000)).ev, 'done', 'the owner opens its LV');
+  owner.send('write 1 v 0');
+  t.is((await answered(owner, '1', 5000)).ev, 'done');
+  // The owner dies with its key registered on the PV (and the reservation its); the PV is in no
+  // device list of the cluster, so the fence of node 3 does not reach it: the takeover must.
+  owner.kill();
+  await Promise.all(nodes.map((n) => n.waitLine(isEvent('fenced', 3), STATE_BOUND_MS, `node ${n.nodeId} to fence node 3`)));
+  const ownerKey = reservationsOf(pv).registered[3]!;
+  t.not(ownerKey, 0n, "node 3's key is registered on the PV");
+
+  // Through node 2, stopped at the preempt; node 2 is stopped and fenced meanwhile.
+  const stalled = await pausedCommand(t, ['ctl', img, '2', 'lvm', 'vgchange', 'vgf', '--owner', 'self'], 'takeover-preempt', { SANBOX_DEVICES: pv });
+  const pvBefore = sha256(pv);
+  const stateBefore = fs.readFileSync(sidecarStoreSpec(pv).statePath);
+  nodes[2]!.child.kill('SIGSTOP');
+  await Promise.all([0, 1].map((n) => nodes[n]!.waitLine(isEvent('fenced', 2), STATE_BOUND_MS, `node ${n} to fence node 2`)));
+  const fenceSteps = [0, 1].flatMap((n) => nodes[n]!.lines.filter((l) => /^node 2 fenced/.test(l.msg ?? '')).map((l) => l.msg!));
+  // The command first: its preempt waits in node 2's socket until node 2 runs again, past its lease.
+  stalled.child.kill('SIGCONT');
+  await new Promise((r) => setTimeout(r, 300));
+  nodes[2]!.child.kill('SIGCONT');
+  const r = await exited(stalled.child, EXIT_MS);
+  if (fenceSteps.some((x) => x.includes(`client:killed(pid ${stalled.child.pid})`))) {
+    // The disk fence escalated to the power fence (node 2 stopped inside a gate lease), which kills its clients too.
+    t.is(r.signal, 'SIGKILL', `killed with its node: ${JSON.stringify(r)}`);
+  } else {
+    const lines = errorLines(stalled);
+    t.is(r.code, 3, `the takeover through fenced node 2 exits as fenced: ${stalled.err()}`);
+    t.is(lines.length, 1, `one line: ${stalled.err()}`);
+    t.regex(lines[0] ?? '', /node 2 (was fenced|has fenced itself|has been fenced|is past its self-fence deadline)/);
+    t.log(lines[0]);
+  }
+  t.is(sha256(pv), pvBefore, 'the PV is as it was');
+  t.deepEqual(fs.readFileSync(sidecarStoreSpec(pv).statePath), stateBefore, "the PV's reservation state is as it was: node 3's key not preempted");
+  t.is(await realSystemId(t, loop, 'tlab-node3'), 'tlab-node3', 'the metadata still names node 3');
+
+  // Through node 1, alive: the takeover goes through, and the preempt is node 1's.
+  const ok1 = await sanbox(t, ['ctl', img, '1', 'lvm', 'vgchange', 'vgf', '--owner', 'self'], pv);
+  t.is(ok1.code, 0, ok1.stderr);
+  const logged = await nodes[1]!.waitLine((l) => new RegExp(`^preempt of node 3's key 0x${ownerKey.toString(16)} on .*pv\\.img for a command through node 1: preempted`).test(l.msg ?? ''), 5000, "node 1's log of the takeover's preempt");
+  t.log(logged.msg);
+  const after = reservationsOf(pv);
+  t.is(after.preempted[3], ownerKey, "node 3's key is recorded preempted on the PV");
+  t.is(after.registered[3], 0n, "node 3's key is no longer registered there");
+  t.is(await realSystemId(t, loop, 'tlab-node1'), 'tlab-node1', 'the real vgs names the new owner');
 });

@@ -24,6 +24,7 @@ import { clusterInit, isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
 import { readFileAt, runSanbox, spawnChild, tempDir, waitForAsync } from './helpers/tmp.js';
 import { probeInUse } from '../src/disk/in-use-guard.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
+import { selfIdentity } from '../src/disk/power-fence.js';
 
 const UP_MS = 10_000;
 /** Bound on the node closing a device after its client's connection went. */
@@ -111,6 +112,22 @@ test('a client reads and writes a device through a running node: the node\'s pro
   t.regex(longRead?.message ?? '', /"lengthBytes" must be an integer from 0 to/);
   const past = await t.throwsAsync(raw.request({ cmd: 'dev-write', handle: h, offsetBytes: 16 * 1024 * 1024, data: Buffer.alloc(512).toString('base64') }));
   t.regex(past?.message ?? '', /beyond end of device/);
+  // dev-preempt: only a fenced incarnation's key (node 1 never ran: nothing of it is fenced), on a device of this connection.
+  for (const [req, re] of [
+    [{ cmd: 'dev-preempt', handle: h, victimNode: 1, victimKey: '1234' }, /node 1's key 0x1234 is not recorded fenced in the cluster image: node 0 preempts only a fenced incarnation's key/],
+    [{ cmd: 'dev-preempt', handle: h, victimNode: 300, victimKey: '1234' }, /"victimNode" must be a node number 0\.\.254/],
+    [{ cmd: 'dev-preempt', handle: h, victimNode: 1, victimKey: 'xyz' }, /"victimKey" must be 1 to 16 hex digits/],
+    [{ cmd: 'dev-preempt', handle: 77, victimNode: 1, victimKey: '1234' }, /no device open as handle 77 on this connection/],
+    // client-register: a process that runs here with that start time, once per connection.
+    [{ cmd: 'client-register', pid: process.pid, startTicks: '1' }, new RegExp(`node 0 does not record its client: pid ${process.pid} \\(start time 1\\) is not running on this machine`)],
+    [{ cmd: 'client-register', pid: 0, startTicks: '1' }, /"pid" must be a positive integer/],
+    [{ cmd: 'client-register', pid: process.pid, startTicks: 'x' }, /"startTicks" must be a decimal string/],
+  ] as const) {
+    const e = await t.throwsAsync(raw.request(req));
+    t.regex(e?.message ?? '', re);
+  }
+  await raw.request({ cmd: 'client-register', pid: process.pid, startTicks: selfIdentity().startTicks.toString() });
+  t.regex((await t.throwsAsync(raw.request({ cmd: 'client-register', pid: process.pid, startTicks: selfIdentity().startTicks.toString() })))?.message ?? '', new RegExp(`this connection registered pid ${process.pid} already`));
   t.is((await status(t, img)).state, 'up');
 
   // Closing the connections closes their devices in the node.

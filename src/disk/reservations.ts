@@ -460,6 +460,10 @@ export class PersistentReservations {
         if (by !== undefined && cur.registered[by.node] !== by.key) {
           throw new SanboxError('EFENCED', `${this.spec.deviceName}: preempt: fencer node ${by.node} key 0x${by.key.toString(16)} is not registered (reservation conflict)`);
         }
+        // A preempted key never counts again, even registered anew by its stale incarnation (as the fence gate refuses its writes).
+        if (by !== undefined && cur.preempted[by.node] === by.key) {
+          throw new SanboxError('EFENCED', `${this.spec.deviceName}: preempt: fencer node ${by.node} key 0x${by.key.toString(16)} was preempted (fenced)`);
+        }
         const next = cloneState(cur);
         const present = cur.registered[victimNode] === victimKey;
         // Recorded even if absent, so "this incarnation was fenced" is visible to every reader.

@@ -265,6 +265,10 @@ export class DeviceProvider {
    */
   async open(spec: string, place: ReservationPlace = schemeOf(spec) !== undefined ? 'remote' : 'sidecar'): Promise<BlockDevice> {
     if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
+    // An open registers this node's key in the device's reservation state: a write of the node,
+    // so the heartbeat lease is checked first, as before a write (a process resumed from a stop
+    // past its deadline, asked to open a device by a request that waited meanwhile, registers nothing).
+    if (this.leaseExpired()) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} is past its self-fence deadline (${this.fenced ?? 'no heartbeat write succeeded in time'}); it opens no device`, { device: spec });
     if (isLvSpec(spec)) {
       // A plain opener: it holds no LV lock, so a cluster layout change refuses while it is open.
       return (await this.openLvOf(spec, 'shared')).dev;
@@ -356,16 +360,31 @@ export class DeviceProvider {
    * Null: the victim held its gate longer than fenceGateWaitMs (stalled inside a write).
    */
   async preemptAs(dev: BlockDevice, victimNode: number, victimKey: bigint): Promise<PreemptResult | null> {
-    const e = this.entryOf.get(dev);
-    if (e === undefined || e.pr === null || !this.entries.includes(e)) {
-      throw new SanboxError('EINVAL', `${dev.name}: not a device node ${this.o.nodeId} has open with a reservation state here: no preempt through it`, { device: dev.name });
-    }
+    const e = this.entryWithReservations(dev);
     const fenced = this.fenced;
     if (fenced !== undefined) throw new DiskError('EFENCED', `${e.name}: preempt of node ${victimNode}'s key refused: node ${this.o.nodeId} has been fenced (${fenced})`, { device: e.name });
     if (this.leaseExpired()) {
       throw new DiskError('EFENCED', `${e.name}: preempt of node ${victimNode}'s key refused: ${this.fenced ?? `node ${this.o.nodeId} is past its self-fence deadline`}`, { device: e.name });
     }
-    return e.pr.preemptAndAbort(this.o.nodeId, this.o.key, victimNode, victimKey, this.o.timing.fenceGateWaitMs);
+    return e.pr!.preemptAndAbort(this.o.nodeId, this.o.key, victimNode, victimKey, this.o.timing.fenceGateWaitMs);
+  }
+
+  /**
+   * Whether the reservation state of this node's device `deviceName` (the cluster image, whatever
+   * wraps it) records `key` of node `nodeId` as preempted: that incarnation is fenced.
+   */
+  async recordedFenced(deviceName: string, nodeId: number, key: bigint): Promise<boolean> {
+    const e = this.entries.find((x) => x.name === deviceName && x.pr !== null);
+    if (e === undefined) throw new SanboxError('EINVAL', `${deviceName}: not a device node ${this.o.nodeId} has open with a reservation state here`, { device: deviceName });
+    return (await e.pr!.store.readAsync()).preempted[nodeId] === key;
+  }
+
+  private entryWithReservations(dev: BlockDevice): Entry {
+    const e = this.entryOf.get(dev);
+    if (e === undefined || e.pr === null || !this.entries.includes(e)) {
+      throw new SanboxError('EINVAL', `${dev.name}: not a device node ${this.o.nodeId} has open with a reservation state here`, { device: dev.name });
+    }
+    return e;
   }
 
   /**

@@ -152,6 +152,11 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
     if (typeof victimNode !== 'number' || !isNodeId(victimNode)) throw new SanboxError('EINVAL', `"victimNode" must be a node number 0..${O2NM_MAX_NODES - 1}`);
     if (typeof req.victimKey !== 'string' || !/^[0-9a-f]{1,16}$/.test(req.victimKey)) throw new SanboxError('EINVAL', '"victimKey" must be 1 to 16 hex digits');
     const victimKey = BigInt(`0x${req.victimKey}`);
+    // Only a key the cluster has fenced (recorded preempted in the cluster image, as `cluster
+    // status` shows "fenced"): a command cannot make this node fence a live peer.
+    if (!(await node.provider.recordedFenced(node.device.name, victimNode, victimKey))) {
+      throw new SanboxError('EINVAL', `node ${victimNode}'s key 0x${req.victimKey} is not recorded fenced in the cluster image: node ${node.nodeId} preempts only a fenced incarnation's key for a command`);
+    }
     const what = `preempt of node ${victimNode}'s key 0x${req.victimKey} on ${dev.name} for a command through node ${node.nodeId}`;
     let r: PreemptResult | null;
     try {
