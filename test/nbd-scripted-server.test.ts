@@ -161,6 +161,66 @@ test('hole chunks read as zeros; data in several chunks, out of order, interleav
   }
 });
 
+// Large reads only on the wire: the client reads each reply's head alone and the data in place
+// (src/disk/nbd-device.ts, READ_REPLY_HEAD_BYTES). Every reply form must still land right, with the
+// replies of all reads arriving in one burst, in any order.
+for (const structured of [true, false]) {
+  test(`pipelined large reads, ${structured ? 'structured' : 'simple'} replies in one burst, in reverse order: data, holes, split data and an error each land right`, async (t) => {
+    const READS = 6;
+    const LEN = 64 * 1024;
+    const held: Req[] = [];
+    const uri = await scripted(t, {
+      structured,
+      onRequest(sock, r) {
+        if (r.lengthBytes !== LEN) {
+          sock.write(structured ? chunk(r.cookie, P.ReplyType.OFFSET_DATA, true, Buffer.concat([u64(r.offsetBytes), Buffer.alloc(r.lengthBytes, 9)])) : simple(r.cookie, 0, Buffer.alloc(r.lengthBytes, 9)));
+          return;
+        }
+        held.push(r);
+        if (held.length < READS) return;
+        const replies: Buffer[] = [];
+        for (const q of [...held].reverse()) {
+          const i = q.offsetBytes / LEN;
+          const half = LEN / 2;
+          if (!structured) replies.push(i === 3 ? simple(q.cookie, 5) : simple(q.cookie, 0, Buffer.alloc(LEN, i + 1)));
+          else if (i === 1) {
+            replies.push(chunk(q.cookie, P.ReplyType.OFFSET_HOLE, false, Buffer.concat([u64(q.offsetBytes), u32(half)])));
+            replies.push(chunk(q.cookie, P.ReplyType.OFFSET_DATA, true, Buffer.concat([u64(q.offsetBytes + half), Buffer.alloc(half, i + 1)])));
+          } else if (i === 2) {
+            replies.push(chunk(q.cookie, P.ReplyType.OFFSET_DATA, false, Buffer.concat([u64(q.offsetBytes + half), Buffer.alloc(half, i + 1)])));
+            replies.push(chunk(q.cookie, P.ReplyType.OFFSET_DATA, true, Buffer.concat([u64(q.offsetBytes), Buffer.alloc(half, i + 1)])));
+          } else if (i === 3) {
+            const msg = Buffer.from('medium error');
+            replies.push(chunk(q.cookie, P.ReplyType.ERROR, true, Buffer.concat([u32(5), u16(msg.length), msg])));
+          } else replies.push(chunk(q.cookie, P.ReplyType.OFFSET_DATA, true, Buffer.concat([u64(q.offsetBytes), Buffer.alloc(LEN, i + 1)])));
+        }
+        sock.write(Buffer.concat(replies));
+      },
+    });
+    const dev = await NbdDevice.open(uri);
+    t.teardown(() => dev.close());
+    t.is(dev.info.structuredReplies, structured);
+    const bufs = Array.from({ length: READS }, () => Buffer.alloc(LEN, 0xff));
+    const results = await Promise.allSettled(bufs.map((b, i) => dev.read(b, i * LEN)));
+    for (const [i, r] of results.entries()) {
+      if (i === 3) {
+        t.is(r.status, 'rejected');
+        if (r.status === 'rejected') t.regex(String((r.reason as Error).message), /the server failed READ at offset 196608 length 65536: EIO/);
+        continue;
+      }
+      t.is(r.status, 'fulfilled', `read ${i}`);
+      const b = bufs[i]!;
+      if (structured && i === 1) {
+        t.true(b.subarray(0, LEN / 2).every((v) => v === 0), 'the hole reads as zeros');
+        t.true(b.subarray(LEN / 2).every((v) => v === i + 1));
+      } else t.true(b.every((v) => v === i + 1), `read ${i} holds its data`);
+    }
+    const small = Buffer.alloc(512);
+    await dev.read(small, 0);
+    t.is(small[0], 9, 'the connection goes on');
+  });
+}
+
 test('an error chunk in the middle of a reply fails that read with its message and offset; the connection goes on', async (t) => {
   const uri = await scripted(t, {
     onRequest(sock, r) {

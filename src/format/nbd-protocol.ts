@@ -470,6 +470,11 @@ export class ReplyDecoder {
     return this.bufferedBytes;
   }
 
+  /** Whether the next byte received starts a new message: nothing buffered, no data being placed. */
+  get atMessageStart(): boolean {
+    return this.placing === undefined && this.bufferedBytes === 0;
+  }
+
   /**
    * The cookie of the reply whose header is `h` (at byte 8 of both reply forms). A cookie above
    * 2^53-1 cannot be one a client of this module sent (Request.cookie is a safe integer), so it is
