@@ -188,7 +188,7 @@ async function worker(): Promise<void> {
   }
   const cpu = process.cpuUsage(cpuBefore);
   const after = { ...ls.stats, wakeups: ls.wakeups, hintsSent: ls.hintsSent };
-  const counters: WorkCounters = { cpuUs: cpu.user + cpu.system, windowReads: after.windowReads - before.windowReads, writes: after.writes - before.writes, sleeps: after.waits - before.waits, spinPasses: after.spins - before.spins, wakeups: after.wakeups - before.wakeups, hintsSent: after.hintsSent - before.hintsSent };
+  const counters: WorkCounters = { cpuUs: cpu.user + cpu.system, windowReads: after.windowReads - before.windowReads, writes: after.writes - before.writes, sleeps: after.waits - before.waits, spinPasses: after.spins - before.spins, spinsDeclined: after.spinsDeclined - before.spinsDeclined, wakeups: after.wakeups - before.wakeups, hintsSent: after.hintsSent - before.hintsSent };
   emitResult({ acquisitions, handoffMs, counters });
   await ls.close();
   await node.stop();
@@ -336,6 +336,8 @@ interface WorkCounters {
   sleeps: number;
   /** Passes of the pump that re-read at once instead of sleeping (SPIN_MS). */
   spinPasses: number;
+  /** Spins not started because the CPUs had no room (src/dlm/cpu-room.ts). */
+  spinsDeclined: number;
   /** Early wake-ups: hints, new requests, membership events. */
   wakeups: number;
   hintsSent: number;
@@ -374,7 +376,7 @@ async function phase(kind: 'dlm' | 'flock', procs: number, dir: string, img: str
   let perAcquisition: WorkCounters | undefined;
   if (kind === 'dlm' && acquisitions > 0) {
     const sum = (k: keyof WorkCounters) => results.reduce((a, r) => a + r.counters![k], 0) / acquisitions;
-    perAcquisition = { cpuUs: sum('cpuUs'), windowReads: sum('windowReads'), writes: sum('writes'), sleeps: sum('sleeps'), spinPasses: sum('spinPasses'), wakeups: sum('wakeups'), hintsSent: sum('hintsSent') };
+    perAcquisition = { cpuUs: sum('cpuUs'), windowReads: sum('windowReads'), writes: sum('writes'), sleeps: sum('sleeps'), spinPasses: sum('spinPasses'), spinsDeclined: sum('spinsDeclined'), wakeups: sum('wakeups'), hintsSent: sum('hintsSent') };
   }
   return {
     acquisitionsPerS: acquisitions / seconds,
@@ -545,7 +547,7 @@ async function main(): Promise<void> {
 
 function workText(c: WorkCounters | undefined): string {
   if (c === undefined) return '-';
-  return `CPU ${c.cpuUs.toFixed(0)} µs, ${c.windowReads.toFixed(2)} window reads, ${c.writes.toFixed(2)} writes, ${c.spinPasses.toFixed(1)} spin passes, ${c.sleeps.toFixed(2)} sleeps, ${c.wakeups.toFixed(2)} early wake-ups, ${c.hintsSent.toFixed(2)} hints sent`;
+  return `CPU ${c.cpuUs.toFixed(0)} µs, ${c.windowReads.toFixed(2)} window reads, ${c.writes.toFixed(2)} writes, ${c.spinPasses.toFixed(1)} spin passes, ${c.spinsDeclined.toFixed(2)} spins declined, ${c.sleeps.toFixed(2)} sleeps, ${c.wakeups.toFixed(2)} early wake-ups, ${c.hintsSent.toFixed(2)} hints sent`;
 }
 
 type Latency = { name: string; p50Us: number; meanUs: number; samples: number };

@@ -53,6 +53,7 @@ import { compatible, isDownConversion, isMode, Mode, modeName, writesLvb } from 
 import { blockedMode, decide, nextTicket, precedes, sameLock, type LockView } from './grant-rule.js';
 import { resolveLvb, type FencedHold, type LvbState } from './lvb-rule.js';
 import { Waker } from './wakeup.js';
+import { cpuToSpare } from './cpu-room.js';
 import { LOCAL_TIMING } from '../timing.js';
 
 /** Default bound on a lock request, the local preset's lockTimeoutMs (the CLI's --timeout default is the same). */
@@ -69,6 +70,9 @@ export { LOCKS_PER_NODE_DEFAULT } from '../format/lockspace.js';
  * sooner than a wake-up through the hint does (inotify, then an event-loop wake: 150-350 µs p50
  * measured under load). Bounded: at most this long of CPU per quiet wait, and the event loop is
  * held no longer than that. Decisions are unchanged (every one is still taken on a disk read).
+ * Only while the CPUs have room (cpu-room.ts: no more runnable tasks than CPUs): otherwise the spin
+ * runs on a CPU someone else (the holder, often) is waiting for, and the request sleeps until the
+ * release's hint instead.
  */
 export const SPIN_MS = 0.2;
 /**
@@ -332,7 +336,7 @@ export class Lockspace {
   /** Sectors lock cells are encoded into, reused once their write resolved (no allocation per write). */
   private readonly cellBufs: Buffer[] = [];
   /** Counters for benchmarks and `status`. */
-  readonly stats = { scans: 0, windowReads: 0, sectorsReparsed: 0, tornRetries: 0, writes: 0, grants: 0, waits: 0, spins: 0 };
+  readonly stats = { scans: 0, windowReads: 0, sectorsReparsed: 0, tornRetries: 0, writes: 0, grants: 0, waits: 0, spins: 0, spinsDeclined: 0 };
 
   private constructor(
     readonly device: BlockDevice,
@@ -909,7 +913,12 @@ export class Lockspace {
       }
       const now = performance.now();
       if (nearHead) {
-        spinUntilMs ??= now + SPIN_MS;
+        // Spin only while the CPUs have room for it (cpu-room.ts): asked once per quiet period.
+        if (spinUntilMs === undefined) {
+          const room = cpuToSpare();
+          if (!room) this.stats.spinsDeclined++;
+          spinUntilMs = room ? now + SPIN_MS : now;
+        }
         if (now < spinUntilMs) {
           this.stats.spins++;
           if (now - turnedAtMs >= SPIN_TURN_MS) {
