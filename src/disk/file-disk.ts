@@ -13,7 +13,7 @@ import { readRecordedSectorSize, sidecarPath, writeRecordedSectorSize } from './
 import { fileKind, systemError } from './system-error.js';
 import { OPEN_GATE, type WriteGate } from './write-gate.js';
 import { BLOCKDEV_TIMEOUT_MS, PUNCH_HOLE_TIMEOUT_MS } from '../timing.js';
-import { deferToNextTurn, mayRunInCall } from './turn-budget.js';
+import { afterDeferred, inOrder } from './turn-budget.js';
 
 /** Discards at least this long are punched out of the file (freeing blocks); shorter ones are zeroed. */
 const PUNCH_HOLE_MIN_BYTES = 1024 * 1024;
@@ -172,14 +172,13 @@ export class FileDisk implements SyncBlockDevice, SyncFitness {
     this.guard?.release();
   }
 
-  // In the call, unless a run of in-call I/O has held the event loop too long (turn-budget.ts).
-  async read(buf: Buffer, offsetBytes: number): Promise<void> {
-    if (mayRunInCall()) this.readSync(buf, offsetBytes);
-    else await deferToNextTurn(() => this.readSync(buf, offsetBytes));
+  // In the call, unless a run of in-call I/O has held the event loop too long or an earlier op
+  // still waits its turn (turn-budget.ts: then in issue order, a turn later).
+  read(buf: Buffer, offsetBytes: number): Promise<void> {
+    return inOrder(() => this.readSync(buf, offsetBytes));
   }
-  async write(buf: Buffer, offsetBytes: number): Promise<void> {
-    if (mayRunInCall()) this.writeSync(buf, offsetBytes);
-    else await deferToNextTurn(() => this.writeSync(buf, offsetBytes));
+  write(buf: Buffer, offsetBytes: number): Promise<void> {
+    return inOrder(() => this.writeSync(buf, offsetBytes));
   }
   /**
    * Unlike read and write, the promise form does its fdatasync in the thread pool: a flush can
@@ -188,9 +187,13 @@ export class FileDisk implements SyncBlockDevice, SyncFitness {
    * hop is noise next to the flush. Closing waits for flushes in flight, so their fd stays ours.
    */
   async flush(): Promise<void> {
-    const fd = this.liveFd(0);
+    this.liveFd(0);
     if (this.readOnly) return;
-    const done = new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(ioError(this.name, 'flush', 0, 0, err)) : resolve())));
+    // A flush covers the writes issued before it: those still deferred run first (turn-budget.ts),
+    // and close waits for it from here on.
+    const done = afterDeferred().then(
+      () => new Promise<void>((resolve, reject) => fs.fdatasync(this.liveFd(0), (err) => (err ? reject(ioError(this.name, 'flush', 0, 0, err)) : resolve()))),
+    );
     this.flushesInFlight.add(done);
     try {
       await done;
@@ -198,8 +201,8 @@ export class FileDisk implements SyncBlockDevice, SyncFitness {
       this.flushesInFlight.delete(done);
     }
   }
-  async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
-    this.discardSync(offsetBytes, lengthBytes);
+  discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    return inOrder(() => this.discardSync(offsetBytes, lengthBytes));
   }
   async close(): Promise<void> {
     await Promise.allSettled([...this.flushesInFlight]);

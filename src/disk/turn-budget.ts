@@ -13,6 +13,17 @@
 // the loop; when none was seen for SYNC_RUN_BUDGET_MS, I/O is done in the next timers phase instead
 // (deferToNextTurn), where the overdue heartbeat timer runs before it. The ticker stops itself when
 // no I/O asked for a while, so an idle process is not woken for it.
+//
+// Order. Local-file I/O lands in issue order, and callers rely on it (a later write of a sector
+// wins; the lock manager's cell writes, review 4 finding 2). A deferred op runs a turn later, so
+// while ANY deferred op is pending mayRunInCall() says no and every later op joins the one FIFO
+// queue behind it; the queue drains in issue order, SYNC_RUN_BUDGET_MS per timers phase at most.
+// One queue for the process, not one per device: several handles of one image are normal (a
+// node's device and its LVs' PVs; a view and its file), and per-handle queues would let a write
+// through one handle pass an earlier one through another. The price is that a starved loop defers
+// every device's I/O for a turn, which is what the budget is for anyway. FileDisk's discard and
+// flush take their turn in the queue too (inOrder / afterDeferred). Synchronous forms called
+// directly (readSync/writeSync) are the caller's explicit choice and bypass the queue.
 
 import { assert } from '../errors.js';
 
@@ -48,32 +59,84 @@ function tick(): void {
   asksSinceTick = 0;
 }
 
-/** Whether I/O may run inside the call now: false once the loop has not turned for SYNC_RUN_BUDGET_MS. */
+/** Ops deferred to a later turn, in issue order (drained by drainDeferred). */
+const deferred: (() => void)[] = [];
+let drainArmed = false;
+
+/**
+ * Whether I/O may run inside the call now: false once the loop has not turned for
+ * SYNC_RUN_BUDGET_MS, and false while an earlier op waits in the deferred queue (issue order).
+ */
 export function mayRunInCall(): boolean {
   asksSinceTick++;
   if (ticker === undefined) {
     tick();
     ticker = setInterval(tick, TICK_MS);
     ticker.unref();
-    return true;
+    if (deferred.length === 0) return true;
   }
-  if (starved) return false;
+  if (starved || deferred.length > 0) return false;
   if (++asksSinceClock < CLOCK_EVERY_OPS) return true;
   asksSinceClock = 0;
   starved = performance.now() - lastTickMs > SYNC_RUN_BUDGET_MS;
   return !starved;
 }
 
-/** Runs `op` in the next timers phase (after timers already due, such as an overdue heartbeat). */
-export function deferToNextTurn(op: () => void): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    setTimeout(() => {
+/** Whether an op waits in the deferred queue (a flush must then wait its turn: afterDeferred). */
+export function deferredPending(): boolean {
+  return deferred.length > 0;
+}
+
+/**
+ * Runs the queue in the timers phase, oldest first, for at most SYNC_RUN_BUDGET_MS; the rest
+ * waits for the next timers phase, so a long queue does not hold the loop either.
+ */
+function drainDeferred(): void {
+  drainArmed = false;
+  const startMs = performance.now();
+  let ran = 0;
+  while (ran < deferred.length) {
+    deferred[ran++]!();
+    if (ran % CLOCK_EVERY_OPS === 0 && performance.now() - startMs > SYNC_RUN_BUDGET_MS) break;
+  }
+  deferred.splice(0, ran);
+  if (deferred.length > 0) armDrain();
+}
+
+function armDrain(): void {
+  if (drainArmed) return;
+  drainArmed = true;
+  setTimeout(drainDeferred, 0);
+}
+
+/**
+ * Runs `op` in a later timers phase (after timers already due, such as an overdue heartbeat),
+ * after every op deferred before it.
+ */
+export function deferToNextTurn<T>(op: () => T): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    deferred.push(() => {
       try {
-        op();
-        resolve();
+        resolve(op());
       } catch (err) {
         reject(err as Error);
       }
-    }, 0);
+    });
+    armDrain();
   });
+}
+
+/** Runs `op` inside the call when mayRunInCall() allows, else in its turn in the deferred queue. */
+export function inOrder<T>(op: () => T): Promise<T> {
+  if (!mayRunInCall()) return deferToNextTurn(op);
+  try {
+    return Promise.resolve(op());
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+}
+
+/** Resolves once every op deferred before the call has run (at once when none is pending). */
+export function afterDeferred(): Promise<void> {
+  return deferred.length === 0 ? Promise.resolve() : deferToNextTurn(() => undefined);
 }

@@ -4,9 +4,10 @@
 // file) cost a promise or two each per I/O, six I/Os per lock+unlock. Anything else (nbd://, a
 // fault rule installed) takes the promise form, as before. The verdict is cached under
 // syncFitEpoch(), which moves whenever any device's fitness may have changed. A run of in-call I/O
-// that has held the event loop too long takes the promise form too (src/disk/turn-budget.ts).
+// that has held the event loop too long, or that finds an earlier op still deferred, waits its
+// turn in the deferred queue, in issue order (src/disk/turn-budget.ts).
 
-import { mayRunInCall } from '../disk/turn-budget.js';
+import { deferToNextTurn, mayRunInCall } from '../disk/turn-budget.js';
 import { isSyncFit, readInCall, writeInCall, syncFitEpoch, type BlockDevice, type SyncBlockDevice } from '../disk/device.js';
 
 export class InCallIo {
@@ -26,13 +27,15 @@ export class InCallIo {
 
   read(buf: Buffer, offsetBytes: number): Promise<void> {
     const d = this.syncForm();
-    if (d === undefined || !mayRunInCall()) return this.device.read(buf, offsetBytes);
+    if (d === undefined) return this.device.read(buf, offsetBytes);
+    if (!mayRunInCall()) return deferToNextTurn(() => d.readSync(buf, offsetBytes));
     return readInCall(d, buf, offsetBytes);
   }
 
   write(buf: Buffer, offsetBytes: number): Promise<void> {
     const d = this.syncForm();
-    if (d === undefined || !mayRunInCall()) return this.device.write(buf, offsetBytes);
+    if (d === undefined) return this.device.write(buf, offsetBytes);
+    if (!mayRunInCall()) return deferToNextTurn(() => d.writeSync(buf, offsetBytes));
     return writeInCall(d, buf, offsetBytes);
   }
 }

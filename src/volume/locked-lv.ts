@@ -249,7 +249,8 @@ export class LockedLv implements BlockDevice {
     const lv = this.lv;
     let p: Promise<void>;
     try {
-      // In the call while the event loop has turned recently enough (turn-budget.ts); else the promise form.
+      // In the call while the event loop has turned recently enough and nothing earlier is deferred
+      // (turn-budget.ts); else the promise form, whose SyncLvDevice queues behind the deferred ops.
       if (buf !== undefined && isSyncFit(lv) && mayRunInCall()) {
         if (what === 'read') lv.readSync(buf, offsetBytes);
         else lv.writeSync(buf, offsetBytes);

@@ -7,7 +7,7 @@
 // the cluster's lock-out (src/volume/locked-lv.ts) builds a new map, swapped in only while no I/O
 // is in flight.
 
-import { mayRunInCall } from '../disk/turn-budget.js';
+import { deferToNextTurn, inOrder, mayRunInCall } from '../disk/turn-budget.js';
 import { checkRange, checkWritable, isSyncDevice, isSyncFit, readInCall, syncFitEpoch, viewOf, writeInCall, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { LVM_SECTOR_BYTES, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
@@ -230,16 +230,24 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice, SyncFitne
     return this.fitVerdict;
   }
 
+  // When the turn budget says no (turn-budget.ts), the whole synchronous op waits its turn in the
+  // deferred queue, in issue order: not the promise form piece by piece, whose later pieces would
+  // be issued a turn later, behind ops issued after this one.
   override read(buf: Buffer, offsetBytes: number): Promise<void> {
-    // The promise form over the PVs when a run of in-call I/O has held the event loop too long (turn-budget.ts).
-    if (!this.syncFit || !mayRunInCall()) return super.read(buf, offsetBytes);
+    if (!this.syncFit) return super.read(buf, offsetBytes);
+    if (!mayRunInCall()) return deferToNextTurn(() => this.readSync(buf, offsetBytes));
     return readInCall(this, buf, offsetBytes);
   }
 
   override write(buf: Buffer, offsetBytes: number): Promise<void> {
-    // The promise form over the PVs when a run of in-call I/O has held the event loop too long (turn-budget.ts).
-    if (!this.syncFit || !mayRunInCall()) return super.write(buf, offsetBytes);
+    if (!this.syncFit) return super.write(buf, offsetBytes);
+    if (!mayRunInCall()) return deferToNextTurn(() => this.writeSync(buf, offsetBytes));
     return writeInCall(this, buf, offsetBytes);
+  }
+
+  override discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    if (!this.syncFit) return super.discard(offsetBytes, lengthBytes);
+    return inOrder(() => this.discardSync(offsetBytes, lengthBytes));
   }
 
   readSync(buf: Buffer, offsetBytes: number): void {
