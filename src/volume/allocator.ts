@@ -145,19 +145,26 @@ export function allocateSegments(vg: VgModel, lv: LvModel, extents: number, opts
   return segs;
 }
 
-/** Joins a linear segment to the previous one when it continues it on the same PV (as lvm2 does). */
+/**
+ * Joins a striped segment (linear: one stripe) to the previous one when it continues it: the same
+ * stripe count and size, and every area continuing the previous one's on the same PV, as lvm2's
+ * lv_merge_segments joins them (lib/striped/striped.c: area_count, stripe_size, and each area's
+ * PV and first PE + area_len equal).
+ */
 export function mergeSegments(segs: SegmentModel[]): SegmentModel[] {
   const out: SegmentModel[] = [];
   for (const s of segs) {
     const p = out[out.length - 1];
+    const k = s.stripeCount;
     if (
       p &&
       p.type === 'striped' &&
       s.type === 'striped' &&
-      p.stripeCount === 1 &&
-      s.stripeCount === 1 &&
-      p.stripes[0]!.pv === s.stripes[0]!.pv &&
-      p.stripes[0]!.firstPe + p.extentCount === s.stripes[0]!.firstPe &&
+      p.stripeCount === k &&
+      (k === 1 || p.stripeSizeSectors === s.stripeSizeSectors) &&
+      p.stripes.length === k &&
+      s.stripes.length === k &&
+      s.stripes.every((st, j) => p.stripes[j]!.pv === st.pv && p.stripes[j]!.firstPe + p.extentCount / k === st.firstPe) &&
       p.tags.length === 0 &&
       s.tags.length === 0
     ) {

@@ -62,15 +62,21 @@ export function movesOf(vg: VgModel): MoveRecord[] {
   return out;
 }
 
-/** One chunk to move: LE `le` of `lv`, from `srcKey`:`srcPe` to `dstKey`:`dstPe`. */
+/**
+ * One chunk to move: one PE, row 0 of area `area` of the segment that starts at LE `le` of `lv`
+ * (a linear segment has one area, and a row is one LE; a k-stripe segment's row is k LEs, one PE
+ * of each area), from `srcKey`:`srcPe` to `dstKey`:`dstPe`.
+ */
 export interface Chunk {
   lv: LvModel;
   le: number;
+  /** The index of the moved area (stripe) in the segment's `stripes`: 0 for a linear segment. */
+  area: number;
   srcKey: string;
   srcPe: number;
   dstKey: string;
   dstPe: number;
-  /** Extents of the moved LVs still on the source, this chunk included. */
+  /** PEs of the moved LVs still on the source, this chunk included. */
   left: number;
 }
 
@@ -80,54 +86,116 @@ function keyOf(vg: VgModel, pvId: string, what: string): string {
   return pv.key;
 }
 
-/** Where LE `le` of `lv` lives (linear segments only). */
-function mapped(lv: LvModel, le: number): { pv: string; pe: number } | undefined {
-  const seg = lv.segments.find((s) => le >= s.startExtent && le < s.startExtent + s.extentCount);
-  if (seg === undefined || seg.type !== 'striped' || seg.stripeCount !== 1) return undefined;
-  return { pv: seg.stripes[0]!.pv, pe: seg.stripes[0]!.firstPe + (le - seg.startExtent) };
+/** How a PV is named in an error: the device it was found on when known, else its key and uuid. */
+export type PvNamer = (key: string) => string;
+
+function defaultNamer(vg: VgModel): PvNamer {
+  return (key) => {
+    const pv = vg.pvs.find((p) => p.key === key);
+    return pv?.device ?? `${key} (${pv?.id ?? '?'})`;
+  };
 }
 
-/** The next chunk of move `r` in `vg`, or undefined when nothing of it is left on the source. Pure. */
-export function nextChunk(vg: VgModel, r: MoveRecord): Chunk | undefined {
-  const srcKey = keyOf(vg, r.srcPvId, 'source');
-  const dstKeys =
-    r.dstPvId !== undefined ? [keyOf(vg, r.dstPvId, 'destination')] : vg.pvs.filter((p) => p.key !== srcKey && p.status.includes('ALLOCATABLE')).map((p) => p.key);
-  if (dstKeys.includes(srcKey)) throw new SanboxError('EINVAL', `VG ${vg.name}: a move's source and destination are the same PV`);
+/** A segment of a moved LV with an area (or more) on the source PV. */
+interface SourceSegment {
+  lv: LvModel;
+  seg: SegmentModel;
+  /** The indexes of its areas on the source. */
+  areas: number[];
+}
+
+/** The segments of `r`'s LVs with areas on `srcKey`, in LV and LE order; non-striped ones are refused by name. */
+function sourceSegments(vg: VgModel, r: MoveRecord, srcKey: string): SourceSegment[] {
   const lvs = vg.lvs.filter((l) => r.lv === undefined || l.name === r.lv);
   if (r.lv !== undefined && lvs.length === 0) throw new SanboxError('ENOENT', `logical volume ${vg.name}/${r.lv} not found`);
   const srcOnly = new Set([srcKey]);
-  let first: { lv: LvModel; seg: SegmentModel } | undefined;
-  let left = 0;
+  const out: SourceSegment[] = [];
   for (const lv of lvs) {
     for (const seg of lv.segments) {
       // segmentPvAreas lists every stripe of a striped segment (whatever the key set): filter.
       if (!segmentPvAreas(seg, srcOnly).some((a) => a.pv === srcKey)) continue;
-      if (seg.type !== 'striped' || seg.stripeCount !== 1) {
-        throw new SanboxError('EINVAL', `${vg.name}/${lv.name}: its ${seg.type === 'striped' ? `${seg.stripeCount}-stripe` : seg.type} segment at LE ${seg.startExtent} is on the source PV; sanbox's pvmove moves linear segments only`);
-      }
-      left += seg.extentCount;
-      first ??= { lv, seg };
+      if (seg.type !== 'striped') throw new SanboxError('EINVAL', `${vg.name}/${lv.name}: its ${seg.type} segment at LE ${seg.startExtent} is on the source PV; sanbox's pvmove moves linear and striped segments only`);
+      out.push({ lv, seg, areas: seg.stripes.flatMap((st, j) => (st.pv === srcKey ? [j] : [])) });
     }
   }
+  return out;
+}
+
+/**
+ * The PVs area `area` of `s` may move to: `dstKeys` without the PVs that hold the segment's other
+ * areas (two stripes of one segment on one PV would no longer be striped over PVs: lvm2's pvmove
+ * refuses such a destination, "Insufficient suitable allocatable extents"). None: refused by name.
+ */
+function destinationsFor(vg: VgModel, s: SourceSegment, area: number, dstKeys: string[], named: string | undefined, nameOf: PvNamer): string[] {
+  const others = new Map(s.seg.stripes.flatMap((st, j) => (j !== area ? [[st.pv, j] as const] : [])));
+  const ok = dstKeys.filter((k) => !others.has(k));
+  if (ok.length > 0) return ok;
+  const what = `${vg.name}/${s.lv.name}: stripe ${area} of its ${s.seg.stripeCount}-stripe segment at LE ${s.seg.startExtent}`;
+  if (named !== undefined) {
+    throw new SanboxError('EINVAL', `${what} cannot move to ${nameOf(named)}: that PV holds stripe ${others.get(named)} of the same segment, and two stripes of a segment never share a PV; name another destination`);
+  }
+  throw new SanboxError('ENOSPC', `${what} has no PV to move to: every other allocatable PV of the VG holds another stripe of the same segment`);
+}
+
+function moveKeys(vg: VgModel, r: MoveRecord): { srcKey: string; dstKeys: string[] } {
+  const srcKey = keyOf(vg, r.srcPvId, 'source');
+  const dstKeys =
+    r.dstPvId !== undefined ? [keyOf(vg, r.dstPvId, 'destination')] : vg.pvs.filter((p) => p.key !== srcKey && p.status.includes('ALLOCATABLE')).map((p) => p.key);
+  if (dstKeys.includes(srcKey)) throw new SanboxError('EINVAL', `VG ${vg.name}: a move's source and destination are the same PV`);
+  return { srcKey, dstKeys };
+}
+
+/**
+ * Throws what the whole move `r` would be refused for — a segment type sanbox does not move, a
+ * stripe whose only destinations hold another stripe of its segment — before anything is written.
+ * Space is not checked here: the destinations fill chunk by chunk, and a full one stops the move
+ * (resumable) as lvm2's does. Pure.
+ */
+export function checkMove(vg: VgModel, r: MoveRecord, nameOf: PvNamer = defaultNamer(vg)): void {
+  const { srcKey, dstKeys } = moveKeys(vg, r);
+  for (const s of sourceSegments(vg, r, srcKey)) for (const area of s.areas) destinationsFor(vg, s, area, dstKeys, r.dstPvId === undefined ? undefined : dstKeys[0], nameOf);
+}
+
+/** The next chunk of move `r` in `vg`, or undefined when nothing of it is left on the source. Pure. */
+export function nextChunk(vg: VgModel, r: MoveRecord, nameOf: PvNamer = defaultNamer(vg)): Chunk | undefined {
+  const { srcKey, dstKeys } = moveKeys(vg, r);
+  const segs = sourceSegments(vg, r, srcKey);
+  const first = segs[0];
   if (first === undefined) return undefined;
-  const le = first.seg.startExtent;
-  const srcPe = first.seg.stripes[0]!.firstPe;
-  // Prefer the PE right after where the previous LE went, so moved extents merge into one segment.
-  const prev = le > 0 ? mapped(first.lv, le - 1) : undefined;
+  const left = segs.reduce((n, s) => n + (s.areas.length * s.seg.extentCount) / s.seg.stripeCount, 0);
+  const { lv, seg } = first;
+  const area = first.areas[0]!;
+  const k = seg.stripeCount;
+  const candidates = destinationsFor(vg, first, area, dstKeys, r.dstPvId === undefined ? undefined : dstKeys[0], nameOf);
+  // Prefer the PE right after where this area's previous row went (the segment before this one,
+  // striped alike), so moved rows merge into one segment.
+  const prev = lv.segments.find((s) => s.startExtent + s.extentCount === seg.startExtent && s.type === 'striped' && s.stripeCount === k && s.stripeSizeSectors === seg.stripeSizeSectors);
+  const prevArea = prev?.stripes[area];
   const isFree = (key: string, pe: number): boolean => freeRanges(vg, key).some((f) => pe >= f.startPe && pe < f.startPe + f.count);
   let dst: { key: string; pe: number } | undefined;
-  if (prev !== undefined && dstKeys.includes(prev.pv) && isFree(prev.pv, prev.pe + 1)) dst = { key: prev.pv, pe: prev.pe + 1 };
-  for (const key of dstKeys) {
+  if (prev !== undefined && prevArea !== undefined && candidates.includes(prevArea.pv)) {
+    const pe = prevArea.firstPe + prev.extentCount / k;
+    if (isFree(prevArea.pv, pe)) dst = { key: prevArea.pv, pe };
+  }
+  for (const key of candidates) {
     if (dst !== undefined) break;
     const f = freeRanges(vg, key)[0];
     if (f !== undefined) dst = { key, pe: f.startPe };
   }
-  if (dst === undefined) throw new SanboxError('ENOSPC', `VG ${vg.name}: no free extent on ${r.dstPvId !== undefined ? `destination PV ${r.dstPvId}` : 'any other PV'} for ${first.lv.name}'s LE ${le}`);
-  return { lv: first.lv, le, srcKey, srcPe, dstKey: dst.key, dstPe: dst.pe, left };
+  const what = k > 1 ? `${lv.name}'s stripe ${area} at LE ${seg.startExtent}` : `${lv.name}'s LE ${seg.startExtent}`;
+  if (dst === undefined) throw new SanboxError('ENOSPC', `VG ${vg.name}: no free extent on ${r.dstPvId !== undefined ? `destination PV ${r.dstPvId}` : 'any other PV'} for ${what}`);
+  return { lv, le: seg.startExtent, area, srcKey, srcPe: seg.stripes[area]!.firstPe, dstKey: dst.key, dstPe: dst.pe, left };
 }
 
-/** `lv`'s segments with LE `le` mapped to `dstKey`:`dstPe` (its linear segment split around it). Pure. */
-export function remapExtent(lv: LvModel, le: number, dstKey: string, dstPe: number): SegmentModel[] {
+/**
+ * `lv`'s segments with the row that starts at LE `le` (a stripe-row boundary of its segment; any
+ * LE of a linear one) having its area `area` at `dstKey`:`dstPe`. The segment splits at the row's boundaries: the part before keeps its areas,
+ * the row gets the new area and the others advanced to the row, the part after has every area
+ * advanced past it (a k-stripe segment split at area extent r is two segments of r·k and the rest
+ * LEs, mapping every byte as before, since stripe_size divides extent_size: vg-check). Adjacent
+ * segments that continue each other merge (as lvm2's lv_merge_segments). Pure.
+ */
+export function remapExtent(lv: LvModel, le: number, dstKey: string, dstPe: number, area = 0): SegmentModel[] {
   const out: SegmentModel[] = [];
   for (const s of lv.segments) {
     const end = s.startExtent + s.extentCount;
@@ -135,11 +203,16 @@ export function remapExtent(lv: LvModel, le: number, dstKey: string, dstPe: numb
       out.push(s);
       continue;
     }
-    if (s.type !== 'striped' || s.stripeCount !== 1) throw new SanboxError('EINVAL', `${lv.name}: LE ${le} is in a ${s.type} segment; only linear segments move`);
-    const st = s.stripes[0]!;
-    if (le > s.startExtent) out.push({ ...s, extentCount: le - s.startExtent, stripes: [{ ...st }] });
-    out.push({ ...s, startExtent: le, extentCount: 1, stripes: [{ pv: dstKey, firstPe: dstPe }] });
-    if (le + 1 < end) out.push({ ...s, startExtent: le + 1, extentCount: end - le - 1, stripes: [{ pv: st.pv, firstPe: st.firstPe + (le + 1 - s.startExtent) }] });
+    if (s.type !== 'striped') throw new SanboxError('EINVAL', `${lv.name}: LE ${le} is in a ${s.type} segment; only linear and striped segments move`);
+    const k = s.stripeCount;
+    const rel = le - s.startExtent;
+    if (rel % k !== 0) throw new SanboxError('EINVAL', `${lv.name}: LE ${le} is not at a stripe-row boundary of its ${k}-stripe segment at LE ${s.startExtent}`);
+    if (!Number.isInteger(area) || area < 0 || area >= k) throw new SanboxError('EINVAL', `${lv.name}: the segment at LE ${s.startExtent} has no stripe ${area}`);
+    const row = rel / k;
+    const advanced = (rows: number): SegmentModel['stripes'] => s.stripes.map((st) => ({ pv: st.pv, firstPe: st.firstPe + rows }));
+    if (row > 0) out.push({ ...s, extentCount: rel, stripes: advanced(0) });
+    out.push({ ...s, startExtent: le, extentCount: k, stripes: advanced(row).map((st, j) => (j === area ? { pv: dstKey, firstPe: dstPe } : st)) });
+    if (le + k < end) out.push({ ...s, startExtent: le + k, extentCount: end - le - k, stripes: advanced(row + 1) });
   }
   return mergeSegments(out);
 }
@@ -148,6 +221,8 @@ export function remapExtent(lv: LvModel, le: number, dstKey: string, dstPe: numb
 export interface ChunkDone {
   lv: string;
   le: number;
+  /** The moved stripe, for a striped segment (k > 1); undefined for a linear one. */
+  stripe: number | undefined;
   from: string;
   to: string;
   /** Extents still on the source after this chunk. */
@@ -181,7 +256,8 @@ async function moveChunk(specs: string[], r: MoveRecord, ctx: CommitContext): Pr
   let done: Omit<ChunkDone, 'seqno'> | undefined;
   try {
     const vg = await vgModifyWithIo(specs, r.vg, ctx, async (next, h) => {
-      const c = nextChunk(next, r);
+      const names: PvNamer = (key) => h.pvByKey.get(key)?.dev.name ?? key;
+      const c = nextChunk(next, r, names);
       if (c === undefined) throw new NothingLeft();
       const extentBytes = next.extentSizeSectors * LVM_SECTOR_BYTES;
       const src = next.pvs.find((p) => p.key === c.srcKey)!;
@@ -194,8 +270,9 @@ async function moveChunk(specs: string[], r: MoveRecord, ctx: CommitContext): Pr
       await dstDev.write(buf, dst.peStartSectors * LVM_SECTOR_BYTES + c.dstPe * extentBytes);
       await dstDev.flush();
       const lv = next.lvs.find((l) => l.id === c.lv.id)!;
-      lv.segments = remapExtent(lv, c.le, c.dstKey, c.dstPe);
-      done = { lv: lv.name, le: c.le, from: `${srcDev.name}:${c.srcPe}`, to: `${dstDev.name}:${c.dstPe}`, left: c.left - 1 };
+      const striped = lv.segments.find((s) => s.startExtent === c.le)!.stripeCount > 1;
+      lv.segments = remapExtent(lv, c.le, c.dstKey, c.dstPe, c.area);
+      done = { lv: lv.name, le: c.le, stripe: striped ? c.area : undefined, from: `${srcDev.name}:${c.srcPe}`, to: `${dstDev.name}:${c.dstPe}`, left: c.left - 1 };
     });
     return { ...done!, seqno: vg.seqno };
   } catch (err) {
@@ -217,8 +294,14 @@ async function setRecord(specs: string[], r: MoveRecord, present: boolean, ctx: 
  * record at the end. Returns the number of chunks moved.
  */
 export async function pvMove(specs: string[], r: MoveRecord, ctx: CommitContext, guard: ChunkGuard, progress: (c: ChunkDone, total: number) => void): Promise<number> {
-  const vg0 = await withSession(specs, { readOnly: true, guard: 'none' }, async (s) => s.vg(r.vg).vg);
-  const first = nextChunk(vg0, r);
+  const { vg0, names } = await withSession(specs, { readOnly: true, guard: 'none' }, async (s) => {
+    const h = s.vg(r.vg);
+    const byKey = new Map([...h.pvByKey].map(([key, pv]) => [key, pv.dev.name]));
+    return { vg0: h.vg, names: (key: string): string => byKey.get(key) ?? key };
+  });
+  // Refused as a whole before the move is recorded: nothing written.
+  checkMove(vg0, r, names);
+  const first = nextChunk(vg0, r, names);
   const total = first?.left ?? 0;
   if (!movesOf(vg0).some((m) => moveTag(m) === moveTag(r))) await guard(() => [], () => setRecord(specs, r, true, ctx));
   let n = 0;

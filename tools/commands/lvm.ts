@@ -535,7 +535,7 @@ export function register(program: Command): void {
     const moves = await resolveMoves(devices, src, o.abort ? undefined : dst, o.abort ? undefined : o.name);
     await runPvMoves(
       { devices, moves, abort: o.abort, ...(cluster !== undefined ? { cluster } : {}), context },
-      (m, c, total) => say(`${c.from}: Moved: ${(((total - c.left) * 100) / Math.max(1, total)).toFixed(2)}% (${m.vg}/${c.lv} LE ${c.le} to ${c.to}, seqno ${c.seqno})`),
+      (m, c, total) => say(`${c.from}: Moved: ${(((total - c.left) * 100) / Math.max(1, total)).toFixed(2)}% (${m.vg}/${c.lv} LE ${c.le}${c.stripe !== undefined ? ` stripe ${c.stripe}` : ''} to ${c.to}, seqno ${c.seqno})`),
       (d) => {
         const m = d.move;
         if (d.aborted) say(`Aborted the move of ${m.lv ?? 'every LV'} off PV ${m.srcPvId} in ${m.vg}; moved extents stay at the destination.`);
