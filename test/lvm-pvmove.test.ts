@@ -11,17 +11,15 @@
 //     the rest at SRC (lvm2's abort of a non-atomic move), vgck clean, no write lost.
 
 import test, { type ExecutionContext } from 'ava';
-import { withSession } from '../src/volume/manager.js';
-import { ackedWritesKept, makeLab, MiB, realToolsClean, startWriter, vgSeqno, WRITER_READY_MS, type Lab, type Writer } from './helpers/lv-lab.js';
+import path from 'node:path';
+import { ackedWritesKept, makeLab, MiB, realToolsClean, startWriter, vgSeqno, WRITER_READY_MS, type Lab } from './helpers/lv-lab.js';
 import { sanboxCli } from './helpers/lvm-real.js';
-import { exited, ownLockDir, runSanbox, SANBOX_BIN, spawnChild, waitFor } from './helpers/tmp.js';
+import { killMoverAt, moreWrites, moved, mover, placement as placementOf } from './helpers/pvmove-lab.js';
+import { ownLockDir, waitFor } from './helpers/tmp.js';
 
 ownLockDir(test);
 
 const LV_MIB = 8;
-/** Bound on a mover run, and on the writer getting going again after a mover's death (death ~2 s, then the fence). */
-const MOVE_MS = 120_000;
-const RESUME_MS = 60_000;
 /** Writes the writer must make before a move, and between two steps. */
 const WRITES_BETWEEN = 15;
 
@@ -29,52 +27,16 @@ function lab(t: ExecutionContext): Promise<Lab> {
   return makeLab(t, 2, 24, [['-n', 'lv', '-L', `${LV_MIB}m`]], 8);
 }
 
-/** Which PV image each LE of `lv` is on, and the recorded moves (VG tags). */
-async function placement(l: Lab, lv: string): Promise<{ les: string[]; tags: string[] }> {
-  return withSession(l.pvs, { readOnly: true, guard: 'none' }, async (s) => {
-    const h = s.vg(l.vg);
-    const les: string[] = [];
-    for (const seg of h.vg.lvs.find((x) => x.name === lv)!.segments) for (let i = 0; i < seg.extentCount; i++) les.push(h.pvByKey.get(seg.stripes[0]!.pv)!.dev.name);
-    return { les, tags: h.vg.tags };
-  });
-}
-
-/** `sanbox pvmove …` to its end (bounded by MOVE_MS: a loaded machine makes chunks slow). */
-async function mover(t: ExecutionContext, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const r = await runSanbox(t, args, { timeoutMs: MOVE_MS });
-  return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-function moved(out: string): number {
-  return (out.match(/: Moved: /g) ?? []).length;
-}
-
-async function moreWrites(w: Writer, n: number, what: string): Promise<void> {
-  const at = w.count('ok');
-  await waitFor(() => w.count('ok') >= at + n || w.child.exitCode !== null, RESUME_MS, `${n} more writes ${what} (${w.stderr.slice(-800)})`);
-}
-
-/** Runs pvmove as `node` and SIGKILLs it `delayMs` after its `afterChunks`-th chunk. */
-async function killMoverAt(t: ExecutionContext, l: Lab, args: string[], node: number, afterChunks: number, delayMs: number): Promise<number> {
-  const child = spawnChild(t, process.execPath, [SANBOX_BIN, 'pvmove', ...args, '--cluster', l.cluster, '--node', String(node), '--devices', l.pvs.join(',')], {
-    env: { ...process.env, SANBOX_DEVICESFILE: '' },
-  });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await waitFor(() => moved(out) >= afterChunks || child.exitCode !== null, MOVE_MS, `chunk ${afterChunks} of the mover (${err})`);
-  t.is(child.exitCode, null, `the mover was still running at chunk ${afterChunks}: ${out} ${err}`);
-  if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-  child.kill('SIGKILL');
-  await exited(child, 5000);
-  return moved(out);
+/** Which PV image (base name) each LE of `lv` is on, and the recorded moves (VG tags). */
+function placement(l: Lab, lv: string): Promise<{ les: string[]; tags: string[] }> {
+  return placementOf(l.pvs, l.vg, lv);
 }
 
 test('pvmove under I/O: every chunk locks the writer out briefly, the LV ends on the destination, no acknowledged write lost, vgck clean', async (t) => {
   const l = await lab(t);
   const [src, dst] = l.pvs as [string, string];
-  t.deepEqual(new Set((await placement(l, 'lv')).les), new Set([src]), 'the LV starts on the first PV');
+  const [srcName, dstName] = [src, dst].map((p) => path.basename(p)) as [string, string];
+  t.deepEqual(new Set((await placement(l, 'lv')).les), new Set([srcName]), 'the LV starts on the first PV');
   const a = startWriter(t, l, 0, 'lv', 'A', 0, LV_MIB * MiB);
   await waitFor(() => a.count('ok') >= WRITES_BETWEEN || a.child.exitCode !== null, WRITER_READY_MS, `A's first writes (${a.stderr.slice(-500)})`);
   const r = await mover(t, ['pvmove', src, dst, '--cluster', l.cluster, '--node', '1', '--devices', l.pvs.join(',')]);
@@ -89,7 +51,7 @@ test('pvmove under I/O: every chunk locks the writer out briefly, the LV ends on
   t.true(movedPauses.length >= 1, `A followed the layout: ${JSON.stringify(a.pauses)}`);
   t.log(`A paused ${a.pauses.length} times, longest ${Math.max(...a.pauses.map((p) => p.pausedMs)).toFixed(0)} ms`);
   const p = await placement(l, 'lv');
-  t.deepEqual(new Set(p.les), new Set([dst]), 'the LV is on the destination');
+  t.deepEqual(new Set(p.les), new Set([dstName]), 'the LV is on the destination');
   t.false(p.tags.some((x) => x.startsWith('sanbox_pvmove:')), 'no move recorded');
   await ackedWritesKept(t, l, 'lv', a, 'A', LV_MIB * MiB);
   await realToolsClean(t, l);
@@ -98,6 +60,7 @@ test('pvmove under I/O: every chunk locks the writer out briefly, the LV ends on
 test('a mover killed -9 at several points: vgck accepts the metadata each time, the writer resumes after the fence, pvmove again finishes the move, no acknowledged write lost', async (t) => {
   const l = await lab(t);
   const [src, dst] = l.pvs as [string, string];
+  const [srcName, dstName] = [src, dst].map((p) => path.basename(p)) as [string, string];
   const a = startWriter(t, l, 0, 'lv', 'A', 0, LV_MIB * MiB);
   await waitFor(() => a.count('ok') >= WRITES_BETWEEN || a.child.exitCode !== null, WRITER_READY_MS, `A's first writes (${a.stderr.slice(-500)})`);
   let loops: string[] | undefined;
@@ -112,7 +75,7 @@ test('a mover killed -9 at several points: vgck accepts the metadata each time, 
     loops = await realToolsClean(t, l, loops);
     const p = await placement(l, 'lv');
     t.true(p.tags.some((x) => x.startsWith('sanbox_pvmove:')), `the move is recorded after kill ${i + 1}`);
-    t.true(p.les.includes(src) && p.les.includes(dst), `part moved after kill ${i + 1}: ${p.les.join(' ')}`);
+    t.true(p.les.includes(srcName) && p.les.includes(dstName), `part moved after kill ${i + 1}: ${p.les.join(' ')}`);
     await moreWrites(a, WRITES_BETWEEN, `after kill ${i + 1}`);
   }
   const r = await mover(t, ['pvmove', '--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')]);
@@ -122,7 +85,7 @@ test('a mover killed -9 at several points: vgck accepts the metadata each time, 
   await a.stop(t);
   t.is(a.count('err'), 0, JSON.stringify(a.events.filter((e) => e.ev === 'err').slice(0, 3)));
   const p = await placement(l, 'lv');
-  t.deepEqual(new Set(p.les), new Set([dst]));
+  t.deepEqual(new Set(p.les), new Set([dstName]));
   t.false(p.tags.some((x) => x.startsWith('sanbox_pvmove:')));
   await ackedWritesKept(t, l, 'lv', a, 'A', LV_MIB * MiB);
   await realToolsClean(t, l, loops);
@@ -131,6 +94,7 @@ test('a mover killed -9 at several points: vgck accepts the metadata each time, 
 test('pvmove --abort after a killed mover: the record goes, moved extents stay on the destination and the rest on the source, vgck clean, no write lost', async (t) => {
   const l = await lab(t);
   const [src, dst] = l.pvs as [string, string];
+  const [srcName, dstName] = [src, dst].map((p) => path.basename(p)) as [string, string];
   const a = startWriter(t, l, 0, 'lv', 'A', 0, LV_MIB * MiB);
   await waitFor(() => a.count('ok') >= WRITES_BETWEEN || a.child.exitCode !== null, WRITER_READY_MS, `A's first writes (${a.stderr.slice(-500)})`);
   await killMoverAt(t, l, [src, dst], 1, 3, 0);
@@ -145,8 +109,8 @@ test('pvmove --abort after a killed mover: the record goes, moved extents stay o
   t.is(a.count('err'), 0);
   const p = await placement(l, 'lv');
   t.false(p.tags.some((x) => x.startsWith('sanbox_pvmove:')));
-  t.true(p.les.includes(src) && p.les.includes(dst), p.les.join(' '));
-  t.true(p.les.filter((x) => x === dst).length >= 3, 'the moved extents stayed moved');
+  t.true(p.les.includes(srcName) && p.les.includes(dstName), p.les.join(' '));
+  t.true(p.les.filter((x) => x === dstName).length >= 3, 'the moved extents stayed moved');
   await ackedWritesKept(t, l, 'lv', a, 'A', LV_MIB * MiB);
   await realToolsClean(t, l);
 });
@@ -154,6 +118,7 @@ test('pvmove --abort after a killed mover: the record goes, moved extents stay o
 test('bad pvmove requests: one line, the right exit status, the metadata unchanged; without --cluster a move runs as a plain command', async (t) => {
   const l = await lab(t);
   const [src, dst] = l.pvs as [string, string];
+  const dstName = path.basename(dst);
   const devs = ['--devices', l.pvs.join(',')];
   const before = await vgSeqno(l);
   for (const [args, code, re] of [
@@ -171,6 +136,6 @@ test('bad pvmove requests: one line, the right exit status, the metadata unchang
   t.is(await vgSeqno(l), before, 'nothing written');
   const r = await sanboxCli(t, ['pvmove', src, dst, '-n', 'lv', ...devs]);
   t.is(r.code, 0, r.stderr);
-  t.deepEqual(new Set((await placement(l, 'lv')).les), new Set([dst]));
+  t.deepEqual(new Set((await placement(l, 'lv')).les), new Set([dstName]));
   await realToolsClean(t, l);
 });
