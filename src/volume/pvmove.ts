@@ -3,16 +3,22 @@
 // chunk only: lockout.ts) the extent is copied from the source PE to a free PE of the destination
 // and flushed, then the LV's segment map is switched to the copy in one committed metadata change
 // (a new seqno). Writers re-read the layout and go on, now writing the moved extent at its new home.
+// A striped segment's area (stripe) on the source moves the same way, one PE (one stripe row) per
+// chunk: the segment splits at the row's boundaries and the moved area of the row points at the
+// copy (remapExtent); rows that continue each other merge again, so a finished move leaves one
+// segment, as lvm2's does. No two stripes of a segment end up on one PV: a destination holding
+// another stripe is refused before anything is written (checkMove), as lvm2 refuses it.
 //
 // How the move is recorded. lvm2 records a move in progress as a hidden `pvmove0` LV with a
 // mirror segment (source and destination areas) that the moved LV's segments point into, with
 // PVMOVE/LOCKED flags, and lets dm-mirror copy under live I/O. sanbox maps no mirror segment, and
 // needs none: the writers are locked out while a chunk is copied, so the metadata at every commit
-// point is plain linear segments — the LV's extents either still at the source or already at the
-// destination — which every lvm2 reads and vgck accepts. What is in progress is recorded as a VG
-// tag, `sanbox_pvmove:<source PV uuid>:<destination PV uuid or =>:<LV name or =>` ('=' = any;
-// tags may hold ':' and '=', LV names cannot hold '='), committed before the first chunk and
-// removed after the last.
+// point is plain linear and striped segments — the LV's extents either still at the source or
+// already at the destination, a striped segment split at stripe-row boundaries — which every lvm2
+// reads and vgck accepts. What is in progress is recorded as a VG tag,
+// `sanbox_pvmove:<source PV uuid>:<destination PV uuid or =>:<LV name or =>` ('=' = any; tags
+// may hold ':' and '=', LV names cannot hold '='), committed before the first chunk and removed
+// after the last.
 //
 // A mover killed mid-way (kill -9) leaves either the old or the new map of the chunk it was
 // moving (the commit of one mda is one sector write, lvm2.md §4.3) — a copy without its commit is

@@ -18,15 +18,16 @@ export const RESUME_MS = 60_000;
  * linear LV's row is one LE on one PV) — and the VG's tags (a recorded move is one). Reads the
  * images `pvs` without locks.
  */
-export async function placement(pvs: string[], vg: string, lv: string): Promise<{ les: string[]; tags: string[] }> {
+export async function placement(pvs: string[], vg: string, lv: string): Promise<{ les: string[]; segments: number; tags: string[] }> {
   return withSession(pvs, { readOnly: true, guard: 'none' }, async (s) => {
     const h = s.vg(vg);
     const les: string[] = [];
-    for (const seg of h.vg.lvs.find((x) => x.name === lv)!.segments) {
+    const segments = h.vg.lvs.find((x) => x.name === lv)!.segments;
+    for (const seg of segments) {
       const row = seg.stripes.map((st) => path.basename(h.pvByKey.get(st.pv)!.dev.name)).join('+');
       for (let i = 0; i < seg.extentCount / seg.stripeCount; i++) les.push(row);
     }
-    return { les, tags: h.vg.tags };
+    return { les, segments: segments.length, tags: h.vg.tags };
   });
 }
 
