@@ -5,6 +5,8 @@
 //   - a destination that holds the LV's other stripe is refused in one line, nothing written;
 //     without a destination the third PV is chosen (lvm2 refuses the same, "Insufficient suitable
 //     allocatable extents", and picks the same);
+//   - which (source, destination) pairs are refused is what the real `pvmove --test` refuses on
+//     loop devices of the same images ("Insufficient suitable allocatable extents", exit 5);
 //   - the move completes with the writer writing throughout, the stripe ends on the third PV in
 //     one segment again (the rows merged), every acknowledged write is on disk;
 //   - a mover killed with SIGKILL mid-move leaves the segment split at a stripe-row boundary:
@@ -14,8 +16,10 @@
 
 import test, { type ExecutionContext } from 'ava';
 import path from 'node:path';
+import { withSession } from '../src/volume/manager.js';
+import { checkMove, type MoveRecord } from '../src/volume/pvmove.js';
 import { ackedWritesKept, makeLab, MiB, realToolsClean, startWriter, vgSeqno, WRITER_READY_MS, type Lab } from './helpers/lv-lab.js';
-import { sanboxCli } from './helpers/lvm-real.js';
+import { attachLoop, lvm, sanboxCli } from './helpers/lvm-real.js';
 import { killMoverAt, moreWrites, moved, moveRecorded, mover, placement, realSegmentsAgree } from './helpers/pvmove-lab.js';
 import { ownLockDir, waitFor } from './helpers/tmp.js';
 
@@ -113,4 +117,43 @@ test('a striped move killed -9 mid-way: the split segments pass the real vgck an
   await ackedWritesKept(t, l, 'lv', a, 'A', LV_EXTENTS * MiB);
   loops = await realToolsClean(t, l, loops);
   t.deepEqual((await realSegmentsAgree(t, l.pvs, l.vg, loops, 'at the end')).map((s) => s[6]), [`${p2}:0-${ROWS - 1} ${p1}:0-${ROWS - 1}`]);
+});
+
+/** Whether sanbox's pvmove takes the move of PV `src` to PV `dst` (undefined: any) of `l` (checkMove: what pvmove checks before it writes). */
+async function sanboxTakes(l: Lab, src: number, dst: number | undefined): Promise<boolean> {
+  return withSession(l.pvs, { readOnly: true, guard: 'none' }, async (s) => {
+    const vg = s.vg(l.vg).vg;
+    const id = (i: number): string => s.pvOn(l.pvs[i]!).label.pvId;
+    const r: MoveRecord = { vg: l.vg, srcPvId: id(src), dstPvId: dst === undefined ? undefined : id(dst), lv: undefined };
+    try {
+      checkMove(vg, r);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+test('the destinations sanbox refuses for a stripe are the ones the real pvmove --test refuses; a refused pvmove writes nothing', async (t) => {
+  const three = await lab(t);
+  const two = await makeLab(t, 2, 24, [['-n', 'lv', '-l', '4', '-i', '2', '-I', '64k']], 2);
+  for (const [l, pairs] of [
+    [three, [[0, 1], [1, 0], [0, 2], [1, 2], [0, undefined], [1, undefined]]],
+    [two, [[0, 1], [0, undefined]]],
+  ] as [Lab, [number, number | undefined][]][]) {
+    const loops = await Promise.all(l.pvs.map((p) => attachLoop(t, p)));
+    for (const [src, dst] of pairs) {
+      const what = `pvmove ${src} ${dst ?? '(any)'} of ${l.pvs.length} PVs`;
+      const real = await lvm('pvmove', loops, ['--driverloaded', 'n', '--test', loops[src]!, ...(dst === undefined ? [] : [loops[dst]!])]);
+      // Exit 5 with lvm2's allocation failure, or 0 (test mode: nothing written).
+      t.true(real.code === 0 || /Insufficient suitable allocatable extents/.test(real.stderr), `${what}: lvm2: ${real.code} ${real.stderr}`);
+      t.is(await sanboxTakes(l, src, dst), real.code === 0, `${what}: sanbox agrees with lvm2 (${real.stderr.trim().split('\n').pop()})`);
+      if (real.code === 0) continue;
+      const before = await vgSeqno(l);
+      const r = await sanboxCli(t, ['pvmove', l.pvs[src]!, ...(dst === undefined ? [] : [l.pvs[dst]!]), '--devices', l.pvs.join(',')]);
+      t.is(r.code, 1, `${what}: ${r.stderr}`);
+      t.regex(r.stderr, /^sanbox: [^\n]*(cannot move to [^\n]*: that PV holds stripe \d of the same segment|has no PV to move to: every other allocatable PV of the VG holds another stripe of the same segment)[^\n]*\n$/, what);
+      t.is(await vgSeqno(l), before, `${what}: nothing written`);
+    }
+  }
 });
