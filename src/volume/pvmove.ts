@@ -195,11 +195,12 @@ export function nextChunk(vg: VgModel, r: MoveRecord, nameOf: PvNamer = defaultN
 
 /**
  * `lv`'s segments with the row that starts at LE `le` (a stripe-row boundary of its segment; any
- * LE of a linear one) having its area `area` at `dstKey`:`dstPe`. The segment splits at the row's boundaries: the part before keeps its areas,
- * the row gets the new area and the others advanced to the row, the part after has every area
- * advanced past it (a k-stripe segment split at area extent r is two segments of r·k and the rest
- * LEs, mapping every byte as before, since stripe_size divides extent_size: vg-check). Adjacent
- * segments that continue each other merge (as lvm2's lv_merge_segments). Pure.
+ * LE of a linear one) having its area `area` at `dstKey`:`dstPe`. The segment splits at the row's
+ * boundaries: the part before keeps its areas, the row gets the new area and the others advanced
+ * to the row, the part after has every area advanced past it (a k-stripe segment split at area
+ * extent r is two segments of r·k and the rest LEs, mapping every byte as before, since
+ * stripe_size divides extent_size: vg-check). Adjacent segments that continue each other merge
+ * (as lvm2's lv_merge_segments). Pure.
  */
 export function remapExtent(lv: LvModel, le: number, dstKey: string, dstPe: number, area = 0): SegmentModel[] {
   const out: SegmentModel[] = [];
