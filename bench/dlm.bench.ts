@@ -58,6 +58,8 @@ const RSS_LOCKS = 4096;
  * workers that get the fewest operations in (4 processes sharing 2 CPUs).
  */
 const WARMUP_OPS = 2000;
+/** How far ahead of the go file's writing the workers' common window starts (they poll for it every 2 ms). */
+const GO_LEAD_MS = 50;
 /** Operations counted under strace (after as many unstraced ones to warm up). */
 const SYSCALL_OPS = 2000;
 
@@ -144,9 +146,13 @@ async function worker(): Promise<void> {
   const shared = new Shared(fs.openSync(ownerFile!, 'r+'), id);
   let acquisitions = 0;
   const handoffMs: number[] = [];
-  const waitGo = async () => {
+  /** Waits for the common start (the go file holds it, wall clock) and returns the common end (performance.now() scale). */
+  const waitGo = async (): Promise<number> => {
     process.stdout.write('ready\n');
     await waitForFile(goFile!, 2);
+    const startMs = Number(fs.readFileSync(goFile!, 'utf8')) - performance.timeOrigin;
+    while (performance.now() < startMs) await sleep(Math.max(0, Math.min(2, startMs - performance.now())));
+    return startMs + durationMs;
   };
   const count = (lat: number | undefined) => {
     acquisitions++;
@@ -158,8 +164,7 @@ async function worker(): Promise<void> {
       fsExt.flockSync(fd, 'ex');
       fsExt.flockSync(fd, 'un');
     }
-    await waitGo();
-    const end = performance.now() + durationMs;
+    const end = await waitGo();
     while (performance.now() < end) {
       fsExt.flockSync(fd, 'ex');
       count(shared.enter());
@@ -175,10 +180,9 @@ async function worker(): Promise<void> {
     await (await ls.lock(`warm-${id}`, Mode.EX)).unlock();
     await maybeYield();
   }
-  await waitGo();
+  const end = await waitGo();
   const before = { ...ls.stats, wakeups: ls.wakeups, hintsSent: ls.hintsSent };
   const cpuBefore = process.cpuUsage();
-  const end = performance.now() + durationMs;
   while (performance.now() < end) {
     const lock = await ls.lock(resource!, Mode.EX, { timeoutMs: 10_000 });
     count(shared.enter());
@@ -368,7 +372,11 @@ async function phase(kind: 'dlm' | 'flock', procs: number, dir: string, img: str
   await waitFor(children, 'ready', 30_000);
   // Let every node see every other up before the clock starts.
   await sleep(kind === 'dlm' ? 400 : 0);
-  fs.writeFileSync(goFile, '');
+  // Every worker counts over the same window, from a start a little ahead (written whole: a
+  // worker may see the file as soon as it exists). A worker that sees it late, or is not
+  // scheduled, loses operations, not window: the sum over workers is a rate over one window.
+  fs.writeFileSync(`${goFile}.tmp`, String(wallMs() + GO_LEAD_MS));
+  fs.renameSync(`${goFile}.tmp`, goFile);
   const results = await Promise.all(children.map((ch) => lastJson<{ acquisitions: number; handoffMs: number[]; counters?: WorkCounters }>(ch)));
   const seconds = durationMs / 1000;
   const lat = results.flatMap((r) => r.handoffMs);
