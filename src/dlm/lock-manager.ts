@@ -929,10 +929,11 @@ export class Lockspace {
         }
       }
       // Requests further back in their queues wait for the grant before theirs to wake them
-      // ('next'); while this process receives hints, they poll only at the bound. (Backing off from
-      // pollMinMs after each of their own writes was 4 wasted sleeps and reads per acquisition in
-      // an 8-process queue.) Without hints (nbd://, no hint directory) they back off as before.
-      let untilMs = !nearHead && this.waker.watchingNode && !this.wantsBasts() ? this.pollMaxMs : sleepMs;
+      // ('next'); while hints addressed to this node arrive, they poll only at the bound. (Backing
+      // off from pollMinMs after each of their own writes was 4 wasted sleeps and reads per
+      // acquisition in an 8-process queue.) Where none arrive (the grants are made on another
+      // machine, over nbd://; no hint directory) they back off as before.
+      let untilMs = !nearHead && this.waker.hintsArriving && !this.wantsBasts() ? this.pollMaxMs : sleepMs;
       for (const w of this.waiting) untilMs = Math.min(untilMs, Math.max(0, w.deadlineMs - now));
       this.stats.waits++;
       await this.waker.wait(untilMs);

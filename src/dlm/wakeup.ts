@@ -30,6 +30,13 @@ export const HINT_WATCHES_MAX = 256;
 /** Rows whose hint file this process knows exists (forgotten all at once beyond this: a stat each brings them back). */
 export const HINT_FILES_KNOWN_MAX = 4096;
 
+/**
+ * A hint addressed to this node within this long says the grants ahead of its requests are made
+ * on this machine, where they hint (hintsArriving). Across machines (nbd://) none arrive, and
+ * waiters keep polling with backoff. A few queue cycles of a busy resource; far below a timeout.
+ */
+export const NODE_HINT_FRESH_MS = 1000;
+
 export class Waker {
   private wake: (() => void) | undefined;
   private pending = false;
@@ -38,6 +45,8 @@ export class Waker {
   private hintDirReady = false;
   private readonly knownFiles = new Set<number>();
   private nodeWatcher: fs.FSWatcher | undefined;
+  /** When a hint addressed to this node last arrived (performance.now()). */
+  private nodeHintAtMs = -Infinity;
   /** Nodes whose hint file this process knows exists. */
   private readonly knownNodeFiles = new Set<number>();
   wakeups = 0;
@@ -69,14 +78,14 @@ export class Waker {
   }
 
   /** Creates `file` (and the hint directory) and watches it; the watcher, or undefined (logged: we poll). */
-  private watchFile(file: string, onError: () => void): fs.FSWatcher | undefined {
+  private watchFile(file: string, onError: () => void, onHint: () => void = () => this.poke()): fs.FSWatcher | undefined {
     try {
       if (!this.hintDirReady) {
         fs.mkdirSync(this.hintDir!, { recursive: true });
         this.hintDirReady = true;
       }
       fs.closeSync(fs.openSync(file, 'a'));
-      const watcher = fs.watch(file, { persistent: false }, () => this.poke());
+      const watcher = fs.watch(file, { persistent: false }, onHint);
       watcher.on('error', () => {
         watcher.close();
         onError();
@@ -89,9 +98,9 @@ export class Waker {
     }
   }
 
-  /** Whether hints sent to this node wake this process (its node file is watched). */
-  get watchingNode(): boolean {
-    return this.nodeWatcher !== undefined;
+  /** Whether hints addressed to this node are arriving (one within NODE_HINT_FRESH_MS). */
+  get hintsArriving(): boolean {
+    return this.nodeWatcher !== undefined && performance.now() - this.nodeHintAtMs < NODE_HINT_FRESH_MS;
   }
 
   /**
@@ -100,7 +109,14 @@ export class Waker {
    */
   watchNode(): boolean {
     if (this.hintDir === undefined || this.nodeWatcher !== undefined) return false;
-    this.nodeWatcher = this.watchFile(this.nodeHintPath(this.nodeId), () => (this.nodeWatcher = undefined));
+    this.nodeWatcher = this.watchFile(
+      this.nodeHintPath(this.nodeId),
+      () => (this.nodeWatcher = undefined),
+      () => {
+        this.nodeHintAtMs = performance.now();
+        this.poke();
+      },
+    );
     return this.nodeWatcher !== undefined;
   }
 
