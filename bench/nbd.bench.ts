@@ -91,6 +91,9 @@ function prepare(file: string, w: Workload): void {
     const chunk = Buffer.alloc(MiB);
     for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131 + 7) & 0xff;
     for (let off = 0; off < IMAGE_BYTES; off += MiB) fs.writeSync(fd, chunk, 0, MiB, off);
+    // Written back now, not by the kernel's flusher 30 s later (dirty_expire_centisecs) in the middle
+    // of whichever run is measuring then: a read workload's image lives for all its rounds.
+    fs.fdatasyncSync(fd);
   }
   fs.closeSync(fd);
 }
