@@ -7,11 +7,11 @@
 // round one sanbox run and one fio run back to back, their order alternating by round. Both clients
 // get exactly the same treatment: the same server process and TCP address, the same image prepared
 // the same way before each run (write workloads) or once for the cell (read workloads, which do not
-// change it), the same warm-up (tinybench's warm-up time; fio's --ramp_time, not counted) and the
-// same measured time, and both report a mean over that time (sanbox: tinybench's mean time per op;
-// fio: its IOPS). Each round gives one paired ratio (sanbox over the fio run next to it), which
-// cancels most of a shared machine's load drift; a cell's ratio is the median of its rounds'
-// ratios, printed with their spread (lowest-highest). No round is dropped. Page cache is controlled
+// change it), the same warm-up (fio's --ramp_time; not counted by either) and the same measured
+// time, and both report the operations completed in that time over that time (fio's IOPS). Each
+// round gives one paired ratio (sanbox over the fio run next to it), which cancels most of a shared
+// machine's load drift; a cell's ratio is the median of its rounds' ratios, printed with their
+// spread (lowest-highest). No round is dropped. Page cache is controlled
 // as in the disk benchmark (reference/baselines.md, trap T1): for the random workloads the sparse
 // image is read once in random 4 KiB order (small folios); for the sequential ones it is filled with
 // data first (so nbdcopy, which skips holes, copies it all). The image is prepared in place
@@ -29,7 +29,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Bench } from 'tinybench';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FileDisk } from '../src/disk/index.js';
 import { NbdDevice } from '../src/disk/nbd-device.js';
 import type { BlockDevice } from '../src/disk/device.js';
@@ -42,12 +42,6 @@ const MiB = 1024 * 1024;
 /** Smaller than the disk benchmark's 1 GiB: every variant re-prepares the image, and the network path is the subject here. */
 const IMAGE_BYTES = 256 * MiB;
 const EXPORT = 'bench.img';
-/** Operations per tinybench sample for small I/O: a loopback NBD op is ~20-40 µs. */
-const OPS_PER_SAMPLE = 64;
-/** Bytes per sample for large I/O (fewer ops per sample), so a sample stays well under a second. */
-const BYTES_PER_SAMPLE = 16 * MiB;
-/** tinybench's minimum sample count (its default, 64, would move 64 GiB at 1 MiB x QD16). */
-const SAMPLES_MIN = 8;
 /** The pipelined variants keep this many requests in flight (nbdkit serves 16 in parallel by default). */
 const QUEUE_DEPTH = 16;
 const OFFSETS_COUNT = 1 << 16;
@@ -60,7 +54,7 @@ const TARGET_VS_FIO = 0.9;
 const SYSCALL_OPS = 2000;
 const SELF = fileURLToPath(import.meta.url);
 
-/** Warm-up before each measured run, for both clients alike (tinybench's warmupTime, fio's --ramp_time). */
+/** Warm-up before each measured run, for both clients alike (not counted; fio's --ramp_time). */
 const WARMUP_MS = 100;
 
 // Five short rounds per cell by default: on a 2-CPU machine shared by the server, the client and
@@ -99,11 +93,18 @@ function prepare(file: string, w: Workload): void {
 }
 
 /**
- * Ops per second of one variant. `depth` workers keep the queue full for the whole measurement,
- * as fio does; a tinybench sample is the time the next `opsPerSample` completions take. (Draining
- * the queue at the end of every sample would add a stall per sample that fio never sees: with
- * qemu-nbd, the last replies of a drained queue waited ~40 ms, as Nagle's algorithm on the server
- * waits for a delayed ACK.)
+ * Ops per second of one variant, counted as fio counts them: `depth` workers keep the queue full;
+ * after WARMUP_MS (fio's --ramp_time), the completions during the next `timeMs` over that time
+ * (fio's IOs over its runtime). (Draining the queue at the end of a sample would add a stall fio
+ * never sees: with qemu-nbd, the last replies of a drained queue waited ~40 ms, as Nagle's
+ * algorithm on the server waits for a delayed ACK.)
+ *
+ * Not tinybench samples of "the time the next N completions take", as before the fourth round:
+ * replies come in bursts (one socket read carries many small replies), and the completions of a
+ * burst after a sample's last one fell between two samples, counted in neither, while their time
+ * was counted. At 1 MiB x QD16 writes, where a sample was 16 completions and a burst up to 15,
+ * that under-counted sanbox by up to half (0.5-0.65x fio under SCHED_FIFO, where the same client
+ * counted by the wall clock was at 0.95x; docs/nbd.md, "1 MiB requests").
  */
 async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promise<number> {
   const offsets = makeOffsets(w, IMAGE_BYTES, OFFSETS_COUNT);
@@ -113,40 +114,26 @@ async function measureNode(dev: BlockDevice, w: Workload, depth: number): Promis
     cursor = (cursor + 1) % OFFSETS_COUNT;
     return o;
   };
-  const opsPerWorker = Math.max(1, Math.min(OPS_PER_SAMPLE, Math.floor(BYTES_PER_SAMPLE / (w.blockBytes * depth))));
-  const opsPerSample = opsPerWorker * depth;
   let completed = 0;
-  let sampleDone: { atOps: number; resolve: () => void } | undefined;
   let stop = false;
   const workers = Array.from({ length: depth }, async () => {
     const buf = Buffer.alloc(w.blockBytes, 0x5a);
     while (!stop) {
       await (w.op === 'read' ? dev.read(buf, next()) : dev.write(buf, next()));
       completed++;
-      if (sampleDone !== undefined && completed >= sampleDone.atOps) {
-        const done = sampleDone;
-        sampleDone = undefined;
-        done.resolve();
-      }
     }
   });
-  const bench = new Bench({ name: w.name, time: timeMs, warmupTime: WARMUP_MS, iterations: SAMPLES_MIN });
-  bench.add(`${depth}`, async () => {
-    const t0 = performance.now();
-    await new Promise<void>((resolve) => (sampleDone = { atOps: completed + opsPerSample, resolve }));
-    const ms = performance.now() - t0;
-    return { overriddenDuration: ms / opsPerSample, overriddenIterationCost: ms };
-  });
   try {
-    await bench.run();
+    await sleep(WARMUP_MS);
+    const [ops0, t0] = [completed, performance.now()];
+    await sleep(timeMs);
+    const [ops1, t1] = [completed, performance.now()];
+    if (ops1 === ops0) throw new Error(`${w.name} QD${depth}: no request completed in ${timeMs} ms`);
+    return (ops1 - ops0) / ((t1 - t0) / 1000);
   } finally {
     stop = true;
     await Promise.all(workers);
   }
-  const r = bench.tasks[0]!.result;
-  if (r.state !== 'completed') throw new Error(`${w.name} QD${depth}: ${r.state}`);
-  // The mean, as fio reports a mean over its run: a median of samples would hide our stalls.
-  return 1000 / r.latency.mean;
 }
 
 /** fio's nbd engine (libnbd) against the same export. */
