@@ -48,6 +48,7 @@ import {
 } from '../format/lockspace.js';
 import type { Membership } from '../heartbeat/membership-api.js';
 import { CellWindows } from './cell-window.js';
+import { SerialByKey } from './serial-writes.js';
 import { InCallIo } from './in-call-io.js';
 import { compatible, isDownConversion, isMode, Mode, modeName, writesLvb } from './compat-matrix.js';
 import { blockedMode, decide, nextTicket, precedes, sameLock, type LockView } from './grant-rule.js';
@@ -97,6 +98,8 @@ export const SPIN_TURN_MS = 1;
 export const BAST_WINDOWS_PER_PASS_MAX = 32;
 /** Encode buffers kept for reuse (more than a few lock-cell writes in flight at once is rare). */
 const CELL_BUFS_KEPT = 8;
+/** The one key of Lockspace.lvbWork: all value-cell work shares one turn. */
+const LVB_WORK_KEY = 0;
 /** Chunk of `readSnapshot` (dlm ls): it reads the whole region. */
 const SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 /**
@@ -330,11 +333,24 @@ export class Lockspace {
   private readonly zeroValue: Buffer;
   private pumping = false;
   private closed = false;
+  /** close() has begun: no lock-cell write may start any more but close's own. */
+  private closing = false;
   private nextLockId = 1;
   private writeSeq = 0n;
   private bastCursor = 0;
   /** Sectors lock cells are encoded into, reused once their write resolved (no allocation per write). */
   private readonly cellBufs: Buffer[] = [];
+  /**
+   * Our lock-cell writes, one at a time per row (writeEntry): each cell is built from the state the
+   * row's previous write left, so concurrent changes of two entries of one row both reach the disk.
+   */
+  private readonly lockRowWrites = new SerialByKey();
+  /**
+   * All work on our value cells (reserve, unreserve, write), one at a time: a value's place is
+   * chosen across two rows (bucket and overflow) and a reservation takes one without I/O, so a
+   * per-row order would not keep two places apart. Only PW/EX grants and releases come here.
+   */
+  private readonly lvbWork = new SerialByKey();
   /** Counters for benchmarks and `status`. */
   readonly stats = { scans: 0, windowReads: 0, sectorsReparsed: 0, tornRetries: 0, writes: 0, grants: 0, waits: 0, spins: 0, spinsDeclined: 0 };
 
@@ -530,8 +546,19 @@ export class Lockspace {
   // -------------------------------------------------------------------------------------------
   // Writing our own cells
 
-  /** Writes the lock's entry (undefined frees it); `wake`: whom the change may let move on (Wake). */
-  private async writeEntry(lock: Lock, entry: LockEntry | undefined, wake: Wake): Promise<void> {
+  /**
+   * Writes the lock's entry (undefined frees it); `wake`: whom the change may let move on (Wake).
+   * In its row's turn (lockRowWrites): the cell is built from our memory of the row as the row's
+   * previous write left it, and memory takes the new cell once it has landed. A write that fails
+   * leaves memory as it was (what the disk holds is then unknown, as before: the caller sees the
+   * error, and a fence error fails every lock), and the row's next write is built without it.
+   */
+  private writeEntry(lock: Lock, entry: LockEntry | undefined, wake: Wake): Promise<void> {
+    return this.lockRowWrites.run(lock.row, () => this.writeEntryInTurn(lock, entry, wake));
+  }
+
+  private async writeEntryInTurn(lock: Lock, entry: LockEntry | undefined, wake: Wake): Promise<void> {
+    if (this.closing) throw new DlmError('ECLOSED', `${this.device.name}: lockspace is closing`);
     const { row, entry: index } = lock;
     const entries = [...(this.ownLocks.get(row) ?? emptyLockEntries())];
     entries[index] = entry;
@@ -603,7 +630,11 @@ export class Lockspace {
    * cells), so a release never finds the overflow rows full; a grant that cannot reserve one is
    * refused with ENOSPC instead.
    */
-  private async reserveLvb(resource: Buffer): Promise<void> {
+  private reserveLvb(resource: Buffer): Promise<void> {
+    return this.lvbWork.run(LVB_WORK_KEY, () => this.reserveLvbInTurn(resource));
+  }
+
+  private async reserveLvbInTurn(resource: Buffer): Promise<void> {
     const place = await this.lvbPlace(resource);
     const entries = await this.ownLvbCell(place.row);
     // The reservation's value is never written into (writeLvb gives a written value its own
@@ -614,7 +645,11 @@ export class Lockspace {
   }
 
   /** A PW/EX hold ended: the last one on a resource frees its reservation if nothing was written. */
-  private async unreserveLvb(resource: Buffer): Promise<void> {
+  private unreserveLvb(resource: Buffer): Promise<void> {
+    return this.lvbWork.run(LVB_WORK_KEY, () => this.unreserveLvbInTurn(resource));
+  }
+
+  private async unreserveLvbInTurn(resource: Buffer): Promise<void> {
     const bucket = bucketOf(this.layout.header, resource);
     for (let r = 0; r < WINDOW_ROWS; r++) {
       const entries = await this.ownLvbCell(bucket + r);
@@ -627,7 +662,15 @@ export class Lockspace {
     }
   }
 
-  private async writeLvb(resource: Buffer, what: { value?: Buffer; valueSeq?: bigint; invalidSeq?: bigint }): Promise<void> {
+  /**
+   * Writes our value entry for `resource`, in the value cells' turn (lvbWork): built from memory as
+   * the previous value-cell work left it; memory takes the new cell once it has landed.
+   */
+  private writeLvb(resource: Buffer, what: { value?: Buffer; valueSeq?: bigint; invalidSeq?: bigint }): Promise<void> {
+    return this.lvbWork.run(LVB_WORK_KEY, () => this.writeLvbInTurn(resource, what));
+  }
+
+  private async writeLvbInTurn(resource: Buffer, what: { value?: Buffer; valueSeq?: bigint; invalidSeq?: bigint }): Promise<void> {
     const h = this.layout.header;
     const place = await this.lvbPlace(resource);
     const entries = [...(await this.ownLvbCell(place.row))];
@@ -1160,6 +1203,9 @@ export class Lockspace {
       this.waiting.delete(w);
       w.reject(new DlmError('ECANCELED', `lockspace closed while waiting for ${w.lock.name}`));
     }
+    // Writes of our cells already issued land first (and are in ownLocks then); later ones are refused.
+    this.closing = true;
+    await this.lockRowWrites.idle();
     try {
       for (const row of [...this.ownLocks.keys()]) {
         this.writeSeq++;

@@ -1,0 +1,140 @@
+// A node writes one lock cell per row for all its locks in that row, and one value cell per row
+// for their value blocks. Two operations of one node on locks sharing a row must not lose each
+// other's update (review 4 finding 1): each cell written must hold every entry's current state.
+// Before the fix each write was built from a copy of the row taken before an earlier write of the
+// row had been stored back; the last to land won, on disk and in memory.
+
+import test, { type ExecutionContext } from 'ava';
+import { Mode, modeName } from '../src/dlm/compat-matrix.js';
+import { FileDisk } from '../src/disk/index.js';
+import { viewOf } from '../src/disk/view-device.js';
+import { readSnapshot, type Lockspace } from '../src/dlm/lock-manager.js';
+import { bucketOf } from '../src/format/lockspace.js';
+import { REGION_BYTES, REGION_OFFSET, setupLockspaces } from './helpers/fake-lockspaces.js';
+
+/** Bound on a request that must be granted (the lock is free). */
+const LOCK_TIMEOUT_MS = 3000;
+/** Names tried to find two resources of one bucket (the bucket count is far smaller). */
+const NAMES_TRIED_MAX = 100_000;
+
+/** Two resource names in one bucket: in an otherwise empty lockspace both take row `bucket`. */
+function sameBucketPair(ls: Lockspace): [string, string] {
+  const seen = new Map<number, string>();
+  for (let i = 0; i < NAMES_TRIED_MAX; i++) {
+    const name = `res${i}`;
+    const bucket = bucketOf(ls.layout.header, Buffer.from(name));
+    const other = seen.get(bucket);
+    if (other !== undefined) return [other, name];
+    seen.set(bucket, name);
+  }
+  throw new Error(`no two of ${NAMES_TRIED_MAX} names share a bucket`);
+}
+
+async function diskSnapshot(img: string) {
+  const disk = FileDisk.open(img, { guard: 'none', readOnly: true });
+  try {
+    return await readSnapshot(viewOf(disk, REGION_OFFSET, REGION_BYTES));
+  } finally {
+    disk.closeSync();
+  }
+}
+
+/** What another node gets when it asks for `resource` in EX at once: 'granted' or the error's code. */
+async function exAtOnce(ls: Lockspace, resource: string): Promise<string> {
+  try {
+    const l = await ls.lock(resource, Mode.EX, { noqueue: true, timeoutMs: LOCK_TIMEOUT_MS });
+    await l.unlock();
+    return 'granted';
+  } catch (err) {
+    return (err as { code?: string }).code ?? String(err);
+  }
+}
+
+async function twoNodes(t: ExecutionContext) {
+  const { open, img } = await setupLockspaces(t);
+  const a = await open(0);
+  const b = await open(1);
+  const [r1, r2] = sameBucketPair(a);
+  return { a, b, r1, r2, img };
+}
+
+// PR: the releases write only the lock cell; EX: they also release their value reservations.
+for (const mode of [Mode.PR, Mode.EX]) {
+  test(`two unlocks of ${modeName(mode)} locks in one row at once: both entries leave the disk, another node gets both`, async (t) => {
+    const { a, b, r1, r2, img } = await twoNodes(t);
+    const l1 = await a.lock(r1, mode);
+    const l2 = await a.lock(r2, mode);
+    t.is(l1.row, l2.row, 'the two locks share a row (the scenario needs it)');
+    await Promise.all([l1.unlock(), l2.unlock()]);
+    const snap = await diskSnapshot(img);
+    t.deepEqual(
+      snap.locks.map((l) => `node ${l.nodeId} ${l.state}`),
+      [],
+      'no entry of node 0 is left on disk',
+    );
+    t.is(await exAtOnce(b, r1), 'granted');
+    t.is(await exAtOnce(b, r2), 'granted');
+  });
+}
+
+for (const mode of [Mode.PR, Mode.EX]) {
+  test(`an unlock of ${modeName(mode)} and a lock in one row at once: the grant is on disk (another node is refused), the release too`, async (t) => {
+    const { a, b, r1, r2 } = await twoNodes(t);
+    const l1 = await a.lock(r1, mode);
+    const [, l2] = await Promise.all([l1.unlock(), a.lock(r2, Mode.EX, { timeoutMs: LOCK_TIMEOUT_MS })]);
+    t.is(l1.row, l2.row, 'the two locks share a row (the scenario needs it)');
+    t.is(await exAtOnce(b, r2), 'EAGAIN', "node 0's grant of r2 is on disk");
+    t.is(await exAtOnce(b, r1), 'granted', "node 0's release of r1 is on disk");
+    await l2.unlock();
+    t.is(await exAtOnce(b, r2), 'granted');
+  });
+}
+
+test('two releases writing value blocks of one value row at once: another node reads both values', async (t) => {
+  const { a, b, r1, r2, img } = await twoNodes(t);
+  const l1 = await a.lock(r1, Mode.EX);
+  const l2 = await a.lock(r2, Mode.EX);
+  await Promise.all([l1.unlock({ lvb: Buffer.from('value one') }), l2.unlock({ lvb: Buffer.from('value two') })]);
+  const snap = await diskSnapshot(img);
+  t.deepEqual(
+    snap.lvbs.filter((v) => v.nodeId === 0).map((v) => v.value.subarray(0, 9).toString()).sort(),
+    ['value one', 'value two'],
+    "node 0's value cell holds both values",
+  );
+  for (const [r, want] of [
+    [r1, 'value one'],
+    [r2, 'value two'],
+  ] as const) {
+    const l = await b.lock(r, Mode.PR, { timeoutMs: LOCK_TIMEOUT_MS });
+    t.true(l.lvbValid, `${r}'s value block is valid`);
+    t.is(l.lvb.subarray(0, want.length).toString(), want, `node 1 reads ${r}'s value`);
+    await l.unlock();
+  }
+});
+
+test('many operations on one row at once (locks, unlocks, value writes, conversions) leave memory and disk agreeing', async (t) => {
+  const { a, b, img } = await twoNodes(t);
+  const bucket = bucketOf(a.layout.header, Buffer.from('res0'));
+  const names: string[] = [];
+  for (let i = 0; names.length < 6 && i < NAMES_TRIED_MAX; i++) if (bucketOf(a.layout.header, Buffer.from(`res${i}`)) === bucket) names.push(`res${i}`);
+  t.is(names.length, 6, 'six names of one bucket');
+  const held = await Promise.all(names.slice(0, 3).map((n) => a.lock(n, Mode.EX)));
+  // At once: three releases with values, three new locks, in one row (and its overflow row).
+  const [, , , ...taken] = await Promise.all([
+    held[0]!.unlock({ lvb: Buffer.from('v0') }),
+    held[1]!.unlock(),
+    held[2]!.convert(Mode.PR, { lvb: Buffer.from('v2') }),
+    ...names.slice(3).map((n) => a.lock(n, Mode.EX, { timeoutMs: LOCK_TIMEOUT_MS })),
+  ]);
+  const snap = await diskSnapshot(img);
+  const onDisk = snap.locks
+    .filter((l) => l.nodeId === 0)
+    .map((l) => `${l.resource.toString()} ${l.state} ${l.grantedMode}`)
+    .sort();
+  t.deepEqual(onDisk, [`${names[2]} granted ${Mode.PR}`, ...names.slice(3).map((n) => `${n} granted ${Mode.EX}`)].sort());
+  t.is(await exAtOnce(b, names[0]!), 'granted');
+  t.is(await exAtOnce(b, names[1]!), 'granted');
+  for (const n of names.slice(2)) t.is(await exAtOnce(b, n), 'EAGAIN', `${n} is held by node 0`);
+  for (const l of [held[2]!, ...taken]) await l.unlock();
+  for (const n of names) t.is(await exAtOnce(b, n), 'granted', `${n} is free again`);
+});
