@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { FormatError } from '../src/errors.js';
 import { BLOCK_BYTES, decodeClusterHeader, decodeConfig, decodeRegionHeader, encodeClusterHeader, encodeConfig, encodeRegionHeader, planRegions } from '../src/format/cluster-image.js';
-import { decodeNodeRecord, encodeNodeRecord } from '../src/format/node-record.js';
+import { decodeNodeRecord, encodeNodeRecord, NODE_CLIENTS_MAX } from '../src/format/node-record.js';
+import { sealCrc32Zlib } from '../src/format/crc32.js';
 import { decodeReservationCopies, decodeReservations, emptyReservations, encodeReservations } from '../src/format/reservations.js';
 import { initClusterImage, openRegion, readClusterImage } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/timing.js';
@@ -59,12 +60,30 @@ test('codecs round-trip and refuse corruption with the offset', (t) => {
   t.throws(() => encodeConfig({ ...config, clusterName: 'x'.repeat(65) }), { instanceOf: FormatError });
 });
 
+test('node record: the clients table round-trips; a bad entry or too many clients is a FormatError', (t) => {
+  const base = { nodeId: 3, generation: 5n, pid: 42, pidStartTicks: 99n, bootId: uuid, joinedAtMs: 1, prKey: 7n, name: 'n3', hostname: 'h' };
+  const clients = Array.from({ length: NODE_CLIENTS_MAX }, (_, i) => ({ pid: 1000 + i, startTicks: BigInt(i) * 0x1_0000_0001n }));
+  t.deepEqual(decodeNodeRecord(encodeNodeRecord({ ...base, clients }), 3)!.clients, clients);
+  t.deepEqual(decodeNodeRecord(encodeNodeRecord(base), 3)!.clients, [], 'no clients: the table is all zero');
+  t.throws(() => encodeNodeRecord({ ...base, clients: [...clients, { pid: 1, startTicks: 1n }] }), { instanceOf: FormatError, message: /17 clients, more than 16/ });
+  t.throws(() => encodeNodeRecord({ ...base, clients: [{ pid: 0, startTicks: 1n }] }), { instanceOf: FormatError, message: /client pid 0 does not fit/ });
+  // Sealed again after the change, so the entry's own check speaks, not the CRC.
+  const resealed = (edit: (b: Buffer) => void): Buffer => {
+    const b = encodeNodeRecord({ ...base, clients: clients.slice(0, 2) });
+    edit(b);
+    sealCrc32Zlib(b, 0x1fc);
+    return b;
+  };
+  t.throws(() => decodeNodeRecord(resealed((b) => b.writeUInt32LE(1, 0xd8 + 4)), 3, { device: 'c.img', offsetBytes: 4096 }), { instanceOf: FormatError, message: /client entry 0 has a non-zero reserved field/ });
+  t.throws(() => decodeNodeRecord(resealed((b) => b.writeBigUInt64LE(9n, 0xd8 + 2 * 16 + 8)), 3), { instanceOf: FormatError, message: /client entry 2 has a start time but no pid/ });
+});
+
 test('fuzz: cluster header, region header, config, node record, reservations', (t) => {
   const rnd = fuzzRandom(t);
   fuzz(t, rnd, encodeClusterHeader(header), (b) => decodeClusterHeader(b, { device: 'f', offsetBytes: 0 }));
   fuzz(t, rnd, encodeRegionHeader({ name: 'config', version: 1, payloadBytes: 4096, clusterUuid: uuid }), (b) => decodeRegionHeader(b));
   fuzz(t, rnd, encodeConfig(config), (b) => decodeConfig(b));
-  const rec = encodeNodeRecord({ nodeId: 3, generation: 5n, pid: 42, pidStartTicks: 99n, bootId: uuid, joinedAtMs: 1, prKey: 7n, name: 'n3', hostname: 'h' });
+  const rec = encodeNodeRecord({ nodeId: 3, generation: 5n, pid: 42, pidStartTicks: 99n, bootId: uuid, joinedAtMs: 1, prKey: 7n, name: 'n3', hostname: 'h', clients: [{ pid: 77, startTicks: 1234n }] });
   t.is(decodeNodeRecord(rec, 3)!.name, 'n3');
   t.is(decodeNodeRecord(Buffer.alloc(512), 3), null);
   t.throws(() => decodeNodeRecord(rec, 2), { message: /names node 3/ });

@@ -148,7 +148,9 @@ export class Fencer {
       if (reservations.length > 0) steps.push('recorded');
     }
     if (policy === 'disk' && !opts.leftCleanly) {
-      // The disk fence stops the node's I/O, not its commands: end those here.
+      // The disk fence stops the node's I/O, not its commands: end those here. Not its clients
+      // (`ctl … lvm`, killed by the power fence with the node): every write of theirs is the
+      // node's, refused by its gate and lease, and the node lives on as they do.
       const rec = await this.d.readNodeRecord(nodeId);
       if (rec !== null && rec.generation === generation) await this.commands(rec, steps);
     }
