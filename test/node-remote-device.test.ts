@@ -25,6 +25,7 @@ import { readFileAt, runSanbox, spawnChild, tempDir, waitForAsync } from './help
 import { probeInUse } from '../src/disk/in-use-guard.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
 import { selfIdentity } from '../src/disk/power-fence.js';
+import { readClusterDevices } from '../src/volume/cluster-devices.js';
 
 const UP_MS = 10_000;
 /** Bound on the node closing a device after its client's connection went. */
@@ -262,4 +263,67 @@ test('one PV opened through two paths (a symlinked directory) on two connections
   await d1.write(Buffer.alloc(512, 7), 0);
   await d1.close();
   t.not(state().registered, key, 'both closed: the key is unregistered');
+});
+
+test('the node does not trust its client: the image it hands out is writable only in the device list; an unlisted blank file opens only exclusively (checked by the node); fence state never', async (t) => {
+  // Node 1 is not running: its slots stay as they are, so a write that slipped through would show.
+  const { dir, img, pvs: [blank, held] } = await nodesUp(t, ['blank.img', 'held.img']);
+  const info = await readClusterImage(img);
+  const s = info.header.sectorSizeBytes;
+  const payload = (name: string): number => info.regions.get(name)!.payloadOffsetBytes;
+  const raw = await connectNode(img, 0);
+  t.teardown(() => raw.close());
+  const h = (await raw.request({ cmd: 'dev-open', spec: img })).handle;
+  for (const [what, offsetBytes] of [
+    ['the header', 0],
+    ['the reservation state', payload('reservations')],
+    // Row 0 of the lock area: node 1's cell follows node 0's (format/lockspace.ts lockspaceLayout).
+    ["node 1's lock cell", payload('lockspace') + s * (1 + info.config.nodeCount) + s],
+    ["node 1's heartbeat slot", payload('heartbeat') + s],
+    ['the config', payload('config')],
+  ] as const) {
+    const before = readFileAt(img, offsetBytes, s);
+    const e = await t.throwsAsync(raw.request({ cmd: 'dev-write', handle: h, offsetBytes, data: Buffer.alloc(s, 0xa5).toString('base64') }), undefined, what);
+    t.regex(e?.message ?? '', /refused: a client of node 0 writes this device only in the cluster's device-list region/, what);
+    t.false((e?.message ?? '').includes('\n'), 'one line');
+    t.true(readFileAt(img, offsetBytes, s).equals(before), `${what}: unchanged`);
+  }
+  // The device list itself is the client's to write (an LVM command keeps it): the same bytes back.
+  const list = Buffer.from((await raw.request({ cmd: 'dev-read', handle: h, offsetBytes: payload('devices'), lengthBytes: s })).data as string, 'base64');
+  await raw.request({ cmd: 'dev-write', handle: h, offsetBytes: payload('devices'), data: list.toString('base64') });
+
+  // A blank file on no list: refused unless opened exclusively; the exclusive open is the node's check.
+  const unlisted = await t.throwsAsync(raw.request({ cmd: 'dev-open', spec: blank }));
+  t.regex(unlisted?.message ?? '', /blank\.img: refused: not on node 0's device list nor the cluster's, and not an LVM physical volume/);
+  const ex = (await raw.request({ cmd: 'dev-open', spec: blank, exclusive: true })).handle;
+  await raw.request({ cmd: 'dev-close', handle: ex });
+  const holder = spawnChild(t, 'flock', ['-s', held!, 'sleep', '60']);
+  await waitForAsync(async () => probeInUse(held!).inUse, CLOSED_MS, 'flock to hold held.img');
+  const busy = await t.throwsAsync(raw.request({ cmd: 'dev-open', spec: held, exclusive: true }));
+  t.regex(busy?.message ?? '', /held\.img: device busy/);
+  holder.kill('SIGKILL');
+  // A device's fence state (its reservations beside it), also through a symlinked directory: never.
+  const ex2 = (await raw.request({ cmd: 'dev-open', spec: blank, exclusive: true })).handle;
+  await raw.request({ cmd: 'dev-close', handle: ex2 });
+  fs.symlinkSync(dir, path.join(dir, 'via'));
+  for (const spec of [sidecarStoreSpec(blank!).statePath, path.join(dir, 'via', 'blank.img.fence', 'reservations')]) {
+    for (const exclusive of [false, true]) {
+      const e = await t.throwsAsync(raw.request({ cmd: 'dev-open', spec, exclusive }));
+      t.regex(e?.message ?? '', /refused: it is fence state of a device/, spec);
+    }
+  }
+  t.is((await status(t, img)).state, 'up');
+});
+
+test('vgcreate and vgextend through a running node: a pvcreated PV outside the cluster list is opened (LVM2 label), and the commit lists it', async (t) => {
+  const { img, pvs: [a, b] } = await nodesUp(t, ['a.img', 'b.img']);
+  const vg = `dt${process.pid % 100000}`;
+  for (const args of [['pvcreate', a!, b!], ['vgcreate', vg, a!], ['vgextend', vg, b!]]) {
+    const r = await runSanbox(t, ['ctl', img, '0', 'lvm', ...args]);
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  const listed = ((await readClusterDevices(img)) ?? []).map((e) => [e.device, e.vg]);
+  t.deepEqual(listed.sort(), [[a, vg], [b, vg]], "both PVs in the cluster's device list");
+  const r = await runSanbox(t, ['vgs', vg, '--devices', `${a},${b}`, '--noheadings', '-o', 'pv_count']);
+  t.is(r.stdout.trim(), '2', r.stderr);
 });

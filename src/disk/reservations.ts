@@ -61,8 +61,11 @@ export interface ReservationStoreSpec {
 }
 
 /** The lock directory beside a device path: `IMG.fence/`. */
+/** The suffix of the directory beside a device that holds its fence state (`IMG.fence/`). */
+export const FENCE_DIR_SUFFIX = '.fence';
+
 export function defaultLockDir(devicePath: string): string {
-  return `${path.resolve(devicePath)}.fence`;
+  return `${path.resolve(devicePath)}${FENCE_DIR_SUFFIX}`;
 }
 
 /** A sidecar state file for a plain disk that has no reservations region: `IMG.fence/reservations`. */

@@ -17,6 +17,7 @@ import { assert, FormatError, SanboxError } from '../errors.js';
 import { describeDevice } from '../disk/signature-probe.js';
 import { readStable } from '../disk/stable-read.js';
 import type { SlotTable } from '../disk/own-slots.js';
+import type { WriteWindow } from '../disk/write-window.js';
 import {
   BLOCK_BYTES,
   CLUSTER_NAME_BYTES,
@@ -241,6 +242,17 @@ export function clusterSlotTables(info: ClusterImageInfo): SlotTable[] {
     { what: 'heartbeat', offsetBytes: info.regions.get('heartbeat')!.payloadOffsetBytes, slotBytes: s, slotCount: O2NM_MAX_NODES },
     { what: 'node records', offsetBytes: nodeRecordOffset(info, 0), slotBytes: s, slotCount: O2NM_MAX_NODES },
   ];
+}
+
+/**
+ * The only part of the image a client of a node may write through it (an LVM command run as the
+ * node: src/node/remote-device.ts): the device list's region payload, which such a command
+ * rewrites under the global lock (src/volume/cluster-devices.ts). Undefined for an image made
+ * before the list: there a client writes nothing.
+ */
+export function clientWriteWindow(info: ClusterImageInfo): WriteWindow | undefined {
+  const r = info.regions.get('devices');
+  return r === undefined ? undefined : { offsetBytes: r.payloadOffsetBytes, lengthBytes: r.payloadBytes, what: "the cluster's device-list region" };
 }
 
 /** Node records are one per sector (single-writer sectors), the record at the sector's start. */

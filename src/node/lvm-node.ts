@@ -100,15 +100,14 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
       // First of all, before the command takes a lock or the host's VG flock: node N's power fence
       // kills this process with N from now on (src/node/clients.ts).
       await registerAsClient(c);
-      const status = (await c.request({ cmd: 'status' })).status as { pid?: unknown } | undefined;
-      const openerPid = typeof status?.pid === 'number' ? status.pid : undefined;
       return await fn({
         ...base,
         locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs, info.path),
         image: await devices.open(info.path),
         open: (spec) => devices.open(spec),
         preempt: (spec, victimNode, victimKey) => devices.preempt(spec, victimNode, victimKey),
-        ...(openerPid !== undefined ? { openerPid } : {}),
+        // pvcreate, pvremove: node N checks that nobody else has the device open (remote-device.ts).
+        openExclusive: (spec) => devices.open(spec, { exclusive: true }),
       });
     } catch (err) {
       throw await fencedMeanwhile(info, o.nodeId, err);
@@ -122,7 +121,7 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
     out = await withJoinedNode({ clusterImage: o.clusterImage, nodeId: o.nodeId, log: o.log ?? (() => {}), onSelfFence: (r) => (fenced = r) }, async (node) =>
       // Every device the command writes goes through the node's provider: its fence gate (and the
       // node's heartbeat lease, provider.ts addLease) covers them.
-      fn({ ...base, locks: await node.lockspace(), image: node.device, open: (spec) => node.provider.open(spec), openerPid: process.pid }),
+      fn({ ...base, locks: await node.lockspace(), image: node.device, open: (spec) => node.provider.open(spec) }),
     );
   } catch (err) {
     if (fenced === undefined) throw err;

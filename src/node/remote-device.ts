@@ -12,7 +12,7 @@
 // Protocol (JSON lines on N's control socket, one connection per command — its locks too, so the
 // node releases them only after the writes sent before them: control.ts onClose — requests one at
 // a time):
-//   dev-open {spec}                                → {handle, name, sizeBytes, sectorSizeBytes, readOnly}
+//   dev-open {spec, exclusive?}                    → {handle, name, sizeBytes, sectorSizeBytes, readOnly}
 //   dev-read {handle, offsetBytes, lengthBytes}    → {data: base64}      (≤ DEV_READ_BYTES_MAX)
 //   dev-write {handle, offsetBytes, data: base64}  → {}                  (≤ DEV_WRITE_BYTES_MAX)
 //   dev-flush {handle}, dev-discard {handle, offsetBytes, lengthBytes}, dev-close {handle}
@@ -23,18 +23,29 @@
 // a device whose open was still in flight then is closed as the open ends (else nothing would).
 // The cluster image is not opened again: a spec naming it — by any path, the file's identity
 // decides (st_dev, st_ino) — gets the node's own gated device of it (a second open would register
-// the node's key on it twice, behind a gate no fencer preempts), which dev-close leaves open.
+// the node's key on it twice, behind a gate no fencer preempts), seen through a write window (below),
+// which dev-close leaves open.
 // A spec is a path as the node sees it: the client sends a file path absolute (NodeDevices.open),
 // since the node's cwd is not the command's.
+// The node does not trust the client (review 4, finding 3: anything that reaches the socket can
+// send requests): the image it hands out is writable only in the cluster's device list, the one
+// region an LVM command writes (write-window.ts; not the header, heartbeat, node records,
+// reservation state or lockspace), and any other device is opened only if the node finds it is
+// LVM's — on its device list or the cluster's, or carrying an LVM2 label — or, for pvcreate and
+// pvremove, `exclusive`, which the node checks itself (openForClient).
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { checkRange, checkWritable, isSectorSize, type BlockDevice, type SectorSize } from '../disk/device.js';
-import { schemeOf } from '../disk/open.js';
-import { sameFile } from '../disk/file-identity.js';
-import { DiskError, SanboxError } from '../errors.js';
+import { openDevice, schemeOf } from '../disk/open.js';
+import { deviceIdentity, sameFile } from '../disk/file-identity.js';
+import { writesOnlyIn } from '../disk/write-window.js';
+import { FENCE_DIR_SUFFIX, type PreemptResult } from '../disk/reservations.js';
+import { clientWriteWindow } from '../heartbeat/cluster-image.js';
+import { readPv } from '../volume/pv.js';
+import { openExclusively } from '../volume/lvm-cluster.js';
+import { DiskError, FormatError, SanboxError } from '../errors.js';
 import { isNodeId, O2NM_MAX_NODES } from '../format/o2hb-block.js';
-import type { PreemptResult } from '../disk/reservations.js';
 import { isLvSpec } from '../volume/resolve.js';
 import type { ControlContext, ControlServer } from './control.js';
 import { CTL_ANSWER_TIMEOUT_MS, type NodeConnection } from './ctl.js';
@@ -81,6 +92,8 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
       return false; // no such file here: not the image (the provider's open says what is wrong)
     }
   };
+  // The image as a client gets it: the node's own gated device, writable only in the device list.
+  const imageView = writesOnlyIn(node.device, clientWriteWindow(node.info), `a client of node ${node.nodeId}`);
   const table = (ctx: ControlContext): { next: number; open: Map<number, { dev: BlockDevice; own: boolean }> } => {
     let t = byConnection.get(ctx);
     if (t === undefined) {
@@ -105,6 +118,8 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
   control.handle('dev-open', async (req, ctx) => {
     const spec = req.spec;
     if (typeof spec !== 'string' || spec.length === 0) throw new SanboxError('EINVAL', '"spec" must be a non-empty string');
+    if (req.exclusive !== undefined && typeof req.exclusive !== 'boolean') throw new SanboxError('EINVAL', '"exclusive" must be true or false');
+    const exclusive = req.exclusive === true;
     // An LVM command opens disks and image files; an LV is opened by the node for its own users only.
     if (isLvSpec(spec)) throw new SanboxError('EINVAL', `${spec}: dev-open opens a disk or image file, not a logical volume`);
     // Relative to what? The node's cwd is not the client's: a path would name another file, or none.
@@ -112,7 +127,8 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
     const t = table(ctx);
     if (t.open.size >= DEV_HANDLES_MAX) throw new SanboxError('EINVAL', `node ${node.nodeId}: ${DEV_HANDLES_MAX} devices open on this connection already`);
     const isImage = await namesImage(spec);
-    const dev = isImage ? node.device : await node.provider.open(spec);
+    if (isImage && exclusive) throw new SanboxError('EBUSY', `${spec}: the cluster image is node ${node.nodeId}'s own device; it is never opened exclusively for a client`, { device: spec });
+    const dev = isImage ? imageView : await openForClient(node, spec, exclusive);
     if (byConnection.get(ctx) !== t) {
       // The connection's closers ran while the open was in flight. control.ts runs them only once
       // every request is answered, so this is a guard: were it to happen, nothing else would close
@@ -179,6 +195,73 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
   });
 }
 
+/**
+ * Opens `spec` (not the cluster image) for a client of `node`, checked by the node itself: the
+ * client is an LVM command that says what it wants, and the node does not take its word for what
+ * the device is (review 4, finding 3). Refused, each in one line naming the path and the reason:
+ *   - sanbox's fence state beside a device (DEV.fence/…: reservation state, lock files), by its
+ *     real path: a client rewriting it could clear a fenced node's preemption;
+ *   - a device neither on the node's device list (its own --devices, then the cluster's list) nor
+ *     carrying an LVM2 label, unless opened `exclusive` (pvcreate, pvremove), which the node
+ *     checks too: nobody else has it open before, nor holds it once the node does
+ *     (openExclusively). A PV outside the list is still LVM's to write (a VG made without the
+ *     cluster, a PV pvcreated for a vgcreate or vgextend, which lists it when it commits).
+ */
+async function openForClient(node: RunningNode, spec: string, exclusive: boolean): Promise<BlockDevice> {
+  const remote = schemeOf(spec) !== undefined;
+  if (!remote) {
+    let real: string;
+    try {
+      real = await fs.promises.realpath(spec);
+    } catch (err) {
+      throw new SanboxError('ENOENT', `${spec}: no such device (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { device: spec });
+    }
+    if (path.basename(path.dirname(real)).endsWith(FENCE_DIR_SUFFIX)) {
+      throw new SanboxError('EINVAL', `${spec}: refused: it is fence state of a device (${real}); node ${node.nodeId} never opens that for a client`, { device: spec });
+    }
+    const runDir = await fs.promises.realpath(node.info.config.runDir).catch(() => node.info.config.runDir);
+    if (real.startsWith(runDir + path.sep)) {
+      throw new SanboxError('EINVAL', `${spec}: refused: it is in the cluster's run directory ${runDir} (sockets, lock state); node ${node.nodeId} never opens that for a client`, { device: spec });
+    }
+  }
+  if (exclusive) return openExclusively(spec, (s) => node.provider.open(s), node.nodeId);
+  if (await isListed(node, spec)) return node.provider.open(spec);
+  if (await carriesPvLabel(spec)) return node.provider.open(spec);
+  throw new SanboxError(
+    'EINVAL',
+    `${spec}: refused: not on node ${node.nodeId}'s device list nor the cluster's, and not an LVM physical volume; the node writes such a device for a client only when opened exclusively (pvcreate)`,
+    { device: spec },
+  );
+}
+
+/** Whether `spec` names (by file identity; an nbd:// export by URI) a device of the node's list or the cluster's. */
+async function isListed(node: RunningNode, spec: string): Promise<boolean> {
+  const identity = identityOrUndefined(spec);
+  if (identity === undefined) return false;
+  return (await node.provider.lvmDevices()).some((d) => identityOrUndefined(d) === identity);
+}
+
+function identityOrUndefined(spec: string): string | undefined {
+  try {
+    return deviceIdentity(spec);
+  } catch {
+    return undefined; // not there: names nothing
+  }
+}
+
+/** Whether the device has an LVM2 label in its first four sectors, read by the node itself (read-only, no lock taken). */
+async function carriesPvLabel(spec: string): Promise<boolean> {
+  const dev = await openDevice(spec, { readOnly: true, guard: 'none' });
+  try {
+    return (await readPv(dev, { withoutText: true })) !== undefined;
+  } catch (err) {
+    if (err instanceof FormatError) return true; // a damaged label is still LVM's (pvremove -f, pvck)
+    throw err;
+  } finally {
+    await dev.close();
+  }
+}
+
 /** A node's error answer as a typed error: its code kept (EFENCED above all), the device named. */
 function answerError(name: string, err: unknown): Error {
   if (!(err instanceof SanboxError)) return err as Error;
@@ -230,10 +313,11 @@ export class NodeDevices {
     }
   }
 
-  async open(spec: string): Promise<NodeDevice> {
+  /** `exclusive`: for pvcreate and pvremove; the node checks that nobody else has the device open. */
+  async open(spec: string, opts: { exclusive?: boolean } = {}): Promise<NodeDevice> {
     // A file path is the command's, relative to its cwd: the node resolves nothing against its own.
     const sent = schemeOf(spec) === undefined && !isLvSpec(spec) ? path.resolve(spec) : spec;
-    const ans = await this.call({ cmd: 'dev-open', spec: sent });
+    const ans = await this.call({ cmd: 'dev-open', spec: sent, ...(opts.exclusive === true ? { exclusive: true } : {}) });
     const { handle, name, sizeBytes, sectorSizeBytes, readOnly } = ans;
     if (typeof handle !== 'number' || typeof name !== 'string' || typeof sizeBytes !== 'number' || typeof sectorSizeBytes !== 'number' || !isSectorSize(sectorSizeBytes)) {
       throw new SanboxError('EIO', `${spec}: the node answered dev-open without a device`);

@@ -62,8 +62,11 @@ export interface LvmCluster {
    * incarnation and preempts on behalf of the cluster itself (src/node/failover.ts).
    */
   readonly preempt?: (spec: string, victimNode: number, victimKey: bigint) => Promise<PreemptResult | null>;
-  /** The process that holds what `open` opened (node N's: the running node, or this joined process). */
-  readonly openerPid?: number;
+  /**
+   * Opens a device for pvcreate or pvremove, which need it to themselves: a running node's
+   * exclusive open, checked by the node. Default: openExclusively over `open`, in this process.
+   */
+  readonly openExclusive?: (spec: string) => Promise<BlockDevice>;
 }
 
 /** The devices the cluster lists, by their listed names ([] for an image without the list). */
@@ -196,25 +199,31 @@ export async function withOrphanLocks<T>(cluster: LvmCluster | undefined, fn: ()
 /**
  * How pvcreate and pvremove open their devices: they need them to themselves (a device another
  * process has open is neither formatted nor wiped). Without a node: the in-use guard, exclusively.
- * As node N every write must pass N's fence gate, so the devices are opened through N (`open`),
- * which holds them shared; so nobody may have one open before (the guard probed exclusively and
- * let go), and once N holds it, nobody but N (the flock holders, /proc/locks). A device that fails
- * either check is closed again, nothing written (one line naming the holders).
+ * As node N every write must pass N's fence gate, so the devices are opened through N: by a
+ * running node, which checks exclusivity itself (`openExclusive`: the dev-open's exclusive form,
+ * src/node/remote-device.ts: a node does not take a client's word that a device is free), or by
+ * this process joined as N (openExclusively below, with its provider's open).
  */
 export function exclusiveOpenOptions(cluster: LvmCluster | undefined): OpenAllOptions {
   const open = cluster?.open;
   if (cluster === undefined || open === undefined) return { guard: 'exclusive' };
-  return {
-    open: async (spec) => {
-      const file = schemeOf(spec) === undefined ? path.resolve(spec) : undefined;
-      if (file !== undefined) InUseGuard.acquire(file, 'exclusive').release();
-      const dev = await open(spec);
-      const others = file === undefined ? [] : lockHolders(file).filter((pid) => pid !== cluster.openerPid);
-      if (others.length > 0) {
-        await dev.close();
-        throw new SanboxError('EBUSY', `${spec}: device busy: opened by another process (pid ${others.join(', ')}) while node ${cluster.nodeId} opened it; nothing written`, { device: spec });
-      }
-      return dev;
-    },
-  };
+  return { open: cluster.openExclusive ?? ((spec) => openExclusively(spec, open, cluster.nodeId)) };
+}
+
+/**
+ * Opens `spec` with `open` (a node's provider, which holds it shared) only if nobody has it open
+ * before (the in-use guard probes exclusively and lets go), and once open, nobody but this process
+ * holds it (the flock holders, /proc/locks). A device that fails either check is closed again,
+ * nothing written (one line naming the holders). An nbd:// export has no local holders to ask.
+ */
+export async function openExclusively(spec: string, open: (spec: string) => Promise<BlockDevice>, nodeId: number): Promise<BlockDevice> {
+  const file = schemeOf(spec) === undefined ? path.resolve(spec) : undefined;
+  if (file !== undefined) InUseGuard.acquire(file, 'exclusive').release();
+  const dev = await open(spec);
+  const others = file === undefined ? [] : lockHolders(file).filter((pid) => pid !== process.pid);
+  if (others.length > 0) {
+    await dev.close();
+    throw new SanboxError('EBUSY', `${spec}: device busy: opened by another process (pid ${others.join(', ')}) while node ${nodeId} opened it; nothing written`, { device: spec });
+  }
+  return dev;
 }
