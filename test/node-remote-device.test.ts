@@ -27,7 +27,8 @@ import { PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/
 import { selfIdentity } from '../src/disk/power-fence.js';
 import { readClusterDevices } from '../src/volume/cluster-devices.js';
 
-const UP_MS = 10_000;
+/** Bound on the nodes joining: generous, since the file's tests start their nodes all at once on shared CPUs. */
+const UP_MS = 30_000;
 /** Bound on the node closing a device after its client's connection went. */
 const CLOSED_MS = 5000;
 
@@ -43,13 +44,18 @@ async function status(t: import('ava').ExecutionContext, img: string): Promise<S
   return JSON.parse(r.stdout) as Status;
 }
 
-/** A cluster image, image files of 16 MiB named `pvNames` beside it, and its nodes 0..nodeCount-1 running, all up. */
-async function nodesUp(t: import('ava').ExecutionContext, pvNames: string[], nodeCount: 1 | 2 = 1): Promise<{ dir: string; img: string; pvs: string[] }> {
+/**
+ * A cluster image, image files of 16 MiB named `pvNames` beside it (`pvcreate`d with `labelled`:
+ * LVM's then, so the node opens them for a client without `exclusive`), and its nodes
+ * 0..nodeCount-1 running, all up.
+ */
+async function nodesUp(t: import('ava').ExecutionContext, pvNames: string[], nodeCount: 1 | 2 = 1, labelled = false): Promise<{ dir: string; img: string; pvs: string[] }> {
   const dir = tempDir(t);
   const img = path.join(dir, 'c.img');
   const pvs = pvNames.map((n) => path.join(dir, n));
   await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
   for (const p of pvs) t.is((await runSanbox(t, ['disk', 'create', p, '--size', '16M'])).code, 0);
+  if (labelled && pvs.length > 0) t.is((await runSanbox(t, ['pvcreate', ...pvs])).code, 0);
   const nodes = Array.from({ length: nodeCount }, (_, n) => spawnNode(t, img, n));
   if (nodeCount === 1) await nodes[0]!.waitLine((l) => /joined cluster/.test(l.msg ?? '') || isEvent('up', 0)(l), UP_MS, 'node 0 joined');
   else {
@@ -60,7 +66,7 @@ async function nodesUp(t: import('ava').ExecutionContext, pvNames: string[], nod
 }
 
 test('a client reads and writes a device through a running node: the node\'s provider does the I/O (gate, counters, fault rules); bad requests are one-line errors; the connection\'s devices close with it', async (t) => {
-  const { img, pvs: [pv] } = await nodesUp(t, ['pv.img']);
+  const { img, pvs: [pv] } = await nodesUp(t, ['pv.img'], 1, true);
 
   const io = new NodeDevices(await connectNode(img, 0));
   t.teardown(() => io.close());
@@ -164,7 +170,7 @@ test('pvcreate and pvremove as a running node write through it (its fault rule f
 });
 
 test('a client that goes while its dev-open is in flight leaves nothing open in the node (the PV is not busy after)', async (t) => {
-  const { img, pvs: [pv, other] } = await nodesUp(t, ['a.img', 'b.img']);
+  const { img, pvs: [pv, other] } = await nodesUp(t, ['a.img', 'b.img'], 1, true);
 
   // The request reaches the node, then the socket goes at once: the node's open is still in flight
   // when the connection's closers run.
@@ -180,9 +186,10 @@ test('a client that goes while its dev-open is in flight leaves nothing open in 
   await (await io.open(other)).close();
   io.close();
   await waitForAsync(async () => !(await status(t, img)).devices.some((d) => d.name === pv || d.name === other), CLOSED_MS, 'the node to hold no device of the gone clients');
-  const made = await runSanbox(t, ['pvcreate', pv]);
-  t.is(made.code, 0, `a.img is not held by the node: ${made.stderr}`);
-  t.notRegex(made.stderr, /busy/);
+  // pvremove needs the device to itself.
+  const removed = await runSanbox(t, ['pvremove', pv!]);
+  t.is(removed.code, 0, `a.img is not held by the node: ${removed.stderr}`);
+  t.notRegex(removed.stderr, /busy/);
 });
 
 test('the cluster image named through a symlinked directory is the node\'s own device, not a second open', async (t) => {
@@ -213,7 +220,7 @@ test('ctl lvm from another directory with relative paths: the client sends them 
 });
 
 test('a client that goes with a write in flight: the node releases its connection\'s lock only after that write has landed', async (t) => {
-  const { img, pvs: [pv] } = await nodesUp(t, ['a.img'], 2);
+  const { img, pvs: [pv] } = await nodesUp(t, ['a.img'], 2, true);
 
   // As an LVM command through node 0 does it (lvm-node.ts): its lock and its device I/O on one connection.
   const io = new NodeDevices(await connectNode(img, 0));
@@ -223,21 +230,29 @@ test('a client that goes with a write in flight: the node releases its connectio
   // Only a.img's writes stall (not the heartbeat's): the write waits inside node 0 as long as needed.
   t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'set', '--action', 'stall', '--op', 'write', '--device', 'a.img', '--id', 'hold'])).code, 0);
   const data = crypto.randomBytes(4096);
-  void dev.write(data, 8192).catch(() => undefined);
+  const offsetBytes = 8 * 1024 * 1024;
+  void dev.write(data, offsetBytes).catch(() => undefined);
   await waitForAsync(async () => ((await status(t, img)).devices.find((d) => d.name === pv)?.io.writes ?? 0) > 0, CLOSED_MS, 'node 0 to take the write');
   io.close();
   // The client is gone, its write is not done: the lock is still node 0's.
   const busy = await runSanbox(t, ['ctl', img, '1', 'lock', 'res1', '--mode', 'EX', '--timeout', '300ms']);
   t.is(busy.code, 1, 'node 1 is not granted res1 while the gone client\'s write is in flight');
-  t.true(readFileAt(pv, 8192, data.length).equals(Buffer.alloc(data.length)), 'the write has not landed yet');
+  t.true(readFileAt(pv!, offsetBytes, data.length).equals(Buffer.alloc(data.length)), 'the write has not landed yet');
+  // Node 1 asks again and waits; a command run under the lock reads the bytes the moment node 1 is
+  // granted it. Only then is the write released: granted before the write landed, it reads zeros.
+  const granted = runSanbox(t, ['lock', img, '--node', '1', 'res1', '--mode', 'EX', '--timeout', `${4 * CLOSED_MS}ms`, '--', 'sh', '-c', `dd if=${pv} bs=4096 skip=${offsetBytes / 4096} count=1 status=none | sha256sum`]);
+  await waitForAsync(async () => {
+    const r = await runSanbox(t, ['ctl', img, '1', 'status', '--json']);
+    return (JSON.parse(r.stdout) as { locks: { resource: string; state: string }[] }).locks.some((l) => l.resource === 'res1' && l.state === 'waiting');
+  }, 2 * CLOSED_MS, 'node 1 to wait for res1');
   t.is((await runSanbox(t, ['ctl', img, '0', 'fault', 'clear', '--id', 'hold'])).code, 0);
-  const got = await runSanbox(t, ['ctl', img, '1', 'lock', 'res1', '--mode', 'EX', '--timeout', `${CLOSED_MS}ms`]);
+  const got = await granted;
   t.is(got.code, 0, got.stderr);
-  t.true(readFileAt(pv, 8192, data.length).equals(data), 'the write landed before node 1 was granted res1');
+  t.is(got.stdout.split(' ')[0], crypto.createHash('sha256').update(data).digest('hex'), 'the write had landed when node 1 was granted res1');
 });
 
 test('one PV opened through two paths (a symlinked directory) on two connections: closing one keeps the node\'s key registered; closing both releases it', async (t) => {
-  const { dir, img, pvs: [pv] } = await nodesUp(t, ['a.img']);
+  const { dir, img, pvs: [pv] } = await nodesUp(t, ['a.img'], 1, true);
   fs.symlinkSync(dir, path.join(dir, 'via'));
   const key = BigInt(`0x${(await status(t, img)).key}`);
   const c1 = new NodeDevices(await connectNode(img, 0));
@@ -260,7 +275,7 @@ test('one PV opened through two paths (a symlinked directory) on two connections
   t.deepEqual(state(), { registered: key, type: PR_TYPES.writeExclusiveRegistrantsOnly }, 'both open: registered, WERO');
   await d2.close();
   t.deepEqual(state(), { registered: key, type: PR_TYPES.writeExclusiveRegistrantsOnly }, 'the other path still open: the key stays (one file, one count)');
-  await d1.write(Buffer.alloc(512, 7), 0);
+  await d1.write(Buffer.alloc(512, 7), 8 * 1024 * 1024);
   await d1.close();
   t.not(state().registered, key, 'both closed: the key is unregistered');
 });
