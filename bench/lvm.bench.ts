@@ -19,10 +19,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Bench } from 'tinybench';
-import { createImage, FileDisk, type BlockDevice } from '../src/disk/index.js';
+import { createImage, FileDisk, type BlockDevice, type SyncBlockDevice } from '../src/disk/index.js';
 import { commitContext, lvCreate, lvRename, lvResize, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
 import { openTarget } from '../src/volume/resolve.js';
 import { arg, median } from './common.js';
+import { assert } from '../src/errors.js';
 import { Mode } from '../src/dlm/compat-matrix.js';
 import { initClusterImage } from '../src/heartbeat/cluster-image.js';
 import { asLockingOutNode, openLockedLv } from '../src/node/lvm-cluster.js';
@@ -59,12 +60,18 @@ const LAYOUT_WRITERS = 4;
 const LAYOUT_CHANGES = 10;
 /** How long the writers write with nothing changing: the pause baseline's window. */
 const LAYOUT_QUIET_MS = 2000;
+/** layersBench (--only layers). */
+/** Calls per layer and op in the layer micro-loop, split in passes so no layer always runs first. */
+const LAYER_CALLS = 200_000;
+const LAYER_PASSES = 5;
+/** Calls between two yields to the event loop (heartbeat timers; the fence gate's lease ends at each). */
+const LAYER_CALLS_PER_TURN = 1000;
 const LV_WRITER = path.join(path.dirname(fileURLToPath(import.meta.url)), '../test/helpers/lv-writer.js');
 
 const timeMs = Number(arg('time-ms', '500'));
 const asJson = process.argv.includes('--json');
 
-const PARTS = ['io', 'metadata', 'cluster', 'layout'] as const;
+const PARTS = ['io', 'metadata', 'cluster', 'layout', 'layers'] as const;
 type Part = (typeof PARTS)[number];
 const only = arg('only', '');
 if (only !== '' && !(PARTS as readonly string[]).includes(only)) {
@@ -107,8 +114,10 @@ const clusterRuns: Row[][] = runs('cluster') ? await clusterLockingBench(cluster
 const clusterGoals = clusterGoalsOf(clusterRuns);
 results.push(...medianRows(clusterRuns));
 const layout = runs('layout') ? await layoutChangeBench() : undefined;
+// Not part of a full run: a diagnosis of where the cluster-locked LV's time goes (--only layers).
+const layers = only === 'layers' ? await layersBench() : undefined;
 
-if (asJson) process.stdout.write(JSON.stringify({ results, clusterRounds: clusterRuns, clusterGoals, layout, loadAverage: os.loadavg() }, null, 2) + '\n');
+if (asJson) process.stdout.write(JSON.stringify({ results, clusterRounds: clusterRuns, clusterGoals, layout, layers, loadAverage: os.loadavg() }, null, 2) + '\n');
 else {
   process.stdout.write(`${'workload'.padEnd(30)}${'device'.padEnd(54)}${'ops/s'.padStart(10)}  vs baseline\n`);
   for (const r of results) process.stdout.write(`${r.workload.padEnd(30)}${r.device.padEnd(54)}${String(r.opsPerSec).padStart(10)}  ${r.ratio.toFixed(2)}x\n`);
@@ -117,6 +126,7 @@ else {
     process.stdout.write(`goal: ${g.workload} through the cluster-locked LV ≥ ${CLUSTER_GOAL_RATIO} of the LV without locking: median ${g.median.toFixed(2)}x over ${g.rounds.length} rounds (${g.rounds.map((x) => x.toFixed(2)).join(', ')}), ${g.median >= CLUSTER_GOAL_RATIO ? 'met' : 'MISSED'}\n`);
   }
   if (layout !== undefined) printLayout(layout);
+  if (layers !== undefined) printLayers(layers);
   process.stdout.write(`load average (1, 5, 15 min) at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(', ')} on ${os.availableParallelism()} CPUs\n`);
 }
 
@@ -199,17 +209,22 @@ async function lvIoBench(): Promise<Row[]> {
   return out;
 }
 
+/** The cluster rows' devices: one node of a fresh cluster, its cluster-locked LV, the same LV unlocked, and the PV at the LV's bytes. */
+interface ClusterDevices {
+  node: Awaited<ReturnType<typeof startNode>>;
+  pv: string;
+  peStartBytes: number;
+  locked: BlockDevice;
+  unlocked: BlockDevice;
+  atLv: BlockDevice;
+}
+
 /**
- * I/O through an LV with cluster locking (issue 18's benchmark): a node joined in this process
- * (heartbeat, membership, fencing) holds the LV's lock EX with its layout generation
- * (openLockedLv), every PV opened through its provider (fence gate on every write) and the quorum
- * hold on every I/O (the VG is a shared container, so openLockedLv gives the LV the node's hold). Beside it, in the same run: the same I/O
- * through the same LV without any of that (openTarget), and on the PV image directly at the LV's
- * bytes. Promise path, queue depth 1 throughout. The goal: ≥ 0.95 of the unlocked LV for 4 KiB
- * random I/O.
+ * A cluster of 3 nodes (o2cb timing) with one shared-container VG on one PV, node 0 joined in this
+ * process, and the LV opened three ways (ClusterDevices). Under `dir`/`name`.
  */
-async function clusterLockingBench(rounds: number): Promise<Row[][]> {
-  const cdir = path.join(dir, 'cluster');
+async function openClusterDevices(name: string): Promise<ClusterDevices> {
+  const cdir = path.join(dir, name);
   fs.mkdirSync(cdir);
   const img = path.join(cdir, 'cluster.img');
   // o2cb's timing (ocfs2's default): the rows measure the cost of each I/O, which is the same under
@@ -239,8 +254,22 @@ async function clusterLockingBench(rounds: number): Promise<Row[][]> {
     discard: (o, l) => pvDirect.discard(peStartBytes + o, l),
     close: () => pvDirect.close(),
   };
+  return { node, pv, peStartBytes, locked, unlocked: await openTarget('vgcl/lv', { devices: [pv] }), atLv };
+}
+
+/**
+ * I/O through an LV with cluster locking (issue 18's benchmark): a node joined in this process
+ * (heartbeat, membership, fencing) holds the LV's lock EX with its layout generation
+ * (openLockedLv), every PV opened through its provider (fence gate on every write) and the quorum
+ * hold on every I/O (the VG is a shared container, so openLockedLv gives the LV the node's hold). Beside it, in the same run: the same I/O
+ * through the same LV without any of that (openTarget), and on the PV image directly at the LV's
+ * bytes. Promise path, queue depth 1 throughout. The goal: ≥ 0.95 of the unlocked LV for 4 KiB
+ * random I/O.
+ */
+async function clusterLockingBench(rounds: number): Promise<Row[][]> {
+  const { node, locked, unlocked, atLv } = await openClusterDevices('cluster');
   const devs: [string, BlockDevice][] = [
-    ['LV, no cluster locking (baseline)', await openTarget('vgcl/lv', { devices: [pv] })],
+    ['LV, no cluster locking (baseline)', unlocked],
     [`${CLUSTER_LOCKED}: LV lock EX, fence + quorum gates`, locked],
     ['PV directly, same bytes', atLv],
   ];
@@ -377,4 +406,125 @@ function printLayout(r: LayoutResult): void {
   process.stdout.write(`  locked out (VG lock → writers drained → commit → released): median ${f(r.lockedOutMs.median)}, max ${f(r.lockedOutMs.max)} (bound ${r.boundMs} ms)\n`);
   process.stdout.write(`  without cluster locking (baseline, the commit alone):       median ${f(r.unlockedMs.median)}, max ${f(r.unlockedMs.max)}\n`);
   process.stdout.write(`  longest I/O pause a writer saw: ${f(r.longestPauseMs)}; longest gap between its writes with nothing changing (baseline): ${f(r.quietLongestGapMs)}\n`);
+}
+
+// ---- where a cluster-locked LV's time goes (--only layers; docs/containers.md) ----
+
+interface LayerRow {
+  op: 'read' | 'write';
+  /**
+   * 'file': real pread/pwrite on the PV. 'null': the PV's pread/pwrite replaced by a no-op
+   * returning the full length (only for the PV's descriptors, only inside the timed loop): the
+   * rows are then the JS each layer runs, free of the kernel's time and of other processes'
+   * writeback, which make the 'file' rows' differences noise on a shared machine.
+   */
+  io: 'file' | 'null';
+  layer: string;
+  /** Wall time per call: the least and the median over the passes. */
+  minNs: number;
+  medianNs: number;
+  /**
+   * User-mode CPU time per call (process.cpuUsage), least and median over the passes: the JS a
+   * layer runs, without the kernel's time in pread/pwrite, which is the same in every row and is
+   * what other processes' writeback disturbs most.
+   */
+  userMinNs: number;
+  userMedianNs: number;
+}
+
+/**
+ * The same 4 KiB random reads and writes (one precomputed offset list) through each layer the
+ * cluster-locked LV stacks up, from the bare PV file to the LockedLv, each in a tight loop of
+ * LAYER_CALLS calls: the differences between adjacent rows are what each layer adds per I/O.
+ */
+async function layersBench(): Promise<LayerRow[]> {
+  const { node, pv, peStartBytes, locked, unlocked, atLv } = await openClusterDevices('layers');
+  // The node's own PV device (counters, fault wrapper, FileDisk whose writes pass the leased fence gate), as under the LV.
+  const nodePv = (await node.provider.open(pv)) as SyncBlockDevice;
+  const rawPv = FileDisk.open(pv, { guard: 'none' });
+  const offsets = Array.from({ length: LAYER_CALLS / LAYER_PASSES }, () => randOff(4096));
+  type Call = (b: Buffer, o: number) => unknown;
+  const layers: [string, Call, Call][] = [
+    ['PV file, synchronous (FileDisk readSync/writeSync)', (b, o) => rawPv.readSync(b, peStartBytes + o), (b, o) => rawPv.writeSync(b, peStartBytes + o)],
+    ["node's PV device, synchronous (counted, fault wrapper, leased fence gate)", (b, o) => nodePv.readSync(b, peStartBytes + o), (b, o) => nodePv.writeSync(b, peStartBytes + o)],
+    ['PV file, promise form (the "PV directly" row)', (b, o) => atLv.read(b, o), (b, o) => atLv.write(b, o)],
+    ['LV without cluster locking, synchronous', (b, o) => (unlocked as SyncBlockDevice).readSync(b, o), (b, o) => (unlocked as SyncBlockDevice).writeSync(b, o)],
+    ['LV without cluster locking, promise form (the baseline row)', (b, o) => unlocked.read(b, o), (b, o) => unlocked.write(b, o)],
+    ['LV, cluster-locked, promise form (the goal row)', (b, o) => locked.read(b, o), (b, o) => locked.write(b, o)],
+  ];
+  const pvFds = fdsOf(pv);
+  assert(pvFds.size >= 3, `bench:lvm: the PV should be open at least three times in this process, found ${pvFds.size} descriptors`);
+  const out: LayerRow[] = [];
+  try {
+    for (const io of ['null', 'file'] as const)
+    for (const op of ['read', 'write'] as const) {
+      const wall: number[][] = layers.map(() => []);
+      const user: number[][] = layers.map(() => []);
+      for (let pass = 0; pass < LAYER_PASSES; pass++) {
+        for (let i = 0; i < layers.length; i++) {
+          const k = (i + pass) % layers.length;
+          const call = op === 'read' ? layers[k]![1] : layers[k]![2];
+          let ns = 0;
+          let userUs = 0;
+          for (let from = 0; from < offsets.length; from += LAYER_CALLS_PER_TURN) {
+            await new Promise((r) => setImmediate(r));
+            const restore = io === 'null' ? nullIo(pvFds) : undefined;
+            const u0 = process.cpuUsage().user;
+            const t0 = process.hrtime.bigint();
+            try {
+              for (let j = from; j < from + LAYER_CALLS_PER_TURN; j++) await call(block4k, offsets[j]!);
+            } finally {
+              ns += Number(process.hrtime.bigint() - t0);
+              userUs += process.cpuUsage().user - u0;
+              restore?.();
+            }
+          }
+          wall[k]!.push(ns / offsets.length);
+          user[k]!.push((userUs * 1000) / offsets.length);
+        }
+      }
+      for (const [i, [layer]] of layers.entries()) {
+        out.push({ io, op, layer, minNs: Math.round(Math.min(...wall[i]!)), medianNs: Math.round(median(wall[i]!)), userMinNs: Math.round(Math.min(...user[i]!)), userMedianNs: Math.round(median(user[i]!)) });
+      }
+    }
+  } finally {
+    rawPv.closeSync();
+    await nodePv.close();
+    for (const d of [unlocked, locked, atLv]) await d.close();
+    await node.stop();
+  }
+  return out;
+}
+
+function printLayers(rows: LayerRow[]): void {
+  process.stdout.write(`\nper-call cost of each layer, 4 KiB random I/O, ${LAYER_CALLS} calls per row; least / median of ${LAYER_PASSES} passes, wall time and user-mode CPU time:\n`);
+  const ns = (x: number): string => `${String(x).padStart(6)} ns`;
+  for (const r of rows) process.stdout.write(`  ${r.io.padEnd(5)}${r.op.padEnd(6)}${r.layer.padEnd(76)} wall ${ns(r.minNs)} ${ns(r.medianNs)}   user ${ns(r.userMinNs)} ${ns(r.userMedianNs)}\n`);
+}
+
+/** The descriptors this process has open on `file` (/proc/self/fd). */
+function fdsOf(file: string): Set<number> {
+  const want = fs.realpathSync(file);
+  const out = new Set<number>();
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === want) out.add(Number(fd));
+    } catch {
+      // The directory's own descriptor is gone by now.
+    }
+  }
+  return out;
+}
+
+/** Makes fs.readSync/fs.writeSync on `fds` do nothing but report the full length (layersBench 'null'); returns the undo. */
+function nullIo(fds: Set<number>): () => void {
+  const { readSync, writeSync } = fs;
+  type Rw = (fd: number, buf: Buffer, off: number, len: number, pos: number) => number;
+  const skip = (real: Rw): Rw => (fd, buf, off, len, pos) => (fds.has(fd) ? len : real(fd, buf, off, len, pos));
+  (fs as { readSync: unknown }).readSync = skip(readSync as Rw);
+  (fs as { writeSync: unknown }).writeSync = skip(writeSync as Rw);
+  return () => {
+    (fs as { readSync: unknown }).readSync = readSync;
+    (fs as { writeSync: unknown }).writeSync = writeSync;
+  };
 }

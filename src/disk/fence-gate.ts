@@ -224,7 +224,8 @@ export class FenceGate implements WriteGate {
 
   /** The write is done; the gate stays held until its lease ends (above). */
   leave(): void {
-    assert(this.writesInFlight > 0, `fence gate of node ${this.nodeId}: leave without enter`);
+    // (The message is built only on failure: this runs on every write.)
+    if (this.writesInFlight <= 0) assert(false, `fence gate of node ${this.nodeId}: leave without enter`);
     this.writesInFlight--;
     if (this.writesInFlight === 0 && this.endAtLeave) {
       this.endAtLeave = false;

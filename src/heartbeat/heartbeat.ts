@@ -181,15 +181,27 @@ export class Heartbeat {
    * selfFenceMs); past it, the node fences itself here. The provider asks this before every write
    * (DeviceProvider.addLease), so a resumed process writes nothing before noticing it is too late.
    */
-  leaseExpired(): boolean {
-    return this.checkSelfFence();
+  leaseExpired(nowMs: number = performance.now()): boolean {
+    return this.checkSelfFence(nowMs);
   }
 
-  private checkSelfFence(): boolean {
+  /**
+   * Up to when leaseExpired answers false (performance.now() ms): the self-fence deadline while
+   * running; never after a clean stop; already past once fenced. The provider compares its one
+   * clock read per write with this (a field read) and asks leaseExpired only past it: the same
+   * answer, without a call chain per write (issue 18, docs/containers.md "where the time goes").
+   */
+  get leaseValidUntilMs(): number {
+    if (!this.running) return this.fencedReason !== undefined ? -Infinity : Infinity;
+    return this.lastOkWriteStartMs + this.o.timing.selfFenceMs;
+  }
+
+  /** `nowMs`: the clock read for this check (the provider reads it once for all of a node's heartbeats). */
+  private checkSelfFence(nowMs: number = performance.now()): boolean {
     if (!this.running) return this.fencedReason !== undefined;
-    const sinceMs = performance.now() - this.lastOkWriteStartMs;
-    if (sinceMs > this.o.timing.selfFenceMs) {
-      this.selfFence(`no heartbeat write has succeeded for ${Math.round(sinceMs)} ms (limit ${this.o.timing.selfFenceMs} ms)`);
+    // The same comparison as leaseValidUntilMs's, so the two never disagree.
+    if (nowMs > this.lastOkWriteStartMs + this.o.timing.selfFenceMs) {
+      this.selfFence(`no heartbeat write has succeeded for ${Math.round(nowMs - this.lastOkWriteStartMs)} ms (limit ${this.o.timing.selfFenceMs} ms)`);
       return true;
     }
     return false;

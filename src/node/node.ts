@@ -318,7 +318,7 @@ function makeHeartbeats(
     const h = new Heartbeat({ region, nodeId: o.nodeId, generation: o.generation, timing: o.timing, membership: o.membership, gate: o.provider.gate, log: o.log, onSelfFence });
     heartbeats.push(h);
     // Every write of this node checks this heartbeat's self-fence deadline first (provider.ts addLease).
-    leaseRemovers.set(h, o.provider.addLease(() => h.leaseExpired()));
+    leaseRemovers.set(h, o.provider.addLease(h));
     return h;
   };
   // A stopped heartbeat (a volume's, at umount) no longer vouches for writes: its lease goes with it,

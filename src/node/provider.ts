@@ -224,8 +224,8 @@ export class DeviceProvider {
   private fencedReason: string | undefined;
   private hold: QuorumHold | undefined;
   private opening: Promise<unknown> = Promise.resolve();
-  /** The node's heartbeat leases (addLease): each says whether its self-fence deadline has passed. */
-  private readonly leases: (() => boolean)[] = [];
+  /** The node's heartbeat leases (addLease), read by every gated write (LeasedGate). */
+  private readonly leases: WriteLease[] = [];
 
   constructor(private readonly o: ProviderOptions) {}
 
@@ -242,19 +242,17 @@ export class DeviceProvider {
    * have declared the node dead (docs/containers.md, "Changes through a running node").
    * Returns the lease's removal, for a heartbeat that stopped (a volume's, at umount).
    */
-  addLease(expired: () => boolean): () => void {
-    this.leases.push(expired);
+  addLease(lease: WriteLease): () => void {
+    this.leases.push(lease);
     return () => {
-      const i = this.leases.indexOf(expired);
+      const i = this.leases.indexOf(lease);
       if (i >= 0) this.leases.splice(i, 1);
     };
   }
 
-  /** Whether this node's heartbeat lease has run out (its self-fence happens inside the check). */
+  /** Whether this node's heartbeat lease has run out (its self-fence happens inside the check): anyLeaseExpired. */
   private leaseExpired(): boolean {
-    let out = false;
-    for (const expired of this.leases) out = expired() || out;
-    return out;
+    return anyLeaseExpired(this.leases);
   }
 
   /**
@@ -327,7 +325,7 @@ export class DeviceProvider {
         throw new SanboxError('EINVAL', `${name}: its reservation state is a local file but its data goes over ${target}, whose writes are not synchronous: the fence gate cannot guard it`, { device: name });
       }
       identity = deviceIdentity(target);
-      inner = await openDevice(target, { guard: 'shared', gate: new LeasedGate(gate, () => this.leaseExpired()), ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
+      inner = await openDevice(target, { guard: 'shared', gate: new LeasedGate(gate, this.leases), ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
     } catch (err) {
       if (pr !== null) {
         await pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
@@ -581,6 +579,34 @@ class ProviderGate implements SelfFencingGate {
   close(): void {}
 }
 
+/** A self-fence deadline every write of a node checks (a heartbeat's: src/heartbeat/heartbeat.ts). */
+export interface WriteLease {
+  /** Up to when (performance.now() ms) leaseExpired answers false; read on every write, so a field or a plain getter. */
+  readonly leaseValidUntilMs: number;
+  /** Whether the deadline has passed at `nowMs`; past it, the lease's owner fences the node. */
+  leaseExpired(nowMs: number): boolean;
+}
+
+/**
+ * Whether any of `leases` has run out at the clock's time now (a lease that has fences the node
+ * inside the check). One clock read for all of them, and a lease is asked only past its
+ * leaseValidUntilMs, where its answer may be yes: a clock read is a sizeable part of a 4 KiB
+ * page-cache write (~60 ns of ~2.5 µs), and so was the call chain per lease (issue 18,
+ * docs/containers.md "where the time goes"). Every lease past its time is asked (each fences its
+ * own heartbeat).
+ */
+function anyLeaseExpired(leases: readonly WriteLease[]): boolean {
+  const n = leases.length;
+  if (n === 0) return false;
+  const nowMs = performance.now();
+  let out = false;
+  for (let i = 0; i < n; i++) {
+    const lease = leases[i]!;
+    if (nowMs > lease.leaseValidUntilMs) out = lease.leaseExpired(nowMs) || out;
+  }
+  return out;
+}
+
 /**
  * A device's gate with the node's heartbeat lease checked after the gate's own check, right before
  * the write (DeviceProvider.addLease): a write of a node past its self-fence deadline is refused
@@ -589,12 +615,13 @@ class ProviderGate implements SelfFencingGate {
 class LeasedGate implements WriteGate {
   constructor(
     private readonly gate: SelfFencingGate,
-    private readonly leaseExpired: () => boolean,
+    /** The provider's list itself (leases come and go with the heartbeats). */
+    private readonly leases: readonly WriteLease[],
   ) {}
 
   enter(deviceName: string, offsetBytes: number): void {
     this.gate.enter(deviceName, offsetBytes);
-    if (!this.leaseExpired()) {
+    if (!anyLeaseExpired(this.leases)) {
       pauseInsideWrite(deviceName, offsetBytes);
       return;
     }

@@ -23,7 +23,7 @@ import { assert, SanboxError } from '../errors.js';
 import { Mode, modeName } from '../dlm/compat-matrix.js';
 import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
 import { mayRunInCall } from '../disk/turn-budget.js';
-import { IO_DONE, isSyncFit, type BlockDevice, type SectorSize } from '../disk/device.js';
+import { IO_DONE, isSyncFit, type BlockDevice, type SectorSize, type SyncBlockDevice } from '../disk/device.js';
 import type { LvDevice } from './lv-device.js';
 import { lvLockResource, vgLockResource } from './lvm-locks.js';
 
@@ -220,13 +220,60 @@ export class LockedLv implements BlockDevice {
   }
 
   /**
-   * Waits out a quorum hold and a lock-out, then runs one I/O counted in flight. Written with
-   * then() rather than async/await, and a read or write of an LV over local files runs inside the
-   * call (its synchronous form, as FileDisk's promise form does) with nothing to wait on: this is
-   * on every I/O (issue 18: the cluster-locked LV at ≥ 0.95 of the unlocked one, bench:lvm
-   * "cluster"). The synchronous form is taken only while no fault rule could block the thread in
-   * it (isSyncFit); the admission and the drain are the same on either path, and the in-flight
-   * count is back to zero before the call returns.
+   * The LV's synchronous form when a read or write of [offsetBytes, +lengthBytes) may run inside
+   * the call now, else undefined: quorate (the hold's flag), running (no lock-out, not failed or
+   * closed), the LV lock not lost, inside the current layout, the LV's synchronous form fit (no
+   * fault rule could block the thread: isSyncFit), and the event loop turned recently enough with
+   * nothing earlier deferred (turn-budget.ts; else the promise form, whose SyncLvDevice queues
+   * behind the deferred ops). The same conditions io() checks, as plain field reads and compares
+   * with no allocation: this is on every I/O (issue 18: the cluster-locked LV at ≥ 0.95 of the
+   * unlocked one, bench:lvm "cluster"; docs/containers.md says where the time goes). When it says
+   * no, io() decides, with the waits and the errors. test/locked-lv-fast-path.test.ts fails if any
+   * condition is dropped.
+   */
+  private inCall(offsetBytes: number, lengthBytes: number): SyncBlockDevice | undefined {
+    const hold = this.o.hold;
+    const lv = this.lv;
+    if (
+      (hold === undefined || hold.passing) &&
+      this.state === 'running' &&
+      !this.closed &&
+      this.lvLock.lost === undefined &&
+      Number.isSafeInteger(offsetBytes) &&
+      offsetBytes >= 0 &&
+      offsetBytes + lengthBytes <= lv.sizeBytes &&
+      isSyncFit(lv) &&
+      mayRunInCall()
+    ) {
+      return lv;
+    }
+    return undefined;
+  }
+
+  /**
+   * The in-call read or write (inCall said yes), counted in flight like any other: the layout is
+   * swapped only with nothing in flight (letGo), and nothing can run between this admission and
+   * the drain below, both inside this one synchronous call.
+   */
+  private ioInCall(lv: SyncBlockDevice, write: boolean, buf: Buffer, offsetBytes: number): Promise<void> {
+    const generation = this.lv.generation;
+    this.inflight++;
+    try {
+      if (write) lv.writeSync(buf, offsetBytes);
+      else lv.readSync(buf, offsetBytes);
+    } catch (err) {
+      this.done(generation);
+      return Promise.reject(err as Error);
+    }
+    this.done(generation);
+    return IO_DONE;
+  }
+
+  /**
+   * Waits out a quorum hold and a lock-out, then runs one I/O counted in flight, through the LV's
+   * promise form (which itself runs inside the call when it can). The path of every I/O that
+   * inCall turned away: a held, paused, failed or out-of-range one, a flush or discard, or one
+   * over a device whose synchronous form is unfit now.
    */
   private io(what: IoKind, offsetBytes: number, lengthBytes: number, buf?: Buffer): Promise<void> {
     const hold = this.o.hold;
@@ -249,14 +296,6 @@ export class LockedLv implements BlockDevice {
     const lv = this.lv;
     let p: Promise<void>;
     try {
-      // In the call while the event loop has turned recently enough and nothing earlier is deferred
-      // (turn-budget.ts); else the promise form, whose SyncLvDevice queues behind the deferred ops.
-      if (buf !== undefined && isSyncFit(lv) && mayRunInCall()) {
-        if (what === 'read') lv.readSync(buf, offsetBytes);
-        else lv.writeSync(buf, offsetBytes);
-        this.done(generation);
-        return IO_DONE;
-      }
       if (buf !== undefined) p = what === 'read' ? lv.read(buf, offsetBytes) : lv.write(buf, offsetBytes);
       else p = what === 'discard' ? lv.discard(offsetBytes, lengthBytes) : lv.flush();
     } catch (err) {
@@ -273,11 +312,13 @@ export class LockedLv implements BlockDevice {
   }
 
   read(buf: Buffer, offsetBytes: number): Promise<void> {
-    return this.io('read', offsetBytes, buf.length, buf);
+    const lv = this.inCall(offsetBytes, buf.length);
+    return lv !== undefined ? this.ioInCall(lv, false, buf, offsetBytes) : this.io('read', offsetBytes, buf.length, buf);
   }
 
   write(buf: Buffer, offsetBytes: number): Promise<void> {
-    return this.io('write', offsetBytes, buf.length, buf);
+    const lv = this.inCall(offsetBytes, buf.length);
+    return lv !== undefined ? this.ioInCall(lv, true, buf, offsetBytes) : this.io('write', offsetBytes, buf.length, buf);
   }
 
   discard(offsetBytes: number, lengthBytes: number): Promise<void> {
