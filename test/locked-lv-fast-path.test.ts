@@ -17,22 +17,10 @@ import { presetTiming } from '../src/timing.js';
 import { LockedLv, LvRangeError } from '../src/volume/locked-lv.js';
 import { commitContext, lvCreate, openLv, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
 import { readFileAt, tempDir } from './helpers/tmp.js';
+import { deferred, ticks } from './helpers/deferred.js';
 
 const MiB = 1024 * 1024;
 const BLOCK = 4096;
-
-interface Deferred {
-  promise: Promise<void>;
-  resolve: () => void;
-}
-function deferred(): Deferred {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
-}
-const ticks = async (n = 20): Promise<void> => {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-};
 
 /** A VG on one PV image with a 1-extent LV over plain FileDisks (synchronous: the in-call path). */
 async function pvWithLv(t: ExecutionContext): Promise<{ pv: string; peStartBytes: number }> {

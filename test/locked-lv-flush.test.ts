@@ -9,19 +9,7 @@ import { Mode } from '../src/dlm/compat-matrix.js';
 import type { LvDevice } from '../src/volume/lv-device.js';
 import { LockedLv } from '../src/volume/locked-lv.js';
 import { fakeLockspace } from './helpers/fake-lockspaces.js';
-
-interface Deferred {
-  promise: Promise<void>;
-  resolve: () => void;
-}
-function deferred(): Deferred {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
-}
-const ticks = async (n = 20): Promise<void> => {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-};
+import { deferred, ticks, type Deferred } from './helpers/deferred.js';
 
 /** An LV whose flush finishes when the test says so. */
 function fakeLv(log: string[], flushDone: Deferred): LvDevice {
