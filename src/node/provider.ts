@@ -230,9 +230,9 @@ export class DeviceProvider {
   constructor(private readonly o: ProviderOptions) {}
 
   /**
-   * Makes every write of this node check `expired` (a heartbeat's self-fence deadline: true once
-   * no heartbeat write has succeeded for selfFenceMs, having fenced the node) right before it
-   * reaches the disk. Why in the write path and not only in the heartbeat's watchdog: a process
+   * Makes every write of this node check `lease` (a heartbeat's self-fence deadline: expired once
+   * no heartbeat write has succeeded for selfFenceMs, having fenced the node) against a clock read
+   * right before it reaches the disk (anyLeaseExpired). Why in the write path and not only in the heartbeat's watchdog: a process
    * resumed after a stop (SIGSTOP, a long pause) may run a queued write — a control request that
    * arrived meanwhile, the continuation of a stalled command — before its watchdog timer runs, and
    * the survivors' fence may not have reached this device's reservations (a fencer preempts on
