@@ -6,14 +6,18 @@
 
 import test, { type ExecutionContext } from 'ava';
 import { Mode, modeName } from '../src/dlm/compat-matrix.js';
-import { FileDisk } from '../src/disk/index.js';
+import { FaultDevice, FileDisk } from '../src/disk/index.js';
 import { viewOf } from '../src/disk/view-device.js';
-import { readSnapshot, type Lockspace } from '../src/dlm/lock-manager.js';
-import { bucketOf } from '../src/format/lockspace.js';
+import { Lockspace, readSnapshot } from '../src/dlm/lock-manager.js';
+import { bucketOf, lockCellOffset } from '../src/format/lockspace.js';
+import { FAULT_CONTROL_POLL_MS } from '../src/timing.js';
 import { REGION_BYTES, REGION_OFFSET, setupLockspaces } from './helpers/fake-lockspaces.js';
+import { waitFor } from './helpers/tmp.js';
 
 /** Bound on a request that must be granted (the lock is free). */
 const LOCK_TIMEOUT_MS = 3000;
+/** Long enough for a stalled write to be issued, and for a released one to run. */
+const STALL_SETTLE_MS = 100;
 /** Names tried to find two resources of one bucket (the bucket count is far smaller). */
 const NAMES_TRIED_MAX = 100_000;
 
@@ -137,4 +141,63 @@ test('many operations on one row at once (locks, unlocks, value writes, conversi
   for (const n of names.slice(2)) t.is(await exAtOnce(b, n), 'EAGAIN', `${n} is held by node 0`);
   for (const l of [held[2]!, ...taken]) await l.unlock();
   for (const n of names) t.is(await exAtOnce(b, n), 'granted', `${n} is free again`);
+});
+
+test('a failed write of a shared row: that lock stays held (memory and disk), the row\'s other change lands, a retry releases it', async (t) => {
+  const { open, img, cluster } = await setupLockspaces(t);
+  const b = await open(1);
+  const disk = FileDisk.open(img, { guard: 'none' });
+  const fault = new FaultDevice(viewOf(disk, REGION_OFFSET, REGION_BYTES));
+  const a = await Lockspace.open(fault, { membership: cluster.member(0, 1000n), watchPath: img });
+  t.teardown(async () => {
+    await a.close().catch(() => undefined);
+    disk.closeSync();
+  });
+  const [r1, r2] = sameBucketPair(a);
+  const l1 = await a.lock(r1, Mode.PR);
+  const l2 = await a.lock(r2, Mode.PR);
+  t.is(l1.row, l2.row, 'the two locks share a row (the scenario needs it)');
+  // The row's next write fails before it reaches the file; the one after it succeeds.
+  fault.inject({ op: 'write', action: 'eio', offsetBytes: lockCellOffset(a.layout, l1.row, 0), lengthBytes: a.layout.sectorSizeBytes, count: 1 });
+  const [u1, u2] = await Promise.allSettled([l1.unlock(), l2.unlock()]);
+  t.is(u1.status, 'rejected', 'the first unlock saw the injected error');
+  t.is(u2.status, 'fulfilled');
+  t.is(await exAtOnce(b, r1), 'EAGAIN', 'r1 is still held by node 0 on disk (the second write was built without the failed change)');
+  t.is(await exAtOnce(b, r2), 'granted', 'r2 was released');
+  t.deepEqual(
+    a.heldLocks().map((l) => l.name),
+    [r1],
+    'node 0 still holds r1',
+  );
+  await l1.unlock();
+  t.is(await exAtOnce(b, r1), 'granted', 'the retried unlock released r1');
+});
+
+test('close waits for a lock-cell write in flight and clears its row; none lands after close', async (t) => {
+  const { img, cluster } = await setupLockspaces(t);
+  const disk = FileDisk.open(img, { guard: 'none' });
+  t.teardown(() => disk.closeSync());
+  const fault = new FaultDevice(viewOf(disk, REGION_OFFSET, REGION_BYTES));
+  const a = await Lockspace.open(fault, { membership: cluster.member(0, 1000n), watchPath: img });
+  const r = 'closing-res';
+  const row = bucketOf(a.layout.header, Buffer.from(r));
+  const stall = fault.inject({ op: 'write', action: 'stall', offsetBytes: lockCellOffset(a.layout, row, 0), lengthBytes: a.layout.sectorSizeBytes });
+  const writesBefore = a.stats.writes;
+  const request = a.lock(r, Mode.EX, { timeoutMs: LOCK_TIMEOUT_MS }).then(
+    () => 'granted',
+    (err: { code?: string }) => err.code,
+  );
+  await waitFor(() => a.stats.writes > writesBefore, LOCK_TIMEOUT_MS, 'the doorway write to be issued (and stalled)');
+  const closed = a.close();
+  setTimeout(() => fault.release(stall), STALL_SETTLE_MS);
+  await closed;
+  t.not(await request, 'granted');
+  // Whatever was in flight has landed or been refused; wait out the stall rule's poll before judging.
+  await new Promise((resolve) => setTimeout(resolve, STALL_SETTLE_MS + FAULT_CONTROL_POLL_MS));
+  const snap = await diskSnapshot(img);
+  t.deepEqual(
+    snap.locks.filter((l) => l.nodeId === 0).map((l) => `${l.resource.toString()} ${l.state}`),
+    [],
+    'no entry of node 0 is on disk after close',
+  );
 });
