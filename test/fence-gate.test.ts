@@ -443,3 +443,41 @@ for (const selfFencedMidway of [false, true]) {
     t.is(pr.readState().registered[2], 0n);
   });
 }
+
+test('a fencer past its self-fence deadline whose flag is not set yet (resumed before its watchdog ran) asks the clock first: it neither kills nor preempts', async (t) => {
+  const img = await cluster(t);
+  const info = await readClusterImage(img);
+  const pr = new PersistentReservations(reservationSpec(info));
+  t.teardown(() => pr.close());
+  const tag = clusterTag(info);
+  const fencerKey = nodeKey(tag, 0, 1n);
+  const victimKey = nodeKey(tag, 2, 7n);
+  await pr.register(0, fencerKey, 100);
+  await pr.register(2, victimKey, 100);
+  const timing = presetTiming('local');
+  // The last heartbeat write that succeeded was longer ago than selfFenceMs: the process was stopped.
+  const lastOkWriteMs = performance.now() - 2 * timing.selfFenceMs;
+  let selfFenced: string | undefined;
+  let clockChecks = 0;
+  const fencer = new Fencer({
+    selfNodeId: 0,
+    selfKey: fencerKey,
+    clusterTag: tag,
+    reservations: [pr],
+    readNodeRecord: async () => null,
+    timing,
+    policy: 'disk',
+    log: () => undefined,
+    // As the node's heartbeat lease does it: the check of the clock is what sets the flag.
+    leaseExpired: () => {
+      clockChecks++;
+      const late = performance.now() - lastOkWriteMs > timing.selfFenceMs;
+      if (late) selfFenced ??= `no heartbeat write has succeeded for ${Math.round(performance.now() - lastOkWriteMs)} ms`;
+      return late;
+    },
+    selfFencedReason: () => selfFenced,
+  });
+  await t.throwsAsync(fencer.fence(2, 7n), { message: /not fencing node 2: this node fenced itself \(no heartbeat write has succeeded/ });
+  t.true(clockChecks > 0, 'the clock was asked');
+  t.is(pr.readState().registered[2], victimKey, 'the victim was not preempted');
+});

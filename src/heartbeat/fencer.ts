@@ -53,6 +53,13 @@ export interface FencerDeps {
    * the quorum that entitled it to fence, and must not kill or preempt a peer on stale evidence.
    */
   selfFencedReason?(): string | undefined;
+  /**
+   * The clock's side of the same question: true once this node is past its self-fence deadline,
+   * fencing itself inside the check (the node's heartbeat leases, provider.ts leaseExpired). Asked
+   * before the flag: the flag is set only once some check has looked at the clock, and a fencer
+   * resumed from a stop runs its fence's continuation before its heartbeat's watchdog timer.
+   */
+  leaseExpired?(): boolean;
 }
 
 export class Fencer {
@@ -60,7 +67,9 @@ export class Fencer {
 
   /** Throws if this node fenced itself since the fence began (see FencerDeps.selfFencedReason). */
   private mayStillFence(nodeId: number): void {
-    const reason = this.d.selfFencedReason?.();
+    // The clock first (it sets the flag when the deadline has passed), then the flag.
+    const late = this.d.leaseExpired?.() === true;
+    const reason = this.d.selfFencedReason?.() ?? (late ? 'it is past its self-fence deadline' : undefined);
     if (reason !== undefined) throw new SanboxError('EFENCED', `not fencing node ${nodeId}: this node fenced itself (${reason})`);
   }
 

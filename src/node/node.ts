@@ -415,6 +415,8 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       policy: remote && (opts.volumes ?? []).length === 0 ? 'power' : (opts.fencePolicy ?? 'both'),
       log,
       selfFencedReason: () => membership.selfFencedReason,
+      // Checks the clock: a heartbeat past its deadline fences the node here (which sets the flag above).
+      leaseExpired: () => provider.leaseExpired(),
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
     // Without quorum, data I/O to cluster volumes waits (src/disk/quorum-hold.ts); heartbeat and lockspace I/O do not.

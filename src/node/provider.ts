@@ -251,7 +251,7 @@ export class DeviceProvider {
   }
 
   /** Whether this node's heartbeat lease has run out (its self-fence happens inside the check): anyLeaseExpired. */
-  private leaseExpired(): boolean {
+  leaseExpired(): boolean {
     return anyLeaseExpired(this.leases);
   }
 
