@@ -11,7 +11,9 @@
 // Then node 2 makes its own layout change (lvextend of another LV) and succeeds, and the stalled
 // process resumes (in 1., the command before its node, so its commit request waits in node 1's
 // socket and node 1 meets it before its watchdog has run). Checked: the stalled command fails
-// with one line saying node 1 was fenced (EFENCED, exit status 3); the VG holds node 2's change
+// with one line saying node 1 was fenced (EFENCED, exit status 3) — in 1., node 1's own answer to
+// the commit write, its gate refusing it (node 1 is stopped outside its gate, so its fence stays a
+// disk fence and no killed connection can fail the command instead); the VG holds node 2's change
 // and not node 1's (sanbox's reading of the PVs, and the real `lvs`), one seqno past the start;
 // the real `pvck` and `vgck` are clean.
 
@@ -19,7 +21,11 @@ import test, { type ExecutionContext } from 'ava';
 import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { lvSizeBytes, makeLab, MiB, realToolsClean, vgSeqno, type Lab } from './helpers/lv-lab.js';
 import { lvmReport, sanboxCli } from './helpers/lvm-real.js';
-import { exited, ownLockDir, tempDir } from './helpers/tmp.js';
+import type { ChildProcess } from 'node:child_process';
+import { exited, ownLockDir, tempDir, waitFor } from './helpers/tmp.js';
+import { readProcStat } from '../src/disk/power-fence.js';
+import { gateLockPath, LockFile } from '../src/disk/reservations.js';
+import { readClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
 import { errorLines, pausedCommand, type PausedCommand } from './helpers/paused-command.js';
 import { LOCK_DIR_ENV } from '../src/volume/vg-lock.js';
 
@@ -34,6 +40,24 @@ const EXIT_MS = 30_000;
 /** lv1 8 MiB (node 1 tries to shrink it to 4), lv2 4 MiB (node 2 grows it to 6); the rest of the 24 MiB PV free. */
 function lab(t: ExecutionContext): Promise<Lab> {
   return makeLab(t, 1, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-L', '4m']], 3);
+}
+
+/** Stop-and-probe rounds before giving up on stopping node 1 outside its fence gate. */
+const STOP_TRIES_MAX = 50;
+
+/** SIGSTOPs `child` at a moment it does not hold its fence gate (`probe`: its gate lock); false if no try caught one. */
+async function stopOutsideGate(child: ChildProcess, probe: LockFile): Promise<boolean> {
+  for (let i = 0; i < STOP_TRIES_MAX; i++) {
+    child.kill('SIGSTOP');
+    await waitFor(() => readProcStat(child.pid!)?.state === 'T', 2000, 'node 1 stopped');
+    if (probe.tryLock('ex')) {
+      probe.unlock();
+      return true;
+    }
+    child.kill('SIGCONT');
+    await new Promise((r) => setTimeout(r, 7));
+  }
+  return false;
 }
 
 /** Nodes 0 and 2 declared node 1 dead and fenced it; returns the steps of their fences (their log lines). */
@@ -79,18 +103,25 @@ test.serial('a change through running node 1, stalled at its commit point past n
   await Promise.all([1, 2].map((p) => nodes[0]!.waitLine(isEvent('up', p), UP_MS, `node ${p} up`)));
   const seqnoBefore = await vgSeqno(l);
   const stalled = await pausedCommand(t, ['ctl', l.cluster, '1', 'lvm', 'lvreduce', '-y', '-L', '4m', `${l.vg}/lv1`, '--devices', l.pvs.join(',')], 'vg-commit');
-  nodes[1]!.child.kill('SIGSTOP');
+  // Stopped outside its fence gate on the image (not inside a heartbeat write): else the fencers
+  // escalate to the power fence, the command dies with node 1 (or fails on the killed connection),
+  // and the path under test, node 1's gate and lease refusing the command's write, is not taken.
+  const probe = new LockFile(gateLockPath(reservationSpec(await readClusterImage(l.cluster)).lockDir, 1));
+  t.teardown(() => probe.close());
+  t.true(await stopOutsideGate(nodes[1]!.child, probe), 'node 1 stopped outside its fence gate');
   const fenceSteps = await fencedByPeers([nodes[0]!, nodes[2]!]);
   await node2Change(t, l);
   // The command first: its commit request waits in node 1's socket until node 1 runs again.
   stalled.child.kill('SIGCONT');
   await new Promise((r) => setTimeout(r, 300));
   nodes[1]!.child.kill('SIGCONT');
+  t.false(fenceSteps.some((x) => /power:|client:killed/.test(x)), `a disk fence only: ${fenceSteps.join('; ')}`);
   await onlyNode2Changed(t, l, stalled, seqnoBefore, fenceSteps);
+  // Which path failed the command: node 1 answered its commit write with the refusal of its gate
+  // (its lease had run out), not a connection that went away with node 1.
+  t.regex(errorLines(stalled)[0] ?? '', /dev-write: .*write at offset \d+ refused: /, `node 1 refused the write: ${stalled.err()}`);
   const n1 = await exited(nodes[1]!.child, EXIT_MS);
-  // Self-fenced when it resumed (exit 3), or, if the SIGSTOP caught it inside a fence-gate lease on
-  // the cluster image, killed by the fencer's escalation to the power fence: either way, gone.
-  t.true(n1.code === 3 || n1.signal === 'SIGKILL', `node 1 fenced itself when it resumed, or was power-fenced: ${JSON.stringify(n1)}`);
+  t.is(n1.code, 3, `node 1 fenced itself when it resumed: ${JSON.stringify(n1)}`);
 });
 
 test.serial('a change joined as node 1, stalled at its commit point past its fence, commits nothing', async (t) => {
