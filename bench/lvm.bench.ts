@@ -8,8 +8,10 @@
 // beside the same change without the lock-out, and the longest I/O pause a writer saw beside its
 // longest gap between writes while nothing changed (layoutChangeBench).
 //
-// Usage: npm run bench:lvm [-- --time-ms MS --json --only io|metadata|cluster|layout --cluster-rounds N]
-// --only runs one part; --cluster-rounds measures the cluster-locking rows in N rounds (default 9,
+// Usage: npm run bench:lvm [-- --time-ms MS --json --only io|metadata|cluster|layout|layers --cluster-rounds N]
+// --only runs one part ('layers', run only when asked: the per-call cost of each layer under the
+// cluster-locked LV, with real and with no-op PV I/O, docs/containers.md "where the time goes");
+// --cluster-rounds measures the cluster-locking rows in N rounds (default 9,
 // each of --time-ms / 2 per device)
 // over the same devices, the devices in a rotated order each round, so that the three are measured
 // side by side under the same load (on a shared machine one sequential pass was off by more than
@@ -19,7 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Bench } from 'tinybench';
-import { createImage, FileDisk, type BlockDevice, type SyncBlockDevice } from '../src/disk/index.js';
+import { createImage, FileDisk, isSyncDevice, type BlockDevice } from '../src/disk/index.js';
 import { commitContext, lvCreate, lvRename, lvResize, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
 import { openTarget } from '../src/volume/resolve.js';
 import { arg, median } from './common.js';
@@ -410,6 +412,9 @@ function printLayout(r: LayoutResult): void {
 
 // ---- where a cluster-locked LV's time goes (--only layers; docs/containers.md) ----
 
+/** One layer's read or write: called with the 4 KiB buffer and an offset into the LV's span. */
+type LayerCall = (b: Buffer, o: number) => unknown;
+
 interface LayerRow {
   op: 'read' | 'write';
   /**
@@ -440,15 +445,16 @@ interface LayerRow {
 async function layersBench(): Promise<LayerRow[]> {
   const { node, pv, peStartBytes, locked, unlocked, atLv } = await openClusterDevices('layers');
   // The node's own PV device (counters, fault wrapper, FileDisk whose writes pass the leased fence gate), as under the LV.
-  const nodePv = (await node.provider.open(pv)) as SyncBlockDevice;
+  const nodePv = await node.provider.open(pv);
   const rawPv = FileDisk.open(pv, { guard: 'none' });
+  // Local files: the node's PV device and the unlocked LV have the synchronous form (the rows below call it).
+  if (!isSyncDevice(nodePv) || !isSyncDevice(unlocked)) throw new Error('bench:lvm: the node\'s PV device and the unlocked LV should be synchronous (local files)');
   const offsets = Array.from({ length: LAYER_CALLS / LAYER_PASSES }, () => randOff(4096));
-  type Call = (b: Buffer, o: number) => unknown;
-  const layers: [string, Call, Call][] = [
+  const layers: [string, LayerCall, LayerCall][] = [
     ['PV file, synchronous (FileDisk readSync/writeSync)', (b, o) => rawPv.readSync(b, peStartBytes + o), (b, o) => rawPv.writeSync(b, peStartBytes + o)],
     ["node's PV device, synchronous (counted, fault wrapper, leased fence gate)", (b, o) => nodePv.readSync(b, peStartBytes + o), (b, o) => nodePv.writeSync(b, peStartBytes + o)],
     ['PV file, promise form (the "PV directly" row)', (b, o) => atLv.read(b, o), (b, o) => atLv.write(b, o)],
-    ['LV without cluster locking, synchronous', (b, o) => (unlocked as SyncBlockDevice).readSync(b, o), (b, o) => (unlocked as SyncBlockDevice).writeSync(b, o)],
+    ['LV without cluster locking, synchronous', (b, o) => unlocked.readSync(b, o), (b, o) => unlocked.writeSync(b, o)],
     ['LV without cluster locking, promise form (the baseline row)', (b, o) => unlocked.read(b, o), (b, o) => unlocked.write(b, o)],
     ['LV, cluster-locked, promise form (the goal row)', (b, o) => locked.read(b, o), (b, o) => locked.write(b, o)],
   ];
@@ -456,36 +462,8 @@ async function layersBench(): Promise<LayerRow[]> {
   assert(pvFds.size >= 3, `bench:lvm: the PV should be open at least three times in this process, found ${pvFds.size} descriptors`);
   const out: LayerRow[] = [];
   try {
-    for (const io of ['null', 'file'] as const)
-    for (const op of ['read', 'write'] as const) {
-      const wall: number[][] = layers.map(() => []);
-      const user: number[][] = layers.map(() => []);
-      for (let pass = 0; pass < LAYER_PASSES; pass++) {
-        for (let i = 0; i < layers.length; i++) {
-          const k = (i + pass) % layers.length;
-          const call = op === 'read' ? layers[k]![1] : layers[k]![2];
-          let ns = 0;
-          let userUs = 0;
-          for (let from = 0; from < offsets.length; from += LAYER_CALLS_PER_TURN) {
-            await new Promise((r) => setImmediate(r));
-            const restore = io === 'null' ? nullIo(pvFds) : undefined;
-            const u0 = process.cpuUsage().user;
-            const t0 = process.hrtime.bigint();
-            try {
-              for (let j = from; j < from + LAYER_CALLS_PER_TURN; j++) await call(block4k, offsets[j]!);
-            } finally {
-              ns += Number(process.hrtime.bigint() - t0);
-              userUs += process.cpuUsage().user - u0;
-              restore?.();
-            }
-          }
-          wall[k]!.push(ns / offsets.length);
-          user[k]!.push((userUs * 1000) / offsets.length);
-        }
-      }
-      for (const [i, [layer]] of layers.entries()) {
-        out.push({ io, op, layer, minNs: Math.round(Math.min(...wall[i]!)), medianNs: Math.round(median(wall[i]!)), userMinNs: Math.round(Math.min(...user[i]!)), userMedianNs: Math.round(median(user[i]!)) });
-      }
+    for (const io of ['null', 'file'] as const) {
+      for (const op of ['read', 'write'] as const) out.push(...(await timeLayers(layers, offsets, io, op, pvFds)));
     }
   } finally {
     rawPv.closeSync();
@@ -494,6 +472,44 @@ async function layersBench(): Promise<LayerRow[]> {
     await node.stop();
   }
   return out;
+}
+
+/** Each of `layers` in turn, LAYER_PASSES passes in a rotated order, over `offsets`: one row per layer. */
+async function timeLayers(layers: [string, LayerCall, LayerCall][], offsets: number[], io: LayerRow['io'], op: LayerRow['op'], pvFds: Set<number>): Promise<LayerRow[]> {
+  const wall: number[][] = layers.map(() => []);
+  const user: number[][] = layers.map(() => []);
+  for (let pass = 0; pass < LAYER_PASSES; pass++) {
+    for (let i = 0; i < layers.length; i++) {
+      const k = (i + pass) % layers.length;
+      const call = op === 'read' ? layers[k]![1] : layers[k]![2];
+      let ns = 0;
+      let userUs = 0;
+      for (let from = 0; from < offsets.length; from += LAYER_CALLS_PER_TURN) {
+        await new Promise((r) => setImmediate(r));
+        const restore = io === 'null' ? nullIo(pvFds) : undefined;
+        const u0 = process.cpuUsage().user;
+        const t0 = process.hrtime.bigint();
+        try {
+          for (let j = from; j < from + LAYER_CALLS_PER_TURN; j++) await call(block4k, offsets[j]!);
+        } finally {
+          ns += Number(process.hrtime.bigint() - t0);
+          userUs += process.cpuUsage().user - u0;
+          restore?.();
+        }
+      }
+      wall[k]!.push(ns / offsets.length);
+      user[k]!.push((userUs * 1000) / offsets.length);
+    }
+  }
+  return layers.map(([layer], i) => ({
+    io,
+    op,
+    layer,
+    minNs: Math.round(Math.min(...wall[i]!)),
+    medianNs: Math.round(median(wall[i]!)),
+    userMinNs: Math.round(Math.min(...user[i]!)),
+    userMedianNs: Math.round(median(user[i]!)),
+  }));
 }
 
 function printLayers(rows: LayerRow[]): void {
