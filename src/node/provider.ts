@@ -232,14 +232,15 @@ export class DeviceProvider {
   /**
    * Makes every write of this node check `lease` (a heartbeat's self-fence deadline: expired once
    * no heartbeat write has succeeded for selfFenceMs, having fenced the node) against a clock read
-   * right before it reaches the disk (anyLeaseExpired). Why in the write path and not only in the heartbeat's watchdog: a process
-   * resumed after a stop (SIGSTOP, a long pause) may run a queued write — a control request that
-   * arrived meanwhile, the continuation of a stalled command — before its watchdog timer runs, and
-   * the survivors' fence may not have reached this device's reservations (a fencer preempts on
-   * the devices it has open and those of the cluster's device list, fencer.ts preemptListed; a PV
-   * named by neither keeps this node's key, and a listed one keeps it until the fence gets there). Since
-   * selfFenceMs is below the dead time, a write that passes this check starts before any peer can
-   * have declared the node dead (docs/containers.md, "Changes through a running node").
+   * right before it reaches the disk (anyLeaseExpired). Why in the write path and not only in the
+   * heartbeat's watchdog: a process resumed after a stop (SIGSTOP, a long pause) may run a queued
+   * write — a control request that arrived meanwhile, the continuation of a stalled command —
+   * before its watchdog timer runs, and the survivors' fence may not have reached this device's
+   * reservations (a fencer preempts on the devices it has open and those of the cluster's device
+   * list, fencer.ts preemptListed; a PV named by neither keeps this node's key, and a listed one
+   * keeps it until the fence gets there). Since selfFenceMs is below the dead time, a write that
+   * passes this check starts before any peer can have declared the node dead (docs/containers.md,
+   * "Changes through a running node").
    * Returns the lease's removal, for a heartbeat that stopped (a volume's, at umount).
    */
   addLease(lease: WriteLease): () => void {
