@@ -284,6 +284,12 @@ async function clusterLockingBench(rounds: number): Promise<Row[][]> {
       }
     }
     for (const w of workloads.filter((x) => x.name.startsWith('4 KiB'))) {
+      // Each workload starts with the PV's pages written back (fdatasync, outside any timing):
+      // else the kernel's flusher writes back the fill's 160 MiB 30 s after it (dirty_expire), in
+      // the middle of the write rounds, slowing whichever device's samples run then (bench:nbd
+      // saw the same). A workload's own rounds take less than those 30 s, so none of the pages
+      // they dirty is written back while they run.
+      await atLv.flush();
       for (let k = 0; k < rounds; k++) {
         // Short rounds, many of them: a stall of the machine's I/O (other processes' writeback) hits
         // one device's samples of one round, and the median of the rounds' ratios shrugs it off.
