@@ -12,10 +12,8 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CRASH_AT_ENV } from '../src/disk/crash-point.js';
-import { openLv } from '../src/volume/manager.js';
-import { decodeLvBlock, encodeLvBlock, LV_BLOCK_BYTES } from './helpers/lv-blocks.js';
 import { attachLoop, detachLoop, lvm, sanboxCli, warnings } from './helpers/lvm-real.js';
-import { moveRecorded, placement, realSegmentsAgree } from './helpers/pvmove-lab.js';
+import { badBlocks, fillLv, moveRecorded, placement, realSegmentsAgree } from './helpers/pvmove-lab.js';
 import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
 
 ownLockDir(test);
@@ -25,33 +23,6 @@ const MiB = 1024 * 1024;
 const LV_MIB = 1;
 /** More I/Os than a 1-extent move issues: a run that is never killed ends the enumeration well before this. */
 const CRASH_POINTS_MAX = 200;
-
-async function fillLv(pvs: string[], vg: string): Promise<void> {
-  const dev = await openLv(pvs, vg, 'lv', { guard: 'none' });
-  try {
-    for (let off = 0; off < dev.sizeBytes; off += LV_BLOCK_BYTES) await dev.write(encodeLvBlock({ tag: 'P', nodeId: 0, seq: off / LV_BLOCK_BYTES + 1, offsetBytes: off }), off);
-    await dev.flush();
-  } finally {
-    await dev.close();
-  }
-}
-
-/** Blocks of the LV that do not read back as written (offsets). */
-async function badBlocks(pvs: string[], vg: string): Promise<number[]> {
-  const dev = await openLv(pvs, vg, 'lv', { readOnly: true, guard: 'none' });
-  try {
-    const buf = Buffer.alloc(dev.sizeBytes);
-    await dev.read(buf, 0);
-    const bad: number[] = [];
-    for (let off = 0; off < buf.length; off += LV_BLOCK_BYTES) {
-      const b = decodeLvBlock(buf.subarray(off, off + LV_BLOCK_BYTES));
-      if (b === undefined || b.tag !== 'P' || b.offsetBytes !== off || b.seq !== off / LV_BLOCK_BYTES + 1) bad.push(off);
-    }
-    return bad;
-  } finally {
-    await dev.close();
-  }
-}
 
 async function state(pvs: string[], vg: string): Promise<{ les: string[]; segments: number; moving: boolean }> {
   const p = await placement(pvs, vg, 'lv');
@@ -122,7 +93,7 @@ async function crashAtEveryIo(t: ExecutionContext, c: CrashCase): Promise<void> 
     const r = await sanboxCli(t, args);
     t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
   }
-  await fillLv(pristine, vg);
+  await fillLv(pristine, vg, 'lv');
   t.deepEqual((await state(pristine, vg)).les, c.before.map((row) => row.replace(/pv\d+\.img/g, 'pristine-$&')));
   const pvs = files.map((f) => path.join(dir, f));
   const [src, dst] = [pvs[c.srcIdx]!, pvs[c.dstIdx]!];
@@ -142,14 +113,14 @@ async function crashAtEveryIo(t: ExecutionContext, c: CrashCase): Promise<void> 
     points++;
     t.is(r.code, null, `crash point ${k}: killed, not failed: ${r.stderr}`);
     await toolsClean(t, pvs, vg, `after the crash before I/O ${k}`, { allowHalfCommit: true, segments: true });
-    t.deepEqual(await badBlocks(pvs, vg), [], `after the crash before I/O ${k}: blocks intact`);
+    t.deepEqual(await badBlocks(pvs, vg, 'lv'), [], `after the crash before I/O ${k}: blocks intact`);
     const st = await state(pvs, vg);
     const again = await sanboxCli(t, st.moving ? ['pvmove', ...devs] : ['pvmove', src, dst, ...devs]);
     t.is(again.code, 0, `resume after crash point ${k}: ${again.stderr}`);
     const end = await state(pvs, vg);
     // One segment, as the uncrashed run leaves (whose segments lvm2 judges): a resumed move merges as well.
     t.deepEqual(end, { les: c.after, segments: 1, moving: false }, `after crash point ${k} and pvmove again`);
-    t.deepEqual(await badBlocks(pvs, vg), [], `after crash point ${k} and pvmove again: blocks intact`);
+    t.deepEqual(await badBlocks(pvs, vg, 'lv'), [], `after crash point ${k} and pvmove again: blocks intact`);
     await toolsClean(t, pvs, vg, `after crash point ${k} and pvmove again`);
   }
   t.true(finished, `a run with no crash point reached finished the move (after ${points} crash points)`);

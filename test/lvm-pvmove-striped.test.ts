@@ -30,6 +30,11 @@ const LV_EXTENTS = 8;
 const STRIPES = 2;
 const ROWS = LV_EXTENTS / STRIPES;
 const WRITES_BETWEEN = 15;
+/**
+ * Bound on one test: a few moves (each bounded by MOVE_MS), a fence after each kill, and rounds of
+ * the real tools; more than ava's 120 s when the machine is loaded many times over.
+ */
+const TEST_MS = 360_000;
 
 /** Three PVs; the LV striped over the first two (sanbox allocates stripes in PV order). */
 function lab(t: ExecutionContext): Promise<Lab> {
@@ -45,6 +50,7 @@ function asNode(l: Lab, node: number): string[] {
 }
 
 test('pvmove of one stripe under I/O: a destination holding the other stripe is refused, the third PV is chosen, the rows merge into one segment, no acknowledged write lost, lvm2 reads it as sanbox', async (t) => {
+  t.timeout(TEST_MS);
   const l = await lab(t);
   const [p0, p1, p2] = l.pvs as [string, string, string];
   t.deepEqual((await placement(l.pvs, l.vg, 'lv')).les, rows(l, Array(ROWS).fill([0, 1])), 'the LV is striped over the first two PVs');
@@ -76,6 +82,7 @@ test('pvmove of one stripe under I/O: a destination holding the other stripe is 
 });
 
 test('a striped move killed -9 mid-way: the split segments pass the real vgck and lvs reads them as sanbox; --abort keeps the moved rows; a new pvmove finishes; no acknowledged write lost', async (t) => {
+  t.timeout(TEST_MS);
   const l = await lab(t);
   const [p0, p1, p2] = l.pvs as [string, string, string];
   const a = startWriter(t, l, 0, 'lv', 'A', 0, LV_EXTENTS * MiB);
@@ -135,6 +142,7 @@ async function sanboxTakes(l: Lab, src: number, dst: number | undefined): Promis
 }
 
 test('the destinations sanbox refuses for a stripe are the ones the real pvmove --test refuses; a refused pvmove writes nothing', async (t) => {
+  t.timeout(TEST_MS);
   const three = await lab(t);
   const two = await makeLab(t, 2, 24, [['-n', 'lv', '-l', '4', '-i', '2', '-I', '64k']], 2);
   for (const [l, pairs] of [

@@ -1,10 +1,12 @@
 // pvmove runs for the multi-process pvmove tests (test/lvm-pvmove*.test.ts) over an lv-lab: the
 // mover as a separate `sanbox pvmove` process (to its end, or SIGKILLed after a chunk), where each
-// stripe row of an LV lives, and the real lvs reading the segments as sanbox does.
+// stripe row of an LV lives, an LV's blocks written and checked without locks, and the real lvs
+// reading the segments as sanbox does.
 
 import type { ExecutionContext } from 'ava';
 import path from 'node:path';
-import { withSession } from '../../src/volume/manager.js';
+import { openLv, withSession } from '../../src/volume/manager.js';
+import { decodeLvBlock, encodeLvBlock, LV_BLOCK_BYTES } from './lv-blocks.js';
 import type { Lab, Writer } from './lv-lab.js';
 import { lvmReport, sanboxCli } from './lvm-real.js';
 import { exited, runSanbox, SANBOX_BIN, spawnChild, waitFor } from './tmp.js';
@@ -86,4 +88,37 @@ export async function realSegmentsAgree(t: ExecutionContext, pvs: string[], vg: 
   const order = (a: string[], b: string[]): number => a[0]!.localeCompare(b[0]!) || Number(a[4]) - Number(b[4]);
   t.deepEqual(ours.sort(order), [...real].sort(order), `${what}: lvm2's lvs --segments reads sanbox's segments`);
   return real;
+}
+
+/** The block `fillLv` writes at `offsetBytes`. */
+function filledBlock(offsetBytes: number): Buffer {
+  return encodeLvBlock({ tag: 'P', nodeId: 0, seq: offsetBytes / LV_BLOCK_BYTES + 1, offsetBytes });
+}
+
+/** Writes a checksummed block naming its offset all over LV `vg`/`lv` (through sanbox's mapping, no locks). */
+export async function fillLv(pvs: string[], vg: string, lv: string): Promise<void> {
+  const dev = await openLv(pvs, vg, lv, { guard: 'none' });
+  try {
+    for (let off = 0; off < dev.sizeBytes; off += LV_BLOCK_BYTES) await dev.write(filledBlock(off), off);
+    await dev.flush();
+  } finally {
+    await dev.close();
+  }
+}
+
+/** Offsets of the blocks of `vg`/`lv` that do not read back as `fillLv` wrote them. */
+export async function badBlocks(pvs: string[], vg: string, lv: string): Promise<number[]> {
+  const dev = await openLv(pvs, vg, lv, { readOnly: true, guard: 'none' });
+  try {
+    const buf = Buffer.alloc(dev.sizeBytes);
+    await dev.read(buf, 0);
+    const bad: number[] = [];
+    for (let off = 0; off < buf.length; off += LV_BLOCK_BYTES) {
+      const b = decodeLvBlock(buf.subarray(off, off + LV_BLOCK_BYTES));
+      if (b === undefined || b.tag !== 'P' || b.offsetBytes !== off || b.seq !== off / LV_BLOCK_BYTES + 1) bad.push(off);
+    }
+    return bad;
+  } finally {
+    await dev.close();
+  }
 }
