@@ -18,7 +18,6 @@ import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
 
 ownLockDir(test);
 
-const MiB = 1024 * 1024;
 /** One extent, one chunk: crashes fall in the record's commit, the chunk's copy and commit, and the record's removal. */
 const LV_MIB = 1;
 /** More I/Os than a 1-extent move issues: a run that is never killed ends the enumeration well before this. */

@@ -7,6 +7,7 @@
 //     allocatable extents", and picks the same);
 //   - which (source, destination) pairs are refused is what the real `pvmove --test` refuses on
 //     loop devices of the same images ("Insufficient suitable allocatable extents", exit 5);
+//   - a striped LV the real lvcreate made is moved by sanbox to the layout lvm2 reads back;
 //   - the move completes with the writer writing throughout, the stripe ends on the third PV in
 //     one segment again (the rows merged), every acknowledged write is on disk;
 //   - a mover killed with SIGKILL mid-move leaves the segment split at a stripe-row boundary:
@@ -15,13 +16,14 @@
 //     rows moved; a new pvmove finishes; not one acknowledged write lost.
 
 import test, { type ExecutionContext } from 'ava';
+import fs from 'node:fs';
 import path from 'node:path';
 import { withSession } from '../src/volume/manager.js';
 import { checkMove, type MoveRecord } from '../src/volume/pvmove.js';
 import { ackedWritesKept, makeLab, MiB, realToolsClean, startWriter, vgSeqno, WRITER_READY_MS, type Lab } from './helpers/lv-lab.js';
-import { attachLoop, lvm, sanboxCli } from './helpers/lvm-real.js';
-import { killMoverAt, moreWrites, moved, moveRecorded, mover, placement, realSegmentsAgree } from './helpers/pvmove-lab.js';
-import { ownLockDir, waitFor } from './helpers/tmp.js';
+import { attachLoop, lvm, sanboxCli, warnings } from './helpers/lvm-real.js';
+import { badBlocks, fillLv, killMoverAt, moreWrites, moved, moveRecorded, mover, placement, realSegmentsAgree } from './helpers/pvmove-lab.js';
+import { ownLockDir, tempDir, waitFor } from './helpers/tmp.js';
 
 ownLockDir(test);
 
@@ -164,4 +166,36 @@ test('the destinations sanbox refuses for a stripe are the ones the real pvmove 
       t.is(await vgSeqno(l), before, `${what}: nothing written`);
     }
   }
+});
+
+test('a striped LV the real lvcreate made: sanbox pvmove moves one stripe, the real vgck passes and lvs --segments reads the moved layout, every block intact', async (t) => {
+  t.timeout(TEST_MS);
+  const dir = tempDir(t);
+  const imgs = ['r0', 'r1', 'r2'].map((n) => path.join(dir, `${n}.img`));
+  for (const img of imgs) fs.writeFileSync(img, ''), fs.truncateSync(img, 32 * MiB);
+  const loops: string[] = [];
+  for (const img of imgs) loops.push(await attachLoop(t, img));
+  const vg = `rs${process.pid % 100000}${Math.floor(Math.random() * 1000)}`;
+  for (const [cmd, args] of [
+    ['pvcreate', loops],
+    ['vgcreate', ['-s', '1m', vg, ...loops]],
+    ['lvcreate', ['--driverloaded', 'n', '-an', '-Zn', '-l', '6', '-i', '2', '-I', '64k', '-n', 'lv', vg, loops[0]!, loops[1]!]],
+  ] as [string, string[]][]) {
+    const r = await lvm(cmd, loops, args);
+    t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+  }
+  t.deepEqual((await placement(imgs, vg, 'lv')).les, ['r0.img+r1.img', 'r0.img+r1.img', 'r0.img+r1.img'], "lvm2's stripes as sanbox reads them");
+  await fillLv(imgs, vg, 'lv');
+  const r = await sanboxCli(t, ['pvmove', imgs[0]!, imgs[2]!, '--devices', imgs.join(',')]);
+  t.is(r.code, 0, r.stderr);
+  t.is(moved(r.stdout), 3, r.stdout);
+  t.deepEqual(await badBlocks(imgs, vg, 'lv'), [], 'every block reads back through the new map');
+  const p = await placement(imgs, vg, 'lv');
+  t.deepEqual(p.les, ['r2.img+r1.img', 'r2.img+r1.img', 'r2.img+r1.img']);
+  t.false(moveRecorded(p.tags));
+  const v = await lvm('vgck', loops, [vg]);
+  t.is(v.code, 0, v.stderr);
+  t.deepEqual(warnings(v.stderr), [], 'vgck warnings');
+  const segs = await realSegmentsAgree(t, imgs, vg, loops, "after sanbox moved a stripe of lvm2's LV");
+  t.deepEqual(segs, [['lv', 'striped', '2', '65536', '0', '6', `${imgs[2]}:0-2 ${imgs[1]}:0-2`]]);
 });
