@@ -8,7 +8,11 @@
 // whose open was in flight when it closed; the image named through a symlinked directory is still
 // the node's own device; relative paths of a command in another directory reach the node resolved;
 // a lock on the connection is released only after the writes the client sent before it went; one
-// PV opened through two paths is one device to the node's key count (its file identity).
+// PV opened through two paths is one device to the node's key count (its file identity); the
+// cluster's device list (which clients write) is no proof a device is LVM's, only the PV uuid the
+// device carries, and a volume the node mounts is never a client's (review 5, H1); an exclusive
+// open is exclusive inside the node too (M1); pvcreate and pvremove through a node drop the
+// device's stale list entry.
 
 import test from 'ava';
 import crypto from 'node:crypto';
@@ -25,7 +29,10 @@ import { readFileAt, runSanbox, spawnChild, tempDir, waitForAsync } from './help
 import { probeInUse } from '../src/disk/in-use-guard.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
 import { selfIdentity } from '../src/disk/power-fence.js';
-import { readClusterDevices } from '../src/volume/cluster-devices.js';
+import { readClusterDevices, updateClusterDevices } from '../src/volume/cluster-devices.js';
+import { openDevice } from '../src/disk/open.js';
+import { readPv } from '../src/volume/pv.js';
+import { mkfs } from './helpers/mounted-volume.js';
 
 /** Bound on the nodes joining: generous, since the file's tests start their nodes all at once on shared CPUs. */
 const UP_MS = 30_000;
@@ -309,7 +316,7 @@ test('the node does not trust its client: the image it hands out is writable onl
 
   // A blank file on no list: refused unless opened exclusively; the exclusive open is the node's check.
   const unlisted = await t.throwsAsync(raw.request({ cmd: 'dev-open', spec: blank }));
-  t.regex(unlisted?.message ?? '', /blank\.img: refused: not on node 0's device list nor the cluster's, and not an LVM physical volume/);
+  t.regex(unlisted?.message ?? '', /blank\.img: refused: not an LVM physical volume \(no LVM2 label in sectors 0-3\)/);
   const ex = (await raw.request({ cmd: 'dev-open', spec: blank, exclusive: true })).handle;
   await raw.request({ cmd: 'dev-close', handle: ex });
   const holder = spawnChild(t, 'flock', ['-s', held!, 'sleep', '60']);
@@ -341,4 +348,97 @@ test('vgcreate and vgextend through a running node: a pvcreated PV outside the c
   t.deepEqual(listed.sort(), [[a, vg], [b, vg]], "both PVs in the cluster's device list");
   const r = await runSanbox(t, ['vgs', vg, '--devices', `${a},${b}`, '--noheadings', '-o', 'pv_count']);
   t.is(r.stdout.trim(), '2', r.stderr);
+});
+
+/** The PV uuid on `pv`'s label, read from the file. */
+async function pvIdOn(pv: string): Promise<string> {
+  const dev = await openDevice(pv, { readOnly: true, guard: 'none' });
+  try {
+    const id = (await readPv(dev, { withoutText: true }))?.label.pvId;
+    if (id === undefined) throw new Error(`${pv}: no PV label`);
+    return id;
+  } finally {
+    await dev.close();
+  }
+}
+
+test('listing a device in the cluster list gets a client nothing (review 5, H1): a held blank file stays refused and unchanged; a listed PV opens only with the uuid the list gives it; pvremove and pvcreate through the node drop a stale entry', async (t) => {
+  const { img, pvs: [victim, pv, stale] } = await nodesUp(t, ['victim.img', 'pv.img', 'stale.img']);
+  const holder = spawnChild(t, 'flock', ['-s', victim!, 'sleep', '60']);
+  await waitForAsync(async () => probeInUse(victim!).inUse, CLOSED_MS, 'flock to hold victim.img');
+  const io = new NodeDevices(await connectNode(img, 0));
+  t.teardown(() => io.close());
+  const image = await io.open(img);
+  const madeUp = 'abcdefghijklmnopqrstuvwxyz012345';
+  // The reviewer's bypass: the client lists the held blank file through the image's write window, then opens it.
+  await updateClusterDevices(image, (es) => [...es, { device: victim!, pvUuid: madeUp, vg: '' }]);
+  const refused = await t.throwsAsync(io.open(victim!));
+  t.regex(refused?.message ?? '', /victim\.img: refused: not an LVM physical volume/);
+  t.false((refused?.message ?? '').includes('\n'), 'one line');
+  t.true(readFileAt(victim!, 0, 1024 * 1024).equals(Buffer.alloc(1024 * 1024)), 'victim.img unchanged');
+  holder.kill('SIGKILL');
+
+  // A PV pvcreated without the node, listed under another PV's uuid: refused; under its own: opened.
+  t.is((await runSanbox(t, ['pvcreate', pv!])).code, 0);
+  const uuid = await pvIdOn(pv!);
+  await updateClusterDevices(image, (es) => [...es, { device: pv!, pvUuid: madeUp, vg: '' }]);
+  const wrong = await t.throwsAsync(io.open(pv!));
+  t.regex(wrong?.message ?? '', new RegExp(`pv\\.img: refused: the cluster's device list names it as PV ${madeUp}, but it carries PV ${uuid}`));
+  await updateClusterDevices(image, (es) => es.map((e) => (e.device === pv ? { ...e, pvUuid: uuid } : e)));
+  const dev = await io.open(pv!);
+  await dev.close();
+  await image.close();
+
+  // pvremove through the node drops the PV's entry (else the list would name a device with no PV,
+  // which the node refuses for every later command); pvcreate drops a stale one (stale.img's).
+  const removed = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvremove', pv!]);
+  t.is(removed.code, 0, removed.stderr);
+  t.deepEqual(((await readClusterDevices(img)) ?? []).map((e) => e.device), [victim]);
+  await updateClusterDevices(img, (es) => [...es, { device: stale!, pvUuid: madeUp, vg: '' }]);
+  const made = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvcreate', stale!]);
+  t.is(made.code, 0, made.stderr);
+  t.deepEqual(((await readClusterDevices(img)) ?? []).map((e) => e.device), [victim]);
+  const listed = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvs', stale!, '--noheadings', '-o', 'pv_name']);
+  t.is(listed.code, 0, listed.stderr);
+  t.is(listed.stdout.trim(), stale);
+});
+
+test('a volume the node mounts is never opened for a client (review 5, H1), even on the node\'s own --devices list', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'c.img');
+  await clusterInit(t, [img, '--nodes', '2', '--name', 'remote']);
+  const vol = await mkfs(dir, 'remote', 2);
+  const node = spawnNode(t, img, 0, ['--mount', vol, '--devices', vol]);
+  await node.waitLine((l) => /^mounted .* in slot 0$/.test(l.msg ?? ''), UP_MS, 'node 0 mounted');
+  const raw = await connectNode(img, 0);
+  t.teardown(() => raw.close());
+  const before = fs.readFileSync(vol).subarray(0, 64 * 1024);
+  for (const exclusive of [false, true]) {
+    const e = await t.throwsAsync(raw.request({ cmd: 'dev-open', spec: vol, exclusive }));
+    t.regex(e?.message ?? '', exclusive ? /v\.img: device busy/ : /v\.img: device busy: node 0 has it open for its own use/, `exclusive: ${exclusive}`);
+  }
+  t.true(fs.readFileSync(vol).subarray(0, 64 * 1024).equals(before), 'the volume\'s first 64 KiB unchanged');
+  t.is((await status(t, img)).state, 'up');
+});
+
+test('an exclusive open is exclusive inside the node too (review 5, M1): other connections cannot open the device until it closes; a device open on another connection is not opened exclusively', async (t) => {
+  const { img, pvs: [pv] } = await nodesUp(t, ['pv.img'], 1, true);
+  const a = await connectNode(img, 0);
+  const b = await connectNode(img, 0);
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  const ex = (await a.request({ cmd: 'dev-open', spec: pv, exclusive: true })).handle;
+  const shared = await t.throwsAsync(b.request({ cmd: 'dev-open', spec: pv }));
+  t.regex(shared?.message ?? '', /pv\.img: device busy: node 0 has it open exclusively for a client/);
+  const second = await t.throwsAsync(b.request({ cmd: 'dev-open', spec: pv, exclusive: true }));
+  t.regex(second?.message ?? '', /pv\.img: device busy/);
+  await a.request({ cmd: 'dev-close', handle: ex });
+  const h = (await b.request({ cmd: 'dev-open', spec: pv })).handle;
+  const late = await t.throwsAsync(a.request({ cmd: 'dev-open', spec: pv, exclusive: true }));
+  t.regex(late?.message ?? '', /pv\.img: device busy/);
+  await b.request({ cmd: 'dev-close', handle: h });
+  const again = (await a.request({ cmd: 'dev-open', spec: pv, exclusive: true })).handle;
+  await a.request({ cmd: 'dev-close', handle: again });
 });

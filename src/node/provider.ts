@@ -65,8 +65,19 @@ export interface FaultRuleStatus extends FaultRule {
 /** Bound on the rules a node keeps (a script adding rules in a loop must not grow a node without limit). */
 export const FAULT_RULES_MAX = 64;
 
+/**
+ * What this node has a device open for (review 5, H1 and M1): a client of the node may write only
+ * what is LVM's, never what the node uses for itself.
+ *   - 'own': the node's own use, not LVM's: its cluster image, a volume it mounts or heartbeats on;
+ *   - 'lvm': a PV under one of the node's LVs, or a device scanned for one (openLvOf);
+ *   - 'client': an LVM command of a client (remote-device.ts dev-open);
+ *   - 'exclusive': a client's pvcreate or pvremove, which needs the device to itself.
+ */
+export type DeviceUse = 'own' | 'lvm' | 'client' | 'exclusive';
+
 interface Entry {
   name: string;
+  use: DeviceUse;
   /** The device's file identity (deviceIdentity): opens of it through different paths are counted as one device. */
   identity: string;
   gate: SelfFencingGate;
@@ -262,7 +273,7 @@ export class DeviceProvider {
    * reservation if none exists, and returns the device with gate, fault wrapper and counters.
    * `VG/LV` opens the LV over PVs each opened this way.
    */
-  async open(spec: string, place: ReservationPlace = schemeOf(spec) !== undefined ? 'remote' : 'sidecar'): Promise<BlockDevice> {
+  async open(spec: string, place: ReservationPlace = schemeOf(spec) !== undefined ? 'remote' : 'sidecar', use: DeviceUse = 'own'): Promise<BlockDevice> {
     if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
     // An open registers this node's key in the device's reservation state: a write of the node,
     // so the heartbeat lease is checked first, as before a write (a process resumed from a stop
@@ -272,7 +283,31 @@ export class DeviceProvider {
       // A plain opener: it holds no LV lock, so a cluster layout change refuses while it is open.
       return (await this.openLvOf(spec, 'shared')).dev;
     }
-    return this.oneAtATime(() => this.openDevice(spec, place));
+    return this.oneAtATime(() => this.openDevice(spec, place, use));
+  }
+
+  /**
+   * Refuses an open for `use` of the device `identity` that clashes with what this node has open
+   * (called in turn with every open and close, oneAtATime, so no open slips between the check and
+   * the entry): an exclusive open (pvcreate, pvremove for a client) of a device the node has open
+   * at all, any client's or own open of a device opened exclusively, a client's open of a device
+   * the node has open for its own use and the other way round. The node's LV opens ('lvm') are
+   * not refused: they scan every listed device, and a pvcreate or pvremove never touches a PV of a
+   * VG (they refuse one), which is all an LV reads and writes.
+   */
+  private refuseClash(name: string, identity: string, use: DeviceUse): void {
+    if (use === 'lvm') return;
+    const clash = this.entries.find(
+      (e) => e.identity === identity && (use === 'exclusive' || e.use === 'exclusive' || (use === 'client' && e.use === 'own') || (use === 'own' && e.use === 'client')),
+    );
+    if (clash === undefined) return;
+    const what: Record<DeviceUse, string> = {
+      own: 'for its own use (its cluster image, or a volume it mounts or heartbeats on)',
+      lvm: 'as a PV of its logical volumes',
+      client: 'for an LVM command of a client',
+      exclusive: 'exclusively for a client (pvcreate or pvremove)',
+    };
+    throw new SanboxError('EBUSY', `${name}: device busy: node ${this.o.nodeId} has it open ${what[clash.use]}; refused ${use === 'exclusive' ? 'an exclusive open' : `an open ${what[use]}`}`, { device: name });
   }
 
   /**
@@ -288,8 +323,16 @@ export class DeviceProvider {
     return run;
   }
 
-  private async openDevice(spec: string, place: ReservationPlace): Promise<BlockDevice> {
+  private async openDevice(spec: string, place: ReservationPlace, use: DeviceUse): Promise<BlockDevice> {
     const name = place === 'remote' ? spec : path.resolve(spec);
+    const target = place === 'remote' || schemeOf(spec) !== undefined ? spec : name;
+    let known: string | undefined;
+    try {
+      known = deviceIdentity(target);
+    } catch {
+      known = undefined; // no such file: the open below says so
+    }
+    if (known !== undefined) this.refuseClash(name, known, use);
     let pr: PersistentReservations | null = null;
     const io: IoCounters = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, flushes: 0, errors: 0, refused: 0 };
     let gate: SelfFencingGate;
@@ -317,7 +360,6 @@ export class DeviceProvider {
         }
         await pr.reserve(this.o.nodeId, this.o.key, PR_TYPES.writeExclusiveRegistrantsOnly);
       }
-      const target = place === 'remote' || schemeOf(spec) !== undefined ? spec : name;
       // The FenceGate relies on its check and the pwrite running in one synchronous call, which a
       // local file's device (FileDisk) does; an nbd:// device's writes span turns between the gate's
       // enter and leave (fence-gate.ts). Decided by the device that calls the gate, not by wrappers
@@ -339,7 +381,7 @@ export class DeviceProvider {
     const syncData = isSyncDevice(inner) && place !== 'remote' && schemeOf(spec) === undefined;
     const faults = new FaultDevice(inner);
     this.install(faults);
-    const entry: Entry = { name: inner.name, identity, gate, pr, place: !(gate instanceof FenceGate) ? 'target' : place === 'sidecar' ? 'sidecar' : 'on-disk', faults, io };
+    const entry: Entry = { name: inner.name, use, identity, gate, pr, place: !(gate instanceof FenceGate) ? 'target' : place === 'sidecar' ? 'sidecar' : 'on-disk', faults, io };
     this.entries.push(entry);
     if (this.fencedReason !== undefined) gate.selfFence(this.fencedReason);
     const release = (): Promise<void> => this.release(entry);
@@ -407,7 +449,7 @@ export class DeviceProvider {
     const use = await readContainerUse(pvs, vg);
     assertNodeMayUse(use, this.o.nodeId);
     // Every PV (and every other device scanned for the VG) comes through open().
-    return { dev: await openLv(pvs, vg, lv, { guard, open: (pv) => this.open(pv) }), use };
+    return { dev: await openLv(pvs, vg, lv, { guard, open: (pv) => this.open(pv, undefined, 'lvm') }), use };
   }
 
   /**
@@ -456,7 +498,12 @@ export class DeviceProvider {
 
   /** Where this node looks for PVs: its own list (--devices, else SANBOX_DEVICES), then the cluster's device list. */
   async lvmDevices(extra: string[] = []): Promise<string[]> {
-    return mergeSpecs(mergeSpecs(deviceList([], this.o.devices), extra), (await this.o.clusterDevices?.()) ?? []);
+    return mergeSpecs(mergeSpecs(this.ownDevices(), extra), (await this.o.clusterDevices?.()) ?? []);
+  }
+
+  /** The node's own device list (--devices, else SANBOX_DEVICES): its operator's, which no client can change. */
+  ownDevices(): string[] {
+    return deviceList([], this.o.devices);
   }
 
   /** Unregisters this node's key from a device it closes (a clean leave of that device). */

@@ -31,8 +31,9 @@
 // send requests): the image it hands out is writable only in the cluster's device list, the one
 // region an LVM command writes (write-window.ts; not the header, heartbeat, node records,
 // reservation state or lockspace), and any other device is opened only if the node finds it is
-// LVM's — on its device list or the cluster's, or carrying an LVM2 label — or, for pvcreate and
-// pvremove, `exclusive`, which the node checks itself (openForClient).
+// LVM's — on its own device list, or carrying an LVM2 label (with the PV uuid the cluster's list
+// gives it, if listed: a client writes that list, review 5 H1) — or, for pvcreate and pvremove,
+// `exclusive`, which the node checks itself; never one the node uses itself (openForClient).
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,7 +43,9 @@ import { deviceIdentity, sameFile } from '../disk/file-identity.js';
 import { writesOnlyIn } from '../disk/write-window.js';
 import { FENCE_DIR_SUFFIX, type PreemptResult } from '../disk/reservations.js';
 import { clientWriteWindow } from '../heartbeat/cluster-image.js';
-import { readPv } from '../volume/pv.js';
+import { readClusterDevices } from '../volume/cluster-devices.js';
+import { LABEL_SCAN_BYTES, scanLabel } from '../format/lvm/label.js';
+import { readStable } from '../disk/stable-read.js';
 import { openExclusively } from '../volume/lvm-cluster.js';
 import { DiskError, FormatError, SanboxError } from '../errors.js';
 import { isNodeId, O2NM_MAX_NODES } from '../format/o2hb-block.js';
@@ -198,14 +201,21 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
 /**
  * Opens `spec` (not the cluster image) for a client of `node`, checked by the node itself: the
  * client is an LVM command that says what it wants, and the node does not take its word for what
- * the device is (review 4, finding 3). Refused, each in one line naming the path and the reason:
+ * the device is (review 4, finding 3; review 5, H1: the cluster's device list is in the part of
+ * the image a client writes, so being listed there proves nothing). Refused, each in one line
+ * naming the path and the reason:
  *   - sanbox's fence state beside a device (DEV.fence/…: reservation state, lock files), by its
- *     real path: a client rewriting it could clear a fenced node's preemption;
- *   - a device neither on the node's device list (its own --devices, then the cluster's list) nor
- *     carrying an LVM2 label, unless opened `exclusive` (pvcreate, pvremove), which the node
- *     checks too: nobody else has it open before, nor holds it once the node does
- *     (openExclusively). A PV outside the list is still LVM's to write (a VG made without the
- *     cluster, a PV pvcreated for a vgcreate or vgextend, which lists it when it commits).
+ *     real path, and anything in the cluster's run directory: a client rewriting it could clear a
+ *     fenced node's preemption;
+ *   - without `exclusive`, a device that is neither on the node's own device list (--devices, else
+ *     SANBOX_DEVICES: its operator's) nor an LVM physical volume by its label, which the node reads
+ *     itself; a PV the cluster's list names must carry the PV uuid the list gives it
+ *     (checkLvmDevice). A PV outside the list is still LVM's to write (a VG made without the
+ *     cluster, a PV pvcreated for a vgcreate or vgextend, which lists it when it commits);
+ *   - `exclusive` (pvcreate, pvremove): a device somebody else has open before, or holds once the
+ *     node does (openExclusively), or that this node has open itself (provider.ts refuseClash);
+ *   - any device the node has open for its own use (a volume it mounts or heartbeats on) or a
+ *     client has open exclusively (provider.ts refuseClash, in turn with every open).
  */
 async function openForClient(node: RunningNode, spec: string, exclusive: boolean): Promise<BlockDevice> {
   const remote = schemeOf(spec) !== undefined;
@@ -224,21 +234,32 @@ async function openForClient(node: RunningNode, spec: string, exclusive: boolean
       throw new SanboxError('EINVAL', `${spec}: refused: it is in the cluster's run directory ${runDir} (sockets, lock state); node ${node.nodeId} never opens that for a client`, { device: spec });
     }
   }
-  if (exclusive) return openExclusively(spec, (s) => node.provider.open(s), node.nodeId);
-  if (await isListed(node, spec)) return node.provider.open(spec);
-  if (await carriesPvLabel(spec)) return node.provider.open(spec);
-  throw new SanboxError(
-    'EINVAL',
-    `${spec}: refused: not on node ${node.nodeId}'s device list nor the cluster's, and not an LVM physical volume; the node writes such a device for a client only when opened exclusively (pvcreate)`,
-    { device: spec },
-  );
+  if (exclusive) return openExclusively(spec, (s) => node.provider.open(s, undefined, 'exclusive'), node.nodeId);
+  await checkLvmDevice(node, spec);
+  return node.provider.open(spec, undefined, 'client');
 }
 
-/** Whether `spec` names (by file identity; an nbd:// export by URI) a device of the node's list or the cluster's. */
-async function isListed(node: RunningNode, spec: string): Promise<boolean> {
+/**
+ * Throws unless `spec` is LVM's by what the node itself knows: on its own device list, or carrying
+ * an LVM2 label (read by the node) whose PV uuid is the one the cluster's list gives the device,
+ * when the list names it.
+ */
+async function checkLvmDevice(node: RunningNode, spec: string): Promise<void> {
   const identity = identityOrUndefined(spec);
-  if (identity === undefined) return false;
-  return (await node.provider.lvmDevices()).some((d) => identityOrUndefined(d) === identity);
+  if (identity === undefined) throw new SanboxError('ENOENT', `${spec}: no such device`, { device: spec });
+  if (node.provider.ownDevices().some((d) => identityOrUndefined(d) === identity)) return;
+  const refuse = (why: string): SanboxError =>
+    new SanboxError('EINVAL', `${spec}: refused: ${why}; node ${node.nodeId} writes a device for a client only when it is on its own --devices list, is an LVM physical volume, or is opened exclusively (pvcreate)`, { device: spec });
+  let pvId: string | undefined;
+  try {
+    pvId = await pvIdOf(spec);
+  } catch (err) {
+    if (!(err instanceof FormatError)) throw err;
+    throw refuse(`its LVM2 label is damaged (${err.message})`);
+  }
+  if (pvId === undefined) throw refuse('not an LVM physical volume (no LVM2 label in sectors 0-3)');
+  const listed = ((await readClusterDevices(node.device)) ?? []).find((e) => e.pvUuid !== pvId && identityOrUndefined(e.device) === identity);
+  if (listed !== undefined) throw refuse(`the cluster's device list names it as PV ${listed.pvUuid}, but it carries PV ${pvId}`);
 }
 
 function identityOrUndefined(spec: string): string | undefined {
@@ -249,14 +270,17 @@ function identityOrUndefined(spec: string): string | undefined {
   }
 }
 
-/** Whether the device has an LVM2 label in its first four sectors, read by the node itself (read-only, no lock taken). */
-async function carriesPvLabel(spec: string): Promise<boolean> {
+/**
+ * The PV uuid of the device's LVM2 label (undefined: none), read by the node itself (read-only, no
+ * lock taken). The label only: damaged metadata areas behind a good label are still LVM's to
+ * repair. A read racing a label rewrite is read again (the one torn-read bound).
+ */
+async function pvIdOf(spec: string): Promise<string | undefined> {
   const dev = await openDevice(spec, { readOnly: true, guard: 'none' });
   try {
-    return (await readPv(dev, { withoutText: true })) !== undefined;
-  } catch (err) {
-    if (err instanceof FormatError) return true; // a damaged label is still LVM's (pvremove -f, pvck)
-    throw err;
+    const head = Buffer.alloc(Math.min(LABEL_SCAN_BYTES, dev.sizeBytes));
+    const scan = await readStable(dev, head, 0, (b) => scanLabel(b, { device: dev.name, offsetBytes: 0 }), { sameErrorIsDamage: true });
+    return scan.kind === 'label' ? scan.label.pvId : undefined;
   } finally {
     await dev.close();
   }

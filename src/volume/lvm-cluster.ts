@@ -197,6 +197,20 @@ export async function withOrphanLocks<T>(cluster: LvmCluster | undefined, fn: ()
 }
 
 /**
+ * pvcreate and pvremove as a node of the cluster (holding the global lock ex, withOrphanLocks):
+ * the devices they wrote leave the cluster's device list, whose entry for one named the PV they
+ * replaced or wiped. A running node opens a listed device for a client only if it carries the
+ * listed PV uuid (src/node/remote-device.ts), so a stale entry would lock every later command out.
+ */
+export async function unlistDevices(cluster: LvmCluster | undefined, devices: string[]): Promise<void> {
+  if (cluster === undefined) return;
+  const names = new Set(devices.map(listedName));
+  const cur = await readClusterDevices(cluster.image);
+  if (cur === undefined || !cur.some((e) => names.has(e.device))) return;
+  await updateClusterDevices(cluster.image, (entries) => entries.filter((e) => !names.has(e.device)));
+}
+
+/**
  * How pvcreate and pvremove open their devices: they need them to themselves (a device another
  * process has open is neither formatted nor wiped). Without a node: the in-use guard, exclusively.
  * As node N every write must pass N's fence gate, so the devices are opened through N: by a

@@ -17,7 +17,7 @@ import { makeLvDevice, mapLv, type LvDevice, type LvLayout } from './lv-device.j
 import { checkBlank, planPvLayout, wipePv, writeNewPv, type PvLayoutOptions, type PvState } from './pv.js';
 import { acquireLvGuard, type LvGuardMode } from './vg-lock.js';
 import { DLM_LV_LOCK_ARGS, withGlobalLock, withVgLock, type VgLockHold } from './lvm-locks.js';
-import { checkAgainstValue, checkClusterOwnsVg, clusterDeviceSpecs, exclusiveOpenOptions, mergeSpecs, withOrphanLocks, withVgChangeLocks, type LvmCluster, type VgChangeHold } from './lvm-cluster.js';
+import { checkAgainstValue, checkClusterOwnsVg, clusterDeviceSpecs, exclusiveOpenOptions, mergeSpecs, unlistDevices, withOrphanLocks, withVgChangeLocks, type LvmCluster, type VgChangeHold } from './lvm-cluster.js';
 import { assertChangeable, commitVg, findVg, orphanPv, pvEntry, pvInUse, scanDevices, vgNames, type CommitContext, type ScannedDevice, type VgHandle } from './vg.js';
 
 export function newId(): string {
@@ -154,6 +154,7 @@ export async function pvCreate(specs: string[], opts: PvCreateOptions, cluster?:
       await writeNewPv(sc.dev, pvId, layouts[i]!);
       out.push({ device: sc.dev.name, pvId });
     }
+    await unlistDevices(cluster, out.map((o) => o.device));
     return out;
   }));
 }
@@ -167,6 +168,7 @@ export async function pvRemove(specs: string[], cluster?: LvmCluster): Promise<v
         if (vg) throw new SanboxError('EBUSY', `${pv.dev.name}: PV belongs to volume group ${vg}; vgreduce or vgremove it first`, { device: pv.dev.name });
       }
       for (const pv of pvs) await wipePv(pv);
+      await unlistDevices(cluster, pvs.map((pv) => pv.dev.name));
     }),
   );
 }
