@@ -116,6 +116,20 @@ test.serial('a flush issued after a deferred write starts its fdatasync after th
   t.is(atFdatasync, 1, 'the write was on the file when the flush began');
 });
 
+test.serial('close waits for a write still in the deferred queue: it lands instead of failing ECLOSED', async (t) => {
+  const file = image(t);
+  const disk = openDisk(t, file);
+  // Close in the same turn as the deferred write (firstThenLater's later op may run after the queue).
+  await firstThenLater(
+    t,
+    disk,
+    () => Promise.all([disk.write(Buffer.alloc(SECTOR_BYTES, 1), 0), disk.close()]).then(() => undefined),
+    () => Promise.resolve(),
+    () => readFileAt(file, 0, 1)[0] === 1,
+  );
+  t.is(readFileAt(file, 0, 1)[0], 1, 'the write issued before close is on disk');
+});
+
 test.serial('a deferred LV write is not passed by a later write of the same sector', async (t) => {
   const pv = image(t, 64 * MiB);
   await pvCreate([pv], {});

@@ -205,6 +205,9 @@ export class FileDisk implements SyncBlockDevice, SyncFitness {
     return inOrder(() => this.discardSync(offsetBytes, lengthBytes));
   }
   async close(): Promise<void> {
+    // Ops issued before close and still in the deferred queue (turn-budget.ts) run first: a write
+    // issued before close lands instead of failing ECLOSED.
+    await afterDeferred();
     await Promise.allSettled([...this.flushesInFlight]);
     this.closeSync();
   }
