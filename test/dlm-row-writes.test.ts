@@ -9,7 +9,7 @@ import { Mode, modeName } from '../src/dlm/compat-matrix.js';
 import { FaultDevice, FileDisk } from '../src/disk/index.js';
 import { viewOf } from '../src/disk/view-device.js';
 import { Lockspace, readSnapshot } from '../src/dlm/lock-manager.js';
-import { bucketOf, lockCellOffset } from '../src/format/lockspace.js';
+import { bucketOf, lockCellOffset, lvbCellOffset } from '../src/format/lockspace.js';
 import { FAULT_CONTROL_POLL_MS } from '../src/timing.js';
 import { REGION_BYTES, REGION_OFFSET, setupLockspaces } from './helpers/fake-lockspaces.js';
 import { waitFor } from './helpers/tmp.js';
@@ -143,7 +143,8 @@ test('many operations on one row at once (locks, unlocks, value writes, conversi
   for (const n of names) t.is(await exAtOnce(b, n), 'granted', `${n} is free again`);
 });
 
-test('a failed write of a shared row: that lock stays held (memory and disk), the row\'s other change lands, a retry releases it', async (t) => {
+/** Node 0 on a FaultDevice over the region (its writes can be failed), node 1 plain; r1 and r2 share a bucket. */
+async function faultyNodeZero(t: ExecutionContext) {
   const { open, img, cluster } = await setupLockspaces(t);
   const b = await open(1);
   const disk = FileDisk.open(img, { guard: 'none' });
@@ -154,23 +155,90 @@ test('a failed write of a shared row: that lock stays held (memory and disk), th
     disk.closeSync();
   });
   const [r1, r2] = sameBucketPair(a);
+  /** A fault on node 0's cell at `offsetBytes`, once: 'eio' fails before any I/O, 'torn' lets the whole cell land and reports an error. */
+  const failOnce = (action: 'eio' | 'torn', offsetBytes: number) =>
+    fault.inject({ op: 'write', action, tornSectors: a.layout.sectorSizeBytes / fault.sectorSizeBytes, offsetBytes, lengthBytes: a.layout.sectorSizeBytes, count: 1 });
+  return { a, b, img, r1, r2, failOnce };
+}
+
+/** Who holds `resource` granted on disk, as "node N MODE". */
+async function grantedOnDisk(img: string, resource: string): Promise<string[]> {
+  const snap = await diskSnapshot(img);
+  return snap.locks
+    .filter((l) => l.resource.toString() === resource && l.state === 'granted')
+    .map((l) => `node ${l.nodeId} ${modeName(l.grantedMode as Mode)}`)
+    .sort();
+}
+
+const RELEASE_UNKNOWN = /release outcome unknown/;
+
+// Review 5 finding H2: a release write whose outcome is unknown (any error: it may have landed) must
+// leave memory, and so the row's next write, with the state that grants less: released.
+test('a release write that fails before any I/O: memory lets go anyway, the row\'s next write carries the release; the lock is lost, a retried unlock ends it', async (t) => {
+  const { a, b, r1, r2, failOnce } = await faultyNodeZero(t);
   const l1 = await a.lock(r1, Mode.PR);
   const l2 = await a.lock(r2, Mode.PR);
   t.is(l1.row, l2.row, 'the two locks share a row (the scenario needs it)');
-  // The row's next write fails before it reaches the file; the one after it succeeds.
-  fault.inject({ op: 'write', action: 'eio', offsetBytes: lockCellOffset(a.layout, l1.row, 0), lengthBytes: a.layout.sectorSizeBytes, count: 1 });
+  failOnce('eio', lockCellOffset(a.layout, l1.row, 0));
   const [u1, u2] = await Promise.allSettled([l1.unlock(), l2.unlock()]);
   t.is(u1.status, 'rejected', 'the first unlock saw the injected error');
   t.is(u2.status, 'fulfilled');
-  t.is(await exAtOnce(b, r1), 'EAGAIN', 'r1 is still held by node 0 on disk (the second write was built without the failed change)');
+  t.regex(l1.lost ?? '', RELEASE_UNKNOWN, 'r1 is lost, not held');
+  t.is(await exAtOnce(b, r1), 'granted', "r2's write carried r1's release");
   t.is(await exAtOnce(b, r2), 'granted', 'r2 was released');
   t.deepEqual(
-    a.heldLocks().map((l) => l.name),
-    [r1],
-    'node 0 still holds r1',
+    a.heldLocks().map((l) => `${l.name} ${l.lost === undefined ? 'held' : 'lost'}`),
+    [`${r1} lost`],
+    'node 0 lists r1 as lost until it is unlocked',
   );
   await l1.unlock();
-  t.is(await exAtOnce(b, r1), 'granted', 'the retried unlock released r1');
+  t.deepEqual(a.heldLocks(), [], 'the retried unlock ended r1');
+  t.is(await exAtOnce(b, r1), 'granted');
+});
+
+for (const [op, label] of [['unlock', 'an unlock'], ['down-conversion', 'a down-conversion']] as const) {
+  test(`${label} write that lands and reports an error (torn whole cell): the row's next write does not put the lock back; no two incompatible holders on disk`, async (t) => {
+    const { a, b, img, r1, r2, failOnce } = await faultyNodeZero(t);
+    const l1 = await a.lock(r1, Mode.EX);
+    const l2 = await a.lock(r2, Mode.PR);
+    t.is(l1.row, l2.row, 'the two locks share a row (the scenario needs it)');
+    failOnce('torn', lockCellOffset(a.layout, l1.row, 0));
+    const failed = op === 'unlock' ? l1.unlock() : l1.convert(Mode.PR);
+    await t.throwsAsync(failed, { message: /torn write injected/ });
+    t.regex(l1.lost ?? '', RELEASE_UNKNOWN);
+    // The write landed: node 1 is granted what node 0 let go of.
+    const otherMode = op === 'unlock' ? Mode.EX : Mode.PR;
+    const other = await b.lock(r1, otherMode, { noqueue: true, timeoutMs: LOCK_TIMEOUT_MS });
+    // Node 0's next write of the row (another lock's release) is built from its memory.
+    await l2.unlock();
+    const want = op === 'unlock' ? ['node 1 EX'] : ['node 0 PR', 'node 1 PR'];
+    t.deepEqual(await grantedOnDisk(img, r1), want, "node 0's row write did not re-assert its EX");
+    await l1.unlock();
+    t.deepEqual(await grantedOnDisk(img, r1), [`node 1 ${modeName(otherMode)}`], "the retried unlock removed node 0's entry");
+    t.deepEqual(a.heldLocks(), []);
+    await other.unlock();
+  });
+}
+
+test('a value write that lands and reports an error: the lock stays held, and once the value cell is written again the value reads as invalid', async (t) => {
+  const { a, b, r1, r2, failOnce } = await faultyNodeZero(t);
+  const l1 = await a.lock(r1, Mode.EX);
+  const l2 = await a.lock(r2, Mode.EX);
+  // Both value entries were reserved at grant in the first row of their shared bucket.
+  failOnce('torn', lvbCellOffset(a.layout, l1.bucket, 0));
+  await t.throwsAsync(l1.unlock({ lvb: Buffer.from('value one') }), { message: /torn write injected/ });
+  t.is(l1.lost, undefined, 'the lock cell was not written: r1 is still held');
+  t.is(await exAtOnce(b, r1), 'EAGAIN');
+  // Node 0's next write of that value cell (r2's value) is built from its memory; then r1 goes.
+  await l2.unlock({ lvb: Buffer.from('value two') });
+  await l1.unlock();
+  const read1 = await b.lock(r1, Mode.PR, { timeoutMs: LOCK_TIMEOUT_MS });
+  t.false(read1.lvbValid, "r1's value is invalid: its write's outcome was unknown, so nobody may trust what it protects");
+  await read1.unlock();
+  const read2 = await b.lock(r2, Mode.PR, { timeoutMs: LOCK_TIMEOUT_MS });
+  t.true(read2.lvbValid);
+  t.is(read2.lvb.subarray(0, 9).toString(), 'value two');
+  await read2.unlock();
 });
 
 test('close waits for a lock-cell write in flight and clears its row; none lands after close', async (t) => {
@@ -199,5 +267,36 @@ test('close waits for a lock-cell write in flight and clears its row; none lands
     snap.locks.filter((l) => l.nodeId === 0).map((l) => `${l.resource.toString()} ${l.state}`),
     [],
     'no entry of node 0 is on disk after close',
+  );
+});
+
+test('close waits for a value write in flight before it clears the lock cells (review 5 L1)', async (t) => {
+  const { img, cluster } = await setupLockspaces(t);
+  const disk = FileDisk.open(img, { guard: 'none' });
+  t.teardown(() => disk.closeSync());
+  const fault = new FaultDevice(viewOf(disk, REGION_OFFSET, REGION_BYTES));
+  const a = await Lockspace.open(fault, { membership: cluster.member(0, 1000n), watchPath: img });
+  const l = await a.lock('closing-value', Mode.EX);
+  const stall = fault.inject({ op: 'write', action: 'stall', offsetBytes: lvbCellOffset(a.layout, l.bucket, 0), lengthBytes: a.layout.sectorSizeBytes });
+  const writesBefore = a.stats.writes;
+  const release = l.unlock({ lvb: Buffer.from('last value') }).then(
+    () => 'released',
+    (err: { code?: string }) => err.code,
+  );
+  await waitFor(() => a.stats.writes > writesBefore, LOCK_TIMEOUT_MS, 'the value write to be issued (and stalled)');
+  let closed = false;
+  const closing = a.close().then(() => void (closed = true));
+  await new Promise((resolve) => setTimeout(resolve, STALL_SETTLE_MS));
+  t.false(closed, 'close waits while the value write is stalled');
+  t.deepEqual(await grantedOnDisk(img, 'closing-value'), ['node 0 EX'], 'the lock cell still holds the lock');
+  fault.release(stall);
+  await closing;
+  t.log('the unlock:', await release);
+  const snap = await diskSnapshot(img);
+  t.deepEqual(snap.locks, [], 'close cleared the lock cell');
+  t.deepEqual(
+    snap.lvbs.map((v) => v.value.subarray(0, 10).toString()),
+    ['last value'],
+    'the value landed before the lock went',
   );
 });

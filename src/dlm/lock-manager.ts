@@ -212,8 +212,13 @@ export class Lock {
   lvbValid = true;
   /** Sequence of the value block this holder knows: the one current at grant, or its own last write. */
   lvbSeq = 0n;
-  /** Set if this node was fenced or the lockspace closed while the lock was held. */
+  /** Set if this node was fenced or the lockspace closed while the lock was held, or its release's outcome is unknown. */
   lost: string | undefined;
+  /**
+   * A release or down-conversion whose write failed (it may have landed): memory, and so the row's
+   * next write, already let go of it; unlock() retries the row's write (writeEntry, 'letsGo').
+   */
+  releaseUnsure = false;
   /** Blocking notification bookkeeping: the last mode reported, reset at each grant. */
   lastBast: Mode | null = null;
   bast: ((mode: Mode) => void) | undefined;
@@ -547,17 +552,16 @@ export class Lockspace {
   // Writing our own cells
 
   /**
-   * Writes the lock's entry (undefined frees it); `wake`: whom the change may let move on (Wake).
-   * In its row's turn (lockRowWrites): the cell is built from our memory of the row as the row's
-   * previous write left it, and memory takes the new cell once it has landed. A write that fails
-   * leaves memory as it was (what the disk holds is then unknown, as before: the caller sees the
-   * error, and a fence error fails every lock), and the row's next write is built without it.
+   * Writes the lock's entry (undefined frees it); `wake`: whom the change may let move on (Wake);
+   * `change`: what memory takes if the write fails (Change). In its row's turn (lockRowWrites): the
+   * cell is built from our memory of the row as the row's previous write left it, and memory takes
+   * the new cell once it has landed.
    */
-  private writeEntry(lock: Lock, entry: LockEntry | undefined, wake: Wake): Promise<void> {
-    return this.lockRowWrites.run(lock.row, () => this.writeEntryInTurn(lock, entry, wake));
+  private writeEntry(lock: Lock, entry: LockEntry | undefined, wake: Wake, change: Change): Promise<void> {
+    return this.lockRowWrites.run(lock.row, () => this.writeEntryInTurn(lock, entry, wake, change));
   }
 
-  private async writeEntryInTurn(lock: Lock, entry: LockEntry | undefined, wake: Wake): Promise<void> {
+  private async writeEntryInTurn(lock: Lock, entry: LockEntry | undefined, wake: Wake, change: Change): Promise<void> {
     if (this.closing) throw new DlmError('ECLOSED', `${this.device.name}: lockspace is closing`);
     const { row, entry: index } = lock;
     const entries = [...(this.ownLocks.get(row) ?? emptyLockEntries())];
@@ -568,11 +572,14 @@ export class Lockspace {
     const out = this.cellBufs.pop() ?? Buffer.alloc(this.layout.sectorSizeBytes);
     try {
       await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries }, this.layout.sectorSizeBytes, out), off);
+    } catch (err) {
+      // The write may have landed all the same: memory keeps whichever cell grants less (Change).
+      if (change === 'letsGo') this.rememberRow(row, entries);
+      throw err;
     } finally {
       if (this.cellBufs.length < CELL_BUFS_KEPT) this.cellBufs.push(out);
     }
-    if (entries.some((e) => e !== undefined)) this.ownLocks.set(row, entries);
-    else this.ownLocks.delete(row);
+    this.rememberRow(row, entries);
     if (wake === 'none') return;
     // Our own waiters (other locks of this process) learn it at once; other processes' through the hints.
     const targets = wake === 'all' ? undefined : wakeTargets(lock.othersAtRead, wake === 'next');
@@ -584,6 +591,11 @@ export class Lockspace {
     if (wake === 'next') return;
     if (this.waiting.size > 0) this.waker.poke();
     this.waker.hintRow(row, mayHaveWaiters(lock, performance.now()));
+  }
+
+  private rememberRow(row: number, entries: (LockEntry | undefined)[]): void {
+    if (entries.some((e) => e !== undefined)) this.ownLocks.set(row, entries);
+    else this.ownLocks.delete(row);
   }
 
   private ownEntry(lock: Lock): LockEntry | undefined {
@@ -664,7 +676,11 @@ export class Lockspace {
 
   /**
    * Writes our value entry for `resource`, in the value cells' turn (lvbWork): built from memory as
-   * the previous value-cell work left it; memory takes the new cell once it has landed.
+   * the previous value-cell work left it; memory takes the new cell once it has landed. A write
+   * that fails may have landed all the same, so the disk holds the old entry or the new one; the
+   * one that grants less is neither but their invalidation: memory takes the old value marked
+   * invalid as of the new sequence, and the cell's next write carries that (docs/lockspace.md,
+   * "Writing one's own cells").
    */
   private writeLvb(resource: Buffer, what: { value?: Buffer; valueSeq?: bigint; invalidSeq?: bigint }): Promise<void> {
     return this.lvbWork.run(LVB_WORK_KEY, () => this.writeLvbInTurn(resource, what));
@@ -686,7 +702,16 @@ export class Lockspace {
     this.writeSeq++;
     const off = lvbCellOffset(this.layout, place.row, this.nodeId);
     const onDisk = entries.map((e) => (e === undefined || e.reserved === true ? undefined : { resource: e.resource, valueSeq: e.valueSeq, value: e.value, invalidSeq: e.invalidSeq }));
-    await this.write(encodeLvbCell({ nodeId: this.nodeId, row: place.row, generation: this.generation, seq: this.writeSeq, entries: onDisk }, this.layout.sectorSizeBytes, h.lvbLenBytes), off);
+    try {
+      await this.write(encodeLvbCell({ nodeId: this.nodeId, row: place.row, generation: this.generation, seq: this.writeSeq, entries: onDisk }, this.layout.sectorSizeBytes, h.lvbLenBytes), off);
+    } catch (err) {
+      const seq = what.valueSeq ?? what.invalidSeq;
+      assert(seq !== undefined, 'a value write writes a value or an invalidation');
+      const before = old ?? { resource, valueSeq: null, value: smallZeroed(h.lvbLenBytes), invalidSeq: null };
+      entries[place.index] = { resource: before.resource, valueSeq: before.valueSeq, value: before.value, invalidSeq: before.invalidSeq === null || seq > before.invalidSeq ? seq : before.invalidSeq, holds: before.holds };
+      this.ownLvbs.set(place.row, entries);
+      throw err;
+    }
     this.ownLvbs.set(place.row, entries);
   }
 
@@ -769,7 +794,10 @@ export class Lockspace {
         const cur = this.ownEntry(lock)!;
         // lvbSeqAtGrant follows our own value writes, so if we die holding PW the invalidation
         // covers exactly the values up to the one we last wrote.
-        await this.writeEntry(lock, { ...cur, state: 'granted', grantedMode: mode, requestedMode: null, claim: false, lvbSeqAtGrant: lock.lvbSeq }, 'release');
+        await this.writeEntry(lock, { ...cur, state: 'granted', grantedMode: mode, requestedMode: null, claim: false, lvbSeqAtGrant: lock.lvbSeq }, 'release', 'letsGo').catch((err: unknown) => {
+          lock.mode = mode;
+          throw this.releaseUnknown(lock, err);
+        });
         lock.mode = mode;
         lock.lastBast = null;
       } finally {
@@ -782,14 +810,48 @@ export class Lockspace {
   }
 
   async unlock(lock: Lock, opts: ReleaseOptions = {}): Promise<void> {
+    if (lock.releaseUnsure && !lock.busy && !this.closed && this.lockObjs.get(lock.slot) === lock) return this.retryRelease(lock);
     this.checkUsable(lock);
     lock.busy = true;
     try {
       await this.releaseLvb(lock, opts, null);
-      await this.writeEntry(lock, undefined, 'release');
+      await this.writeEntry(lock, undefined, 'release', 'letsGo').catch((err: unknown) => {
+        lock.mode = null;
+        throw this.releaseUnknown(lock, err);
+      });
     } finally {
       lock.busy = false;
     }
+    this.forgetReleased(lock);
+  }
+
+  /**
+   * A release or down-conversion whose write failed: the write may have landed (an NBD request
+   * that timed out after it was sent, EIO after part of a write), so another node may be granted
+   * what we let go of. Memory let go already (writeEntry, 'letsGo'); the lock is lost, not held.
+   */
+  private releaseUnknown(lock: Lock, err: unknown): unknown {
+    lock.releaseUnsure = true;
+    lock.lost ??= `release outcome unknown: ${(err as Error).message}`;
+    return err;
+  }
+
+  /** unlock() of a lock whose release's outcome is unknown: writes its row again, without it. */
+  private async retryRelease(lock: Lock): Promise<void> {
+    lock.busy = true;
+    try {
+      if (lock.mode !== null && writesLvb(lock.mode)) {
+        await this.unreserveLvb(lock.resource);
+        lock.mode = null;
+      }
+      await this.writeEntry(lock, undefined, 'release', 'letsGo');
+    } finally {
+      lock.busy = false;
+    }
+    this.forgetReleased(lock);
+  }
+
+  private forgetReleased(lock: Lock): void {
     lock.released = true;
     lock.mode = null;
     this.lockObjs.delete(lock.slot);
@@ -1027,7 +1089,7 @@ export class Lockspace {
         return this.withdraw(w, new DlmError('EAGAIN', `lock ${modeName(w.mode)} on ${lock.name} would block (NOQUEUE)`));
       }
       rec.claim = d.action === 'claim';
-      await this.writeEntry(lock, rec, 'none');
+      await this.writeEntry(lock, rec, 'none', 'takes');
       w.phase = 'check';
       w.trace?.('queued');
       return true;
@@ -1051,7 +1113,7 @@ export class Lockspace {
         }
         const lvb = await this.readLvb(lock.bucket, lock.resource, fenced);
         w.trace?.('granting');
-        await this.writeEntry(lock, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq }, 'next');
+        await this.writeEntry(lock, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq }, 'next', 'takes');
         lock.mode = w.mode;
         lock.lvb = lvb.value;
         lock.lvbValid = lvb.valid;
@@ -1063,10 +1125,10 @@ export class Lockspace {
         return true;
       }
       case 'claim':
-        await this.writeEntry(lock, { ...me, claim: true }, 'none');
+        await this.writeEntry(lock, { ...me, claim: true }, 'none', 'takes');
         return true;
       case 'deadlock': {
-        await this.writeEntry(lock, { ...me, state: 'granted', requestedMode: null, claim: false }, 'all');
+        await this.writeEntry(lock, { ...me, state: 'granted', requestedMode: null, claim: false }, 'all', 'letsGo');
         this.waiting.delete(w);
         const other = d.with;
         w.reject(new DlmError('EDEADLK', `conversion of ${lock.name} to ${modeName(w.mode)} cancelled: conversion deadlock with node ${other.nodeId}'s conversion ${modeName(other.grantedMode!)}->${modeName(other.requestedMode!)}`));
@@ -1077,7 +1139,7 @@ export class Lockspace {
         w.spins = spinsWhileWaiting(toView(me, this.nodeId, lock.slot), others);
         let wrote = false;
         if (d.dropClaim) {
-          await this.writeEntry(lock, { ...me, claim: false }, 'all');
+          await this.writeEntry(lock, { ...me, claim: false }, 'all', 'letsGo');
           wrote = true;
         }
         if (this.isDue(w)) return this.withdraw(w, this.dueError(w));
@@ -1111,9 +1173,9 @@ export class Lockspace {
     try {
       const cur = this.ownEntry(w.lock);
       if (w.kind === 'lock') {
-        if (cur !== undefined) await this.writeEntry(w.lock, undefined, 'all');
+        if (cur !== undefined) await this.writeEntry(w.lock, undefined, 'all', 'letsGo');
       } else if (cur !== undefined && cur.state === 'converting') {
-        await this.writeEntry(w.lock, { ...cur, state: 'granted', requestedMode: null, claim: false }, 'all');
+        await this.writeEntry(w.lock, { ...cur, state: 'granted', requestedMode: null, claim: false }, 'all', 'letsGo');
       }
     } finally {
       w.reject(err);
@@ -1204,8 +1266,9 @@ export class Lockspace {
       w.reject(new DlmError('ECANCELED', `lockspace closed while waiting for ${w.lock.name}`));
     }
     // Writes of our cells already issued land first (and are in ownLocks then); later ones are refused.
+    // Value-cell work queued before (a release's value write) runs before the lock cells are cleared.
     this.closing = true;
-    await this.lockRowWrites.idle();
+    await Promise.all([this.lockRowWrites.idle(), this.lvbWork.idle()]);
     try {
       for (const row of [...this.ownLocks.keys()]) {
         this.writeSeq++;
@@ -1244,6 +1307,19 @@ function noteRead(lock: Lock, others: readonly LockView[]): void {
  *   request: rare, and the queue they change may be anything).
  */
 type Wake = 'none' | 'next' | 'release' | 'all';
+
+/**
+ * What memory takes when a write of our lock cell fails. The write may have landed all the same
+ * (an NBD request that timed out after it was sent, EIO after part of a write), so the disk holds
+ * the old cell or the new one, and the row's next write, built from memory, must not grant more
+ * than either (review 5 finding H2: a release that landed, re-asserted by the next write of its
+ * row after another node was granted the lock): memory keeps the one that grants less.
+ * - 'takes': the change takes something (a doorway, a claim, a grant): memory keeps the old entry,
+ *   and the request is not taken;
+ * - 'letsGo': the change lets go of something (a release, a down-conversion, a cancelled
+ *   conversion, a dropped claim, a withdrawn request): memory takes the new entry all the same.
+ */
+type Change = 'takes' | 'letsGo';
 
 /**
  * The nodes to wake after we let go of (or were granted) a lock, from `others`, our last read of
