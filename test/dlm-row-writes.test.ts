@@ -220,26 +220,34 @@ for (const [op, label] of [['unlock', 'an unlock'], ['down-conversion', 'a down-
   });
 }
 
-test('a value write that lands and reports an error: the lock stays held, and once the value cell is written again the value reads as invalid', async (t) => {
-  const { a, b, r1, r2, failOnce } = await faultyNodeZero(t);
-  const l1 = await a.lock(r1, Mode.EX);
-  const l2 = await a.lock(r2, Mode.EX);
-  // Both value entries were reserved at grant in the first row of their shared bucket.
-  failOnce('torn', lvbCellOffset(a.layout, l1.bucket, 0));
-  await t.throwsAsync(l1.unlock({ lvb: Buffer.from('value one') }), { message: /torn write injected/ });
-  t.is(l1.lost, undefined, 'the lock cell was not written: r1 is still held');
-  t.is(await exAtOnce(b, r1), 'EAGAIN');
-  // Node 0's next write of that value cell (r2's value) is built from its memory; then r1 goes.
-  await l2.unlock({ lvb: Buffer.from('value two') });
-  await l1.unlock();
-  const read1 = await b.lock(r1, Mode.PR, { timeoutMs: LOCK_TIMEOUT_MS });
-  t.false(read1.lvbValid, "r1's value is invalid: its write's outcome was unknown, so nobody may trust what it protects");
-  await read1.unlock();
-  const read2 = await b.lock(r2, Mode.PR, { timeoutMs: LOCK_TIMEOUT_MS });
-  t.true(read2.lvbValid);
-  t.is(read2.lvb.subarray(0, 9).toString(), 'value two');
-  await read2.unlock();
-});
+for (const retry of ['another value of the row', 'a retried unlock without a value'] as const) {
+  test(`a value write that lands and reports an error: the lock stays held; after ${retry}, the value reads as invalid`, async (t) => {
+    const { a, b, r1, r2, failOnce } = await faultyNodeZero(t);
+    const l1 = await a.lock(r1, Mode.EX);
+    const l2 = await a.lock(r2, Mode.EX);
+    // Both value entries were reserved at grant in the first row of their shared bucket.
+    failOnce('torn', lvbCellOffset(a.layout, l1.bucket, 0));
+    await t.throwsAsync(l1.unlock({ lvb: Buffer.from('value one') }), { message: /torn write injected/ });
+    t.is(l1.lost, undefined, 'the lock cell was not written: r1 is still held');
+    t.is(await exAtOnce(b, r1), 'EAGAIN');
+    if (retry === 'another value of the row') {
+      // Node 0's next write of that value cell (r2's value) is built from its memory; then r1 goes.
+      await l2.unlock({ lvb: Buffer.from('value two') });
+      await l1.unlock();
+    } else {
+      // Read before any other write of the value cell: the retried release itself invalidates.
+      await l1.unlock();
+    }
+    const read1 = await b.lock(r1, Mode.PR, { timeoutMs: LOCK_TIMEOUT_MS });
+    t.false(read1.lvbValid, "r1's value is invalid: its write's outcome was unknown, so nobody may trust what it protects");
+    await read1.unlock();
+    if (retry === 'a retried unlock without a value') await l2.unlock({ lvb: Buffer.from('value two') });
+    const read2 = await b.lock(r2, Mode.PR, { timeoutMs: LOCK_TIMEOUT_MS });
+    t.true(read2.lvbValid);
+    t.is(read2.lvb.subarray(0, 9).toString(), 'value two');
+    await read2.unlock();
+  });
+}
 
 test('close waits for a lock-cell write in flight and clears its row; none lands after close', async (t) => {
   const { img, cluster } = await setupLockspaces(t);

@@ -219,6 +219,8 @@ export class Lock {
    * next write, already let go of it; unlock() retries the row's write (writeEntry, 'letsGo').
    */
   releaseUnsure = false;
+  /** A value write of this holder failed (it may have landed): its release without a value invalidates. */
+  lvbUnsure = false;
   /** Blocking notification bookkeeping: the last mode reported, reset at each grant. */
   lastBast: Mode | null = null;
   bast: ((mode: Mode) => void) | undefined;
@@ -875,13 +877,19 @@ export class Lockspace {
   }
 
   private async writeOrInvalidateLvb(lock: Lock, opts: ReleaseOptions): Promise<void> {
-    if (opts.invalidateLvb) {
+    // After a value write of unknown outcome, a release without a value invalidates: the disk may
+    // still hold the older value as valid (writeLvb).
+    if (opts.invalidateLvb || (opts.lvb === undefined && lock.lvbUnsure)) {
       lock.lvbSeq++;
+      lock.lvbUnsure = true;
       await this.writeLvb(lock.resource, { invalidSeq: lock.lvbSeq });
+      lock.lvbUnsure = false;
       lock.lvbValid = false;
     } else if (opts.lvb !== undefined) {
       lock.lvbSeq++;
+      lock.lvbUnsure = true;
       await this.writeLvb(lock.resource, { value: opts.lvb, valueSeq: lock.lvbSeq });
+      lock.lvbUnsure = false;
       lock.lvb = smallZeroed(this.layout.header.lvbLenBytes);
       opts.lvb.copy(lock.lvb, 0, 0, lock.lvb.length);
       lock.lvbValid = true;
