@@ -220,6 +220,15 @@ for (const [op, label] of [['unlock', 'an unlock'], ['down-conversion', 'a down-
   });
 }
 
+test('a doorway write that lands and reports an error: the request fails, not taken, and its entry does not stay on disk', async (t) => {
+  const { a, b, img, r1, failOnce } = await faultyNodeZero(t);
+  failOnce('torn', lockCellOffset(a.layout, bucketOf(a.layout.header, Buffer.from(r1)), 0));
+  await t.throwsAsync(a.lock(r1, Mode.EX, { timeoutMs: LOCK_TIMEOUT_MS }), { message: /torn write injected/ });
+  t.deepEqual(a.heldLocks(), [], 'node 0 holds nothing');
+  t.deepEqual((await diskSnapshot(img)).locks, [], "the withdrawal rewrote node 0's row without the landed doorway");
+  t.is(await exAtOnce(b, r1), 'granted');
+});
+
 for (const retry of ['another value of the row', 'a retried unlock without a value'] as const) {
   test(`a value write that lands and reports an error: the lock stays held; after ${retry}, the value reads as invalid`, async (t) => {
     const { a, b, r1, r2, failOnce } = await faultyNodeZero(t);

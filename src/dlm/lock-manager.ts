@@ -998,8 +998,19 @@ export class Lockspace {
             if (await this.advance(w, cells)) wrote = true;
           } catch (err) {
             if (this.failAllIfFenced(err)) return;
-            this.waiting.delete(w);
-            w.reject(err as Error);
+            if (this.closing) {
+              this.waiting.delete(w);
+              w.reject(err as Error);
+              continue;
+            }
+            // The request fails, not taken; its entry goes (the failed write may have landed).
+            try {
+              await this.withdraw(w, err as Error, true);
+              wrote = true;
+            } catch (withdrawErr) {
+              if (this.failAllIfFenced(withdrawErr)) return;
+              this.log(`withdrawing the failed request on ${w.lock.name}: ${(withdrawErr as Error).message}`);
+            }
           }
         }
       }
@@ -1175,15 +1186,21 @@ export class Lockspace {
     return [...held, queued ? `${queued} queued` : ''].filter(Boolean).join(', ');
   }
 
-  /** Withdraws a request: a new one frees its entry, a conversion returns to its granted mode. */
-  private async withdraw(w: Waiting, err: Error): Promise<boolean> {
+  /**
+   * Withdraws a request: a new one frees its entry, a conversion returns to its granted mode.
+   * `rewrite`: after a write of unknown outcome, the row is written even when memory shows nothing
+   * to withdraw (a doorway, claim or grant that failed may have landed: writeEntry, 'takes').
+   */
+  private async withdraw(w: Waiting, err: Error, rewrite = false): Promise<boolean> {
     this.waiting.delete(w);
     try {
       const cur = this.ownEntry(w.lock);
       if (w.kind === 'lock') {
-        if (cur !== undefined) await this.writeEntry(w.lock, undefined, 'all', 'letsGo');
+        if (cur !== undefined || rewrite) await this.writeEntry(w.lock, undefined, 'all', 'letsGo');
       } else if (cur !== undefined && cur.state === 'converting') {
         await this.writeEntry(w.lock, { ...cur, state: 'granted', requestedMode: null, claim: false }, 'all', 'letsGo');
+      } else if (cur !== undefined && rewrite) {
+        await this.writeEntry(w.lock, cur, 'all', 'letsGo');
       }
     } finally {
       w.reject(err);
