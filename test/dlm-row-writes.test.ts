@@ -143,10 +143,9 @@ test('many operations on one row at once (locks, unlocks, value writes, conversi
   for (const n of names) t.is(await exAtOnce(b, n), 'granted', `${n} is free again`);
 });
 
-/** Node 0 on a FaultDevice over the region (its writes can be failed), node 1 plain; r1 and r2 share a bucket. */
-async function faultyNodeZero(t: ExecutionContext) {
+/** Node 0 on a FaultDevice over the region: its writes can be failed or stalled. */
+async function nodeZeroOnFaults(t: ExecutionContext) {
   const { open, img, cluster } = await setupLockspaces(t);
-  const b = await open(1);
   const disk = FileDisk.open(img, { guard: 'none' });
   const fault = new FaultDevice(viewOf(disk, REGION_OFFSET, REGION_BYTES));
   const a = await Lockspace.open(fault, { membership: cluster.member(0, 1000n), watchPath: img });
@@ -154,6 +153,13 @@ async function faultyNodeZero(t: ExecutionContext) {
     await a.close().catch(() => undefined);
     disk.closeSync();
   });
+  return { a, fault, img, open };
+}
+
+/** nodeZeroOnFaults, node 1 plain, and r1 and r2 of one bucket. */
+async function faultyNodeZero(t: ExecutionContext) {
+  const { a, fault, img, open } = await nodeZeroOnFaults(t);
+  const b = await open(1);
   const [r1, r2] = sameBucketPair(a);
   /** A fault on node 0's cell at `offsetBytes`, once: 'eio' fails before any I/O, 'torn' lets the whole cell land and reports an error. */
   const failOnce = (action: 'eio' | 'torn', offsetBytes: number) =>
@@ -259,11 +265,7 @@ for (const retry of ['another value of the row', 'a retried unlock without a val
 }
 
 test('close waits for a lock-cell write in flight and clears its row; none lands after close', async (t) => {
-  const { img, cluster } = await setupLockspaces(t);
-  const disk = FileDisk.open(img, { guard: 'none' });
-  t.teardown(() => disk.closeSync());
-  const fault = new FaultDevice(viewOf(disk, REGION_OFFSET, REGION_BYTES));
-  const a = await Lockspace.open(fault, { membership: cluster.member(0, 1000n), watchPath: img });
+  const { a, fault, img } = await nodeZeroOnFaults(t);
   const r = 'closing-res';
   const row = bucketOf(a.layout.header, Buffer.from(r));
   const stall = fault.inject({ op: 'write', action: 'stall', offsetBytes: lockCellOffset(a.layout, row, 0), lengthBytes: a.layout.sectorSizeBytes });
@@ -288,11 +290,7 @@ test('close waits for a lock-cell write in flight and clears its row; none lands
 });
 
 test('close waits for a value write in flight before it clears the lock cells (review 5 L1)', async (t) => {
-  const { img, cluster } = await setupLockspaces(t);
-  const disk = FileDisk.open(img, { guard: 'none' });
-  t.teardown(() => disk.closeSync());
-  const fault = new FaultDevice(viewOf(disk, REGION_OFFSET, REGION_BYTES));
-  const a = await Lockspace.open(fault, { membership: cluster.member(0, 1000n), watchPath: img });
+  const { a, fault, img } = await nodeZeroOnFaults(t);
   const l = await a.lock('closing-value', Mode.EX);
   const stall = fault.inject({ op: 'write', action: 'stall', offsetBytes: lvbCellOffset(a.layout, l.bucket, 0), lengthBytes: a.layout.sectorSizeBytes });
   const writesBefore = a.stats.writes;
