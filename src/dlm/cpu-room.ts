@@ -11,8 +11,9 @@
 // see the holder (another process, maybe another machine), but we can see whether the CPUs are
 // oversubscribed.
 //
-// Read with one pread of a descriptor kept open (a few µs), only when a spin would start. Where
-// /proc/loadavg cannot be read, spinning is allowed (the behaviour before this module).
+// Read with one pread of a descriptor kept open (a few µs), only when a spin would start, and not
+// for a pair of processes taking turns (lock-manager.ts, nearHeadOfPair). Where /proc/loadavg
+// cannot be read, spinning is allowed (the behaviour before this module).
 
 import fs from 'node:fs';
 import os from 'node:os';
