@@ -34,6 +34,15 @@ function sameBucketPair(ls: Lockspace): [string, string] {
   throw new Error(`no two of ${NAMES_TRIED_MAX} names share a bucket`);
 }
 
+/** `count` resource names of one bucket (res0's). */
+function bucketNames(ls: Lockspace, count: number): string[] {
+  const bucket = bucketOf(ls.layout.header, Buffer.from('res0'));
+  const names: string[] = [];
+  for (let i = 0; names.length < count && i < NAMES_TRIED_MAX; i++) if (bucketOf(ls.layout.header, Buffer.from(`res${i}`)) === bucket) names.push(`res${i}`);
+  if (names.length < count) throw new Error(`fewer than ${count} of ${NAMES_TRIED_MAX} names share a bucket`);
+  return names;
+}
+
 async function diskSnapshot(img: string) {
   const disk = FileDisk.open(img, { guard: 'none', readOnly: true });
   try {
@@ -118,10 +127,7 @@ test('two releases writing value blocks of one value row at once: another node r
 
 test('many operations on one row at once (locks, unlocks, value writes, conversions) leave memory and disk agreeing', async (t) => {
   const { a, b, img } = await twoNodes(t);
-  const bucket = bucketOf(a.layout.header, Buffer.from('res0'));
-  const names: string[] = [];
-  for (let i = 0; names.length < 6 && i < NAMES_TRIED_MAX; i++) if (bucketOf(a.layout.header, Buffer.from(`res${i}`)) === bucket) names.push(`res${i}`);
-  t.is(names.length, 6, 'six names of one bucket');
+  const names = bucketNames(a, 6);
   const held = await Promise.all(names.slice(0, 3).map((n) => a.lock(n, Mode.EX)));
   // At once: three releases with values, three new locks, in one row (and its overflow row).
   const [, , , ...taken] = await Promise.all([
@@ -161,9 +167,12 @@ async function faultyNodeZero(t: ExecutionContext) {
   const { a, fault, img, open } = await nodeZeroOnFaults(t);
   const b = await open(1);
   const [r1, r2] = sameBucketPair(a);
-  /** A fault on node 0's cell at `offsetBytes`, once: 'eio' fails before any I/O, 'torn' lets the whole cell land and reports an error. */
-  const failOnce = (action: 'eio' | 'torn', offsetBytes: number) =>
-    fault.inject({ op: 'write', action, tornSectors: a.layout.sectorSizeBytes / fault.sectorSizeBytes, offsetBytes, lengthBytes: a.layout.sectorSizeBytes, count: 1 });
+  /**
+   * A fault on node 0's cell at `offsetBytes`, once, on the cell's (afterOps+1)-th write from now:
+   * 'eio' fails before any I/O, 'torn' lets the whole cell land and reports an error.
+   */
+  const failOnce = (action: 'eio' | 'torn', offsetBytes: number, afterOps = 0) =>
+    fault.inject({ op: 'write', action, tornSectors: a.layout.sectorSizeBytes / fault.sectorSizeBytes, offsetBytes, lengthBytes: a.layout.sectorSizeBytes, afterOps, count: 1 });
   return { a, b, img, r1, r2, failOnce };
 }
 
@@ -233,6 +242,21 @@ test('a doorway write that lands and reports an error: the request fails, not ta
   t.deepEqual(a.heldLocks(), [], 'node 0 holds nothing');
   t.deepEqual((await diskSnapshot(img)).locks, [], "the withdrawal rewrote node 0's row without the landed doorway");
   t.is(await exAtOnce(b, r1), 'granted');
+});
+
+test('EX grants whose writes fail give their value reservations back: more of them than the window has value entries, then a grant', async (t) => {
+  const { a, failOnce } = await faultyNodeZero(t);
+  const entriesInWindow = 2 * a.layout.lvbEntriesPerCell;
+  const names = bucketNames(a, entriesInWindow + 1);
+  const row = bucketOf(a.layout.header, Buffer.from(names[0]!));
+  for (const n of names.slice(0, entriesInWindow)) {
+    // The doorway write lands; the grant write (the cell's next) fails.
+    failOnce('eio', lockCellOffset(a.layout, row, 0), 1);
+    await t.throwsAsync(a.lock(n, Mode.EX, { timeoutMs: LOCK_TIMEOUT_MS }), { message: /injected/ }, `${n}'s grant write failed`);
+  }
+  const l = await a.lock(names[entriesInWindow]!, Mode.EX, { timeoutMs: LOCK_TIMEOUT_MS });
+  t.deepEqual(a.heldLocks(), [l], 'granted: no value entry was kept by the failed grants');
+  await l.unlock();
 });
 
 for (const retry of ['another value of the row', 'a retried unlock without a value'] as const) {

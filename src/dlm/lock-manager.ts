@@ -1133,7 +1133,8 @@ export class Lockspace {
           assert(o.grantedMode === null || compatible(w.mode, o.grantedMode), `grant of ${modeName(w.mode)} on ${lock.name} beside node ${o.nodeId}'s granted ${modeName(o.grantedMode!)}`);
           assert(!o.claim || o.requestedMode === null || compatible(w.mode, o.requestedMode), `grant of ${modeName(w.mode)} on ${lock.name} beside node ${o.nodeId}'s claim of ${modeName(o.requestedMode!)}`);
         }
-        if (writesLvb(w.mode) && !(lock.mode !== null && writesLvb(lock.mode))) {
+        const reserves = writesLvb(w.mode) && !(lock.mode !== null && writesLvb(lock.mode));
+        if (reserves) {
           try {
             await this.reserveLvb(lock.resource);
           } catch (err) {
@@ -1141,9 +1142,16 @@ export class Lockspace {
             throw err;
           }
         }
-        const lvb = await this.readLvb(lock.bucket, lock.resource, fenced);
-        w.trace?.('granting');
-        await this.writeEntry(lock, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq }, 'next', 'takes');
+        let lvb: LvbState;
+        try {
+          lvb = await this.readLvb(lock.bucket, lock.resource, fenced);
+          w.trace?.('granting');
+          await this.writeEntry(lock, { ...me, state: 'granted', grantedMode: w.mode, requestedMode: null, claim: false, lvbSeqAtGrant: lvb.currentSeq }, 'next', 'takes');
+        } catch (err) {
+          // Not granted: the reservation goes with it (else its value entry is never freed).
+          if (reserves) await this.unreserveLvb(lock.resource);
+          throw err;
+        }
         lock.mode = w.mode;
         lock.lvb = lvb.value;
         lock.lvbValid = lvb.valid;
