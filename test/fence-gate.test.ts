@@ -158,6 +158,29 @@ test('a preempt for the cluster (a takeover: no key of its own on the device) re
   t.is(pr.readState().prGeneration, s.prGeneration, 'a second preempt writes nothing');
 });
 
+test('a preempt of an absent key leaves another fenced key in the victim\'s preempted slot (review 5, M2): the fenced incarnation stays refused', async (t) => {
+  const { img, pr, k0, k1, g0 } = await twoRegistered(t, 0);
+  const d0 = FileDisk.open(img, { gate: g0 });
+  t.teardown(() => d0.close());
+  const sec = Buffer.alloc(512);
+  t.is((await pr.preemptForCluster(0, k0, 200))?.outcome, 'preempted');
+  const s = pr.readState();
+  t.is(s.reservationType, PR_TYPES.none, 'no reservation left: the slot is all that refuses node 0');
+  // An older incarnation of node 0, fenced long ago and registered nowhere now: absent. (Its first
+  // write comes after: the gate reads the state then, with no reservation and no registration.)
+  const older = nodeKey(7, 0, 0x7n);
+  t.is((await pr.preemptForCluster(0, older, 200))?.outcome, 'absent');
+  t.is((await pr.preemptAndAbort(1, k1, 0, older, 200))?.outcome, 'absent');
+  const after = pr.readState();
+  t.is(after.preempted[0], k0, 'the slot still names the incarnation fenced last');
+  t.is(after.updateSeq, s.updateSeq, 'nothing written');
+  const e = t.throws(() => d0.writeSync(sec, 512));
+  t.regex(e?.message ?? '', /node 0 key .* was preempted \(fenced\)/);
+  // An empty slot still records an absent key (every reader sees that incarnation fenced).
+  t.is((await pr.preemptForCluster(2, nodeKey(7, 2, 0x9n), 200))?.outcome, 'absent');
+  t.is(pr.readState().preempted[2], nodeKey(7, 2, 0x9n));
+});
+
 test('a preempt waits for a writer holding its gate, and gives up (for the power fence) after the bound', async (t) => {
   const { img, pr, k0, k1, g0 } = await twoRegistered(t, 0);
   g0.enter(img, 0); // node 0 is "inside a write"

@@ -469,8 +469,13 @@ export class PersistentReservations {
         }
         const next = cloneState(cur);
         const present = cur.registered[victimNode] === victimKey;
-        // Recorded even if absent, so "this incarnation was fenced" is visible to every reader.
-        next.preempted[victimNode] = victimKey;
+        // Recorded even if absent, so "this incarnation was fenced" is visible to every reader —
+        // but an absent key never displaces another key recorded preempted in the node's one slot
+        // (review 5, M2): with no reservation left, the gate's refusal of that fenced incarnation
+        // rests on the slot alone (fence-gate.ts), and a client can ask for a preempt of any
+        // key the cluster once fenced (dev-preempt).
+        const keepSlot = !present && cur.preempted[victimNode] !== 0n && cur.preempted[victimNode] !== victimKey;
+        if (!keepSlot) next.preempted[victimNode] = victimKey;
         if (present) next.registered[victimNode] = 0n;
         if (cur.reservationKey === victimKey) {
           next.reservationKey = by?.key ?? 0n;
@@ -481,7 +486,7 @@ export class PersistentReservations {
         // Every survivor fences a dead node; after the first, the state already says so and is
         // not written (nor flushed) again — each rewrite was a flush under this lock, on the
         // failover's path (bench:fs measured fences of up to 1 s behind such flushes).
-        const unchanged = !present && cur.preempted[victimNode] === victimKey && cur.reservationKey !== victimKey;
+        const unchanged = !present && (cur.preempted[victimNode] === victimKey || keepSlot) && cur.reservationKey !== victimKey;
         return { next: unchanged ? null : next, result: { outcome: present ? ('preempted' as const) : ('absent' as const), prGeneration: next.prGeneration } };
       }),
     );
