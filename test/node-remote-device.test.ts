@@ -12,7 +12,7 @@
 // cluster's device list (which clients write) is no proof a device is LVM's, only the PV uuid the
 // device carries, and a volume the node mounts is never a client's (review 5, H1); an exclusive
 // open is exclusive inside the node too (M1); pvcreate and pvremove through a node drop the
-// device's stale list entry.
+// device's stale list entry; a process another node records as its client is refused (L3).
 
 import test from 'ava';
 import crypto from 'node:crypto';
@@ -441,4 +441,24 @@ test('an exclusive open is exclusive inside the node too (review 5, M1): other c
   await b.request({ cmd: 'dev-close', handle: h });
   const again = (await a.request({ cmd: 'dev-open', spec: pv, exclusive: true })).handle;
   await a.request({ cmd: 'dev-close', handle: again });
+});
+
+test('one process is the client of one node (review 5, L3): a pid another node records as its client is refused until that node lets it go', async (t) => {
+  const { img } = await nodesUp(t, [], 2);
+  const self = { pid: process.pid, startTicks: selfIdentity().startTicks.toString() };
+  const a = await connectNode(img, 0);
+  const b = await connectNode(img, 1);
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  await a.request({ cmd: 'client-register', ...self });
+  const twice = await t.throwsAsync(b.request({ cmd: 'client-register', ...self }));
+  t.regex(twice?.message ?? '', new RegExp(`node 1 does not record its client: pid ${process.pid} is recorded as a client of node 0 \\(one process acts as one node\\)`));
+  t.false((twice?.message ?? '').includes('\n'), 'one line');
+  // Node 0 drops the entry as the connection closes (its record is rewritten then).
+  a.close();
+  let registered = false;
+  await waitForAsync(async () => (registered ||= await b.request({ cmd: 'client-register', ...self }).then(() => true, () => false)), CLOSED_MS, "node 0's record to let the pid go");
+  t.true(registered);
 });

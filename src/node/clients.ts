@@ -20,8 +20,16 @@
 // nothing the claimant could not kill itself. A client whose process exits is removed as its
 // connection closes; one left in the record by a node that died is killed only if that same process
 // (pid and start time) still runs.
+// One process acts as one node (review 5, L3): a client the cluster image already records as a
+// client of another node on this machine (same pid, start time and boot) is refused, so a fence of
+// that other node cannot kill a command of this one, nor a fence of this one a command of that one.
+// Limits: the check reads the other nodes' records when the client registers, without a lock, so
+// two registrations of one process racing on two nodes can both pass; and a record a dead node
+// left names its clients until that node's slot is taken again — its fencer kills such a process
+// only if it still runs, which is the case the refusal above keeps from arising through us.
 
 import { bootId, isRunning, selfIdentity } from '../disk/power-fence.js';
+import { readNodeRecords } from '../heartbeat/cluster-image.js';
 import { SanboxError } from '../errors.js';
 import { NODE_CLIENTS_MAX, type NodeClient } from '../format/node-record.js';
 import type { ControlContext, ControlServer } from './control.js';
@@ -43,6 +51,14 @@ export function clientRefusal(c: NodeClient, nodeId: number): string | undefined
   return undefined;
 }
 
+/** Another node whose record (in the cluster image, on this machine's boot) names `c` as its client, if any. */
+async function otherNodeOf(node: RunningNode, c: NodeClient): Promise<number | undefined> {
+  const boot = bootId();
+  const records = await readNodeRecords(node.device, node.info);
+  const r = records.find((x) => x !== null && x.nodeId !== node.nodeId && x.bootId.equals(boot) && (x.clients ?? []).some((o) => o.pid === c.pid && o.startTicks === c.startTicks));
+  return r?.nodeId;
+}
+
 /** Registers `client-register` on a node's control channel. */
 export function registerClientCommands(control: ControlServer, node: RunningNode): void {
   const clients = new Map<ControlContext, NodeClient>();
@@ -56,6 +72,8 @@ export function registerClientCommands(control: ControlServer, node: RunningNode
     const c: NodeClient = { pid, startTicks: BigInt(startTicks) };
     const refusal = clientRefusal(c, node.nodeId);
     if (refusal !== undefined) throw new SanboxError('EINVAL', `node ${node.nodeId} does not record its client: ${refusal}`);
+    const other = await otherNodeOf(node, c);
+    if (other !== undefined) throw new SanboxError('EINVAL', `node ${node.nodeId} does not record its client: pid ${pid} is recorded as a client of node ${other} (one process acts as one node)`);
     clients.set(ctx, c);
     ctx.onClose(() => {
       if (clients.get(ctx) !== c) return;
