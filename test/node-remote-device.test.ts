@@ -314,9 +314,14 @@ test('the node does not trust its client: the image it hands out is writable onl
   const list = Buffer.from((await raw.request({ cmd: 'dev-read', handle: h, offsetBytes: payload('devices'), lengthBytes: s })).data as string, 'base64');
   await raw.request({ cmd: 'dev-write', handle: h, offsetBytes: payload('devices'), data: list.toString('base64') });
 
-  // A blank file on no list: refused unless opened exclusively; the exclusive open is the node's check.
-  const unlisted = await t.throwsAsync(raw.request({ cmd: 'dev-open', spec: blank }));
-  t.regex(unlisted?.message ?? '', /blank\.img: refused: not an LVM physical volume \(no LVM2 label in sectors 0-3\)/);
+  // A blank file on no list: read-only unless opened exclusively (a scan may read it; nothing writes
+  // it); the exclusive open is the node's check.
+  const unlisted = await raw.request({ cmd: 'dev-open', spec: blank });
+  t.is(unlisted.readOnly, true, 'a device that is not LVM\'s opens read-only');
+  const unlistedWrite = await t.throwsAsync(raw.request({ cmd: 'dev-write', handle: unlisted.handle, offsetBytes: 0, data: Buffer.alloc(512, 0xa5).toString('base64') }));
+  t.regex(unlistedWrite?.message ?? '', /blank\.img: not an LVM physical volume \(no LVM2 label in sectors 0-3\); opened read-only/);
+  await raw.request({ cmd: 'dev-close', handle: unlisted.handle });
+  t.true(readFileAt(blank!, 0, 4096).equals(Buffer.alloc(4096)), 'blank.img unchanged');
   const ex = (await raw.request({ cmd: 'dev-open', spec: blank, exclusive: true })).handle;
   await raw.request({ cmd: 'dev-close', handle: ex });
   const holder = spawnChild(t, 'flock', ['-s', held!, 'sleep', '60']);
@@ -362,7 +367,7 @@ async function pvIdOn(pv: string): Promise<string> {
   }
 }
 
-test('listing a device in the cluster list gets a client nothing (review 5, H1): a held blank file stays refused and unchanged; a listed PV opens only with the uuid the list gives it; pvremove and pvcreate through the node drop a stale entry', async (t) => {
+test('listing a device in the cluster list gets a client nothing (review 5, H1): a held blank file opens read-only and stays unchanged; a listed PV is writable only with the uuid the list gives it; pvremove and pvcreate through the node drop a stale entry', async (t) => {
   const { img, pvs: [victim, pv, stale] } = await nodesUp(t, ['victim.img', 'pv.img', 'stale.img']);
   const holder = spawnChild(t, 'flock', ['-s', victim!, 'sleep', '60']);
   await waitForAsync(async () => probeInUse(victim!).inUse, CLOSED_MS, 'flock to hold victim.img');
@@ -372,9 +377,12 @@ test('listing a device in the cluster list gets a client nothing (review 5, H1):
   const madeUp = 'abcdefghijklmnopqrstuvwxyz012345';
   // The reviewer's bypass: the client lists the held blank file through the image's write window, then opens it.
   await updateClusterDevices(image, (es) => [...es, { device: victim!, pvUuid: madeUp, vg: '' }]);
-  const refused = await t.throwsAsync(io.open(victim!));
-  t.regex(refused?.message ?? '', /victim\.img: refused: not an LVM physical volume/);
+  const readOnly = await io.open(victim!);
+  t.true(readOnly.readOnly, 'opened read-only: a scan may read it, nothing writes it');
+  const refused = await t.throwsAsync(readOnly.write(Buffer.alloc(512, 0xa5), 0));
+  t.regex(refused?.message ?? '', /victim\.img: not an LVM physical volume \(no LVM2 label in sectors 0-3\); opened read-only/);
   t.false((refused?.message ?? '').includes('\n'), 'one line');
+  await readOnly.close();
   t.true(readFileAt(victim!, 0, 1024 * 1024).equals(Buffer.alloc(1024 * 1024)), 'victim.img unchanged');
   holder.kill('SIGKILL');
 
@@ -382,15 +390,18 @@ test('listing a device in the cluster list gets a client nothing (review 5, H1):
   t.is((await runSanbox(t, ['pvcreate', pv!])).code, 0);
   const uuid = await pvIdOn(pv!);
   await updateClusterDevices(image, (es) => [...es, { device: pv!, pvUuid: madeUp, vg: '' }]);
-  const wrong = await t.throwsAsync(io.open(pv!));
-  t.regex(wrong?.message ?? '', new RegExp(`pv\\.img: refused: the cluster's device list names it as PV ${madeUp}, but it carries PV ${uuid}`));
+  const wrongDev = await io.open(pv!);
+  t.true(wrongDev.readOnly, 'a PV under another uuid opens read-only');
+  const wrong = await t.throwsAsync(wrongDev.write(Buffer.alloc(512), 0));
+  t.regex(wrong?.message ?? '', new RegExp(`pv\\.img: the cluster's device list names it as PV ${madeUp}, but it carries PV ${uuid}; opened read-only`));
+  await wrongDev.close();
   await updateClusterDevices(image, (es) => es.map((e) => (e.device === pv ? { ...e, pvUuid: uuid } : e)));
   const dev = await io.open(pv!);
   await dev.close();
   await image.close();
 
   // pvremove through the node drops the PV's entry (else the list would name a device with no PV,
-  // which the node refuses for every later command); pvcreate drops a stale one (stale.img's).
+  // which every later command would scan and pass over); pvcreate drops a stale one (stale.img's).
   const removed = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvremove', pv!]);
   t.is(removed.code, 0, removed.stderr);
   t.deepEqual(((await readClusterDevices(img)) ?? []).map((e) => e.device), [victim]);
@@ -401,6 +412,13 @@ test('listing a device in the cluster list gets a client nothing (review 5, H1):
   const listed = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvs', stale!, '--noheadings', '-o', 'pv_name']);
   t.is(listed.code, 0, listed.stderr);
   t.is(listed.stdout.trim(), stale);
+  // victim.img is still listed, with no PV on it (as a device wiped without the cluster would be):
+  // a command through the node scans it read-only and passes over it, as lvm2 passes over a device
+  // without a label, instead of failing.
+  const all = await runSanbox(t, ['ctl', img, '0', 'lvm', 'pvs', '--noheadings', '-o', 'pv_name']);
+  t.is(all.code, 0, all.stderr);
+  t.false(all.stdout.includes('victim.img'), 'no PV on victim.img');
+  t.true(readFileAt(victim!, 0, 1024 * 1024).equals(Buffer.alloc(1024 * 1024)), 'victim.img still unchanged');
 });
 
 test('a volume the node mounts is never opened for a client (review 5, H1), even on the node\'s own --devices list', async (t) => {

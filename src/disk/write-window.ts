@@ -26,6 +26,7 @@ class WindowedWrites implements BlockDevice {
     private readonly inner: BlockDevice,
     private readonly window: WriteWindow | undefined,
     private readonly writer: string,
+    private readonly owns: boolean,
   ) {
     this.name = inner.name;
     this.sizeBytes = inner.sizeBytes;
@@ -55,14 +56,16 @@ class WindowedWrites implements BlockDevice {
     this.check('discard', offsetBytes, lengthBytes);
     await this.inner.discard(offsetBytes, lengthBytes);
   }
-  /** The window does not own the device: closing it leaves `inner` open. */
-  async close(): Promise<void> {}
+  /** Closes `inner` only when the window owns it (writesOnlyIn's `owns`). */
+  async close(): Promise<void> {
+    if (this.owns) await this.inner.close();
+  }
 }
 
 /**
  * `dev` with writes and discards refused (one line) outside `window` (everywhere, without one);
- * `writer` names who is refused. Closing it does not close `dev`.
+ * `writer` names who is refused. Closing it closes `dev` only when `owns` is set.
  */
-export function writesOnlyIn(dev: BlockDevice, window: WriteWindow | undefined, writer: string): BlockDevice {
-  return new WindowedWrites(dev, window, writer);
+export function writesOnlyIn(dev: BlockDevice, window: WriteWindow | undefined, writer: string, owns = false): BlockDevice {
+  return new WindowedWrites(dev, window, writer, owns);
 }

@@ -37,7 +37,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { checkRange, checkWritable, isSectorSize, type BlockDevice, type SectorSize } from '../disk/device.js';
+import { checkRange, isSectorSize, type BlockDevice, type SectorSize } from '../disk/device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
 import { deviceIdentity, sameFile } from '../disk/file-identity.js';
 import { writesOnlyIn } from '../disk/write-window.js';
@@ -207,11 +207,12 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
  *   - sanbox's fence state beside a device (DEV.fence/…: reservation state, lock files), by its
  *     real path, and anything in the cluster's run directory: a client rewriting it could clear a
  *     fenced node's preemption;
- *   - without `exclusive`, a device that is neither on the node's own device list (--devices, else
- *     SANBOX_DEVICES: its operator's) nor an LVM physical volume by its label, which the node reads
- *     itself; a PV the cluster's list names must carry the PV uuid the list gives it
- *     (checkLvmDevice). A PV outside the list is still LVM's to write (a VG made without the
- *     cluster, a PV pvcreated for a vgcreate or vgextend, which lists it when it commits);
+ *   - writes, without `exclusive`, to a device that is neither on the node's own device list
+ *     (--devices, else SANBOX_DEVICES: its operator's) nor an LVM physical volume by its label,
+ *     which the node reads itself; a PV the cluster's list names must carry the PV uuid the list
+ *     gives it (checkLvmDevice). Such a device is opened read-only (a scan passes over it), outside
+ *     the provider. A PV outside the list is still LVM's to write (a VG made without the cluster, a
+ *     PV pvcreated for a vgcreate or vgextend, which lists it when it commits);
  *   - `exclusive` (pvcreate, pvremove): a device somebody else has open before, or holds once the
  *     node does (openExclusively), or that this node has open itself (provider.ts refuseClash);
  *   - any device the node has open for its own use (a volume it mounts or heartbeats on) or a
@@ -235,31 +236,36 @@ async function openForClient(node: RunningNode, spec: string, exclusive: boolean
     }
   }
   if (exclusive) return openExclusively(spec, (s) => node.provider.open(s, undefined, 'exclusive'), node.nodeId);
-  await checkLvmDevice(node, spec);
-  return node.provider.open(spec, undefined, 'client');
+  const notLvms = await checkLvmDevice(node, spec);
+  if (notLvms === undefined) return node.provider.open(spec, undefined, 'client');
+  // Not LVM's by what the node knows: the command may still read it, as lvm2's scan reads every
+  // device it is given and passes over one without a label (a listed device wiped or re-made
+  // without the cluster must not fail every later command through the node). Read-only, outside
+  // the provider (no key registered, no fence state made beside it), every write refused in one line.
+  const dev = await openDevice(spec, { readOnly: true, guard: 'none' });
+  return writesOnlyIn(dev, undefined, `node ${node.nodeId} (${spec}: ${notLvms}; opened read-only for the command's scan: the node writes a device for a client only when it is on the node's own --devices list, is an LVM physical volume, or is opened exclusively, as pvcreate does)`, true);
 }
 
 /**
- * Throws unless `spec` is LVM's by what the node itself knows: on its own device list, or carrying
- * an LVM2 label (read by the node) whose PV uuid is the one the cluster's list gives the device,
- * when the list names it.
+ * Why `spec` is not LVM's by what the node itself knows (undefined: it is): LVM's when on the node's
+ * own device list, or carrying an LVM2 label (read by the node) whose PV uuid is the one the
+ * cluster's list gives the device, when the list names it.
  */
-async function checkLvmDevice(node: RunningNode, spec: string): Promise<void> {
+async function checkLvmDevice(node: RunningNode, spec: string): Promise<string | undefined> {
   const identity = identityOrUndefined(spec);
   if (identity === undefined) throw new SanboxError('ENOENT', `${spec}: no such device`, { device: spec });
-  if (node.provider.ownDevices().some((d) => identityOrUndefined(d) === identity)) return;
-  const refuse = (why: string): SanboxError =>
-    new SanboxError('EINVAL', `${spec}: refused: ${why}; node ${node.nodeId} writes a device for a client only when it is on its own --devices list, is an LVM physical volume, or is opened exclusively (pvcreate)`, { device: spec });
+  if (node.provider.ownDevices().some((d) => identityOrUndefined(d) === identity)) return undefined;
   let pvId: string | undefined;
   try {
     pvId = await pvIdOf(spec);
   } catch (err) {
     if (!(err instanceof FormatError)) throw err;
-    throw refuse(`its LVM2 label is damaged (${err.message})`);
+    return `its LVM2 label is damaged (${err.message})`;
   }
-  if (pvId === undefined) throw refuse('not an LVM physical volume (no LVM2 label in sectors 0-3)');
+  if (pvId === undefined) return 'not an LVM physical volume (no LVM2 label in sectors 0-3)';
   const listed = ((await readClusterDevices(node.device)) ?? []).find((e) => e.pvUuid !== pvId && identityOrUndefined(e.device) === identity);
-  if (listed !== undefined) throw refuse(`the cluster's device list names it as PV ${listed.pvUuid}, but it carries PV ${pvId}`);
+  if (listed !== undefined) return `the cluster's device list names it as PV ${listed.pvUuid}, but it carries PV ${pvId}`;
+  return undefined;
 }
 
 function identityOrUndefined(spec: string): string | undefined {
@@ -402,7 +408,8 @@ export class NodeDevice implements BlockDevice {
 
   async write(buf: Buffer, offsetBytes: number): Promise<void> {
     checkRange(this, offsetBytes, buf.length);
-    checkWritable(this, offsetBytes);
+    // Not checkWritable here: a device the node opened read-only is refused by the node, whose
+    // answer says why (openForClient: not LVM's by what the node knows).
     for (let done = 0; done < buf.length; done += DEV_WRITE_BYTES_MAX) {
       const piece = buf.subarray(done, Math.min(buf.length, done + DEV_WRITE_BYTES_MAX));
       await this.call({ cmd: 'dev-write', offsetBytes: offsetBytes + done, data: piece.toString('base64') });
