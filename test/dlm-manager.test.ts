@@ -2,7 +2,7 @@
 // its own device handle) on one image file, and a fake membership the test drives (who is fenced).
 // The multi-process proof with the real heartbeat/fencing is test/dlm-multiprocess.test.ts.
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createImage, FileDisk } from '../src/disk/index.js';
@@ -377,9 +377,13 @@ test('a conversion that is compatible on arrival is granted in place, ahead of a
   await lc.unlock();
 });
 
-test('wake-ups along a queue: a grant wakes only the next request, which claims while the lock is held; the rest of the queue sleeps', async (t) => {
+/**
+ * A 64-lock lockspace on one image file in a fresh directory; `open(n, hintDir)` opens it as node n
+ * (key n+1) through a handle of its own. Everything opened is closed at teardown.
+ */
+function sharedLockspace(t: ExecutionContext, file: string): { dir: string; open: (nodeId: number, hintDir: string | undefined) => Promise<Lockspace> } {
   const dir = tempDir(t);
-  const img = path.join(dir, 'q.img');
+  const img = path.join(dir, file);
   const regionBytes = lockspaceRegionBytes(512, NODES, 64);
   createImage(img, { sizeBytes: regionBytes, sectorSizeBytes: 512 });
   const cluster = new FakeCluster();
@@ -389,15 +393,21 @@ test('wake-ups along a queue: a grant wakes only the next request, which claims 
     for (const ls of opened) await ls.close();
     for (const d of disks) d.closeSync();
   });
-  const hints = path.join(dir, 'hints');
-  const ls: Lockspace[] = [];
-  for (let n = 0; n < 4; n++) {
+  const open = async (nodeId: number, hintDir: string | undefined): Promise<Lockspace> => {
     const d = FileDisk.open(img, { guard: 'none' });
     disks.push(d);
-    const l = await Lockspace.open(viewOf(d, 0, regionBytes), { membership: cluster.member(n, BigInt(n + 1)), hintDir: hints });
-    opened.push(l);
-    ls.push(l);
-  }
+    const ls = await Lockspace.open(viewOf(d, 0, regionBytes), { membership: cluster.member(nodeId, BigInt(nodeId + 1)), hintDir });
+    opened.push(ls);
+    return ls;
+  };
+  return { dir, open };
+}
+
+test('wake-ups along a queue: a grant wakes only the next request, which claims while the lock is held; the rest of the queue sleeps', async (t) => {
+  const { dir, open } = sharedLockspace(t, 'q.img');
+  const hints = path.join(dir, 'hints');
+  const ls: Lockspace[] = [];
+  for (let n = 0; n < 4; n++) ls.push(await open(n, hints));
   const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const claimOf = async (node: number) => (await ls[0]!.snapshot()).locks.find((l) => l.nodeId === node && l.resource.toString() === 'q')?.claim;
   const h0 = await ls[0]!.lock('q', Mode.EX);
@@ -428,24 +438,7 @@ test('wake-ups along a queue: a grant wakes only the next request, which claims 
 });
 
 test('wake-ups: a release hints only the waiters of its resource; with every hint lost a waiter still gets the lock within the poll bound', async (t) => {
-  const dir = tempDir(t);
-  const img = path.join(dir, 'h.img');
-  const regionBytes = lockspaceRegionBytes(512, NODES, 64);
-  createImage(img, { sizeBytes: regionBytes, sectorSizeBytes: 512 });
-  const cluster = new FakeCluster();
-  const disks: FileDisk[] = [];
-  const opened: Lockspace[] = [];
-  t.teardown(async () => {
-    for (const ls of opened) await ls.close();
-    for (const d of disks) d.closeSync();
-  });
-  const open = async (nodeId: number, hintDir: string | undefined) => {
-    const d = FileDisk.open(img, { guard: 'none' });
-    disks.push(d);
-    const ls = await Lockspace.open(viewOf(d, 0, regionBytes), { membership: cluster.member(nodeId, BigInt(nodeId + 1)), hintDir });
-    opened.push(ls);
-    return ls;
-  };
+  const { dir, open } = sharedLockspace(t, 'h.img');
   const hints = path.join(dir, 'hints');
   // Hints on: the waiter on 'a' is woken by the holder's release; a waiter on 'b' is not touched.
   const a0 = await open(0, hints);

@@ -23,6 +23,15 @@ async function cluster(t: import('ava').ExecutionContext, nodes = 3): Promise<st
   return img;
 }
 
+/** A cluster image (as `cluster`), its header, and its reservation state opened (closed at teardown). */
+async function clusterWithReservations(t: import('ava').ExecutionContext): Promise<{ img: string; info: Awaited<ReturnType<typeof readClusterImage>>; pr: PersistentReservations }> {
+  const img = await cluster(t);
+  const info = await readClusterImage(img);
+  const pr = new PersistentReservations(reservationSpec(info));
+  t.teardown(() => pr.close());
+  return { img, info, pr };
+}
+
 /** Stop-and-probe rounds before giving up on catching the writer inside its gate. */
 const STOP_TRIES_MAX = 50;
 
@@ -44,10 +53,7 @@ async function stopInsideGate(child: ChildProcess, probe: LockFile): Promise<boo
 }
 
 test('PR emulation: register, reserve (WERO), preempt-and-abort, keys and PRgeneration', async (t) => {
-  const img = await cluster(t);
-  const info = await readClusterImage(img);
-  const pr = new PersistentReservations(reservationSpec(info));
-  t.teardown(() => pr.close());
+  const { img, info, pr } = await clusterWithReservations(t);
   const k0 = nodeKey(0xabcd, 0, 0x11n);
   const k1 = nodeKey(0xabcd, 1, 0x22n);
   t.is(pr.readState().prGeneration, 0);
@@ -124,10 +130,7 @@ test('the gate refuses writes of a preempted key and of an unregistered writer u
 
 /** Nodes 0 and 1 registered, `reserver` holding the WERO reservation, and node 0's gate. */
 async function twoRegistered(t: import('ava').ExecutionContext, reserver: 0 | 1) {
-  const img = await cluster(t);
-  const info = await readClusterImage(img);
-  const pr = new PersistentReservations(reservationSpec(info));
-  t.teardown(() => pr.close());
+  const { img, info, pr } = await clusterWithReservations(t);
   const k0 = nodeKey(7, 0, 1n);
   const k1 = nodeKey(7, 1, 1n);
   await pr.register(0, k0, 100);
@@ -197,10 +200,7 @@ test('a preempt waits for a writer holding its gate, and gives up (for the power
  * process (test/helpers/gate-writer.ts) writing as node 2 with the given WINDOW_MS argument.
  */
 async function fencerAndWriter(t: import('ava').ExecutionContext, windowArg: string) {
-  const img = await cluster(t);
-  const info = await readClusterImage(img);
-  const pr = new PersistentReservations(reservationSpec(info));
-  t.teardown(() => pr.close());
+  const { img, info, pr } = await clusterWithReservations(t);
   const fencerKey = nodeKey(clusterTag(info), 0, 99n);
   await pr.register(0, fencerKey, 100);
   await pr.reserve(0, fencerKey);
@@ -418,10 +418,7 @@ for (const selfFencedMidway of [false, true]) {
   test(selfFencedMidway
     ? 'a fencer that fences itself while it waits on a victim stopped inside its gate neither kills nor preempts it'
     : 'disk fence of a victim stopped inside its gate escalates to the power fence after the bounded wait, then preempts', async (t) => {
-    const img = await cluster(t);
-    const info = await readClusterImage(img);
-    const pr = new PersistentReservations(reservationSpec(info));
-    t.teardown(() => pr.close());
+    const { img, info, pr } = await clusterWithReservations(t);
     const tag = clusterTag(info);
     const fencerKey = nodeKey(tag, 0, 1n);
     await pr.register(0, fencerKey, 100);
@@ -468,10 +465,7 @@ for (const selfFencedMidway of [false, true]) {
 }
 
 test('a fencer past its self-fence deadline whose flag is not set yet (resumed before its watchdog ran) asks the clock first: it neither kills nor preempts', async (t) => {
-  const img = await cluster(t);
-  const info = await readClusterImage(img);
-  const pr = new PersistentReservations(reservationSpec(info));
-  t.teardown(() => pr.close());
+  const { img, info, pr } = await clusterWithReservations(t);
   const tag = clusterTag(info);
   const fencerKey = nodeKey(tag, 0, 1n);
   const victimKey = nodeKey(tag, 2, 7n);
