@@ -353,6 +353,15 @@ export class Lockspace {
    */
   private readonly lockRowWrites = new SerialByKey();
   /**
+   * Rows whose last lock-cell write failed: the disk may hold the old cell, which may still show
+   * a lock memory let go of (a failed release, a failed withdrawal). Each is written again from
+   * memory (repairUnsureRows) until a write lands; a row leaves the set on its next write that lands.
+   */
+  private readonly unsureRows = new Set<number>();
+  /** The pending rewrite of unsureRows (scheduleRowRepair), and its backoff. */
+  private rowRepairTimer: NodeJS.Timeout | undefined;
+  private rowRepairDelayMs = 0;
+  /**
    * All work on our value cells (reserve, unreserve, write), one at a time: a value's place is
    * chosen across two rows (bucket and overflow) and a reservation takes one without I/O, so a
    * per-row order would not keep two places apart. Only PW/EX grants and releases come here.
@@ -564,24 +573,10 @@ export class Lockspace {
   }
 
   private async writeEntryInTurn(lock: Lock, entry: LockEntry | undefined, wake: Wake, change: Change): Promise<void> {
-    if (this.closing) throw new DlmError('ECLOSED', `${this.device.name}: lockspace is closing`);
     const { row, entry: index } = lock;
     const entries = [...(this.ownLocks.get(row) ?? emptyLockEntries())];
     entries[index] = entry;
-    this.writeSeq++;
-    const off = lockCellOffset(this.layout, row, this.nodeId);
-    // A buffer is reused only after its write resolved: a device (NBD) may send it later than the call.
-    const out = this.cellBufs.pop() ?? Buffer.alloc(this.layout.sectorSizeBytes);
-    try {
-      await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries }, this.layout.sectorSizeBytes, out), off);
-    } catch (err) {
-      // The write may have landed all the same: memory keeps whichever cell grants less (Change).
-      if (change === 'letsGo') this.rememberRow(row, entries);
-      throw err;
-    } finally {
-      if (this.cellBufs.length < CELL_BUFS_KEPT) this.cellBufs.push(out);
-    }
-    this.rememberRow(row, entries);
+    await this.writeRowInTurn(row, entries, change);
     if (wake === 'none') return;
     // Our own waiters (other locks of this process) learn it at once; other processes' through the hints.
     const targets = wake === 'all' ? undefined : wakeTargets(lock.othersAtRead, wake === 'next');
@@ -593,6 +588,79 @@ export class Lockspace {
     if (wake === 'next') return;
     if (this.waiting.size > 0) this.waker.poke();
     this.waker.hintRow(row, mayHaveWaiters(lock, performance.now()));
+  }
+
+  /**
+   * Writes our cell of `row` as `entries`, in the row's turn. Memory takes the cell once it has
+   * landed; if the write fails it takes what Change says, and the row is unsure until a later write
+   * of it lands (unsureRows).
+   */
+  private async writeRowInTurn(row: number, entries: (LockEntry | undefined)[], change: Change): Promise<void> {
+    if (this.closing) throw new DlmError('ECLOSED', `${this.device.name}: lockspace is closing`);
+    this.writeSeq++;
+    const off = lockCellOffset(this.layout, row, this.nodeId);
+    // A buffer is reused only after its write resolved: a device (NBD) may send it later than the call.
+    const out = this.cellBufs.pop() ?? Buffer.alloc(this.layout.sectorSizeBytes);
+    try {
+      await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries }, this.layout.sectorSizeBytes, out), off);
+    } catch (err) {
+      // The write may have landed all the same: memory keeps whichever cell grants less (Change).
+      // Either way the disk may show what memory no longer has (review 6 H1: a failed release,
+      // never retried, held the lock on disk until the node restarted): the row is written again.
+      if (change === 'letsGo') this.rememberRow(row, entries);
+      this.unsureRows.add(row);
+      this.scheduleRowRepair();
+      throw err;
+    } finally {
+      if (this.cellBufs.length < CELL_BUFS_KEPT) this.cellBufs.push(out);
+    }
+    this.rememberRow(row, entries);
+    if (this.unsureRows.delete(row)) this.dropConfirmedReleases(row);
+  }
+
+  /**
+   * A write of `row` landed after one that failed: the releases of unknown outcome in it are done
+   * (memory had let go of them, so the cell that landed does not hold them). Their Locks, lost, are
+   * dropped; an unlock() of one afterwards resolves. A down-conversion's Lock keeps its entry
+   * (lower mode) and stays listed, lost, until it is unlocked.
+   */
+  private dropConfirmedReleases(row: number): void {
+    for (let i = 0; i < LOCK_ENTRIES_PER_CELL; i++) {
+      const lock = this.lockObjs.get(row * LOCK_ENTRIES_PER_CELL + i);
+      if (lock !== undefined && lock.releaseUnsure && !lock.busy && this.ownLocks.get(row)?.[i] === undefined) this.forgetReleased(lock);
+    }
+  }
+
+  /** Rewrites of the unsure rows, after pollMinMs doubling up to pollMaxMs while they keep failing. */
+  private scheduleRowRepair(): void {
+    if (this.rowRepairTimer !== undefined || this.closing || this.unsureRows.size === 0) return;
+    this.rowRepairDelayMs = Math.min(this.pollMaxMs, Math.max(this.pollMinMs, this.rowRepairDelayMs * 2));
+    this.rowRepairTimer = setTimeout(() => void this.repairUnsureRows(), this.rowRepairDelayMs);
+    // A process that has nothing else to do may exit; its close() writes the rows (close).
+    this.rowRepairTimer.unref();
+  }
+
+  /** Writes each unsure row again from memory, in its turn (the cell memory holds grants less). */
+  private async repairUnsureRows(): Promise<void> {
+    this.rowRepairTimer = undefined;
+    for (const row of [...this.unsureRows]) {
+      if (this.closing) return;
+      try {
+        await this.lockRowWrites.run(row, () => (this.unsureRows.has(row) ? this.writeRowInTurn(row, [...(this.ownLocks.get(row) ?? emptyLockEntries())], 'letsGo') : Promise.resolve()));
+        if (this.waiting.size > 0) this.waker.poke();
+        this.waker.hintRow(row, true);
+      } catch (err) {
+        // A fenced node's cells are not counted by anyone any more: nothing to repair.
+        if (this.failAllIfFenced(err)) {
+          this.unsureRows.clear();
+          return;
+        }
+        this.log(`rewriting lockspace row ${row} after a failed write: ${(err as Error).message}`);
+      }
+    }
+    if (this.unsureRows.size === 0) this.rowRepairDelayMs = 0;
+    // writeRowInTurn's failure scheduled nothing while this repair's timer was still set.
+    this.scheduleRowRepair();
   }
 
   private rememberRow(row: number, entries: (LockEntry | undefined)[]): void {
@@ -812,6 +880,8 @@ export class Lockspace {
   }
 
   async unlock(lock: Lock, opts: ReleaseOptions = {}): Promise<void> {
+    // Its row was written since (dropConfirmedReleases): the release is done.
+    if (lock.releaseUnsure && lock.released) return;
     if (lock.releaseUnsure && !lock.busy && !this.closed && this.lockObjs.get(lock.slot) === lock) return this.retryRelease(lock);
     this.checkUsable(lock);
     lock.busy = true;
@@ -856,7 +926,8 @@ export class Lockspace {
   private forgetReleased(lock: Lock): void {
     lock.released = true;
     lock.mode = null;
-    this.lockObjs.delete(lock.slot);
+    // Dropped already (dropConfirmedReleases), its slot may be another lock's by now.
+    if (this.lockObjs.get(lock.slot) === lock) this.lockObjs.delete(lock.slot);
     this.trackBast(lock);
   }
 
@@ -1312,16 +1383,23 @@ export class Lockspace {
     // Writes of our cells already issued land first (and are in ownLocks then); later ones are refused.
     // Value-cell work queued before (a release's value write) runs before the lock cells are cleared.
     this.closing = true;
+    clearTimeout(this.rowRepairTimer);
     await Promise.all([this.lockRowWrites.idle(), this.lvbWork.idle()]);
     try {
-      for (const row of [...this.ownLocks.keys()]) {
+      // Best effort, one write per row: the rows with an entry, and those whose last write failed
+      // (the disk may still show a lock memory let go of).
+      for (const row of new Set([...this.ownLocks.keys(), ...this.unsureRows])) {
         this.writeSeq++;
-        await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries: emptyLockEntries() }, this.layout.sectorSizeBytes), lockCellOffset(this.layout, row, this.nodeId));
+        try {
+          await this.write(encodeLockCell({ nodeId: this.nodeId, row, generation: this.generation, seq: this.writeSeq, entries: emptyLockEntries() }, this.layout.sectorSizeBytes), lockCellOffset(this.layout, row, this.nodeId));
+        } catch (err) {
+          this.log(`releasing locks of row ${row} on close failed: ${(err as Error).message}`);
+          continue;
+        }
         this.ownLocks.delete(row);
+        this.unsureRows.delete(row);
         this.waker.hintRow(row, true);
       }
-    } catch (err) {
-      this.log(`releasing locks on close failed: ${(err as Error).message}`);
     } finally {
       for (const l of this.lockObjs.values()) l.lost = 'lockspace closed';
       this.closed = true;
