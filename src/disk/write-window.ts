@@ -31,7 +31,8 @@ class WindowedWrites implements BlockDevice {
     this.name = inner.name;
     this.sizeBytes = inner.sizeBytes;
     this.sectorSizeBytes = inner.sectorSizeBytes;
-    this.readOnly = inner.readOnly;
+    // Without a window nothing is written: say so, so a reader (an LVM scan) treats it as read-only.
+    this.readOnly = inner.readOnly || window === undefined;
   }
 
   private check(op: string, offsetBytes: number, lengthBytes: number): void {

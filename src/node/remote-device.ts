@@ -210,9 +210,10 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
  *   - writes, without `exclusive`, to a device that is neither on the node's own device list
  *     (--devices, else SANBOX_DEVICES: its operator's) nor an LVM physical volume by its label,
  *     which the node reads itself; a PV the cluster's list names must carry the PV uuid the list
- *     gives it (checkLvmDevice). Such a device is opened read-only (a scan passes over it), outside
- *     the provider. A PV outside the list is still LVM's to write (a VG made without the cluster, a
- *     PV pvcreated for a vgcreate or vgextend, which lists it when it commits);
+ *     gives it (checkLvmDevice). Such a device, when a list names it, is opened with every write
+ *     refused (a scan passes over it); any other such path is not opened at all. A PV outside the
+ *     list is still LVM's to write (a VG made without the cluster, a PV pvcreated for a vgcreate or
+ *     vgextend, which lists it when it commits);
  *   - `exclusive` (pvcreate, pvremove): a device somebody else has open before, or holds once the
  *     node does (openExclusively), or that this node has open itself (provider.ts refuseClash);
  *   - any device the node has open for its own use (a volume it mounts or heartbeats on) or a
@@ -238,11 +239,16 @@ async function openForClient(node: RunningNode, spec: string, exclusive: boolean
   if (exclusive) return openExclusively(spec, (s) => node.provider.open(s, undefined, 'exclusive'), node.nodeId);
   const notLvms = await checkLvmDevice(node, spec);
   if (notLvms === undefined) return node.provider.open(spec, undefined, 'client');
-  // Not LVM's by what the node knows: the command may still read it, as lvm2's scan reads every
-  // device it is given and passes over one without a label (a listed device wiped or re-made
-  // without the cluster must not fail every later command through the node). Read-only, outside
-  // the provider (no key registered, no fence state made beside it), every write refused in one line.
-  const dev = await openDevice(spec, { readOnly: true, guard: 'none' });
+  // Not LVM's by what the node knows. A device on the cluster's list is still one the command's
+  // scan must read, as lvm2's scan reads every device it is given and passes over one without a
+  // label: a listed device wiped or re-made without the cluster must not fail every later command
+  // through the node. So it opens, through the provider (a client's open: never a device the node
+  // uses itself or one open exclusively), with every write refused in one line. Any other path is
+  // refused: the node reads no file for a client that is not the cluster's (review 6, M1).
+  const identity = deviceIdentity(spec);
+  const listed = (await node.provider.lvmDevices()).some((d) => identityOrUndefined(d) === identity);
+  if (!listed) throw new SanboxError('EINVAL', `${spec}: refused: ${notLvms}, and neither node ${node.nodeId}'s --devices list nor the cluster's device list names it; node ${node.nodeId} opens a device for a client only when it is LVM's or listed, or opened exclusively (pvcreate)`, { device: spec });
+  const dev = await node.provider.open(spec, undefined, 'client');
   return writesOnlyIn(dev, undefined, `node ${node.nodeId} (${spec}: ${notLvms}; opened read-only for the command's scan: the node writes a device for a client only when it is on the node's own --devices list, is an LVM physical volume, or is opened exclusively, as pvcreate does)`, true);
 }
 
