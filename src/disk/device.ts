@@ -43,22 +43,13 @@ export function isSyncDevice(dev: BlockDevice): dev is SyncBlockDevice {
 export const IO_DONE: Promise<void> = Promise.resolve();
 
 /**
- * `dev`'s synchronous read, done now, as the settled promise a promise form returns: a throw
- * becomes a rejection, as callers of a promise form expect. No closure: it is on every I/O.
+ * `dev`'s synchronous read or write, done now, as the settled promise a promise form returns: a
+ * throw becomes a rejection, as callers of a promise form expect. No closure: it is on every I/O.
  */
-export function readInCall(dev: SyncBlockDevice, buf: Buffer, offsetBytes: number): Promise<void> {
+export function ioInCall(dev: SyncBlockDevice, op: 'read' | 'write', buf: Buffer, offsetBytes: number): Promise<void> {
   try {
-    dev.readSync(buf, offsetBytes);
-  } catch (err) {
-    return Promise.reject(err as Error);
-  }
-  return IO_DONE;
-}
-
-/** `dev`'s synchronous write, done now, as a settled promise (see readInCall). */
-export function writeInCall(dev: SyncBlockDevice, buf: Buffer, offsetBytes: number): Promise<void> {
-  try {
-    dev.writeSync(buf, offsetBytes);
+    if (op === 'read') dev.readSync(buf, offsetBytes);
+    else dev.writeSync(buf, offsetBytes);
   } catch (err) {
     return Promise.reject(err as Error);
   }

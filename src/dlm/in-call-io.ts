@@ -8,7 +8,7 @@
 // turn in the deferred queue, in issue order (src/disk/turn-budget.ts).
 
 import { deferToNextTurn, mayRunInCall } from '../disk/turn-budget.js';
-import { isSyncFit, readInCall, writeInCall, syncFitEpoch, type BlockDevice, type SyncBlockDevice } from '../disk/device.js';
+import { isSyncFit, ioInCall, syncFitEpoch, type BlockDevice, type SyncBlockDevice } from '../disk/device.js';
 
 export class InCallIo {
   private fitEpoch = -1;
@@ -29,13 +29,13 @@ export class InCallIo {
     const d = this.syncForm();
     if (d === undefined) return this.device.read(buf, offsetBytes);
     if (!mayRunInCall()) return deferToNextTurn(() => d.readSync(buf, offsetBytes));
-    return readInCall(d, buf, offsetBytes);
+    return ioInCall(d, 'read', buf, offsetBytes);
   }
 
   write(buf: Buffer, offsetBytes: number): Promise<void> {
     const d = this.syncForm();
     if (d === undefined) return this.device.write(buf, offsetBytes);
     if (!mayRunInCall()) return deferToNextTurn(() => d.writeSync(buf, offsetBytes));
-    return writeInCall(d, buf, offsetBytes);
+    return ioInCall(d, 'write', buf, offsetBytes);
   }
 }

@@ -8,7 +8,7 @@
 // is in flight.
 
 import { deferToNextTurn, inOrder, mayRunInCall } from '../disk/turn-budget.js';
-import { checkRange, checkWritable, isSyncDevice, isSyncFit, readInCall, syncFitEpoch, viewOf, writeInCall, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
+import { checkRange, checkWritable, isSyncDevice, isSyncFit, ioInCall, syncFitEpoch, viewOf, type BlockDevice, type SectorSize, type SyncBlockDevice, type SyncFitness } from '../disk/index.js';
 import { SanboxError } from '../errors.js';
 import { LVM_SECTOR_BYTES, type LvModel, type VgModel } from '../format/lvm/vg-model.js';
 
@@ -236,13 +236,13 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice, SyncFitne
   override read(buf: Buffer, offsetBytes: number): Promise<void> {
     if (!this.syncFit) return super.read(buf, offsetBytes);
     if (!mayRunInCall()) return deferToNextTurn(() => this.readSync(buf, offsetBytes));
-    return readInCall(this, buf, offsetBytes);
+    return ioInCall(this, 'read', buf, offsetBytes);
   }
 
   override write(buf: Buffer, offsetBytes: number): Promise<void> {
     if (!this.syncFit) return super.write(buf, offsetBytes);
     if (!mayRunInCall()) return deferToNextTurn(() => this.writeSync(buf, offsetBytes));
-    return writeInCall(this, buf, offsetBytes);
+    return ioInCall(this, 'write', buf, offsetBytes);
   }
 
   override discard(offsetBytes: number, lengthBytes: number): Promise<void> {
