@@ -5,11 +5,6 @@
 import fs from 'node:fs';
 import { schemeOf } from './open.js';
 
-/** Whether two stats are of one file (the same inode of the same filesystem). */
-export function sameFile(a: fs.Stats, b: fs.Stats): boolean {
-  return a.dev === b.dev && a.ino === b.ino;
-}
-
 /**
  * A key naming the device `spec` opens: an nbd:// export by its URI (it has no identity here but
  * that), a file by `dev:ino`. Throws the stat error of a file that is not there.
@@ -18,4 +13,13 @@ export function deviceIdentity(spec: string): string {
   if (schemeOf(spec) !== undefined) return spec;
   const st = fs.statSync(spec, { bigint: true });
   return `${st.dev}:${st.ino}`;
+}
+
+/** deviceIdentity, or undefined for a file that is not there (it names nothing). */
+export function identityOrUndefined(spec: string): string | undefined {
+  try {
+    return deviceIdentity(spec);
+  } catch {
+    return undefined;
+  }
 }

@@ -37,7 +37,7 @@ import type { NodeConnection } from './ctl.js';
 import type { RunningNode } from './node.js';
 
 /** Why node `nodeId` cannot record `c` as its client, or undefined when it can. */
-export function clientRefusal(c: NodeClient, nodeId: number): string | undefined {
+function clientRefusal(c: NodeClient, nodeId: number): string | undefined {
   if (c.pid === process.pid) return `pid ${c.pid} is node ${nodeId} itself`;
   if (!isRunning({ pid: c.pid, startTicks: c.startTicks, bootId: bootId() })) return `pid ${c.pid} (start time ${c.startTicks}) is not running on this machine`;
   try {

@@ -17,7 +17,7 @@ import { FenceGate, SelfFenceGate, type SelfFencingGate } from '../disk/fence-ga
 import { isSyncDevice, isSyncFit, type BlockDevice, type SyncBlockDevice, type SyncFitness } from '../disk/device.js';
 import type { NbdOpenOptions } from '../disk/nbd-device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
-import { deviceIdentity } from '../disk/file-identity.js';
+import { deviceIdentity, identityOrUndefined } from '../disk/file-identity.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type PreemptResult, type ReservationStoreSpec } from '../disk/reservations.js';
 import { DiskError, SanboxError } from '../errors.js';
 import type { WriteGate } from '../disk/write-gate.js';
@@ -326,12 +326,7 @@ export class DeviceProvider {
   private async openDevice(spec: string, place: ReservationPlace, use: DeviceUse): Promise<BlockDevice> {
     const name = place === 'remote' ? spec : path.resolve(spec);
     const target = place === 'remote' || schemeOf(spec) !== undefined ? spec : name;
-    let known: string | undefined;
-    try {
-      known = deviceIdentity(target);
-    } catch {
-      known = undefined; // no such file: the open below says so
-    }
+    const known = identityOrUndefined(target); // undefined: no such file, the open below says so
     if (known !== undefined) this.refuseClash(name, known, use);
     let pr: PersistentReservations | null = null;
     const io: IoCounters = { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, flushes: 0, errors: 0, refused: 0 };

@@ -39,7 +39,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { checkRange, isSectorSize, type BlockDevice, type SectorSize } from '../disk/device.js';
 import { openDevice, schemeOf } from '../disk/open.js';
-import { deviceIdentity, sameFile } from '../disk/file-identity.js';
+import { deviceIdentity, identityOrUndefined } from '../disk/file-identity.js';
 import { writesOnlyIn } from '../disk/write-window.js';
 import { FENCE_DIR_SUFFIX, type PreemptResult } from '../disk/reservations.js';
 import { clientWriteWindow } from '../heartbeat/cluster-image.js';
@@ -84,16 +84,12 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
   const byConnection = new Map<ControlContext, { next: number; open: Map<number, { dev: BlockDevice; own: boolean }> }>();
   // The node holds its image open, so the file (and so its identity) stays while the node runs.
   // An image served over nbd:// has no identity here but its URI.
-  const imageStat = schemeOf(node.info.path) === undefined ? fs.statSync(node.info.path) : undefined;
+  const imageIdentity = schemeOf(node.info.path) === undefined ? deviceIdentity(node.info.path) : undefined;
   /** Whether a spec names the cluster image: a path to the same file, through any directory or link; or the image's own URI. */
   const namesImage = async (spec: string): Promise<boolean> => {
     if (schemeOf(spec) !== undefined) return spec === node.info.path;
-    if (imageStat === undefined) return false;
-    try {
-      return sameFile(await fs.promises.stat(spec), imageStat);
-    } catch {
-      return false; // no such file here: not the image (the provider's open says what is wrong)
-    }
+    // No such file here is not the image (the provider's open says what is wrong).
+    return imageIdentity !== undefined && identityOrUndefined(spec) === imageIdentity;
   };
   // The image as a client gets it: the node's own gated device, writable only in the device list.
   const imageView = writesOnlyIn(node.device, clientWriteWindow(node.info), `a client of node ${node.nodeId}`);
@@ -272,14 +268,6 @@ async function checkLvmDevice(node: RunningNode, spec: string): Promise<string |
   const listed = ((await readClusterDevices(node.device)) ?? []).find((e) => e.pvUuid !== pvId && identityOrUndefined(e.device) === identity);
   if (listed !== undefined) return `the cluster's device list names it as PV ${listed.pvUuid}, but it carries PV ${pvId}`;
   return undefined;
-}
-
-function identityOrUndefined(spec: string): string | undefined {
-  try {
-    return deviceIdentity(spec);
-  } catch {
-    return undefined; // not there: names nothing
-  }
 }
 
 /**

@@ -259,12 +259,17 @@ export function localGuard(specs: string[], vgName: string): ChunkGuard {
 
 class NothingLeft extends Error {}
 
+/** A PV key's device name in `h` (the key itself when no device holds it), kept past `h`'s session. */
+function namerOf(h: { pvByKey: Map<string, { dev: { name: string } }> }): PvNamer {
+  const byKey = new Map([...h.pvByKey].map(([key, pv]) => [key, pv.dev.name]));
+  return (key) => byKey.get(key) ?? key;
+}
+
 async function moveChunk(specs: string[], r: MoveRecord, ctx: CommitContext): Promise<ChunkDone | undefined> {
   let done: Omit<ChunkDone, 'seqno'> | undefined;
   try {
     const vg = await vgModifyWithIo(specs, r.vg, ctx, async (next, h) => {
-      const names: PvNamer = (key) => h.pvByKey.get(key)?.dev.name ?? key;
-      const c = nextChunk(next, r, names);
+      const c = nextChunk(next, r, namerOf(h));
       if (c === undefined) throw new NothingLeft();
       const extentBytes = next.extentSizeSectors * LVM_SECTOR_BYTES;
       const src = next.pvs.find((p) => p.key === c.srcKey)!;
@@ -303,8 +308,7 @@ async function setRecord(specs: string[], r: MoveRecord, present: boolean, ctx: 
 export async function pvMove(specs: string[], r: MoveRecord, ctx: CommitContext, guard: ChunkGuard, progress: (c: ChunkDone, total: number) => void): Promise<number> {
   const { vg0, names } = await withSession(specs, { readOnly: true, guard: 'none' }, async (s) => {
     const h = s.vg(r.vg);
-    const byKey = new Map([...h.pvByKey].map(([key, pv]) => [key, pv.dev.name]));
-    return { vg0: h.vg, names: (key: string): string => byKey.get(key) ?? key };
+    return { vg0: h.vg, names: namerOf(h) };
   });
   // Refused as a whole before the move is recorded: nothing written.
   checkMove(vg0, r, names);
