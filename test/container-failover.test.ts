@@ -20,14 +20,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { answered, spawnIoNode, type IoNode } from './helpers/io-node.js';
-import { readProcStat } from '../src/disk/power-fence.js';
-import { defaultLockDir, gateLockPath, LockFile, PersistentReservations, sidecarStoreSpec } from '../src/disk/reservations.js';
+import { defaultLockDir, gateLockPath, PersistentReservations, sidecarStoreSpec } from '../src/disk/reservations.js';
 import type { ReservationState } from '../src/format/reservations.js';
 import { clusterInit, isEvent, spawnNode, statusJson } from './helpers/heartbeat-nodes.js';
 import { errorLines, pausedCommand } from './helpers/paused-command.js';
 import { attachLoop, lvm, lvmAsHost, warnings } from './helpers/lvm-real.js';
 import { LOCK_DIR_ENV } from '../src/volume/vg-lock.js';
-import { exited, ownLockDir, runSanbox, tempDir, waitFor, waitForAsync } from './helpers/tmp.js';
+import { stopOutsideGate } from './helpers/stop-outside-gate.js';
+import { exited, ownLockDir, runSanbox, tempDir, waitForAsync } from './helpers/tmp.js';
 
 ownLockDir(test);
 
@@ -40,33 +40,6 @@ const STATE_BOUND_MS = 15_000;
 const LOOP_OFFSET_BYTES = 65536;
 
 const sha256 = (file: string): string => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-
-/** Stop-and-probe rounds before giving up on catching the writer outside its gate. */
-const STOP_TRIES_MAX = 50;
-
-/**
- * Stops the io node (SIGSTOP) between two writes, not inside its fence gate on `pv`: a node stopped
- * inside it is the power fence's case (it blocks every preempt), not this test's. Probes the gate
- * with a non-blocking exclusive attempt; when it is held, resumes the node briefly and tries again.
- */
-async function stopOutsideGate(n: IoNode, pv: string): Promise<boolean> {
-  const probe = new LockFile(gateLockPath(defaultLockDir(pv), 0));
-  try {
-    for (let i = 0; i < STOP_TRIES_MAX; i++) {
-      n.signal('SIGSTOP');
-      await waitFor(() => readProcStat(n.pid)?.state === 'T', 2000, 'io node stopped');
-      if (probe.tryLock('ex')) {
-        probe.unlock();
-        return true;
-      }
-      n.signal('SIGCONT');
-      await new Promise((r) => setTimeout(r, 3));
-    }
-    return false;
-  } finally {
-    probe.close();
-  }
-}
 
 async function sanbox(t: ExecutionContext, args: string[], pv: string): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return runSanbox(t, args, { env: { SANBOX_DEVICES: pv } });
@@ -159,7 +132,7 @@ test('private takeover: refused while the owner lives (unless it consents) and b
   t.is((await answered(w0, 'open:v', 10_000)).ev, 'done', 'the new owner opens its LV');
   w0.send(`loop v ${LOOP_OFFSET_BYTES}`);
   t.is((await answered(w0, 'loop:v', 5000)).ev, 'done', 'the owner writes');
-  t.true(await stopOutsideGate(w0, pv), 'node 0 stopped outside its fence gate on the PV');
+  t.true(await stopOutsideGate(w0.pid, gateLockPath(defaultLockDir(pv), 0), (sig) => w0.signal(sig)), 'node 0 stopped outside its fence gate on the PV');
   await waitForAsync(async () => (await statusJson(t, img)).slots[0]!.state === 'dead', STATE_BOUND_MS, 'cluster status to show node 0 dead');
   const notYet = await refused(t, change('self', 2), pv, /^sanbox: volume group vgf: its owner node 0 is not fenced yet: last heartbeat \d+\.\d s ago, dead after 2\.0 s; a node with quorum must fence it/);
   t.log(notYet);

@@ -1,22 +1,31 @@
-// The power fence kills a node's clients (src/heartbeat/fencer.ts, src/node/clients.ts), each named
-// by pid and start time, from the node's record as read again after the node's kill. Real
-// processes, a fake record: the victim node and a stopped client are killed; an entry whose pid now
-// belongs to another process (another start time: a reused pid) and one of a client that already
-// exited are `gone`, and the process behind the reused pid lives on; a client the record names only
-// after the kill (registered while the fence began) is killed too.
+// A fence ends its victim's clients (src/heartbeat/fencer.ts, src/node/clients.ts), each named by
+// pid and start time, from the victim's record as read once the fence is in place. Real
+// processes, a fake record. The power fence: the victim node and a stopped client are killed; an
+// entry whose pid now belongs to another process (another start time: a reused pid) and one of a
+// client that already exited are `gone`, and the process behind the reused pid lives on; a client
+// the record names only after the kill (registered while the fence began) is killed too. The disk
+// fence (issue 18: a stalled client kept the host's VG flock): the victim lives on, preempted; its
+// stopped client is killed after the preempt, the reused pid again left alone; and a victim whose
+// record says it runs on another machine (another boot id) has its clients left to itself.
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
 import { readProcStat, selfIdentity } from '../src/disk/power-fence.js';
-import type { NodeRecord } from '../src/format/node-record.js';
-import { Fencer } from '../src/heartbeat/fencer.js';
+import { nodeKey, PersistentReservations } from '../src/disk/reservations.js';
+import type { NodeClient, NodeRecord } from '../src/format/node-record.js';
+import { clusterTag, initClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
+import { Fencer, type FencePolicy } from '../src/heartbeat/fencer.js';
 import { presetTiming } from '../src/timing.js';
-import { exited, spawnChild } from './helpers/tmp.js';
+import { exited, spawnChild, tempDir } from './helpers/tmp.js';
 
 /** Bound on a killed process being reaped. */
 const EXIT_MS = 5000;
+/** The victim's node number and generation in every test. */
+const VICTIM = 2;
+const GENERATION = 7n;
 
-function idle(t: import('ava').ExecutionContext): ChildProcess {
+function idle(t: ExecutionContext): ChildProcess {
   return spawnChild(t, process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
 }
 
@@ -24,40 +33,55 @@ function startTicks(c: ChildProcess): bigint {
   return readProcStat(c.pid!)!.startTicks;
 }
 
-test('the power fence kills the clients its victim recorded, by pid and start time: a reused pid and an exited client are left alone', async (t) => {
-  const victim = idle(t);
+function clientOf(c: ChildProcess): NodeClient {
+  return { pid: c.pid!, startTicks: startTicks(c) };
+}
+
+/** The victim's record: process `victim` on the machine of `bootId`, with `clients`. */
+function recordOf(victim: ChildProcess, clients: NodeClient[], bootId = selfIdentity().bootId): NodeRecord {
+  return { nodeId: VICTIM, generation: GENERATION, pid: victim.pid!, pidStartTicks: startTicks(victim), bootId, joinedAtMs: 0, prKey: 0n, name: 'n2', hostname: 'h', clients };
+}
+
+/**
+ * A stopped client, a reused pid's entry (the stranger's pid with another start time: a client
+ * that exited and whose pid was reused) and an exited client's entry, with the processes behind them.
+ */
+async function clientEntries(t: ExecutionContext): Promise<{ client: ChildProcess; stranger: ChildProcess; goneId: NodeClient; entries: NodeClient[] }> {
   const client = idle(t);
-  const late = idle(t);
   const stranger = idle(t);
   const gone = spawnChild(t, process.execPath, ['-e', '']);
-  const goneId = { pid: gone.pid!, startTicks: startTicks(gone) };
+  const goneId = clientOf(gone);
   await exited(gone, EXIT_MS);
   client.kill('SIGSTOP');
-  const generation = 7n;
-  const record = (clients: NonNullable<NodeRecord['clients']>): NodeRecord => ({
-    nodeId: 2, generation, pid: victim.pid!, pidStartTicks: startTicks(victim), bootId: selfIdentity().bootId, joinedAtMs: 0, prKey: 0n, name: 'n2', hostname: 'h', clients,
-  });
-  const early = [
-    { pid: client.pid!, startTicks: startTicks(client) },
-    // The stranger's pid with another start time: a client that exited and whose pid was reused.
-    { pid: stranger.pid!, startTicks: startTicks(stranger) + 1n },
-    goneId,
-  ];
+  return { client, stranger, goneId, entries: [clientOf(client), { pid: stranger.pid!, startTicks: startTicks(stranger) + 1n }, goneId] };
+}
+
+function fencerOf(t: ExecutionContext, policy: FencePolicy, readNodeRecord: () => Promise<NodeRecord>, reservations: PersistentReservations[] = [], tag = 1): Fencer {
+  return new Fencer({ selfNodeId: 0, selfKey: nodeKey(tag, 0, 1n), clusterTag: tag, reservations, readNodeRecord, timing: presetTiming('local'), policy, log: (m) => t.log(m) });
+}
+
+/** The cluster image's reservation state with the fencer (node 0) and the victim registered. */
+async function reservations(t: ExecutionContext): Promise<{ pr: PersistentReservations; tag: number; victimKey: bigint }> {
+  const img = path.join(tempDir(t), 'c.img');
+  const info = await initClusterImage(img, { clusterName: 'clients', nodeCount: 3, timing: presetTiming('local') });
+  const pr = new PersistentReservations(reservationSpec(info));
+  t.teardown(() => pr.close());
+  const tag = clusterTag(info);
+  const victimKey = nodeKey(tag, VICTIM, GENERATION);
+  await pr.register(0, nodeKey(tag, 0, 1n), 100);
+  await pr.register(VICTIM, victimKey, 100);
+  return { pr, tag, victimKey };
+}
+
+test('the power fence kills the clients its victim recorded, by pid and start time: a reused pid and an exited client are left alone', async (t) => {
+  const victim = idle(t);
+  const late = idle(t);
+  const { client, stranger, goneId, entries } = await clientEntries(t);
   // Read before the kill: without the late client; after it, the record the node wrote last.
-  const before = record(early);
-  const after = record([...early, { pid: late.pid!, startTicks: startTicks(late) }]);
+  const before = recordOf(victim, entries);
+  const after = recordOf(victim, [...entries, clientOf(late)]);
   let reads = 0;
-  const fencer = new Fencer({
-    selfNodeId: 0,
-    selfKey: 1n,
-    clusterTag: 1,
-    reservations: [],
-    readNodeRecord: async () => (reads++ === 0 ? before : after),
-    timing: presetTiming('local'),
-    policy: 'power',
-    log: (m) => t.log(m),
-  });
-  const out = await fencer.fence(2, generation);
+  const out = await fencerOf(t, 'power', async () => (reads++ === 0 ? before : after)).fence(VICTIM, GENERATION);
   t.log(out.steps.join(', '));
   t.deepEqual(out.steps, [
     `power:killed(pid ${victim.pid})`,
@@ -71,4 +95,35 @@ test('the power fence kills the clients its victim recorded, by pid and start ti
   t.is((await exited(late, EXIT_MS)).signal, 'SIGKILL', 'the client recorded while the fence began was killed');
   t.is(stranger.exitCode, null, 'the process behind the reused pid lives');
   t.not(readProcStat(stranger.pid!), null, 'and is still there');
+});
+
+test('the disk fence kills its victim\'s clients on this machine once the victim is preempted; the victim lives on and a reused pid is left alone', async (t) => {
+  const victim = idle(t);
+  const { client, stranger, goneId, entries } = await clientEntries(t);
+  const { pr, tag, victimKey } = await reservations(t);
+  // The record as read after the preempt: the client is killed only once the fence is in place.
+  const preemptedAtReads: boolean[] = [];
+  const out = await fencerOf(t, 'disk', async () => {
+    preemptedAtReads.push(pr.readState().preempted[VICTIM] === victimKey);
+    return recordOf(victim, entries);
+  }, [pr], tag).fence(VICTIM, GENERATION);
+  t.log(out.steps.join(', '));
+  t.deepEqual(out.steps.map((s) => s.split('(')[0]), ['preempt:preempted', 'client:killed', 'client:gone', 'client:gone']);
+  t.deepEqual(out.steps.slice(1), [`client:killed(pid ${client.pid})`, `client:gone(pid ${stranger.pid})`, `client:gone(pid ${goneId.pid})`]);
+  t.is(preemptedAtReads.at(-1), true, 'the clients were read after the preempt');
+  t.is((await exited(client, EXIT_MS)).signal, 'SIGKILL', 'the stopped client was killed');
+  t.is(victim.exitCode, null, 'the disk-fenced victim lives on');
+  t.is(stranger.exitCode, null, 'the process behind the reused pid lives');
+  t.not(readProcStat(stranger.pid!), null, 'and is still there');
+});
+
+test('the disk fence of a victim on another machine leaves its clients to it (it ends them when it finds itself fenced)', async (t) => {
+  const victim = idle(t);
+  const client = idle(t);
+  const { pr, tag } = await reservations(t);
+  const otherBoot = Buffer.from(selfIdentity().bootId.map((b) => b ^ 0xff));
+  const out = await fencerOf(t, 'disk', async () => recordOf(victim, [clientOf(client)], otherBoot), [pr], tag).fence(VICTIM, GENERATION);
+  t.deepEqual(out.steps.map((s) => s.split('(')[0]), ['preempt:preempted']);
+  t.is(client.exitCode, null, 'the client (a process of this machine by that pid) lives');
+  t.not(readProcStat(client.pid!), null);
 });

@@ -9,25 +9,25 @@
 //   2. joined as node 1 (`sanbox lvreduce --cluster C --node 1`, node 1 not running): the command
 //      is node 1's incarnation itself; it stops at the commit point and is fenced the same way.
 // Then node 2 makes its own layout change (lvextend of another LV) and succeeds, and the stalled
-// process resumes (in 1., the command before its node, so its commit request waits in node 1's
-// socket and node 1 meets it before its watchdog has run). Checked: the stalled command fails
-// with one line saying node 1 was fenced (EFENCED, exit status 3) — in 1., node 1's own answer to
-// the commit write, its gate refusing it (node 1 is stopped outside its gate, so its fence stays a
-// disk fence and no killed connection can fail the command instead); the VG holds node 2's change
-// and not node 1's (sanbox's reading of the PVs, and the real `lvs`), one seqno past the start;
-// the real `pvck` and `vgck` are clean.
+// process resumes. In 1. the command resumes first, before the fence, so its commit write waits in
+// node 1's socket; the disk fence kills the command (node 1's client, src/node/clients.ts: so it
+// does not keep this host's VG flock), and node 1, resumed, meets the queued write and refuses it
+// (its gate: its lease had run out; node 1 is stopped outside its gate, so its fence stays a disk
+// fence), as its log says. In 2. the stalled command fails with one line saying node 1 was fenced
+// (EFENCED, exit status 3). Checked in both: the VG holds node 2's change and not node 1's
+// (sanbox's reading of the PVs, and the real `lvs`), one seqno past the start; the real `pvck` and
+// `vgck` are clean.
 
 import test, { type ExecutionContext } from 'ava';
 import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
 import { lvSizeBytes, makeLab, MiB, realToolsClean, vgSeqno, type Lab } from './helpers/lv-lab.js';
 import { lvmReport, sanboxCli } from './helpers/lvm-real.js';
-import type { ChildProcess } from 'node:child_process';
-import { exited, ownLockDir, tempDir, waitFor } from './helpers/tmp.js';
-import { readProcStat } from '../src/disk/power-fence.js';
-import { gateLockPath, LockFile } from '../src/disk/reservations.js';
+import { exited, ownLockDir, tempDir } from './helpers/tmp.js';
+import { gateLockPath } from '../src/disk/reservations.js';
 import { readClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
 import { errorLines, pausedCommand, type PausedCommand } from './helpers/paused-command.js';
 import { LOCK_DIR_ENV } from '../src/volume/vg-lock.js';
+import { stopOutsideGate } from './helpers/stop-outside-gate.js';
 
 ownLockDir(test);
 
@@ -36,28 +36,12 @@ const UP_MS = 20_000;
 const FENCED_MS = 30_000;
 /** Bound on the stalled command exiting once resumed. */
 const EXIT_MS = 30_000;
+/** Time a resumed command is given to send its commit write (one request line on a local socket). */
+const COMMIT_SENT_MS = 300;
 
 /** lv1 8 MiB (node 1 tries to shrink it to 4), lv2 4 MiB (node 2 grows it to 6); the rest of the 24 MiB PV free. */
 function lab(t: ExecutionContext): Promise<Lab> {
   return makeLab(t, 1, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-L', '4m']], 3);
-}
-
-/** Stop-and-probe rounds before giving up on stopping node 1 outside its fence gate. */
-const STOP_TRIES_MAX = 50;
-
-/** SIGSTOPs `child` at a moment it does not hold its fence gate (`probe`: its gate lock); false if no try caught one. */
-async function stopOutsideGate(child: ChildProcess, probe: LockFile): Promise<boolean> {
-  for (let i = 0; i < STOP_TRIES_MAX; i++) {
-    child.kill('SIGSTOP');
-    await waitFor(() => readProcStat(child.pid!)?.state === 'T', 2000, 'node 1 stopped');
-    if (probe.tryLock('ex')) {
-      probe.unlock();
-      return true;
-    }
-    child.kill('SIGCONT');
-    await new Promise((r) => setTimeout(r, 7));
-  }
-  return false;
 }
 
 /** Nodes 0 and 2 declared node 1 dead and fenced it; returns the steps of their fences (their log lines). */
@@ -68,8 +52,9 @@ async function fencedByPeers(nodes: NodeProc[]): Promise<string[]> {
 
 /**
  * Node 2 grows lv2 by 2 MiB (through its control channel: the VG lock node 1 held was released by
- * the fence), as from another host: its own host-local lock directory (SANBOX_LOCK_DIR), since the
- * stalled process still holds this host's VG flock (lvm2's local file locking, src/volume/vg-lock.ts).
+ * the fence), as from another host: its own host-local lock directory (SANBOX_LOCK_DIR), since in
+ * 2. the stalled process (node 1 itself, which a disk fence does not kill) still holds this host's
+ * VG flock (lvm2's local file locking, src/volume/vg-lock.ts).
  */
 async function node2Change(t: ExecutionContext, l: Lab): Promise<void> {
   const r = await sanboxCli(t, ['ctl', l.cluster, '2', 'lvm', 'lvextend', '-L', '6m', `${l.vg}/lv2`, '--devices', l.pvs.join(',')], { [LOCK_DIR_ENV]: tempDir(t) });
@@ -80,8 +65,7 @@ async function node2Change(t: ExecutionContext, l: Lab): Promise<void> {
 async function onlyNode2Changed(t: ExecutionContext, l: Lab, stalled: PausedCommand, seqnoBefore: number, fenceSteps: string[] = []): Promise<void> {
   const r = await exited(stalled.child, EXIT_MS);
   if (fenceSteps.some((s) => s.includes(`client:killed(pid ${stalled.child.pid})`))) {
-    // The disk fence escalated to the power fence (node 1 was stopped inside a gate lease on the
-    // cluster image), which kills node 1's clients with it (src/node/clients.ts): nothing to resume.
+    // A fence of node 1 kills node 1's clients (src/node/clients.ts): nothing to resume.
     t.is(r.signal, 'SIGKILL', `the client was killed with its node: ${JSON.stringify(r)}`);
   } else {
     const lines = errorLines(stalled);
@@ -106,20 +90,20 @@ test.serial('a change through running node 1, stalled at its commit point past n
   // Stopped outside its fence gate on the image (not inside a heartbeat write): else the fencers
   // escalate to the power fence, the command dies with node 1 (or fails on the killed connection),
   // and the path under test, node 1's gate and lease refusing the command's write, is not taken.
-  const probe = new LockFile(gateLockPath(reservationSpec(await readClusterImage(l.cluster)).lockDir, 1));
-  t.teardown(() => probe.close());
-  t.true(await stopOutsideGate(nodes[1]!.child, probe), 'node 1 stopped outside its fence gate');
-  const fenceSteps = await fencedByPeers([nodes[0]!, nodes[2]!]);
-  await node2Change(t, l);
-  // The command first: its commit request waits in node 1's socket until node 1 runs again.
+  t.true(await stopOutsideGate(nodes[1]!.child.pid!, gateLockPath(reservationSpec(await readClusterImage(l.cluster)).lockDir, 1)), 'node 1 stopped outside its fence gate');
+  // The command resumes before the fence: its commit write waits in node 1's socket until node 1
+  // runs again; the disk fence then kills the command (node 1's client), not the write queued.
   stalled.child.kill('SIGCONT');
-  await new Promise((r) => setTimeout(r, 300));
+  await new Promise((r) => setTimeout(r, COMMIT_SENT_MS));
+  const fenceSteps = await fencedByPeers([nodes[0]!, nodes[2]!]);
+  t.false(fenceSteps.some((x) => /power:/.test(x)), `a disk fence only: ${fenceSteps.join('; ')}`);
+  t.true(fenceSteps.some((x) => x.includes(`client:killed(pid ${stalled.child.pid})`)), `the disk fence killed node 1's client: ${fenceSteps.join('; ')}`);
+  await node2Change(t, l);
   nodes[1]!.child.kill('SIGCONT');
-  t.false(fenceSteps.some((x) => /power:|client:killed/.test(x)), `a disk fence only: ${fenceSteps.join('; ')}`);
   await onlyNode2Changed(t, l, stalled, seqnoBefore, fenceSteps);
-  // Which path failed the command: node 1 answered its commit write with the refusal of its gate
-  // (its lease had run out), not a connection that went away with node 1.
-  t.regex(errorLines(stalled)[0] ?? '', /dev-write: .*write at offset \d+ refused: /, `node 1 refused the write: ${stalled.err()}`);
+  // Which path refused the queued commit write: node 1's gate (its lease had run out), as node 1 says.
+  const refusal = await nodes[1]!.waitLine((x) => /^a command's write through node 1: refused: .*write at offset \d+ refused: /.test(x.msg ?? ''), EXIT_MS, 'node 1 to refuse the queued commit write');
+  t.log(refusal.msg);
   const n1 = await exited(nodes[1]!.child, EXIT_MS);
   t.is(n1.code, 3, `node 1 fenced itself when it resumed: ${JSON.stringify(n1)}`);
 });

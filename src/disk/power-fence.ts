@@ -5,6 +5,7 @@
 
 import fs from 'node:fs';
 import { SanboxError } from '../errors.js';
+import type { NodeClient } from '../format/node-record.js';
 import { LOCAL_TIMING } from '../timing.js';
 
 /** How often the fencer looks for the victim to be gone, unless told (timing.powerFencePollMs). */
@@ -102,6 +103,36 @@ export async function powerFence(id: ProcessIdentity, waitMs: number, pollMs = P
     await new Promise((r) => setTimeout(r, pollMs));
   }
   return { outcome: 'killed', waitedMs: performance.now() - t0 };
+}
+
+/** What ending one client came to: killed, gone (not running: exited, or its pid now another process's), or survived (why). */
+export interface ClientEnd {
+  pid: number;
+  outcome: PowerFenceResult['outcome'] | 'survived';
+  /** Why it survived. */
+  why?: string;
+}
+
+/**
+ * SIGKILLs each of a node's clients on this machine (src/node/clients.ts), one after the other, as
+ * the power fence kills a node: named by pid and start time, so a reused pid is never killed and
+ * one that exited is `gone`. A client that cannot be ended (another user's process, one still
+ * there after waitMs) is `survived` with why, not an exception: ending clients is never a
+ * condition of a fence (every write of theirs goes through their fenced node). `beforeEach` may
+ * throw to stop (a fencer that fenced itself meanwhile kills nothing more).
+ */
+export async function killClients(clients: readonly NodeClient[], waitMs: number, pollMs = POLL_MS_DEFAULT, beforeEach: () => void = () => undefined): Promise<ClientEnd[]> {
+  const out: ClientEnd[] = [];
+  for (const c of clients) {
+    beforeEach();
+    try {
+      const r = await powerFence({ pid: c.pid, startTicks: c.startTicks, bootId: bootId() }, waitMs, pollMs);
+      out.push({ pid: c.pid, outcome: r.outcome });
+    } catch (err) {
+      out.push({ pid: c.pid, outcome: 'survived', why: (err as Error).message });
+    }
+  }
+  return out;
 }
 
 /** Live (not zombie) processes of process group `pgid` on this machine. */

@@ -34,7 +34,8 @@
 // ignore them): the power fence kills that group with the node, so whatever a node runs dies with it.
 // The clients table was added the same way: the processes acting as this node through its control
 // channel (`sanbox ctl C N lvm …`, src/node/clients.ts), each by pid and start time on the machine
-// of bootId; the power fence kills them with the node too (src/heartbeat/fencer.ts).
+// of bootId; a fence of the node kills them, and so does the node when it finds itself fenced
+// (src/heartbeat/fencer.ts, src/node/node.ts).
 
 import { FormatError } from '../errors.js';
 import { formatFail, readPaddedString, writePaddedString, type Where } from './where.js';

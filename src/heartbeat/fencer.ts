@@ -6,13 +6,14 @@
 //           wait until it is gone (src/disk/power-fence.ts).
 // Policy 'disk' uses the disk fence and escalates to the power fence only when the victim is
 // stalled inside a write (it holds its gate, so the preempt cannot complete); 'power' kills only;
-// 'both' kills and preempts.
+// 'both' kills and preempts. Every policy then ends the victim's clients on this machine (the
+// processes acting as it through its control channel: clients() below).
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { hex64 } from '../format/where.js';
 import { schemeOf } from '../disk/open.js';
-import { bootId, killGroup, powerFence, type ProcessIdentity } from '../disk/power-fence.js';
+import { bootId, killClients, killGroup, powerFence, type ProcessIdentity } from '../disk/power-fence.js';
 import { nodeKey, PersistentReservations, sidecarStoreSpec, type PreemptResult } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
@@ -90,10 +91,8 @@ export class Fencer {
     const r = await powerFence(id, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
     steps.push(`power:${r.outcome}(pid ${rec.pid})`);
     // The node is gone, so its record is final (only the node writes it): read again, a command
-    // group or a client it recorded while this fence began is in it now.
-    const final = await this.finalRecord(rec);
-    await this.commands(final, steps);
-    await this.clients(final, steps);
+    // group it recorded while this fence began is in it now. (Its clients: fence(), at the end.)
+    await this.commands(await this.finalRecord(rec), steps);
   }
 
   /** The victim's record as read again after its kill; the one read before if that fails or names another incarnation. */
@@ -109,22 +108,33 @@ export class Fencer {
 
   /**
    * Kills the processes acting as the victim through its control channel (`ctl … lvm`: its
-   * clients, src/node/clients.ts), each named by pid and start time, so a stalled one does not
-   * keep this host's VG flock after its node is gone. Not a condition of the fence: every write of
-   * a client passes through its node, dead now, so a client that cannot be killed (another user's
-   * process) writes nothing more; it is logged, and the fence goes on.
+   * clients, src/node/clients.ts), each named by pid and start time (a reused pid is never killed,
+   * one that exited is `gone`), so a stalled one does not keep this host's VG flock after its node
+   * is fenced. Done last, with every policy, once the fence is in place (the victim killed, or its
+   * key preempted on every device): the record read then names every client the victim ever
+   * recorded, since a record write of the victim after that is refused (so is the registration
+   * that needed it: that client does nothing). Only for a victim on this machine (its record's boot
+   * id is ours, as the power fence checks): one elsewhere kills its own clients when it finds
+   * itself fenced (src/node/node.ts). Safe with the disk fence too, where the victim lives on:
+   * every write of a client passes through its node, refused now by its gate and lease, so a
+   * client can write nothing more anyway; the kill frees only what is the client's own on this
+   * host. Not a condition of the fence: a client that cannot be killed (another user's process) or
+   * a record that cannot be read is logged, and the fence goes on.
    */
-  private async clients(rec: NodeRecord, steps: string[]): Promise<void> {
-    if (!rec.bootId.equals(bootId())) return;
-    for (const c of rec.clients ?? []) {
-      this.mayStillFence(rec.nodeId);
-      try {
-        const r = await powerFence({ pid: c.pid, startTicks: c.startTicks, bootId: rec.bootId }, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
-        steps.push(`client:${r.outcome}(pid ${c.pid})`);
-      } catch (err) {
-        this.d.log(`fencing node ${rec.nodeId}: its client pid ${c.pid} was not ended: ${(err as Error).message}`);
-        steps.push(`client:survived(pid ${c.pid})`);
-      }
+  private async clients(nodeId: number, generation: bigint, steps: string[]): Promise<void> {
+    let rec: NodeRecord | null;
+    try {
+      rec = await this.d.readNodeRecord(nodeId);
+    } catch (err) {
+      this.d.log(`fencing node ${nodeId}: its record did not read after the fence (${(err as Error).message}); its clients were not ended`);
+      steps.push('clients:unread');
+      return;
+    }
+    if (rec === null || rec.generation !== generation || !rec.bootId.equals(bootId())) return;
+    const ends = await killClients(rec.clients ?? [], this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs, () => this.mayStillFence(nodeId));
+    for (const e of ends) {
+      if (e.why !== undefined) this.d.log(`fencing node ${nodeId}: its client pid ${e.pid} was not ended: ${e.why}`);
+      steps.push(`client:${e.outcome}(pid ${e.pid})`);
     }
   }
 
@@ -157,9 +167,7 @@ export class Fencer {
       if (reservations.length > 0) steps.push('recorded');
     }
     if (policy === 'disk' && !opts.leftCleanly) {
-      // The disk fence stops the node's I/O, not its commands: end those here. Not its clients
-      // (`ctl … lvm`, killed by the power fence with the node): every write of theirs is the
-      // node's, refused by its gate and lease, and the node lives on as they do.
+      // The disk fence stops the node's I/O, not its commands: end those here (its clients: below).
       const rec = await this.d.readNodeRecord(nodeId);
       if (rec !== null && rec.generation === generation) await this.commands(rec, steps);
     }
@@ -172,6 +180,7 @@ export class Fencer {
       }
       await this.preemptListed(nodeId, generation, key, steps);
     }
+    if (!opts.leftCleanly) await this.clients(nodeId, generation, steps);
     return { nodeId, generation, steps, durationMs: performance.now() - t0 };
   }
 

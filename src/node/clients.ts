@@ -1,19 +1,28 @@
 // Processes acting as a running node (issue 18: a stalled `sanbox ctl C N lvm …` client outlived
-// its node's power fence). An LVM command run through running node N does its device I/O and takes
+// its node's fence). An LVM command run through running node N does its device I/O and takes
 // its cluster locks through N (src/node/remote-device.ts, src/node/lvm-node.ts), but it is a process
 // of its own, not in N's command group; and it holds host-local state the node cannot release for
 // it: the host's VG flock (src/volume/vg-lock.ts, lvm2's local file locking). Stalled (SIGSTOP, a
 // hung terminal) it kept that flock after N was fenced, and every later command on this host waited
 // for it until the process ended. So the client tells the node who it is before it takes anything
 // (`client-register`), the node records it in its node record (src/format/node-record.ts, the
-// clients table) beside its command group, and the power fence that kills N kills its clients too
-// (src/heartbeat/fencer.ts). The entry goes when the client's connection closes.
+// clients table) beside its command group, and a fence of N ends its clients (the entry goes when
+// the client's connection closes):
+//   - every fence of N by a fencer on this machine (the record's boot id is ours), once it is in
+//     place: the power fence with N, the disk fence after N's key is preempted everywhere
+//     (src/heartbeat/fencer.ts clients);
+//   - and N itself, when it finds it has been fenced (its heartbeat's self-fence: src/node/node.ts),
+//     before its process ends — the only way on a host where no fencer runs.
+// Whichever comes first kills; the other finds the client gone. Killing a client of a
+// disk-fenced N (which lives on) is safe: every write of the client is N's, refused by N's gate and
+// lease from the fence on, so the client could never write again; all the kill frees is what is
+// the client's own on this host (the VG flock, a terminal).
 //
 // Protocol (on the connection the command's locks and I/O use):
 //   client-register {pid, startTicks}  → {pid}
 // Verified by the node: the process runs on this machine with that start time (/proc/PID/stat field
-// 22: a pid reused by another process has another start time, and the fencer's kill checks it again
-// — src/disk/power-fence.ts), and the node may signal it (kill(pid, 0)): a client the fencers could
+// 22: a pid reused by another process has another start time, and every kill checks it again —
+// src/disk/power-fence.ts killClients), and the node may signal it (kill(pid, 0)): a client the fencers could
 // not kill would be recorded for nothing. Node.js has no SO_PEERCRED, so the node cannot check that
 // the pid is its peer's; it need not: the socket's directory is the node user's own (0700), so a
 // client can only name a process its user may signal anyway, and a false name makes the fence kill
@@ -92,8 +101,8 @@ export function registerClientCommands(control: ControlServer, node: RunningNode
 }
 
 /**
- * Tells node N over `conn` that this process acts as N, before the command takes anything: N's
- * power fence kills it with N from then on. A node that cannot record it (fenced meanwhile: its
+ * Tells node N over `conn` that this process acts as N, before the command takes anything: a fence
+ * of N kills it from then on. A node that cannot record it (fenced meanwhile: its
  * record write is refused) answers with an error, and the command does nothing.
  */
 export async function registerAsClient(conn: Pick<NodeConnection, 'request'>): Promise<void> {

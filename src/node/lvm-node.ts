@@ -97,8 +97,8 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
     const devices = new NodeDevices(await connectNode(o.clusterImage, o.nodeId));
     const c = devices.connection;
     try {
-      // First of all, before the command takes a lock or the host's VG flock: node N's power fence
-      // kills this process with N from now on (src/node/clients.ts).
+      // First of all, before the command takes a lock or the host's VG flock: a fence of node N
+      // kills this process from now on (src/node/clients.ts).
       await registerAsClient(c);
       return await fn({
         ...base,

@@ -26,7 +26,7 @@ import { schemeOf } from '../disk/open.js';
 import { isLvSpec } from '../volume/resolve.js';
 import { clusterDeviceSpecs } from '../volume/lvm-cluster.js';
 import { readClusterDevices } from '../volume/cluster-devices.js';
-import { selfIdentity } from '../disk/power-fence.js';
+import { killClients, selfIdentity } from '../disk/power-fence.js';
 import { LockFile, nodeKey, ReservationStore } from '../disk/reservations.js';
 import { modeName } from '../dlm/compat-matrix.js';
 import { Lockspace } from '../dlm/lock-manager.js';
@@ -421,7 +421,20 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
     // Without quorum, data I/O to cluster volumes waits (src/disk/quorum-hold.ts); heartbeat and lockspace I/O do not.
     provider.holdWithoutQuorum(membership, log);
-    const { heartbeats, add: addHeartbeat, remove: removeHeartbeat } = makeHeartbeats(regions, { nodeId: n, generation, timing, membership, provider, log }, opts.onSelfFence);
+    // A node that finds itself fenced (every way it does ends in its heartbeat's self-fence: a write
+    // refused by its gate, its key preempted, its lease run out, its slot taken) ends its own
+    // clients (src/node/clients.ts): a fencer on another machine cannot, and under the disk fence
+    // one on this machine may not have yet — whichever comes first; the other finds them gone.
+    // Safe: the node's I/O is stopped already, and every write of a client is the node's.
+    let clientsEnded: Promise<void> | undefined;
+    const onSelfFenced = (reason: string): void => {
+      const own = record.clients ?? [];
+      clientsEnded ??= own.length === 0 ? Promise.resolve() : killClients(own, timing.powerFenceWaitMs, timing.powerFencePollMs).then((ends) => {
+        for (const e of ends) log(`node ${n} fenced itself: its client pid ${e.pid} ${e.outcome === 'survived' ? `was not ended: ${e.why ?? ''}` : e.outcome}`);
+      });
+      opts.onSelfFence?.(reason);
+    };
+    const { heartbeats, add: addHeartbeat, remove: removeHeartbeat } = makeHeartbeats(regions, { nodeId: n, generation, timing, membership, provider, log }, onSelfFenced);
     const heartbeat = heartbeats[0]!;
     // Volume homes by volumeKey: the device, its view for data I/O (held without quorum; the
     // heartbeat writes the device itself), and its heartbeat while the node is in its region.
@@ -550,6 +563,8 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       },
       stop: () => {
         stopping ??= (async () => {
+          // A fenced node's process ends after this: its clients first (onSelfFenced above).
+          await clientsEnded;
           // A fenced node writes nothing more: its lockspace close (which releases by writing) is
           // refused or may hang on a stalled device, so it is bounded by one I/O timeout.
           const bounded = <T>(p: Promise<T>): Promise<T | undefined> =>

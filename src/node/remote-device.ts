@@ -47,7 +47,7 @@ import { readClusterDevices } from '../volume/cluster-devices.js';
 import { LABEL_SCAN_BYTES, scanLabel } from '../format/lvm/label.js';
 import { readStable } from '../disk/stable-read.js';
 import { openExclusively } from '../volume/lvm-cluster.js';
-import { DiskError, FormatError, SanboxError } from '../errors.js';
+import { DiskError, FormatError, isSanboxError, SanboxError } from '../errors.js';
 import { isNodeId, O2NM_MAX_NODES } from '../format/o2hb-block.js';
 import { isLvSpec } from '../volume/resolve.js';
 import type { ControlContext, ControlServer } from './control.js';
@@ -150,7 +150,14 @@ export function registerDeviceCommands(control: ControlServer, node: RunningNode
     if (typeof req.data !== 'string') throw new SanboxError('EINVAL', '"data" must be base64');
     const buf = Buffer.from(req.data, 'base64');
     if (buf.length > DEV_WRITE_BYTES_MAX) throw new SanboxError('EINVAL', `"data" is ${buf.length} bytes, more than ${DEV_WRITE_BYTES_MAX}`);
-    await dev.write(buf, bytesArg(req, 'offsetBytes'));
+    try {
+      await dev.write(buf, bytesArg(req, 'offsetBytes'));
+    } catch (err) {
+      // A fenced node's refusal is logged as well as answered: the client may be gone (killed by
+      // the fence: src/node/clients.ts) with its write still queued on the connection.
+      if (isSanboxError(err) && err.code === 'EFENCED') node.log(`a command's write through node ${node.nodeId}: refused: ${err.message}`);
+      throw err;
+    }
     return {};
   });
   control.handle('dev-flush', async (req, ctx) => {
