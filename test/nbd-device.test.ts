@@ -332,6 +332,38 @@ test('every write passes the write gate: left once it settles (success or server
   t.is(fs.readFileSync(file)[0], 1);
 });
 
+test('the write gate is left exactly once on every path of a one-request write: sent at once, queued behind a full pipeline, refused as queue-full, failed by a lost connection', async (t) => {
+  const dir = tempDir(t);
+  image(dir, 'gq.img', 8 * MiB);
+  const srv = await server(t, { dir });
+  const held = { entered: 0, left: 0 };
+  const dev = await open(t, srv.uri('gq.img'), {
+    gate: {
+      enter(): void {
+        held.entered++;
+      },
+      leave(): void {
+        held.left++;
+        if (held.left > held.entered) throw new Error('left more often than entered');
+      },
+    },
+  });
+  // Issued in one synchronous loop: 64 go on the wire, NBD_WAITERS_MAX wait for room, one is refused.
+  const count = 64 + NBD_WAITERS_MAX + 1;
+  const results = await Promise.all(
+    Array.from({ length: count }, (_, i) => dev.write(Buffer.alloc(512, i & 0xff), (i % 1000) * 512).then(() => 'ok', (err: unknown) => err)),
+  );
+  t.is(results.filter((r) => r !== 'ok').length, 1, 'one refused as queue-full');
+  t.deepEqual([held.entered, held.left], [count, count], 'every write, the refused one too, left the gate');
+  // Writes outstanding when the connection is lost (64 on the wire, 40 waiting for room) fail, and leave the gate too.
+  const outstanding = Array.from({ length: 64 + 40 }, (_, i) => dev.write(Buffer.alloc(512, 1), i * 512).then(() => 'ok', (err: unknown) => err));
+  t.is(held.entered - held.left, 64 + 40, 'held while on the wire or waiting');
+  await srv.stop('SIGKILL');
+  await Promise.all(outstanding);
+  t.is(held.left, held.entered, 'left after the connection was lost');
+  await t.throwsAsync(dev.write(Buffer.alloc(512), 0), { instanceOf: NbdError });
+  t.is(held.left, held.entered, 'a write on a dead device leaves what it entered');
+});
 test.serial('a server that stops answering: the request times out, and the device stays failed (no reconnect)', async (t) => {
   const dir = tempDir(t);
   image(dir, 's.img', MiB);

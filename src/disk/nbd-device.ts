@@ -86,6 +86,12 @@ const READ_REPLY_HEAD_BYTES = { structured: P.STRUCTURED_HEADER_BYTES + 8, simpl
  * 16 KiB costs about a microsecond, less than Node's cork/writev path; a 1 MiB copy would not.)
  */
 const SEND_COPY_MAX_BYTES = 16 * 1024;
+/**
+ * The buffer a request sent at once is encoded into, reused while the kernel takes each write
+ * whole (a fresh buffer per request was a real allocation above Node's 4 KiB pool size, so every
+ * 4 KiB write made garbage; docs/nbd.md, "Fifth round").
+ */
+const SEND_BUFFER_BYTES = P.REQUEST_HEADER_BYTES + SEND_COPY_MAX_BYTES;
 
 export type NbdFailure = 'refused' | 'disconnected' | 'timeout' | 'server-error' | 'protocol' | 'unsupported' | 'queue-full';
 
@@ -208,6 +214,8 @@ interface Pending {
   costBytes: number;
   /** performance.now() when it was sent: the watchdog's clock. */
   sentAtMs: number;
+  /** The request holds the write gate (a one-request write) and leaves it when it settles. */
+  gated: boolean;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -254,6 +262,8 @@ export class NbdDevice implements BlockDevice {
   private watchdog: NodeJS.Timeout | undefined;
   /** Requests written in this tick go out together when the tick ends (one writev). */
   private corked = false;
+  /** Where a request sent at once is encoded (SEND_BUFFER_BYTES); replaced if the socket keeps it. */
+  private sendBuffer = Buffer.allocUnsafe(SEND_BUFFER_BYTES);
   private readonly pending = new Map<number, Pending>();
   /** Pipeline room taken by requests on the wire or about to be sent (bounded by INFLIGHT_MAX/BYTES_MAX). */
   private inflightCount = 0;
@@ -376,7 +386,7 @@ export class NbdDevice implements BlockDevice {
   }
 
   /** Writes `buf` at `offsetBytes`; with `fua` (or the device's fuaWrites) it is durable when this resolves. */
-  write(buf: Buffer, offsetBytes: number, opts: { fua?: boolean } = {}): Promise<void> {
+  write(buf: Buffer, offsetBytes: number, opts?: { fua?: boolean }): Promise<void> {
     try {
       checkRange(this, offsetBytes, buf.length);
       checkWritable(this, offsetBytes);
@@ -386,15 +396,23 @@ export class NbdDevice implements BlockDevice {
       return Promise.reject(err);
     }
     if (buf.length === 0) return Promise.resolve();
-    const fua = opts.fua ?? this.fuaWrites;
+    const fua = opts?.fua ?? this.fuaWrites;
     // A server without FUA gets the same guarantee from a flush after the write.
     if (fua && !this.info.canFua) return this.writeThenFlush(buf, offsetBytes);
     const flags = fua ? P.CmdFlag.FUA : 0;
-    return this.gated(offsetBytes, () =>
-      buf.length <= this.payloadMaxBytes
-        ? this.request(P.Cmd.WRITE, flags, offsetBytes, buf.length, buf)
-        : splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len))),
-    );
+    if (buf.length > this.payloadMaxBytes) {
+      return this.gated(offsetBytes, () =>
+        splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len))),
+      );
+    }
+    // One request (the common case): the request itself leaves the gate when it settles, so the
+    // caller gets the request's own promise, not one more around it (docs/nbd.md, "Fifth round").
+    try {
+      this.gate.enter(this.name, offsetBytes);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.request(P.Cmd.WRITE, flags, offsetBytes, buf.length, buf, undefined, true);
   }
 
   private async writeThenFlush(buf: Buffer, offsetBytes: number): Promise<void> {
@@ -528,15 +546,17 @@ export class NbdDevice implements BlockDevice {
   /**
    * Sends one request (waiting for room in the pipeline) and resolves when its reply is complete.
    * Not async: with room in the pipeline (the common case) the request goes out in this tick with
-   * one promise, which matters at tens of thousands of requests per second.
+   * one promise, which matters at tens of thousands of requests per second. With `gated`, the
+   * caller has entered the write gate and the request leaves it when it settles, whichever way.
    */
-  private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer, target?: Buffer): Promise<void> {
+  private request(type: number, flags: number, offsetBytes: number, lengthBytes: number, payload?: Buffer, target?: Buffer, gated = false): Promise<void> {
     const costBytes = (payload?.length ?? 0) + (target?.length ?? 0);
     if (this.waiters.length === 0 && this.hasRoom(costBytes)) {
       this.reserve(costBytes);
-      return this.send(type, flags, offsetBytes, lengthBytes, costBytes, payload, target);
+      return this.send(type, flags, offsetBytes, lengthBytes, costBytes, payload, target, gated);
     }
     if (this.waiters.length >= NBD_WAITERS_MAX) {
+      if (gated) this.gate.leave();
       return Promise.reject(
         new NbdError(
           'EAGAIN',
@@ -547,15 +567,18 @@ export class NbdDevice implements BlockDevice {
       );
     }
     // pump() reserves the room before it wakes us.
-    return new Promise<void>((go, fail) => this.waiters.push({ bytes: costBytes, go, fail })).then(() =>
-      this.send(type, flags, offsetBytes, lengthBytes, costBytes, payload, target),
+    const woken = new Promise<void>((go, fail) => this.waiters.push({ bytes: costBytes, go, fail }));
+    return woken.then(
+      () => this.send(type, flags, offsetBytes, lengthBytes, costBytes, payload, target, gated),
+      gated ? this.leaveGateAndThrow : undefined,
     );
   }
 
   /** Puts a request on the wire; its pipeline room is already reserved. */
-  private send(type: number, flags: number, offsetBytes: number, lengthBytes: number, costBytes: number, payload?: Buffer, target?: Buffer): Promise<void> {
+  private send(type: number, flags: number, offsetBytes: number, lengthBytes: number, costBytes: number, payload: Buffer | undefined, target: Buffer | undefined, gated: boolean): Promise<void> {
     if (this.dead !== undefined || this.shutdownSeen) {
       this.release(costBytes);
+      if (gated) this.gate.leave();
       return Promise.reject(this.dead !== undefined ? this.deadError(type, offsetBytes, lengthBytes) : this.shutdownError(offsetBytes));
     }
     const cookie = this.nextCookie++;
@@ -564,7 +587,7 @@ export class NbdDevice implements BlockDevice {
       // Nothing else on the wire (QD1, or the first request of a burst): no reply can wake another
       // caller in this tick, so there is nothing to batch with; send now rather than a tick later.
       const alone = this.pending.size === 0 && !this.corked;
-      const p: Pending = { cookie, type, offsetBytes, lengthBytes, target, coveredBytes: 0, error: undefined, costBytes, sentAtMs: performance.now(), resolve, reject };
+      const p: Pending = { cookie, type, offsetBytes, lengthBytes, target, coveredBytes: 0, error: undefined, costBytes, sentAtMs: performance.now(), gated, resolve, reject };
       this.pending.set(cookie, p);
       if (receivedInPlace(p)) this.directReadsPending++;
       this.armWatchdog();
@@ -585,10 +608,13 @@ export class NbdDevice implements BlockDevice {
       this.socket.uncork();
       return;
     }
-    const msg = Buffer.allocUnsafe(P.REQUEST_HEADER_BYTES + (payload?.length ?? 0));
+    const msg = this.sendBuffer.subarray(0, P.REQUEST_HEADER_BYTES + (payload?.length ?? 0));
     P.encodeRequestInto(msg, 0, request);
     payload?.copy(msg, P.REQUEST_HEADER_BYTES);
     this.socket.write(msg);
+    // Nothing left in the socket's queue: the kernel took the whole message in the write(2) above,
+    // so the buffer is free again. Otherwise the socket still holds it: use a new one next time.
+    if (this.socket.writableLength !== 0) this.sendBuffer = Buffer.allocUnsafe(SEND_BUFFER_BYTES);
   }
 
   /** Requests issued in one tick (a batch of replies wakes many callers) leave in one writev at its end. */
@@ -745,6 +771,7 @@ export class NbdDevice implements BlockDevice {
   private finish(p: Pending): void {
     this.forget(p);
     this.release(p.costBytes);
+    if (p.gated) this.gate.leave();
     if (p.error !== undefined) {
       p.reject(p.error);
       // The spec: a client that receives ESHUTDOWN must initiate a soft disconnect.
@@ -824,6 +851,7 @@ export class NbdDevice implements BlockDevice {
     for (const p of [...this.pending.values()]) {
       this.forget(p);
       this.release(p.costBytes);
+      if (p.gated) this.gate.leave();
       p.reject(this.deadError(p.type, p.offsetBytes, p.lengthBytes));
     }
     const waiters = this.waiters;
