@@ -63,11 +63,16 @@ const LAYOUT_CHANGES = 10;
 /** How long the writers write with nothing changing: the pause baseline's window. */
 const LAYOUT_QUIET_MS = 2000;
 /** layersBench (--only layers). */
-/** Calls per layer and op in the layer micro-loop, split in passes so no layer always runs first. */
+/** Calls per layer and op in the layer micro-loop. */
 const LAYER_CALLS = 200_000;
-const LAYER_PASSES = 5;
-/** Calls between two yields to the event loop (heartbeat timers; the fence gate's lease ends at each). */
-const LAYER_CALLS_PER_TURN = 1000;
+/**
+ * Calls per pass: each pass runs every layer once over its own offsets, in a rotated order, with a
+ * yield to the event loop before each (heartbeat timers; the fence gate's lease ends at each). Many
+ * short passes, each timed on its own: on a shared machine most passes lose the CPU to someone at
+ * some point, and the least of 200 is one that did not (5 passes of 40 000 calls never were).
+ */
+const LAYER_CALLS_PER_PASS = 1000;
+const LAYER_PASSES = LAYER_CALLS / LAYER_CALLS_PER_PASS;
 const LV_WRITER = path.join(path.dirname(fileURLToPath(import.meta.url)), '../test/helpers/lv-writer.js');
 
 const timeMs = Number(arg('time-ms', '500'));
@@ -435,12 +440,12 @@ interface LayerRow {
   minNs: number;
   medianNs: number;
   /**
-   * User-mode CPU time per call (process.cpuUsage), least and median over the passes: the JS a
-   * layer runs, without the kernel's time in pread/pwrite, which is the same in every row and is
-   * what other processes' writeback disturbs most.
+   * User-mode CPU time per call (process.cpuUsage) over all the passes: the JS a layer runs,
+   * without the kernel's time in pread/pwrite, which is the same in every row and is what other
+   * processes' writeback disturbs most. (A mean: one pass is too short for the kernel's per-tick
+   * accounting of CPU time.)
    */
-  userMinNs: number;
-  userMedianNs: number;
+  userMeanNs: number;
 }
 
 /**
@@ -455,7 +460,7 @@ async function layersBench(): Promise<LayerRow[]> {
   const rawPv = FileDisk.open(pv, { guard: 'none' });
   // Local files: the node's PV device and the unlocked LV have the synchronous form (the rows below call it).
   if (!isSyncDevice(nodePv) || !isSyncDevice(unlocked)) throw new Error('bench:lvm: the node\'s PV device and the unlocked LV should be synchronous (local files)');
-  const offsets = Array.from({ length: LAYER_CALLS / LAYER_PASSES }, () => randOff(4096));
+  const offsets = Array.from({ length: LAYER_CALLS }, () => randOff(4096));
   const layers: [string, LayerCall, LayerCall][] = [
     ['PV file, synchronous (FileDisk readSync/writeSync)', (b, o) => rawPv.readSync(b, peStartBytes + o), (b, o) => rawPv.writeSync(b, peStartBytes + o)],
     ["node's PV device, synchronous (counted, fault wrapper, leased fence gate)", (b, o) => nodePv.readSync(b, peStartBytes + o), (b, o) => nodePv.writeSync(b, peStartBytes + o)],
@@ -480,31 +485,26 @@ async function layersBench(): Promise<LayerRow[]> {
   return out;
 }
 
-/** Each of `layers` in turn, LAYER_PASSES passes in a rotated order, over `offsets`: one row per layer. */
+/** LAYER_PASSES passes over `offsets`, each running every one of `layers` over its slice in a rotated order: one row per layer. */
 async function timeLayers(layers: [string, LayerCall, LayerCall][], offsets: number[], io: LayerRow['io'], op: LayerRow['op'], pvFds: Set<number>): Promise<LayerRow[]> {
   const wall: number[][] = layers.map(() => []);
-  const user: number[][] = layers.map(() => []);
+  const userUs: number[] = layers.map(() => 0);
   for (let pass = 0; pass < LAYER_PASSES; pass++) {
+    const from = pass * LAYER_CALLS_PER_PASS;
     for (let i = 0; i < layers.length; i++) {
       const k = (i + pass) % layers.length;
       const call = op === 'read' ? layers[k]![1] : layers[k]![2];
-      let ns = 0;
-      let userUs = 0;
-      for (let from = 0; from < offsets.length; from += LAYER_CALLS_PER_TURN) {
-        await new Promise((r) => setImmediate(r));
-        const restore = io === 'null' ? nullIo(pvFds) : undefined;
-        const u0 = process.cpuUsage().user;
-        const t0 = process.hrtime.bigint();
-        try {
-          for (let j = from; j < from + LAYER_CALLS_PER_TURN; j++) await call(block4k, offsets[j]!);
-        } finally {
-          ns += Number(process.hrtime.bigint() - t0);
-          userUs += process.cpuUsage().user - u0;
-          restore?.();
-        }
+      await new Promise((r) => setImmediate(r));
+      const restore = io === 'null' ? nullIo(pvFds) : undefined;
+      const u0 = process.cpuUsage().user;
+      const t0 = process.hrtime.bigint();
+      try {
+        for (let j = from; j < from + LAYER_CALLS_PER_PASS; j++) await call(block4k, offsets[j]!);
+      } finally {
+        wall[k]!.push(Number(process.hrtime.bigint() - t0) / LAYER_CALLS_PER_PASS);
+        userUs[k]! += process.cpuUsage().user - u0;
+        restore?.();
       }
-      wall[k]!.push(ns / offsets.length);
-      user[k]!.push((userUs * 1000) / offsets.length);
     }
   }
   return layers.map(([layer], i) => ({
@@ -513,15 +513,14 @@ async function timeLayers(layers: [string, LayerCall, LayerCall][], offsets: num
     layer,
     minNs: Math.round(Math.min(...wall[i]!)),
     medianNs: Math.round(median(wall[i]!)),
-    userMinNs: Math.round(Math.min(...user[i]!)),
-    userMedianNs: Math.round(median(user[i]!)),
+    userMeanNs: Math.round((userUs[i]! * 1000) / LAYER_CALLS),
   }));
 }
 
 function printLayers(rows: LayerRow[]): void {
-  process.stdout.write(`\nper-call cost of each layer, 4 KiB random I/O, ${LAYER_CALLS} calls per row; least / median of ${LAYER_PASSES} passes, wall time and user-mode CPU time:\n`);
+  process.stdout.write(`\nper-call cost of each layer, 4 KiB random I/O, ${LAYER_CALLS} calls per row; wall time per call, least / median of ${LAYER_PASSES} passes of ${LAYER_CALLS_PER_PASS}; user-mode CPU time per call over all of them:\n`);
   const ns = (x: number): string => `${String(x).padStart(6)} ns`;
-  for (const r of rows) process.stdout.write(`  ${r.io.padEnd(5)}${r.op.padEnd(6)}${r.layer.padEnd(76)} wall ${ns(r.minNs)} ${ns(r.medianNs)}   user ${ns(r.userMinNs)} ${ns(r.userMedianNs)}\n`);
+  for (const r of rows) process.stdout.write(`  ${r.io.padEnd(5)}${r.op.padEnd(6)}${r.layer.padEnd(76)} wall ${ns(r.minNs)} ${ns(r.medianNs)}   user ${ns(r.userMeanNs)}\n`);
 }
 
 /** The descriptors this process has open on `file` (/proc/self/fd). */

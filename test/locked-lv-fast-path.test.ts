@@ -1,6 +1,6 @@
 // The in-call fast path of a cluster-locked LV and of a node's gated writes (issue 18: the
 // cluster-locked LV at ≥ 0.95 of the unlocked one). Each I/O is decided by plain field reads
-// (LockedLv.inCall; the heartbeat leases' leaseValidUntilMs), so each condition those reads stand
+// (LockedLv.inCall; the heartbeat leases' leaseValidUntilNs), so each condition those reads stand
 // for is checked here to turn an I/O away from the PV: no quorum, a lock-out in progress, a lost
 // LV lock, a request past the end, a closed device, a heartbeat lease past its time. In-process,
 // over a real PV image (an LV mapped by sanbox's own LVM code), reading the PV file directly to see
@@ -12,7 +12,8 @@ import { createImage } from '../src/disk/index.js';
 import type { QuorumHold } from '../src/disk/quorum-hold.js';
 import { Mode } from '../src/dlm/compat-matrix.js';
 import type { Lockspace } from '../src/dlm/lock-manager.js';
-import { DeviceProvider, type WriteLease } from '../src/node/provider.js';
+import { DeviceProvider } from '../src/node/provider.js';
+import { monoNowNs, MONO_NS_NEVER, type WriteLease } from '../src/disk/write-lease.js';
 import { presetTiming } from '../src/timing.js';
 import { LockedLv, LvRangeError } from '../src/volume/locked-lv.js';
 import { commitContext, lvCreate, openLv, pvCreate, vgCreate, withSession } from '../src/volume/manager.js';
@@ -144,8 +145,8 @@ test("a node's write is refused once a heartbeat lease is past its time, and a l
   const dev = await provider.open(img);
   let asked = 0;
   let expired = false;
-  const lease: WriteLease & { leaseValidUntilMs: number } = {
-    leaseValidUntilMs: Infinity,
+  const lease: WriteLease & { leaseValidUntilNs: bigint } = {
+    leaseValidUntilNs: MONO_NS_NEVER,
     leaseExpired: () => {
       asked++;
       if (expired) provider.selfFence('heartbeat lease past its time');
@@ -156,7 +157,7 @@ test("a node's write is refused once a heartbeat lease is past its time, and a l
   await dev.write(Buffer.alloc(BLOCK, 1), 0);
   t.is(asked, 0, 'a lease inside its time is not asked');
   // Past its time but the deadline not passed (a heartbeat that is merely late): asked, the write lands.
-  lease.leaseValidUntilMs = performance.now() - 1;
+  lease.leaseValidUntilNs = monoNowNs() - 1n;
   await dev.write(Buffer.alloc(BLOCK, 2), 0);
   t.is(asked, 1);
   t.is(readFileAt(img, 0, 1)[0], 2);

@@ -24,12 +24,12 @@
 // lease happens before the preempt is written, or in a later lease, whose check runs after the
 // lease took the gate, hence after the preempt was written (and its updateSeq changed), and
 // refuses. A fencer waits for a lease as it waits for a write in progress: a writer lets go at the
-// end of its event-loop turn, or once the lease is older than GATE_LEASE_MS_MAX at one of its next
-// GATE_LEASE_CLOCK_EVERY writes (the clock is read at entry of every GATE_LEASE_CLOCK_EVERY-th
-// write of a lease, which ends an older lease before it writes), and does not take the gate again
-// while the fencer holds the intent lock. A writer stopped inside a lease (SIGSTOP), or one that
-// blocks its event loop after a write without writing again, holds the gate for that long, and is
-// escalated to the power fence after fenceGateWaitMs, exactly like one stopped inside a write.
+// end of its event-loop turn, or at its first write once the lease is older than GATE_LEASE_MS_MAX
+// (the clock is read on every write anyway, for the heartbeat lease below), and does not take the
+// gate again while the fencer holds the intent lock. A writer stopped inside a lease (SIGSTOP), or
+// one that blocks its event loop after a write without writing again, holds the gate for that
+// long, and is escalated to the power fence after fenceGateWaitMs, exactly like one stopped inside
+// a write.
 // A PR command of this same process on gate-N (a node registering on a device it opens) does not
 // wait for the turn: it ends this process's leases on gate-N first (reservations.ts,
 // registerLocalLease), since waiting would hold the intent lock that our next write waits for.
@@ -48,11 +48,31 @@
 // took the gate, hence after any such command completed — the argument above, unchanged. A key
 // found unregistered is never vouched for: each of its writes is checked, so a reservation made
 // meanwhile by another node (which takes no gate of ours) refuses the next one.
+//
+// The heartbeat leases (src/disk/write-lease.ts, DeviceProvider.addLease): every write also checks
+// the node's self-fence deadlines, after the gate's own check, right before the pwrite, against a
+// clock read taken after anything in enter() that can wait (taking the gate). A write past one is
+// refused (EFENCED), and the lease's owner has fenced the node by then.
+//
+// One clock read and one compare per write (issue 18: the cluster-locked LV's writes at ≥ 0.95 of
+// an unlocked LV's). While a lease is vouched for, `passUntilNs` is its end (GATE_LEASE_MS_MAX
+// after the gate was taken), else MONO_NS_PAST. A write that reads the clock once and finds it at
+// or before passUntilNs and before every heartbeat lease's leaseValidUntilNs goes straight to its
+// pwrite: it is a write of a vouched lease that is not past its time bound (so nothing on the disk
+// can refuse it, above), and the node is inside every self-fence deadline at that read, with
+// nothing that can wait between the read and the pwrite. It is exactly the slow path's verdict:
+// the slow path would find the lease not yet to be ended (its age inside the bound), skip the
+// reservation check (vouched), and find no lease past its time. passUntilNs falls back to
+// MONO_NS_PAST whenever one of those stops holding: the lease ends (endLease), the node fences
+// itself (selfFence), a check does not vouch. Any other write takes the slow path, which does what
+// the fast one skipped and reads the clock again for the heartbeat leases.
 
 import { assert, DiskError } from '../errors.js';
 import { PR_TYPES } from '../format/reservations.js';
 import { gateIntentPath, gateLockPath, LockFile, registerLocalLease, type ReservationStore } from './reservations.js';
+import { pauseInsideWrite } from './pause-point.js';
 import type { WriteGate } from './write-gate.js';
+import { anyLeaseExpired, leasesHoldAt, monoNowNs, MONO_NS_PAST, type WriteLease } from './write-lease.js';
 
 /**
  * Longest a gate lease lasts (above). Far below the fencer's wait for a gate (fenceGateWaitMs =
@@ -61,13 +81,8 @@ import type { WriteGate } from './write-gate.js';
  */
 export const GATE_LEASE_MS_MAX = 2;
 
-/**
- * The lease's age is read from the clock at every this-many-th write of a lease only: a clock
- * read (~60-100 ns) cost as much as the rest of a vouched write's gate (issue 18, bench:lvm).
- * A writer that never yields then lets go within this many writes past GATE_LEASE_MS_MAX —
- * microseconds of 4 KiB writes, still far below fenceGateWaitMs. A power of two (a mask).
- */
-export const GATE_LEASE_CLOCK_EVERY = 8;
+/** GATE_LEASE_MS_MAX on the writes' clock (write-lease.ts monoNowNs). */
+const GATE_LEASE_NS_MAX = BigInt(GATE_LEASE_MS_MAX * 1_000_000);
 
 /** Reservation types under which only registered initiators may write (SPC; locking.md §4.1). */
 const REGISTRANTS_ONLY_WRITE = new Set<number>([
@@ -81,10 +96,10 @@ export class FenceGate implements WriteGate {
   private readonly lock: LockFile;
   private readonly intent: LockFile;
   private selfFenced: string | undefined;
-  /** When the current lease took the gate (performance.now()); undefined: the gate is not held. */
-  private leaseSinceMs: number | undefined;
-  /** Writes entered in the current lease when none was in flight (when to read the clock: GATE_LEASE_CLOCK_EVERY). */
-  private leaseWrites = 0;
+  /** When the current lease reaches its time bound (monoNowNs: taken + GATE_LEASE_MS_MAX); undefined: the gate is not held. */
+  private leaseUntilNs: bigint | undefined;
+  /** Up to when a write may skip every check but the heartbeat leases' (header: the vouched lease's end, else MONO_NS_PAST). */
+  private passUntilNs = MONO_NS_PAST;
   private endScheduled = false;
   /**
    * Writes between enter and leave. More than one when a caller's write spans turns (an async
@@ -116,6 +131,8 @@ export class FenceGate implements WriteGate {
     readonly key: bigint,
     /** Bound on waiting for a fencer that holds the gate (it does for well under a millisecond). */
     private readonly lockWaitMs: number,
+    /** The node's heartbeat leases, checked on every write (header); the provider's list itself, as leases come and go. */
+    private readonly heartbeatLeases: readonly WriteLease[] = [],
   ) {
     this.lock = new LockFile(gateLockPath(store.spec.lockDir, nodeId));
     this.intent = new LockFile(gateIntentPath(store.spec.lockDir, nodeId));
@@ -124,6 +141,7 @@ export class FenceGate implements WriteGate {
   /** Stops all further writes of this node through this gate, for good. */
   selfFence(reason: string): void {
     this.selfFenced ??= reason;
+    this.passUntilNs = MONO_NS_PAST;
   }
 
   get fencedReason(): string | undefined {
@@ -131,12 +149,31 @@ export class FenceGate implements WriteGate {
   }
 
   enter(deviceName: string, offsetBytes: number): void {
+    const nowNs = monoNowNs();
+    // A vouched lease inside its time bound, every heartbeat lease inside its own: one clock read (header).
+    if (nowNs <= this.passUntilNs && leasesHoldAt(this.heartbeatLeases, nowNs)) {
+      this.writesInFlight++;
+      pauseInsideWrite(deviceName, offsetBytes);
+      return;
+    }
+    this.enterChecked(deviceName, offsetBytes, nowNs);
+    // After the gate's check (which may have waited for the gate): the clock read again.
+    if (anyLeaseExpired(this.heartbeatLeases)) {
+      this.leave();
+      // The lease check fenced the node (every gate of it refuses from now on); this write is refused too.
+      this.refuse(deviceName, offsetBytes, this.selfFenced ?? 'the node is past its self-fence deadline');
+    }
+    pauseInsideWrite(deviceName, offsetBytes);
+  }
+
+  /** The gate's own checks (header), the write counted in flight once they pass. */
+  private enterChecked(deviceName: string, offsetBytes: number, nowNs: bigint): void {
     if (this.selfFenced !== undefined) this.refuse(deviceName, offsetBytes, `node ${this.nodeId} has fenced itself (${this.selfFenced})`);
-    // A lease older than its bound ends here, before this write: a fencer waiting on the gate gets
+    // A lease past its time bound ends here, before this write: a fencer waiting on the gate gets
     // it now, and this write takes the gate afresh (through the intent lock, which the fencer holds).
     // Never while another write is in flight: that write's check and pwrite must stay inside one lease.
-    if (this.leaseSinceMs !== undefined && this.writesInFlight === 0 && (++this.leaseWrites & (GATE_LEASE_CLOCK_EVERY - 1)) === 0 && performance.now() - this.leaseSinceMs > GATE_LEASE_MS_MAX) this.endLease();
-    if (this.leaseSinceMs === undefined) this.takeGate(deviceName, offsetBytes);
+    if (this.leaseUntilNs !== undefined && this.writesInFlight === 0 && nowNs > this.leaseUntilNs) this.endLease();
+    if (this.leaseUntilNs === undefined) this.takeGate(deviceName, offsetBytes);
     else if (this.vouched) {
       // Checked inside this lease, registered: nothing can refuse this key before the lease ends (header).
       this.writesInFlight++;
@@ -158,6 +195,7 @@ export class FenceGate implements WriteGate {
       reason = this.cached.reason;
       // The lease holds the gate since before this check (takeGate above, or a write before).
       this.vouched = reason === undefined && this.cached.registered;
+      this.passUntilNs = this.vouched ? this.leaseUntilNs! : MONO_NS_PAST;
     } catch (err) {
       this.endSoon();
       throw err;
@@ -187,8 +225,7 @@ export class FenceGate implements WriteGate {
     if (!gotGate) {
       throw new DiskError('EIO', `${deviceName}: write at offset ${offsetBytes}: fence gate of node ${this.nodeId} busy for ${this.lockWaitMs} ms`, { device: deviceName, offsetBytes });
     }
-    this.leaseSinceMs = performance.now();
-    this.leaseWrites = 0;
+    this.leaseUntilNs = monoNowNs() + GATE_LEASE_NS_MAX;
     this.leases++;
     this.unregisterLease = registerLocalLease(this.lock.path, this.endSoon);
     // A FileDisk write is synchronous (enter, pwrite, leave in one call), so when this runs no
@@ -210,9 +247,10 @@ export class FenceGate implements WriteGate {
   };
 
   private endLease(): void {
-    if (this.leaseSinceMs === undefined) return;
-    this.leaseSinceMs = undefined;
+    if (this.leaseUntilNs === undefined) return;
+    this.leaseUntilNs = undefined;
     this.vouched = false;
+    this.passUntilNs = MONO_NS_PAST;
     this.unregisterLease?.();
     this.unregisterLease = undefined;
     try {
@@ -247,11 +285,14 @@ export class FenceGate implements WriteGate {
 
 /**
  * The gate of a device whose reservations live elsewhere (an nbd:// disk: there the target does
- * the refusing, by cutting the victim's connection). It only enforces this node's own self-fence.
+ * the refusing, by cutting the victim's connection). It only enforces this node's own self-fence
+ * and its heartbeat leases (as FenceGate does, after its own check).
  */
 export class SelfFenceGate implements WriteGate {
   private selfFenced: string | undefined;
   refusedWrites = 0;
+
+  constructor(private readonly heartbeatLeases: readonly WriteLease[] = []) {}
 
   selfFence(reason: string): void {
     this.selfFenced ??= reason;
@@ -262,9 +303,12 @@ export class SelfFenceGate implements WriteGate {
   }
 
   enter(deviceName: string, offsetBytes: number): void {
-    if (this.selfFenced === undefined) return;
+    if (this.selfFenced === undefined && !anyLeaseExpired(this.heartbeatLeases)) {
+      pauseInsideWrite(deviceName, offsetBytes);
+      return;
+    }
     this.refusedWrites++;
-    throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: this node has fenced itself (${this.selfFenced})`, { device: deviceName, offsetBytes });
+    throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: this node has fenced itself (${this.selfFenced ?? 'past its self-fence deadline'})`, { device: deviceName, offsetBytes });
   }
 
   leave(): void {}

@@ -8,6 +8,7 @@
 import crypto from 'node:crypto';
 import type { BlockDevice } from '../disk/device.js';
 import type { SelfFencingGate } from '../disk/fence-gate.js';
+import { msToMonoNs, MONO_NS_NEVER, type WriteLease } from '../disk/write-lease.js';
 import { assert, FormatError, SanboxError, isSanboxError } from '../errors.js';
 import { readStable } from '../disk/stable-read.js';
 import type { SlotTable } from '../disk/own-slots.js';
@@ -130,7 +131,7 @@ export interface HeartbeatOptions {
   onSelfFence?(reason: string): void;
 }
 
-export class Heartbeat {
+export class Heartbeat implements WriteLease {
   readonly stats: HeartbeatStats = { rounds: 0, writesOk: 0, writesFailed: 0, bytesRead: 0, bytesWritten: 0 };
   private tickTimer: NodeJS.Timeout | undefined;
   private watchdogTimer: NodeJS.Timeout | undefined;
@@ -141,6 +142,8 @@ export class Heartbeat {
   private lastWritten: { seq: bigint; generation: bigint } | undefined;
   /** Monotonic start time of the last successful write (or of the join, before the first). */
   private lastOkWriteStartMs = 0;
+  /** leaseValidUntilMs on the writes' clock (write-lease.ts), set by leaseChanged at each change of what it derives from. */
+  private validUntilNs = MONO_NS_NEVER;
   private readonly readBuf: Buffer;
   fencedReason: string | undefined;
 
@@ -156,6 +159,7 @@ export class Heartbeat {
   async start(): Promise<void> {
     this.running = true;
     this.lastOkWriteStartMs = performance.now();
+    this.leaseChanged();
     this.watchdogTimer = setInterval(() => this.checkSelfFence(), this.o.timing.watchdogMs);
     await this.round();
     if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${this.o.region.name}: node ${this.o.nodeId} fenced itself at start: ${this.fencedReason}`);
@@ -187,13 +191,26 @@ export class Heartbeat {
 
   /**
    * Up to when leaseExpired answers false (performance.now() ms): the self-fence deadline while
-   * running; never after a clean stop; already past once fenced. The provider compares its one
-   * clock read per write with this (a field read) and asks leaseExpired only past it: the same
-   * answer, without a call chain per write (issue 18, docs/containers.md "where the time goes").
+   * running; never after a clean stop; already past once fenced.
    */
   get leaseValidUntilMs(): number {
     if (!this.running) return this.fencedReason !== undefined ? -Infinity : Infinity;
     return this.lastOkWriteStartMs + this.o.timing.selfFenceMs;
+  }
+
+  /**
+   * leaseValidUntilMs on the clock every write of the node reads (src/disk/write-lease.ts: never
+   * later than it). The provider compares its one clock read per write with this field and asks
+   * leaseExpired only past it: the same answer, without a call chain or a conversion per write
+   * (issue 18, docs/containers.md "where the time goes").
+   */
+  get leaseValidUntilNs(): bigint {
+    return this.validUntilNs;
+  }
+
+  /** Called after every change of running, fencedReason or lastOkWriteStartMs (start, a write's success, halt). */
+  private leaseChanged(): void {
+    this.validUntilNs = msToMonoNs(this.leaseValidUntilMs);
   }
 
   /** `nowMs`: the clock read for this check (the provider reads it once for all of a node's heartbeats). */
@@ -293,6 +310,7 @@ export class Heartbeat {
       this.stats.bytesWritten += block.length;
       this.lastWritten = { seq, generation };
       this.lastOkWriteStartMs = startMs;
+      this.leaseChanged();
     } catch (err) {
       this.stats.writesFailed++;
       if (isSanboxError(err) && err.code === 'EFENCED') {
@@ -317,6 +335,7 @@ export class Heartbeat {
 
   private halt(): void {
     this.running = false;
+    this.leaseChanged();
     clearTimeout(this.tickTimer);
     clearInterval(this.watchdogTimer);
   }

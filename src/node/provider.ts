@@ -20,7 +20,6 @@ import { openDevice, schemeOf } from '../disk/open.js';
 import { deviceIdentity, identityOrUndefined } from '../disk/file-identity.js';
 import { PersistentReservations, PR_TYPES, sidecarStoreSpec, type PreemptResult, type ReservationStoreSpec } from '../disk/reservations.js';
 import { DiskError, SanboxError } from '../errors.js';
-import type { WriteGate } from '../disk/write-gate.js';
 import type { Timing } from '../timing.js';
 import { deviceList } from '../volume/devices.js';
 import { isLvSpec } from '../volume/resolve.js';
@@ -29,7 +28,7 @@ import type { LvDevice } from '../volume/lv-device.js';
 import { assertNodeMayUse, heldWithoutQuorum, readContainerUse, type ContainerUse } from '../volume/container.js';
 import { QuorumHeldDevice, QuorumHold, type QuorumHoldStatus, type QuorumSource } from '../disk/quorum-hold.js';
 import { mergeSpecs } from '../volume/lvm-cluster.js';
-import { pauseInsideWrite } from '../disk/pause-point.js';
+import { anyLeaseExpired, type WriteLease } from '../disk/write-lease.js';
 
 /** Where a device's reservation state lives: a region of the device itself, a sidecar file, or nowhere (nbd://). */
 export type ReservationPlace = { spec: ReservationStoreSpec } | 'sidecar' | 'remote';
@@ -235,7 +234,7 @@ export class DeviceProvider {
   private fencedReason: string | undefined;
   private hold: QuorumHold | undefined;
   private opening: Promise<unknown> = Promise.resolve();
-  /** The node's heartbeat leases (addLease), read by every gated write (LeasedGate). */
+  /** The node's heartbeat leases (addLease), read by every gated write (each device's gate holds this list). */
   private readonly leases: WriteLease[] = [];
 
   constructor(private readonly o: ProviderOptions) {}
@@ -243,7 +242,8 @@ export class DeviceProvider {
   /**
    * Makes every write of this node check `lease` (a heartbeat's self-fence deadline: expired once
    * no heartbeat write has succeeded for selfFenceMs, having fenced the node) against a clock read
-   * right before it reaches the disk (anyLeaseExpired). Why in the write path and not only in the
+   * right before it reaches the disk (the device's gate, after its own check: fence-gate.ts,
+   * src/disk/write-lease.ts). Why in the write path and not only in the
    * heartbeat's watchdog: a process resumed after a stop (SIGSTOP, a long pause) may run a queued
    * write — a control request that arrived meanwhile, the continuation of a stalled command —
    * before its watchdog timer runs, and the survivors' fence may not have reached this device's
@@ -334,7 +334,7 @@ export class DeviceProvider {
     // An nbd:// device's request timeout is the cluster's (a ?timeout= in the URI wins).
     const nbdOpts = (uri: string): NbdOpenOptions => (!/[?&]timeout=/.test(uri) ? { ioTimeoutMs: this.o.timing.nbdIoTimeoutMs } : {});
     if (place === 'remote') {
-      gate = new SelfFenceGate();
+      gate = new SelfFenceGate(this.leases);
     } else {
       const storeSpec = place === 'sidecar' ? sidecarStoreSpec(name) : place.spec;
       // State kept over NBD (a cluster image served by nbd://): PR commands go through the export,
@@ -344,7 +344,7 @@ export class DeviceProvider {
       pr = new PersistentReservations(storeSpec, storeDev !== undefined ? () => storeDev : undefined, this.o.timing.reservationLockWaitMs);
       // The gate checks the state synchronously inside each write: possible on a local file only.
       // Over NBD the gate enforces the node's own self-fence, and the target cuts a fenced node off.
-      gate = isSyncDevice(pr.store.device) ? new FenceGate(pr.store, this.o.nodeId, this.o.key, this.o.timing.ioTimeoutMs) : new SelfFenceGate();
+      gate = isSyncDevice(pr.store.device) ? new FenceGate(pr.store, this.o.nodeId, this.o.key, this.o.timing.ioTimeoutMs, this.leases) : new SelfFenceGate(this.leases);
     }
     let inner: BlockDevice | undefined;
     let identity: string;
@@ -363,7 +363,7 @@ export class DeviceProvider {
         throw new SanboxError('EINVAL', `${name}: its reservation state is a local file but its data goes over ${target}, whose writes are not synchronous: the fence gate cannot guard it`, { device: name });
       }
       identity = deviceIdentity(target);
-      inner = await openDevice(target, { guard: 'shared', gate: new LeasedGate(gate, this.leases), ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
+      inner = await openDevice(target, { guard: 'shared', gate, ...(schemeOf(target) !== undefined ? nbdOpts(target) : {}) });
     } catch (err) {
       if (pr !== null) {
         await pr.unregister(this.o.nodeId, this.o.key).catch(() => undefined);
@@ -620,60 +620,4 @@ class ProviderGate implements SelfFencingGate {
     return this.p.fenced;
   }
   close(): void {}
-}
-
-/** A self-fence deadline every write of a node checks (a heartbeat's: src/heartbeat/heartbeat.ts). */
-export interface WriteLease {
-  /** Up to when (performance.now() ms) leaseExpired answers false; read on every write, so a field or a plain getter. */
-  readonly leaseValidUntilMs: number;
-  /** Whether the deadline has passed at `nowMs`; past it, the lease's owner fences the node. */
-  leaseExpired(nowMs: number): boolean;
-}
-
-/**
- * Whether any of `leases` has run out at the clock's time now (a lease that has fences the node
- * inside the check). One clock read for all of them, and a lease is asked only past its
- * leaseValidUntilMs, where its answer may be yes: a clock read is a sizeable part of a 4 KiB
- * page-cache write (~60 ns of ~2.5 µs), and so was the call chain per lease (issue 18,
- * docs/containers.md "where the time goes"). Every lease past its time is asked (each fences its
- * own heartbeat).
- */
-function anyLeaseExpired(leases: readonly WriteLease[]): boolean {
-  const n = leases.length;
-  if (n === 0) return false;
-  const nowMs = performance.now();
-  let out = false;
-  for (let i = 0; i < n; i++) {
-    const lease = leases[i]!;
-    if (nowMs > lease.leaseValidUntilMs) out = lease.leaseExpired(nowMs) || out;
-  }
-  return out;
-}
-
-/**
- * A device's gate with the node's heartbeat lease checked after the gate's own check, right before
- * the write (DeviceProvider.addLease): a write of a node past its self-fence deadline is refused
- * (EFENCED) even where its key was never preempted. The gate's own refusals and state are its own.
- */
-class LeasedGate implements WriteGate {
-  constructor(
-    private readonly gate: SelfFencingGate,
-    /** The provider's list itself (leases come and go with the heartbeats). */
-    private readonly leases: readonly WriteLease[],
-  ) {}
-
-  enter(deviceName: string, offsetBytes: number): void {
-    this.gate.enter(deviceName, offsetBytes);
-    if (!anyLeaseExpired(this.leases)) {
-      pauseInsideWrite(deviceName, offsetBytes);
-      return;
-    }
-    this.gate.leave();
-    // The lease check fenced the node (every gate of it refuses from now on); this write is refused too.
-    throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: ${this.gate.fencedReason ?? 'the node is past its self-fence deadline'}`, { device: deviceName, offsetBytes });
-  }
-
-  leave(): void {
-    this.gate.leave();
-  }
 }

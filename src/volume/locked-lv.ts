@@ -23,7 +23,7 @@ import { assert, SanboxError } from '../errors.js';
 import { Mode, modeName } from '../dlm/compat-matrix.js';
 import { DlmError, type Lock, type Lockspace } from '../dlm/lock-manager.js';
 import { mayRunInCall } from '../disk/turn-budget.js';
-import { IO_DONE, isSyncFit, type BlockDevice, type SectorSize, type SyncBlockDevice } from '../disk/device.js';
+import { ioInCall, isSyncFit, type BlockDevice, type SectorSize, type SyncBlockDevice } from '../disk/device.js';
 import type { LvDevice } from './lv-device.js';
 import { lvLockResource, vgLockResource } from './lvm-locks.js';
 
@@ -251,25 +251,6 @@ export class LockedLv implements BlockDevice {
   }
 
   /**
-   * The in-call read or write (inCall said yes), counted in flight like any other: the layout is
-   * swapped only with nothing in flight (letGo), and nothing can run between this admission and
-   * the drain below, both inside this one synchronous call.
-   */
-  private ioInCall(lv: SyncBlockDevice, write: boolean, buf: Buffer, offsetBytes: number): Promise<void> {
-    const generation = this.lv.generation;
-    this.inflight++;
-    try {
-      if (write) lv.writeSync(buf, offsetBytes);
-      else lv.readSync(buf, offsetBytes);
-    } catch (err) {
-      this.done(generation);
-      return Promise.reject(err as Error);
-    }
-    this.done(generation);
-    return IO_DONE;
-  }
-
-  /**
    * Waits out a quorum hold and a lock-out, then runs one I/O counted in flight, through the LV's
    * promise form (which itself runs inside the call when it can). The path of every I/O that
    * inCall turned away: a held, paused, failed or out-of-range one, a flush or discard, or one
@@ -311,14 +292,20 @@ export class LockedLv implements BlockDevice {
     );
   }
 
+  // The in-call read or write (inCall said yes) is not counted in flight: the layout is swapped
+  // only in letGo, with nothing in flight, and letGo (a continuation of the bast's promise chain)
+  // cannot run inside this one synchronous call, from inCall's admission to the pwrite's return.
+  // Nothing below waits by running JS either: a gate's flock wait, a SIGSTOP at a pause point and
+  // a fault layer's sleep block the thread (and a fault rule turns inCall away). So the layout the
+  // admission checked is the one the I/O is mapped through, and no drain can be waiting for it.
   read(buf: Buffer, offsetBytes: number): Promise<void> {
     const lv = this.inCall(offsetBytes, buf.length);
-    return lv !== undefined ? this.ioInCall(lv, false, buf, offsetBytes) : this.io('read', offsetBytes, buf.length, buf);
+    return lv !== undefined ? ioInCall(lv, 'read', buf, offsetBytes) : this.io('read', offsetBytes, buf.length, buf);
   }
 
   write(buf: Buffer, offsetBytes: number): Promise<void> {
     const lv = this.inCall(offsetBytes, buf.length);
-    return lv !== undefined ? this.ioInCall(lv, true, buf, offsetBytes) : this.io('write', offsetBytes, buf.length, buf);
+    return lv !== undefined ? ioInCall(lv, 'write', buf, offsetBytes) : this.io('write', offsetBytes, buf.length, buf);
   }
 
   discard(offsetBytes: number, lengthBytes: number): Promise<void> {
