@@ -11,11 +11,12 @@
 // Usage: npm run bench:lvm [-- --time-ms MS --json --only io|metadata|cluster|layout|layers --cluster-rounds N]
 // --only runs one part ('layers', run only when asked: the per-call cost of each layer under the
 // cluster-locked LV, with real and with no-op PV I/O, docs/containers.md "where the time goes");
-// --cluster-rounds measures the cluster-locking rows in N rounds (default 9,
-// each of --time-ms / 2 per device)
-// over the same devices, the devices in a rotated order each round, so that the three are measured
-// side by side under the same load (on a shared machine one sequential pass was off by more than
-// the 5 % the goal allows); the goal is judged on the median of the rounds' ratios, all printed.
+// --cluster-rounds measures the cluster-locking rows in N rounds (default 5, each --time-ms long)
+// over the same devices, as bench:nbd measures its cells: each round's devices measured back to
+// back, their order alternating, sample by sample (clusterLockingBench), so that each round's ratio
+// pairs the locked and the unlocked LV under the same moment's load (on a shared machine one
+// sequential pass was off by more than the 5 % the goal allows); the goal is judged on the median
+// of the rounds' paired ratios, printed with the lowest and highest round and every round's.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -40,7 +41,7 @@ const MiB = 1024 * 1024;
 const IMAGE_BYTES = 256 * MiB;
 /** The LVs cover this much; random offsets fall inside it. */
 const LV_EXTENTS = 40;
-/** I/Os per tinybench sample, so one sample is well above the timer resolution. */
+/** I/Os per sample (a tinybench sample in the io rows, one turn of a device in a cluster round), so one sample is well above the timer resolution. */
 const OPS_PER_SAMPLE = 32;
 
 const CLUSTER_LOCKED = 'LV, cluster-locked';
@@ -56,6 +57,10 @@ const CLUSTER_TIMING = 'o2cb';
 let lastYieldMs = performance.now();
 /** Issue 18's goal for 4 KiB random I/O through a cluster-locked LV, against the same LV without locking. */
 const CLUSTER_GOAL_RATIO = 0.95;
+/** Rounds of the cluster rows (--cluster-rounds), as bench:nbd's cells: five short paired rounds. */
+const CLUSTER_ROUNDS_DEFAULT = 5;
+/** Untimed I/O through each device before a workload's rounds (JIT, caches), as tinybench's warm-up was. */
+const CLUSTER_WARMUP_MS = 50;
 
 /** layoutChangeBench: node processes writing through the LV while layouts change, and the changes measured. */
 const LAYOUT_WRITERS = 4;
@@ -86,7 +91,7 @@ if (only !== '' && !(PARTS as readonly string[]).includes(only)) {
   process.exit(2);
 }
 const runs = (part: Part): boolean => only === '' || only === part;
-const clusterRounds = Number(arg('cluster-rounds', '9'));
+const clusterRounds = Number(arg('cluster-rounds', String(CLUSTER_ROUNDS_DEFAULT)));
 if (!Number.isInteger(clusterRounds) || clusterRounds < 1) {
   process.stderr.write(`bench:lvm: --cluster-rounds takes a positive integer, not '${arg('cluster-rounds', '')}'\n`);
   process.exit(2);
@@ -128,9 +133,11 @@ if (asJson) process.stdout.write(JSON.stringify({ results, clusterRounds: cluste
 else {
   process.stdout.write(`${'workload'.padEnd(30)}${'device'.padEnd(54)}${'ops/s'.padStart(10)}  vs baseline\n`);
   for (const r of results) process.stdout.write(`${r.workload.padEnd(30)}${r.device.padEnd(54)}${String(r.opsPerSec).padStart(10)}  ${r.ratio.toFixed(2)}x\n`);
-  if (clusterRuns.length > 1) process.stdout.write(`(each cluster row above: the median over ${clusterRuns.length} interleaved rounds of its ops/s and of its ratio; every round's ratio is below)\n`);
+  if (clusterRuns.length > 1) process.stdout.write(`(each cluster row above: the median over ${clusterRuns.length} paired rounds of its ops/s and of its ratio; every round's ratio is below)\n`);
   for (const g of clusterGoals) {
-    process.stdout.write(`goal: ${g.workload} through the cluster-locked LV ≥ ${CLUSTER_GOAL_RATIO} of the LV without locking: median ${g.median.toFixed(2)}x over ${g.rounds.length} rounds (${g.rounds.map((x) => x.toFixed(2)).join(', ')}), ${g.median >= CLUSTER_GOAL_RATIO ? 'met' : 'MISSED'}\n`);
+    const lo = Math.min(...g.rounds).toFixed(2);
+    const hi = Math.max(...g.rounds).toFixed(2);
+    process.stdout.write(`goal: ${g.workload} through the cluster-locked LV ≥ ${CLUSTER_GOAL_RATIO} of the LV without locking: median ${g.median.toFixed(2)}x (${lo}-${hi}) over ${g.rounds.length} paired rounds (${g.rounds.map((x) => x.toFixed(2)).join(', ')}), ${g.median >= CLUSTER_GOAL_RATIO ? 'met' : 'MISSED'}\n`);
   }
   if (layout !== undefined) printLayout(layout);
   if (layers !== undefined) printLayers(layers);
@@ -272,6 +279,16 @@ async function openClusterDevices(name: string): Promise<ClusterDevices> {
  * through the same LV without any of that (openTarget), and on the PV image directly at the LV's
  * bytes. Promise path, queue depth 1 throughout. The goal: ≥ 0.95 of the unlocked LV for 4 KiB
  * random I/O.
+ *
+ * Measured as bench:nbd measures a cell, paired: `rounds` rounds of --time-ms each. In a round the
+ * three devices take turns sample by sample (OPS_PER_SAMPLE I/O each, timed alone), the order
+ * reversed every other turn and the first turn's order alternating by round, so the locked and the
+ * unlocked LV are measured microseconds apart, each as often first as second. A device's rate in
+ * a round is from the median of its samples there (a sample that lost the CPU to another process
+ * is an outlier on either side alike); the round's ratio pairs the two LVs' rates of that round.
+ * The goal is judged on the median of the rounds' ratios. No sample and no round is dropped, and
+ * every device gets the same treatment: the same offsets' distribution over the same PV bytes, the
+ * same yields (outside the timing), the same warm-up.
  */
 async function clusterLockingBench(rounds: number): Promise<Row[][]> {
   const { node, locked, unlocked, atLv } = await openClusterDevices('cluster');
@@ -282,33 +299,35 @@ async function clusterLockingBench(rounds: number): Promise<Row[][]> {
   ];
   const out: Row[][] = Array.from({ length: rounds }, () => []);
   try {
-    for (const [, d] of devs.slice(0, 1)) {
+    const fill = async (): Promise<void> => {
       for (let off = 0; off < spanBytes; off += 4 * MiB) {
-        await d.write(Buffer.alloc(4 * MiB, 1), off);
+        await unlocked.write(Buffer.alloc(4 * MiB, 1), off);
         await yieldSoon();
       }
-    }
+    };
+    await fill();
     for (const w of workloads.filter((x) => x.name.startsWith('4 KiB'))) {
       // Each workload starts with the PV's pages written back (fdatasync, outside any timing):
       // else the kernel's flusher writes back the fill's 160 MiB 30 s after it (dirty_expire), in
-      // the middle of the write rounds, slowing whichever device's samples run then (bench:nbd
-      // saw the same). A workload's own rounds take less than those 30 s, so none of the pages
-      // they dirty is written back while they run.
+      // the middle of the rounds, slowing whichever device's samples run then. The write workload
+      // then dirties every page again (untimed), so that every timed write overwrites a dirty page
+      // (a clean page's first write costs the kernel more, and would fall on whichever device came
+      // first), and the 30 s start now: its rounds take less than that.
       await atLv.flush();
-      for (let k = 0; k < rounds; k++) {
-        // Short rounds, many of them: a stall of the machine's I/O (other processes' writeback) hits
-        // one device's samples of one round, and the median of the rounds' ratios shrugs it off.
-        const bench = new Bench({ time: timeMs / 2, warmupTime: 50 });
-        // Rotated each round, so no device is always measured first (or last) of the three.
-        for (let i = 0; i < devs.length; i++) {
-          const [name, d] = devs[(i + k) % devs.length]!;
-          // beforeEach is outside the sample's timing.
-          bench.add(name, () => w.run(d), { beforeEach: yieldSoon });
+      if (w.name.includes('write')) await fill();
+      for (const [, d] of devs) {
+        const untilMs = performance.now() + CLUSTER_WARMUP_MS;
+        while (performance.now() < untilMs) {
+          await yieldSoon();
+          await w.run(d);
         }
-        await bench.run();
-        const byName = new Map(bench.tasks.map((task) => [task.name, opsPerSec(task, OPS_PER_SAMPLE)]));
-        const base = byName.get(devs[0]![0])!;
-        for (const [name] of devs) out[k]!.push({ workload: `${w.name}, cluster`, device: name, opsPerSec: Math.round(byName.get(name)!), ratio: byName.get(name)! / base });
+      }
+      for (let k = 0; k < rounds; k++) {
+        const nsPerOp = await pairedRound(devs.map(([, d]) => d), w.run, k);
+        const base = nsPerOp[0]!;
+        for (const [i, [name]] of devs.entries()) {
+          out[k]!.push({ workload: `${w.name}, cluster`, device: name, opsPerSec: Math.round(1e9 / nsPerOp[i]!), ratio: base / nsPerOp[i]! });
+        }
       }
     }
   } finally {
@@ -316,6 +335,28 @@ async function clusterLockingBench(rounds: number): Promise<Row[][]> {
     await node.stop();
   }
   return out;
+}
+
+/**
+ * One round of clusterLockingBench: `devs` take turns for --time-ms, a sample (one call of `run`)
+ * each per turn, the order reversed every other turn and the first turn's by `round`; returns each
+ * device's median time per I/O over its samples (ns).
+ */
+async function pairedRound(devs: BlockDevice[], run: (d: BlockDevice) => Promise<void>, round: number): Promise<number[]> {
+  const samplesNs: number[][] = devs.map(() => []);
+  const untilMs = performance.now() + timeMs;
+  for (let turn = 0; performance.now() < untilMs || turn % 2 === 1; turn++) {
+    const reversed = (turn + round) % 2 === 1;
+    for (let i = 0; i < devs.length; i++) {
+      const k = reversed ? devs.length - 1 - i : i;
+      // Outside the timing, the same for every device.
+      await yieldSoon();
+      const t0 = process.hrtime.bigint();
+      await run(devs[k]!);
+      samplesNs[k]!.push(Number(process.hrtime.bigint() - t0));
+    }
+  }
+  return samplesNs.map((xs) => median(xs) / OPS_PER_SAMPLE);
 }
 
 /** Lets the event loop turn (timers: the node's heartbeat) when YIELD_EVERY_MS have passed since it last did. */

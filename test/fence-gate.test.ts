@@ -8,7 +8,8 @@ import path from 'node:path';
 import { FenceGate, GATE_LEASE_MS_MAX } from '../src/disk/fence-gate.js';
 import { FileDisk } from '../src/disk/file-disk.js';
 import { isRunning, powerFence, readProcStat, selfIdentity } from '../src/disk/power-fence.js';
-import { gateLockPath, LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
+import { gateIntentPath, gateLockPath, LockFile, nodeKey, PersistentReservations, PR_TYPES, sidecarStoreSpec } from '../src/disk/reservations.js';
+import { sleepSyncMs } from '../src/disk/sleep.js';
 import { DiskError } from '../src/errors.js';
 import { clusterTag, initClusterImage, readClusterImage, reservationSpec } from '../src/heartbeat/cluster-image.js';
 import { presetTiming } from '../src/timing.js';
@@ -275,6 +276,39 @@ test('gate lease: writes of one event-loop turn take the gate once, a registered
   await pr.unregister(0, k0);
   const e = t.throws(() => d0.writeSync(sec, 512));
   t.regex(e?.message ?? '', /node 0 .* not registered/);
+});
+
+test('gate lease: at its time bound a lease is renewed while no changer waits (the gate held throughout, no new check), and ended for a changer on the intent lock, which then gets the gate', async (t) => {
+  const { img, info, g0 } = await twoRegistered(t, 1);
+  const d0 = FileDisk.open(img, { gate: g0 });
+  t.teardown(() => d0.close());
+  const lockDir = reservationSpec(info).lockDir;
+  const probe = new LockFile(gateLockPath(lockDir, 0));
+  const intent = new LockFile(gateIntentPath(lockDir, 0));
+  t.teardown(() => {
+    probe.close();
+    intent.close();
+  });
+  const sec = Buffer.alloc(512);
+  // All in one synchronous run: the lease can end only by its time bound.
+  d0.writeSync(sec, 512);
+  sleepSyncMs(GATE_LEASE_MS_MAX * 2);
+  d0.writeSync(sec, 512);
+  t.is(g0.leases, 1, 'past its bound with nobody waiting: the same lease');
+  t.is(g0.renewals, 1);
+  t.is(g0.checks, 1, 'still vouched for: no new check');
+  t.false(probe.tryLock('ex'), 'the renewed lease holds the gate');
+  // A changer announces itself as withGate does (the intent lock, exclusively) and then waits for the gate.
+  t.true(intent.tryLock('ex'));
+  sleepSyncMs(GATE_LEASE_MS_MAX * 2);
+  t.throws(() => d0.writeSync(sec, 512), { message: /being fenced/ }, 'the next write waits on the intent lock (bounded: 200 ms here)');
+  t.is(g0.renewals, 1, 'not renewed with a changer waiting');
+  t.true(probe.tryLock('ex'), 'the lease ended: the changer gets the gate');
+  probe.unlock();
+  intent.unlock();
+  d0.writeSync(sec, 512);
+  t.is(g0.leases, 2, 'a fresh lease once the changer is gone');
+  t.is(g0.checks, 2);
 });
 
 test('gate lease: writes in flight across turns are counted; no lease ends (not by age, not by a second write) while any is in flight', async (t) => {
