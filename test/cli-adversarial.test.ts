@@ -17,8 +17,9 @@ import test, { type ExecutionContext } from 'ava';
 import { runCliInProcess, type CliResult } from './helpers/cli-inprocess.js';
 import { fuzzRandom, type FuzzRandom } from './helpers/fuzz.js';
 import { attachLoop, detachLoop, lvm, runTool } from './helpers/lvm-real.js';
-import { realMkfs } from './helpers/ocfs2-oracle.js';
+import { realMkfs, runTool as runOcfs2Tool } from './helpers/ocfs2-oracle.js';
 import { ownLockDir, REPO_ROOT, runSanbox, spawnChild, waitFor } from './helpers/tmp.js';
+import { copyImage } from './helpers/image-copy.js';
 
 ownLockDir(test);
 
@@ -227,7 +228,7 @@ test.serial('bad command lines: every command refuses bad images, names, sizes a
   const devs = `${f.pvA},${f.pvB}`;
   const scratch = (): string => {
     const s = path.join(f.dir, `scratch-${crypto.randomBytes(4).toString('hex')}.img`);
-    fs.copyFileSync(f.blank, s);
+    copyImage(f.blank, s);
     return s;
   };
   const commandsOnImage: ((img: string) => string[])[] = [
@@ -344,7 +345,7 @@ test.serial('bad command lines: every command refuses bad images, names, sizes a
 
 /** Random damage to a copy of `base`: flipped bytes or a zeroed sector in [from, to), or a truncation. */
 function mutant(rand: FuzzRandom, base: string, out: string, from: number, to: number): string {
-  fs.copyFileSync(base, out);
+  copyImage(base, out);
   const size = fs.statSync(out).size;
   const kind = rand.int(10);
   if (kind === 0) {
@@ -404,7 +405,7 @@ test.serial('corrupted images made by sanbox and by the real tools: no crash, on
     for (let i = 0; i < OCFS2_MUTANTS_PER_BASE; i++) {
       const m = path.join(f.dir, `ocfs2-mutant-${path.basename(base)}-${i}.img`);
       mutant(rand, base, m, 0, 64 * 1024);
-      const fsck = await runTool('fsck.ocfs2', ['-fn', m]);
+      const fsck = await runOcfs2Tool('fsck.ocfs2', ['-fn', m]);
       // Refused (exit 8) before its pass 1: damage in what every reader reads (superblock, system
       // directory and inodes, allocator chains, journals). Damage fsck finds only in pass 1 or
       // later lies in blocks the superblock readers do not read; it is not judged here.
@@ -430,7 +431,7 @@ test.serial('devices another process holds are never written, by any path (image
   t.timeout(120_000);
   const f = await fixtures(t);
   const held = path.join(f.dir, 'held.img');
-  fs.copyFileSync(f.vol, held);
+  copyImage(f.vol, held);
   const openModule = path.join(REPO_ROOT, 'dist/src/disk/open.js');
   const holder = spawnChild(t, process.execPath, [
     '--input-type=module',

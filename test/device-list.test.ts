@@ -13,6 +13,7 @@ import { LOCAL_TIMING } from '../src/timing.js';
 import { readClusterDevices, updateClusterDevices, withVgPvs } from '../src/volume/cluster-devices.js';
 import { fuzzRandom, onlyFormatError } from './helpers/fuzz.js';
 import { tempDir } from './helpers/tmp.js';
+import { copyImage } from './helpers/image-copy.js';
 
 const U1 = 'Dld9ukHeDMFZJ5P8GJvOwHwXMnEfzlxl';
 const U2 = 'kWo1XCznPxLs0F9Asy6AKxT4xvVJRbww';
@@ -111,7 +112,7 @@ test('the region: updates under the list lock keep entries per VG; an image made
 
   // The same image as one made before the region: its header without the 'devices' entry.
   const old = path.join(dir, 'old.img');
-  fs.copyFileSync(img, old);
+  copyImage(img, old);
   const hdr = encodeClusterHeader({ ...info.header, regions: info.header.regions.filter((r) => r.name !== 'devices') });
   const fd = fs.openSync(old, 'r+');
   fs.writeSync(fd, hdr, 0, BLOCK_BYTES, 0);

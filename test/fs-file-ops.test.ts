@@ -18,6 +18,7 @@ import { recoverSlot } from '../src/fs/recover.js';
 import { mkfs } from './helpers/mounted-volume.js';
 import { allocatorUsed, debugfs, debugfsNames, fsckOk } from './helpers/ocfs2-oracle.js';
 import { tempDir } from './helpers/tmp.js';
+import { copyImage } from './helpers/image-copy.js';
 
 /** One process, one operation at a time: no cluster to lock against. */
 const noLocks: ClusterLocker = () => Promise.resolve(() => Promise.resolve());
@@ -140,7 +141,7 @@ for (const [what, op, visible, makeBase] of OPS) {
     for (let k = 0; completedAt === undefined; k++) {
       t.true(k < 20, 'an operation flushes fewer than 20 times');
       if (k >= 20) return;
-      fs.copyFileSync(base, work);
+      copyImage(base, work);
       const dev = await openDevice(work);
       const crashing = crashingAfter(dev, k);
       let acknowledged = false;

@@ -13,6 +13,7 @@ import { Ocfs2Volume } from '../src/fs/ocfs2-volume.js';
 import { fuzzRandom } from './helpers/fuzz.js';
 import { debugfs, realMkfs } from './helpers/ocfs2-oracle.js';
 import { tempDir } from './helpers/tmp.js';
+import { copyImage } from './helpers/image-copy.js';
 
 const BS = 4096;
 const CLUSTER = 'rules';
@@ -74,7 +75,7 @@ test('fuzz: a mutated superblock or slot map makes authorize and chooseSlot retu
   // Only the superblock and the slot map block are mutated: the copy is made once and those two
   // blocks are rewritten from their pristine bytes each iteration.
   const copy = path.join(dir, 'mutated.img');
-  fs.copyFileSync(img, copy);
+  copyImage(img, copy);
   const fd = fs.openSync(copy, 'r+');
   t.teardown(() => fs.closeSync(fd));
   const blocks = [2, slotMapBlk].map((b) => ({ blk: b, pristine: Buffer.from(fs.readFileSync(img).subarray(b * BS, (b + 1) * BS)) }));

@@ -18,6 +18,7 @@ import { fuzzRandom } from './helpers/fuzz.js';
 import { fsckOk, hasTool, realMkfs, runTool } from './helpers/ocfs2-oracle.js';
 import { collect, exited, readFileAt, REPO_ROOT, runSanbox, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
 import type { ExecutionContext } from 'ava';
+import { copyImage } from './helpers/image-copy.js';
 
 const BS = 4096;
 
@@ -65,7 +66,7 @@ test('recover replays like fsck.ocfs2: later transactions win, escaped blocks, u
   });
   t.true(tail.sequence >= 3);
   const copy = path.join(dir, 'copy.img');
-  fs.copyFileSync(img, copy);
+  copyImage(img, copy);
 
   const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
   const beforeDry = sha(img);
@@ -244,7 +245,7 @@ for (const c of [
       return { homes, bs };
     });
     const copy = path.join(dir, 'copy.img');
-    fs.copyFileSync(img, copy);
+    copyImage(img, copy);
     const r = await runSanbox(t, ['recover', img, '--slot', '1']);
     t.is(r.code, 0, r.stderr);
     t.regex(r.stdout, /replayed transactions \d+\.\.\d+ \(2\), 3 home blocks/);
@@ -310,7 +311,7 @@ test('a transaction of more blocks than one descriptor holds spans two descripto
     t.is(err?.code, 'ENOSPC');
   });
   const copy = path.join(dir, 'copy.img');
-  fs.copyFileSync(img, copy);
+  copyImage(img, copy);
   const r = await runSanbox(t, ['recover', img, '--json']);
   t.is(r.code, 0, r.stderr);
   await runTool('fsck.ocfs2', ['-yF', copy], { input: 'y\n', timeoutMs: 120_000 });

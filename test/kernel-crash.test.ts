@@ -20,6 +20,7 @@ import { fsckOk, hasTool } from './helpers/ocfs2-oracle.js';
 import { bootKernel, hasQemu, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
 import { ownLockDir, readFileAt, runSanbox, SANBOX_BIN, tempDir } from './helpers/tmp.js';
 import { execFileSync } from 'node:child_process';
+import { copyImage } from './helpers/image-copy.js';
 
 ownLockDir(test);
 
@@ -84,7 +85,7 @@ test('a sanbox node killed -9 right after a commit (mid-write): the kernel recov
 
   // sanbox recovers a copy (the node's heartbeat block no longer changes).
   const copy = path.join(dir, 'copy.img');
-  fs.copyFileSync(vol, copy);
+  copyImage(vol, copy);
   const rec = await runSanbox(t, ['recover', copy, '--json', '--observe-ms', '1000'], { timeoutMs: 60_000 });
   t.is(rec.code, 0, rec.stderr);
   const slot0 = (JSON.parse(rec.stdout) as RecoverJson[]).find((r) => r.slot === 0)!;

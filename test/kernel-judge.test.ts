@@ -28,6 +28,7 @@ import { JournalWriter, lookupPath, Ocfs2Volume, readSlotMap, recoverAllocators,
 import { bootKernel, kernelTestVolume, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
 import { debugfs, fsckOk, realMkfs } from './helpers/ocfs2-oracle.js';
 import { readFileAt, runSanbox, SANBOX_BIN } from './helpers/tmp.js';
+import { copyImage } from './helpers/image-copy.js';
 
 const BS = 4096;
 /** Entries that overflow an inline directory and its first block, so the kernel indexes it. */
@@ -137,7 +138,7 @@ test('the kernel judges sanbox volumes, journals and recovery; sanbox reads and 
   const newText = Buffer.from('rewritten by sanbox through slot 2\'s journal\n');
   const helloBlk = await journalInlineRewrite(t, a.img, '/hello.txt', newText, { slot: 2, nodeNum: 5 });
   const aCopy = path.join(a.dir, 'copy.img');
-  fs.copyFileSync(a.img, aCopy);
+  copyImage(a.img, aCopy);
   const recA = await runSanbox(t, ['recover', aCopy, '--slot', '2', '--observe-ms', '0']);
   t.is(recA.code, 0, recA.stderr);
   t.regex(recA.stdout, new RegExp(`transaction \\d+: 1 block\\(s\\) ${helloBlk}\\b`));
@@ -149,10 +150,10 @@ test('the kernel judges sanbox volumes, journals and recovery; sanbox reads and 
   t.true(before.dirty, 'slot 0 is DIRTY after the crash');
   t.true(before.scan.transactions.length > 0, 'the crashed journal holds committed transactions');
   const bCopy = path.join(b.dir, 'copy.img');
-  fs.copyFileSync(b.img, bCopy);
+  copyImage(b.img, bCopy);
   // A recovery interrupted after the replay and after the allocators (the recoverer died).
   const interrupted = path.join(b.dir, 'interrupted.img');
-  fs.copyFileSync(b.img, interrupted);
+  copyImage(b.img, interrupted);
   const dev = await openDevice(interrupted);
   try {
     const vol = await Ocfs2Volume.open(dev);

@@ -5,12 +5,12 @@
 // orphan directory is empty), fsck.ocfs2 -fn (clean), and the kernel's own recovery of a copy
 // (boot 2: the same global bitmap and inode allocator counts, and it mounts sanbox's result).
 
-import fs from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { bootKernel, kernelTestVolume, o2cbMountScript, tail } from './helpers/qemu-kernel.js';
 import { allocatorUsed, debugfs, debugfsNames, fsckOk } from './helpers/ocfs2-oracle.js';
 import { runSanbox } from './helpers/tmp.js';
+import { copyImage } from './helpers/image-copy.js';
 
 test('files unlinked while open on a kernel node that crashed: sanbox recover frees the orphans as the kernel does; orphan dir empty, fsck -fn clean, same allocator counts as the kernel\'s own recovery', async (t) => {
   t.timeout(300_000);
@@ -33,7 +33,7 @@ test('files unlinked while open on a kernel node that crashed: sanbox recover fr
   t.is(run1.out.get('crashing'), '', tail(run1.console));
   t.is(run1.scriptExit, undefined, 'the guest died before its script ended');
   const kernelCopy = path.join(dir, 'kernel-copy.img');
-  fs.copyFileSync(img, kernelCopy);
+  copyImage(img, kernelCopy);
 
   const rec = await runSanbox(t, ['recover', img, '--json', '--observe-ms', '2500'], { timeoutMs: 60_000 });
   t.is(rec.code, 0, rec.stderr);

@@ -15,6 +15,7 @@ import { CRASH_AT_ENV } from '../src/disk/crash-point.js';
 import { attachLoop, detachLoop, lvm, sanboxCli, warnings } from './helpers/lvm-real.js';
 import { badBlocks, fillLv, moveRecorded, placement, realSegmentsAgree } from './helpers/pvmove-lab.js';
 import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
+import { copyImage } from './helpers/image-copy.js';
 
 ownLockDir(test);
 
@@ -100,7 +101,7 @@ async function crashAtEveryIo(t: ExecutionContext, c: CrashCase): Promise<void> 
   let finished = false;
   let points = 0;
   for (let k = 1; k <= CRASH_POINTS_MAX && !finished; k++) {
-    for (const [i, p] of pvs.entries()) fs.copyFileSync(pristine[i]!, p);
+    for (const [i, p] of pvs.entries()) copyImage(pristine[i]!, p);
     for (const [i, p] of pvs.entries()) if (fs.existsSync(`${pristine[i]}.sanbox.json`)) fs.copyFileSync(`${pristine[i]}.sanbox.json`, `${p}.sanbox.json`);
     const devs = ['--devices', pvs.join(',')];
     const r = await runSanbox(t, ['pvmove', src, dst, ...devs], { env: { [CRASH_AT_ENV]: `before-io:${k}@pv` } });

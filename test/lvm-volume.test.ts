@@ -20,6 +20,7 @@ import { findVg, scanDevices } from '../src/volume/vg.js';
 import { runTool, sanboxCli, warnings } from './helpers/lvm-real.js';
 import { collect, exited, ownLockDir, readFileAt, REPO_ROOT, SANBOX_BIN, spawnChild, tempDir, waitFor } from './helpers/tmp.js';
 import { fuzzRandom } from './helpers/fuzz.js';
+import { copyImage } from './helpers/image-copy.js';
 
 ownLockDir(test);
 
@@ -236,7 +237,7 @@ test('bad input: corrupt CRCs, wrong magic, unparsable text, missing PV: one-lin
   t.regex(partial.stderr, /WARNING: VG vgbad is missing PV \S+ \(last seen on .*a\.img\)/);
   // A copy of a PV next to the original: refused, naming both.
   const twin = path.join(path.dirname(a), 'twin.img');
-  fs.copyFileSync(a, twin);
+  copyImage(a, twin);
   await refuses(t, ['vgs', '--devices', [...imgs, twin].join(',')], [...imgs, twin], /twin\.img: duplicate PV \S+, also on .*a\.img \(label at offset 512\); name only one of them\n$/);
   fs.rmSync(twin);
   // Everything is fine again.

@@ -20,6 +20,7 @@ import { planMkfs, superblockBlock, uuidHash } from '../src/fs/mkfs-layout.js';
 import { heartbeatRegion, mkfs, Ocfs2Volume, readJournal, readSlotMap } from '../src/fs/index.js';
 import { tempDir } from './helpers/tmp.js';
 import { onlyFormatError, prng, fuzzSeed } from './helpers/fuzz.js';
+import { copyImage } from './helpers/image-copy.js';
 
 const UUID = Buffer.from('bad38d72463c4a92a9410a689f58e4d3', 'hex');
 
@@ -181,7 +182,7 @@ test('reader: truncated image, wrong signature, extent past the device — typed
 
   // Truncated: the superblock is there but the device is shorter than it says (fsck.ocfs2 exits 8).
   const cut = path.join(path.dirname(img), 'cut.img');
-  fs.copyFileSync(img, cut);
+  copyImage(img, cut);
   fs.truncateSync(cut, 12 * 1024);
   const e2 = await t.throwsAsync(withVol(cut, async (vol) => readJournal(vol, 0)), { instanceOf: FormatError });
   t.regex(e2?.message ?? '', /device is 12288 bytes, shorter than the \d+ bytes its ocfs2 superblock says \(superblock at offset 8192\)/);
@@ -214,7 +215,7 @@ test('reader: directory loops and extent-tree loops are typed errors', async (t)
     { inode: sysBlkno, name: 'heartbeat', fileType: DirFileType.REG },
   ], 4096 - 0xc8);
   const sysImg = path.join(path.dirname(img), 'sys.img');
-  fs.copyFileSync(img, sysImg);
+  copyImage(img, sysImg);
   patch(sysImg, sysBlkno * 4096 + 0xc8, sysEntries);
   await t.throwsAsync(withVol(sysImg, async (vol) => vol.systemDir()), { instanceOf: FormatError, message: /directory loop/ });
   // A depth-2 extent tree whose two interior records reach the same extent block.

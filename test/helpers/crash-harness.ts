@@ -28,6 +28,7 @@ import { slotFileName } from '../../src/format/ocfs2/constants.js';
 import { applyOp, mountAndRun, readTree, stateKey, treeKey, type ScriptOp, type Tree } from './crash-script.js';
 import { fsckOk, realMkfs } from './ocfs2-oracle.js';
 import { SANBOX_BIN } from './tmp.js';
+import { copyImage } from './image-copy.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'crash-child.js');
 /** The crash volume: small, so a copy per point is cheap; 2 slots, 4K blocks and clusters, the smallest journal mkfs.ocfs2 takes (4 MiB). */
@@ -120,7 +121,7 @@ export async function reference(tpl: Template, ops: ScriptOp[], name = 'referenc
   const img = path.join(tpl.dir, `${name}.img`);
   const scriptFile = path.join(tpl.dir, `${name}.json`);
   fs.writeFileSync(scriptFile, JSON.stringify(ops));
-  fs.copyFileSync(tpl.img, img);
+  copyImage(tpl.img, img);
   const ios: IoRecord[] = [];
   const states: Tree[] = [tpl.tree0];
   for (const op of ops) states.push(applyOp(states.at(-1)!, op));
@@ -229,7 +230,7 @@ export async function check(ref: Reference, img: string, acks: number, finished:
 
 /** Runs the writer up to `point`, returns the crashed image's path (not yet recovered) and what the writer said. */
 async function crashWriter(tpl: Template, ref: Reference, point: CrashPoint, img: string): Promise<{ acks: number; killed: boolean; violations: string[] }> {
-  fs.copyFileSync(tpl.img, img);
+  copyImage(tpl.img, img);
   const r = await run([CHILD, img, String(CRASH_SLOT), String(CRASH_NODE), ref.scriptFile], { [CRASH_AT_ENV]: formatCrashPoint(point) });
   const violations: string[] = [];
   const acked = [...r.stdout.matchAll(/^ack (\d+)$/gm)].map((m) => Number(m[1]));
@@ -266,7 +267,7 @@ export async function runRecoveryPoints(tpl: Template, ref: Reference, writerPoi
   try {
     const w = await crashWriter(tpl, ref, writerPoint, crashed);
     if (!w.killed || w.violations.length > 0) throw new Error(`writer point ${formatCrashPoint(writerPoint)} did not crash the writer: ${w.violations.join('; ')}`);
-    fs.copyFileSync(crashed, whole);
+    copyImage(crashed, whole);
     const full = await recover(whole);
     if (full.code !== 0) throw new Error(`uninterrupted sanbox recover failed: ${full.stderr}`);
     const wholeBytes = fs.readFileSync(whole);
@@ -275,7 +276,7 @@ export async function runRecoveryPoints(tpl: Template, ref: Reference, writerPoi
       // After I/O k leaves the disk as before I/O k+1; `afterToo` kills in both process states.
       for (const side of afterToo ? (['before', 'after'] as const) : (['before'] as const)) {
         const point: CrashPoint = { side, op: 'io', index: k };
-        fs.copyFileSync(crashed, work);
+        copyImage(crashed, work);
         const first = await recover(work, point);
         const what = `writer ${formatCrashPoint(writerPoint)}, recoverer ${formatCrashPoint(point)}`;
         const killed = first.signal === 'SIGKILL';
