@@ -16,6 +16,7 @@ import { attachLoop, detachLoop, lvm, sanboxCli, warnings } from './helpers/lvm-
 import { badBlocks, fillLv, moveRecorded, placement, realSegmentsAgree } from './helpers/pvmove-lab.js';
 import { ownLockDir, runSanbox, tempDir } from './helpers/tmp.js';
 import { copyImage } from './helpers/image-copy.js';
+import { runCliInProcess } from './helpers/cli-inprocess.js';
 
 ownLockDir(test);
 
@@ -116,7 +117,8 @@ async function crashAtEveryIo(t: ExecutionContext, c: CrashCase): Promise<void> 
     await toolsClean(t, pvs, vg, `after the crash before I/O ${k}`, { allowHalfCommit: true, segments: c.segmentsAtEveryPoint });
     t.deepEqual(await badBlocks(pvs, vg, 'lv'), [], `after the crash before I/O ${k}: blocks intact`);
     const st = await state(pvs, vg);
-    const again = await sanboxCli(t, st.moving ? ['pvmove', ...devs] : ['pvmove', src, dst, ...devs]);
+    // In the test's process (tools/cli.ts main, as `sanbox pvmove`): only the crashing run must be a process of its own.
+    const again = await runCliInProcess(st.moving ? ['pvmove', ...devs] : ['pvmove', src, dst, ...devs], { SANBOX_DEVICESFILE: '' });
     t.is(again.code, 0, `resume after crash point ${k}: ${again.stderr}`);
     const end = await state(pvs, vg);
     // One segment, as the uncrashed run leaves (whose segments lvm2 judges): a resumed move merges as well.

@@ -29,6 +29,7 @@ import { applyOp, mountAndRun, readTree, stateKey, treeKey, type ScriptOp, type 
 import { fsckOk, realMkfs } from './ocfs2-oracle.js';
 import { SANBOX_BIN } from './tmp.js';
 import { copyImage } from './image-copy.js';
+import { runCliInProcess } from './cli-inprocess.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'crash-child.js');
 /** The crash volume: small, so a copy per point is cheap; 2 slots, 4K blocks and clusters, the smallest journal mkfs.ocfs2 takes (4 MiB). */
@@ -192,9 +193,17 @@ function run(args: string[], env: NodeJS.ProcessEnv): Promise<Exit> {
   });
 }
 
-/** `sanbox recover IMG --slot 0 --observe-ms 0` (offline recovery of the dead writer's slot), maybe with a crash point. */
-function recover(img: string, crashAt?: CrashPoint): Promise<Exit> {
-  return run([SANBOX_BIN, 'recover', img, '--slot', String(CRASH_SLOT), '--observe-ms', '0'], crashAt === undefined ? {} : { [CRASH_AT_ENV]: formatCrashPoint(crashAt) });
+/**
+ * `sanbox recover IMG --slot 0 --observe-ms 0` (offline recovery of the dead writer's slot). With a
+ * crash point it is a process of its own, killed there; without one it runs to its end in this
+ * process (tools/cli.ts main, the same command): a node process start costs ≈ 0.3 s of CPU, and
+ * the enumerations run hundreds of these.
+ */
+async function recover(img: string, crashAt?: CrashPoint): Promise<Exit> {
+  const args = ['recover', img, '--slot', String(CRASH_SLOT), '--observe-ms', '0'];
+  if (crashAt !== undefined) return run([SANBOX_BIN, ...args], { [CRASH_AT_ENV]: formatCrashPoint(crashAt) });
+  const r = await runCliInProcess(args, { SANBOX_DEVICESFILE: '', [CRASH_AT_ENV]: undefined });
+  return { code: r.code, signal: null, stdout: r.stdout, stderr: r.stderr };
 }
 
 export interface PointResult {

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { openLv, withSession } from '../../src/volume/manager.js';
 import { decodeLvBlock, encodeLvBlock, LV_BLOCK_BYTES } from './lv-blocks.js';
 import type { Lab, Writer } from './lv-lab.js';
-import { lvmReport, sanboxCli } from './lvm-real.js';
+import { runCliInProcess } from './cli-inprocess.js';
+import { lvmReport } from './lvm-real.js';
 import { exited, runSanbox, SANBOX_BIN, spawnChild, waitFor } from './tmp.js';
 
 /** Bound on a mover run, and on the writer getting going again after a mover's death (death ~2 s, then the fence). */
@@ -82,7 +83,8 @@ const SEGMENT_FIELDS = ['lv_name', 'segtype', 'stripes', 'stripe_size', 'seg_sta
 export async function realSegmentsAgree(t: ExecutionContext, pvs: string[], vg: string, loops: string[], what: string): Promise<string[][]> {
   const loopToImg = new Map(loops.map((x, i) => [x, pvs[i]!]));
   const real = (await lvmReport(t, 'lvs', loops, SEGMENT_FIELDS, ['--segments', vg])).map((r) => SEGMENT_FIELDS.map((f) => (f === 'seg_pe_ranges' ? r[f]!.replace(/\/dev\/loop\d+/g, (x) => loopToImg.get(x) ?? x) : r[f]!)));
-  const r = await sanboxCli(t, ['lvs', '--segments', '--json', vg, '--devices', pvs.join(',')]);
+  // In the test's process (the same tools/cli.ts main as `sanbox lvs`): this runs at every crash point of an enumeration.
+  const r = await runCliInProcess(['lvs', '--segments', '--json', vg, '--devices', pvs.join(',')], { SANBOX_DEVICESFILE: '' });
   t.is(r.code, 0, `${what}: sanbox lvs: ${r.stderr}`);
   const ours = (JSON.parse(r.stdout) as { seg: Record<string, unknown>[] }).seg.map((o) => SEGMENT_FIELDS.map((f) => String(o[f])));
   const order = (a: string[], b: string[]): number => a[0]!.localeCompare(b[0]!) || Number(a[4]) - Number(b[4]);
