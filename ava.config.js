@@ -8,7 +8,7 @@
 
 /**
  * Files whose wall time in a whole-suite run is 25 s or more, longest first (measured in the
- * fresh-clone CI log of 2026-12-06 and per-file runs, docs/test-time.md). A file not listed
+ * fresh-clone CI log of 2026-12-06 and per-file runs). A file not listed
  * starts after these, in name order; a renamed file only loses its place.
  */
 const LONG_FIRST = [
@@ -46,8 +46,7 @@ const rank = (file) => {
 export default {
   files: ['dist/test/**/*.test.js'],
   timeout: '120s',
-  // Most of the long files wait rather than compute: a third file at once fills the idle core time.
-  concurrency: 3,
+  concurrency: 2,
   workerThreads: false,
   sortTestFiles: (a, b) => rank(a) - rank(b) || a.localeCompare(b),
 };
