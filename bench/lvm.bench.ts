@@ -529,7 +529,7 @@ interface LayerRow {
  */
 async function layersBench(): Promise<LayerRow[]> {
   const { node, pv, peStartBytes, locked, unlocked, atLv } = await openClusterDevices('layers');
-  // The node's own PV device (counters, fault wrapper, FileDisk whose writes pass the leased fence gate), as under the LV.
+  // The node's own PV device (counters, fault wrapper, FileDisk whose writes pass the fence gate and the heartbeat lease check), as under the LV.
   const nodePv = await node.provider.open(pv);
   const rawPv = FileDisk.open(pv, { guard: 'none' });
   // Local files: the node's PV device and the unlocked LV have the synchronous form (the rows below call it).
@@ -537,7 +537,7 @@ async function layersBench(): Promise<LayerRow[]> {
   const offsets = Array.from({ length: LAYER_CALLS }, () => randOff(4096));
   const layers: [string, LayerCall, LayerCall][] = [
     ['PV file, synchronous (FileDisk readSync/writeSync)', (b, o) => rawPv.readSync(b, peStartBytes + o), (b, o) => rawPv.writeSync(b, peStartBytes + o)],
-    ["node's PV device, synchronous (counted, fault wrapper, leased fence gate)", (b, o) => nodePv.readSync(b, peStartBytes + o), (b, o) => nodePv.writeSync(b, peStartBytes + o)],
+    ["node's PV device, synchronous (counted, fault wrapper, fence gate + heartbeat lease)", (b, o) => nodePv.readSync(b, peStartBytes + o), (b, o) => nodePv.writeSync(b, peStartBytes + o)],
     ['PV file, promise form (the "PV directly" row)', (b, o) => atLv.read(b, o), (b, o) => atLv.write(b, o)],
     ['LV without cluster locking, synchronous', (b, o) => unlocked.readSync(b, o), (b, o) => unlocked.writeSync(b, o)],
     ['LV without cluster locking, promise form (the baseline row)', (b, o) => unlocked.read(b, o), (b, o) => unlocked.write(b, o)],

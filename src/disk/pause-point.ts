@@ -11,8 +11,8 @@
 //   lockout-vetted  in withLayoutLockout (src/volume/lockout.ts), after the change's vet (lvreduce's
 //               and lvremove's "LV is mounted" check, which holds the volume's superblock lock PR
 //               from there on) and before the LV locks are asked for: the VG lock EX is held.
-//   lease-checked   in a node's gated write (src/node/provider.ts LeasedGate), after the gate's
-//               check and the heartbeat lease's, right before the pwrite: the process stops INSIDE
+//   lease-checked   in a node's gated write (src/disk/fence-gate.ts), after the gate's check
+//               and the heartbeat lease's, right before the pwrite: the process stops INSIDE
 //               its fence gate (it keeps the gate, as a write blocked in the kernel does), on the
 //               first write to the device whose file name SANBOX_PAUSE_DEVICE gives (any device
 //               when unset), once. A fencer then waits for the gate and escalates to the power fence.

@@ -84,6 +84,8 @@ export class LockedLv implements BlockDevice {
   /** A blocking notice on the re-taken lock that came while the let-go cycle was still finishing. */
   private blockedAgain = false;
   private closed = false;
+  /** o.hold, in a field of its own: read on every I/O (inCall). */
+  private readonly hold: QuorumHold | undefined;
 
   private constructor(
     private readonly ls: Lockspace,
@@ -95,6 +97,7 @@ export class LockedLv implements BlockDevice {
     this.name = lv.name;
     this.sectorSizeBytes = lv.sectorSizeBytes;
     this.readOnly = lv.readOnly;
+    this.hold = o.hold;
   }
 
   /**
@@ -232,7 +235,7 @@ export class LockedLv implements BlockDevice {
    * condition is dropped.
    */
   private inCall(offsetBytes: number, lengthBytes: number): SyncBlockDevice | undefined {
-    const hold = this.o.hold;
+    const hold = this.hold;
     const lv = this.lv;
     if (
       (hold === undefined || hold.passing) &&
@@ -257,7 +260,7 @@ export class LockedLv implements BlockDevice {
    * over a device whose synchronous form is unfit now.
    */
   private io(what: IoKind, offsetBytes: number, lengthBytes: number, buf?: Buffer): Promise<void> {
-    const hold = this.o.hold;
+    const hold = this.hold;
     if (hold !== undefined && !hold.passing) {
       let w: Promise<void> | undefined;
       try {
