@@ -110,6 +110,14 @@ export function registerNodeCommands(control: ControlServer, node: RunningNode):
     return { resource, released: true };
   });
 
+  // Who else holds a resource, as this node's lockspace sees it (fenced incarnations left out):
+  // an LVM command through this node names the holders of an LV lock or an open claim with it.
+  control.handle('holders', async (req) => {
+    const resource = str(req, 'resource')!;
+    const holders = await (await node.lockspace()).holders(resource);
+    return { resource, holders: holders.map((h) => ({ nodeId: h.nodeId, mode: modeName(h.mode) })) };
+  });
+
   // An LVM command run as this node does its device I/O through this node's provider (its fence gate).
   registerDeviceCommands(control, node);
   // ... and is recorded as the node's client, so the power fence kills it with the node.

@@ -11,7 +11,7 @@
 // Activation is different: an active LV's lock is held persistently by a running node, so
 // activation is always asked of the running node (src/node/activation.ts).
 
-import { modeName, type Mode } from '../dlm/compat-matrix.js';
+import { modeName, parseMode, type Mode } from '../dlm/compat-matrix.js';
 import { DlmError, readSnapshot, type LockOptions, type LockspaceSnapshot, type ReleaseOptions } from '../dlm/lock-manager.js';
 import { SanboxError } from '../errors.js';
 import { openRegion, readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
@@ -61,6 +61,21 @@ class ControlLocks implements LockService {
         held = null;
       },
     };
+  }
+
+  /**
+   * Who else holds `resource`, as node N's lockspace sees it (Lockspace.holders: fenced incarnations
+   * left out, which a raw snapshot cannot tell): a lock-out refuses or names holders by it.
+   */
+  async holders(resource: string): Promise<{ nodeId: number; mode: Mode }[]> {
+    const ans = await this.c.request({ cmd: 'holders', resource });
+    const list = Array.isArray(ans.holders) ? (ans.holders as unknown[]) : [];
+    return list.map((h) => {
+      const e = h as { nodeId?: unknown; mode?: unknown };
+      const mode = typeof e.mode === 'string' ? parseMode(e.mode) : undefined;
+      if (typeof e.nodeId !== 'number' || mode === undefined) throw new SanboxError('EINVAL', `node ${this.nodeId}: a bad holders answer for ${resource}: ${JSON.stringify(h)}`);
+      return { nodeId: e.nodeId, mode };
+    });
   }
 
   /** Who holds what, read from the cluster image's lockspace region (for messages naming holders). */

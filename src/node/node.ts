@@ -248,10 +248,11 @@ async function ownVolumeRegion(spec: string, dev: BlockDevice, nodeCount: number
 }
 
 /**
- * The devices a node writes its heartbeat to, each through the provider: the cluster image (its
- * reservation state is its own region; over nbd:// the target fences) and each volume home (a
- * file, an nbd:// export or VG/LV, with its ocfs2 heartbeat file). Each slot is probed for another
- * live writer before the node writes there.
+ * The devices a node writes its heartbeat to from its start, each through the provider: the
+ * cluster image (its reservation state is its own region; over nbd:// the target fences) and each
+ * volume home on a file or an nbd:// export, with its ocfs2 heartbeat file (a `VG/LV` home is
+ * opened later, once the lockspace is up: openLvHomes). Each slot is probed for another live
+ * writer before the node writes there.
  */
 async function openHomes(
   provider: DeviceProvider,
@@ -276,6 +277,39 @@ async function openHomes(
     volumeDevices.push(vdev);
   }
   return { device, regions, volumeDevices };
+}
+
+/**
+ * The node's `VG/LV` volume homes (`--volume VG/LV`), opened once the cluster heartbeat runs and
+ * the provider claims plain LV opens in the lockspace: the LV's layout is read under the VG lock
+ * PR and its open claim held for the node's life (src/volume/open-claim.ts), so a layout change
+ * on any host refuses while the node heartbeats there. Then, as joinVolumeRegion does for a
+ * mount, the slot is probed and the volume's heartbeat started.
+ */
+async function openLvHomes(
+  volumes: string[],
+  o: {
+    provider: DeviceProvider;
+    nodeCount: number;
+    n: number;
+    timing: Timing;
+    addHeartbeat: (region: HeartbeatRegion) => Heartbeat;
+    cleanups: (() => Promise<void> | void)[];
+  },
+): Promise<Map<string, { device: Promise<BlockDevice>; io: undefined; heartbeat: Heartbeat; pinned: true }>> {
+  const out = new Map<string, { device: Promise<BlockDevice>; io: undefined; heartbeat: Heartbeat; pinned: true }>();
+  for (const vol of volumes) {
+    const vdev = await o.provider.open(vol);
+    o.cleanups.push(() => vdev.close());
+    const region = await ownVolumeRegion(vol, vdev, o.nodeCount, o.n);
+    await probeSlot(region, o.n, o.timing);
+    const heartbeat = o.addHeartbeat(region);
+    // A join that fails later stops this heartbeat before its device closes.
+    o.cleanups.push(() => heartbeat.stop(false));
+    await heartbeat.start();
+    out.set(volumeKey(vol), { device: Promise.resolve(vdev), io: undefined, heartbeat, pinned: true });
+  }
+  return out;
 }
 
 /** This incarnation's node record: how a fencer finds and kills exactly this process. */
@@ -382,7 +416,10 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const provider = new DeviceProvider({ nodeId: n, key, timing, devices: opts.devices, clusterDevices });
     cleanups.push(() => provider.close());
 
-    const { device, regions, volumeDevices } = await openHomes(provider, info, opts.volumes ?? [], n, timing, cleanups);
+    // `VG/LV` homes are opened once the cluster heartbeat and the lockspace are up (openLvHomes below).
+    const fileVolumes = (opts.volumes ?? []).filter((v) => !isLvSpec(v));
+    const lvVolumes = (opts.volumes ?? []).filter((v) => isLvSpec(v));
+    const { device, regions, volumeDevices } = await openHomes(provider, info, fileVolumes, n, timing, cleanups);
     imageDevice = device;
     const name = opts.name ?? (info.config.nodeNames[n] || `node${n}`);
     const record = nodeRecordFor(n, generation, key, name);
@@ -440,7 +477,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     // heartbeat writes the device itself), and its heartbeat while the node is in its region.
     type Home = { device: Promise<BlockDevice>; io: Promise<BlockDevice> | undefined; heartbeat: Heartbeat | undefined; pinned: boolean };
     const homes = new Map<string, Home>();
-    (opts.volumes ?? []).forEach((v, i) => homes.set(volumeKey(v), { device: Promise.resolve(volumeDevices[i]!), io: undefined, heartbeat: heartbeats[i + 1], pinned: true }));
+    fileVolumes.forEach((v, i) => homes.set(volumeKey(v), { device: Promise.resolve(volumeDevices[i]!), io: undefined, heartbeat: heartbeats[i + 1], pinned: true }));
     const home = (spec: string): Home => {
       const k = volumeKey(spec);
       let h = homes.get(k);
@@ -457,15 +494,48 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       h.io ??= h.device.then((d) => provider.ioView(spec, d));
       return h.io;
     };
+    /** A clean leave of a home's region (if the node heartbeats there) and the close of its device. */
+    const leaveHome = async (k: string, h: Home): Promise<void> => {
+      homes.delete(k);
+      if (h.heartbeat !== undefined) {
+        await h.heartbeat.stop(true);
+        removeHeartbeat(h.heartbeat);
+        membership.removeRegion(h.heartbeat.regionName);
+      }
+      await (await h.device).close();
+    };
     const mounts = new Map<string, MountStatus>();
     const activations = new Map<string, ActivationStatus>();
     const stopHooks: (() => Promise<void>)[] = [];
-    cleanups.push(async () => {
+    const stopHeartbeats = async (): Promise<void> => {
       for (const h of heartbeats) await h.stop(false);
-    });
+    };
+    cleanups.push(stopHeartbeats);
     for (const h of heartbeats) await h.start();
 
     let lockspace: Promise<Lockspace> | undefined;
+    let lockspaceNow: Lockspace | undefined;
+    const openLockspace = (): Promise<Lockspace> => {
+      lockspace ??= (async () => {
+        const lsDev = await openRegion(device, 'lockspace');
+        // Per-resource wake-up hints in the run directory (host-local; across machines the poll bound applies).
+        const ls = await Lockspace.open(lsDev, { membership, hintDir: path.join(info.config.runDir, 'dlm'), log, pollMinMs: timing.lockPollMinMs, pollMaxMs: timing.lockPollMaxMs });
+        lockspaceNow = ls;
+        return ls;
+      })();
+      return lockspace;
+    };
+    // Every plain open of a `VG/LV` by this node (a --volume home, a local activation, a mount's
+    // device) holds the LV's open claim in the lockspace: a layout change on any host refuses
+    // while it is open (src/volume/open-claim.ts).
+    provider.claimPlainOpensIn(openLockspace, timing.lockTimeoutMs);
+    // A join that fails from here closes the lockspace after the LV homes (their claims) and before the heartbeats.
+    cleanups.push(async () => {
+      await (await lockspace?.catch(() => undefined))?.close();
+    });
+    const lvHomes = await openLvHomes(lvVolumes, { provider, nodeCount: info.config.nodeCount, n, timing, addHeartbeat, cleanups });
+    for (const [k, h] of lvHomes) homes.set(k, h);
+
     let control: ControlServer | undefined;
     let stopping: Promise<void> | undefined;
     let left = false;
@@ -492,7 +562,6 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         activations: [...activations.values()],
       };
     };
-    let lockspaceNow: Lockspace | undefined;
     const node: RunningNode = {
       nodeId: n,
       generation,
@@ -508,16 +577,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       get control() {
         return control;
       },
-      lockspace: () => {
-        lockspace ??= (async () => {
-          const lsDev = await openRegion(device, 'lockspace');
-          // Per-resource wake-up hints in the run directory (host-local; across machines the poll bound applies).
-          const ls = await Lockspace.open(lsDev, { membership, hintDir: path.join(info.config.runDir, 'dlm'), log, pollMinMs: timing.lockPollMinMs, pollMaxMs: timing.lockPollMaxMs });
-          lockspaceNow = ls;
-          return ls;
-        })();
-        return lockspace;
-      },
+      lockspace: openLockspace,
       status,
       mounts,
       activations,
@@ -543,13 +603,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         const k = volumeKey(spec);
         const h = homes.get(k);
         if (h === undefined || h.pinned) return;
-        homes.delete(k);
-        if (h.heartbeat !== undefined) {
-          await h.heartbeat.stop(true);
-          removeHeartbeat(h.heartbeat);
-          membership.removeRegion(h.heartbeat.regionName);
-        }
-        await (await h.device).close();
+        await leaveHome(k, h);
       },
       beforeStop: (fn) => void stopHooks.push(fn),
       recordCommandGroup: (pgid, startTicks) => {
@@ -572,14 +626,16 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
           if (provider.fenced === undefined) {
             for (const hook of stopHooks.splice(0)) await hook().catch((err: unknown) => log(`at stop: ${err instanceof Error ? err.message : String(err)}`));
           }
+          // Volumes opened for a mount or an activation and not closed by its stop hook, and the
+          // `VG/LV` homes, leave their regions and close before the lockspace goes: an LV's open
+          // claim (or its LV lock) is released only once the node writes nothing more through it.
+          for (const [k, h] of [...homes]) if (!h.pinned || lvHomes.has(k)) await bounded(leaveHome(k, h).catch(() => undefined));
           if (lockspace !== undefined) await bounded((async () => (await lockspace.catch(() => undefined))?.close().catch(() => undefined))());
           membership.stop();
           for (const h of heartbeats) await h.stop(true);
           left = true;
           // heartbeat.stop(true) is the clean leave; the rest unwinds the join.
-          cleanups.splice(cleanups.length - 1, 1);
-          // Volumes opened for a mount and not closed by its umount (the provider's close below is the backstop).
-          for (const h of homes.values()) if (!h.pinned) await (await h.device.catch(() => undefined))?.close().catch(() => undefined);
+          cleanups.splice(cleanups.indexOf(stopHeartbeats), 1);
           await undo();
           await control?.close();
         })();

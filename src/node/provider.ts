@@ -29,6 +29,8 @@ import { assertNodeMayUse, heldWithoutQuorum, readContainerUse, type ContainerUs
 import { QuorumHeldDevice, QuorumHold, type QuorumHoldStatus, type QuorumSource } from '../disk/quorum-hold.js';
 import { mergeSpecs } from '../volume/lvm-cluster.js';
 import { anyLeaseExpired, type WriteLease } from '../disk/write-lease.js';
+import { openClaimed } from '../volume/open-claim.js';
+import type { LockService } from '../volume/lvm-locks.js';
 
 /** Where a device's reservation state lives: a region of the device itself, a sidecar file, or nowhere (nbd://). */
 export type ReservationPlace = { spec: ReservationStoreSpec } | 'sidecar' | 'remote';
@@ -234,6 +236,8 @@ export class DeviceProvider {
   private fencedReason: string | undefined;
   private hold: QuorumHold | undefined;
   private opening: Promise<unknown> = Promise.resolve();
+  /** Where plain LV opens hold their open claim (claimPlainOpensIn). */
+  private claims: { locks: () => Promise<LockService>; lockTimeoutMs: number } | undefined;
   /** The node's heartbeat leases (addLease), read by every gated write (each device's gate holds this list). */
   private readonly leases: WriteLease[] = [];
 
@@ -439,12 +443,36 @@ export class DeviceProvider {
   private async openLvOf(spec: string, guard: 'shared' | 'locked'): Promise<{ dev: LvDevice; use: ContainerUse }> {
     const [vg, lv] = spec.split('/') as [string, string];
     if (this.fencedReason !== undefined) throw new SanboxError('EFENCED', `${spec}: node ${this.o.nodeId} has been fenced (${this.fencedReason}); it opens no device`, { device: spec });
-    const pvs = await this.lvmDevices();
-    if (pvs.length === 0) throw new SanboxError('ENOENT', `${spec}: no devices to find volume group ${vg} on; set SANBOX_DEVICES (or pass the device list)`, { device: spec });
-    const use = await readContainerUse(pvs, vg);
-    assertNodeMayUse(use, this.o.nodeId);
-    // Every PV (and every other device scanned for the VG) comes through open().
-    return { dev: await openLv(pvs, vg, lv, { guard, open: (pv) => this.open(pv, undefined, 'lvm') }), use };
+    const openIt = async (): Promise<{ dev: LvDevice; use: ContainerUse }> => {
+      const pvs = await this.lvmDevices();
+      if (pvs.length === 0) throw new SanboxError('ENOENT', `${spec}: no devices to find volume group ${vg} on; set SANBOX_DEVICES (or pass the device list)`, { device: spec });
+      const use = await readContainerUse(pvs, vg);
+      assertNodeMayUse(use, this.o.nodeId);
+      // Every PV (and every other device scanned for the VG) comes through open().
+      return { dev: await openLv(pvs, vg, lv, { guard, open: (pv) => this.open(pv, undefined, 'lvm') }), use };
+    };
+    // A plain opener of a node: its layout read under the VG lock PR, and its open claim held in
+    // the cluster's lockspace until it closes, so a layout change on any host refuses while it is
+    // open (src/volume/open-claim.ts). A lock-holding opener (LockedLv) reads under the VG lock itself.
+    const claims = this.claims;
+    if (guard === 'locked' || claims === undefined) return openIt();
+    let use: ContainerUse | undefined;
+    const dev = await openClaimed(await claims.locks(), vg, claims.lockTimeoutMs, async () => {
+      const opened = await openIt();
+      use = opened.use;
+      return opened.dev;
+    });
+    return { dev, use: use! };
+  }
+
+  /**
+   * From now on every plain open of `VG/LV` (open, openVolume) holds the LV's open claim in
+   * `locks` (the node's lockspace) while it is open: set once at the join, before the node opens
+   * any LV. A provider without it (no cluster) has only the host's flock.
+   */
+  claimPlainOpensIn(locks: () => Promise<LockService>, lockTimeoutMs: number): void {
+    if (this.claims !== undefined) throw new SanboxError('EINVAL', `node ${this.o.nodeId}: its plain LV opens are claimed in a lockspace already`);
+    this.claims = { locks, lockTimeoutMs };
   }
 
   /**

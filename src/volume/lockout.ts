@@ -10,6 +10,10 @@
 // With `nowait` the change fails at once, naming the holders (lvmlockd's behaviour: "LV locked by
 // other host"). Otherwise the LV locks must be had within `boundMs` (src/timing.ts
 // layoutLockoutBoundMs), else the change fails naming who did not let go, with nothing written.
+//
+// An opener without the LV lock cannot be locked out: the change is refused naming it, before any
+// holder is asked — another node by its open claim (src/volume/open-claim.ts), a process of this
+// host by the host's flock (vg-lock.ts).
 
 import { pauseAt } from '../disk/pause-point.js';
 import { SanboxError } from '../errors.js';
@@ -17,6 +21,7 @@ import { Mode } from '../dlm/compat-matrix.js';
 import { DlmError } from '../dlm/lock-manager.js';
 import type { VgModel } from '../format/lvm/vg-model.js';
 import { acquireLvGuard } from './vg-lock.js';
+import { refuseOpenClaims } from './open-claim.js';
 import { holdersOf, lvLockResource, vgLockResource, withVgLock, type HeldLock, type LockService } from './lvm-locks.js';
 
 export interface LockoutOptions {
@@ -100,9 +105,12 @@ export async function withLayoutLockout<T>(
           // send them a blocking notice (and they would let go for nothing), so a held lock fails here.
           const firstHeld = o.nowait ? lvs.findIndex((_, i) => held.get(resources[i]!)!.length > 0) : -1;
           if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
-          // A process on this host with the LV open but not under its LV lock would go on writing
-          // through the old layout: refused, naming it (review finding 1). Held past the commit,
-          // so no plain opener opens meanwhile.
+          // A node with the LV open but not under its LV lock would go on writing through the old
+          // layout: refused, naming it — another node by its open claim in the lockspace (read, no
+          // notice sent; src/volume/open-claim.ts), a process on this host by the host's flock
+          // (review finding 1). The VG lock EX and the flock are held past the commit, so no
+          // plain opener opens meanwhile.
+          await refuseOpenClaims(ls, vgName, lvs);
           const claims: (() => void)[] = [];
           releaseClaims = () => claims.forEach((r) => r());
           for (const lv of lvs) claims.push(acquireLvGuard(`${vgName}/${lv.name}`, lv.id, 'lockout'));

@@ -94,7 +94,7 @@ export class LvDevice implements BlockDevice {
   readonly readOnly: boolean;
   protected layout: LvLayout;
   private closed = false;
-  private readonly closeHooks: (() => void)[] = [];
+  private readonly closeHooks: (() => void | Promise<void>)[] = [];
 
   /** `owned` are the PV devices this LV device closes when it is closed. */
   constructor(
@@ -184,16 +184,19 @@ export class LvDevice implements BlockDevice {
     if (this.closed) return;
     this.closed = true;
     for (const d of this.owned) await d.close();
-    this.runCloseHooks();
+    await this.runCloseHooks();
   }
 
-  /** Runs `fn` once when the device is closed (e.g. to release its in-use guard). */
-  onClose(fn: () => void): void {
+  /**
+   * Runs `fn` once when the device is closed, after its PVs (e.g. to release its in-use guard, or
+   * a node's open claim: src/volume/open-claim.ts); close() waits for what it returns.
+   */
+  onClose(fn: () => void | Promise<void>): void {
     this.closeHooks.push(fn);
   }
 
-  protected runCloseHooks(): void {
-    for (const fn of this.closeHooks.splice(0)) fn();
+  protected async runCloseHooks(): Promise<void> {
+    for (const fn of this.closeHooks.splice(0)) await fn();
   }
 
   protected markClosed(): boolean {
@@ -280,7 +283,8 @@ export class SyncLvDevice extends LvDevice implements SyncBlockDevice, SyncFitne
   closeSync(): void {
     if (!this.markClosed()) return;
     for (const d of this.ownedDevices) (d as SyncBlockDevice).closeSync();
-    this.runCloseHooks();
+    // A hook's asynchronous part (a lock release) finishes after closeSync returns.
+    void this.runCloseHooks().catch(() => undefined);
   }
 
   override swapLayout(next: LvLayout, drained = false): void {

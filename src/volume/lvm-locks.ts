@@ -6,6 +6,7 @@
 // | global | `lvm_global:GLLK`         | for one command                        | sh: VG list; ex: vgcreate, vgremove, pvcreate, pvremove, vgextend, vgreduce |
 // | VG     | `lvm_<VG>:VGLK`           | for one command                        | sh: read/report; ex: any metadata change |
 // | LV     | `lvm_<VG>:<LV uuid dashed>` | from activation until deactivation   | ex: -aey; sh: -asy       |
+// | open claim | `lvm_<VG>:<LV uuid dashed>:plain` | while a node has the LV open without its LV lock | sh only (src/volume/open-claim.ts) |
 //
 // lvmlockd keeps one DLM lockspace per VG (`lvm_<VG>`) and the global lock in `lvm_global`; a sanbox
 // cluster has one lockspace, so the lockspace name is the resource's prefix. Modes map as lvmlockd's
@@ -74,6 +75,21 @@ export function lvLockResource(vg: string, lvUuid: string): string {
   const dashed = lvUuid.includes('-') ? lvUuid : dashId(lvUuid);
   assert(dashed.length === DASHED_UUID_CHARS, `LV uuid '${lvUuid}' is not 32 characters`);
   return `${lockspaceOf(vg, VG_NAME_IN_LV_LOCK_MAX)}:${dashed}`;
+}
+
+/** The suffix of an open claim's resource: not an LV lock (parseLvLockResource passes it over: no uuid after the last colon). */
+const OPEN_CLAIM_SUFFIX = ':plain';
+/** The same bound for an open claim: `lvm_` + VG + `:` + the dashed uuid + `:plain` in 64 bytes. */
+export const VG_NAME_IN_OPEN_CLAIM_MAX = VG_NAME_IN_LV_LOCK_MAX - OPEN_CLAIM_SUFFIX.length;
+
+/**
+ * The cluster-wide in-use claim of a node that has the LV open without its LV lock (a node's fixed
+ * `--volume VG/LV`, a local activation, a plain provider open): sanbox's own, lvmlockd has none
+ * (src/volume/open-claim.ts). The VG name is cut shorter than in the LV lock; the uuid tells LVs apart.
+ */
+export function lvOpenClaimResource(vg: string, lvUuid: string): string {
+  const lvLock = lvLockResource(vg, lvUuid);
+  return `${lockspaceOf(vg, VG_NAME_IN_OPEN_CLAIM_MAX)}${lvLock.slice(lvLock.lastIndexOf(':'))}${OPEN_CLAIM_SUFFIX}`;
 }
 
 /** lvm2's uuid alphabet, dashed 6-4-4-4-4-4-6 (reference/lvm2.md §6). */

@@ -112,10 +112,17 @@ function flockOne(file: string, how: 'shnb' | 'exnb', lvName: string, mode: LvGu
     if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK') throw err;
     if (mode === 'lockout') {
       const pids = flockHolders(file);
-      const who = `another process${pids.length ? ` (pid ${pids.join(', ')})` : ''}`;
-      throw new SanboxError('EBUSY', `${lvName}: in use by ${who} without the logical volume's cluster lock, which a layout change cannot lock out; not changed (close it, or open it under the lock)`, { device: lvName });
+      throw openedWithoutLvLock(lvName, `another process${pids.length ? ` (pid ${pids.join(', ')})` : ''}`);
     }
     throw new SanboxError('EBUSY', `${lvName}: device busy: logical volume in use by another process`, { device: lvName });
   }
   return fd;
+}
+
+/**
+ * A layout change refused because `who` (a process of this host, or a node's open claim:
+ * src/volume/open-claim.ts) has the LV open without its cluster lock and so cannot be locked out.
+ */
+export function openedWithoutLvLock(lvName: string, who: string): SanboxError {
+  return new SanboxError('EBUSY', `${lvName}: in use by ${who} without the logical volume's cluster lock, which a layout change cannot lock out; not changed (close it, or open it under the lock)`, { device: lvName });
 }
