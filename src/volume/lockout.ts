@@ -106,14 +106,14 @@ export async function withLayoutLockout<T>(
           const firstHeld = o.nowait ? lvs.findIndex((_, i) => held.get(resources[i]!)!.length > 0) : -1;
           if (firstHeld >= 0) throw new SanboxError('EBUSY', `${vgName}/${lvs[firstHeld]!.name} is in use by ${describe(held.get(resources[firstHeld]!)!)}; not changed (--nowait)`);
           // A node with the LV open but not under its LV lock would go on writing through the old
-          // layout: refused, naming it — another node by its open claim in the lockspace (read, no
-          // notice sent; src/volume/open-claim.ts), a process on this host by the host's flock
-          // (review finding 1). The VG lock EX and the flock are held past the commit, so no
-          // plain opener opens meanwhile.
-          await refuseOpenClaims(ls, vgName, lvs);
+          // layout: refused, naming it — a process on this host by the host's flock (by its pid;
+          // review finding 1), another node by its open claim in the lockspace (read, no notice
+          // sent; src/volume/open-claim.ts). The VG lock EX and the flock are held past the
+          // commit, so no plain opener opens meanwhile.
           const claims: (() => void)[] = [];
           releaseClaims = () => claims.forEach((r) => r());
           for (const lv of lvs) claims.push(acquireLvGuard(`${vgName}/${lv.name}`, lv.id, 'lockout'));
+          await refuseOpenClaims(ls, vgName, lvs);
           if (holders.length) o.log?.(`${vgName}: asking ${holders.map((n) => `node ${n}`).join(', ')} to let go of ${lvs.map((l) => l.name).join(', ')}`);
           const tLock = performance.now();
           const lvLocks: HeldLock[] = [];

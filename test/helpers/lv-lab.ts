@@ -77,13 +77,16 @@ export interface Lab {
   vg: string;
 }
 
-/** A cluster image of `nodes` nodes and `pvCount` PVs of `pvMiB` each in a VG with 1 MiB extents; `lvs` are lvcreate argument lists. */
-export async function makeLab(t: ExecutionContext, pvCount: number, pvMiB: number, lvs: string[][], nodes = 4): Promise<Lab> {
+/**
+ * A cluster image of `nodes` nodes and `pvCount` PVs of `pvMiB` each in a VG with 1 MiB extents; `lvs` are lvcreate argument lists.
+ * `deadThreshold`: heartbeat intervals (100 ms) to death instead of LAB_TIMING's 50, for a test that acts between a kill and the fence.
+ */
+export async function makeLab(t: ExecutionContext, pvCount: number, pvMiB: number, lvs: string[][], nodes = 4, deadThreshold?: number): Promise<Lab> {
   const dir = tempDir(t);
   const pvs = Array.from({ length: pvCount }, (_, i) => path.join(dir, `pv${i}.img`));
   // Unique per test on this host (the real tools see every loop device), short enough for lock names.
   const l: Lab = { dir, cluster: path.join(dir, 'c.img'), pvs, vg: `lk${process.pid % 100000}${Math.floor(Math.random() * 1000)}` };
-  await clusterInit(t, [l.cluster, '--nodes', String(nodes), '--name', 'lockout', ...LAB_TIMING]);
+  await clusterInit(t, [l.cluster, '--nodes', String(nodes), '--name', 'lockout', ...(deadThreshold === undefined ? LAB_TIMING : ['--dead-threshold', String(deadThreshold)])]);
   const steps = [...pvs.map((p) => ['disk', 'create', p, '--size', `${pvMiB}M`]), ['pvcreate', ...pvs], ['vgcreate', '-s', '1m', l.vg, ...pvs], ...lvs.map((a) => ['lvcreate', ...a, l.vg, '--devices', pvs.join(',')])];
   for (const args of steps) {
     const r = await sanboxCli(t, args);
