@@ -82,6 +82,8 @@ test('a node fenced while it writes through an LV spanning two PVs and an ocfs2 
 
   const nodes = [0, 1, 2].map((n) => spawnNode(t, img, n, ['--volume', 'vgf/lvf', vol, '--devices', devices, '--fence', 'disk']));
   for (const a of nodes) for (const b of nodes) if (a !== b) await a.waitLine(isEvent('up', b.nodeId), 15_000, `node ${b.nodeId} up`);
+  // A node is up (on the cluster image) before it has opened its VG/LV home (under the VG lock, after its lockspace is up) and heartbeats there.
+  for (const a of nodes) await a.waitLine((l) => /^ready/.test(l.msg ?? ''), 15_000, `node ${a.nodeId} ready`);
   const files = [img, pvA, pvB, vol];
   // The victim heartbeats in all three regions: on the cluster image, on a PV (through the LV) and on the volume.
   const before = files.map((f) => blocksOf(f, VICTIM).size);

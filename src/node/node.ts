@@ -37,6 +37,7 @@ import { clusterHeartbeatRegion, clusterSlotTables, clusterTag, openRegion, read
 import { Fencer, type FencePolicy } from '../heartbeat/fencer.js';
 import { Heartbeat, newGeneration, probeSlot, type HeartbeatRegion, slotTableOf } from '../heartbeat/heartbeat.js';
 import { MembershipService } from '../heartbeat/membership.js';
+import type { MembershipEvent } from '../heartbeat/membership-api.js';
 import type { Timing } from '../timing.js';
 import { registerNodeCommands } from './commands.js';
 import { ControlServer } from './control.js';
@@ -68,6 +69,11 @@ export interface StartNodeOptions {
   devices?: string[];
   /** Called once if this node fences itself (its I/O is already stopped). */
   onSelfFence?: (reason: string) => void;
+  /**
+   * Hears every membership event from the start of the node's heartbeat: peers seen up while the
+   * join still opens its `VG/LV` homes are reported too (subscribing after startNode misses them).
+   */
+  onMembershipEvent?: (ev: MembershipEvent) => void;
 }
 
 export interface RunningNode {
@@ -456,6 +462,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
       leaseExpired: () => provider.leaseExpired(),
     });
     const membership = new MembershipService({ localNodeId: n, localGeneration: generation, nodeCount: info.config.nodeCount, timing, fencer, log });
+    if (opts.onMembershipEvent !== undefined) membership.subscribe(opts.onMembershipEvent);
     // Without quorum, data I/O to cluster volumes waits (src/disk/quorum-hold.ts); heartbeat and lockspace I/O do not.
     provider.holdWithoutQuorum(membership, log);
     // A node that finds itself fenced (every way it does ends in its heartbeat's self-fence: a write

@@ -35,12 +35,12 @@ export async function runNode(opts: Omit<StartNodeOptions, 'log' | 'onSelfFence'
       registerFsCommands(control, n, mounts);
     }],
     log: out.log,
+    onMembershipEvent: out.event,
     onSelfFence: () => {
       exitCode = EXIT_SELF_FENCED;
       done();
     },
   });
-  node.membership.subscribe(out.event);
   activations ??= new NodeActivations(node);
   mounts ??= new NodeMounts(node, out.log, activations);
   for (const vol of opts.mounts ?? []) {
