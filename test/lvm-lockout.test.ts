@@ -24,7 +24,7 @@ import { ackedWritesKept, lvSizeBytes, makeLab, MiB, noBlockOf, realToolsClean, 
 import { sanboxCli } from './helpers/lvm-real.js';
 import { spawnNode } from './helpers/heartbeat-nodes.js';
 import { ownLockDir, waitFor } from './helpers/tmp.js';
-import { answered, spawnIoNode } from './helpers/io-node.js';
+import { answered, joinedWithOpen, spawnIoNode } from './helpers/io-node.js';
 
 ownLockDir(test);
 
@@ -239,11 +239,7 @@ test('an LV activated with `ctl … lvm lvchange -aey` gives way to another node
 test('a node with the LV open without its LV lock (a plain provider device, as `node --volume VG/LV` opens it) makes every --cluster layout change refuse naming its pid, nothing changed; opened under the lock it is locked out instead', async (t) => {
   const l = await makeLab(t, 2, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-L', '4m']]);
   const n = spawnIoNode(t, l.cluster, 1, l.pvs);
-  await n.wait((e) => e.ev === 'joined', WRITER_READY_MS, 'node 1 joined');
-  n.send(`open v ${l.vg}/lv1`);
-  t.is((await answered(n, 'open:v', WRITER_READY_MS)).ev, 'done');
-  n.send('write w1 v 0');
-  t.is((await answered(n, 'w1', WRITER_READY_MS)).ev, 'done');
+  await joinedWithOpen(n, 'v', `${l.vg}/lv1`, WRITER_READY_MS);
   const before = await seqno(l);
   const cluster = ['--cluster', l.cluster, '--node', '2', '--devices', l.pvs.join(',')];
   for (const change of [

@@ -20,7 +20,7 @@ import { LOCK_DIR_ENV } from '../src/volume/vg-lock.js';
 import { makeLab, realToolsClean, vgSeqno as seqno, WRITER_READY_MS, type Lab } from './helpers/lv-lab.js';
 import { sanboxCli } from './helpers/lvm-real.js';
 import { isEvent, spawnNode } from './helpers/heartbeat-nodes.js';
-import { answered, spawnIoNode } from './helpers/io-node.js';
+import { answered, joinedWithOpen, spawnIoNode } from './helpers/io-node.js';
 import { ownLockDir, tempDir } from './helpers/tmp.js';
 
 ownLockDir(test);
@@ -43,11 +43,7 @@ function asNode(t: ExecutionContext, l: Lab, node: number, args: string[]): Retu
 test('a node on another host (its own lock directory) with VG/LV open without the LV lock makes every --cluster layout change refuse naming it, nothing changed; once it closes the change goes through', async (t) => {
   const l = await makeLab(t, 2, 24, [['-n', 'lv1', '-L', '8m'], ['-n', 'lv2', '-L', '4m']]);
   const n = spawnIoNode(t, l.cluster, 1, l.pvs, { env: { [LOCK_DIR_ENV]: tempDir(t) } });
-  await n.wait((e) => e.ev === 'joined', WRITER_READY_MS, 'node 1 joined');
-  n.send(`open v ${l.vg}/lv1`);
-  t.is((await answered(n, 'open:v', WRITER_READY_MS)).ev, 'done');
-  n.send('write w1 v 0');
-  t.is((await answered(n, 'w1', WRITER_READY_MS)).ev, 'done');
+  await joinedWithOpen(n, 'v', `${l.vg}/lv1`, WRITER_READY_MS);
   const before = await seqno(l);
   for (const change of [
     ['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y'],

@@ -53,3 +53,14 @@ export function spawnIoNode(t: ExecutionContext, image: string, nodeId: number, 
 export function answered(n: IoNode, id: string, timeoutMs: number): Promise<IoEvent> {
   return n.wait((e) => (e.ev === 'done' || e.ev === 'failed') && e.id === id, timeoutMs, `the answer to ${id}`);
 }
+
+/** Waits for `n` to join, then has it open `spec` as `name` (`open`, or `openlocked`: under the LV lock) and write its first block. */
+export async function joinedWithOpen(n: IoNode, name: string, spec: string, timeoutMs: number, how: 'open' | 'openlocked' = 'open'): Promise<void> {
+  await n.wait((e) => e.ev === 'joined', timeoutMs, `node joined`);
+  n.send(`${how} ${name} ${spec}`);
+  const opened = await answered(n, `open:${name}`, timeoutMs);
+  if (opened.ev !== 'done') throw new Error(`${how} ${spec}: ${opened.msg ?? ''}`);
+  n.send(`write ${name}-w ${name} 0`);
+  const wrote = await answered(n, `${name}-w`, timeoutMs);
+  if (wrote.ev !== 'done') throw new Error(`first write to ${spec}: ${wrote.msg ?? ''}`);
+}
