@@ -307,6 +307,9 @@ test('every write passes the write gate: left once it settles (success or server
         if (gate.fenced) throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: fenced`, { device: deviceName, offsetBytes });
         gate.entered++;
       },
+      check(deviceName: string, offsetBytes: number): void {
+        if (gate.fenced) throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: fenced`, { device: deviceName, offsetBytes });
+      },
       leave(): void {
         gate.left++;
       },
@@ -342,6 +345,7 @@ test('the write gate is left exactly once on every path of a one-request write: 
       enter(): void {
         held.entered++;
       },
+      check(): void {},
       leave(): void {
         held.left++;
         if (held.left > held.entered) throw new Error('left more often than entered');

@@ -97,6 +97,7 @@ export class FenceGate implements WriteGate {
   private readonly lock: LockFile;
   private readonly intent: LockFile;
   private selfFenced: string | undefined;
+  private readonly fenceListeners = new FenceListeners();
   /** When the current lease reaches its time bound (monoNowNs: taken + GATE_LEASE_MS_MAX); undefined: the gate is not held. */
   private leaseUntilNs: bigint | undefined;
   /** Up to when a write may skip every check but the heartbeat leases' (header: the vouched lease's end, else MONO_NS_PAST). */
@@ -143,12 +144,29 @@ export class FenceGate implements WriteGate {
 
   /** Stops all further writes of this node through this gate, for good. */
   selfFence(reason: string): void {
-    this.selfFenced ??= reason;
+    if (this.selfFenced !== undefined) return;
+    this.selfFenced = reason;
     this.passUntilNs = MONO_NS_PAST;
+    this.fenceListeners.fire(reason);
   }
 
   get fencedReason(): string | undefined {
     return this.selfFenced;
+  }
+
+  onSelfFence(listener: (reason: string) => void): void {
+    this.fenceListeners.add(listener, this.selfFenced);
+  }
+
+  /**
+   * A write that entered and then waited (an async device's queue): refused if this node fenced
+   * itself meanwhile. The reservation state needs no new look: while the write is in flight its
+   * lease holds gate-N (no lease ends while a write is in flight), so nothing that changes this
+   * node's registration has been written since its enter checked it (header).
+   */
+  check(deviceName: string, offsetBytes: number): void {
+    if (this.selfFenced !== undefined) this.refuse(deviceName, offsetBytes, `node ${this.nodeId} has fenced itself (${this.selfFenced})`);
+    if (anyLeaseExpired(this.heartbeatLeases)) this.refuse(deviceName, offsetBytes, this.selfFenced ?? 'the node is past its self-fence deadline');
   }
 
   enter(deviceName: string, offsetBytes: number): void {
@@ -321,16 +339,23 @@ export class FenceGate implements WriteGate {
  */
 export class SelfFenceGate implements WriteGate {
   private selfFenced: string | undefined;
+  private readonly fenceListeners = new FenceListeners();
   refusedWrites = 0;
 
   constructor(private readonly heartbeatLeases: readonly WriteLease[] = []) {}
 
   selfFence(reason: string): void {
-    this.selfFenced ??= reason;
+    if (this.selfFenced !== undefined) return;
+    this.selfFenced = reason;
+    this.fenceListeners.fire(reason);
   }
 
   get fencedReason(): string | undefined {
     return this.selfFenced;
+  }
+
+  onSelfFence(listener: (reason: string) => void): void {
+    this.fenceListeners.add(listener, this.selfFenced);
   }
 
   enter(deviceName: string, offsetBytes: number): void {
@@ -338,6 +363,15 @@ export class SelfFenceGate implements WriteGate {
       pauseInsideWrite(deviceName, offsetBytes);
       return;
     }
+    this.refuse(deviceName, offsetBytes);
+  }
+
+  /** enter()'s question again (it counts nothing here), for a write that waited. */
+  check(deviceName: string, offsetBytes: number): void {
+    if (this.selfFenced !== undefined || anyLeaseExpired(this.heartbeatLeases)) this.refuse(deviceName, offsetBytes);
+  }
+
+  private refuse(deviceName: string, offsetBytes: number): never {
     this.refusedWrites++;
     throw new DiskError('EFENCED', `${deviceName}: write at offset ${offsetBytes} refused: this node has fenced itself (${this.selfFenced ?? 'past its self-fence deadline'})`, { device: deviceName, offsetBytes });
   }
@@ -352,4 +386,35 @@ export interface SelfFencingGate extends WriteGate {
   selfFence(reason: string): void;
   readonly fencedReason: string | undefined;
   close(): void;
+}
+
+/**
+ * The listeners of one gate's self-fence (WriteGate.onSelfFence): each is called once, when the
+ * gate fences itself, or at once if it has already. A listener that throws is a bug; it must not
+ * stop the self-fence of the node's other gates (the provider fences them one after the other),
+ * so its error is rethrown outside this call, where it ends the process.
+ */
+class FenceListeners {
+  private listeners: ((reason: string) => void)[] = [];
+
+  add(listener: (reason: string) => void, fencedReason: string | undefined): void {
+    if (fencedReason === undefined) this.listeners.push(listener);
+    else this.call(listener, fencedReason);
+  }
+
+  fire(reason: string): void {
+    const listeners = this.listeners;
+    this.listeners = [];
+    for (const listener of listeners) this.call(listener, reason);
+  }
+
+  private call(listener: (reason: string) => void, reason: string): void {
+    try {
+      listener(reason);
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
 }

@@ -220,6 +220,16 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
+/** A request waiting for room in the pipeline (pump() reserves the room before it calls go). */
+interface Waiter {
+  bytes: number;
+  type: number;
+  offsetBytes: number;
+  lengthBytes: number;
+  go: () => void;
+  fail: (err: Error) => void;
+}
+
 const CMD_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(P.Cmd).map(([k, v]) => [v, k]));
 
 function isWriteLike(type: number): boolean {
@@ -270,7 +280,7 @@ export class NbdDevice implements BlockDevice {
   private inflightBytes = 0;
   /** Cookies are request numbers (a safe integer: at a million requests a second, 285 years). */
   private nextCookie = 1;
-  private waiters: { bytes: number; go: () => void; fail: (err: Error) => void }[] = [];
+  private waiters: Waiter[] = [];
   /** close() waiting for the pipeline to empty. */
   private idleWaiters: (() => void)[] = [];
   /** Set once the connection is unusable; every later request fails with (a copy of) this reason. */
@@ -314,6 +324,7 @@ export class NbdDevice implements BlockDevice {
     reads.sink = this;
     socket.on('error', (err: NodeJS.ErrnoException) => this.kill('disconnected', socketErrorText(err), err));
     socket.on('close', () => this.kill('disconnected', 'the server closed the connection'));
+    this.gate.onSelfFence?.(this.failQueuedWrites);
     if (leftover.length > 0) this.onData(leftover, leftover.length);
   }
 
@@ -402,7 +413,7 @@ export class NbdDevice implements BlockDevice {
     const flags = fua ? P.CmdFlag.FUA : 0;
     if (buf.length > this.payloadMaxBytes) {
       return this.gated(offsetBytes, () =>
-        splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len))),
+        splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, flags, offsetBytes + done, len, buf.subarray(done, done + len)), this.gateCheckFrom(offsetBytes)),
       );
     }
     // One request (the common case): the request itself leaves the gate when it settles, so the
@@ -417,7 +428,7 @@ export class NbdDevice implements BlockDevice {
 
   private async writeThenFlush(buf: Buffer, offsetBytes: number): Promise<void> {
     await this.gated(offsetBytes, () =>
-      splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, 0, offsetBytes + done, len, buf.subarray(done, done + len))),
+      splitRequests(buf.length, this.payloadMaxBytes, (done, len) => this.request(P.Cmd.WRITE, 0, offsetBytes + done, len, buf.subarray(done, done + len)), this.gateCheckFrom(offsetBytes)),
     );
     await this.flush();
   }
@@ -540,7 +551,15 @@ export class NbdDevice implements BlockDevice {
 
   private async rangeRequests(type: number, offsetBytes: number, lengthBytes: number): Promise<void> {
     const step = Math.floor(RANGE_REQUEST_MAX_BYTES / this.alignBytes) * this.alignBytes;
-    await splitRequests(lengthBytes, step, (done, len) => this.request(type, 0, offsetBytes + done, len));
+    await splitRequests(lengthBytes, step, (done, len) => this.request(type, 0, offsetBytes + done, len), this.gateCheckFrom(offsetBytes));
+  }
+
+  /**
+   * For a write split into batches inside one gate entry (gated()): each batch after the first is
+   * issued turns after the enter, so the gate is asked again before it (write-gate.ts check).
+   */
+  private gateCheckFrom(offsetBytes: number): (doneBytes: number) => void {
+    return (doneBytes) => this.gate.check(this.name, offsetBytes + doneBytes);
   }
 
   /**
@@ -567,12 +586,56 @@ export class NbdDevice implements BlockDevice {
       );
     }
     // pump() reserves the room before it wakes us.
-    const woken = new Promise<void>((go, fail) => this.waiters.push({ bytes: costBytes, go, fail }));
+    const woken = new Promise<void>((go, fail) => this.waiters.push({ bytes: costBytes, type, offsetBytes, lengthBytes, go, fail }));
     return woken.then(
-      () => this.send(type, flags, offsetBytes, lengthBytes, costBytes, payload, target, gated),
+      () => this.sendWoken(type, flags, offsetBytes, lengthBytes, costBytes, payload, target, gated),
       gated ? this.leaveGateAndThrow : undefined,
     );
   }
+
+  /**
+   * Sends a request that waited for room. A write is asked through the gate again first: the node
+   * may have fenced itself while it waited (its heartbeat lease ran out during a stop), and no write
+   * may leave this process after that (write-gate.ts; review 7, M2). Only here: a request sent at
+   * once was entered in the same call.
+   */
+  private sendWoken(type: number, flags: number, offsetBytes: number, lengthBytes: number, costBytes: number, payload: Buffer | undefined, target: Buffer | undefined, gated: boolean): Promise<void> {
+    if (isWriteLike(type)) {
+      try {
+        this.gate.check(this.name, offsetBytes);
+      } catch (err) {
+        this.release(costBytes);
+        if (gated) this.gate.leave();
+        // The room it held may let the next waiter go (a read, or a write the gate judges itself).
+        this.pump();
+        this.notifyIdle();
+        return Promise.reject(err);
+      }
+    }
+    return this.send(type, flags, offsetBytes, lengthBytes, costBytes, payload, target, gated);
+  }
+
+  /**
+   * The gate's self-fence (WriteGate.onSelfFence): every write still waiting for room fails now,
+   * never sent, rather than leave when the replies on the wire make room. Reads and flushes wait on.
+   * Writes already on the wire are the server's: they may land, as they could have a moment earlier.
+   */
+  private readonly failQueuedWrites = (reason: string): void => {
+    if (!this.waiters.some((w) => isWriteLike(w.type))) return;
+    const waiters = this.waiters;
+    this.waiters = waiters.filter((w) => !isWriteLike(w.type));
+    for (const w of waiters) {
+      if (!isWriteLike(w.type)) continue;
+      w.fail(
+        new DiskError('EFENCED', `${this.name}: ${CMD_NAMES[w.type]} at offset ${w.offsetBytes} length ${w.lengthBytes} refused: this node has fenced itself (${reason}); it was queued and never sent`, {
+          device: this.name,
+          offsetBytes: w.offsetBytes,
+        }),
+      );
+    }
+    this.pump();
+    this.notifyIdle();
+  };
 
   /** Puts a request on the wire; its pipeline room is already reserved. */
   private send(type: number, flags: number, offsetBytes: number, lengthBytes: number, costBytes: number, payload: Buffer | undefined, target: Buffer | undefined, gated: boolean): Promise<void> {
@@ -913,17 +976,19 @@ function socketErrorText(err: NodeJS.ErrnoException): string {
 /**
  * Runs `part(doneBytes, lengthBytes)` over [0, totalBytes) in steps of `stepBytes`, at most
  * INFLIGHT_MAX parts at a time (so one large call cannot fill the waiter queue); waits for every
- * part before throwing the first failure.
+ * part before throwing the first failure. `beforeLaterBatch(doneBytes)` runs before each batch but
+ * the first; if it throws, nothing more is issued and that is the failure.
  */
-function splitRequests(totalBytes: number, stepBytes: number, part: (doneBytes: number, lengthBytes: number) => Promise<void>): Promise<void> {
+function splitRequests(totalBytes: number, stepBytes: number, part: (doneBytes: number, lengthBytes: number) => Promise<void>, beforeLaterBatch?: (doneBytes: number) => void): Promise<void> {
   // Not async: one request (the common case) returns its own promise, without another around it.
   if (totalBytes <= stepBytes) return part(0, totalBytes);
-  return splitMany(totalBytes, stepBytes, part);
+  return splitMany(totalBytes, stepBytes, part, beforeLaterBatch);
 }
 
-async function splitMany(totalBytes: number, stepBytes: number, part: (doneBytes: number, lengthBytes: number) => Promise<void>): Promise<void> {
+async function splitMany(totalBytes: number, stepBytes: number, part: (doneBytes: number, lengthBytes: number) => Promise<void>, beforeLaterBatch?: (doneBytes: number) => void): Promise<void> {
   let failure: { err: unknown } | undefined;
   for (let batch = 0; batch < totalBytes; batch += stepBytes * INFLIGHT_MAX) {
+    if (batch > 0) beforeLaterBatch?.(batch);
     const parts: Promise<void>[] = [];
     for (let done = batch; done < totalBytes && done < batch + stepBytes * INFLIGHT_MAX; done += stepBytes) {
       parts.push(part(done, Math.min(stepBytes, totalBytes - done)));

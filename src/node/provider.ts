@@ -554,7 +554,10 @@ export class DeviceProvider {
   /** A gate for the heartbeat: self-fencing it stops every device of this node. */
   readonly gate: SelfFencingGate = new ProviderGate(this);
 
-  /** Stops every write of this node on every device, for good. */
+  /**
+   * Stops every write of this node on every device, for good. Each gate's self-fence also fails
+   * the writes an nbd:// device still holds queued (WriteGate.onSelfFence), so none leaves later.
+   */
   selfFence(reason: string): void {
     this.fencedReason ??= reason;
     for (const e of this.entries) e.gate.selfFence(reason);
@@ -640,6 +643,7 @@ const SCRATCH_DEVICE: BlockDevice = {
 class ProviderGate implements SelfFencingGate {
   constructor(private readonly p: DeviceProvider) {}
   enter(): void {}
+  check(): void {}
   leave(): void {}
   selfFence(reason: string): void {
     this.p.selfFence(reason);

@@ -33,6 +33,9 @@ const gate = {
     inner.enter(dev, off);
     if (windowMs > 0) Atomics.wait(sleepCell, 0, 0, windowMs);
   },
+  check(dev: string, off: number) {
+    inner.check(dev, off);
+  },
   leave() {
     inner.leave();
   },
