@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import nodePath from 'node:path';
 import { execFileSync } from 'node:child_process';
+import fsExt from 'fs-ext';
 import { DiskError, SanboxError } from '../errors.js';
 import { checkRange, checkWritable, SECTOR_SIZES, type SectorSize, type SyncBlockDevice, type SyncFitness } from './device.js';
 import { blockDeviceSizeBytes, InUseGuard, probeInUse, type GuardMode } from './in-use-guard.js';
@@ -15,8 +16,11 @@ import { OPEN_GATE, type WriteGate } from './write-gate.js';
 import { BLOCKDEV_TIMEOUT_MS, PUNCH_HOLE_TIMEOUT_MS } from '../timing.js';
 import { afterDeferred, inOrder } from './turn-budget.js';
 
-/** Discards at least this long are punched out of the file (freeing blocks); shorter ones are zeroed. */
+/** Discards at least this long are punched out of the file (freeing blocks) where no fence gate guards it; shorter ones are zeroed. */
 const PUNCH_HOLE_MIN_BYTES = 1024 * 1024;
+/** lseek(2) whence values that find a sparse file's written parts (linux/fs.h; fs-ext exports only SET, CUR and END). */
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
 /** Zeroing buffer for discards and short-range writes. */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** Bound on retries when the kernel transfers fewer bytes than asked without an error. */
@@ -133,24 +137,49 @@ export class FileDisk implements SyncBlockDevice, SyncFitness {
     }
   }
 
+  /**
+   * Makes the range read as zeros. Where no fence gate guards this device (a standalone tool's
+   * open), a long range is punched out of the file; otherwise the written parts of the range are
+   * overwritten with zeros, each chunk a gated write, and its holes are left as they are.
+   *
+   * Why a gated device never punches (review 7, L4): Node has no fallocate(2), so the punch is a
+   * child process, util-linux's fallocate(1), and a fence cannot stop it. The fence gate's lock
+   * fd is close-on-exec, so the child does not hold the gate; the power fence kills and waits
+   * for the node's pid only. A punch that takes seconds (writeback of dirty pages in the range on
+   * a loaded host) outlives a node killed meanwhile, and lands after the fence was reported done,
+   * in extents the survivors may have reused. A zero write in this process is a write like any
+   * other: gated, checked against the heartbeat lease chunk by chunk, and ended with the process
+   * (a kill waits for a pwrite in progress). The other ways out were larger: an addon of our own
+   * for fallocate(2), or passing the gate's lock to the child and making every fence (the power
+   * fence's record too, which takes no gate) wait for it. The price: a node's discard frees no
+   * blocks (it allocates none either: a hole stays a hole, found with SEEK_DATA/SEEK_HOLE).
+   */
   discardSync(offsetBytes: number, lengthBytes: number): void {
     checkWritable(this, offsetBytes);
     checkRange(this, offsetBytes, lengthBytes);
-    this.liveFd(offsetBytes);
-    if (lengthBytes >= PUNCH_HOLE_MIN_BYTES && this.punchHole(offsetBytes, lengthBytes)) return;
+    const fd = this.liveFd(offsetBytes);
+    if (this.gate === OPEN_GATE) {
+      if (lengthBytes >= PUNCH_HOLE_MIN_BYTES && this.punchHole(offsetBytes, lengthBytes)) return;
+    } else {
+      // A fenced node's discard is refused, as its writes are, even where there is nothing to zero.
+      this.gate.enter(this.name, offsetBytes);
+      this.gate.leave();
+    }
     const zeros = Buffer.alloc(Math.min(lengthBytes, ZERO_CHUNK_BYTES));
-    for (let doneBytes = 0; doneBytes < lengthBytes; doneBytes += zeros.length) {
-      const n = Math.min(zeros.length, lengthBytes - doneBytes);
-      this.writeSync(n === zeros.length ? zeros : zeros.subarray(0, n), offsetBytes + doneBytes);
+    for (const [fromBytes, toBytes] of writtenExtents(fd, offsetBytes, offsetBytes + lengthBytes)) {
+      for (let at = fromBytes; at < toBytes; at += zeros.length) {
+        const n = Math.min(zeros.length, toBytes - at);
+        this.writeSync(n === zeros.length ? zeros : zeros.subarray(0, n), at);
+      }
     }
   }
 
   /**
    * Node has no fallocate(2); util-linux's fallocate(1) punches the hole (discards are rare and
-   * large, so one process spawn is cheap next to the blocks it frees). Returns false if it cannot.
+   * large, so one process spawn is cheap next to the blocks it frees). Only for a device no fence
+   * gate guards (discardSync says why). Returns false if it cannot.
    */
   private punchHole(offsetBytes: number, lengthBytes: number): boolean {
-    this.gate.enter(this.name, offsetBytes);
     try {
       execFileSync('fallocate', ['--punch-hole', '--offset', String(offsetBytes), '--length', String(lengthBytes), this.name], {
         stdio: 'ignore',
@@ -159,8 +188,6 @@ export class FileDisk implements SyncBlockDevice, SyncFitness {
       return true;
     } catch {
       return false;
-    } finally {
-      this.gate.leave();
     }
   }
 
@@ -210,6 +237,36 @@ export class FileDisk implements SyncBlockDevice, SyncFitness {
     await afterDeferred();
     await Promise.allSettled([...this.flushesInFlight]);
     this.closeSync();
+  }
+}
+
+/**
+ * The written (data) parts of [fromBytes, toBytes) of the file open as `fd`, in order
+ * (lseek SEEK_DATA/SEEK_HOLE). A file system that cannot tell reports the whole file as data
+ * (Linux's generic lseek), as does a block device; if the lseek itself fails, the rest of the
+ * range counts as written, so a discard zeroes too much rather than too little.
+ */
+function* writtenExtents(fd: number, fromBytes: number, toBytes: number): Generator<[number, number]> {
+  let at = fromBytes;
+  while (at < toBytes) {
+    let dataAt: number;
+    let holeAt: number;
+    try {
+      dataAt = fsExt.seekSync(fd, at, SEEK_DATA);
+      holeAt = fsExt.seekSync(fd, dataAt, SEEK_HOLE);
+    } catch (err) {
+      // ENXIO: no data at or after `at` (up to the end of the file).
+      if ((err as NodeJS.ErrnoException).code !== 'ENXIO') yield [at, toBytes];
+      return;
+    }
+    if (dataAt >= toBytes) return;
+    if (holeAt <= dataAt) {
+      // Not what lseek promises (the file changed under us?): count the rest as written.
+      yield [dataAt, toBytes];
+      return;
+    }
+    yield [dataAt, Math.min(holeAt, toBytes)];
+    at = holeAt;
   }
 }
 
