@@ -334,6 +334,31 @@ test('gate lease: writes in flight across turns are counted; no lease ends (not 
   t.throws(() => g0.leave(), { message: /leave without enter/ });
 });
 
+test('a write that entered and waited is asked again (check) without entering again: passed while the node is not fenced, refused once it fenced itself; its one leave ends the lease; a self-fence calls each listener once', async (t) => {
+  const { info, g0 } = await twoRegistered(t, 1);
+  const probe = new LockFile(gateLockPath(reservationSpec(info).lockDir, 0));
+  t.teardown(() => probe.close());
+  const heard: string[] = [];
+  g0.onSelfFence((reason) => heard.push(`early: ${reason}`));
+  g0.enter('dev', 0);
+  // The write waits across turns (an NBD request queued for room): its lease is held meanwhile.
+  await new Promise((r) => setTimeout(r, GATE_LEASE_MS_MAX * 5));
+  t.false(probe.tryLock('ex'), 'held while the write waits');
+  t.notThrows(() => g0.check('dev', 0));
+  const refusedBefore = g0.refusedWrites;
+  g0.selfFence('test');
+  g0.selfFence('again');
+  t.deepEqual(heard, ['early: test'], 'called once, with the first reason');
+  g0.onSelfFence((reason) => heard.push(`late: ${reason}`));
+  t.deepEqual(heard, ['early: test', 'late: test'], 'a listener added after the self-fence is called at once');
+  t.throws(() => g0.check('dev', 0), { instanceOf: DiskError, code: 'EFENCED', message: /dev: write at offset 0 refused: node 0 has fenced itself \(test\)/ });
+  t.is(g0.refusedWrites, refusedBefore + 1);
+  g0.leave();
+  t.true(probe.tryLock('ex'), 'the one leave ended the lease: check entered nothing');
+  probe.unlock();
+  t.throws(() => g0.leave(), { message: /leave without enter/ });
+});
+
 test('vouched lease: a registered writer\'s later writes in a lease skip the check; a preempt waits for the lease, and the first write after it is refused', async (t) => {
   const { pr, k0, k1, g0 } = await twoRegistered(t, 1);
   // Two writes in flight keep one lease across turns (an async device's writes).
