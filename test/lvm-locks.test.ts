@@ -6,7 +6,7 @@ import { Mode } from '../src/dlm/compat-matrix.js';
 import { FormatError } from '../src/errors.js';
 import { decodeValBlk, encodeValBlk, VAL_BLK_BYTES, VAL_BLK_VERSION, VBF_REMOVED } from '../src/format/lvm-val-blk.js';
 import { RESOURCE_NAME_BYTES_MAX } from '../src/format/lockspace.js';
-import { dlmMode, GLOBAL_LOCK, lockLv, LvLockConflict, lvLockResource, vgLockResource, withGlobalLock, withVgLock } from '../src/volume/lvm-locks.js';
+import { dlmMode, GLOBAL_LOCK, lockLv, LvLockConflict, lvLockResource, lvOpenClaimResource, parseLvLockResource, vgLockResource, withGlobalLock, withVgLock } from '../src/volume/lvm-locks.js';
 import { fuzzRandom, onlyFormatError } from './helpers/fuzz.js';
 import { setupLockspaces } from './helpers/fake-lockspaces.js';
 
@@ -25,6 +25,12 @@ test('names: GLLK in lvm_global, VGLK and the dashed LV uuid in lvm_<VG>; sh is 
   t.is(lvLockResource(long, UUID).length, RESOURCE_NAME_BYTES_MAX);
   t.true(lvLockResource(long, UUID).endsWith(':Dld9uk-HeDM-FZJ5-P8GJ-vOwH-wXMn-Efzlxl'));
   t.throws(() => lvLockResource('vg0', 'short'));
+  // An open claim (src/volume/open-claim.ts) is no LV lock: its own name, cut to fit, never parsed as an LV lock.
+  t.is(lvOpenClaimResource('vg0', UUID), 'lvm_vg0:Dld9uk-HeDM-FZJ5-P8GJ-vOwH-wXMn-Efzlxl:plain');
+  t.is(lvOpenClaimResource(long, UUID).length, RESOURCE_NAME_BYTES_MAX);
+  t.true(lvOpenClaimResource(long, UUID).endsWith(':Dld9uk-HeDM-FZJ5-P8GJ-vOwH-wXMn-Efzlxl:plain'));
+  t.is(parseLvLockResource(lvOpenClaimResource('vg0', UUID)), undefined);
+  t.deepEqual(parseLvLockResource(lvLockResource('vg0', UUID)), { vgPrefix: 'vg0', lvUuid: 'Dld9uk-HeDM-FZJ5-P8GJ-vOwH-wXMn-Efzlxl' });
 });
 
 test('val_blk: 8 bytes LE {version 0x0101, flags, seqno}; zero is "never written"; bad bytes are FormatErrors naming the offset', (t) => {

@@ -8,7 +8,8 @@
 // killed at teardown. Checked:
 //   - an io node (node 1) with VG/lv1 open plainly: lvreduce, lvremove, lvextend and pvmove as
 //     node 2 (joined for the command) refuse in one line naming node 1; the seqno is unchanged;
-//     the real pvck and vgck are clean; once node 1 closes it, lvreduce goes through;
+//     `cluster status` lists node 1's open claim (mode open); the real pvck and vgck are clean;
+//     once node 1 closes it, the claim is gone and lvreduce goes through;
 //   - `sanbox node --volume VG/lv1` (node 1, heartbeating on the ocfs2 volume on the LV) beside
 //     running nodes 0 and 2: lvextend and lvreduce through running node 2 (its control channel:
 //     the holders are asked of node 2's lockspace) refuse naming node 1; node 1 killed with
@@ -35,6 +36,14 @@ function refusedFor(l: Lab, lv: string, who: string): RegExp {
   return new RegExp(`^sanbox: ${l.vg}/${lv}: in use by ${who} without the logical volume's cluster lock, which a layout change cannot lock out; not changed[^\\n]*\\n$`);
 }
 
+/** The open claims `cluster status --json` lists (activeLvs of mode open): [node, lock]. */
+async function openClaims(t: ExecutionContext, l: Lab): Promise<[number, string][]> {
+  const r = await sanboxCli(t, ['cluster', 'status', l.cluster, '--json']);
+  t.is(r.code, 0, r.stderr);
+  const s = JSON.parse(r.stdout) as { activeLvs: { node: number; mode: string; lock: string }[] };
+  return s.activeLvs.filter((a) => a.mode === 'open').map((a) => [a.node, a.lock]);
+}
+
 /** `args` as node `node` of the lab's cluster (joined for the command, or through node `node` if it runs). */
 function asNode(t: ExecutionContext, l: Lab, node: number, args: string[]): ReturnType<typeof sanboxCli> {
   return sanboxCli(t, [...args, '--cluster', l.cluster, '--node', String(node), '--devices', l.pvs.join(',')]);
@@ -59,12 +68,17 @@ test('a node on another host (its own lock directory) with VG/LV open without th
     else t.is(await seqno(l), before, `${change[0]}: nothing committed`);
   }
   t.is((await asNode(t, l, 2, ['pvmove', '--abort'])).code, 0);
+  const claims = await openClaims(t, l);
+  t.is(claims.length, 1, JSON.stringify(claims));
+  t.is(claims[0]![0], 1, 'cluster status shows node 1 with the LV open without its lock');
+  t.regex(claims[0]![1], new RegExp(`^lvm_${l.vg}:[\\w!#-]{38}:plain$`));
   // lv2 is nobody's: its change goes through beside node 1's open lv1.
   const other = await asNode(t, l, 2, ['lvextend', `${l.vg}/lv2`, '-L', '+1m']);
   t.is(other.code, 0, other.stderr);
   await realToolsClean(t, l);
   n.send('close v');
   t.is((await answered(n, 'close:v', WRITER_READY_MS)).ev, 'done');
+  t.deepEqual(await openClaims(t, l), [], 'the claim went with the close');
   const mid = await seqno(l);
   const r = await asNode(t, l, 2, ['lvreduce', `${l.vg}/lv1`, '-L', '4m', '-y']);
   t.is(r.code, 0, r.stderr);
@@ -93,6 +107,7 @@ test('`node --volume VG/LV` on another host holds the claim for its life: change
   }
   t.is(await seqno(l), before, 'nothing committed while node 1 heartbeats on the LV');
 
+  t.deepEqual((await openClaims(t, l)).map((c) => c[0]), [1], 'cluster status: node 1 has the LV open without its lock');
   opener.child.kill('SIGKILL');
   await opener.exited;
   // Dead but not yet fenced: it could be a stalled node about to write again, so still named.

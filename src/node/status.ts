@@ -15,7 +15,7 @@ import { Mode } from '../dlm/compat-matrix.js';
 import { lockspaceFormatted, readSnapshot, resourceLabel } from '../dlm/lock-manager.js';
 import { dashId } from '../format/lvm/uuid.js';
 import { readClusterDevices } from '../volume/cluster-devices.js';
-import { parseLvLockResource } from '../volume/lvm-locks.js';
+import { parseLvLockResource, parseLvOpenClaimResource } from '../volume/lvm-locks.js';
 import { withSession } from '../volume/manager.js';
 import { openJournal } from '../fs/journal-reader.js';
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
@@ -58,30 +58,40 @@ export interface ClusterStatus {
   slots: SlotStatus[];
   /** With `--volume`: which node has each named volume mounted in which slot (its slot map). */
   mounts?: VolumeMount[];
-  /** LVs active on nodes: their LV locks granted in the lockspace (lvmlockd's activation locks). */
+  /**
+   * LVs active on nodes: their LV locks granted in the lockspace (lvmlockd's activation locks), and
+   * the open claims of nodes that have an LV open without its lock (src/volume/open-claim.ts).
+   */
   activeLvs: ActiveLv[];
 }
 
-/** An LV lock granted to a node, as the lockspace on the cluster image shows it. */
+/** An LV lock (or an open claim) granted to a node, as the lockspace on the cluster image shows it. */
 export interface ActiveLv {
   node: number;
   /** VG/LV when the cluster's device list finds the VG, else the lock's VG name and the LV uuid. */
   lv: string;
   lvUuid: string;
-  /** sh (PR: shared activation, or I/O beside others) or ex (EX). */
-  mode: 'sh' | 'ex';
+  /**
+   * sh (PR: shared activation, or I/O beside others) or ex (EX); open: the node has the LV open
+   * without its LV lock (its open claim), and a layout change is refused while it does.
+   */
+  mode: 'sh' | 'ex' | 'open';
   lock: string;
 }
 
-/** The LV locks granted in the lockspace, named through the VGs on the cluster's device list. */
+/** The LV locks and open claims granted in the lockspace, named through the VGs on the cluster's device list. */
 async function readActiveLvs(dev: BlockDevice): Promise<ActiveLv[]> {
   const region = await openRegion(dev, 'lockspace');
   // No node has joined yet: no lock at all.
   if (!(await lockspaceFormatted(region))) return [];
   const snap = await readSnapshot(region);
   const held = snap.locks.flatMap((l) => {
-    const r = l.grantedMode === null ? undefined : parseLvLockResource(resourceLabel(l.resource));
-    return r === undefined ? [] : [{ node: l.nodeId, lock: resourceLabel(l.resource), mode: (l.grantedMode === Mode.EX ? 'ex' : 'sh') as ActiveLv['mode'], ...r }];
+    if (l.grantedMode === null) return [];
+    const lock = resourceLabel(l.resource);
+    const r = parseLvLockResource(lock);
+    if (r !== undefined) return [{ node: l.nodeId, lock, mode: (l.grantedMode === Mode.EX ? 'ex' : 'sh') as ActiveLv['mode'], ...r }];
+    const claim = parseLvOpenClaimResource(lock);
+    return claim === undefined ? [] : [{ node: l.nodeId, lock, mode: 'open' as const, ...claim }];
   });
   if (held.length === 0) return [];
   // Names: the LVs of the VGs on the cluster's device list (best effort: an unreadable VG keeps the uuid).

@@ -92,6 +92,11 @@ export function lvOpenClaimResource(vg: string, lvUuid: string): string {
   return `${lockspaceOf(vg, VG_NAME_IN_OPEN_CLAIM_MAX)}${lvLock.slice(lvLock.lastIndexOf(':'))}${OPEN_CLAIM_SUFFIX}`;
 }
 
+/** An open claim's resource taken apart as parseLvLockResource takes an LV lock's; undefined for any other resource. */
+export function parseLvOpenClaimResource(resource: string): { vgPrefix: string; lvUuid: string } | undefined {
+  return resource.endsWith(OPEN_CLAIM_SUFFIX) ? parseLvLockResource(resource.slice(0, -OPEN_CLAIM_SUFFIX.length)) : undefined;
+}
+
 /** lvm2's uuid alphabet, dashed 6-4-4-4-4-4-6 (reference/lvm2.md §6). */
 const DASHED_UUID_RE = /^[0-9A-Za-z!#]{6}-(?:[0-9A-Za-z!#]{4}-){5}[0-9A-Za-z!#]{6}$/;
 

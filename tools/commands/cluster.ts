@@ -58,7 +58,7 @@ function printReport(s: ClusterStatus): void {
 
 function printActiveLvs(s: ClusterStatus): void {
   if (s.activeLvs.length === 0) return;
-  process.stdout.write('\nActive LVs (LV locks granted in the lockspace):\n');
+  process.stdout.write('\nActive LVs (LV locks granted in the lockspace; mode open: opened without the LV lock, changes refused):\n');
   printTable(s.activeLvs, [
     { header: 'LV', value: (a) => a.lv },
     { header: 'Node', value: (a) => a.node, align: 'right' },
