@@ -89,7 +89,7 @@ const SEND_COPY_MAX_BYTES = 16 * 1024;
 /**
  * The buffer a request sent at once is encoded into, reused while the kernel takes each write
  * whole (a fresh buffer per request was a real allocation above Node's 4 KiB pool size, so every
- * 4 KiB write made garbage; docs/nbd.md, "Fifth round").
+ * 4 KiB write made garbage; docs/nbd.md, "Writes at QD1").
  */
 const SEND_BUFFER_BYTES = P.REQUEST_HEADER_BYTES + SEND_COPY_MAX_BYTES;
 
@@ -417,7 +417,7 @@ export class NbdDevice implements BlockDevice {
       );
     }
     // One request (the common case): the request itself leaves the gate when it settles, so the
-    // caller gets the request's own promise, not one more around it (docs/nbd.md, "Fifth round").
+    // caller gets the request's own promise, not one more around it (docs/nbd.md, "Writes at QD1").
     try {
       this.gate.enter(this.name, offsetBytes);
     } catch (err) {
