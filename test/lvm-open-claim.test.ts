@@ -12,7 +12,8 @@
 //     once node 1 closes it, the claim is gone and lvreduce goes through;
 //   - `sanbox node --volume VG/lv1` (node 1, heartbeating on the ocfs2 volume on the LV) beside
 //     running nodes 0 and 2: lvextend and lvreduce through running node 2 (its control channel:
-//     the holders are asked of node 2's lockspace) refuse naming node 1; node 1 killed with
+//     the holders are asked of node 2's lockspace) refuse naming node 1, and so does lvextend
+//     through node 1 itself (`ctl C 1 lvm`, from a lock directory not node 1's); node 1 killed with
 //     SIGKILL: still refused until nodes 0 and 2 have fenced it (a stalled node could resume and
 //     write through the layout it read), then lvextend goes through; pvck and vgck clean.
 
@@ -105,6 +106,10 @@ test('`node --volume VG/LV` on another host holds the claim for its life: change
     t.is(r.code, 1, `${change[0]}: ${r.stdout}`);
     t.regex(r.stderr, refusedFor(l, 'lv1', 'node 1'), change[0]!);
   }
+  // Through node 1 itself, from this process's lock directory (not node 1's): node 1 names its own claim.
+  const own = await sanboxCli(t, ['ctl', l.cluster, '1', 'lvm', 'lvextend', '-L', '+4m', `${l.vg}/lv1`, '--devices', devices]);
+  t.is(own.code, 1, `through node 1: ${own.stdout} ${own.stderr}`);
+  t.regex(own.stderr, refusedFor(l, 'lv1', 'node 1'), 'through node 1');
   t.is(await seqno(l), before, 'nothing committed while node 1 heartbeats on the LV');
 
   t.deepEqual((await openClaims(t, l)).map((c) => c[0]), [1], 'cluster status: node 1 has the LV open without its lock');

@@ -110,11 +110,16 @@ export function registerNodeCommands(control: ControlServer, node: RunningNode):
     return { resource, released: true };
   });
 
-  // Who else holds a resource, as this node's lockspace sees it (fenced incarnations left out):
-  // an LVM command through this node names the holders of an LV lock or an open claim with it.
+  // Who holds a resource, as this node's lockspace sees it (fenced incarnations left out), this
+  // node included: an LVM command through this node names the holders of an LV lock with it (its
+  // own node left out there), and refuses a layout change while any node, this one too, holds the
+  // LV's open claim (src/volume/open-claim.ts: this node's --volume VG/LV, whatever lock directory
+  // the command's process uses).
   control.handle('holders', async (req) => {
     const resource = str(req, 'resource')!;
-    const holders = await (await node.lockspace()).holders(resource);
+    const ls = await node.lockspace();
+    const own = ls.heldLocks().filter((l) => l.name === resource && l.mode !== null).map((l) => ({ nodeId: node.nodeId, mode: l.mode! }));
+    const holders = [...own, ...(await ls.holders(resource))];
     return { resource, holders: holders.map((h) => ({ nodeId: h.nodeId, mode: modeName(h.mode) })) };
   });
 

@@ -57,14 +57,18 @@ export async function openClaimed<D extends ClaimableLv>(ls: LockService, vg: st
   );
 }
 
+/** No node is "self" for holdersOf: the changer's own node is named too when it holds the claim. */
+const ANY_NODE = -1;
+
 /**
  * Under the VG lock EX of a layout change: refuses the change (one line, naming the nodes) if any
- * other node holds the open claim of one of `lvs`. Nothing is requested, so nobody is disturbed.
- * This node's own plain openers are on this host, where the host's flock (vg-lock.ts) names them.
+ * node holds the open claim of one of `lvs`. Nothing is requested, so nobody is disturbed. Through
+ * a running node the node answers for itself too (commands.ts `holders`); a process joined as the
+ * node for the command is the node's only incarnation, with no plain opener but itself.
  */
 export async function refuseOpenClaims(ls: LockService, vg: string, lvs: { name: string; id: string }[]): Promise<void> {
   for (const lv of lvs) {
-    const holders = await holdersOf(ls, lvOpenClaimResource(vg, lv.id));
+    const holders = await holdersOf(ls, lvOpenClaimResource(vg, lv.id), ANY_NODE);
     if (holders.length > 0) throw openedWithoutLvLock(`${vg}/${lv.name}`, holders.map((h) => `node ${h.nodeId}`).join(', '));
   }
 }
