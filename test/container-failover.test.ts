@@ -224,7 +224,7 @@ test('a takeover through running node N: N preempts the fenced owner\'s key; thr
   await new Promise((r) => setTimeout(r, 300));
   nodes[2]!.child.kill('SIGCONT');
   const r = await exited(stalled.child, EXIT_MS);
-  if (fenceSteps.some((x) => x.includes(`client:killed(pid ${stalled.child.pid})`))) {
+  if (fenceSteps.some((x) => x.includes(`client:sigkill(pid ${stalled.child.pid})`))) {
     // The disk fence escalated to the power fence (node 2 stopped inside a gate lease), which kills its clients too.
     t.is(r.signal, 'SIGKILL', `killed with its node: ${JSON.stringify(r)}`);
   } else {

@@ -64,7 +64,7 @@ async function node2Change(t: ExecutionContext, l: Lab): Promise<void> {
 /** The stalled command failed in one line naming the fence; the VG is node 2's change only, as sanbox and the real tools read it. */
 async function onlyNode2Changed(t: ExecutionContext, l: Lab, stalled: PausedCommand, seqnoBefore: number, fenceSteps: string[] = []): Promise<void> {
   const r = await exited(stalled.child, EXIT_MS);
-  if (fenceSteps.some((s) => s.includes(`client:killed(pid ${stalled.child.pid})`))) {
+  if (fenceSteps.some((s) => s.includes(`client:sigkill(pid ${stalled.child.pid})`))) {
     // A fence of node 1 kills node 1's clients (src/node/clients.ts): nothing to resume.
     t.is(r.signal, 'SIGKILL', `the client was killed with its node: ${JSON.stringify(r)}`);
   } else {
@@ -97,7 +97,7 @@ test.serial('a change through running node 1, stalled at its commit point past n
   await new Promise((r) => setTimeout(r, COMMIT_SENT_MS));
   const fenceSteps = await fencedByPeers([nodes[0]!, nodes[2]!]);
   t.false(fenceSteps.some((x) => /power:/.test(x)), `a disk fence only: ${fenceSteps.join('; ')}`);
-  t.true(fenceSteps.some((x) => x.includes(`client:killed(pid ${stalled.child.pid})`)), `the disk fence killed node 1's client: ${fenceSteps.join('; ')}`);
+  t.true(fenceSteps.some((x) => x.includes(`client:sigkill(pid ${stalled.child.pid})`)), `the disk fence killed node 1's client: ${fenceSteps.join('; ')}`);
   await node2Change(t, l);
   nodes[1]!.child.kill('SIGCONT');
   await onlyNode2Changed(t, l, stalled, seqnoBefore, fenceSteps);

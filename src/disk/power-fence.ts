@@ -84,25 +84,43 @@ export interface PowerFenceResult {
 }
 
 /**
+ * Sends SIGKILL to exactly this process if it runs: false if it was not running (exited, or its
+ * pid is now another process's). Throws EFENCED if it is on another machine or cannot be signalled.
+ */
+function sendKill(id: ProcessIdentity, what: string): boolean {
+  if (!id.bootId.equals(bootId())) {
+    throw new SanboxError('EFENCED', `power fence: ${what} pid ${id.pid} ran on another machine (boot id ${id.bootId.toString('hex')}); cannot kill it from here`);
+  }
+  if (!isRunning(id)) return false;
+  try {
+    process.kill(id.pid, 'SIGKILL');
+  } catch (err) {
+    // ESRCH: it exited between the check and the kill; it is gone as the wait will see.
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw new SanboxError('EFENCED', `power fence: cannot kill ${what} pid ${id.pid}: ${(err as Error).message}`, { cause: err });
+  }
+  return true;
+}
+
+/**
  * SIGKILLs the process and waits (bounded by waitMs) until it is gone. SIGKILL also ends a
  * stopped (SIGSTOP) process. Throws if the process is on another machine or survives waitMs.
  */
 export async function powerFence(id: ProcessIdentity, waitMs: number, pollMs = POLL_MS_DEFAULT): Promise<PowerFenceResult> {
   const t0 = performance.now();
-  if (!id.bootId.equals(bootId())) {
-    throw new SanboxError('EFENCED', `power fence: pid ${id.pid} ran on another machine (boot id ${id.bootId.toString('hex')}); cannot kill it from here`);
-  }
-  if (!isRunning(id)) return { outcome: 'gone', waitedMs: 0 };
-  try {
-    process.kill(id.pid, 'SIGKILL');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw new SanboxError('EFENCED', `power fence: cannot kill pid ${id.pid}: ${(err as Error).message}`, { cause: err });
-  }
+  if (!sendKill(id, 'node')) return { outcome: 'gone', waitedMs: 0 };
   while (isRunning(id)) {
     if (performance.now() - t0 > waitMs) throw new SanboxError('EFENCED', `power fence: pid ${id.pid} still running ${waitMs} ms after SIGKILL`);
     await new Promise((r) => setTimeout(r, pollMs));
   }
   return { outcome: 'killed', waitedMs: performance.now() - t0 };
+}
+
+/** What killClients' one pass did to one client: SIGKILL sent, gone already, or it could not be signalled (why). */
+export interface ClientSignal {
+  pid: number;
+  outcome: 'sigkill' | 'gone' | 'survived';
+  /** Why it could not be signalled. */
+  why?: string;
 }
 
 /** What ending one client came to: killed, gone (not running: exited, or its pid now another process's), or survived (why). */
@@ -113,26 +131,59 @@ export interface ClientEnd {
   why?: string;
 }
 
+export interface ClientKill {
+  /** Per client, in order, what the one pass did: it returns once every SIGKILL is sent. */
+  sent: ClientSignal[];
+  /**
+   * Settles once every signalled client is gone or one shared deadline (waitMs after the pass)
+   * has passed, with each client's end in the same order. Never rejects.
+   */
+  ended: Promise<ClientEnd[]>;
+}
+
 /**
- * SIGKILLs each of a node's clients on this machine (src/node/clients.ts), one after the other, as
- * the power fence kills a node: named by pid and start time, so a reused pid is never killed and
- * one that exited is `gone`. A client that cannot be ended (another user's process, one still
- * there after waitMs) is `survived` with why, not an exception: ending clients is never a
- * condition of a fence (every write of theirs goes through their fenced node). `beforeEach` may
- * throw to stop (a fencer that fenced itself meanwhile kills nothing more).
+ * SIGKILLs a node's clients (src/node/clients.ts), as the power fence kills a node: each named by
+ * pid and start time, so a reused pid is never killed and one that exited is `gone`, and by the
+ * boot id of the node's record (clients run on their node's machine): a foreign one is refused
+ * (EFENCED), as powerFence refuses a node elsewhere, since pid and start ticks (10 ms-granular
+ * since boot) can repeat on another machine booted the same way. All are signalled in one pass,
+ * and the caller gets the SIGKILLs' outcome at once and the wait for the processes to go apart:
+ * ending clients is never a condition of a fence (every write of theirs goes through their fenced
+ * node), so nobody has to wait for one that cannot die at once (stuck in the kernel, D state: its
+ * SIGKILL stays pending) — and whoever waits, waits once for all, not waitMs per client. A client
+ * that cannot be ended (another user's process, one still there at the deadline) is `survived`
+ * with why, not an exception.
  */
-export async function killClients(clients: readonly NodeClient[], waitMs: number, pollMs = POLL_MS_DEFAULT, beforeEach: () => void = () => undefined): Promise<ClientEnd[]> {
-  const out: ClientEnd[] = [];
+export function killClients(clients: readonly NodeClient[], clientsBootId: Buffer, waitMs: number, pollMs = POLL_MS_DEFAULT): ClientKill {
+  if (!clientsBootId.equals(bootId())) {
+    throw new SanboxError('EFENCED', `cannot kill clients of a node on another machine (boot id ${clientsBootId.toString('hex')}) from here`);
+  }
+  const t0 = performance.now();
+  const sent: ClientSignal[] = [];
   for (const c of clients) {
-    beforeEach();
     try {
-      const r = await powerFence({ pid: c.pid, startTicks: c.startTicks, bootId: bootId() }, waitMs, pollMs);
-      out.push({ pid: c.pid, outcome: r.outcome });
+      sent.push({ pid: c.pid, outcome: sendKill({ pid: c.pid, startTicks: c.startTicks, bootId: clientsBootId }, 'client') ? 'sigkill' : 'gone' });
     } catch (err) {
-      out.push({ pid: c.pid, outcome: 'survived', why: (err as Error).message });
+      sent.push({ pid: c.pid, outcome: 'survived', why: (err as Error).message });
     }
   }
-  return out;
+  /** A signalled client still there; a /proc read that fails counts as still there (never taken for its death). */
+  const running = (i: number): boolean => {
+    try {
+      return isRunning({ pid: clients[i]!.pid, startTicks: clients[i]!.startTicks, bootId: clientsBootId });
+    } catch {
+      return true;
+    }
+  };
+  const ended = (async (): Promise<ClientEnd[]> => {
+    const signalled = sent.flatMap((s, i) => (s.outcome === 'sigkill' ? [i] : []));
+    while (signalled.some(running) && performance.now() - t0 <= waitMs) await new Promise((r) => setTimeout(r, pollMs));
+    return sent.map((s, i): ClientEnd => {
+      if (s.outcome !== 'sigkill') return s.why === undefined ? { pid: s.pid, outcome: 'gone' } : { pid: s.pid, outcome: 'survived', why: s.why };
+      return running(i) ? { pid: s.pid, outcome: 'survived', why: `still running ${waitMs} ms after SIGKILL` } : { pid: s.pid, outcome: 'killed' };
+    });
+  })();
+  return { sent, ended };
 }
 
 /** Live (not zombie) processes of process group `pgid` on this machine. */

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { hex64 } from '../format/where.js';
 import { schemeOf } from '../disk/open.js';
-import { bootId, killClients, killGroup, powerFence, type ProcessIdentity } from '../disk/power-fence.js';
+import { bootId, killClients, killGroup, powerFence, type ClientEnd, type ProcessIdentity } from '../disk/power-fence.js';
 import { nodeKey, PersistentReservations, sidecarStoreSpec, type PreemptResult } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
@@ -28,6 +28,12 @@ export interface FenceOutcome {
   /** What was done, e.g. ['preempt'] or ['power:killed', 'preempt']. */
   steps: string[];
   durationMs: number;
+  /**
+   * Set when the fence sent SIGKILL to clients of the victim: settles once they are gone or one
+   * powerFenceWaitMs after the kill, with each client's end (the fencer logs them). Never rejects;
+   * the fence does not wait for it.
+   */
+  clientsEnded?: Promise<ClientEnd[]>;
 }
 
 export interface FencerDeps {
@@ -118,23 +124,46 @@ export class Fencer {
    * itself fenced (src/node/node.ts). Safe with the disk fence too, where the victim lives on:
    * every write of a client passes through its node, refused now by its gate and lease, so a
    * client can write nothing more anyway; the kill frees only what is the client's own on this
-   * host. Not a condition of the fence: a client that cannot be killed (another user's process) or
-   * a record that cannot be read is logged, and the fence goes on.
+   * host. Not a condition of the fence (review 7, M1): every client gets its SIGKILL in one pass
+   * (steps `client:sigkill`), and the fence returns without waiting for any to go — one stuck in
+   * the kernel (D state) would otherwise hold up the victim's lock recovery and takeover by the
+   * power fence's wait, per client. Their ends are awaited against one deadline after the fence
+   * and logged (`after fencing node N: its client pid P killed`), and are the outcome's
+   * clientsEnded. A client that cannot be killed (another user's process), a record that cannot
+   * be read, or this node finding itself fenced meanwhile (it then kills nothing more: review 7,
+   * L1) is logged, and the fence stands.
    */
-  private async clients(nodeId: number, generation: bigint, steps: string[]): Promise<void> {
-    let rec: NodeRecord | null;
+  private clients(nodeId: number, generation: bigint, rec: NodeRecord | null, steps: string[]): Promise<ClientEnd[]> | undefined {
+    if (rec === null || rec.generation !== generation || !rec.bootId.equals(bootId())) return undefined;
+    const clients = rec.clients ?? [];
+    if (clients.length === 0) return undefined;
     try {
-      rec = await this.d.readNodeRecord(nodeId);
+      this.mayStillFence(nodeId);
+    } catch (err) {
+      this.d.log(`fencing node ${nodeId}: its clients were not ended: ${(err as Error).message}`);
+      steps.push('clients:stopped(this node fenced itself)');
+      return undefined;
+    }
+    const { sent, ended } = killClients(clients, rec.bootId, this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs);
+    for (const s of sent) {
+      if (s.why !== undefined) this.d.log(`fencing node ${nodeId}: its client pid ${s.pid} was not ended: ${s.why}`);
+      steps.push(`client:${s.outcome}(pid ${s.pid})`);
+    }
+    if (!sent.some((s) => s.outcome === 'sigkill')) return undefined;
+    void ended.then((ends) => ends.forEach((e, i) => {
+      if (sent[i]!.outcome === 'sigkill') this.d.log(`after fencing node ${nodeId}: its client pid ${e.pid} ${e.outcome === 'killed' ? 'killed' : `was not ended: ${e.why ?? ''}`}`);
+    })).catch(() => undefined);
+    return ended;
+  }
+
+  /** The victim's record once the fence is in place, for its clients; null (logged, a step) if it cannot be read. */
+  private async recordAfterFence(nodeId: number, steps: string[]): Promise<NodeRecord | null> {
+    try {
+      return await this.d.readNodeRecord(nodeId);
     } catch (err) {
       this.d.log(`fencing node ${nodeId}: its record did not read after the fence (${(err as Error).message}); its clients were not ended`);
       steps.push('clients:unread');
-      return;
-    }
-    if (rec === null || rec.generation !== generation || !rec.bootId.equals(bootId())) return;
-    const ends = await killClients(rec.clients ?? [], this.d.timing.powerFenceWaitMs, this.d.timing.powerFencePollMs, () => this.mayStillFence(nodeId));
-    for (const e of ends) {
-      if (e.why !== undefined) this.d.log(`fencing node ${nodeId}: its client pid ${e.pid} was not ended: ${e.why}`);
-      steps.push(`client:${e.outcome}(pid ${e.pid})`);
+      return null;
     }
   }
 
@@ -180,8 +209,8 @@ export class Fencer {
       }
       await this.preemptListed(nodeId, generation, key, steps);
     }
-    if (!opts.leftCleanly) await this.clients(nodeId, generation, steps);
-    return { nodeId, generation, steps, durationMs: performance.now() - t0 };
+    const clientsEnded = opts.leftCleanly ? undefined : this.clients(nodeId, generation, await this.recordAfterFence(nodeId, steps), steps);
+    return { nodeId, generation, steps, durationMs: performance.now() - t0, ...(clientsEnded === undefined ? {} : { clientsEnded }) };
   }
 
   /**

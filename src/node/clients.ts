@@ -93,6 +93,8 @@ export function registerClientCommands(control: ControlServer, node: RunningNode
     try {
       await rewrite();
     } catch (err) {
+      // The node's record keeps what landed (node.ts recordClients): this client is in neither now,
+      // so the node's own kill at its self-fence spares it; it reports the refusal itself (review 7, L2).
       clients.delete(ctx);
       throw err;
     }

@@ -98,7 +98,8 @@ export interface RunningNode {
   recordCommandGroup(pgid: number, startTicks: bigint): Promise<void>;
   /**
    * Records the processes acting as this node through its control channel (src/node/clients.ts)
-   * in its node record, for the power fence: they are killed with the node.
+   * in its node record, for the fencers: they are killed with the node. The node's own list (the one
+   * it kills when it finds itself fenced) changes only once that write has landed.
    */
   recordClients(clients: NodeClient[]): Promise<void>;
   /** The lockspace on the cluster image, opened on first use (ctl lock, sanbox lock). */
@@ -432,9 +433,15 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     await writeNodeRecord(device, info, record, n);
     // Later changes of the record (a command group, the clients) are written one after the other:
     // each write encodes the record as it is when it starts, so the last one to land is the newest.
+    // The clients change the record only once their write has landed (review 7, L2): record.clients
+    // is what the disk names, the list this node kills when it finds itself fenced, so a client
+    // whose registration was refused (that write failed: the node is fenced) is never killed by it.
     let recordWrites: Promise<unknown> = Promise.resolve();
-    const rewriteRecord = (): Promise<void> => {
-      const run = recordWrites.then(() => writeNodeRecord(device, info, record, n));
+    const rewriteRecord = (clients?: NodeClient[]): Promise<void> => {
+      const run = recordWrites.then(async () => {
+        await writeNodeRecord(device, info, clients === undefined ? record : { ...record, clients }, n);
+        if (clients !== undefined) record.clients = clients;
+      });
       recordWrites = run.catch(() => undefined);
       return run;
     };
@@ -470,10 +477,13 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     // clients (src/node/clients.ts): a fencer on another machine cannot, and under the disk fence
     // one on this machine may not have yet — whichever comes first; the other finds them gone.
     // Safe: the node's I/O is stopped already, and every write of a client is the node's.
+    // All are signalled in one pass and awaited against one deadline (review 7, M1): stop() waits
+    // for that (so the log says how each ended before the process exits), never powerFenceWaitMs
+    // per client; and nothing else waits — the fence of this node is its peers', not this.
     let clientsEnded: Promise<void> | undefined;
     const onSelfFenced = (reason: string): void => {
       const own = record.clients ?? [];
-      clientsEnded ??= own.length === 0 ? Promise.resolve() : killClients(own, timing.powerFenceWaitMs, timing.powerFencePollMs).then((ends) => {
+      clientsEnded ??= own.length === 0 ? Promise.resolve() : killClients(own, record.bootId, timing.powerFenceWaitMs, timing.powerFencePollMs).ended.then((ends) => {
         for (const e of ends) log(`node ${n} fenced itself: its client pid ${e.pid} ${e.outcome === 'survived' ? `was not ended: ${e.why ?? ''}` : e.outcome}`);
       });
       opts.onSelfFence?.(reason);
@@ -618,10 +628,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
         record.commandStartTicks = startTicks;
         return rewriteRecord();
       },
-      recordClients: (clients) => {
-        record.clients = [...clients];
-        return rewriteRecord();
-      },
+      recordClients: (clients) => rewriteRecord([...clients]),
       stop: () => {
         stopping ??= (async () => {
           // A fenced node's process ends after this: its clients first (onSelfFenced above).
