@@ -66,6 +66,8 @@ export function vgLockName(vg: string): string {
 /**
  * How a process holds a logical volume's in-use guard (host-local, like the image guard):
  *   shared     a plain opener: it holds no LV lock, so a cluster layout change cannot lock it out
+ *              (a node's plain opener also holds the LV's open claim in the cluster's lockspace,
+ *              which changers on every host see: src/volume/open-claim.ts)
  *   locked     an opener holding the LV's cluster lock (src/volume/locked-lv.ts): a layout change
  *              locks it out through that lock
  *   exclusive  a change without the cluster (lvreduce, mkfs): refused while anyone has the LV open
