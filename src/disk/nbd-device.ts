@@ -92,6 +92,16 @@ const SEND_COPY_MAX_BYTES = 16 * 1024;
  * 4 KiB write made garbage; docs/nbd.md, "Writes at QD1").
  */
 const SEND_BUFFER_BYTES = P.REQUEST_HEADER_BYTES + SEND_COPY_MAX_BYTES;
+/**
+ * A large request sent at once is handed to the kernel in writes of at most this much. Linux's
+ * tcp_sendmsg processes the ACKs that arrived meanwhile after every 16 packet buffers it fills in
+ * one call (up to 64 KiB each); in one write of a 1 MiB request (17 of them) that ends the
+ * connection's "application-limited" mark mid-request, and the last packet then gives BBR a rate
+ * sample that lowers its pacing rate, request after request (docs/nbd.md, "1 MiB writes to nbdkit:
+ * TCP pacing on loopback"). libnbd's two sends (header, payload) never fill 17 in one call; half a
+ * MiB per write (9 at most) does not either, for one more write(2) per MiB.
+ */
+const SEND_PIECE_MAX_BYTES = 512 * 1024;
 
 export type NbdFailure = 'refused' | 'disconnected' | 'timeout' | 'server-error' | 'protocol' | 'unsupported' | 'queue-full';
 
@@ -660,15 +670,20 @@ export class NbdDevice implements BlockDevice {
   }
 
   /**
-   * One request out at once, in one write: a small payload is copied behind its header into one
-   * buffer (cheaper than a writev), a large one leaves with it through cork/uncork (one writev, no copy).
+   * One request out at once: a small payload is copied behind its header into one buffer and leaves
+   * in one write (cheaper than a writev); a large one leaves with its header, uncopied, in writes of
+   * at most SEND_PIECE_MAX_BYTES (the header and the first piece in one writev through cork/uncork).
    */
   private sendNow(request: P.Request, payload: Buffer | undefined): void {
     if (payload !== undefined && payload.length > SEND_COPY_MAX_BYTES) {
+      const first = Math.min(payload.length, SEND_PIECE_MAX_BYTES);
       this.socket.cork();
       this.socket.write(P.encodeRequest(request));
-      this.socket.write(payload);
+      this.socket.write(first === payload.length ? payload : payload.subarray(0, first));
       this.socket.uncork();
+      for (let at = first; at < payload.length; at += SEND_PIECE_MAX_BYTES) {
+        this.socket.write(payload.subarray(at, Math.min(at + SEND_PIECE_MAX_BYTES, payload.length)));
+      }
       return;
     }
     const msg = this.sendBuffer.subarray(0, P.REQUEST_HEADER_BYTES + (payload?.length ?? 0));
