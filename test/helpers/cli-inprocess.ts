@@ -11,18 +11,18 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Bound on one in-process command line. */
+/** Default bound on one in-process command line. */
 const IN_PROCESS_TIMEOUT_MS = 20_000;
 
 let queue: Promise<unknown> = Promise.resolve();
 
-export function runCliInProcess(argv: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
-  const run = queue.then(() => runNow(argv, env));
+export function runCliInProcess(argv: string[], env: Record<string, string | undefined> = {}, timeoutMs = IN_PROCESS_TIMEOUT_MS): Promise<CliResult> {
+  const run = queue.then(() => runNow(argv, env, timeoutMs));
   queue = run.catch(() => undefined);
   return run;
 }
 
-async function runNow(argv: string[], env: Record<string, string | undefined>): Promise<CliResult> {
+async function runNow(argv: string[], env: Record<string, string | undefined>, timeoutMs: number): Promise<CliResult> {
   let stdout = '';
   let stderr = '';
   const outWrite = process.stdout.write.bind(process.stdout);
@@ -47,9 +47,9 @@ async function runNow(argv: string[], env: Record<string, string | undefined>): 
     // A command that hangs (a FIFO opened for reading…) is a defect; the run goes on without it.
     const hung = new Promise<number>((resolve) => {
       timer = setTimeout(() => {
-        stderr += `HUNG: no exit within ${IN_PROCESS_TIMEOUT_MS} ms\n`;
+        stderr += `HUNG: no exit within ${timeoutMs} ms\n`;
         resolve(-2);
-      }, IN_PROCESS_TIMEOUT_MS);
+      }, timeoutMs);
     });
     code = await Promise.race([main(argv), hung]);
   } catch (err) {
