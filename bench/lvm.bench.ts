@@ -297,7 +297,7 @@ async function openClusterDevices(name: string): Promise<ClusterDevices> {
  * unlocked LV are measured microseconds apart, each as often first as second. A device's rate in
  * a round is from the median of its samples there (a sample that lost the CPU to another process
  * is an outlier on either side alike); the round's ratio pairs the two LVs' rates of that round.
- * The goal is judged on the median of the rounds' ratios. No sample and no round is dropped, and
+ * The goal is judged on the median of the rounds' ratios. No sample and no counted round is dropped, and
  * every device gets the same treatment: the same offsets' distribution over the same PV bytes, the
  * same yields (outside the timing), the same warm-up (one uncounted round before a workload's rounds).
  */

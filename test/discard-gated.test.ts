@@ -10,6 +10,7 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createImage, diskInfo, FileDisk } from '../src/disk/index.js';
+import type { WriteGate } from '../src/disk/write-gate.js';
 import { DeviceProvider } from '../src/node/provider.js';
 import { presetTiming } from '../src/timing.js';
 import { readFileAt, tempDir } from './helpers/tmp.js';
@@ -70,4 +71,45 @@ test.serial('a discard through a fence gate never spawns fallocate: the written 
   await t.throwsAsync(node.discard(4 * MiB, 4 * MiB), { code: 'EFENCED', message: /refused/ }, 'refused where there is nothing to zero too');
   t.true(readFileAt(img, 0, MiB).every((b) => b === 0xbb), 'the fenced discard changed nothing');
   t.is(calls(log).length, 1);
+});
+
+// Review 7, L8: zeroing gigabytes in one call would hold the event loop (the heartbeat stops, the
+// node fences itself half-way). The gated discard is queued in slices; the loop turns between them.
+// The gate spends SLOW_ENTER_MS in each write's enter, so the discard takes far longer than the
+// turn budget (turn-budget.ts) on any machine: in one call, no timer could run before it ended.
+const SLOW_ENTER_MS = 2;
+const slowGate: WriteGate = {
+  enter() {
+    const untilMs = performance.now() + SLOW_ENTER_MS;
+    while (performance.now() < untilMs);
+  },
+  check() {},
+  leave() {},
+};
+
+test.serial('a long gated discard lets the event loop turn between its slices, keeps issue order, and reads as zeros', async (t) => {
+  const dir = tempDir(t);
+  const img = path.join(dir, 'long.img');
+  const sizeBytes = 64 * MiB;
+  createImage(img, { sizeBytes });
+  const dev = FileDisk.open(img, { gate: slowGate });
+  t.teardown(() => dev.closeSync());
+  dev.writeSync(Buffer.alloc(sizeBytes, 0xaa), 0);
+
+  let ticks = 0;
+  const ticker = setInterval(() => ticks++, 1);
+  t.teardown(() => clearInterval(ticker));
+  const startMs = performance.now();
+  const discarded = dev.discard(0, sizeBytes);
+  // Issued after the discard: must land after it, whichever turn the discard's slices run in.
+  const after = dev.write(Buffer.alloc(4096, 0xbb), sizeBytes - 4096);
+  t.is(ticks, 0, 'nothing turned the loop yet');
+  await Promise.all([discarded, after]);
+  const tookMs = performance.now() - startMs;
+  clearInterval(ticker);
+  t.log(`${sizeBytes / MiB} MiB discarded in ${tookMs.toFixed(0)} ms, ${ticks} turns of a 1 ms timer`);
+  t.true(ticks > 0, `the loop turned while ${sizeBytes / MiB} MiB were zeroed (${tookMs.toFixed(0)} ms)`);
+  const bytes = readFileAt(img, 0, sizeBytes);
+  t.true(bytes.subarray(0, sizeBytes - 4096).every((b) => b === 0), 'the range reads as zeros');
+  t.true(bytes.subarray(sizeBytes - 4096).every((b) => b === 0xbb), 'the write issued after the discard landed after it');
 });
