@@ -8,7 +8,8 @@
 //   M1: clients that cannot die at once (frozen in the kernel, D state: a cgroup v1 freezer keeps
 //       their SIGKILL pending) are all signalled in one pass and awaited against one deadline:
 //       the node knows every client's end one powerFenceWaitMs after its self-fence, not one such
-//       wait per client.
+//       wait per client; and its stop waits for none of their control connections (still open:
+//       a client that cannot die keeps its own open), so the fenced node's process can end.
 
 import test, { type ExecutionContext } from 'ava';
 import type { ChildProcess } from 'node:child_process';
@@ -31,6 +32,8 @@ const NODE = 1;
 const TIMING: Timing = deriveTiming({ intervalMs: 2000, deadThreshold: 10, ioTimeoutMs: 400 });
 /** Bound on the node finding itself fenced (its next heartbeat write, an interval away), with room. */
 const SELF_FENCE_MS = 10_000;
+/** Bound on a fenced node's stop: one power fence wait for its clients' ends, the rest bounded by an I/O timeout each, with room. */
+const STOP_MS = 4 * TIMING.powerFenceWaitMs;
 /** Bound on a killed process being reaped. */
 const EXIT_MS = 5000;
 
@@ -53,17 +56,14 @@ function idle(t: ExecutionContext): ChildProcess {
   return spawnChild(t, process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
 }
 
-/** Registers `c` as a client of the node over a connection of its own, kept open (the registration lasts while it is) until `close`. */
-async function register(t: ExecutionContext, image: string, c: ChildProcess): Promise<() => void> {
+/**
+ * Registers `c` as a client of the node over a connection of its own, left open as the client's
+ * own would be (the registration lasts while it is; a client that cannot die keeps it open).
+ */
+async function register(t: ExecutionContext, image: string, c: ChildProcess): Promise<void> {
   const conn = await connectNode(image, NODE);
   t.teardown(() => conn.close());
-  try {
-    await conn.request({ cmd: 'client-register', pid: c.pid!, startTicks: readProcStat(c.pid!)!.startTicks.toString() }, undefined, true);
-  } catch (err) {
-    conn.close();
-    throw err;
-  }
-  return () => conn.close();
+  await conn.request({ cmd: 'client-register', pid: c.pid!, startTicks: readProcStat(c.pid!)!.startTicks.toString() }, undefined, true);
 }
 
 /** Node 0 registered on the cluster image's reservations; the returned function preempts the node's key (what a peer's disk fence does). */
@@ -78,18 +78,23 @@ async function preempter(t: ExecutionContext, node: RunningNode): Promise<() => 
   };
 }
 
-/** Once the node has fenced itself: the clients' connections closed (a node's stop waits for its control connections), the node stopped. */
-async function stopFenced(node: RunningNode, closers: (() => void)[]): Promise<void> {
+/**
+ * Once the node has fenced itself, its stop, bounded: it waits for its clients' ends (one deadline)
+ * and for no control connection, though the clients' are still open. Returns how long it took.
+ */
+async function stopFenced(t: ExecutionContext, node: RunningNode): Promise<number> {
   await waitFor(() => node.heartbeat.fencedReason !== undefined, SELF_FENCE_MS, 'the node to fence itself');
-  for (const close of closers) close();
-  await node.stop();
+  const t0 = performance.now();
+  const stopped = await Promise.race([node.stop().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), STOP_MS))]);
+  t.true(stopped, `the fenced node stopped within ${STOP_MS} ms, its clients' connections open`);
+  return performance.now() - t0;
 }
 
 test.serial('a client whose registration the fenced node refused is not killed by it; one registered before is', async (t) => {
   const { node, image, logs } = await nodeOf(t);
   const before = idle(t);
   const refused = idle(t);
-  const closers = [await register(t, image, before)];
+  await register(t, image, before);
   const preempt = await preempter(t, node);
   // Right after a heartbeat write: the next one, which finds the fence, is an interval away.
   const { stats } = node.heartbeat;
@@ -99,7 +104,7 @@ test.serial('a client whose registration the fenced node refused is not killed b
   const err = await t.throwsAsync(register(t, image, refused));
   t.is((err as { code?: string }).code, 'EFENCED', `the registration is refused as fenced: ${err?.message}`);
   t.is(node.heartbeat.fencedReason, undefined, 'the node had not fenced itself when it refused the registration (the case under test)');
-  await stopFenced(node, closers);
+  await stopFenced(t, node);
   const ends = logs.filter((l) => l.msg.includes('fenced itself: its client')).map((l) => l.msg);
   t.deepEqual(ends, [`node ${NODE} fenced itself: its client pid ${before.pid} killed`]);
   t.is((await exited(before, EXIT_MS)).signal, 'SIGKILL', 'the client registered before the fence was killed');
@@ -111,12 +116,12 @@ test.serial('a fenced node signals all its clients at once and knows their ends 
   const { node, image, logs } = await nodeOf(t);
   const stopped = idle(t);
   const frozen = [idle(t), idle(t), idle(t)];
-  const closers: (() => void)[] = [];
-  for (const c of [stopped, ...frozen]) closers.push(await register(t, image, c));
+  for (const c of [stopped, ...frozen]) await register(t, image, c);
   for (const f of frozen) await freeze(t, f.pid!);
   stopped.kill('SIGSTOP');
   await (await preempter(t, node))();
-  await stopFenced(node, closers);
+  const stopMs = await stopFenced(t, node);
+  t.log(`the fenced node stopped in ${stopMs.toFixed(0)} ms`);
   const selfFencedAt = logs.find((l) => l.msg.startsWith('SELF-FENCED'))?.atMs;
   const ends = logs.filter((l) => l.msg.includes('fenced itself: its client'));
   t.log(ends.map((l) => l.msg).join('\n'));

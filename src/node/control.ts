@@ -38,6 +38,8 @@ export function controlSocketPath(runDir: string, nodeId: number): string {
 export class ControlServer {
   private readonly server: net.Server;
   private readonly handlers = new Map<string, ControlHandler>();
+  /** Open connections, for close({ dropAfterMs }). */
+  private readonly sockets = new Set<net.Socket>();
 
   private constructor(readonly socketPath: string) {
     this.server = net.createServer((sock) => this.serve(sock));
@@ -82,7 +84,9 @@ export class ControlServer {
     const runClosers = (): void => {
       for (const fn of closers.splice(0)) fn();
     };
+    this.sockets.add(sock);
     sock.on('close', () => {
+      this.sockets.delete(sock);
       closed = true;
       if (pending === 0) runClosers();
     });
@@ -131,8 +135,24 @@ export class ControlServer {
     }
   }
 
-  async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  /**
+   * Stops listening and resolves once every connection has closed. With dropAfterMs, ends those
+   * still open after that long (a fenced node's stop: a client of it that cannot die — stuck in the
+   * kernel, its SIGKILL pending — keeps its connection open, and must not keep the node's process
+   * alive; review 7, M1). Until then requests already sent are still answered (a fenced node
+   * refuses a killed client's queued write, and says so). Their onClose functions run as for any
+   * closed connection.
+   */
+  async close(opts: { dropAfterMs?: number } = {}): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    let timer: NodeJS.Timeout | undefined;
+    if (opts.dropAfterMs !== undefined) {
+      timer = setTimeout(() => {
+        for (const sock of this.sockets) sock.destroy();
+      }, opts.dropAfterMs);
+    }
+    await closed;
+    clearTimeout(timer);
     fs.rmSync(this.socketPath, { force: true });
     // The run directory goes with its last socket (rmdir refuses while other nodes' sockets are there).
     try {

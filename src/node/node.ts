@@ -651,7 +651,9 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
           // heartbeat.stop(true) is the clean leave; the rest unwinds the join.
           cleanups.splice(cleanups.indexOf(stopHeartbeats), 1);
           await undo();
-          await control?.close();
+          // A fenced node's clients are killed (or left to its fencers): it waits one I/O timeout
+          // for their connections, as for its lockspace close above, not for one that cannot die.
+          await control?.close(provider.fenced === undefined ? {} : { dropAfterMs: timing.ioTimeoutMs });
         })();
         return stopping;
       },
