@@ -6,7 +6,7 @@ import { Mode } from '../src/dlm/compat-matrix.js';
 import { FormatError } from '../src/errors.js';
 import { decodeValBlk, encodeValBlk, VAL_BLK_BYTES, VAL_BLK_VERSION, VBF_REMOVED } from '../src/format/lvm-val-blk.js';
 import { RESOURCE_NAME_BYTES_MAX } from '../src/format/lockspace.js';
-import { dlmMode, GLOBAL_LOCK, lockLv, LvLockConflict, lvLockResource, lvOpenClaimResource, parseLvLockResource, vgLockResource, withGlobalLock, withVgLock } from '../src/volume/lvm-locks.js';
+import { dlmMode, GLOBAL_LOCK, holdersOf, lockLv, LvLockConflict, lvLockResource, lvOpenClaimResource, parseLvLockResource, vgLockResource, withGlobalLock, withVgLock } from '../src/volume/lvm-locks.js';
 import { fuzzRandom, onlyFormatError } from './helpers/fuzz.js';
 import { setupLockspaces } from './helpers/fake-lockspaces.js';
 
@@ -135,4 +135,9 @@ test('LV lock: ex conflicts fail at once naming the holder; sh holders share; ex
   t.deepEqual(err2!.holders.map((h) => h.nodeId).sort(), [1, 2]);
   await s1.unlock();
   await s2.unlock();
+});
+
+test('holdersOf refuses to answer for a lock service that cannot list holders (never "nobody holds it")', async (t) => {
+  const blind = { nodeId: 3, lock: () => Promise.reject(new Error('not used')) };
+  await t.throwsAsync(holdersOf(blind, lvOpenClaimResource('vg0', 'x'.repeat(38))), { message: /cannot list the holders/ });
 });

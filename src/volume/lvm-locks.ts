@@ -130,7 +130,9 @@ export interface LockService {
 /** Nodes other than `self` that hold `resource` granted (for a one-line refusal naming them). */
 export async function holdersOf(ls: LockService, resource: string, self = ls.nodeId): Promise<{ nodeId: number; mode: string }[]> {
   if (ls.holders !== undefined) return (await ls.holders(resource)).filter((h) => h.nodeId !== self).map((h) => ({ nodeId: h.nodeId, mode: modeName(h.mode) }));
-  if (ls.snapshot === undefined) return [];
+  // A service that cannot say who holds what must not read as "nobody": a lock-out and the open
+  // claim's refusal decide on this list (review 7, L4a).
+  if (ls.snapshot === undefined) throw new SanboxError('EINVAL', `node ${ls.nodeId}: this lock service cannot list the holders of ${resource}`);
   const snap = await ls.snapshot();
   const want = Buffer.from(resource);
   return snap.locks
