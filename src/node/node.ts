@@ -547,9 +547,10 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     // while it is open (src/volume/open-claim.ts).
     provider.claimPlainOpensIn(openLockspace, timing.lockTimeoutMs);
     // A join that fails from here closes the lockspace after the LV homes (their claims) and before the heartbeats.
-    cleanups.push(async () => {
+    const closeLockspace = async (): Promise<void> => {
       await (await lockspace?.catch(() => undefined))?.close();
-    });
+    };
+    cleanups.push(closeLockspace);
     const lvHomes = await openLvHomes(lvVolumes, { provider, nodeCount: info.config.nodeCount, n, timing, addHeartbeat, cleanups });
     for (const [k, h] of lvHomes) homes.set(k, h);
 
@@ -648,8 +649,13 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
           membership.stop();
           for (const h of heartbeats) await h.stop(true);
           left = true;
-          // heartbeat.stop(true) is the clean leave; the rest unwinds the join.
-          cleanups.splice(cleanups.indexOf(stopHeartbeats), 1);
+          // heartbeat.stop(true) is the clean leave, and the lockspace was closed above within its
+          // bound (a fenced node's writes may stall for good: an unbounded second close would keep
+          // the process alive); the rest unwinds the join.
+          for (const done of [stopHeartbeats, closeLockspace]) {
+            const at = cleanups.indexOf(done);
+            if (at >= 0) cleanups.splice(at, 1);
+          }
           await undo();
           // A fenced node's clients are killed (or left to its fencers): it waits one I/O timeout
           // for their connections, as for its lockspace close above, not for one that cannot die.
