@@ -131,6 +131,11 @@ export interface ClientEnd {
   why?: string;
 }
 
+/** "client pid P killed" (gone, was not ended: why): one client's end, as fencers and nodes log it. */
+export function describeClientEnd(e: ClientEnd): string {
+  return `client pid ${e.pid} ${e.outcome === 'survived' ? `was not ended: ${e.why ?? ''}` : e.outcome}`;
+}
+
 export interface ClientKill {
   /** Per client, in order, what the one pass did: it returns once every SIGKILL is sent. */
   sent: ClientSignal[];

@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { hex64 } from '../format/where.js';
 import { schemeOf } from '../disk/open.js';
-import { bootId, killClients, killGroup, powerFence, type ClientEnd, type ProcessIdentity } from '../disk/power-fence.js';
+import { bootId, describeClientEnd, killClients, killGroup, powerFence, type ClientEnd, type ProcessIdentity } from '../disk/power-fence.js';
 import { nodeKey, PersistentReservations, sidecarStoreSpec, type PreemptResult } from '../disk/reservations.js';
 import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
@@ -151,7 +151,7 @@ export class Fencer {
     }
     if (!sent.some((s) => s.outcome === 'sigkill')) return undefined;
     void ended.then((ends) => ends.forEach((e, i) => {
-      if (sent[i]!.outcome === 'sigkill') this.d.log(`after fencing node ${nodeId}: its client pid ${e.pid} ${e.outcome === 'killed' ? 'killed' : `was not ended: ${e.why ?? ''}`}`);
+      if (sent[i]!.outcome === 'sigkill') this.d.log(`after fencing node ${nodeId}: its ${describeClientEnd(e)}`);
     })).catch(() => undefined);
     return ended;
   }

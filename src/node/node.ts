@@ -26,7 +26,7 @@ import { schemeOf } from '../disk/open.js';
 import { isLvSpec } from '../volume/resolve.js';
 import { clusterDeviceSpecs } from '../volume/lvm-cluster.js';
 import { readClusterDevices } from '../volume/cluster-devices.js';
-import { killClients, selfIdentity } from '../disk/power-fence.js';
+import { describeClientEnd, killClients, selfIdentity } from '../disk/power-fence.js';
 import { LockFile, nodeKey, ReservationStore } from '../disk/reservations.js';
 import { modeName } from '../dlm/compat-matrix.js';
 import { Lockspace } from '../dlm/lock-manager.js';
@@ -484,7 +484,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     const onSelfFenced = (reason: string): void => {
       const own = record.clients ?? [];
       clientsEnded ??= own.length === 0 ? Promise.resolve() : killClients(own, record.bootId, timing.powerFenceWaitMs, timing.powerFencePollMs).ended.then((ends) => {
-        for (const e of ends) log(`node ${n} fenced itself: its client pid ${e.pid} ${e.outcome === 'survived' ? `was not ended: ${e.why ?? ''}` : e.outcome}`);
+        for (const e of ends) log(`node ${n} fenced itself: its ${describeClientEnd(e)}`);
       });
       opts.onSelfFence?.(reason);
     };
