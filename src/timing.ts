@@ -249,6 +249,8 @@ export const CONTROL_REQUEST_TIMEOUT_MS_DEFAULT = 5000;
  * event loop is busy); a stopped (SIGSTOP) node is caught by the request's bound.
  */
 export const CTL_CONNECT_TIMEOUT_MS = 1000;
+/** Bound on a control request's answer (a lock request adds its own lock timeout to this). */
+export const CTL_ANSWER_TIMEOUT_MS = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT;
 /** How long a launched node may take to leave after SIGTERM before it is killed. */
 export const LEAVE_TIMEOUT_MS = 5000;
 /** How often the launcher looks at the event lines it collected. */

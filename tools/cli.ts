@@ -7,7 +7,7 @@ import { isSanboxError, UsageError } from '../src/errors.js';
 import { commandGroups } from './commands/index.js';
 import { ctlLvmArgv } from './commands/ctl.js';
 import { explainErrno } from '../src/disk/system-error.js';
-import { EXIT_SELF_FENCED } from '../src/node/run.js';
+import { EXIT_SELF_FENCED } from '../src/node/exit-status.js';
 
 /**
  * Exit statuses, the same for the same kind of error in every command (README "Exit status").

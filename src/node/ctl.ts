@@ -5,14 +5,11 @@
 
 import { SanboxError, type ErrorCode } from '../errors.js';
 import { readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
-import { ControlClient, controlSocketPath, CONTROL_REQUEST_TIMEOUT_MS_DEFAULT } from './control.js';
+import { ControlClient, controlSocketPath } from './control.js';
 import { slotLockHeld } from './node.js';
 import { StatusReader } from './status.js';
-import { CTL_CONNECT_TIMEOUT_MS } from '../timing.js';
-export { CTL_CONNECT_TIMEOUT_MS };
-
-/** Bound on a request's answer (a lock request adds its own lock timeout to this). */
-export const CTL_ANSWER_TIMEOUT_MS = CONTROL_REQUEST_TIMEOUT_MS_DEFAULT;
+import { CTL_ANSWER_TIMEOUT_MS, CTL_CONNECT_TIMEOUT_MS } from '../timing.js';
+export { CTL_ANSWER_TIMEOUT_MS, CTL_CONNECT_TIMEOUT_MS };
 
 /**
  * Lock waits a command sits through before the node answers: a mount or unmount waits for the

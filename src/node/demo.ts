@@ -34,9 +34,8 @@ const NODE_FILES: readonly { name: string; sizeBytes: number }[] = [
 const SHARED_FILE_BYTES = 4096;
 /** The put the victim has in flight when it is killed. */
 const IN_FLIGHT_BYTES = 256 * 1024;
-/** Node counts the demo runs with: two make a cluster, 16 keep one machine responsive. */
-export const DEMO_NODES_MIN = 2;
-export const DEMO_NODES_MAX = 16;
+import { DEMO_NODES_MAX, DEMO_NODES_MIN } from './demo-limits.js';
+export { DEMO_NODES_MIN, DEMO_NODES_MAX };
 
 /** Formats the demo's shared volume as ocfs2 with one slot per node. */
 async function makeVolume(volume: string, slots: number): Promise<string> {

@@ -7,9 +7,9 @@ import { NodeMounts, registerMountCommands } from './mount.js';
 import { NodeActivations, registerActivationCommands } from './activation.js';
 import { registerFsCommands } from './fs-commands.js';
 import { startNode, type StartNodeOptions } from './node.js';
+import { EXIT_SELF_FENCED } from './exit-status.js';
 
-/** Exit status of a node that fenced itself (its I/O is stopped; its peers fence it). */
-export const EXIT_SELF_FENCED = 3;
+export { EXIT_SELF_FENCED };
 /** Signals that make a node leave cleanly. */
 const LEAVE_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
 

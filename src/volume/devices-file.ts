@@ -13,7 +13,8 @@ import { SanboxError } from '../errors.js';
 import { DEVICES_FILE_MAX_BYTES, DEVICES_FILE_VERSION, encodeDevicesFile, parseDevicesFile, type DeviceEntry, type DevicesFile } from '../format/devices-file.js';
 import { readPv } from './pv.js';
 
-export const DEVICES_FILE_ENV = 'SANBOX_DEVICESFILE';
+import { DEVICES_FILE_ENV } from './devices-env.js';
+export { DEVICES_FILE_ENV };
 
 /** The devices file's path, or undefined when turned off. */
 export function devicesFilePath(env: NodeJS.ProcessEnv = process.env): string | undefined {

@@ -8,7 +8,8 @@ import { openDevice, schemeOf, type BlockDevice } from '../disk/index.js';
 import { UsageError } from '../errors.js';
 import { devicesFromFile } from './devices-file.js';
 
-export const DEVICES_ENV = 'SANBOX_DEVICES';
+import { DEVICES_ENV } from './devices-env.js';
+export { DEVICES_ENV };
 
 /** Splits "a.img,b.img" lists; empty entries are ignored. */
 export function splitDeviceList(text: string | undefined): string[] {
