@@ -1,13 +1,13 @@
 // Reaching a running node from another process (`sanbox ctl`, `sanbox lock --node N` while node N
 // runs): find its control socket through the cluster image's config, connect, and when that fails
 // say in one line why, naming the node and what its slot shows (fenced, dead, left, …), within a
-// stated bound: CTL_CONNECT_TIMEOUT_MS to connect plus the request's own bound.
+// stated bound: CTL_CONNECT_TIMEOUT_MS to connect plus the request's own bound. What explains a
+// failure (the slot's state, this machine's slot lock) is imported when one happens: a `sanbox ctl`
+// process that reaches its node does not load the node and status code.
 
 import { SanboxError, type ErrorCode } from '../errors.js';
 import { readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { ControlClient, controlSocketPath } from './control.js';
-import { slotLockHeld } from './node.js';
-import { StatusReader } from './status.js';
 import { CTL_ANSWER_TIMEOUT_MS, CTL_CONNECT_TIMEOUT_MS } from '../timing.js';
 export { CTL_ANSWER_TIMEOUT_MS, CTL_CONNECT_TIMEOUT_MS };
 
@@ -35,6 +35,7 @@ function answerCode(ans: Record<string, unknown>): ErrorCode {
 /** The state node N's slot shows now (up, dead, fenced, left, free), or undefined if it cannot be read. */
 export async function slotState(info: ClusterImageInfo, nodeId: number): Promise<string | undefined> {
   try {
+    const { StatusReader } = await import('./status.js');
     const r = await StatusReader.open(info.path);
     try {
       return (await r.read()).slots[nodeId]?.state;
@@ -83,6 +84,7 @@ export async function connectNode(image: string, nodeId: number): Promise<NodeCo
     const code = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
     const gone = code === 'ENOENT' || code === 'ECONNREFUSED';
     // A node process here without a socket is one that `sanbox lock` started for its command.
+    const { slotLockHeld } = await import('./node.js');
     const why = gone && slotLockHeld(info, nodeId) ? 'runs here without a control socket (a sanbox lock process)' : gone ? 'is not running' : 'does not answer';
     throw new NodeUnreachableError('EIO', `${nodeLabel(info, nodeId)} ${why}${await slotSummary(info, nodeId)}: ${(err as Error).message}`);
   }

@@ -1,13 +1,13 @@
-// `sanbox cluster init|status` and `sanbox node`'s actions, loaded when one runs (tools/commands/cluster.ts registers them).
+// `sanbox cluster init|status` and `sanbox node`'s actions, loaded when one runs (tools/commands/cluster.ts
+// registers them). Each imports the node code it needs itself: `cluster init` needs none of it.
 
 import { hex64 } from '../../src/format/where.js';
 import { SanboxError, UsageError } from '../../src/errors.js';
 import { initClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { FENCE_POLICIES, type FencePolicy } from '../../src/heartbeat/fence-policy.js';
 import { deriveTiming, presetTiming, TIMING_PRESETS } from '../../src/timing.js';
-import { runNode } from '../../src/node/run.js';
 import { deviceList } from '../../src/volume/devices.js';
-import { readVolumeMounts, StatusReader, type ClusterStatus } from '../../src/node/status.js';
+import type { ClusterStatus } from '../../src/node/status.js';
 import { parseSizeBytes } from '../../src/units.js';
 import { clusterImage } from '../image-arg.js';
 import { printFields, printJson, printTable } from '../output.js';
@@ -142,6 +142,7 @@ export async function init(image: string, o: Record<string, string | boolean | u
 
 export async function status(positional: string | undefined, o: { cluster?: string; json: boolean; watch?: string | boolean; count?: string; volume?: string[]; devices?: string }): Promise<void> {
   const image = clusterImage(positional, o.cluster);
+  const { readVolumeMounts, StatusReader } = await import('../../src/node/status.js');
   const reader = await StatusReader.open(image);
   const read = async (lastChange?: Map<number, { seq: bigint; atMs: number }>): Promise<ClusterStatus> => {
     const s = await reader.read(lastChange);
@@ -186,6 +187,7 @@ export async function node(positional: string | undefined, o: { cluster?: string
   const image = clusterImage(positional, o.cluster);
   const nodeId = nonNegativeInt(o.node, '--node');
   const stamp = (): string => new Date().toISOString();
+  const { runNode } = await import('../../src/node/run.js');
   const exitCode = await runNode(
     { clusterImage: image, nodeId, name: o.name, fencePolicy: o.fence as FencePolicy, volumes: o.volume, mounts: o.mount, devices: deviceList([], o.devices) },
     {

@@ -1,10 +1,10 @@
-// `sanbox lock` and `sanbox dlm ls`'s actions, loaded when one runs (tools/commands/dlm.ts registers them).
+// `sanbox lock` and `sanbox dlm ls`'s actions, loaded when one runs (tools/commands/dlm.ts registers them);
+// `lock` imports the node code itself, so `dlm ls` does not load it.
 
 import type { Command } from 'commander';
 import { MODE_NAMES, parseMode, type Mode } from '../../src/dlm/compat-matrix.js';
 import { readLockspaceView } from '../../src/dlm/lockspace-view.js';
 import { UsageError } from '../../src/errors.js';
-import { runLocked } from '../../src/node/lock-run.js';
 import { parseDurationMs } from '../../src/units.js';
 import { clusterImage } from '../image-arg.js';
 import { printJson, printTable } from '../output.js';
@@ -49,6 +49,8 @@ function lockOperands(operands: string[], option: string | undefined, rawArgs: r
 export async function lock(operands: string[], o: { cluster?: string; node: string; mode: string; timeout?: string; noqueue: boolean; verbose: boolean }, cmd: Command): Promise<void> {
   const nodeId = nodeNumber(o.node);
   const { image, resource, command } = lockOperands(operands, o.cluster, rawArgsOf(cmd));
+  // The node code is loaded here, not for `dlm ls`.
+  const { runLocked } = await import('../../src/node/lock-run.js');
   const status = await runLocked({
     clusterImage: image,
     nodeId,

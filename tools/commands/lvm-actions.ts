@@ -1,4 +1,6 @@
 // The LVM-style commands' actions, loaded when one runs (tools/commands/lvm.ts registers them).
+// The node side (src/node: running as a cluster node, lock-outs, container failover, pvmove) is
+// imported where a command needs it: a report or a host-local change does not load it.
 
 import { SanboxError, UsageError } from '../../src/errors.js';
 import { dashId } from '../../src/format/lvm/uuid.js';
@@ -10,7 +12,6 @@ import { deviceList, normalizeSpec } from '../../src/volume/devices.js';
 import { addDevice, delDevice, deviceEntryFor, DEVICES_FILE_ENV, devicesFilePath, readDevicesFile, writeDevicesFile } from '../../src/volume/devices-file.js';
 import { applyLvChange, applyVgChange, parseReadAhead, parseTag, type LvChange, type TagChange, type VgChange } from '../../src/volume/change.js';
 import { claimLv, describeClaim, type LvClaim } from '../../src/volume/lv-contents.js';
-import { changeContainer } from '../../src/node/failover.js';
 import { clusterOfImage, containerCreate, CONTAINER_KINDS, parseContainerKind, syncContainerMembers, systemIdOf, type ContainerRequest } from '../../src/volume/container.js';
 import type { ContainerKind, ContainerRecord } from '../../src/format/container.js';
 import { createNotes, resizeNotes } from '../../src/volume/size-notes.js';
@@ -39,11 +40,9 @@ import { hostRanges, losetupCommand, lvDisplay, pvDisplay, vgDisplay } from '../
 import type { ReportName } from '../../src/volume/report-fields.js';
 import { parseUnits } from '../../src/volume/units-format.js';
 import { ctime, findVg, vgModels, type VgHandle } from '../../src/volume/vg.js';
-import { lockedOutChange, runPvMoves } from '../../src/node/lvm-cluster.js';
 import { resolveMoves } from '../../src/volume/pvmove.js';
 import { confirm } from '../confirm.js';
 import { printJson } from '../output.js';
-import { changeActivation, withLvmNode } from '../../src/node/lvm-node.js';
 import { nodeNumberArg } from '../image-arg.js';
 import { commandDevices, NO_DEVICES, type LvmCluster } from '../../src/volume/lvm-cluster.js';
 
@@ -81,6 +80,7 @@ async function asNode<T>(o: NodeOpts, fn: (cluster: LvmCluster | undefined) => P
   }
   const nodeId = nodeNumberArg(o.node);
   if (o.cluster === undefined) throw new UsageError('--node N goes with --cluster IMG (the cluster node N belongs to)');
+  const { withLvmNode } = await import('../../src/node/lvm-node.js');
   return withLvmNode({ clusterImage: o.cluster, nodeId, requireRunning: o.ctl === true }, fn);
 }
 
@@ -196,6 +196,7 @@ export function deport(cmd: 'vgexport' | 'vgimport', kind: ContainerKind, from: 
   return (vg, o) =>
     asNode(o, async (cluster) => {
       const why = cmd === 'vgexport' ? 'it is already exported' : 'only an exported (deported) one is imported';
+      const { changeContainer } = await import('../../src/node/failover.js');
       await changeContainer(await devicesFor([], o, cluster), vg, { kind }, context(cluster), { expect: { kinds: [...from], why }, clusterImage: o.cluster, requester: nodeOption(o.node), preempt: cluster?.preempt });
       say(`Volume group "${vg}" successfully ${cmd === 'vgexport' ? 'exported' : 'imported'}`);
     });
@@ -251,6 +252,7 @@ export function vgchange(vg: string, o: ContainerOpts & NodeOpts & { addtag: str
       const req = await containerRequest(o);
       if (req) {
         if (o.addtag.length || o.deltag.length || o.logicalvolume !== undefined || o.maxphysicalvolumes !== undefined) throw new UsageError('vgchange: a container change goes alone (no tags, -l, -p)');
+        const { changeContainer } = await import('../../src/node/failover.js');
         const r = await changeContainer(await devicesFor([], o, cluster), vg, req, context(cluster), { clusterImage: o.cluster, requester: nodeOption(o.node), preempt: cluster?.preempt });
         say(`Volume group "${vg}" is now a ${describeContainer(r)}`);
         return;
@@ -285,6 +287,7 @@ export async function lvchange(spec: string, o: NodeOpts & { addtag: string[]; d
       if (o.addtag.length || o.deltag.length || o.readahead !== undefined) throw new UsageError('lvchange: -a goes alone (no tags, -r)');
       splitLvPath(spec);
       const nodeId = nodeNumberArg(o.node);
+      const { changeActivation } = await import('../../src/node/lvm-node.js');
       const a = await changeActivation({ clusterImage: o.cluster, nodeId, lv: spec, mode, devices: deviceList([], o.devices) });
       const how = a.mode === 'ex' ? 'exclusively' : a.mode === 'sh' ? 'shared' : 'locally (a local VG: no cluster lock)';
       say(mode === 'un' ? `Logical volume ${spec} deactivated on node ${nodeId}.` : `Logical volume ${spec} activated ${how} on node ${nodeId}${a.lock ? ` (LV lock ${a.lock})` : ''}.`);
@@ -411,6 +414,7 @@ export async function pvmove(srcArg: string | undefined, dstArg: string | undefi
   if (o.abort && dst !== undefined) throw new UsageError('pvmove --abort takes at most the source PV');
   const devices = await commandDevices([src, dst].filter((x): x is string => x !== undefined), o.devices, cluster?.clusterImage);
   const moves = await resolveMoves(devices, src, o.abort ? undefined : dst, o.abort ? undefined : o.name);
+  const { runPvMoves } = await import('../../src/node/lvm-cluster.js');
   await runPvMoves(
     { devices, moves, abort: o.abort, ...(cluster !== undefined ? { cluster } : {}), context },
     (m, c, total) => say(`${c.from}: Moved: ${(((total - c.left) * 100) / Math.max(1, total)).toFixed(2)}% (${m.vg}/${c.lv} LE ${c.le}${c.stripe !== undefined ? ` stripe ${c.stripe}` : ''} to ${c.to}, seqno ${c.seqno})`),
@@ -534,6 +538,7 @@ function lockoutDevices(o: { devices?: string }, cluster: LockoutRequest | undef
  */
 async function maybeLockedOut<T>(cluster: LockoutRequest | undefined, devices: string[], vg: string, lvs: string[], change: (held: LvmCluster | undefined) => Promise<T>, refuseMounted?: string): Promise<T> {
   if (cluster === undefined) return change(undefined);
+  const { lockedOutChange } = await import('../../src/node/lvm-cluster.js');
   const { result, report } = await lockedOutChange({ ...cluster, devices, vg, lvs, ...(refuseMounted !== undefined ? { refuseMounted } : {}) }, change);
   say(`Locked out ${report.holders.length ? report.holders.map((n) => `node ${n}`).join(', ') : 'no node'} in ${report.lockoutMs.toFixed(0)} ms; change done in ${report.changeMs.toFixed(0)} ms at seqno ${report.seqno}.`);
   return result;
