@@ -2,9 +2,9 @@
 
 import type { BlockDevice } from '../../src/disk/index.js';
 import { UsageError } from '../../src/errors.js';
-import { Ocfs2Volume } from '../../src/fs/index.js';
+import { Ocfs2Volume } from '../../src/fs/ocfs2-volume.js';
 import { checkReadableFeatures, listPath, lookupPath, readFileChunks, type ListEntry } from '../../src/fs/namespace.js';
-import { recoverVolume, type SlotRecovery } from '../../src/fs/recover.js';
+import type { SlotRecovery } from '../../src/fs/recover.js';
 import { openTarget } from '../../src/volume/resolve.js';
 import { deviceList } from '../../src/volume/devices.js';
 import { printJson, printTable } from '../output.js';
@@ -90,6 +90,8 @@ export async function recover(target: string, o: { slot?: string; observeMs: str
   if (slot !== undefined && (!Number.isInteger(slot) || slot < 0)) throw new UsageError(`--slot must be a non-negative integer, not '${o.slot}'`);
   const observeMs = Number(o.observeMs);
   if (!Number.isInteger(observeMs) || observeMs < 0) throw new UsageError(`--observe-ms must be a non-negative integer, not '${o.observeMs}'`);
+  // Journal replay and recovery are loaded here, not for ls and cat.
+  const { recoverVolume } = await import('../../src/fs/recover.js');
   // Exclusive in-use guard: no sanbox process may have the volume open while it is recovered.
   const dev = await openTarget(target, { devices: deviceList([], o.devices), guard: o.dryRun ? 'shared' : 'exclusive', readOnly: o.dryRun });
   await withVolume(dev, async (vol) => {

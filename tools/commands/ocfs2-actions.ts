@@ -9,7 +9,13 @@ import { hasClusterInfo, uuidHex } from '../../src/format/ocfs2/superblock.js';
 import { hex32, hex64 } from '../../src/format/o2hb-block.js';
 import { Jbd2BlockType, jbd2BlockTypeName, jbd2CompatNames, jbd2IncompatNames } from '../../src/format/jbd2/superblock.js';
 import { tagFlagNames } from '../../src/format/jbd2/log-blocks.js';
-import { mkfs, Ocfs2Volume, readHeartbeat, readJournal, readSlotMap, type JournalDump } from '../../src/fs/index.js';
+// The modules each command uses, not src/fs/index.ts's whole layer (journal replay, recovery, the
+// journal writer), which none of them needs.
+import { mkfs } from '../../src/fs/mkfs.js';
+import { Ocfs2Volume } from '../../src/fs/ocfs2-volume.js';
+import { readHeartbeat } from '../../src/fs/heartbeat-reader.js';
+import { readJournal, type JournalDump } from '../../src/fs/journal-reader.js';
+import { readSlotMap } from '../../src/fs/slot-map-reader.js';
 import { DEFAULT_LEVEL_UNWRITTEN, defaultSlots, FEATURE_LEVELS, FS_TYPES, parseJournalOptions, resolveFeatures, type FeatureLevel, type FsType, type JournalOptions, type Ocfs2Features } from '../../src/fs/mkfs-options.js';
 import { openTarget } from '../../src/volume/resolve.js';
 import { deviceList } from '../../src/volume/devices.js';
