@@ -18,12 +18,17 @@
 // (truncated, not replaced), because qemu-nbd keeps its file open. The local file and nbdcopy
 // columns are references, measured once per workload (and server).
 //
+// Also measured in the same rounds, as a third run beside the pair: the floor of a Node client here
+// (bench/nbd-floor.ts, a bare client with nothing of sanbox's request machinery), so that a cell's gap
+// to fio splits into what sanbox's client adds (sanbox/floor) and what Node costs (floor/fio).
+// `--no-floor` leaves it out.
+//
 // Also counted, independently of the machine's load: the client's syscalls per 4 KiB read at QD1
 // (strace of a client process; the server is not traced).
 // It ends with the target of issue 16 for every workload, server and queue depth: sanbox's client
 // at >= 0.9x fio-nbd, met or missed.
 //
-// Usage: npm run bench:nbd [-- --rounds N --time-ms MS --only randread-4k,write-1m,… --servers nbdkit,qemu-nbd --depths 1,16 --json]
+// Usage: npm run bench:nbd [-- --rounds N --time-ms MS --only randread-4k,write-1m,… --servers nbdkit,qemu-nbd --depths 1,16 --no-floor --json]
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -36,6 +41,7 @@ import type { BlockDevice } from '../src/disk/device.js';
 import { NBD_SERVER_KINDS, startNbdServer, type NbdServer, type NbdServerKind } from '../test/helpers/nbdkit.js';
 import { fileURLToPath } from 'node:url';
 import { workloadId } from '../src/perf/workloads.js';
+import { measureFloor } from './nbd-floor.js';
 import { arg, fioIops, fioRw, have, makeOffsets, median, readPagesInRandomOrder, SYSCALL_MARK_END, SYSCALL_MARK_START, syscallsPerOp, targetTable, WORKLOADS, type TargetRow, type Workload } from './common.js';
 
 const MiB = 1024 * 1024;
@@ -68,6 +74,7 @@ const only = arg('only', '').split(',').filter((x) => x !== '');
 const cliName = (w: Workload): string => workloadId(w).replace(/-qd\d+$/, '');
 const serverKinds = arg('servers', NBD_SERVER_KINDS.join(',')).split(',') as NbdServerKind[];
 const asJson = process.argv.includes('--json');
+const withFloor = !process.argv.includes('--no-floor');
 for (const k of serverKinds) if (!NBD_SERVER_KINDS.includes(k)) throw new Error(`--servers: unknown server '${k}' (${NBD_SERVER_KINDS.join(', ')})`);
 const workloads = WORKLOADS.filter((w) => only.length === 0 || only.includes(cliName(w)));
 if (workloads.length === 0) throw new Error(`--only: no workload named ${only.join(', ')} (${WORKLOADS.map(cliName).join(', ')})`);
@@ -167,7 +174,7 @@ function rate(w: Workload, iops: number): string {
 }
 
 /** The sample key of one measurement. */
-type Measure = 'local QD1' | `${NbdServerKind} ${'sanbox' | 'fio'} QD${(typeof DEPTHS)[number]}` | `${NbdServerKind} nbdcopy`;
+type Measure = 'local QD1' | `${NbdServerKind} ${'sanbox' | 'fio' | 'floor'} QD${(typeof DEPTHS)[number]}` | `${NbdServerKind} nbdcopy`;
 
 /** The spread of a cell's per-round ratios, as printed: "0.95 (0.88-1.02)". */
 function ratioText(xs: readonly number[]): string {
@@ -232,15 +239,27 @@ async function main(): Promise<void> {
             prepareRun(w);
             push(w, `${srv.kind} fio QD${depth}`, measureFioNbd(uri, w, depth));
           };
+          const floor = async (): Promise<void> => {
+            prepareRun(w);
+            const offsets = makeOffsets(w, IMAGE_BYTES, OFFSETS_COUNT);
+            push(w, `${srv.kind} floor QD${depth}`, await measureFloor({ uri, op: w.op, blockBytes: w.blockBytes, depth, offsets, warmupMs: WARMUP_MS, timeMs }));
+          };
           for (let round = 1; round <= rounds; round++) {
             if (!haveFio) {
               await sanbox();
               continue;
             }
-            for (const run of round % 2 === 1 ? [sanbox, fio] : [fio, sanbox]) await run();
+            // sanbox and fio back to back, their order alternating; the floor after the pair in odd
+            // rounds and before it in even ones, so no client always follows the same one.
+            const pair = round % 2 === 1 ? [sanbox, fio] : [fio, sanbox];
+            for (const run of withFloor ? (round % 2 === 1 ? [...pair, floor] : [floor, ...pair]) : pair) await run();
             // The pair's ratio: measured back to back, it cancels most of the machine's load drift.
             const last = (k: Measure): number => samples.get(`${w.name}|${k}`)?.at(-1) ?? NaN;
             add(ratios, `${w.name}|${srv.kind} QD${depth}`, last(`${srv.kind} sanbox QD${depth}`) / last(`${srv.kind} fio QD${depth}`));
+            if (withFloor) {
+              add(ratios, `${w.name}|${srv.kind} floor/fio QD${depth}`, last(`${srv.kind} floor QD${depth}`) / last(`${srv.kind} fio QD${depth}`));
+              add(ratios, `${w.name}|${srv.kind} sanbox/floor QD${depth}`, last(`${srv.kind} sanbox QD${depth}`) / last(`${srv.kind} floor QD${depth}`));
+            }
           }
         }
         if (haveNbdcopy && w.pattern === 'sequential') {
@@ -275,13 +294,15 @@ async function main(): Promise<void> {
         nbdVsFioQdRounds: r(QUEUE_DEPTH),
         nbdcopyIops: copy,
         nbdVsNbdcopy: nbd1 / copy,
+        floorVsFio: { qd1: ratios.get(`${w.name}|${server} floor/fio QD1`) ?? [], qd: ratios.get(`${w.name}|${server} floor/fio QD${QUEUE_DEPTH}`) ?? [] },
+        sanboxVsFloor: { qd1: ratios.get(`${w.name}|${server} sanbox/floor QD1`) ?? [], qd: ratios.get(`${w.name}|${server} sanbox/floor QD${QUEUE_DEPTH}`) ?? [] },
       };
     }),
   );
   const load = `load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`;
   if (asJson) {
     process.stdout.write(
-      JSON.stringify({ rounds, timeMs, warmupMs: WARMUP_MS, queueDepth: QUEUE_DEPTH, imageBytes: IMAGE_BYTES, fio: haveFio, nbdcopy: haveNbdcopy, loadAverage: { start: loadAtStart, end: os.loadavg()[0] }, rows, syscallsPer4KiBReadQd1: syscalls }, null, 2) + '\n',
+      JSON.stringify({ rounds, timeMs, warmupMs: WARMUP_MS, queueDepth: QUEUE_DEPTH, imageBytes: IMAGE_BYTES, fio: haveFio, nbdcopy: haveNbdcopy, floor: withFloor, loadAverage: { start: loadAtStart, end: os.loadavg()[0] }, rows, syscallsPer4KiBReadQd1: syscalls }, null, 2) + '\n',
     );
     return;
   }
@@ -314,20 +335,21 @@ async function main(): Promise<void> {
     process.stdout.write(`Client syscalls per 4 KiB read at QD1 against ${kind}, every thread of the client (strace -f over ${SYSCALL_OPS} requests): ${text}\n`);
   }
   const targets: TargetRow[] = rows.flatMap((r) =>
-    ([[1, r.nbdVsFioQd1Rounds], [QUEUE_DEPTH, r.nbdVsFioQdRounds]] as const)
+    ([[1, r.nbdVsFioQd1Rounds, r.floorVsFio.qd1, r.sanboxVsFloor.qd1], [QUEUE_DEPTH, r.nbdVsFioQdRounds, r.floorVsFio.qd, r.sanboxVsFloor.qd]] as const)
       .filter(([depth]) => depths.includes(depth))
-      .map(([depth, xs]) => {
+      .map(([depth, xs, floorXs, overFloorXs]) => {
         const x = xs.length > 0 ? median(xs) : NaN;
+        const floorNote = floorXs.length > 0 ? `Node floor / fio ${ratioText(floorXs)}; sanbox / floor ${ratioText(overFloorXs)}` : '';
         return {
           target: `${r.workload}, ${r.server}, QD${depth}: sanbox / fio-nbd`,
           measured: Number.isFinite(x) ? `${x.toFixed(2)}x (${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)})` : '-',
           goal: `>= ${TARGET_VS_FIO}x`,
           met: Number.isFinite(x) ? x >= TARGET_VS_FIO : null,
-          ...(haveFio ? {} : { note: 'fio nbd engine missing' }),
+          ...(haveFio ? (floorNote ? { note: floorNote } : {}) : { note: 'fio nbd engine missing' }),
         };
       }),
   );
-  process.stdout.write(targetTable(`Targets of issue 16 (${load}; per cell ${rounds} round(s) of ${timeMs} ms; a ratio is the median of the rounds' back-to-back pairs, with the lowest and highest round)`, targets));
+  process.stdout.write(targetTable(`Targets of issue 16 (${load}; per cell ${rounds} round(s) of ${timeMs} ms; a ratio is the median of the rounds' back-to-back pairs, with the lowest and highest round${withFloor ? `; the note: a bare Node client's ratios in the same rounds (bench/nbd-floor.ts)` : ''})`, targets));
 }
 
 /** Worker (this file re-executed under strace): COUNT 4 KiB reads at QD1 from URI between two markers. */
