@@ -564,20 +564,27 @@ type HandoffRow = { processes: number; dlm: PhaseResult; flock: PhaseResult };
 type Independent = { processes: number; dlm: PhaseResult; dlmOne: PhaseResult; flock: PhaseResult; flockOne: PhaseResult };
 
 /**
- * The highest ratio N processes can reach on this machine if each is as CPU-bound as one alone:
- * one process keeps `busy` CPUs busy (its CPU per lock+unlock times its rate), N of them want N x
- * busy, and the machine has os.cpus() to give. Undefined when the CPU per operation was not counted.
+ * The highest ratio N processes can reach on this machine if each needs at least the CPU per
+ * lock+unlock that one alone needs (it does not fall with more processes: see perAcquisition of the
+ * two runs): one process keeps `busy` CPUs busy (its CPU per operation, every thread of it, times its
+ * rate), N of them would want N x busy, and the machine has os.cpus() to give, fewer when others load
+ * it. `usedN` is the N-process run's own use: near os.cpus(), that run was CPU-bound. Undefined when
+ * the CPU per operation was not counted.
  */
-function cpuCeiling(ind: Independent): { busy: number; ceiling: number } | undefined {
+function cpuCeiling(ind: Independent): { busy: number; usedN: number; ceiling: number } | undefined {
   const one = ind.dlmOne.perAcquisition;
-  if (one === undefined) return undefined;
+  const all = ind.dlm.perAcquisition;
+  if (one === undefined || all === undefined) return undefined;
   const busy = (one.cpuUs * ind.dlmOne.acquisitionsPerS) / 1e6;
-  return { busy, ceiling: Math.min(1, os.cpus().length / (ind.processes * busy)) };
+  const usedN = (all.cpuUs * ind.dlm.acquisitionsPerS) / 1e6;
+  return { busy, usedN, ceiling: Math.min(1, os.cpus().length / (ind.processes * busy)) };
 }
 
 function ceilingText(ind: Independent): string {
   const c = cpuCeiling(ind);
-  return c === undefined ? '' : `one process alone keeps ${c.busy.toFixed(2)} CPU busy, so ${ind.processes} such on ${os.cpus().length} CPUs can reach at most ${c.ceiling.toFixed(2)}x`;
+  if (c === undefined) return '';
+  const cpus = os.cpus().length;
+  return `one process alone keeps ${c.busy.toFixed(2)} CPU busy, so ${ind.processes} such on ${cpus} CPUs can reach at most ${c.ceiling.toFixed(2)}x (if none needs less CPU per operation than one alone); the ${ind.processes}-process run used ${c.usedN.toFixed(2)} of ${cpus} CPUs (load average ${os.loadavg()[0]!.toFixed(1)})`;
 }
 
 /** Independent resources: N processes' rate over N x one process's, for the lock and for flock (the machine's ceiling). */

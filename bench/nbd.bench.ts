@@ -18,10 +18,12 @@
 // (truncated, not replaced), because qemu-nbd keeps its file open. The local file and nbdcopy
 // columns are references, measured once per workload (and server).
 //
-// Also measured in the same rounds, as a third run beside the pair: the floor of a Node client here
-// (bench/nbd-floor.ts, a bare client with nothing of sanbox's request machinery), so that a cell's gap
-// to fio splits into what sanbox's client adds (sanbox/floor) and what Node costs (floor/fio).
-// `--no-floor` leaves it out.
+// Also measured in the same rounds, as a third run beside the pair (when fio is there): a bare Node
+// client (bench/nbd-floor.ts: the same negotiation, receive and send strategy as sanbox's client,
+// without its request machinery), so that a cell's gap to fio splits into what sanbox's client adds
+// (sanbox / floor) and what a minimal Node client already costs here (floor / fio). sanbox / floor is
+// (sanbox / fio) / (floor / fio) of the same round, so it carries the noise of both. `--no-floor`
+// leaves it out.
 //
 // Also counted, independently of the machine's load: the client's syscalls per 4 KiB read at QD1
 // (strace of a client process; the server is not traced).
@@ -74,7 +76,7 @@ const only = arg('only', '').split(',').filter((x) => x !== '');
 const cliName = (w: Workload): string => workloadId(w).replace(/-qd\d+$/, '');
 const serverKinds = arg('servers', NBD_SERVER_KINDS.join(',')).split(',') as NbdServerKind[];
 const asJson = process.argv.includes('--json');
-const withFloor = !process.argv.includes('--no-floor');
+const floorWanted = !process.argv.includes('--no-floor');
 for (const k of serverKinds) if (!NBD_SERVER_KINDS.includes(k)) throw new Error(`--servers: unknown server '${k}' (${NBD_SERVER_KINDS.join(', ')})`);
 const workloads = WORKLOADS.filter((w) => only.length === 0 || only.includes(cliName(w)));
 if (workloads.length === 0) throw new Error(`--only: no workload named ${only.join(', ')} (${WORKLOADS.map(cliName).join(', ')})`);
@@ -189,6 +191,8 @@ async function main(): Promise<void> {
   const source = path.join(os.tmpdir(), `sanbox-nbd-bench-src-${process.pid}.img`);
   const haveFio = have('fio', ['--enghelp=nbd']);
   const haveNbdcopy = have('nbdcopy', ['--version']);
+  // The floor is a third run in fio's rounds: without fio there are no rounds to put it in.
+  const withFloor = floorWanted && haveFio;
   const samples = new Map<string, number[]>();
   const ratios = new Map<string, number[]>();
   const add = (m: Map<string, number[]>, k: string, v: number): void => void (m.get(k) ?? m.set(k, []).get(k)!).push(v);
@@ -294,6 +298,8 @@ async function main(): Promise<void> {
         nbdVsFioQdRounds: r(QUEUE_DEPTH),
         nbdcopyIops: copy,
         nbdVsNbdcopy: nbd1 / copy,
+        floorQd1Iops: m(`${server} floor QD1`),
+        floorQdIops: m(`${server} floor QD${QUEUE_DEPTH}`),
         floorVsFio: { qd1: ratios.get(`${w.name}|${server} floor/fio QD1`) ?? [], qd: ratios.get(`${w.name}|${server} floor/fio QD${QUEUE_DEPTH}`) ?? [] },
         sanboxVsFloor: { qd1: ratios.get(`${w.name}|${server} sanbox/floor QD1`) ?? [], qd: ratios.get(`${w.name}|${server} sanbox/floor QD${QUEUE_DEPTH}`) ?? [] },
       };
@@ -327,6 +333,7 @@ async function main(): Promise<void> {
         [`nbd/fio QD${QUEUE_DEPTH}`]: ratioText(r.nbdVsFioQdRounds),
         nbdcopy: rate(w, r.nbdcopyIops),
         'nbd/nbdcopy': fmt(r.nbdVsNbdcopy),
+        ...(withFloor ? { 'floor QD1': rate(w, r.floorQd1Iops), [`floor QD${QUEUE_DEPTH}`]: rate(w, r.floorQdIops) } : {}),
       };
     }),
   );
