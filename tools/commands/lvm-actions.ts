@@ -46,11 +46,9 @@ import { printJson } from '../output.js';
 import { nodeNumberArg } from '../image-arg.js';
 import { commandDevices, NO_DEVICES, type LvmCluster } from '../../src/volume/lvm-cluster.js';
 
-
 function context(cluster?: LvmCluster): LvmContext {
   return { ...commitContext(['sanbox', ...process.argv.slice(2)].join(' ')), cluster };
 }
-
 
 function devicesOf(named: string[], opts: { devices?: string }): string[] {
   const list = deviceList(named, opts.devices);
@@ -70,7 +68,6 @@ interface NodeOpts {
   /** Set by `sanbox ctl IMG N lvm …`: node N must be running. */
   ctl?: boolean;
 }
-
 
 /** Runs `fn` as node N when --node is given, else as before (host-local locks only). */
 async function asNode<T>(o: NodeOpts, fn: (cluster: LvmCluster | undefined) => Promise<T>): Promise<T> {
@@ -470,8 +467,6 @@ interface ReportCliOptions {
   reportformat: string;
 }
 
-
-
 /** Runs an lvm2-style report over the devices and prints it. */
 async function lvmReport(report: ReportName, devices: string[], names: string[], all: boolean, o: ReportCliOptions, cluster: LvmCluster | undefined): Promise<void> {
   if (o.reportformat !== 'basic' && o.reportformat !== 'json') throw new UsageError(`invalid --reportformat '${o.reportformat}' (basic or json)`);
@@ -514,7 +509,6 @@ interface LockoutFlags {
   nowait?: boolean;
   ctl?: boolean;
 }
-
 
 function lockoutRequest(o: LockoutFlags): LockoutRequest | undefined {
   if (o.cluster === undefined) {
@@ -559,7 +553,6 @@ interface ContainerOpts {
   node?: string;
 }
 
-
 /** --node N: a node number, or undefined when not given. */
 function nodeOption(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -599,7 +592,6 @@ function parseCount(text: string, flag: string): number {
   if (!/^\d{1,9}$/.test(text)) throw new UsageError(`${flag} takes a number, not '${text}'`);
   return Number(text);
 }
-
 
 function tagChange(o: { addtag: string[]; deltag: string[] }): TagChange | undefined {
   return o.addtag.length || o.deltag.length ? { add: o.addtag.map(parseTag), del: o.deltag.map(parseTag) } : undefined;
