@@ -21,15 +21,15 @@ const PUNCH_HOLE_MIN_BYTES = 1024 * 1024;
 /** lseek(2) whence values that find a sparse file's written parts (linux/fs.h; fs-ext exports only SET, CUR and END). */
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
+/** Zeroing buffer for discards and short-range writes. */
+const ZERO_CHUNK_BYTES = 1024 * 1024;
 /**
  * A gated discard runs as slices of a multiple of this (one zeroing chunk; sector-aligned for every
  * sector size), each its own queued op, so the event loop can turn between them (discard says why).
  */
-const DISCARD_SLICE_BYTES_MIN = 1024 * 1024;
+const DISCARD_SLICE_BYTES_MIN = ZERO_CHUNK_BYTES;
 /** At most this many slices per discard (their closures and promises live until it ends): 16 GiB in 1 MiB slices. */
 const DISCARD_SLICES_MAX = 16384;
-/** Zeroing buffer for discards and short-range writes. */
-const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** Bound on retries when the kernel transfers fewer bytes than asked without an error. */
 const SHORT_IO_RETRIES_MAX = 16;
 
