@@ -2,12 +2,15 @@
 // runs): find its control socket through the cluster image's config, connect, and when that fails
 // say in one line why, naming the node and what its slot shows (fenced, dead, left, …), within a
 // stated bound: CTL_CONNECT_TIMEOUT_MS to connect plus the request's own bound. What explains a
-// failure (the slot's state, this machine's slot lock) is imported when one happens: a `sanbox ctl`
-// process that reaches its node does not load the node and status code.
+// failure (the slot's state, this machine's slot lock) comes from two small modules imported
+// statically, not the node runtime and the status readers: an explanation that failed to load
+// would otherwise hide or replace the error it explains.
 
 import { SanboxError, type ErrorCode } from '../errors.js';
 import { readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { ControlClient, controlSocketPath } from './control.js';
+import { slotLockHeld } from './slot-lock.js';
+import { slotState } from './slot-state.js';
 import { CTL_ANSWER_TIMEOUT_MS, CTL_CONNECT_TIMEOUT_MS } from '../timing.js';
 export { CTL_ANSWER_TIMEOUT_MS, CTL_CONNECT_TIMEOUT_MS };
 
@@ -30,21 +33,6 @@ const ANSWER_CODES: ReadonlySet<string> = new Set<ErrorCode>(['EFENCED', 'EIO', 
 
 function answerCode(ans: Record<string, unknown>): ErrorCode {
   return typeof ans.code === 'string' && ANSWER_CODES.has(ans.code) ? (ans.code as ErrorCode) : 'EINVAL';
-}
-
-/** The state node N's slot shows now (up, dead, fenced, left, free), or undefined if it cannot be read. */
-export async function slotState(info: ClusterImageInfo, nodeId: number): Promise<string | undefined> {
-  try {
-    const { StatusReader } = await import('./status.js');
-    const r = await StatusReader.open(info.path);
-    try {
-      return (await r.read()).slots[nodeId]?.state;
-    } finally {
-      await r.close();
-    }
-  } catch {
-    return undefined;
-  }
 }
 
 /** "node 2 (node2) of cluster 'demo' is fenced" from the slot's state as read from the image. */
@@ -84,7 +72,6 @@ export async function connectNode(image: string, nodeId: number): Promise<NodeCo
     const code = (err as { cause?: NodeJS.ErrnoException }).cause?.code;
     const gone = code === 'ENOENT' || code === 'ECONNREFUSED';
     // A node process here without a socket is one that `sanbox lock` started for its command.
-    const { slotLockHeld } = await import('./node.js');
     const why = gone && slotLockHeld(info, nodeId) ? 'runs here without a control socket (a sanbox lock process)' : gone ? 'is not running' : 'does not answer';
     throw new NodeUnreachableError('EIO', `${nodeLabel(info, nodeId)} ${why}${await slotSummary(info, nodeId)}: ${(err as Error).message}`);
   }

@@ -13,10 +13,9 @@ import { FileOps } from '../fs/file-ops.js';
 import { clusterLocker } from './cluster-locker.js';
 import type { ControlServer } from './control.js';
 import type { NodeMounts } from './mount.js';
-import { volumeKey, type RunningNode } from './node.js';
-
-export const FS_SUBCOMMANDS = ['mkdir', 'put', 'get', 'rm', 'ls'] as const;
-export type FsSubcommand = (typeof FS_SUBCOMMANDS)[number];
+import type { RunningNode } from './node.js';
+import { FS_SUBCOMMANDS, type FsSubcommand } from './fs-subcommands.js';
+import { volumeKey } from './volume-key.js';
 
 function text(v: unknown, what: string): string {
   if (typeof v !== 'string' || v.length === 0) throw new SanboxError('EINVAL', `fs: give ${what}`);

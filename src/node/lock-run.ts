@@ -19,7 +19,8 @@ import { DlmError, type Lock } from '../dlm/lock-manager.js';
 import { SanboxError } from '../errors.js';
 import { readClusterImage } from '../heartbeat/cluster-image.js';
 import { connectNode, CTL_ANSWER_TIMEOUT_MS } from './ctl.js';
-import { slotLockHeld, startNode, type RunningNode } from './node.js';
+import { startNode, type RunningNode } from './node.js';
+import { slotLockHeld } from './slot-lock.js';
 import { COMMAND_STOP_POLL_MS, COMMAND_STOP_WAIT_MS } from '../timing.js';
 
 /** Exit status when the lock could not be had (timeout, NOQUEUE conflict), as flock(1) uses 1. */

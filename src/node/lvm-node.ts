@@ -17,12 +17,13 @@ import { SanboxError } from '../errors.js';
 import { openRegion, readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import type { HeldLock, LockService, LvmMode } from '../volume/lvm-locks.js';
 import type { LvmCluster } from '../volume/lvm-cluster.js';
-import { connectNode, CTL_ANSWER_TIMEOUT_MS, ctlRequest, slotState, type NodeConnection } from './ctl.js';
+import { connectNode, CTL_ANSWER_TIMEOUT_MS, ctlRequest, type NodeConnection } from './ctl.js';
 import { registerAsClient } from './clients.js';
 import { NodeDevices } from './remote-device.js';
 import { withJoinedNode } from './lock-run.js';
 import type { ActivationStatus } from './node.js';
-import { slotLockHeld } from './node.js';
+import { slotLockHeld } from './slot-lock.js';
+import { slotState } from './slot-state.js';
 
 /** Locks of a running node, asked for through its control channel (`lock`/`unlock`, scope connection). */
 class ControlLocks implements LockService {

@@ -29,7 +29,8 @@ import { DeadSlotRecovery, type RecoveryHooks } from './recovery.js';
 
 /** A node's log line, with the structured facts of the message when it has some. */
 type NodeLog = RecoveryHooks['log'];
-import { volumeKey, type MountStatus, type RunningNode } from './node.js';
+import type { MountStatus, RunningNode } from './node.js';
+import { volumeKey } from './volume-key.js';
 import type { NodeActivations } from './activation.js';
 import { isLvSpec } from '../volume/resolve.js';
 

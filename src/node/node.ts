@@ -24,6 +24,8 @@ import type { BlockDevice } from '../disk/device.js';
 import type { SelfFencingGate } from '../disk/fence-gate.js';
 import { schemeOf } from '../disk/open.js';
 import { isLvSpec } from '../volume/resolve.js';
+import { slotLockPath } from './slot-lock.js';
+import { volumeKey } from './volume-key.js';
 import { clusterDeviceSpecs } from '../volume/lvm-cluster.js';
 import { readClusterDevices } from '../volume/cluster-devices.js';
 import { describeClientEnd, killClients, selfIdentity } from '../disk/power-fence.js';
@@ -188,33 +190,15 @@ export interface NodeStatus {
   activations: ActivationStatus[];
 }
 
-/** The key a volume is known by: an image file by its absolute path; nbd:// and VG/LV as given. */
-export function volumeKey(spec: string): string {
-  return schemeOf(spec) !== undefined || isLvSpec(spec) ? spec : path.resolve(spec);
-}
-
 /** Takes this machine's lock on a node number: one process per node number here. */
 function takeSlotLock(lockDir: string, img: string, n: number): LockFile {
   fs.mkdirSync(lockDir, { recursive: true });
-  const slotLock = new LockFile(path.join(lockDir, `slot-${n}.lock`));
+  const slotLock = new LockFile(slotLockPath(lockDir, n));
   if (!slotLock.tryLock('ex')) {
     slotLock.close();
     throw new SanboxError('EBUSY', `${img}: node ${n} is already running on this machine (its slot lock ${slotLock.path} is held): refusing to join as node ${n}`, { device: img });
   }
   return slotLock;
-}
-
-/** True if a node process holds node N's slot lock on this machine (it is running here). */
-export function slotLockHeld(info: ClusterImageInfo, nodeId: number): boolean {
-  const l = new LockFile(path.join(reservationSpec(info).lockDir, `slot-${nodeId}.lock`));
-  try {
-    if (!fs.existsSync(l.path)) return false;
-    if (!l.tryLock('ex')) return true;
-    l.unlock();
-    return false;
-  } finally {
-    l.close();
-  }
 }
 
 /**

@@ -1,13 +1,8 @@
-// `sanbox cluster status`: what every slot of a cluster image says, from reads only (no node
-// needs to be running, nothing is written). State per slot:
-//   free   — never written (seq 0, or no valid block);
-//   left   — its writer left cleanly (generation 0);
-//   fenced — the reservation key of this slot's generation is recorded as preempted;
-//   dead   — its block is older than max(cluster dead time, the writer's hb_dead_ms);
-//   up     — otherwise.
-// A single read can tell a block's age because sanbox writes seq = wall-clock milliseconds (and
-// the kernel writes wall-clock seconds); with --watch the age is also measured on our monotonic
-// clock from the last seq change, which is what membership itself uses.
+// `sanbox cluster status`: what every slot of a cluster image says (free, left, fenced, dead, up:
+// src/node/slot-state.ts), the quorum the disk shows, the LVs active on nodes and, on request, who
+// has each volume mounted; from reads only (no node needs to be running, nothing is written). With
+// --watch a slot's age is also measured on our monotonic clock from the last seq change, which is
+// what membership itself uses.
 
 import fs from 'node:fs';
 import { openDevice, schemeOf } from '../disk/open.js';
@@ -21,28 +16,12 @@ import { openJournal } from '../fs/journal-reader.js';
 import { Ocfs2Volume } from '../fs/ocfs2-volume.js';
 import { readSlotMap } from '../fs/slot-map-reader.js';
 import { openTarget } from '../volume/resolve.js';
-import { nodeKey } from '../disk/reservations.js';
-import { decodeReservationCopies, RESERVATIONS_PAYLOAD_BYTES, type ReservationState } from '../format/reservations.js';
 import type { BlockDevice } from '../disk/device.js';
-import { hex64 } from '../format/o2hb-block.js';
-import type { NodeState } from '../heartbeat/membership-api.js';
-import { clusterHeartbeatRegion, clusterTag, openRegion, readClusterImageFrom, readNodeRecords, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
-import { readSlots } from '../heartbeat/heartbeat.js';
+import { openRegion, readClusterImageFrom, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import { hasQuorum } from '../heartbeat/quorum.js';
 import type { Timing } from '../timing.js';
-
-export interface SlotStatus {
-  node: number;
-  name: string;
-  pid: number | null;
-  seq: string;
-  generation: string;
-  state: NodeState;
-  /** Age of the last update in ms, or null when it cannot be told. */
-  ageMs: number | null;
-  deadMs: number;
-  checksumOk: boolean;
-}
+import { readSlotStatuses, type SlotStatus } from './slot-state.js';
+export type { SlotStatus };
 
 export interface ClusterStatus {
   image: string;
@@ -142,16 +121,6 @@ export async function readVolumeMounts(volumes: string[], devices?: string[]): P
   return out;
 }
 
-/** Seq values above this are wall-clock milliseconds (sanbox), between the bounds seconds (kernel). */
-const SEQ_MS_MIN = 1_000_000_000_000n;
-const SEQ_S_MIN = 1_000_000_000n;
-
-export function seqAgeMs(seq: bigint, nowWallMs: number): number | null {
-  if (seq >= SEQ_MS_MIN) return Math.max(0, nowWallMs - Number(seq));
-  if (seq >= SEQ_S_MIN) return Math.max(0, nowWallMs - Number(seq) * 1000);
-  return null;
-}
-
 function quorumOf(slots: SlotStatus[]): ClusterStatus['quorum'] {
   const base = slots.filter((s) => s.state === 'up' || s.state === 'dead').map((s) => s.node);
   const alive = slots.filter((s) => s.state === 'up').map((s) => s.node);
@@ -163,14 +132,6 @@ export class StatusReader {
     private readonly dev: BlockDevice,
     private readonly info: ClusterImageInfo,
   ) {}
-
-  /** The reservation state, read through the device (so it works for nbd:// too). */
-  private async readReservations(): Promise<ReservationState> {
-    const r = this.info.regions.get('reservations')!;
-    const buf = Buffer.alloc(RESERVATIONS_PAYLOAD_BYTES);
-    await this.dev.read(buf, r.payloadOffsetBytes);
-    return decodeReservationCopies(buf, { device: this.dev.name, offsetBytes: r.payloadOffsetBytes });
-  }
 
   static async open(image: string): Promise<StatusReader> {
     const dev = await openDevice(image, { guard: 'none', readOnly: true });
@@ -186,40 +147,7 @@ export class StatusReader {
   /** `lastChange` (optional, for --watch) maps node → [seq, monotonic ms when it last changed]. */
   async read(lastChange?: Map<number, { seq: bigint; atMs: number }>): Promise<ClusterStatus> {
     const { info, dev } = this;
-    const blocks = await readSlots(clusterHeartbeatRegion(info, dev), undefined, { stable: true });
-    const records = await readNodeRecords(dev, info);
-    const pr = await this.readReservations();
-    const tag = clusterTag(info);
-    const nowWall = Date.now();
-    const nowMono = performance.now();
-    const slots: SlotStatus[] = blocks.map((b, n) => {
-      const rec = records[n] ?? null;
-      const sameIncarnation = rec !== null && rec.generation === b.generation;
-      const deadMs = Math.max(info.timing.deadMs, b.deadMs);
-      let ageMs = seqAgeMs(b.seq, nowWall);
-      if (lastChange !== undefined) {
-        const lc = lastChange.get(n);
-        if (lc === undefined || lc.seq !== b.seq) lastChange.set(n, { seq: b.seq, atMs: nowMono });
-        else if (ageMs === null) ageMs = nowMono - lc.atMs;
-      }
-      let state: NodeState;
-      if (!b.cksumValid || b.seq === 0n) state = 'free';
-      else if (b.generation === 0n) state = 'left';
-      else if (pr.preempted[n] === nodeKey(tag, n, b.generation)) state = 'fenced';
-      else if (ageMs !== null && ageMs > deadMs) state = 'dead';
-      else state = 'up';
-      return {
-        node: n,
-        name: rec?.name || info.config.nodeNames[n] || '',
-        pid: sameIncarnation ? rec.pid : null,
-        seq: b.seq.toString(),
-        generation: hex64(b.generation),
-        state,
-        ageMs: ageMs === null ? null : Math.round(ageMs),
-        deadMs,
-        checksumOk: b.cksumValid,
-      };
-    });
+    const slots = await readSlotStatuses(dev, info, lastChange);
     return {
       image: info.path,
       cluster: info.config.clusterName,

@@ -1,9 +1,11 @@
-// `sanbox ctl`'s action, loaded when it runs (tools/commands/ctl.ts registers it). The node code
-// that only mount, umount and fs use is imported by them: `ctl status` does not load it.
+// `sanbox ctl`'s action, loaded when it runs (tools/commands/ctl.ts registers it). It loads no
+// node runtime: what it computes here (a volume's key, the fs operation names) is in small modules.
 
 import path from 'node:path';
 import type { DeviceStatus, FaultRuleStatus } from '../../src/node/provider.js';
 import type { MountStatus, NodeStatus } from '../../src/node/node.js';
+import { FS_SUBCOMMANDS } from '../../src/node/fs-subcommands.js';
+import { volumeKey } from '../../src/node/volume-key.js';
 import { answerBoundMs, ctlRequest } from '../../src/node/ctl.js';
 import { CTL_ANSWER_TIMEOUT_MS } from '../../src/timing.js';
 import { readClusterImage } from '../../src/heartbeat/cluster-image.js';
@@ -152,7 +154,6 @@ export async function ctl(operands: string[], o: CtlOptions): Promise<void> {
     case 'mount':
     case 'umount': {
       // A relative image path is the caller's, not the node's.
-      const { volumeKey } = await import('../../src/node/node.js');
       const volume = volumeKey(arg(0, 'VOLUME (an image, nbd://… or VG/LV)'));
       const boundMs = answerBoundMs(command, (await readClusterImage(cluster)).timing.lockTimeoutMs);
       const ans = await send({ cmd: command, args: [volume] }, boundMs);
@@ -162,7 +163,6 @@ export async function ctl(operands: string[], o: CtlOptions): Promise<void> {
       return;
     }
     case 'fs': {
-      const [{ FS_SUBCOMMANDS }, { volumeKey }] = await Promise.all([import('../../src/node/fs-commands.js'), import('../../src/node/node.js')]);
       const sub = arg(0, `one of ${FS_SUBCOMMANDS.join(', ')}`);
       if (!(FS_SUBCOMMANDS as readonly string[]).includes(sub)) throw new UsageError(`ctl fs: expected ${FS_SUBCOMMANDS.join(', ')}, not '${sub}'`);
       const volume = volumeKey(arg(1, 'VOLUME'));
