@@ -4,6 +4,7 @@
 
 import { UsageError } from '../src/errors.js';
 import { isNodeId, O2NM_MAX_NODES } from '../src/format/o2hb-block.js';
+import { DEVICES_ENV } from '../src/volume/devices-env.js';
 
 /** The option that names a cluster image, added to every command that takes one positionally too. */
 export const CLUSTER_OPTION = '--cluster <image>';
@@ -19,6 +20,15 @@ export function clusterImage(positional: string | undefined, option: string | un
   return image;
 }
 
+
+/** `--devices` of the commands whose TARGET may be a VG/LV (fs, ocfs2 and bench commands). */
+export const TARGET_DEVICES_HELP = `image files holding the PVs when TARGET is VG/LV (comma-separated; default ${DEVICES_ENV})`;
+
+/** NODE, `sanbox ctl`'s operand: a node number (usage error otherwise). */
+export function nodeNumber(text: string): number {
+  if (!/^\d+$/.test(text)) throw new UsageError(`NODE must be a node number (0, 1, …), not '${text}'`);
+  return Number(text);
+}
 
 /** `--node N`: a node number 0..254 (O2NM_MAX_NODES, src/format/o2hb-block.ts); anything else is a usage error. */
 export function nodeNumberArg(text: string, flag = '--node'): number {

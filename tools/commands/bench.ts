@@ -4,6 +4,7 @@
 
 import type { Command } from 'commander';
 import { BENCH_WORKLOADS, workloadId } from '../../src/perf/workloads.js';
+import { TARGET_DEVICES_HELP } from '../image-arg.js';
 import { lazyAction } from './lazy.js';
 
 const actions = () => import('./bench-actions.js');
@@ -25,7 +26,7 @@ export function register(program: Command): void {
     .option('--read-only', 'only the read workloads; the target is opened read-only', false)
     .option('--no-fio', 'do not run fio beside sanbox')
     .option('--force', 'run the write workloads even over a filesystem or PV label', false)
-    .option('--devices <list>', 'image files holding the PVs when TARGET is VG/LV (comma-separated; default SANBOX_DEVICES)')
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .option('--json', 'print the results as JSON (with --plot, histograms and timelines too)', false)
     .option('--plot <file.svg>', 'draw IOPS, latency percentiles, a latency histogram and throughput over time to an SVG file')
     .action(lazyAction(actions, (m) => m.bench));

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { LOCKS_PER_NODE_DEFAULT } from '../../src/format/lockspace.js';
 import { FENCE_POLICIES } from '../../src/heartbeat/fence-policy.js';
 import { TIMING_PRESETS } from '../../src/timing.js';
+import { DEVICES_ENV } from '../../src/volume/devices-env.js';
 import { CLUSTER_OPTION, CLUSTER_OPTION_HELP } from '../image-arg.js';
 import { lazyAction } from './lazy.js';
 
@@ -43,7 +44,7 @@ export function register(program: Command): void {
     .option('--watch [ms]', 'refresh until interrupted (default: every heartbeat interval)')
     .option('--count <n>', 'with --watch: stop after n refreshes')
     .option('--volume <volume...>', 'also show which node has each of these ocfs2 volumes (image, nbd://… or VG/LV) mounted in which slot, from its slot map')
-    .option('--devices <list>', 'comma-separated devices where VG/LV volumes find their PVs (also SANBOX_DEVICES)')
+    .option('--devices <list>', `comma-separated devices where VG/LV volumes find their PVs (also ${DEVICES_ENV})`)
     .action(lazyAction(actions, (m) => m.status));
 
   program
@@ -58,7 +59,7 @@ export function register(program: Command): void {
     .option('--fence <policy>', `fence agents for dead peers: ${FENCE_POLICIES.join(' | ')} (both: SIGKILL the recorded pid, then preempt its reservation key; disk: preempt only, escalating to power when the victim is stuck inside a write)`, 'both')
     .option('--volume <image...>', 'also heartbeat o2hb-compatibly in the heartbeat system file of these ocfs2 volumes: image files, nbd:// exports or VG/LV (debugfs.ocfs2 -R hb shows the blocks; a kernel node there is a peer)')
     .option('--mount <volume...>', 'mount these ocfs2 volumes (image files, nbd:// exports or VG/LV) into a slot once joined: the volume must be of this cluster (--cluster-stack=o2cb --cluster-name=NAME) with features sanbox writes; unmounted at a clean stop (also: ctl NODE mount|umount VOL)')
-    .option('--devices <list>', 'comma-separated devices where VG/LV volumes find their PVs (also SANBOX_DEVICES); every PV gets this node\'s fence gate')
+    .option('--devices <list>', `comma-separated devices where VG/LV volumes find their PVs (also ${DEVICES_ENV}); every PV gets this node's fence gate`)
     .option('--json', 'log events as JSON lines', false)
     .action(lazyAction(actions, (m) => m.node));
 }

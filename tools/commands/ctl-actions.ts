@@ -11,10 +11,9 @@ import { CTL_ANSWER_TIMEOUT_MS } from '../../src/timing.js';
 import { readClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { UsageError } from '../../src/errors.js';
 import { parseDurationMs } from '../../src/units.js';
-import { clusterImage } from '../image-arg.js';
+import { clusterImage, nodeNumber } from '../image-arg.js';
 import { printFields, printJson, printTable } from '../output.js';
-import { printRules, ruleFromOptions } from './fault-actions.js';
-import { nodeNumber } from './ctl.js';
+import { printRules, ruleFromOptions } from './fault-rules.js';
 
 /** The quorum hold of a node's cluster volumes in one line ("I/O held: no quorum since …"). */
 function ioHoldLine(h: NodeStatus['ioHold']): string {

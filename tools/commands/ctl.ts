@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { CTL_ANSWER_TIMEOUT_MS } from '../../src/timing.js';
 import { UsageError } from '../../src/errors.js';
-import { CLUSTER_OPTION, CLUSTER_OPTION_HELP, clusterImage } from '../image-arg.js';
+import { CLUSTER_OPTION, CLUSTER_OPTION_HELP, clusterImage, nodeNumber } from '../image-arg.js';
 import { addRuleOptions } from './fault.js';
 import { lazyAction } from './lazy.js';
 
@@ -40,12 +40,6 @@ export function ctlLvmArgv(argv: string[]): string[] | undefined {
   const rest = argv.slice(at + 1);
   if (rest.length === 0 || rest[0]!.startsWith('-')) throw new UsageError('ctl lvm: missing the LVM command (usage: ctl IMAGE NODE lvm vgs|lvs|lvcreate|lvextend|lvreduce|lvremove|lvchange|vgextend|… ARGS)');
   return [...rest, '--cluster', image, '--node', nodeText, '--ctl'];
-}
-
-/** NODE: a node number (usage error otherwise). */
-export function nodeNumber(text: string): number {
-  if (!/^\d+$/.test(text)) throw new UsageError(`NODE must be a node number (0, 1, …), not '${text}'`);
-  return Number(text);
 }
 
 export function register(program: Command): void {

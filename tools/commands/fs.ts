@@ -6,10 +6,10 @@
 
 import type { Command } from 'commander';
 import { LIVENESS_OBSERVE_MS_DEFAULT } from '../../src/timing.js';
+import { TARGET_DEVICES_HELP } from '../image-arg.js';
 import { lazyAction } from './lazy.js';
 
 const actions = () => import('./fs-actions.js');
-const DEVICES_HELP = 'image files holding the PVs when TARGET is VG/LV (comma-separated; default SANBOX_DEVICES)';
 
 export function register(program: Command): void {
   program
@@ -17,7 +17,7 @@ export function register(program: Command): void {
     .description('list a directory of an ocfs2 volume (inode, mode, links, uid, gid, size, mtime, name): `debugfs.ocfs2 -R "ls -l PATH"`')
     .argument('<target>', 'image file, nbd://… or VG/LV')
     .argument('[path]', 'absolute path on the volume', '/')
-    .option('--devices <list>', DEVICES_HELP)
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .option('--json', 'print as JSON', false)
     .action(lazyAction(actions, (m) => m.ls));
 
@@ -26,7 +26,7 @@ export function register(program: Command): void {
     .description('write a file of an ocfs2 volume to stdout (inline data or extents; holes and unwritten extents read as zeros): `debugfs.ocfs2 -R "cat PATH"`')
     .argument('<target>', 'image file, nbd://… or VG/LV')
     .argument('<path>', 'absolute path on the volume')
-    .option('--devices <list>', DEVICES_HELP)
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .action(lazyAction(actions, (m) => m.cat));
 
   program
@@ -40,7 +40,7 @@ export function register(program: Command): void {
     .option('--slot <n>', 'recover only this slot')
     .option('--observe-ms <ms>', 'how long to watch a slot\'s node heartbeat before calling it dead', String(LIVENESS_OBSERVE_MS_DEFAULT))
     .option('--dry-run', 'read and report, write nothing', false)
-    .option('--devices <list>', DEVICES_HELP)
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .option('--json', 'print as JSON', false)
     .action(lazyAction(actions, (m) => m.recover));
 }

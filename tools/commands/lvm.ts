@@ -8,12 +8,12 @@
 
 import { Option, type Command } from 'commander';
 import { CONTAINER_KINDS } from '../../src/format/container.js';
-import { DEVICES_FILE_ENV } from '../../src/volume/devices-env.js';
+import { DEVICES_ENV, DEVICES_FILE_ENV } from '../../src/volume/devices-env.js';
 import { lazyAction } from './lazy.js';
 
 const actions = () => import('./lvm-actions.js');
 
-const DEVICES_HELP = 'comma-separated image files to look for PVs on (also: env SANBOX_DEVICES; else the devices file, see lvmdevices)';
+const DEVICES_HELP = `comma-separated image files to look for PVs on (also: env ${DEVICES_ENV}; else the devices file, see lvmdevices)`;
 
 function nodeOptions(c: Command, withCluster = true): Command {
   if (withCluster) c.option('--cluster <img>', 'the cluster image of --node');
@@ -25,7 +25,7 @@ function nodeOptions(c: Command, withCluster = true): Command {
 export function register(program: Command): void {
   program
     .command('lvmdevices')
-    .description("list or change the devices file (lvm2's format): the devices LVM commands use when neither --devices nor SANBOX_DEVICES names any")
+    .description(`list or change the devices file (lvm2's format): the devices LVM commands use when neither --devices nor ${DEVICES_ENV} names any`)
     .option('--adddev <image>', 'add an image (or nbd:// URL) to the devices file, with its PV uuid if it holds a PV')
     .option('--deldev <image>', 'remove an image from the devices file')
     .option('--devicesfile <path>', `the devices file (default: $${DEVICES_FILE_ENV}, else ~/.config/sanbox/system.devices)`)
@@ -52,7 +52,7 @@ export function register(program: Command): void {
     program
       .command('pvs')
       .description('list physical volumes (lvm2\'s report: default columns PV, VG, Fmt, Attr, PSize, PFree)')
-      .argument('[images...]', 'image files (default: --devices / SANBOX_DEVICES)')
+      .argument('[images...]', `image files (default: --devices / ${DEVICES_ENV})`)
   ).action(lazyAction(actions, (m) => m.pvs));
 
   const vgcreate = program
@@ -141,7 +141,7 @@ export function register(program: Command): void {
   program
     .command('pvdisplay')
     .description('show physical volume attributes, one block per PV, as lvm2 prints them (--maps: which LV uses which extents)')
-    .argument('[images...]', 'image files (default: --devices / SANBOX_DEVICES)')
+    .argument('[images...]', `image files (default: --devices / ${DEVICES_ENV})`)
     .option('-m, --maps', 'list the physical segments: the LV and logical extents on each range, and the free ranges', false)
     .option('--devices <list>', DEVICES_HELP)
     .option('--json', 'print rows as JSON (lvm2 field names, sizes in bytes)', false)

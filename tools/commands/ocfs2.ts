@@ -4,10 +4,10 @@
 // when one runs.
 
 import type { Command } from 'commander';
+import { TARGET_DEVICES_HELP } from '../image-arg.js';
 import { lazyAction } from './lazy.js';
 
 const actions = () => import('./ocfs2-actions.js');
-const DEVICES_HELP = 'image files holding the PVs when TARGET is VG/LV (comma-separated; default SANBOX_DEVICES)';
 
 export function register(program: Command): void {
   program
@@ -36,7 +36,7 @@ export function register(program: Command): void {
     .option('--fs-feature-level <level>', 'max-compat or default (max-features is refused: it needs metaecc and more that sanbox cannot write)')
     .option('--cluster-stack <stack>', 'cluster stack recorded in the superblock: o2cb')
     .option('--cluster-name <name>', 'cluster name (up to 16 bytes; needs --cluster-stack o2cb)')
-    .option('--devices <list>', DEVICES_HELP)
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .option('-F, --force', 'overwrite a device that already holds a filesystem or PV label', false)
     .option('-q, --quiet', 'no progress and no summary', false)
     .option('--json', 'print the result as JSON', false)
@@ -47,7 +47,7 @@ export function register(program: Command): void {
     .description('show an ocfs2 volume\'s superblock: the facts of `debugfs.ocfs2 -R stats`')
     .argument('<target>', 'image file, nbd://… or VG/LV')
     .option('--files', 'also list the system files: inode, flags, size and extents (debugfs `ls -l //` and `stat`)', false)
-    .option('--devices <list>', DEVICES_HELP)
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .option('--json', 'print as JSON', false)
     .action(lazyAction(actions, (m) => m.fsinfo));
 
@@ -56,7 +56,7 @@ export function register(program: Command): void {
     .description('show which node holds each slot (old or extended slot map): `debugfs.ocfs2 -R slotmap`')
     .argument('<target>', 'image file, nbd://… or VG/LV')
     .option('--all', 'list empty slots too', false)
-    .option('--devices <list>', DEVICES_HELP)
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .option('--json', 'print as JSON', false)
     .action(lazyAction(actions, (m) => m.slotmap));
 
@@ -64,7 +64,7 @@ export function register(program: Command): void {
     .command('hb')
     .description('show the o2hb heartbeat blocks of the volume\'s heartbeat region (slots with a non-zero sequence), checksums verified: `debugfs.ocfs2 -R hb`')
     .argument('<target>', 'image file, nbd://… or VG/LV')
-    .option('--devices <list>', DEVICES_HELP)
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .option('--json', 'print as JSON', false)
     .action(lazyAction(actions, (m) => m.hb));
 
@@ -73,7 +73,7 @@ export function register(program: Command): void {
     .description('walk a slot\'s JBD2 journal: superblock, descriptor blocks and their tags, commit and revoke blocks: `debugfs.ocfs2 -R "logdump N"`')
     .argument('<target>', 'image file, nbd://… or VG/LV')
     .argument('<slot>', 'slot number')
-    .option('--devices <list>', DEVICES_HELP)
+    .option('--devices <list>', TARGET_DEVICES_HELP)
     .option('--json', 'print as JSON', false)
     .action(lazyAction(actions, (m) => m.logdump));
 }
