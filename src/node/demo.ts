@@ -5,7 +5,7 @@
 // dead and fence it, exactly one of them replays its journal and frees its slot; every file a
 // node acknowledged is read back through a survivor and compared by sha256; the rest unmount and
 // leave, and the run is judged. The scenario lives here (the files in demo-files.ts);
-// tools/commands/demo.ts only prints what it reports.
+// tools/commands/demo-actions.ts only prints what it reports.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -19,6 +19,8 @@ import { DemoFiles, type DemoFile } from './demo-files.js';
 import type { ReplayedTransactionReport } from './recovery.js';
 import { readVolumeMounts, StatusReader, type ClusterStatus, type VolumeMount } from './status.js';
 import { DEMO_FENCE_MARGIN_MS, DEMO_READY_TIMEOUT_MS, DEMO_SEE_EACH_OTHER_TIMEOUT_MS } from '../timing.js';
+import { DEMO_NODES_MAX, DEMO_NODES_MIN } from './demo-limits.js';
+export { DEMO_NODES_MIN, DEMO_NODES_MAX };
 
 /** The demo's shared ocfs2 volume: sparse, so it costs a few MiB of real blocks. */
 const VOLUME_BYTES = 1024 ** 3;
@@ -34,8 +36,6 @@ const NODE_FILES: readonly { name: string; sizeBytes: number }[] = [
 const SHARED_FILE_BYTES = 4096;
 /** The put the victim has in flight when it is killed. */
 const IN_FLIGHT_BYTES = 256 * 1024;
-import { DEMO_NODES_MAX, DEMO_NODES_MIN } from './demo-limits.js';
-export { DEMO_NODES_MIN, DEMO_NODES_MAX };
 
 /** Formats the demo's shared volume as ocfs2 with one slot per node. */
 async function makeVolume(volume: string, slots: number): Promise<string> {

@@ -1,6 +1,6 @@
 // The node loop (`sanbox node`): join, report membership events, run until told to stop (SIGINT,
-// SIGTERM, `ctl … leave`) or until the node fences itself, then leave. tools/commands/cluster.ts
-// only parses options and prints what this reports.
+// SIGTERM, `ctl … leave`) or until the node fences itself, then leave.
+// tools/commands/cluster-actions.ts only parses options and prints what this reports.
 
 import type { MembershipEvent } from '../heartbeat/membership-api.js';
 import { NodeMounts, registerMountCommands } from './mount.js';

@@ -265,33 +265,33 @@ export function vgchange(vg: string, o: ContainerOpts & NodeOpts & { addtag: str
 }
 
 async function changeLv(spec: string, o: { addtag: string[]; deltag: string[]; readahead?: string; devices?: string }, cluster: LvmCluster | undefined): Promise<void> {
-    const { vg, lv } = splitLvPath(spec);
-    const change: LvChange = {};
-    change.tags = tagChange(o);
-    if (o.readahead !== undefined) change.readAhead = parseReadAhead(o.readahead);
-    if (Object.values(change).every((v) => v === undefined)) throw new UsageError('lvchange: nothing to change (--addtag, --deltag, -r)');
-    let notes: string[] = [];
-    await vgModify(await devicesFor([], o, cluster), vg, context(cluster), (model) => void (notes = applyLvChange(model, lv, change)));
-    for (const n of notes) say(n);
-    say(`Logical volume ${vg}/${lv} changed.`);
+  const { vg, lv } = splitLvPath(spec);
+  const change: LvChange = {};
+  change.tags = tagChange(o);
+  if (o.readahead !== undefined) change.readAhead = parseReadAhead(o.readahead);
+  if (Object.values(change).every((v) => v === undefined)) throw new UsageError('lvchange: nothing to change (--addtag, --deltag, -r)');
+  let notes: string[] = [];
+  await vgModify(await devicesFor([], o, cluster), vg, context(cluster), (model) => void (notes = applyLvChange(model, lv, change)));
+  for (const n of notes) say(n);
+  say(`Logical volume ${vg}/${lv} changed.`);
 }
 
 export async function lvchange(spec: string, o: NodeOpts & { addtag: string[]; deltag: string[]; readahead?: string; activate?: string; devices?: string }): Promise<void> {
-    if (o.activate !== undefined) {
-      const mode = ACTIVATION_MODES[o.activate];
-      if (mode === undefined) throw new UsageError(`lvchange -a: '${o.activate}' is not one of ${Object.keys(ACTIVATION_MODES).join(', ')} (y is ey, exclusive)`);
-      if (o.node === undefined || o.cluster === undefined) throw new UsageError(`lvchange -a: ${activation}`);
-      if (o.addtag.length || o.deltag.length || o.readahead !== undefined) throw new UsageError('lvchange: -a goes alone (no tags, -r)');
-      splitLvPath(spec);
-      const nodeId = nodeNumberArg(o.node);
-      const { changeActivation } = await import('../../src/node/lvm-node.js');
-      const a = await changeActivation({ clusterImage: o.cluster, nodeId, lv: spec, mode, devices: deviceList([], o.devices) });
-      const how = a.mode === 'ex' ? 'exclusively' : a.mode === 'sh' ? 'shared' : 'locally (a local VG: no cluster lock)';
-      say(mode === 'un' ? `Logical volume ${spec} deactivated on node ${nodeId}.` : `Logical volume ${spec} activated ${how} on node ${nodeId}${a.lock ? ` (LV lock ${a.lock})` : ''}.`);
-      return;
-    }
-    return asNode(o, (cluster) => changeLv(spec, o, cluster));
+  if (o.activate !== undefined) {
+    const mode = ACTIVATION_MODES[o.activate];
+    if (mode === undefined) throw new UsageError(`lvchange -a: '${o.activate}' is not one of ${Object.keys(ACTIVATION_MODES).join(', ')} (y is ey, exclusive)`);
+    if (o.node === undefined || o.cluster === undefined) throw new UsageError(`lvchange -a: ${activation}`);
+    if (o.addtag.length || o.deltag.length || o.readahead !== undefined) throw new UsageError('lvchange: -a goes alone (no tags, -r)');
+    splitLvPath(spec);
+    const nodeId = nodeNumberArg(o.node);
+    const { changeActivation } = await import('../../src/node/lvm-node.js');
+    const a = await changeActivation({ clusterImage: o.cluster, nodeId, lv: spec, mode, devices: deviceList([], o.devices) });
+    const how = a.mode === 'ex' ? 'exclusively' : a.mode === 'sh' ? 'shared' : 'locally (a local VG: no cluster lock)';
+    say(mode === 'un' ? `Logical volume ${spec} deactivated on node ${nodeId}.` : `Logical volume ${spec} activated ${how} on node ${nodeId}${a.lock ? ` (LV lock ${a.lock})` : ''}.`);
+    return;
   }
+  return asNode(o, (cluster) => changeLv(spec, o, cluster));
+}
 
 export function vgs(names: string[], o: ReportCliOptions & NodeOpts & { devices?: string; json: boolean }): Promise<void> {
   return asNode(o, async (cluster) => {
