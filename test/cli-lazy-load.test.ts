@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildProgram } from '../tools/cli.js';
-import { lazyAction, NOT_BUILT_MESSAGE } from '../tools/commands/lazy.js';
+import { lazyAction, missingBuiltModule, NOT_BUILT_MESSAGE } from '../tools/commands/lazy.js';
 import { SanboxError } from '../src/errors.js';
 import { IMPORT_LOG_ENV } from './helpers/import-log.js';
 import { runToolWith } from './helpers/run-tool.js';
@@ -124,7 +124,7 @@ const HALF_BUILT_RUN_TIMEOUT_MS = 30_000;
 /** Room for a help text or a one-line error. */
 const HALF_BUILT_MAX_BUFFER_BYTES = 1024 * 1024;
 
-test('a half-built dist/ (an actions module missing) is the one line bin/sanbox.js prints for a missing dist/, exit 1; help still works', async (t) => {
+test('a half-built dist/ (an actions module missing) is the launcher\'s one line for a missing dist/, naming the file, exit 1; help still works', async (t) => {
   // A copy of the program whose build stopped before disk-actions.js: bin/, package.json (ES
   // modules), dist/src and dist/tools, and the repository's node_modules (commander).
   const root = tempDir(t);
@@ -141,7 +141,7 @@ test('a half-built dist/ (an actions module missing) is the one line bin/sanbox.
   t.true(help.stdout.startsWith('Usage: sanbox disk info'), help.stdout);
   const info = await run(['disk', 'info', path.join(root, 'no.img')]);
   t.is(info.code, 1, info.stderr);
-  t.is(info.stderr, `sanbox: ${NOT_BUILT_MESSAGE}\n`);
+  t.is(info.stderr, `sanbox: ${NOT_BUILT_MESSAGE} (dist/tools/commands/disk-actions.js is missing)\n`);
   // Another command's actions are there: it runs (and fails on its own terms).
   const ls = await run(['dlm', 'ls', path.join(root, 'no.img')]);
   t.is(ls.code, 1, ls.stderr);
@@ -151,14 +151,25 @@ test('a half-built dist/ (an actions module missing) is the one line bin/sanbox.
   fs.rmSync(path.join(root, 'dist'), { recursive: true });
   const none = await run(['--version']);
   t.is(none.code, 1, none.stderr);
-  t.is(none.stderr, info.stderr);
+  t.is(none.stderr, `sanbox: ${NOT_BUILT_MESSAGE}\n`);
 });
 
-test('lazyAction: only a module missing while the actions load is "not built"; the same error from the action itself is its own', async (t) => {
-  const gone = pathToFileURL(path.join(tempDir(t), 'gone-actions.js')).href;
-  const missing = lazyAction(() => import(gone) as Promise<{ run: () => void }>, (m) => m.run);
-  const err = await t.throwsAsync(missing(), { instanceOf: SanboxError, message: NOT_BUILT_MESSAGE });
-  t.is((err?.cause as NodeJS.ErrnoException | undefined)?.code, 'ERR_MODULE_NOT_FOUND');
+test('lazyAction: only a file of dist/ missing while the actions load is "not built"; a missing package, a file elsewhere, or the action\'s own error is passed on', async (t) => {
+  const dir = tempDir(t);
+  const rootUrl = pathToFileURL(dir + path.sep).href;
+  const gone = pathToFileURL(path.join(dir, 'tools', 'gone-actions.js')).href;
+  // Node's own errors: a missing file carries its url, a missing package none.
+  const fileErr = await import(gone).then(() => undefined, (e: unknown) => e);
+  t.is((fileErr as NodeJS.ErrnoException | undefined)?.code, 'ERR_MODULE_NOT_FOUND');
+  t.is(missingBuiltModule(fileErr, rootUrl), 'tools/gone-actions.js');
+  t.is(missingBuiltModule(fileErr, pathToFileURL(path.join(dir, 'elsewhere') + path.sep).href), undefined, 'a file outside the tree');
+  const packageErr = await import('sanbox-no-such-package-' + 'x').then(() => undefined, (e: unknown) => e);
+  t.is((packageErr as NodeJS.ErrnoException | undefined)?.code, 'ERR_MODULE_NOT_FOUND');
+  t.is(missingBuiltModule(packageErr, rootUrl), undefined, 'a missing package is not a half build');
+  // Through lazyAction with the real dist/: a file outside it is passed on as it was.
+  const outside = lazyAction(() => import(gone) as Promise<{ run: () => void }>, (m) => m.run);
+  const outsideErr = await t.throwsAsync(outside());
+  t.false(outsideErr instanceof SanboxError);
   const own = lazyAction(async () => ({ run: async () => void (await import(gone)) }), (m) => m.run);
   const ownErr = await t.throwsAsync(own());
   t.is((ownErr as NodeJS.ErrnoException | undefined)?.code, 'ERR_MODULE_NOT_FOUND', 'passed on as it was');
