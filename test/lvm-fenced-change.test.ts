@@ -17,6 +17,13 @@
 // (EFENCED, exit status 3). Checked in both: the VG holds node 2's change and not node 1's
 // (sanbox's reading of the PVs, and the real `lvs`), one seqno past the start; the real `pvck` and
 // `vgck` are clean.
+// 3. Through running node 1 when node 1 is gone and its slot says fenced (lvm-node.ts
+//    fencedMeanwhile's second case; the first, N's gate refusing the write, is 1. here and
+//    container-failover): `sanbox lvextend --cluster C --node 1` stops itself once connected to
+//    node 1 (SANBOX_PAUSE_AT=node-connected), before it registers as node 1's client; node 1 is
+//    stopped and power-fenced (killed, its key recorded) by node 0; the command resumes, finds the
+//    connection closed, and says in one line that node 1 was fenced (EFENCED, exit status 3); the
+//    VG is as before (nothing of the change landed), and the real tools find it clean.
 
 import test, { type ExecutionContext } from 'ava';
 import { isEvent, spawnNode, type NodeProc } from './helpers/heartbeat-nodes.js';
@@ -118,4 +125,38 @@ test.serial('a change joined as node 1, stalled at its commit point past its fen
   await node2Change(t, l);
   stalled.child.kill('SIGCONT');
   await onlyNode2Changed(t, l, stalled, seqnoBefore);
+});
+
+test.serial('a change through running node 1 that finds node 1 gone and its slot fenced says so in one line, and changes nothing', async (t) => {
+  const l = await makeLab(t, 1, 24, [['-n', 'lv1', '-L', '8m']], 2);
+  const nodes = [0, 1].map((n) => spawnNode(t, l.cluster, n, ['--fence', 'power']));
+  t.teardown(() => void nodes[1]!.child.kill('SIGCONT'));
+  await nodes[0]!.waitLine(isEvent('up', 1), UP_MS, 'node 1 up');
+  const seqnoBefore = await vgSeqno(l);
+  // Why the pause point and not a stop at a natural moment: a command that registered as node 1's
+  // client is killed by node 1's fence (src/node/clients.ts; 1. above, ctl-client-fence), one that
+  // starts after node 1 is gone joins as node 1 itself (its slot lock is free: 2. above), and one
+  // running while node 1 is killed sees the connection close at the kill, before the fencer records
+  // the fence on the image (fencer.ts: kill, then markFenced), so its reading of the slot races the
+  // record. Stopped between its connect and its registration, the command resumes after the fence
+  // is recorded: the path under test, node 1 gone and its slot fenced, is taken every time.
+  const stalled = await pausedCommand(t, ['lvextend', '-L', '12m', `${l.vg}/lv1`, '--devices', l.pvs.join(','), '--cluster', l.cluster, '--node', '1'], 'node-connected');
+  nodes[1]!.child.kill('SIGSTOP');
+  const fence = await nodes[0]!.waitLine((x) => /^node 1 fenced/.test(x.msg ?? ''), FENCED_MS, 'node 0 to fence node 1');
+  t.log(fence.msg);
+  t.regex(fence.msg ?? '', /power:killed/, `node 1 was power-fenced: ${fence.msg}`);
+  t.false((fence.msg ?? '').includes(`client:sigkill(pid ${stalled.child.pid})`), 'the command was not node 1\'s client yet: the fence did not kill it');
+  t.is((await exited(nodes[1]!.child, EXIT_MS)).signal, 'SIGKILL', 'node 1 is gone');
+  stalled.child.kill('SIGCONT');
+  const r = await exited(stalled.child, EXIT_MS);
+  const lines = errorLines(stalled);
+  t.log(lines.join('\n'));
+  t.is(r.code, 3, `the change exits as fenced: ${stalled.err()}`);
+  t.is(lines.length, 1, `one line: ${stalled.err()}`);
+  t.regex(lines[0] ?? '', /^sanbox: node 1 was fenced while the command ran; its fence gate refused what the command had not written by then: check the VG with vgs \(.*its slot says fenced/, 'the line says node 1 was fenced, and why');
+  t.is(await vgSeqno(l), seqnoBefore, 'no commit');
+  t.is(await lvSizeBytes(l, 'lv1'), 8 * MiB, 'the extend did not land');
+  const loops = await realToolsClean(t, l);
+  const rows = await lvmReport(t, 'lvs', loops, ['lv_name', 'lv_size'], [l.vg]);
+  t.deepEqual(Object.fromEntries(rows.map((x) => [x.lv_name, Number(x.lv_size)])), { lv1: 8 * MiB }, 'the real lvs');
 });

@@ -18,6 +18,10 @@
 //               when unset), once. A fencer then waits for the gate and escalates to the power fence.
 //   takeover-preempt  in a container takeover (src/node/failover.ts), after the fenced owner's
 //               slot was read under the VG lock EX, right before its key is preempted on the PVs.
+//   node-connected  in an LVM command run through running node N (src/node/lvm-node.ts
+//               withLvmNode), once connected to N's control socket and before it registers as N's
+//               client: it has taken nothing yet (no lock, no flock, no write), and a fence of N
+//               does not kill it (N's record does not name it), so it resumes to find N gone.
 
 import path from 'node:path';
 import { DiskError } from '../errors.js';
@@ -27,7 +31,7 @@ export const PAUSE_AT_ENV = 'SANBOX_PAUSE_AT';
 
 export const PAUSE_AT_DEVICE_ENV = 'SANBOX_PAUSE_DEVICE';
 
-export const PAUSE_POINTS = ['vg-commit', 'lockout-vetted', 'lease-checked', 'takeover-preempt'] as const;
+export const PAUSE_POINTS = ['vg-commit', 'lockout-vetted', 'lease-checked', 'takeover-preempt', 'node-connected'] as const;
 export type PausePoint = (typeof PAUSE_POINTS)[number];
 
 /** Stops this process at `point` when SANBOX_PAUSE_AT names it; `what` goes into the stderr line. */

@@ -14,6 +14,7 @@
 import { modeName, parseMode, type Mode } from '../dlm/compat-matrix.js';
 import { DlmError, readSnapshot, type LockOptions, type LockspaceSnapshot, type ReleaseOptions } from '../dlm/lock-manager.js';
 import { SanboxError } from '../errors.js';
+import { pauseAt } from '../disk/pause-point.js';
 import { openRegion, readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import type { HeldLock, LockService, LvmMode } from '../volume/lvm-locks.js';
 import type { LvmCluster } from '../volume/lvm-cluster.js';
@@ -113,6 +114,7 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
     const devices = new NodeDevices(await connectNode(o.clusterImage, o.nodeId));
     const c = devices.connection;
     try {
+      pauseAt('node-connected', `connected to node ${o.nodeId}, before it registers as its client`);
       // First of all, before the command takes a lock or the host's VG flock: a fence of node N
       // kills this process from now on (src/node/clients.ts).
       await registerAsClient(c);
