@@ -666,7 +666,8 @@ function targetRows(report: Record<string, unknown>): TargetRow[] {
   const ind = report.independent as Independent | undefined;
   if (ind !== undefined) {
     const r = independentRatios(ind);
-    rows.push({ target: `${ind.processes} processes on independent resources vs ${ind.processes}x one`, measured: `${r.dlm.toFixed(2)}x`, goal: '>= 0.7x', met: r.dlm >= 0.7, note: `flock's own ratio in this run: ${r.flock.toFixed(2)}x (the ceiling of ${ind.processes} processes on ${os.cpus().length} CPUs); dlm/flock ratio ${(r.dlm / r.flock).toFixed(2)}${cpuCeiling(ind) ? `; ${ceilingText(ind)}` : ''}` });
+    const ceiling = ceilingText(ind);
+    rows.push({ target: `${ind.processes} processes on independent resources vs ${ind.processes}x one`, measured: `${r.dlm.toFixed(2)}x`, goal: '>= 0.7x', met: r.dlm >= 0.7, note: `flock's own ratio in this run: ${r.flock.toFixed(2)}x (the ceiling of ${ind.processes} processes on ${os.cpus().length} CPUs); dlm/flock ratio ${(r.dlm / r.flock).toFixed(2)}${ceiling ? `; ${ceiling}` : ''}` });
   }
   return rows;
 }

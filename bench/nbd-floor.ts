@@ -6,8 +6,9 @@
 // keeps its counting right (magic, error, cookie, chunk bounds), and a failure ends the run. What it
 // keeps from a real client is what the server and the kernel see, so that they do the same work as
 // for sanbox and fio:
-// - the same negotiation as sanbox and libnbd: structured replies, so a READ of a hole comes back as
-//   a hole chunk (qemu-nbd on the sparse images of the random workloads), not as zeros;
+// - structured replies, as sanbox and libnbd negotiate them, so a READ of a hole comes back as a hole
+//   chunk (qemu-nbd on the sparse images of the random workloads), not as zeros (the export is then
+//   opened with NBD_OPT_EXPORT_NAME where they use NBD_OPT_GO: the same export, the same replies);
 // - every READ's data lands in its request's own buffer (a hole is zeroed there);
 // - small replies are received into a scratch buffer, several per read, and a READ's data is copied
 //   out; from DIRECT_RECV_MIN_BYTES up, a reply's header (and a data chunk's offset) is read alone
@@ -28,6 +29,7 @@ import {
   encodeClientFlags,
   encodeExportNameOption,
   encodeOption,
+  encodeRequest,
   encodeRequestInto,
   EXPORT_NAME_REPLY_BYTES,
   EXPORT_NAME_ZEROES_BYTES,
@@ -48,13 +50,9 @@ import {
   STRUCTURED_HEADER_BYTES,
   STRUCTURED_REPLY_MAGIC,
 } from '../src/format/nbd-protocol.js';
+// sanbox's client's own thresholds, so that the floor receives and sends as it does.
+import { DIRECT_RECV_MIN_BYTES, parseNbdUri, RECV_SCRATCH_BYTES, SEND_PIECE_MAX_BYTES } from '../src/disk/nbd-device.js';
 
-/** Node's default read size, as sanbox's client's scratch buffer. */
-const SCRATCH_BYTES = 64 * 1024;
-/** sanbox's client receives a READ's data in place when at least this much of it is missing. */
-const DIRECT_RECV_MIN_BYTES = 16 * 1024;
-/** sanbox's client's largest write(2) of a request sent alone (SEND_PIECE_MAX_BYTES there). */
-const SEND_PIECE_MAX_BYTES = 512 * 1024;
 /** Bounds on the handshake and on the wait for the replies in flight at the end of a run. */
 const HANDSHAKE_TIMEOUT_MS = 5000;
 const DRAIN_BOUND_MS = 5000;
@@ -75,7 +73,9 @@ export interface FloorRun {
 
 /** Ops per second, counted as bench/nbd.bench.ts counts sanbox's: completions in `timeMs` after `warmupMs`. */
 export async function measureFloor(run: FloorRun): Promise<number> {
-  const { host, port, exportName } = parseUri(run.uri);
+  const { address, exportName } = parseNbdUri(run.uri);
+  if (address.transport !== 'tcp') throw new Error(`the floor client takes nbd://HOST:PORT/EXPORT, as fio's runs use, not ${run.uri}`);
+  const { host, port } = address;
   const c = new FloorConnection(run, exportName);
   try {
     await c.open(host, port);
@@ -106,8 +106,9 @@ class FloorConnection {
   /** Per slot: the READ's buffer, and the offset of the request in flight. */
   private readonly targets: Buffer[];
   private readonly slotOffset: number[];
-  private readonly scratch = Buffer.alloc(SCRATCH_BYTES);
-  private readonly header = Buffer.alloc(STRUCTURED_HEADER_BYTES + HOLE_PAYLOAD_BYTES);
+  private readonly scratch = Buffer.alloc(RECV_SCRATCH_BYTES);
+  /** A reply's header, then (from byte 0 again) a chunk's payload, which is shorter. */
+  private readonly header = Buffer.alloc(Math.max(STRUCTURED_HEADER_BYTES, HOLE_PAYLOAD_BYTES));
 
   private handshake: Buffer | null = Buffer.alloc(0);
   private handshakeWant: { bytes: number; resolve: (b: Buffer) => void } | undefined;
@@ -197,10 +198,8 @@ class FloorConnection {
       clearTimeout(timer);
     }
     if (this.failure === undefined && this.handshake === null) {
-      const disc = Buffer.alloc(REQUEST_HEADER_BYTES);
-      encodeRequestInto(disc, 0, { flags: 0, type: Cmd.DISC, cookie: 0, offsetBytes: 0, lengthBytes: 0 });
       // The server closes on NBD_CMD_DISC; the timer only bounds a server that does not.
-      this.socket.end(disc);
+      this.socket.end(encodeRequest({ flags: 0, type: Cmd.DISC, cookie: 0, offsetBytes: 0, lengthBytes: 0 }));
       setTimeout(() => this.socket.destroy(), DRAIN_BOUND_MS).unref();
     } else this.socket.destroy();
   }
@@ -372,16 +371,18 @@ class FloorConnection {
 
   /** A chunk (or a simple reply) is complete: the reply too if it was the last. */
   private endChunk(): void {
-    this.at = At.Header;
-    this.headerBytes = 0;
-    this.headerNeed = this.firstHeaderBytes();
+    this.expectHeader();
     if ((this.chunkFlags & ReplyFlag.DONE) !== 0) this.finish();
   }
 
-  private finish(): void {
+  private expectHeader(): void {
     this.at = At.Header;
     this.headerBytes = 0;
     this.headerNeed = this.firstHeaderBytes();
+  }
+
+  private finish(): void {
+    this.expectHeader();
     this.chunkFlags = 0;
     this.inFlight--;
     this.completed++;
@@ -409,8 +410,3 @@ class FloorConnection {
   }
 }
 
-function parseUri(uri: string): { host: string; port: number; exportName: string } {
-  const u = new URL(uri);
-  if (u.protocol !== 'nbd:' || u.port === '') throw new Error(`the floor client takes nbd://HOST:PORT/EXPORT, not ${uri}`);
-  return { host: u.hostname, port: Number(u.port), exportName: decodeURIComponent(u.pathname.slice(1)) };
-}

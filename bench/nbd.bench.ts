@@ -19,7 +19,7 @@
 // columns are references, measured once per workload (and server).
 //
 // Also measured in the same rounds, as a third run beside the pair (when fio is there): a bare Node
-// client (bench/nbd-floor.ts: the same negotiation, receive and send strategy as sanbox's client,
+// client (bench/nbd-floor.ts: structured replies and the same receive and send strategy as sanbox's client,
 // without its request machinery), so that a cell's gap to fio splits into what sanbox's client adds
 // (sanbox / floor) and what a minimal Node client already costs here (floor / fio). sanbox / floor is
 // (sanbox / fio) / (floor / fio) of the same round, so it carries the noise of both. `--no-floor`
@@ -281,7 +281,8 @@ async function main(): Promise<void> {
   const rows = workloads.flatMap((w) =>
     serverKinds.map((server) => {
       const m = (k: Measure): number => median(samples.get(`${w.name}|${k}`) ?? [NaN]);
-      const r = (depth: number): number[] => ratios.get(`${w.name}|${server} QD${depth}`) ?? [];
+      /** A cell's per-round ratios: sanbox / fio, or (`what`) floor/fio or sanbox/floor. */
+      const r = (depth: number, what = ''): number[] => ratios.get(`${w.name}|${server} ${what === '' ? '' : `${what} `}QD${depth}`) ?? [];
       const nbd1 = m(`${server} sanbox QD1`);
       const copy = m(`${server} nbdcopy`);
       return {
@@ -300,8 +301,8 @@ async function main(): Promise<void> {
         nbdVsNbdcopy: nbd1 / copy,
         floorQd1Iops: m(`${server} floor QD1`),
         floorQdIops: m(`${server} floor QD${QUEUE_DEPTH}`),
-        floorVsFio: { qd1: ratios.get(`${w.name}|${server} floor/fio QD1`) ?? [], qd: ratios.get(`${w.name}|${server} floor/fio QD${QUEUE_DEPTH}`) ?? [] },
-        sanboxVsFloor: { qd1: ratios.get(`${w.name}|${server} sanbox/floor QD1`) ?? [], qd: ratios.get(`${w.name}|${server} sanbox/floor QD${QUEUE_DEPTH}`) ?? [] },
+        floorVsFio: { qd1: r(1, 'floor/fio'), qd: r(QUEUE_DEPTH, 'floor/fio') },
+        sanboxVsFloor: { qd1: r(1, 'sanbox/floor'), qd: r(QUEUE_DEPTH, 'sanbox/floor') },
       };
     }),
   );

@@ -17,7 +17,7 @@ import { DeviceProvider } from '../src/node/provider.js';
 import { MONO_NS_NEVER, MONO_NS_PAST, type WriteLease } from '../src/disk/write-lease.js';
 import { presetTiming } from '../src/timing.js';
 import { NBD_SERVER_KINDS, startNbdServer, type NbdServer, type NbdServerKind } from './helpers/nbdkit.js';
-import { readFileAt, tempDir } from './helpers/tmp.js';
+import { readFileAt, tempDir, waitFor } from './helpers/tmp.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -69,12 +69,8 @@ function issue(dev: BlockDevice): { wire: Outcome[]; queued: Outcome[]; read: Ou
   return { wire, queued, read };
 }
 
-async function settled(outcomes: Outcome[]): Promise<void> {
-  const t0 = performance.now();
-  while (!outcomes.every((o) => o.settled)) {
-    if (performance.now() - t0 > SETTLE_MS) throw new Error(`${outcomes.filter((o) => !o.settled).length} requests not settled within ${SETTLE_MS} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+function settled(outcomes: Outcome[]): Promise<void> {
+  return waitFor(() => outcomes.every((o) => o.settled), SETTLE_MS, 'the requests to settle', 5);
 }
 
 function assertRefused(t: ExecutionContext, outcomes: Outcome[], why: RegExp): void {

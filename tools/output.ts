@@ -9,6 +9,13 @@ export interface Column<Row> {
   align?: 'left' | 'right';
 }
 
+/** A titled section of a report: a blank line, "TITLE:", then its rows as a table, or " none". */
+export function printSection<Row>(title: string, rows: Row[] | undefined, columns: Column<Row>[], out: NodeJS.WritableStream = process.stdout): void {
+  out.write(`\n${title}:\n`);
+  if (rows === undefined || rows.length === 0) out.write(' none\n');
+  else printTable(rows, columns, out);
+}
+
 /** Prints rows as an LVM-like table: a header line and space-separated, aligned columns. */
 export function printTable<Row>(rows: Row[], columns: Column<Row>[], out: NodeJS.WritableStream = process.stdout): void {
   const table = new Table({

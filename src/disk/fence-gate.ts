@@ -359,11 +359,8 @@ export class SelfFenceGate implements WriteGate {
   }
 
   enter(deviceName: string, offsetBytes: number): void {
-    if (this.selfFenced === undefined && !anyLeaseExpired(this.heartbeatLeases)) {
-      pauseInsideWrite(deviceName, offsetBytes);
-      return;
-    }
-    this.refuse(deviceName, offsetBytes);
+    this.check(deviceName, offsetBytes);
+    pauseInsideWrite(deviceName, offsetBytes);
   }
 
   /** enter()'s question again (it counts nothing here), for a write that waited. */

@@ -63,13 +63,13 @@ export const NBD_WAITERS_MAX = 16 * INFLIGHT_MAX;
  * Socket reads land in a scratch buffer of this size (Node's own default read size), except the
  * data of a READ reply, which is received straight into the caller's buffer.
  */
-const RECV_SCRATCH_BYTES = 64 * 1024;
+export const RECV_SCRATCH_BYTES = 64 * 1024;
 /**
  * Receive in place only when at least this much of a reply's data is missing: below it, one more
  * read syscall costs more than copying the bytes, and a shared scratch read can take in several
  * pipelined replies at once.
  */
-const DIRECT_RECV_MIN_BYTES = 16 * 1024;
+export const DIRECT_RECV_MIN_BYTES = 16 * 1024;
 /**
  * What a READ reply's data is preceded by: a structured data chunk's header and offset, or a simple
  * reply's header. When every request on the wire is a READ whose data is received in place, a socket
@@ -101,7 +101,7 @@ const SEND_BUFFER_BYTES = P.REQUEST_HEADER_BYTES + SEND_COPY_MAX_BYTES;
  * TCP pacing on loopback"). libnbd's two sends (header, payload) never fill 17 in one call; half a
  * MiB per write (9 at most) does not either, for one more write(2) per MiB.
  */
-const SEND_PIECE_MAX_BYTES = 512 * 1024;
+export const SEND_PIECE_MAX_BYTES = 512 * 1024;
 
 export type NbdFailure = 'refused' | 'disconnected' | 'timeout' | 'server-error' | 'protocol' | 'unsupported' | 'queue-full';
 

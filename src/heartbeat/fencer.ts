@@ -19,8 +19,8 @@ import { SanboxError } from '../errors.js';
 import type { NodeRecord } from '../format/node-record.js';
 import type { Timing } from '../timing.js';
 
-import { FENCE_POLICIES, type FencePolicy } from './fence-policy.js';
-export { FENCE_POLICIES, type FencePolicy };
+import type { FencePolicy } from './fence-policy.js';
+export { type FencePolicy };
 
 export interface FenceOutcome {
   nodeId: number;

@@ -20,7 +20,6 @@ import type { ReplayedTransactionReport } from './recovery.js';
 import { readVolumeMounts, StatusReader, type ClusterStatus, type VolumeMount } from './status.js';
 import { DEMO_FENCE_MARGIN_MS, DEMO_READY_TIMEOUT_MS, DEMO_SEE_EACH_OTHER_TIMEOUT_MS } from '../timing.js';
 import { DEMO_NODES_MAX, DEMO_NODES_MIN } from './demo-limits.js';
-export { DEMO_NODES_MIN, DEMO_NODES_MAX };
 
 /** The demo's shared ocfs2 volume: sparse, so it costs a few MiB of real blocks. */
 const VOLUME_BYTES = 1024 ** 3;

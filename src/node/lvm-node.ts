@@ -12,10 +12,10 @@
 // activation is always asked of the running node (src/node/activation.ts).
 
 import { modeName, parseMode, type Mode } from '../dlm/compat-matrix.js';
-import { DlmError, readSnapshot, type LockOptions, type LockspaceSnapshot, type ReleaseOptions } from '../dlm/lock-manager.js';
+import { DlmError, type LockOptions, type ReleaseOptions } from '../dlm/lock-manager.js';
 import { SanboxError } from '../errors.js';
 import { pauseAt } from '../disk/pause-point.js';
-import { openRegion, readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
+import { readClusterImage, type ClusterImageInfo } from '../heartbeat/cluster-image.js';
 import type { HeldLock, LockService, LvmMode } from '../volume/lvm-locks.js';
 import type { LvmCluster } from '../volume/lvm-cluster.js';
 import { connectNode, CTL_ANSWER_TIMEOUT_MS, ctlRequest, type NodeConnection } from './ctl.js';
@@ -32,7 +32,6 @@ class ControlLocks implements LockService {
     private readonly c: NodeConnection,
     readonly nodeId: number,
     private readonly defaultTimeoutMs: number,
-    private readonly image: string,
   ) {}
 
   async lock(resource: string, mode: Mode, opts: LockOptions = {}): Promise<HeldLock> {
@@ -79,16 +78,6 @@ class ControlLocks implements LockService {
       return { nodeId: e.nodeId, mode };
     });
   }
-
-  /** Who holds what, read from the cluster image's lockspace region (for messages naming holders). */
-  async snapshot(): Promise<LockspaceSnapshot> {
-    const region = await openRegion(this.image, 'lockspace', { readOnly: true, guard: 'none' });
-    try {
-      return await readSnapshot(region);
-    } finally {
-      await region.closeAll();
-    }
-  }
 }
 
 export interface LvmNodeOptions {
@@ -120,7 +109,7 @@ export async function withLvmNode<T>(o: LvmNodeOptions, fn: (cluster: LvmCluster
       await registerAsClient(c);
       return await fn({
         ...base,
-        locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs, info.path),
+        locks: new ControlLocks(c, o.nodeId, info.timing.lockTimeoutMs),
         image: await devices.open(info.path),
         open: (spec) => devices.open(spec),
         preempt: (spec, victimNode, victimKey) => devices.preempt(spec, victimNode, victimKey),

@@ -629,7 +629,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
           // `VG/LV` homes, leave their regions and close before the lockspace goes: an LV's open
           // claim (or its LV lock) is released only once the node writes nothing more through it.
           for (const [k, h] of [...homes]) if (!h.pinned || lvHomes.has(k)) await bounded(leaveHome(k, h).catch(() => undefined));
-          if (lockspace !== undefined) await bounded((async () => (await lockspace.catch(() => undefined))?.close().catch(() => undefined))());
+          await bounded(closeLockspace().catch(() => undefined));
           membership.stop();
           for (const h of heartbeats) await h.stop(true);
           left = true;

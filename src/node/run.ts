@@ -9,7 +9,6 @@ import { registerFsCommands } from './fs-commands.js';
 import { startNode, type StartNodeOptions } from './node.js';
 import { EXIT_SELF_FENCED } from './exit-status.js';
 
-export { EXIT_SELF_FENCED };
 /** Signals that make a node leave cleanly. */
 const LEAVE_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
 

@@ -9,7 +9,6 @@ import { UsageError } from '../errors.js';
 import { devicesFromFile } from './devices-file.js';
 
 import { DEVICES_ENV } from './devices-env.js';
-export { DEVICES_ENV };
 
 /** Splits "a.img,b.img" lists; empty entries are ignored. */
 export function splitDeviceList(text: string | undefined): string[] {

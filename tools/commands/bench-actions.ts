@@ -127,8 +127,8 @@ export async function bench(target: string, o: BenchCliOptions): Promise<void> {
     await dev.close();
   }
   if (o.plot !== undefined) {
-    // Loaded only for --plot: vega and vega-lite take about a second to import, which every
-    // other sanbox command (this module is registered for all of them) should not pay.
+    // Loaded only for --plot: vega and vega-lite take about a second to import, which a `sanbox
+    // bench` without --plot should not pay.
     const { renderSvg } = await import('../../src/perf/plot.js');
     fs.writeFileSync(o.plot, await renderSvg(report));
   }

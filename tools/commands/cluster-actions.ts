@@ -10,7 +10,7 @@ import { deviceList } from '../../src/volume/devices.js';
 import type { ClusterStatus } from '../../src/node/status.js';
 import { parseSizeBytes } from '../../src/units.js';
 import { clusterImage } from '../image-arg.js';
-import { printFields, printJson, printTable } from '../output.js';
+import { printFields, printJson, printSection, printTable } from '../output.js';
 
 function positiveInt(v: string, what: string): number {
   if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`${what} must be a positive integer, not '${v}'`);
@@ -67,17 +67,13 @@ function printActiveLvs(s: ClusterStatus): void {
 
 function printMounts(s: ClusterStatus): void {
   if (s.mounts === undefined) return;
-  process.stdout.write('\nMounts (from the volumes\' slot maps):\n');
-  if (s.mounts.length === 0) process.stdout.write(' none\n');
-  else {
-    printTable(s.mounts, [
-      { header: 'Volume', value: (m) => m.volume },
-      { header: 'Slot', value: (m) => m.slot, align: 'right' },
-      { header: 'Node', value: (m) => m.node, align: 'right' },
-      { header: 'Node state', value: (m) => s.slots[m.node]?.state ?? 'not a node of this cluster' },
-      { header: 'Journal', value: (m) => (m.journalDirty ? 'dirty' : 'clean') },
-    ]);
-  }
+  printSection("Mounts (from the volumes' slot maps)", s.mounts, [
+    { header: 'Volume', value: (m) => m.volume },
+    { header: 'Slot', value: (m) => m.slot, align: 'right' },
+    { header: 'Node', value: (m) => m.node, align: 'right' },
+    { header: 'Node state', value: (m) => s.slots[m.node]?.state ?? 'not a node of this cluster' },
+    { header: 'Journal', value: (m) => (m.journalDirty ? 'dirty' : 'clean') },
+  ]);
 }
 
 export async function init(image: string, o: Record<string, string | boolean | undefined>): Promise<void> {

@@ -12,7 +12,7 @@ import { readClusterImage } from '../../src/heartbeat/cluster-image.js';
 import { UsageError } from '../../src/errors.js';
 import { parseDurationMs } from '../../src/units.js';
 import { clusterImage, nodeNumber } from '../image-arg.js';
-import { printFields, printJson, printTable } from '../output.js';
+import { printFields, printJson, printSection, printTable } from '../output.js';
 import { printRules, ruleFromOptions } from './fault-rules.js';
 
 /** The quorum hold of a node's cluster volumes in one line ("I/O held: no quorum since …"). */
@@ -51,37 +51,25 @@ function printNodeStatus(s: NodeStatus): void {
     { header: 'Errors', value: (d) => d.io.errors, align: 'right' },
     { header: 'Refused', value: (d) => d.io.refused, align: 'right' },
   ]);
-  process.stdout.write('\nMounts:\n');
-  if (s.mounts.length === 0) process.stdout.write(' none\n');
-  else {
-    printTable(s.mounts, [
-      { header: 'Volume', value: (m) => m.volume },
-      { header: 'UUID', value: (m) => m.uuid },
-      { header: 'Slot', value: (m) => m.slot, align: 'right' },
-      { header: 'Since', value: (m) => m.mountedAt },
-    ]);
-  }
-  process.stdout.write('\nActive LVs:\n');
-  if ((s.activations ?? []).length === 0) process.stdout.write(' none\n');
-  else {
-    printTable(s.activations, [
-      { header: 'LV', value: (a) => a.lv },
-      { header: 'Mode', value: (a) => a.mode },
-      { header: 'LV lock', value: (a) => a.lock ?? '-' },
-      { header: 'Since', value: (a) => a.activatedAt },
-    ]);
-  }
-  process.stdout.write('\nLocks:\n');
-  if (s.locks.length === 0) process.stdout.write(' none\n');
-  else {
-    printTable(s.locks, [
-      { header: 'Resource', value: (l) => l.resource },
-      { header: 'LkId', value: (l) => l.lockId, align: 'right' },
-      { header: 'State', value: (l) => l.state },
-      { header: 'Mode', value: (l) => l.mode ?? '-' },
-      { header: 'Lost', value: (l) => l.lost ?? '' },
-    ]);
-  }
+  printSection('Mounts', s.mounts, [
+    { header: 'Volume', value: (m) => m.volume },
+    { header: 'UUID', value: (m) => m.uuid },
+    { header: 'Slot', value: (m) => m.slot, align: 'right' },
+    { header: 'Since', value: (m) => m.mountedAt },
+  ]);
+  printSection('Active LVs', s.activations, [
+    { header: 'LV', value: (a) => a.lv },
+    { header: 'Mode', value: (a) => a.mode },
+    { header: 'LV lock', value: (a) => a.lock ?? '-' },
+    { header: 'Since', value: (a) => a.activatedAt },
+  ]);
+  printSection('Locks', s.locks, [
+    { header: 'Resource', value: (l) => l.resource },
+    { header: 'LkId', value: (l) => l.lockId, align: 'right' },
+    { header: 'State', value: (l) => l.state },
+    { header: 'Mode', value: (l) => l.mode ?? '-' },
+    { header: 'Lost', value: (l) => l.lost ?? '' },
+  ]);
 }
 
 interface CtlOptions extends Record<string, unknown> {

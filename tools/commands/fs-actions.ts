@@ -20,7 +20,7 @@ async function withVolume<T>(dev: BlockDevice, fn: (vol: Ocfs2Volume) => Promise
 }
 
 /** drwxr-xr-x from an ocfs2 i_mode. */
-export function modeString(mode: number): string {
+function modeString(mode: number): string {
   const type: Record<number, string> = { 0o040000: 'd', 0o120000: 'l', 0o020000: 'c', 0o060000: 'b', 0o010000: 'p', 0o140000: 's' };
   let s = type[mode & 0o170000] ?? '-';
   const rwx = 'rwxrwxrwx';

@@ -82,7 +82,7 @@ async function asNode<T>(o: NodeOpts, fn: (cluster: LvmCluster | undefined) => P
 }
 
 /** `-L [+|-]SIZE` (default unit MiB) or `-l [+|-]N[%VG|%FREE]`. */
-export function parseSizeRequest(opts: { size?: string; extents?: string }, allowSign: boolean): SizeRequest {
+function parseSizeRequest(opts: { size?: string; extents?: string }, allowSign: boolean): SizeRequest {
   if ((opts.size === undefined) === (opts.extents === undefined)) throw new UsageError('give exactly one of -L SIZE or -l EXTENTS');
   const text = (opts.size ?? opts.extents)!;
   const m = /^([+-]?)(.*)$/.exec(text)!;
