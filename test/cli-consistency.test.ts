@@ -157,6 +157,22 @@ test('exit statuses: usage 2, operational 1, lock timeout 1, not found 127, not 
   t.is((await node.exited).code, EXIT_FENCED);
 });
 
+test('a node, slot or time count that is empty, not decimal or out of range is a one-line usage error (exit 2), not node or slot 0', async (t) => {
+  const dir = tempDir(t);
+  const img = await clusterImage(t, 2, 'numbers');
+  for (const bad of ['', ' ', '0x1', '1e0', '-1', '300']) {
+    const r = await runCliInProcess(['lock', img, '--node', bad, 'r', '--', 'true']);
+    t.is(r.code, EXIT_USAGE, `lock --node '${bad}': ${r.stderr}`);
+    t.is(r.stderr, `sanbox: --node takes a node number, not '${bad}' (0..254)\n`);
+  }
+  const vol = path.join(dir, 'none.img');
+  for (const [flag, bad] of [['--slot', ''], ['--slot', '0x1'], ['--observe-ms', ''], ['--observe-ms', '1e3']] as const) {
+    const r = await runCliInProcess(['recover', vol, flag, bad]);
+    t.is(r.code, EXIT_USAGE, `recover ${flag} '${bad}': ${r.stderr}`);
+    t.is(r.stderr, `sanbox: ${flag} must be a non-negative integer, not '${bad}'\n`);
+  }
+});
+
 test('disk info prints sizes as lvm2 reports do (binary units, two decimals, "<" when rounded up, 0 bare); --json keeps bytes', async (t) => {
   const dir = tempDir(t);
   const img = path.join(dir, 'd.img');

@@ -6,14 +6,8 @@ import { MODE_NAMES, parseMode, type Mode } from '../../src/dlm/compat-matrix.js
 import { readLockspaceView } from '../../src/dlm/lockspace-view.js';
 import { UsageError } from '../../src/errors.js';
 import { parseDurationMs } from '../../src/units.js';
-import { clusterImage } from '../image-arg.js';
+import { clusterImage, nodeNumberArg } from '../image-arg.js';
 import { printJson, printTable } from '../output.js';
-
-function nodeNumber(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--node must be a node number (0, 1, …), not '${text}'`);
-  return n;
-}
 
 function lockMode(text: string): Mode {
   const m = parseMode(text);
@@ -47,7 +41,7 @@ function lockOperands(operands: string[], option: string | undefined, rawArgs: r
 }
 
 export async function lock(operands: string[], o: { cluster?: string; node: string; mode: string; timeout?: string; noqueue: boolean; verbose: boolean }, cmd: Command): Promise<void> {
-  const nodeId = nodeNumber(o.node);
+  const nodeId = nodeNumberArg(o.node);
   const { image, resource, command } = lockOperands(operands, o.cluster, rawArgsOf(cmd));
   // The node code is loaded here, not for `dlm ls`.
   const { runLocked } = await import('../../src/node/lock-run.js');

@@ -86,10 +86,13 @@ export async function cat(target: string, path: string, o: { devices?: string })
 }
 
 export async function recover(target: string, o: { slot?: string; observeMs: string; dryRun: boolean; devices?: string; json: boolean }): Promise<void> {
-  const slot = o.slot === undefined ? undefined : Number(o.slot);
-  if (slot !== undefined && (!Number.isInteger(slot) || slot < 0)) throw new UsageError(`--slot must be a non-negative integer, not '${o.slot}'`);
-  const observeMs = Number(o.observeMs);
-  if (!Number.isInteger(observeMs) || observeMs < 0) throw new UsageError(`--observe-ms must be a non-negative integer, not '${o.observeMs}'`);
+  // Decimal digits only: Number('') is 0, and Number('0x1') or Number('1e0') would pass too.
+  const count = (text: string, flag: string): number => {
+    if (!/^\d+$/.test(text)) throw new UsageError(`${flag} must be a non-negative integer, not '${text}'`);
+    return Number(text);
+  };
+  const slot = o.slot === undefined ? undefined : count(o.slot, '--slot');
+  const observeMs = count(o.observeMs, '--observe-ms');
   // Journal replay and recovery are loaded here, not for ls and cat.
   const { recoverVolume } = await import('../../src/fs/recover.js');
   // Exclusive in-use guard: no sanbox process may have the volume open while it is recovered.
