@@ -158,11 +158,13 @@ interface ClusterGoal {
   cpuMedian: number;
 }
 
-/** Per workload and device, the median ops/s and the median ratio over the rounds (rows in the first round's order). */
+/** Per workload and device, the median ops/s, ratio and CPU ratio over the rounds (rows in the first round's order). */
 function medianRows(rounds: Row[][]): Row[] {
   return (rounds[0] ?? []).map((r) => {
     const same = rounds.flatMap((rows) => rows.filter((x) => x.workload === r.workload && x.device === r.device));
-    return { ...r, opsPerSec: Math.round(median(same.map((x) => x.opsPerSec))), ratio: median(same.map((x) => x.ratio)) };
+    const cpu = same.flatMap((x) => (x.cpuRatio === undefined ? [] : [x.cpuRatio]));
+    // Every measured field is the median over the rounds; a cpuRatio kept from the first round beside them would not be.
+    return { ...r, opsPerSec: Math.round(median(same.map((x) => x.opsPerSec))), ratio: median(same.map((x) => x.ratio)), ...(cpu.length > 0 ? { cpuRatio: median(cpu) } : {}) };
   });
 }
 
